@@ -1,0 +1,151 @@
+"""A very small DER reader and writer.
+
+Only what `cryptography` cannot give us: the raw TLVs of a certificate that it refuses to
+parse (serial 0, BER, negative serials), the exact bytes NSS and OpenSSL hash, and the few
+ASN.1 structures of the store formats that no library reads (SST properties, X509_CERT_AUX).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+SEQUENCE = 0x30
+SET = 0x31
+INTEGER = 0x02
+OCTET_STRING = 0x04
+OID = 0x06
+UTF8_STRING = 0x0C
+
+
+class DERError(ValueError):
+    """The bytes are not the DER structure they were expected to be."""
+
+
+@dataclass(frozen=True, slots=True)
+class TLV:
+    tag: int
+    data: bytes  # the buffer this element lives in
+    start: int  # offset of the tag byte
+    content: int  # offset of the first content byte
+    end: int  # offset just past the content
+
+    @property
+    def raw(self) -> bytes:
+        return self.data[self.start : self.end]
+
+    @property
+    def value(self) -> bytes:
+        return self.data[self.content : self.end]
+
+    def children(self) -> Iterator["TLV"]:
+        pos = self.content
+        while pos < self.end:
+            child = read(self.data, pos, self.end)
+            yield child
+            pos = child.end
+
+
+def read(data: bytes, pos: int = 0, limit: int | None = None) -> TLV:
+    """Read the element starting at `pos`; it must end by `limit` (default: end of data)."""
+    limit = len(data) if limit is None else limit
+    if pos + 2 > limit:
+        raise DERError(f"truncated element at offset {pos}")
+    tag = data[pos]
+    if tag & 0x1F == 0x1F:
+        raise DERError(f"multi-byte tag at offset {pos}")
+    first = data[pos + 1]
+    content = pos + 2
+    if first < 0x80:
+        length = first
+    elif first == 0x80:
+        raise DERError(f"indefinite length at offset {pos}")
+    else:
+        count = first & 0x7F
+        if count > 4 or content + count > limit:
+            raise DERError(f"bad length at offset {pos}")
+        length = int.from_bytes(data[content : content + count], "big")
+        content += count
+    end = content + length
+    if end > limit:
+        raise DERError(f"element at offset {pos} runs past the end ({length} bytes announced)")
+    return TLV(tag, data, pos, content, end)
+
+
+def read_all(data: bytes) -> TLV:
+    """Read one element that must span all of `data`."""
+    element = read(data)
+    if element.end != len(data):
+        raise DERError(f"{len(data) - element.end} trailing bytes after the element")
+    return element
+
+
+def length_bytes(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    body = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def encode(tag: int, content: bytes) -> bytes:
+    return bytes([tag]) + length_bytes(len(content)) + content
+
+
+def encode_oid(dotted: str) -> bytes:
+    parts = [int(p) for p in dotted.split(".")]
+    numbers = [parts[0] * 40 + parts[1], *parts[2:]]
+    body = bytearray()
+    for n in numbers:
+        chunk = [n & 0x7F]
+        n >>= 7
+        while n:
+            chunk.append(0x80 | (n & 0x7F))
+            n >>= 7
+        body.extend(reversed(chunk))
+    return encode(OID, bytes(body))
+
+
+def decode_oid(value: bytes) -> str:
+    numbers, n = [], 0
+    for byte in value:
+        n = (n << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            numbers.append(n)
+            n = 0
+    if not numbers or n:
+        raise DERError("malformed OID")
+    first = min(numbers[0] // 40, 2)
+    return ".".join(str(x) for x in [first, numbers[0] - 40 * first, *numbers[1:]])
+
+
+def encode_oid_sequence(oids: list[str]) -> bytes:
+    return encode(SEQUENCE, b"".join(encode_oid(o) for o in oids))
+
+
+def decode_oid_sequence(raw: bytes) -> list[str]:
+    return [decode_oid(child.value) for child in read_all(raw).children()]
+
+
+@dataclass(frozen=True, slots=True)
+class CertFields:
+    """Raw TLVs of a certificate's TBSCertificate, as stored (never re-encoded)."""
+
+    serial: bytes
+    issuer: bytes
+    subject: bytes
+    validity: bytes
+    spki: bytes
+
+
+def cert_fields(der: bytes) -> CertFields:
+    cert = read(der)
+    if cert.tag != SEQUENCE:
+        raise DERError("not a certificate: no outer SEQUENCE")
+    tbs = next(cert.children())
+    fields = list(tbs.children())
+    if fields and fields[0].tag == 0xA0:  # explicit [0] version
+        fields = fields[1:]
+    if len(fields) < 6 or fields[0].tag != INTEGER:
+        raise DERError("not a certificate: TBSCertificate is too short")
+    serial, _sig, issuer, validity, subject, spki = fields[:6]
+    return CertFields(serial.raw, issuer.raw, subject.raw, validity.raw, spki.raw)

@@ -1,0 +1,152 @@
+"""Plans: what it takes to bring one store to a desired trust set, and what is lost on the way.
+
+The engine works on trust sets only; it never sees bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from storesync.model import ANCHOR, DISTRUST, SERVER_AUTH, TRUSTED, Entry, TrustSet
+from storesync.stores import Capabilities
+
+MIRROR, ADD = "mirror", "add"
+
+
+@dataclass(frozen=True)
+class Loss:
+    """Something the target store cannot express, and what was done about it."""
+
+    entry: Entry
+    what: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sha256": self.entry.sha256, "label": self.entry.display_label, "what": self.what}
+
+
+@dataclass
+class Plan:
+    store: str
+    current: TrustSet
+    desired: TrustSet
+    adds: list[Entry] = field(default_factory=list)
+    removals: list[Entry] = field(default_factory=list)
+    changes: list[tuple[Entry, Entry]] = field(default_factory=list)  # (before, after)
+    losses: list[Loss] = field(default_factory=list)
+    held_back: str | None = None  # why a guard stopped this plan, if one did
+
+    @property
+    def empty(self) -> bool:
+        return not (self.adds or self.removals or self.changes)
+
+    def summary(self) -> str:
+        if self.empty:
+            return "in sync"
+        parts = [f"{len(self.adds)} to add", f"{len(self.removals)} to remove"]
+        if self.changes:
+            parts.append(f"{len(self.changes)} trust changes")
+        return ", ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        def brief(entry: Entry) -> dict[str, Any]:
+            return {"sha256": entry.sha256, "label": entry.display_label, "trust": dict(entry.trust)}
+
+        return {
+            "store": self.store,
+            "adds": [brief(e) for e in self.adds],
+            "removals": [brief(e) for e in self.removals],
+            "changes": [
+                {"sha256": a.sha256, "label": b.display_label, "before": dict(a.trust), "after": dict(b.trust)}
+                for a, b in self.changes
+            ],
+            "losses": [loss.to_json() for loss in self.losses],
+            "held_back": self.held_back,
+        }
+
+
+def project(entry: Entry, caps: Capabilities, purpose: str = SERVER_AUTH) -> tuple[Entry | None, str | None]:
+    """The entry as a store with `caps` can hold it (None: it cannot hold it safely).
+
+    `purpose` is what a store without per-purpose trust is *for* ("any" for every purpose):
+    only certificates trusted for it go in, as Debian and p11-kit build their bundles.
+    """
+    loss = None
+    if not caps.distrust_after and entry.distrust_after:
+        dates = ", ".join(f"{p} after {d:%Y-%m-%d}" for p, d in sorted(entry.distrust_after.items()))
+        entry, loss = entry.replace(distrust_after={}), f"distrust-after dates dropped ({dates})"
+    if not entry.trust:
+        return None, None  # no opinion on anything: nothing to store
+    if entry.distrusted:
+        if not caps.distrust:
+            return None, "distrusted: left out, since this store cannot say distrusted"
+        if not caps.purposes:
+            return entry.replace(trust=dict(DISTRUST)), "distrusted for some purposes: distrusted for all here"
+        return entry, loss
+    if caps.purposes:
+        return entry, loss
+    trusted = entry.trusted_purposes
+    if purpose != "any" and purpose not in trusted:
+        return None, f"trusted only for {', '.join(trusted)}: left out of this {purpose} store"
+    if set(trusted) != set(ANCHOR):
+        loss = f"trusted only for {', '.join(trusted)}: trusted for every purpose here"
+    return entry.replace(trust=dict(ANCHOR)), loss
+
+
+def make_plan(
+    source: TrustSet,
+    current: TrustSet,
+    caps: Capabilities,
+    *,
+    store: str,
+    mode: str = MIRROR,
+    purpose: str = SERVER_AUTH,
+) -> Plan:
+    """Diff `source` (projected onto `caps`) against what the store holds now.
+
+    An entry whose trust is unchanged is kept exactly as the store has it (label, extras),
+    so a sync never rewrites what it does not need to.
+    """
+    plan = Plan(store=store, current=current, desired=TrustSet())
+    desired: list[Entry] = []
+    for entry in source.values():
+        wanted, loss = project(entry, caps, purpose)
+        if loss:
+            plan.losses.append(Loss(entry, loss))
+        if wanted is None:
+            continue
+        have = current.get(entry.sha256)
+        if have is None:
+            plan.adds.append(wanted)
+            desired.append(wanted)
+        elif have.trust_key() == wanted.trust_key():
+            desired.append(have)
+        else:
+            after = wanted.replace(label=have.label or wanted.label, extras={**have.extras, **wanted.extras})
+            plan.changes.append((have, after))
+            desired.append(after)
+    kept = {e.sha256 for e in desired}
+    for entry in current.values():
+        if entry.sha256 in kept:
+            continue
+        dropped_for_distrust = entry.sha256 in source and source[entry.sha256].distrusted
+        if mode == MIRROR or dropped_for_distrust:
+            plan.removals.append(entry)
+        else:
+            desired.append(entry)
+    plan.desired = TrustSet(desired)
+    return plan
+
+
+def compare(a: TrustSet, b: TrustSet) -> dict[str, list]:
+    """Certificates only in a, only in b, and those whose trust differs."""
+    return {
+        "only_a": [e for k, e in a.items() if k not in b],
+        "only_b": [e for k, e in b.items() if k not in a],
+        "trust_differs": [(e, b[k]) for k, e in a.items() if k in b and e.trust_key() != b[k].trust_key()],
+    }
+
+
+def anchors_only(trust_set: TrustSet) -> TrustSet:
+    """Entries trusted for at least one purpose (distrust records left out)."""
+    return TrustSet(e for e in trust_set.values() if TRUSTED in e.trust.values())

@@ -1,0 +1,301 @@
+"""The trust model: certificates as raw DER, per-purpose trust, entries and trust sets.
+
+Nothing here knows a store format. `cryptography` is imported only when a caller asks for
+something that needs a full parse (dates, an RFC 4514 subject, CA checks), so a one-shot
+command that only compares fingerprints never pays for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any, Iterator, Mapping
+
+from storesync import der
+
+# Purposes by name; any other purpose is spelled as its EKU OID.
+SERVER_AUTH, CLIENT_AUTH, EMAIL, CODE_SIGNING = "server-auth", "client-auth", "email", "code-signing"
+PURPOSES = (SERVER_AUTH, CLIENT_AUTH, EMAIL, CODE_SIGNING)
+EKU_OIDS = {
+    SERVER_AUTH: "1.3.6.1.5.5.7.3.1",
+    CLIENT_AUTH: "1.3.6.1.5.5.7.3.2",
+    CODE_SIGNING: "1.3.6.1.5.5.7.3.3",
+    EMAIL: "1.3.6.1.5.5.7.3.4",
+}
+ANY_EKU = "2.5.29.37.0"
+PURPOSE_OF_OID = {oid: name for name, oid in EKU_OIDS.items()}
+
+TRUSTED, DISTRUSTED = "trusted", "distrusted"
+
+#: Trust of a plain anchor (a certificate in a bundle or a hashed directory): every purpose.
+ANCHOR = {p: TRUSTED for p in PURPOSES}
+#: Trust of an explicit distrust record.
+DISTRUST = {p: DISTRUSTED for p in PURPOSES}
+
+
+def purpose_from_oid(oid: str) -> str:
+    return PURPOSE_OF_OID.get(oid, oid)
+
+
+def oid_from_purpose(purpose: str) -> str:
+    return EKU_OIDS.get(purpose, purpose)
+
+
+class StoreError(Exception):
+    """A failure a person can act on. The message is one sentence naming the store and file."""
+
+
+# --- certificates -------------------------------------------------------------------------
+
+_STRING_CODECS = {  # ASN.1 string tag -> codec OpenSSL uses to turn it into UTF-8
+    0x0C: "utf-8",  # UTF8String
+    0x12: "latin-1",  # NumericString
+    0x13: "latin-1",  # PrintableString
+    0x14: "latin-1",  # T61String (OpenSSL reads it as Latin-1)
+    0x16: "latin-1",  # IA5String
+    0x1C: "utf-32-be",  # UniversalString
+    0x1E: "utf-16-be",  # BMPString
+}
+_SPACE = b" \t\n\v\f\r"
+_SHORT_NAMES = {
+    "2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O",
+    "2.5.4.11": "OU", "2.5.4.9": "STREET", "0.9.2342.19200300.100.1.25": "DC",
+    "0.9.2342.19200300.100.1.1": "UID",
+}
+
+
+def _canonical_value(tag: int, value: bytes) -> bytes | None:
+    """OpenSSL's asn1_string_canon: UTF-8, trimmed, inner spaces folded, ASCII lower-cased."""
+    codec = _STRING_CODECS.get(tag)
+    if codec is None:
+        return None  # other types are hashed as they are
+    text = value.decode(codec).encode("utf-8")
+    text = text.strip(_SPACE)
+    out = bytearray()
+    in_space = False
+    for byte in text:
+        if byte in _SPACE:
+            if not in_space:
+                out.append(0x20)
+            in_space = True
+            continue
+        in_space = False
+        out.append(byte + 32 if 0x41 <= byte <= 0x5A else byte)
+    return bytes(out)
+
+
+def _name_rdns(name_tlv: bytes) -> list[list[tuple[str, der.TLV]]]:
+    rdns = []
+    for rdn in der.read_all(name_tlv).children():
+        attributes = []
+        for attribute in rdn.children():
+            oid, value = list(attribute.children())[:2]
+            attributes.append((der.decode_oid(oid.value), value))
+        rdns.append(attributes)
+    return rdns
+
+
+def subject_hash(name_tlv: bytes) -> str:
+    """OpenSSL's `X509_NAME_hash` (the `-subject_hash` of OpenSSL >= 1.0)."""
+    canon = bytearray()
+    for rdn in _name_rdns(name_tlv):
+        encoded = []
+        for oid, value in rdn:
+            text = _canonical_value(value.tag, value.value)
+            value_tlv = value.raw if text is None else der.encode(der.UTF8_STRING, text)
+            encoded.append(der.encode(der.SEQUENCE, der.encode_oid(oid) + value_tlv))
+        canon += der.encode(der.SET, b"".join(sorted(encoded)))
+    return int.from_bytes(hashlib.sha1(canon).digest()[:4], "little").to_bytes(4).hex()
+
+
+def subject_hash_old(name_tlv: bytes) -> str:
+    """OpenSSL's `X509_NAME_hash_old` (MD5 of the DER name; OpenSSL < 1.0 and p11-kit)."""
+    return int.from_bytes(hashlib.md5(name_tlv).digest()[:4], "little").to_bytes(4).hex()
+
+
+def name_attributes(name_tlv: bytes) -> list[tuple[str, str]]:
+    """(short name or OID, text) pairs of a DER Name, in order; lenient about encodings."""
+    pairs = []
+    for rdn in _name_rdns(name_tlv):
+        for oid, value in rdn:
+            codec = _STRING_CODECS.get(value.tag, "latin-1")
+            pairs.append((_SHORT_NAMES.get(oid, oid), value.value.decode(codec, "replace")))
+    return pairs
+
+
+class Certificate:
+    """One certificate: its DER bytes exactly as read. Identity is SHA-256 of those bytes."""
+
+    __slots__ = ("der", "__dict__")
+
+    def __init__(self, der_bytes: bytes):
+        self.der = bytes(der_bytes)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Certificate) and other.der == self.der
+
+    def __hash__(self) -> int:
+        return hash(self.der)
+
+    def __repr__(self) -> str:
+        return f"Certificate({self.sha256[:16]}…)"
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.der).hexdigest()
+
+    @cached_property
+    def sha1(self) -> str:
+        return hashlib.sha1(self.der).hexdigest()
+
+    @cached_property
+    def fields(self) -> der.CertFields:
+        """Raw TLVs read by hand, so even certificates `cryptography` refuses have them."""
+        return der.cert_fields(self.der)
+
+    @cached_property
+    def _parsed(self) -> tuple[Any, str | None]:
+        from cryptography import x509
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                cert = x509.load_der_x509_certificate(self.der)
+                cert.subject, cert.not_valid_after_utc, cert.extensions  # force lazy parts
+            except Exception as exc:  # noqa: BLE001 - any refusal means "carry as bytes"
+                return None, f"cryptography cannot parse this certificate ({exc}); kept as bytes"
+        warning = "; ".join(str(w.message) for w in caught) or None
+        return cert, warning
+
+    @property
+    def x509(self):
+        """The `cryptography` certificate, or None when it refuses the bytes."""
+        return self._parsed[0]
+
+    @property
+    def parse_warning(self) -> str | None:
+        return self._parsed[1]
+
+    def subject_hash(self) -> str:
+        return subject_hash(self.fields.subject)
+
+    def subject_hash_old(self) -> str:
+        return subject_hash_old(self.fields.subject)
+
+    @cached_property
+    def subject(self) -> str:
+        if self.x509 is not None:
+            try:
+                return self.x509.subject.rfc4514_string()
+            except Exception:  # noqa: BLE001
+                pass
+        return ",".join(f"{k}={v}" for k, v in reversed(name_attributes(self.fields.subject)))
+
+    @cached_property
+    def default_label(self) -> str:
+        """CN, else OU, else O (p11-kit's choice), else a fingerprint."""
+        try:
+            attributes = name_attributes(self.fields.subject)
+        except der.DERError:
+            attributes = []
+        for wanted in ("CN", "OU", "O"):
+            for key, value in attributes:
+                if key == wanted and value.strip():
+                    return value.strip()
+        return self.sha256[:16]
+
+    @property
+    def not_before(self) -> datetime | None:
+        return self.x509.not_valid_before_utc if self.x509 is not None else None
+
+    @property
+    def not_after(self) -> datetime | None:
+        return self.x509.not_valid_after_utc if self.x509 is not None else None
+
+    @cached_property
+    def is_ca(self) -> bool:
+        """CA per basicConstraints; a v1 self-issued certificate counts too (old roots)."""
+        cert = self.x509
+        if cert is None:
+            return True  # unparseable roots exist; give them the benefit of the doubt
+        from cryptography import x509
+
+        try:
+            return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            return cert.version == x509.Version.v1 and cert.issuer == cert.subject
+
+
+# --- entries and trust sets ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A certificate with what one store says about it.
+
+    `trust` maps purpose -> TRUSTED / DISTRUSTED (an absent purpose is unspecified);
+    `distrust_after` maps purpose -> datetime; `extras` maps a store kind to whatever that
+    format keeps that the model does not know, so a round trip through it loses nothing.
+    """
+
+    cert: Certificate
+    trust: Mapping[str, str] = field(default_factory=lambda: dict(ANCHOR))
+    label: str | None = None
+    distrust_after: Mapping[str, datetime] = field(default_factory=dict)
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def sha256(self) -> str:
+        return self.cert.sha256
+
+    @property
+    def display_label(self) -> str:
+        return self.label or self.cert.default_label
+
+    @property
+    def distrusted(self) -> bool:
+        return DISTRUSTED in self.trust.values()
+
+    @property
+    def trusted_purposes(self) -> list[str]:
+        return [p for p, state in self.trust.items() if state == TRUSTED]
+
+    def trust_key(self) -> tuple:
+        """What makes two entries for one certificate say the same thing."""
+        return (sorted(self.trust.items()), sorted(self.distrust_after.items()))
+
+    def replace(self, **changes: Any) -> "Entry":
+        return dataclasses.replace(self, **changes)
+
+
+class TrustSet(Mapping[str, Entry]):
+    """What one store says at one moment: SHA-256 hex -> Entry, in the store's own order."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: "Iterator[Entry] | list[Entry] | tuple[Entry, ...]" = ()):
+        self._entries: dict[str, Entry] = {}
+        for entry in entries:
+            # A certificate listed twice keeps its first place; distrust wins.
+            previous = self._entries.get(entry.sha256)
+            if previous is None or (entry.distrusted and not previous.distrusted):
+                self._entries[entry.sha256] = entry
+
+    def __getitem__(self, sha256: str) -> Entry:
+        return self._entries[sha256]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"TrustSet({len(self)} entries)"
+
+    def entries(self) -> list[Entry]:
+        return list(self._entries.values())

@@ -1,0 +1,263 @@
+"""Store specs, the Store protocol, and the registry of store kinds.
+
+A store spec is `kind:path`, optionally followed by `?option=value&option=value`
+(`dir:/srv/ca?links=both`, `sst:roots.sst?role=disallowed`). A bare path is recognised by
+its content (or, for a file that does not exist yet, by its name). Store modules are
+imported only when a store of their kind is opened, so a command pays only for what it uses.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+from urllib.parse import parse_qsl
+
+from storesync.model import StoreError, TrustSet
+
+if TYPE_CHECKING:
+    from storesync.engine.plan import Plan
+
+KINDS = {
+    "pem": "storesync.stores.pem:PemStore",
+    "dir": "storesync.stores.directory:DirStore",
+    "nss": "storesync.stores.nss:NssStore",
+    "certdata": "storesync.stores.certdata:CertdataStore",
+    "sst": "storesync.stores.sst:SstStore",
+    "reg": "storesync.stores.reg:RegStore",
+    "p7b": "storesync.stores.p7b:P7bStore",
+    "jks": "storesync.stores.jks:JksStore",
+    "p12": "storesync.stores.p12:P12Store",
+}
+ALIASES = {"sql": "nss", "bundle": "pem", "pkcs12": "p12", "pkcs7": "p7b", "hashdir": "dir"}
+EXTENSIONS = {
+    ".pem": "pem", ".crt": "pem", ".cer": "pem", ".der": "pem", ".sst": "sst", ".reg": "reg",
+    ".p7b": "p7b", ".p7c": "p7b", ".jks": "jks", ".p12": "p12", ".pfx": "p12",
+}
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    kind: str
+    path: Path
+    options: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def __str__(self) -> str:
+        query = "&".join(f"{k}={v}" for k, v in self.options.items())
+        return f"{self.kind}:{self.path}" + (f"?{query}" if query else "")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a store can express. The engine projects a desired set onto these."""
+
+    purposes: bool = False  # per-purpose trust (else: an anchor is trusted for everything)
+    distrust: bool = False  # explicit "distrusted" records
+    distrust_after: bool = False
+    labels: bool = False
+    writable: bool = True
+
+
+def parse_spec(text: str, options: dict[str, str] | None = None) -> StoreSpec:
+    """`kind:path[?opts]` or a bare path; raises StoreError for an unknown kind."""
+    kind = None
+    head, sep, rest = text.partition(":")
+    if sep and (head in KINDS or head in ALIASES):
+        kind, text = ALIASES.get(head, head), rest
+    query = {}
+    if "?" in text:
+        text, _, raw = text.partition("?")
+        query = dict(parse_qsl(raw, keep_blank_values=True))
+    path = Path(os.path.expanduser(text))
+    if kind is None:
+        kind = detect_kind(path)
+    return StoreSpec(kind, path, {**(options or {}), **query})
+
+
+def detect_kind(path: Path) -> str:
+    """Recognise a store by its content; a path that does not exist yet, by its name."""
+    if path.is_dir():
+        return "nss" if (path / "cert9.db").exists() or (path / "cert8.db").exists() else "dir"
+    if not path.exists():
+        if str(path).endswith(os.sep):
+            return "dir"
+        kind = EXTENSIONS.get(path.suffix.lower())
+        if kind is None:
+            raise StoreError(
+                f"{path}: does not exist and its name does not say which kind of store to create; "
+                f"write it as KIND:PATH (kinds: {', '.join(KINDS)})"
+            )
+        return kind
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read it ({exc.strerror})") from None
+    return sniff(head) or EXTENSIONS.get(path.suffix.lower(), "pem")
+
+
+def sniff(head: bytes) -> str | None:
+    """The kind a file's first bytes announce, if they announce one."""
+    if head.startswith(b"\xfe\xed\xfe\xed"):
+        return "jks"
+    if head.startswith(b"\x00\x00\x00\x00CERT"):
+        return "sst"
+    text = head.lstrip(b"\xef\xbb\xbf")
+    if head.startswith(b"\xff\xfe") or text.startswith((b"Windows Registry Editor", b"REGEDIT4")):
+        return "reg"
+    if b"-----BEGIN PKCS7-----" in text:
+        return "p7b"
+    if b"-----BEGIN " in text:
+        return "pem"
+    if b"BEGINDATA" in text or b"CKA_CLASS" in text:
+        return "certdata"
+    if head[:1] == b"\x30":
+        if b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02" in head[:32]:  # signedData OID
+            return "p7b"
+        if b"\x02\x01\x03\x30" in head[:8]:  # PFX version 3
+            return "p12"
+        return "pem"  # a single DER certificate
+    return None
+
+
+def store_class(kind: str) -> type["Store"]:
+    module_name, _, class_name = KINDS[kind].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise StoreError(f"store kind {kind!r} is not available in this version") from None
+        raise
+    return getattr(module, class_name)
+
+
+def open_store(spec: "StoreSpec | str", options: dict[str, str] | None = None) -> "Store":
+    if isinstance(spec, str):
+        spec = parse_spec(spec, options)
+    return store_class(spec.kind)(spec)
+
+
+class Store:
+    """One concrete place that holds trust. Subclasses implement read and write."""
+
+    kind: ClassVar[str]
+    capabilities: Capabilities = Capabilities()
+
+    def __init__(self, spec: StoreSpec):
+        self.spec = spec
+        self.path = spec.path
+        self.warnings: list[str] = []  # filled by read(): things a person should know
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec}>"
+
+    def option(self, name: str, default: str | None = None) -> str | None:
+        return self.spec.options.get(name, default)
+
+    def error(self, what: str, path: Path | None = None) -> StoreError:
+        return StoreError(f"{self.spec.kind} store {path or self.path}: {what}")
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def read(self) -> TrustSet:
+        raise NotImplementedError
+
+    def write(self, plan: "Plan") -> None:
+        """Bring the store to `plan.desired`, atomically, touching only what the plan changes."""
+        raise NotImplementedError
+
+    def watch_paths(self) -> list[Path]:
+        return [self.path]
+
+    def notice(self) -> str | None:
+        """A hint to print after a write (e.g. "restart the browser")."""
+        return None
+
+    # Backups: the bytes of every file the store consists of (None: the file did not exist).
+    def snapshot(self) -> dict[str, bytes | None]:
+        return {str(self.path): self.path.read_bytes() if self.path.exists() else None}
+
+    def restore(self, snapshot: dict[str, bytes | None]) -> None:
+        for name, data in snapshot.items():
+            path = Path(name)
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                atomic_write(path, data)
+
+
+class FileStore(Store):
+    """A store that is one file: subclasses turn bytes into a trust set and back."""
+
+    def read(self) -> TrustSet:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            if self.option("create", "yes") == "no":
+                raise self.error("does not exist") from None
+            return TrustSet()
+        except IsADirectoryError:
+            raise self.error(f"is a directory; use dir:{self.path} for a hashed directory") from None
+        except OSError as exc:
+            raise self.error(f"cannot read it ({exc.strerror})") from None
+        return self.parse(data)
+
+    def write(self, plan: "Plan") -> None:
+        atomic_write(self.path, self.render(plan))
+
+    def parse(self, data: bytes) -> TrustSet:
+        raise NotImplementedError
+
+    def render(self, plan: "Plan") -> bytes:
+        raise NotImplementedError
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> bool:
+    """Replace `path` with `data` (temp file, fsync, rename); keep mode and owner.
+
+    Returns False and touches nothing when the file already holds exactly these bytes.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        try:
+            if st.st_size == len(data) and path.read_bytes() == data:
+                return False
+        except OSError:
+            pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if st is not None:
+            os.chmod(tmp, st.st_mode & 0o7777)
+            if hasattr(os, "chown") and (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+                os.chown(tmp, st.st_uid, st.st_gid)
+        else:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return True
+
+
+def fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,144 @@
+"""`pem`: a bundle file of PEM certificates (or a single DER certificate).
+
+Reads `CERTIFICATE`, `X509 CERTIFICATE` and OpenSSL's `TRUSTED CERTIFICATE` (DER followed by
+X509_CERT_AUX: trusted and rejected EKUs and an alias). Writes plain PEM by default, byte for
+byte what `trust extract --format=pem-bundle` writes; `?format=trusted` writes TRUSTED
+CERTIFICATE blocks that keep per-purpose trust, distrust and labels; `?comments=yes` puts
+`# label` above each plain block. A private key anywhere in the file refuses the whole file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import textwrap
+
+from storesync import der
+from storesync.model import ANCHOR, ANY_EKU, DISTRUSTED, PURPOSES, TRUSTED, Certificate, Entry, TrustSet, oid_from_purpose, purpose_from_oid
+from storesync.stores import Capabilities, FileStore
+
+_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
+_CERT_TYPES = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
+_PLAIN = Capabilities(labels=False)
+_TRUSTED = Capabilities(purposes=True, distrust=True, labels=True)
+
+
+class PemStore(FileStore):
+    kind = "pem"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return _TRUSTED if self.option("format") == "trusted" else _PLAIN
+
+    def parse(self, data: bytes) -> TrustSet:
+        blocks = list(_BLOCK.finditer(data))
+        if not blocks:
+            return self._parse_without_blocks(data)
+        if data.count(b"-----BEGIN ") != len(blocks):
+            line = _unterminated_line(data, blocks)
+            raise self.error(f"PEM block at line {line} has no matching END line (truncated file?)")
+        entries = []
+        for block in blocks:
+            kind, line = block.group(1), data.count(b"\n", 0, block.start()) + 1
+            if b"PRIVATE KEY" in kind:
+                raise self.error(
+                    f"holds a private key (line {line}); a trust bundle must not, so nothing was read from it"
+                )
+            if kind not in _CERT_TYPES:
+                self.warnings.append(f"{self.path}: line {line}: skipped a {kind.decode()} block")
+                continue
+            body = b"".join(l for l in block.group(2).splitlines() if b":" not in l)
+            try:
+                raw = base64.b64decode(body, validate=True)
+            except (binascii.Error, ValueError):
+                raise self.error(f"PEM block at line {line} is not valid base64 (corrupted file?)") from None
+            try:
+                entries.append(self._entry(raw, trusted=kind == b"TRUSTED CERTIFICATE"))
+            except der.DERError as exc:
+                raise self.error(f"PEM block at line {line} is not a certificate ({exc})") from None
+        return TrustSet(entries)
+
+    def _parse_without_blocks(self, data: bytes) -> TrustSet:
+        if data[:1] == b"\x30":
+            try:
+                return TrustSet([self._entry(data, trusted=False, whole=True)])
+            except der.DERError as exc:
+                raise self.error(f"is neither PEM nor a DER certificate ({exc})") from None
+        if all(not line.strip() or line.lstrip().startswith(b"#") for line in data.splitlines()):
+            return TrustSet()  # empty, or comments only
+        raise self.error("holds no PEM certificate and is not a DER certificate (garbage or wrong file?)")
+
+    def _entry(self, raw: bytes, trusted: bool, whole: bool = False) -> Entry:
+        cert_tlv = der.read_all(raw) if whole else der.read(raw)
+        cert = Certificate(cert_tlv.raw)
+        cert.fields  # a certificate's outline must be there, even when we keep it as bytes
+        if not trusted:
+            if cert_tlv.end != len(raw):
+                raise der.DERError("trailing bytes after the certificate")
+            return Entry(cert)
+        return _trusted_entry(cert, raw[cert_tlv.end :])
+
+    def render(self, plan) -> bytes:
+        if self.option("format") == "trusted":
+            return b"".join(_pem(_aux_bytes(e), "TRUSTED CERTIFICATE") for e in plan.desired.values())
+        comments = self.option("comments") == "yes"
+        return b"".join(
+            (f"# {e.display_label}\n".encode() if comments else b"") + _pem(e.cert.der, "CERTIFICATE")
+            for e in plan.desired.values()
+        )
+
+
+def _pem(data: bytes, kind: str) -> bytes:
+    body = "\n".join(textwrap.wrap(base64.b64encode(data).decode("ascii"), 64))
+    return f"-----BEGIN {kind}-----\n{body}\n-----END {kind}-----\n".encode("ascii")
+
+
+def _unterminated_line(data: bytes, blocks) -> int:
+    covered = {b.start() for b in blocks}
+    for match in re.finditer(rb"-----BEGIN ", data):
+        if match.start() not in covered and not any(b.start() < match.start() < b.end() for b in blocks):
+            return data.count(b"\n", 0, match.start()) + 1
+    return data.count(b"\n") + 1
+
+
+def _trusted_entry(cert: Certificate, aux: bytes) -> Entry:
+    """X509_CERT_AUX: SEQUENCE { trust SEQ OF OID?, [0] reject?, alias UTF8?, keyid OCTET?, [1] other? }."""
+    trusted: list[str] = []
+    rejected: list[str] = []
+    alias, kept = None, {}
+    for field in der.read_all(aux).children() if aux else ():
+        if field.tag == der.SEQUENCE:
+            trusted = [der.decode_oid(c.value) for c in field.children()]
+        elif field.tag == 0xA0:
+            rejected = [der.decode_oid(c.value) for c in field.children()]
+        elif field.tag == der.UTF8_STRING:
+            alias = field.value.decode("utf-8", "replace")
+        else:
+            kept[field.tag] = field.raw  # keyid, other: carried unchanged
+    trust = {} if trusted else dict(ANCHOR)
+    for oid in trusted:
+        trust.update(dict(ANCHOR) if oid == ANY_EKU else {purpose_from_oid(oid): TRUSTED})
+    for oid in rejected:
+        trust.update({p: DISTRUSTED for p in PURPOSES} if oid == ANY_EKU else {purpose_from_oid(oid): DISTRUSTED})
+    return Entry(cert, trust=trust, label=alias, extras={"pem": kept} if kept else {})
+
+
+def _aux_bytes(entry: Entry) -> bytes:
+    """DER certificate + X509_CERT_AUX. A full anchor carries only its alias, as p11-kit writes."""
+    trusted = [oid_from_purpose(p) for p, s in entry.trust.items() if s == TRUSTED]
+    rejected = [oid_from_purpose(p) for p, s in entry.trust.items() if s == DISTRUSTED]
+    if set(entry.trust.items()) == set(ANCHOR.items()):
+        trusted = []
+    if rejected and set(rejected) == {oid_from_purpose(p) for p in PURPOSES}:
+        rejected = [ANY_EKU]
+    aux = b""
+    if trusted:
+        aux += der.encode_oid_sequence(trusted)
+    if rejected:
+        aux += der.encode(0xA0, b"".join(der.encode_oid(o) for o in rejected))
+    if entry.label:
+        aux += der.encode(der.UTF8_STRING, entry.label.encode("utf-8"))
+    for raw in entry.extras.get("pem", {}).values():
+        aux += raw
+    return entry.cert.der + der.encode(der.SEQUENCE, aux)
