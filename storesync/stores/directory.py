@@ -1,0 +1,193 @@
+"""`dir`: a hashed directory, as OpenSSL's `-CApath` reads it.
+
+One file per certificate plus symlinks `<subject hash>.<n>` to it. Reads `*.pem *.crt *.cer
+*.der` files holding exactly one certificate (plain or TRUSTED), and regular files named like
+hash links (c_rehash copies). Other files, bundles, subdirectories and CRL links
+(`<hash>.r<n>`) are not part of the store and are left alone.
+
+Writes incrementally: a one-certificate change touches that certificate's file and the links
+of its hash only. Options: `links=new` (default, like `openssl rehash`) or `links=both` (also
+the old MD5 hash links, like p11-kit); `format=plain` (default) or `format=trusted`
+(TRUSTED CERTIFICATE files that keep purposes, distrust and labels).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from storesync.model import Entry, StoreError, TrustSet
+from storesync.stores import Capabilities, Store, StoreSpec, atomic_write, fsync_dir
+from storesync.stores.pem import PemStore
+
+CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der"}
+HASH_LINK = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class DirStore(Store):
+    kind = "dir"
+
+    def __init__(self, spec: StoreSpec):
+        super().__init__(spec)
+        self._files: dict[str, list[str]] = {}  # sha256 -> names holding it (first: its file)
+        self._links: dict[str, str] = {}  # hash-link name -> what it points to now
+
+    @property
+    def capabilities(self) -> Capabilities:
+        trusted = self.option("format") == "trusted"
+        return Capabilities(purposes=trusted, distrust=trusted, labels=trusted)
+
+    def _bundle(self, path: Path) -> PemStore:
+        """The bundle codec, for one file of this directory (its errors name that file)."""
+        return PemStore(StoreSpec(self.kind, path, {"format": self.option("format", "plain")}))
+
+    def read(self) -> TrustSet:
+        self._files, self._links = {}, {}
+        if not self.path.exists():
+            return TrustSet()
+        if not self.path.is_dir():
+            raise self.error("is not a directory; use pem:PATH for a bundle file")
+        entries: list[Entry] = []
+        try:
+            names = sorted(os.listdir(self.path))
+        except OSError as exc:
+            raise self.error(f"cannot list it ({exc.strerror})") from None
+        for name in names:
+            path = self.path / name
+            is_link_name = bool(HASH_LINK.match(name))
+            if name.startswith(".") or not (is_link_name or Path(name).suffix.lower() in CERT_SUFFIXES):
+                continue
+            if is_link_name:
+                self._links[name] = os.readlink(path) if path.is_symlink() else None  # None: a copy
+                if path.is_symlink():
+                    continue  # its target is read on its own (or is dangling, and gets mended)
+            entry = self._read_file(path)
+            if entry is None:
+                continue
+            holders = self._files.setdefault(entry.sha256, [])
+            holders.append(name)
+            holders.sort(key=lambda n: bool(HASH_LINK.match(n)))  # a real file name first
+            if len(holders) == 1:
+                entries.append(entry)
+        return TrustSet(entries)
+
+    def _read_file(self, path: Path) -> Entry | None:
+        if not path.is_file():
+            return None  # a subdirectory or a dangling link: not ours
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise self.error(f"cannot read it ({exc.strerror})", path) from None
+        bundle = self._bundle(path)
+        found = bundle.parse(data)
+        self.warnings.extend(bundle.warnings)
+        if len(found) != 1:
+            return None  # a bundle or an empty file inside the directory: left alone
+        (entry,) = found.values()
+        return entry
+
+    def watch_paths(self) -> list[Path]:
+        return [self.path]
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def write(self, plan) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        taken = set(os.listdir(self.path))
+        rewrite = [*plan.adds, *(after for _, after in plan.changes)]
+        # A certificate known only as a hash-named copy gets a file of its own, so links can point at it.
+        rewrite += [plan.desired[sha] for sha, names in self._files.items()
+                    if sha in plan.desired and HASH_LINK.match(names[0]) and plan.desired[sha] not in rewrite]
+        for entry in rewrite:
+            names = self._files.get(entry.sha256, [])
+            name = names[0] if names and not HASH_LINK.match(names[0]) else self._new_name(entry, taken)
+            taken.add(name)
+            atomic_write(self.path / name, self._bundle(self.path / name).render(_just(entry)))
+            self._files[entry.sha256] = [name, *(n for n in names if n != name)]
+        self._write_links(plan.desired)
+        for entry in plan.removals:  # last, so a reader never misses a certificate still wanted
+            for name in self._files.pop(entry.sha256, []):
+                if not HASH_LINK.match(name):  # hash names were settled by _write_links
+                    (self.path / name).unlink(missing_ok=True)
+        fsync_dir(self.path)
+
+    def _new_name(self, entry: Entry, taken: set[str]) -> str:
+        # p11-kit's naming: every byte outside [A-Za-z0-9._-] of the UTF-8 label becomes "_".
+        stem = _UNSAFE.sub(lambda m: "_" * len(m.group().encode()), entry.display_label).lstrip(".")
+        stem = stem or entry.sha256[:16]
+        name, n = f"{stem}.pem", 0
+        while name in taken:
+            n += 1
+            name = f"{stem}.{n}.pem"
+        return name
+
+    def _write_links(self, desired: TrustSet) -> None:
+        """Give every hash its links 0..n-1 with no gaps (OpenSSL stops at the first gap),
+        keeping each existing correct link where it is."""
+        target_of = {sha: names[0] for sha, names in self._files.items() if sha in desired}
+        owner_of = {target: sha for sha, target in target_of.items()}
+        buckets: dict[str, list[str]] = defaultdict(list)
+        for sha, entry in desired.items():
+            hashes = [entry.cert.subject_hash()]
+            if self.option("links") == "both":
+                hashes.append(entry.cert.subject_hash_old())
+            for h in dict.fromkeys(hashes):
+                buckets[h].append(sha)
+        wanted: dict[str, str] = {}
+        for h, members in buckets.items():
+            present = sorted(
+                (int(name.rsplit(".", 1)[1]), owner_of[target])
+                for name, target in self._links.items()
+                if name.startswith(h + ".") and owner_of.get(target) in members
+            )
+            order = list(dict.fromkeys([sha for _, sha in present] + sorted(members)))
+            for n, sha in enumerate(order):
+                wanted[f"{h}.{n}"] = target_of[sha]
+        for name, target in wanted.items():
+            if self._links.get(name) != target:
+                _symlink(self.path, name, target)
+        for name in set(self._links) - set(wanted):
+            (self.path / name).unlink(missing_ok=True)
+        self._links = wanted
+
+    def snapshot(self) -> dict[str, bytes | str | None]:
+        """Every file and link of the store: bytes for files, str for link targets."""
+        self.read()
+        shot: dict[str, bytes | str | None] = {str(self.path / n): t for n, t in self._links.items()}
+        for names in self._files.values():
+            for name in names:
+                path = self.path / name
+                shot[str(path)] = os.readlink(path) if path.is_symlink() else path.read_bytes()
+        return shot
+
+    def restore(self, snapshot: dict[str, bytes | str | None]) -> None:
+        self.read()
+        current = {str(self.path / n) for n in self._links} | {
+            str(self.path / n) for names in self._files.values() for n in names
+        }
+        for name, value in snapshot.items():
+            path = Path(name)
+            if isinstance(value, str):
+                _symlink(path.parent, path.name, value)
+            elif value is not None:
+                atomic_write(path, value)
+        for name in current - set(snapshot):
+            Path(name).unlink(missing_ok=True)
+
+
+def _just(entry: Entry):
+    """A minimal plan-like object for rendering one certificate with the bundle writer."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(desired=TrustSet([entry]))
+
+
+def _symlink(directory: Path, name: str, target: str) -> None:
+    """Create or replace a symlink atomically (a reader sees the old or the new link)."""
+    tmp = directory / f".{name}.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, directory / name)
