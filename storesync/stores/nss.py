@@ -1,0 +1,1069 @@
+"""`nss`: an NSS `sql:` database (cert9.db + key4.db), read and written through SQLite.
+
+No certutil at run time. Every byte-level fact used here is in FORMATS.md §4:
+
+* `cert9.db` table `nssPublic(id, a0, a1, …)`: one column per PKCS#11 attribute (`a` + hex type),
+  every value a BLOB, CK_ULONGs 4-byte big-endian, an empty value is the marker `a5 00 5a`.
+* Trust lives in two classes and we keep both: legacy `CKO_NSS_TRUST` (what NSS <= 3.113 reads)
+  and PKCS#11 3.2 `CKO_TRUST` (NSS >= 3.114 prefers it). Reads prefer `CKO_TRUST` and report skew.
+* Every trust attribute is MAC'd in `key4.db` `metaData` (`sig_cert_<object id>_<attribute>`);
+  trust with a missing or wrong MAC counts as unspecified, as NSS does.
+* Writes: lock cert9.db then key4.db (`BEGIN IMMEDIATE`, short busy timeout, retries), commit the
+  signatures in key4.db before the objects in cert9.db, so a crash leaves orphan signatures and
+  never unsigned trust.
+
+The trust set of an NSS database holds only certificates with a trust opinion (trusted or
+distrusted for some purpose). User certificates with keys and intermediates without trust are
+out of scope: never listed, never touched. What the model cannot say (trusted peer `P` versus
+anchor `C`, valid-CA `c`, step-up) is kept in `extras["nss"]` so a round trip keeps it.
+
+Store options: `password-file=PATH` (first line is the database password; needed to verify
+and write trust in a password-protected database).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import hmac
+import os
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from storesync import der
+from storesync.model import (
+    CLIENT_AUTH,
+    CODE_SIGNING,
+    DISTRUSTED,
+    EMAIL,
+    PURPOSES,
+    SERVER_AUTH,
+    TRUSTED,
+    Certificate,
+    Entry,
+    TrustSet,
+)
+from storesync.stores import Capabilities, Store, atomic_write
+
+if TYPE_CHECKING:
+    from storesync.engine.plan import Plan
+
+# --- PKCS#11 numbers ------------------------------------------------------------------------
+
+CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_LABEL = 0x0, 0x1, 0x2, 0x3
+CKA_VALUE, CKA_CERTIFICATE_TYPE, CKA_ISSUER, CKA_SERIAL_NUMBER = 0x11, 0x80, 0x81, 0x82
+CKA_SUBJECT, CKA_ID, CKA_MODIFIABLE = 0x101, 0x102, 0x170
+CKA_NAME_HASH_ALGORITHM, CKA_HASH_OF_CERTIFICATE = 0x8C, 0x635
+CKA_NSS_SERVER_DISTRUST_AFTER, CKA_NSS_EMAIL_DISTRUST_AFTER = 0xCE534373, 0xCE534374
+CKM_SHA256 = 0x250
+
+CKO_CERTIFICATE, CKO_TRUST, CKO_NSS_TRUST = 0x1, 0xB, 0xCE534353
+
+# legacy CKO_NSS_TRUST
+NSS_SERVER, NSS_CLIENT, NSS_CODE, NSS_EMAIL = 0xCE536358, 0xCE536359, 0xCE53635A, 0xCE53635B
+NSS_STEP_UP, NSS_SHA1, NSS_MD5 = 0xCE536360, 0xCE5363B4, 0xCE5363B5
+CKT_NSS_TRUSTED, CKT_NSS_TRUSTED_DELEGATOR, CKT_NSS_MUST_VERIFY = 0xCE534351, 0xCE534352, 0xCE534353
+CKT_NSS_UNKNOWN, CKT_NSS_NOT_TRUSTED, CKT_NSS_VALID_DELEGATOR = 0xCE534355, 0xCE53435A, 0xCE53435B
+
+# PKCS#11 3.2 CKO_TRUST
+P11_SERVER, P11_CLIENT, P11_CODE, P11_EMAIL = 0x62C, 0x62D, 0x62E, 0x62F
+CKT_UNKNOWN, CKT_TRUSTED, CKT_ANCHOR, CKT_NOT_TRUSTED, CKT_MUST_VERIFY = 0, 1, 2, 3, 4
+
+LEGACY_ATTR = {SERVER_AUTH: NSS_SERVER, CLIENT_AUTH: NSS_CLIENT, CODE_SIGNING: NSS_CODE, EMAIL: NSS_EMAIL}
+P11_ATTR = {SERVER_AUTH: P11_SERVER, CLIENT_AUTH: P11_CLIENT, CODE_SIGNING: P11_CODE, EMAIL: P11_EMAIL}
+DISTRUST_AFTER_ATTR = {SERVER_AUTH: CKA_NSS_SERVER_DISTRUST_AFTER, EMAIL: CKA_NSS_EMAIL_DISTRUST_AFTER}
+
+# Per purpose an NSS trust state is one of these letters (certutil's, plus "" for no opinion).
+ANCHOR_L, PEER_L, DISTRUST_L, VALID_CA_L, NONE_L = "C", "P", "p", "c", ""
+_FROM_LEGACY = {
+    CKT_NSS_TRUSTED_DELEGATOR: ANCHOR_L,
+    CKT_NSS_TRUSTED: PEER_L,
+    CKT_NSS_NOT_TRUSTED: DISTRUST_L,
+    CKT_NSS_VALID_DELEGATOR: VALID_CA_L,
+}
+_FROM_P11 = {CKT_ANCHOR: ANCHOR_L, CKT_TRUSTED: PEER_L, CKT_NOT_TRUSTED: DISTRUST_L}
+_TO_LEGACY = {
+    ANCHOR_L: CKT_NSS_TRUSTED_DELEGATOR,
+    PEER_L: CKT_NSS_TRUSTED,
+    DISTRUST_L: CKT_NSS_NOT_TRUSTED,
+    VALID_CA_L: CKT_NSS_VALID_DELEGATOR,
+    NONE_L: CKT_NSS_MUST_VERIFY,
+}
+_TO_P11 = {ANCHOR_L: CKT_ANCHOR, PEER_L: CKT_TRUSTED, DISTRUST_L: CKT_NOT_TRUSTED, VALID_CA_L: CKT_MUST_VERIFY,
+           NONE_L: CKT_MUST_VERIFY}
+_MODEL_OF_LETTER = {ANCHOR_L: TRUSTED, PEER_L: TRUSTED, DISTRUST_L: DISTRUSTED}
+
+LEGACY_SIGNED = (NSS_SERVER, NSS_CLIENT, NSS_CODE, NSS_EMAIL, NSS_STEP_UP, NSS_SHA1, NSS_MD5)
+P11_SIGNED = (P11_SERVER, P11_CLIENT, P11_CODE, P11_EMAIL, CKA_HASH_OF_CERTIFICATE, CKA_NAME_HASH_ALGORITHM)
+
+EMPTY = b"\xa5\x00\x5a"  # how sdb stores a zero-length value
+MAX_ID = 0x3FFFFFFF
+BUSY_TIMEOUT = 0.25  # seconds SQLite waits for a lock per attempt
+ATTEMPTS = 40  # attempts before giving up (NSS itself gives up after ~1-2 s)
+
+OID_PBMAC1 = "1.2.840.113549.1.5.14"
+OID_PBKDF2 = "1.2.840.113549.1.5.12"
+OID_PBES2 = "1.2.840.113549.1.5.13"
+OID_HMAC_SHA256 = "1.2.840.113549.2.9"
+OID_AES256_CBC = "2.16.840.1.101.3.4.1.42"
+
+
+def col(attribute: int) -> str:
+    return f"a{attribute:x}"
+
+
+def ulong(value: int) -> bytes:
+    return value.to_bytes(4, "big")
+
+
+def stored(value: bytes) -> bytes:
+    return value if value else EMPTY
+
+
+def unstored(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    value = bytes(value) if not isinstance(value, str) else value.encode("utf-8")
+    return b"" if value == EMPTY else value
+
+
+def as_ulong(value: bytes | None) -> int | None:
+    if value is None or len(value) != 4:
+        return None
+    return int.from_bytes(value, "big")
+
+
+# --- key4.db: password and MACs -------------------------------------------------------------
+
+
+class PasswordError(Exception):
+    pass
+
+
+def _null() -> bytes:
+    return b"\x05\x00"
+
+
+def _pbkdf2_params(salt: bytes, iterations: int, key_length: int = 32) -> bytes:
+    return der.encode(
+        der.SEQUENCE,
+        der.encode(der.OCTET_STRING, salt)
+        + der.encode(der.INTEGER, _int_bytes(iterations))
+        + der.encode(der.INTEGER, _int_bytes(key_length))
+        + der.encode(der.SEQUENCE, der.encode_oid(OID_HMAC_SHA256) + _null()),
+    )
+
+
+def _int_bytes(n: int) -> bytes:
+    return n.to_bytes(n.bit_length() // 8 + 1, "big")
+
+
+def _parse_pbkdf2(alg: der.TLV) -> tuple[bytes, int, int]:
+    """AlgorithmIdentifier PBKDF2 -> (salt, iterations, key length)."""
+    oid, params = list(alg.children())[:2]
+    if der.decode_oid(oid.value) != OID_PBKDF2:
+        raise ValueError("not PBKDF2")
+    parts = list(params.children())
+    salt = parts[0].value
+    iterations = int.from_bytes(parts[1].value, "big")
+    key_length = int.from_bytes(parts[2].value, "big") if len(parts) > 2 and parts[2].tag == der.INTEGER else 32
+    return salt, iterations, key_length
+
+
+class KeyDB:
+    """What we need from key4.db: the global salt, the password check, and MAC rows."""
+
+    def __init__(self, salt: bytes, check: bytes | None):
+        self.global_salt = salt
+        self.check = check
+        self.password: bytes | None = None
+        self._keys: dict[tuple[bytes, int], bytes] = {}
+
+    @property
+    def iterations(self) -> int:
+        """The iteration count NSS uses for this database (1 for the empty password)."""
+        try:
+            _alg_outer = der.read_all(self.check).children()
+            alg = next(_alg_outer)
+            params = list(alg.children())[1]
+            kdf = next(params.children())
+            return _parse_pbkdf2(kdf)[1]
+        except Exception:  # noqa: BLE001
+            return 1 if not self.password else 10000
+
+    def pass_key(self, password: bytes) -> bytes:
+        digest = hashlib.sha384 if len(self.global_salt) == 48 else hashlib.sha1
+        return digest(self.global_salt + password).digest()
+
+    def try_password(self, password: bytes) -> bool:
+        """Decrypt the `password-check` entry with this password."""
+        if self.check is None:
+            return False
+        try:
+            outer = der.read_all(self.check)
+            alg, ciphertext = list(outer.children())[:2]
+            oid, params = list(alg.children())[:2]
+            if der.decode_oid(oid.value) != OID_PBES2:
+                return False
+            kdf, enc = list(params.children())[:2]
+            salt, iterations, key_length = _parse_pbkdf2(kdf)
+            enc_oid, iv = list(enc.children())[:2]
+            if der.decode_oid(enc_oid.value) != OID_AES256_CBC:
+                return False
+            iv = iv.raw if len(iv.value) == 14 else iv.value  # NSS quirk: 14-byte IV stored, 040e prefix
+            key = hashlib.pbkdf2_hmac("sha256", self.pass_key(password), salt, iterations, key_length)
+            from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+            decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+            plain = decryptor.update(ciphertext.value) + decryptor.finalize()
+        except Exception:  # noqa: BLE001 - any failure means "not this password"
+            return False
+        return plain.startswith(b"password-check")
+
+    def login(self, password: bytes | None) -> bool:
+        candidate = password if password is not None else b""
+        if self.try_password(candidate):
+            self.password = candidate
+            return True
+        return False
+
+    def mac_key(self, salt: bytes, iterations: int, key_length: int = 32) -> bytes:
+        assert self.password is not None
+        cached = self._keys.get((salt, iterations))
+        if cached is None:
+            cached = hashlib.pbkdf2_hmac("sha256", self.pass_key(self.password), salt, iterations, key_length)
+            self._keys[(salt, iterations)] = cached
+        return cached
+
+    def verify(self, signature: bytes | None, object_id: int, attribute: int, value: bytes) -> bool:
+        if signature is None or self.password is None:
+            return False
+        try:
+            outer = der.read_all(signature)
+            alg, mac = list(outer.children())[:2]
+            oid, params = list(alg.children())[:2]
+            if der.decode_oid(oid.value) != OID_PBMAC1:
+                return False
+            kdf = next(params.children())
+            salt, iterations, key_length = _parse_pbkdf2(kdf)
+        except Exception:  # noqa: BLE001
+            return False
+        key = self.mac_key(salt, iterations, key_length)
+        expect = hmac.new(key, ulong(object_id) + ulong(attribute) + value, hashlib.sha256).digest()
+        return hmac.compare_digest(expect, mac.value)
+
+    def signer(self) -> Callable[[int, int, bytes], bytes]:
+        """A function (object id, attribute, stored value) -> the DER signature NSS expects."""
+        salt = secrets.token_bytes(32)
+        iterations = self.iterations
+        key = self.mac_key(salt, iterations)
+        alg = der.encode(
+            der.SEQUENCE,
+            der.encode_oid(OID_PBMAC1)
+            + der.encode(
+                der.SEQUENCE,
+                der.encode(der.SEQUENCE, der.encode_oid(OID_PBKDF2) + _pbkdf2_params(salt, iterations))
+                + der.encode(der.SEQUENCE, der.encode_oid(OID_HMAC_SHA256) + _null()),
+            ),
+        )
+
+        def sign(object_id: int, attribute: int, value: bytes) -> bytes:
+            mac = hmac.new(key, ulong(object_id) + ulong(attribute) + value, hashlib.sha256).digest()
+            return der.encode(der.SEQUENCE, alg + der.encode(der.OCTET_STRING, mac))
+
+        return sign
+
+
+def sig_id(object_id: int, attribute: int) -> str:
+    return "sig_cert_%08x_%08x" % (object_id, attribute)
+
+
+# --- certificates as NSS objects -------------------------------------------------------------
+
+
+def key_id(cert: Certificate) -> bytes:
+    """CKA_ID as NSS sets it: SHA-1 of the RSA modulus (no leading zero) or the EC point."""
+    try:
+        spki = der.read_all(cert.fields.spki)
+        alg, bits = list(spki.children())[:2]
+        oid = der.decode_oid(next(alg.children()).value)
+        key = bits.value[1:]
+        if oid == "1.2.840.113549.1.1.1":  # rsaEncryption: RSAPublicKey { modulus, exponent }
+            modulus = next(der.read_all(key).children()).value.lstrip(b"\x00")
+            return hashlib.sha1(modulus).digest()
+        if oid == "1.2.840.10040.4.1":  # DSA: INTEGER y
+            return hashlib.sha1(der.read_all(key).value.lstrip(b"\x00")).digest()
+        return hashlib.sha1(key).digest()
+    except (der.DERError, StopIteration, IndexError):
+        return hashlib.sha1(cert.der).digest()
+
+
+def _utctime(value: bytes) -> datetime | None:
+    text = value.decode("ascii", "replace").strip()
+    for fmt in ("%y%m%d%H%M%SZ", "%Y%m%d%H%M%SZ"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass
+    return None
+
+
+def _utctime_bytes(when: datetime) -> bytes:
+    when = when.astimezone(timezone.utc)
+    if 1950 <= when.year < 2050:
+        return when.strftime("%y%m%d%H%M%SZ").encode("ascii")
+    return when.strftime("%Y%m%d%H%M%SZ").encode("ascii")
+
+
+@dataclass
+class TrustObject:
+    id: int
+    cls: int
+    letters: dict[str, str]  # purpose -> letter, after MAC checks
+    raw: dict[int, bytes | None]  # attribute -> stored value
+    bad_macs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CertObject:
+    id: int
+    der: bytes
+    label: str | None
+    issuer: bytes
+    serial: bytes
+    subject: bytes | None
+    distrust_after: dict[str, datetime]
+    legacy: TrustObject | None = None
+    p11: TrustObject | None = None
+
+    @property
+    def letters(self) -> dict[str, str]:
+        """Per purpose, the trust NSS acts on: CKO_TRUST when present, else the legacy object.
+
+        When both exist and one of them distrusts a purpose, distrust wins: an older certutil
+        (NSS <= 3.113) that marks a certificate `p` changes only the legacy object, and the
+        NSS generation reading that object would refuse the certificate.
+        """
+        chosen = self.p11 or self.legacy
+        letters = dict(chosen.letters) if chosen else {}
+        if self.p11 and self.legacy:
+            for purpose, letter in self.legacy.letters.items():
+                if letter == DISTRUST_L:
+                    letters[purpose] = DISTRUST_L
+                # CKO_TRUST cannot say `c`; take it from the legacy object.
+                elif letter == VALID_CA_L and not letters.get(purpose):
+                    letters[purpose] = VALID_CA_L
+        return letters
+
+    def flags(self) -> str:
+        """The trust as `certutil -L` prints it: `SSL,S/MIME,JAR/XPI`."""
+        letters = self.letters
+        server, client = letters.get(SERVER_AUTH, ""), letters.get(CLIENT_AUTH, "")
+        ssl = ""
+        valid_ca = VALID_CA_L in (server, client) or ANCHOR_L in (server, client)
+        trusted_ca = server == ANCHOR_L
+        client_ca = client == ANCHOR_L
+        terminal = DISTRUST_L in (server, client) or PEER_L in (server, client)
+        peer = PEER_L in (server, client)
+        if valid_ca and not trusted_ca and not client_ca:
+            ssl += "c"
+        if terminal and not peer:
+            ssl += "p"
+        if trusted_ca:
+            ssl += "C"
+        if client_ca:
+            ssl += "T"
+        if peer:
+            ssl += "P"
+
+        def one(letter: str) -> str:
+            return letter
+
+        return f"{ssl},{one(letters.get(EMAIL, ''))},{one(letters.get(CODE_SIGNING, ''))}"
+
+
+# --- the store ------------------------------------------------------------------------------
+
+
+class NssStore(Store):
+    kind = "nss"
+    capabilities = Capabilities(purposes=True, distrust=True, distrust_after=True, labels=True)
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.cert_db = self.path / "cert9.db"
+        self.key_db = self.path / "key4.db"
+        self.objects: list[CertObject] = []  # every certificate of the last read, in scope or not
+        self.skew: list[str] = []
+
+    # -- paths and checks
+
+    def exists(self) -> bool:
+        return self.cert_db.exists()
+
+    def watch_paths(self) -> list[Path]:
+        return [self.cert_db, self.key_db]
+
+    def notice(self) -> str | None:
+        return (
+            f"{self.path}: restart the browser or application using this NSS database "
+            "(Firefox, Thunderbird, Chrome) so it sees the new trust"
+        )
+
+    def _check_layout(self) -> None:
+        if not self.path.exists():
+            raise self.error(
+                f"no such directory; create the database first with `certutil -N -d sql:{self.path} --empty-password`"
+            )
+        if not self.path.is_dir():
+            raise self.error("is not a directory; an NSS database is a directory holding cert9.db and key4.db")
+        if not self.cert_db.exists():
+            if (self.path / "cert8.db").exists():
+                raise self.error(
+                    "is a legacy dbm database (cert8.db/key3.db), which storesync does not read or write; "
+                    f"upgrade it with `certutil -L -d sql:{self.path}` (NSS converts it to cert9.db on first open)"
+                )
+            raise self.error(
+                f"holds no cert9.db; create one with `certutil -N -d sql:{self.path} --empty-password`"
+            )
+
+    def _password(self) -> bytes | None:
+        name = self.option("password-file")
+        if not name:
+            return None
+        try:
+            text = Path(os.path.expanduser(name)).read_bytes()
+        except OSError as exc:
+            raise self.error(f"cannot read password file {name} ({exc.strerror})") from None
+        return text.splitlines()[0] if text.splitlines() else b""
+
+    # -- SQLite
+
+    def _connect(self, path: Path, readonly: bool) -> sqlite3.Connection:
+        if readonly:
+            uri = f"file:{_quote(path)}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT * 8, isolation_level=None)
+        else:
+            conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, isolation_level=None)
+        return conn
+
+    def _open_key_db(self, conn: sqlite3.Connection) -> KeyDB:
+        try:
+            row = conn.execute("SELECT item1, item2 FROM metaData WHERE id = 'password'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self.error(f"key4.db is not a usable NSS key database ({exc})", self.key_db) from None
+        if row is None:
+            raise self.error("key4.db has no password entry; initialise it with certutil -N", self.key_db)
+        keys = KeyDB(bytes(row[0]), bytes(row[1]) if row[1] is not None else None)
+        password = self._password()
+        if not keys.login(password):
+            if password is not None:
+                raise self.error("the password in the password file is wrong for this database", self.key_db)
+        return keys
+
+    # -- read
+
+    def read(self) -> TrustSet:
+        self._check_layout()
+        self.warnings, self.skew = [], []
+        keys, signatures = self._read_keys()
+        try:
+            conn = self._connect(self.cert_db, readonly=True)
+            try:
+                objects = _with_retries(lambda: self._read_objects(conn), self)
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise self.error(f"cert9.db is not a readable NSS database ({exc})", self.cert_db) from None
+        self._apply_macs(objects, keys, signatures)
+        self.objects = objects
+        entries = []
+        for obj in objects:
+            entry = self._entry(obj)
+            if entry is not None:
+                entries.append(entry)
+        return TrustSet(entries)
+
+    def _read_keys(self) -> tuple[KeyDB | None, dict[str, bytes]]:
+        if not self.key_db.exists():
+            raise self.error(
+                "key4.db is missing, so the trust signatures cannot be checked (a damaged or half-copied "
+                "database?); restore it, or recreate the database with certutil -N",
+                self.key_db,
+            )
+        try:
+            conn = self._connect(self.key_db, readonly=True)
+            try:
+                keys = self._open_key_db(conn)
+                rows = _with_retries(
+                    lambda: conn.execute("SELECT id, item1 FROM metaData WHERE id LIKE 'sig_cert_%'").fetchall(), self
+                )
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise self.error(f"key4.db is not a readable NSS key database ({exc})", self.key_db) from None
+        if keys.password is None:
+            self.warnings.append(
+                f"{self.key_db}: the database is password-protected and no password-file was given: "
+                "trust signatures are not checked (NSS drops forged trust once someone logs in)"
+            )
+            return None, {}
+        return keys, {str(i): bytes(v) for i, v in rows if v is not None}
+
+    def _columns(self, conn: sqlite3.Connection) -> set[str]:
+        rows = conn.execute("PRAGMA table_info(nssPublic)").fetchall()
+        if not rows:
+            raise sqlite3.DatabaseError("no nssPublic table")
+        return {r[1] for r in rows}
+
+    def _read_objects(self, conn: sqlite3.Connection) -> list[CertObject]:
+        conn.execute("BEGIN")
+        try:
+            columns = self._columns(conn)
+            trust_attrs = [*LEGACY_SIGNED, *P11_SIGNED, *DISTRUST_AFTER_ATTR.values()]
+            wanted = [CKA_CLASS, CKA_LABEL, CKA_VALUE, CKA_ISSUER, CKA_SERIAL_NUMBER, CKA_SUBJECT, *trust_attrs]
+            present = [a for a in wanted if col(a) in columns]
+            select = ", ".join(["id", *(col(a) for a in present)])
+            classes = (ulong(CKO_CERTIFICATE), ulong(CKO_NSS_TRUST), ulong(CKO_TRUST))
+            rows = conn.execute(f"SELECT {select} FROM nssPublic WHERE a0 IN (?, ?, ?)", classes).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        certs: dict[tuple[bytes, bytes], CertObject] = {}
+        trusts: list[TrustObject] = []
+        trust_keys: dict[int, tuple[bytes, bytes]] = {}
+        order: list[CertObject] = []
+        for row in rows:
+            object_id = row[0]
+            values = {a: unstored(v) for a, v in zip(present, row[1:])}
+            cls = as_ulong(values.get(CKA_CLASS))
+            issuer, serial = values.get(CKA_ISSUER), values.get(CKA_SERIAL_NUMBER)
+            if not isinstance(object_id, int) or issuer is None or serial is None:
+                self.warnings.append(f"{self.cert_db}: object {object_id!r} lacks issuer or serial; ignored")
+                continue
+            if cls == CKO_CERTIFICATE:
+                value = values.get(CKA_VALUE)
+                if not value:
+                    self.warnings.append(f"{self.cert_db}: certificate object {object_id} has no value; ignored")
+                    continue
+                try:
+                    der.cert_fields(value)
+                except der.DERError as exc:
+                    self.warnings.append(
+                        f"{self.cert_db}: certificate object {object_id} is not a certificate ({exc}); ignored"
+                    )
+                    continue
+                label = values.get(CKA_LABEL)
+                obj = CertObject(
+                    id=object_id,
+                    der=value,
+                    label=label.decode("utf-8", "replace") if label else None,
+                    issuer=issuer,
+                    serial=serial,
+                    subject=values.get(CKA_SUBJECT),
+                    distrust_after=_distrust_after(values),
+                )
+                if (issuer, serial) not in certs:
+                    certs[(issuer, serial)] = obj
+                    order.append(obj)
+            else:
+                trust = TrustObject(object_id, cls, {}, values)
+                trusts.append(trust)
+                trust_keys[object_id] = (issuer, serial)
+        for trust in trusts:
+            obj = certs.get(trust_keys[trust.id])
+            if obj is None:
+                continue  # a trust object for a certificate held elsewhere (or a bare distrust)
+            slot = "p11" if trust.cls == CKO_TRUST else "legacy"
+            if getattr(obj, slot) is None:
+                setattr(obj, slot, trust)
+            else:
+                self.warnings.append(f"{self.cert_db}: two trust objects of one class for {obj.label!r}; using the first")
+            for purpose, attribute in DISTRUST_AFTER_ATTR.items():
+                value = trust.raw.get(attribute)
+                when = _utctime(value) if value and value != b"\x00" else None
+                if when is not None and purpose not in obj.distrust_after:
+                    obj.distrust_after[purpose] = when
+        return order
+
+    def _apply_macs(self, objects: list[CertObject], keys: KeyDB | None, signatures: dict[str, bytes]) -> None:
+        for obj in objects:
+            for trust in (obj.legacy, obj.p11):
+                if trust is None:
+                    continue
+                legacy = trust.cls == CKO_NSS_TRUST
+                attrs = LEGACY_ATTR if legacy else P11_ATTR
+                table = _FROM_LEGACY if legacy else _FROM_P11
+                for purpose, attribute in attrs.items():
+                    value = trust.raw.get(attribute)
+                    letter = table.get(as_ulong(value), NONE_L) if value is not None else NONE_L
+                    if letter and keys is not None:
+                        if not keys.verify(signatures.get(sig_id(trust.id, attribute)), trust.id, attribute, value):
+                            trust.bad_macs.append(purpose)
+                            letter = NONE_L
+                    trust.letters[purpose] = letter
+                if trust.bad_macs:
+                    self.warnings.append(
+                        f"{self.cert_db}: {obj.label or obj.id}: trust for {', '.join(trust.bad_macs)} has a missing "
+                        f"or wrong signature in key4.db ({'CKO_NSS_TRUST' if legacy else 'CKO_TRUST'}); "
+                        "treated as unspecified, as NSS does"
+                    )
+            if obj.legacy and obj.p11:
+                new = {p: _MODEL_OF_LETTER.get(l) for p, l in obj.p11.letters.items()}
+                old = {p: _MODEL_OF_LETTER.get(l) for p, l in obj.legacy.letters.items()}
+                if new != old:
+                    message = (
+                        f"{obj.label or obj.id}: CKO_TRUST and legacy CKO_NSS_TRUST disagree "
+                        f"({_describe(new)} versus {_describe(old)}); NSS >= 3.114 uses the first, older NSS "
+                        "the second; a write makes them agree"
+                    )
+                    self.skew.append(message)
+                    self.warnings.append(f"{self.cert_db}: {message}")
+
+    def _entry(self, obj: CertObject) -> Entry | None:
+        letters = obj.letters
+        trust = {p: _MODEL_OF_LETTER[l] for p, l in letters.items() if l in _MODEL_OF_LETTER}
+        if not trust:
+            return None  # no opinion: out of scope
+        extras: dict[str, Any] = {"letters": {p: l for p, l in letters.items() if l}, "flags": obj.flags()}
+        if obj.legacy is not None and obj.legacy.raw.get(NSS_STEP_UP) == b"\x01":
+            extras["step_up"] = True
+        return Entry(
+            Certificate(obj.der),
+            trust=trust,
+            label=obj.label,
+            distrust_after=dict(obj.distrust_after),
+            extras={"nss": extras},
+        )
+
+    def flags(self) -> dict[str, str]:
+        """nickname -> trust flags as certutil -L prints them, for every certificate of the last read."""
+        return {obj.label or str(obj.id): obj.flags() for obj in self.objects}
+
+    # -- write
+
+    def write(self, plan: "Plan") -> None:
+        self._check_layout()
+        work = [*(("put", e) for e in plan.adds), *(("put", after) for _, after in plan.changes),
+                *(("remove", e) for e in plan.removals)]
+        if not work:
+            return
+        prepared = [(op, _Prepared.of(entry)) for op, entry in work]
+        owner = _owner(self.cert_db)
+        if os.geteuid() == 0 and owner[0] != 0:
+            _run_as(owner, lambda: self._write(prepared), self)
+        else:
+            self._write(prepared)
+
+    def _write(self, prepared: list[tuple[str, "_Prepared"]]) -> None:
+        password = self._password()
+        last: Exception | None = None
+        for attempt in range(ATTEMPTS):
+            try:
+                self._write_once(prepared, password)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise self.error(f"cannot write ({exc})") from None
+                last = exc
+                time.sleep(0.01 + secrets.randbelow(40) / 1000)
+        raise self.error(f"stayed locked by another program ({last}); nothing was written")
+
+    def _write_once(self, prepared: list[tuple[str, "_Prepared"]], password: bytes | None) -> None:
+        cert_conn = self._connect(self.cert_db, readonly=False)
+        key_conn = None
+        try:
+            # lock order: cert9.db, then key4.db (NSS's own; the reverse live-locks)
+            cert_conn.execute("BEGIN IMMEDIATE")
+            key_conn = self._connect(self.key_db, readonly=False)
+            key_conn.execute("BEGIN IMMEDIATE")
+            try:
+                keys = self._logged_in(key_conn, password)
+                writer = _Writer(cert_conn, key_conn, keys, self)
+                for op, item in prepared:
+                    if op == "put":
+                        writer.put(item)
+                    else:
+                        writer.remove(item)
+                key_conn.execute("COMMIT")  # signatures first
+                cert_conn.execute("COMMIT")  # then the objects they sign
+            except BaseException:
+                for conn in (key_conn, cert_conn):
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                raise
+            if writer.stale_signatures:
+                try:  # orphan signatures of replaced trust objects: harmless, tidied when possible
+                    key_conn.execute("BEGIN IMMEDIATE")
+                    key_conn.executemany("DELETE FROM metaData WHERE id = ?", [(s,) for s in writer.stale_signatures])
+                    key_conn.execute("COMMIT")
+                except sqlite3.OperationalError:
+                    if key_conn.in_transaction:
+                        key_conn.execute("ROLLBACK")
+        finally:
+            if key_conn is not None:
+                key_conn.close()
+            cert_conn.close()
+
+    def _logged_in(self, key_conn: sqlite3.Connection, password: bytes | None) -> KeyDB:
+        row = key_conn.execute("SELECT item1, item2 FROM metaData WHERE id = 'password'").fetchone()
+        if row is None:
+            raise self.error("key4.db has no password entry; initialise it with certutil -N", self.key_db)
+        keys = KeyDB(bytes(row[0]), bytes(row[1]) if row[1] is not None else None)
+        if keys.login(password):
+            return keys
+        if password is None:
+            raise self.error(
+                "the database is password-protected: give its password with the store option "
+                f"password-file (nss:{self.path}?password-file=FILE); storesync never writes unsigned trust, "
+                "so nothing was written",
+                self.key_db,
+            )
+        raise self.error("the password in the password file is wrong for this database; nothing was written",
+                         self.key_db)
+
+    # -- backups
+
+    def _files(self) -> list[Path]:
+        return [self.cert_db, self.key_db]
+
+    def snapshot(self) -> dict[str, bytes | None]:
+        """Both databases, copied consistently (under the same locks a writer takes)."""
+        result: dict[str, bytes | None] = {}
+        if not self.cert_db.exists():
+            return {str(p): None for p in self._files()}
+        for attempt in range(ATTEMPTS):
+            try:
+                cert_conn = self._connect(self.cert_db, readonly=True)
+                key_conn = self._connect(self.key_db, readonly=True) if self.key_db.exists() else None
+                try:
+                    cert_conn.execute("BEGIN")
+                    cert_conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # shared lock
+                    if key_conn is not None:
+                        key_conn.execute("BEGIN")
+                        key_conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                    for path in self._files():
+                        result[str(path)] = path.read_bytes() if path.exists() else None
+                    return result
+                finally:
+                    for conn in (key_conn, cert_conn):
+                        if conn is not None:
+                            if conn.in_transaction:
+                                conn.execute("COMMIT")
+                            conn.close()
+            except sqlite3.OperationalError:
+                time.sleep(0.02)
+            except sqlite3.DatabaseError:
+                break
+        return {str(p): p.read_bytes() if p.exists() else None for p in self._files()}
+
+    def restore(self, snapshot: dict[str, bytes | None]) -> None:
+        def put_back() -> None:
+            for name, data in snapshot.items():
+                path = Path(name)
+                if data is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    atomic_write(path, data, mode=0o600)
+
+        owner = _owner(self.cert_db) if self.cert_db.exists() else (os.getuid(), os.getgid())
+        if os.geteuid() == 0 and owner[0] != 0:
+            _run_as(owner, put_back, self)
+        else:
+            put_back()
+
+
+def _describe(trust: dict[str, str | None]) -> str:
+    parts = [f"{p} {s}" for p, s in sorted(trust.items()) if s]
+    return ", ".join(parts) or "no trust"
+
+
+def _distrust_after(values: dict[int, bytes | None]) -> dict[str, datetime]:
+    result = {}
+    for purpose, attribute in DISTRUST_AFTER_ATTR.items():
+        value = values.get(attribute)
+        if value and value != b"\x00":
+            when = _utctime(value)
+            if when is not None:
+                result[purpose] = when
+    return result
+
+
+def _quote(path: Path) -> str:
+    from urllib.parse import quote
+
+    return quote(str(path.resolve()))
+
+
+def _with_retries(fn, store: Store):
+    for attempt in range(ATTEMPTS):
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or attempt == ATTEMPTS - 1:
+                raise
+            time.sleep(0.01 + secrets.randbelow(30) / 1000)
+    raise AssertionError("unreachable")
+
+
+def _owner(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_uid, st.st_gid
+
+
+def _run_as(owner: tuple[int, int], fn: Callable[[], None], store: Store) -> None:
+    """Run `fn` in a child process with the database owner's uid and gid, so every file SQLite
+    creates (journals) belongs to that user. Errors come back as the same StoreError text."""
+    import pickle
+
+    uid, gid = owner
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        status = 0
+        try:
+            os.close(read_end)
+            try:
+                import pwd
+
+                os.initgroups(pwd.getpwuid(uid).pw_name, gid)
+            except (KeyError, OSError):
+                os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            fn()
+            payload = pickle.dumps(None)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            payload = pickle.dumps(str(exc))
+            status = 1
+        try:
+            os.write(write_end, payload)
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    message = pickle.loads(data) if data else "the writer process died"
+    if status != 0 or message is not None:
+        from storesync.model import StoreError
+
+        text = str(message)
+        raise StoreError(text if text.startswith(f"{store.spec.kind} store") else store.error(text).args[0])
+
+
+# --- building and changing objects ---------------------------------------------------------
+
+
+@dataclass
+class _Prepared:
+    """Everything derived from an entry before any lock is taken."""
+
+    entry: Entry
+    issuer: bytes
+    serial: bytes
+    subject: bytes
+    sha1: bytes
+    md5: bytes
+    sha256: bytes
+    ckaid: bytes
+    letters: dict[str, str]
+    step_up: bool
+
+    @classmethod
+    def of(cls, entry: Entry) -> "_Prepared":
+        cert = entry.cert
+        fields = cert.fields
+        return cls(
+            entry=entry,
+            issuer=fields.issuer,
+            serial=fields.serial,
+            subject=fields.subject,
+            sha1=hashlib.sha1(cert.der).digest(),
+            md5=hashlib.md5(cert.der).digest(),
+            sha256=hashlib.sha256(cert.der).digest(),
+            ckaid=key_id(cert),
+            letters=_letters_for(entry),
+            step_up=bool(entry.extras.get("nss", {}).get("step_up")),
+        )
+
+
+def _letters_for(entry: Entry) -> dict[str, str]:
+    """Per purpose the NSS trust to store: the model's trust, in the letter the store had before
+    (P versus C, c) when that letter still says the same thing."""
+    kept = entry.extras.get("nss", {}).get("letters", {})
+    default_trusted = ANCHOR_L if entry.cert.is_ca else PEER_L
+    letters = {}
+    for purpose in PURPOSES:
+        state = entry.trust.get(purpose)
+        before = kept.get(purpose, NONE_L)
+        if state == TRUSTED:
+            letters[purpose] = before if before in (ANCHOR_L, PEER_L) else default_trusted
+        elif state == DISTRUSTED:
+            letters[purpose] = DISTRUST_L
+        else:
+            letters[purpose] = VALID_CA_L if before == VALID_CA_L else NONE_L
+    return letters
+
+
+class _Writer:
+    def __init__(self, cert_conn: sqlite3.Connection, key_conn: sqlite3.Connection, keys: KeyDB, store: NssStore):
+        self.cert = cert_conn
+        self.key = key_conn
+        self.store = store
+        self.sign = keys.signer()
+        self.columns = self._columns()
+        self.stale_signatures: list[str] = []
+        self._ids: set[int] | None = None
+
+    def _columns(self) -> set[str]:
+        rows = self.cert.execute("PRAGMA table_info(nssPublic)").fetchall()
+        if not rows:
+            raise self.store.error("cert9.db has no nssPublic table (not an NSS database?)", self.store.cert_db)
+        return {r[1] for r in rows}
+
+    def _ensure_columns(self, attributes: Iterable[int]) -> None:
+        for attribute in attributes:
+            name = col(attribute)
+            if name not in self.columns:
+                self.cert.execute(f"ALTER TABLE nssPublic ADD COLUMN {name}")  # as sdb does
+                self.columns.add(name)
+
+    def _new_id(self) -> int:
+        if self._ids is None:
+            self._ids = {r[0] for r in self.cert.execute("SELECT id FROM nssPublic")}
+        while True:
+            candidate = secrets.randbelow(MAX_ID) + 1
+            if candidate not in self._ids:
+                self._ids.add(candidate)
+                return candidate
+
+    def _insert(self, values: dict[int, bytes]) -> int:
+        self._ensure_columns(values)
+        object_id = self._new_id()
+        names = ", ".join(["id", *(col(a) for a in values)])
+        marks = ", ".join("?" * (len(values) + 1))
+        self.cert.execute(f"INSERT INTO nssPublic ({names}) VALUES ({marks})", [object_id, *values.values()])
+        return object_id
+
+    def _find(self, cls: int, issuer: bytes, serial: bytes) -> list[tuple[int, bytes | None]]:
+        return self.cert.execute(
+            "SELECT id, a11 FROM nssPublic WHERE a0 = ? AND a81 = ? AND a82 = ?", (ulong(cls), issuer, serial)
+        ).fetchall()
+
+    def _nickname(self, item: _Prepared) -> bytes:
+        row = self.cert.execute(
+            "SELECT a3 FROM nssPublic WHERE a0 = ? AND a101 = ? AND a3 IS NOT NULL LIMIT 1",
+            (ulong(CKO_CERTIFICATE), item.subject),
+        ).fetchone()
+        if row is not None and unstored(row[0]):
+            return unstored(row[0])  # NSS keeps one nickname per subject
+        base = (item.entry.label or item.entry.cert.default_label).strip() or item.entry.sha256[:16]
+        nick, n = base, 1
+        while self.cert.execute(
+            "SELECT 1 FROM nssPublic WHERE a0 = ? AND a3 = ? AND a101 != ? LIMIT 1",
+            (ulong(CKO_CERTIFICATE), nick.encode("utf-8"), item.subject),
+        ).fetchone():
+            n += 1
+            nick = f"{base} #{n}"
+        return nick.encode("utf-8")
+
+    def put(self, item: _Prepared) -> None:
+        rows = self._find(CKO_CERTIFICATE, item.issuer, item.serial)
+        cert_id = None
+        for object_id, value in rows:
+            if unstored(value) == item.entry.cert.der:
+                cert_id = object_id
+        if rows and cert_id is None:
+            # (class, issuer, serial) is unique in NSS: another certificate holds this issuer+serial.
+            raise self.store.error(
+                f"{item.entry.display_label}: another certificate with the same issuer and serial number is in "
+                "the database; NSS cannot hold both, so nothing was written"
+            )
+        distrust_after = {
+            attr: stored(_utctime_bytes(item.entry.distrust_after[p])) if p in item.entry.distrust_after else None
+            for p, attr in DISTRUST_AFTER_ATTR.items()
+        }
+        if cert_id is None:
+            values = {
+                CKA_CLASS: ulong(CKO_CERTIFICATE),
+                CKA_TOKEN: b"\x01",
+                CKA_PRIVATE: b"\x00",
+                CKA_LABEL: stored(self._nickname(item)),
+                CKA_VALUE: item.entry.cert.der,
+                CKA_CERTIFICATE_TYPE: ulong(0),
+                CKA_ISSUER: item.issuer,
+                CKA_SERIAL_NUMBER: item.serial,
+                CKA_SUBJECT: item.subject,
+                CKA_ID: item.ckaid,
+                CKA_MODIFIABLE: b"\x01",
+            }
+            values.update({a: v for a, v in distrust_after.items() if v is not None})
+            self._insert(values)
+        else:
+            current = self._get(cert_id, list(distrust_after))
+            if current != distrust_after:
+                self._ensure_columns(distrust_after)
+                sets = ", ".join(f"{col(a)} = ?" for a in distrust_after)
+                self.cert.execute(f"UPDATE nssPublic SET {sets} WHERE id = ?", [*distrust_after.values(), cert_id])
+        self._replace_trust(item)
+
+    def _get(self, object_id: int, attributes: list[int]) -> dict[int, bytes | None]:
+        present = [a for a in attributes if col(a) in self.columns]
+        row = self.cert.execute(
+            f"SELECT {', '.join(col(a) for a in present) or 'id'} FROM nssPublic WHERE id = ?", (object_id,)
+        ).fetchone()
+        found = dict(zip(present, row)) if present and row else {}
+        return {a: (bytes(found[a]) if found.get(a) is not None else None) for a in attributes}
+
+    def _drop_trust(self, item: _Prepared) -> None:
+        for cls, signed in ((CKO_NSS_TRUST, LEGACY_SIGNED), (CKO_TRUST, P11_SIGNED)):
+            for object_id, _ in self._find(cls, item.issuer, item.serial):
+                self.cert.execute("DELETE FROM nssPublic WHERE id = ?", (object_id,))
+                self.stale_signatures.extend(sig_id(object_id, a) for a in signed)
+
+    def _replace_trust(self, item: _Prepared) -> None:
+        """New trust objects (new ids, signed first), then the old ones go: a crash at any point
+        leaves either the old signed trust or the new signed trust, never unsigned trust."""
+        self._drop_trust(item)
+        letters = item.letters
+        if not any(letters.values()) and not item.step_up:
+            return  # `,,`: NSS stores no trust object at all
+        common = {
+            CKA_TOKEN: b"\x01",
+            CKA_PRIVATE: b"\x00",
+            CKA_LABEL: EMPTY,
+            CKA_ISSUER: item.issuer,
+            CKA_SERIAL_NUMBER: item.serial,
+            CKA_MODIFIABLE: b"\x01",
+        }
+        legacy = {CKA_CLASS: ulong(CKO_NSS_TRUST), **common}
+        for purpose, attribute in LEGACY_ATTR.items():
+            legacy[attribute] = ulong(_TO_LEGACY[letters[purpose]])
+        legacy[NSS_STEP_UP] = b"\x01" if item.step_up else b"\x00"
+        legacy[NSS_SHA1] = item.sha1
+        legacy[NSS_MD5] = item.md5
+        p11 = {CKA_CLASS: ulong(CKO_TRUST), **common}
+        for purpose, attribute in P11_ATTR.items():
+            p11[attribute] = ulong(_TO_P11[letters[purpose]])
+        p11[CKA_HASH_OF_CERTIFICATE] = item.sha256
+        p11[CKA_NAME_HASH_ALGORITHM] = ulong(CKM_SHA256)
+        for values, signed in ((legacy, LEGACY_SIGNED), (p11, P11_SIGNED)):
+            object_id = self._insert(values)
+            self.key.executemany(
+                "INSERT OR REPLACE INTO metaData (id, item1, item2) VALUES (?, ?, NULL)",
+                [(sig_id(object_id, a), self.sign(object_id, a, values[a])) for a in signed],
+            )
+
+    def remove(self, item: _Prepared) -> None:
+        self._drop_trust(item)
+        for object_id, value in self._find(CKO_CERTIFICATE, item.issuer, item.serial):
+            if unstored(value) != item.entry.cert.der:
+                continue
+            if self.key.execute("SELECT 1 FROM nssPrivate WHERE a102 = ? LIMIT 1", (item.ckaid,)).fetchone():
+                continue  # a user certificate with its key: only its trust was ours
+            self.cert.execute("DELETE FROM nssPublic WHERE id = ?", (object_id,))
