@@ -34,13 +34,17 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(EXIT_ERROR)
 
 
-def open_and_read(spec: str, password_file: Optional[Path]):
-    """Open a store and read it; every expected failure becomes one sentence and exit 2."""
+def open_and_read(spec: str, password_file: Optional[Path], must_exist: bool = True):
+    """Open a store and read it; every expected failure becomes one sentence and exit 2.
+
+    Only a sync target may not exist yet (it is created)."""
     from storesync.stores import open_store
 
     options = {"password-file": str(password_file)} if password_file else {}
     try:
         store = open_store(spec, options)
+        if must_exist and not store.exists():
+            raise store.error("does not exist")
         trust_set = store.read()
     except StoreError as exc:
         fail(str(exc))
@@ -167,7 +171,7 @@ def sync(
     results, code = [], EXIT_OK
     for spec in targets:
         try:
-            target, current = open_and_read(spec, password_file)
+            target, current = open_and_read(spec, password_file, must_exist=False)
         except typer.Exit:
             code = EXIT_ERROR  # reported; this target is skipped, the others go on
             continue

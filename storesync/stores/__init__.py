@@ -67,6 +67,8 @@ def parse_spec(text: str, options: dict[str, str] | None = None) -> StoreSpec:
     head, sep, rest = text.partition(":")
     if sep and (head in KINDS or head in ALIASES):
         kind, text = ALIASES.get(head, head), rest
+    elif sep and head.isalnum() and head.islower() and len(head) > 1 and not os.path.exists(text):
+        raise StoreError(f"{text}: unknown store kind {head!r} (kinds: {', '.join(KINDS)})")
     query = {}
     if "?" in text:
         text, _, raw = text.partition("?")
@@ -197,9 +199,7 @@ class FileStore(Store):
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            if self.option("create", "yes") == "no":
-                raise self.error("does not exist") from None
-            return TrustSet()
+            return TrustSet()  # a target not created yet
         except IsADirectoryError:
             raise self.error(f"is a directory; use dir:{self.path} for a hashed directory") from None
         except OSError as exc:

@@ -33,11 +33,11 @@ class PemStore(FileStore):
 
     def parse(self, data: bytes) -> TrustSet:
         blocks = list(_BLOCK.finditer(data))
-        if not blocks:
-            return self._parse_without_blocks(data)
         if data.count(b"-----BEGIN ") != len(blocks):
             line = _unterminated_line(data, blocks)
             raise self.error(f"PEM block at line {line} has no matching END line (truncated file?)")
+        if not blocks:
+            return self._parse_without_blocks(data)
         entries = []
         for block in blocks:
             kind, line = block.group(1), data.count(b"\n", 0, block.start()) + 1

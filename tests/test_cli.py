@@ -1,0 +1,160 @@
+"""The command line as a user runs it: output, exit codes, and that bad input changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from storesync.model import Certificate
+
+from conftest import storesync
+
+
+@pytest.fixture
+def stores(pki, root, tmp_path):
+    """A source bundle of 10 roots, and two targets already in sync with it."""
+    cas = [root, *(pki.ca(f"CLI Root {i}") for i in range(9))]
+    source = tmp_path / "source.pem"
+    source.write_bytes(b"".join(c.pem for c in cas))
+    targets = [f"pem:{tmp_path / 'out.pem'}", f"dir:{tmp_path / 'ca'}"]
+    assert storesync("sync", f"pem:{source}", *targets).returncode == 0
+    return source, targets, cas
+
+
+def snapshot(tmp_path):
+    files = {}
+    for dirpath, _, names in os.walk(tmp_path):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            files[path] = (st.st_ino, st.st_mtime_ns, os.readlink(path) if os.path.islink(path) else open(path, "rb").read())
+    return files
+
+
+def test_list_json_has_the_documented_fields(stores, root):
+    source, _, cas = stores
+    result = storesync("list", "--json", str(source))
+    assert result.returncode == 0
+    data = json.loads(result.stdout)
+    assert data["store"] == f"pem:{source}"
+    first = data["entries"][0]
+    assert first["sha256"] == Certificate(root.der).sha256 and first["sha1"] == Certificate(root.der).sha1
+    assert first["subject"] == "CN=storesync Test Root" and first["label"] == "storesync Test Root"
+    assert first["not_after"].endswith("Z") and first["not_before"] < first["not_after"]
+    assert first["trust"] == {"server-auth": "trusted", "client-auth": "trusted", "email": "trusted", "code-signing": "trusted"}
+    assert len(data["entries"]) == len(cas)
+
+
+def test_list_for_people_and_python_dash_m(stores):
+    source, _, _ = stores
+    result = subprocess.run([sys.executable, "-m", "storesync", "list", str(source)], capture_output=True, text=True)
+    assert result.returncode == 0 and "CLI Root 3" in result.stdout and "anchor" in result.stdout
+
+
+def test_diff_exit_codes(stores, pki, tmp_path):
+    source, targets, _ = stores
+    assert storesync("diff", f"pem:{source}", targets[1]).returncode == 0
+    other = tmp_path / "other.pem"
+    other.write_bytes(source.read_bytes() + pki.ca("Extra Root").pem)
+    result = storesync("diff", "--json", f"pem:{source}", f"pem:{other}")
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    assert [e["label"] for e in data["only_b"]] == ["Extra Root"] and data["only_a"] == []
+    missing = storesync("diff", f"pem:{source}", f"pem:{tmp_path / 'missing' / 'x.pem'}")
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert storesync("diff", f"pem:{source}", f"nosuchkind:{other}").returncode == 2
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(stores, pki, tmp_path):
+    source, targets, _ = stores
+    source.write_bytes(source.read_bytes() + pki.ca("Dry Run Root").pem)
+    before = snapshot(tmp_path / "ca")
+    result = storesync("sync", "--dry-run", "--json", f"pem:{source}", *targets)
+    assert result.returncode == 1
+    plans = json.loads(result.stdout)["plans"]
+    assert [[a["label"] for a in p["adds"]] for p in plans] == [["Dry Run Root"], ["Dry Run Root"]]
+    assert all(not p["written"] for p in plans)
+    assert snapshot(tmp_path / "ca") == before
+
+
+def test_add_mode_never_removes(stores, tmp_path, root):
+    source, targets, cas = stores
+    only_one = tmp_path / "one.pem"
+    only_one.write_bytes(root.pem)
+    assert storesync("sync", "--mode", "add", f"pem:{only_one}", targets[0]).returncode == 0
+    assert storesync("diff", f"pem:{source}", targets[0]).returncode == 0
+
+
+BAD_SOURCES = {
+    "private-key": lambda ca: ca.pem + ca.key_pem(),
+    "truncated-block": lambda ca: ca.pem + ca.pem[:200],
+    "garbage": lambda ca: os.urandom(3000).replace(b"-", b"_"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_SOURCES))
+def test_bad_source_exit_2_and_targets_unchanged(stores, tmp_path, kind):
+    source, targets, cas = stores
+    source.write_bytes(BAD_SOURCES[kind](cas[0]))
+    before = snapshot(tmp_path / "ca"), (tmp_path / "out.pem").read_bytes()
+    result = storesync("sync", f"pem:{source}", *targets)
+    assert result.returncode == 2
+    assert result.stderr.startswith("storesync: ") and str(source) in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (snapshot(tmp_path / "ca"), (tmp_path / "out.pem").read_bytes()) == before
+
+
+def test_unreadable_source_is_a_clear_error(stores, tmp_path):
+    source, targets, _ = stores
+    os.chmod(source, 0)
+    os.chmod(tmp_path, 0o755)
+    command = [sys.executable, "-m", "storesync", "sync", f"pem:{source}", targets[0]]
+    if os.geteuid() == 0:  # root reads anything: drop to nobody, as an ordinary admin account would be
+        command = [shutil.which("setpriv"), "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command]
+        os.chmod(sys.prefix, 0o755)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "cannot read" in result.stderr or "permission denied" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_truncated_source_is_held_back_unless_forced(stores, tmp_path, root):
+    source, targets, _ = stores
+    source.write_bytes(root.pem)  # 9 of 10 roots gone
+    before = (tmp_path / "out.pem").read_bytes()
+    result = storesync("sync", f"pem:{source}", targets[0])
+    assert result.returncode == 3 and "held back" in result.stdout
+    assert (tmp_path / "out.pem").read_bytes() == before
+    assert storesync("sync", "--force", f"pem:{source}", targets[0]).returncode == 0
+    assert storesync("diff", f"pem:{source}", targets[0]).returncode == 0
+
+
+def test_a_bad_target_is_skipped_and_reported_others_are_written(stores, pki, tmp_path):
+    source, targets, _ = stores
+    broken = tmp_path / "broken.pem"
+    broken.write_bytes(b"-----BEGIN CERTIFICATE-----\nAAAA")
+    source.write_bytes(source.read_bytes() + pki.ca("New Root").pem)
+    result = storesync("sync", f"pem:{source}", f"pem:{broken}", targets[0])
+    assert result.returncode == 2 and str(broken) in result.stderr
+    assert broken.read_bytes() == b"-----BEGIN CERTIFICATE-----\nAAAA"
+    assert storesync("diff", f"pem:{source}", targets[0]).returncode == 0
+
+
+def test_mode_and_owner_of_replaced_files_are_kept(stores, pki, tmp_path):
+    source, targets, _ = stores
+    out = tmp_path / "out.pem"
+    os.chmod(out, 0o640)
+    if os.geteuid() == 0:
+        os.chown(out, 65534, 65534)
+    source.write_bytes(source.read_bytes() + pki.ca("Mode Root").pem)
+    assert storesync("sync", f"pem:{source}", targets[0]).returncode == 0
+    st = os.stat(out)
+    assert st.st_mode & 0o777 == 0o640
+    if os.geteuid() == 0:
+        assert (st.st_uid, st.st_gid) == (65534, 65534)

@@ -1,0 +1,135 @@
+"""The `dir` store against `openssl verify -CApath`, `openssl x509 -subject_hash` and p11-kit."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from storesync.model import Certificate
+from storesync.stores import open_store
+
+from conftest import need, run, storesync
+
+
+def verify(capath: Path, leaf: Path, untrusted: Path | None = None) -> bool:
+    args = [need("openssl"), "verify", "-CApath", capath]
+    if untrusted:
+        args += ["-untrusted", untrusted]
+    return run(*args, leaf, check=False).returncode == 0
+
+
+def state(directory: Path) -> dict[str, tuple[int, int, str | None]]:
+    """name -> (inode, mtime_ns, link target) for everything in a directory."""
+    out = {}
+    for name in os.listdir(directory):
+        st = os.lstat(directory / name)
+        out[name] = (st.st_ino, st.st_mtime_ns, os.readlink(directory / name) if os.path.islink(directory / name) else None)
+    return out
+
+
+def hash_links(directory: Path) -> dict[str, str]:
+    return {n: os.readlink(directory / n) for n in os.listdir(directory) if os.path.islink(directory / n)}
+
+
+def test_openssl_verifies_with_our_directory_and_refuses_after_mirror_drops_the_root(
+    pki, root, intermediate, server_leaf, tmp_path
+):
+    other = pki.ca("Some Other Root")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(root.pem + other.pem)
+    capath = tmp_path / "ca"
+    leaf, chain = server_leaf.write(tmp_path / "leaf.pem"), intermediate.write(tmp_path / "int.pem")
+
+    assert storesync("sync", f"pem:{bundle}", f"dir:{capath}").returncode == 0
+    assert verify(capath, leaf, chain)
+
+    bundle.write_bytes(other.pem)
+    result = storesync("sync", "--mode", "mirror", f"pem:{bundle}", f"dir:{capath}")
+    assert result.returncode == 0, result.stderr
+    assert not verify(capath, leaf, chain)
+    assert len(open_store(f"dir:{capath}").read()) == 1
+
+
+def test_links_agree_with_openssl_and_allow_many_sharing_one_hash(pki, tmp_path):
+    twins = [pki.ca("Same Subject Root") for _ in range(12)]
+    bundle = tmp_path / "twins.pem"
+    bundle.write_bytes(b"".join(t.pem for t in twins))
+    capath = tmp_path / "ca"
+    assert storesync("sync", f"pem:{bundle}", f"dir:{capath}?links=both").returncode == 0
+
+    new_hash, old_hash = run("openssl", "x509", "-noout", "-subject_hash", "-subject_hash_old",
+                             "-in", twins[0].write(tmp_path / "t0.pem")).stdout.decode().split()
+    links = hash_links(capath)
+    assert sorted(links) == sorted([f"{new_hash}.{n}" for n in range(12)] + [f"{old_hash}.{n}" for n in range(12)])
+    # every certificate is reachable, including the twelfth
+    for twin in (twins[0], twins[11]):
+        leaf = pki.leaf("twin-leaf.test", twin).write(tmp_path / "leaf.pem")
+        assert verify(capath, leaf)
+
+
+def test_second_sync_writes_nothing_and_a_change_touches_only_its_files(pki, root, tmp_path):
+    cas = [root, *(pki.ca(f"Incremental Root {i}") for i in range(5))]
+    bundle = tmp_path / "b.pem"
+    bundle.write_bytes(b"".join(c.pem for c in cas))
+    capath, out = tmp_path / "ca", tmp_path / "out.pem"
+    assert storesync("sync", f"pem:{bundle}", f"dir:{capath}", f"pem:{out}").returncode == 0
+    before, out_before = state(capath), os.stat(out)
+
+    again = storesync("sync", f"pem:{bundle}", f"dir:{capath}", f"pem:{out}")
+    assert again.returncode == 0 and "in sync" in again.stdout
+    assert state(capath) == before
+    assert (os.stat(out).st_ino, os.stat(out).st_mtime_ns) == (out_before.st_ino, out_before.st_mtime_ns)
+
+    added = pki.ca("One More Root")
+    bundle.write_bytes(bundle.read_bytes() + added.pem)
+    assert storesync("sync", f"pem:{bundle}", f"dir:{capath}").returncode == 0
+    after = state(capath)
+    changed = {n for n in after if before.get(n) != after[n]}
+    h = Certificate(added.der).subject_hash()
+    assert changed == {"One_More_Root.pem", f"{h}.0"}
+    assert set(before) - set(after) == set()
+
+
+def test_removal_closes_gaps_in_link_numbers(pki, tmp_path):
+    twins = [pki.ca("Gap Root") for _ in range(3)]
+    bundle = tmp_path / "b.pem"
+    bundle.write_bytes(b"".join(t.pem for t in twins))
+    capath = tmp_path / "ca"
+    assert storesync("sync", f"pem:{bundle}", f"dir:{capath}").returncode == 0
+    bundle.write_bytes(twins[1].pem + twins[2].pem)  # drop one (1 of 3 is more than 10 %: forced)
+    assert storesync("sync", "--force", f"pem:{bundle}", f"dir:{capath}").returncode == 0
+    h = Certificate(twins[0].der).subject_hash()
+    assert sorted(hash_links(capath)) == [f"{h}.0", f"{h}.1"]
+    for twin in twins[1:]:
+        assert verify(capath, pki.leaf("gap-leaf.test", twin).write(tmp_path / "leaf.pem"))
+
+
+def test_files_that_are_not_ours_are_left_alone(root, pki, tmp_path):
+    capath = tmp_path / "ca"
+    capath.mkdir()
+    (capath / "README.txt").write_text("not a certificate")
+    (capath / "bundle.crt").write_bytes(root.pem + pki.ca("Bundled").pem)
+    (capath / "sub").mkdir()
+    (capath / "0123abcd.r0").write_text("a CRL link name")
+    keep = state(capath)
+    bundle = tmp_path / "b.pem"
+    bundle.write_bytes(root.pem)
+    assert storesync("sync", f"pem:{bundle}", f"dir:{capath}").returncode == 0
+    after = state(capath)
+    assert {n: after[n] for n in keep} == keep
+    assert len(open_store(f"dir:{capath}").read()) == 1
+
+
+def test_layout_with_both_hashes_is_p11kits(system_bundle, tmp_path):
+    p11kit = tmp_path / "p11kit"
+    run(need("trust"), "extract", "--format=openssl-directory", "--filter=ca-anchors", "--purpose=server-auth", p11kit)
+    ours = tmp_path / "ours"
+    assert storesync("sync", f"pem:{system_bundle}", f"dir:{ours}?links=both").returncode == 0
+    assert hash_links(ours) == hash_links(p11kit)
+    assert sorted(os.listdir(ours)) == sorted(os.listdir(p11kit))
+    assert storesync("diff", f"pem:{system_bundle}", f"dir:{p11kit}").returncode == 0
+
+
+def test_reading_debians_etc_ssl_certs_equals_the_bundle(system_bundle):
+    result = storesync("diff", f"pem:{system_bundle}", "dir:/etc/ssl/certs")
+    assert result.returncode == 0, result.stdout

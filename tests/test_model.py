@@ -1,0 +1,113 @@
+"""The model's helpers against OpenSSL: subject hashes, lenient parsing, labels."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from storesync import der
+from storesync.model import Certificate, Entry, TrustSet, DISTRUST, subject_hash, subject_hash_old
+from storesync.stores import open_store
+
+from conftest import need, run, with_serial
+
+
+def openssl_hashes(der_bytes: bytes) -> tuple[str, str]:
+    out = run(need("openssl"), "x509", "-inform", "DER", "-noout", "-subject_hash", "-subject_hash_old",
+              input=der_bytes).stdout.decode().split()
+    return out[0], out[1]
+
+
+def test_hashes_of_every_system_root_match_openssl(system_bundle):
+    trust_set = open_store(f"pem:{system_bundle}").read()
+    assert len(trust_set) > 100
+    # one openssl call for all: `openssl crl2pkcs7 | pkcs7 -print_certs` cannot print hashes, so loop
+    mismatches = [
+        e.display_label for e in trust_set.values()
+        if openssl_hashes(e.cert.der) != (e.cert.subject_hash(), e.cert.subject_hash_old())
+    ]
+    assert mismatches == []
+
+
+def attr(oid, value, tag=None):
+    return x509.NameAttribute(oid, value, _type=tag) if tag else x509.NameAttribute(oid, value)
+
+
+AWKWARD_NAMES = {
+    "non-ascii": x509.Name([attr(NameOID.COMMON_NAME, "ÄÖÜ Großes CA")]),
+    "mixed-case-and-spaces": x509.Name([
+        attr(NameOID.COUNTRY_NAME, "DE"),
+        attr(NameOID.ORGANIZATION_NAME, "  Mixed   CASE\tOrg  "),
+        attr(NameOID.COMMON_NAME, "ExAmPlE  Root   CA "),
+    ]),
+    "bmp-string": x509.Name([attr(NameOID.COMMON_NAME, "Ünïcödé BMP CA", x509.name._ASN1Type.BMPString)]),
+    "teletex-latin1": x509.Name([attr(NameOID.COMMON_NAME, "Telétex CA", x509.name._ASN1Type.T61String)]),
+    "ia5-and-printable": x509.Name([
+        attr(NameOID.DOMAIN_COMPONENT, "Example", x509.name._ASN1Type.IA5String),
+        attr(NameOID.COMMON_NAME, "Printable CA", x509.name._ASN1Type.PrintableString),
+    ]),
+    "multi-valued-rdn": x509.Name([
+        x509.RelativeDistinguishedName([attr(NameOID.COMMON_NAME, "Zeta"), attr(NameOID.ORGANIZATION_NAME, "Alpha")]),
+    ]),
+    "cyrillic-not-lowercased": x509.Name([attr(NameOID.COMMON_NAME, "КОРНЕВОЙ ЦС")]),
+    "empty-value": x509.Name([attr(NameOID.ORGANIZATIONAL_UNIT_NAME, " ", x509.name._ASN1Type.UTF8String),
+                              attr(NameOID.COMMON_NAME, "After Empty")]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(AWKWARD_NAMES))
+def test_awkward_name_hashes_match_openssl(pki, case):
+    ca = pki.ca(AWKWARD_NAMES[case])
+    cert = Certificate(ca.der)
+    assert (cert.subject_hash(), cert.subject_hash_old()) == openssl_hashes(ca.der)
+
+
+def test_names_differing_only_in_case_and_spacing_share_a_hash(pki):
+    a = Certificate(pki.ca(AWKWARD_NAMES["mixed-case-and-spaces"]).der)
+    b = Certificate(pki.ca(x509.Name([
+        attr(NameOID.COUNTRY_NAME, "de"),
+        attr(NameOID.ORGANIZATION_NAME, "mixed case org"),
+        attr(NameOID.COMMON_NAME, "example root ca"),
+    ])).der)
+    assert a.subject_hash() == b.subject_hash()
+    assert a.subject_hash_old() != b.subject_hash_old()  # the old hash is of the exact bytes
+
+
+@pytest.mark.parametrize("serial", [b"\x00", b"\xff\x01"], ids=["serial-0", "negative"])
+def test_certificates_cryptography_warns_about_are_carried_as_bytes(pki, root, serial):
+    raw = with_serial(pki.ca("Odd Serial CA", root), root, serial)
+    cert = Certificate(raw)
+    assert cert.der == raw  # never re-encoded
+    assert (cert.subject_hash(), cert.subject_hash_old()) == openssl_hashes(raw)
+    assert cert.default_label == "Odd Serial CA"
+    # cryptography warns today and will refuse later: either way it is reported, never fatal
+    assert cert.parse_warning
+
+
+def test_unparseable_certificate_keeps_bytes_and_warns():
+    # A structurally plausible certificate whose contents cryptography refuses (bad version)
+    tbs = der.encode(der.SEQUENCE, der.encode(0xA0, der.encode(der.INTEGER, b"\x09")) + der.encode(der.INTEGER, b"\x01")
+                     + der.encode(der.SEQUENCE, der.encode_oid("1.2.840.10045.4.3.2"))
+                     + der.encode(der.SEQUENCE, b"") + der.encode(der.SEQUENCE, b"")
+                     + der.encode(der.SEQUENCE, der.encode(der.SET, der.encode(der.SEQUENCE, der.encode_oid("2.5.4.3") + der.encode(0x0C, b"Broken"))))
+                     + der.encode(der.SEQUENCE, b""))
+    raw = der.encode(der.SEQUENCE, tbs + der.encode(der.SEQUENCE, der.encode_oid("1.2.840.10045.4.3.2")) + der.encode(0x03, b"\x00"))
+    cert = Certificate(raw)
+    assert cert.x509 is None
+    assert "kept as bytes" in cert.parse_warning
+    assert cert.default_label == "Broken"
+    assert cert.subject == "CN=Broken"
+
+
+def test_trust_set_keeps_first_place_and_distrust_wins(root, intermediate):
+    a, b = Certificate(root.der), Certificate(intermediate.der)
+    trust_set = TrustSet([Entry(a), Entry(b), Entry(a, trust=dict(DISTRUST))])
+    assert list(trust_set) == [a.sha256, b.sha256]
+    assert trust_set[a.sha256].distrusted
+
+
+def test_subject_hash_of_empty_name():
+    empty = der.encode(der.SEQUENCE, b"")
+    assert subject_hash(empty) == "da39a3ee"[6:8] + "da39a3ee"[4:6] + "da39a3ee"[2:4] + "da39a3ee"[0:2]
+    assert len(subject_hash_old(empty)) == 8

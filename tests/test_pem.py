@@ -1,0 +1,122 @@
+"""The `pem` store against p11-kit and OpenSSL, and against hostile input."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from storesync.engine.plan import make_plan
+from pathlib import Path
+
+from storesync.model import DISTRUSTED, TRUSTED, Certificate, StoreError, TrustSet
+from storesync.stores import StoreSpec, open_store
+from storesync.stores.pem import PemStore
+
+from conftest import SYSTEM_BUNDLE, need, pem_of, run
+
+
+def write_via(spec: str, source: TrustSet) -> None:
+    store = open_store(spec)
+    store.write(make_plan(source, store.read(), store.capabilities, store=spec, purpose="any"))
+
+
+def test_plain_bundle_is_byte_for_byte_what_p11kit_extracts(system_bundle, tmp_path):
+    extracted = tmp_path / "p11kit.pem"
+    run(need("trust"), "extract", "--format=pem-bundle", "--filter=ca-anchors", "--purpose=server-auth", extracted)
+    ours = tmp_path / "ours.pem"
+    write_via(f"pem:{ours}", open_store(f"pem:{system_bundle}").read())
+    assert ours.read_bytes() == extracted.read_bytes()
+
+
+def test_trusted_certificate_round_trip_keeps_purposes_distrust_and_alias(root, tmp_path):
+    made = tmp_path / "openssl-trusted.pem"
+    root.write(tmp_path / "root.pem")
+    run(need("openssl"), "x509", "-in", tmp_path / "root.pem", "-addtrust", "serverAuth", "-addtrust", "clientAuth",
+        "-addreject", "emailProtection", "-setalias", "Ünïcode Root", "-trustout", "-out", made)
+    (entry,) = open_store(f"pem:{made}").read().values()
+    assert dict(entry.trust) == {"server-auth": TRUSTED, "client-auth": TRUSTED, "email": DISTRUSTED}
+    assert entry.label == "Ünïcode Root"
+
+    ours = tmp_path / "ours.pem"
+    write_via(f"pem:{ours}?format=trusted", TrustSet([entry]))
+    text = run("openssl", "x509", "-in", ours, "-noout", "-text").stdout.decode()
+    assert "Trusted Uses:\n  TLS Web Server Authentication, TLS Web Client Authentication" in text
+    assert "Rejected Uses:\n  E-mail Protection" in text
+    assert "Alias: Ünïcode Root" in text
+    (again,) = open_store(f"pem:{ours}?format=trusted").read().values()
+    assert again.trust_key() == entry.trust_key() and again.label == entry.label
+    assert ours.read_bytes() == made.read_bytes()  # same aux encoding as OpenSSL's own
+
+
+def test_reject_only_and_any_purpose(root, tmp_path):
+    root.write(tmp_path / "root.pem")
+    made = tmp_path / "t.pem"
+    run("openssl", "x509", "-in", tmp_path / "root.pem", "-addreject", "anyExtendedKeyUsage", "-trustout", "-out", made)
+    (entry,) = open_store(f"pem:{made}").read().values()
+    assert set(entry.trust.values()) == {DISTRUSTED} and len(entry.trust) == 4
+    # a plain bundle cannot say distrusted: the certificate is left out, and the plan says so
+    target = open_store(f"pem:{tmp_path / 'plain.pem'}")
+    plan = make_plan(TrustSet([entry]), target.read(), target.capabilities, store="t")
+    assert not plan.adds and "distrusted" in plan.losses[0].what
+
+
+def test_reads_comments_x509_header_and_der(root, intermediate, tmp_path):
+    bundle = tmp_path / "b.pem"
+    bundle.write_bytes(b"# Root\n" + root.pem + b"\nsome text\n" + pem_of(intermediate.der, "X509 CERTIFICATE"))
+    assert list(open_store(str(bundle)).read()) == [Certificate(root.der).sha256, Certificate(intermediate.der).sha256]
+    single = tmp_path / "root.der"
+    single.write_bytes(root.der)
+    assert len(open_store(str(single)).read()) == 1
+
+
+def test_comments_option_writes_labels(root, tmp_path):
+    out = tmp_path / "c.pem"
+    write_via(f"pem:{out}?comments=yes", open_store(f"pem:{root.write(tmp_path / 'r.pem')}").read())
+    assert out.read_bytes().startswith(b"# storesync Test Root\n-----BEGIN CERTIFICATE-----\n")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n", "private key (line 1)"),
+    (b"-----BEGIN CERTIFICATE-----\nMIIB", "line 1 has no matching END line"),
+    (b"-----BEGIN CERTIFICATE-----\n!!!notbase64!!!\n-----END CERTIFICATE-----\n", "not valid base64"),
+    (b"-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n", "not a certificate"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00binary", "holds no PEM certificate"),
+    (b"\x30\x82\xff\xff\x01\x02", "neither PEM nor a DER certificate"),
+])
+def test_bad_input_is_one_clear_sentence(tmp_path, content, message):
+    bad = tmp_path / "bad.pem"
+    bad.write_bytes(content)
+    with pytest.raises(StoreError) as caught:
+        open_store(f"pem:{bad}").read()
+    assert message in str(caught.value) and str(bad) in str(caught.value)
+
+
+def test_private_key_after_certificates_refuses_whole_file(root, tmp_path):
+    bad = tmp_path / "mixed.pem"
+    bad.write_bytes(root.pem * 2 + root.key_pem())
+    with pytest.raises(StoreError, match="private key"):
+        open_store(f"pem:{bad}").read()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_arbitrary_bytes_parse_or_fail_cleanly(data):
+    store = PemStore(StoreSpec("pem", Path("/fuzz.pem")))
+    try:
+        store.parse(data)
+    except StoreError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(cut=st.integers(min_value=1, max_value=10_000), flip=st.integers(min_value=0, max_value=10_000))
+def test_truncated_and_corrupted_bundles_fail_cleanly(cut, flip):
+    system_bundle = SYSTEM_BUNDLE
+    data = bytearray(system_bundle.read_bytes()[:20_000])
+    data = data[: len(data) - cut]
+    data[flip % len(data)] ^= 0x55
+    store = PemStore(StoreSpec("pem", system_bundle))
+    try:
+        store.parse(bytes(data))
+    except StoreError:
+        pass
