@@ -126,9 +126,10 @@ def stored(value: bytes) -> bytes:
 
 
 def unstored(value: Any) -> bytes | None:
-    if value is None:
-        return None
-    value = bytes(value) if not isinstance(value, str) else value.encode("utf-8")
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if not isinstance(value, bytes):
+        return None  # NULL, or a number where NSS keeps only BLOBs: garbage, treated as absent
     return b"" if value == EMPTY else value
 
 
@@ -450,6 +451,7 @@ class NssStore(Store):
             conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT * 8, isolation_level=None)
         else:
             conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, isolation_level=None)
+        conn.text_factory = bytes  # labels and values are BLOBs; tolerate TEXT garbage
         return conn
 
     def _open_key_db(self, conn: sqlite3.Connection) -> KeyDB:
@@ -513,13 +515,13 @@ class NssStore(Store):
                 "trust signatures are not checked (NSS drops forged trust once someone logs in)"
             )
             return None, {}
-        return keys, {str(i): bytes(v) for i, v in rows if v is not None}
+        return keys, {_text(i): bytes(v) for i, v in rows if v is not None}
 
     def _columns(self, conn: sqlite3.Connection) -> set[str]:
         rows = conn.execute("PRAGMA table_info(nssPublic)").fetchall()
         if not rows:
             raise sqlite3.DatabaseError("no nssPublic table")
-        return {r[1] for r in rows}
+        return {_text(r[1]) for r in rows}
 
     def _read_objects(self, conn: sqlite3.Connection) -> list[CertObject]:
         conn.execute("BEGIN")
@@ -619,7 +621,7 @@ class NssStore(Store):
                     message = (
                         f"{obj.label or obj.id}: CKO_TRUST and legacy CKO_NSS_TRUST disagree "
                         f"({_describe(new)} versus {_describe(old)}); NSS >= 3.114 uses the first, older NSS "
-                        "the second; a write makes them agree"
+                        "the second; a distrust in either counts; a write makes them agree"
                     )
                     self.skew.append(message)
                     self.warnings.append(f"{self.cert_db}: {message}")
@@ -777,6 +779,10 @@ class NssStore(Store):
             put_back()
 
 
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _describe(trust: dict[str, str | None]) -> str:
     parts = [f"{p} {s}" for p, s in sorted(trust.items()) if s]
     return ", ".join(parts) or "no trust"
@@ -924,7 +930,7 @@ class _Writer:
         rows = self.cert.execute("PRAGMA table_info(nssPublic)").fetchall()
         if not rows:
             raise self.store.error("cert9.db has no nssPublic table (not an NSS database?)", self.store.cert_db)
-        return {r[1] for r in rows}
+        return {_text(r[1]) for r in rows}
 
     def _ensure_columns(self, attributes: Iterable[int]) -> None:
         for attribute in attributes:
