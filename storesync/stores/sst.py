@@ -1,0 +1,140 @@
+"""`sst`: Microsoft serialized certificate stores (`certutil -generateSST`, `Export-Certificate -Type SST`).
+
+Layout (FORMATS.md §6): `00 00 00 00 "CERT"`, then element groups (properties, then the 0x20
+certificate element), CRL/CTL groups after the certificates, then a 12-byte zero end marker.
+
+The file plays one role, chosen by the spec option `role`:
+
+- `role=roots` (default): a list of trust anchors, as `certutil -addstore Root` imports it.
+  ENHKEY_USAGE says for which purposes (absent: all, `30 00`: none), DISALLOWED_FILETIME
+  [+ DISALLOWED_ENHKEY_USAGE] says distrust-after. Such a file cannot say "distrusted": a
+  distrusted certificate is left out (the plan reports it) rather than written as an anchor.
+- `role=disallowed`: a distrust list (Microsoft's `disallowedcert.sst`, `certutil -addstore
+  Disallowed`). Every certificate in it is distrusted for every purpose; a certificate the desired
+  set trusts is not written into it.
+
+Every property of every certificate is kept (`Entry.extras["winprops"]`), so re-serializing a
+parsed file gives the same bytes; CRL and CTL groups of an existing file are kept as they are.
+Key-provider properties (KEY_PROV_INFO & co.) are dropped on read: a trust store never carries
+a reference to a private key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from storesync import der
+from storesync.model import Entry, TrustSet
+from storesync.stores import Capabilities, FileStore
+from storesync.stores import winprops as wp
+
+MAGIC = b"\x00\x00\x00\x00CERT"
+END_MARKER = bytes(12)
+
+ROLES = {
+    "roots": wp.ROLE_ANCHORS, "root": wp.ROLE_ANCHORS, "authroot": wp.ROLE_ANCHORS, "anchors": wp.ROLE_ANCHORS,
+    "disallowed": wp.ROLE_DISTRUST, "distrust": wp.ROLE_DISTRUST,
+}
+_ANCHOR_CAPS = Capabilities(purposes=True, distrust=False, distrust_after=True, labels=True)
+_DISTRUST_CAPS = Capabilities(purposes=False, distrust=True, distrust_after=False, labels=True)
+
+
+@dataclass
+class SstFile:
+    groups: list[tuple[int, bytes, tuple]] = field(default_factory=list)  # (offset, cert DER, props)
+    tail: bytes = b""  # CRL and CTL groups, verbatim
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_sst(data: bytes) -> SstFile:
+    """Parse a serialized store; raises ElementError (with the offset) for what cannot be read."""
+    result = SstFile()
+    if not data:
+        return result
+    if data[:8] != MAGIC:
+        raise wp.ElementError(0, f"not a serialized certificate store: the file starts with {data[:8].hex(' ')}, not 00 00 00 00 43 45 52 54")
+    pending: list[tuple[int, int, bytes]] = []
+    pending_start = None
+    end = len(data)
+    pos = 8
+    for pos, prop_id, encoding, value_end in wp.iter_elements(data, 8, end, stop_at_marker=True):
+        if pending_start is None:
+            pending_start = pos
+        if prop_id == wp.CERT_ELEMENT:
+            cert = data[pos + 12 : value_end]
+            try:
+                der.read_all(cert)
+            except der.DERError as exc:
+                result.warnings.append(f"offset {pos}: the certificate is not DER ({exc}); kept as bytes")
+            result.groups.append((pos, cert, tuple(pending)))
+            pending, pending_start = [], None
+        elif prop_id in (wp.CRL_ELEMENT, wp.CTL_ELEMENT):
+            result.tail += data[pending_start:value_end]
+            pending, pending_start = [], None
+        elif prop_id in wp.KEY_PROPERTIES:
+            result.warnings.append(
+                f"offset {pos}: {wp.describe(prop_id)} (a private-key reference) dropped: a trust store does not carry it"
+            )
+        else:
+            pending.append((prop_id, encoding, data[pos + 12 : value_end]))
+        pos = value_end
+    if pos + 12 <= end and data[pos : pos + 12] == END_MARKER:
+        if pos + 12 < end:
+            result.warnings.append(f"offset {pos + 12}: {end - pos - 12} bytes after the end marker ignored")
+    else:
+        result.warnings.append(f"offset {end}: no end marker (the file may be truncated)")
+    if pending:
+        result.warnings.append(f"offset {pending_start}: {len(pending)} properties belong to no certificate; ignored")
+    return result
+
+
+class SstStore(FileStore):
+    kind = "sst"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        role = self.option("role", "roots").lower()
+        if role not in ROLES:
+            raise self.error(f"unknown role {role!r}; use role=roots (trust anchors) or role=disallowed (distrust list)")
+        self.role = ROLES[role]
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return _DISTRUST_CAPS if self.role == wp.ROLE_DISTRUST else _ANCHOR_CAPS
+
+    def parse(self, data: bytes) -> TrustSet:
+        try:
+            sst = read_sst(data)
+        except wp.ElementError as exc:
+            raise self.error(f"{exc}; nothing was read from it") from None
+        self.warnings.extend(f"{self.path}: {w}" for w in sst.warnings)
+        entries = []
+        for offset, cert, props in sst.groups:
+            warn = lambda what, offset=offset: self.warnings.append(f"{self.path}: offset {offset}: {what}")  # noqa: E731
+            entries.append(wp.entry_from_group(cert, props, self.role, warn))
+        return TrustSet(entries)
+
+    def render(self, plan) -> bytes:
+        tail = b""
+        if self.path.exists():
+            try:
+                tail = read_sst(self.path.read_bytes()).tail
+            except (wp.ElementError, OSError):
+                tail = b""  # an unreadable file is replaced; the engine refuses to get here anyway
+        out = [MAGIC]
+        for entry in wp.in_store_order(plan):
+            if not self._fits(entry):
+                continue
+            out.append(wp.group_bytes(entry, self.role))
+        out.append(tail)
+        out.append(END_MARKER)
+        return b"".join(out)
+
+    def _fits(self, entry: Entry) -> bool:
+        if self.role == wp.ROLE_DISTRUST and not entry.distrusted:
+            self.warnings.append(f"{self.path}: {entry.display_label}: trusted, so not written into a distrust list")
+            return False
+        if self.role == wp.ROLE_ANCHORS and entry.distrusted:
+            self.warnings.append(f"{self.path}: {entry.display_label}: distrusted, so not written as a trust anchor")
+            return False
+        return True

@@ -1,0 +1,402 @@
+"""Windows certificate-context elements and properties, shared by the `sst` and `reg` stores.
+
+An element is `u32 id, u32 encoding_type, u32 length, bytes[length]` (little-endian, no padding).
+A certificate is a *group*: its property elements, then the context element 0x20 holding the DER
+certificate. A serialized store (.sst) is a header, groups, and a 12-byte zero end marker; a
+registry `Blob` value is exactly one group (FORMATS.md §6).
+
+What this module does:
+
+- reads element groups with every length checked before any slice (a 4 GiB length field costs
+  nothing), raising `ElementError(offset, what)`;
+- turns a group into an `Entry`: FRIENDLY_NAME (11) -> label, ENHKEY_USAGE (9) -> trusted purposes
+  (absent = every purpose, `30 00` = none), DISALLOWED_FILETIME (104) [+ DISALLOWED_ENHKEY_USAGE
+  (122)] -> distrust-after; the property list itself, in file order and with unknown ids, is kept
+  in `entry.extras["winprops"]` as a tuple of `(id, encoding_type, bytes)`;
+- turns an entry back into a group: kept properties are written back unchanged, in their order,
+  unless the entry now says something else (then that one property is replaced in place); hash
+  properties are recomputed from the certificate (a wrong stored value is replaced, one we
+  cannot compute is dropped); key-provider properties (1, 2, 5, 6) are never kept or written.
+  A fresh entry is written as Windows writes one: `[11] [9] [104 [122]] 3 0x20`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from datetime import datetime, timedelta, timezone
+from typing import Iterable, Iterator, Mapping
+
+from storesync import der
+from storesync.model import ANCHOR, ANY_EKU, DISTRUST, PURPOSES, TRUSTED, Certificate, Entry, oid_from_purpose, purpose_from_oid
+
+EXTRAS_KEY = "winprops"
+
+CERT_ELEMENT, CRL_ELEMENT, CTL_ELEMENT = 0x20, 0x21, 0x22
+CONTEXT_ELEMENTS = (CERT_ELEMENT, CRL_ELEMENT, CTL_ELEMENT)
+
+KEY_PROV_HANDLE, KEY_PROV_INFO, SHA1_HASH, MD5_HASH, KEY_CONTEXT, KEY_SPEC = 1, 2, 3, 4, 5, 6
+ENHKEY_USAGE, FRIENDLY_NAME, SIGNATURE_HASH, KEY_IDENTIFIER = 9, 11, 15, 20
+SUBJECT_PUBLIC_KEY_MD5_HASH, SUBJECT_NAME_MD5_HASH = 25, 29
+AUTH_ROOT_SHA256_HASH, SHA256_HASH = 98, 107
+DISALLOWED_FILETIME, DISALLOWED_ENHKEY_USAGE = 104, 122
+
+#: Properties that refer to a private key: never carried into a trust store.
+KEY_PROPERTIES = frozenset({KEY_PROV_HANDLE, KEY_PROV_INFO, KEY_CONTEXT, KEY_SPEC})
+#: Properties derived from the certificate: recomputed on write, never trusted on read.
+HASH_PROPERTIES = frozenset(
+    {SHA1_HASH, MD5_HASH, SIGNATURE_HASH, KEY_IDENTIFIER, SUBJECT_PUBLIC_KEY_MD5_HASH,
+     SUBJECT_NAME_MD5_HASH, AUTH_ROOT_SHA256_HASH, SHA256_HASH}
+)
+PROPERTY_NAMES = {
+    KEY_PROV_HANDLE: "KEY_PROV_HANDLE", KEY_PROV_INFO: "KEY_PROV_INFO", KEY_CONTEXT: "KEY_CONTEXT",
+    KEY_SPEC: "KEY_SPEC",
+}
+
+ROLE_ANCHORS, ROLE_DISTRUST = "roots", "disallowed"
+
+_HEADER = struct.Struct("<III")
+NO_PURPOSE = b"\x30\x00"
+_FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=timezone.utc)
+
+Props = tuple  # tuple[tuple[int, int, bytes], ...]
+
+
+class ElementError(ValueError):
+    """Malformed element data at a byte offset (relative to the buffer given)."""
+
+    def __init__(self, offset: int, what: str):
+        super().__init__(f"offset {offset}: {what}")
+        self.offset = offset
+        self.what = what
+
+
+# --- elements -----------------------------------------------------------------------------
+
+
+def iter_elements(data: bytes, pos: int, end: int, *, stop_at_marker: bool) -> Iterator[tuple[int, int, int, int]]:
+    """Yield `(offset, id, encoding_type, value_end)` of each element; the value starts at offset+12.
+
+    Every length is checked against `end` before anything is sliced. With `stop_at_marker`, a
+    zero header (the .sst end marker) ends the walk; the caller learns where from the last offset.
+    """
+    while pos < end:
+        if end - pos < 12:
+            raise ElementError(pos, f"truncated element header ({end - pos} of 12 bytes)")
+        prop_id, encoding, length = _HEADER.unpack_from(data, pos)
+        if stop_at_marker and prop_id == 0 and encoding == 0 and length == 0:
+            return
+        value_end = pos + 12 + length
+        if value_end > end:
+            raise ElementError(
+                pos, f"element {prop_id} announces {length} bytes but only {end - pos - 12} remain (truncated or corrupt)"
+            )
+        yield pos, prop_id, encoding, value_end
+        pos = value_end
+
+
+def element(prop_id: int, value: bytes, encoding: int = 1) -> bytes:
+    return _HEADER.pack(prop_id, encoding, len(value)) + value
+
+
+# --- trust mapping ------------------------------------------------------------------------
+
+
+def filetime_to_datetime(raw: bytes) -> datetime | None:
+    if len(raw) != 8:
+        return None
+    ticks = int.from_bytes(raw, "little")
+    try:
+        return _FILETIME_EPOCH + timedelta(microseconds=ticks // 10)
+    except OverflowError:
+        return None
+
+
+def datetime_to_filetime(when: datetime) -> bytes:
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    delta = when - _FILETIME_EPOCH
+    ticks = (delta.days * 86_400 + delta.seconds) * 10_000_000 + delta.microseconds * 10
+    return max(ticks, 0).to_bytes(8, "little")
+
+
+def decode_label(raw: bytes) -> str | None:
+    """FRIENDLY_NAME: UTF-16LE with its 00 00 terminator (tolerated when missing)."""
+    if len(raw) % 2:
+        return None
+    if raw.endswith(b"\x00\x00"):
+        raw = raw[:-2]
+    try:
+        return raw.decode("utf-16-le")
+    except UnicodeDecodeError:
+        return None
+
+
+def encode_label(label: str) -> bytes:
+    return label.encode("utf-16-le", "surrogatepass") + b"\x00\x00"
+
+
+def decode_oids(raw: bytes) -> list[str] | None:
+    try:
+        return der.decode_oid_sequence(raw)
+    except (der.DERError, ValueError):
+        return None
+
+
+def trust_from_eku(raw: bytes | None) -> dict[str, str] | None:
+    """ENHKEY_USAGE -> trust of an anchor: absent = every purpose, `30 00` = none (None: unreadable)."""
+    if raw is None:
+        return dict(ANCHOR)
+    oids = decode_oids(raw)
+    if oids is None:
+        return None
+    trust: dict[str, str] = {}
+    for oid in oids:
+        if oid == ANY_EKU:
+            trust.update(ANCHOR)
+        else:
+            trust[purpose_from_oid(oid)] = TRUSTED
+    return trust
+
+
+def eku_from_trust(trust: Mapping[str, str]) -> bytes | None:
+    """The ENHKEY_USAGE an anchor with `trust` needs (None: leave it out = every purpose)."""
+    trusted = {p for p, state in trust.items() if state == TRUSTED}
+    if trusted == set(PURPOSES):
+        return None
+    named = [p for p in PURPOSES if p in trusted]
+    others = sorted(trusted - set(PURPOSES))
+    return der.encode_oid_sequence([oid_from_purpose(p) for p in named + others]) if trusted else NO_PURPOSE
+
+
+def distrust_after_from(filetime: bytes | None, usage: bytes | None) -> dict[str, datetime]:
+    """DISALLOWED_FILETIME (+ DISALLOWED_ENHKEY_USAGE) -> purpose -> date. Zero length: no date."""
+    when = filetime_to_datetime(filetime) if filetime else None
+    if when is None:
+        return {}
+    if usage is None:
+        return {p: when for p in PURPOSES}
+    oids = decode_oids(usage) or []
+    purposes = [p for oid in oids for p in (PURPOSES if oid == ANY_EKU else (purpose_from_oid(oid),))]
+    return {p: when for p in purposes}
+
+
+def distrust_props(distrust_after: Mapping[str, datetime]) -> tuple[bytes | None, bytes | None]:
+    """purpose -> date as (DISALLOWED_FILETIME, DISALLOWED_ENHKEY_USAGE).
+
+    Windows has one date per certificate: with several, the earliest applies to every purpose
+    that has one (distrusting early is the safe side).
+    """
+    if not distrust_after:
+        return None, None
+    when = min(_aware(d) for d in distrust_after.values())
+    purposes = set(distrust_after)
+    if purposes == set(PURPOSES):
+        return datetime_to_filetime(when), None
+    named = [p for p in PURPOSES if p in purposes]
+    others = sorted(purposes - set(PURPOSES))
+    return datetime_to_filetime(when), der.encode_oid_sequence([oid_from_purpose(p) for p in named + others])
+
+
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _same_dates(a: Mapping[str, datetime], b: Mapping[str, datetime]) -> bool:
+    return set(a) == set(b) and all(_aware(a[k]) == _aware(b[k]) for k in a)
+
+
+# --- groups <-> entries -------------------------------------------------------------------
+
+
+def entry_from_group(cert_der: bytes, props: Props, role: str, warn=None) -> Entry:
+    """An entry for one certificate group read from a store playing `role`."""
+    values = {}
+    for prop_id, _enc, value in props:
+        values.setdefault(prop_id, value)
+    label = None
+    if FRIENDLY_NAME in values:
+        label = decode_label(values[FRIENDLY_NAME])
+        if label is None and warn:
+            warn("FRIENDLY_NAME is not UTF-16LE text; kept as bytes, no label")
+    cert = Certificate(cert_der)
+    extras = {EXTRAS_KEY: tuple(props)}
+    if role == ROLE_DISTRUST:
+        return Entry(cert, trust=dict(DISTRUST), label=label, extras=extras)
+    trust = trust_from_eku(values.get(ENHKEY_USAGE))
+    if trust is None:
+        if warn:
+            warn("ENHKEY_USAGE is not a DER list of OIDs; the certificate is trusted for no purpose")
+        trust = {}
+    distrust_after = distrust_after_from(values.get(DISALLOWED_FILETIME), values.get(DISALLOWED_ENHKEY_USAGE))
+    return Entry(cert, trust=trust, label=label, distrust_after=distrust_after, extras=extras)
+
+
+def group_bytes(entry: Entry, role: str) -> bytes:
+    """Properties then the certificate element, as one group."""
+    props = render_props(entry, role)
+    out = [element(prop_id, value, enc) for prop_id, enc, value in props]
+    out.append(element(CERT_ELEMENT, entry.cert.der))
+    return b"".join(out)
+
+
+def render_props(entry: Entry, role: str) -> list[tuple[int, int, bytes]]:
+    kept = entry.extras.get(EXTRAS_KEY)
+    fresh = kept is None
+    kept = list(kept or ())
+    kept_values = {}
+    for prop_id, _enc, value in kept:
+        kept_values.setdefault(prop_id, value)
+
+    # What the model says now; None = must not be there. Ids absent from `wanted` stay opaque.
+    wanted: dict[int, bytes | None] = {}
+    label_now = decode_label(kept_values[FRIENDLY_NAME]) if FRIENDLY_NAME in kept_values else None
+    if entry.label != label_now:  # an undecodable name with no label stays as it is
+        wanted[FRIENDLY_NAME] = encode_label(entry.label) if entry.label is not None else None
+    if role == ROLE_ANCHORS:
+        if trust_from_eku(kept_values.get(ENHKEY_USAGE)) != _trusted_only(entry.trust):
+            wanted[ENHKEY_USAGE] = eku_from_trust(entry.trust)
+        before = distrust_after_from(kept_values.get(DISALLOWED_FILETIME), kept_values.get(DISALLOWED_ENHKEY_USAGE))
+        if not _same_dates(before, entry.distrust_after):
+            wanted[DISALLOWED_FILETIME], wanted[DISALLOWED_ENHKEY_USAGE] = distrust_props(entry.distrust_after)
+
+    hashes = _Hashes(entry.cert)
+    out: list[tuple[int, int, bytes]] = []
+    written = set()
+    for prop_id, enc, value in kept:
+        if prop_id in KEY_PROPERTIES:
+            continue
+        if prop_id in wanted:
+            if prop_id in written or wanted[prop_id] is None:
+                continue
+            value = wanted[prop_id]
+        elif prop_id in HASH_PROPERTIES:
+            computed = hashes.get(prop_id)
+            if computed is None:
+                continue
+            value = computed
+        out.append((prop_id, enc, value))
+        written.add(prop_id)
+
+    def insert(prop_id: int, value: bytes, before_ids: Iterable[int]) -> None:
+        before_ids = set(before_ids)
+        for index, (other, _enc, _value) in enumerate(out):
+            if other in before_ids:
+                out.insert(index, (prop_id, 1, value))
+                return
+        out.append((prop_id, 1, value))
+
+    for prop_id in (FRIENDLY_NAME, ENHKEY_USAGE, DISALLOWED_FILETIME, DISALLOWED_ENHKEY_USAGE):
+        value = wanted.get(prop_id)
+        if value is None or prop_id in written:
+            continue
+        if prop_id == FRIENDLY_NAME:
+            insert(prop_id, value, [x for x, _e, _v in out])  # first
+        elif prop_id == ENHKEY_USAGE:
+            insert(prop_id, value, [x for x, _e, _v in out if x != FRIENDLY_NAME])
+        else:
+            insert(prop_id, value, [SHA1_HASH])
+    if fresh:
+        out.append((SHA1_HASH, 1, hashes.get(SHA1_HASH)))
+    return out
+
+
+def _trusted_only(trust: Mapping[str, str]) -> dict[str, str]:
+    return {p: TRUSTED for p, state in trust.items() if state == TRUSTED}
+
+
+# --- hash properties ----------------------------------------------------------------------
+
+_SIGNATURE_HASHES = {
+    "1.2.840.113549.1.1.4": "md5", "1.2.840.113549.1.1.5": "sha1", "1.2.840.113549.1.1.14": "sha224",
+    "1.2.840.113549.1.1.11": "sha256", "1.2.840.113549.1.1.12": "sha384", "1.2.840.113549.1.1.13": "sha512",
+    "1.2.840.10045.4.1": "sha1", "1.2.840.10045.4.3.1": "sha224", "1.2.840.10045.4.3.2": "sha256",
+    "1.2.840.10045.4.3.3": "sha384", "1.2.840.10045.4.3.4": "sha512", "1.2.840.10040.4.3": "sha1",
+    "2.16.840.1.101.3.4.3.2": "sha256", "1.3.14.3.2.29": "sha1",
+}
+_HASH_OIDS = {
+    "1.3.14.3.2.26": "sha1", "2.16.840.1.101.3.4.2.1": "sha256", "2.16.840.1.101.3.4.2.2": "sha384",
+    "2.16.840.1.101.3.4.2.3": "sha512", "2.16.840.1.101.3.4.2.4": "sha224", "1.2.840.113549.2.5": "md5",
+}
+_RSASSA_PSS = "1.2.840.113549.1.1.10"
+_SKI_OID = der.encode_oid("2.5.29.14")
+
+
+class _Hashes:
+    """The hash properties of one certificate, computed on demand (None: cannot be computed)."""
+
+    def __init__(self, cert: Certificate):
+        self.cert = cert
+        self._cache: dict[int, bytes | None] = {}
+
+    def get(self, prop_id: int) -> bytes | None:
+        if prop_id not in self._cache:
+            try:
+                self._cache[prop_id] = self._compute(prop_id)
+            except (der.DERError, ValueError, IndexError, StopIteration):
+                self._cache[prop_id] = None
+        return self._cache[prop_id]
+
+    def _compute(self, prop_id: int) -> bytes | None:
+        raw = self.cert.der
+        if prop_id == SHA1_HASH:
+            return hashlib.sha1(raw).digest()
+        if prop_id == MD5_HASH:
+            return hashlib.md5(raw).digest()
+        if prop_id in (AUTH_ROOT_SHA256_HASH, SHA256_HASH):
+            return hashlib.sha256(raw).digest()
+        if prop_id == SUBJECT_NAME_MD5_HASH:
+            return hashlib.md5(self.cert.fields.subject).digest()
+        if prop_id == SUBJECT_PUBLIC_KEY_MD5_HASH:
+            bits = list(der.read(self.cert.fields.spki).children())[1]
+            return hashlib.md5(bits.value[1:]).digest()
+        if prop_id == KEY_IDENTIFIER:
+            ski = _subject_key_identifier(raw)
+            return ski if ski is not None else hashlib.sha1(self.cert.fields.spki).digest()
+        if prop_id == SIGNATURE_HASH:
+            return _signature_hash(raw)
+        return None
+
+
+def _subject_key_identifier(raw: bytes) -> bytes | None:
+    tbs = next(der.read(raw).children())
+    for field in tbs.children():
+        if field.tag != 0xA3:
+            continue
+        for extension in next(field.children()).children():
+            parts = list(extension.children())
+            if parts[0].raw == _SKI_OID:
+                return der.read_all(parts[-1].value).value
+    return None
+
+
+def _signature_hash(raw: bytes) -> bytes | None:
+    tbs, algorithm = list(der.read(raw).children())[:2]
+    parts = list(algorithm.children())
+    oid = der.decode_oid(parts[0].value)
+    name = _SIGNATURE_HASHES.get(oid)
+    if oid == _RSASSA_PSS:
+        name = "sha1"
+        if len(parts) > 1:
+            for param in parts[1].children():
+                if param.tag == 0xA0:
+                    hash_alg = next(next(param.children()).children())
+                    name = _HASH_OIDS.get(der.decode_oid(hash_alg.value))
+    if name is None:
+        return None
+    return hashlib.new(name, tbs.raw).digest()
+
+
+def describe(prop_id: int) -> str:
+    return PROPERTY_NAMES.get(prop_id, f"property {prop_id}")
+
+
+def in_store_order(plan) -> list[Entry]:
+    """The desired entries: those the store holds now in their current order, then the new ones.
+
+    A sync that adds one certificate then changes one place of the file, not the whole order.
+    """
+    desired = plan.desired
+    ordered = [desired[key] for key in plan.current if key in desired]
+    ordered += [entry for key, entry in desired.items() if key not in plan.current]
+    return ordered
