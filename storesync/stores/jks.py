@@ -1,0 +1,366 @@
+"""`jks`: a Java KeyStore file (Sun's JKS format, magic FEEDFEED), such as Debian's
+`/etc/ssl/certs/java/cacerts`.
+
+Layout (FORMATS.md §7): `u32 0xFEEDFEED, u32 version (2; 1 is read too), u32 count`, then per
+entry `u32 tag` (2 = trusted certificate, 1 = private key), a u16-length (modified) UTF-8 alias,
+a u64 timestamp in milliseconds, and either one certificate (`u16`-length type, normally
+"X.509", then a u32-length DER certificate) or, for a key, a u32-length protected key and a u32
+count of chain certificates. The file ends with `SHA-1(UTF-16BE(password) + b"Mighty Aphrodite"
++ everything before)`.
+
+Store options:
+
+- `password-file=FILE`: the store password is the first line of FILE (default `changeit`).
+- `aliases=debian|jdk|label`: the alias scheme for certificates that are added. By default the
+  scheme the file already uses is kept: Debian's `debian:<name>.pem` (ca-certificates-java),
+  the JDK's `<name> [jdk]`, otherwise the *label* scheme (the certificate's label, lower-cased
+  because JKS aliases are case-insensitive). An alias already taken gets ` [<8 hex of its
+  SHA-256>]` appended. An existing entry always keeps its alias.
+
+Only trusted-certificate entries are anchors. Private-key entries are never created or removed:
+on a rewrite every entry that stays is copied byte for byte (a new entry gets the fixed
+timestamp 0, so the same set gives the same bytes), and nothing is rewritten when the set of
+anchors does not change. Java trust stores cannot say "distrusted" nor restrict an anchor to
+some purposes; the plan reports what is lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from storesync import der
+from storesync.model import Certificate, Entry, StoreError, TrustSet
+from storesync.stores import Capabilities, FileStore, Store
+
+MAGIC = 0xFEEDFEED
+JCEKS_MAGIC = 0xCECECECE
+PRIVATE_KEY, TRUSTED_CERT, SECRET_KEY = 1, 2, 3
+DEFAULT_PASSWORD = "changeit"
+FIXED_TIMESTAMP = 0  # milliseconds since 1970: new entries get it, so the output is deterministic
+_WHITENER = b"Mighty Aphrodite"
+_CAPS = Capabilities(purposes=False, distrust=False, distrust_after=False, labels=True)
+
+
+# --- things both Java store kinds share ----------------------------------------------------
+
+
+def store_password(store: Store) -> tuple[str, bool]:
+    """(password, explicit): `password-file` option's first line, else Java's `changeit`."""
+    name = store.option("password-file")
+    if not name:
+        return DEFAULT_PASSWORD, False
+    try:
+        text = Path(name).expanduser().read_text(encoding="utf-8")
+    except OSError as exc:
+        raise store.error(f"cannot read the password file {name} ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise store.error(f"the password file {name} is not UTF-8 text") from None
+    return text.splitlines()[0] if text else "", True
+
+
+DEBIAN, JDK, LABEL = "debian", "jdk", "label"
+SCHEMES = (DEBIAN, JDK, LABEL)
+
+
+def detect_scheme(aliases: list[str]) -> str:
+    """The alias scheme most of a store's trusted entries follow."""
+    debian = sum(1 for a in aliases if a.lower().startswith("debian:") and a.lower().endswith(".pem"))
+    jdk = sum(1 for a in aliases if a.endswith(" [jdk]"))
+    if aliases and max(debian, jdk) * 2 > len(aliases):
+        return DEBIAN if debian >= jdk else JDK
+    return LABEL
+
+
+def chosen_scheme(store: Store, aliases: list[str]) -> str:
+    wanted = store.option("aliases")
+    if wanted is None:
+        return detect_scheme(aliases)
+    if wanted not in SCHEMES:
+        raise store.error(f"unknown alias scheme {wanted!r} (aliases=debian, jdk or label)")
+    return wanted
+
+
+def make_alias(entry: Entry, scheme: str, taken: set[str], lower: bool) -> str:
+    """A new alias for `entry` in `scheme`, unique among `taken` (compared lower-case)."""
+    label = (entry.label or entry.cert.default_label).strip() or entry.sha256[:16]
+    if scheme == DEBIAN:
+        # Debian's file names come from Mozilla labels (certdata2pem.py); the hook makes the alias.
+        name = label.replace("/", "_").replace(" ", "_").replace("(", "=").replace(")", "=").replace(",", "_")
+        alias = f"debian:{name}.pem"
+    elif scheme == JDK:
+        alias = f"{re.sub(r'[^a-z0-9]', '', label.lower()) or entry.sha256[:16]} [jdk]"
+    else:
+        alias = label
+    if lower:
+        alias = alias.lower()
+    if alias.lower() in taken:
+        alias = f"{alias} [{entry.sha256[:8]}]"
+    taken.add(alias.lower())
+    return alias
+
+
+def unchanged_anchor_set(store: Store, plan, file_anchors: set[str]) -> bool:
+    """True when the file already holds exactly the desired anchors (nothing to rewrite).
+
+    Refuses to go on when the file no longer holds what the plan was made from."""
+    if file_anchors != set(plan.current.keys()):
+        raise store.error("changed since it was read; nothing was written: run the sync again")
+    return file_anchors == set(plan.desired.keys())
+
+
+# --- JKS bytes ------------------------------------------------------------------------------
+
+
+class JksFormatError(ValueError):
+    """The bytes are not a well-formed JKS file."""
+
+
+def java_utf(raw: bytes) -> str:
+    """Java's modified UTF-8 (DataInput.readUTF) to str."""
+    raw = raw.replace(b"\xc0\x80", b"\x00")
+    try:
+        text = raw.decode("utf-8", "surrogatepass")
+        return text.encode("utf-16-be", "surrogatepass").decode("utf-16-be")
+    except UnicodeError:
+        raise JksFormatError("an alias is not valid modified UTF-8") from None
+
+
+def java_utf_bytes(text: str) -> bytes:
+    """str to Java's modified UTF-8 (DataOutput.writeUTF), without the length."""
+    raw = text.encode("utf-16-be", "surrogatepass")
+    out = bytearray()
+    for (unit,) in struct.iter_unpack(">H", raw):
+        if 0 < unit < 0x80:
+            out.append(unit)
+        elif unit < 0x800:
+            out += bytes([0xC0 | unit >> 6, 0x80 | unit & 0x3F])
+        else:
+            out += bytes([0xE0 | unit >> 12, 0x80 | (unit >> 6) & 0x3F, 0x80 | unit & 0x3F])
+    if len(out) > 0xFFFF:
+        raise ValueError("alias too long for a Java keystore")
+    return bytes(out)
+
+
+@dataclass
+class JksRecord:
+    tag: int
+    alias: str
+    raw: bytes  # the entry exactly as stored, tag included
+    timestamp: int
+    certs: list[tuple[str, bytes]]  # trusted: one (type, DER); key: the chain
+    key: bytes | None = None  # the protected key of a private-key entry
+
+    def v2_bytes(self) -> bytes:
+        """This entry in version-2 layout (for a version-1 file that gets rewritten)."""
+        out = struct.pack(">I", self.tag) + _utf(self.alias) + struct.pack(">q", self.timestamp)
+        if self.tag == PRIVATE_KEY:
+            out += struct.pack(">I", len(self.key)) + self.key + struct.pack(">I", len(self.certs))
+        for cert_type, body in self.certs:
+            out += _utf(cert_type) + struct.pack(">I", len(body)) + body
+        return out
+
+
+def _utf(text: str) -> bytes:
+    raw = java_utf_bytes(text)
+    return struct.pack(">H", len(raw)) + raw
+
+
+class _Reader:
+    def __init__(self, data: bytes, end: int):
+        self.data, self.pos, self.end = data, 0, end
+
+    def take(self, n: int, what: str) -> bytes:
+        if n < 0 or self.pos + n > self.end:
+            raise JksFormatError(
+                f"truncated or damaged: {what} at offset {self.pos} needs {n} bytes, "
+                f"{max(self.end - self.pos, 0)} are left"
+            )
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def u16(self, what: str) -> int:
+        return struct.unpack(">H", self.take(2, what))[0]
+
+    def u32(self, what: str) -> int:
+        return struct.unpack(">I", self.take(4, what))[0]
+
+    def i64(self, what: str) -> int:
+        return struct.unpack(">q", self.take(8, what))[0]
+
+    def utf(self, what: str) -> str:
+        return java_utf(self.take(self.u16(what), what))
+
+
+def integrity_hash(password: str, body: bytes) -> bytes:
+    return hashlib.sha1(password.encode("utf-16-be") + _WHITENER + body).digest()
+
+
+def parse_jks(data: bytes) -> tuple[int, list[JksRecord]]:
+    """The version and the entries of a JKS file (the integrity hash is not checked here)."""
+    if len(data) < 4:
+        raise JksFormatError(f"truncated: {len(data)} bytes, too short for a keystore")
+    magic = struct.unpack(">I", data[:4])[0]
+    if magic == JCEKS_MAGIC:
+        raise JksFormatError(
+            "is a JCEKS keystore, which storesync does not read; convert it with "
+            "`keytool -importkeystore -srckeystore F -deststoretype pkcs12 -destkeystore F.p12`"
+        )
+    if magic != MAGIC:
+        raise JksFormatError(f"is not a JKS keystore (it starts with {data[:4].hex(' ')}, not fe ed fe ed)")
+    if len(data) < 12 + 20:
+        raise JksFormatError(f"truncated: {len(data)} bytes, too short for a keystore")
+    reader = _Reader(data, len(data) - 20)
+    reader.take(4, "magic")
+    version = reader.u32("version")
+    if version not in (1, 2):
+        raise JksFormatError(f"has format version {version}; only versions 1 and 2 exist")
+    count = reader.u32("entry count")
+    records = []
+    for index in range(count):
+        start = reader.pos
+        what = f"entry {index + 1} of {count}"
+        tag = reader.u32(what)
+        alias = reader.utf(f"alias of {what}")
+        timestamp = reader.i64(f"date of {what}")
+        key = None
+        if tag == TRUSTED_CERT:
+            chain_length = 1
+        elif tag == PRIVATE_KEY:
+            key = reader.take(reader.u32(f"key of {what}"), f"key of {what}")
+            chain_length = reader.u32(f"chain length of {what}")
+        elif tag == SECRET_KEY:
+            raise JksFormatError(f"{what} ({alias!r}) is a secret key, which only JCEKS stores hold")
+        else:
+            raise JksFormatError(f"{what} has unknown type {tag} (damaged file?)")
+        certs = []
+        for _ in range(chain_length):
+            cert_type = reader.utf(f"certificate type in {what}") if version == 2 else "X.509"
+            certs.append((cert_type, reader.take(reader.u32(f"certificate of {what}"), f"certificate of {what}")))
+        records.append(JksRecord(tag, alias, data[start : reader.pos], timestamp, certs, key))
+    if reader.pos != reader.end:
+        raise JksFormatError(
+            f"damaged: {reader.end - reader.pos} unexpected bytes after the {count} entries "
+            f"(offset {reader.pos})"
+        )
+    return version, records
+
+
+def render_jks(version: int, records: list[JksRecord], password: str) -> bytes:
+    if version == 2:
+        body = b"".join(r.raw for r in records)
+    else:
+        body = b"".join(r.v2_bytes() for r in records)
+    body = struct.pack(">III", MAGIC, 2, len(records)) + body
+    return body + integrity_hash(password, body)
+
+
+def trusted_record(alias: str, cert_der: bytes, timestamp: int = FIXED_TIMESTAMP) -> JksRecord:
+    record = JksRecord(TRUSTED_CERT, alias, b"", timestamp, [("X.509", cert_der)])
+    record.raw = record.v2_bytes()
+    return record
+
+
+# --- the store ------------------------------------------------------------------------------
+
+
+class JksStore(FileStore):
+    kind = "jks"
+    capabilities = _CAPS
+
+    def _load(self, data: bytes) -> tuple[int, list[JksRecord], str]:
+        """Parse and verify; returns (version, records, password)."""
+        try:
+            version, records = parse_jks(data)
+        except JksFormatError as exc:
+            raise self.error(f"{exc}; nothing was read from it") from None
+        password, explicit = store_password(self)
+        if not hmac.compare_digest(integrity_hash(password, data[:-20]), data[-20:]):
+            hint = "" if explicit else f" (it was opened with Java's default {DEFAULT_PASSWORD!r}; give the right one with ?password-file=FILE)"
+            raise self.error(
+                "integrity check failed: either the store password is wrong"
+                f"{hint}, or the file was tampered with or damaged; nothing was read from it "
+                "and it will not be written"
+            )
+        return version, records, password
+
+    def parse(self, data: bytes) -> TrustSet:
+        _version, records, _password = self._load(data)
+        entries = []
+        for record in records:
+            entry = self._anchor(record)
+            if entry is not None:
+                entries.append(entry)
+        return TrustSet(entries)
+
+    def _anchor(self, record: JksRecord) -> Entry | None:
+        """The trust-set entry of a trusted-certificate record (None, with a warning, otherwise)."""
+        if record.tag == PRIVATE_KEY:
+            self.warnings.append(
+                f"{self.path}: private-key entry {record.alias!r} is not a trust anchor; it is kept as it is"
+            )
+            return None
+        cert_type, body = record.certs[0]
+        if cert_type != "X.509":
+            self.warnings.append(f"{self.path}: entry {record.alias!r} holds a {cert_type} certificate; kept, not read")
+            return None
+        cert = Certificate(body)
+        try:
+            cert.fields
+        except der.DERError as exc:
+            self.warnings.append(f"{self.path}: entry {record.alias!r} is not a certificate ({exc}); kept, not read")
+            return None
+        return Entry(cert, label=record.alias, extras={"jks": {"alias": record.alias}})
+
+    def render(self, plan) -> bytes:
+        data = self._current_bytes()
+        version, records, password = (2, [], store_password(self)[0]) if data is None else self._load(data)
+        anchors = {}
+        for record in records:
+            entry = self._anchor_quietly(record)
+            if entry is not None:
+                anchors.setdefault(entry.sha256, entry)
+        if data is not None and unchanged_anchor_set(self, plan, set(anchors)):
+            return data
+        if version == 1 and any(r.tag == PRIVATE_KEY for r in records):
+            raise self.error(
+                "is a version-1 keystore with a private-key entry, which storesync will not "
+                "convert; nothing was written (rewrite it once with keytool -importkeystore)"
+            )
+        desired = plan.desired
+        kept = [r for r in records if r.tag != TRUSTED_CERT or _record_sha(r) not in anchors or _record_sha(r) in desired]
+        taken = {r.alias.lower() for r in kept}
+        scheme = chosen_scheme(self, [r.alias for r in records if r.tag == TRUSTED_CERT])
+        new = [
+            trusted_record(make_alias(entry, scheme, taken, lower=True), entry.cert.der)
+            for entry in desired.values()
+            if entry.sha256 not in anchors
+        ]
+        new.sort(key=lambda r: r.alias)
+        return render_jks(version, kept + new, password)
+
+    def _anchor_quietly(self, record: JksRecord) -> Entry | None:
+        saved = list(self.warnings)
+        try:
+            return self._anchor(record)
+        finally:
+            self.warnings[:] = saved
+
+    def _current_bytes(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self.error(f"cannot read it ({exc.strerror})") from None
+
+
+def _record_sha(record: JksRecord) -> str | None:
+    if record.tag != TRUSTED_CERT:
+        return None
+    return hashlib.sha256(record.certs[0][1]).hexdigest()

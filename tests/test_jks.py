@@ -1,0 +1,339 @@
+"""The `jks` store against the JDK's keytool and TrustManager, p11-kit and Debian's cacerts."""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from storesync.engine.plan import make_plan
+from storesync.model import DISTRUST, Certificate, Entry, StoreError, TrustSet
+from storesync.stores import open_store, parse_spec
+from storesync.stores.jks import integrity_hash, parse_jks
+
+from conftest import SYSTEM_BUNDLE, need, pem_of, run
+
+DEBIAN_CACERTS = Path("/etc/ssl/certs/java/cacerts")
+
+CHECK_JAVA = r"""
+import java.io.*;
+import java.security.KeyStore;
+import java.security.cert.*;
+import java.util.*;
+import javax.net.ssl.*;
+
+public class Check {
+    public static void main(String[] args) throws Exception {
+        KeyStore ks = KeyStore.getInstance(args[1]);
+        try (InputStream in = new FileInputStream(args[0])) {
+            ks.load(in, args[2].isEmpty() ? null : args[2].toCharArray());
+        }
+        List<X509Certificate> chain = new ArrayList<>();
+        try (InputStream in = new FileInputStream(args[3])) {
+            for (Certificate c : CertificateFactory.getInstance("X.509").generateCertificates(in)) {
+                chain.add((X509Certificate) c);
+            }
+        }
+        TrustManagerFactory tmf = TrustManagerFactory.getInstance("PKIX");
+        tmf.init(ks);
+        X509TrustManager tm = (X509TrustManager) tmf.getTrustManagers()[0];
+        try {
+            tm.checkServerTrusted(chain.toArray(new X509Certificate[0]), "ECDHE_ECDSA");
+            System.out.println("TRUSTED");
+        } catch (CertificateException e) {
+            System.out.println("REFUSED " + e.getMessage());
+        }
+    }
+}
+"""
+
+
+# --- helpers (test_p12 uses them too) -------------------------------------------------------
+
+
+def keytool(*args, check: bool = True):
+    return run(need("keytool"), *args, check=check)
+
+
+def keytool_list(path: Path, password: str | None = "changeit", storetype: str | None = None) -> dict[str, tuple[str, str]]:
+    """alias -> (entry type, SHA-256 hex of the (first) certificate), as keytool sees the store."""
+    args = ["-list", "-v", "-keystore", path]
+    if password is not None:
+        args += ["-storepass", password]
+    if storetype:
+        args += ["-storetype", storetype]
+    out = keytool(*args).stdout.decode()
+    entries = {}
+    for block in out.split("Alias name: ")[1:]:
+        alias = block.splitlines()[0]
+        kind = re.search(r"Entry type: (\w+)", block).group(1)
+        sha = re.search(r"SHA256: ([0-9A-F:]+)", block).group(1).replace(":", "").lower()
+        entries[alias] = (kind, sha)
+    count = re.search(r"Your keystore contains (\d+) entr", out)
+    assert count and int(count.group(1)) == len(entries), out
+    return entries
+
+
+def java_trusts(tmp_path: Path, store: Path, storetype: str, password: str, *chain) -> str:
+    """Run a JDK PKIX TrustManager over `chain` (leaf first) with `store` as its trust store."""
+    source = tmp_path / "Check.java"
+    source.write_text(CHECK_JAVA)
+    chain_file = tmp_path / "chain.pem"
+    chain_file.write_bytes(b"".join(c.pem for c in chain))
+    java = need("java")
+    return run(java, source, store, storetype, password, chain_file).stdout.decode().strip()
+
+
+def sync(spec: str, source: TrustSet, **kwargs):
+    store = open_store(spec)
+    plan = make_plan(source, store.read(), store.capabilities, store=spec, purpose="any", **kwargs)
+    store.write(plan)
+    return plan
+
+
+def trust_set(*issued) -> TrustSet:
+    return TrustSet(Entry(Certificate(i.der)) for i in issued)
+
+
+@pytest.fixture(scope="module")
+def cas(pki):
+    return [pki.ca(f"storesync Java CA {n}") for n in range(3)]
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def test_keytool_lists_exactly_our_entries(cas, tmp_path):
+    target = tmp_path / "new.jks"
+    sync(str(target), trust_set(*cas))
+    assert target.read_bytes()[:4] == b"\xfe\xed\xfe\xed"
+    listed = keytool_list(target)
+    assert sorted(listed.values()) == sorted(("trustedCertEntry", Certificate(c.der).sha256) for c in cas)
+    assert set(listed) == {f"storesync java ca {n}" for n in range(3)}  # label scheme, lower-case
+    # read back: labels are the aliases, and the alias is kept in extras
+    again = open_store(str(target)).read()
+    assert set(again) == set(trust_set(*cas))
+    assert {e.extras["jks"]["alias"] for e in again.values()} == set(listed)
+
+
+def test_java_trust_manager_accepts_a_leaf_under_our_anchor(pki, root, intermediate, server_leaf, cas, tmp_path):
+    ours = tmp_path / "ours.jks"
+    sync(f"jks:{ours}", trust_set(root, cas[0]))
+    assert java_trusts(tmp_path, ours, "JKS", "changeit", server_leaf, intermediate) == "TRUSTED"
+    without = tmp_path / "without.jks"
+    sync(f"jks:{without}", trust_set(cas[0]))
+    assert java_trusts(tmp_path, without, "JKS", "changeit", server_leaf, intermediate).startswith("REFUSED")
+
+
+def test_same_set_gives_same_bytes_whatever_the_order(cas, tmp_path):
+    a, b = tmp_path / "a.jks", tmp_path / "b.jks"
+    sync(str(a), trust_set(*cas))
+    sync(str(b), trust_set(*reversed(cas)))
+    assert a.read_bytes() == b.read_bytes()
+    stat = a.stat()
+    sync(str(a), trust_set(*reversed(cas)))  # nothing to change: the file is not touched
+    assert a.stat().st_mtime_ns == stat.st_mtime_ns and a.stat().st_ino == stat.st_ino
+
+
+def test_distrusted_certificate_is_left_out_and_reported(cas, tmp_path):
+    target = tmp_path / "t.jks"
+    sync(str(target), trust_set(*cas))
+    source = TrustSet([Entry(Certificate(cas[0].der), trust=dict(DISTRUST)), *trust_set(cas[1]).values()])
+    plan = sync(str(target), source)
+    assert any("distrusted" in loss.what for loss in plan.losses)
+    assert {sha for _, sha in keytool_list(target).values()} == {Certificate(cas[1].der).sha256}
+
+
+# --- reading what others wrote -------------------------------------------------------------
+
+
+def test_debian_cacerts_holds_the_system_bundle(system_bundle):
+    if not DEBIAN_CACERTS.exists():
+        pytest.fail(f"{DEBIAN_CACERTS} is missing: scripts/test installs ca-certificates-java")
+    store = open_store(str(DEBIAN_CACERTS))
+    assert store.kind == "jks"
+    java = store.read()
+    assert set(java) == set(open_store(f"pem:{system_bundle}").read())
+    debian = [e for e in java.values() if e.label.startswith("debian:") and e.label.endswith(".pem")]
+    assert len(debian) >= 0.9 * len(java)  # a locally added CA may carry another alias
+    assert not store.warnings
+
+
+@pytest.mark.skipif(not Path(__file__).parents[1].joinpath("storesync", "cli.py").exists(), reason="no CLI yet")
+def test_storesync_diff_debian_cacerts_against_bundle():
+    from conftest import storesync
+
+    result = storesync("diff", DEBIAN_CACERTS, SYSTEM_BUNDLE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _keytool_store(tmp_path: Path, name: str, storetype: str, *issued, password="changeit") -> Path:
+    path = tmp_path / name
+    for n, item in enumerate(issued):
+        item.write(tmp_path / f"import{n}.pem")
+        keytool("-importcert", "-noprompt", "-alias", f"Imported {n}", "-file", tmp_path / f"import{n}.pem",
+                "-keystore", path, "-storetype", storetype, "-storepass", password)
+    return path
+
+
+def test_keytool_store_round_trips_without_loss(cas, tmp_path):
+    made = _keytool_store(tmp_path, "keytool.jks", "JKS", cas[0], cas[1])
+    before = made.read_bytes()
+    read = open_store(str(made)).read()
+    assert set(read) == set(trust_set(cas[0], cas[1]))
+    assert {e.label for e in read.values()} == {"imported 0", "imported 1"}  # JKS lower-cases aliases
+    # the same set back: not a byte changes
+    sync(str(made), read)
+    assert made.read_bytes() == before
+    # into a new store and back
+    copy = tmp_path / "copy.jks"
+    sync(str(copy), read)
+    assert keytool_list(copy) == keytool_list(made)
+    # an addition keeps the existing entries byte for byte (timestamps included)
+    sync(str(made), trust_set(cas[0], cas[1], cas[2]))
+    _, old = parse_jks(before)
+    _, new = parse_jks(made.read_bytes())
+    assert [r.raw for r in new[:2]] == [r.raw for r in old]
+    assert keytool_list(made)["storesync java ca 2"][0] == "trustedCertEntry"
+
+
+def test_p11kit_java_cacerts_round_trips(system_bundle, tmp_path):
+    made = tmp_path / "p11kit.jks"
+    run(need("trust"), "extract", "--format=java-cacerts", "--filter=ca-anchors", "--purpose=server-auth", made)
+    read = open_store(str(made)).read()
+    assert set(read) == set(open_store(f"pem:{system_bundle}").read())
+    copy = tmp_path / "copy.jks"
+    sync(str(copy), read)
+    assert keytool_list(copy) == keytool_list(made)
+
+
+def test_private_key_entry_is_kept_byte_for_byte(cas, tmp_path):
+    store = _keytool_store(tmp_path, "withkey.jks", "JKS", cas[0])
+    keytool("-genkeypair", "-alias", "server", "-keyalg", "EC", "-dname", "CN=server.test", "-keystore", store,
+            "-storepass", "changeit", "-keypass", "changeit")
+    _, before = parse_jks(store.read_bytes())
+    key_raw = next(r.raw for r in before if r.tag == 1)
+    reader = open_store(str(store))
+    assert set(reader.read()) == set(trust_set(cas[0]))  # the key's certificate is not an anchor
+    assert any("private-key entry 'server'" in w for w in reader.warnings)
+
+    sync(str(store), trust_set(cas[1], cas[2]))  # mirror: removes cas[0], adds two
+    _, after = parse_jks(store.read_bytes())
+    assert [r.raw for r in after if r.tag == 1] == [key_raw]
+    listed = keytool_list(store)
+    assert listed["server"][0] == "PrivateKeyEntry"
+    assert sorted(v for k, v in listed.items() if k != "server") == sorted(
+        ("trustedCertEntry", Certificate(c.der).sha256) for c in cas[1:]
+    )
+    # the key still opens with its password: keytool can sign a request with it
+    keytool("-certreq", "-alias", "server", "-keystore", store, "-storepass", "changeit", "-file", tmp_path / "req")
+
+
+def test_debian_alias_scheme_is_kept_for_new_entries(cas, tmp_path):
+    store = tmp_path / "debian.jks"
+    cas[0].write(tmp_path / "c.pem")
+    keytool("-importcert", "-noprompt", "-alias", "debian:storesync_java_ca_0.pem", "-file", tmp_path / "c.pem",
+            "-keystore", store, "-storetype", "JKS", "-storepass", "changeit")
+    sync(str(store), trust_set(*cas))
+    assert set(keytool_list(store)) == {f"debian:storesync_java_ca_{n}.pem" for n in range(3)}
+    jdk = tmp_path / "jdk.jks"
+    sync(f"{jdk}?aliases=jdk", trust_set(*cas))
+    assert set(keytool_list(jdk)) == {f"storesyncjavaca{n} [jdk]" for n in range(3)}
+
+
+def test_other_password_from_password_file(cas, tmp_path):
+    store = _keytool_store(tmp_path, "secret.jks", "JKS", cas[0], password="s3cret pass")
+    with pytest.raises(StoreError, match="password is wrong.*password-file"):
+        open_store(str(store)).read()
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret pass\n")
+    spec = f"{store}?password-file={secret}"
+    assert set(open_store(spec).read()) == set(trust_set(cas[0]))
+    sync(spec, trust_set(cas[0], cas[1]))
+    assert len(keytool_list(store, password="s3cret pass")) == 2
+
+
+# --- hostile input -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_jks(cas, tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("jks") / "small.jks"
+    sync(str(path), trust_set(cas[0], cas[1]))
+    return path.read_bytes()
+
+
+def _with_hash(body: bytes, password: str = "changeit") -> bytes:
+    return body + integrity_hash(password, body)
+
+
+def _read(tmp_path: Path, data: bytes):
+    path = tmp_path / "hostile.jks"
+    path.write_bytes(data)
+    return open_store(f"jks:{path}").read()
+
+
+def test_tampered_store_is_reported_and_never_written(small_jks, cas, tmp_path):
+    tampered = bytearray(small_jks)
+    tampered[200] ^= 1
+    path = tmp_path / "tampered.jks"
+    path.write_bytes(bytes(tampered))
+    store = open_store(str(path))
+    with pytest.raises(StoreError, match="tampered"):
+        store.read()
+    plan = make_plan(trust_set(cas[2]), TrustSet(), store.capabilities, store="t")
+    with pytest.raises(StoreError, match="tampered"):
+        store.write(plan)
+    assert path.read_bytes() == bytes(tampered)
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        (lambda d: b"\xca\xfe\xba\xbe" + d[4:], "not a JKS keystore"),
+        (lambda d: b"\xce\xce\xce\xce" + d[4:], "JCEKS"),
+        (lambda d: _with_hash(d[:8] + struct.pack(">I", 0xFFFFFFFF) + d[12:-20]), "truncated or damaged"),
+        (lambda d: _with_hash(d[:8] + struct.pack(">I", 1) + d[12:-20]), "unexpected bytes"),
+        (lambda d: _with_hash(d[:4] + struct.pack(">I", 7) + d[8:-20]), "version 7"),
+        (lambda d: _with_hash(d[:12] + struct.pack(">I", 9) + d[16:-20]), "unknown type 9"),
+        (lambda d: _with_hash(d[:16] + b"\xff\xff" + d[18:-20]), "alias of entry 1"),
+    ],
+)
+def test_malformed_headers_are_one_clear_sentence(small_jks, tmp_path, patch, message):
+    with pytest.raises(StoreError, match=message):
+        _read(tmp_path, patch(small_jks))
+
+
+def test_huge_certificate_length_is_refused(small_jks, tmp_path):
+    _, records = parse_jks(small_jks)
+    first = records[0]
+    offset = 12 + len(first.raw) - len(first.certs[0][1]) - 4
+    data = small_jks[:offset] + struct.pack(">I", 0x7FFFFFFF) + small_jks[offset + 4 : -20]
+    with pytest.raises(StoreError, match="certificate of entry 1 .* needs 2147483647 bytes"):
+        _read(tmp_path, _with_hash(data))
+
+
+def test_every_truncation_fails_cleanly(small_jks, tmp_path):
+    for cut in range(0, len(small_jks), 7):
+        with pytest.raises(StoreError):
+            _read(tmp_path, small_jks[:cut])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=300), rehash=st.booleans())
+def test_arbitrary_bytes_parse_or_fail_cleanly(tmp_path, data, rehash):
+    data = b"\xfe\xed\xfe\xed" + data
+    if rehash and len(data) >= 32:
+        data = _with_hash(data[:-20])
+    try:
+        _read(tmp_path, data)
+    except StoreError:
+        pass
+
+
+def test_spec_detection():
+    assert parse_spec(str(DEBIAN_CACERTS)).kind == "jks"
+    assert parse_spec("/nonexistent/new.jks").kind == "jks"
