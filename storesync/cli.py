@@ -55,10 +55,10 @@ def open_and_read(spec: str, password_file: Optional[Path], must_exist: bool = T
     return store, trust_set
 
 
-def console(stderr: bool = False):
+def console():
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    return Console(highlight=False)
 
 
 def iso(value) -> str | None:
@@ -135,15 +135,14 @@ def diff(
                               for x, y in result["trust_differs"]],
         }, indent=2))
     else:
-        out = console()
         if not different:
-            out.print(f"same: {len(set_a)} certificates in both")
+            print(f"same: {len(set_a)} certificates in both")
         for entry in result["only_a"]:
-            out.print(f"only in {a.spec}: {entry.display_label} [dim]{entry.sha256[:16]}[/]")
+            print(f"only in {a.spec}: {entry.display_label}  {entry.sha256[:16]}")
         for entry in result["only_b"]:
-            out.print(f"only in {b.spec}: {entry.display_label} [dim]{entry.sha256[:16]}[/]")
+            print(f"only in {b.spec}: {entry.display_label}  {entry.sha256[:16]}")
         for x, y in result["trust_differs"]:
-            out.print(f"trust differs: {x.display_label}: {trust_text(x)} in A, {trust_text(y)} in B")
+            print(f"trust differs: {x.display_label}: {trust_text(x)} in A, {trust_text(y)} in B")
     raise typer.Exit(EXIT_DIFFERENT if different else EXIT_OK)
 
 
@@ -203,22 +202,22 @@ def report(results, as_json: bool, dry_run: bool) -> None:
         print(json.dumps({"dry_run": dry_run, "plans": [{**plan.to_json(), "written": written}
                                                         for _, plan, written in results]}, indent=2))
         return
-    out = console()
+    # Plain print, not rich: a no-op sync should not pay for loading a console renderer.
     for target, plan, written in results:
         state = "held back" if plan.held_back else "written" if written else "not written" if not plan.empty else ""
-        out.print(f"[bold]{plan.store}[/]: {plan.summary()}" + (f" ({state})" if state else ""))
+        print(f"{plan.store}: {plan.summary()}" + (f" ({state})" if state else ""))
         for entry in plan.adds:
-            out.print(f"  + {entry.display_label} [dim]{entry.sha256[:16]}[/]")
+            print(f"  + {entry.display_label}  {entry.sha256[:16]}")
         for entry in plan.removals:
-            out.print(f"  - {entry.display_label} [dim]{entry.sha256[:16]}[/]")
+            print(f"  - {entry.display_label}  {entry.sha256[:16]}")
         for before, after in plan.changes:
-            out.print(f"  ~ {after.display_label}: {trust_text(before)} -> {trust_text(after)}")
+            print(f"  ~ {after.display_label}: {trust_text(before)} -> {trust_text(after)}")
         for loss in plan.losses:
-            out.print(f"  ! {loss.entry.display_label}: {loss.what}")
+            print(f"  ! {loss.entry.display_label}: {loss.what}")
         if plan.held_back:
-            out.print(f"  held back: {plan.held_back}; run again with --force if that is intended")
+            print(f"  held back: {plan.held_back}; run again with --force if that is intended")
         if written and target.notice():
-            out.print(f"  note: {target.notice()}")
+            print(f"  note: {target.notice()}")
 
 
 def main() -> None:

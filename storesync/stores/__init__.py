@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -216,10 +215,11 @@ class FileStore(Store):
         raise NotImplementedError
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> bool:
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, sync_dir: bool = True) -> bool:
     """Replace `path` with `data` (temp file, fsync, rename); keep mode and owner.
 
     Returns False and touches nothing when the file already holds exactly these bytes.
+    A caller writing many files in one directory passes sync_dir=False and syncs it once.
     """
     try:
         st = path.stat()
@@ -231,6 +231,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> bool:
                 return False
         except OSError:
             pass
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -248,7 +250,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> bool:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
     return True
 
 

@@ -105,7 +105,7 @@ class DirStore(Store):
             names = self._files.get(entry.sha256, [])
             name = names[0] if names and not HASH_LINK.match(names[0]) else self._new_name(entry, taken)
             taken.add(name)
-            atomic_write(self.path / name, self._bundle(self.path / name).render(_just(entry)))
+            atomic_write(self.path / name, self._bundle(self.path / name).render(_just(entry)), sync_dir=False)
             self._files[entry.sha256] = [name, *(n for n in names if n != name)]
         self._write_links(plan.desired)
         for entry in plan.removals:  # last, so a reader never misses a certificate still wanted
@@ -187,6 +187,11 @@ def _just(entry: Entry):
 
 def _symlink(directory: Path, name: str, target: str) -> None:
     """Create or replace a symlink atomically (a reader sees the old or the new link)."""
+    try:
+        os.symlink(target, directory / name)  # a new name: atomic as it is
+        return
+    except FileExistsError:
+        pass
     tmp = directory / f".{name}.tmp"
     tmp.unlink(missing_ok=True)
     os.symlink(target, tmp)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import textwrap
 
 from storesync import der
 from storesync.model import ANCHOR, ANY_EKU, DISTRUSTED, PURPOSES, TRUSTED, Certificate, Entry, TrustSet, oid_from_purpose, purpose_from_oid
@@ -40,23 +39,26 @@ class PemStore(FileStore):
             return self._parse_without_blocks(data)
         entries = []
         for block in blocks:
-            kind, line = block.group(1), data.count(b"\n", 0, block.start()) + 1
+            kind = block.group(1)
             if b"PRIVATE KEY" in kind:
                 raise self.error(
-                    f"holds a private key (line {line}); a trust bundle must not, so nothing was read from it"
+                    f"holds a private key (line {_line(data, block)}); a trust bundle must not, "
+                    "so nothing was read from it"
                 )
             if kind not in _CERT_TYPES:
-                self.warnings.append(f"{self.path}: line {line}: skipped a {kind.decode()} block")
+                self.warnings.append(f"{self.path}: line {_line(data, block)}: skipped a {kind.decode()} block")
                 continue
-            body = b"".join(l for l in block.group(2).splitlines() if b":" not in l)
+            body = block.group(2)
+            if b":" in body:  # RFC 1421 headers (Proc-Type: ...) precede the base64
+                body = b"".join(l for l in body.splitlines() if b":" not in l)
             try:
-                raw = base64.b64decode(body, validate=True)
+                raw = base64.b64decode(body.replace(b"\n", b"").replace(b"\r", b""), validate=True)
             except (binascii.Error, ValueError):
-                raise self.error(f"PEM block at line {line} is not valid base64 (corrupted file?)") from None
+                raise self.error(f"PEM block at line {_line(data, block)} is not valid base64 (corrupted file?)") from None
             try:
                 entries.append(self._entry(raw, trusted=kind == b"TRUSTED CERTIFICATE"))
             except der.DERError as exc:
-                raise self.error(f"PEM block at line {line} is not a certificate ({exc})") from None
+                raise self.error(f"PEM block at line {_line(data, block)} is not a certificate ({exc})") from None
         return TrustSet(entries)
 
     def _parse_without_blocks(self, data: bytes) -> TrustSet:
@@ -90,8 +92,13 @@ class PemStore(FileStore):
 
 
 def _pem(data: bytes, kind: str) -> bytes:
-    body = "\n".join(textwrap.wrap(base64.b64encode(data).decode("ascii"), 64))
-    return f"-----BEGIN {kind}-----\n{body}\n-----END {kind}-----\n".encode("ascii")
+    text = base64.b64encode(data)
+    body = b"\n".join(text[i : i + 64] for i in range(0, len(text), 64))
+    return b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (kind.encode(), body, kind.encode())
+
+
+def _line(data: bytes, block) -> int:
+    return data.count(b"\n", 0, block.start()) + 1
 
 
 def _unterminated_line(data: bytes, blocks) -> int:

@@ -1,0 +1,40 @@
+"""Shared helpers for the benchmark parts: run a command N times, take the median wall time."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+STORESYNC = [sys.executable, "-m", "storesync"]
+BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def median_time(command: Sequence[str] | Callable[[], object], runs: int = 7,
+                before: Callable[[], object] | None = None, check: bool = True) -> float:
+    """Median wall time of `command` (argv, or a Python callable); `before` runs untimed."""
+    times = []
+    for _ in range(runs):
+        if before:
+            before()
+        start = time.perf_counter()
+        if callable(command):
+            command()
+        else:
+            result = subprocess.run(command, capture_output=True)
+            if check and result.returncode not in (0, 1):
+                raise SystemExit(f"benchmark command failed: {' '.join(command)}\n{result.stderr.decode()}")
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def table(title: str, rows: list[tuple[str, float, str]]) -> None:
+    """rows: (what, seconds, note)."""
+    print(f"## {title}\n")
+    print("| what | median | note |\n|---|---:|---|")
+    for what, seconds, note in rows:
+        print(f"| {what} | {seconds * 1000:.1f} ms | {note} |")
+    print()
