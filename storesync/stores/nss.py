@@ -60,6 +60,7 @@ CKA_VALUE, CKA_CERTIFICATE_TYPE, CKA_ISSUER, CKA_SERIAL_NUMBER = 0x11, 0x80, 0x8
 CKA_SUBJECT, CKA_ID, CKA_MODIFIABLE = 0x101, 0x102, 0x170
 CKA_NAME_HASH_ALGORITHM, CKA_HASH_OF_CERTIFICATE = 0x8C, 0x635
 CKA_NSS_SERVER_DISTRUST_AFTER, CKA_NSS_EMAIL_DISTRUST_AFTER = 0xCE534373, 0xCE534374
+CKA_NSS_EMAIL = 0xCE534352
 CKM_SHA256 = 0x250
 
 CKO_CERTIFICATE, CKO_TRUST, CKO_NSS_TRUST = 0x1, 0xB, 0xCE534353
@@ -304,6 +305,31 @@ def key_id(cert: Certificate) -> bytes:
         return hashlib.sha1(cert.der).digest()
 
 
+def email_of(cert: Certificate) -> bytes | None:
+    """CKA_NSS_EMAIL as PK11_ImportCert sets it: the first e-mail address of the subject,
+    else of the subjectAltName, lower-cased."""
+    from storesync.model import name_attributes
+
+    try:
+        for key, value in name_attributes(cert.fields.subject):
+            if key == "1.2.840.113549.1.9.1" and value:
+                return value.lower().encode("utf-8")
+    except der.DERError:
+        return None
+    x509 = cert.x509
+    if x509 is None:
+        return None
+    from cryptography import x509 as cx
+
+    try:
+        san = x509.extensions.get_extension_for_class(cx.SubjectAlternativeName).value
+    except Exception:  # noqa: BLE001 - absent or unparseable: no address
+        return None
+    for address in san.get_values_for_type(cx.RFC822Name):
+        return address.lower().encode("utf-8")
+    return None
+
+
 def _utctime(value: bytes) -> datetime | None:
     text = value.decode("ascii", "replace").strip()
     for fmt in ("%y%m%d%H%M%SZ", "%Y%m%d%H%M%SZ"):
@@ -450,7 +476,9 @@ class NssStore(Store):
             uri = f"file:{_quote(path)}?mode=ro"
             conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT * 8, isolation_level=None)
         else:
-            conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, isolation_level=None)
+            # mode=rw: never create a missing file (a lone cert9.db must not get an empty key4.db)
+            uri = f"file:{_quote(path)}?mode=rw"
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None)
         conn.text_factory = bytes  # labels and values are BLOBs; tolerate TEXT garbage
         return conn
 
@@ -650,6 +678,12 @@ class NssStore(Store):
 
     def write(self, plan: "Plan") -> None:
         self._check_layout()
+        if not self.key_db.exists():
+            raise self.error(
+                "key4.db is missing, so trust cannot be signed; nothing was written (restore key4.db, "
+                "or recreate the database with certutil -N)",
+                self.key_db,
+            )
         work = [*(("put", e) for e in plan.adds), *(("put", after) for _, after in plan.changes),
                 *(("remove", e) for e in plan.removals)]
         if not work:
@@ -879,6 +913,7 @@ class _Prepared:
     ckaid: bytes
     letters: dict[str, str]
     step_up: bool
+    email: bytes | None
 
     @classmethod
     def of(cls, entry: Entry) -> "_Prepared":
@@ -895,6 +930,7 @@ class _Prepared:
             ckaid=key_id(cert),
             letters=_letters_for(entry),
             step_up=bool(entry.extras.get("nss", {}).get("step_up")),
+            email=email_of(cert),
         )
 
 
@@ -1008,6 +1044,8 @@ class _Writer:
                 CKA_ID: item.ckaid,
                 CKA_MODIFIABLE: b"\x01",
             }
+            if item.email:
+                values[CKA_NSS_EMAIL] = item.email
             values.update({a: v for a, v in distrust_after.items() if v is not None})
             self._insert(values)
         else:

@@ -1,0 +1,568 @@
+"""NSS `sql:` databases, with certutil (NSS 3.87) and libnss3 itself as the oracles."""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as dt
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import need, run
+from storesync.engine.plan import make_plan
+from storesync.model import ANCHOR, DISTRUST, Certificate, Entry, StoreError, TrustSet
+from storesync.stores import open_store
+from storesync.stores import nss
+
+PASSWORD = "s3cret pass"
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def new_db(path: Path, password: str | None = None) -> Path:
+    need("certutil")
+    path.mkdir(parents=True, exist_ok=True)
+    if password is None:
+        run("certutil", "-N", "-d", f"sql:{path}", "--empty-password")
+    else:
+        pw = path.parent / f"{path.name}.pw"
+        pw.write_text(password + "\n")
+        run("certutil", "-N", "-d", f"sql:{path}", "-f", pw)
+    return path
+
+
+def certutil_add(db: Path, nick: str, trust: str, pem: Path, *extra) -> None:
+    run("certutil", "-A", "-d", f"sql:{db}", "-n", nick, "-t", trust, "-i", pem, *extra)
+
+
+def certutil_flags(db: Path, *extra) -> dict[str, str]:
+    out = run("certutil", "-L", "-d", f"sql:{db}", *extra).stdout.decode()
+    flags = {}
+    for line in out.splitlines()[4:]:
+        if line.strip():
+            nick, _, trust = line.rstrip().rpartition(" ")
+            flags[nick.strip()] = trust
+    return flags
+
+
+def verify(db: Path, nick: str, *extra) -> str:
+    result = run("certutil", "-V", "-d", f"sql:{db}", "-u", "V", "-n", nick, *extra, check=False)
+    return (result.stdout + result.stderr).decode()
+
+
+def sync(entries, db: Path | str, mode: str = "mirror"):
+    store = open_store(db if isinstance(db, str) else f"nss:{db}")
+    plan = make_plan(TrustSet(entries), store.read(), store.capabilities, store=str(store.spec), mode=mode,
+                     purpose="any")
+    store.write(plan)
+    return plan
+
+
+def read(db: Path | str):
+    store = open_store(db if isinstance(db, str) else f"nss:{db}")
+    return store.read(), store
+
+
+def files_of(db: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(db.iterdir()) if p.is_file()}
+
+
+def integrity(db: Path) -> None:
+    for name in ("cert9.db", "key4.db"):
+        conn = sqlite3.connect(db / name)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        conn.close()
+
+
+def entry(issued, trust=None, label=None, **kw) -> Entry:
+    return Entry(Certificate(issued.der), trust=dict(ANCHOR if trust is None else trust), label=label, **kw)
+
+
+def nss_trust_after_login(db: Path, nick: str, password: str) -> tuple[int, int, int]:
+    """libnss3 itself: log in (which is when NSS drops unsigned trust), then read the trust flags."""
+    code = r"""
+import ctypes, sys
+nss = ctypes.CDLL("libnss3.so")
+class T(ctypes.Structure):
+    _fields_ = [("ssl", ctypes.c_uint), ("email", ctypes.c_uint), ("objsign", ctypes.c_uint)]
+nss.NSS_Initialize.argtypes = [ctypes.c_char_p] * 4 + [ctypes.c_uint32]
+assert nss.NSS_Initialize(("sql:" + sys.argv[1]).encode(), b"", b"", b"secmod.db", 1) == 0
+nss.PK11_GetInternalKeySlot.restype = ctypes.c_void_p
+nss.PK11_CheckUserPassword.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+assert nss.PK11_CheckUserPassword(nss.PK11_GetInternalKeySlot(), sys.argv[3].encode()) == 0, "login failed"
+nss.CERT_GetDefaultCertDB.restype = ctypes.c_void_p
+nss.CERT_FindCertByNickname.restype = ctypes.c_void_p
+nss.CERT_FindCertByNickname.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+cert = nss.CERT_FindCertByNickname(nss.CERT_GetDefaultCertDB(), sys.argv[2].encode())
+assert cert, "no such nickname"
+t = T()
+nss.CERT_GetCertTrust.argtypes = [ctypes.c_void_p, ctypes.POINTER(T)]
+nss.CERT_GetCertTrust(ctypes.c_void_p(cert), ctypes.byref(t))
+print(t.ssl, t.email, t.objsign)
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(db), nick, password], capture_output=True, text=True,
+                         check=True).stdout
+    return tuple(int(x) for x in out.split())
+
+
+CERTDB_TRUSTED_CA = 0x10
+
+
+@pytest.fixture
+def cas(pki):
+    return {name: pki.ca(f"NSS Test {name}") for name in ("a", "b", "c", "d", "e", "f")}
+
+
+# --- reading what certutil wrote -----------------------------------------------------------
+
+
+FLAG_CASES = {
+    "C,,": {"server-auth": "trusted"},
+    "CT,C,C": dict(ANCHOR),
+    "c,c,c": None,
+    "P,,": {"server-auth": "trusted", "client-auth": "trusted"},
+    "p,p,p": dict(DISTRUST),
+    ",,": None,
+    ",C,": {"email": "trusted"},
+    "T,,": {"client-auth": "trusted"},
+    "p,C,": {"server-auth": "distrusted", "client-auth": "distrusted", "email": "trusted"},
+}
+
+
+def test_reads_exactly_the_trust_certutil_shows(tmp_path, pki, root, server_leaf, intermediate):
+    db = new_db(tmp_path / "db")
+    issued = {}
+    for flags in FLAG_CASES:
+        issued[flags] = pki.ca(f"Flags {flags}")
+        certutil_add(db, f"ca {flags}", flags, issued[flags].write(tmp_path / "x.pem"))
+    certutil_add(db, "leaf", ",,", server_leaf.write(tmp_path / "leaf.pem"))
+    certutil_add(db, "inter", ",,", intermediate.write(tmp_path / "inter.pem"))
+    certutil_add(db, "peer leaf", "P,,", pki.leaf("peer.test", root).write(tmp_path / "peer.pem"))
+
+    trust_set, store = read(db)
+    assert store.warnings == []
+    assert store.flags() == certutil_flags(db)  # every certificate, in scope or not
+    for flags, expected in FLAG_CASES.items():
+        sha = Certificate(issued[flags].der).sha256
+        if expected is None:
+            assert sha not in trust_set, flags  # no opinion: out of scope
+        else:
+            got = trust_set[sha]
+            assert dict(got.trust) == expected, flags
+            assert got.label == f"ca {flags}"
+            assert got.extras["nss"]["flags"] == flags
+    assert Certificate(server_leaf.der).sha256 not in trust_set
+    assert Certificate(intermediate.der).sha256 not in trust_set
+    assert len(trust_set) == 1 + sum(1 for v in FLAG_CASES.values() if v)
+
+
+# --- writing: certutil and libnss3 read it --------------------------------------------------
+
+
+def test_certutil_lists_what_we_write(tmp_path, pki, cas, root):
+    db = new_db(tmp_path / "db")
+    peer = pki.leaf("peer.test", root)
+    entries = [
+        entry(cas["a"], label="All purposes"),
+        entry(cas["b"], {"server-auth": "trusted"}, label="Server only"),
+        entry(cas["c"], DISTRUST, label="Distrusted"),
+        entry(cas["d"], {"email": "trusted", "server-auth": "distrusted"}, label="Mixed"),
+        entry(cas["e"], {"client-auth": "trusted"}, label="Client anchor"),
+        entry(peer, {"server-auth": "trusted"}, label="Peer"),  # a leaf: stored as a trusted peer
+    ]
+    sync(entries, db)
+    assert certutil_flags(db) == {
+        "All purposes": "CT,C,C",
+        "Server only": "C,,",
+        "Distrusted": "p,p,p",
+        "Mixed": "p,C,",
+        "Client anchor": "T,,",
+        "Peer": "P,,",
+    }
+    integrity(db)
+    # the new trust class needed new columns, added the way NSS adds them
+    columns = {r[1] for r in sqlite3.connect(db / "cert9.db").execute("PRAGMA table_info(nssPublic)")}
+    assert {"a62c", "a62d", "a62e", "a62f", "a635", "a8c"} <= columns
+    # and both classes say the same thing, signed
+    trust_set, store = read(db)
+    assert store.warnings == [] and store.skew == []
+    for obj in store.objects:
+        assert obj.legacy is not None and obj.p11 is not None
+        assert not obj.legacy.bad_macs and not obj.p11.bad_macs
+    assert {e.label: dict(e.trust) for e in trust_set.values()} == {e.label: dict(e.trust) for e in entries}
+
+
+def test_our_objects_match_certutils(tmp_path, system_bundle):
+    """Certificate objects byte for byte as certutil makes them (CKA_ID for RSA and EC keys too)."""
+    from storesync.stores.pem import PemStore
+    from storesync.stores import parse_spec
+
+    bundle = PemStore(parse_spec(f"pem:{system_bundle}")).read()
+    picked = bundle.entries()
+    ours, theirs = new_db(tmp_path / "ours"), new_db(tmp_path / "theirs")
+    sync(picked, ours)
+    for i, e in enumerate(picked):
+        pem = tmp_path / f"{i}.pem"
+        pem.write_bytes(e.cert.der)
+        certutil_add(theirs, f"{e.display_label} {i}", "CT,C,C", pem)
+
+    def objects(db):
+        conn = sqlite3.connect(db / "cert9.db")
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(nssPublic)")]
+        result = {}
+        for row in conn.execute("SELECT * FROM nssPublic"):
+            values = {c: v for c, v in zip(cols, row) if v is not None and c not in ("id", "a3")}
+            if values["a0"] in (nss.ulong(nss.CKO_CERTIFICATE), nss.ulong(nss.CKO_NSS_TRUST)):
+                result[(values["a0"], values["a81"], values["a82"])] = values
+        return result
+
+    assert objects(ours) == objects(theirs)
+    assert set(certutil_flags(ours).values()) == set(certutil_flags(theirs).values()) == {"CT,C,C"}
+
+
+def test_certutil_validates_under_our_anchor_and_rejects_under_our_distrust(tmp_path, pki):
+    trusted, distrusted = pki.ca("Good Root"), pki.ca("Bad Root")
+    good_leaf, bad_leaf = pki.leaf("good.test", trusted), pki.leaf("bad.test", distrusted)
+    db = new_db(tmp_path / "db")
+    sync([entry(trusted, label="Good Root"), entry(distrusted, DISTRUST, label="Bad Root")], db)
+    certutil_add(db, "good", ",,", good_leaf.write(tmp_path / "good.pem"))
+    certutil_add(db, "bad", ",,", bad_leaf.write(tmp_path / "bad.pem"))
+    assert "certificate is valid" in verify(db, "good")
+    assert "marked as not trusted" in verify(db, "bad")
+    # re-trust through us: the distrust goes in both classes
+    sync([entry(trusted, label="Good Root"), entry(distrusted, label="Bad Root")], db)
+    assert "certificate is valid" in verify(db, "bad")
+    assert certutil_flags(db)["Bad Root"] == "CT,C,C"
+
+
+def test_certutil_can_modify_and_delete_our_entries(tmp_path, cas):
+    db = new_db(tmp_path / "db")
+    sync([entry(cas["a"], label="A"), entry(cas["b"], label="B")], db)
+    run("certutil", "-M", "-d", f"sql:{db}", "-n", "A", "-t", "p,p,p")
+    assert certutil_flags(db)["A"] == "p,p,p"
+    trust_set, store = read(db)
+    # certutil 3.87 changed only the legacy object; the distrust counts, and the skew is reported
+    assert trust_set[Certificate(cas["a"].der).sha256].trust == DISTRUST
+    assert store.skew and "disagree" in store.skew[0]
+    run("certutil", "-D", "-d", f"sql:{db}", "-n", "B")
+    assert "B" not in certutil_flags(db)
+    trust_set, _ = read(db)
+    assert Certificate(cas["b"].der).sha256 not in trust_set
+    # our next write makes the two classes agree again
+    sync([entry(cas["a"], label="A"), entry(cas["b"], label="B")], db)
+    trust_set, store = read(db)
+    assert store.skew == [] and certutil_flags(db) == {"A": "CT,C,C", "B": "CT,C,C"}
+    integrity(db)
+
+
+def test_round_trip_keeps_peer_and_valid_ca_letters(tmp_path, pki, root):
+    src = new_db(tmp_path / "src")
+    peer = pki.leaf("peer.test", root)
+    certutil_add(src, "peer", "P,,", peer.write(tmp_path / "p.pem"))
+    certutil_add(src, "server", "C,,", root.write(tmp_path / "r.pem"))  # C,, keeps client `c`
+    trust_set, _ = read(src)
+    dst = new_db(tmp_path / "dst")
+    sync(trust_set.values(), dst)
+    assert certutil_flags(dst) == {"peer": "P,,", "server": "C,,"}
+    trust_set2, _ = read(dst)
+    assert {k: v.extras["nss"]["letters"] for k, v in trust_set2.items()} == {
+        k: v.extras["nss"]["letters"] for k, v in trust_set.items()
+    }
+
+
+def test_password_protected_database(tmp_path, cas, pki):
+    db = new_db(tmp_path / "db", PASSWORD)
+    pw = tmp_path / "db.pw"
+    before = files_of(db)
+    with pytest.raises(StoreError, match="password-protected.*password-file"):
+        sync([entry(cas["a"], label="A")], db)
+    assert files_of(db) == before  # refused: nothing written
+    wrong = tmp_path / "wrong.pw"
+    wrong.write_text("nope\n")
+    with pytest.raises(StoreError, match="password .* is wrong"):
+        sync([entry(cas["a"], label="A")], f"nss:{db}?password-file={wrong}")
+    assert files_of(db) == before
+
+    sync([entry(cas["a"], label="A")], f"nss:{db}?password-file={pw}")
+    ssl, email, objsign = nss_trust_after_login(db, "A", PASSWORD)
+    assert ssl & CERTDB_TRUSTED_CA and email & CERTDB_TRUSTED_CA and objsign & CERTDB_TRUSTED_CA
+    leaf = pki.leaf("leaf.test", cas["a"])
+    certutil_add(db, "leaf", ",,", leaf.write(tmp_path / "leaf.pem"), "-f", pw)
+    assert "certificate is valid" in verify(db, "leaf", "-f", pw)
+    trust_set, store = read(f"nss:{db}?password-file={pw}")
+    assert store.warnings == [] and len(trust_set) == 1
+
+    # negative control: the same trust without signatures is dropped by NSS after login, and by us
+    conn = sqlite3.connect(db / "key4.db")
+    conn.execute("DELETE FROM metaData WHERE id LIKE 'sig_cert_%'")
+    conn.commit()
+    conn.close()
+    assert nss_trust_after_login(db, "A", PASSWORD) == (0, 0, 0)
+    trust_set, store = read(f"nss:{db}?password-file={pw}")
+    assert len(trust_set) == 0 and any("signature" in w for w in store.warnings)
+    # without the password we cannot check signatures: we say so
+    _, store = read(db)
+    assert any("password-protected" in w for w in store.warnings)
+
+
+def test_bad_or_missing_mac_is_unspecified_like_nss(tmp_path, cas):
+    db = new_db(tmp_path / "db")
+    sync([entry(cas["a"], label="A"), entry(cas["b"], label="B")], db)
+    conn = sqlite3.connect(db / "cert9.db")
+    # forge: flip A's legacy server trust to NOT_TRUSTED without re-signing
+    conn.execute(
+        "UPDATE nssPublic SET ace536358 = ? WHERE a0 = ? AND a81 = ?",
+        (nss.ulong(nss.CKT_NSS_NOT_TRUSTED), nss.ulong(nss.CKO_NSS_TRUST), Certificate(cas["a"].der).fields.issuer),
+    )
+    conn.commit()
+    conn.close()
+    key = sqlite3.connect(db / "key4.db")
+    key.execute("DELETE FROM metaData WHERE id LIKE 'sig_cert_%'")  # and drop every signature
+    key.commit()
+    key.close()
+    assert certutil_flags(db) == {"A": ",,", "B": ",,"}  # NSS: unsigned trust is no trust
+    trust_set, store = read(db)
+    assert len(trust_set) == 0
+    assert any("missing or wrong signature" in w for w in store.warnings)
+
+
+def test_sync_system_bundle_then_equal_and_idempotent(tmp_path, system_bundle):
+    db = new_db(tmp_path / "db")
+    source = open_store(f"pem:{system_bundle}").read()
+    plan = sync(source.values(), db)
+    assert len(plan.adds) == len(source)
+    trust_set, store = read(db)
+    assert set(trust_set) == set(source)
+    assert all(dict(e.trust) == ANCHOR for e in trust_set.values())
+    flags = certutil_flags(db)
+    subjects = {e.cert.fields.subject for e in source.values()}  # NSS: one nickname per subject
+    assert len(flags) == len(subjects) and set(flags.values()) == {"CT,C,C"}
+    before = files_of(db)
+    plan = sync(source.values(), db)
+    assert plan.empty
+    assert files_of(db) == before  # nothing rewritten
+
+
+def test_mirror_removal_deletes_our_objects_but_never_a_user_cert(tmp_path, cas):
+    db = new_db(tmp_path / "db")
+    sync([entry(cas["a"], label="A"), entry(cas["b"], label="B")], db)
+    noise = tmp_path / "noise"
+    noise.write_bytes(os.urandom(64))
+    run("certutil", "-S", "-d", f"sql:{db}", "-n", "me", "-s", "CN=me", "-x", "-t", "P,,", "-k", "ec",
+        "-q", "nistp256", "-z", noise)
+    assert certutil_flags(db)["me"] == "Pu,Pu,Pu" or certutil_flags(db)["me"].startswith("Pu")
+    keys_before = run("certutil", "-K", "-d", f"sql:{db}").stdout
+    sync([entry(cas["a"], label="A")], db)  # mirror: B and "me" are not in the source
+    flags = certutil_flags(db)
+    assert "B" not in flags
+    assert flags["A"] == "CT,C,C"
+    assert "me" in flags and "P" not in flags["me"]  # its trust was in scope; the cert and key stay
+    assert run("certutil", "-K", "-d", f"sql:{db}").stdout == keys_before
+    conn = sqlite3.connect(db / "cert9.db")
+    b = Certificate(cas["b"].der).fields
+    assert conn.execute("SELECT count(*) FROM nssPublic WHERE a81 = ? AND a82 = ?", (b.issuer, b.serial)).fetchone() == (0,)
+    integrity(db)
+
+
+def test_out_of_scope_certificates_untouched(tmp_path, root, intermediate, cas):
+    db = new_db(tmp_path / "db")
+    certutil_add(db, "inter", ",,", intermediate.write(tmp_path / "i.pem"))
+    certutil_add(db, "validca", "c,c,c", cas["f"].write(tmp_path / "f.pem"))
+    conn = sqlite3.connect(db / "cert9.db")
+    before = conn.execute("SELECT * FROM nssPublic ORDER BY id").fetchall()
+    conn.close()
+    sync([entry(cas["a"], label="A")], db)
+    conn = sqlite3.connect(db / "cert9.db")
+    ids = {r[0] for r in before}
+    after = [r for r in conn.execute("SELECT * FROM nssPublic ORDER BY id").fetchall() if r[0] in ids]
+    assert [r[: len(before[0])] for r in after] == before
+    assert certutil_flags(db)["validca"] == "c,c,c"
+
+
+def test_nickname_rules(tmp_path, pki):
+    db = new_db(tmp_path / "db")
+    one, two = pki.ca("Same Label One"), pki.ca("Same Label Two")
+    sync([entry(one, label="Dup"), entry(two, label="Dup")], db)
+    flags = certutil_flags(db)
+    assert set(flags) == {"Dup", "Dup #2"}
+    # a certificate whose subject is already known takes that subject's nickname (NSS: one per subject)
+    from conftest import Issued
+
+    renewed = pki.ca("Renewed CA")
+    certutil_add(db, "Renewed old", ",,", renewed.write(tmp_path / "r.pem"))
+    again = pki.ca("Renewed CA")  # same subject, new key and serial
+    sync([entry(one, label="Dup"), entry(two, label="Dup"), entry(again, label="Something else")], db)
+    assert certutil_flags(db)["Renewed old"] in ("CT,C,C", ",,")
+    names = run("certutil", "-L", "-d", f"sql:{db}", "-n", "Renewed old").stdout.decode()
+    assert names.count("Certificate:") == 2
+
+
+def test_distrust_after_round_trip(tmp_path, cas):
+    db = new_db(tmp_path / "db")
+    when = dt.datetime(2030, 11, 30, 23, 59, 59, tzinfo=dt.timezone.utc)
+    sync([entry(cas["a"], label="A", distrust_after={"server-auth": when, "email": when})], db)
+    trust_set, _ = read(db)
+    assert dict(trust_set[Certificate(cas["a"].der).sha256].distrust_after) == {"server-auth": when, "email": when}
+    assert certutil_flags(db)["A"] == "CT,C,C"
+    sync([entry(cas["a"], label="A")], db)
+    trust_set, _ = read(db)
+    assert dict(trust_set[Certificate(cas["a"].der).sha256].distrust_after) == {}
+
+
+def test_snapshot_and_restore(tmp_path, cas):
+    db = new_db(tmp_path / "db")
+    sync([entry(cas["a"], label="A")], db)
+    store = open_store(f"nss:{db}")
+    snap = store.snapshot()
+    assert set(snap) == {str(db / "cert9.db"), str(db / "key4.db")}
+    before = files_of(db)
+    sync([entry(cas["b"], label="B")], db)
+    assert certutil_flags(db) == {"B": "CT,C,C"}
+    store.restore(snap)
+    assert files_of(db) == before
+    assert certutil_flags(db) == {"A": "CT,C,C"}
+    assert store.watch_paths() == [db / "cert9.db", db / "key4.db"]
+    assert "restart" in store.notice()
+
+
+def test_concurrent_with_certutil_loop(tmp_path, pki):
+    db = new_db(tmp_path / "db")
+    theirs = [pki.ca(f"Their CA {i}") for i in range(25)]
+    ours = [pki.ca(f"Our CA {i}") for i in range(25)]
+    errors: list[str] = []
+
+    def certutil_loop():
+        for i, issued in enumerate(theirs):
+            pem = tmp_path / f"their{i}.pem"
+            issued.write(pem)
+            result = run("certutil", "-A", "-d", f"sql:{db}", "-n", f"their {i}", "-t", "C,,", "-i", pem, check=False)
+            if result.returncode:
+                errors.append(result.stderr.decode())
+
+    thread = threading.Thread(target=certutil_loop)
+    thread.start()
+    for i in range(len(ours)):
+        sync([entry(ours[j], label=f"our {j}") for j in range(i + 1)], db, mode="add")
+    thread.join()
+    assert errors == []
+    flags = certutil_flags(db)
+    assert all(flags[f"their {i}"] == "C,," for i in range(len(theirs)))
+    assert all(flags[f"our {i}"] == "CT,C,C" for i in range(len(ours)))
+    integrity(db)
+    _, store = read(db)
+    assert store.warnings == []
+
+
+# --- hostile input -------------------------------------------------------------------------
+
+
+def test_truncated_cert9(tmp_path, cas):
+    db = new_db(tmp_path / "db")
+    sync([entry(cas["a"], label="A")], db)
+    data = (db / "cert9.db").read_bytes()
+    (db / "cert9.db").write_bytes(data[: len(data) // 3])
+    before = files_of(db)
+    with pytest.raises(StoreError, match="cert9.db"):
+        read(db)
+    with pytest.raises(StoreError, match="cert9.db"):
+        sync([entry(cas["b"], label="B")], db)
+    assert files_of(db) == before
+
+
+def test_garbage_file_as_cert9(tmp_path):
+    db = new_db(tmp_path / "db")
+    (db / "cert9.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a readable NSS database"):
+        read(db)
+
+
+def test_garbage_rows_are_skipped_with_warnings(tmp_path, cas):
+    db = new_db(tmp_path / "db")
+    sync([entry(cas["a"], label="A")], db)
+    conn = sqlite3.connect(db / "cert9.db")
+    cert = nss.ulong(nss.CKO_CERTIFICATE)
+    conn.execute("INSERT INTO nssPublic (id, a0, a11, a81, a82) VALUES (7, ?, ?, ?, ?)", (cert, b"garbage", b"x", b"y"))
+    conn.execute("INSERT INTO nssPublic (id, a0, a11) VALUES (8, ?, 12345)", (cert,))
+    conn.execute("INSERT INTO nssPublic (id, a0, a81, a82, ace536358) VALUES (9, ?, 'txt', 'x', 5)",
+                 (nss.ulong(nss.CKO_NSS_TRUST),))
+    conn.commit()
+    conn.close()
+    trust_set, store = read(db)
+    assert len(trust_set) == 1
+    assert any("not a certificate" in w for w in store.warnings)
+    before = files_of(db)
+    assert sync([entry(cas["a"], label="A")], db).empty
+    assert files_of(db) == before
+
+
+def test_missing_key4(tmp_path, cas):
+    db = new_db(tmp_path / "db")
+    sync([entry(cas["a"], label="A")], db)
+    (db / "key4.db").unlink()
+    before = files_of(db)
+    with pytest.raises(StoreError, match="key4.db is missing"):
+        read(db)
+    store = open_store(f"nss:{db}")
+    with pytest.raises(StoreError):
+        plan = make_plan(TrustSet([entry(cas["b"])]), TrustSet(), store.capabilities, store="x")
+        store.write(plan)
+    assert files_of(db) == before
+
+
+def test_legacy_dbm_refused(tmp_path, cas):
+    db = tmp_path / "old"
+    db.mkdir()
+    (db / "cert8.db").write_bytes(b"\x00\x06\x15\x61" + b"\x00" * 100)
+    (db / "key3.db").write_bytes(b"\x00\x06\x15\x61" + b"\x00" * 100)
+    before = files_of(db)
+    with pytest.raises(StoreError, match="legacy dbm"):
+        read(f"sql:{db}")
+    store = open_store(f"sql:{db}")
+    with pytest.raises(StoreError, match="legacy dbm"):
+        store.write(make_plan(TrustSet([entry(cas["a"])]), TrustSet(), store.capabilities, store="x"))
+    assert files_of(db) == before
+
+
+def test_missing_database_says_how_to_create(tmp_path):
+    with pytest.raises(StoreError, match="certutil -N"):
+        read(tmp_path / "nope")
+
+
+def test_mac_recipe_matches_certutil(tmp_path, cas):
+    """Our verifier accepts every signature certutil made (the MAC recipe is NSS's)."""
+    db = new_db(tmp_path / "db")
+    certutil_add(db, "a", "CT,C,C", cas["a"].write(tmp_path / "a.pem"))
+    certutil_add(db, "b", "p,p,p", cas["b"].write(tmp_path / "b.pem"))
+    _, store = read(db)
+    assert store.warnings == []
+    assert all(o.legacy and not o.legacy.bad_macs for o in store.objects)
+
+
+# --- root writing another user's database --------------------------------------------------
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write as another user")
+def test_root_writes_as_the_owner(cas):
+    base = Path(tempfile.mkdtemp(prefix="storesync-nss-"))
+    try:
+        os.chmod(base, 0o755)
+        db = new_db(base / "db")
+        uid, gid = 65534, 65534
+        for path in [db, *db.iterdir()]:
+            os.chown(path, uid, gid)
+        sync([entry(cas["a"], label="A")], db)
+        assert certutil_flags(db) == {"A": "CT,C,C"}
+        owners = {(p.name, p.stat().st_uid) for p in [db, *db.iterdir()]}
+        assert all(o == uid for _, o in owners), owners
+        trust_set, _ = read(db)
+        assert len(trust_set) == 1
+    finally:
+        shutil.rmtree(base)
