@@ -225,3 +225,7 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+# Commands kept in modules of their own register themselves on `app` when imported.
+import storesync.cli_check  # noqa: E402,F401

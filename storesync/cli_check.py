@@ -1,0 +1,1 @@
+"""`storesync check` and `storesync status` (registered on the main app by storesync.cli)."""
