@@ -1,0 +1,348 @@
+"""The `sst` store: byte layouts of FORMATS.md §6, Windows' own files, hostile input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import struct
+import tracemalloc
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from storesync import der
+from storesync.engine.plan import make_plan
+from storesync.model import ANCHOR, DISTRUST, EMAIL, SERVER_AUTH, TRUSTED, Certificate, Entry, StoreError, TrustSet
+from storesync.stores import open_store
+from storesync.stores import winprops as wp
+from storesync.stores.sst import END_MARKER, MAGIC, read_sst
+
+from conftest import VECTORS, vectors, with_serial
+
+SERVER_OID, CLIENT_OID = "1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2"
+UTC = dt.timezone.utc
+
+
+def el(prop_id: int, value: bytes, encoding: int = 1) -> bytes:
+    return struct.pack("<III", prop_id, encoding, len(value)) + value
+
+
+def sst(*groups: bytes, end: bool = True) -> bytes:
+    return MAGIC + b"".join(groups) + (END_MARKER if end else b"")
+
+
+def group(cert: bytes, *props: tuple[int, bytes]) -> bytes:
+    return b"".join(el(i, v) for i, v in props) + el(0x20, cert)
+
+
+def utf16(text: str) -> bytes:
+    return text.encode("utf-16-le") + b"\x00\x00"
+
+
+def filetime(when: dt.datetime) -> bytes:
+    return ((int(when.timestamp()) + 11644473600) * 10_000_000).to_bytes(8, "little")
+
+
+def unparseable(issued) -> bytes:
+    """The certificate with a BasicConstraints that encodes its DEFAULT: `cryptography` refuses it."""
+    cert = der.read(issued.der)
+    tbs, alg, sig = list(cert.children())
+    fields = [f.raw for f in tbs.children()]
+    bc = der.encode(der.SEQUENCE, der.encode_oid("2.5.29.19") + der.encode(der.OCTET_STRING, bytes.fromhex("3003010100")))
+    fields[-1] = der.encode(0xA3, der.encode(der.SEQUENCE, bc))
+    return der.encode(der.SEQUENCE, der.encode(der.SEQUENCE, b"".join(fields)) + alg.raw + sig.raw)
+
+
+def write_via(spec: str, source: TrustSet, purpose: str = "any"):
+    store = open_store(spec)
+    plan = make_plan(source, store.read(), store.capabilities, store=spec, purpose=purpose)
+    store.write(plan)
+    return store, plan
+
+
+def sha1(data: bytes) -> bytes:
+    return hashlib.sha1(data).digest()
+
+
+@pytest.fixture(scope="module")
+def certs(pki):
+    return [pki.ca(f"SST Root {n}") for n in range(6)]
+
+
+@pytest.fixture(scope="module")
+def fixture_file(certs, root):
+    """Six groups covering the layouts a reader meets, in Windows' unsorted property order."""
+    a, b, c, d, e, f = (x.der for x in certs)
+    bad = unparseable(root)
+    eku = der.encode_oid_sequence([SERVER_OID, CLIENT_OID])
+    when = dt.datetime(2023, 4, 1, tzinfo=UTC)
+    data = sst(
+        # unknown ids, non-ASCII (with a non-BMP character) name, EKU, hashes last
+        group(a, (9, eku), (0x7777, b"\x01\x02opaque"), (11, utf16("Wurzel ÄÖÜ — 証明書 🔒")), (83, b"\x30\x00"),
+              (29, hashlib.md5(der.cert_fields(a).subject).digest()), (3, sha1(a))),
+        group(b, (11, utf16("Disabled")), (9, b"\x30\x00"), (3, sha1(b))),  # no purpose
+        group(c, (104, b""), (126, b""), (3, sha1(c))),  # zero-length FILETIMEs: no dates
+        group(d, (122, der.encode_oid_sequence([SERVER_OID])), (104, filetime(when)), (3, sha1(d))),
+        group(e, (3, sha1(e)), (104, filetime(when))),  # all purposes; SHA1 before the date
+        group(bad, (3, sha1(bad))),
+    )
+    return data, bad, when
+
+
+def test_reads_every_layout(tmp_path, fixture_file, certs):
+    data, bad, when = fixture_file
+    path = tmp_path / "fixture.sst"
+    path.write_bytes(data)
+    store = open_store(f"sst:{path}")
+    entries = list(store.read().values())
+    assert len(entries) == 6 and not store.warnings
+    a, b, c, d, e, f = entries
+    assert a.label == "Wurzel ÄÖÜ — 証明書 🔒"
+    assert dict(a.trust) == {SERVER_AUTH: TRUSTED, "client-auth": TRUSTED}
+    assert [p[0] for p in a.extras["winprops"]] == [9, 0x7777, 11, 83, 29, 3]  # order kept, unknown kept
+    assert b.trust == {} and b.label == "Disabled"  # 30 00: no purpose
+    assert dict(c.trust) == ANCHOR and c.distrust_after == {}  # zero-length 104: no date
+    assert d.distrust_after == {SERVER_AUTH: when}
+    assert e.distrust_after == {p: when for p in ANCHOR}
+    assert f.cert.der == bad and f.cert.x509 is None and dict(f.trust) == ANCHOR  # kept as bytes
+
+
+def test_reserializing_a_parsed_file_gives_the_same_bytes(tmp_path, fixture_file):
+    data, _bad, _when = fixture_file
+    a = tmp_path / "a.sst"
+    a.write_bytes(data)
+    store = open_store(f"sst:{a}")
+    current = store.read()
+    plan = make_plan(current, current, store.capabilities, store="a", purpose="any")
+    plan.desired = current  # the file as read, `30 00` entry included
+    before = a.stat().st_mtime_ns
+    store.write(plan)
+    assert a.read_bytes() == data and a.stat().st_mtime_ns == before
+
+
+def test_sync_sst_to_sst_keeps_every_property(tmp_path, fixture_file):
+    data, _bad, _when = fixture_file
+    a = tmp_path / "a.sst"
+    a.write_bytes(data)
+    source = open_store(f"sst:{a}").read()
+    _store, plan = write_via(f"sst:{tmp_path / 'b.sst'}", source)
+    # every group but the `30 00` one (trusted for nothing: the engine carries no opinion-less entry)
+    groups = read_sst(data).groups
+    expected = MAGIC + b"".join(
+        b"".join(el(i, v, e) for i, e, v in props) + el(0x20, cert) for n, (_o, cert, props) in enumerate(groups) if n != 1
+    ) + END_MARKER
+    assert (tmp_path / "b.sst").read_bytes() == expected
+    assert len(plan.adds) == 5
+
+
+def test_writer_layout_for_new_entries(tmp_path, certs):
+    a, b, c = (Certificate(x.der) for x in certs[:3])
+    when = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    source = TrustSet([
+        Entry(a, label="Ünïcode"),
+        Entry(b, trust={SERVER_AUTH: TRUSTED, EMAIL: TRUSTED}),
+        Entry(c, trust={SERVER_AUTH: TRUSTED}, distrust_after={SERVER_AUTH: when}),
+    ])
+    write_via(f"sst:{tmp_path / 'new.sst'}", source)
+    expected = sst(
+        el(11, utf16("Ünïcode")) + el(3, sha1(a.der)) + el(0x20, a.der),
+        el(9, der.encode_oid_sequence([SERVER_OID, "1.3.6.1.5.5.7.3.4"])) + el(3, sha1(b.der)) + el(0x20, b.der),
+        el(9, der.encode_oid_sequence([SERVER_OID])) + el(104, filetime(when)) + el(122, der.encode_oid_sequence([SERVER_OID]))
+        + el(3, sha1(c.der)) + el(0x20, c.der),
+    )
+    assert (tmp_path / "new.sst").read_bytes() == expected
+    again = open_store(f"sst:{tmp_path / 'new.sst'}").read()
+    assert [e.trust_key() for e in again.values()] == [e.trust_key() for e in source.values()]
+    assert [e.label for e in again.values()] == ["Ünïcode", None, None]
+
+
+def test_changes_replace_one_property_in_place(tmp_path, fixture_file):
+    data, _bad, _when = fixture_file
+    path = tmp_path / "f.sst"
+    path.write_bytes(data)
+    store = open_store(f"sst:{path}")
+    current = store.read()
+    first = next(iter(current.values()))
+    changed = first.replace(label="Renamed", trust={EMAIL: TRUSTED})
+    plan = make_plan(current, current, store.capabilities, store="t", purpose="any")
+    plan.desired = TrustSet([changed, *list(current.values())[1:]])  # (the engine keeps a store's own label)
+    store.write(plan)
+    (again, *_rest) = open_store(f"sst:{path}").read().values()
+    assert again.label == "Renamed" and dict(again.trust) == {EMAIL: TRUSTED}
+    props = again.extras["winprops"]
+    assert [p[0] for p in props] == [9, 0x7777, 11, 83, 29, 3]
+    assert dict((i, v) for i, _e, v in props)[0x7777] == b"\x01\x02opaque"
+
+
+def test_hash_properties_are_recomputed_and_key_properties_dropped(tmp_path, certs):
+    a = certs[0].der
+    path = tmp_path / "lying.sst"
+    key_prov = utf16("{container}") + bytes(40)
+    path.write_bytes(sst(group(a, (2, key_prov), (4, b"\x00" * 16), (3, b"\xee" * 20), (98, b"\x11" * 32), (5, b"ctx"))))
+    store = open_store(f"sst:{path}")
+    (entry,) = store.read().values()
+    assert entry.cert.der == a  # identity from the bytes, never from SHA1_HASH
+    assert any("KEY_PROV_INFO" in w for w in store.warnings) and any("KEY_CONTEXT" in w for w in store.warnings)
+    write_via(f"sst:{path}", open_store(f"sst:{path}").read())
+    assert path.read_bytes() == sst(group(a, (4, hashlib.md5(a).digest()), (3, sha1(a)), (98, hashlib.sha256(a).digest())))
+
+
+def test_disallowed_role(tmp_path, certs):
+    a, b = (Certificate(x.der) for x in certs[:2])
+    path = tmp_path / "disallowed.sst"
+    path.write_bytes(sst(group(a.der, (3, sha1(a.der)))))
+    store = open_store(f"sst:{path}?role=disallowed")
+    assert store.capabilities.distrust and not store.capabilities.purposes
+    (entry,) = store.read().values()
+    assert entry.trust == DISTRUST
+    # as a roots file the same bytes are an anchor
+    assert open_store(f"sst:{path}").read()[entry.sha256].trust == ANCHOR
+    # a trusted certificate is never written into a distrust list
+    write_via(f"sst:{path}?role=disallowed", TrustSet([entry, Entry(b)]))
+    assert list(open_store(f"sst:{path}?role=disallowed").read()) == [entry.sha256]
+    # and a roots file leaves a distrusted certificate out, saying so in the plan
+    _store, plan = write_via(f"sst:{tmp_path / 'roots.sst'}", TrustSet([entry, Entry(b)]))
+    assert list(open_store(f"sst:{tmp_path / 'roots.sst'}").read()) == [b.sha256]
+    assert any("distrusted" in loss.what for loss in plan.losses)
+    with pytest.raises(StoreError, match="unknown role"):
+        open_store(f"sst:{path}?role=ca")
+
+
+def test_empty_file_missing_end_marker_and_crls(tmp_path, certs):
+    a = certs[0].der
+    empty = tmp_path / "empty.sst"
+    empty.write_bytes(b"")
+    assert len(open_store(f"sst:{empty}").read()) == 0
+    cut = tmp_path / "nomarker.sst"
+    cut.write_bytes(sst(group(a, (3, sha1(a))), end=False))
+    store = open_store(f"sst:{cut}")
+    assert len(store.read()) == 1 and any("no end marker" in w for w in store.warnings)
+    # CRL groups after the certificates stay where they are
+    crl = el(3, b"\x01" * 20) + el(0x21, b"\x30\x03\x02\x01\x00")
+    with_crl = tmp_path / "crl.sst"
+    with_crl.write_bytes(sst(group(a, (3, sha1(a))), crl))
+    b = Certificate(certs[1].der)
+    write_via(f"sst:{with_crl}?", TrustSet([*open_store(f"sst:{with_crl}").read().values(), Entry(b)]))
+    assert with_crl.read_bytes() == sst(group(a, (3, sha1(a))), el(3, sha1(b.der)) + el(0x20, b.der), crl)
+
+
+def test_serial_zero_and_negative_serials_are_kept(tmp_path, pki, root):
+    leaf = pki.leaf("serial.test", root)
+    zero, negative = with_serial(leaf, root, b"\x00"), with_serial(leaf, root, b"\xff\x01")
+    write_via(f"sst:{tmp_path / 's.sst'}", TrustSet([Entry(Certificate(zero)), Entry(Certificate(negative))]))
+    assert [e.cert.der for e in open_store(f"sst:{tmp_path / 's.sst'}").read().values()] == [zero, negative]
+
+
+# --- hostile input ------------------------------------------------------------------------
+
+
+def _hostile(certs) -> dict[str, tuple[bytes, str]]:
+    a = certs[0].der
+    good = sst(group(a, (11, utf16("x")), (3, sha1(a))))
+    return {
+        "wrong magic": (b"\x00\x00\x00\x00CRET" + good[8:], "offset 0"),
+        "truncated element": (good[:40], "offset 24"),
+        "truncated header": (good[:8] + good[8:14], "offset 8"),
+        "length past EOF": (MAGIC + struct.pack("<III", 0x20, 1, 5000) + a, "offset 8"),
+        "4 GiB length": (MAGIC + struct.pack("<III", 11, 1, 0xFFFFFFFF) + b"\x00" * 64, "offset 8"),
+        "4 GiB length later": (good[:-12] + struct.pack("<III", 0x20, 1, 0xFFFFFFFF), f"offset {len(good) - 12}"),
+    }
+
+
+@pytest.mark.parametrize("case", ["wrong magic", "truncated element", "truncated header", "length past EOF", "4 GiB length", "4 GiB length later"])
+def test_hostile_input_is_refused_and_nothing_is_written(tmp_path, certs, case):
+    data, where = _hostile(certs)[case]
+    bad = tmp_path / "bad.sst"
+    bad.write_bytes(data)
+    target = tmp_path / "target.sst"
+    tracemalloc.start()
+    try:
+        with pytest.raises(StoreError) as caught:
+            write_via(f"sst:{target}", open_store(f"sst:{bad}").read())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(caught.value)
+    assert str(bad) in message and where in message
+    assert not target.exists()
+    assert peak < 1 << 20  # a 4 GiB length field allocates nothing
+
+
+def test_a_broken_file_is_never_overwritten_by_a_failed_read(tmp_path, certs):
+    data, _where = _hostile(certs)["length past EOF"]
+    path = tmp_path / "x.sst"
+    path.write_bytes(data)
+    with pytest.raises(StoreError):
+        open_store(f"sst:{path}").read()
+    assert path.read_bytes() == data
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_fuzzed_files_either_read_or_fail_cleanly(certs, data):
+    a = certs[0].der
+    good = bytearray(sst(group(a, (9, der.encode_oid_sequence([SERVER_OID])), (11, utf16("é")), (104, b"\x00" * 8), (3, sha1(a)))))
+    for _ in range(data.draw(st.integers(0, 4))):
+        index = data.draw(st.integers(0, len(good) - 1))
+        good[index] = data.draw(st.integers(0, 255))
+    good = good[: data.draw(st.integers(0, len(good)))]
+    try:
+        parsed = read_sst(bytes(good))
+    except wp.ElementError as exc:
+        assert exc.offset <= len(good)
+        return
+    for _offset, cert, props in parsed.groups:
+        entry = wp.entry_from_group(cert, props, wp.ROLE_ANCHORS)
+        wp.group_bytes(entry, wp.ROLE_ANCHORS)  # whatever was read can be written
+
+
+# --- Windows' own files -------------------------------------------------------------------
+
+
+@vectors
+def test_windows_update_roots_2021(tmp_path):
+    path = VECTORS / "windows" / "roots-2021.sst"
+    store = open_store(f"sst:{path}")
+    roots = store.read()
+    assert len(roots) == 434 and not store.warnings
+    entries = list(roots.values())
+    assert all(e.label for e in entries)
+    assert sum(1 for e in entries if dict(e.trust) == ANCHOR and 9 not in [p[0] for p in e.extras["winprops"]]) >= 1
+    assert sum(1 for e in entries if e.distrust_after) >= 100
+    for entry in entries:  # SHA1_HASH last before the certificate, as the vector's README says
+        assert entry.extras["winprops"][-1][0] == 3
+    out = tmp_path / "copy.sst"
+    write_via(f"sst:{out}", roots)
+    assert out.read_bytes() == path.read_bytes()
+
+
+@vectors
+def test_microsoft_disallowed_list(tmp_path):
+    path = VECTORS / "windows" / "disallowedcert-2018.sst"
+    store = open_store(f"sst:{path}?role=disallowed")
+    listed = store.read()
+    assert len(listed) == 71 and all(e.trust == DISTRUST for e in listed.values())
+    assert all([p[0] for p in e.extras["winprops"]] == [3] for e in listed.values())
+    refused = [e for e in listed.values() if e.cert.x509 is None]
+    assert refused, "the non-DER certificate must be kept as bytes"
+    out = tmp_path / "copy.sst"
+    write_via(f"sst:{out}?role=disallowed", listed)
+    assert out.read_bytes() == path.read_bytes()
+
+
+@vectors
+def test_dotnet_serialized_store_key_prov_info_is_not_written(tmp_path):
+    path = VECTORS / "windows" / "dotnet-serialized-store.sst"
+    store = open_store(f"sst:{path}")
+    read = store.read()
+    assert len(read) == 2 and any("KEY_PROV_INFO" in w for w in store.warnings)
+    first = next(iter(read.values()))
+    assert der.cert_fields(first.cert.der).serial[2] & 0x80  # the negative serial, kept
+    out = tmp_path / "copy.sst"
+    write_via(f"sst:{out}", read)
+    written = read_sst(out.read_bytes())
+    assert [c for _o, c, _p in written.groups] == [e.cert.der for e in read.values()]
+    assert all(p[0] not in wp.KEY_PROPERTIES for _o, _c, props in written.groups for p in props)
+    original = path.read_bytes()
+    key_prov_len = struct.unpack_from("<III", original, 8)[2]
+    assert out.read_bytes() == original[:8] + original[8 + 12 + key_prov_len :]
