@@ -1,0 +1,288 @@
+"""The `p12` store against the JDK's keytool and TrustManager, OpenSSL and `cryptography`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, NoEncryption, pkcs12
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from storesync import der
+from storesync.engine.plan import make_plan
+from storesync.model import DISTRUST, Certificate, Entry, StoreError, TrustSet
+from storesync.stores import open_store, parse_spec
+from storesync.stores.p12 import java_trusted_cert_bag, load_pfx
+
+from conftest import need, run
+from test_jks import java_trusts, keytool, keytool_list, sync, trust_set
+
+NO_PASSWORD = ("-J-Dkeystore.pkcs12.certProtectionAlgorithm=NONE", "-J-Dkeystore.pkcs12.macAlgorithm=NONE")
+
+
+@pytest.fixture(scope="module")
+def cas(pki):
+    return [pki.ca(f"storesync P12 CA {n}") for n in range(3)]
+
+
+def sha(issued) -> str:
+    return Certificate(issued.der).sha256
+
+
+def keytool_store(tmp_path: Path, name: str, *issued, password="changeit", extra=()) -> Path:
+    path = tmp_path / name
+    for n, item in enumerate(issued):
+        item.write(tmp_path / f"import{n}.pem")
+        keytool(*extra, "-importcert", "-noprompt", "-alias", f"Imported {n}", "-file", tmp_path / f"import{n}.pem",
+                "-keystore", path, "-storetype", "PKCS12", "-storepass", password)
+    return path
+
+
+def anchors_of(path: Path, password="changeit") -> set[str]:
+    return {b.sha256 for b in load_pfx(path.read_bytes(), password, False).bags if b.java_trusted}
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def test_keytool_lists_exactly_our_entries(cas, tmp_path):
+    target = tmp_path / "new.p12"
+    sync(str(target), trust_set(*cas))
+    listed = keytool_list(target, storetype="PKCS12")
+    assert sorted(listed.values()) == sorted(("trustedCertEntry", sha(c)) for c in cas)
+    assert set(listed) == {f"storesync p12 ca {n}" for n in range(3)}  # Java lower-cases aliases as it loads
+    # protected as JDK 17 writes it: a MAC and an encrypted certificate safe
+    text = run(need("openssl"), "pkcs12", "-in", target, "-passin", "pass:changeit", "-info", "-nokeys").stderr.decode()
+    assert "MAC: sha256, Iteration 10000" in text and "PBES2, PBKDF2, AES-256-CBC, Iteration 10000" in text
+    again = open_store(str(target)).read()
+    assert set(again) == {sha(c) for c in cas}
+    assert {e.extras["p12"]["alias"] for e in again.values()} == {f"storesync P12 CA {n}" for n in range(3)}
+
+
+def test_java_trust_manager_accepts_a_leaf_under_our_anchor(root, intermediate, server_leaf, cas, tmp_path):
+    ours = tmp_path / "ours.p12"
+    sync(f"p12:{ours}", trust_set(root, cas[0]))
+    assert java_trusts(tmp_path, ours, "PKCS12", "changeit", server_leaf, intermediate) == "TRUSTED"
+    without = tmp_path / "without.p12"
+    sync(f"p12:{without}", trust_set(cas[0]))
+    assert java_trusts(tmp_path, without, "PKCS12", "changeit", server_leaf, intermediate).startswith("REFUSED")
+
+
+def test_our_bag_is_keytools_bag(cas, tmp_path):
+    made = keytool_store(tmp_path, "k.p12", cas[0])
+    (bag,) = [b for b in load_pfx(made.read_bytes(), "changeit", False).bags if b.java_trusted]
+    assert java_trusted_cert_bag(bag.cert, "Imported 0") == bag.raw
+
+
+def test_same_set_gives_same_bytes_whatever_the_order(cas, tmp_path):
+    a, b = tmp_path / "a.p12", tmp_path / "b.p12"
+    sync(str(a), trust_set(*cas))
+    sync(str(b), trust_set(*reversed(cas)))
+    assert a.read_bytes() == b.read_bytes()
+    stat = a.stat()
+    sync(str(a), trust_set(cas[2], cas[0], cas[1]))
+    assert a.stat().st_mtime_ns == stat.st_mtime_ns
+
+
+def test_distrusted_certificate_is_left_out_and_reported(cas, tmp_path):
+    target = tmp_path / "t.p12"
+    sync(str(target), trust_set(*cas))
+    source = TrustSet([Entry(Certificate(cas[0].der), trust=dict(DISTRUST)), *trust_set(cas[1]).values()])
+    plan = sync(str(target), source)
+    assert any("distrusted" in loss.what for loss in plan.losses)
+    assert anchors_of(target) == {sha(cas[1])}
+
+
+# --- reading what others wrote -------------------------------------------------------------
+
+
+def test_keytool_store_round_trips_without_loss(cas, tmp_path):
+    made = keytool_store(tmp_path, "keytool.p12", cas[0], cas[1])
+    before = made.read_bytes()
+    read = open_store(str(made)).read()
+    assert set(read) == {sha(cas[0]), sha(cas[1])}
+    assert {e.label for e in read.values()} == {"Imported 0", "Imported 1"}
+    sync(str(made), read)
+    assert made.read_bytes() == before
+    copy = tmp_path / "copy.p12"
+    sync(str(copy), read)
+    assert keytool_list(copy) == keytool_list(made)
+    sync(str(made), trust_set(*cas))  # an addition: existing aliases stay, the new one follows the label scheme
+    assert set(keytool_list(made)) == {"imported 0", "imported 1", "storesync p12 ca 2"}
+
+
+def test_cryptography_java_truststore_round_trips(cas, tmp_path):
+    certs = [pkcs12.PKCS12Certificate(c.cert, f"crypto {n}".encode()) for n, c in enumerate(cas[:2])]
+    made = tmp_path / "crypto.p12"
+    made.write_bytes(pkcs12.serialize_java_truststore(certs, BestAvailableEncryption(b"changeit")))
+    read = open_store(str(made)).read()
+    assert set(read) == {sha(cas[0]), sha(cas[1])} and {e.label for e in read.values()} == {"crypto 0", "crypto 1"}
+    sync(str(made), trust_set(*cas))
+    assert keytool_list(made) == {
+        "crypto 0": ("trustedCertEntry", sha(cas[0])),
+        "crypto 1": ("trustedCertEntry", sha(cas[1])),
+        "storesync p12 ca 2": ("trustedCertEntry", sha(cas[2])),
+    }
+    # what cryptography itself reads back
+    loaded = pkcs12.load_pkcs12(made.read_bytes(), b"changeit")
+    assert {Certificate(c.certificate.public_bytes(_der())).sha256 for c in loaded.additional_certs} == {sha(c) for c in cas}
+
+
+def _der():
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return Encoding.DER
+
+
+def test_cryptography_no_encryption_store_keeps_its_empty_password(cas, tmp_path):
+    made = tmp_path / "nopass.p12"
+    made.write_bytes(pkcs12.serialize_java_truststore([pkcs12.PKCS12Certificate(cas[0].cert, b"a")], NoEncryption()))
+    assert set(open_store(str(made)).read()) == {sha(cas[0])}
+    sync(str(made), trust_set(cas[0], cas[1]))
+    loaded = pkcs12.load_pkcs12(made.read_bytes(), None)
+    assert len(loaded.additional_certs) == 2
+    assert anchors_of(made, "") == {sha(cas[0]), sha(cas[1])}
+
+
+def test_password_less_store_stays_password_less(cas, tmp_path):
+    made = keytool_store(tmp_path, "jdk18.p12", cas[0], extra=NO_PASSWORD)
+    sync(str(made), trust_set(cas[0], cas[1]))
+    pfx = load_pfx(made.read_bytes(), "", False)
+    assert pfx.mac is None and not any(s.encrypted for s in pfx.safes)
+    assert len(keytool_list(made, password=None, storetype="PKCS12")) == 2
+    fresh = tmp_path / "fresh.p12"
+    sync(f"{fresh}?protect=no&aliases=jdk", trust_set(*cas))
+    assert load_pfx(fresh.read_bytes(), "", False).mac is None
+    assert set(keytool_list(fresh, password=None)) == {f"storesyncp12ca{n} [jdk]" for n in range(3)}
+
+
+def test_private_key_entry_is_kept_byte_for_byte(cas, tmp_path):
+    store = keytool_store(tmp_path, "withkey.p12", cas[0])
+    keytool("-genkeypair", "-alias", "server", "-keyalg", "EC", "-dname", "CN=server.test", "-keystore", store,
+            "-storepass", "changeit")
+    before = load_pfx(store.read_bytes(), "changeit", False)
+    kept_before = sorted(b.raw for b in before.bags if not b.java_trusted)
+    reader = open_store(str(store))
+    assert set(reader.read()) == {sha(cas[0])}
+    assert any("private-key entry 'server'" in w for w in reader.warnings)
+
+    sync(str(store), trust_set(cas[1], cas[2]))
+    after = load_pfx(store.read_bytes(), "changeit", False)
+    assert sorted(b.raw for b in after.bags if not b.java_trusted) == kept_before
+    listed = keytool_list(store)
+    assert listed["server"][0] == "PrivateKeyEntry"
+    assert sorted(v for k, v in listed.items() if k != "server") == sorted(("trustedCertEntry", sha(c)) for c in cas[1:])
+    keytool("-certreq", "-alias", "server", "-keystore", store, "-storepass", "changeit", "-file", tmp_path / "req")
+
+
+def test_certificates_without_java_trust_are_reported_not_counted(cas, tmp_path):
+    pem = tmp_path / "c.pem"
+    pem.write_bytes(cas[0].pem + cas[1].pem)
+    made = tmp_path / "openssl.p12"
+    run(need("openssl"), "pkcs12", "-export", "-nokeys", "-in", pem, "-out", made, "-passout", "pass:changeit")
+    store = open_store(str(made))
+    assert len(store.read()) == 0
+    assert sum("no Java trust attribute" in w for w in store.warnings) == 2
+    assert keytool_list(made) == {}  # Java agrees: no entry at all
+    # a sync adds Java anchors beside them and keeps the untrusted bags
+    sync(str(made), trust_set(cas[2]))
+    assert anchors_of(made) == {sha(cas[2])}
+    assert len([b for b in load_pfx(made.read_bytes(), "changeit", False).bags if not b.java_trusted]) == 2
+
+
+def test_other_password_from_password_file(cas, tmp_path):
+    store = keytool_store(tmp_path, "secret.p12", cas[0], password="s3cret pass")
+    with pytest.raises(StoreError, match="password is wrong.*password-file"):
+        open_store(str(store)).read()
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret pass\n")
+    spec = f"{store}?password-file={secret}"
+    assert set(open_store(spec).read()) == {sha(cas[0])}
+    sync(spec, trust_set(cas[0], cas[1]))
+    assert len(keytool_list(store, password="s3cret pass")) == 2
+
+
+# --- hostile input -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_p12(cas, tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("p12") / "small.p12"
+    sync(str(path), trust_set(cas[0]))
+    return path.read_bytes()
+
+
+def _read(tmp_path: Path, data: bytes, spec_suffix: str = ""):
+    path = tmp_path / "hostile.p12"
+    path.write_bytes(data)
+    return open_store(f"p12:{path}{spec_suffix}").read()
+
+
+def test_tampered_store_is_reported_and_never_written(cas, small_p12, tmp_path):
+    pfx = der.read_all(small_p12)
+    mac_salt = list(list(pfx.children())[2].children())[1]
+    tampered = bytearray(small_p12)
+    tampered[mac_salt.content] ^= 1  # the password still opens the certificates
+    path = tmp_path / "tampered.p12"
+    path.write_bytes(bytes(tampered))
+    store = open_store(str(path))
+    with pytest.raises(StoreError, match="although the password opens the certificates: the file was tampered"):
+        store.read()
+    with pytest.raises(StoreError, match="tampered"):
+        store.write(make_plan(trust_set(cas[2]), TrustSet(), store.capabilities, store="t"))
+    assert path.read_bytes() == bytes(tampered)
+
+
+def test_wrong_password_is_one_clear_sentence(small_p12, tmp_path):
+    (tmp_path / "pw").write_text("nope\n")
+    with pytest.raises(StoreError, match="store password is wrong"):
+        _read(tmp_path, small_p12, f"?password-file={tmp_path / 'pw'}")
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"\x30\x05\x02\x01\x02\x30\x00", "version 2"),
+        (b"\x30\x03\x02\x01\x03", "too few parts"),
+        (b"\x30\x84\xff\xff\xff\xff\x02\x01\x03", "runs past the end"),
+        (b"\x30\x06\x02\x01\x03\x30\x01\x00", "well-formed"),
+        (b"\x30\x0f\x02\x01\x03\x30\x0a\x06\x08" + b"\x2a\x86\x48\x86\xf7\x0d\x07\x02", "well-formed|type"),
+    ],
+)
+def test_malformed_files_are_one_clear_sentence(tmp_path, data, message):
+    with pytest.raises(StoreError, match=message):
+        _read(tmp_path, data)
+
+
+def test_every_truncation_fails_cleanly(small_p12, tmp_path):
+    for cut in range(0, len(small_p12), 11):
+        with pytest.raises(StoreError):
+            _read(tmp_path, small_p12[:cut])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(position=st.integers(min_value=0), value=st.integers(min_value=0, max_value=255))
+def test_corrupted_bytes_fail_cleanly(small_p12, tmp_path, position, value):
+    data = bytearray(small_p12)
+    data[position % len(data)] = value
+    try:
+        _read(tmp_path, bytes(data))
+    except StoreError:
+        pass
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=200))
+def test_arbitrary_bytes_fail_cleanly(tmp_path, data):
+    try:
+        _read(tmp_path, b"\x30" + data)
+    except StoreError:
+        pass
+
+
+def test_spec_detection(small_p12, tmp_path):
+    path = tmp_path / "store.bin"
+    path.write_bytes(small_p12)
+    assert parse_spec(str(path)).kind == "p12"
+    assert parse_spec(str(tmp_path / "new.pfx")).kind == "p12"
+    assert parse_spec(str(tmp_path / "new.p12")).kind == "p12"
