@@ -431,7 +431,7 @@ class NssStore(Store):
     # -- paths and checks
 
     def exists(self) -> bool:
-        return self.cert_db.exists()
+        return self.cert_db.exists() or (self.path / "cert8.db").exists()  # cert8: read() says why not
 
     def watch_paths(self) -> list[Path]:
         return [self.cert_db, self.key_db]
