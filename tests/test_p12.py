@@ -175,11 +175,30 @@ def test_private_key_entry_is_kept_byte_for_byte(cas, tmp_path):
     keytool("-certreq", "-alias", "server", "-keystore", store, "-storepass", "changeit", "-file", tmp_path / "req")
 
 
+@pytest.mark.parametrize(
+    "options, expect",
+    [
+        (("-J-Dkeystore.pkcs12.certProtectionAlgorithm=PBEWithSHA1AndRC2_40",
+          "-J-Dkeystore.pkcs12.macAlgorithm=HmacPBESHA1"), "pbeWithSHA1And40BitRC2-CBC"),  # as JDK 8 wrote
+        (("-J-Dkeystore.pkcs12.certProtectionAlgorithm=PBEWithSHA1AndDESede",), "pbeWithSHA1And3-KeyTripleDES-CBC"),
+        (("-J-Dkeystore.pkcs12.certProtectionAlgorithm=PBEWithHmacSHA512AndAES_128",
+          "-J-Dkeystore.pkcs12.macAlgorithm=HmacPBESHA512"), "AES-128-CBC"),
+    ],
+)
+def test_older_and_other_protection_algorithms_are_read(cas, tmp_path, options, expect):
+    made = keytool_store(tmp_path, "old.p12", cas[0], cas[1], extra=options)
+    info = run(need("openssl"), "pkcs12", "-in", made, "-passin", "pass:changeit", "-info", "-nokeys", "-legacy")
+    assert expect in info.stderr.decode()
+    assert set(open_store(str(made)).read()) == {sha(cas[0]), sha(cas[1])}
+    sync(str(made), trust_set(cas[1], cas[2]))  # rewritten with AES-256, the file's MAC digest kept
+    assert sorted(keytool_list(made).values()) == sorted(("trustedCertEntry", sha(c)) for c in cas[1:])
+
+
 def test_certificates_without_java_trust_are_reported_not_counted(cas, tmp_path):
     pem = tmp_path / "c.pem"
     pem.write_bytes(cas[0].pem + cas[1].pem)
     made = tmp_path / "openssl.p12"
-    run(need("openssl"), "pkcs12", "-export", "-nokeys", "-in", pem, "-out", made, "-passout", "pass:changeit")
+    run(need("openssl"), "pkcs12", "-export", "-legacy", "-nokeys", "-in", pem, "-out", made, "-passout", "pass:changeit")
     store = open_store(str(made))
     assert len(store.read()) == 0
     assert sum("no Java trust attribute" in w for w in store.warnings) == 2
@@ -252,6 +271,13 @@ def test_wrong_password_is_one_clear_sentence(small_p12, tmp_path):
 def test_malformed_files_are_one_clear_sentence(tmp_path, data, message):
     with pytest.raises(StoreError, match=message):
         _read(tmp_path, data)
+
+
+def test_a_jks_file_is_not_read_as_pkcs12(tmp_path):
+    jks = tmp_path / "a.jks"
+    sync(str(jks), TrustSet())
+    with pytest.raises(StoreError, match="not a well-formed PKCS#12 file"):
+        _read(tmp_path, jks.read_bytes())
 
 
 def test_every_truncation_fails_cleanly(small_p12, tmp_path):

@@ -302,8 +302,55 @@ def encrypt_pbes2(plain: bytes, password: str) -> tuple[bytes, bytes]:
     return algorithm, ciphertext
 
 
+# RC2 (RFC 2268), decryption only: 40-bit RC2 is what OpenSSL 1.x and JDK 8 encrypted
+# certificates with, and `cryptography` offers RC2 with 128-bit keys only.
+_PITABLE = bytes.fromhex(
+    "d978f9c419ddb5ed28e9fd794aa0d89dc67e37832b76538e624c6488448bfba2179a59f587b34f1361456d8d09817d32"
+    "bd8f40eb86b77b0bf09521225c6b4e8254d66593ce60b21c7356c014a78cf1dc1275ca1f3bbee4d1423dd430a33cb626"
+    "6fbf0eda4669075727f21d9bbc944303f811c7f690ef3ee706c3d52fc8661ed708e8eade8052eef784aa72ac354d6a2a"
+    "961ad2715a1549744b9fd05e0418a4ecc2e0416e0f51cbcc2491af50a1f47039997c3a8523b8b47afc02365b25559731"
+    "2d5dfa98e38a92ae05df29106 76cbac9d300e6cfe19ea82c6316013f58e289a90d38341bab33ffb0bb480c5fb9b1cd2e"
+    "c5f3db47e5a59c770aa62068fe7fc1ad".replace(" ", "")
+)
+
+
+def _rc2_key_schedule(key: bytes, bits: int) -> list[int]:
+    t8 = (bits + 7) // 8
+    tm = 255 % (1 << (8 + bits - 8 * t8))
+    expanded = bytearray(key) + bytearray(128 - len(key))
+    for i in range(len(key), 128):
+        expanded[i] = _PITABLE[(expanded[i - 1] + expanded[i - len(key)]) & 0xFF]
+    expanded[128 - t8] = _PITABLE[expanded[128 - t8] & tm]
+    for i in range(127 - t8, -1, -1):
+        expanded[i] = _PITABLE[expanded[i + 1] ^ expanded[i + t8]]
+    return [expanded[2 * i] | expanded[2 * i + 1] << 8 for i in range(64)]
+
+
+def _rc2_decrypt_block(k: list[int], block: bytes) -> bytes:
+    r = [block[2 * i] | block[2 * i + 1] << 8 for i in range(4)]
+    j = 63
+    for round_ in range(16):
+        for i in (3, 2, 1, 0):
+            shift = (1, 2, 3, 5)[i]
+            r[i] = ((r[i] >> shift) | (r[i] << (16 - shift))) & 0xFFFF
+            r[i] = (r[i] - k[j] - (r[i - 1] & r[i - 2]) - (~r[i - 1] & r[i - 3])) & 0xFFFF
+            j -= 1
+        if round_ in (4, 10):
+            for i in (3, 2, 1, 0):
+                r[i] = (r[i] - k[r[i - 1] & 63]) & 0xFFFF
+    return b"".join(x.to_bytes(2, "little") for x in r)
+
+
 def _rc2_cbc_decrypt(key: bytes, bits: int, iv: bytes, data: bytes) -> bytes:
-    raise P12Error(f"is encrypted with {bits}-bit RC2, which storesync cannot decrypt")
+    if len(data) % 8 or len(iv) != 8:
+        raise DecryptError("the ciphertext length is not a whole number of blocks")
+    k = _rc2_key_schedule(key, bits)
+    out, previous = bytearray(), iv
+    for pos in range(0, len(data), 8):
+        block = data[pos : pos + 8]
+        out += bytes(a ^ b for a, b in zip(_rc2_decrypt_block(k, block), previous))
+        previous = block
+    return bytes(out)
 
 
 # --- the PFX structure ----------------------------------------------------------------------
