@@ -613,3 +613,32 @@ def test_cli_refuses_legacy_dbm_clearly(tmp_path):
     result = storesync("list", f"sql:{db}")
     assert result.returncode == 2 and "legacy dbm" in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_email_attribute_like_certutil(tmp_path, pki):
+    """CKA_NSS_EMAIL (S/MIME lookups) from a subjectAltName rfc822Name, as PK11_ImportCert sets it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from conftest import NOW, Issued
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "Mail CA")])
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(4242).not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("x.test"), x509.RFC822Name("Admin@Example.TEST")]),
+                       critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    issued = Issued(cert, key)
+    ours, theirs = new_db(tmp_path / "ours"), new_db(tmp_path / "theirs")
+    sync([entry(issued, label="Mail CA")], ours)
+    certutil_add(theirs, "Mail CA", "CT,C,C", issued.write(tmp_path / "m.pem"))
+
+    def email(db):
+        conn = sqlite3.connect(db / "cert9.db")
+        return conn.execute("SELECT ace534352 FROM nssPublic WHERE a0 = ?", (nss.ulong(nss.CKO_CERTIFICATE),)).fetchone()
+
+    assert email(ours) == email(theirs) == (b"admin@example.test",)
