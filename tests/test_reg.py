@@ -359,3 +359,20 @@ def test_fuzzed_exports_either_read_or_fail_cleanly(tmp_path, certs, data):
         open_store(f"reg:{path}").read()
     except StoreError as exc:
         assert str(path) in str(exc)
+
+
+def test_an_edited_lf_utf8_file_keeps_its_encoding_and_line_ends(tmp_path, certs, pki):
+    text = several_stores(certs).rstrip("\n")  # and no newline at the very end
+    path = tmp_path / "lf.reg"
+    path.write_bytes(text.encode("utf-8"))
+    found = open_store(f"reg:{path}").read()
+    extra = Certificate(pki.ca("Reg Root extra").der)
+    a = Certificate(certs[0])
+    desired = TrustSet([e for e in found.values() if e.sha256 != a.sha256] + [Entry(extra, label="new")])
+    write_via(f"reg:{path}", desired)
+    written = path.read_bytes().decode("utf-8")
+    assert "\r" not in written and written.startswith(text.split(f"[{HKLM}\\ROOT")[0])
+    assert f"\n[-{HKLM}\\ROOT\\Certificates\\{thumb(a.der)}]\n" in written
+    assert f"[{HKCU}\\My]\n\"Something\"=dword:00000001\n" in written  # out of scope: untouched
+    assert set(open_store(f"reg:{path}").read()) == set(desired)
+    assert f"\n\n[{HKLM}\\ROOT\\Certificates\\{thumb(extra.der)}]\n" in written

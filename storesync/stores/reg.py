@@ -53,6 +53,7 @@ _CAPS = Capabilities(purposes=True, distrust=True, distrust_after=True, labels=T
 _VALUE = re.compile(r'\s*(@|"(?:[^"\\]|\\.)*")\s*=\s*(.*)$', re.S)
 _HEX_PREFIX = re.compile(r"hex(\([0-9a-fA-F]+\))?:", re.I)
 _HEX_TOKEN = re.compile(r"[0-9a-fA-F]{1,2}")
+_FAST_HEX = re.compile(r"(?:[0-9a-fA-F]{2},)*[0-9a-fA-F]{2},?|")
 BLOB_PREFIX = '"Blob"=hex:'
 
 
@@ -247,6 +248,24 @@ def read_reg(data: bytes) -> RegFile:
 
 def _hex_value(lines: list[str], index: int, rest: str) -> tuple[bytes, int]:
     """Read a hex value starting on lines[index] (after `hex:`); returns bytes and the next line index."""
+    # Fast path: regedit's own layout (two digits per byte, `\` continuations) in one go.
+    pieces: list[str] | None = []
+    end, piece = index, rest
+    while True:
+        piece = piece.rstrip(" \t\r\n")
+        if not piece.endswith("\\"):
+            pieces.append(piece.lstrip(" \t"))
+            break
+        pieces.append(piece[:-1].lstrip(" \t"))
+        end += 1
+        if end >= len(lines):
+            pieces = None  # continues past the end: the slow path says where
+            break
+        piece = lines[end]
+    if pieces is not None:
+        joined = "".join(pieces)
+        if _FAST_HEX.fullmatch(joined):
+            return bytes.fromhex(joined.replace(",", "")), end + 1
     out = bytearray()
     while True:
         number = index + 1
