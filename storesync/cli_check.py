@@ -1,1 +1,185 @@
-"""`storesync check` and `storesync status` (registered on the main app by storesync.cli)."""
+"""`storesync check` and `storesync status` (registered on the main app by storesync.cli).
+
+Both import `cryptography`, the store modules and the discovery code inside the command
+functions, so other commands do not pay for them at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from storesync.cli import EXIT_DIFFERENT, EXIT_ERROR, EXIT_OK, PASSWORD_FILE, app, fail, open_and_read
+
+PYTHON = typer.Option(None, "--python", help="A Python interpreter or environment whose certifi bundle to include (repeatable).")
+CONFIG = typer.Option(None, "--config", help="Config file whose profiles' stores to include.")
+
+
+@app.command()
+def check(
+    cert: Path = typer.Argument(..., help="The certificate: PEM or DER; a PEM bundle is leaf first, then intermediates."),
+    chain: list[Path] = typer.Option([], "--chain", help="File of extra intermediate certificates (repeatable)."),
+    stores: list[str] = typer.Option([], "--store", help="Store to check against (repeatable); default: every store `status` finds."),
+    crls: list[Path] = typer.Option([], "--crl", help="CRL file, PEM or DER (repeatable); used only when its signature verifies."),
+    purpose: str = typer.Option("client-auth", "--purpose", help="client-auth, server-auth, email or code-signing."),
+    at: Optional[str] = typer.Option(None, "--at", help="Check at this ISO time instead of now (e.g. 2026-05-01T12:00:00Z)."),
+    name: Optional[str] = typer.Option(None, "--name", help="server-auth: also check that the certificate names this host."),
+    python: list[str] = PYTHON,
+    config: Optional[str] = CONFIG,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
+    password_file: Optional[Path] = PASSWORD_FILE,
+) -> None:
+    """Would each store accept CERT, and if not, why and what to do. Exit 0: every store accepts; 1: one refuses; 2: error."""
+    from storesync import doctor
+
+    if purpose not in doctor.CHECK_PURPOSES:
+        fail(f"--purpose must be one of {', '.join(doctor.CHECK_PURPOSES)}, not {purpose!r}")
+    if name is not None and purpose != "server-auth":
+        fail("--name checks a host name, which only --purpose server-auth has")
+    try:
+        when = doctor.parse_time(at)
+        certs = doctor.load_certificates(cert)
+        intermediates = certs[1:] + [c for path in chain for c in doctor.load_certificates(path)]
+        crl_list = doctor.load_crls(crls)
+    except doctor.CheckError as exc:
+        fail(str(exc))
+    leaf = certs[0]
+
+    explicit = bool(stores)
+    if not explicit:
+        from storesync import machine
+
+        warnings: list[str] = []
+        stores = [f.spec for f in machine.discover(python, config, warnings)]
+        for warning in warnings:
+            print(f"storesync: warning: {warning}", file=sys.stderr)
+        if not stores:
+            fail("found no store on this machine to check against; name one with --store")
+
+    sets, kinds, errors = {}, {}, 0
+    for spec in stores:
+        try:
+            store, trust_set = open_and_read(spec, password_file)
+        except typer.Exit:
+            if explicit:
+                errors += 1  # reported by open_and_read; the other stores are still checked
+            continue
+        sets[str(store.spec)], kinds[str(store.spec)] = trust_set, store.spec.kind
+
+    verdicts = []
+    for spec, trust_set in sets.items():
+        verdict = doctor.check_store(spec, kinds[spec], trust_set, leaf, intermediates, purpose, when, crl_list, name)
+        doctor.sync_fix(verdict, spec, sets, kinds, purpose)
+        verdicts.append(verdict)
+
+    if as_json:
+        print(json.dumps({
+            "certificate": doctor.cert_json(leaf),
+            "intermediates": [doctor.cert_json(c) for c in intermediates],
+            "purpose": purpose,
+            "at": doctor._iso(when),
+            "accepted": bool(verdicts) and all(v.accepted for v in verdicts),
+            "stores": [v.to_json() for v in verdicts],
+        }, indent=2))
+    else:
+        print_check(leaf, purpose, when, verdicts)
+    if errors or not verdicts:
+        raise typer.Exit(EXIT_ERROR)
+    raise typer.Exit(EXIT_OK if all(v.accepted for v in verdicts) else EXIT_DIFFERENT)
+
+
+def print_check(leaf, purpose: str, when, verdicts) -> None:
+    from storesync.doctor import _iso, short_name
+
+    print(f"{short_name(leaf)}: issued by {leaf.issuer.rfc4514_string()}, valid "
+          f"{_iso(leaf.not_valid_before_utc)} to {_iso(leaf.not_valid_after_utc)}")
+    print(f"checked for {purpose} at {_iso(when)}")
+    for verdict in verdicts:
+        print()
+        if verdict.accepted:
+            path = " <- ".join(short_name(c) for c in verdict.chain)
+            print(f"{verdict.store}: ok ({path})")
+        else:
+            print(f"{verdict.store}: REFUSED, {verdict.reason}")
+            for problem in verdict.problems:
+                print(f"  {problem.reason}: {problem.message}")
+                if problem.fix:
+                    print(f"    fix: {problem.fix}")
+        for warning in verdict.warnings:
+            print(f"  warning: {warning}")
+
+
+@app.command()
+def status(
+    python: list[str] = PYTHON,
+    config: Optional[str] = CONFIG,
+    soon: int = typer.Option(30, "--soon", help="Count anchors expiring within this many days."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
+    password_file: Optional[Path] = PASSWORD_FILE,
+) -> None:
+    """The trust stores on this machine: kind, owner, counts, which roots differ between them, the daemon's state."""
+    from storesync import machine
+
+    warnings: list[str] = []
+    when = machine.now()
+    found = machine.discover(python, config, warnings)
+    options = {"password-file": str(password_file)} if password_file else None
+    summaries = [machine.summarize(f, when, soon, options) for f in found]
+    columns, rows = machine.matrix(summaries)
+    daemon = machine.daemon_status()
+    if as_json:
+        print(json.dumps({
+            "at": when.isoformat().replace("+00:00", "Z"), "soon_days": soon,
+            "stores": [s.to_json() for s in summaries],
+            "matrix": {"stores": columns, "roots": rows},
+            "daemon": daemon, "warnings": warnings,
+        }, indent=2))
+        return
+    for warning in warnings:
+        print(f"storesync: warning: {warning}", file=sys.stderr)
+    print_status(summaries, columns, rows, daemon, soon)
+
+
+MATRIX_ROWS = 25
+
+
+def print_status(summaries, columns, rows, daemon, soon: int) -> None:
+    # Plain aligned text, not a rich table: store specs are long paths and must not be cut.
+    header = ("#", "store", "found as", "owner", "anchors", "distrusted", "expired", f"expiring<={soon}d")
+    lines = [header]
+    for number, s in enumerate(summaries, 1):
+        counts = ("-",) * 4 if s.error else (s.anchors, s.distrusted, s.expired, s.expiring)
+        lines.append((number, s.found.spec, s.found.what, s.owner or "?", *counts))
+    print("Trust stores on this machine")
+    print_columns(lines, right={0, 4, 5, 6, 7})
+    for number, s in enumerate(summaries, 1):
+        if s.error:
+            print(f"  #{number} cannot be read: {s.error}")
+    if rows:
+        index = {s.found.spec: n for n, s in enumerate(summaries, 1)}
+        mark = {"trusted": "+", "distrusted": "x", None: "."}
+        print(f"\nRoots that differ between stores ({len(rows)}; + anchor, x distrusted, . absent)")
+        grid = [("root", "sha256", *(f"#{index[spec]}" for spec in columns))]
+        for row in rows[:MATRIX_ROWS]:
+            grid.append((row["label"], row["sha256"][:16], *(mark[row["stores"][spec]] for spec in columns)))
+        print_columns(grid, right=set())
+        if len(rows) > MATRIX_ROWS:
+            print(f"  ... {len(rows) - MATRIX_ROWS} more: `storesync status --json` lists them all, "
+                  "`storesync diff A B` compares two stores")
+    elif len(columns) > 1:
+        print("\nThe stores hold the same roots.")
+    state = daemon["state"]
+    if daemon.get("running") is not None and "status" in daemon:
+        state += ", running" if daemon["running"] else ", not running (stale status file)"
+    print(f"\ndaemon: {state} ({daemon['file']})")
+
+
+def print_columns(lines, right: set[int]) -> None:
+    cells = [[str(c) for c in line] for line in lines]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    for row in cells:
+        print("  " + "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())

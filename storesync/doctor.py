@@ -1,0 +1,476 @@
+"""`check`: would this store accept this certificate, and if not, why and what to do.
+
+The verdict always comes from `cryptography`'s X.509 verifier (path building, signatures,
+validity periods, name and basic constraints): a store accepts when the verifier finds a path
+from the certificate to one of the store's anchors for the purpose, and no certificate of that
+path is distrusted, revoked by a given CRL or caught by a distrust-after date.
+
+When the verifier refuses, the explanation comes from asking it again with one thing relaxed at
+a time folded into a single relaxed run: every certificate of the store as anchor whatever its
+trust, any EKU accepted, and a time at which the certificates involved are all valid. The path
+it then finds is inspected for what the strict run did not forgive (a distrusted or
+other-purpose root, an expired certificate, a missing EKU). If even the relaxed run finds no
+path, the root is missing from the store.
+
+Policy choices (so `check` agrees with OpenSSL's `verify -purpose sslclient|sslserver`, which is
+what Apache, nginx and most TLS servers run): a leaf needs no subjectAltName (client
+certificates often have none) and no EKU; an EKU present, in the leaf or a CA, must hold the
+purpose or anyExtendedKeyUsage. In stores OpenSSL reads (pem, dir) only self-issued
+certificates are anchors and the others serve as intermediates, as `-CAfile` works; in the other
+kinds (NSS, Windows, Java) every trusted certificate is an anchor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from storesync.model import DISTRUSTED, EKU_OIDS, TRUSTED, TrustSet
+
+# Reason codes, in the order a store's problems are reported (the first is the verdict).
+OK, MISSING_ROOT, DISTRUSTED_CODE, REVOKED, EXPIRED, NOT_YET_VALID, DISTRUST_AFTER, PURPOSE, INVALID = (
+    "ok", "missing-root", "distrusted", "revoked", "expired", "not-yet-valid", "distrust-after", "purpose", "invalid",
+)
+ORDER = [MISSING_ROOT, DISTRUSTED_CODE, REVOKED, EXPIRED, NOT_YET_VALID, DISTRUST_AFTER, PURPOSE, INVALID]
+CHECK_PURPOSES = ("client-auth", "server-auth", "email", "code-signing")
+OPENSSL_KINDS = {"pem", "dir"}  # stores whose readers take only self-issued anchors
+ANY_EKU = "2.5.29.37.0"
+
+
+class CheckError(Exception):
+    """Input `check` cannot work with (unreadable certificate, CRL, time)."""
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def load_certificates(path: Path) -> list:
+    """A PEM file (one or several certificates, other blocks such as a key ignored) or DER."""
+    from cryptography import x509
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckError(f"{path}: cannot read it ({exc.strerror})") from None
+    try:
+        if b"-----BEGIN" in data:
+            certs = x509.load_pem_x509_certificates(data)
+        else:
+            certs = [x509.load_der_x509_certificate(data)]
+    except ValueError as exc:
+        raise CheckError(f"{path}: holds no certificate cryptography can read ({exc})") from None
+    return certs
+
+
+def load_crls(paths: list[Path]) -> list[tuple[Path, Any]]:
+    from cryptography import x509
+
+    crls = []
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CheckError(f"CRL {path}: cannot read it ({exc.strerror})") from None
+        try:
+            crl = (x509.load_pem_x509_crl if b"-----BEGIN" in data else x509.load_der_x509_crl)(data)
+        except ValueError as exc:
+            raise CheckError(f"CRL {path}: not a CRL cryptography can read ({exc})") from None
+        crls.append((path, crl))
+    return crls
+
+
+def parse_time(text: str | None) -> datetime:
+    if not text:
+        return datetime.now(timezone.utc).replace(microsecond=0)
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CheckError(f"--at {text!r} is not an ISO time such as 2026-05-01T12:00:00Z") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+# --- results --------------------------------------------------------------------------------
+
+
+@dataclass
+class Problem:
+    reason: str
+    message: str
+    fix: str | None = None
+    cert: Any = None  # the cryptography certificate concerned
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"reason": self.reason, "message": self.message, "fix": self.fix}
+        if self.cert is not None:
+            out["certificate"] = cert_json(self.cert)
+        return {**out, **self.data}
+
+
+@dataclass
+class Verdict:
+    store: str
+    kind: str
+    problems: list[Problem] = field(default_factory=list)
+    chain: list = field(default_factory=list)  # the path found (strict, else relaxed)
+    warnings: list[str] = field(default_factory=list)
+    verifier_error: str | None = None
+
+    @property
+    def reason(self) -> str:
+        return self.problems[0].reason if self.problems else OK
+
+    @property
+    def accepted(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        first = self.problems[0] if self.problems else None
+        return {
+            "store": self.store,
+            "kind": self.kind,
+            "accepted": self.accepted,
+            "reason": self.reason,
+            "message": first.message if first else "accepted",
+            "fix": first.fix if first else None,
+            "problems": [p.to_json() for p in self.problems],
+            "chain": [cert_json(c) for c in self.chain],
+            "verifier_error": self.verifier_error,
+            "warnings": self.warnings,
+        }
+
+
+def cert_json(cert) -> dict[str, Any]:
+    from cryptography.hazmat.primitives import hashes
+
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "serial": format(cert.serial_number, "x"),
+        "sha256": cert.fingerprint(hashes.SHA256()).hex(),
+        "not_before": _iso(cert.not_valid_before_utc),
+        "not_after": _iso(cert.not_valid_after_utc),
+    }
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def short_name(cert) -> str:
+    from cryptography.x509.oid import NameOID
+
+    for oid in (NameOID.COMMON_NAME, NameOID.ORGANIZATIONAL_UNIT_NAME, NameOID.ORGANIZATION_NAME):
+        values = cert.subject.get_attributes_for_oid(oid)
+        if values:
+            return str(values[0].value)
+    return cert.subject.rfc4514_string() or "(empty subject)"
+
+
+# --- the check ------------------------------------------------------------------------------
+
+
+@dataclass
+class StoreView:
+    """A store's entries sorted for one purpose."""
+
+    anchors: list  # cryptography certificates usable as trust anchors for the purpose
+    all_anchors: list  # the same rule, whatever the trust: the relaxed run's anchors
+    pool: list  # store certificates that serve only as intermediates
+    by_sha: dict  # sha256 -> Entry
+
+
+def store_view(trust_set: TrustSet, kind: str, purpose: str) -> StoreView:
+    anchors, all_anchors, pool, by_sha = [], [], [], {}
+    for entry in trust_set.values():
+        cert = entry.cert.x509
+        if cert is None:
+            continue  # cryptography cannot read it, so it cannot verify with it either
+        by_sha[entry.sha256] = entry
+        if kind in OPENSSL_KINDS and cert.issuer != cert.subject:
+            if entry.trust.get(purpose) == TRUSTED:
+                pool.append(cert)
+            continue
+        all_anchors.append(cert)
+        if entry.trust.get(purpose) == TRUSTED:
+            anchors.append(cert)
+    return StoreView(anchors, all_anchors, pool, by_sha)
+
+
+def _eku_validator(oid_text: str | None):
+    """An EKU, where present, must hold the purpose (or anyEKU); None accepts any EKU."""
+    from cryptography import x509
+
+    def validate(_policy, _cert, ext) -> None:
+        if ext is None or oid_text is None:
+            return
+        oids = {o.dotted_string for o in ext}
+        if oid_text not in oids and ANY_EKU not in oids:
+            raise ValueError(f"its extendedKeyUsage does not include {oid_text}")
+
+    return validate
+
+
+def verify(anchors: list, intermediates: list, leaf, at: datetime, purpose: str | None,
+           name: str | None = None) -> list:
+    """Run cryptography's verifier; returns the chain or raises VerificationError.
+
+    purpose None = relaxed (any EKU). With `name`, a server verifier also checks the host.
+    """
+    from cryptography import x509
+    from cryptography.x509.verification import (
+        Criticality, DNSName, ExtensionPolicy, IPAddress, PolicyBuilder, Store, VerificationError,
+    )
+
+    if not anchors:
+        raise VerificationError("the store holds no anchor for this purpose")
+    oid = EKU_OIDS.get(purpose) if purpose else None
+    ee = ExtensionPolicy.webpki_defaults_ee().may_be_present(
+        x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _eku_validator(oid))
+    if name is None:
+        ee = ee.may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
+    ca = ExtensionPolicy.webpki_defaults_ca().may_be_present(
+        x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _eku_validator(oid))
+    builder = PolicyBuilder().store(Store(anchors)).time(at).extension_policies(ca_policy=ca, ee_policy=ee)
+    if name is not None:
+        import ipaddress
+
+        try:
+            subject = IPAddress(ipaddress.ip_address(name))
+        except ValueError:
+            subject = DNSName(name)
+        return builder.build_server_verifier(subject).verify(leaf, intermediates)
+    return builder.build_client_verifier().verify(leaf, intermediates).chain
+
+
+def _issued_by(cert, issuer) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+        return True
+    except Exception:  # noqa: BLE001 - wrong key, unsupported algorithm: not its issuer
+        return False
+
+
+def _top(leaf, pool: list) -> Any:
+    """Follow issuers from the leaf through the certificates we have, as far as they go."""
+    current, seen = leaf, set()
+    while current.issuer != current.subject:
+        seen.add(id(current))
+        nxt = next((c for c in pool if id(c) not in seen and _issued_by(current, c)), None)
+        if nxt is None:
+            break
+        current = nxt
+    return current
+
+
+def _key_id(cert) -> str | None:
+    from cryptography import x509
+
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+        return aki.key_identifier.hex(":") if aki.key_identifier else None
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _relaxed_time(at: datetime, certs: list) -> datetime:
+    """`at` moved into the window where all these certificates are valid (the leaf's alone if
+    they have none in common): a run at that time tells whether dates are the only obstacle."""
+    def clamp(group):
+        start = max(c.not_valid_before_utc for c in group)
+        end = min(c.not_valid_after_utc for c in group)
+        return min(max(at, start), end) if start <= end else None
+
+    return clamp(certs) or clamp(certs[:1]) or at
+
+
+def check_store(store: str, kind: str, trust_set: TrustSet, leaf, chain: list, purpose: str, at: datetime,
+                crls: list, name: str | None = None) -> Verdict:
+    """Would `store` accept `leaf` (with `chain` intermediates) for `purpose` at `at`?"""
+    from cryptography.x509.verification import VerificationError
+
+    view = store_view(trust_set, kind, purpose)
+    verdict = Verdict(store, kind)
+    intermediates = chain + view.pool
+    try:
+        path = verify(view.anchors, intermediates, leaf, at, purpose, name)
+    except VerificationError as exc:
+        verdict.verifier_error = str(exc)
+        path = None
+    if path is not None:
+        verdict.chain = path
+        verdict.problems = _path_problems(path, view, purpose, at, crls, verdict.warnings, strict=True)
+        return _ordered(verdict)
+
+    # Refused: find the path with everything relaxed, then say what the strict run did not forgive.
+    issuers = [c for c in view.all_anchors + intermediates if any(_issued_by(x, c) for x in [leaf, *intermediates])]
+    when = _relaxed_time(at, [leaf, *chain, *issuers])
+    try:
+        relaxed = verify(view.all_anchors, intermediates, leaf, when, None)
+    except VerificationError:
+        relaxed = None
+    if relaxed is None:
+        top = _top(leaf, intermediates)
+        if top.issuer == top.subject or not any(_issued_by(top, c) for c in view.all_anchors):
+            verdict.problems = [_missing_root(top, leaf)]
+        else:
+            verdict.problems = [Problem(INVALID, f"no valid path: {verdict.verifier_error}", cert=leaf)]
+        return verdict
+    verdict.chain = relaxed
+    verdict.problems = _path_problems(relaxed, view, purpose, at, crls, verdict.warnings, strict=False)
+    if not verdict.problems:  # the strict verifier refused for a reason we do not name
+        verdict.problems = [Problem(INVALID, f"the verifier refused it: {verdict.verifier_error}",
+                                    fix="see the verifier's message", cert=leaf)]
+    return _ordered(verdict)
+
+
+def _ordered(verdict: Verdict) -> Verdict:
+    verdict.problems.sort(key=lambda p: ORDER.index(p.reason))
+    return verdict
+
+
+def _missing_root(top, leaf) -> Problem:
+    if top.issuer == top.subject:
+        what = f"the root {short_name(top)} ({top.subject.rfc4514_string()}) is not an anchor in this store"
+    else:
+        key_id = _key_id(top)
+        what = (f"no anchor in this store issued {short_name(top)}: its issuer is {top.issuer.rfc4514_string()}"
+                + (f", key id {key_id}" if key_id else ""))
+    return Problem(MISSING_ROOT, what, cert=top, data={
+        "issuer": top.issuer.rfc4514_string(), "key_id": _key_id(top), "self_signed_top": top.issuer == top.subject,
+    })
+
+
+def _path_problems(path: list, view: StoreView, purpose: str, at: datetime, crls: list, warnings: list[str],
+                   strict: bool) -> list[Problem]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    leaf, root = path[0], path[-1]
+    problems: list[Problem] = []
+    for cert in path:
+        entry = view.by_sha.get(cert.fingerprint(hashes.SHA256()).hex())
+        if entry is not None and entry.trust.get(purpose) == DISTRUSTED:
+            problems.append(Problem(
+                DISTRUSTED_CODE, f"{short_name(cert)} is distrusted for {purpose} in this store",
+                fix=f"reissue the certificate under a CA this store trusts (or lift the distrust of {short_name(cert)} "
+                    "if it was a mistake)", cert=cert))
+        if entry is not None and cert is root and entry.trust.get(purpose) not in (TRUSTED, DISTRUSTED):
+            others = ", ".join(entry.trusted_purposes) or "no purpose"
+            problems.append(Problem(
+                PURPOSE, f"the root {short_name(cert)} is in this store but trusted only for {others}, not {purpose}",
+                fix=f"trust {short_name(cert)} for {purpose} in this store, if that is intended", cert=cert))
+        if entry is not None:
+            date = entry.distrust_after.get(purpose)
+            if date is not None and leaf.not_valid_before_utc > date:
+                problems.append(Problem(
+                    DISTRUST_AFTER,
+                    f"{short_name(cert)} is distrusted for {purpose} certificates issued after {_iso(date)}; "
+                    f"{short_name(leaf)} was issued {_iso(leaf.not_valid_before_utc)}",
+                    fix="get a certificate from a CA this store still trusts", cert=cert,
+                    data={"distrust_after": _iso(date)}))
+        if at < cert.not_valid_before_utc:
+            problems.append(Problem(
+                NOT_YET_VALID,
+                f"{short_name(cert)} is not valid before {_iso(cert.not_valid_before_utc)}; checked at {_iso(at)} "
+                "(if that is not the time now, check this machine's clock)",
+                fix=f"wait until {_iso(cert.not_valid_before_utc)}, or fix the clock of the machine that checks",
+                cert=cert, data={"checked_at": _iso(at)}))
+        elif at > cert.not_valid_after_utc:
+            problems.append(Problem(
+                EXPIRED, f"{short_name(cert)} expired {_iso(cert.not_valid_after_utc)}; checked at {_iso(at)}",
+                fix=f"renew {short_name(cert)}" + (" (its issuer must reissue it)" if cert is not leaf else ""),
+                cert=cert, data={"checked_at": _iso(at)}))
+        if not strict:
+            try:
+                eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+                oids = {o.dotted_string for o in eku}
+                if EKU_OIDS[purpose] not in oids and ANY_EKU not in oids:
+                    names = ", ".join(o._name for o in eku)
+                    problems.append(Problem(
+                        PURPOSE, f"{short_name(cert)} is not for {purpose}: its extendedKeyUsage is {names}",
+                        fix=f"get a certificate issued for {purpose}", cert=cert))
+            except x509.ExtensionNotFound:
+                pass
+    problems += _revocations(path, at, crls, warnings)
+    return problems
+
+
+def _revocations(path: list, at: datetime, crls: list, warnings: list[str]) -> list[Problem]:
+    problems = []
+    used = set()
+    for cert, issuer in zip(path, path[1:]):
+        for source, crl in crls:
+            if crl.issuer != cert.issuer:
+                continue
+            used.add(source)
+            if not crl.is_signature_valid(issuer.public_key()):
+                warnings.append(f"CRL {source}: its signature does not verify against {short_name(issuer)}; ignored")
+                continue
+            if crl.next_update_utc is not None and crl.next_update_utc < at:
+                warnings.append(f"CRL {source}: past its next update ({_iso(crl.next_update_utc)}); used anyway")
+            revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+            if revoked is None:
+                continue
+            when = revoked.revocation_date_utc
+            if when > at:
+                warnings.append(f"{short_name(cert)} is revoked from {_iso(when)}, after the time checked")
+                continue
+            problems.append(Problem(
+                REVOKED, f"{short_name(cert)} (serial {cert.serial_number:x}) was revoked on {_iso(when)} "
+                         f"by {short_name(issuer)} (CRL {source})",
+                fix=f"issue a new certificate to replace {short_name(cert)}", cert=cert,
+                data={"revoked_at": _iso(when), "crl": str(source)}))
+    for source, crl in crls:
+        if source not in used:
+            warnings.append(f"CRL {source}: issued by {crl.issuer.rfc4514_string()}, which issued no certificate "
+                            "of this chain; not used")
+    return problems
+
+
+def sync_fix(verdict: Verdict, target: str, sources: dict[str, TrustSet], kinds: dict[str, str], purpose: str) -> None:
+    """Complete a missing-root problem with the `storesync sync` command that brings the root:
+    from a store that holds an anchor for the path's top, else from a file the user must get."""
+    problem = verdict.problems[0] if verdict.problems else None
+    if problem is None or problem.reason != MISSING_ROOT:
+        return
+    top = problem.cert
+    flag = "" if purpose == "server-auth" else f" --purpose {purpose}"
+    for spec, trust_set in sources.items():
+        if spec == target:
+            continue
+        view = store_view(trust_set, kinds[spec], purpose)
+        if any(c == top or _issued_by(top, c) for c in view.anchors):
+            problem.fix = f"storesync sync --mode add{flag} {spec} {target}"
+            problem.data["source"] = spec
+            return
+    name = top.subject if top.issuer == top.subject else top.issuer
+    problem.fix = (f"get the root certificate of {name.rfc4514_string()} and add it: "
+                   f"storesync sync --mode add{flag} pem:ROOT.pem {target}"
+                   + ("" if top.issuer == top.subject else "; if that issuer is an intermediate CA, pass it with --chain"))
+
+
+# --- list filters ---------------------------------------------------------------------------
+
+
+def expiry_filter(trust_set: TrustSet, expiring_days: int | None = None, expired: bool = False,
+                  at: datetime | None = None) -> TrustSet:
+    """The entries expired at `at` (`--expired`) and/or not yet expired but expiring within
+    `expiring_days` of it (`--expiring DAYS`); both: either. A certificate cryptography cannot
+    read has no known date and is never selected. Neither option: the set unchanged."""
+    if expiring_days is None and not expired:
+        return trust_set
+    at = at or datetime.now(timezone.utc)
+    horizon = at + timedelta(days=expiring_days) if expiring_days is not None else None
+    selected = []
+    for entry in trust_set.values():
+        end = entry.cert.not_after
+        if end is None:
+            continue
+        if (expired and end < at) or (horizon is not None and at <= end <= horizon):
+            selected.append(entry)
+    return TrustSet(selected)
