@@ -12,7 +12,7 @@ from storesync.model import DISTRUST, EMAIL, SERVER_AUTH, TRUSTED, Certificate, 
 from storesync.stores import open_store
 from storesync.stores.p7b import bundle, certificates_of
 
-from conftest import VECTORS, need, pem_of, run, vectors, with_serial
+from conftest import VECTORS, need, run, vectors, with_serial
 
 
 def write_via(spec: str, source: TrustSet, purpose: str = "any"):
@@ -108,3 +108,18 @@ def test_truncated_bundle_is_refused_and_nothing_written(tmp_path, root, interme
         write_via(f"p7b:{target}", open_store(f"p7b:{bad}").read())
     assert not target.exists()
     assert certificates_of(good) == [root.der, intermediate.der]
+
+
+def test_ber_bundle_with_indefinite_lengths(tmp_path, root, intermediate):
+    """Some tools write BER; cryptography reads it, and DER certificates inside come out the same."""
+    def indefinite(tag: int, content: bytes) -> bytes:
+        return bytes([tag, 0x80]) + content + b"\x00\x00"
+
+    signed = indefinite(0x30, der.encode(der.INTEGER, b"\x01") + der.encode(der.SET, b"")
+                        + der.encode(der.SEQUENCE, der.encode_oid("1.2.840.113549.1.7.1"))
+                        + indefinite(0xA0, root.der + intermediate.der) + der.encode(der.SET, b""))
+    path = tmp_path / "ber.p7b"
+    path.write_bytes(indefinite(0x30, der.encode_oid("1.2.840.113549.1.7.2") + indefinite(0xA0, signed)))
+    store = open_store(f"p7b:{path}")
+    assert [e.cert.der for e in store.read().values()] == [root.der, intermediate.der]
+    assert any("not DER" in w for w in store.warnings)

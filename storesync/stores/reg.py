@@ -353,6 +353,10 @@ class RegStore(FileStore):
             raise self.error(f"store={store} is not a store of trust anchors; use store=ROOT or store=AuthRoot")
         self.store = ANCHOR_STORES[store.lower()]
 
+    def notice(self) -> str | None:
+        where = "as an administrator" if self.hive == "HKEY_LOCAL_MACHINE" else "as the user"
+        return f"on Windows, apply it {where} with: reg import {self.path.name}"
+
     def location(self, store: str) -> str:
         return f"{self.hive}\\{self.base}\\{store}\\Certificates"
 

@@ -102,6 +102,10 @@ class SstStore(FileStore):
     def capabilities(self) -> Capabilities:
         return _DISTRUST_CAPS if self.role == wp.ROLE_DISTRUST else _ANCHOR_CAPS
 
+    def notice(self) -> str | None:
+        store = "Disallowed" if self.role == wp.ROLE_DISTRUST else "Root"
+        return f"on Windows, import it with: certutil -addstore {store} {self.path.name}"
+
     def parse(self, data: bytes) -> TrustSet:
         try:
             sst = read_sst(data)
