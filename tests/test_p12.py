@@ -14,7 +14,7 @@ from storesync.model import DISTRUST, Certificate, Entry, StoreError, TrustSet
 from storesync.stores import open_store, parse_spec
 from storesync.stores.p12 import java_trusted_cert_bag, load_pfx
 
-from conftest import need, run
+from conftest import SYSTEM_BUNDLE, need, run
 from test_jks import java_trusts, keytool, keytool_list, sync, trust_set
 
 NO_PASSWORD = ("-J-Dkeystore.pkcs12.certProtectionAlgorithm=NONE", "-J-Dkeystore.pkcs12.macAlgorithm=NONE")
@@ -311,4 +311,7 @@ def test_spec_detection(small_p12, tmp_path):
     path.write_bytes(small_p12)
     assert parse_spec(str(path)).kind == "p12"
     assert parse_spec(str(tmp_path / "new.pfx")).kind == "p12"
+    big = tmp_path / "big.bin"  # over 64 KiB: the outer length takes three bytes
+    sync(f"p12:{big}", open_store(f"pem:{SYSTEM_BUNDLE}").read())
+    assert big.stat().st_size > 65535 and parse_spec(str(big)).kind == "p12"
     assert parse_spec(str(tmp_path / "new.p12")).kind == "p12"

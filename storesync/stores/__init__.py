@@ -118,7 +118,8 @@ def sniff(head: bytes) -> str | None:
     if head[:1] == b"\x30":
         if b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02" in head[:32]:  # signedData OID
             return "p7b"
-        if b"\x02\x01\x03\x30" in head[:8]:  # PFX version 3
+        header = 2 + (head[1] & 0x7F if len(head) > 1 and head[1] > 0x80 else 0)
+        if head[header : header + 4] == b"\x02\x01\x03\x30":  # PFX version 3 (any length form)
             return "p12"
         return "pem"  # a single DER certificate
     return None
