@@ -255,16 +255,16 @@ def _issued_by(cert, issuer) -> bool:
         return False
 
 
-def _top(leaf, pool: list) -> Any:
-    """Follow issuers from the leaf through the certificates we have, as far as they go."""
-    current, seen = leaf, set()
-    while current.issuer != current.subject:
-        seen.add(id(current))
-        nxt = next((c for c in pool if id(c) not in seen and _issued_by(current, c)), None)
+def _links(leaf, pool: list) -> list:
+    """Follow issuers from the leaf through the certificates we have, as far as they go
+    (names and signatures only: this explains a refusal, it never accepts anything)."""
+    path = [leaf]
+    while path[-1].issuer != path[-1].subject:
+        nxt = next((c for c in pool if all(c is not p for p in path) and _issued_by(path[-1], c)), None)
         if nxt is None:
             break
-        current = nxt
-    return current
+        path.append(nxt)
+    return path
 
 
 def _key_id(cert) -> str | None:
@@ -314,12 +314,19 @@ def check_store(store: str, kind: str, trust_set: TrustSet, leaf, chain: list, p
     except VerificationError:
         relaxed = None
     if relaxed is None:
-        top = _top(leaf, intermediates)
-        if top.issuer == top.subject or not any(_issued_by(top, c) for c in view.all_anchors):
+        # No path even relaxed. Either no anchor issued the top of what we have (missing root), or
+        # no single time fits the whole path (a leaf older than its reissued intermediate): then
+        # the path by names and signatures says which dates are wrong.
+        linked = _links(leaf, intermediates + view.all_anchors)
+        top = linked[-1]
+        if not any(top == c for c in view.all_anchors):
             verdict.problems = [_missing_root(top, leaf)]
-        else:
+            return verdict
+        verdict.chain = linked
+        verdict.problems = _path_problems(linked, view, purpose, at, crls, verdict.warnings, strict=False)
+        if not verdict.problems:
             verdict.problems = [Problem(INVALID, f"no valid path: {verdict.verifier_error}", cert=leaf)]
-        return verdict
+        return _ordered(verdict)
     verdict.chain = relaxed
     verdict.problems = _path_problems(relaxed, view, purpose, at, crls, verdict.warnings, strict=False)
     if not verdict.problems:  # the strict verifier refused for a reason we do not name
