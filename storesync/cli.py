@@ -40,9 +40,9 @@ def open_and_read(spec: str, password_file: Optional[Path], must_exist: bool = T
     Only a sync target may not exist yet (it is created)."""
     from storesync.stores import open_store
 
-    options = {"password-file": str(password_file)} if password_file else {}
+    defaults = {"password-file": str(password_file)} if password_file else {}
     try:
-        store = open_store(spec, options)
+        store = open_store(spec, defaults)
         if must_exist and not store.exists():
             raise store.error("does not exist")
         trust_set = store.read()
@@ -146,10 +146,17 @@ def diff(
     raise typer.Exit(EXIT_DIFFERENT if different else EXIT_OK)
 
 
+CONFIG = typer.Option(None, "--config", help="Config file (default: $STORESYNC_CONFIG, then the user's and the site's storesync.toml).")
+STATE_DIR = typer.Option(None, "--state-dir", help="Where baselines, backups and locks live (default: $STORESYNC_STATE_DIR, then the user state dir).")
+
+
 @app.command()
 def sync(
-    source: str = typer.Argument(..., help="The store whose trust the targets take."),
-    targets: list[str] = typer.Argument(..., help="Stores to bring into agreement with the source."),
+    source: Optional[str] = typer.Argument(None, help="The store whose trust the targets take (none: run the config's profiles)."),
+    targets: Optional[list[str]] = typer.Argument(None, help="Stores to bring into agreement with the source."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Run only this profile of the config."),
+    config: Optional[Path] = CONFIG,
+    state_dir: Optional[Path] = STATE_DIR,
     mode: str = typer.Option("mirror", "--mode", help="mirror: targets hold exactly the source's anchors; add: never remove."),
     purpose: str = typer.Option(
         "server-auth", "--purpose",
@@ -160,52 +167,52 @@ def sync(
     as_json: bool = JSON,
     password_file: Optional[Path] = PASSWORD_FILE,
 ) -> None:
-    """Make each TARGET agree with SOURCE."""
-    from storesync.engine.plan import MIRROR, ADD, make_plan
-    from storesync.engine.policy import removal_guard
+    """Make each TARGET agree with SOURCE, or run the profiles of the config file."""
+    from storesync.config import Profile, StoreRef, load_config
+    from storesync.engine import run, state
 
-    if mode not in (MIRROR, ADD):
-        fail(f"--mode must be {MIRROR} or {ADD}, not {mode!r}")
-    _, wanted = open_and_read(source, password_file)
-    results, code = [], EXIT_OK
-    for spec in targets:
+    state.set_state_dir(state_dir)
+    defaults = {"purpose": purpose, **({"password-file": str(password_file)} if password_file else {})}
+    if source is not None:
+        if not targets:
+            fail("sync needs a SOURCE and at least one TARGET (or no store at all, to run the config's profiles)")
+        if mode not in ("mirror", "add"):
+            fail(f"--mode must be mirror or add, not {mode!r}")
+        profiles = [Profile(f"cli {source}", mode, [StoreRef(s) for s in (source, *targets)])]
+    else:
         try:
-            target, current = open_and_read(spec, password_file, must_exist=False)
-        except typer.Exit:
-            code = EXIT_ERROR  # reported; this target is skipped, the others go on
-            continue
-        plan = make_plan(wanted, current, target.capabilities, store=str(target.spec), mode=mode, purpose=purpose)
-        if not force:
-            plan.held_back = removal_guard(plan)
-        written = False
-        if plan.held_back:
-            code = max(code, EXIT_HELD)
-        elif not plan.empty and dry_run:
-            code = max(code, EXIT_DIFFERENT)
-        elif not plan.empty:
-            try:
-                target.write(plan)
-                written = True
-            except StoreError as exc:
-                print(f"storesync: {exc}", file=sys.stderr)
-                code = EXIT_ERROR
-            except PermissionError as exc:
-                print(f"storesync: {spec}: permission denied writing {exc.filename}", file=sys.stderr)
-                code = EXIT_ERROR
-        results.append((target, plan, written))
-    report(results, as_json, dry_run)
-    raise typer.Exit(code)
-
-
-def report(results, as_json: bool, dry_run: bool) -> None:
+            loaded = load_config(config)
+        except StoreError as exc:
+            fail(str(exc))
+        profiles = [p for name, p in loaded.profiles.items() if profile in (None, name)]
+        if not profiles:
+            where = loaded.path or "no config file found"
+            fail(f"no profile {profile!r} in {where}" if profile else f"no profiles to run ({where}); "
+                 "name a SOURCE and TARGETs, or write a config file (see the README)")
+    results = [run.run(p, dry_run=dry_run, force=force, defaults=defaults) for p in profiles]
     if as_json:
-        print(json.dumps({"dry_run": dry_run, "plans": [{**plan.to_json(), "written": written}
-                                                        for _, plan, written in results]}, indent=2))
-        return
+        data = [r.to_json() for r in results]
+        print(json.dumps(data[0] if source is not None else data, indent=2))
+    else:
+        for result in results:
+            report(result)
+    codes = {r.exit_code for r in results}
+    raise typer.Exit(next((c for c in (EXIT_ERROR, EXIT_HELD, EXIT_DIFFERENT) if c in codes), EXIT_OK))
+
+
+def report(result) -> None:
     # Plain print, not rich: a no-op sync should not pay for loading a console renderer.
-    for target, plan, written in results:
-        state = "held back" if plan.held_back else "written" if written else "not written" if not plan.empty else ""
-        print(f"{plan.store}: {plan.summary()}" + (f" ({state})" if state else ""))
+    if not result.profile.startswith("cli "):
+        print(f"profile {result.profile} ({result.mode})")
+    for outcome in result.outcomes:
+        if outcome.error:
+            print(f"storesync: {outcome.error}", file=sys.stderr)
+        plan = outcome.plan
+        if plan is None:
+            continue
+        state = ("held back" if plan.held_back else "written" if outcome.written
+                 else "not written" if not plan.empty else "")
+        print(f"{outcome.spec}: {plan.summary()}" + (f" ({state})" if state else ""))
         for entry in plan.adds:
             print(f"  + {entry.display_label}  {entry.sha256[:16]}")
         for entry in plan.removals:
@@ -216,8 +223,51 @@ def report(results, as_json: bool, dry_run: bool) -> None:
             print(f"  ! {loss.entry.display_label}: {loss.what}")
         if plan.held_back:
             print(f"  held back: {plan.held_back}; run again with --force if that is intended")
-        if written and target.notice():
-            print(f"  note: {target.notice()}")
+        if outcome.backup:
+            print(f"  backup: {outcome.backup} (storesync rollback {outcome.spec})")
+        if outcome.written and outcome.store.notice():
+            print(f"  note: {outcome.store.notice()}")
+    for conflict in result.conflicts:
+        print(f"  conflict: {conflict}")
+    if result.error:
+        print(f"storesync: {result.error}", file=sys.stderr)
+
+
+@app.command()
+def rollback(
+    store: str = typer.Argument(..., help="The store to put back."),
+    list_only: bool = typer.Option(False, "--list", help="List the backups of this store."),
+    to: Optional[str] = typer.Option(None, "--to", help="Backup id to restore (default: the newest)."),
+    state_dir: Optional[Path] = STATE_DIR,
+    as_json: bool = JSON,
+) -> None:
+    """Put a store back exactly as it was before storesync changed it."""
+    from storesync.engine import state
+    from storesync.stores import open_store
+
+    state.set_state_dir(state_dir)
+    try:
+        opened = open_store(store)
+        spec = opened.spec.key
+        if list_only:
+            backups = state.list_backups(spec)
+            if as_json:
+                print(json.dumps({"store": spec, "backups": backups}, indent=2))
+            elif not backups:
+                print(f"{spec}: no backups")
+            for b in [] if as_json else backups:
+                print(f"{b['id']}  {b['reason']}")
+            return
+        with state.lock(f"store {opened.path.resolve()}"):
+            backup_id, snapshot = state.load_backup(spec, to)
+            undo = state.save_backup(spec, opened.snapshot(), f"before rollback to {backup_id}")
+            opened.restore(snapshot)
+    except StoreError as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps({"store": spec, "restored": backup_id, "undo": undo}))
+    else:
+        print(f"{spec}: restored backup {backup_id} (the state before it is kept as {undo})")
 
 
 def main() -> None:

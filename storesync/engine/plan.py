@@ -88,7 +88,7 @@ def project(entry: Entry, caps: Capabilities, purpose: str = SERVER_AUTH) -> tup
     trusted = entry.trusted_purposes
     if purpose != "any" and purpose not in trusted:
         return None, f"trusted only for {', '.join(trusted)}: left out of this {purpose} store"
-    if set(trusted) != set(ANCHOR):
+    if purpose == "any" and set(trusted) != set(ANCHOR):
         loss = f"trusted only for {', '.join(trusted)}: trusted for every purpose here"
     return entry.replace(trust=dict(ANCHOR)), loss
 
@@ -138,15 +138,42 @@ def make_plan(
     return plan
 
 
-def compare(a: TrustSet, b: TrustSet) -> dict[str, list]:
-    """Certificates only in a, only in b, and those whose trust differs."""
-    return {
-        "only_a": [e for k, e in a.items() if k not in b],
-        "only_b": [e for k, e in b.items() if k not in a],
-        "trust_differs": [(e, b[k]) for k, e in a.items() if k in b and e.trust_key() != b[k].trust_key()],
-    }
+def lift(trust_set: TrustSet, caps: Capabilities, purpose: str = SERVER_AUTH) -> TrustSet:
+    """What a store says, in the model's terms: a store without per-purpose trust holds
+    anchors *for its purpose* (a TLS bundle says nothing about e-mail), so its anchors are
+    trusted for that purpose only; with purpose "any", for every purpose."""
+    if caps.purposes or purpose == "any":
+        return trust_set
+    return TrustSet(
+        e if e.distrusted else e.replace(trust={p: TRUSTED for p in purpose.split(",")})
+        for e in trust_set.values()
+    )
 
 
-def anchors_only(trust_set: TrustSet) -> TrustSet:
-    """Entries trusted for at least one purpose (distrust records left out)."""
-    return TrustSet(e for e in trust_set.values() if TRUSTED in e.trust.values())
+def _status(entry: Entry, purposes: set[str] | None) -> tuple | None:
+    """An entry reduced to what two stores of different capabilities can both say."""
+    if purposes is None:
+        return entry.trust_key()
+    if entry.distrusted:
+        return ("distrusted",)
+    return ("trusted",) if purposes & set(entry.trusted_purposes) or "any" in purposes else None
+
+
+def compare(a: TrustSet, b: TrustSet, caps_a: Capabilities | None = None, caps_b: Capabilities | None = None,
+            purpose_a: str = SERVER_AUTH, purpose_b: str = SERVER_AUTH) -> dict[str, list]:
+    """Certificates only in a, only in b, and those whose trust differs, within what both
+    stores can express (a TLS bundle and an NSS database agree on an anchor that NSS also
+    trusts for e-mail: the bundle cannot say e-mail)."""
+    caps_a, caps_b = caps_a or Capabilities(purposes=True, distrust=True), caps_b or Capabilities(purposes=True, distrust=True)
+    a, b = lift(a, caps_a, purpose_a), lift(b, caps_b, purpose_b)
+    if not (caps_a.distrust_after and caps_b.distrust_after):
+        a, b = (TrustSet(e.replace(distrust_after={}) for e in s.values()) for s in (a, b))
+    if caps_a.purposes and caps_b.purposes:
+        common = None
+    else:
+        common = {p for caps, purpose in ((caps_a, purpose_a), (caps_b, purpose_b)) if not caps.purposes
+                  for p in purpose.split(",")}
+    only_a = [e for k, e in a.items() if k not in b and project(e, caps_b, purpose_b)[0] is not None]
+    only_b = [e for k, e in b.items() if k not in a and project(e, caps_a, purpose_a)[0] is not None]
+    differs = [(e, b[k]) for k, e in a.items() if k in b and _status(e, common) != _status(b[k], common)]
+    return {"only_a": only_a, "only_b": only_b, "trust_differs": differs}

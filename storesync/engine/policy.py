@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from storesync.engine.plan import Plan
+from datetime import datetime, timezone
+
+from storesync.engine.plan import Loss, Plan
+from storesync.model import TRUSTED, TrustSet
 
 DEFAULT_REMOVAL_SHARE = 0.10
 
@@ -21,3 +24,40 @@ def removal_guard(plan: Plan, share: float = DEFAULT_REMOVAL_SHARE) -> str | Non
     if gone > max(1, share * have):
         return f"would remove {gone} of {have} certificates (more than {share:.0%})"
     return None
+
+
+def select(trust_set: TrustSet, purposes: tuple[str, ...] = (), drop_expired: bool = False) -> TrustSet:
+    """A profile's filters: only anchors for `purposes` (trust narrowed to them; distrust is
+    always kept), and without expired certificates if asked."""
+    if not purposes and not drop_expired:
+        return trust_set
+    now = datetime.now(timezone.utc)
+    kept = []
+    for entry in trust_set.values():
+        if drop_expired and not entry.distrusted and entry.cert.not_after and entry.cert.not_after < now:
+            continue
+        if purposes and not entry.distrusted:
+            trust = {p: s for p, s in entry.trust.items() if p in purposes and s == TRUSTED}
+            if not trust:
+                continue
+            entry = entry.replace(trust=trust)
+        kept.append(entry)
+    return TrustSet(kept)
+
+
+def refuse_non_ca(plan: Plan) -> None:
+    """Never add trust in a certificate that is not a CA (a leaf or a server's own
+    certificate pasted into a bundle): such adds and trust changes are dropped from the plan."""
+    refused = {e.sha256 for e in plan.adds if not e.distrusted and not e.cert.is_ca}
+    refused |= {after.sha256 for _, after in plan.changes if not after.distrusted and not after.cert.is_ca}
+    if not refused:
+        return
+    for entry in [*plan.adds, *(after for _, after in plan.changes)]:
+        if entry.sha256 in refused:
+            plan.losses.append(Loss(entry, "not a CA certificate: refused (ca_only)"))
+    plan.adds = [e for e in plan.adds if e.sha256 not in refused]
+    kept_before = {before.sha256: before for before, after in plan.changes if after.sha256 in refused}
+    plan.changes = [(b, a) for b, a in plan.changes if a.sha256 not in refused]
+    plan.desired = TrustSet(
+        kept_before.get(e.sha256, e) for e in plan.desired.values() if e.sha256 not in refused or e.sha256 in kept_before
+    )

@@ -42,7 +42,13 @@ EXTENSIONS = {
 class StoreSpec:
     kind: str
     path: Path
-    options: dict[str, str] = field(default_factory=dict, compare=False)
+    options: dict[str, str] = field(default_factory=dict, compare=False)  # from the spec text
+    defaults: dict[str, str] = field(default_factory=dict, compare=False)  # from the command or profile
+
+    @property
+    def key(self) -> str:
+        """The store's identity for backups and locks: kind and absolute path."""
+        return f"{self.kind}:{self.path.absolute()}"
 
     def __str__(self) -> str:
         query = "&".join(f"{k}={v}" for k, v in self.options.items())
@@ -60,8 +66,9 @@ class Capabilities:
     writable: bool = True
 
 
-def parse_spec(text: str, options: dict[str, str] | None = None) -> StoreSpec:
-    """`kind:path[?opts]` or a bare path; raises StoreError for an unknown kind."""
+def parse_spec(text: str, defaults: dict[str, str] | None = None) -> StoreSpec:
+    """`kind:path[?opts]` or a bare path; raises StoreError for an unknown kind.
+    `defaults` are options the spec text does not set itself."""
     kind = None
     head, sep, rest = text.partition(":")
     if sep and (head in KINDS or head in ALIASES):
@@ -75,7 +82,7 @@ def parse_spec(text: str, options: dict[str, str] | None = None) -> StoreSpec:
     path = Path(os.path.expanduser(text))
     if kind is None:
         kind = detect_kind(path)
-    return StoreSpec(kind, path, {**(options or {}), **query})
+    return StoreSpec(kind, path, query, dict(defaults or {}))
 
 
 def detect_kind(path: Path) -> str:
@@ -136,9 +143,9 @@ def store_class(kind: str) -> type["Store"]:
     return getattr(module, class_name)
 
 
-def open_store(spec: "StoreSpec | str", options: dict[str, str] | None = None) -> "Store":
+def open_store(spec: "StoreSpec | str", defaults: dict[str, str] | None = None) -> "Store":
     if isinstance(spec, str):
-        spec = parse_spec(spec, options)
+        spec = parse_spec(spec, defaults)
     return store_class(spec.kind)(spec)
 
 
@@ -156,8 +163,13 @@ class Store:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec}>"
 
+    @property
+    def purpose(self) -> str:
+        """What a store without per-purpose trust is for: its anchors are trusted for this."""
+        return self.option("purpose", "server-auth")
+
     def option(self, name: str, default: str | None = None) -> str | None:
-        return self.spec.options.get(name, default)
+        return self.spec.options.get(name, self.spec.defaults.get(name, default))
 
     def error(self, what: str, path: Path | None = None) -> StoreError:
         return StoreError(f"{self.spec.kind} store {path or self.path}: {what}")

@@ -1,0 +1,174 @@
+"""The config file: named profiles of stores.
+
+    [profile.web]
+    mode = "mirror"                                   # one source, many targets
+    source = "pem:/etc/ssl/certs/ca-certificates.crt"
+    targets = ["nss:/etc/pki/nssdb", { spec = "sst:/srv/export/roots.sst", purpose = "any" }]
+
+    [profile.desktop]
+    mode = "merge"                                    # N-way: a change in any store reaches all
+    stores = ["pem:/usr/local/share/ca-certificates/corp.crt", "nss:~/.pki/nssdb"]
+
+A store is a spec string, or a table with `spec` and store options (`password-file`,
+`links`, `format`, `purpose`, `role`, ...). Profile keys: `purposes` (keep only anchors for
+these), `ca_only` (default true), `drop_expired` (default false), `max_removal_share`
+(default 0.10), `allow_escalation` (default false), `debounce_ms` and `rescan_s` (daemon).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from storesync.model import PURPOSES, StoreError
+
+MODES = ("mirror", "merge")
+PROFILE_KEYS = {
+    "mode", "source", "targets", "stores", "purposes", "ca_only", "drop_expired",
+    "max_removal_share", "allow_escalation", "debounce_ms", "rescan_s",
+}
+
+
+class ConfigError(StoreError):
+    """The config file is wrong; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class StoreRef:
+    spec: str
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    mode: str
+    stores: list[StoreRef]  # mirror: the source first, then the targets
+    purposes: tuple[str, ...] = ()
+    ca_only: bool = True
+    drop_expired: bool = False
+    max_removal_share: float = 0.10
+    allow_escalation: bool = False
+    debounce_ms: int = 300
+    rescan_s: int = 600
+
+    @property
+    def source(self) -> StoreRef | None:
+        return self.stores[0] if self.mode == "mirror" else None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    profiles: dict[str, Profile]
+
+
+def config_path(explicit: str | os.PathLike | None = None) -> Path | None:
+    """--config, else $STORESYNC_CONFIG, else the user's, else the site's storesync.toml."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get("STORESYNC_CONFIG"):
+        return Path(os.environ["STORESYNC_CONFIG"]).expanduser()
+    import platformdirs
+
+    for directory in (platformdirs.user_config_dir("storesync"), platformdirs.site_config_dir("storesync")):
+        candidate = Path(directory) / "storesync.toml"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def load_config(explicit: str | os.PathLike | None = None) -> Config:
+    path = config_path(explicit)
+    if path is None:
+        return Config(None, {})
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit or os.environ.get("STORESYNC_CONFIG"):
+            raise ConfigError(f"config {path}: does not exist") from None
+        return Config(None, {})
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config {path}: cannot read it ({exc})") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path | None = None) -> Config:
+    import tomllib
+
+    where = f"config {path}" if path else "config"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+    def error(what: str, needle: str) -> ConfigError:
+        match = re.search(re.escape(needle), text)
+        line = f" line {text.count(chr(10), 0, match.start()) + 1}" if match else ""
+        return ConfigError(f"{where}{line}: {what}")
+
+    unknown = set(data) - {"profile"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise error(f"unknown section or key {key!r} (profiles are [profile.NAME])", key)
+    profiles = {}
+    for name, table in data.get("profile", {}).items():
+        if not isinstance(table, dict):
+            raise error(f"profile {name!r} must be a table [profile.{name}]", name)
+        profiles[name] = _profile(name, table, error)
+    return Config(path, profiles)
+
+
+def _profile(name: str, table: dict, error) -> Profile:
+    for key in table:
+        if key not in PROFILE_KEYS:
+            raise error(f"profile {name!r}: unknown key {key!r} (known: {', '.join(sorted(PROFILE_KEYS))})", key)
+    mode = table.get("mode", "mirror")
+    if mode not in MODES:
+        raise error(f"profile {name!r}: mode must be \"mirror\" or \"merge\", not {mode!r}", f"{mode}")
+    if mode == "mirror":
+        if "source" not in table or "targets" not in table:
+            raise error(f"profile {name!r}: a mirror profile needs `source` and `targets`", f"[profile.{name}]")
+        refs = [table["source"], *_list(table["targets"], name, "targets", error)]
+    else:
+        if "stores" not in table:
+            raise error(f"profile {name!r}: a merge profile needs `stores`", f"[profile.{name}]")
+        refs = _list(table["stores"], name, "stores", error)
+        if len(refs) < 2:
+            raise error(f"profile {name!r}: a merge needs at least two stores", "stores")
+    purposes = tuple(table.get("purposes", ()))
+    for purpose in purposes:
+        if purpose not in PURPOSES and not re.fullmatch(r"[0-9]+(\.[0-9]+)+", str(purpose)):
+            raise error(f"profile {name!r}: unknown purpose {purpose!r}", str(purpose))
+    share = table.get("max_removal_share", 0.10)
+    if not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise error(f"profile {name!r}: max_removal_share must be a number from 0 to 1", "max_removal_share")
+    for key in ("ca_only", "drop_expired", "allow_escalation"):
+        if not isinstance(table.get(key, False), bool):
+            raise error(f"profile {name!r}: {key} must be true or false", key)
+    for key in ("debounce_ms", "rescan_s"):
+        if not isinstance(table.get(key, 1), int) or table.get(key, 1) < 0:
+            raise error(f"profile {name!r}: {key} must be a whole number", key)
+    return Profile(
+        name=name, mode=mode, stores=[_store_ref(r, name, error) for r in refs], purposes=purposes,
+        ca_only=table.get("ca_only", True), drop_expired=table.get("drop_expired", False),
+        max_removal_share=float(share), allow_escalation=table.get("allow_escalation", False),
+        debounce_ms=table.get("debounce_ms", 300), rescan_s=table.get("rescan_s", 600),
+    )
+
+
+def _list(value, name, key, error) -> list:
+    if not isinstance(value, list):
+        raise error(f"profile {name!r}: `{key}` must be a list of stores", key)
+    return value
+
+
+def _store_ref(value, name, error) -> StoreRef:
+    if isinstance(value, str):
+        return StoreRef(value)
+    if isinstance(value, dict) and isinstance(value.get("spec"), str):
+        options = {k: str(v) for k, v in value.items() if k != "spec"}
+        return StoreRef(value["spec"], options)
+    raise error(f"profile {name!r}: a store is a spec string or a table with `spec`", "spec")

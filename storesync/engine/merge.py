@@ -1,0 +1,131 @@
+"""Three-way merge of N stores against the last agreed baseline.
+
+Each store's delta against the baseline (as that store can express it) is computed; the
+union of the deltas is applied to the baseline. Conflicts are settled deterministically:
+distrust beats trust, a removal beats a store that did not change, and a removal in one
+store against a trust change in another is reported and left as it was. The first run (no
+baseline) takes the union and never deletes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from storesync.engine.plan import lift, project
+from storesync.model import DISTRUSTED, TRUSTED, Entry, TrustSet
+from storesync.stores import Capabilities
+
+
+@dataclass(frozen=True)
+class View:
+    """One store as the merge sees it: what it holds (lifted), what it can say, and
+    whether its additions may reach the other stores (the trust-escalation guard)."""
+
+    name: str
+    current: TrustSet
+    caps: Capabilities
+    purpose: str = "server-auth"
+    may_escalate: bool = True
+
+
+@dataclass
+class MergeResult:
+    merged: TrustSet
+    conflicts: list[str] = field(default_factory=list)
+    held: dict[str, list[Entry]] = field(default_factory=dict)  # store -> its own additions kept home
+
+    def desired_for(self, view: View) -> TrustSet:
+        """The merged set, plus the store's own additions the escalation guard kept home."""
+        return TrustSet([*self.merged.values(), *self.held.get(view.name, [])])
+
+
+def combine(opinions: list[tuple[Entry, Capabilities]]) -> Entry:
+    """One entry from several stores' opinions of one certificate. Distrust wins per purpose;
+    trust comes from the stores that can say purposes when any holds the certificate;
+    the earliest distrust-after date wins."""
+    precise = [e for e, caps in opinions if caps.purposes] or [e for e, _ in opinions]
+    trust: dict[str, str] = {}
+    for entry in precise:
+        for purpose, state in entry.trust.items():
+            if state == TRUSTED:
+                trust.setdefault(purpose, TRUSTED)
+    for entry, _ in opinions:
+        for purpose, state in entry.trust.items():
+            if state == DISTRUSTED:
+                trust[purpose] = DISTRUSTED
+    after: dict[str, datetime] = {}
+    for entry, _ in opinions:
+        for purpose, date in entry.distrust_after.items():
+            after[purpose] = min(date, after.get(purpose, date))
+    first = opinions[0][0]
+    label = next((e.label for e, _ in opinions if e.label), None)
+    extras: dict = {}
+    for entry, _ in opinions:
+        extras = {**entry.extras, **extras}
+    return first.replace(trust=trust, distrust_after=after, label=label, extras=extras)
+
+
+def merge(baseline: TrustSet | None, views: list[View]) -> MergeResult:
+    baseline = baseline if baseline is not None else TrustSet()  # first run: all is added
+    result = MergeResult(merged=TrustSet())
+    added: dict[str, list[tuple[Entry, Capabilities]]] = {}
+    changed: dict[str, list[tuple[Entry, Capabilities]]] = {}
+    removed: dict[str, list[str]] = {}
+    distrusts: list[tuple[Entry, Capabilities]] = []
+    for view in views:
+        current = lift(view.current, view.caps, view.purpose)
+        expected = _as_seen_by(baseline, view)
+        for sha, entry in current.items():
+            if entry.distrusted:
+                distrusts.append((entry, view.caps))
+            if sha in expected and entry.trust_key() == expected[sha].trust_key():
+                continue
+            if not view.may_escalate and (sha not in baseline or _raises_trust(baseline[sha], entry)):
+                if sha not in baseline:
+                    result.held.setdefault(view.name, []).append(view.current[sha])
+                result.conflicts.append(
+                    f"{entry.display_label}: trust added in {view.name} held back (that store may not "
+                    "add trust to the others; allow_escalation = true in the profile permits it)"
+                )
+                continue
+            (changed if sha in baseline else added).setdefault(sha, []).append((entry, view.caps))
+        for sha in expected.keys() - current.keys():
+            removed.setdefault(sha, []).append(view.name)
+
+    merged: dict[str, Entry] = {}
+    for sha, entry in baseline.items():
+        if sha in changed:
+            change = combine(changed[sha])
+            if sha in removed and not change.distrusted:
+                result.conflicts.append(
+                    f"{entry.display_label}: removed in {', '.join(removed[sha])} but its trust changed "
+                    "elsewhere; left as it was"
+                )
+                change = entry
+            merged[sha] = change
+        elif sha not in removed:
+            merged[sha] = entry
+    for sha in sorted(added):
+        merged[sha] = combine(added[sha])
+    # Distrust wins: whatever any store distrusts now is distrusted in the result, even where
+    # another store removed or re-trusted it (removing a distrust record would let a built-in
+    # root back in).
+    for entry, caps in distrusts:
+        have = merged.get(entry.sha256)
+        merged[entry.sha256] = combine([(entry, caps), *([(have, Capabilities(purposes=True))] if have else [])])
+    result.merged = TrustSet(merged.values())
+    return result
+
+
+def _as_seen_by(baseline: TrustSet, view: View) -> dict[str, Entry]:
+    """The baseline as this store would hold it, in the model's terms."""
+    shown = [e for e in (project(entry, view.caps, view.purpose)[0] for entry in baseline.values()) if e]
+    return dict(lift(TrustSet(shown), view.caps, view.purpose))
+
+
+def _raises_trust(before: Entry, after: Entry) -> bool:
+    """Does `after` trust something `before` did not (or un-distrust something)?"""
+    return any(after.trust.get(p) == TRUSTED and before.trust.get(p) != TRUSTED for p in after.trust) or any(
+        before.trust.get(p) == DISTRUSTED and after.trust.get(p) != DISTRUSTED for p in before.trust
+    )

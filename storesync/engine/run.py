@@ -1,0 +1,218 @@
+"""Running a profile: read every store, plan every target, guard, then write as one
+transaction (backups first; re-read and compare after; put everything back if any fails).
+"""
+
+from __future__ import annotations
+
+import stat
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from storesync.config import Profile, StoreRef
+from storesync.engine import policy, state
+from storesync.engine.merge import View, merge
+from storesync.engine.plan import ADD, MIRROR, Plan, compare, lift, make_plan
+from storesync.model import StoreError, TrustSet
+from storesync.stores import Store, open_store
+
+EXIT_OK, EXIT_PENDING, EXIT_ERROR, EXIT_HELD = 0, 1, 2, 3
+
+
+@dataclass
+class Outcome:
+    """What happened to one store of a run."""
+
+    spec: str
+    role: str  # source, target, or store (merge)
+    store: Store | None = None
+    current: TrustSet | None = None
+    plan: Plan | None = None
+    error: str | None = None
+    written: bool = False
+    backup: str | None = None
+
+    def to_json(self) -> dict:
+        data = {"store": self.spec, "role": self.role, "written": self.written}
+        if self.plan is not None:
+            data.update(self.plan.to_json())
+            data["store"] = self.spec
+        if self.error:
+            data["error"] = self.error
+        if self.backup:
+            data["backup"] = self.backup
+        return data
+
+
+@dataclass
+class Result:
+    profile: str
+    mode: str
+    dry_run: bool
+    outcomes: list[Outcome] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    error: str | None = None
+    rolled_back: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.error or any(o.error for o in self.outcomes):
+            return EXIT_ERROR
+        plans = [o.plan for o in self.outcomes if o.plan is not None]
+        if any(p.held_back for p in plans):
+            return EXIT_HELD
+        if self.dry_run and any(not p.empty for p in plans):
+            return EXIT_PENDING
+        return EXIT_OK
+
+    @property
+    def changed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.written]
+
+    def to_json(self) -> dict:
+        return {
+            "profile": self.profile, "mode": self.mode, "dry_run": self.dry_run,
+            "error": self.error, "rolled_back": self.rolled_back, "conflicts": self.conflicts,
+            "plans": [o.to_json() for o in self.outcomes], "exit_code": self.exit_code,
+        }
+
+
+def run(profile: Profile, *, dry_run: bool = False, force: bool = False,
+        defaults: dict[str, str] | None = None, lock_timeout: float = 10.0) -> Result:
+    result = Result(profile.name, profile.mode, dry_run)
+    roles = ["source", *["target"] * (len(profile.stores) - 1)] if profile.mode != "merge" else None
+    for n, ref in enumerate(profile.stores):
+        result.outcomes.append(_open(ref, roles[n] if roles else "store", defaults or {}))
+    try:
+        with ExitStack() as locks:
+            locks.enter_context(state.lock(f"profile {profile.name}", lock_timeout))
+            for path in sorted({str(o.store.path.resolve()) for o in result.outcomes if o.store}):
+                locks.enter_context(state.lock(f"store {path}", lock_timeout))  # same name as rollback's
+            _run_locked(profile, result, force)
+    except StoreError as exc:
+        result.error = str(exc)
+    return result
+
+
+def _open(ref: StoreRef, role: str, defaults: dict[str, str]) -> Outcome:
+    outcome = Outcome(ref.spec, role)
+    try:
+        outcome.store = open_store(ref.spec, {**defaults, **ref.options})
+        outcome.spec = str(outcome.store.spec)
+    except StoreError as exc:
+        outcome.error = str(exc)
+    return outcome
+
+
+def _read(outcome: Outcome) -> None:
+    try:
+        outcome.current = outcome.store.read()
+    except StoreError as exc:
+        outcome.error = str(exc)
+    except OSError as exc:
+        outcome.error = f"{outcome.spec}: cannot read it ({exc.strerror or exc})"
+
+
+def _run_locked(profile: Profile, result: Result, force: bool) -> None:
+    for outcome in result.outcomes:
+        if outcome.store is not None:
+            _read(outcome)
+    readable = [o for o in result.outcomes if o.current is not None]
+    if profile.mode == "merge":
+        baseline = state.load_baseline(profile.name)
+        views = [View(o.spec, o.current, o.store.capabilities, o.store.purpose,
+                      may_escalate=profile.allow_escalation or _may_escalate(o, readable)) for o in readable]
+        merged = merge(baseline, views)
+        result.conflicts += merged.conflicts
+        for outcome, view in zip(readable, views):
+            outcome.plan = _plan(profile, merged.desired_for(view), outcome, MIRROR)
+        if not force:
+            _guard(profile, readable)
+            if any(o.plan.held_back for o in readable):  # a merge is applied whole or not at all
+                for o in readable:
+                    o.plan.held_back = o.plan.held_back or "another store of this merge was held back"
+    else:
+        source = result.outcomes[0]
+        if source.current is None:
+            result.error = f"source unreadable, nothing written: {source.error}"
+            source.error = None
+            return
+        wanted = lift(source.current, source.store.capabilities, source.store.purpose)
+        for outcome in readable[1:] if readable and readable[0] is source else readable:
+            outcome.plan = _plan(profile, wanted, outcome, ADD if profile.mode == ADD else MIRROR)
+        if not force:
+            _guard(profile, [o for o in readable if o is not source])
+    if result.dry_run:
+        return
+    _apply(result)
+    if profile.mode == "merge" and not result.error and len(readable) == len(result.outcomes):
+        if not any(o.error or o.plan.held_back for o in readable):
+            state.save_baseline(profile.name, merged.merged)
+
+
+def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str) -> Plan:
+    store = outcome.store
+    wanted = policy.select(wanted, profile.purposes, profile.drop_expired)
+    plan = make_plan(wanted, outcome.current, store.capabilities, store=outcome.spec, mode=mode, purpose=store.purpose)
+    if profile.ca_only:
+        policy.refuse_non_ca(plan)
+    return plan
+
+
+def _guard(profile: Profile, outcomes: list[Outcome]) -> None:
+    for outcome in outcomes:
+        outcome.plan.held_back = policy.removal_guard(outcome.plan, profile.max_removal_share)
+
+
+def _apply(result: Result) -> None:
+    """Write every changed store; if any write or check fails, restore the ones written."""
+    done: list[tuple[Outcome, dict]] = []
+    try:
+        for outcome in result.outcomes:
+            plan = outcome.plan
+            if plan is None or plan.empty or plan.held_back or outcome.error:
+                continue
+            snapshot = outcome.store.snapshot()
+            outcome.backup = state.save_backup(outcome.store.spec.key, snapshot, f"before sync of {result.profile}")
+            done.append((outcome, snapshot))
+            outcome.store.write(plan)
+            outcome.written = True
+            _check_written(outcome)
+    except (StoreError, OSError) as exc:
+        failed = done[-1][0] if done else None
+        message = str(exc) if isinstance(exc, StoreError) else f"{failed.spec if failed else ''}: {exc}"
+        for outcome, snapshot in reversed(done):
+            try:
+                outcome.store.restore(snapshot)
+                result.rolled_back.append(outcome.spec)
+            except Exception as undo:  # noqa: BLE001 - report, keep restoring the others
+                message += f"; and restoring {outcome.spec} failed too ({undo}): `storesync rollback {outcome.spec}`"
+            outcome.written = False
+        result.error = f"{message}; every store was put back as it was" if result.rolled_back else message
+
+
+def _check_written(outcome: Outcome) -> None:
+    """Read the store again, fresh, and make sure it says what the plan wanted."""
+    again = open_store(outcome.store.spec).read()
+    caps = outcome.store.capabilities
+    diff = compare(outcome.plan.desired, again, caps, caps, outcome.store.purpose, outcome.store.purpose)
+    if any(diff.values()):
+        raise StoreError(f"{outcome.spec}: written, but reading it back does not give the planned set")
+
+
+def _owner(store: Store) -> tuple[int, bool]:
+    """(owner uid, writable by anyone) of a store, or of the folder it will be created in."""
+    path = Path(store.path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    st = path.stat()
+    return st.st_uid, bool(st.st_mode & stat.S_IWOTH) and not (st.st_mode & stat.S_ISVTX)
+
+
+def _may_escalate(outcome: Outcome, others: list[Outcome]) -> bool:
+    """A store may add trust to the others only if whoever can write it could write them."""
+    uid, anyone = _owner(outcome.store)
+    if anyone:
+        return False
+    return all(uid in (0, _owner(o.store)[0]) for o in others if o is not outcome)
+

@@ -1,0 +1,174 @@
+"""What storesync keeps between runs: baselines, backups and locks, under the state dir.
+
+State dir: --state-dir, else $STORESYNC_STATE_DIR, else platformdirs' user state dir
+(the shipped systemd unit points it at /var/lib/storesync).
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from storesync.model import Certificate, Entry, StoreError, TrustSet
+from storesync.stores import atomic_write
+
+BACKUPS_KEPT = 10
+_override: Path | None = None
+
+
+def set_state_dir(path: str | os.PathLike | None) -> None:
+    global _override
+    _override = Path(path).expanduser() if path else None
+
+
+def state_dir() -> Path:
+    if _override:
+        return _override
+    if os.environ.get("STORESYNC_STATE_DIR"):
+        return Path(os.environ["STORESYNC_STATE_DIR"]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("storesync"))
+
+
+def _key(text: str) -> str:
+    """A file name for a store or profile: readable, and unique by a hash of the full text."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", text)[-60:].strip("_")
+    return f"{readable}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+# --- baselines: the last trust set a merge profile agreed on ------------------------------
+
+
+def _entry_json(entry: Entry) -> dict:
+    return {
+        "der": base64.b64encode(entry.cert.der).decode(),
+        "trust": dict(entry.trust),
+        "label": entry.label,
+        "distrust_after": {p: d.isoformat() for p, d in entry.distrust_after.items()},
+    }
+
+
+def _entry_from_json(data: dict) -> Entry:
+    return Entry(
+        Certificate(base64.b64decode(data["der"])),
+        trust=data["trust"],
+        label=data.get("label"),
+        distrust_after={p: datetime.fromisoformat(d) for p, d in data.get("distrust_after", {}).items()},
+    )
+
+
+def baseline_path(profile: str) -> Path:
+    return state_dir() / "baselines" / f"{_key(profile)}.json"
+
+
+def load_baseline(profile: str) -> TrustSet | None:
+    path = baseline_path(profile)
+    try:
+        data = json.loads(path.read_text())
+        return TrustSet(_entry_from_json(e) for e in data["entries"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"baseline {path}: unreadable ({exc}); delete it to start the profile afresh") from None
+
+
+def save_baseline(profile: str, trust_set: TrustSet) -> None:
+    data = {"profile": profile, "entries": [_entry_json(e) for e in trust_set.values()]}
+    atomic_write(baseline_path(profile), json.dumps(data, indent=1).encode(), mode=0o600)
+
+
+# --- backups: the exact bytes of a store before storesync changed it ------------------------
+
+
+def backup_dir(spec: str) -> Path:
+    return state_dir() / "backups" / _key(spec)
+
+
+def save_backup(spec: str, snapshot: dict[str, bytes | str | None], reason: str) -> str:
+    """Keep `snapshot` (path -> bytes, link target, or None = absent); returns the backup id."""
+    root = backup_dir(spec)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    backup_id = stamp
+    files = {}
+    for path, value in snapshot.items():
+        if value is None:
+            files[path] = {"absent": True}
+        elif isinstance(value, str):
+            files[path] = {"link": value}
+        else:
+            files[path] = {"data": base64.b64encode(value).decode()}
+    meta = {"id": backup_id, "spec": spec, "created": stamp, "reason": reason, "files": files}
+    atomic_write(root / f"{backup_id}.json", json.dumps(meta).encode(), mode=0o600)
+    for old in list_backups(spec)[BACKUPS_KEPT:]:
+        (root / f"{old['id']}.json").unlink(missing_ok=True)
+    return backup_id
+
+
+def list_backups(spec: str) -> list[dict]:
+    """Backups of a store, newest first (without their data)."""
+    root = backup_dir(spec)
+    out = []
+    for path in sorted(root.glob("*.json"), reverse=True):
+        try:
+            meta = json.loads(path.read_text())
+        except ValueError:
+            continue
+        out.append({"id": meta["id"], "created": meta["created"], "reason": meta.get("reason", ""),
+                    "files": len(meta["files"])})
+    return out
+
+
+def load_backup(spec: str, backup_id: str | None = None) -> tuple[str, dict[str, bytes | str | None]]:
+    backups = list_backups(spec)
+    if not backups:
+        raise StoreError(f"{spec}: no backups in {backup_dir(spec)}")
+    chosen = backup_id or backups[0]["id"]
+    path = backup_dir(spec) / f"{chosen}.json"
+    if not path.exists():
+        raise StoreError(f"{spec}: no backup {chosen!r}; `storesync rollback {spec} --list` shows them")
+    meta = json.loads(path.read_text())
+    snapshot: dict[str, bytes | str | None] = {}
+    for name, item in meta["files"].items():
+        snapshot[name] = None if item.get("absent") else item["link"] if "link" in item else base64.b64decode(item["data"])
+    return chosen, snapshot
+
+
+# --- locks ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def lock(name: str, timeout: float = 10.0) -> Iterator[None]:
+    """An exclusive lock shared by the CLI and the daemon; waits up to `timeout` seconds,
+    then says who holds it."""
+    path = state_dir() / "locks" / f"{_key(name)}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                    raise StoreError(f"{name} is locked by {holder}; try again when it has finished") from None
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv[:3])})".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
