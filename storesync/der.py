@@ -141,7 +141,9 @@ def cert_fields(der: bytes) -> CertFields:
     cert = read(der)
     if cert.tag != SEQUENCE:
         raise DERError("not a certificate: no outer SEQUENCE")
-    tbs = next(cert.children())
+    tbs = next(cert.children(), None)
+    if tbs is None or tbs.tag != SEQUENCE:
+        raise DERError("not a certificate: no TBSCertificate")
     fields = list(tbs.children())
     if fields and fields[0].tag == 0xA0:  # explicit [0] version
         fields = fields[1:]

@@ -316,6 +316,17 @@ def test_huge_certificate_length_is_refused(small_jks, tmp_path):
         _read(tmp_path, _with_hash(data))
 
 
+@pytest.mark.parametrize("body", [b"\x30\x00", b"\x30\x02\x04\x00", b"garbage"])
+def test_an_entry_that_is_not_a_certificate_is_kept_not_read(tmp_path, body):
+    from storesync.stores.jks import render_jks, trusted_record
+
+    data = render_jks(2, [trusted_record("odd", body)], "changeit")
+    path = tmp_path / "odd.jks"
+    path.write_bytes(data)
+    store = open_store(str(path))
+    assert len(store.read()) == 0 and "'odd' is not a certificate" in store.warnings[0]
+
+
 def test_every_truncation_fails_cleanly(small_jks, tmp_path):
     for cut in range(0, len(small_jks), 7):
         with pytest.raises(StoreError):
