@@ -124,7 +124,7 @@ def diff(
 
     a, set_a = open_and_read(store_a, password_file)
     b, set_b = open_and_read(store_b, password_file)
-    result = compare(set_a, set_b)
+    result = compare(set_a, set_b, a.capabilities, b.capabilities, a.purpose, b.purpose)
     different = any(result.values())
     if as_json:
         print(json.dumps({

@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -117,7 +119,9 @@ def test_unreadable_source_is_a_clear_error(stores, tmp_path):
     if os.geteuid() == 0:  # root reads anything: drop to nobody, as an ordinary admin account would be
         command = [shutil.which("setpriv"), "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command]
         os.chmod(sys.prefix, 0o755)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    state = Path(tempfile.mkdtemp(prefix="storesync-state-"))  # reachable by nobody, unlike tmp_path
+    os.chmod(state, 0o777)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "STORESYNC_STATE_DIR": str(state)}
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     assert result.returncode == 2, result.stderr
     assert "cannot read" in result.stderr or "permission denied" in result.stderr

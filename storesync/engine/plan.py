@@ -80,9 +80,11 @@ def project(entry: Entry, caps: Capabilities, purpose: str = SERVER_AUTH) -> tup
     if entry.distrusted:
         if not caps.distrust:
             return None, "distrusted: left out, since this store cannot say distrusted"
-        if not caps.purposes:
+        if not caps.purposes and dict(entry.trust) != DISTRUST:
             return entry.replace(trust=dict(DISTRUST)), "distrusted for some purposes: distrusted for all here"
         return entry, loss
+    if not caps.anchors:
+        return None, None  # a distrust list holds no anchors: nothing is lost by leaving one out
     if caps.purposes:
         return entry, loss
     trusted = entry.trusted_purposes

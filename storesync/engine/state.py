@@ -154,8 +154,14 @@ def lock(name: str, timeout: float = 10.0) -> Iterator[None]:
     """An exclusive lock shared by the CLI and the daemon; waits up to `timeout` seconds,
     then says who holds it."""
     path = state_dir() / "locks" / f"{_key(name)}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(
+            f"state dir {state_dir()}: cannot keep locks there ({exc.strerror}); "
+            "choose another with --state-dir or $STORESYNC_STATE_DIR"
+        ) from None
     try:
         deadline = time.monotonic() + timeout
         while True:

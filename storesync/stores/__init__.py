@@ -59,6 +59,7 @@ class StoreSpec:
 class Capabilities:
     """What a store can express. The engine projects a desired set onto these."""
 
+    anchors: bool = True  # holds trusted certificates (False: a distrust list only)
     purposes: bool = False  # per-purpose trust (else: an anchor is trusted for everything)
     distrust: bool = False  # explicit "distrusted" records
     distrust_after: bool = False

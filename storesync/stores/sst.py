@@ -36,7 +36,7 @@ ROLES = {
     "disallowed": wp.ROLE_DISTRUST, "distrust": wp.ROLE_DISTRUST,
 }
 _ANCHOR_CAPS = Capabilities(purposes=True, distrust=False, distrust_after=True, labels=True)
-_DISTRUST_CAPS = Capabilities(purposes=False, distrust=True, distrust_after=False, labels=True)
+_DISTRUST_CAPS = Capabilities(anchors=False, purposes=False, distrust=True, distrust_after=False, labels=True)
 
 
 @dataclass
