@@ -144,7 +144,7 @@ def status(
     print_status(summaries, columns, rows, daemon, soon)
 
 
-MATRIX_ROWS = 25
+GROUP_ROWS = 5  # a larger group of roots sharing one pattern is one line
 
 
 def print_status(summaries, columns, rows, daemon, soon: int) -> None:
@@ -160,16 +160,22 @@ def print_status(summaries, columns, rows, daemon, soon: int) -> None:
         if s.error:
             print(f"  #{number} cannot be read: {s.error}")
     if rows:
+        # Roots with the same pattern of presence are one line: "143 roots absent only from #5".
         index = {s.found.spec: n for n, s in enumerate(summaries, 1)}
         mark = {"trusted": "+", "distrusted": "x", None: "."}
+        groups: dict[tuple, list] = {}
+        for row in rows:
+            groups.setdefault(tuple(mark[row["stores"][spec]] for spec in columns), []).append(row)
         print(f"\nRoots that differ between stores ({len(rows)}; + anchor, x distrusted, . absent)")
         grid = [("root", "sha256", *(f"#{index[spec]}" for spec in columns))]
-        for row in rows[:MATRIX_ROWS]:
-            grid.append((row["label"], row["sha256"][:16], *(mark[row["stores"][spec]] for spec in columns)))
+        for pattern, members in groups.items():
+            if len(members) > GROUP_ROWS:
+                first = members[0]["label"]
+                grid.append((f"{len(members)} roots ({first}, ...)", "", *pattern))
+                continue
+            for row in members:
+                grid.append((row["label"], row["sha256"][:16], *pattern))
         print_columns(grid, right=set())
-        if len(rows) > MATRIX_ROWS:
-            print(f"  ... {len(rows) - MATRIX_ROWS} more: `storesync status --json` lists them all, "
-                  "`storesync diff A B` compares two stores")
     elif len(columns) > 1:
         print("\nThe stores hold the same roots.")
     state = daemon["state"]

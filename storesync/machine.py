@@ -142,9 +142,14 @@ def profile_stores(config: str | None, warnings: list[str]) -> list[Found]:
         warnings.append(f"config: {exc}")
         return []
     found = []
+    from urllib.parse import urlencode
+
     for name, profile in sorted(getattr(loaded, "profiles", {}).items()):
-        for spec in getattr(profile, "stores", []):
-            found.append(Found(str(spec), f"profile {name}"))
+        for ref in getattr(profile, "stores", []):
+            spec, options = str(getattr(ref, "spec", ref)), getattr(ref, "options", None) or {}
+            if options:  # a store table's options travel in the spec's query
+                spec += ("&" if "?" in spec else "?") + urlencode(options)
+            found.append(Found(spec, f"profile {name}"))
     return found
 
 
@@ -182,6 +187,8 @@ def summarize(found: Found, at: datetime, soon_days: int, options: dict[str, str
         store = open_store(found.spec, options)
         summary.kind = store.spec.kind
         summary.owner = owner_of(store.path)
+        if not store.exists():
+            raise store.error("does not exist (yet)")
         summary.trust_set = store.read()
         summary.warnings = list(store.warnings)
     except StoreError as exc:

@@ -477,7 +477,7 @@ def test_truncated_crls_raise_check_error(files, tmp_path, cut):
     data = files["crl"].read_bytes()
     path = tmp_path / "cut.crl"
     path.write_bytes(data[:cut])
-    if cut >= len(data):
+    if data[:cut].rstrip() == data.rstrip():  # only the final newline gone: still the whole CRL
         assert doctor.load_crls([path])
         return
     with pytest.raises(doctor.CheckError):
