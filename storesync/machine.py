@@ -117,7 +117,10 @@ def nss_stores(warnings: list[str]) -> list[Found]:
     except ImportError:
         return []
     try:
-        results = list(discover_nss())
+        try:
+            results = list(discover_nss(count=False))  # status reads and counts each store itself
+        except TypeError:
+            results = list(discover_nss())
     except Exception as exc:  # noqa: BLE001 - discovery of one kind must not stop status
         warnings.append(f"NSS discovery failed: {exc}")
         return []
@@ -127,7 +130,8 @@ def nss_stores(warnings: list[str]) -> list[Found]:
         spec = str(spec)
         if not spec.startswith(("nss:", "sql:")):
             spec = f"nss:{spec}"
-        found.append(Found(spec, "nss"))
+        app = getattr(item, "app", None)
+        found.append(Found(spec, f"nss ({app})" if app else "nss"))
     return found
 
 

@@ -249,3 +249,19 @@ targets = [{{ spec = "dir:{tmp_path / 'out'}", links = "both" }}]
     broken.write_text("[profile.x\n")
     result = storesync("status", "--json", "--config", broken, env=env)
     assert result.returncode == 0 and "config" in json.loads(result.stdout)["warnings"][0]
+
+
+def test_nss_databases_come_from_discover_nss(env, tmp_path, pki):
+    """A Chromium-style ~/.pki/nssdb in a scratch home, found by issue 3's discovery."""
+    need("certutil")
+    home = tmp_path / "home"
+    db = home / ".pki" / "nssdb"
+    db.mkdir(parents=True)
+    run("certutil", "-N", "-d", f"sql:{db}", "--empty-password")
+    root = pki.ca("NSS Status Root").write(tmp_path / "nss-root.pem")
+    run("certutil", "-A", "-d", f"sql:{db}", "-n", "NSS Status Root", "-t", "C,,", "-i", root)
+    data = status_json(env={**env, "HOME": str(home)})
+    nss = [s for s in data["stores"] if s["found_as"].startswith("nss")]
+    assert f"nss:{db}" in [s["store"] for s in nss]
+    mine = next(s for s in nss if s["store"] == f"nss:{db}")
+    assert (mine["anchors"], mine["kind"]) == (1, "nss")
