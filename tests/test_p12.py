@@ -273,6 +273,14 @@ def test_malformed_files_are_one_clear_sentence(tmp_path, data, message):
         _read(tmp_path, data)
 
 
+def test_huge_iteration_counts_are_refused(small_p12, tmp_path):
+    version, auth_safe, mac_data = der.read_all(small_p12).children()
+    digest_info, salt, _iterations = mac_data.children()
+    huge = der.encode(der.SEQUENCE, digest_info.raw + salt.raw + der.encode(der.INTEGER, b"\x7f\xff\xff\xff"))
+    with pytest.raises(StoreError, match="iteration count 2147483647 is out of range"):
+        _read(tmp_path, der.encode(der.SEQUENCE, version.raw + auth_safe.raw + huge))
+
+
 def test_a_jks_file_is_not_read_as_pkcs12(tmp_path):
     jks = tmp_path / "a.jks"
     sync(str(jks), TrustSet())

@@ -87,7 +87,7 @@ def chosen_scheme(store: Store, aliases: list[str]) -> str:
 
 def make_alias(entry: Entry, scheme: str, taken: set[str], lower: bool) -> str:
     """A new alias for `entry` in `scheme`, unique among `taken` (compared lower-case)."""
-    label = (entry.label or entry.cert.default_label).strip() or entry.sha256[:16]
+    label = (entry.label or entry.cert.default_label).strip()[:200] or entry.sha256[:16]
     if scheme == DEBIAN:
         # Debian's file names come from Mozilla labels (certdata2pem.py); the hook makes the alias.
         name = label.replace("/", "_").replace(" ", "_").replace("(", "=").replace(")", "=").replace(",", "_")

@@ -81,6 +81,7 @@ PKCS12_PBE = {  # OID -> (cipher, key length, IV length)
     "1.2.840.113549.1.12.1.5": ("rc2", 16, 8), "1.2.840.113549.1.12.1.6": ("rc2", 5, 8),
 }
 ITERATIONS = 10000
+MAX_ITERATIONS = 2_000_000  # more is a hostile file: each iteration costs a hash
 _CAPS = Capabilities(purposes=False, distrust=False, distrust_after=False, labels=True)
 _NULL = b"\x05\x00"
 
@@ -175,7 +176,7 @@ def pkcs12_kdf(hash_name: str, password: bytes, salt: bytes, purpose: int, itera
     """RFC 7292 appendix B.2 (purpose: 1 key, 2 IV, 3 MAC key)."""
     u = hashlib.new(hash_name).digest_size
     v = hashlib.new(hash_name).block_size
-    if iterations < 1 or iterations > 10_000_000:
+    if iterations < 1 or iterations > MAX_ITERATIONS:
         raise P12Error(f"iteration count {iterations} is out of range")
 
     def fill(data: bytes) -> bytes:
@@ -269,7 +270,7 @@ def _pbkdf2_params(params: der.TLV) -> tuple[bytes, int, str]:
     kids = _kids(_expect(params, der.SEQUENCE, "PBKDF2 parameters"))
     salt = _octet_string(kids[0], "PBKDF2 salt")
     iterations = _integer(kids[1], "PBKDF2 iterations")
-    if not 1 <= iterations <= 10_000_000:
+    if not 1 <= iterations <= MAX_ITERATIONS:
         raise P12Error(f"PBKDF2 iteration count {iterations} is out of range")
     prf = "sha1"
     for kid in kids[2:]:
