@@ -279,3 +279,4 @@ def main() -> None:
 
 # Commands kept in modules of their own register themselves on `app` when imported.
 import storesync.cli_check  # noqa: E402,F401
+import storesync.cli_daemon  # noqa: E402,F401

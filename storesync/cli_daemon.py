@@ -1,0 +1,1 @@
+"""`storesync daemon` (registered on the main app by storesync.cli)."""

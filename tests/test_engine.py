@@ -1,0 +1,316 @@
+"""Profiles, transactions, backups and rollback, locks and guards, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from storesync.config import ConfigError, parse_config
+from storesync.engine import state
+from storesync.model import StoreError
+from storesync.stores import open_store
+
+from conftest import need, run, storesync
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "storesync.toml"
+    path.write_text(text)
+    return path
+
+
+def keys(spec: str) -> set[str]:
+    return set(open_store(spec).read())
+
+
+def files_of(*paths: Path) -> dict[str, bytes | str]:
+    out = {}
+    for root in paths:
+        if root.is_file():
+            out[str(root)] = root.read_bytes()
+            continue
+        for dirpath, _, names in os.walk(root):
+            for name in names:
+                p = os.path.join(dirpath, name)
+                out[p] = os.readlink(p) if os.path.islink(p) else open(p, "rb").read()
+    return out
+
+
+# --- config ----------------------------------------------------------------------------------
+
+
+def test_config_profiles_and_store_options():
+    config = parse_config('''
+[profile.web]
+source = "pem:/etc/ssl/certs/ca-certificates.crt"
+targets = ["dir:/srv/ca", { spec = "pem:/srv/all.pem", purpose = "any" }]
+purposes = ["server-auth"]
+
+[profile.desk]
+mode = "merge"
+stores = ["pem:/a.pem", "pem:/b.pem"]
+allow_escalation = true
+max_removal_share = 0.5
+''')
+    web, desk = config.profiles["web"], config.profiles["desk"]
+    assert web.mode == "mirror" and web.source.spec.startswith("pem:") and web.stores[2].options == {"purpose": "any"}
+    assert web.ca_only and not web.drop_expired and web.purposes == ("server-auth",)
+    assert desk.mode == "merge" and desk.allow_escalation and desk.max_removal_share == 0.5
+
+
+@pytest.mark.parametrize("text, where", [
+    ('[profile.x]\nmode = mirror\nsource = "a.pem"\n', "line 2"),
+    ('[profile.x]\nmode = "mirror"\nsource = "a.pem"\ntargets = ["b.pem"]\nsorce = 1\n', "line 5: profile 'x': unknown key 'sorce'"),
+    ('[profile.x]\nmode = "both"\nstores = ["a.pem", "b.pem"]\n', "line 2: profile 'x': mode must be"),
+    ('[profile.x]\nmode = "merge"\nstores = ["a.pem"]\n', "a merge needs at least two stores"),
+    ('[profile.x]\nsource = "a.pem"\ntargets = ["b.pem"]\npurposes = ["tls"]\n', "line 4: profile 'x': unknown purpose 'tls'"),
+])
+def test_a_bad_config_names_the_line(text, where):
+    with pytest.raises(ConfigError, match=where.replace("(", r"\(").replace(")", r"\)")):
+        parse_config(text, Path("storesync.toml"))
+
+
+def test_bad_config_from_the_cli_is_one_sentence(tmp_path):
+    config = write_config(tmp_path, "[profile.x]\nmode = 3\n")
+    result = storesync("sync", "--config", config)
+    assert result.returncode == 2 and "storesync.toml" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- mirror and merge profiles ----------------------------------------------------------------
+
+
+def test_mirror_profile_from_config_and_env(pki, root, tmp_path):
+    source = tmp_path / "source.pem"
+    source.write_bytes(root.pem + pki.ca("Profile Root").pem)
+    config = write_config(tmp_path, f'''
+[profile.web]
+source = "pem:{source}"
+targets = ["dir:{tmp_path / 'ca'}", "pem:{tmp_path / 'copy.pem'}"]
+''')
+    result = subprocess.run([sys.executable, "-m", "storesync", "sync", "--json"], capture_output=True, text=True,
+                            env={**os.environ, "STORESYNC_CONFIG": str(config)})
+    assert result.returncode == 0, result.stderr
+    (profile,) = json.loads(result.stdout)
+    assert profile["profile"] == "web" and [p["written"] for p in profile["plans"]] == [False, True, True]
+    assert keys(f"dir:{tmp_path / 'ca'}") == keys(f"pem:{source}") == keys(f"pem:{tmp_path / 'copy.pem'}")
+    assert storesync("sync", "--config", config, "--profile", "nope").returncode == 2
+
+
+def test_merge_profile_propagates_adds_removals_and_distrust(pki, root, tmp_path):
+    a, b, d = tmp_path / "a.pem", tmp_path / "b.pem", tmp_path / "ca"
+    cas = [root, *(pki.ca(f"Merge Root {i}") for i in range(19))]
+    a.write_bytes(b"".join(c.pem for c in cas[:12]))
+    b.write_bytes(b"".join(c.pem for c in cas[8:]))
+    config = write_config(tmp_path, f'''
+[profile.desk]
+mode = "merge"
+stores = ["pem:{a}?format=trusted", "pem:{b}", "dir:{d}"]
+''')
+    first = storesync("sync", "--config", config)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert keys(f"pem:{a}") == keys(f"pem:{b}") == keys(f"dir:{d}") and len(keys(f"pem:{b}")) == 20
+
+    # a removal in one store reaches all; an addition in another too
+    b_set = open_store(f"pem:{b}").read()
+    extra = pki.ca("Added Later")
+    b.write_bytes(b"".join(open_store(f"pem:{b}").read()[k].cert.der and
+                           pem_block(open_store(f"pem:{b}").read()[k].cert.der) for k in list(b_set)[1:]) + extra.pem)
+    second = storesync("sync", "--config", config)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert keys(f"pem:{a}") == keys(f"pem:{b}") == keys(f"dir:{d}")
+    assert list(b_set)[0] not in keys(f"dir:{d}") and len(keys(f"dir:{d}")) == 20
+
+    # a distrust written in the TRUSTED CERTIFICATE store: kept there, removed where it cannot be said
+    victim = cas[5]
+    victim_file = tmp_path / "victim.pem"
+    victim.write(victim_file)
+    rejected = run("openssl", "x509", "-in", victim_file, "-addreject", "anyExtendedKeyUsage", "-trustout").stdout
+    text = a.read_bytes()
+    start = text.index(pem_block_trusted_prefix(a, victim))
+    end = text.index(b"-----END TRUSTED CERTIFICATE-----\n", start) + len(b"-----END TRUSTED CERTIFICATE-----\n")
+    a.write_bytes(text[:start] + rejected + text[end:])
+    third = storesync("sync", "--config", config)
+    assert third.returncode == 0, third.stdout + third.stderr
+    sha = open_store(f"pem:{victim_file}").read().entries()[0].sha256
+    assert open_store(f"pem:{a}?format=trusted").read()[sha].distrusted
+    assert sha not in keys(f"pem:{b}") and sha not in keys(f"dir:{d}")
+    # and a fourth run is a no-op
+    fourth = storesync("sync", "--config", config, "--json")
+    assert fourth.returncode == 0 and not any(p["written"] for p in json.loads(fourth.stdout)[0]["plans"])
+
+
+def pem_block(der: bytes) -> bytes:
+    from conftest import pem_of
+
+    return pem_of(der)
+
+
+def pem_block_trusted_prefix(path: Path, issued) -> bytes:
+    """The start of the TRUSTED CERTIFICATE block holding `issued` in a bundle."""
+    import base64
+
+    first_line = base64.b64encode(issued.der)[:64]
+    text = path.read_bytes()
+    at = text.index(first_line)
+    return text[text.rindex(b"-----BEGIN TRUSTED CERTIFICATE-----", 0, at):at]
+
+
+def test_escalation_guard_keeps_a_users_root_out_of_a_root_owned_store(pki, root, tmp_path):
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root to make a store owned by another user")
+    user_dir = tmp_path / "user"
+    user_dir.mkdir()
+    user, system = user_dir / "user.pem", tmp_path / "system.pem"
+    user.write_bytes(root.pem)
+    system.write_bytes(root.pem)
+    os.chown(user_dir, 65534, 65534)
+    os.chown(user, 65534, 65534)
+    config = write_config(tmp_path, f'[profile.p]\nmode = "merge"\nstores = ["pem:{user}", "pem:{system}"]\n')
+    assert storesync("sync", "--config", config).returncode == 0
+    sneaky = pki.ca("Sneaky User Root")
+    user.write_bytes(root.pem + sneaky.pem)
+    result = storesync("sync", "--config", config)
+    assert "held back" in result.stdout
+    assert len(keys(f"pem:{system}")) == 1 and len(keys(f"pem:{user}")) == 2
+    config.write_text(config.read_text() + "allow_escalation = true\n")
+    assert storesync("sync", "--config", config).returncode == 0
+    assert len(keys(f"pem:{system}")) == 2
+
+
+# --- transactions ------------------------------------------------------------------------------
+
+
+def test_a_target_failing_mid_profile_puts_every_store_back(pki, root, tmp_path):
+    """The third target, an NSS database with a password, refuses to be written without it:
+    the two targets already written are restored byte for byte."""
+    certutil = need("certutil")
+    nssdb = tmp_path / "nssdb"
+    nssdb.mkdir()
+    (tmp_path / "pw").write_text("secret\n")
+    run(certutil, "-N", "-d", f"sql:{nssdb}", "-f", tmp_path / "pw")
+    source = tmp_path / "source.pem"
+    source.write_bytes(root.pem + pki.ca("Txn Root").pem)
+    out, ca = tmp_path / "out.pem", tmp_path / "ca"
+    out.write_bytes(root.pem)
+    assert storesync("sync", f"pem:{out}", f"dir:{ca}").returncode == 0
+    before = files_of(out, ca, nssdb)
+
+    result = storesync("sync", f"pem:{source}", f"pem:{out}", f"dir:{ca}", f"nss:{nssdb}")
+    assert result.returncode == 2
+    assert "password" in result.stderr and "put back" in result.stderr
+    assert files_of(out, ca, nssdb) == before
+
+
+def test_rollback_restores_exact_bytes_and_is_itself_undoable(pki, root, tmp_path):
+    out = tmp_path / "out.pem"
+    out.write_bytes(b"# hand-made\n" + root.pem)
+    original = out.read_bytes()
+    source = tmp_path / "s.pem"
+    source.write_bytes(root.pem + pki.ca("Rollback Root").pem)
+    assert storesync("sync", f"pem:{source}", f"pem:{out}").returncode == 0
+    synced = out.read_bytes()
+    assert synced != original
+    listing = json.loads(storesync("rollback", "--list", "--json", f"pem:{out}").stdout)
+    assert len(listing["backups"]) == 1
+    restored = storesync("rollback", f"pem:{out}")
+    assert restored.returncode == 0 and out.read_bytes() == original
+    assert storesync("rollback", f"pem:{out}").returncode == 0 and out.read_bytes() == synced  # undo the undo
+    assert storesync("rollback", f"pem:{out}", "--to", listing["backups"][0]["id"]).returncode == 0
+    assert out.read_bytes() == original
+    assert storesync("rollback", f"pem:{tmp_path / 'never.pem'}").returncode == 2
+
+
+def test_backups_are_bounded(pki, root, tmp_path):
+    out, source = tmp_path / "out.pem", tmp_path / "s.pem"
+    for i in range(state.BACKUPS_KEPT + 3):
+        source.write_bytes(root.pem + pki.ca(f"Bounded {i}").pem)
+        assert storesync("sync", "--force", f"pem:{source}", f"pem:{out}").returncode == 0
+    assert len(state.list_backups(open_store(f"pem:{out}").spec.key)) == state.BACKUPS_KEPT
+
+
+def test_a_leaf_is_never_added_as_an_anchor(root, server_leaf, tmp_path):
+    source, out = tmp_path / "s.pem", tmp_path / "out.pem"
+    source.write_bytes(root.pem + server_leaf.pem)
+    result = storesync("sync", f"pem:{source}", f"pem:{out}")
+    assert result.returncode == 0 and "not a CA certificate" in result.stdout
+    assert len(keys(f"pem:{out}")) == 1
+
+
+def test_locks_wait_then_say_who_holds_them(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys,time; from storesync.engine import state\n"
+         "with state.lock('profile x'):\n  print('held', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True, env=os.environ)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with pytest.raises(StoreError, match=rf"locked by pid {holder.pid}"):
+            with state.lock("profile x", timeout=0.3):
+                pass
+        assert time.monotonic() - started >= 0.3
+    finally:
+        holder.kill()
+        holder.wait()
+    with state.lock("profile x", timeout=0.3):
+        pass  # free again once the holder is gone
+
+
+def test_two_concurrent_syncs_lose_no_update(pki, tmp_path):
+    out = tmp_path / "out.pem"
+    sources = []
+    for i in range(2):
+        source = tmp_path / f"s{i}.pem"
+        source.write_bytes(b"".join(pki.ca(f"Concurrent {i}-{n}").pem for n in range(20)))
+        sources.append(source)
+    procs = [subprocess.Popen([sys.executable, "-m", "storesync", "sync", "--mode", "add", f"pem:{s}", f"pem:{out}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for s in sources]
+    assert [p.wait() for p in procs] == [0, 0]
+    assert keys(f"pem:{out}") == keys(f"pem:{sources[0]}") | keys(f"pem:{sources[1]}")
+
+
+def test_sigkill_at_random_points_leaves_every_store_old_or_new(pki, tmp_path):
+    """Kill `storesync sync` at random moments while it writes four stores: each file store is
+    its old or its new self; the hashed directory (written file by file) is between the two."""
+    old = b"".join(pki.ca(f"Old {n}").pem for n in range(30))
+    new = b"".join(pki.ca(f"New {n}").pem for n in range(30))
+    sets = {}
+    for name, data in (("old", old), ("new", new)):
+        (tmp_path / f"{name}.pem").write_bytes(data)
+        sets[name] = keys(f"pem:{tmp_path / f'{name}.pem'}")
+    targets = [f"pem:{tmp_path / 't.pem'}", f"sst:{tmp_path / 't.sst'}", f"jks:{tmp_path / 't.jks'}",
+               f"dir:{tmp_path / 'ca'}"]
+    rng = random.Random(7)
+    current = "old"
+    assert storesync("sync", "--force", f"pem:{tmp_path / 'old.pem'}", *targets).returncode == 0
+    for attempt in range(12):
+        wanted = "new" if current == "old" else "old"
+        proc = subprocess.Popen([sys.executable, "-m", "storesync", "sync", "--force",
+                                 f"pem:{tmp_path / f'{wanted}.pem'}", *targets],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.05, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for spec in targets:
+            held = keys(spec)  # parseable, or this raises
+            if spec.startswith("dir:"):
+                assert sets["old"] & sets["new"] <= held <= sets["old"] | sets["new"], attempt
+            else:
+                assert held in (sets["old"], sets["new"]), (spec, attempt)
+        current = wanted
+    # and the next complete run brings everything to one state
+    assert storesync("sync", "--force", f"pem:{tmp_path / 'new.pem'}", *targets).returncode == 0
+    assert all(keys(spec) == sets["new"] for spec in targets)

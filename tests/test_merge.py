@@ -1,0 +1,142 @@
+"""The three-way merge, as properties over random edit sequences (hypothesis)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from hypothesis import given, settings, strategies as st
+
+from storesync.engine.merge import View, merge
+from storesync.engine.plan import compare, make_plan, project
+from storesync.model import ANCHOR, DISTRUST, DISTRUSTED, TRUSTED, Certificate, Entry, TrustSet
+from storesync.stores import Capabilities
+
+from conftest import PKI
+
+POOL = [Certificate(c.der) for c in (lambda p: [p.ca(f"Merge Pool Root {i}") for i in range(6)])(PKI())]
+PLAIN = Capabilities()  # a PEM bundle or hashed directory
+PRECISE = Capabilities(purposes=True, distrust=True, labels=True)  # NSS, TRUSTED CERTIFICATE
+STORES = [("bundle", PLAIN), ("nssdb", PRECISE), ("trusted-pem", PRECISE), ("dir", PLAIN)]
+
+TRUSTS = st.sampled_from([
+    dict(ANCHOR), {"server-auth": TRUSTED}, {"server-auth": TRUSTED, "email": TRUSTED},
+    dict(DISTRUST), {"email": DISTRUSTED, "server-auth": TRUSTED},
+])
+EDIT = st.tuples(
+    st.sampled_from(["add", "remove", "retrust"]),
+    st.integers(0, len(STORES) - 1),
+    st.integers(0, len(POOL) - 1),
+    TRUSTS,
+)
+
+
+def write(store_set: TrustSet, desired: TrustSet, caps: Capabilities) -> TrustSet:
+    """What a store holds after the engine writes `desired` into it."""
+    return make_plan(desired, store_set, caps, store="x").desired
+
+
+def edit(sets: list[TrustSet], action: str, index: int, cert: int, trust: dict) -> None:
+    caps = STORES[index][1]
+    current = dict(sets[index])
+    sha = POOL[cert].sha256
+    if action == "remove":
+        current.pop(sha, None)
+    elif action == "add" or sha in current:
+        wanted, _ = project(Entry(POOL[cert], trust=trust), caps, "server-auth")
+        if wanted is None:
+            return  # this store cannot say that (a distrust in a PEM bundle): the edit is impossible
+        current[sha] = wanted
+    sets[index] = TrustSet(current.values())
+
+
+@settings(max_examples=150, deadline=None)
+@given(rounds=st.lists(st.lists(EDIT, max_size=6), min_size=1, max_size=4))
+def test_random_edits_then_merge_agree_and_keep_distrust_and_lose_nothing(rounds):
+    sets = [TrustSet() for _ in STORES]
+    baseline = None
+    for edits in rounds:
+        for action, index, cert, trust in edits:
+            edit(sets, action, index, cert, trust)
+        views = [View(name, s, caps) for (name, caps), s in zip(STORES, sets)]
+        expected = baseline or TrustSet()
+        removed = {
+            sha for view in views for sha, e in expected.items()
+            if project(e, view.caps, "server-auth")[0] is not None and sha not in view.current
+        }
+        distrusted = {(e.sha256, p) for s in sets for e in s.values() for p, v in e.trust.items() if v == DISTRUSTED}
+        present = {sha for s in sets for sha in s}
+
+        result = merge(baseline, views)
+        sets = [write(s, result.desired_for(v), v.caps) for s, v in zip(sets, views)]
+        baseline = result.merged
+
+        # 1. every pair of stores agrees, within what both can say
+        for i, (_, caps_i) in enumerate(STORES):
+            for j, (_, caps_j) in enumerate(STORES):
+                assert not any(compare(sets[i], sets[j], caps_i, caps_j).values()), (i, j)
+        # 2. distrust wins: nothing distrusted anywhere before is trusted for that purpose anywhere now
+        for s in sets:
+            for e in s.values():
+                for p, v in e.trust.items():
+                    assert not (v == TRUSTED and (e.sha256, p) in distrusted), e
+        # 3. a certificate that no store removed is not lost
+        for sha in present - removed:
+            assert sha in result.merged
+        # and a certificate that anything distrusts stays known as distrusted (a built-in cannot come back)
+        for sha, _ in distrusted:
+            assert sha in result.merged and result.merged[sha].distrusted
+
+
+def test_first_merge_takes_the_union_and_never_deletes():
+    a = TrustSet([Entry(POOL[0]), Entry(POOL[1])])
+    b = TrustSet([Entry(POOL[1], trust={"server-auth": TRUSTED}), Entry(POOL[2], trust={"email": TRUSTED})])
+    result = merge(None, [View("a", a, PLAIN), View("b", b, PRECISE)])
+    assert set(result.merged) == {POOL[0].sha256, POOL[1].sha256, POOL[2].sha256}
+    # the precise store's restriction wins over the bundle's "anchor for its purpose"
+    assert dict(result.merged[POOL[1].sha256].trust) == {"server-auth": TRUSTED}
+    # the bundle is a server-auth bundle: its own certificates are server-auth anchors
+    assert dict(result.merged[POOL[0].sha256].trust) == {"server-auth": TRUSTED}
+
+
+def test_removal_against_a_trust_change_is_a_reported_conflict():
+    base = TrustSet([Entry(POOL[0], trust={"server-auth": TRUSTED})])
+    removed = TrustSet()
+    changed = TrustSet([Entry(POOL[0], trust={"server-auth": TRUSTED, "email": TRUSTED})])
+    result = merge(base, [View("a", removed, PRECISE), View("b", changed, PRECISE)])
+    assert dict(result.merged[POOL[0].sha256].trust) == {"server-auth": TRUSTED}
+    assert "left as it was" in result.conflicts[0]
+
+
+def test_removal_beats_an_unchanged_store_and_distrust_beats_removal():
+    base = TrustSet([Entry(POOL[0], trust={"server-auth": TRUSTED}), Entry(POOL[1], trust={"server-auth": TRUSTED})])
+    a = TrustSet([Entry(POOL[1], trust=dict(DISTRUST))])  # removed POOL[0], distrusted POOL[1]
+    b = TrustSet(base.values())  # unchanged
+    c = TrustSet([Entry(POOL[0], trust={"server-auth": TRUSTED})])  # removed POOL[1]
+    result = merge(base, [View("a", a, PRECISE), View("b", b, PRECISE), View("c", c, PRECISE)])
+    assert POOL[0].sha256 not in result.merged
+    assert result.merged[POOL[1].sha256].distrusted
+
+
+def test_a_store_that_may_not_escalate_keeps_its_addition_at_home():
+    base = TrustSet([Entry(POOL[0])])
+    user = TrustSet([Entry(POOL[0]), Entry(POOL[1])])
+    system = TrustSet([Entry(POOL[0])])
+    views = [View("user", user, PLAIN, may_escalate=False), View("system", system, PLAIN)]
+    result = merge(base, views)
+    assert POOL[1].sha256 not in result.merged
+    assert POOL[1].sha256 in result.desired_for(views[0])
+    assert POOL[1].sha256 not in result.desired_for(views[1])
+    assert "held back" in result.conflicts[0]
+    # its removals and distrusts still count: they lower trust
+    distrusting = TrustSet([Entry(POOL[0], trust=dict(DISTRUST))])
+    result = merge(base, [View("user", distrusting, PRECISE, may_escalate=False), View("system", system, PLAIN)])
+    assert result.merged[POOL[0].sha256].distrusted
+
+
+def test_earliest_distrust_after_wins():
+    early, late = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc), dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+    caps = Capabilities(purposes=True, distrust=True, distrust_after=True)
+    a = TrustSet([Entry(POOL[0], trust={"server-auth": TRUSTED}, distrust_after={"server-auth": late})])
+    b = TrustSet([Entry(POOL[0], trust={"server-auth": TRUSTED}, distrust_after={"server-auth": early})])
+    result = merge(None, [View("a", a, caps), View("b", b, caps)])
+    assert result.merged[POOL[0].sha256].distrust_after == {"server-auth": early}
