@@ -14,7 +14,7 @@ from storesync.model import DISTRUST, Certificate, Entry, StoreError, TrustSet
 from storesync.stores import open_store, parse_spec
 from storesync.stores.jks import integrity_hash, parse_jks
 
-from conftest import SYSTEM_BUNDLE, need, pem_of, run
+from conftest import SYSTEM_BUNDLE, need, run
 
 DEBIAN_CACERTS = Path("/etc/ssl/certs/java/cacerts")
 

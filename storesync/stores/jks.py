@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storesync import der
-from storesync.model import Certificate, Entry, StoreError, TrustSet
+from storesync.model import Certificate, Entry, TrustSet
 from storesync.stores import Capabilities, FileStore, Store
 
 MAGIC = 0xFEEDFEED

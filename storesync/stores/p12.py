@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from storesync import der
 from storesync.model import Certificate, Entry, TrustSet
@@ -394,7 +394,6 @@ class Pfx:
     password: str
     mac: tuple[str, int] | None  # (digest name, iterations) of a classic MAC; None: no MAC
     mac_secret: bytes | None = None  # the KDF password bytes the MAC verified with
-    warnings: list[str] = field(default_factory=list)
 
     @property
     def bags(self) -> list[Bag]:
