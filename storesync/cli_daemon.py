@@ -1,1 +1,45 @@
 """`storesync daemon` (registered on the main app by storesync.cli)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from storesync.cli import CONFIG, PASSWORD_FILE, STATE_DIR, app, fail
+from storesync.model import StoreError
+
+
+@app.command()
+def daemon(
+    config: Optional[Path] = CONFIG,
+    state_dir: Optional[Path] = STATE_DIR,
+    once: bool = typer.Option(False, "--once", help="Reconcile every profile once and exit with the worst exit code (for cron and tests)."),
+    log_format: str = typer.Option("text", "--log-format", help="text (journald-friendly lines) or json (one object per line)."),
+    password_file: Optional[Path] = PASSWORD_FILE,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also log reconciles that changed nothing."),
+) -> None:
+    """Watch the stores of the config's profiles and reconcile each profile when one of its stores changes.
+
+    SIGHUP reloads the config; SIGTERM or SIGINT finish the reconcile in progress and exit 0.
+    Under systemd (Type=notify) it reports readiness, status and watchdog pings. The state of
+    every profile is kept in STATE_DIR/status.json (shown by `storesync status`)."""
+    from storesync import daemon as service
+    from storesync.config import load_config
+    from storesync.engine import state
+
+    if log_format not in ("text", "json"):
+        fail(f"--log-format must be text or json, not {log_format!r}")
+    state.set_state_dir(state_dir)
+    try:
+        loaded = load_config(config)
+    except StoreError as exc:
+        fail(str(exc))
+    if loaded.path is None:
+        fail("no config file found; pass --config FILE or set $STORESYNC_CONFIG (see the README)")
+    if not loaded.profiles:
+        fail(f"config {loaded.path}: no profiles to watch ([profile.NAME] tables)")
+    defaults = {"password-file": str(password_file)} if password_file else {}
+    service_ = service.Daemon(loaded, service.Log(log_format, verbose), defaults)
+    raise typer.Exit(service_.once() if once else service_.serve())

@@ -1,0 +1,531 @@
+"""`storesync daemon`: watch every store of the config's profiles and reconcile on change.
+
+One thread does all the work (the main one); watchdog's threads only note which profiles an
+event concerns and wake it through a pipe. The main thread sleeps in select() until an event,
+a signal (signal.set_wakeup_fd writes to the same pipe), a debounce deadline, the periodic
+rescan or a systemd watchdog ping is due: an idle daemon uses no CPU.
+
+Watching: inotify cannot follow a file that is replaced by rename, so each store's parent
+directory is watched (non-recursively) and events are filtered by path; a directory store is
+watched itself too; a store that does not exist yet is watched through its nearest existing
+ancestor and picked up when it appears. Watches are re-made whenever a directory comes, goes
+or is replaced.
+
+After a reconcile every store of the profile equals what was just written (a merge profile:
+the baseline), so the events of the daemon's own writes lead to one reconcile with an empty
+plan, which logs nothing unless --verbose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from storesync.config import Config, Profile, load_config
+from storesync.engine import run as engine
+from storesync.engine import state
+from storesync.model import StoreError
+from storesync.stores import atomic_write, open_store
+
+# Events that can mean "a store changed"; opened / closed-without-writing are our own reads.
+RELEVANT = {"created", "modified", "deleted", "moved", "closed"}
+STRUCTURAL = {"created", "deleted", "moved"}  # may make or unmake a watched directory
+LOCK_RETRY_S = 2.0      # a CLI sync holds the profile's lock: try again soon
+LOCK_TIMEOUT_S = 3.0    # wait this long for a lock (keeps SIGTERM prompt)
+SEVERITY = (engine.EXIT_ERROR, engine.EXIT_HELD, engine.EXIT_PENDING, engine.EXIT_OK)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def worst(codes) -> int:
+    codes = set(codes)
+    return next((c for c in SEVERITY if c in codes), engine.EXIT_OK)
+
+
+# --- logging: one line per decision -----------------------------------------------------------
+
+PRIORITY = {"debug": 7, "info": 6, "notice": 5, "warning": 4, "error": 3}
+
+
+class Log:
+    """Lines on stderr. Text: `<N>message` under journald (it reads the priority prefix),
+    `TIME LEVEL message` elsewhere. JSON: one object per line."""
+
+    def __init__(self, fmt: str = "text", verbose: bool = False, stream=None):
+        self.fmt, self.verbose = fmt, verbose
+        self.stream = stream or sys.stderr
+        self.journald = bool(os.environ.get("JOURNAL_STREAM"))
+
+    def __call__(self, level: str, message: str, **fields) -> None:
+        if level == "debug" and not self.verbose:
+            return
+        if self.fmt == "json":
+            line = json.dumps({"time": now_iso(), "level": level, "msg": message,
+                               **{k: v for k, v in fields.items() if v is not None}})
+        elif self.journald:
+            line = f"<{PRIORITY[level]}>{message}"
+        else:
+            line = f"{now_iso()} {level} {message}"
+        try:
+            print(line, file=self.stream, flush=True)
+        except (OSError, ValueError):
+            pass  # stderr gone (journald restarted): keep reconciling
+
+
+# --- systemd notification (sd_notify(3) without libsystemd) -----------------------------------
+
+
+def sd_notify(message: str) -> bool:
+    """Send `message` (e.g. "READY=1") to $NOTIFY_SOCKET; False when not under systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        return True
+    except OSError:
+        return False
+
+
+def watchdog_interval() -> float | None:
+    """Seconds between WATCHDOG=1 pings (half of WatchdogSec), or None."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        return max(int(usec) / 2e6, 0.01)
+    except ValueError:
+        return None
+
+
+# --- per-profile bookkeeping ------------------------------------------------------------------
+
+
+@dataclass
+class Track:
+    """What the daemon remembers of one profile between reconciles."""
+
+    profile: Profile
+    targets: dict[str, str] = field(default_factory=dict)  # watched path -> store spec
+    due: float | None = None          # monotonic time of the next reconcile
+    burst_start: float | None = None  # first event of the current burst
+    triggers: set[str] = field(default_factory=set)  # specs whose files changed
+    next_rescan: float | None = None
+    reported: set[str] = field(default_factory=set)  # problems already logged (held back, errors)
+    status: dict = field(default_factory=dict)
+    runs: int = 0
+
+
+def watch_targets(profile: Profile, defaults: dict[str, str]) -> dict[str, str]:
+    """Absolute path -> store spec, for every path a profile's stores want watched."""
+    targets = {}
+    for ref in profile.stores:
+        try:
+            store = open_store(ref.spec, {**defaults, **ref.options})
+            paths = store.watch_paths()
+        except StoreError:
+            continue  # reported by the reconcile
+        for path in paths:
+            targets[os.path.abspath(os.path.expanduser(str(path)))] = str(store.spec)
+    return targets
+
+
+def concerns(target: str, path: str, event_type: str, is_directory: bool) -> bool:
+    """Whether an event on `path` may change the store file or directory `target`."""
+    if path == target or path.startswith(target + "-"):  # the file, or SQLite's -journal / -wal
+        return True
+    if os.path.dirname(path) == target:  # a file inside a directory store
+        return True
+    # An ancestor appearing, vanishing or renamed (a store picked up when it appears); a
+    # mere "directory modified" of the parent is just some other file next to the store.
+    return event_type in STRUCTURAL and target.startswith(path.rstrip("/") + "/")
+
+
+class Daemon:
+    def __init__(self, config: Config, log: Log, defaults: dict[str, str] | None = None):
+        self.config = config
+        self.log = log
+        self.defaults = defaults or {}
+        self.tracks: dict[str, Track] = {}
+        self.started = now_iso()
+        self.stopping = False
+        self.reload_wanted = False
+        self.rewatch = False
+        self.observer = None
+        self.watches: dict[str, tuple] = {}  # directory -> ((dev, ino), watchdog watch)
+        self.watch_failures: set[str] = set()
+        import threading
+
+        self.lock = threading.Lock()  # guards tracks' due/burst/triggers against watchdog threads
+        self._wake_w: int | None = None
+        self._apply_config(config)
+
+    # --- config ---------------------------------------------------------------------------
+
+    def _apply_config(self, config: Config) -> None:
+        old = self.tracks
+        tracks = {}
+        for name, profile in config.profiles.items():
+            track = Track(profile, watch_targets(profile, self.defaults))
+            if name in old and old[name].profile == profile:
+                track.reported, track.status, track.runs = old[name].reported, old[name].status, old[name].runs
+            track.due = time.monotonic()  # reconcile every profile once on start and reload
+            tracks[name] = track
+        with self.lock:
+            self.config, self.tracks = config, tracks
+
+    def reload(self) -> None:
+        path = self.config.path
+        try:
+            config = load_config(path)
+        except StoreError as exc:
+            self.log("error", f"config reload failed, keeping the previous config: {exc}", event="reload-failed",
+                     config=str(path))
+            sd_notify("STATUS=config reload failed; running the previous config")
+            return
+        sd_notify("RELOADING=1")
+        self._apply_config(config)
+        self._refresh_watches()
+        self.log("info", f"config reloaded from {path}: {len(config.profiles)} profiles "
+                         f"({', '.join(config.profiles) or 'none'})", event="reloaded", config=str(path))
+        sd_notify("READY=1")
+
+    # --- reconciling ------------------------------------------------------------------------
+
+    def reconcile(self, track: Track, reason: str) -> int:
+        """Run one profile through the engine and report what it decided; never raises."""
+        profile = track.profile
+        with self.lock:
+            triggers, track.triggers = sorted(track.triggers), set()
+            track.due = track.burst_start = None
+        if profile.rescan_s:
+            track.next_rescan = time.monotonic() + profile.rescan_s
+        track.runs += 1
+        why = f"change in {', '.join(triggers)}" if triggers else reason
+        sd_notify(f"STATUS=reconciling {profile.name} ({why})")
+        try:
+            result = engine.run(profile, defaults=self.defaults, lock_timeout=LOCK_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - one profile's failure must not stop the others
+            message = f"{type(exc).__name__}: {exc}"
+            self.log("error", f"profile {profile.name}: reconcile failed ({message}); the daemon keeps running",
+                     event="crash", profile=profile.name)
+            self.log("debug", traceback.format_exc().rstrip().replace("\n", " | "), profile=profile.name)
+            track.status = {"last_run": now_iso(), "exit_code": engine.EXIT_ERROR, "summary": "reconcile failed",
+                            "error": message, "held_back": [], "runs": track.runs}
+            return engine.EXIT_ERROR
+        if result.error and "is locked by" in result.error:
+            self.log("debug", f"profile {profile.name}: {result.error}; retrying", profile=profile.name)
+            with self.lock:
+                track.due = time.monotonic() + LOCK_RETRY_S
+                track.triggers.update(triggers)
+            return result.exit_code
+        self._report(track, result, why)
+        return result.exit_code
+
+    def _report(self, track: Track, result, why: str) -> None:
+        name = track.profile.name
+        problems: dict[str, tuple[str, str, dict]] = {}  # key -> (level, message, fields)
+        written = []
+        for outcome in result.outcomes:
+            plan = outcome.plan
+            if outcome.error:
+                problems[f"error {outcome.spec} {outcome.error}"] = (
+                    "warning", f"profile {name}: {outcome.error}; nothing propagated from or to this store",
+                    {"event": "unreadable", "store": outcome.spec})
+            elif plan is not None and plan.held_back:
+                key = f"held {outcome.spec} {plan.held_back} {plan.summary()} {sorted(e.sha256 for e in plan.removals)}"
+                problems[key] = (
+                    "warning", f"profile {name}: held back for {outcome.spec}: {plan.summary()}: {plan.held_back}; "
+                               f"`storesync sync --profile {name} --force` applies it if intended",
+                    {"event": "held-back", "store": outcome.spec})
+            elif outcome.written:
+                written.append(outcome)
+        if result.error:
+            problems[f"error {result.error}"] = ("error", f"profile {name}: {result.error}", {"event": "error"})
+
+        for outcome in written:
+            plan = outcome.plan
+            self.log("info", f"profile {name}: {why}: wrote {outcome.spec}: {describe(plan)}",
+                     event="written", profile=name, store=outcome.spec, adds=len(plan.adds),
+                     removals=len(plan.removals), changes=len(plan.changes), backup=outcome.backup)
+        for conflict in result.conflicts:  # a decision of this run, so always said
+            self.log("notice", f"profile {name}: conflict: {conflict}", event="conflict", profile=name)
+        # Each held-back change or broken store is said once, not on every event.
+        for key, (level, message, fields) in problems.items():
+            if key not in track.reported:
+                self.log(level, message, profile=name, **fields)
+        if track.reported and not problems:
+            self.log("info", f"profile {name}: in agreement again", event="recovered", profile=name)
+        elif not written and not result.conflicts and not (problems.keys() - track.reported):
+            self.log("debug", f"profile {name}: {why}: nothing to do", event="no-op", profile=name)
+        track.reported = set(problems)
+
+        plans = [o for o in result.outcomes if o.plan is not None]
+        errors = [o.error for o in result.outcomes if o.error] + ([result.error] if result.error else [])
+        track.status = {
+            "last_run": now_iso(),
+            "exit_code": result.exit_code,
+            "summary": "; ".join(f"{o.spec}: {'wrote ' + describe(o.plan) if o.written else o.plan.summary()}"
+                                 for o in plans) or "nothing read",
+            "error": "; ".join(errors) or None,
+            "held_back": [f"{o.spec}: {o.plan.summary()}: {o.plan.held_back}" for o in plans if o.plan.held_back],
+            "conflicts": list(result.conflicts),
+            "runs": track.runs,
+            **({"last_change": now_iso()} if written else
+               {"last_change": track.status.get("last_change")} if track.status.get("last_change") else {}),
+        }
+
+    # --- status file ------------------------------------------------------------------------
+
+    def write_status(self, state_name: str) -> None:
+        data = {
+            "state": state_name, "pid": os.getpid(), "started": self.started, "updated": now_iso(),
+            "config": str(Path(self.config.path).absolute()) if self.config.path else None,
+            "profiles": {name: t.status or {"last_run": None, "exit_code": None, "summary": "not run yet",
+                                            "error": None, "held_back": []}
+                         for name, t in self.tracks.items()},
+        }
+        try:
+            atomic_write(state.state_dir() / "status.json", json.dumps(data, indent=1).encode() + b"\n")
+        except OSError as exc:
+            key = f"status {exc}"
+            if key not in self.watch_failures:
+                self.watch_failures.add(key)
+                self.log("warning", f"cannot write the status file in {state.state_dir()} ({exc.strerror or exc})",
+                         event="status-failed")
+
+    # --- --once -----------------------------------------------------------------------------
+
+    def once(self) -> int:
+        codes = [self.reconcile(track, "run once") for track in self.tracks.values()]
+        self.write_status("stopped")
+        return worst(codes)
+
+    # --- the service ------------------------------------------------------------------------
+
+    def serve(self) -> int:
+        from watchdog.observers import Observer
+
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_w = wake_w
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+        self.observer = Observer()
+        self.observer.start()
+        self._refresh_watches()
+        ping = watchdog_interval()
+        next_ping = time.monotonic() + ping if ping else None
+        self.log("info", f"started (pid {os.getpid()}): {len(self.tracks)} profiles "
+                         f"({', '.join(self.tracks) or 'none'}), watching {len(self.watches)} directories, "
+                         f"state in {state.state_dir()}", event="started", config=str(self.config.path))
+        self.write_status("running")
+        sd_notify(f"READY=1\nSTATUS=watching {len(self.tracks)} profiles\nMAINPID={os.getpid()}")
+
+        while not self.stopping:
+            timeout = self._next_deadline(next_ping)
+            try:
+                select.select([wake_r], [], [], timeout)
+            except InterruptedError:
+                pass
+            _drain(wake_r)
+            if self.stopping:
+                break
+            if self.reload_wanted:
+                self.reload_wanted = False
+                self.reload()
+            if self.rewatch:
+                self._refresh_watches()
+            ran = self._run_due()
+            if ran:
+                self.write_status("running")
+                sd_notify(f"STATUS=idle; {self._status_line()}")
+            if next_ping is not None and time.monotonic() >= next_ping:
+                sd_notify("WATCHDOG=1")
+                next_ping = time.monotonic() + ping
+
+        sd_notify("STOPPING=1")
+        self.log("info", "stopping", event="stopping")
+        self.observer.stop()
+        self.observer.join(timeout=1.0)
+        self.write_status("stopped")
+        os.close(wake_r)
+        os.close(wake_w)
+        return 0
+
+    def _on_stop(self, signum, frame) -> None:
+        self.stopping = True  # the reconcile in progress finishes; the loop then ends
+
+    def _on_hup(self, signum, frame) -> None:
+        self.reload_wanted = True
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError, TypeError):
+            pass  # the pipe is full: the main thread is awake anyway
+
+    def _next_deadline(self, next_ping: float | None) -> float | None:
+        with self.lock:
+            times = [t.due for t in self.tracks.values() if t.due is not None]
+            times += [t.next_rescan for t in self.tracks.values() if t.next_rescan is not None]
+        if next_ping is not None:
+            times.append(next_ping)
+        return max(0.0, min(times) - time.monotonic()) if times else None
+
+    def _run_due(self) -> bool:
+        ran = False
+        for track in list(self.tracks.values()):
+            if self.stopping or self.reload_wanted:
+                break
+            moment = time.monotonic()
+            if track.due is not None and track.due <= moment:
+                self.reconcile(track, "start" if not track.runs else "retry")
+                ran = True
+            elif track.next_rescan is not None and track.next_rescan <= moment:
+                self._refresh_watches()  # events may have been missed, watches too
+                self.reconcile(track, "periodic rescan")
+                ran = True
+        return ran
+
+    def _status_line(self) -> str:
+        parts = []
+        for name, track in self.tracks.items():
+            code = track.status.get("exit_code")
+            parts.append(f"{name} {'ok' if code == 0 else 'held back' if code == 3 else 'error' if code else '-'}")
+        return ", ".join(parts)
+
+    # --- watching ---------------------------------------------------------------------------
+
+    def on_event(self, event) -> None:
+        """Called on a watchdog thread: note the profiles concerned, wake the main thread."""
+        kind = event.event_type
+        if kind not in RELEVANT:
+            return
+        paths = [os.fsdecode(event.src_path)]
+        if getattr(event, "dest_path", None):
+            paths.append(os.fsdecode(event.dest_path))
+        moment = time.monotonic()
+        hit = False
+        with self.lock:
+            for track in self.tracks.values():
+                specs = {spec for target, spec in track.targets.items()
+                         for path in paths if concerns(target, path, kind, event.is_directory)}
+                if not specs:
+                    continue
+                hit = True
+                track.triggers |= specs
+                if track.burst_start is None:
+                    track.burst_start = moment
+                # Trailing-edge debounce, but a never-ending storm still reconciles now and then.
+                debounce = track.profile.debounce_ms / 1000
+                limit = track.burst_start + max(1.0, 10 * debounce)
+                track.due = min(moment + debounce, limit)
+            if hit and (kind in STRUCTURAL or event.is_directory):
+                self.rewatch = True
+        if hit:
+            self._wake()
+
+    def _refresh_watches(self) -> None:
+        """Watch the parent (or nearest existing ancestor) of every target, and every target
+        that is a directory; re-make a watch whose directory was replaced."""
+        self.rewatch = False
+        if self.observer is None:
+            return
+        wanted: dict[str, tuple] = {}
+        for track in self.tracks.values():
+            for target in track.targets:
+                for directory in (target, os.path.dirname(target)):
+                    while True:
+                        try:
+                            st = os.stat(directory)
+                        except OSError:
+                            st = None
+                        if st is not None or directory == os.path.dirname(directory):
+                            break
+                        if directory == target:
+                            break  # a missing target: its parent's turn
+                        directory = os.path.dirname(directory)
+                    if st is not None and os.path.isdir(directory):
+                        wanted[directory] = (st.st_dev, st.st_ino)
+        for directory, (identity, watch) in list(self.watches.items()):
+            if wanted.get(directory) != identity:
+                try:
+                    self.observer.unschedule(watch)
+                except (KeyError, OSError):
+                    pass
+                del self.watches[directory]
+        for directory, identity in wanted.items():
+            if directory in self.watches:
+                continue
+            try:
+                watch = self.observer.schedule(_Handler(self), directory, recursive=False,
+                                               event_filter=_event_classes())
+            except OSError as exc:
+                if directory not in self.watch_failures:
+                    self.watch_failures.add(directory)
+                    self.log("warning", f"cannot watch {directory} ({exc.strerror or exc}); "
+                                        "its stores are checked by the periodic rescan only", event="watch-failed")
+                continue
+            self.watch_failures.discard(directory)
+            self.watches[directory] = (identity, watch)
+
+
+class _Handler:
+    """The smallest watchdog handler: forwards every event to the daemon."""
+
+    def __init__(self, daemon: Daemon):
+        self.daemon = daemon
+
+    def dispatch(self, event) -> None:
+        self.daemon.on_event(event)
+
+
+def _event_classes() -> list:
+    from watchdog import events as ev
+
+    return [ev.FileCreatedEvent, ev.FileModifiedEvent, ev.FileDeletedEvent, ev.FileMovedEvent,
+            ev.FileClosedEvent, ev.DirCreatedEvent, ev.DirModifiedEvent, ev.DirDeletedEvent, ev.DirMovedEvent]
+
+
+def describe(plan) -> str:
+    """`2 added (A, B), 1 removed (C)`: counts and the first few labels."""
+    def names(entries) -> str:
+        labels = [e.display_label for e in entries]
+        more = f", and {len(labels) - 3} more" if len(labels) > 3 else ""
+        return f" ({', '.join(labels[:3])}{more})" if labels else ""
+
+    parts = []
+    if plan.adds:
+        parts.append(f"{len(plan.adds)} added{names(plan.adds)}")
+    if plan.removals:
+        parts.append(f"{len(plan.removals)} removed{names(plan.removals)}")
+    if plan.changes:
+        parts.append(f"{len(plan.changes)} trust changed{names([after for _, after in plan.changes])}")
+    return ", ".join(parts) or "rewritten"
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
