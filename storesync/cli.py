@@ -93,11 +93,17 @@ def trust_text(entry) -> str:
 @app.command("list")
 def list_command(
     store: str = typer.Argument(..., help="Store spec: KIND:PATH or a path."),
+    expiring: Optional[int] = typer.Option(None, "--expiring", metavar="DAYS", help="Only certificates not yet expired that expire within DAYS days."),
+    expired: bool = typer.Option(False, "--expired", help="Only certificates already expired."),
     as_json: bool = JSON,
     password_file: Optional[Path] = PASSWORD_FILE,
 ) -> None:
     """What a store holds, with trust and expiry."""
     opened, trust_set = open_and_read(store, password_file)
+    if expiring is not None or expired:
+        from storesync.doctor import expiry_filter
+
+        trust_set = expiry_filter(trust_set, expiring, expired)
     if as_json:
         print(json.dumps({"store": str(opened.spec), "entries": [entry_json(e) for e in trust_set.values()]}, indent=2))
         return

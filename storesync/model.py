@@ -7,7 +7,6 @@ command that only compares fingerprints never pays for it.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import warnings
 from dataclasses import dataclass, field
@@ -134,6 +133,7 @@ class Certificate:
 
     def __init__(self, der_bytes: bytes):
         self.der = bytes(der_bytes)
+        self.sha256 = hashlib.sha256(self.der).hexdigest()  # the identity: needed at once, always
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Certificate) and other.der == self.der
@@ -143,10 +143,6 @@ class Certificate:
 
     def __repr__(self) -> str:
         return f"Certificate({self.sha256[:16]}…)"
-
-    @cached_property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.der).hexdigest()
 
     @cached_property
     def sha1(self) -> str:
@@ -248,17 +244,16 @@ class Entry:
     distrust_after: Mapping[str, datetime] = field(default_factory=dict)
     extras: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
-    def sha256(self) -> str:
-        return self.cert.sha256
+    def __post_init__(self) -> None:
+        # Read many times per sync: computed once (the dataclass is frozen, hence __setattr__).
+        set_once = object.__setattr__
+        set_once(self, "sha256", self.cert.sha256)
+        set_once(self, "distrusted", DISTRUSTED in self.trust.values())
+        set_once(self, "_key", (tuple(sorted(self.trust.items())), tuple(sorted(self.distrust_after.items()))))
 
     @property
     def display_label(self) -> str:
         return self.label or self.cert.default_label
-
-    @property
-    def distrusted(self) -> bool:
-        return DISTRUSTED in self.trust.values()
 
     @property
     def trusted_purposes(self) -> list[str]:
@@ -266,10 +261,12 @@ class Entry:
 
     def trust_key(self) -> tuple:
         """What makes two entries for one certificate say the same thing."""
-        return (sorted(self.trust.items()), sorted(self.distrust_after.items()))
+        return self._key
 
     def replace(self, **changes: Any) -> "Entry":
-        return dataclasses.replace(self, **changes)
+        # dataclasses.replace inspects the fields on every call; this is hot in a 10 000-root merge.
+        return Entry(changes.get("cert", self.cert), changes.get("trust", self.trust), changes.get("label", self.label),
+                     changes.get("distrust_after", self.distrust_after), changes.get("extras", self.extras))
 
 
 class TrustSet(Mapping[str, Entry]):
@@ -279,14 +276,31 @@ class TrustSet(Mapping[str, Entry]):
 
     def __init__(self, entries: "Iterator[Entry] | list[Entry] | tuple[Entry, ...]" = ()):
         self._entries: dict[str, Entry] = {}
+        known = self._entries
         for entry in entries:
             # A certificate listed twice keeps its first place; distrust wins.
-            previous = self._entries.get(entry.sha256)
-            if previous is None or (entry.distrusted and not previous.distrusted):
-                self._entries[entry.sha256] = entry
+            sha = entry.sha256
+            if sha not in known or (entry.distrusted and not known[sha].distrusted):
+                known[sha] = entry
 
     def __getitem__(self, sha256: str) -> Entry:
         return self._entries[sha256]
+
+    # The Mapping mixins go through __getitem__ for every item; these are hot in large merges.
+    def __contains__(self, sha256: object) -> bool:
+        return sha256 in self._entries
+
+    def get(self, sha256: str, default=None):
+        return self._entries.get(sha256, default)
+
+    def keys(self):
+        return self._entries.keys()
+
+    def values(self):
+        return self._entries.values()
+
+    def items(self):
+        return self._entries.items()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)

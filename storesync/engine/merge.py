@@ -74,13 +74,15 @@ def merge(baseline: TrustSet | None, views: list[View]) -> MergeResult:
     removed: dict[str, list[str]] = {}
     distrusts: list[tuple[Entry, Capabilities]] = []
     for view in views:
-        current = lift(view.current, view.caps, view.purpose)
-        expected = _as_seen_by(baseline, view)
-        for sha, entry in current.items():
+        lifted = _lifted_key(view)
+        expected = _expected_keys(baseline, view, lifted)
+        for sha, entry in view.current.items():
+            key = lifted if lifted and not entry.distrusted else entry.trust_key()
+            if expected.get(sha) == key:
+                continue  # unchanged since the baseline (the common case: no entry is built)
+            entry = lift(TrustSet([entry]), view.caps, view.purpose)[sha]
             if entry.distrusted:
                 distrusts.append((entry, view.caps))
-            if sha in expected and entry.trust_key() == expected[sha].trust_key():
-                continue
             if not view.may_escalate and (sha not in baseline or _raises_trust(baseline[sha], entry)):
                 if sha not in baseline:
                     result.held.setdefault(view.name, []).append(view.current[sha])
@@ -90,7 +92,8 @@ def merge(baseline: TrustSet | None, views: list[View]) -> MergeResult:
                 )
                 continue
             (changed if sha in baseline else added).setdefault(sha, []).append((entry, view.caps))
-        for sha in expected.keys() - current.keys():
+        distrusts += [(e, view.caps) for sha, e in view.current.items() if e.distrusted and expected.get(sha) == e.trust_key()]
+        for sha in expected.keys() - view.current.keys():
             removed.setdefault(sha, []).append(view.name)
 
     merged: dict[str, Entry] = {}
@@ -118,10 +121,21 @@ def merge(baseline: TrustSet | None, views: list[View]) -> MergeResult:
     return result
 
 
-def _as_seen_by(baseline: TrustSet, view: View) -> dict[str, Entry]:
-    """The baseline as this store would hold it, in the model's terms."""
-    shown = [e for e in (project(entry, view.caps, view.purpose)[0] for entry in baseline.values()) if e]
-    return dict(lift(TrustSet(shown), view.caps, view.purpose))
+def _lifted_key(view: View) -> tuple | None:
+    """The trust key every anchor of a store without purposes has once lifted (None: it has purposes)."""
+    if view.caps.purposes or view.purpose == "any":
+        return None
+    return (tuple(sorted((p, TRUSTED) for p in view.purpose.split(","))), ())
+
+
+def _expected_keys(baseline: TrustSet, view: View, lifted: tuple | None) -> dict[str, tuple]:
+    """The trust key of each baseline entry as this store would hold it, in the model's terms."""
+    expected = {}
+    for sha, entry in baseline.items():
+        shown = project(entry, view.caps, view.purpose)[0]
+        if shown is not None:
+            expected[sha] = lifted if lifted and not shown.distrusted else shown.trust_key()
+    return expected
 
 
 def _raises_trust(before: Entry, after: Entry) -> bool:

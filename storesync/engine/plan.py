@@ -92,7 +92,7 @@ def project(entry: Entry, caps: Capabilities, purpose: str = SERVER_AUTH) -> tup
         return None, f"trusted only for {', '.join(trusted)}: left out of this {purpose} store"
     if purpose == "any" and set(trusted) != set(ANCHOR):
         loss = f"trusted only for {', '.join(trusted)}: trusted for every purpose here"
-    return entry.replace(trust=dict(ANCHOR)), loss
+    return (entry if entry.trust == ANCHOR else entry.replace(trust=dict(ANCHOR))), loss
 
 
 def make_plan(
@@ -146,10 +146,8 @@ def lift(trust_set: TrustSet, caps: Capabilities, purpose: str = SERVER_AUTH) ->
     trusted for that purpose only; with purpose "any", for every purpose."""
     if caps.purposes or purpose == "any":
         return trust_set
-    return TrustSet(
-        e if e.distrusted else e.replace(trust={p: TRUSTED for p in purpose.split(",")})
-        for e in trust_set.values()
-    )
+    trust = {p: TRUSTED for p in purpose.split(",")}
+    return TrustSet(e if e.distrusted or e.trust == trust else e.replace(trust=trust) for e in trust_set.values())
 
 
 def _status(entry: Entry, purposes: set[str] | None) -> tuple | None:

@@ -107,7 +107,8 @@ class DirStore(Store):
             taken.add(name)
             atomic_write(self.path / name, self._bundle(self.path / name).render(_just(entry)), sync_dir=False)
             self._files[entry.sha256] = [name, *(n for n in names if n != name)]
-        self._write_links(plan.desired)
+        touched = {e.sha256: e for e in [*rewrite, *plan.removals]}
+        self._write_links(plan.desired, touched)
         for entry in plan.removals:  # last, so a reader never misses a certificate still wanted
             for name in self._files.pop(entry.sha256, []):
                 if not HASH_LINK.match(name):  # hash names were settled by _write_links
@@ -124,27 +125,38 @@ class DirStore(Store):
             name = f"{stem}.{n}.pem"
         return name
 
-    def _write_links(self, desired: TrustSet) -> None:
+    def _write_links(self, desired: TrustSet, touched: dict[str, Entry]) -> None:
         """Give every hash its links 0..n-1 with no gaps (OpenSSL stops at the first gap),
-        keeping each existing correct link where it is."""
+        keeping each existing correct link where it is. Only the hashes of `touched`
+        certificates are computed when every other certificate already has its links."""
         target_of = {sha: names[0] for sha, names in self._files.items() if sha in desired}
         owner_of = {target: sha for sha, target in target_of.items()}
-        buckets: dict[str, list[str]] = defaultdict(list)
-        for sha, entry in desired.items():
-            hashes = [entry.cert.subject_hash()]
-            if self.option("links") == "both":
-                hashes.append(entry.cert.subject_hash_old())
-            for h in dict.fromkeys(hashes):
-                buckets[h].append(sha)
-        wanted: dict[str, str] = {}
+        styles = 2 if self.option("links") == "both" else 1
+        by_hash: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        links_of: dict[str, int] = defaultdict(int)
+        for name, target in self._links.items():
+            owner = owner_of.get(target)
+            if owner is not None:
+                h, n = name.split(".")
+                by_hash[h].append((int(n), owner))
+                links_of[owner] += 1
+        incremental = all(links_of[sha] == styles for sha in desired if sha not in touched)
+        buckets: dict[str, set[str]] = defaultdict(set)
+        for entry in touched.values() if incremental else desired.values():
+            cert = entry.cert
+            for h in {cert.subject_hash(), *([cert.subject_hash_old()] if styles == 2 else [])}:
+                members = buckets[h]  # a removed certificate's hash is affected too: its links close up
+                if entry.sha256 in desired:
+                    members.add(entry.sha256)
+        if incremental:  # the other members of an affected hash keep their places
+            for h in list(buckets):
+                buckets[h].update(sha for _, sha in by_hash[h] if sha not in touched)
+        wanted = {} if not incremental else {
+            name: target for name, target in self._links.items() if name.split(".")[0] not in buckets
+        }
         for h, members in buckets.items():
-            present = sorted(
-                (int(name.rsplit(".", 1)[1]), owner_of[target])
-                for name, target in self._links.items()
-                if name.startswith(h + ".") and owner_of.get(target) in members
-            )
-            order = list(dict.fromkeys([sha for _, sha in present] + sorted(members)))
-            for n, sha in enumerate(order):
+            present = [sha for _, sha in sorted(by_hash[h]) if sha in members]
+            for n, sha in enumerate(dict.fromkeys([*present, *sorted(members)])):
                 wanted[f"{h}.{n}"] = target_of[sha]
         for name, target in wanted.items():
             if self._links.get(name) != target:
