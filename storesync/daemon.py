@@ -219,13 +219,14 @@ class Daemon:
         track.runs += 1
         why = f"change in {', '.join(triggers)}" if triggers else reason
         sd_notify(f"STATUS=reconciling {profile.name} ({why})")
+        self.log("debug", f"profile {profile.name}: reconciling ({why})", event="reconcile", profile=profile.name)
         try:
             result = engine.run(profile, defaults=self.defaults, lock_timeout=LOCK_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - one profile's failure must not stop the others
             message = f"{type(exc).__name__}: {exc}"
             self.log("error", f"profile {profile.name}: reconcile failed ({message}); the daemon keeps running",
                      event="crash", profile=profile.name)
-            self.log("debug", traceback.format_exc().rstrip().replace("\n", " | "), profile=profile.name)
+            self.log("debug", traceback.format_exc().rstrip().replace("\n", " | "), event="traceback", profile=profile.name)
             track.status = {"last_run": now_iso(), "exit_code": engine.EXIT_ERROR, "summary": "reconcile failed",
                             "error": message, "held_back": [], "runs": track.runs}
             return engine.EXIT_ERROR
@@ -259,9 +260,11 @@ class Daemon:
         if result.error:
             problems[f"error {result.error}"] = ("error", f"profile {name}: {result.error}", {"event": "error"})
 
+        origin = changed_in(result) if written else []
         for outcome in written:
             plan = outcome.plan
-            self.log("info", f"profile {name}: {why}: wrote {outcome.spec}: {describe(plan)}",
+            said = f"change in {', '.join(origin)}" if origin else why
+            self.log("info", f"profile {name}: {said}: wrote {outcome.spec}: {describe(plan)}",
                      event="written", profile=name, store=outcome.spec, adds=len(plan.adds),
                      removals=len(plan.removals), changes=len(plan.changes), backup=outcome.backup)
         for conflict in result.conflicts:  # a decision of this run, so always said
@@ -504,6 +507,15 @@ def _event_classes() -> list:
 
     return [ev.FileCreatedEvent, ev.FileModifiedEvent, ev.FileDeletedEvent, ev.FileMovedEvent,
             ev.FileClosedEvent, ev.DirCreatedEvent, ev.DirModifiedEvent, ev.DirDeletedEvent, ev.DirMovedEvent]
+
+
+def changed_in(result) -> list[str]:
+    """Where a change came from: a mirror's source; in a merge, the stores that already
+    held the agreed state while others were written (events alone cannot tell: the
+    daemon's own writes raise them too)."""
+    if result.mode != "merge":
+        return [result.outcomes[0].spec]
+    return [o.spec for o in result.outcomes if o.plan is not None and o.plan.empty and not o.error]
 
 
 def describe(plan) -> str:
