@@ -151,3 +151,16 @@ def cert_fields(der: bytes) -> CertFields:
         raise DERError("not a certificate: TBSCertificate is too short")
     serial, _sig, issuer, validity, subject, spki = fields[:6]
     return CertFields(serial.raw, issuer.raw, subject.raw, validity.raw, spki.raw)
+
+
+def parse_time(value: bytes):
+    """An ASCII UTCTime or GeneralizedTime (`241130235959Z`), as an aware datetime; None if not one."""
+    from datetime import datetime, timezone
+
+    text = value.decode("ascii", "replace").strip()
+    for fmt in ("%y%m%d%H%M%SZ", "%Y%m%d%H%M%SZ"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass
+    return None

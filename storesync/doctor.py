@@ -201,7 +201,6 @@ def store_view(trust_set: TrustSet, kind: str, purpose: str) -> StoreView:
 
 def _eku_validator(oid_text: str | None):
     """An EKU, where present, must hold the purpose (or anyEKU); None accepts any EKU."""
-    from cryptography import x509
 
     def validate(_policy, _cert, ext) -> None:
         if ext is None or oid_text is None:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from conftest import NOW, Issued, need, run, storesync
 from storesync import doctor
 from storesync.engine.plan import make_plan
-from storesync.model import CLIENT_AUTH, DISTRUSTED, TRUSTED, Certificate, Entry, TrustSet
+from storesync.model import CLIENT_AUTH, DISTRUSTED, Certificate, Entry, TrustSet
 from storesync.stores import open_store
 
 DAY = dt.timedelta(days=1)

@@ -6,7 +6,6 @@ import os
 import pwd
 from pathlib import Path
 
-from conftest import run
 from storesync.discover import discover_nss
 from test_nss import certutil_add, new_db
 

@@ -18,7 +18,7 @@ from storesync.engine import state
 from storesync.model import StoreError
 from storesync.stores import open_store
 
-from conftest import need, run, storesync
+from conftest import need, pem_of, run, storesync
 
 
 @pytest.fixture(autouse=True)
@@ -127,8 +127,7 @@ stores = ["pem:{a}?format=trusted", "pem:{b}", "dir:{d}"]
     # a removal in one store reaches all; an addition in another too
     b_set = open_store(f"pem:{b}").read()
     extra = pki.ca("Added Later")
-    b.write_bytes(b"".join(open_store(f"pem:{b}").read()[k].cert.der and
-                           pem_block(open_store(f"pem:{b}").read()[k].cert.der) for k in list(b_set)[1:]) + extra.pem)
+    b.write_bytes(b"".join(pem_of(e.cert.der) for e in b_set.entries()[1:]) + extra.pem)
     second = storesync("sync", "--config", config)
     assert second.returncode == 0, second.stdout + second.stderr
     assert keys(f"pem:{a}") == keys(f"pem:{b}") == keys(f"dir:{d}")
@@ -151,12 +150,6 @@ stores = ["pem:{a}?format=trusted", "pem:{b}", "dir:{d}"]
     # and a fourth run is a no-op
     fourth = storesync("sync", "--config", config, "--json")
     assert fourth.returncode == 0 and not any(p["written"] for p in json.loads(fourth.stdout)[0]["plans"])
-
-
-def pem_block(der: bytes) -> bytes:
-    from conftest import pem_of
-
-    return pem_of(der)
 
 
 def pem_block_trusted_prefix(path: Path, issued) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import os
 import shutil
@@ -394,8 +393,6 @@ def test_nickname_rules(tmp_path, pki):
     flags = certutil_flags(db)
     assert set(flags) == {"Dup", "Dup #2"}
     # a certificate whose subject is already known takes that subject's nickname (NSS: one per subject)
-    from conftest import Issued
-
     renewed = pki.ca("Renewed CA")
     certutil_add(db, "Renewed old", ",,", renewed.write(tmp_path / "r.pem"))
     again = pki.ca("Renewed CA")  # same subject, new key and serial

@@ -209,18 +209,24 @@ class FileStore(Store):
     """A store that is one file: subclasses turn bytes into a trust set and back."""
 
     def read(self) -> TrustSet:
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
+        data = self.current_bytes()
+        if data is None:
             return TrustSet()  # a target not created yet
-        except IsADirectoryError:
-            raise self.error(f"is a directory; use dir:{self.path} for a hashed directory") from None
-        except OSError as exc:
-            raise self.error(f"cannot read it ({exc.strerror})") from None
         return self.parse(data)
 
     def write(self, plan: "Plan") -> None:
         atomic_write(self.path, self.render(plan))
+
+    def current_bytes(self) -> bytes | None:
+        """The file as it is now (None: it does not exist yet); errors are sentences."""
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except IsADirectoryError:
+            raise self.error(f"is a directory; use dir:{self.path} for a hashed directory") from None
+        except OSError as exc:
+            raise self.error(f"cannot read it ({exc.strerror})") from None
 
     def parse(self, data: bytes) -> TrustSet:
         raise NotImplementedError

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 from storesync import der
@@ -196,7 +195,7 @@ class CertdataStore(Store):
         for name, purpose in (("CKA_NSS_SERVER_DISTRUST_AFTER", SERVER_AUTH), ("CKA_NSS_EMAIL_DISTRUST_AFTER", EMAIL)):
             value = obj.get(name)
             if isinstance(value, bytes):
-                when = _utctime(value)
+                when = der.parse_time(value)
                 if when is None:
                     raise self.error(f"line {obj.line}: {name} is not a UTCTime ({value!r})")
                 result[purpose] = when
@@ -265,11 +264,3 @@ def _unescape(text: str) -> str:
         return raw
 
 
-def _utctime(value: bytes) -> datetime | None:
-    text = value.decode("ascii", "replace")
-    for fmt in ("%y%m%d%H%M%SZ", "%Y%m%d%H%M%SZ"):
-        try:
-            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
-        except ValueError:
-            pass
-    return None

@@ -18,7 +18,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from storesync.model import Entry, StoreError, TrustSet
+from storesync.model import Entry, TrustSet
 from storesync.stores import Capabilities, Store, StoreSpec, atomic_write, fsync_dir
 from storesync.stores.pem import PemStore
 

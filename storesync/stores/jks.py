@@ -318,7 +318,7 @@ class JksStore(FileStore):
         return Entry(cert, label=record.alias, extras={"jks": {"alias": record.alias}})
 
     def render(self, plan) -> bytes:
-        data = self._current_bytes()
+        data = self.current_bytes()
         version, records, password = (2, [], store_password(self)[0]) if data is None else self._load(data)
         anchors = {}
         for record in records:
@@ -351,13 +351,6 @@ class JksStore(FileStore):
         finally:
             self.warnings[:] = saved
 
-    def _current_bytes(self) -> bytes | None:
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise self.error(f"cannot read it ({exc.strerror})") from None
 
 
 def _record_sha(record: JksRecord) -> str | None:

@@ -23,7 +23,6 @@ and write trust in a password-protected database).
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import hmac
 import os
@@ -359,14 +358,6 @@ def email_of(cert: Certificate) -> bytes | None:
     return None
 
 
-def _utctime(value: bytes) -> datetime | None:
-    text = value.decode("ascii", "replace").strip()
-    for fmt in ("%y%m%d%H%M%SZ", "%Y%m%d%H%M%SZ"):
-        try:
-            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
-        except ValueError:
-            pass
-    return None
 
 
 def _utctime_bytes(when: datetime) -> bytes:
@@ -644,7 +635,7 @@ class NssStore(Store):
                 self.warnings.append(f"{self.cert_db}: two trust objects of one class for {obj.label!r}; using the first")
             for purpose, attribute in DISTRUST_AFTER_ATTR.items():
                 value = trust.raw.get(attribute)
-                when = _utctime(value) if value and value != b"\x00" else None
+                when = der.parse_time(value) if value and value != b"\x00" else None
                 if when is not None and purpose not in obj.distrust_after:
                     obj.distrust_after[purpose] = when
         return order
@@ -856,7 +847,7 @@ def _distrust_after(values: dict[int, bytes | None]) -> dict[str, datetime]:
     for purpose, attribute in DISTRUST_AFTER_ATTR.items():
         value = values.get(attribute)
         if value and value != b"\x00":
-            when = _utctime(value)
+            when = der.parse_time(value)
             if when is not None:
                 result[purpose] = when
     return result

@@ -655,7 +655,7 @@ class P12Store(FileStore):
         return None
 
     def render(self, plan) -> bytes:
-        data = self._current_bytes()
+        data = self.current_bytes()
         if data is None:
             password = store_password(self)[0]
             protected = self.option("protect", "yes") != "no"
@@ -720,10 +720,3 @@ class P12Store(FileStore):
         if {b.sha256 for b in after.bags if b.java_trusted} != set(desired.keys()):
             raise self.error("the rewritten file would not hold the desired certificates; nothing was written")
 
-    def _current_bytes(self) -> bytes | None:
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise self.error(f"cannot read it ({exc.strerror})") from None
