@@ -153,6 +153,21 @@ def cert_fields(der: bytes) -> CertFields:
     return CertFields(serial.raw, issuer.raw, subject.raw, validity.raw, spki.raw)
 
 
+def extensions(cert_der: bytes) -> dict[str, bytes] | None:
+    """extnID -> extnValue contents of a certificate (None: unreadable), without `cryptography`."""
+    try:
+        tbs = next(read(cert_der).children())
+        result = {}
+        for element in tbs.children():
+            if element.tag == 0xA3:  # [3] EXPLICIT Extensions
+                for extension in next(element.children()).children():
+                    parts = list(extension.children())
+                    result[decode_oid(parts[0].value)] = parts[-1].value
+        return result
+    except (DERError, StopIteration, IndexError):
+        return None
+
+
 def parse_time(value: bytes):
     """An ASCII UTCTime or GeneralizedTime (`241130235959Z`), as an aware datetime; None if not one."""
     from datetime import datetime, timezone

@@ -214,16 +214,19 @@ class Certificate:
 
     @cached_property
     def is_ca(self) -> bool:
-        """CA per basicConstraints; a v1 self-issued certificate counts too (old roots)."""
-        cert = self.x509
-        if cert is None:
-            return True  # unparseable roots exist; give them the benefit of the doubt
-        from cryptography import x509
-
+        """CA per basicConstraints; a self-issued certificate without extensions (an old v1 root)
+        counts too. Read from the DER: deciding this must not cost a `cryptography` import."""
+        extensions = der.extensions(self.der)
+        if extensions is None:
+            return True  # unreadable roots exist; give them the benefit of the doubt
+        value = extensions.get("2.5.29.19")
+        if value is None:
+            return not extensions and self.fields.issuer == self.fields.subject
         try:
-            return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-        except x509.ExtensionNotFound:
-            return cert.version == x509.Version.v1 and cert.issuer == cert.subject
+            first = next(der.read_all(value).children(), None)
+        except der.DERError:
+            return True
+        return first is not None and first.tag == 0x01 and first.value != b"\x00"
 
 
 # --- entries and trust sets ---------------------------------------------------------------

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from storesync.config import Profile, StoreRef
 from storesync.engine import policy, state
-from storesync.engine.merge import View, merge
 from storesync.engine.plan import ADD, MIRROR, Plan, compare, lift, make_plan
 from storesync.model import StoreError, TrustSet
 from storesync.stores import Store, open_store
@@ -119,6 +118,8 @@ def _run_locked(profile: Profile, result: Result, force: bool) -> None:
             _read(outcome)
     readable = [o for o in result.outcomes if o.current is not None]
     if profile.mode == "merge":
+        from storesync.engine.merge import View, merge
+
         baseline = state.load_baseline(profile.name)
         views = [View(o.spec, o.current, o.store.capabilities, o.store.purpose,
                       may_escalate=profile.allow_escalation or _may_escalate(o, readable)) for o in readable]

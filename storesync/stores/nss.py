@@ -304,37 +304,6 @@ def key_id(cert: Certificate) -> bytes:
         return hashlib.sha1(cert.der).digest()
 
 
-def _extensions(cert: Certificate) -> dict[str, bytes] | None:
-    """extnID -> extnValue contents, read from the DER (no `cryptography` on the write path)."""
-    try:
-        tbs = next(der.read(cert.der).children())
-        result = {}
-        for element in tbs.children():
-            if element.tag == 0xA3:  # [3] EXPLICIT Extensions
-                for extension in next(element.children()).children():
-                    parts = list(extension.children())
-                    result[der.decode_oid(parts[0].value)] = parts[-1].value
-        return result
-    except (der.DERError, StopIteration, IndexError):
-        return None
-
-
-def is_ca(cert: Certificate) -> bool:
-    """basicConstraints cA; a v1 self-issued certificate counts too (old roots), as in the model."""
-    extensions = _extensions(cert)
-    if extensions is None:
-        return True  # unreadable: the benefit of the doubt, like Certificate.is_ca
-    value = extensions.get("2.5.29.19")
-    if value is None:
-        fields = cert.fields
-        return fields.issuer == fields.subject and "2.5.29.15" not in extensions and not extensions
-    try:
-        first = next(der.read_all(value).children(), None)
-    except der.DERError:
-        return True
-    return first is not None and first.tag == 0x01 and first.value != b"\x00"
-
-
 def email_of(cert: Certificate) -> bytes | None:
     """CKA_NSS_EMAIL as PK11_ImportCert sets it: the first e-mail address of the subject,
     else of the subjectAltName, lower-cased."""
@@ -346,7 +315,7 @@ def email_of(cert: Certificate) -> bytes | None:
                 return value.lower().encode("utf-8")
     except der.DERError:
         return None
-    san = (_extensions(cert) or {}).get("2.5.29.17")
+    san = (der.extensions(cert.der) or {}).get("2.5.29.17")
     if san is None:
         return None
     try:
@@ -958,7 +927,7 @@ def _letters_for(entry: Entry) -> dict[str, str]:
     """Per purpose the NSS trust to store: the model's trust, in the letter the store had before
     (P versus C, c) when that letter still says the same thing."""
     kept = entry.extras.get("nss", {}).get("letters", {})
-    default_trusted = ANCHOR_L if is_ca(entry.cert) else PEER_L
+    default_trusted = ANCHOR_L if entry.cert.is_ca else PEER_L
     letters = {}
     for purpose in PURPOSES:
         state = entry.trust.get(purpose)
