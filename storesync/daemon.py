@@ -142,7 +142,10 @@ def watch_targets(profile: Profile, defaults: dict[str, str]) -> dict[str, str]:
         except StoreError:
             continue  # reported by the reconcile
         for path in paths:
-            targets[os.path.abspath(os.path.expanduser(str(path)))] = str(store.spec)
+            path = os.path.abspath(os.path.expanduser(str(path)))
+            # A symlinked store (/etc/pki/tls/cert.pem) changes where its target lives.
+            for each in {path, os.path.realpath(path)}:
+                targets[each] = str(store.spec)
     return targets
 
 

@@ -167,7 +167,7 @@ def test_a_pem_bundle_change_reaches_the_other_stores_and_own_writes_are_quiet(p
     with open(a, "ab") as f:  # an administrator appends a root in place
         f.write(cas[4].pem)
     until(lambda: agree(*specs) and len(keys(f"pem:{b}")) == 5, what="the appended root in every store")
-    written = daemon.events("written")
+    written = daemon.wait_event("written", count=4)  # two at the start, two now
     assert {e["store"] for e in written[-2:]} == {f"pem:{b}", f"dir:{d}"}
     assert all(e["profile"] == "web" and e["adds"] == 1 and "Daemon PEM 4" in e["msg"] for e in written[-2:])
     assert all(f"change in pem:{a}:" in e["msg"] for e in written[-2:])
@@ -525,3 +525,19 @@ def test_the_unit_file_is_hardened_and_valid(tmp_path):
     fixed.write_text(text.replace("/usr/bin/storesync", str(Path(sys.executable).parent / "storesync")))
     result = run(analyze, "verify", fixed, check=False)
     assert result.returncode == 0, result.stderr.decode()
+
+
+def test_a_symlinked_store_follows_changes_of_its_target(pki, tmp_path, daemons):
+    cas = [pki.ca(f"Linked {n}") for n in range(3)]
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    real, link, b = real_dir / "bundle.pem", tmp_path / "link.pem", tmp_path / "b.pem"
+    real.write_bytes(bundle(*cas[:2]))
+    link.symlink_to(real)
+    specs = [f"pem:{link}", f"pem:{b}"]
+    start(daemons, tmp_path, write_config(tmp_path / "s.toml", {"ln": specs}))
+    until(lambda: agree(*specs) and len(keys(f"pem:{b}")) == 2, what="the first reconcile")
+    tmp = real_dir / ".bundle.new"  # replaced by rename where the link points, not where it is
+    tmp.write_bytes(bundle(*cas))
+    os.replace(tmp, real)
+    until(lambda: agree(*specs) and len(keys(f"pem:{b}")) == 3, what="the linked bundle's change")
