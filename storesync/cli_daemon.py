@@ -23,8 +23,10 @@ def daemon(
     """Watch the stores of the config's profiles and reconcile each profile when one of its stores changes.
 
     SIGHUP reloads the config; SIGTERM or SIGINT finish the reconcile in progress and exit 0.
-    Under systemd (Type=notify) it reports readiness, status and watchdog pings. The state of
-    every profile is kept in STATE_DIR/status.json (shown by `storesync status`)."""
+
+    Under systemd (Type=notify) it reports readiness, status and watchdog pings.
+
+    The last reconcile of every profile is kept in STATE_DIR/status.json (`storesync status`)."""
     from storesync import daemon as service
     from storesync.config import load_config
     from storesync.engine import state

@@ -202,7 +202,7 @@ class Daemon:
                      config=str(path))
             sd_notify("STATUS=config reload failed; running the previous config")
             return
-        sd_notify("RELOADING=1")
+        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
         self._apply_config(config)
         self._refresh_watches()
         self.log("info", f"config reloaded from {path}: {len(config.profiles)} profiles "

@@ -241,9 +241,9 @@ def test_a_java_keystore_changed_by_keytool_reaches_the_bundle(pki, tmp_path, da
     until(lambda: agree(*specs) and len(keys(f"pem:{a}")) == 3, what="keytool's root in the bundle")
 
 
-def test_a_store_that_does_not_exist_yet_is_picked_up_and_a_hold_is_said_once(pki, root, tmp_path, daemons):
-    """Mirror from a source in a directory that does not exist yet: the target is kept (an
-    empty source would remove everything: held back, logged once); when the source appears,
+def test_a_store_that_does_not_exist_yet_is_picked_up_and_reported_once(pki, root, tmp_path, daemons):
+    """Mirror from a source in a directory that does not exist yet: nothing is written (the
+    missing source is reported, once, however many events follow); when the source appears,
     the target follows."""
     extra = pki.ca("Daemon Appears")
     target = tmp_path / "target.pem"
@@ -251,16 +251,40 @@ def test_a_store_that_does_not_exist_yet_is_picked_up_and_a_hold_is_said_once(pk
     source = tmp_path / "later" / "deeper" / "source.pem"
     specs = [f"pem:{source}", f"pem:{target}"]
     daemon = start(daemons, tmp_path, write_config(tmp_path / "s.toml", {"up": specs}, mode="mirror"))
-    daemon.wait_event("held-back")
-    for _ in range(3):  # events on the target re-run the profile; the hold is not said again
+    reported = until(lambda: [e for e in daemon.lines() if e.get("level") in ("warning", "error")],
+                     what="the missing source reported")
+    for _ in range(3):  # events on the target re-run the profile; the problem is not said again
         target.write_bytes(root.pem)
         time.sleep(0.4)
     until(lambda: len(daemon.events("reconcile")) >= 3, what="reconciles of the touched target")
-    assert len(daemon.events("held-back")) == 1
+    assert [e for e in daemon.lines() if e.get("level") in ("warning", "error")] == reported
+    assert target.read_bytes() == root.pem
 
     source.parent.mkdir(parents=True)
     source.write_bytes(root.pem + extra.pem)
     until(lambda: agree(*specs) and len(keys(f"pem:{target}")) == 2, what="the new source mirrored")
+    daemon.wait_event("recovered")
+
+
+def test_a_held_back_change_is_said_once(pki, tmp_path, daemons, state_dir):
+    cas = [pki.ca(f"Held {n}") for n in range(20)]
+    source, target = tmp_path / "source.pem", tmp_path / "target.pem"
+    source.write_bytes(bundle(*cas[:1]))  # a truncated source would remove 19 of 20
+    target.write_bytes(bundle(*cas))
+    daemon = start(daemons, tmp_path, write_config(tmp_path / "s.toml", {"held": [f"pem:{source}", f"pem:{target}"]},
+                                                  mode="mirror"))
+    held = daemon.wait_event("held-back")[0]
+    assert "19 of 20" in held["msg"] and "--force" in held["msg"]
+    for _ in range(3):
+        source.write_bytes(bundle(*cas[:1]))
+        time.sleep(0.4)
+    until(lambda: len(daemon.events("reconcile")) >= 3, what="reconciles of the touched source")
+    assert len(daemon.events("held-back")) == 1 and len(keys(f"pem:{target}")) == 20
+    status = json.loads((state_dir / "status.json").read_text())["profiles"]["held"]
+    assert status["exit_code"] == 3 and "19 of 20" in status["held_back"][0]
+
+    source.write_bytes(bundle(*cas[:19]))  # one removal is not held back
+    until(lambda: len(keys(f"pem:{target}")) == 19, what="the small removal applied")
     daemon.wait_event("recovered")
 
 
@@ -462,7 +486,6 @@ def test_once_reconciles_every_profile_and_exits_with_the_worst_code(pki, root, 
 
     a, b, c, e = (tmp_path / f"{n}.pem" for n in "abce")
     a.write_bytes(root.pem)
-    c.write_bytes(root.pem)
     e.write_bytes(BAD)
     config = tmp_path / "s.toml"
     write_config(config, {"ok": [f"pem:{a}", f"pem:{b}"]})
@@ -471,8 +494,10 @@ def test_once_reconciles_every_profile_and_exits_with_the_worst_code(pki, root, 
     assert result.returncode == 0, result.stderr
     assert agree(f"pem:{a}", f"pem:{b}") and "wrote pem:" in result.stderr
 
-    # an empty source would empty its target: held back (3); an unreadable store: error (2)
-    config.write_text(config.read_text() + f'\n[profile.held]\nmode = "mirror"\nsource = "pem:{tmp_path}/none.pem"\n'
+    # a truncated source would empty its target: held back (3); an unreadable store: error (2)
+    c.write_bytes(bundle(*(pki.ca(f"Once {n}") for n in range(3))))
+    (tmp_path / "truncated.pem").write_bytes(b"")
+    config.write_text(config.read_text() + f'\n[profile.held]\nmode = "mirror"\nsource = "pem:{tmp_path}/truncated.pem"\n'
                                            f'targets = ["pem:{c}"]\n')
     result = subprocess.run([sys.executable, "-m", "storesync", "daemon", "--once", "--config", config],
                             capture_output=True, text=True, timeout=60)
@@ -487,7 +512,7 @@ def test_once_reconciles_every_profile_and_exits_with_the_worst_code(pki, root, 
     assert status["running"] is False and status["state"] == "stopped"
     profiles = status["status"]["profiles"]
     assert set(profiles) == {"ok", "held", "broken"}
-    assert profiles["held"]["exit_code"] == 3 and "would remove all" in profiles["held"]["held_back"][0]
+    assert profiles["held"]["exit_code"] == 3 and "all 3" in profiles["held"]["held_back"][0]
     assert profiles["broken"]["exit_code"] == 2 and "not valid base64" in profiles["broken"]["error"]
     assert {"last_run", "exit_code", "summary", "error", "held_back"} <= set(profiles["ok"])
 
