@@ -266,6 +266,9 @@ def rollback(
             return
         with state.lock(f"store {opened.path.resolve()}"):
             backup_id, snapshot = state.load_backup(spec, to)
+            strays = [path for path in snapshot if not opened.owns(path)]
+            if strays:
+                raise StoreError(f"{spec}: backup {backup_id} names files outside the store ({strays[0]}); not restored")
             undo = state.save_backup(spec, opened.snapshot(), f"before rollback to {backup_id}")
             opened.restore(snapshot)
     except StoreError as exc:

@@ -1,7 +1,7 @@
 """The config file: named profiles of stores.
 
     [profile.web]
-    mode = "mirror"                                   # one source, many targets
+    mode = "mirror"                                   # one source, many targets ("add": never remove)
     source = "pem:/etc/ssl/certs/ca-certificates.crt"
     targets = ["nss:/etc/pki/nssdb", { spec = "sst:/srv/export/roots.sst", purpose = "any" }]
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from storesync.model import PURPOSES, StoreError
 
-MODES = ("mirror", "merge")
+MODES = ("mirror", "add", "merge")
 PROFILE_KEYS = {
     "mode", "source", "targets", "stores", "purposes", "ca_only", "drop_expired",
     "max_removal_share", "allow_escalation", "debounce_ms", "rescan_s",
@@ -104,9 +104,14 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
-    def error(what: str, needle: str) -> ConfigError:
-        match = re.search(re.escape(needle), text)
-        line = f" line {text.count(chr(10), 0, match.start()) + 1}" if match else ""
+    def error(what: str, needle: str, profile: str | None = None) -> ConfigError:
+        # tomllib keeps no positions: find the key, looking first inside the profile's own table
+        start = 0
+        if profile is not None:
+            header = re.search(rf"^\s*\[\s*profile\.\"?{re.escape(profile)}\"?\s*\]", text, re.M)
+            start = header.start() if header else 0
+        match = re.search(rf"(?m)^\s*{re.escape(needle)}\b", text[start:]) or re.search(re.escape(needle), text[start:])
+        line = f" line {text.count(chr(10), 0, start + match.start()) + 1}" if match else ""
         return ConfigError(f"{where}{line}: {what}")
 
     unknown = set(data) - {"profile"}
@@ -121,16 +126,19 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     return Config(path, profiles)
 
 
-def _profile(name: str, table: dict, error) -> Profile:
+def _profile(name: str, table: dict, error_at) -> Profile:
+    def error(what: str, needle: str) -> ConfigError:
+        return error_at(what, needle, name)
+
     for key in table:
         if key not in PROFILE_KEYS:
             raise error(f"profile {name!r}: unknown key {key!r} (known: {', '.join(sorted(PROFILE_KEYS))})", key)
     mode = table.get("mode", "mirror")
     if mode not in MODES:
-        raise error(f"profile {name!r}: mode must be \"mirror\" or \"merge\", not {mode!r}", f"{mode}")
-    if mode == "mirror":
+        raise error(f"profile {name!r}: mode must be \"mirror\", \"add\" or \"merge\", not {mode!r}", "mode")
+    if mode != "merge":
         if "source" not in table or "targets" not in table:
-            raise error(f"profile {name!r}: a mirror profile needs `source` and `targets`", f"[profile.{name}]")
+            raise error(f"profile {name!r}: a {mode} profile needs `source` and `targets`", f"[profile.{name}]")
         refs = [table["source"], *_list(table["targets"], name, "targets", error)]
     else:
         if "stores" not in table:
@@ -138,18 +146,21 @@ def _profile(name: str, table: dict, error) -> Profile:
         refs = _list(table["stores"], name, "stores", error)
         if len(refs) < 2:
             raise error(f"profile {name!r}: a merge needs at least two stores", "stores")
+    if not isinstance(table.get("purposes", []), list):
+        raise error(f"profile {name!r}: purposes must be a list, e.g. [\"server-auth\"]", "purposes")
     purposes = tuple(table.get("purposes", ()))
     for purpose in purposes:
         if purpose not in PURPOSES and not re.fullmatch(r"[0-9]+(\.[0-9]+)+", str(purpose)):
             raise error(f"profile {name!r}: unknown purpose {purpose!r}", str(purpose))
     share = table.get("max_removal_share", 0.10)
-    if not isinstance(share, (int, float)) or not 0 <= share <= 1:
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
         raise error(f"profile {name!r}: max_removal_share must be a number from 0 to 1", "max_removal_share")
     for key in ("ca_only", "drop_expired", "allow_escalation"):
         if not isinstance(table.get(key, False), bool):
             raise error(f"profile {name!r}: {key} must be true or false", key)
     for key in ("debounce_ms", "rescan_s"):
-        if not isinstance(table.get(key, 1), int) or table.get(key, 1) < 0:
+        value = table.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise error(f"profile {name!r}: {key} must be a whole number", key)
     return Profile(
         name=name, mode=mode, stores=[_store_ref(r, name, error) for r in refs], purposes=purposes,

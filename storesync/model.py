@@ -44,6 +44,12 @@ def oid_from_purpose(purpose: str) -> str:
     return EKU_OIDS.get(purpose, purpose)
 
 
+def purpose_order(purpose: str) -> tuple:
+    """A fixed order for writing purposes (named ones by their EKU OID, then other OIDs)."""
+    oid = oid_from_purpose(purpose)
+    return tuple(int(part) if part.isdigit() else 0 for part in oid.split("."))
+
+
 class StoreError(Exception):
     """A failure a person can act on. The message is one sentence naming the store and file."""
 
@@ -72,7 +78,7 @@ def _canonical_value(tag: int, value: bytes) -> bytes | None:
     codec = _STRING_CODECS.get(tag)
     if codec is None:
         return None  # other types are hashed as they are
-    text = value.decode(codec).encode("utf-8")
+    text = value.decode(codec, "replace").encode("utf-8")  # OpenSSL refuses such names; we must not crash
     text = text.strip(_SPACE)
     out = bytearray()
     in_space = False

@@ -307,3 +307,108 @@ def test_sigkill_at_random_points_leaves_every_store_old_or_new(pki, tmp_path):
     # and the next complete run brings everything to one state
     assert storesync("sync", "--force", f"pem:{tmp_path / 'new.pem'}", *targets).returncode == 0
     assert all(keys(spec) == sets["new"] for spec in targets)
+
+
+# --- regressions found in review -----------------------------------------------------------------
+
+
+def test_a_missing_source_is_an_error_even_when_forced(root, tmp_path):
+    out = tmp_path / "out.pem"
+    out.write_bytes(root.pem)
+    result = storesync("sync", "--force", f"pem:{tmp_path / 'typo.pem'}", f"pem:{out}")
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    assert out.read_bytes() == root.pem
+
+
+def test_a_bundle_source_leaves_what_it_does_not_speak_for(pki, root, tmp_path):
+    """A TLS bundle mirrored into a store that can say purposes and distrust: the target's
+    e-mail trust, e-mail-only roots and distrust records are out of the bundle's scope."""
+    both, email_only, distrusted = pki.ca("Both Root"), pki.ca("Email Only Root"), pki.ca("Distrusted Root")
+    files = {name: issued.write(tmp_path / f"{name}.pem") for name, issued in
+             (("both", both), ("email", email_only), ("bad", distrusted), ("root", root))}
+    target = tmp_path / "target.pem"
+    parts = [run("openssl", "x509", "-in", files["both"], "-addtrust", "serverAuth", "-addtrust", "emailProtection", "-trustout").stdout,
+             run("openssl", "x509", "-in", files["email"], "-addtrust", "emailProtection", "-trustout").stdout,
+             run("openssl", "x509", "-in", files["bad"], "-addreject", "anyExtendedKeyUsage", "-trustout").stdout]
+    target.write_bytes(b"".join(parts))
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(both.pem + root.pem)  # a server-auth bundle that lacks nothing the target has for TLS
+    spec = f"pem:{target}?format=trusted"
+    result = storesync("sync", "--force", f"pem:{bundle}", spec)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = open_store(spec).read()
+    by_label = {e.display_label: dict(e.trust) for e in after.values()}
+    assert by_label["Both Root"] == {"server-auth": "trusted", "email": "trusted"}
+    assert by_label["Email Only Root"] == {"email": "trusted"}
+    assert set(by_label["Distrusted Root"].values()) == {"distrusted"}
+    assert by_label["storesync Test Root"] == {"server-auth": "trusted"}
+    assert storesync("diff", f"pem:{bundle}", spec).returncode == 0
+
+
+def test_a_non_ca_certificate_stays_in_its_own_store_across_merges(pki, root, server_leaf, tmp_path):
+    a, b = tmp_path / "a.pem", tmp_path / "b.pem"
+    a.write_bytes(root.pem + server_leaf.pem)
+    b.write_bytes(root.pem)
+    config = write_config(tmp_path, f'[profile.m]\nmode = "merge"\nstores = ["pem:{a}", "pem:{b}"]\n')
+    for _ in range(3):
+        assert storesync("sync", "--config", config).returncode == 0
+        assert len(keys(f"pem:{a}")) == 2 and len(keys(f"pem:{b}")) == 1
+
+
+def test_rollback_of_a_directory_with_hash_named_copies_loses_nothing(pki, root, tmp_path):
+    capath = tmp_path / "ca"
+    capath.mkdir()
+    from storesync.model import Certificate
+
+    copy = capath / f"{Certificate(root.der).subject_hash()}.0"
+    copy.write_bytes(root.pem)  # c_rehash's copy mode: a plain file named like a link
+    before = files_of(capath)
+    source = tmp_path / "s.pem"
+    source.write_bytes(root.pem + pki.ca("Another").pem)
+    assert storesync("sync", "--mode", "add", f"pem:{source}", f"dir:{capath}").returncode == 0
+    assert storesync("rollback", f"dir:{capath}").returncode == 0
+    assert files_of(capath) == before
+    assert run("openssl", "x509", "-noout", "-in", copy).returncode == 0
+
+
+def test_a_store_reached_through_a_symlink_stays_a_symlink(pki, root, tmp_path):
+    real, link = tmp_path / "real.pem", tmp_path / "link.pem"
+    real.write_bytes(root.pem)
+    link.symlink_to(real.name)
+    source = tmp_path / "s.pem"
+    source.write_bytes(root.pem + pki.ca("Via Link").pem)
+    assert storesync("sync", f"pem:{source}", f"pem:{link}").returncode == 0
+    assert link.is_symlink() and len(keys(f"pem:{real}")) == 2
+    assert storesync("rollback", f"pem:{link}").returncode == 0
+    assert link.is_symlink() and real.read_bytes() == root.pem
+
+
+def test_the_state_dir_is_no_write_primitive(root, tmp_path, state_dir):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    locks = state_dir / "locks"
+    locks.mkdir(parents=True)
+    name = state._key("profile x")
+    (locks / f"{name}.lock").symlink_to(victim)
+    with pytest.raises(StoreError, match="cannot keep locks"):
+        with state.lock("profile x", timeout=0.1):
+            pass
+    assert victim.read_text() == "keep me"
+    out = tmp_path / "out.pem"
+    out.write_bytes(root.pem)
+    assert storesync("rollback", f"pem:{out}", "--to", "../../victim").returncode == 2
+
+
+def test_an_undecodable_name_neither_crashes_nor_half_writes(pki, tmp_path):
+    """A UniversalString with an impossible code point: OpenSSL cannot hash it; we must not crash."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    odd = pki.ca(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Odd", _type=x509.name._ASN1Type.UniversalString)]))
+    raw = odd.der.replace("Odd".encode("utf-32-be"), b"\x00\x11\x00\x00" * 3)
+    source = tmp_path / "s.pem"
+    from conftest import pem_of as armor
+
+    source.write_bytes(armor(raw))
+    result = storesync("sync", f"pem:{source}", f"dir:{tmp_path / 'ca'}")
+    assert "Traceback" not in result.stderr and result.returncode in (0, 2)

@@ -120,3 +120,13 @@ def test_truncated_and_corrupted_bundles_fail_cleanly(cut, flip):
         store.parse(bytes(data))
     except StoreError:
         pass
+
+
+def test_trusted_output_does_not_depend_on_dict_order(root):
+    from storesync.stores.pem import _aux_bytes
+    from storesync.model import Entry
+
+    cert = Certificate(root.der)
+    a = Entry(cert, trust={"server-auth": TRUSTED, "email": TRUSTED, "client-auth": DISTRUSTED})
+    b = Entry(cert, trust={"client-auth": DISTRUSTED, "email": TRUSTED, "server-auth": TRUSTED})
+    assert _aux_bytes(a) == _aux_bytes(b)

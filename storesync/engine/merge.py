@@ -10,6 +10,7 @@ baseline) takes the union and never deletes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 from datetime import datetime
 
 from storesync.engine.plan import lift, project
@@ -66,7 +67,8 @@ def combine(opinions: list[tuple[Entry, Capabilities]]) -> Entry:
     return first.replace(trust=trust, distrust_after=after, label=label, extras=extras)
 
 
-def merge(baseline: TrustSet | None, views: list[View]) -> MergeResult:
+def merge(baseline: TrustSet | None, views: list[View], admit: Callable[[Entry], bool] = lambda e: True) -> MergeResult:
+    """`admit` says which new anchors may spread (the profile's ca_only); others stay at home."""
     baseline = baseline if baseline is not None else TrustSet()  # first run: all is added
     result = MergeResult(merged=TrustSet())
     added: dict[str, list[tuple[Entry, Capabilities]]] = {}
@@ -83,6 +85,10 @@ def merge(baseline: TrustSet | None, views: list[View]) -> MergeResult:
             entry = lift(TrustSet([entry]), view.caps, view.purpose)[sha]
             if entry.distrusted:
                 distrusts.append((entry, view.caps))
+            if sha not in baseline and not entry.distrusted and not admit(entry):
+                result.held.setdefault(view.name, []).append(view.current[sha])
+                result.conflicts.append(f"{entry.display_label}: not a CA certificate; it stays in {view.name} only")
+                continue
             if not view.may_escalate and (sha not in baseline or _raises_trust(baseline[sha], entry)):
                 if sha not in baseline:
                     result.held.setdefault(view.name, []).append(view.current[sha])

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from storesync.model import ANCHOR, DISTRUST, SERVER_AUTH, TRUSTED, Entry, TrustSet
+from storesync.model import ANCHOR, DISTRUST, DISTRUSTED, SERVER_AUTH, TRUSTED, Entry, TrustSet
 from storesync.stores import Capabilities
 
 MIRROR, ADD = "mirror", "add"
@@ -91,8 +91,46 @@ def project(entry: Entry, caps: Capabilities, purpose: str = SERVER_AUTH) -> tup
     if purpose != "any" and purpose not in trusted:
         return None, f"trusted only for {', '.join(trusted)}: left out of this {purpose} store"
     if purpose == "any" and set(trusted) != set(ANCHOR):
-        loss = f"trusted only for {', '.join(trusted)}: trusted for every purpose here"
+        widened = f"trusted only for {', '.join(trusted)}: trusted for every purpose here"
+        loss = f"{loss}; {widened}" if loss else widened
     return (entry if entry.trust == ANCHOR else entry.replace(trust=dict(ANCHOR))), loss
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a source speaks for. A TLS bundle says which roots are trusted for server-auth; it
+    says nothing of e-mail trust, nor of distrust, so a target's e-mail trust and its distrust
+    records are out of its scope and stay as they are."""
+
+    purposes: frozenset[str] | None = None  # trusted purposes it speaks for (None: all)
+    distrust: bool = True  # whether it can say "distrusted"
+
+    @classmethod
+    def of(cls, caps: Capabilities, purpose: str, only: tuple[str, ...] = ()) -> "Scope":
+        purposes = None if caps.purposes or purpose == "any" else frozenset(purpose.split(","))
+        if only:
+            purposes = frozenset(only) if purposes is None else purposes & frozenset(only)
+        return cls(purposes, caps.distrust)
+
+    def covers(self, purpose: str, state: str) -> bool:
+        if state == DISTRUSTED:
+            return self.distrust
+        return self.purposes is None or purpose in self.purposes
+
+    def combine(self, have: Entry | None, wanted: Entry | None) -> Entry | None:
+        """The target's trust outside the scope, the source's inside it; a distrust the source
+        cannot speak for is never overridden."""
+        trust = {} if have is None else {p: s for p, s in have.trust.items() if not self.covers(p, s)}
+        for p, state in ({} if wanted is None else wanted.trust).items():
+            if self.covers(p, state) and not (trust.get(p) == DISTRUSTED and not self.distrust):
+                trust[p] = state
+        if not trust:
+            return None
+        base = wanted or have
+        return base if trust == base.trust else base.replace(trust=trust)
+
+
+EVERYTHING = Scope()
 
 
 def make_plan(
@@ -103,40 +141,51 @@ def make_plan(
     store: str,
     mode: str = MIRROR,
     purpose: str = SERVER_AUTH,
+    scope: Scope = EVERYTHING,
 ) -> Plan:
-    """Diff `source` (projected onto `caps`) against what the store holds now.
+    """Diff `source` (projected onto `caps`) against what the store holds now, within `scope`.
 
     An entry whose trust is unchanged is kept exactly as the store has it (label, extras),
     so a sync never rewrites what it does not need to.
     """
     plan = Plan(store=store, current=current, desired=TrustSet())
-    desired: list[Entry] = []
-    for entry in source.values():
-        wanted, loss = project(entry, caps, purpose)
+    seen = lift(current, caps, purpose) if scope is not EVERYTHING else current
+    desired: dict[str, Entry] = {}
+
+    def settle(have: Entry | None, combined: Entry, origin: Entry) -> None:
+        wanted, loss = project(combined, caps, purpose)
         if loss:
-            plan.losses.append(Loss(entry, loss))
+            plan.losses.append(Loss(origin, loss))
         if wanted is None:
-            continue
-        have = current.get(entry.sha256)
-        if have is None:
+            if have is not None:
+                plan.removals.append(have)
+        elif have is None:
             plan.adds.append(wanted)
-            desired.append(wanted)
+            desired[wanted.sha256] = wanted
         elif have.trust_key() == wanted.trust_key():
-            desired.append(have)
+            desired[have.sha256] = have
         else:
             after = wanted.replace(label=have.label or wanted.label, extras={**have.extras, **wanted.extras})
             plan.changes.append((have, after))
-            desired.append(after)
-    kept = {e.sha256 for e in desired}
-    for entry in current.values():
-        if entry.sha256 in kept:
+            desired[after.sha256] = after
+
+    for entry in source.values():
+        combined = scope.combine(seen.get(entry.sha256), entry)
+        if combined is not None:
+            settle(current.get(entry.sha256), combined, entry)
+    gone = {e.sha256 for e in plan.removals}
+    for sha, have in current.items():
+        if sha in desired or sha in gone:
             continue
-        dropped_for_distrust = entry.sha256 in source and source[entry.sha256].distrusted
-        if mode == MIRROR or dropped_for_distrust:
-            plan.removals.append(entry)
+        if mode == MIRROR:  # not in the source: only what the source does not speak for stays
+            combined = scope.combine(seen[sha], None)
+            if combined is None:
+                plan.removals.append(have)
+            else:
+                settle(have, combined, have)
         else:
-            desired.append(entry)
-    plan.desired = TrustSet(desired)
+            desired[sha] = have
+    plan.desired = TrustSet(desired.values())
     return plan
 
 

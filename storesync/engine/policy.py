@@ -16,13 +16,14 @@ def removal_guard(plan: Plan, share: float = DEFAULT_REMOVAL_SHARE) -> str | Non
     Held back: removing every anchor of a non-empty store, or more than `share` of them
     (removing a single certificate is never held back on share alone).
     """
-    have, gone = len(plan.current), len(plan.removals)
+    narrowed = sum(1 for before, after in plan.changes if set(before.trusted_purposes) - set(after.trusted_purposes))
+    have, gone = len(plan.current), len(plan.removals) + narrowed
     if not gone:
         return None
     if gone == have:
-        return f"would remove all {have} certificates of the store"
+        return f"would remove or reduce the trust of all {have} certificates of the store"
     if gone > max(1, share * have):
-        return f"would remove {gone} of {have} certificates (more than {share:.0%})"
+        return f"would remove or reduce the trust of {gone} of {have} certificates (more than {share:.0%})"
     return None
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from storesync.config import Profile, StoreRef
 from storesync.engine import policy, state
-from storesync.engine.plan import ADD, MIRROR, Plan, compare, lift, make_plan
+from storesync.engine.plan import ADD, MIRROR, Plan, Scope, compare, lift, make_plan
 from storesync.model import StoreError, TrustSet
 from storesync.stores import Store, open_store
 
@@ -121,12 +121,18 @@ def _run_locked(profile: Profile, result: Result, force: bool) -> None:
         from storesync.engine.merge import View, merge
 
         baseline = state.load_baseline(profile.name)
+        if baseline is not None:  # after the first merge, a vanished store is not "everything removed"
+            for o in readable:
+                if not o.store.exists():
+                    o.current, o.error = None, f"{o.spec}: does not exist any more; restore it, or delete the baseline {state.baseline_path(profile.name)} to start afresh"
+            readable = [o for o in readable if o.current is not None]
         views = [View(o.spec, o.current, o.store.capabilities, o.store.purpose,
                       may_escalate=profile.allow_escalation or _may_escalate(o, readable)) for o in readable]
-        merged = merge(baseline, views)
+        merged = merge(baseline, views, admit=(lambda e: e.cert.is_ca) if profile.ca_only else (lambda e: True))
         result.conflicts += merged.conflicts
+        scope = Scope(frozenset(profile.purposes) or None, True)  # the merged set speaks for all
         for outcome, view in zip(readable, views):
-            outcome.plan = _plan(profile, merged.desired_for(view), outcome, MIRROR)
+            outcome.plan = _plan(profile, merged.desired_for(view), outcome, MIRROR, scope)
         if not force:
             _guard(profile, readable)
             if any(o.plan.held_back for o in readable):  # a merge is applied whole or not at all
@@ -134,13 +140,16 @@ def _run_locked(profile: Profile, result: Result, force: bool) -> None:
                     o.plan.held_back = o.plan.held_back or "another store of this merge was held back"
     else:
         source = result.outcomes[0]
+        if source.current is not None and not source.store.exists():
+            source.current, source.error = None, f"{source.spec}: does not exist"
         if source.current is None:
             result.error = f"source unreadable, nothing written: {source.error}"
             source.error = None
             return
-        wanted = lift(source.current, source.store.capabilities, source.store.purpose)
+        caps, purpose = source.store.capabilities, source.store.purpose
+        wanted, scope = lift(source.current, caps, purpose), Scope.of(caps, purpose, profile.purposes)
         for outcome in readable[1:] if readable and readable[0] is source else readable:
-            outcome.plan = _plan(profile, wanted, outcome, ADD if profile.mode == ADD else MIRROR)
+            outcome.plan = _plan(profile, wanted, outcome, ADD if profile.mode == ADD else MIRROR, scope)
         if not force:
             _guard(profile, [o for o in readable if o is not source])
     if result.dry_run:
@@ -151,10 +160,11 @@ def _run_locked(profile: Profile, result: Result, force: bool) -> None:
             state.save_baseline(profile.name, merged.merged)
 
 
-def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str) -> Plan:
+def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope: Scope) -> Plan:
     store = outcome.store
     wanted = policy.select(wanted, profile.purposes, profile.drop_expired)
-    plan = make_plan(wanted, outcome.current, store.capabilities, store=outcome.spec, mode=mode, purpose=store.purpose)
+    plan = make_plan(wanted, outcome.current, store.capabilities, store=outcome.spec, mode=mode,
+                     purpose=store.purpose, scope=scope)
     if profile.ca_only:
         policy.refuse_non_ca(plan)
     return plan
@@ -168,20 +178,26 @@ def _guard(profile: Profile, outcomes: list[Outcome]) -> None:
 def _apply(result: Result) -> None:
     """Write every changed store; if any write or check fails, restore the ones written."""
     done: list[tuple[Outcome, dict]] = []
+    current = None
     try:
         for outcome in result.outcomes:
             plan = outcome.plan
             if plan is None or plan.empty or plan.held_back or outcome.error:
                 continue
+            current = outcome
             snapshot = outcome.store.snapshot()
             outcome.backup = state.save_backup(outcome.store.spec.key, snapshot, f"before sync of {result.profile}")
             done.append((outcome, snapshot))
             outcome.store.write(plan)
             outcome.written = True
             _check_written(outcome)
-    except (StoreError, OSError) as exc:
-        failed = done[-1][0] if done else None
-        message = str(exc) if isinstance(exc, StoreError) else f"{failed.spec if failed else ''}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - whatever failed, the stores written are put back
+        if isinstance(exc, StoreError):
+            message = str(exc)
+        elif isinstance(exc, OSError):
+            message = f"{current.spec}: {exc.strerror or exc} ({exc.filename or current.store.path})"
+        else:
+            message = f"{current.spec}: writing failed unexpectedly ({type(exc).__name__}: {exc}); please report this"
         for outcome, snapshot in reversed(done):
             try:
                 outcome.store.restore(snapshot)
@@ -201,19 +217,25 @@ def _check_written(outcome: Outcome) -> None:
         raise StoreError(f"{outcome.spec}: written, but reading it back does not give the planned set")
 
 
-def _owner(store: Store) -> tuple[int, bool]:
-    """(owner uid, writable by anyone) of a store, or of the folder it will be created in."""
+def _writers(store: Store) -> tuple[set[int], bool]:
+    """Who can change a store: the owners of its file and of the folder holding it (which can
+    replace the file), and whether a group or everyone can (then anyone counts)."""
     path = Path(store.path)
     while not path.exists() and path != path.parent:
         path = path.parent
-    st = path.stat()
-    return st.st_uid, bool(st.st_mode & stat.S_IWOTH) and not (st.st_mode & stat.S_ISVTX)
+    uids, anyone = set(), False
+    for place in {path, path.parent}:
+        st = place.stat()
+        uids.add(st.st_uid)
+        sticky = place.is_dir() and st.st_mode & stat.S_ISVTX
+        anyone |= bool(st.st_mode & stat.S_IWOTH) and not sticky
+        anyone |= bool(st.st_mode & stat.S_IWGRP) and st.st_gid != 0 and not sticky
+    return uids - {0} or {0}, anyone
 
 
 def _may_escalate(outcome: Outcome, others: list[Outcome]) -> bool:
-    """A store may add trust to the others only if whoever can write it could write them."""
-    uid, anyone = _owner(outcome.store)
+    """A store may add trust to the others only if whoever can change it could change them."""
+    writers, anyone = _writers(outcome.store)
     if anyone:
         return False
-    return all(uid in (0, _owner(o.store)[0]) for o in others if o is not outcome)
-
+    return all(writers <= ({0} | _writers(o.store)[0]) for o in others if o is not outcome)

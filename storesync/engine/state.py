@@ -80,13 +80,19 @@ def load_baseline(profile: str) -> TrustSet | None:
         return TrustSet(_entry_from_json(e) for e in data["entries"])
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise StoreError(f"baseline {path}: cannot read it ({exc.strerror}); check the state dir") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise StoreError(f"baseline {path}: unreadable ({exc}); delete it to start the profile afresh") from None
 
 
 def save_baseline(profile: str, trust_set: TrustSet) -> None:
     data = {"profile": profile, "entries": [_entry_json(e) for e in trust_set.values()]}
-    atomic_write(baseline_path(profile), json.dumps(data, indent=1).encode(), mode=0o600)
+    try:
+        atomic_write(baseline_path(profile), json.dumps(data, indent=1).encode(), mode=0o600)
+    except OSError as exc:
+        raise StoreError(f"baseline {baseline_path(profile)}: cannot write it ({exc.strerror}); "
+                         "the stores were written, the next run merges again") from None
 
 
 # --- backups: the exact bytes of a store before storesync changed it ------------------------
@@ -98,6 +104,14 @@ def backup_dir(spec: str) -> Path:
 
 def save_backup(spec: str, snapshot: dict[str, bytes | str | None], reason: str) -> str:
     """Keep `snapshot` (path -> bytes, link target, or None = absent); returns the backup id."""
+    try:
+        return _save_backup(spec, snapshot, reason)
+    except OSError as exc:
+        raise StoreError(f"{spec}: cannot keep a backup in {backup_dir(spec)} ({exc.strerror}), so it was "
+                         "not changed; choose a state dir with --state-dir") from None
+
+
+def _save_backup(spec: str, snapshot: dict[str, bytes | str | None], reason: str) -> str:
     root = backup_dir(spec)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
@@ -124,10 +138,10 @@ def list_backups(spec: str) -> list[dict]:
     for path in sorted(root.glob("*.json"), reverse=True):
         try:
             meta = json.loads(path.read_text())
-        except ValueError:
-            continue
-        out.append({"id": meta["id"], "created": meta["created"], "reason": meta.get("reason", ""),
-                    "files": len(meta["files"])})
+            out.append({"id": meta["id"], "created": meta["created"], "reason": meta.get("reason", ""),
+                        "files": len(meta["files"])})
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a backup of ours: ignored, never restored
     return out
 
 
@@ -136,10 +150,9 @@ def load_backup(spec: str, backup_id: str | None = None) -> tuple[str, dict[str,
     if not backups:
         raise StoreError(f"{spec}: no backups in {backup_dir(spec)}")
     chosen = backup_id or backups[0]["id"]
-    path = backup_dir(spec) / f"{chosen}.json"
-    if not path.exists():
+    if chosen not in {b["id"] for b in backups}:  # an id is a name in the list, never a path
         raise StoreError(f"{spec}: no backup {chosen!r}; `storesync rollback {spec} --list` shows them")
-    meta = json.loads(path.read_text())
+    meta = json.loads((backup_dir(spec) / f"{chosen}.json").read_text())
     snapshot: dict[str, bytes | str | None] = {}
     for name, item in meta["files"].items():
         snapshot[name] = None if item.get("absent") else item["link"] if "link" in item else base64.b64decode(item["data"])
@@ -156,7 +169,7 @@ def lock(name: str, timeout: float = 10.0) -> Iterator[None]:
     path = state_dir() / "locks" / f"{_key(name)}.lock"
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise StoreError(
             f"state dir {state_dir()}: cannot keep locks there ({exc.strerror}); "

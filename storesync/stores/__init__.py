@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -193,8 +194,15 @@ class Store:
         return None
 
     # Backups: the bytes of every file the store consists of (None: the file did not exist).
+    # A store reached through a symlink (RHEL's ca-bundle.crt) is read and written through it.
     def snapshot(self) -> dict[str, bytes | None]:
-        return {str(self.path): self.path.read_bytes() if self.path.exists() else None}
+        real = self.path.resolve()
+        return {str(real): real.read_bytes() if real.exists() else None}
+
+    def owns(self, path: str) -> bool:
+        """May a backup of this store write `path`? (A backup file is not trusted blindly.)"""
+        places = {self.path.absolute(), self.path.resolve()}
+        return Path(path) in places or Path(path).parent in places
 
     def restore(self, snapshot: dict[str, bytes | None]) -> None:
         for name, data in snapshot.items():
@@ -215,7 +223,7 @@ class FileStore(Store):
         return self.parse(data)
 
     def write(self, plan: "Plan") -> None:
-        atomic_write(self.path, self.render(plan))
+        atomic_write(self.path.resolve(), self.render(plan))
 
     def current_bytes(self) -> bytes | None:
         """The file as it is now (None: it does not exist yet); errors are sentences."""
@@ -242,9 +250,11 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, sync_dir: bool = Tr
     A caller writing many files in one directory passes sync_dir=False and syncs it once.
     """
     try:
-        st = path.stat()
+        st = path.lstat()
     except FileNotFoundError:
         st = None
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        st = None  # the link itself is replaced: its target's bytes, mode and owner are not this file's
     if st is not None:
         try:
             if st.st_size == len(data) and path.read_bytes() == data:

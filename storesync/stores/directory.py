@@ -3,7 +3,8 @@
 One file per certificate plus symlinks `<subject hash>.<n>` to it. Reads `*.pem *.crt *.cer
 *.der` files holding exactly one certificate (plain or TRUSTED), and regular files named like
 hash links (c_rehash copies). Other files, bundles, subdirectories and CRL links
-(`<hash>.r<n>`) are not part of the store and are left alone.
+(`<hash>.r<n>`) are not part of the store and are left alone; a `*.pem` that is not a
+certificate (or holds a private key) makes the whole directory unreadable, so nothing spreads from it.
 
 Writes incrementally: a one-certificate change touches that certificate's file and the links
 of its hash only. Options: `links=new` (default, like `openssl rehash`) or `links=both` (also

@@ -14,7 +14,10 @@ import binascii
 import re
 
 from storesync import der
-from storesync.model import ANCHOR, ANY_EKU, DISTRUSTED, PURPOSES, TRUSTED, Certificate, Entry, TrustSet, oid_from_purpose, purpose_from_oid
+from storesync.model import (
+    ANCHOR, ANY_EKU, DISTRUSTED, PURPOSES, TRUSTED, Certificate, Entry, TrustSet, oid_from_purpose, purpose_from_oid,
+    purpose_order,
+)
 from storesync.stores import Capabilities, FileStore
 
 _BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
@@ -133,8 +136,9 @@ def _trusted_entry(cert: Certificate, aux: bytes) -> Entry:
 
 def _aux_bytes(entry: Entry) -> bytes:
     """DER certificate + X509_CERT_AUX. A full anchor carries only its alias, as p11-kit writes."""
-    trusted = [oid_from_purpose(p) for p, s in entry.trust.items() if s == TRUSTED]
-    rejected = [oid_from_purpose(p) for p, s in entry.trust.items() if s == DISTRUSTED]
+    ordered = sorted(entry.trust.items(), key=lambda item: purpose_order(item[0]))  # same trust, same bytes
+    trusted = [oid_from_purpose(p) for p, s in ordered if s == TRUSTED]
+    rejected = [oid_from_purpose(p) for p, s in ordered if s == DISTRUSTED]
     if set(entry.trust.items()) == set(ANCHOR.items()):
         trusted = []
     if rejected and set(rejected) == {oid_from_purpose(p) for p in PURPOSES}:
