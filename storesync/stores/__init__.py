@@ -173,6 +173,17 @@ class Store:
     def option(self, name: str, default: str | None = None) -> str | None:
         return self.spec.options.get(name, self.spec.defaults.get(name, default))
 
+    def password(self) -> bytes | None:
+        """The first line of the `password-file` option's file (None: no such option)."""
+        name = self.option("password-file")
+        if not name:
+            return None
+        try:
+            lines = Path(os.path.expanduser(name)).read_bytes().splitlines()
+        except OSError as exc:
+            raise self.error(f"cannot read the password file {name} ({exc.strerror})") from None
+        return lines[0] if lines else b""
+
     def error(self, what: str, path: Path | None = None) -> StoreError:
         return StoreError(f"{self.spec.kind} store {path or self.path}: {what}")
 

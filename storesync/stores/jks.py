@@ -31,7 +31,6 @@ import hmac
 import re
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 from storesync import der
 from storesync.model import Certificate, Entry, TrustSet
@@ -51,16 +50,13 @@ _CAPS = Capabilities(purposes=False, distrust=False, distrust_after=False, label
 
 def store_password(store: Store) -> tuple[str, bool]:
     """(password, explicit): `password-file` option's first line, else Java's `changeit`."""
-    name = store.option("password-file")
-    if not name:
+    secret = store.password()
+    if secret is None:
         return DEFAULT_PASSWORD, False
     try:
-        text = Path(name).expanduser().read_text(encoding="utf-8")
-    except OSError as exc:
-        raise store.error(f"cannot read the password file {name} ({exc.strerror})") from None
+        return secret.decode("utf-8"), True
     except UnicodeDecodeError:
-        raise store.error(f"the password file {name} is not UTF-8 text") from None
-    return text.splitlines()[0] if text else "", True
+        raise store.error(f"the password file {store.option('password-file')} is not UTF-8 text") from None
 
 
 DEBIAN, JDK, LABEL = "debian", "jdk", "label"

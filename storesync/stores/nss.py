@@ -448,16 +448,6 @@ class NssStore(Store):
                 f"holds no cert9.db; create one with `certutil -N -d sql:{self.path} --empty-password`"
             )
 
-    def _password(self) -> bytes | None:
-        name = self.option("password-file")
-        if not name:
-            return None
-        try:
-            text = Path(os.path.expanduser(name)).read_bytes()
-        except OSError as exc:
-            raise self.error(f"cannot read password file {name} ({exc.strerror})") from None
-        return text.splitlines()[0] if text.splitlines() else b""
-
     # -- SQLite
 
     def _connect(self, path: Path, readonly: bool) -> sqlite3.Connection:
@@ -479,7 +469,7 @@ class NssStore(Store):
         if row is None:
             raise self.error("key4.db has no password entry; initialise it with certutil -N", self.key_db)
         keys = KeyDB(bytes(row[0]), bytes(row[1]) if row[1] is not None else None)
-        password = self._password()
+        password = self.password()
         if not keys.login(password):
             if password is not None:
                 raise self.error("the password in the password file is wrong for this database", self.key_db)
@@ -685,7 +675,7 @@ class NssStore(Store):
             self._write(prepared)
 
     def _write(self, prepared: list[tuple[str, "_Prepared"]]) -> None:
-        password = self._password()
+        password = self.password()
         last: Exception | None = None
         for attempt in range(ATTEMPTS):
             try:
