@@ -177,6 +177,8 @@ class Daemon:
 
         self.lock = threading.Lock()  # guards tracks' due/burst/triggers against watchdog threads
         self._wake_w: int | None = None
+        self.once_only = False
+        self.lock_timeout = LOCK_TIMEOUT_S
         self._apply_config(config)
 
     # --- config ---------------------------------------------------------------------------
@@ -224,7 +226,15 @@ class Daemon:
         sd_notify(f"STATUS=reconciling {profile.name} ({why})")
         self.log("debug", f"profile {profile.name}: reconciling ({why})", event="reconcile", profile=profile.name)
         try:
-            result = engine.run(profile, defaults=self.defaults, lock_timeout=LOCK_TIMEOUT_S)
+            result = engine.run(profile, defaults=self.defaults, lock_timeout=self.lock_timeout)
+            if result.error and "is locked by" in result.error and not self.once_only:
+                self.log("debug", f"profile {profile.name}: {result.error}; retrying", profile=profile.name)
+                with self.lock:
+                    track.due = time.monotonic() + LOCK_RETRY_S
+                    track.triggers.update(triggers)
+                return result.exit_code
+            self._report(track, result, why)
+            return result.exit_code
         except Exception as exc:  # noqa: BLE001 - one profile's failure must not stop the others
             message = f"{type(exc).__name__}: {exc}"
             self.log("error", f"profile {profile.name}: reconcile failed ({message}); the daemon keeps running",
@@ -233,14 +243,6 @@ class Daemon:
             track.status = {"last_run": now_iso(), "exit_code": engine.EXIT_ERROR, "summary": "reconcile failed",
                             "error": message, "held_back": [], "runs": track.runs}
             return engine.EXIT_ERROR
-        if result.error and "is locked by" in result.error:
-            self.log("debug", f"profile {profile.name}: {result.error}; retrying", profile=profile.name)
-            with self.lock:
-                track.due = time.monotonic() + LOCK_RETRY_S
-                track.triggers.update(triggers)
-            return result.exit_code
-        self._report(track, result, why)
-        return result.exit_code
 
     def _report(self, track: Track, result, why: str) -> None:
         name = track.profile.name
@@ -319,6 +321,7 @@ class Daemon:
     # --- --once -----------------------------------------------------------------------------
 
     def once(self) -> int:
+        self.once_only, self.lock_timeout = True, 10.0  # like `storesync sync`: wait for a lock
         codes = [self.reconcile(track, "run once") for track in self.tracks.values()]
         self.write_status("stopped")
         return worst(codes)
@@ -423,6 +426,13 @@ class Daemon:
 
     def on_event(self, event) -> None:
         """Called on a watchdog thread: note the profiles concerned, wake the main thread."""
+        try:
+            self._note(event)
+        except Exception as exc:  # noqa: BLE001 - an exception here would end watchdog's thread
+            self.log("error", f"event {event!r} not handled ({type(exc).__name__}: {exc}); the rescan will "
+                              "catch what it meant", event="event-failed")
+
+    def _note(self, event) -> None:
         kind = event.event_type
         if kind not in RELEVANT:
             return
@@ -476,7 +486,7 @@ class Daemon:
             if wanted.get(directory) != identity:
                 try:
                     self.observer.unschedule(watch)
-                except (KeyError, OSError):
+                except Exception:  # noqa: BLE001 - a watch whose directory is gone may be half torn down
                     pass
                 del self.watches[directory]
         for directory, identity in wanted.items():
