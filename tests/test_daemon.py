@@ -332,7 +332,8 @@ def test_sigkill_during_a_reconcile_then_restart_makes_every_store_consistent(pk
     for attempt in range(6):
         daemon.settled(quiet=0.3)
         seen = len(daemon.events("reconcile"))
-        a.write_bytes(sets[(attempt + 1) % 2])
+        (tmp_path / "a.new").write_bytes(sets[(attempt + 1) % 2])
+        os.replace(tmp_path / "a.new", a)  # one event: the reconcile that is killed sees it whole
         while len(daemon.events("reconcile")) <= seen:  # a tight wait: the reconcile lasts ~0.1 s
             time.sleep(0.002)
         time.sleep(rng.uniform(0, 0.06))
@@ -447,8 +448,10 @@ def test_sigterm_during_a_reconcile_finishes_it_then_exits_0(pki, tmp_path, daem
     specs = [f"pem:{a}", f"dir:{d}", f"jks:{jks}"]
     daemon = start(daemons, tmp_path, write_config(tmp_path / "s.toml", {"t": specs}, extra="debounce_ms = 0"))
     until(lambda: agree(*specs, expected=keys(f"pem:{a}")), what="the first reconcile")
+    daemon.settled(quiet=0.3)
     seen = len(daemon.events("reconcile"))
-    a.write_bytes(bundle(*cas))
+    (tmp_path / "a.new").write_bytes(bundle(*cas))
+    os.replace(tmp_path / "a.new", a)  # one event, one reconcile
     until(lambda: len(daemon.events("reconcile")) > seen, what="the reconcile to begin")
     daemon.signal(signal.SIGTERM)
     assert daemon.proc.wait(10) == 0
