@@ -239,7 +239,8 @@ class Daemon:
             message = f"{type(exc).__name__}: {exc}"
             self.log("error", f"profile {profile.name}: reconcile failed ({message}); the daemon keeps running",
                      event="crash", profile=profile.name)
-            self.log("debug", traceback.format_exc().rstrip().replace("\n", " | "), event="traceback", profile=profile.name)
+            self.log("debug", traceback.format_exc().rstrip().replace("\n", " | "), event="traceback",
+                     profile=profile.name)
             track.status = {"last_run": now_iso(), "exit_code": engine.EXIT_ERROR, "summary": "reconcile failed",
                             "error": message, "held_back": [], "runs": track.runs}
             return engine.EXIT_ERROR
