@@ -180,7 +180,10 @@ def print_status(summaries, columns, rows, daemon, soon: int) -> None:
         print("\nThe stores hold the same roots.")
     state = daemon["state"]
     if daemon.get("running") is not None and "status" in daemon:
-        state += ", running" if daemon["running"] else ", not running (stale status file)"
+        if daemon["running"]:
+            state += ", running"
+        elif daemon["status"].get("state") != "stopped":
+            state += ", not running (it did not stop cleanly: stale status file)"
     print(f"\ndaemon: {state} ({daemon['file']})")
 
 

@@ -261,17 +261,10 @@ def matrix(summaries: list[Summary]) -> tuple[list[str], list[dict[str, Any]]]:
 # --- daemon ---------------------------------------------------------------------------------
 
 
-def state_dir() -> Path:
-    env = os.environ.get("STORESYNC_STATE_DIR")
-    if env:
-        return Path(env)
-    from platformdirs import user_state_dir
-
-    return Path(user_state_dir("storesync"))
-
-
 def daemon_status() -> dict[str, Any]:
     """The daemon's status file, as it wrote it, plus where it is and whether its pid lives."""
+    from storesync.engine.state import state_dir
+
     path = state_dir() / "status.json"
     if not path.exists():
         return {"file": str(path), "running": False, "state": "no status file (the daemon has not run here)"}
