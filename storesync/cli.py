@@ -34,16 +34,14 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(EXIT_ERROR)
 
 
-def open_and_read(spec: str, password_file: Optional[Path], must_exist: bool = True):
-    """Open a store and read it; every expected failure becomes one sentence and exit 2.
-
-    Only a sync target may not exist yet (it is created)."""
+def open_and_read(spec: str, password_file: Optional[Path]):
+    """Open an existing store and read it; every expected failure becomes one sentence and exit 2."""
     from storesync.stores import open_store
 
     defaults = {"password-file": str(password_file)} if password_file else {}
     try:
         store = open_store(spec, defaults)
-        if must_exist and not store.exists():
+        if not store.exists():
             raise store.error("does not exist")
         trust_set = store.read()
     except StoreError as exc:
@@ -211,6 +209,8 @@ def report(result) -> None:
     if not result.profile.startswith("cli "):
         print(f"profile {result.profile} ({result.mode})")
     for outcome in result.outcomes:
+        for warning in outcome.store.warnings if outcome.store else ():
+            print(f"storesync: warning: {warning}", file=sys.stderr)
         if outcome.error:
             print(f"storesync: {outcome.error}", file=sys.stderr)
         plan = outcome.plan

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import sqlite3
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need, run
+from conftest import need, run, storesync
 from storesync.engine.plan import make_plan
 from storesync.model import ANCHOR, DISTRUST, Certificate, Entry, StoreError, TrustSet
 from storesync.stores import open_store
@@ -639,3 +640,25 @@ def test_email_attribute_like_certutil(tmp_path, pki):
         return conn.execute("SELECT ace534352 FROM nssPublic WHERE a0 = ?", (nss.ulong(nss.CKO_CERTIFICATE),)).fetchone()
 
     assert email(ours) == email(theirs) == (b"admin@example.test",)
+
+
+def test_removing_a_builtin_root_writes_a_distrust_record(pki, tmp_path):
+    """A root the browser also trusts through its built-in module: deleting the database's copy
+    would change nothing, so a mirror that drops it writes `p,p,p` and says so."""
+    builtin, other = pki.ca("Builtin Root"), pki.ca("Ordinary Root")
+    builtins = tmp_path / "builtins.pem"
+    builtins.write_bytes(builtin.pem)
+    db = new_db(tmp_path / "db")
+    source = tmp_path / "source.pem"
+    source.write_bytes(builtin.pem + other.pem)
+    spec = f"nss:{db}?builtins=pem:{builtins}"
+    assert storesync("sync", f"pem:{source}", spec).returncode == 0
+    source.write_bytes(other.pem)
+    result = storesync("sync", "--force", f"pem:{source}", spec)
+    assert result.returncode == 0, result.stderr
+    assert "distrusted instead of removed" in result.stdout
+    flags = certutil_flags(db)
+    assert flags["Builtin Root"] == "p,p,p" and flags["Ordinary Root"].startswith("C")
+    # stable: the next run keeps the record
+    again = storesync("sync", "--force", "--json", f"pem:{source}", spec)
+    assert again.returncode == 0 and not json.loads(again.stdout)["plans"][1]["written"]

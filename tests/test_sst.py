@@ -114,7 +114,7 @@ def test_reserializing_a_parsed_file_gives_the_same_bytes(tmp_path, fixture_file
     store = open_store(f"sst:{a}")
     current = store.read()
     plan = make_plan(current, current, store.capabilities, store="a", purpose="any")
-    plan.desired = current  # the file as read, `30 00` entry included
+    assert list(plan.desired) == list(current)  # the `30 00` entry included
     before = a.stat().st_mtime_ns
     store.write(plan)
     assert a.read_bytes() == data and a.stat().st_mtime_ns == before
@@ -126,13 +126,13 @@ def test_sync_sst_to_sst_keeps_every_property(tmp_path, fixture_file):
     a.write_bytes(data)
     source = open_store(f"sst:{a}").read()
     _store, plan = write_via(f"sst:{tmp_path / 'b.sst'}", source)
-    # every group but the `30 00` one (trusted for nothing: the engine carries no opinion-less entry)
+    # every group, the `30 00` one (trusted for nothing: disabled) included
     groups = read_sst(data).groups
     expected = MAGIC + b"".join(
-        b"".join(el(i, v, e) for i, e, v in props) + el(0x20, cert) for n, (_o, cert, props) in enumerate(groups) if n != 1
+        b"".join(el(i, v, e) for i, e, v in props) + el(0x20, cert) for _o, cert, props in groups
     ) + END_MARKER
     assert (tmp_path / "b.sst").read_bytes() == expected
-    assert len(plan.adds) == 5
+    assert len(plan.adds) == 6
 
 
 def test_writer_layout_for_new_entries(tmp_path, certs):

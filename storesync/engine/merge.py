@@ -137,7 +137,11 @@ def _lifted_key(view: View) -> tuple | None:
 def _expected_keys(baseline: TrustSet, view: View, lifted: tuple | None) -> dict[str, tuple]:
     """The trust key of each baseline entry as this store would hold it, in the model's terms."""
     expected = {}
+    purpose = view.purpose
     for sha, entry in baseline.items():
+        if lifted and entry.trust.get(purpose) == TRUSTED and not entry.distrusted and not entry.distrust_after:
+            expected[sha] = lifted  # an anchor for this store's purpose: the common case, no copy made
+            continue
         shown = project(entry, view.caps, view.purpose)[0]
         if shown is not None:
             expected[sha] = lifted if lifted and not shown.distrusted else shown.trust_key()

@@ -75,8 +75,8 @@ def project(entry: Entry, caps: Capabilities, purpose: str = SERVER_AUTH) -> tup
     if not caps.distrust_after and entry.distrust_after:
         dates = ", ".join(f"{p} after {d:%Y-%m-%d}" for p, d in sorted(entry.distrust_after.items()))
         entry, loss = entry.replace(distrust_after={}), f"distrust-after dates dropped ({dates})"
-    if not entry.trust:
-        return None, None  # no opinion on anything: nothing to store
+    if not entry.trust:  # trusted for nothing: only a store that can say "disabled" keeps it
+        return (entry, None) if caps.disabled else (None, None)
     if entry.distrusted:
         if not caps.distrust:
             return None, "distrusted: left out, since this store cannot say distrusted"
@@ -93,7 +93,19 @@ def project(entry: Entry, caps: Capabilities, purpose: str = SERVER_AUTH) -> tup
     if purpose == "any" and set(trusted) != set(ANCHOR):
         widened = f"trusted only for {', '.join(trusted)}: trusted for every purpose here"
         loss = f"{loss}; {widened}" if loss else widened
-    return (entry if entry.trust == ANCHOR else entry.replace(trust=dict(ANCHOR))), loss
+    return _as_anchor(entry), loss
+
+
+def _as_anchor(entry: Entry) -> Entry:
+    """The entry trusted for every purpose: what a store without purposes holds. Kept on the
+    entry, since a merge asks this of the same entry for every such store."""
+    if entry.trust == ANCHOR:
+        return entry
+    anchor = entry.__dict__.get("_as_anchor")
+    if anchor is None:
+        anchor = entry.replace(trust=dict(ANCHOR))
+        object.__setattr__(entry, "_as_anchor", anchor)
+    return anchor
 
 
 @dataclass(frozen=True)
@@ -124,8 +136,8 @@ class Scope:
         for p, state in ({} if wanted is None else wanted.trust).items():
             if self.covers(p, state) and not (trust.get(p) == DISTRUSTED and not self.distrust):
                 trust[p] = state
-        if not trust:
-            return None
+        if not trust:  # nothing left to say, unless the source holds it "disabled" (trusted for nothing)
+            return wanted if wanted is not None and not wanted.trust else None
         base = wanted or have
         return base if trust == base.trust else base.replace(trust=trust)
 
@@ -142,6 +154,7 @@ def make_plan(
     mode: str = MIRROR,
     purpose: str = SERVER_AUTH,
     scope: Scope = EVERYTHING,
+    builtins: set[str] | frozenset[str] = frozenset(),
 ) -> Plan:
     """Diff `source` (projected onto `caps`) against what the store holds now, within `scope`.
 
@@ -169,8 +182,9 @@ def make_plan(
             plan.changes.append((have, after))
             desired[after.sha256] = after
 
+    everything = scope is EVERYTHING
     for entry in source.values():
-        combined = scope.combine(seen.get(entry.sha256), entry)
+        combined = entry if everything else scope.combine(seen.get(entry.sha256), entry)
         if combined is not None:
             settle(current.get(entry.sha256), combined, entry)
     gone = {e.sha256 for e in plan.removals}
@@ -185,8 +199,24 @@ def make_plan(
                 settle(have, combined, have)
         else:
             desired[sha] = have
+    if builtins and caps.distrust:
+        _distrust_builtins(plan, desired, builtins)
     plan.desired = TrustSet(desired.values())
     return plan
+
+
+def _distrust_builtins(plan: Plan, desired: dict[str, Entry], builtins: set[str] | frozenset[str]) -> None:
+    """A root the store's users trust through a built-in module is not removed by deleting the
+    store's copy: the removal is written as a distrust record instead."""
+    for entry in [e for e in plan.removals if e.sha256 in builtins]:
+        plan.removals.remove(entry)
+        if dict(entry.trust) == DISTRUST:
+            desired[entry.sha256] = entry  # this record is what keeps the built-in out: it stays
+            continue
+        after = entry.replace(trust=dict(DISTRUST))
+        plan.changes.append((entry, after))
+        plan.losses.append(Loss(entry, "a built-in root: distrusted instead of removed (the browser trusts it anyway)"))
+        desired[entry.sha256] = after
 
 
 def lift(trust_set: TrustSet, caps: Capabilities, purpose: str = SERVER_AUTH) -> TrustSet:

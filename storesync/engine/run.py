@@ -164,7 +164,7 @@ def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope
     store = outcome.store
     wanted = policy.select(wanted, profile.purposes, profile.drop_expired)
     plan = make_plan(wanted, outcome.current, store.capabilities, store=outcome.spec, mode=mode,
-                     purpose=store.purpose, scope=scope)
+                     purpose=store.purpose, scope=scope, builtins=store.builtin_anchors())
     if profile.ca_only:
         policy.refuse_non_ca(plan)
     return plan

@@ -64,6 +64,7 @@ class Capabilities:
     purposes: bool = False  # per-purpose trust (else: an anchor is trusted for everything)
     distrust: bool = False  # explicit "distrusted" records
     distrust_after: bool = False
+    disabled: bool = False  # holds a certificate trusted for nothing (Windows' ENHKEY_USAGE `30 00`)
     labels: bool = False
     writable: bool = True
 
@@ -199,6 +200,11 @@ class Store:
 
     def watch_paths(self) -> list[Path]:
         return [self.path]
+
+    def builtin_anchors(self) -> set[str]:
+        """SHA-256s its users trust even when the store does not hold them (a browser's built-in
+        roots): removing one of these from the store must be written as a distrust."""
+        return set()
 
     def notice(self) -> str | None:
         """A hint to print after a write (e.g. "restart the browser")."""

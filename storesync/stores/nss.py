@@ -18,7 +18,10 @@ out of scope: never listed, never touched. What the model cannot say (trusted pe
 anchor `C`, valid-CA `c`, step-up) is kept in `extras["nss"]` so a round trip keeps it.
 
 Store options: `password-file=PATH` (first line is the database password; needed to verify
-and write trust in a password-protected database).
+and write trust in a password-protected database); `builtins=SPEC`, the store that lists the
+roots the browser trusts anyway through its built-in module (`certdata:…/certdata.txt` for
+libnssckbi, `pem:/etc/ssl/certs/ca-certificates.crt` for p11-kit-trust): removing one of those
+is written as an explicit distrust, since deleting the database's copy would change nothing.
 """
 
 from __future__ import annotations
@@ -424,6 +427,17 @@ class NssStore(Store):
 
     def watch_paths(self) -> list[Path]:
         return [self.cert_db, self.key_db]
+
+    def builtin_anchors(self) -> set[str]:
+        spec = self.option("builtins")
+        if not spec:
+            return set()
+        from storesync.stores import open_store
+
+        builtins = open_store(spec)
+        if not builtins.exists():
+            raise self.error(f"its builtins store {spec} does not exist")
+        return {sha for sha, entry in builtins.read().items() if not entry.distrusted}
 
     def notice(self) -> str | None:
         return (
