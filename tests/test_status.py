@@ -201,10 +201,13 @@ def test_daemon_status_file(env, tmp_path):
 def test_state_dir_default_is_platformdirs(monkeypatch):
     from platformdirs import user_state_dir
 
+    from storesync.engine.state import state_dir
+
     monkeypatch.delenv("STORESYNC_STATE_DIR", raising=False)
-    assert machine.state_dir() == Path(user_state_dir("storesync"))
+    assert state_dir() == Path(user_state_dir("storesync"))
     monkeypatch.setenv("STORESYNC_STATE_DIR", "/srv/state")
-    assert machine.state_dir() == Path("/srv/state")
+    assert state_dir() == Path("/srv/state")
+    assert machine.daemon_status()["file"] == "/srv/state/status.json"
 
 
 def test_nss_and_profiles_are_used_when_their_modules_exist(monkeypatch, tmp_path):
