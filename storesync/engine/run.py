@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storesync.config import Profile, StoreRef
-from storesync.engine import policy, state
+from storesync.engine import policy
 from storesync.engine.plan import ADD, MIRROR, Plan, Scope, compare, lift, make_plan
 from storesync.model import StoreError, TrustSet
 from storesync.stores import Store, open_store
@@ -78,18 +78,36 @@ class Result:
 
 def run(profile: Profile, *, dry_run: bool = False, force: bool = False,
         defaults: dict[str, str] | None = None, lock_timeout: float = 10.0) -> Result:
-    result = Result(profile.name, profile.mode, dry_run)
-    roles = ["source", *["target"] * (len(profile.stores) - 1)] if profile.mode != "merge" else None
-    for n, ref in enumerate(profile.stores):
-        result.outcomes.append(_open(ref, roles[n] if roles else "store", defaults or {}))
+    if profile.mode != "merge":
+        # Reading needs no lock, and most runs find nothing to do: plan first without locks
+        # (nor the state dir), and take them only to write, reading again under them.
+        result = _new_result(profile, dry_run, defaults)
+        _prepare(profile, result, force)
+        if dry_run or result.error or not any(o.plan and not o.plan.empty and not o.plan.held_back
+                                              for o in result.outcomes):
+            return result
+    from storesync.engine import state
+
+    result = _new_result(profile, dry_run, defaults)
     try:
         with ExitStack() as locks:
             locks.enter_context(state.lock(f"profile {profile.name}", lock_timeout))
             for path in sorted({str(o.store.path.resolve()) for o in result.outcomes if o.store}):
                 locks.enter_context(state.lock(f"store {path}", lock_timeout))  # same name as rollback's
-            _run_locked(profile, result, force)
+            merged = _prepare(profile, result, force)
+            if not dry_run and not result.error:
+                _apply(result)
+                _save_baseline(profile, result, merged)
     except StoreError as exc:
         result.error = str(exc)
+    return result
+
+
+def _new_result(profile: Profile, dry_run: bool, defaults: dict[str, str] | None) -> Result:
+    result = Result(profile.name, profile.mode, dry_run)
+    roles = ["source", *["target"] * (len(profile.stores) - 1)] if profile.mode != "merge" else None
+    for n, ref in enumerate(profile.stores):
+        result.outcomes.append(_open(ref, roles[n] if roles else "store", defaults or {}))
     return result
 
 
@@ -112,12 +130,14 @@ def _read(outcome: Outcome) -> None:
         outcome.error = f"{outcome.spec}: cannot read it ({exc.strerror or exc})"
 
 
-def _run_locked(profile: Profile, result: Result, force: bool) -> None:
+def _prepare(profile: Profile, result: Result, force: bool):
+    """Read every store and plan every target (and guard); returns a merge's result, if any."""
     for outcome in result.outcomes:
         if outcome.store is not None:
             _read(outcome)
     readable = [o for o in result.outcomes if o.current is not None]
     if profile.mode == "merge":
+        from storesync.engine import state
         from storesync.engine.merge import View, merge
 
         baseline = state.load_baseline(profile.name)
@@ -138,6 +158,7 @@ def _run_locked(profile: Profile, result: Result, force: bool) -> None:
             if any(o.plan.held_back for o in readable):  # a merge is applied whole or not at all
                 for o in readable:
                     o.plan.held_back = o.plan.held_back or "another store of this merge was held back"
+        return merged
     else:
         source = result.outcomes[0]
         if source.current is not None and not source.store.exists():
@@ -145,19 +166,24 @@ def _run_locked(profile: Profile, result: Result, force: bool) -> None:
         if source.current is None:
             result.error = f"source unreadable, nothing written: {source.error}"
             source.error = None
-            return
+            return None
         caps, purpose = source.store.capabilities, source.store.purpose
         wanted, scope = lift(source.current, caps, purpose), Scope.of(caps, purpose, profile.purposes)
         for outcome in readable[1:] if readable and readable[0] is source else readable:
             outcome.plan = _plan(profile, wanted, outcome, ADD if profile.mode == ADD else MIRROR, scope)
         if not force:
             _guard(profile, [o for o in readable if o is not source])
-    if result.dry_run:
+        return None
+
+
+def _save_baseline(profile: Profile, result: Result, merged) -> None:
+    """A merge's agreed set becomes the baseline only if every store took part and took it."""
+    if merged is None or result.error:
         return
-    _apply(result)
-    if profile.mode == "merge" and not result.error and len(readable) == len(result.outcomes):
-        if not any(o.error or o.plan.held_back for o in readable):
-            state.save_baseline(profile.name, merged.merged)
+    if all(o.plan is not None and not o.error and not o.plan.held_back for o in result.outcomes):
+        from storesync.engine import state
+
+        state.save_baseline(profile.name, merged.merged)
 
 
 def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope: Scope) -> Plan:
@@ -186,6 +212,8 @@ def _apply(result: Result) -> None:
                 continue
             current = outcome
             snapshot = outcome.store.snapshot()
+            from storesync.engine import state
+
             outcome.backup = state.save_backup(outcome.store.spec.key, snapshot, f"before sync of {result.profile}")
             done.append((outcome, snapshot))
             outcome.store.write(plan)

@@ -14,7 +14,6 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
-from urllib.parse import parse_qsl
 
 from storesync.model import StoreError, TrustSet
 
@@ -81,7 +80,7 @@ def parse_spec(text: str, defaults: dict[str, str] | None = None) -> StoreSpec:
     query = {}
     if "?" in text:
         text, _, raw = text.partition("?")
-        query = dict(parse_qsl(raw, keep_blank_values=True))
+        query = dict(item.partition("=")[::2] for item in raw.split("&") if item)  # no escapes: paths as typed
     path = Path(os.path.expanduser(text))
     if kind is None:
         kind = detect_kind(path)
