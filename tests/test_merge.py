@@ -127,6 +127,12 @@ def test_a_store_that_may_not_escalate_keeps_its_addition_at_home():
     assert POOL[1].sha256 in result.desired_for(views[0])
     assert POOL[1].sha256 not in result.desired_for(views[1])
     assert "held back" in result.conflicts[0]
+    # a trust raise on a certificate the others know stays in that store too, and only there
+    raised = TrustSet([Entry(POOL[0], trust={"server-auth": TRUSTED, "email": TRUSTED})])
+    result = merge(TrustSet([Entry(POOL[0], trust={"server-auth": TRUSTED})]),
+                   [View("user", raised, PRECISE, may_escalate=False), View("system", TrustSet([Entry(POOL[0], trust={"server-auth": TRUSTED})]), PRECISE)])
+    assert dict(result.merged[POOL[0].sha256].trust) == {"server-auth": TRUSTED}
+    assert dict(result.desired_for(View("user", raised, PRECISE))[POOL[0].sha256].trust) == {"server-auth": TRUSTED, "email": TRUSTED}
     # its removals and distrusts still count: they lower trust
     distrusting = TrustSet([Entry(POOL[0], trust=dict(DISTRUST))])
     result = merge(base, [View("user", distrusting, PRECISE, may_escalate=False), View("system", system, PLAIN)])

@@ -34,11 +34,18 @@ class View:
 class MergeResult:
     merged: TrustSet
     conflicts: list[str] = field(default_factory=list)
-    held: dict[str, list[Entry]] = field(default_factory=dict)  # store -> its own additions kept home
+    held: dict[str, list[Entry]] = field(default_factory=dict)  # store -> its own entries kept home
 
     def desired_for(self, view: View) -> TrustSet:
-        """The merged set, plus the store's own additions the escalation guard kept home."""
-        return TrustSet([*self.merged.values(), *self.held.get(view.name, [])])
+        """The merged set, with the store's own entries that a guard kept at home: an addition,
+        or a trust raise, that did not spread stays in the store that made it (unless the merge
+        distrusts that certificate: distrust wins)."""
+        home = {e.sha256: e for e in self.held.get(view.name, [])}
+        if not home:
+            return self.merged
+        merged = [home.pop(sha) if sha in home and not entry.distrusted else entry
+                  for sha, entry in self.merged.items()]
+        return TrustSet([*merged, *home.values()])
 
 
 def combine(opinions: list[tuple[Entry, Capabilities]]) -> Entry:
@@ -90,8 +97,7 @@ def merge(baseline: TrustSet | None, views: list[View], admit: Callable[[Entry],
                 result.conflicts.append(f"{entry.display_label}: not a CA certificate; it stays in {view.name} only")
                 continue
             if not view.may_escalate and (sha not in baseline or _raises_trust(baseline[sha], entry)):
-                if sha not in baseline:
-                    result.held.setdefault(view.name, []).append(view.current[sha])
+                result.held.setdefault(view.name, []).append(view.current[sha])
                 result.conflicts.append(
                     f"{entry.display_label}: trust added in {view.name} held back (that store may not "
                     "add trust to the others; allow_escalation = true in the profile permits it)"
