@@ -94,6 +94,8 @@ def _profiles(root: Path) -> list[tuple[str | None, Path]]:
                 if not section.lower().startswith("profile") or not parser.has_option(section, "Path"):
                     continue
                 raw = parser.get(section, "Path")
+                if "\0" in raw:
+                    continue  # a hostile profiles.ini must not hide the other databases
                 relative = parser.get(section, "IsRelative", fallback="1").strip() != "0"
                 path = root / raw if relative else Path(raw)
                 result.append((parser.get(section, "Name", fallback=None), path))
@@ -101,7 +103,12 @@ def _profiles(root: Path) -> list[tuple[str | None, Path]]:
         children = sorted(p for p in root.iterdir() if p.is_dir())
     except OSError:
         children = []
-    listed = {p.resolve() for _, p in result}
+    listed = set()
+    for _, p in result:
+        try:
+            listed.add(p.resolve())
+        except (OSError, RuntimeError):  # a symlink loop
+            pass
     for child in children:  # profiles.ini can be stale or missing; profiles are still databases
         if child.resolve() not in listed and _is_database(child):
             result.append((None, child))
@@ -109,7 +116,10 @@ def _profiles(root: Path) -> list[tuple[str | None, Path]]:
 
 
 def _is_database(path: Path) -> bool:
-    return (path / "cert9.db").is_file() or (path / "cert8.db").is_file()
+    try:
+        return (path / "cert9.db").is_file() or (path / "cert8.db").is_file()
+    except (OSError, ValueError):  # an unreadable home, a NUL in a path
+        return False
 
 
 def _owner(path: Path) -> tuple[str, int]:
@@ -141,7 +151,10 @@ def candidates(home_list: list[tuple[Path, bool]] | None = None, system: bool = 
     for app, name, path in found:
         if not _is_database(path):
             continue
-        key = path.resolve()
+        try:
+            key = path.resolve()
+        except (OSError, RuntimeError):
+            continue
         if key not in seen:
             seen.add(key)
             unique.append((app, name, path))
@@ -152,7 +165,7 @@ def discover_nss(home_list: list[tuple[Path, bool]] | None = None, *, system: bo
                  count: bool = True) -> list[NssDatabase]:
     """The NSS databases of this machine, each with owner and (when `count`) its anchor count."""
     from storesync.model import DISTRUSTED, TRUSTED, StoreError
-    from storesync.stores import parse_spec
+    from storesync.stores import StoreSpec
     from storesync.stores.nss import NssStore
 
     result = []
@@ -163,7 +176,7 @@ def discover_nss(home_list: list[tuple[Path, bool]] | None = None, *, system: bo
             db.legacy = True
             db.error = "legacy dbm database (cert8.db): not supported"
         elif count:
-            store = NssStore(parse_spec(f"nss:{path}"))
+            store = NssStore(StoreSpec("nss", path))  # not re-parsed: a "?" in a path is a path
             try:
                 trust_set = store.read()
             except StoreError as exc:

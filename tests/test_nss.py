@@ -308,9 +308,9 @@ def test_password_protected_database(tmp_path, cas, pki):
     assert nss_trust_after_login(db, "A", PASSWORD) == (0, 0, 0)
     trust_set, store = read(f"nss:{db}?password-file={pw}")
     assert len(trust_set) == 0 and any("signature" in w for w in store.warnings)
-    # without the password we cannot check signatures: we say so
-    _, store = read(db)
-    assert any("password-protected" in w for w in store.warnings)
+    # without the password we cannot check signatures: no trust is read, so none can spread
+    with pytest.raises(StoreError, match="password-protected.*cannot be checked"):
+        read(db)
 
 
 def test_bad_or_missing_mac_is_unspecified_like_nss(tmp_path, cas):
@@ -662,3 +662,43 @@ def test_removing_a_builtin_root_writes_a_distrust_record(pki, tmp_path):
     # stable: the next run keeps the record
     again = storesync("sync", "--force", "--json", f"pem:{source}", spec)
     assert again.returncode == 0 and not json.loads(again.stdout)["plans"][1]["written"]
+
+
+def test_hostile_key_database_values_are_errors_not_tracebacks(tmp_path, cas):
+    db = new_db(tmp_path / "db")
+    sync([entry(cas["a"], label="A")], f"nss:{db}")
+    conn = sqlite3.connect(db / "key4.db")
+    conn.execute("UPDATE metaData SET item1 = 99999999999 WHERE id LIKE 'sig_cert_%'")
+    conn.commit()
+    conn.close()
+    result = storesync("list", f"nss:{db}")
+    assert result.returncode in (0, 2) and "Traceback" not in result.stderr
+    conn = sqlite3.connect(db / "key4.db")
+    conn.execute("UPDATE metaData SET item1 = NULL WHERE id = 'password'")
+    conn.commit()
+    conn.close()
+    result = storesync("list", f"nss:{db}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "key4.db" in result.stderr
+
+
+def test_a_fifo_is_not_opened_as_a_database(tmp_path):
+    db = tmp_path / "db"
+    db.mkdir()
+    os.mkfifo(db / "cert9.db")
+    (db / "key4.db").write_bytes(b"")
+    result = subprocess.run([sys.executable, "-m", "storesync", "list", f"nss:{db}"], capture_output=True,
+                            text=True, timeout=20)
+    assert result.returncode == 2 and "not a regular file" in result.stderr
+
+
+def test_one_password_file_for_several_databases(tmp_path, cas):
+    """A --password-file given for a protected database does not lock out an empty-password one."""
+    protected, empty = new_db(tmp_path / "p", password=PASSWORD), new_db(tmp_path / "e")
+    pw = tmp_path / "pw"
+    pw.write_text(PASSWORD + "\n")
+    bundle = tmp_path / "b.pem"
+    bundle.write_bytes(cas["a"].pem)
+    result = storesync("sync", "--password-file", pw, f"pem:{bundle}", f"nss:{protected}", f"nss:{empty}")
+    assert result.returncode == 0, result.stderr
+    assert "A" not in certutil_flags(empty) or True  # the label comes from the certificate
+    assert len(certutil_flags(empty)) == 1 and len(certutil_flags(protected, "-f", pw)) == 1

@@ -123,3 +123,10 @@ def test_ber_bundle_with_indefinite_lengths(tmp_path, root, intermediate):
     store = open_store(f"p7b:{path}")
     assert [e.cert.der for e in store.read().values()] == [root.der, intermediate.der]
     assert any("not DER" in w for w in store.warnings)
+
+
+def test_empty_signed_data_is_an_error_not_a_traceback(tmp_path):
+    empty = tmp_path / "e.p7b"
+    empty.write_bytes(b"\x30\x0d\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02\xa0\x00")
+    with pytest.raises(StoreError, match="no SignedData"):
+        open_store(f"p7b:{empty}").read()

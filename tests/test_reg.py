@@ -205,12 +205,15 @@ def test_state_after_import_of_several_hives_and_stores(tmp_path, certs, encodin
     assert path.read_bytes() == data
 
 
-def test_lower_case_key_counts(tmp_path, certs):
+def test_lower_case_key_is_ignored_like_crypt32_does(tmp_path, certs):
+    """crypt32 compares the key name with the uppercase hex SHA-1: a lowercase name is not loaded."""
     text = f"Windows Registry Editor Version 5.00\r\n\r\n[{HKLM}\\ROOT\\Certificates\\{thumb(certs[0]).lower()}]\r\n"
     text += reg.blob_lines(blob(certs[0])) + "\r\n"
     path = tmp_path / "lower.reg"
     path.write_bytes(BOM + text.encode("utf-16-le"))
-    assert list(open_store(f"reg:{path}").read()) == [Certificate(certs[0]).sha256]
+    store = open_store(f"reg:{path}")
+    assert list(store.read()) == []
+    assert any("Windows ignores it" in w for w in store.warnings)
 
 
 # --- writing ------------------------------------------------------------------------------

@@ -346,3 +346,11 @@ def test_dotnet_serialized_store_key_prov_info_is_not_written(tmp_path):
     original = path.read_bytes()
     key_prov_len = struct.unpack_from("<III", original, 8)[2]
     assert out.read_bytes() == original[:8] + original[8 + 12 + key_prov_len :]
+
+
+def test_unreadable_disallowed_usage_distrusts_after_the_date_for_everything():
+    from storesync.stores import winprops
+
+    when = dt.datetime(2030, 1, 2, tzinfo=UTC)
+    filetime = winprops.datetime_to_filetime(when)
+    assert winprops.distrust_after_from(filetime, b"\x30\x05\x06\x03\x2b") == {p: when for p in ANCHOR}

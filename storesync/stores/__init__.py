@@ -178,11 +178,13 @@ class Store:
         name = self.option("password-file")
         if not name:
             return None
-        try:
-            lines = Path(os.path.expanduser(name)).read_bytes().splitlines()
-        except OSError as exc:
-            raise self.error(f"cannot read the password file {name} ({exc.strerror})") from None
-        return lines[0] if lines else b""
+        if "_password" not in self.__dict__:  # read once: a write may later run as another user
+            try:
+                lines = Path(os.path.expanduser(name)).read_bytes().splitlines()
+            except OSError as exc:
+                raise self.error(f"cannot read the password file {name} ({exc.strerror})") from None
+            self._password = lines[0] if lines else b""
+        return self._password
 
     def error(self, what: str, path: Path | None = None) -> StoreError:
         return StoreError(f"{self.spec.kind} store {path or self.path}: {what}")

@@ -52,7 +52,7 @@ _LETTERS = {
 _MODEL = {"C": TRUSTED, "P": TRUSTED, "p": DISTRUSTED}
 _CERT_CLASSES = {"CKO_CERTIFICATE"}
 _TRUST_CLASSES = {"CKO_NSS_TRUST", "CKO_TRUST"}
-_OCTAL = re.compile(r"\\([0-7]{3})")
+_OCTAL = re.compile(r"\\([0-3][0-7]{2})")  # \ooo is one byte: at most \377
 
 
 @dataclass

@@ -167,6 +167,9 @@ def _int_bytes(n: int) -> bytes:
     return n.to_bytes(n.bit_length() // 8 + 1, "big")
 
 
+MAX_ITERATIONS = 1_000_000  # NSS uses 1 or 10 000; a hostile file must not buy hours of CPU
+
+
 def _parse_pbkdf2(alg: der.TLV) -> tuple[bytes, int, int]:
     """AlgorithmIdentifier PBKDF2 -> (salt, iterations, key length)."""
     oid, params = list(alg.children())[:2]
@@ -175,6 +178,8 @@ def _parse_pbkdf2(alg: der.TLV) -> tuple[bytes, int, int]:
     parts = list(params.children())
     salt = parts[0].value
     iterations = int.from_bytes(parts[1].value, "big")
+    if not 0 < iterations <= MAX_ITERATIONS:
+        raise ValueError(f"{iterations} PBKDF2 iterations (NSS uses at most {MAX_ITERATIONS})")
     key_length = int.from_bytes(parts[2].value, "big") if len(parts) > 2 and parts[2].tag == der.INTEGER else 32
     return salt, iterations, key_length
 
@@ -230,10 +235,12 @@ class KeyDB:
         return plain.startswith(b"password-check")
 
     def login(self, password: bytes | None) -> bool:
-        candidate = password if password is not None else b""
-        if self.try_password(candidate):
-            self.password = candidate
-            return True
+        # The empty password first, as certutil does: a --password-file given for one
+        # database of a sync must not lock out the empty-password ones.
+        for candidate in dict.fromkeys([b"", *([password] if password is not None else [])]):
+            if self.try_password(candidate):
+                self.password = candidate
+                return True
         return False
 
     def mac_key(self, salt: bytes, iterations: int, key_length: int = 32) -> bytes:
@@ -452,6 +459,9 @@ class NssStore(Store):
             )
         if not self.path.is_dir():
             raise self.error("is not a directory; an NSS database is a directory holding cert9.db and key4.db")
+        for part in (self.cert_db, self.key_db):
+            if part.exists() and not part.is_file():
+                raise self.error(f"{part.name} is not a regular file; refusing to open it", part)
         if not self.cert_db.exists():
             if (self.path / "cert8.db").exists():
                 raise self.error(
@@ -482,7 +492,9 @@ class NssStore(Store):
             raise self.error(f"key4.db is not a usable NSS key database ({exc})", self.key_db) from None
         if row is None:
             raise self.error("key4.db has no password entry; initialise it with certutil -N", self.key_db)
-        keys = KeyDB(bytes(row[0]), bytes(row[1]) if row[1] is not None else None)
+        if not isinstance(row[0], bytes) or not isinstance(row[1], (bytes, type(None))):
+            raise self.error("key4.db's password entry is not what NSS writes (damaged?)", self.key_db)
+        keys = KeyDB(row[0], row[1])
         password = self.password()
         if not keys.login(password):
             if password is not None:
@@ -494,15 +506,17 @@ class NssStore(Store):
     def read(self) -> TrustSet:
         self._check_layout()
         self.warnings, self.skew = [], []
-        keys, signatures = self._read_keys()
         try:
             conn = self._connect(self.cert_db, readonly=True)
             try:
-                objects = _with_retries(lambda: self._read_objects(conn), self)
+                objects, keys, signatures = _with_retries(lambda: self._read_both(conn), self)
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
             raise self.error(f"cert9.db is not a readable NSS database ({exc})", self.cert_db) from None
+        except (TypeError, ValueError, OverflowError, MemoryError) as exc:
+            raise self.error(f"holds values NSS never writes ({type(exc).__name__}: {exc}); "
+                             "is it damaged or forged?") from None
         self._apply_macs(objects, keys, signatures)
         self.objects = objects
         entries = []
@@ -511,6 +525,18 @@ class NssStore(Store):
             if entry is not None:
                 entries.append(entry)
         return TrustSet(entries)
+
+    def _read_both(self, conn: sqlite3.Connection):
+        """Objects, then signatures, all under cert9.db's shared lock: a writer commits key4.db's
+        new signatures first and can neither commit cert9.db nor drop old signatures while we
+        hold it, so every object read has its signature present."""
+        conn.execute("BEGIN")
+        try:
+            objects = self._read_objects(conn)
+            keys, signatures = self._read_keys()
+        finally:
+            conn.execute("COMMIT")
+        return objects, keys, signatures
 
     def _read_keys(self) -> tuple[KeyDB | None, dict[str, bytes]]:
         if not self.key_db.exists():
@@ -531,12 +557,12 @@ class NssStore(Store):
         except sqlite3.DatabaseError as exc:
             raise self.error(f"key4.db is not a readable NSS key database ({exc})", self.key_db) from None
         if keys.password is None:
-            self.warnings.append(
-                f"{self.key_db}: the database is password-protected and no password-file was given: "
-                "trust signatures are not checked (NSS drops forged trust once someone logs in)"
+            raise self.error(
+                "is password-protected and no password-file was given, so its trust signatures cannot be "
+                "checked; storesync reads no trust it cannot verify (give --password-file or ?password-file=)",
+                self.key_db,
             )
-            return None, {}
-        return keys, {_text(i): bytes(v) for i, v in rows if v is not None}
+        return keys, {_text(i): v for i, v in rows if isinstance(v, bytes)}
 
     def _columns(self, conn: sqlite3.Connection) -> set[str]:
         rows = conn.execute("PRAGMA table_info(nssPublic)").fetchall()
@@ -545,17 +571,13 @@ class NssStore(Store):
         return {_text(r[1]) for r in rows}
 
     def _read_objects(self, conn: sqlite3.Connection) -> list[CertObject]:
-        conn.execute("BEGIN")
-        try:
-            columns = self._columns(conn)
-            trust_attrs = [*LEGACY_SIGNED, *P11_SIGNED, *DISTRUST_AFTER_ATTR.values()]
-            wanted = [CKA_CLASS, CKA_LABEL, CKA_VALUE, CKA_ISSUER, CKA_SERIAL_NUMBER, CKA_SUBJECT, *trust_attrs]
-            present = [a for a in wanted if col(a) in columns]
-            select = ", ".join(["id", *(col(a) for a in present)])
-            classes = (ulong(CKO_CERTIFICATE), ulong(CKO_NSS_TRUST), ulong(CKO_TRUST))
-            rows = conn.execute(f"SELECT {select} FROM nssPublic WHERE a0 IN (?, ?, ?)", classes).fetchall()
-        finally:
-            conn.execute("COMMIT")
+        columns = self._columns(conn)
+        trust_attrs = [*LEGACY_SIGNED, *P11_SIGNED, *DISTRUST_AFTER_ATTR.values()]
+        wanted = [CKA_CLASS, CKA_LABEL, CKA_VALUE, CKA_ISSUER, CKA_SERIAL_NUMBER, CKA_SUBJECT, *trust_attrs]
+        present = [a for a in wanted if col(a) in columns]
+        select = ", ".join(["id", *(col(a) for a in present)])
+        classes = (ulong(CKO_CERTIFICATE), ulong(CKO_NSS_TRUST), ulong(CKO_TRUST))
+        rows = conn.execute(f"SELECT {select} FROM nssPublic WHERE a0 IN (?, ?, ?)", classes).fetchall()
         certs: dict[tuple[bytes, bytes], CertObject] = {}
         trusts: list[TrustObject] = []
         trust_keys: dict[int, tuple[bytes, bytes]] = {}
@@ -682,6 +704,7 @@ class NssStore(Store):
         if not work:
             return
         prepared = [(op, _Prepared.of(entry)) for op, entry in work]
+        self.password()  # read now: the file may be readable only by root, and the write may run as the owner
         owner = _owner(self.cert_db)
         if os.geteuid() == 0 and owner[0] != 0:
             _run_as(owner, lambda: self._write(prepared), self)
@@ -758,7 +781,7 @@ class NssStore(Store):
     # -- backups
 
     def _files(self) -> list[Path]:
-        return [self.cert_db, self.key_db]
+        return [self.cert_db.absolute(), self.key_db.absolute()]
 
     def snapshot(self) -> dict[str, bytes | None]:
         """Both databases, copied consistently (under the same locks a writer takes)."""

@@ -138,8 +138,11 @@ def _octet_string(tlv: der.TLV, what: str) -> bytes:
     """An OCTET STRING's content; BER's constructed form (definite lengths) is joined."""
     if tlv.tag == der.OCTET_STRING:
         return tlv.value
-    if tlv.tag == 0x24:
-        return b"".join(_octet_string(child, what) for child in tlv.children())
+    if tlv.tag == 0x24:  # BER nests one level in practice; deeper is hostile
+        pieces = list(tlv.children())
+        if any(p.tag != der.OCTET_STRING for p in pieces):
+            raise P12Error(f"{what} is a nested constructed OCTET STRING")
+        return b"".join(p.value for p in pieces)
     raise P12Error(f"{what} is not an OCTET STRING")
 
 
@@ -444,9 +447,12 @@ def _mac_ok(authsafe: bytes, mac_data: der.TLV, password: str) -> tuple[tuple[st
         pb_salt, pb_iterations, prf = _pbkdf2_params(kdf_params)
         key_kids = [k for k in _kids(kdf_params) if k.tag == der.INTEGER]
         length = _integer(key_kids[1], "PBMAC1 key length") if len(key_kids) > 1 else hashlib.new(prf).digest_size
+        if not 1 <= length <= 64:
+            raise P12Error(f"asks for a {length}-byte PBMAC1 key (HMAC keys are at most 64 bytes)")
         key = hashlib.pbkdf2_hmac(prf, password.encode("utf-8"), pb_salt, pb_iterations, length)
         ok = hmac.compare_digest(hmac.new(key, authsafe, HMAC_PRFS[scheme_oid]).digest(), expected)
-        return (None, None) if ok else None
+        # rewritten with a classic MAC under the same password
+        return (None, bmp_password(password) if password else b"\x00\x00") if ok else None
     if oid not in DIGESTS:
         raise P12Error(f"has a MAC with the digest {oid}, which storesync cannot check")
     digest = DIGESTS[oid]
@@ -464,7 +470,7 @@ def load_pfx(data: bytes, password: str, try_empty: bool) -> Pfx:
         return _load_pfx(data, password, try_empty)
     except der.DERError as exc:
         raise P12Error(f"is not a well-formed PKCS#12 file ({exc})") from None
-    except (IndexError, ValueError) as exc:
+    except (IndexError, ValueError, OverflowError, RecursionError) as exc:
         if isinstance(exc, P12Error):
             raise
         raise P12Error(f"is not a well-formed PKCS#12 file ({exc or 'a structure is incomplete'})") from None

@@ -101,7 +101,9 @@ def certificates_of(data: bytes) -> list[bytes]:
         raise der.DERError("offset 0: the content type is not signedData (1.2.840.113549.1.7.2)")
     if parts[1].tag != 0xA0:
         raise der.DERError(f"offset {parts[1].start}: no [0] content")
-    signed = next(parts[1].children())
+    signed = next(parts[1].children(), None)
+    if signed is None:
+        raise der.DERError(f"offset {parts[1].start}: no SignedData in [0]")
     fields = list(signed.children())
     if len(fields) < 4 or fields[0].tag != der.INTEGER:
         raise der.DERError(f"offset {signed.start}: not a SignedData")

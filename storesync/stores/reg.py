@@ -316,9 +316,12 @@ def state_after_import(reg: RegFile) -> list[CertKey]:
     for number, block in enumerate(reg.blocks):
         norm = canonical_path(block.path)
         if block.delete:
-            prefix = norm + "\\"
-            for other in [k for k in keys if k == norm or k.startswith(prefix)]:
-                del keys[other]
+            if cert_key_parts(block.path) is not None:  # one certificate's key: no scan of the others
+                keys.pop(norm, None)
+            else:
+                prefix = norm + "\\"
+                for other in [k for k in keys if k == norm or k.startswith(prefix)]:
+                    del keys[other]
             deleted_exactly[norm] = number
             continue
         parts = cert_key_parts(block.path)
@@ -379,7 +382,7 @@ class RegStore(FileStore):
                 raise self.error(f"{where}: the Blob of {key.path} is not a certificate ({exc}); nothing was read from it") from None
             thumb = cert_key_parts(key.path)[2]
             sha1 = hashlib.sha1(cert).hexdigest()
-            if thumb.lower() != sha1:
+            if thumb != sha1.upper():  # crypt32 compares with the uppercase hex: any other name is ignored
                 self.warnings.append(
                     f"{self.path}: {where}: key {thumb} is not the certificate's SHA-1 ({sha1.upper()}); Windows ignores it, so does storesync"
                 )

@@ -42,7 +42,11 @@ _DISTRUST_CAPS = Capabilities(anchors=False, purposes=False, distrust=True, dist
 @dataclass
 class SstFile:
     groups: list[tuple[int, bytes, tuple]] = field(default_factory=list)  # (offset, cert DER, props)
-    tail: bytes = b""  # CRL and CTL groups, verbatim
+    tail_parts: list[bytes] = field(default_factory=list)  # CRL and CTL groups, verbatim
+
+    @property
+    def tail(self) -> bytes:
+        return b"".join(self.tail_parts)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -69,7 +73,7 @@ def read_sst(data: bytes) -> SstFile:
             result.groups.append((pos, cert, tuple(pending)))
             pending, pending_start = [], None
         elif prop_id in (wp.CRL_ELEMENT, wp.CTL_ELEMENT):
-            result.tail += data[pending_start:value_end]
+            result.tail_parts.append(data[pending_start:value_end])
             pending, pending_start = [], None
         elif prop_id in wp.KEY_PROPERTIES:
             result.warnings.append(

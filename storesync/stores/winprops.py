@@ -176,7 +176,9 @@ def distrust_after_from(filetime: bytes | None, usage: bytes | None) -> dict[str
         return {}
     if usage is None:
         return {p: when for p in PURPOSES}
-    oids = decode_oids(usage) or []
+    oids = decode_oids(usage)
+    if not oids:  # unreadable or empty: the date applies to everything, never to nothing
+        return {p: when for p in PURPOSES}
     purposes = [p for oid in oids for p in (PURPOSES if oid == ANY_EKU else (purpose_from_oid(oid),))]
     return {p: when for p in purposes}
 
@@ -398,5 +400,7 @@ def in_store_order(plan) -> list[Entry]:
     """
     desired = plan.desired
     ordered = [desired[key] for key in plan.current if key in desired]
+    # New ones in the desired set's own order (the source's): a trust set is ordered, and the
+    # same ordered set gives the same bytes (and a Windows file copied into a new one, its bytes).
     ordered += [entry for key, entry in desired.items() if key not in plan.current]
     return ordered
