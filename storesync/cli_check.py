@@ -179,12 +179,23 @@ def print_status(summaries, columns, rows, daemon, soon: int) -> None:
     elif len(columns) > 1:
         print("\nThe stores hold the same roots.")
     state = daemon["state"]
-    if daemon.get("running") is not None and "status" in daemon:
-        if daemon["running"]:
-            state += ", running"
-        elif daemon["status"].get("state") != "stopped":
-            state += ", not running (it did not stop cleanly: stale status file)"
+    if daemon.get("running") is True and state != "running":
+        state += ", running"
+    elif daemon.get("running") is False and state != "stopped" and "status" in daemon:
+        state += ", but not running (it did not stop cleanly: stale status file)"
     print(f"\ndaemon: {state} ({daemon['file']})")
+    profiles = daemon.get("status", {}).get("profiles", {}) if isinstance(daemon.get("status"), dict) else {}
+    for name, run in profiles.items() if isinstance(profiles, dict) else ():
+        if not isinstance(run, dict):
+            continue
+        line = f"  profile {name}: {run.get('summary') or 'not run yet'}"
+        if run.get("last_run"):
+            line += f" (last run {run['last_run']}, exit {run.get('exit_code')})"
+        if run.get("error"):
+            line += f"; error: {run['error']}"
+        if run.get("held_back"):
+            line += f"; held back: {'; '.join(map(str, run['held_back']))}"
+        print(line)
 
 
 def print_columns(lines, right: set[int]) -> None:

@@ -123,7 +123,26 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         if not isinstance(table, dict):
             raise error(f"profile {name!r} must be a table [profile.{name}]", name)
         profiles[name] = _profile(name, table, error)
+    _one_writer_per_store(profiles, error)
     return Config(path, profiles)
+
+
+def _one_writer_per_store(profiles: dict[str, "Profile"], error) -> None:
+    """A mirror's target belongs to that mirror: another profile writing it would be undone on
+    every run (and a daemon would flip it back and forth for ever, rotating its backups away).
+    Merges may share a store: they converge."""
+    writers: dict[Path, list[tuple[str, str]]] = {}
+    for name, profile in profiles.items():
+        written = profile.stores[1:] if profile.mode != "merge" else profile.stores
+        for ref in written:
+            text = ref.spec.split("?", 1)[0]
+            head, sep, rest = text.partition(":")
+            where = Path(os.path.expanduser(rest if sep and head.isalnum() and len(head) > 1 else text)).absolute()
+            others = [(n, m) for n, m in writers.get(where, []) if n != name]
+            if others and (profile.mode != "merge" or any(m != "merge" for _, m in others)):
+                raise error(f"{where} is written by profiles {others[0][0]!r} and {name!r}; a mirror's "
+                            "target may be written by that profile only", f"[profile.{name}]")
+            writers.setdefault(where, []).append((name, profile.mode))
 
 
 def _profile(name: str, table: dict, error_at) -> Profile:

@@ -132,6 +132,20 @@ class Track:
     runs: int = 0
 
 
+def _daemon_running() -> bool:
+    """Is another daemon alive on this state dir (its status file says running, its pid lives)?"""
+    try:
+        data = json.loads((state.state_dir() / "status.json").read_text())
+        if data.get("state") != "running" or data.get("pid") == os.getpid():
+            return False
+        os.kill(int(data["pid"]), 0)
+        return True
+    except PermissionError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError, OverflowError):
+        return False
+
+
 def watch_targets(profile: Profile, defaults: dict[str, str]) -> dict[str, str]:
     """Absolute path -> store spec, for every path a profile's stores want watched."""
     targets = {}
@@ -139,7 +153,7 @@ def watch_targets(profile: Profile, defaults: dict[str, str]) -> dict[str, str]:
         try:
             store = open_store(ref.spec, {**defaults, **ref.options})
             paths = store.watch_paths()
-        except StoreError:
+        except (StoreError, OSError):
             continue  # reported by the reconcile
         for path in paths:
             path = os.path.abspath(os.path.expanduser(str(path)))
@@ -205,8 +219,17 @@ class Daemon:
             sd_notify("STATUS=config reload failed; running the previous config")
             return
         sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
-        self._apply_config(config)
-        self._refresh_watches()
+        previous = self.config
+        try:
+            self._apply_config(config)
+            self._refresh_watches()
+        except Exception as exc:  # noqa: BLE001 - a reload must never take the service down
+            self.log("error", f"config reload failed, keeping the previous config: {exc}", event="reload-failed",
+                     config=str(path))
+            self._apply_config(previous)
+            self._refresh_watches()
+            sd_notify("READY=1\nSTATUS=config reload failed; running the previous config")
+            return
         self.log("info", f"config reloaded from {path}: {len(config.profiles)} profiles "
                          f"({', '.join(config.profiles) or 'none'})", event="reloaded", config=str(path))
         sd_notify("READY=1")
@@ -324,7 +347,8 @@ class Daemon:
     def once(self) -> int:
         self.once_only, self.lock_timeout = True, 10.0  # like `storesync sync`: wait for a lock
         codes = [self.reconcile(track, "run once") for track in self.tracks.values()]
-        self.write_status("stopped")
+        if not _daemon_running():
+            self.write_status("stopped")  # the status file is a running daemon's to write
         return worst(codes)
 
     # --- the service ------------------------------------------------------------------------

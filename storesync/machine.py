@@ -276,14 +276,16 @@ def daemon_status() -> dict[str, Any]:
         return {"file": str(path), "running": False, "state": "status file holds no JSON object"}
     pid = data.get("pid")
     running = None
-    if isinstance(pid, int) and pid > 0:
+    if data.get("state") == "stopped":
+        running = False  # stopped cleanly; a live pid now is some other process
+    elif isinstance(pid, int) and pid > 0:
         try:
             os.kill(pid, 0)
             running = True
-        except ProcessLookupError:
-            running = False
         except PermissionError:
             running = True  # it exists, owned by someone else
+        except (OSError, OverflowError):
+            running = False
     return {"file": str(path), "running": running, "status": data,
             "state": str(data.get("state", "unknown"))}
 

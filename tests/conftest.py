@@ -162,6 +162,18 @@ def pem_of(der_bytes: bytes, label: str = "CERTIFICATE") -> bytes:
     return f"-----BEGIN {label}-----\n{body}\n-----END {label}-----\n".encode()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def scratch_state_dir(tmp_path_factory):
+    """Backups, baselines and locks of the test runs stay out of the machine's own state dir."""
+    previous = os.environ.get("STORESYNC_STATE_DIR")
+    os.environ["STORESYNC_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    if previous is None:
+        os.environ.pop("STORESYNC_STATE_DIR", None)
+    else:
+        os.environ["STORESYNC_STATE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def pki() -> PKI:
     return PKI()

@@ -18,7 +18,7 @@ from storesync.engine import state
 from storesync.model import StoreError
 from storesync.stores import open_store
 
-from conftest import need, pem_of, run, storesync
+from conftest import pem_of, run, storesync
 
 
 @pytest.fixture(autouse=True)
@@ -78,6 +78,10 @@ max_removal_share = 0.5
     ('[profile.x]\nmode = "both"\nstores = ["a.pem", "b.pem"]\n', "line 2: profile 'x': mode must be"),
     ('[profile.x]\nmode = "merge"\nstores = ["a.pem"]\n', "a merge needs at least two stores"),
     ('[profile.x]\nsource = "a.pem"\ntargets = ["b.pem"]\npurposes = ["tls"]\n', "line 4: profile 'x': unknown purpose 'tls'"),
+    ('[profile.x]\nsource = "a.pem"\ntargets = ["/t.pem"]\n\n[profile.y]\nsource = "b.pem"\ntargets = ["pem:/t.pem"]\n',
+     "line 5: /t.pem is written by profiles 'x' and 'y'"),
+    ('[profile.x]\nmode = "merge"\nstores = ["/a.pem", "/t.pem"]\n\n[profile.y]\nsource = "b.pem"\ntargets = ["pem:/t.pem"]\n',
+     "line 5: /t.pem is written by profiles 'x' and 'y'"),
 ])
 def test_a_bad_config_names_the_line(text, where):
     with pytest.raises(ConfigError, match=where.replace("(", r"\(").replace(")", r"\)")):
@@ -188,24 +192,33 @@ def test_escalation_guard_keeps_a_users_root_out_of_a_root_owned_store(pki, root
 
 
 def test_a_target_failing_mid_profile_puts_every_store_back(pki, root, tmp_path):
-    """The third target, an NSS database with a password, refuses to be written without it:
-    the two targets already written are restored byte for byte."""
-    certutil = need("certutil")
-    nssdb = tmp_path / "nssdb"
-    nssdb.mkdir()
-    (tmp_path / "pw").write_text("secret\n")
-    run(certutil, "-N", "-d", f"sql:{nssdb}", "-f", tmp_path / "pw")
-    source = tmp_path / "source.pem"
-    source.write_bytes(root.pem + pki.ca("Txn Root").pem)
-    out, ca = tmp_path / "out.pem", tmp_path / "ca"
-    out.write_bytes(root.pem)
-    assert storesync("sync", f"pem:{out}", f"dir:{ca}").returncode == 0
-    before = files_of(out, ca, nssdb)
+    """The third target lives on a full file system: its write fails (ENOSPC) after the first two
+    targets were written, and those two are put back byte for byte."""
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root to mount a small tmpfs")
+    full = tmp_path / "full"
+    full.mkdir()
+    run("mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", full)
+    try:
+        third = full / "third.pem"
+        third.write_bytes(root.pem)
+        try:
+            (full / "filler").write_bytes(b"\0" * 65536)
+        except OSError:
+            pass  # the file system is full now
+        source = tmp_path / "source.pem"
+        source.write_bytes(root.pem + pki.ca("Txn Root").pem)
+        out, ca = tmp_path / "out.pem", tmp_path / "ca"
+        out.write_bytes(root.pem)
+        assert storesync("sync", f"pem:{out}", f"dir:{ca}").returncode == 0
+        before = files_of(out, ca, third)
 
-    result = storesync("sync", f"pem:{source}", f"pem:{out}", f"dir:{ca}", f"nss:{nssdb}")
-    assert result.returncode == 2
-    assert "password" in result.stderr and "put back" in result.stderr
-    assert files_of(out, ca, nssdb) == before
+        result = storesync("sync", f"pem:{source}", f"pem:{out}", f"dir:{ca}", f"pem:{third}")
+        assert result.returncode == 2
+        assert "No space left" in result.stderr and "put back" in result.stderr
+        assert files_of(out, ca, third) == before
+    finally:
+        run("umount", full)
 
 
 def test_rollback_restores_exact_bytes_and_is_itself_undoable(pki, root, tmp_path):

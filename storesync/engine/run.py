@@ -118,6 +118,8 @@ def _open(ref: StoreRef, role: str, defaults: dict[str, str]) -> Outcome:
         outcome.spec = str(outcome.store.spec)
     except StoreError as exc:
         outcome.error = str(exc)
+    except OSError as exc:
+        outcome.error = f"{ref.spec}: cannot open it ({exc.strerror or exc})"
     return outcome
 
 

@@ -1,7 +1,8 @@
 """What storesync keeps between runs: baselines, backups and locks, under the state dir.
 
-State dir: --state-dir, else $STORESYNC_STATE_DIR, else platformdirs' user state dir
-(the shipped systemd unit points it at /var/lib/storesync).
+State dir: --state-dir, else $STORESYNC_STATE_DIR, else /var/lib/storesync for root (where the
+shipped systemd unit keeps it, so root's CLI and the service share locks and backups), else
+platformdirs' user state dir.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from storesync.model import Certificate, Entry, StoreError, TrustSet
 from storesync.stores import atomic_write
 
 BACKUPS_KEPT = 10
+SYSTEM_STATE_DIR = Path("/var/lib/storesync")  # the systemd unit's StateDirectory
 _override: Path | None = None
 
 
@@ -37,6 +39,8 @@ def state_dir() -> Path:
         return _override
     if os.environ.get("STORESYNC_STATE_DIR"):
         return Path(os.environ["STORESYNC_STATE_DIR"]).expanduser()
+    if os.geteuid() == 0:
+        return SYSTEM_STATE_DIR  # root's CLI shares the shipped service's backups, baselines and locks
     import platformdirs
 
     return Path(platformdirs.user_state_dir("storesync"))
