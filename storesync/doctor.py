@@ -199,6 +199,16 @@ def store_view(trust_set: TrustSet, kind: str, purpose: str) -> StoreView:
     return StoreView(anchors, all_anchors, pool, by_sha)
 
 
+def _may_sign_certificates(_policy, _cert, usage) -> None:
+    if usage is not None and not usage.key_cert_sign:
+        raise ValueError("its keyUsage does not allow signing certificates")
+
+
+def _is_ca(_policy, _cert, constraints) -> None:
+    if not constraints.ca:
+        raise ValueError("its basicConstraints say it is not a CA")
+
+
 def _eku_validator(oid_text: str | None):
     """An EKU, where present, must hold the purpose (or anyEKU); None accepts any EKU."""
 
@@ -230,8 +240,12 @@ def verify(anchors: list, intermediates: list, leaf, at: datetime, purpose: str 
         x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _eku_validator(oid))
     if name is None:
         ee = ee.may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
-    ca = ExtensionPolicy.webpki_defaults_ca().may_be_present(
-        x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _eku_validator(oid))
+    # CA rules as OpenSSL's (what Apache and nginx use): keyUsage optional, but allowing
+    # certificate signing when present; basicConstraints cA required, critical or not.
+    ca = (ExtensionPolicy.webpki_defaults_ca()
+          .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _eku_validator(oid))
+          .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _may_sign_certificates)
+          .require_present(x509.BasicConstraints, Criticality.AGNOSTIC, _is_ca))
     builder = PolicyBuilder().store(Store(anchors)).time(at).extension_policies(ca_policy=ca, ee_policy=ee)
     if name is not None:
         import ipaddress

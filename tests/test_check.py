@@ -501,3 +501,25 @@ def test_expiry_filter(pki):
     assert names(doctor.expiry_filter(trust_set, expiring_days=30, expired=True, at=NOW)) == ["expired", "soon"]
     unparseable = TrustSet([Entry(Certificate(b"\x30\x03\x02\x01\x00"))])
     assert len(doctor.expiry_filter(unparseable, expired=True, at=NOW)) == 0
+
+
+def test_an_intermediate_without_key_usage_and_with_non_critical_constraints_is_accepted_like_openssl(pki, root, tmp_path):
+    """OpenSSL (Apache, nginx) accepts such a CA; the web PKI rules alone would refuse it."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    inter = (x509.CertificateBuilder()
+             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Lax Intermediate")]))
+             .issuer_name(root.cert.subject).public_key(key.public_key()).serial_number(4242)
+             .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=30))
+             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=False)
+             .sign(root.key, hashes.SHA256()))
+    lax = Issued(inter, key)
+    leaf = pki.leaf("lax.test", lax, eku=[EKU.CLIENT_AUTH])
+    files = {n: i.write(tmp_path / f"{n}.pem") for n, i in (("root", root), ("int", lax), ("leaf", leaf))}
+    assert run(need("openssl"), "verify", "-CAfile", files["root"], "-untrusted", files["int"],
+               "-purpose", "sslclient", files["leaf"], check=False).returncode == 0
+    result = storesync("check", files["leaf"], "--chain", files["int"], "--store", f"pem:{files['root']}")
+    assert result.returncode == 0, result.stdout
