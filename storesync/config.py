@@ -51,7 +51,7 @@ class Profile:
     drop_expired: bool = False
     max_removal_share: float = 0.10
     allow_escalation: bool = False
-    debounce_ms: int = 300
+    debounce_ms: int = 250
     rescan_s: int = 600
 
     @property
@@ -185,7 +185,7 @@ def _profile(name: str, table: dict, error_at) -> Profile:
         name=name, mode=mode, stores=[_store_ref(r, name, error) for r in refs], purposes=purposes,
         ca_only=table.get("ca_only", True), drop_expired=table.get("drop_expired", False),
         max_removal_share=float(share), allow_escalation=table.get("allow_escalation", False),
-        debounce_ms=table.get("debounce_ms", 300), rescan_s=table.get("rescan_s", 600),
+        debounce_ms=table.get("debounce_ms", 250), rescan_s=table.get("rescan_s", 600),
     )
 
 

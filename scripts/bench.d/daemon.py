@@ -157,7 +157,7 @@ def main() -> None:
           f"A root is added to / removed from the bundle (temp file + rename) {CHANGES} times; the time runs until the "
           "daemon has written the three other stores. Idle CPU measured over "
           f"{IDLE_S} s and scaled to 60 s.\n")
-    print("| what | storesync daemon (debounce 300 ms) | cron: `storesync daemon --once` every minute | goal |")
+    print("| what | storesync daemon (default debounce, 250 ms) | cron: `storesync daemon --once` every minute | goal |")
     print("|---|---:|---:|---:|")
     print(f"| median change → all stores reconciled | {statistics.median(latencies) * 1000:.0f} ms "
           f"(p90 {sorted(latencies)[int(0.9 * len(latencies))] * 1000:.0f} ms) | 30 s (half the period) | < 0.5 s |")
