@@ -323,3 +323,16 @@ def test_spec_detection(small_p12, tmp_path):
     sync(f"p12:{big}", open_store(f"pem:{SYSTEM_BUNDLE}").read())
     assert big.stat().st_size > 65535 and parse_spec(str(big)).kind == "p12"
     assert parse_spec(str(tmp_path / "new.p12")).kind == "p12"
+
+
+def test_key_derivation_work_is_bounded_per_file(small_p12, tmp_path, monkeypatch):
+    """Many safes of many iterations each, every one within the per-call cap, are still refused:
+    the whole file has a budget (here shrunk below what this small file needs)."""
+    from storesync.stores import p12
+
+    path = tmp_path / "s.p12"
+    path.write_bytes(small_p12)
+    assert len(open_store(f"p12:{path}").read()) >= 1
+    monkeypatch.setattr(p12, "FILE_KDF_BUDGET", 10)
+    with pytest.raises(StoreError, match="more key-derivation work"):
+        open_store(f"p12:{path}").read()

@@ -32,6 +32,7 @@ bytes. A file in public-key privacy or integrity mode (enveloped or signed) is r
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -82,6 +83,8 @@ PKCS12_PBE = {  # OID -> (cipher, key length, IV length)
 }
 ITERATIONS = 10000
 MAX_ITERATIONS = 2_000_000  # more is a hostile file: each iteration costs a hash
+FILE_KDF_BUDGET = 2_000_000  # for a whole file: real keystores use well under 200 000
+_kdf_budget: "contextvars.ContextVar[list[int] | None]" = contextvars.ContextVar("p12_kdf_budget", default=None)
 _CAPS = Capabilities(purposes=False, distrust=False, distrust_after=False, labels=True)
 _NULL = b"\x05\x00"
 
@@ -175,12 +178,23 @@ def bmp_password(password: str) -> bytes:
     return password.encode("utf-16-be") + b"\x00\x00"
 
 
+def _spend(iterations: int) -> None:
+    """Charge key-derivation work to the file being read: many safes of many iterations each
+    are hostile, however reasonable each one looks."""
+    left = _kdf_budget.get()
+    if left is not None:
+        left[0] -= iterations
+        if left[0] < 0:
+            raise P12Error("asks for more key-derivation work than any real keystore does (a hostile file?)")
+
+
 def pkcs12_kdf(hash_name: str, password: bytes, salt: bytes, purpose: int, iterations: int, n: int) -> bytes:
     """RFC 7292 appendix B.2 (purpose: 1 key, 2 IV, 3 MAC key)."""
     u = hashlib.new(hash_name).digest_size
     v = hashlib.new(hash_name).block_size
     if iterations < 1 or iterations > MAX_ITERATIONS:
         raise P12Error(f"iteration count {iterations} is out of range")
+    _spend(iterations * -(-n // u))
 
     def fill(data: bytes) -> bytes:
         if not data:
@@ -248,6 +262,7 @@ def decrypt(algorithm: der.TLV, data: bytes, password: str) -> bytes:
             raise P12Error(f"is encrypted with the cipher {cipher_oid}, which storesync cannot decrypt")
         name, key_length = PBES2_CIPHERS[cipher_oid]
         salt, iterations, prf = _pbkdf2_params(kdf_params)
+        _spend(iterations)
         key = hashlib.pbkdf2_hmac(prf, password.encode("utf-8"), salt, iterations, key_length)
         return _decrypt_with(name, key, _octet_string(iv, "IV"), data)
     if oid in PKCS12_PBE and params is not None:
@@ -449,6 +464,7 @@ def _mac_ok(authsafe: bytes, mac_data: der.TLV, password: str) -> tuple[tuple[st
         length = _integer(key_kids[1], "PBMAC1 key length") if len(key_kids) > 1 else hashlib.new(prf).digest_size
         if not 1 <= length <= 64:
             raise P12Error(f"asks for a {length}-byte PBMAC1 key (HMAC keys are at most 64 bytes)")
+        _spend(pb_iterations)
         key = hashlib.pbkdf2_hmac(prf, password.encode("utf-8"), pb_salt, pb_iterations, length)
         ok = hmac.compare_digest(hmac.new(key, authsafe, HMAC_PRFS[scheme_oid]).digest(), expected)
         # rewritten with a classic MAC under the same password
@@ -466,6 +482,7 @@ def _mac_ok(authsafe: bytes, mac_data: der.TLV, password: str) -> tuple[tuple[st
 
 def load_pfx(data: bytes, password: str, try_empty: bool) -> Pfx:
     """Parse, check the MAC and decrypt. Raises P12Error (DecryptError: wrong password)."""
+    budget = _kdf_budget.set([FILE_KDF_BUDGET])
     try:
         return _load_pfx(data, password, try_empty)
     except der.DERError as exc:
@@ -474,6 +491,8 @@ def load_pfx(data: bytes, password: str, try_empty: bool) -> Pfx:
         if isinstance(exc, P12Error):
             raise
         raise P12Error(f"is not a well-formed PKCS#12 file ({exc or 'a structure is incomplete'})") from None
+    finally:
+        _kdf_budget.reset(budget)
 
 
 class MacError(P12Error):
