@@ -425,3 +425,26 @@ def test_an_undecodable_name_neither_crashes_nor_half_writes(pki, tmp_path):
     source.write_bytes(armor(raw))
     result = storesync("sync", f"pem:{source}", f"dir:{tmp_path / 'ca'}")
     assert "Traceback" not in result.stderr and result.returncode in (0, 2)
+
+
+def test_store_options_in_profiles_label_template_and_own_guard(pki, root, tmp_path):
+    source, nss_like, plain = tmp_path / "s.pem", tmp_path / "t.pem", tmp_path / "p.pem"
+    cas = [root, *(pki.ca(f"Opt Root {n}") for n in range(3))]
+    source.write_bytes(b"".join(c.pem for c in cas))
+    config = write_config(tmp_path, f'''
+[profile.o]
+source = "pem:{source}"
+targets = [{{ spec = "pem:{nss_like}", format = "trusted", label-template = "corp: {{label}}" }},
+           {{ spec = "pem:{plain}", max-removal-share = "1.0" }}]
+''')
+    assert storesync("sync", "--config", config).returncode == 0
+    labels = sorted(e.label for e in open_store(f"pem:{nss_like}?format=trusted").read().values())
+    assert labels == sorted(f"corp: {c.cert.subject.rfc4514_string()[3:]}" for c in cas)
+    source.write_bytes(root.pem)  # 3 of 4 removed: held back for the first target, allowed for the second
+    result = storesync("sync", "--config", config)
+    assert result.returncode == 3
+    assert len(keys(f"pem:{nss_like}")) == 4 and len(keys(f"pem:{plain}")) == 1
+    config.write_text(config.read_text().replace('"corp: {label}"', '"{nope}"'))
+    source.write_bytes(b"".join(c.pem for c in cas) + pki.ca("New One").pem)
+    bad = storesync("sync", "--force", "--config", config)
+    assert bad.returncode == 2 and "label-template" in bad.stderr and "Traceback" not in bad.stderr

@@ -62,3 +62,23 @@ def refuse_non_ca(plan: Plan) -> None:
     plan.desired = TrustSet(
         kept_before.get(e.sha256, e) for e in plan.desired.values() if e.sha256 not in refused or e.sha256 in kept_before
     )
+
+
+def label_new_entries(plan: Plan, template: str | None, store) -> None:
+    """A store's `label-template` (e.g. "corp: {label}") names the certificates a sync adds;
+    fields: {label}, {sha1}, {sha256}. Existing entries keep their names."""
+    if not template or not plan.adds:
+        return
+    renamed = {}
+    for entry in plan.adds:
+        cert = entry.cert
+        try:
+            label = template.format(label=entry.display_label, sha1=cert.sha1, sha256=cert.sha256)
+        except (KeyError, IndexError, ValueError) as exc:
+            from storesync.model import StoreError
+
+            raise StoreError(f"{store}: label-template {template!r} is not valid ({exc}); "
+                             "its fields are {label}, {sha1} and {sha256}") from None
+        renamed[entry.sha256] = entry.replace(label=label)
+    plan.adds = [renamed[e.sha256] for e in plan.adds]
+    plan.desired = TrustSet(renamed.get(sha, e) for sha, e in plan.desired.items())

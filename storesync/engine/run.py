@@ -82,7 +82,10 @@ def run(profile: Profile, *, dry_run: bool = False, force: bool = False,
         # Reading needs no lock, and most runs find nothing to do: plan first without locks
         # (nor the state dir), and take them only to write, reading again under them.
         result = _new_result(profile, dry_run, defaults)
-        _prepare(profile, result, force)
+        try:
+            _prepare(profile, result, force)
+        except StoreError as exc:
+            result.error = str(exc)
         if dry_run or result.error or not any(o.plan and not o.plan.empty and not o.plan.held_back
                                               for o in result.outcomes):
             return result
@@ -195,12 +198,18 @@ def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope
                      purpose=store.purpose, scope=scope, builtins=store.builtin_anchors())
     if profile.ca_only:
         policy.refuse_non_ca(plan)
+    policy.label_new_entries(plan, store.option("label-template"), store.spec)
     return plan
 
 
 def _guard(profile: Profile, outcomes: list[Outcome]) -> None:
     for outcome in outcomes:
-        outcome.plan.held_back = policy.removal_guard(outcome.plan, profile.max_removal_share)
+        share = outcome.store.option("max-removal-share")  # a store's own threshold wins
+        try:
+            share = float(share) if share is not None else profile.max_removal_share
+        except ValueError:
+            raise StoreError(f"{outcome.spec}: max-removal-share must be a number from 0 to 1, not {share!r}") from None
+        outcome.plan.held_back = policy.removal_guard(outcome.plan, share)
 
 
 def _apply(result: Result) -> None:
