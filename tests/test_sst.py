@@ -354,3 +354,14 @@ def test_unreadable_disallowed_usage_distrusts_after_the_date_for_everything():
     when = dt.datetime(2030, 1, 2, tzinfo=UTC)
     filetime = winprops.datetime_to_filetime(when)
     assert winprops.distrust_after_from(filetime, b"\x30\x05\x06\x03\x2b") == {p: when for p in ANCHOR}
+
+
+@vectors
+def test_a_file_cut_inside_its_end_marker_reads_like_one_without_it(tmp_path):
+    data = (VECTORS / "windows" / "disallowedcert-2018.sst").read_bytes()
+    cut = tmp_path / "cut.sst"
+    cut.write_bytes(data[:-6])
+    assert len(open_store(f"sst:{cut}?role=disallowed").read()) == 71
+    cut.write_bytes(data[:-6] + b"\x01")  # not zeros: a broken element, refused
+    with pytest.raises(StoreError, match="truncated element header"):
+        open_store(f"sst:{cut}?role=disallowed").read()

@@ -82,6 +82,8 @@ def iter_elements(data: bytes, pos: int, end: int, *, stop_at_marker: bool) -> I
     """
     while pos < end:
         if end - pos < 12:
+            if stop_at_marker and not any(data[pos:end]):
+                return  # a file cut inside its end marker: as good as a missing one
             raise ElementError(pos, f"truncated element header ({end - pos} of 12 bytes)")
         prop_id, encoding, length = _HEADER.unpack_from(data, pos)
         if stop_at_marker and prop_id == 0 and encoding == 0 and length == 0:
@@ -273,10 +275,9 @@ def render_props(entry: Entry, role: str) -> list[tuple[int, int, bytes]]:
                 continue
             value = wanted[prop_id]
         elif prop_id in HASH_PROPERTIES:
-            computed = hashes.get(prop_id)
-            if computed is None:
-                continue
-            value = computed
+            # Recomputed, never trusted; one we cannot compute (an md2 root's signature hash)
+            # is carried as Windows wrote it.
+            value = hashes.get(prop_id) or value
         out.append((prop_id, enc, value))
         written.add(prop_id)
 
