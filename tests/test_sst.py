@@ -365,3 +365,12 @@ def test_a_file_cut_inside_its_end_marker_reads_like_one_without_it(tmp_path):
     cut.write_bytes(data[:-6] + b"\x01")  # not zeros: a broken element, refused
     with pytest.raises(StoreError, match="truncated element header"):
         open_store(f"sst:{cut}?role=disallowed").read()
+
+
+def test_an_unreadable_usage_keeps_its_bytes_when_nothing_changed(certs):
+    from storesync.stores import winprops
+
+    cert = Certificate(certs[0].der)
+    props = ((winprops.ENHKEY_USAGE, 1, b"\x30\x05\x06\x03\x2b"), (3, 1, sha1(cert.der)))
+    entry = Entry(cert, trust={}, extras={winprops.EXTRAS_KEY: props})  # as the reader gives it
+    assert winprops.render_props(entry, winprops.ROLE_ANCHORS)[0] == props[0]

@@ -258,7 +258,8 @@ def render_props(entry: Entry, role: str) -> list[tuple[int, int, bytes]]:
     if entry.label != label_now:  # an undecodable name with no label stays as it is
         wanted[FRIENDLY_NAME] = encode_label(entry.label) if entry.label is not None else None
     if role == ROLE_ANCHORS:
-        if trust_from_eku(kept_values.get(ENHKEY_USAGE)) != _trusted_only(entry.trust):
+        # an unreadable ENHKEY_USAGE was read as "no purpose": unchanged trust keeps its bytes
+        if (trust_from_eku(kept_values.get(ENHKEY_USAGE)) or {}) != _trusted_only(entry.trust):
             wanted[ENHKEY_USAGE] = eku_from_trust(entry.trust)
         before = distrust_after_from(kept_values.get(DISALLOWED_FILETIME), kept_values.get(DISALLOWED_ENHKEY_USAGE))
         if not _same_dates(before, entry.distrust_after):
