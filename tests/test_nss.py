@@ -702,3 +702,33 @@ def test_one_password_file_for_several_databases(tmp_path, cas):
     assert result.returncode == 0, result.stderr
     assert "A" not in certutil_flags(empty) or True  # the label comes from the certificate
     assert len(certutil_flags(empty)) == 1 and len(certutil_flags(protected, "-f", pw)) == 1
+
+
+def test_restore_never_leaves_unsigned_trust_even_when_cut_short(tmp_path, cas, monkeypatch):
+    """A rollback interrupted between the two files still leaves every trust object signed."""
+    from storesync.stores import nss as nss_module
+
+    db = new_db(tmp_path / "db")
+    sync([entry(cas["a"], label="A")], db)
+    store = open_store(f"nss:{db}")
+    shot = store.snapshot()
+    # A re-trusted (its trust objects and signatures replaced) and B added
+    sync([entry(cas["a"], {"server-auth": "trusted"}, label="A"), entry(cas["b"], label="B")], db)
+
+    real_write, calls = nss_module.atomic_write, []
+
+    def crash_after_first(path, data, **kw):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_write(path, data, **kw)
+
+    monkeypatch.setattr(nss_module, "atomic_write", crash_after_first)
+    with pytest.raises(OSError):
+        open_store(f"nss:{db}").restore(shot)
+    monkeypatch.setattr(nss_module, "atomic_write", real_write)
+    trust_set, after = read(db)
+    assert not any("signature" in w for w in after.warnings)
+    assert certutil_flags(db)["A"] == "CT,C,C"  # cert9.db is the old one, and its trust is signed
+    open_store(f"nss:{db}").restore(shot)  # completed, it is the backup again
+    assert set(certutil_flags(db)) == {"A"}

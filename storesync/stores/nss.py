@@ -813,10 +813,31 @@ class NssStore(Store):
                 break
         return {str(p): p.read_bytes() if p.exists() else None for p in self._files()}
 
+    def _merge_signatures(self, old_key_db: bytes) -> None:
+        try:
+            rows = _signature_rows(old_key_db)
+        except sqlite3.DatabaseError:
+            return  # not a database: the files are put back as they are
+        conn = self._connect(self.key_db, readonly=False)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT OR IGNORE INTO metaData (id, item1, item2) VALUES (?, ?, ?)", rows)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
     def restore(self, snapshot: dict[str, bytes | None]) -> None:
+        """Put both files back without a moment of unsigned trust: first the backup's trust
+        signatures join the live key4.db (it then signs both the live and the old objects),
+        then cert9.db is replaced, then key4.db."""
+        key_name, cert_name = str(self.key_db.absolute()), str(self.cert_db.absolute())
+
         def put_back() -> None:
-            for name, data in snapshot.items():
-                path = Path(name)
+            old_keys = snapshot.get(key_name)
+            if old_keys and self.key_db.exists():
+                self._merge_signatures(old_keys)
+            for name in sorted(snapshot, key=lambda n: n != cert_name):  # cert9.db first
+                path, data = Path(name), snapshot[name]
                 if data is None:
                     path.unlink(missing_ok=True)
                 else:
@@ -827,6 +848,20 @@ class NssStore(Store):
             _run_as(owner, put_back, self)
         else:
             put_back()
+
+
+def _signature_rows(key_db_bytes: bytes) -> list[tuple]:
+    """The `sig_cert_%` rows of a key4.db held as bytes (a backup)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".db") as copy:
+        copy.write(key_db_bytes)
+        copy.flush()
+        conn = sqlite3.connect(f"file:{_quote(Path(copy.name))}?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT id, item1, item2 FROM metaData WHERE id LIKE 'sig_cert_%'").fetchall()
+        finally:
+            conn.close()
 
 
 def _text(value: Any) -> str:
