@@ -10,7 +10,10 @@ a time folded into a single relaxed run: every certificate of the store as ancho
 trust, any EKU accepted, and a time at which the certificates involved are all valid. The path
 it then finds is inspected for what the strict run did not forgive (a distrusted or
 other-purpose root, an expired certificate, a missing EKU). If even the relaxed run finds no
-path, the root is missing from the store.
+path, the root is missing from the store. A refusal that comes from an algorithm or key size
+the verifier does not support (SHA-1 or MD5 signatures, RSA under 2048 bits, Ed25519, Ed448,
+DSA keys: OpenSSL may accept them) is `unsupported`; to find the path then, an issuer whose
+signature cryptography cannot check is matched by name and key identifiers. Still a refusal.
 
 Policy choices (so `check` agrees with OpenSSL's `verify -purpose sslclient|sslserver`, which is
 what Apache, nginx and most TLS servers run): a leaf needs no subjectAltName (client
@@ -30,10 +33,14 @@ from typing import Any
 from storesync.model import DISTRUSTED, EKU_OIDS, TRUSTED, TrustSet
 
 # Reason codes, in the order a store's problems are reported (the first is the verdict).
-OK, MISSING_ROOT, DISTRUSTED_CODE, REVOKED, EXPIRED, NOT_YET_VALID, DISTRUST_AFTER, PURPOSE, INVALID = (
-    "ok", "missing-root", "distrusted", "revoked", "expired", "not-yet-valid", "distrust-after", "purpose", "invalid",
+# `unsupported` (an algorithm or key size cryptography's web-PKI verifier refuses, which OpenSSL
+# may accept) comes after every reason OpenSSL would refuse for too.
+(OK, MISSING_ROOT, DISTRUSTED_CODE, REVOKED, EXPIRED, NOT_YET_VALID, DISTRUST_AFTER, PURPOSE, UNSUPPORTED,
+ INVALID) = (
+    "ok", "missing-root", "distrusted", "revoked", "expired", "not-yet-valid", "distrust-after", "purpose",
+    "unsupported", "invalid",
 )
-ORDER = [MISSING_ROOT, DISTRUSTED_CODE, REVOKED, EXPIRED, NOT_YET_VALID, DISTRUST_AFTER, PURPOSE, INVALID]
+ORDER = [MISSING_ROOT, DISTRUSTED_CODE, REVOKED, EXPIRED, NOT_YET_VALID, DISTRUST_AFTER, PURPOSE, UNSUPPORTED, INVALID]
 CHECK_PURPOSES = ("client-auth", "server-auth", "email", "code-signing")
 OPENSSL_KINDS = {"pem", "dir"}  # stores whose readers take only self-issued anchors
 ANY_EKU = "2.5.29.37.0"
@@ -259,13 +266,47 @@ def verify(anchors: list, intermediates: list, leaf, at: datetime, purpose: str 
 
 
 def _issued_by(cert, issuer) -> bool:
+    """Did `issuer` sign `cert`? By signature; where cryptography cannot check the signature
+    (SHA-1, MD5 and other algorithms it does not support), by name and key identifiers. For
+    explanations only: the verdict never rests on this."""
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+
     if cert.issuer != issuer.subject:
         return False
     try:
         cert.verify_directly_issued_by(issuer)
         return True
-    except Exception:  # noqa: BLE001 - wrong key, unsupported algorithm: not its issuer
+    except UnsupportedAlgorithm:
+        return _key_ids_match(cert, issuer)
+    except ValueError as exc:  # cryptography says "Unsupported signature algorithm" as a ValueError
+        return "unsupported" in str(exc).lower() and _key_ids_match(cert, issuer)
+    except (InvalidSignature, TypeError):  # wrong key, or a key type it cannot verify with
         return False
+    except Exception:  # noqa: BLE001 - anything else: not its issuer as far as we can tell
+        return False
+
+
+def _key_ids_match(cert, issuer) -> bool:
+    """The name already matches; the authority key identifier, where both sides have one,
+    must be the issuer's subject key identifier (or its serial and issuer name)."""
+    from cryptography import x509
+
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except (x509.ExtensionNotFound, ValueError):
+        return True  # nothing more to compare than the name
+    if aki.key_identifier is not None:
+        try:
+            ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+        except (x509.ExtensionNotFound, ValueError):
+            try:
+                ski = x509.SubjectKeyIdentifier.from_public_key(issuer.public_key()).digest
+            except Exception:  # noqa: BLE001 - a key cryptography cannot read: compare nothing more
+                return True
+        return aki.key_identifier == ski
+    if aki.authority_cert_serial_number is not None:
+        return aki.authority_cert_serial_number == issuer.serial_number
+    return True
 
 
 def _links(leaf, pool: list) -> list:
@@ -332,20 +373,136 @@ def check_store(store: str, kind: str, trust_set: TrustSet, leaf, chain: list, p
         # the path by names and signatures says which dates are wrong.
         linked = _links(leaf, intermediates + view.all_anchors)
         top = linked[-1]
-        if not any(top == c for c in view.all_anchors):
-            verdict.problems = [_missing_root(top, leaf)]
-            return verdict
+        anchored = any(top == c for c in view.all_anchors)
+        unsupported = _unsupported(linked, anchored, purpose, verdict.verifier_error)
+        if not anchored:
+            verdict.problems = [_missing_root(top, leaf), *unsupported]
+            return _ordered(verdict)
         verdict.chain = linked
         verdict.problems = _path_problems(linked, view, purpose, at, crls, verdict.warnings, strict=False)
+        verdict.problems += unsupported
         if not verdict.problems:
             verdict.problems = [Problem(INVALID, f"no valid path: {verdict.verifier_error}", cert=leaf)]
         return _ordered(verdict)
     verdict.chain = relaxed
     verdict.problems = _path_problems(relaxed, view, purpose, at, crls, verdict.warnings, strict=False)
+    verdict.problems += _unsupported(relaxed, True, purpose, verdict.verifier_error)
     if not verdict.problems:  # the strict verifier refused for a reason we do not name
         verdict.problems = [Problem(INVALID, f"the verifier refused it: {verdict.verifier_error}",
                                     fix="see the verifier's message", cert=leaf)]
     return _ordered(verdict)
+
+
+# What cryptography's web-PKI verifier accepts (cryptography-x509-verification's WEBPKI_PERMITTED_*
+# and its 2048-bit RSA floor); OpenSSL's `verify` accepts more.
+_WEBPKI_SIGNATURES = {
+    "1.2.840.113549.1.1.11", "1.2.840.113549.1.1.12", "1.2.840.113549.1.1.13",  # sha256/384/512WithRSAEncryption
+    "1.2.840.10045.4.3.2", "1.2.840.10045.4.3.3", "1.2.840.10045.4.3.4",  # ecdsa-with-SHA256/384/512
+}
+_RSA_PSS = "1.2.840.113549.1.1.10"
+_RSA_KEY, _EC_KEY = "1.2.840.113549.1.1.1", "1.2.840.10045.2.1"
+_WEBPKI_CURVES = {"secp256r1", "secp384r1", "secp521r1"}
+_MIN_RSA_BITS = 2048
+_HASH_NAMES = {"md2": "MD2", "md4": "MD4", "md5": "MD5", "sha1": "SHA-1", "sha224": "SHA-224"}
+_KEY_NAMES = {
+    "1.3.101.112": "Ed25519", "1.3.101.113": "Ed448", "1.2.840.10040.4.1": "DSA", _RSA_PSS: "RSA-PSS",
+    "1.3.101.110": "X25519", "1.3.101.111": "X448",
+}
+# The verifier's words for such a refusal (its message names one candidate path only).
+_VERIFIER_UNSUPPORTED = ("forbidden signature algorithm", "forbidden public key algorithm", "key is too weak")
+_OPENSSL_PURPOSE = {"client-auth": "sslclient", "server-auth": "sslserver", "email": "smimesign"}
+
+
+def _signature_label(cert) -> str | None:
+    """None if the web-PKI verifier accepts `cert`'s signature algorithm, else its name."""
+    oid = cert.signature_algorithm_oid
+    if oid.dotted_string in _WEBPKI_SIGNATURES:
+        return None
+    name = getattr(oid, "_name", None) or oid.dotted_string
+    if oid.dotted_string == _RSA_PSS:
+        try:
+            params = cert.signature_algorithm_parameters
+            digest = cert.signature_hash_algorithm
+            mgf = getattr(getattr(params, "_mgf", None), "_algorithm", None)
+            salt = getattr(params, "_salt_length", None)
+        except Exception:  # noqa: BLE001 - parameters cryptography cannot read
+            return "RSA-PSS with unreadable parameters"
+        if (digest is not None and digest.name in ("sha256", "sha384", "sha512")
+                and mgf is not None and mgf.name == digest.name and salt == digest.digest_size):
+            return None
+        return f"RSA-PSS ({digest.name if digest else '?'}, salt length {salt})"
+    try:
+        digest = cert.signature_hash_algorithm
+    except Exception:  # noqa: BLE001 - e.g. MD2, which cryptography does not know
+        digest = None
+    if digest is not None and digest.name in _HASH_NAMES:
+        return f"{_HASH_NAMES[digest.name]} ({name})"
+    if oid.dotted_string in _KEY_NAMES:  # Ed25519, Ed448: the signature OID is the key's
+        return _KEY_NAMES[oid.dotted_string]
+    if name.lower().startswith("dsa"):
+        return f"DSA ({name})"
+    return name
+
+
+def _key_label(cert) -> str | None:
+    """None if the web-PKI verifier accepts `cert`'s public key as an issuer's, else a description."""
+    try:
+        oid = cert.public_key_algorithm_oid.dotted_string
+    except Exception:  # noqa: BLE001
+        return "a public key cryptography cannot read"
+    if oid == _RSA_KEY:
+        try:
+            bits = cert.public_key().key_size
+        except Exception:  # noqa: BLE001
+            return "an RSA key cryptography cannot read"
+        return None if bits >= _MIN_RSA_BITS else f"a {bits}-bit RSA key"
+    if oid == _EC_KEY:
+        try:
+            curve = cert.public_key().curve.name
+        except Exception:  # noqa: BLE001
+            return "an EC key on a curve cryptography does not know"
+        return None if curve in _WEBPKI_CURVES else f"an EC key on {curve}"
+    name = _KEY_NAMES.get(oid) or getattr(cert.public_key_algorithm_oid, "_name", None) or oid
+    return f"{'an' if name[:1] in 'AEIOUX' else 'a'} {name} key"
+
+
+def _unsupported(path: list, anchored: bool, purpose: str, verifier_error: str | None) -> list[Problem]:
+    """The certificates of `path` whose signature algorithm or (as an issuer) key cryptography's
+    web-PKI verifier refuses: OpenSSL may accept them, `check` cannot. The verifier checks no
+    anchor's self-signature and no leaf's key, so neither counts."""
+    problems = []
+    openssl = _OPENSSL_PURPOSE.get(purpose)
+    but = "OpenSSL may accept this chain, but storesync's verifier (cryptography's web-PKI rules) does not"
+    compare = ("compare with OpenSSL: openssl verify -CAfile ROOT.pem -untrusted CHAIN.pem"
+               + (f" -purpose {openssl}" if openssl else "") + " CERT.pem")
+    for index, cert in enumerate(path):
+        is_top = index == len(path) - 1
+        who = f"the root {short_name(cert)}" if is_top and anchored else short_name(cert)
+        if not (is_top and (anchored or cert.issuer == cert.subject)):
+            label = _signature_label(cert)
+            if label is not None:
+                problems.append(Problem(
+                    UNSUPPORTED, f"{who} is signed with {label}: {but}",
+                    fix=f"have {short_name(cert)} reissued with SHA-256 or better (ECDSA P-256/P-384 or RSA of "
+                        f"2048 bits or more); until then storesync cannot vouch for this chain ({compare})",
+                    cert=cert, data={"algorithm": label, "refused": "signature"}))
+        if index > 0:
+            label = _key_label(cert)
+            if label is not None:
+                problems.append(Problem(
+                    UNSUPPORTED, f"{who} has {label} (it signs {short_name(path[index - 1])}): {but}",
+                    fix=f"move to a CA with an ECDSA P-256/P-384 key or an RSA key of 2048 bits or more in place of "
+                        f"{short_name(cert)}; until then storesync cannot vouch for this chain ({compare})",
+                    cert=cert, data={"algorithm": label, "refused": "key"}))
+    if not problems and verifier_error and any(w in verifier_error.lower() for w in _VERIFIER_UNSUPPORTED):
+        # The verifier names an algorithm or key this path does not hold (another candidate path's).
+        detail = verifier_error.split(":", 2)[-1].strip()
+        detail = detail if len(detail) <= 120 else detail[:117] + "..."
+        problems.append(Problem(
+            UNSUPPORTED, f"a certificate that could complete the chain of {short_name(path[0])} uses an algorithm or "
+                         f"key ({detail}): {but}",
+            fix=f"see the verifier's message ({compare})", cert=path[0], data={"algorithm": None, "refused": None}))
+    return problems
 
 
 def _ordered(verdict: Verdict) -> Verdict:

@@ -523,3 +523,214 @@ def test_an_intermediate_without_key_usage_and_with_non_critical_constraints_is_
                "-purpose", "sslclient", files["leaf"], check=False).returncode == 0
     result = storesync("check", files["leaf"], "--chain", files["int"], "--store", f"pem:{files['root']}")
     assert result.returncode == 0, result.stdout
+
+
+# --- algorithms OpenSSL accepts and cryptography's web-PKI verifier does not ------------------
+
+
+def _legacy_cert(subject: str, key, issuer: x509.Certificate | None = None, issuer_key=None, *, ca: bool = True,
+                 sha1: bool = False, with_aki: bool = True) -> x509.Certificate:
+    """A certificate as older PKIs make them: any key type, optionally signed with SHA-1."""
+    from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
+
+    name = x509.Name.from_rfc4514_string(f"CN={subject}")
+    signer = issuer_key or key
+    builder = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(issuer.subject if issuer else name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - 10 * DAY).not_valid_after(NOW + 900 * DAY)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if ca:
+        builder = builder.add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                                        critical=True)
+    else:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([EKU.CLIENT_AUTH]), critical=False)
+    if with_aki:
+        builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+                                        critical=False)
+    digest = None if isinstance(signer, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) else hashes.SHA256()
+    cert = builder.sign(signer, digest)
+    return _resign_sha1(cert, signer) if sha1 else cert
+
+
+def _resign_sha1(cert: x509.Certificate, key) -> x509.Certificate:
+    """The same certificate signed with SHA-1 (cryptography's builder no longer does it; its keys still do)."""
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from storesync import der
+
+    tbs, _alg, _sig = der.read(cert.public_bytes(Encoding.DER)).children()
+    if isinstance(key, rsa.RSAPrivateKey):  # sha1WithRSAEncryption, NULL parameters
+        alg = der.encode(der.SEQUENCE, der.encode_oid("1.2.840.113549.1.1.5") + b"\x05\x00")
+    else:  # ecdsa-with-SHA1
+        alg = der.encode(der.SEQUENCE, der.encode_oid("1.2.840.10045.4.1"))
+    fields = list(tbs.children())
+    raws = [f.raw for f in fields]
+    raws[2 if fields[0].tag == 0xA0 else 1] = alg  # the signature field inside the TBS
+    new_tbs = der.encode(der.SEQUENCE, b"".join(raws))
+    if isinstance(key, rsa.RSAPrivateKey):
+        signature = key.sign(new_tbs, padding.PKCS1v15(), hashes.SHA1())
+    else:
+        signature = key.sign(new_tbs, ec.ECDSA(hashes.SHA1()))
+    resigned = x509.load_der_x509_certificate(der.encode(der.SEQUENCE, new_tbs + alg + der.encode(0x03, b"\x00" + signature)))
+    assert resigned.signature_hash_algorithm.name == "sha1"
+    return resigned
+
+
+def _pem(*certs) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return b"".join(c.public_bytes(Encoding.PEM) for c in certs)
+
+
+@pytest.fixture(scope="module")
+def legacy(tmp_path_factory) -> dict:
+    """Two chains OpenSSL accepts: an RSA-2048 PKI that still signs with SHA-1, and a modern
+    SHA-256 PKI under an RSA-1024 root."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    d = tmp_path_factory.mktemp("legacy")
+    out: dict = {}
+    root_key = rsa.generate_private_key(65537, 2048)
+    inter_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    root = _legacy_cert("SHA1 Root", root_key, sha1=True)
+    inter = _legacy_cert("SHA1 Intermediate", inter_key, root, root_key, sha1=True)
+    leaf = _legacy_cert("sha1.check", leaf_key, inter, inter_key, ca=False, sha1=True)
+    out["sha1"] = {"root": root, "inter": inter, "leaf": leaf, "root_key": root_key}
+    weak_key = rsa.generate_private_key(65537, 1024)
+    weak_inter_key, weak_leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    weak_root = _legacy_cert("RSA1024 Root", weak_key)
+    weak_inter = _legacy_cert("RSA1024 Intermediate", weak_inter_key, weak_root, weak_key)
+    weak_leaf = _legacy_cert("rsa1024.check", weak_leaf_key, weak_inter, weak_inter_key, ca=False)
+    out["rsa1024"] = {"root": weak_root, "inter": weak_inter, "leaf": weak_leaf}
+    for kind, chain in list(out.items()):
+        for part in ("root", "inter", "leaf"):
+            path = d / f"{kind}-{part}.pem"
+            path.write_bytes(_pem(chain[part]))
+            chain[f"{part}.pem"] = path
+    return out
+
+
+def openssl_accepts(root: Path, inter: Path, leaf: Path, purpose: str = "sslclient") -> bool:
+    result = run(need("openssl"), "verify", "-CAfile", root, "-untrusted", inter, "-purpose", purpose, leaf, check=False)
+    return result.returncode == 0
+
+
+@pytest.mark.parametrize("kind, named, algorithm", [
+    ("sha1", "CN=sha1.check", "SHA-1"),  # the first certificate signed with SHA-1 is the leaf
+    ("rsa1024", "CN=RSA1024 Root", "1024-bit RSA"),
+])
+def test_openssl_accepts_what_check_reports_as_unsupported(legacy, kind, named, algorithm):
+    chain = legacy[kind]
+    assert openssl_accepts(chain["root.pem"], chain["inter.pem"], chain["leaf.pem"])  # the oracle
+    code, data = check_json(chain["leaf.pem"], "--chain", chain["inter.pem"], "--store", f"pem:{chain['root.pem']}")
+    store = only_store(data)
+    assert code == 1 and not store["accepted"] and store["reason"] == "unsupported", store
+    assert "missing-root" not in {p["reason"] for p in store["problems"]}
+    assert {p["reason"] for p in store["problems"]} == {"unsupported"}
+    first = store["problems"][0]
+    assert first["certificate"]["subject"] == named and algorithm in first["algorithm"]
+    assert algorithm in store["message"] and named.removeprefix("CN=") in store["message"]
+    assert "OpenSSL may accept this chain" in store["message"] and "cryptography's web-PKI rules" in store["message"]
+    # The path was found by names and key identifiers, up to the root the store holds.
+    assert [c["subject"] for c in store["chain"]] == [
+        chain[p].subject.rfc4514_string() for p in ("leaf", "inter", "root")]
+    result = storesync("check", chain["leaf.pem"], "--chain", chain["inter.pem"], "--store", f"pem:{chain['root.pem']}")
+    assert result.returncode == 1 and "REFUSED, unsupported" in result.stdout
+
+
+def test_sha1_chain_names_every_sha1_signature_but_not_the_roots_own(legacy):
+    chain = legacy["sha1"]
+    _, data = check_json(chain["leaf.pem"], "--chain", chain["inter.pem"], "--store", f"pem:{chain['root.pem']}")
+    problems = only_store(data)["problems"]
+    assert [(p["certificate"]["subject"], p["refused"]) for p in problems] == [
+        ("CN=sha1.check", "signature"), ("CN=SHA1 Intermediate", "signature")]
+    assert all("sha1WithRSAEncryption" in p["algorithm"] or "ecdsa-with-SHA1" in p["algorithm"] for p in problems)
+
+
+def test_sha1_chain_without_its_root_is_still_missing_root(legacy, files):
+    """The fallback finds paths; it does not invent a root: a store without it says missing-root."""
+    chain = legacy["sha1"]
+    code, data = check_json(chain["leaf.pem"], "--chain", chain["inter.pem"], "--store", files["other-store"])
+    store = only_store(data)
+    assert code == 1 and store["reason"] == "missing-root"
+    assert store["problems"][0]["issuer"] == "CN=SHA1 Root" and "CN=SHA1 Root" in store["fix"]
+    assert [p["reason"] for p in store["problems"][1:]] == ["unsupported", "unsupported"]
+
+
+def test_sha1_chain_checked_later_is_expired_first(legacy):
+    """A reason OpenSSL refuses for too comes before `unsupported`."""
+    chain = legacy["sha1"]
+    trust_set = TrustSet([Entry(Certificate(_der(chain["root"])))])
+    verdict = doctor.check_store("t", "pem", trust_set, chain["leaf"], [chain["inter"]], CLIENT_AUTH, NOW + 2000 * DAY, [])
+    assert verdict.reason == "expired" and not verdict.accepted
+    assert verdict.problems[-1].reason == "unsupported"
+
+
+def _der(cert) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return cert.public_bytes(Encoding.DER)
+
+
+def test_issued_by_falls_back_to_key_ids_only_when_the_signature_cannot_be_checked(legacy):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    chain = legacy["sha1"]
+    with pytest.raises(ValueError, match="nsupported"):
+        chain["inter"].verify_directly_issued_by(chain["root"])  # why the fallback exists
+    assert doctor._issued_by(chain["inter"], chain["root"]) and doctor._issued_by(chain["leaf"], chain["inter"])
+    assert doctor._links(chain["leaf"], [chain["root"], chain["inter"]]) == [chain["leaf"], chain["inter"], chain["root"]]
+    # Same name, another key: the authority key identifier tells them apart.
+    impostor = _legacy_cert("SHA1 Root", rsa.generate_private_key(65537, 2048), sha1=True)
+    assert not doctor._issued_by(chain["inter"], impostor)
+    assert doctor._links(chain["leaf"], [impostor, chain["inter"]]) == [chain["leaf"], chain["inter"]]
+    # A supported signature by the wrong key is still no issuer, whatever the key ids say.
+    modern = legacy["rsa1024"]
+    assert doctor._issued_by(modern["inter"], modern["root"])
+    assert not doctor._issued_by(modern["inter"], _legacy_cert("RSA1024 Root", rsa.generate_private_key(65537, 1024)))
+
+
+def test_what_the_verifier_does_not_check_is_not_blamed(legacy):
+    """A SHA-1 self-signature on a root and a weak leaf key: the verifier accepts both, and so
+    does check (no `unsupported` where nothing was refused)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    sha1 = legacy["sha1"]
+    inter_key = ec.generate_private_key(ec.SECP256R1())
+    inter = _legacy_cert("Modern Intermediate", inter_key, sha1["root"], sha1["root_key"])
+    weak_leaf = _legacy_cert("weak-leaf.check", rsa.generate_private_key(65537, 1024), inter, inter_key, ca=False)
+    trust_set = TrustSet([Entry(Certificate(_der(sha1["root"])))])
+    verdict = doctor.check_store("t", "pem", trust_set, weak_leaf, [inter], CLIENT_AUTH, NOW, [])
+    assert verdict.reason == "ok", [p.message for p in verdict.problems]
+
+
+@pytest.mark.parametrize("key_type", ["ed25519", "ed448", "dsa"])
+def test_other_key_types_openssl_accepts_are_unsupported(key_type, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import dsa, ed448, ed25519
+
+    make = {"ed25519": ed25519.Ed25519PrivateKey.generate, "ed448": ed448.Ed448PrivateKey.generate,
+            "dsa": lambda: dsa.generate_private_key(2048)}[key_type]
+    root_key, inter_key = make(), make()
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    root = _legacy_cert(f"{key_type} Root", root_key)
+    inter = _legacy_cert(f"{key_type} Intermediate", inter_key, root, root_key)
+    leaf = _legacy_cert(f"{key_type}.check", leaf_key, inter, inter_key, ca=False)
+    paths = {}
+    for part, cert in (("root", root), ("inter", inter), ("leaf", leaf)):
+        paths[part] = tmp_path / f"{part}.pem"
+        paths[part].write_bytes(_pem(cert))
+    assert openssl_accepts(paths["root"], paths["inter"], paths["leaf"])
+    code, data = check_json(paths["leaf"], "--chain", paths["inter"], "--store", f"pem:{paths['root']}")
+    store = only_store(data)
+    assert code == 1 and store["reason"] == "unsupported"
+    label = {"ed25519": "Ed25519", "ed448": "Ed448", "dsa": "DSA"}[key_type]
+    assert store["problems"][0]["certificate"]["subject"] == f"CN={key_type}.check"  # signed by the intermediate
+    assert label in store["message"] and "OpenSSL may accept this chain" in store["message"]
+    assert [(p["certificate"]["subject"], p["refused"]) for p in store["problems"]] == [
+        (f"CN={key_type}.check", "signature"), (f"CN={key_type} Intermediate", "signature"),
+        (f"CN={key_type} Intermediate", "key"), (f"CN={key_type} Root", "key")]
+    assert all(label in p["algorithm"] for p in store["problems"])
