@@ -8,8 +8,12 @@ rescan or a systemd watchdog ping is due: an idle daemon uses no CPU.
 Watching: inotify cannot follow a file that is replaced by rename, so each store's parent
 directory is watched (non-recursively) and events are filtered by path; a directory store is
 watched itself too; a store that does not exist yet is watched through its nearest existing
-ancestor and picked up when it appears. Watches are re-made whenever a directory comes, goes
-or is replaced.
+ancestor and picked up when it appears. A watch follows its directory's inode, so the parent of
+every watched directory is watched as well: a directory replaced by another (`mv ca ca.old;
+mkdir ca`) shows up there, and watches are re-made whenever a directory comes, goes or is
+replaced. A symlinked store is watched where it is, at every link it goes through and at its
+target; the links are resolved again on every event of its profile (a few readlink calls), so a
+link re-pointed elsewhere (`ln -sfn`) moves the watch to the new target.
 
 After a reconcile every store of the profile equals what was just written (a merge profile:
 the baseline), so the events of the daemon's own writes lead to one reconcile with an empty
@@ -19,6 +23,7 @@ plan, which logs nothing unless --verbose.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import signal
@@ -123,6 +128,8 @@ class Track:
 
     profile: Profile
     targets: dict[str, str] = field(default_factory=dict)  # watched path -> store spec
+    bases: dict[str, str] = field(default_factory=dict)    # a store's own path -> its spec
+    relink: bool = False              # an event came: resolve the stores' symlinks again
     due: float | None = None          # monotonic time of the next reconcile
     burst_start: float | None = None  # first event of the current burst
     triggers: set[str] = field(default_factory=set)  # specs whose files changed
@@ -146,9 +153,9 @@ def _daemon_running() -> bool:
         return False
 
 
-def watch_targets(profile: Profile, defaults: dict[str, str]) -> dict[str, str]:
-    """Absolute path -> store spec, for every path a profile's stores want watched."""
-    targets = {}
+def store_paths(profile: Profile, defaults: dict[str, str]) -> dict[str, str]:
+    """Absolute path -> store spec, for every path a profile's stores want watched, as named."""
+    bases = {}
     for ref in profile.stores:
         try:
             store = open_store(ref.spec, {**defaults, **ref.options})
@@ -156,11 +163,32 @@ def watch_targets(profile: Profile, defaults: dict[str, str]) -> dict[str, str]:
         except (StoreError, OSError):
             continue  # reported by the reconcile
         for path in paths:
-            path = os.path.abspath(os.path.expanduser(str(path)))
-            # A symlinked store (/etc/pki/tls/cert.pem) changes where its target lives.
-            for each in {path, os.path.realpath(path)}:
-                targets[each] = str(store.spec)
+            bases[os.path.abspath(os.path.expanduser(str(path)))] = str(store.spec)
+    return bases
+
+
+def resolve_links(bases: dict[str, str]) -> dict[str, str]:
+    """`bases` plus, for a symlinked store (/etc/pki/tls/cert.pem), every link on the way and
+    the file it ends at: its content changes where the target lives, and re-pointing any of
+    the links (`ln -sfn`) makes it another file. Only lstat/readlink: cheap to redo often."""
+    targets = {}
+    for path, spec in bases.items():
+        targets[path] = spec
+        hop = path
+        for _ in range(40):  # the kernel's own limit on a chain of links
+            try:
+                link = os.readlink(hop)
+            except OSError:
+                break
+            hop = os.path.normpath(os.path.join(os.path.dirname(hop), link))
+            targets.setdefault(hop, spec)
+        targets.setdefault(os.path.realpath(path), spec)
     return targets
+
+
+def watch_targets(profile: Profile, defaults: dict[str, str]) -> dict[str, str]:
+    """Absolute path -> store spec, for every path a profile's stores want watched."""
+    return resolve_links(store_paths(profile, defaults))
 
 
 def concerns(target: str, path: str, event_type: str, is_directory: bool) -> bool:
@@ -201,7 +229,8 @@ class Daemon:
         old = self.tracks
         tracks = {}
         for name, profile in config.profiles.items():
-            track = Track(profile, watch_targets(profile, self.defaults))
+            bases = store_paths(profile, self.defaults)
+            track = Track(profile, resolve_links(bases), bases)
             if name in old and old[name].profile == profile:
                 track.reported, track.status, track.runs = old[name].reported, old[name].status, old[name].runs
             track.due = time.monotonic()  # reconcile every profile once on start and reload
@@ -305,7 +334,12 @@ class Daemon:
         if track.reported and not problems:
             self.log("info", f"profile {name}: in agreement again", event="recovered", profile=name)
         elif not written and not result.conflicts and not (problems.keys() - track.reported):
-            self.log("debug", f"profile {name}: {why}: nothing to do", event="no-op", profile=name)
+            if problems:  # not "nothing to do": a change is still held back, or a store still broken
+                still = "held back" if any(k.startswith("held ") for k in problems) else "failing"
+                self.log("debug", f"profile {name}: {why}: still {still}, as said before", event="unchanged",
+                         profile=name)
+            else:
+                self.log("debug", f"profile {name}: {why}: nothing to do", event="no-op", profile=name)
         track.reported = set(problems)
 
         plans = [o for o in result.outcomes if o.plan is not None]
@@ -363,6 +397,7 @@ class Daemon:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
 
+        _route_watchdog_logs(self.log)
         self.observer = Observer()
         self.observer.start()
         self._refresh_watches()
@@ -386,6 +421,7 @@ class Daemon:
             if self.reload_wanted:
                 self.reload_wanted = False
                 self.reload()
+            self._relink()  # before the watches are re-made and before any reconcile reads
             if self.rewatch:
                 self._refresh_watches()
             ran = self._run_due()
@@ -398,8 +434,8 @@ class Daemon:
 
         sd_notify("STOPPING=1")
         self.log("info", "stopping", event="stopping")
-        self.observer.stop()
-        self.observer.join(timeout=1.0)
+        self.observer.stop()  # stops and joins every watch's thread (its stop race: see _WatchdogLog)
+        self.observer.join(timeout=0.5)  # the dispatching thread; SIGTERM still exits within a second
         self.write_status("stopped")
         os.close(wake_r)
         os.close(wake_w)
@@ -432,10 +468,21 @@ class Daemon:
                 break
             moment = time.monotonic()
             if track.due is not None and track.due <= moment:
+                # An event that came during an earlier reconcile of this loop may have re-pointed
+                # a link: watch where it leads before the reconcile reads it.
+                self._relink()
+                if self.rewatch:
+                    self._refresh_watches()
                 self.reconcile(track, "start" if not track.runs else "retry")
                 ran = True
             elif track.next_rescan is not None and track.next_rescan <= moment:
-                self._refresh_watches()  # events may have been missed, watches too
+                # Events may have been missed, watches too; a store that could not be opened
+                # at load time may open now.
+                track.bases = store_paths(track.profile, self.defaults)
+                with self.lock:
+                    track.relink = True
+                self._relink()
+                self._refresh_watches()
                 self.reconcile(track, "periodic rescan")
                 ran = True
         return ran
@@ -474,6 +521,7 @@ class Daemon:
                     continue
                 hit = True
                 track.triggers |= specs
+                track.relink = True
                 if track.burst_start is None:
                     track.burst_start = moment
                 # Trailing-edge debounce, but a never-ending storm still reconciles now and then.
@@ -485,9 +533,30 @@ class Daemon:
         if hit:
             self._wake()
 
+    def _relink(self) -> None:
+        """Resolve the symlinks of the stores of every profile an event concerned since the
+        last time; where one now leads elsewhere, the watches follow (on the main thread, and
+        before the reconcile that the same event asked for reads the store)."""
+        for track in list(self.tracks.values()):
+            with self.lock:
+                if not track.relink:
+                    continue
+                track.relink = False
+            targets = resolve_links(track.bases)
+            if targets != track.targets:
+                added = sorted(targets.keys() - track.targets.keys())
+                with self.lock:
+                    track.targets = targets
+                self.rewatch = True
+                if added:
+                    self.log("debug", f"profile {track.profile.name}: a link now leads to {', '.join(added)}; "
+                                      "watching it", event="relinked", profile=track.profile.name)
+
     def _refresh_watches(self) -> None:
         """Watch the parent (or nearest existing ancestor) of every target, and every target
-        that is a directory; re-make a watch whose directory was replaced."""
+        that is a directory; re-make a watch whose directory was replaced. The parent of each
+        of those is watched too: a watch follows its directory's inode, so only there does a
+        directory renamed away and another made in its place show up."""
         self.rewatch = False
         if self.observer is None:
             return
@@ -507,6 +576,18 @@ class Daemon:
                         directory = os.path.dirname(directory)
                     if st is not None and os.path.isdir(directory):
                         wanted[directory] = (st.st_dev, st.st_ino)
+        outer: dict[str, tuple] = {}
+        for directory in wanted:
+            parent = os.path.dirname(directory)
+            if parent == directory or parent in wanted:
+                continue
+            try:
+                st = os.stat(parent)
+            except OSError:
+                continue
+            if os.path.isdir(parent):
+                outer[parent] = (st.st_dev, st.st_ino)
+        wanted.update(outer)
         for directory, (identity, watch) in list(self.watches.items()):
             if wanted.get(directory) != identity:
                 try:
@@ -521,6 +602,12 @@ class Daemon:
                 watch = self.observer.schedule(_Handler(self), directory, recursive=False,
                                                event_filter=_event_classes())
             except OSError as exc:
+                if directory in outer:  # only there to notice a replaced directory; the rescan covers it
+                    if directory not in self.watch_failures:
+                        self.watch_failures.add(directory)
+                        self.log("debug", f"cannot watch {directory} ({exc.strerror or exc}); a directory "
+                                          "replaced in it is noticed by the periodic rescan", event="watch-failed")
+                    continue
                 if directory not in self.watch_failures:
                     self.watch_failures.add(directory)
                     self.log("warning", f"cannot watch {directory} ({exc.strerror or exc}); "
@@ -528,6 +615,37 @@ class Daemon:
                 continue
             self.watch_failures.discard(directory)
             self.watches[directory] = (identity, watch)
+
+
+class _WatchdogLog(logging.Handler):
+    """watchdog's own log records, as lines of the daemon's log (not Python's bare stderr).
+
+    Stopping an inotify emitter (at exit, or when a replaced directory's watch is re-made) races
+    its reading thread: an event already read is dropped with an error record "queue_events()
+    called when the thread is inactive". Nothing is lost that matters (the watch was being
+    removed), so that one is said at debug level only."""
+
+    BENIGN = "called when the thread is inactive"
+
+    def __init__(self, log: Log):
+        super().__init__(logging.WARNING)
+        self.daemon_log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record must not end watchdog's thread
+            message = str(record.msg)
+        level = "debug" if self.BENIGN in message else "warning"
+        self.daemon_log(level, f"watchdog: {message}", event="watchdog")
+
+
+def _route_watchdog_logs(log: Log) -> None:
+    logger = logging.getLogger("watchdog")
+    for handler in [h for h in logger.handlers if isinstance(h, _WatchdogLog)]:
+        logger.removeHandler(handler)
+    logger.addHandler(_WatchdogLog(log))
+    logger.propagate = False
 
 
 class _Handler:
