@@ -122,7 +122,8 @@ def _is_database(path: Path) -> bool:
         return False
 
 
-def _owner(path: Path) -> tuple[str, int]:
+def owner(path: Path) -> tuple[str, int]:
+    """(user name, uid) owning `path`; ("?", -1) when it cannot be read."""
     try:
         uid = path.stat().st_uid
     except OSError:
@@ -170,8 +171,8 @@ def discover_nss(home_list: list[tuple[Path, bool]] | None = None, *, system: bo
 
     result = []
     for app, name, path in candidates(home_list, system):
-        owner, uid = _owner(path / "cert9.db" if (path / "cert9.db").exists() else path)
-        db = NssDatabase(path=path, app=app, owner=owner, uid=uid, profile=name)
+        owner_name, uid = owner(path / "cert9.db" if (path / "cert9.db").exists() else path)
+        db = NssDatabase(path=path, app=app, owner=owner_name, uid=uid, profile=name)
         if not (path / "cert9.db").exists():
             db.legacy = True
             db.error = "legacy dbm database (cert8.db): not supported"

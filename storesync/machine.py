@@ -218,16 +218,10 @@ def summarize(found: Found, at: datetime, soon_days: int, options: dict[str, str
 
 
 def owner_of(path: Path) -> str | None:
-    try:
-        uid = path.stat().st_uid
-    except OSError:
-        return None
-    try:
-        import pwd
+    from storesync.discover import owner
 
-        return pwd.getpwuid(uid).pw_name
-    except (ImportError, KeyError):
-        return str(uid)
+    name, uid = owner(path)
+    return None if uid < 0 else name
 
 
 def matrix(summaries: list[Summary]) -> tuple[list[str], list[dict[str, Any]]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from storesync.model import Entry, TrustSet
 from storesync.stores import Capabilities, Store, StoreSpec, atomic_write, fsync_dir
-from storesync.stores.pem import PemStore
+from storesync.stores.pem import PemStore, render_entries
 
 CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der"}
 HASH_LINK = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
@@ -106,7 +106,8 @@ class DirStore(Store):
             names = self._files.get(entry.sha256, [])
             name = names[0] if names and not HASH_LINK.match(names[0]) else self._new_name(entry, taken)
             taken.add(name)
-            atomic_write(self.path / name, self._bundle(self.path / name).render(_just(entry)), sync_dir=False)
+            data = render_entries([entry], trusted=self.option("format") == "trusted")
+            atomic_write(self.path / name, data, sync_dir=False)
             self._files[entry.sha256] = [name, *(n for n in names if n != name)]
         touched = {e.sha256: e for e in [*rewrite, *plan.removals]}
         self._write_links(plan.desired, touched)
@@ -189,13 +190,6 @@ class DirStore(Store):
                 atomic_write(path, value)
         for name in current - set(snapshot):
             Path(name).unlink(missing_ok=True)
-
-
-def _just(entry: Entry):
-    """A minimal plan-like object for rendering one certificate with the bundle writer."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(desired=TrustSet([entry]))
 
 
 def _symlink(directory: Path, name: str, target: str) -> None:

@@ -85,13 +85,18 @@ class PemStore(FileStore):
         return _trusted_entry(cert, raw[cert_tlv.end :])
 
     def render(self, plan) -> bytes:
-        if self.option("format") == "trusted":
-            return b"".join(_pem(_aux_bytes(e), "TRUSTED CERTIFICATE") for e in plan.desired.values())
-        comments = self.option("comments") == "yes"
-        return b"".join(
-            (f"# {e.display_label}\n".encode() if comments else b"") + _pem(e.cert.der, "CERTIFICATE")
-            for e in plan.desired.values()
-        )
+        return render_entries(plan.desired.values(), self.option("format") == "trusted",
+                              self.option("comments") == "yes")
+
+
+def render_entries(entries, trusted: bool = False, comments: bool = False) -> bytes:
+    """PEM blocks for `entries`: plain (optionally with `# label` lines) or TRUSTED CERTIFICATE."""
+    if trusted:
+        return b"".join(_pem(_aux_bytes(e), "TRUSTED CERTIFICATE") for e in entries)
+    return b"".join(
+        (f"# {e.display_label}\n".encode() if comments else b"") + _pem(e.cert.der, "CERTIFICATE")
+        for e in entries
+    )
 
 
 def _pem(data: bytes, kind: str) -> bytes:
