@@ -1,4 +1,11 @@
-"""The command line: parses, calls the engine, prints (rich for people, --json for machines).
+"""The command line: `main`, and the everyday commands (list, diff, sync) without typer.
+
+A one-shot `storesync sync` spends most of its time starting up, and importing typer costs as
+much as all the rest. So `main` first tries `quick_parse`, which knows only the plain forms of
+list, diff and sync (their stores and options, nothing else), and calls the command here
+directly. Everything else (help, other commands, a mistake) goes to the typer app in
+`storesync.cli_app`, which declares the same commands with the same defaults and forwards to
+these functions; a test holds the two parsers to the same result.
 
 Exit codes: 0 done / equal / nothing to do; 1 different, or changes pending in --dry-run;
 2 error; 3 a guard held a change back.
@@ -6,32 +13,94 @@ Exit codes: 0 done / equal / nothing to do; 1 different, or changes pending in -
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
-import typer
-
 from storesync.model import StoreError
-
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Keep certificate trust stores in agreement (PEM bundles, hashed directories, NSS, Windows exports, Java keystores).",
-)
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD = 0, 1, 2, 3
 
-JSON = typer.Option(False, "--json", help="Print JSON for machines.")
-PASSWORD_FILE = typer.Option(
-    None, "--password-file", help="File holding the password of password-protected stores (NSS, Java)."
-)
+
+def main() -> None:
+    try:
+        quick = quick_parse(sys.argv[1:])
+        if quick is None:
+            from storesync.cli_app import app
+
+            app()
+        else:
+            command, arguments = quick
+            {"list": list_command, "diff": diff, "sync": sync}[command](**arguments)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+# --- the quick parser ------------------------------------------------------------------------
+
+_PASSWORD_FILE = {"--password-file": ("password_file", Path)}
+_JSON = {"--json": ("as_json", bool)}
+#: command -> (positional parameters, options). A positional "name?" may be left out, "*name"
+#: takes the remaining words; an option maps to (parameter, type), and bool means a flag.
+QUICK_FORMS: dict[str, tuple[list[str], dict[str, tuple[str, type]]]] = {
+    "list": (["store"], {"--expiring": ("expiring", int), "--expired": ("expired", bool), **_JSON, **_PASSWORD_FILE}),
+    "diff": (["store_a", "store_b"], {**_JSON, **_PASSWORD_FILE}),
+    "sync": (["source?", "*targets"], {
+        "--profile": ("profile", str), "--config": ("config", Path), "--state-dir": ("state_dir", Path),
+        "--mode": ("mode", str), "--purpose": ("purpose", str), "--dry-run": ("dry_run", bool),
+        "--force": ("force", bool), **_JSON, **_PASSWORD_FILE,
+    }),
+}
+
+
+def quick_parse(argv: list[str]) -> tuple[str, dict[str, Any]] | None:
+    """(command, its arguments) for a plain list/diff/sync command line; None: typer's to parse."""
+    if not argv or argv[0] not in QUICK_FORMS:
+        return None
+    positional, options = QUICK_FORMS[argv[0]]
+    arguments: dict[str, Any] = {}
+    words: list[str] = []
+    rest = iter(argv[1:])
+    for arg in rest:
+        if not arg.startswith("-"):
+            words.append(arg)
+            continue
+        name, has_value, value = arg.partition("=")
+        if name not in options:
+            return None  # --help, --, -x, a typo: typer explains
+        parameter, kind = options[name]
+        if kind is bool:
+            if has_value:
+                return None
+            arguments[parameter] = True
+            continue
+        if not has_value:
+            value = next(rest, None)
+            if value is None or value.startswith("-"):
+                return None
+        if not value:
+            return None
+        try:
+            arguments[parameter] = kind(value)
+        except ValueError:
+            return None
+    required = [n for n in positional if n[-1] != "?" and n[0] != "*"]
+    if len(words) < len(required) or (positional[-1][0] != "*" and len(words) > len(positional)):
+        return None
+    for name, word in zip(positional, words):
+        if name[0] == "*":
+            arguments[name[1:]] = words[len(positional) - 1:]
+            break
+        arguments[name.rstrip("?")] = word
+    return argv[0], arguments
+
+
+# --- shared by the commands ------------------------------------------------------------------
 
 
 def fail(message: str) -> NoReturn:
     print(f"storesync: {message}", file=sys.stderr)
-    raise typer.Exit(EXIT_ERROR)
+    sys.exit(EXIT_ERROR)
 
 
 def open_and_read(spec: str, password_file: Optional[Path]):
@@ -53,10 +122,10 @@ def open_and_read(spec: str, password_file: Optional[Path]):
     return store, trust_set
 
 
-def console():
-    from rich.console import Console
+def print_json(data) -> None:
+    import json
 
-    return Console(highlight=False)
+    print(json.dumps(data, indent=2))
 
 
 def iso(value) -> str | None:
@@ -88,23 +157,20 @@ def trust_text(entry) -> str:
     return ", ".join(f"{'+' if s == 'trusted' else '-'}{p}" for p, s in sorted(entry.trust.items()))
 
 
-@app.command("list")
-def list_command(
-    store: str = typer.Argument(..., help="Store spec: KIND:PATH or a path."),
-    expiring: Optional[int] = typer.Option(None, "--expiring", metavar="DAYS", help="Only certificates not yet expired that expire within DAYS days."),
-    expired: bool = typer.Option(False, "--expired", help="Only certificates already expired."),
-    as_json: bool = JSON,
-    password_file: Optional[Path] = PASSWORD_FILE,
-) -> None:
-    """What a store holds, with trust and expiry."""
+# --- the commands (their help texts are in cli_app) ------------------------------------------
+
+
+def list_command(store: str, expiring: Optional[int] = None, expired: bool = False, as_json: bool = False,
+                 password_file: Optional[Path] = None) -> None:
     opened, trust_set = open_and_read(store, password_file)
     if expiring is not None or expired:
         from storesync.doctor import expiry_filter
 
         trust_set = expiry_filter(trust_set, expiring, expired)
     if as_json:
-        print(json.dumps({"store": str(opened.spec), "entries": [entry_json(e) for e in trust_set.values()]}, indent=2))
+        print_json({"store": str(opened.spec), "entries": [entry_json(e) for e in trust_set.values()]})
         return
+    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{opened.spec}: {len(trust_set)} certificates", title_justify="left")
@@ -113,17 +179,10 @@ def list_command(
     for entry in trust_set.values():
         expires = entry.cert.not_after
         table.add_row(entry.display_label, entry.sha256[:16], f"{expires:%Y-%m-%d}" if expires else "?", trust_text(entry))
-    console().print(table)
+    Console(highlight=False).print(table)
 
 
-@app.command()
-def diff(
-    store_a: str = typer.Argument(..., metavar="STORE_A"),
-    store_b: str = typer.Argument(..., metavar="STORE_B"),
-    as_json: bool = JSON,
-    password_file: Optional[Path] = PASSWORD_FILE,
-) -> None:
-    """Compare two stores: exit 0 when they hold the same trust, 1 when they differ, 2 on error."""
+def diff(store_a: str, store_b: str, as_json: bool = False, password_file: Optional[Path] = None) -> NoReturn:
     from storesync.engine.plan import compare
 
     a, set_a = open_and_read(store_a, password_file)
@@ -131,13 +190,13 @@ def diff(
     result = compare(set_a, set_b, a.capabilities, b.capabilities, a.purpose, b.purpose)
     different = any(result.values())
     if as_json:
-        print(json.dumps({
+        print_json({
             "a": str(a.spec), "b": str(b.spec), "equal": not different,
             "only_a": [entry_json(e) for e in result["only_a"]],
             "only_b": [entry_json(e) for e in result["only_b"]],
             "trust_differs": [{"sha256": x.sha256, "label": x.display_label, "a": dict(x.trust), "b": dict(y.trust)}
                               for x, y in result["trust_differs"]],
-        }, indent=2))
+        })
     else:
         if not different:
             print(f"same: {len(set_a)} certificates in both")
@@ -147,31 +206,13 @@ def diff(
             print(f"only in {b.spec}: {entry.display_label}  {entry.sha256[:16]}")
         for x, y in result["trust_differs"]:
             print(f"trust differs: {x.display_label}: {trust_text(x)} in A, {trust_text(y)} in B")
-    raise typer.Exit(EXIT_DIFFERENT if different else EXIT_OK)
+    sys.exit(EXIT_DIFFERENT if different else EXIT_OK)
 
 
-CONFIG = typer.Option(None, "--config", help="Config file (default: $STORESYNC_CONFIG, then the user's and the site's storesync.toml).")
-STATE_DIR = typer.Option(None, "--state-dir", help="Where baselines, backups and locks live (default: $STORESYNC_STATE_DIR, then the user state dir).")
-
-
-@app.command()
-def sync(
-    source: Optional[str] = typer.Argument(None, help="The store whose trust the targets take (none: run the config's profiles)."),
-    targets: Optional[list[str]] = typer.Argument(None, help="Stores to bring into agreement with the source."),
-    profile: Optional[str] = typer.Option(None, "--profile", help="Run only this profile of the config."),
-    config: Optional[Path] = CONFIG,
-    state_dir: Optional[Path] = STATE_DIR,
-    mode: str = typer.Option("mirror", "--mode", help="mirror: targets hold exactly the source's anchors; add: never remove."),
-    purpose: str = typer.Option(
-        "server-auth", "--purpose",
-        help="What stores without per-purpose trust are for (server-auth, client-auth, email, code-signing, any).",
-    ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; write nothing."),
-    force: bool = typer.Option(False, "--force", help="Apply changes a guard would hold back."),
-    as_json: bool = JSON,
-    password_file: Optional[Path] = PASSWORD_FILE,
-) -> None:
-    """Make each TARGET agree with SOURCE, or run the profiles of the config file."""
+def sync(source: Optional[str] = None, targets: Optional[list[str]] = None, profile: Optional[str] = None,
+         config: Optional[Path] = None, state_dir: Optional[Path] = None, mode: str = "mirror",
+         purpose: str = "server-auth", dry_run: bool = False, force: bool = False, as_json: bool = False,
+         password_file: Optional[Path] = None) -> NoReturn:
     from storesync.config import Profile, StoreRef, load_config
     from storesync.engine import run, state
 
@@ -196,12 +237,12 @@ def sync(
     results = [run.run(p, dry_run=dry_run, force=force, defaults=defaults) for p in profiles]
     if as_json:
         data = [r.to_json() for r in results]
-        print(json.dumps(data[0] if source is not None else data, indent=2))
+        print_json(data[0] if source is not None else data)
     else:
         for result in results:
             report(result)
     codes = {r.exit_code for r in results}
-    raise typer.Exit(next((c for c in (EXIT_ERROR, EXIT_HELD, EXIT_DIFFERENT) if c in codes), EXIT_OK))
+    sys.exit(next((c for c in (EXIT_ERROR, EXIT_HELD, EXIT_DIFFERENT) if c in codes), EXIT_OK))
 
 
 def report(result) -> None:
@@ -237,55 +278,3 @@ def report(result) -> None:
         print(f"  conflict: {conflict}")
     if result.error:
         print(f"storesync: {result.error}", file=sys.stderr)
-
-
-@app.command()
-def rollback(
-    store: str = typer.Argument(..., help="The store to put back."),
-    list_only: bool = typer.Option(False, "--list", help="List the backups of this store."),
-    to: Optional[str] = typer.Option(None, "--to", help="Backup id to restore (default: the newest)."),
-    state_dir: Optional[Path] = STATE_DIR,
-    as_json: bool = JSON,
-) -> None:
-    """Put a store back exactly as it was before storesync changed it."""
-    from storesync.engine import state
-    from storesync.stores import open_store
-
-    state.set_state_dir(state_dir)
-    try:
-        opened = open_store(store)
-        spec = opened.spec.key
-        if list_only:
-            backups = state.list_backups(spec)
-            if as_json:
-                print(json.dumps({"store": spec, "backups": backups}, indent=2))
-            elif not backups:
-                print(f"{spec}: no backups")
-            for b in [] if as_json else backups:
-                print(f"{b['id']}  {b['reason']}")
-            return
-        with state.lock(f"store {opened.path.resolve()}"):
-            backup_id, snapshot = state.load_backup(spec, to)
-            strays = [path for path in snapshot if not opened.owns(path)]
-            if strays:
-                raise StoreError(f"{spec}: backup {backup_id} names files outside the store ({strays[0]}); not restored")
-            undo = state.save_backup(spec, opened.snapshot(), f"before rollback to {backup_id}")
-            opened.restore(snapshot)
-    except StoreError as exc:
-        fail(str(exc))
-    if as_json:
-        print(json.dumps({"store": spec, "restored": backup_id, "undo": undo}))
-    else:
-        print(f"{spec}: restored backup {backup_id} (the state before it is kept as {undo})")
-
-
-def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
-# Commands kept in modules of their own register themselves on `app` when imported.
-import storesync.cli_check  # noqa: E402,F401
-import storesync.cli_daemon  # noqa: E402,F401

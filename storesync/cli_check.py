@@ -1,4 +1,4 @@
-"""`storesync check` and `storesync status` (registered on the main app by storesync.cli).
+"""`storesync check` and `storesync status` (registered on the typer app of storesync.cli_app).
 
 Both import `cryptography`, the store modules and the discovery code inside the command
 functions, so other commands do not pay for them at start-up.
@@ -13,7 +13,8 @@ from typing import Optional
 
 import typer
 
-from storesync.cli import EXIT_DIFFERENT, EXIT_ERROR, EXIT_OK, PASSWORD_FILE, app, fail, open_and_read
+from storesync.cli import EXIT_DIFFERENT, EXIT_ERROR, EXIT_OK, fail, open_and_read
+from storesync.cli_app import PASSWORD_FILE, app
 
 PYTHON = typer.Option(None, "--python", help="A Python interpreter or environment whose certifi bundle to include (repeatable).")
 CONFIG = typer.Option(None, "--config", help="Config file whose profiles' stores to include.")
@@ -64,7 +65,7 @@ def check(
     for spec in stores:
         try:
             store, trust_set = open_and_read(spec, password_file)
-        except typer.Exit:
+        except SystemExit:
             if explicit:
                 errors += 1  # reported by open_and_read; the other stores are still checked
             continue
@@ -88,8 +89,8 @@ def check(
     else:
         print_check(leaf, purpose, when, verdicts)
     if errors or not verdicts:
-        raise typer.Exit(EXIT_ERROR)
-    raise typer.Exit(EXIT_OK if all(v.accepted for v in verdicts) else EXIT_DIFFERENT)
+        sys.exit(EXIT_ERROR)
+    sys.exit(EXIT_OK if all(v.accepted for v in verdicts) else EXIT_DIFFERENT)
 
 
 def print_check(leaf, purpose: str, when, verdicts) -> None:

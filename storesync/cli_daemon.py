@@ -1,13 +1,15 @@
-"""`storesync daemon` (registered on the main app by storesync.cli)."""
+"""`storesync daemon` (registered on the typer app of storesync.cli_app)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from storesync.cli import CONFIG, PASSWORD_FILE, STATE_DIR, app, fail
+from storesync.cli import fail
+from storesync.cli_app import CONFIG, PASSWORD_FILE, STATE_DIR, app
 from storesync.model import StoreError
 
 
@@ -44,4 +46,4 @@ def daemon(
         fail(f"config {loaded.path}: no profiles to watch ([profile.NAME] tables)")
     defaults = {"password-file": str(password_file)} if password_file else {}
     service_ = service.Daemon(loaded, service.Log(log_format, verbose), defaults)
-    raise typer.Exit(service_.once() if once else service_.serve())
+    sys.exit(service_.once() if once else service_.serve())

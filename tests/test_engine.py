@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -138,7 +139,7 @@ stores = ["pem:{a}?format=trusted", "pem:{b}", "dir:{d}"]
     assert list(b_set)[0] not in keys(f"dir:{d}") and len(keys(f"dir:{d}")) == 20
 
     # a distrust written in the TRUSTED CERTIFICATE store: kept there, removed where it cannot be said
-    victim = cas[5]
+    victim = next(c for c in cas[1:] if hashlib.sha256(c.der).hexdigest() in keys(f"pem:{a}"))  # not the one removed
     victim_file = tmp_path / "victim.pem"
     victim.write(victim_file)
     rejected = run("openssl", "x509", "-in", victim_file, "-addreject", "anyExtendedKeyUsage", "-trustout").stdout

@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from storesync.model import Entry, TrustSet
-from storesync.stores import Capabilities, Store, StoreSpec, atomic_write, fsync_dir
+from storesync.stores import Capabilities, Store, StoreSpec, atomic_write, atomic_write_many, fsync_dir
 from storesync.stores.pem import PemStore, render_entries
 
 CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der"}
@@ -102,13 +102,15 @@ class DirStore(Store):
         # A certificate known only as a hash-named copy gets a file of its own, so links can point at it.
         rewrite += [plan.desired[sha] for sha, names in self._files.items()
                     if sha in plan.desired and HASH_LINK.match(names[0]) and plan.desired[sha] not in rewrite]
+        trusted = self.option("format") == "trusted"
+        files = {}
         for entry in rewrite:
             names = self._files.get(entry.sha256, [])
             name = names[0] if names and not HASH_LINK.match(names[0]) else self._new_name(entry, taken)
             taken.add(name)
-            data = render_entries([entry], trusted=self.option("format") == "trusted")
-            atomic_write(self.path / name, data, sync_dir=False)
+            files[name] = render_entries([entry], trusted=trusted)
             self._files[entry.sha256] = [name, *(n for n in names if n != name)]
+        atomic_write_many(self.path, files, sync_dir=False)
         touched = {e.sha256: e for e in [*rewrite, *plan.removals]}
         self._write_links(plan.desired, touched)
         for entry in plan.removals:  # last, so a reader never misses a certificate still wanted

@@ -1,0 +1,52 @@
+"""Atomic writes, one file or a batch: every file old or new, no temp file left, unchanged files untouched."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from storesync import stores
+from storesync.stores import atomic_write, atomic_write_many
+
+
+@pytest.mark.parametrize("count", [3, stores.SYNCFS_FROM + 5])  # an fsync per file, then one syncfs
+def test_a_batch_writes_new_and_changed_files_and_leaves_equal_ones(tmp_path, count):
+    (tmp_path / "same.pem").write_bytes(b"same")
+    (tmp_path / "old.pem").write_bytes(b"old")
+    os.chmod(tmp_path / "old.pem", 0o600)
+    before = (tmp_path / "same.pem").stat()
+    files = {f"new{n}.pem": b"new %d" % n for n in range(count)} | {"same.pem": b"same", "old.pem": b"changed"}
+    written = atomic_write_many(tmp_path, files)
+    assert sorted(written) == sorted(set(files) - {"same.pem"})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files  # and no temp file
+    after = (tmp_path / "same.pem").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert (tmp_path / "old.pem").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "new0.pem").stat().st_mode & 0o777 == 0o644
+
+
+def test_without_syncfs_every_file_is_fsynced(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(stores, "_syncfs", lambda directory: False)
+    monkeypatch.setattr(stores.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    atomic_write_many(tmp_path, {f"f{n}": b"x" for n in range(stores.SYNCFS_FROM)}, sync_dir=False)
+    assert len(synced) == stores.SYNCFS_FROM
+
+
+def test_a_failed_batch_leaves_no_temp_files_and_no_half_written_file(tmp_path):
+    (tmp_path / "b.pem").mkdir()  # a file cannot replace a directory: the batch fails there
+    (tmp_path / "c.pem").write_bytes(b"old c")
+    with pytest.raises(OSError):
+        atomic_write_many(tmp_path, {"a.pem": b"new a", "b.pem": b"new b", "c.pem": b"new c"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pem", "b.pem", "c.pem"]
+    assert (tmp_path / "c.pem").read_bytes() == b"old c"
+
+
+def test_a_symlink_is_replaced_not_followed(tmp_path):
+    (tmp_path / "target").write_bytes(b"target")
+    (tmp_path / "link").symlink_to("target")
+    assert atomic_write(tmp_path / "link", b"new")
+    assert not (tmp_path / "link").is_symlink()
+    assert (tmp_path / "target").read_bytes() == b"target"
