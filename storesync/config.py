@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from storesync.model import PURPOSES, StoreError
+from storesync.model import PURPOSES, Record, StoreError
 
 MODES = ("mirror", "add", "merge")
 PROFILE_KEYS = {
@@ -35,34 +34,41 @@ class ConfigError(StoreError):
     """The config file is wrong; the message names the file and line."""
 
 
-@dataclass(frozen=True)
-class StoreRef:
-    spec: str
-    options: dict[str, str] = field(default_factory=dict)
+class StoreRef(Record):
+    """A store as a profile names it: its spec text, and options the profile gives it."""
+
+    __slots__ = ("spec", "options")
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, spec: str, options: dict[str, str] | None = None):
+        self.spec, self.options = spec, options or {}
 
 
-@dataclass(frozen=True)
-class Profile:
-    name: str
-    mode: str
-    stores: list[StoreRef]  # mirror: the source first, then the targets
-    purposes: tuple[str, ...] = ()
-    ca_only: bool = True
-    drop_expired: bool = False
-    max_removal_share: float = 0.10
-    allow_escalation: bool = False
-    debounce_ms: int = 250
-    rescan_s: int = 600
+class Profile(Record):
+    __slots__ = ("name", "mode", "stores", "purposes", "ca_only", "drop_expired", "max_removal_share",
+                 "allow_escalation", "debounce_ms", "rescan_s")
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, name: str, mode: str, stores: list[StoreRef], purposes: tuple[str, ...] = (),
+                 ca_only: bool = True, drop_expired: bool = False, max_removal_share: float = 0.10,
+                 allow_escalation: bool = False, debounce_ms: int = 250, rescan_s: int = 600):
+        self.name, self.mode = name, mode
+        self.stores = stores  # mirror: the source first, then the targets
+        self.purposes, self.ca_only, self.drop_expired = purposes, ca_only, drop_expired
+        self.max_removal_share, self.allow_escalation = max_removal_share, allow_escalation
+        self.debounce_ms, self.rescan_s = debounce_ms, rescan_s
 
     @property
     def source(self) -> StoreRef | None:
         return self.stores[0] if self.mode == "mirror" else None
 
 
-@dataclass(frozen=True)
-class Config:
-    path: Path | None
-    profiles: dict[str, Profile]
+class Config(Record):
+    __slots__ = ("path", "profiles")
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, path: Path | None, profiles: dict[str, Profile]):
+        self.path, self.profiles = path, profiles
 
 
 def config_path(explicit: str | os.PathLike | None = None) -> Path | None:

@@ -7,8 +7,7 @@ ASN.1 structures of the store formats that no library reads (SST properties, X50
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 SEQUENCE = 0x30
 SET = 0x31
@@ -134,15 +133,13 @@ def decode_oid_sequence(raw: bytes) -> list[str]:
     return [decode_oid(child.value) for child in read_all(raw).children()]
 
 
-@dataclass(frozen=True, slots=True)
 class CertFields:
     """Raw TLVs of a certificate's TBSCertificate, as stored (never re-encoded)."""
 
-    serial: bytes
-    issuer: bytes
-    subject: bytes
-    validity: bytes
-    spki: bytes
+    __slots__ = ("serial", "issuer", "subject", "validity", "spki")
+
+    def __init__(self, serial: bytes, issuer: bytes, subject: bytes, validity: bytes, spki: bytes):
+        self.serial, self.issuer, self.subject, self.validity, self.spki = serial, issuer, subject, validity, spki
 
 
 def cert_fields(der: bytes) -> CertFields:

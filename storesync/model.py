@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from storesync import der
 
@@ -160,7 +159,7 @@ class Certificate:
         return der.cert_fields(self.der)
 
     @cached_property
-    def _parsed(self) -> tuple[Any, str | None]:
+    def _parsed(self) -> tuple[object, str | None]:
         from cryptography import x509
 
         with warnings.catch_warnings(record=True) as caught:
@@ -238,27 +237,52 @@ class Certificate:
 # --- entries and trust sets ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Entry:
+class Record:
+    """Equality, hashing and a repr from `__slots__`: what a frozen dataclass gives, without
+    importing `dataclasses` (it loads `inspect`, a tenth of a one-shot sync's time).
+    Records are not changed after they are made."""
+
+    __slots__: tuple[str, ...] = ()
+    _compared: tuple[str, ...] | None = None  # the slots that make two records equal (None: all)
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, name) for name in self._compared or self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._values() == self._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in self._compared or self.__slots__)})"
+
+
+class Entry(Record):
     """A certificate with what one store says about it.
 
-    `trust` maps purpose -> TRUSTED / DISTRUSTED (an absent purpose is unspecified);
-    `distrust_after` maps purpose -> datetime; `extras` maps a store kind to whatever that
-    format keeps that the model does not know, so a round trip through it loses nothing.
+    `trust` maps purpose -> TRUSTED / DISTRUSTED (an absent purpose is unspecified; the default
+    is a plain anchor); `distrust_after` maps purpose -> datetime; `extras` maps a store kind
+    to whatever that format keeps that the model does not know, so a round trip through it
+    loses nothing.
     """
 
-    cert: Certificate
-    trust: Mapping[str, str] = field(default_factory=lambda: dict(ANCHOR))
-    label: str | None = None
-    distrust_after: Mapping[str, datetime] = field(default_factory=dict)
-    extras: Mapping[str, Any] = field(default_factory=dict)
+    __slots__ = ("cert", "trust", "label", "distrust_after", "extras", "sha256", "distrusted", "_key", "as_anchor")
+    _compared = ("cert", "trust", "label", "distrust_after", "extras")
+    __hash__ = None  # type: ignore[assignment]  # its mappings are not hashable
 
-    def __post_init__(self) -> None:
-        # Read many times per sync: computed once (the dataclass is frozen, hence __setattr__).
-        set_once = object.__setattr__
-        set_once(self, "sha256", self.cert.sha256)
-        set_once(self, "distrusted", DISTRUSTED in self.trust.values())
-        set_once(self, "_key", (tuple(sorted(self.trust.items())), tuple(sorted(self.distrust_after.items()))))
+    def __init__(self, cert: Certificate, trust: Mapping[str, str] | None = None, label: str | None = None,
+                 distrust_after: Mapping[str, datetime] | None = None, extras: Mapping[str, object] | None = None):
+        self.cert = cert
+        self.trust = dict(ANCHOR) if trust is None else trust
+        self.label = label
+        self.distrust_after = {} if distrust_after is None else distrust_after
+        self.extras = {} if extras is None else extras
+        # Read many times per sync: computed once.
+        self.sha256 = cert.sha256
+        self.distrusted = DISTRUSTED in self.trust.values()
+        self._key = (tuple(sorted(self.trust.items())), tuple(sorted(self.distrust_after.items())))
+        self.as_anchor: Entry | None = None  # the engine's cache of this entry trusted for everything
 
     @property
     def display_label(self) -> str:
@@ -272,8 +296,7 @@ class Entry:
         """What makes two entries for one certificate say the same thing."""
         return self._key
 
-    def replace(self, **changes: Any) -> "Entry":
-        # dataclasses.replace inspects the fields on every call; this is hot in a 10 000-root merge.
+    def replace(self, **changes: object) -> "Entry":
         return Entry(changes.get("cert", self.cert), changes.get("trust", self.trust), changes.get("label", self.label),
                      changes.get("distrust_after", self.distrust_after), changes.get("extras", self.extras))
 

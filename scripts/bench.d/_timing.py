@@ -31,6 +31,16 @@ def median_time(command: Sequence[str] | Callable[[], object], runs: int = 7,
     return statistics.median(times)
 
 
+def side_by_side(contenders: dict[str, tuple], rounds: int = 7) -> dict[str, float]:
+    """Median wall time of each contender, name -> (command, before), run in turns (one run of
+    each per round) so that a machine slowing down for a while weighs on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, (command, before) in contenders.items():
+            times[name].append(median_time(command, runs=1, before=before))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def table(title: str, rows: list[tuple[str, float, str]]) -> None:
     """rows: (what, seconds, note)."""
     print(f"## {title}\n")

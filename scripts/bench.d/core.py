@@ -3,6 +3,7 @@ vs p11-kit; and a no-op sync vs the bare import of cryptography.x509."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import BUNDLE, STORESYNC, median_time, table  # noqa: E402
+from _timing import BUNDLE, STORESYNC, side_by_side, table  # noqa: E402
 
 scratch = Path(tempfile.mkdtemp(prefix="storesync-bench-"))
 fresh = scratch / "fresh"
@@ -20,6 +21,7 @@ def clear(*paths: Path):
     def clear_them():
         for path in paths:
             shutil.rmtree(path, ignore_errors=True)
+        os.sync()  # the deletion's disk work is done now, not billed to the next timed run
     return clear_them
 
 
@@ -44,16 +46,26 @@ def run_uca():
 def reset_uca():
     shutil.rmtree(uca / "etc")
     (uca / "etc" / "ssl" / "certs").mkdir(parents=True)
+    os.sync()
 
 
-ours = median_time([*STORESYNC, "sync", f"pem:{BUNDLE}", f"dir:{fresh}"], before=clear(fresh))
-ours_both = median_time([*STORESYNC, "sync", f"pem:{BUNDLE}", f"dir:{fresh}?links=both"], before=clear(fresh))
-debian = median_time(run_uca, runs=5, before=reset_uca)
-p11kit = median_time(["trust", "extract", "--format=openssl-directory", "--filter=ca-anchors",
-                      "--purpose=server-auth", str(fresh)], before=clear(fresh))
+# In turns, so that a slow spell of a shared machine weighs on every contender alike.
+fresh_both = scratch / "fresh-both"
+p11_dir = scratch / "p11"
+times = side_by_side({
+    "ours": ([*STORESYNC, "sync", f"pem:{BUNDLE}", f"dir:{fresh}"], clear(fresh)),
+    "ours_both": ([*STORESYNC, "sync", f"pem:{BUNDLE}", f"dir:{fresh_both}?links=both"], clear(fresh_both)),
+    "debian": (run_uca, reset_uca),
+    "p11kit": (["trust", "extract", "--format=openssl-directory", "--filter=ca-anchors", "--purpose=server-auth",
+                str(p11_dir)], clear(p11_dir)),
+}, rounds=9)
+ours, ours_both, debian, p11kit = times["ours"], times["ours_both"], times["debian"], times["p11kit"]
 subprocess.run([*STORESYNC, "sync", f"pem:{BUNDLE}", f"dir:{fresh}"], check=True, capture_output=True)
-noop = median_time([*STORESYNC, "sync", f"pem:{BUNDLE}", f"dir:{fresh}"], runs=11)
-bare = median_time([sys.executable, "-c", "import cryptography.x509"], runs=11)
+idle = side_by_side({
+    "noop": ([*STORESYNC, "sync", f"pem:{BUNDLE}", f"dir:{fresh}"], None),
+    "bare": ([sys.executable, "-c", "import cryptography.x509"], None),
+}, rounds=15)
+noop, bare = idle["noop"], idle["bare"]
 shutil.rmtree(scratch)
 
 count = BUNDLE.read_bytes().count(b"-----BEGIN CERTIFICATE-----")

@@ -5,36 +5,41 @@ The engine works on trust sets only; it never sees bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
 
-from storesync.model import ANCHOR, DISTRUST, DISTRUSTED, SERVER_AUTH, TRUSTED, Entry, TrustSet
+from storesync.model import ANCHOR, DISTRUST, DISTRUSTED, SERVER_AUTH, TRUSTED, Entry, Record, TrustSet
 from storesync.stores import Capabilities
 
 MIRROR, ADD = "mirror", "add"
 
 
-@dataclass(frozen=True)
-class Loss:
+class Loss(Record):
     """Something the target store cannot express, and what was done about it."""
 
-    entry: Entry
-    what: str
+    __slots__ = ("entry", "what")
+    __hash__ = None  # type: ignore[assignment]
 
-    def to_json(self) -> dict[str, Any]:
+    def __init__(self, entry: Entry, what: str):
+        self.entry, self.what = entry, what
+
+    def to_json(self) -> dict[str, object]:
         return {"sha256": self.entry.sha256, "label": self.entry.display_label, "what": self.what}
 
 
-@dataclass
 class Plan:
-    store: str
-    current: TrustSet
-    desired: TrustSet
-    adds: list[Entry] = field(default_factory=list)
-    removals: list[Entry] = field(default_factory=list)
-    changes: list[tuple[Entry, Entry]] = field(default_factory=list)  # (before, after)
-    losses: list[Loss] = field(default_factory=list)
-    held_back: str | None = None  # why a guard stopped this plan, if one did
+    """What it takes to bring one store (`current`) to `desired`; a guard may hold it back."""
+
+    def __init__(self, store: str, current: TrustSet, desired: TrustSet, adds: list[Entry] | None = None,
+                 removals: list[Entry] | None = None, changes: list[tuple[Entry, Entry]] | None = None,
+                 losses: list[Loss] | None = None, held_back: str | None = None):
+        self.store, self.current, self.desired = store, current, desired
+        self.adds = adds or []
+        self.removals = removals or []
+        self.changes = changes or []  # (before, after)
+        self.losses = losses or []
+        self.held_back = held_back  # why a guard stopped this plan, if one did
+
+    def __repr__(self) -> str:
+        return f"Plan({self.store}: {self.summary()})"
 
     @property
     def empty(self) -> bool:
@@ -48,8 +53,8 @@ class Plan:
             parts.append(f"{len(self.changes)} trust changes")
         return ", ".join(parts)
 
-    def to_json(self) -> dict[str, Any]:
-        def brief(entry: Entry) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
+        def brief(entry: Entry) -> dict[str, object]:
             return {"sha256": entry.sha256, "label": entry.display_label, "trust": dict(entry.trust)}
 
         return {
@@ -101,21 +106,21 @@ def _as_anchor(entry: Entry) -> Entry:
     entry, since a merge asks this of the same entry for every such store."""
     if entry.trust == ANCHOR:
         return entry
-    anchor = entry.__dict__.get("_as_anchor")
-    if anchor is None:
-        anchor = entry.replace(trust=dict(ANCHOR))
-        object.__setattr__(entry, "_as_anchor", anchor)
-    return anchor
+    if entry.as_anchor is None:
+        entry.as_anchor = entry.replace(trust=dict(ANCHOR))
+    return entry.as_anchor
 
 
-@dataclass(frozen=True)
-class Scope:
+class Scope(Record):
     """What a source speaks for. A TLS bundle says which roots are trusted for server-auth; it
     says nothing of e-mail trust, nor of distrust, so a target's e-mail trust and its distrust
     records are out of its scope and stay as they are."""
 
-    purposes: frozenset[str] | None = None  # trusted purposes it speaks for (None: all)
-    distrust: bool = True  # whether it can say "distrusted"
+    __slots__ = ("purposes", "distrust")
+
+    def __init__(self, purposes: frozenset[str] | None = None, distrust: bool = True):
+        self.purposes = purposes  # trusted purposes it speaks for (None: all)
+        self.distrust = distrust  # whether it can say "distrusted"
 
     @classmethod
     def of(cls, caps: Capabilities, purpose: str, only: tuple[str, ...] = ()) -> "Scope":

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import stat
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from storesync.config import Profile, StoreRef
@@ -18,18 +17,18 @@ from storesync.stores import Store, open_store
 EXIT_OK, EXIT_PENDING, EXIT_ERROR, EXIT_HELD = 0, 1, 2, 3
 
 
-@dataclass
 class Outcome:
     """What happened to one store of a run."""
 
-    spec: str
-    role: str  # source, target, or store (merge)
-    store: Store | None = None
-    current: TrustSet | None = None
-    plan: Plan | None = None
-    error: str | None = None
-    written: bool = False
-    backup: str | None = None
+    def __init__(self, spec: str, role: str):
+        self.spec = spec
+        self.role = role  # source, target, or store (merge)
+        self.store: Store | None = None
+        self.current: TrustSet | None = None
+        self.plan: Plan | None = None
+        self.error: str | None = None
+        self.written = False
+        self.backup: str | None = None
 
     def to_json(self) -> dict:
         data = {"store": self.spec, "role": self.role, "written": self.written}
@@ -43,15 +42,15 @@ class Outcome:
         return data
 
 
-@dataclass
 class Result:
-    profile: str
-    mode: str
-    dry_run: bool
-    outcomes: list[Outcome] = field(default_factory=list)
-    conflicts: list[str] = field(default_factory=list)
-    error: str | None = None
-    rolled_back: list[str] = field(default_factory=list)
+    """What a run of one profile did."""
+
+    def __init__(self, profile: str, mode: str, dry_run: bool):
+        self.profile, self.mode, self.dry_run = profile, mode, dry_run
+        self.outcomes: list[Outcome] = []
+        self.conflicts: list[str] = []
+        self.error: str | None = None
+        self.rolled_back: list[str] = []
 
     @property
     def exit_code(self) -> int:

@@ -19,7 +19,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from storesync.model import Certificate, Entry, StoreError, TrustSet
 from storesync.stores import atomic_write

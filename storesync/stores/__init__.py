@@ -11,12 +11,11 @@ from __future__ import annotations
 import importlib
 import os
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
 
-from storesync.model import StoreError, TrustSet
+from storesync.model import Record, StoreError, TrustSet
 
+TYPE_CHECKING = False  # typing's, without importing typing at start-up
 if TYPE_CHECKING:
     from storesync.engine.plan import Plan
 
@@ -38,12 +37,17 @@ EXTENSIONS = {
 }
 
 
-@dataclass(frozen=True)
-class StoreSpec:
-    kind: str
-    path: Path
-    options: dict[str, str] = field(default_factory=dict, compare=False)  # from the spec text
-    defaults: dict[str, str] = field(default_factory=dict, compare=False)  # from the command or profile
+class StoreSpec(Record):
+    """Which store: its kind and path (what makes two specs the same store), and its options."""
+
+    __slots__ = ("kind", "path", "options", "defaults")
+    _compared = ("kind", "path")
+
+    def __init__(self, kind: str, path: Path, options: dict[str, str] | None = None,
+                 defaults: dict[str, str] | None = None):
+        self.kind, self.path = kind, path
+        self.options = options or {}  # from the spec text
+        self.defaults = defaults or {}  # from the command or profile
 
     @property
     def key(self) -> str:
@@ -55,17 +59,20 @@ class StoreSpec:
         return f"{self.kind}:{self.path}" + (f"?{query}" if query else "")
 
 
-@dataclass(frozen=True)
-class Capabilities:
+class Capabilities(Record):
     """What a store can express. The engine projects a desired set onto these."""
 
-    anchors: bool = True  # holds trusted certificates (False: a distrust list only)
-    purposes: bool = False  # per-purpose trust (else: an anchor is trusted for everything)
-    distrust: bool = False  # explicit "distrusted" records
-    distrust_after: bool = False
-    disabled: bool = False  # holds a certificate trusted for nothing (Windows' ENHKEY_USAGE `30 00`)
-    labels: bool = False
-    writable: bool = True
+    __slots__ = ("anchors", "purposes", "distrust", "distrust_after", "disabled", "labels", "writable")
+
+    def __init__(self, anchors: bool = True, purposes: bool = False, distrust: bool = False,
+                 distrust_after: bool = False, disabled: bool = False, labels: bool = False, writable: bool = True):
+        self.anchors = anchors  # holds trusted certificates (False: a distrust list only)
+        self.purposes = purposes  # per-purpose trust (else: an anchor is trusted for everything)
+        self.distrust = distrust  # explicit "distrusted" records
+        self.distrust_after = distrust_after
+        self.disabled = disabled  # holds a certificate trusted for nothing (Windows' ENHKEY_USAGE `30 00`)
+        self.labels = labels
+        self.writable = writable
 
 
 def parse_spec(text: str, defaults: dict[str, str] | None = None) -> StoreSpec:
@@ -154,7 +161,7 @@ def open_store(spec: "StoreSpec | str", defaults: dict[str, str] | None = None) 
 class Store:
     """One concrete place that holds trust. Subclasses implement read and write."""
 
-    kind: ClassVar[str]
+    kind: str  # set by each kind
     capabilities: Capabilities = Capabilities()
 
     def __init__(self, spec: StoreSpec):
