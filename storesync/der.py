@@ -8,6 +8,7 @@ ASN.1 structures of the store formats that no library reads (SST properties, X50
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 
 SEQUENCE = 0x30
 SET = 0x31
@@ -112,6 +113,7 @@ def encode_oid(dotted: str) -> bytes:
     return encode(OID, bytes(body))
 
 
+@lru_cache(maxsize=4096)  # a few dozen OIDs recur in every certificate
 def decode_oid(value: bytes) -> str:
     numbers, n = [], 0
     for byte in value:

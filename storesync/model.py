@@ -8,6 +8,7 @@ command that only compares fingerprints never pays for it.
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from datetime import datetime
 from functools import cached_property
@@ -65,6 +66,7 @@ _STRING_CODECS = {  # ASN.1 string tag -> codec OpenSSL uses to turn it into UTF
     0x1E: "utf-16-be",  # BMPString
 }
 _SPACE = b" \t\n\v\f\r"
+_SPACES = re.compile(b"[%s]+" % _SPACE)
 _SHORT_NAMES = {
     "2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O",
     "2.5.4.11": "OU", "2.5.4.9": "STREET", "0.9.2342.19200300.100.1.25": "DC",
@@ -78,18 +80,7 @@ def _canonical_value(tag: int, value: bytes) -> bytes | None:
     if codec is None:
         return None  # other types are hashed as they are
     text = value.decode(codec, "replace").encode("utf-8")  # OpenSSL refuses such names; we must not crash
-    text = text.strip(_SPACE)
-    out = bytearray()
-    in_space = False
-    for byte in text:
-        if byte in _SPACE:
-            if not in_space:
-                out.append(0x20)
-            in_space = True
-            continue
-        in_space = False
-        out.append(byte + 32 if 0x41 <= byte <= 0x5A else byte)
-    return bytes(out)
+    return _SPACES.sub(b" ", text.strip(_SPACE)).lower()  # bytes.lower() touches ASCII only, as OpenSSL
 
 
 def _name_rdns(name_tlv: bytes) -> list[list[tuple[str, der.TLV]]]:
@@ -106,12 +97,13 @@ def _name_rdns(name_tlv: bytes) -> list[list[tuple[str, der.TLV]]]:
 def subject_hash(name_tlv: bytes) -> str:
     """OpenSSL's `X509_NAME_hash` (the `-subject_hash` of OpenSSL >= 1.0)."""
     canon = bytearray()
-    for rdn in _name_rdns(name_tlv):
+    for rdn in der.read_all(name_tlv).children():
         encoded = []
-        for oid, value in rdn:
+        for attribute in rdn.children():
+            oid, value = list(attribute.children())[:2]
             text = _canonical_value(value.tag, value.value)
             value_tlv = value.raw if text is None else der.encode(der.UTF8_STRING, text)
-            encoded.append(der.encode(der.SEQUENCE, der.encode_oid(oid) + value_tlv))
+            encoded.append(der.encode(der.SEQUENCE, oid.raw + value_tlv))
         canon += der.encode(der.SET, b"".join(sorted(encoded)))
     return int.from_bytes(hashlib.sha1(canon).digest()[:4], "little").to_bytes(4).hex()
 

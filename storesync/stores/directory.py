@@ -53,19 +53,21 @@ class DirStore(Store):
             raise self.error("is not a directory; use pem:PATH for a bundle file")
         entries: list[Entry] = []
         try:
-            names = sorted(os.listdir(self.path))
+            with os.scandir(self.path) as listing:  # its entries know their type: no stat per file
+                found = sorted((item.name, item) for item in listing)
         except OSError as exc:
             raise self.error(f"cannot list it ({exc.strerror})") from None
-        for name in names:
-            path = self.path / name
+        for name, item in found:
             is_link_name = bool(HASH_LINK.match(name))
             if name.startswith(".") or not (is_link_name or Path(name).suffix.lower() in CERT_SUFFIXES):
                 continue
             if is_link_name:
-                self._links[name] = os.readlink(path) if path.is_symlink() else None  # None: a copy
-                if path.is_symlink():
+                self._links[name] = os.readlink(item.path) if item.is_symlink() else None  # None: a copy
+                if item.is_symlink():
                     continue  # its target is read on its own (or is dangling, and gets mended)
-            entry = self._read_file(path)
+            if not item.is_file():
+                continue  # a subdirectory or a dangling link: not ours
+            entry = self._read_file(Path(item.path))
             if entry is None:
                 continue
             holders = self._files.setdefault(entry.sha256, [])
@@ -76,10 +78,9 @@ class DirStore(Store):
         return TrustSet(entries)
 
     def _read_file(self, path: Path) -> Entry | None:
-        if not path.is_file():
-            return None  # a subdirectory or a dangling link: not ours
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as file:
+                data = file.read()
         except OSError as exc:
             raise self.error(f"cannot read it ({exc.strerror})", path) from None
         bundle = self._bundle(path)
