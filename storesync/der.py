@@ -138,10 +138,12 @@ def decode_oid_sequence(raw: bytes) -> list[str]:
 class CertFields:
     """Raw TLVs of a certificate's TBSCertificate, as stored (never re-encoded)."""
 
-    __slots__ = ("serial", "issuer", "subject", "validity", "spki")
+    __slots__ = ("serial", "issuer", "subject", "validity", "spki", "extensions")
 
-    def __init__(self, serial: bytes, issuer: bytes, subject: bytes, validity: bytes, spki: bytes):
+    def __init__(self, serial: bytes, issuer: bytes, subject: bytes, validity: bytes, spki: bytes,
+                 extensions: TLV | None = None):
         self.serial, self.issuer, self.subject, self.validity, self.spki = serial, issuer, subject, validity, spki
+        self.extensions = extensions  # the [3] element, if there is one
 
 
 def cert_fields(der: bytes) -> CertFields:
@@ -157,19 +159,19 @@ def cert_fields(der: bytes) -> CertFields:
     if len(fields) < 6 or fields[0].tag != INTEGER:
         raise DERError("not a certificate: TBSCertificate is too short")
     serial, _sig, issuer, validity, subject, spki = fields[:6]
-    return CertFields(serial.raw, issuer.raw, subject.raw, validity.raw, spki.raw)
+    extensions = next((f for f in fields[6:] if f.tag == 0xA3), None)  # [3] EXPLICIT Extensions
+    return CertFields(serial.raw, issuer.raw, subject.raw, validity.raw, spki.raw, extensions)
 
 
-def extensions(cert_der: bytes) -> dict[str, bytes] | None:
+def extensions(cert: bytes | CertFields) -> dict[str, bytes] | None:
     """extnID -> extnValue contents of a certificate (None: unreadable), without `cryptography`."""
     try:
-        tbs = next(read(cert_der).children())
+        fields = cert if isinstance(cert, CertFields) else cert_fields(cert)
         result = {}
-        for element in tbs.children():
-            if element.tag == 0xA3:  # [3] EXPLICIT Extensions
-                for extension in next(element.children()).children():
-                    parts = list(extension.children())
-                    result[decode_oid(parts[0].value)] = parts[-1].value
+        if fields.extensions is not None:
+            for extension in next(fields.extensions.children()).children():
+                parts = list(extension.children())
+                result[decode_oid(parts[0].value)] = parts[-1].value
         return result
     except (DERError, StopIteration, IndexError):
         return None

@@ -213,7 +213,10 @@ class Certificate:
     def is_ca(self) -> bool:
         """CA per basicConstraints; a self-issued certificate without extensions (an old v1 root)
         counts too. Read from the DER: deciding this must not cost a `cryptography` import."""
-        extensions = der.extensions(self.der)
+        try:
+            extensions = der.extensions(self.fields)
+        except der.DERError:
+            extensions = None
         if extensions is None:
             return True  # unreadable roots exist; give them the benefit of the doubt
         value = extensions.get("2.5.29.19")
