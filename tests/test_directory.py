@@ -133,3 +133,21 @@ def test_layout_with_both_hashes_is_p11kits(system_bundle, tmp_path):
 def test_reading_debians_etc_ssl_certs_equals_the_bundle(system_bundle):
     result = storesync("diff", f"pem:{system_bundle}", "dir:/etc/ssl/certs")
     assert result.returncode == 0, result.stdout
+
+
+def test_the_version_changes_with_every_write(pki, tmp_path):
+    """A run re-reads a store under its lock only when its version moved: every write must move it."""
+    from storesync.model import Certificate, Entry, TrustSet
+    from storesync.engine.plan import make_plan
+    from storesync.stores import open_store
+
+    store = open_store(f"dir:{tmp_path / 'ca'}?format=trusted")  # where new trust rewrites a file
+    versions = [store.version()]
+    one, two = (Entry(Certificate(pki.ca(f"Version Root {n}").der)) for n in (1, 2))
+    for wanted in ([one], [one, two], [two], [two.replace(trust={"email": "trusted"})]):
+        current = store.read()
+        plan = make_plan(TrustSet(wanted), current, store.capabilities, store=str(store.spec))
+        assert not plan.empty
+        store.write(plan)
+        versions.append(store.version())
+    assert len(set(versions)) == len(versions)

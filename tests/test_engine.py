@@ -449,3 +449,43 @@ targets = [{{ spec = "pem:{nss_like}", format = "trusted", label-template = "cor
     source.write_bytes(b"".join(c.pem for c in cas) + pki.ca("New One").pem)
     bad = storesync("sync", "--force", "--config", config)
     assert bad.returncode == 2 and "label-template" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_store_changed_before_the_lock_is_read_again_an_unchanged_one_is_not(pki, root, tmp_path, monkeypatch):
+    from contextlib import contextmanager
+
+    from storesync.config import Profile, StoreRef
+    from storesync.engine import run as engine_run
+    from storesync.stores.pem import PemStore
+
+    source, target = tmp_path / "source.pem", tmp_path / "target.pem"
+    source.write_bytes(root.pem)
+    later = pki.ca("Arrived Meanwhile")
+    reads: list[str] = []
+    real_read, real_lock = PemStore.read, state.lock
+    monkeypatch.setattr(PemStore, "read", lambda self: (reads.append(self.path.name), real_read(self))[1])
+
+    @contextmanager
+    def lock_after_another_writer(name, timeout=10.0):
+        if name.startswith("profile") and not source.read_bytes().count(later.pem):
+            replacement = tmp_path / "source.new"  # another writer got there first, as storesync writes
+            replacement.write_bytes(root.pem + later.pem)
+            os.replace(replacement, source)
+        with real_lock(name, timeout):
+            yield
+
+    monkeypatch.setattr(state, "lock", lock_after_another_writer)
+    profile = Profile("race", "mirror", [StoreRef(f"pem:{source}"), StoreRef(f"pem:{target}")])
+    result = engine_run.run(profile)
+    engine_reads = list(reads)
+    assert result.exit_code == 0, result.error
+    assert keys(f"pem:{target}") == keys(f"pem:{source}") and len(keys(f"pem:{target}")) == 2
+    # source and target without the lock; the source again under it (it changed; the target,
+    # still missing, did not); the written target once more, fresh, to check it
+    assert engine_reads == ["source.pem", "target.pem", "source.pem", "target.pem"]
+
+    reads.clear()
+    target.unlink()
+    result = engine_run.run(profile)
+    assert result.exit_code == 0 and reads == ["source.pem", "target.pem", "target.pem"]
+    assert len(keys(f"pem:{target}")) == 2

@@ -25,6 +25,7 @@ class Outcome:
         self.role = role  # source, target, or store (merge)
         self.store: Store | None = None
         self.current: TrustSet | None = None
+        self.version: object = None  # the store's version when `current` was read (None: unknown)
         self.plan: Plan | None = None
         self.error: str | None = None
         self.written = False
@@ -79,15 +80,16 @@ def run(profile: Profile, *, dry_run: bool = False, force: bool = False,
         defaults: dict[str, str] | None = None, lock_timeout: float = 10.0) -> Result:
     if profile.mode != "merge":
         # Reading needs no lock, and most runs find nothing to do: plan first without locks
-        # (nor the state dir), and take them only to write, reading again under them.
-        result = _new_result(profile, dry_run, defaults)
+        # (nor the state dir), and take them only to write, reading again under them what
+        # changed since (every storesync write changes a store's version).
+        unlocked = _new_result(profile, dry_run, defaults)
         try:
-            _prepare(profile, result, force)
+            _prepare(profile, unlocked, force)
         except StoreError as exc:
-            result.error = str(exc)
-        if dry_run or result.error or not any(o.plan and not o.plan.empty and not o.plan.held_back
-                                              for o in result.outcomes):
-            return result
+            unlocked.error = str(exc)
+        if dry_run or unlocked.error or not any(o.plan and not o.plan.empty and not o.plan.held_back
+                                                for o in unlocked.outcomes):
+            return unlocked
     from storesync.engine import state
 
     result = _new_result(profile, dry_run, defaults)
@@ -96,6 +98,10 @@ def run(profile: Profile, *, dry_run: bool = False, force: bool = False,
             locks.enter_context(state.lock(f"profile {profile.name}", lock_timeout))
             for path in sorted({str(o.store.path.resolve()) for o in result.outcomes if o.store}):
                 locks.enter_context(state.lock(f"store {path}", lock_timeout))  # same name as rollback's
+            if profile.mode != "merge":
+                for outcome, earlier in zip(result.outcomes, unlocked.outcomes):
+                    if earlier.version is not None and outcome.store and outcome.store.version() == earlier.version:
+                        outcome.store, outcome.current, outcome.version = earlier.store, earlier.current, earlier.version
             merged = _prepare(profile, result, force)
             if not dry_run and not result.error:
                 _apply(result)
@@ -127,6 +133,7 @@ def _open(ref: StoreRef, role: str, defaults: dict[str, str]) -> Outcome:
 
 def _read(outcome: Outcome) -> None:
     try:
+        outcome.version = outcome.store.version()  # before reading: a change while reading shows
         outcome.current = outcome.store.read()
     except StoreError as exc:
         outcome.error = str(exc)
@@ -137,7 +144,7 @@ def _read(outcome: Outcome) -> None:
 def _prepare(profile: Profile, result: Result, force: bool):
     """Read every store and plan every target (and guard); returns a merge's result, if any."""
     for outcome in result.outcomes:
-        if outcome.store is not None:
+        if outcome.store is not None and outcome.current is None:
             _read(outcome)
     readable = [o for o in result.outcomes if o.current is not None]
     if profile.mode == "merge":

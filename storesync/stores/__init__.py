@@ -202,6 +202,11 @@ class Store:
     def read(self) -> TrustSet:
         raise NotImplementedError
 
+    def version(self) -> object:
+        """Something that differs after any write by storesync (None: unknown). A run that read
+        the store before taking its lock reads it again under the lock only if this changed."""
+        return None
+
     def write(self, plan: "Plan") -> None:
         """Bring the store to `plan.desired`, atomically, touching only what the plan changes."""
         raise NotImplementedError
@@ -250,6 +255,9 @@ class FileStore(Store):
     def write(self, plan: "Plan") -> None:
         atomic_write(self.path.resolve(), self.render(plan))
 
+    def version(self) -> object:
+        return stat_version(self.path)  # a write replaces the file: a new inode
+
     def current_bytes(self) -> bytes | None:
         """The file as it is now (None: it does not exist yet); errors are sentences."""
         try:
@@ -287,6 +295,7 @@ def atomic_write_many(directory: Path, files: dict[str, bytes], mode: int = 0o64
     a crash leaves every file old or new and a rename never exposes unwritten data.
     Files already holding their bytes are not touched; returns the names written."""
     staged: list[tuple[str, str]] = []
+    directory.mkdir(parents=True, exist_ok=True)
     try:
         for name, data in files.items():
             tmp = _stage(directory / name, data, mode)
@@ -326,17 +335,16 @@ def _stage(path: Path, data: bytes, mode: int) -> str | None:
                 return None
         except OSError:
             pass
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
+            if st is not None:
+                os.fchmod(fd, st.st_mode & 0o7777)
+                if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+                    os.fchown(fd, st.st_uid, st.st_gid)
+            else:
+                os.fchmod(fd, mode)
             f.write(data)
-        if st is not None:
-            os.chmod(tmp, st.st_mode & 0o7777)
-            if hasattr(os, "chown") and (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
-                os.chown(tmp, st.st_uid, st.st_gid)
-        else:
-            os.chmod(tmp, mode)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -370,6 +378,16 @@ def _syncfs(directory: Path) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def stat_version(path: Path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return ()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def fsync_dir(directory: Path) -> None:

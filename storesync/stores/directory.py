@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from storesync.model import Entry, TrustSet
-from storesync.stores import Capabilities, Store, StoreSpec, atomic_write, atomic_write_many, fsync_dir
+from storesync.stores import Capabilities, Store, StoreSpec, stat_version, atomic_write, atomic_write_many, fsync_dir
 from storesync.stores.pem import PemStore, render_entries
 
 CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der"}
@@ -90,6 +90,9 @@ class DirStore(Store):
             return None  # a bundle or an empty file inside the directory: left alone
         (entry,) = found.values()
         return entry
+
+    def version(self) -> object:
+        return stat_version(self.path)  # storesync adds, replaces and removes files by name: the folder changes
 
     def watch_paths(self) -> list[Path]:
         return [self.path]
