@@ -14,55 +14,59 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _timing import BUNDLE, STORESYNC, side_by_side, table  # noqa: E402
 
 scratch = Path(tempfile.mkdtemp(prefix="storesync-bench-"))
-fresh = scratch / "fresh"
 
 
-def clear(*paths: Path):
-    def clear_them():
-        for path in paths:
-            shutil.rmtree(path, ignore_errors=True)
-        os.sync()  # the deletion's disk work is done now, not billed to the next timed run
-    return clear_them
+class IntoNewDirectory:
+    """A contender that writes into a directory no earlier run used. Deleting the last run's
+    output before each run instead would bill the deletion's aftermath (journal and disk
+    trims, which slow every file creation for seconds here) to whichever run comes next."""
+
+    def __init__(self, name: str, argv, env=None, premade: str | None = None):
+        self.name, self.argv, self.env, self.premade, self.runs = name, argv, env, premade, 0
+
+    def before(self) -> None:
+        self.runs += 1
+        self.target = scratch / f"{self.name}-{self.runs}"
+        if self.premade:
+            (self.target / self.premade).mkdir(parents=True)
+        os.sync()  # earlier runs' writes are on disk, not billed to this one
+
+    def __call__(self) -> None:
+        subprocess.run(self.argv(self.target), capture_output=True, check=True, env=self.env)
 
 
 # Debian's update-ca-certificates, entirely inside scratch directories (FORMATS.md §3).
 uca = scratch / "uca"
-for sub in ("tmp", "local", "etc", "hooks"):
+for sub in ("tmp", "local", "hooks"):
     (uca / sub).mkdir(parents=True)
 conf = [l for l in Path("/etc/ca-certificates.conf").read_text().splitlines() if l and not l.startswith("#")]
 (uca / "ca-certificates.conf").write_text("\n".join(conf) + "\n")
-uca_command = ["update-ca-certificates", "--fresh", "--certsconf", str(uca / "ca-certificates.conf"),
-               "--certsdir", "/usr/share/ca-certificates", "--localcertsdir", str(uca / "local"),
-               "--etccertsdir", str(uca / "etc"), "--hooksdir", str(uca / "hooks")]
-probe = subprocess.run(uca_command, capture_output=True, text=True, env={"TMPDIR": str(uca / "tmp"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+uca_env = {"TMPDIR": str(uca / "tmp"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
+def uca_command(etc: Path) -> list[str]:
+    return ["update-ca-certificates", "--fresh", "--certsconf", str(uca / "ca-certificates.conf"),
+            "--certsdir", "/usr/share/ca-certificates", "--localcertsdir", str(uca / "local"),
+            "--etccertsdir", str(etc), "--hooksdir", str(uca / "hooks")]
+
+
+(scratch / "probe" / "ssl" / "certs").mkdir(parents=True)
+probe = subprocess.run(uca_command(scratch / "probe"), capture_output=True, text=True, env=uca_env)
 assert "added" in probe.stdout, f"update-ca-certificates did not run as expected: {probe.stdout}{probe.stderr}"
 
-
-def run_uca():
-    subprocess.run(uca_command, capture_output=True, check=True,
-                   env={"TMPDIR": str(uca / "tmp"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-
-
-def reset_uca():
-    shutil.rmtree(uca / "etc")
-    (uca / "etc" / "ssl" / "certs").mkdir(parents=True)
-    os.sync()
-
-
+contenders = {
+    "ours": IntoNewDirectory("ours", lambda d: [*STORESYNC, "sync", f"pem:{BUNDLE}", f"dir:{d}"]),
+    "ours_both": IntoNewDirectory("ours-both", lambda d: [*STORESYNC, "sync", f"pem:{BUNDLE}", f"dir:{d}?links=both"]),
+    "debian": IntoNewDirectory("uca", uca_command, uca_env, premade="ssl/certs"),
+    "p11kit": IntoNewDirectory("p11", lambda d: ["trust", "extract", "--format=openssl-directory",
+                                                 "--filter=ca-anchors", "--purpose=server-auth", str(d)]),
+}
 # In turns, so that a slow spell of a shared machine weighs on every contender alike.
-fresh_both = scratch / "fresh-both"
-p11_dir = scratch / "p11"
-times = side_by_side({
-    "ours": ([*STORESYNC, "sync", f"pem:{BUNDLE}", f"dir:{fresh}"], clear(fresh)),
-    "ours_both": ([*STORESYNC, "sync", f"pem:{BUNDLE}", f"dir:{fresh_both}?links=both"], clear(fresh_both)),
-    "debian": (run_uca, reset_uca),
-    "p11kit": (["trust", "extract", "--format=openssl-directory", "--filter=ca-anchors", "--purpose=server-auth",
-                str(p11_dir)], clear(p11_dir)),
-}, rounds=9)
+times = side_by_side({name: (c, c.before) for name, c in contenders.items()}, rounds=9)
 ours, ours_both, debian, p11kit = times["ours"], times["ours_both"], times["debian"], times["p11kit"]
-subprocess.run([*STORESYNC, "sync", f"pem:{BUNDLE}", f"dir:{fresh}"], check=True, capture_output=True)
+in_sync = contenders["ours"].target
 idle = side_by_side({
-    "noop": ([*STORESYNC, "sync", f"pem:{BUNDLE}", f"dir:{fresh}"], None),
+    "noop": ([*STORESYNC, "sync", f"pem:{BUNDLE}", f"dir:{in_sync}"], None),
     "bare": ([sys.executable, "-c", "import cryptography.x509"], None),
 }, rounds=15)
 noop, bare = idle["noop"], idle["bare"]
