@@ -163,10 +163,9 @@ def cert_fields(der: bytes) -> CertFields:
     return CertFields(serial.raw, issuer.raw, subject.raw, validity.raw, spki.raw, extensions)
 
 
-def extensions(cert: bytes | CertFields) -> dict[str, bytes] | None:
+def extensions(fields: CertFields) -> dict[str, bytes] | None:
     """extnID -> extnValue contents of a certificate (None: unreadable), without `cryptography`."""
     try:
-        fields = cert if isinstance(cert, CertFields) else cert_fields(cert)
         result = {}
         if fields.extensions is not None:
             for extension in next(fields.extensions.children()).children():

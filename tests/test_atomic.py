@@ -50,3 +50,12 @@ def test_a_symlink_is_replaced_not_followed(tmp_path):
     assert atomic_write(tmp_path / "link", b"new")
     assert not (tmp_path / "link").is_symlink()
     assert (tmp_path / "target").read_bytes() == b"target"
+
+
+def test_a_small_batch_fsyncs_each_file_once_as_it_writes_it(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(stores, "_syncfs", lambda directory: pytest.fail("a small batch must not flush the filesystem"))
+    monkeypatch.setattr(stores.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    atomic_write_many(tmp_path, {"a": b"1", "b": b"2", "c": b"3"}, sync_dir=False)
+    assert len(synced) == 3

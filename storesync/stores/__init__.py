@@ -295,21 +295,18 @@ def atomic_write_many(directory: Path, files: dict[str, bytes], mode: int = 0o64
     a crash leaves every file old or new and a rename never exposes unwritten data.
     Files already holding their bytes are not touched; returns the names written."""
     staged: list[tuple[str, str]] = []
+    batch = len(files) >= SYNCFS_FROM
     directory.mkdir(parents=True, exist_ok=True)
     try:
         for name, data in files.items():
-            tmp = _stage(directory / name, data, mode)
+            tmp = _stage(directory / name, data, mode, fsync=not batch)
             if tmp is not None:
                 staged.append((tmp, name))
         if not staged:
             return []
-        if len(staged) < SYNCFS_FROM or not _syncfs(directory):
+        if batch and not _syncfs(directory):
             for tmp, _ in staged:
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                _fsync(tmp)
         for tmp, name in staged:
             os.replace(tmp, directory / name)
     except BaseException:
@@ -321,8 +318,9 @@ def atomic_write_many(directory: Path, files: dict[str, bytes], mode: int = 0o64
     return [name for _, name in staged]
 
 
-def _stage(path: Path, data: bytes, mode: int) -> str | None:
-    """A temp file beside `path` holding `data`, with `path`'s mode and owner (None: no change)."""
+def _stage(path: Path, data: bytes, mode: int, fsync: bool) -> str | None:
+    """A temp file beside `path` holding `data`, with `path`'s mode and owner, synced to disk
+    if `fsync` (None: the file already holds `data`)."""
     try:
         st = path.lstat()
     except FileNotFoundError:
@@ -345,6 +343,9 @@ def _stage(path: Path, data: bytes, mode: int) -> str | None:
             else:
                 os.fchmod(fd, mode)
             f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(fd)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -388,6 +389,14 @@ def stat_version(path: Path) -> tuple | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _fsync(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -325,7 +325,7 @@ def email_of(cert: Certificate) -> bytes | None:
                 return value.lower().encode("utf-8")
     except der.DERError:
         return None
-    san = (der.extensions(cert.der) or {}).get("2.5.29.17")
+    san = (der.extensions(cert.fields) or {}).get("2.5.29.17")
     if san is None:
         return None
     try:
