@@ -23,7 +23,7 @@ JSON = typer.Option(False, "--json", help="Print JSON for machines.")
 PASSWORD_FILE = typer.Option(
     None, "--password-file", help="File holding the password of password-protected stores (NSS, Java)."
 )
-CONFIG = typer.Option(None, "--config", help="Config file (default: $STORESYNC_CONFIG, then the user's and the site's storesync.toml).")
+CONFIG = typer.Option(None, "--config", help="Config file (default: $STORESYNC_CONFIG, then ~/.config/storesync/, /etc/storesync/, /etc/xdg/storesync/ storesync.toml).")
 STATE_DIR = typer.Option(None, "--state-dir", help="Where baselines, backups and locks live (default: $STORESYNC_STATE_DIR, then the user state dir).")
 
 

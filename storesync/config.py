@@ -72,14 +72,17 @@ class Config(Record):
 
 
 def config_path(explicit: str | os.PathLike | None = None) -> Path | None:
-    """--config, else $STORESYNC_CONFIG, else the user's, else the site's storesync.toml."""
+    """--config, else $STORESYNC_CONFIG, else the user's storesync.toml, else the system's (the
+    file packaging/storesync.service reads, so root's commands and the daemon agree), else the one
+    in the XDG site dir (/etc/xdg/storesync), where earlier versions looked."""
     if explicit:
         return Path(explicit).expanduser()
     if os.environ.get("STORESYNC_CONFIG"):
         return Path(os.environ["STORESYNC_CONFIG"]).expanduser()
     import platformdirs
 
-    for directory in (platformdirs.user_config_dir("storesync"), platformdirs.site_config_dir("storesync")):
+    for directory in (platformdirs.user_config_dir("storesync"), "/etc/storesync",
+                      platformdirs.site_config_dir("storesync")):
         candidate = Path(directory) / "storesync.toml"
         if candidate.exists():
             return candidate
