@@ -1,4 +1,4 @@
-"""Find the trust stores of this machine. For now: NSS databases (FORMATS.md §4).
+"""Find the trust stores of this machine. For now: NSS databases (docs/formats.md §3).
 
 `discover_nss()` returns every NSS database it finds in the usual places of every user's home
 (when run as root; else the caller's own), with its owner and trust-anchor count:

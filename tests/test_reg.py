@@ -64,7 +64,7 @@ def certs(pki):
 
 
 def by_the_rule(data: bytes) -> str:
-    """FORMATS.md §6: 22 bytes on the first line, 25 on each continuation, `,\\` CRLF + 2 spaces."""
+    """docs/formats.md §4.4: 22 bytes on the first line, 25 on each continuation, `,\\` CRLF + 2 spaces."""
     chunks = [data[:22]] + [data[i : i + 25] for i in range(22, len(data), 25)]
     return '"Blob"=hex:' + ",\\\r\n  ".join(",".join(f"{b:02x}" for b in chunk) for chunk in chunks if chunk) + "\r\n"
 

@@ -1,4 +1,4 @@
-"""The `sst` store: byte layouts of FORMATS.md §6, Windows' own files, hostile input."""
+"""The `sst` store: byte layouts of docs/formats.md §4, Windows' own files, hostile input."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """`jks`: a Java KeyStore file (Sun's JKS format, magic FEEDFEED), such as Debian's
 `/etc/ssl/certs/java/cacerts`.
 
-Layout (FORMATS.md §7): `u32 0xFEEDFEED, u32 version (2; 1 is read too), u32 count`, then per
+Layout (docs/formats.md §5.1): `u32 0xFEEDFEED, u32 version (2; 1 is read too), u32 count`, then per
 entry `u32 tag` (2 = trusted certificate, 1 = private key), a u16-length (modified) UTF-8 alias,
 a u64 timestamp in milliseconds, and either one certificate (`u16`-length type, normally
 "X.509", then a u32-length DER certificate) or, for a key, a u32-length protected key and a u32

@@ -1,6 +1,6 @@
 """`nss`: an NSS `sql:` database (cert9.db + key4.db), read and written through SQLite.
 
-No certutil at run time. Every byte-level fact used here is in FORMATS.md §4:
+No certutil at run time. Every byte-level fact used here is in docs/formats.md §3:
 
 * `cert9.db` table `nssPublic(id, a0, a1, …)`: one column per PKCS#11 attribute (`a` + hex type),
   every value a BLOB, CK_ULONGs 4-byte big-endian, an empty value is the marker `a5 00 5a`.

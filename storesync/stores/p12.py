@@ -2,7 +2,7 @@
 `cacerts` since JDK 18, `cryptography`'s `serialize_java_truststore`).
 
 Java counts a certificate bag as a trust anchor only when it carries the bag attribute
-2.16.840.1.113894.746875.1.1 (FORMATS.md §7); without it keytool lists nothing and TLS fails.
+2.16.840.1.113894.746875.1.1 (docs/formats.md §5.2); without it keytool lists nothing and TLS fails.
 `cryptography`'s `load_pkcs12` does not report bag attributes, so this module walks the
 SafeBags itself (storesync.der) and decrypts encrypted safes with `cryptography`'s ciphers:
 PBES2 (PBKDF2 + AES or 3DES: what keytool, OpenSSL 3 and `cryptography` write) and the PKCS#12

@@ -1,6 +1,6 @@
 """`p7b`: PKCS#7 certificate bundles (`.p7b`, `.p7c`), DER or PEM (`-----BEGIN PKCS7-----`).
 
-A bundle is a degenerate SignedData: no signers, certificates in `[0]` (FORMATS.md §6). It carries
+A bundle is a degenerate SignedData: no signers, certificates in `[0]` (docs/formats.md §4.5). It carries
 nothing but certificates: no labels, no purposes, no distrust, so every certificate read is a plain
 anchor and a plan into it reports what it cannot keep. Certificates are taken from the SignedData as
 their exact bytes (walked with `storesync.der`; `cryptography` would re-encode them), so serial-0 and

@@ -1,7 +1,7 @@
 """`reg`: registry exports of Windows certificate stores (`reg export`, regedit), read and written.
 
 A certificate is the key `<hive>\\<base>\\<STORE>\\Certificates\\<SHA-1>` with a REG_BINARY `Blob`
-holding one element group (FORMATS.md §6). A file is read as **the state after importing it**: keys
+holding one element group (docs/formats.md §4.3). A file is read as **the state after importing it**: keys
 are applied in order, `[-key]` deletes a key and its subkeys, `"Blob"=-` deletes the value; any
 number of hives, bases and stores may be mixed. Meaning of the stores:
 

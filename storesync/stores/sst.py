@@ -1,6 +1,6 @@
 """`sst`: Microsoft serialized certificate stores (`certutil -generateSST`, `Export-Certificate -Type SST`).
 
-Layout (FORMATS.md §6): `00 00 00 00 "CERT"`, then element groups (properties, then the 0x20
+Layout (docs/formats.md §4.2): `00 00 00 00 "CERT"`, then element groups (properties, then the 0x20
 certificate element), CRL/CTL groups after the certificates, then a 12-byte zero end marker.
 
 The file plays one role, chosen by the spec option `role`:

@@ -3,7 +3,7 @@
 An element is `u32 id, u32 encoding_type, u32 length, bytes[length]` (little-endian, no padding).
 A certificate is a *group*: its property elements, then the context element 0x20 holding the DER
 certificate. A serialized store (.sst) is a header, groups, and a 12-byte zero end marker; a
-registry `Blob` value is exactly one group (FORMATS.md §6).
+registry `Blob` value is exactly one group (docs/formats.md §4).
 
 What this module does:
 
