@@ -174,28 +174,29 @@ class DirStore(Store):
         self._links = wanted
 
     def snapshot(self) -> dict[str, bytes | str | None]:
-        """Every file and link of the store: bytes for files, str for link targets."""
+        """Every file and link of the store: bytes for files, str for link targets. Named by
+        absolute path, as the store's backups are keyed: a rollback may run in another folder."""
         self.read()
-        shot: dict[str, bytes | str | None] = {str(self.path / n): t for n, t in self._links.items()}
+        base = self.path.absolute()
+        shot: dict[str, bytes | str | None] = {str(base / n): t for n, t in self._links.items()}
         for names in self._files.values():
             for name in names:
-                path = self.path / name
+                path = base / name
                 shot[str(path)] = os.readlink(path) if path.is_symlink() else path.read_bytes()
         return shot
 
     def restore(self, snapshot: dict[str, bytes | str | None]) -> None:
+        # By file name: `owns` has made sure every path of the snapshot is in this directory.
+        wanted = {Path(name).name: value for name, value in snapshot.items()}
         self.read()
-        current = {str(self.path / n) for n in self._links} | {
-            str(self.path / n) for names in self._files.values() for n in names
-        }
-        for name, value in snapshot.items():
-            path = Path(name)
+        for name, value in wanted.items():
             if isinstance(value, str):
-                _symlink(path.parent, path.name, value)
+                _symlink(self.path, name, value)
             elif value is not None:
-                atomic_write(path, value)
-        for name in current - set(snapshot):
-            Path(name).unlink(missing_ok=True)
+                atomic_write(self.path / name, value)
+        current = set(self._links) | {n for names in self._files.values() for n in names}
+        for name in current - set(wanted):
+            (self.path / name).unlink(missing_ok=True)
 
 
 def _symlink(directory: Path, name: str, target: str) -> None:
