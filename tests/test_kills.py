@@ -3,15 +3,21 @@ left by killed runs, concurrent hash-link writers, and the SIGKILL campaign."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from conftest import run
+from storesync.model import Certificate
 from storesync.stores import open_store
 
 
@@ -93,3 +99,212 @@ def test_a_backup_naming_a_file_elsewhere_is_still_refused(root, tmp_path, state
     result = cli("rollback", "dir:ca", cwd=tmp_path)
     assert result.returncode == 2 and "outside the store" in result.stderr
     assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "victim.pem").exists()
+
+
+# --- defect 6: a full disk, under the state dir or under the stores ------------------------------
+
+
+@contextmanager
+def tmpfs(path: Path, size: str = "64k"):
+    """A small file system of its own at `path` (needs root, as the test run has)."""
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root to mount a small tmpfs")
+    path.mkdir(parents=True, exist_ok=True)
+    run("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path)
+    try:
+        yield path
+    finally:
+        run("umount", "-l", path)
+
+
+def fill(fs: Path, leave: int = 0) -> None:
+    """Take all the room of `fs` but about `leave` bytes."""
+    st = os.statvfs(fs)
+    room = st.f_bavail * st.f_frsize - leave
+    if room > 0:
+        with open(fs / "filler", "ab") as f:
+            try:
+                f.write(b"\0" * room)
+            except OSError:
+                pass
+
+
+def one_sentence(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("storesync: warning:")]
+    assert len(errors) == 1 and errors[0].startswith("storesync: "), result.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("used", [False, True], ids=["fresh-state-dir", "used-state-dir"])
+def test_a_full_state_dir_is_a_sentence_and_changes_nothing(pki, root, tmp_path, used):
+    source = tmp_path / "s.pem"
+    source.write_bytes(root.pem)
+    pem, capath, jks = tmp_path / "out.pem", tmp_path / "ca", tmp_path / "out.jks"
+    targets = [f"pem:{pem}", f"dir:{capath}", f"jks:{jks}"]
+    with tmpfs(tmp_path / "fs") as fs:
+        state = fs / "state"
+        assert cli("sync", "--state-dir", state, f"pem:{source}", *targets).returncode == 0
+        if not used:
+            run("rm", "-rf", state)
+        before = {p: tree(p) if p.is_dir() else p.read_bytes() for p in (pem, capath, jks)}
+        fill(fs)
+        source.write_bytes(root.pem + pki.ca("Full Disk Root").pem)
+        line = one_sentence(cli("sync", "--state-dir", state, f"pem:{source}", *targets))
+        assert "No space left" in line and str(state) in line
+        assert {p: tree(p) if p.is_dir() else p.read_bytes() for p in (pem, capath, jks)} == before
+        line = one_sentence(cli("rollback", "--state-dir", state, f"pem:{pem}"))
+        assert str(state) in line or "no backups" in line
+        config = tmp_path / "merge.toml"
+        config.write_text(f'[profile.m]\nmode = "merge"\nstores = ["pem:{source}", "pem:{pem}"]\n')
+        line = one_sentence(cli("sync", "--state-dir", state, "--config", config))
+        assert "No space left" in line and str(state) in line
+        assert pem.read_bytes() == before[pem]
+
+
+# --- what "whole" means, per store ---------------------------------------------------------------
+
+HASH_LINK = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
+TEMP = re.compile(r"^\..+\.tmp$")
+
+
+def hashed_dir_set(capath: Path, oracle: bool = False) -> set[str]:
+    """The certificates of a hashed directory, after checking that each file is whole (one
+    certificate) and each link valid (it reaches a file of a certificate with its hash)."""
+    found = set()
+    for path in capath.iterdir():
+        if path.name.startswith("."):
+            continue
+        if HASH_LINK.match(path.name):
+            assert path.is_symlink() and path.exists(), f"{path}: a dangling hash link"
+            cert = Certificate(x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(Encoding.DER))
+            assert cert.subject_hash() == path.name.split(".")[0], f"{path}: links a certificate of another hash"
+            if oracle:
+                hashed = run("openssl", "x509", "-hash", "-noout", "-in", path).stdout.decode().strip()
+                assert hashed == path.name.split(".")[0]
+        else:
+            data = path.read_bytes()
+            assert data.count(b"-----BEGIN CERTIFICATE-----") == 1, f"{path}: not one whole certificate"
+            found.add(hashlib.sha256(x509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)).hexdigest())
+            if oracle:
+                run("openssl", "x509", "-noout", "-in", path)
+    return found
+
+
+def oracle_set(kind: str, path: Path) -> set[str] | None:
+    """The certificates the program that owns the format finds (None: no cheap oracle)."""
+    if kind == "pem":
+        out = run("openssl", "storeutl", "-noout", "-text", "-certs", path).stdout.decode() if path.exists() else ""
+        count = out.count("Certificate:\n")
+        return count  # openssl names no fingerprints here; the count is compared
+    if kind in ("jks", "p12"):
+        if not path.exists():
+            return set()
+        listing = run("keytool", "-list", "-rfc", "-keystore", path, "-storepass", "changeit",
+                      "-storetype", "JKS" if kind == "jks" else "PKCS12").stdout
+        return {hashlib.sha256(x509.load_pem_x509_certificate(b).public_bytes(Encoding.DER)).hexdigest()
+                for b in re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", listing, re.S)}
+    if kind == "nss":
+        if not (path / "cert9.db").exists():
+            return set()
+        names = run("certutil", "-L", "-d", f"sql:{path}").stdout.decode().splitlines()[4:]
+        return len([n for n in names if n.strip()])
+    return None
+
+
+def store_state(kind: str, path: Path, old: set[str], new: set[str], oracle: bool = False) -> str:
+    """'old' or 'new' (a hashed directory may also be 'between', file by file); fails otherwise."""
+    if kind == "dir":
+        found = hashed_dir_set(path, oracle) if path.exists() else set()
+        assert old & new <= found <= old | new, f"{path}: holds certificates of neither set"
+        return "old" if found == old else "new" if found == new else "between"
+    found = set(open_store(f"{kind}:{path}").read())
+    assert found in (old, new), f"{kind}:{path} is neither old nor new"
+    if oracle:
+        seen = oracle_set(kind, path)
+        if isinstance(seen, int):
+            assert seen == len(found), f"{kind}:{path}: the oracle counts {seen}, storesync reads {len(found)}"
+        elif seen is not None:
+            assert seen == found, f"{kind}:{path}: the oracle reads another set"
+    return "old" if found == old else "new"
+
+
+def temps(*places: Path) -> list[Path]:
+    """Temp files (ours are `.NAME.PID-N.tmp`) anywhere under `places`."""
+    return [p for place in places if place.exists()
+            for p in (place.rglob(".*") if place.is_dir() else place.parent.glob(".*")) if TEMP.match(p.name)]
+
+
+FILE_KINDS = {"pem": "out.pem", "dir": "ca", "jks": "out.jks", "p12": "out.p12", "sst": "out.sst", "reg": "out.reg"}
+
+
+def make_sets(pki, old: int, new: int, shared: int):
+    """Two bundles of CAs: `old` and `new` certificates, `shared` of them in both."""
+    cas = [pki.ca(f"Campaign Root {i}") for i in range(old + new - shared)]
+    first, second = cas[:old], cas[old - shared:]
+    sha = lambda issued: hashlib.sha256(issued.der).hexdigest()  # noqa: E731
+    return (b"".join(c.pem for c in first), {sha(c) for c in first},
+            b"".join(c.pem for c in second), {sha(c) for c in second})
+
+
+def snapshot_of(base: Path) -> dict:
+    return {name: tree(base / name) if (base / name).is_dir() else (base / name).read_bytes()
+            for name in FILE_KINDS.values()}
+
+
+def full_disk_sweep(pki, tmp_path, state_on_fs: bool, steps: int) -> list[tuple[int, int, str]]:
+    """Sync 6 stores on a tmpfs left with less and less room (from enough to none, in `steps`
+    steps), the state dir on it or elsewhere; every outcome must be a sentence and whole stores."""
+    old_pem, old, new_pem, new = make_sets(pki, 12, 24, 6)
+    template, source = tmp_path / "template", tmp_path / "new.pem"
+    template.mkdir()
+    (tmp_path / "old.pem").write_bytes(old_pem)
+    source.write_bytes(new_pem)
+    specs = lambda base: [f"{kind}:{base / name}" for kind, name in FILE_KINDS.items()]  # noqa: E731
+    assert cli("sync", "--state-dir", tmp_path / "scratch", f"pem:{tmp_path / 'old.pem'}", *specs(template)).returncode == 0
+    need = None
+    outcomes = []
+    for step in range(steps + 1):
+        with tmpfs(tmp_path / "fs", "1m") as fs:
+            run("cp", "-a", *template.iterdir(), fs)
+            state = fs / "state" if state_on_fs else tmp_path / f"state-{step}"
+            before = snapshot_of(fs)
+            free = os.statvfs(fs).f_bavail * os.statvfs(fs).f_frsize
+            leave = None if need is None else need * (steps - step) // steps
+            if leave is not None:
+                fill(fs, leave)
+            result = cli("sync", "--force", "--state-dir", state, f"pem:{source}", *specs(fs))
+            if need is None:  # the first run has room: what it takes is the room the others get less of
+                need = free - os.statvfs(fs).f_bavail * os.statvfs(fs).f_frsize
+            if result.returncode == 0:
+                for kind, name in FILE_KINDS.items():
+                    assert store_state(kind, fs / name, old, new) == "new"
+                line = ""
+            else:
+                line = one_sentence(result)
+                assert "No space left" in line
+                if "failed too" not in line:
+                    assert snapshot_of(fs) == before, line  # put back byte for byte
+                    assert "every store was put back" in line or "was not changed" in line
+                else:
+                    assert "every store was put back" not in line
+                for kind, name in FILE_KINDS.items():  # old, new, or (a hashed directory) file by file
+                    store_state(kind, fs / name, old, new, oracle=step % 3 == 1)
+            assert not temps(fs, state)
+            outcomes.append((leave, result.returncode, line))
+    assert outcomes[0][1] == 0 and outcomes[-1][1] == 2
+    return outcomes
+
+
+@pytest.mark.parametrize("state_on_fs", [True, False], ids=["state-dir-on-it", "state-dir-elsewhere"])
+def test_a_file_system_filling_mid_write_leaves_every_store_old_or_whole(pki, tmp_path, state_on_fs):
+    full_disk_sweep(pki, tmp_path, state_on_fs, steps=8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("state_on_fs", [True, False], ids=["state-dir-on-it", "state-dir-elsewhere"])
+def test_a_file_system_filling_mid_write_page_by_page(pki, tmp_path, state_on_fs):
+    outcomes = full_disk_sweep(pki, tmp_path, state_on_fs, steps=60)
+    print(f"\nfull disk, state dir {'on it' if state_on_fs else 'elsewhere'}: {len(outcomes)} runs, "
+          f"{sum(code == 2 for _, code, _ in outcomes)} refused with a sentence")

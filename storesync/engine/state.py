@@ -203,8 +203,11 @@ def lock(name: str, timeout: float = 10.0) -> Iterator[None]:
                     holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
                     raise StoreError(f"{name} is locked by {holder}; try again when it has finished") from None
                 time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv[:3])})".encode(), 0)
+        try:  # who holds it, for the message of a waiting run; a full disk only loses the note
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv[:3])})".encode(), 0)
+        except OSError:
+            pass
         yield
     finally:
         os.close(fd)  # closing releases the lock

@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from storesync.model import Entry, TrustSet
-from storesync.stores import Capabilities, Store, StoreSpec, stat_version, atomic_write, atomic_write_many, fsync_dir
+from storesync.stores import Capabilities, Store, StoreSpec, stat_version, atomic_write_many, fsync_dir
 from storesync.stores.pem import PemStore, render_entries
 
 CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der"}
@@ -189,11 +189,12 @@ class DirStore(Store):
         # By file name: `owns` has made sure every path of the snapshot is in this directory.
         wanted = {Path(name).name: value for name, value in snapshot.items()}
         self.read()
+        # Files first, then links, removals last (as `write` does): a restore that fails half way
+        # (a full disk) leaves no link pointing at a file not written back.
+        atomic_write_many(self.path, {n: v for n, v in wanted.items() if isinstance(v, bytes)})
         for name, value in wanted.items():
             if isinstance(value, str):
                 _symlink(self.path, name, value)
-            elif value is not None:
-                atomic_write(self.path / name, value)
         current = set(self._links) | {n for names in self._files.values() for n in names}
         for name in current - set(wanted):
             (self.path / name).unlink(missing_ok=True)
