@@ -308,3 +308,78 @@ def test_a_file_system_filling_mid_write_page_by_page(pki, tmp_path, state_on_fs
     outcomes = full_disk_sweep(pki, tmp_path, state_on_fs, steps=60)
     print(f"\nfull disk, state dir {'on it' if state_on_fs else 'elsewhere'}: {len(outcomes)} runs, "
           f"{sum(code == 2 for _, code, _ in outcomes)} refused with a sentence")
+
+
+# --- defect 7: temp files of killed runs ---------------------------------------------------------
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_temp_files_of_dead_runs_are_removed_by_the_next_write(pki, root, tmp_path, state_dir):
+    source, pem, capath = tmp_path / "s.pem", tmp_path / "out.pem", tmp_path / "ca"
+    source.write_bytes(root.pem)
+    assert cli("sync", f"pem:{source}", f"pem:{pem}", f"dir:{capath}").returncode == 0
+    gone, alive = dead_pid(), os.getpid()  # this test's own process: a writer still at work
+    backups = [d for d in (state_dir / "backups").iterdir()]
+    left = [pem.parent / f".out.pem.{gone}-0.tmp", capath / f".Some_Root.pem.{gone}-3.tmp",
+            *(d / f".20260101T000000000000Z.json.{gone}-0.tmp" for d in backups)]
+    kept = [pem.parent / f".out.pem.{alive}-0.tmp", capath / f".Some_Root.pem.{alive}-0.tmp",
+            pem.parent / f".other.pem.{gone}.tmp", pem.parent / "notes.12-1.tmp"]  # not our names: not ours
+    for path in left + kept:
+        path.write_bytes(b"half a cert")
+    (capath / f".00000000.0.{gone}-0.tmp").symlink_to("nowhere")  # a hash link's temp
+    left.append(capath / f".00000000.0.{gone}-0.tmp")
+    source.write_bytes(root.pem + pki.ca("After The Kill").pem)
+    assert cli("sync", f"pem:{source}", f"pem:{pem}", f"dir:{capath}").returncode == 0
+    assert [p for p in left if os.path.lexists(p)] == []
+    assert all(p.read_bytes() == b"half a cert" for p in kept)
+    assert len(keys(f"dir:{capath}")) == 2 and len(keys(f"pem:{pem}")) == 2
+
+
+# --- defect 8: hash links of two writers that share no state dir -------------------------------
+
+
+def test_a_hash_link_is_replaced_without_touching_another_writers_temp(pki, tmp_path):
+    first, second = pki.ca("Same Subject"), pki.ca("Same Subject")  # one subject: one hash
+    h = Certificate(first.der).subject_hash()
+    source, capath = tmp_path / "s.pem", tmp_path / "ca"
+    source.write_bytes(first.pem)
+    assert cli("sync", f"pem:{source}", f"dir:{capath}").returncode == 0
+    theirs = capath / f".{h}.0.tmp"  # the name every writer used to take
+    theirs.symlink_to("their-target.pem")
+    source.write_bytes(second.pem)
+    assert cli("sync", "--force", f"pem:{source}", f"dir:{capath}", env={**os.environ, "STORESYNC_STATE_DIR": str(tmp_path / "other")}).returncode == 0
+    assert theirs.is_symlink() and os.readlink(theirs) == "their-target.pem"
+    assert keys(f"dir:{capath}") == {hashlib.sha256(second.der).hexdigest()}
+    assert run("openssl", "verify", "-CApath", capath, "-partial_chain", tmp_path / "s.pem").returncode == 0
+
+
+def _hammer(directory: str, name: str, rounds: int, failures) -> None:
+    from storesync.stores.directory import _symlink
+
+    for i in range(rounds):
+        try:
+            _symlink(Path(directory), name, f"target-{os.getpid()}-{i}.pem")
+        except OSError:
+            failures.value += 1
+
+
+def test_two_writers_replacing_one_hash_link_never_fail(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    failures = ctx.Value("i", 0)
+    (tmp_path / "abcdef01.0").symlink_to("start.pem")
+    writers = [ctx.Process(target=_hammer, args=(str(tmp_path), "abcdef01.0", 3000, failures)) for _ in range(2)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    assert failures.value == 0
+    assert (tmp_path / "abcdef01.0").is_symlink()
+    assert [p.name for p in tmp_path.iterdir()] == ["abcdef01.0"]  # no temp left behind

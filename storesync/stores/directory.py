@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from storesync.model import Entry, TrustSet
-from storesync.stores import Capabilities, Store, StoreSpec, stat_version, atomic_write_many, fsync_dir
+from storesync.stores import Capabilities, Store, StoreSpec, stat_version, atomic_write_many, fsync_dir, temp_beside
 from storesync.stores.pem import PemStore, render_entries
 
 CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der"}
@@ -207,7 +207,9 @@ def _symlink(directory: Path, name: str, target: str) -> None:
         return
     except FileExistsError:
         pass
-    tmp = directory / f".{name}.tmp"
-    tmp.unlink(missing_ok=True)
-    os.symlink(target, tmp)
-    os.replace(tmp, directory / name)
+    tmp = temp_beside(directory / name, lambda tmp: os.symlink(target, tmp))  # unique: writers may race
+    try:
+        os.replace(tmp, directory / name)
+    except BaseException:
+        os.unlink(tmp)
+        raise
