@@ -514,10 +514,25 @@ def campaign(pki, tmp_path, kinds: list[str], kills: int, oracle_every: int, see
 
 def test_sigkill_campaign_small_file_stores(pki, tmp_path):
     figures = campaign(pki, tmp_path, list(FILE_KINDS), kills=30, oracle_every=10, seed=12)
-    print(f"\nSIGKILL campaign (default run): {figures}")
+    print(f"\nSIGKILL campaign, file stores (default run): {figures}")
 
 
 @pytest.mark.xfail(strict=False, reason=NSS_HOT_JOURNAL)
 def test_sigkill_campaign_small_nss(pki, tmp_path):
     figures = campaign(pki, tmp_path, ["pem", "nss"], kills=20, oracle_every=5, seed=13)
     print(f"\nSIGKILL campaign, NSS (default run): {figures}")
+
+
+@pytest.mark.slow
+def test_sigkill_campaign_file_stores(pki, tmp_path):
+    figures = campaign(pki, tmp_path, list(FILE_KINDS), kills=int(os.environ.get("STORESYNC_KILLS", 300)),
+                       oracle_every=5, seed=int(os.environ.get("STORESYNC_KILL_SEED", 1212)))
+    print(f"\nSIGKILL campaign, file stores: {figures}")
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason=NSS_HOT_JOURNAL)
+def test_sigkill_campaign_all_seven_stores(pki, tmp_path):
+    figures = campaign(pki, tmp_path, list(CAMPAIGN_KINDS), kills=int(os.environ.get("STORESYNC_KILLS", 300)),
+                       oracle_every=5, seed=int(os.environ.get("STORESYNC_KILL_SEED", 1207)))
+    print(f"\nSIGKILL campaign, all seven stores: {figures}")
