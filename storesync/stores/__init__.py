@@ -353,14 +353,14 @@ def _stage(path: Path, data: bytes, mode: int, fsync: bool) -> str | None:
     return tmp
 
 
-def temp_beside(path: Path, create) -> str:
-    """A new temp name beside `path`, `.NAME.PID-N.tmp`, made by `create(name)` (which raises
-    FileExistsError for a name taken); the pid in it tells a later run whether its writer died."""
+def temp_beside(path: Path, create):
+    """(what `create(name)` returns, name) for a new temp name beside `path`, `.NAME.PID-N.tmp`;
+    `create` raises FileExistsError for a name taken. The pid tells a later run whether the
+    writer died (see `remove_dead_temps`)."""
     for attempt in range(100):
         tmp = f"{path.parent}/.{path.name}.{os.getpid()}-{attempt}.tmp"
         try:
-            create(tmp)
-            return tmp
+            return create(tmp), tmp
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name beside {path}")
@@ -368,10 +368,8 @@ def temp_beside(path: Path, create) -> str:
 
 def _create_temp(path: Path) -> tuple[int, str]:
     # What tempfile.mkstemp does, without importing tempfile (and random, shutil) on every run.
-    fds = []
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    tmp = temp_beside(path, lambda name: fds.append(os.open(name, flags, 0o600)))
-    return fds[0], tmp
+    return temp_beside(path, lambda tmp: os.open(tmp, flags, 0o600))
 
 
 def remove_dead_temps(directory: Path) -> None:

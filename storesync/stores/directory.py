@@ -191,7 +191,9 @@ class DirStore(Store):
         self.read()
         # Files first, then links, removals last (as `write` does): a restore that fails half way
         # (a full disk) leaves no link pointing at a file not written back.
-        atomic_write_many(self.path, {n: v for n, v in wanted.items() if isinstance(v, bytes)})
+        files = {n: v for n, v in wanted.items() if isinstance(v, bytes)}
+        if files:
+            atomic_write_many(self.path, files)
         for name, value in wanted.items():
             if isinstance(value, str):
                 _symlink(self.path, name, value)
@@ -207,7 +209,7 @@ def _symlink(directory: Path, name: str, target: str) -> None:
         return
     except FileExistsError:
         pass
-    tmp = temp_beside(directory / name, lambda tmp: os.symlink(target, tmp))  # unique: writers may race
+    _, tmp = temp_beside(directory / name, lambda tmp: os.symlink(target, tmp))  # unique: writers may race
     try:
         os.replace(tmp, directory / name)
     except BaseException:
