@@ -250,7 +250,9 @@ def _apply(result: Result) -> None:
             except Exception as undo:  # noqa: BLE001 - report, keep restoring the others
                 message += f"; and restoring {outcome.spec} failed too ({undo}): `storesync rollback {outcome.spec}`"
             outcome.written = False
-        result.error = f"{message}; every store was put back as it was" if result.rolled_back else message
+        everything = len(result.rolled_back) == len(done)  # else the message names those not put back
+        result.error = message + ("" if not result.rolled_back else "; every store was put back as it was"
+                                  if everything else "; the others were put back")
 
 
 def _check_written(outcome: Outcome) -> None:

@@ -158,9 +158,22 @@ def load_backup(spec: str, backup_id: str | None = None) -> tuple[str, dict[str,
         raise StoreError(f"{spec}: no backup {chosen!r}; `storesync rollback {spec} --list` shows them")
     meta = json.loads((backup_dir(spec) / f"{chosen}.json").read_text())
     snapshot: dict[str, bytes | str | None] = {}
+    base = Path(spec.partition(":")[2])
     for name, item in meta["files"].items():
+        name = _absolute(name, base)
         snapshot[name] = None if item.get("absent") else item["link"] if "link" in item else base64.b64decode(item["data"])
     return chosen, snapshot
+
+
+def _absolute(name: str, base: Path) -> str:
+    """A file name of a backup, absolute. Older backups of a hashed directory the sync named by
+    a relative path (`dir:ca`) hold names relative to the folder it ran in, which the store's
+    absolute path (`base`, from the backup's key) ends with; other names are left as they are."""
+    path = Path(name)
+    tail = path.parent.parts
+    if path.is_absolute() or not tail or base.parts[-len(tail):] != tail:
+        return name
+    return str(base / path.name)
 
 
 # --- locks ---------------------------------------------------------------------------------
@@ -190,8 +203,11 @@ def lock(name: str, timeout: float = 10.0) -> Iterator[None]:
                     holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
                     raise StoreError(f"{name} is locked by {holder}; try again when it has finished") from None
                 time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv[:3])})".encode(), 0)
+        try:  # who holds it, for the message of a waiting run; a full disk only loses the note
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv[:3])})".encode(), 0)
+        except OSError:
+            pass
         yield
     finally:
         os.close(fd)  # closing releases the lock

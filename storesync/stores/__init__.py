@@ -297,6 +297,7 @@ def atomic_write_many(directory: Path, files: dict[str, bytes], mode: int = 0o64
     staged: list[tuple[str, str]] = []
     batch = len(files) >= SYNCFS_FROM
     directory.mkdir(parents=True, exist_ok=True)
+    remove_dead_temps(directory)
     try:
         for name, data in files.items():
             tmp = _stage(directory / name, data, mode, fsync=not batch)
@@ -352,15 +353,53 @@ def _stage(path: Path, data: bytes, mode: int, fsync: bool) -> str | None:
     return tmp
 
 
-def _create_temp(path: Path) -> tuple[int, str]:
-    # What tempfile.mkstemp does, without importing tempfile (and random, shutil) on every run.
+def temp_beside(path: Path, create):
+    """(what `create(name)` returns, name) for a new temp name beside `path`, `.NAME.PID-N.tmp`;
+    `create` raises FileExistsError for a name taken. The pid tells a later run whether the
+    writer died (see `remove_dead_temps`)."""
     for attempt in range(100):
         tmp = f"{path.parent}/.{path.name}.{os.getpid()}-{attempt}.tmp"
         try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600), tmp
+            return create(tmp), tmp
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    # What tempfile.mkstemp does, without importing tempfile (and random, shutil) on every run.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return temp_beside(path, lambda tmp: os.open(tmp, flags, 0o600))
+
+
+def remove_dead_temps(directory: Path) -> None:
+    """Remove the temp files that runs killed mid-write left in `directory` (those whose
+    writer is gone); a live writer's are its own. Called by writers, under the store's lock."""
+    try:
+        listing = os.scandir(directory)
+    except OSError:
+        return
+    with listing:
+        for item in listing:
+            name = item.name
+            if not (name.startswith(".") and name.endswith(".tmp")):
+                continue
+            pid, _, attempt = name[:-4].rpartition(".")[2].partition("-")
+            if pid.isdigit() and attempt.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+                try:
+                    os.unlink(item.path)
+                except OSError:
+                    pass  # not ours to remove after all (another owner, a read-only folder)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process: alive
+    return True
 
 
 def _syncfs(directory: Path) -> bool:

@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from storesync.model import Entry, TrustSet
-from storesync.stores import Capabilities, Store, StoreSpec, stat_version, atomic_write, atomic_write_many, fsync_dir
+from storesync.stores import Capabilities, Store, StoreSpec, stat_version, atomic_write_many, fsync_dir, temp_beside
 from storesync.stores.pem import PemStore, render_entries
 
 CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der"}
@@ -174,28 +174,32 @@ class DirStore(Store):
         self._links = wanted
 
     def snapshot(self) -> dict[str, bytes | str | None]:
-        """Every file and link of the store: bytes for files, str for link targets."""
+        """Every file and link of the store: bytes for files, str for link targets. Named by
+        absolute path, as the store's backups are keyed: a rollback may run in another folder."""
         self.read()
-        shot: dict[str, bytes | str | None] = {str(self.path / n): t for n, t in self._links.items()}
+        base = self.path.absolute()
+        shot: dict[str, bytes | str | None] = {str(base / n): t for n, t in self._links.items()}
         for names in self._files.values():
             for name in names:
-                path = self.path / name
+                path = base / name
                 shot[str(path)] = os.readlink(path) if path.is_symlink() else path.read_bytes()
         return shot
 
     def restore(self, snapshot: dict[str, bytes | str | None]) -> None:
+        # By file name: `owns` has made sure every path of the snapshot is in this directory.
+        wanted = {Path(name).name: value for name, value in snapshot.items()}
         self.read()
-        current = {str(self.path / n) for n in self._links} | {
-            str(self.path / n) for names in self._files.values() for n in names
-        }
-        for name, value in snapshot.items():
-            path = Path(name)
+        # Files first, then links, removals last (as `write` does): a restore that fails half way
+        # (a full disk) leaves no link pointing at a file not written back.
+        files = {n: v for n, v in wanted.items() if isinstance(v, bytes)}
+        if files:
+            atomic_write_many(self.path, files)
+        for name, value in wanted.items():
             if isinstance(value, str):
-                _symlink(path.parent, path.name, value)
-            elif value is not None:
-                atomic_write(path, value)
-        for name in current - set(snapshot):
-            Path(name).unlink(missing_ok=True)
+                _symlink(self.path, name, value)
+        current = set(self._links) | {n for names in self._files.values() for n in names}
+        for name in current - set(wanted):
+            (self.path / name).unlink(missing_ok=True)
 
 
 def _symlink(directory: Path, name: str, target: str) -> None:
@@ -205,7 +209,9 @@ def _symlink(directory: Path, name: str, target: str) -> None:
         return
     except FileExistsError:
         pass
-    tmp = directory / f".{name}.tmp"
-    tmp.unlink(missing_ok=True)
-    os.symlink(target, tmp)
-    os.replace(tmp, directory / name)
+    _, tmp = temp_beside(directory / name, lambda tmp: os.symlink(target, tmp))  # unique: writers may race
+    try:
+        os.replace(tmp, directory / name)
+    except BaseException:
+        os.unlink(tmp)
+        raise
