@@ -97,7 +97,7 @@ def rollback(
             for b in [] if as_json else backups:
                 print(f"{b['id']}  {b['reason']}")
             return
-        with state.lock(f"store {opened.path.resolve()}"):
+        with state.store_lock(opened.path):
             backup_id, snapshot = state.load_backup(spec, to)
             strays = [path for path in snapshot if not opened.owns(path)]
             if strays:

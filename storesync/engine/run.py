@@ -97,12 +97,16 @@ def run(profile: Profile, *, dry_run: bool = False, force: bool = False,
         with ExitStack() as locks:
             locks.enter_context(state.lock(f"profile {profile.name}", lock_timeout))
             for path in sorted({str(o.store.path.resolve()) for o in result.outcomes if o.store}):
-                locks.enter_context(state.lock(f"store {path}", lock_timeout))  # same name as rollback's
+                locks.enter_context(state.store_lock(Path(path), lock_timeout))
             if profile.mode != "merge":
                 for outcome, earlier in zip(result.outcomes, unlocked.outcomes):
                     if earlier.version is not None and outcome.store and outcome.store.version() == earlier.version:
                         outcome.store, outcome.current, outcome.version = earlier.store, earlier.current, earlier.version
             merged = _prepare(profile, result, force)
+            if profile.mode != "merge":  # what the first read found (a recovery, say) is still news
+                for outcome, earlier in zip(result.outcomes, unlocked.outcomes):
+                    if outcome.store and earlier.store and outcome.store is not earlier.store:
+                        outcome.store.warnings[:0] = [w for w in earlier.store.warnings if w not in outcome.store.warnings]
             if not dry_run and not result.error:
                 _apply(result)
                 _save_baseline(profile, result, merged)

@@ -195,3 +195,22 @@ def lock(name: str, timeout: float = 10.0) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+_held_stores: set[str] = set()  # store locks this process holds
+
+
+@contextmanager
+def store_lock(path: Path, timeout: float = 10.0) -> Iterator[None]:
+    """The lock of one store (by its resolved path), as sync, rollback and a store's own
+    recovery take it. Re-entrant: a store read under a run's lock may need it again."""
+    name = f"store {Path(path).resolve()}"
+    if name in _held_stores:
+        yield
+        return
+    with lock(name, timeout):
+        _held_stores.add(name)
+        try:
+            yield
+        finally:
+            _held_stores.discard(name)
