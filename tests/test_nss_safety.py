@@ -156,3 +156,151 @@ def test_a_hot_journal_that_cannot_be_rolled_back_is_one_sentence(two_roots):
         import shutil
 
         shutil.rmtree(top)
+
+
+# --- another writer's work is never lost ---------------------------------------------------
+#
+# Each store kind with the program that owns it as the other writer and the oracle: certutil for
+# NSS, keytool for JKS, and for a PEM bundle a shell appending to it (what update scripts do).
+
+
+class Target:
+    """A store under test, the other writer that adds to it, and an oracle listing it."""
+
+    def __init__(self, kind: str, tmp_path: Path, roots: list[Path]):
+        self.kind, self.tmp = kind, tmp_path
+        if kind == "nss":
+            self.path = new_db(tmp_path / "target")
+            for n, pem in enumerate(roots):
+                certutil_add(self.path, f"root{n}", "C,,", pem)
+        elif kind == "jks":
+            need("keytool")
+            self.path = tmp_path / "target.jks"
+            for n, pem in enumerate(roots):
+                self.keytool("-importcert", "-noprompt", "-storetype", "JKS", "-alias", f"root{n}", "-file", pem)
+        else:
+            self.path = tmp_path / "target.pem"
+            self.path.write_bytes(b"".join(p.read_bytes() for p in roots))
+        self.spec = f"{kind}:{self.path}"
+
+    def keytool(self, *args, check: bool = True) -> subprocess.CompletedProcess:
+        return run("keytool", *args, "-keystore", self.path, "-storepass", "changeit", check=check)
+
+    def add(self, name: str, pem: Path) -> int:
+        """The other writer adds a certificate; its exit status."""
+        if self.kind == "nss":
+            return run("certutil", "-A", "-d", f"sql:{self.path}", "-n", name, "-t", "C,,", "-i", pem,
+                       check=False).returncode
+        if self.kind == "jks":
+            return self.keytool("-importcert", "-noprompt", "-alias", name, "-file", pem, check=False).returncode
+        return run("sh", "-c", 'cat "$1" >> "$2"', "sh", pem, self.path, check=False).returncode
+
+    def ders(self) -> set[bytes]:
+        """Every certificate the owning program sees in the store."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        if self.kind == "nss":
+            return {run("certutil", "-L", "-d", f"sql:{self.path}", "-n", nick, "-r").stdout
+                    for nick in certutil_flags(self.path)}
+        if self.kind == "jks":
+            text = self.keytool("-list", "-rfc").stdout
+        else:
+            text = self.path.read_bytes()
+        return {c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(text)}
+
+
+def der_of(pem: Path) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return x509.load_pem_x509_certificate(pem.read_bytes()).public_bytes(Encoding.DER)
+
+
+@pytest.fixture(params=["nss", "pem", "jks"])
+def target(request, tmp_path, two_roots):
+    return Target(request.param, tmp_path, two_roots)
+
+
+@pytest.fixture
+def source(tmp_path, two_roots):
+    """A bundle with the target's two roots and one more: a sync adds that one."""
+    new = PKI().ca("Safety Root Synced").write(tmp_path / "synced.pem")
+    path = tmp_path / "source.pem"
+    path.write_bytes(b"".join(p.read_bytes() for p in [*two_roots, new]))
+    return path, new
+
+
+def run_profile(state, *specs: str):
+    from storesync.config import Profile, StoreRef
+    from storesync.engine import state as state_module
+    from storesync.engine.run import run as run_engine
+
+    state_module.set_state_dir(state)
+    try:
+        return run_engine(Profile("safety", "mirror", [StoreRef(s) for s in specs]))
+    finally:
+        state_module.set_state_dir(None)
+
+
+def test_a_failed_sync_keeps_what_another_writer_added(tmp_path, state, target, source, monkeypatch):
+    """A later target fails after the other writer added to the first: the first is put back
+    as it was for what the sync changed, and keeps what the other writer added."""
+    from storesync.stores.p7b import P7bStore
+
+    src, synced = source
+    other = PKI().ca("Safety Root Other").write(tmp_path / "other.pem")
+    before = target.ders()
+    codes = []
+
+    def full_disk(self, plan):
+        codes.append(target.add("other", other))
+        raise OSError(28, "No space left on device", str(self.path))
+
+    monkeypatch.setattr(P7bStore, "write", full_disk)
+    result = run_profile(state, f"pem:{src}", target.spec, f"p7b:{tmp_path / 'out.p7b'}")
+    assert result.error and "No space left" in result.error
+    assert target.spec in result.rolled_back
+    assert codes == [0]
+    assert target.ders() == before | {der_of(other)}  # the sync's addition undone, the other's kept
+
+
+def test_a_concurrent_addition_does_not_fail_the_read_back_check(tmp_path, state, target, source, monkeypatch):
+    """The other writer adds right after storesync wrote: the check judges only what the plan touched."""
+    src, synced = source
+    other = PKI().ca("Safety Root Other").write(tmp_path / "other.pem")
+    store_class = type(__import__("storesync.stores", fromlist=["open_store"]).open_store(target.spec))
+    real_write = store_class.write
+    codes = []
+
+    def write_then_other(self, plan):
+        real_write(self, plan)
+        codes.append(target.add("other", other))
+
+    monkeypatch.setattr(store_class, "write", write_then_other)
+    before = target.ders()
+    result = run_profile(state, f"pem:{src}", target.spec)
+    assert result.error is None and not result.rolled_back
+    assert codes == [0]
+    assert target.ders() == before | {der_of(other), der_of(synced)}
+
+
+def test_an_addition_between_read_and_write_is_kept(tmp_path, state, target, source, monkeypatch):
+    """The other writer adds after storesync read the store and before it writes: the write
+    applies the plan to the store as it is then, not to what was read."""
+    src, synced = source
+    other = PKI().ca("Safety Root Other").write(tmp_path / "other.pem")
+    store_class = type(__import__("storesync.stores", fromlist=["open_store"]).open_store(target.spec))
+    real_write = store_class.write
+    codes = []
+
+    def other_then_write(self, plan):
+        codes.append(target.add("other", other))
+        real_write(self, plan)
+
+    monkeypatch.setattr(store_class, "write", other_then_write)
+    before = target.ders()
+    result = run_profile(state, f"pem:{src}", target.spec)
+    assert result.error is None and not result.rolled_back, result.error
+    assert codes == [0]
+    assert target.ders() == before | {der_of(other), der_of(synced)}

@@ -223,7 +223,7 @@ def _guard(profile: Profile, outcomes: list[Outcome]) -> None:
 
 
 def _apply(result: Result) -> None:
-    """Write every changed store; if any write or check fails, restore the ones written."""
+    """Write every changed store; if any write or check fails, undo what was written."""
     done: list[tuple[Outcome, dict]] = []
     current = None
     try:
@@ -249,19 +249,42 @@ def _apply(result: Result) -> None:
             message = f"{current.spec}: writing failed unexpectedly ({type(exc).__name__}: {exc}); please report this"
         for outcome, snapshot in reversed(done):
             try:
-                outcome.store.restore(snapshot)
+                _undo(outcome, snapshot)
                 result.rolled_back.append(outcome.spec)
-            except Exception as undo:  # noqa: BLE001 - report, keep restoring the others
-                message += f"; and restoring {outcome.spec} failed too ({undo}): `storesync rollback {outcome.spec}`"
+            except Exception as undo_error:  # noqa: BLE001 - report, keep restoring the others
+                message += f"; and putting back {outcome.spec} failed too ({undo_error}): `storesync rollback {outcome.spec}`"
             outcome.written = False
         result.error = f"{message}; every store was put back as it was" if result.rolled_back else message
 
 
+def _undo(outcome: Outcome, snapshot: dict) -> None:
+    """Put back what the plan touched, as it was, in the store as it is now: never the old
+    bytes over the store, which would remove what another program added meanwhile. Only a
+    store that cannot be read any more gets its backup's bytes back."""
+    from storesync.engine.plan import undo
+
+    store = open_store(outcome.store.spec)
+    try:
+        now = store.read()
+    except StoreError:
+        store.restore(snapshot)
+        return
+    inverse = undo(outcome.plan, now)
+    if not inverse.empty:
+        store.write(inverse)
+
+
 def _check_written(outcome: Outcome) -> None:
-    """Read the store again, fresh, and make sure it says what the plan wanted."""
+    """Read the store again, fresh, and make sure it says what the plan wanted for every
+    certificate the plan touched (another program may add or change others meanwhile)."""
+    from storesync.engine.plan import touched
+
     again = open_store(outcome.store.spec).read()
+    mine = touched(outcome.plan)
+    wanted = TrustSet(e for sha, e in outcome.plan.desired.items() if sha in mine)
+    found = TrustSet(e for sha, e in again.items() if sha in mine)
     caps = outcome.store.capabilities
-    diff = compare(outcome.plan.desired, again, caps, caps, outcome.store.purpose, outcome.store.purpose)
+    diff = compare(wanted, found, caps, caps, outcome.store.purpose, outcome.store.purpose)
     if any(diff.values()):
         raise StoreError(f"{outcome.spec}: written, but reading it back does not give the planned set")
 
