@@ -304,3 +304,79 @@ def test_an_addition_between_read_and_write_is_kept(tmp_path, state, target, sou
     assert result.error is None and not result.rolled_back, result.error
     assert codes == [0]
     assert target.ders() == before | {der_of(other), der_of(synced)}
+
+
+def campaign(tmp_path: Path, target: Target, state: Path, rounds: int, seed: int) -> dict:
+    """`rounds` syncs, each raced by the other writer adding a certificate of its own; returns
+    what happened. Nothing the other writer added with exit 0 may be lost.
+
+    The race is aimed: each round measures when the sync took its backup (it writes right after)
+    and when the other writer finished (it commits just before), and starts the next round's two
+    processes so that the other writer commits around the sync's write, give or take a jitter."""
+    import random
+
+    rng = random.Random(seed)
+    pki = PKI()
+    source = tmp_path / "campaign-source.pem"
+    # A store of a realistic size (a browser's holds ~150 roots): reading it back takes a while.
+    source.write_bytes(b"".join(pki.ca(f"Campaign Filler {n}").pem for n in range(150)))
+    filled = storesync("sync", "--mode", "add", f"pem:{source}", target.spec)
+    assert filled.returncode == 0, filled.stderr
+    added = []
+    figures = {"other_ok": 0, "other_failed": 0, "sync_ok": 0, "sync_failed": 0, "lost": 0}
+    backup_at, other_done = 0.4, (1.0 if target.kind == "jks" else 0.1)  # first guesses, seconds
+    for n in range(rounds):
+        mine = pki.ca(f"Campaign Sync {n}").write(tmp_path / f"sync{n}.pem")
+        source.write_bytes(source.read_bytes() + mine.read_bytes())
+        theirs = pki.ca(f"Campaign Other {n}").write(tmp_path / f"other{n}.pem")
+        sync = [sys.executable, "-m", "storesync", "sync", "--mode", "add", f"pem:{source}", target.spec]
+        backups = len(list(state.glob("backups/*/*.json")))
+        lead = other_done - backup_at - rng.uniform(-0.02, 0.06)  # > 0: the other writer starts first
+        times: dict = {}
+
+        def other() -> None:
+            start = time.monotonic()
+            times["code"] = target.add(f"other{n}", theirs)
+            times["other"] = time.monotonic() - start
+
+        writer = threading.Thread(target=other)
+        if lead > 0:
+            writer.start()
+            time.sleep(lead)
+        start = time.monotonic()
+        child = subprocess.Popen(sync, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if lead <= 0:
+            time.sleep(-lead)
+            writer.start()
+        while child.poll() is None and "backup" not in times:
+            if len(list(state.glob("backups/*/*.json"))) > backups:
+                times["backup"] = time.monotonic() - start
+            time.sleep(0.002)
+        out, err = child.communicate()
+        writer.join()
+        backup_at = 0.5 * backup_at + 0.5 * times.get("backup", backup_at)
+        other_done = 0.5 * other_done + 0.5 * times["other"]
+        assert "Traceback" not in err, err
+        figures["sync_ok" if child.returncode == 0 else "sync_failed"] += 1
+        figures["other_ok" if times["code"] == 0 else "other_failed"] += 1
+        if times["code"] == 0:
+            added.append(der_of(theirs))
+        present = target.ders()
+        figures["lost"] = sum(1 for d in added if d not in present)
+        assert figures["lost"] == 0, f"round {n}: {figures}; sync said {out}{err}"
+    return figures
+
+
+@pytest.mark.parametrize("kind", ["nss", "jks", "pem"])
+def test_concurrent_writers_lose_nothing(tmp_path, state, two_roots, kind):
+    figures = campaign(tmp_path, Target(kind, tmp_path, two_roots), state, rounds=8, seed=12)
+    print(kind, figures)
+    assert figures["other_ok"] >= 6  # the other writer mostly succeeds: the test did race
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["nss", "jks", "pem"])
+def test_concurrent_writers_lose_nothing_campaign(tmp_path, state, two_roots, kind):
+    figures = campaign(tmp_path, Target(kind, tmp_path, two_roots), state, rounds=50, seed=1212)
+    print(kind, figures)
+    assert figures["other_ok"] >= 40

@@ -15,6 +15,7 @@ from storesync.model import StoreError, TrustSet
 from storesync.stores import Store, open_store
 
 EXIT_OK, EXIT_PENDING, EXIT_ERROR, EXIT_HELD = 0, 1, 2, 3
+UNDO_READS = 20  # reads of a store to undo, 0.1 s apart, before its backup's bytes go back
 
 
 class Outcome:
@@ -263,12 +264,18 @@ def _undo(outcome: Outcome, snapshot: dict) -> None:
     store that cannot be read any more gets its backup's bytes back."""
     from storesync.engine.plan import undo
 
+    import time
+
     store = open_store(outcome.store.spec)
-    try:
-        now = store.read()
-    except StoreError:
-        store.restore(snapshot)
-        return
+    for attempt in range(UNDO_READS):
+        try:
+            now = store.read()
+            break
+        except StoreError:  # another program may be rewriting it in place (keytool): wait
+            if attempt == UNDO_READS - 1:
+                store.restore(snapshot)
+                return
+            time.sleep(0.1)
     inverse = undo(outcome.plan, now)
     if not inverse.empty:
         store.write(inverse)
