@@ -380,3 +380,39 @@ def test_concurrent_writers_lose_nothing_campaign(tmp_path, state, two_roots, ki
     figures = campaign(tmp_path, Target(kind, tmp_path, two_roots), state, rounds=50, seed=1212)
     print(kind, figures)
     assert figures["other_ok"] >= 40
+
+
+# --- `storesync rollback` and what others added since -------------------------------------
+
+
+def test_rollback_keeps_what_another_writer_added_since(tmp_path, state, target, source):
+    """`storesync rollback` undoes the sync, and keeps (and names) what another program added since."""
+    src, synced = source
+    before = target.ders()
+    result = storesync("sync", f"pem:{src}", target.spec)
+    assert result.returncode == 0, result.stderr
+    assert target.ders() == before | {der_of(synced)}
+    other = PKI().ca("Safety Root Added Later").write(tmp_path / "later.pem")
+    assert target.add("later", other) == 0
+
+    result = storesync("rollback", target.spec)
+    assert result.returncode == 0, result.stderr
+    assert target.ders() == before | {der_of(other)}  # the sync's addition gone, the other's kept
+    import hashlib
+
+    kept = [line for line in result.stdout.splitlines() if line.lstrip().startswith("! kept")]
+    assert len(kept) == 1 and hashlib.sha256(der_of(other)).hexdigest()[:16] in kept[0] and "added" in kept[0]
+
+    undo = storesync("rollback", target.spec)  # the rollback itself can be undone
+    assert undo.returncode == 0, undo.stderr
+    assert target.ders() == before | {der_of(synced), der_of(other)}
+
+
+def test_rollback_with_nothing_added_since_restores_the_exact_bytes(tmp_path, state, target, source):
+    src, synced = source
+    files = [target.path] if target.path.is_file() else sorted(target.path.glob("*.db"))
+    original = [f.read_bytes() for f in files]
+    assert storesync("sync", f"pem:{src}", target.spec).returncode == 0
+    result = storesync("rollback", target.spec)
+    assert result.returncode == 0, result.stderr
+    assert [f.read_bytes() for f in files] == original and "! kept" not in result.stdout

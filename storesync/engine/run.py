@@ -236,7 +236,10 @@ def _apply(result: Result) -> None:
             snapshot = outcome.store.snapshot()
             from storesync.engine import state
 
-            outcome.backup = state.save_backup(outcome.store.spec.key, snapshot, f"before sync of {result.profile}")
+            from storesync.engine.plan import touched
+
+            outcome.backup = state.save_backup(outcome.store.spec.key, snapshot, f"before sync of {result.profile}",
+                                               touched(plan))
             done.append((outcome, snapshot))
             outcome.store.write(plan)
             outcome.written = True
@@ -279,6 +282,43 @@ def _undo(outcome: Outcome, snapshot: dict) -> None:
     inverse = undo(outcome.plan, now)
     if not inverse.empty:
         store.write(inverse)
+
+
+def rollback(store: Store, backup_id: str | None = None) -> dict:
+    """`storesync rollback`: put the certificates storesync changed since a backup back as the
+    backup has them. When nobody else changed the store since, that is the backup's exact bytes;
+    otherwise what other programs added or changed stays, and is listed in "kept"."""
+    from storesync.engine import state
+    from storesync.engine.plan import Plan, retarget, touched
+
+    spec = store.spec.key
+    with state.store_lock(store.path):
+        backup_id, snapshot = state.load_backup(spec, backup_id)
+        strays = [path for path in snapshot if not store.owns(path)]
+        if strays:
+            raise StoreError(f"{spec}: backup {backup_id} names files outside the store ({strays[0]}); not restored")
+        mine = state.touched_since(spec, backup_id)  # None: an older version's backup, which does not say
+        try:
+            then, now = store.snapshot_trust(snapshot), store.read()
+        except StoreError:
+            then = now = None  # a store (or backup) that cannot be read: only its bytes can go back
+        plan, kept, changed = None, [], None
+        if then is not None:
+            changed = {sha for sha in {*then, *now}
+                       if sha not in then or sha not in now or then[sha].trust_key() != now[sha].trust_key()}
+            theirs = changed - mine if mine is not None else set()
+            if theirs:
+                plan = retarget(Plan(str(store.spec), now, now), now, {sha: then.get(sha) for sha in mine})
+                changed = touched(plan)
+                kept = [f"{(now.get(sha) or then[sha]).display_label}  {sha[:16]}: "
+                        f"{'added' if sha not in then else 'removed' if sha not in now else 'changed'} "
+                        "since the backup by another program" for sha in sorted(theirs)]
+        undo = state.save_backup(spec, store.snapshot(), f"before rollback to {backup_id}", changed)
+        if plan is None:
+            store.restore(snapshot)
+        elif not plan.empty:
+            store.write(plan)
+    return {"store": spec, "restored": backup_id, "undo": undo, "kept": kept}
 
 
 def _check_written(outcome: Outcome) -> None:

@@ -234,6 +234,29 @@ class Store:
         places = {self.path.absolute(), self.path.resolve()}
         return Path(path) in places or Path(path).parent in places
 
+    def snapshot_trust(self, snapshot: dict[str, bytes | str | None]) -> TrustSet:
+        """What a backup says: its files put in a temporary folder and read as a store of this
+        kind with these options. Raises StoreError when the backup is not a readable store."""
+        import shutil
+        import tempfile
+
+        if all(value is None for value in snapshot.values()):
+            return TrustSet()  # the store did not exist
+        top = Path(tempfile.mkdtemp(prefix="storesync-backup-"))
+        try:
+            path = top
+            for name, value in snapshot.items():
+                dest = top / Path(name).name
+                if Path(name) in {self.path.absolute(), self.path.resolve()}:
+                    path = dest  # the store is this one file
+                if isinstance(value, str):
+                    os.symlink(value, dest)
+                elif value is not None:
+                    dest.write_bytes(value)
+            return type(self)(StoreSpec(self.spec.kind, path, self.spec.options, self.spec.defaults)).read()
+        finally:
+            shutil.rmtree(top, ignore_errors=True)
+
     def restore(self, snapshot: dict[str, bytes | None]) -> None:
         for name, data in snapshot.items():
             path = Path(name)
