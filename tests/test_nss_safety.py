@@ -416,3 +416,16 @@ def test_rollback_with_nothing_added_since_restores_the_exact_bytes(tmp_path, st
     result = storesync("rollback", target.spec)
     assert result.returncode == 0, result.stderr
     assert [f.read_bytes() for f in files] == original and "! kept" not in result.stdout
+
+
+def test_the_daemon_recovers_a_hot_journal_and_says_so(tmp_path, state, two_roots):
+    db = hot_db(tmp_path, two_roots)
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(b"".join(p.read_bytes() for p in two_roots))
+    config = tmp_path / "s.toml"
+    config.write_text(f'[profile.p]\nmode = "mirror"\nsource = "pem:{bundle}"\ntargets = ["nss:{db}"]\n')
+    result = subprocess.run([sys.executable, "-m", "storesync", "daemon", "--once", "--config", config],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "cert9.db-journal" in result.stderr and "interrupted" in result.stderr
+    assert certutil_flags(db) == {"root0": "C,,", "root1": "C,,"}
