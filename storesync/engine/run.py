@@ -235,7 +235,6 @@ def _apply(result: Result) -> None:
             current = outcome
             snapshot = outcome.store.snapshot()
             from storesync.engine import state
-
             from storesync.engine.plan import touched
 
             outcome.backup = state.save_backup(outcome.store.spec.key, snapshot, f"before sync of {result.profile}",
@@ -265,9 +264,9 @@ def _undo(outcome: Outcome, snapshot: dict) -> None:
     """Put back what the plan touched, as it was, in the store as it is now: never the old
     bytes over the store, which would remove what another program added meanwhile. Only a
     store that cannot be read any more gets its backup's bytes back."""
-    from storesync.engine.plan import undo
-
     import time
+
+    from storesync.engine.plan import undo
 
     store = open_store(outcome.store.spec)
     for attempt in range(UNDO_READS):

@@ -218,20 +218,22 @@ def lock(name: str, timeout: float = 10.0) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-_held_stores: set[str] = set()  # store locks this process holds
+_held_stores: set[tuple[str, int]] = set()  # (store lock, thread) this process holds
 
 
 @contextmanager
 def store_lock(path: Path, timeout: float = 10.0) -> Iterator[None]:
     """The lock of one store (by its resolved path), as sync, rollback and a store's own
-    recovery take it. Re-entrant: a store read under a run's lock may need it again."""
-    name = f"store {Path(path).resolve()}"
-    if name in _held_stores:
+    recovery take it. Re-entrant within a thread: a store read under a run's lock may need it."""
+    import _thread
+
+    held = (f"store {Path(path).resolve()}", _thread.get_ident())
+    if held in _held_stores:
         yield
         return
-    with lock(name, timeout):
-        _held_stores.add(name)
+    with lock(held[0], timeout):
+        _held_stores.add(held)
         try:
             yield
         finally:
-            _held_stores.discard(name)
+            _held_stores.discard(held)
