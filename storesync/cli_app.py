@@ -80,7 +80,7 @@ def rollback(
     state_dir: Optional[Path] = STATE_DIR,
     as_json: bool = JSON,
 ) -> None:
-    """Put a store back exactly as it was before storesync changed it."""
+    """Put back what storesync changed in a store since a backup (what others added since stays)."""
     from storesync.engine import state
     from storesync.stores import open_store
 
@@ -97,19 +97,19 @@ def rollback(
             for b in [] if as_json else backups:
                 print(f"{b['id']}  {b['reason']}")
             return
-        with state.lock(f"store {opened.path.resolve()}"):
-            backup_id, snapshot = state.load_backup(spec, to)
-            strays = [path for path in snapshot if not opened.owns(path)]
-            if strays:
-                raise StoreError(f"{spec}: backup {backup_id} names files outside the store ({strays[0]}); not restored")
-            undo = state.save_backup(spec, opened.snapshot(), f"before rollback to {backup_id}")
-            opened.restore(snapshot)
+        from storesync.engine.run import rollback as roll_back
+
+        done = roll_back(opened, to)
     except StoreError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"{store}: cannot put it back ({exc.strerror or exc}, {exc.filename or store}); nothing more was changed")
     if as_json:
-        print(json.dumps({"store": spec, "restored": backup_id, "undo": undo}))
-    else:
-        print(f"{spec}: restored backup {backup_id} (the state before it is kept as {undo})")
+        print(json.dumps(done))
+        return
+    print(f"{done['store']}: restored backup {done['restored']} (the state before it is kept as {done['undo']})")
+    for what in done["kept"]:
+        print(f"  ! kept {what}")
 
 
 

@@ -135,6 +135,7 @@ class Track:
     triggers: set[str] = field(default_factory=set)  # specs whose files changed
     next_rescan: float | None = None
     reported: set[str] = field(default_factory=set)  # problems already logged (held back, errors)
+    warned: set[str] = field(default_factory=set)  # the stores' warnings of the last run, said once
     status: dict = field(default_factory=dict)
     runs: int = 0
 
@@ -317,6 +318,10 @@ class Daemon:
                 written.append(outcome)
         if result.error:
             problems[f"error {result.error}"] = ("error", f"profile {name}: {result.error}", {"event": "error"})
+        warnings = {w for o in result.outcomes if o.store for w in o.store.warnings}
+        for warning in sorted(warnings - track.warned):  # e.g. a killed writer's journal rolled back
+            self.log("warning", f"profile {name}: {warning}", event="store-warning", profile=name)
+        track.warned = warnings
 
         origin = changed_in(result) if written else []
         for outcome in written:

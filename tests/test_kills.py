@@ -398,7 +398,6 @@ def test_two_writers_replacing_one_hash_link_never_fail(tmp_path):
 
 # --- the SIGKILL campaign ------------------------------------------------------------------------
 
-NSS_HOT_JOURNAL = "hot journal: issue 12 defect 1, branch nss-safety"
 
 
 def links_complete(capath: Path) -> bool:
@@ -524,7 +523,6 @@ def test_sigkill_campaign_small_file_stores(pki, tmp_path):
     print(f"\nSIGKILL campaign, file stores (default run): {figures}")
 
 
-@pytest.mark.xfail(strict=False, reason=NSS_HOT_JOURNAL)
 def test_sigkill_campaign_small_nss(pki, tmp_path):
     figures = campaign(pki, tmp_path, ["pem", "nss"], kills=20, oracle_every=5, seed=13)
     print(f"\nSIGKILL campaign, NSS (default run): {figures}")
@@ -538,7 +536,6 @@ def test_sigkill_campaign_file_stores(pki, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=NSS_HOT_JOURNAL)
 def test_sigkill_campaign_all_seven_stores(pki, tmp_path):
     figures = campaign(pki, tmp_path, list(CAMPAIGN_KINDS), kills=int(os.environ.get("STORESYNC_KILLS", 300)),
                        oracle_every=5, seed=int(os.environ.get("STORESYNC_KILL_SEED", 1207)))

@@ -210,6 +210,44 @@ def make_plan(
     return plan
 
 
+def touched(plan: Plan) -> set[str]:
+    """The certificates a plan adds, removes or changes: all a write may touch, and all the
+    read-back check and an undo look at (what others change meanwhile is theirs)."""
+    return {e.sha256 for e in (*plan.adds, *plan.removals, *(after for _, after in plan.changes))}
+
+
+def retarget(plan: Plan, now: TrustSet, wanted: dict[str, Entry | None]) -> Plan:
+    """A plan for the store as it is `now`: each certificate of `wanted` brought to that entry
+    (None: absent), every other one left exactly as it is now, whoever put it there."""
+    new = Plan(plan.store, now, TrustSet(), losses=plan.losses, held_back=plan.held_back)
+    desired = dict(now.items())
+    for sha, want in wanted.items():
+        have = now.get(sha)
+        if want is None:
+            if have is not None:
+                new.removals.append(have)
+                del desired[sha]
+        elif have is None:
+            new.adds.append(want)
+            desired[sha] = want
+        elif have.trust_key() != want.trust_key():
+            new.changes.append((have, want))
+            desired[sha] = want
+    new.desired = TrustSet(desired.values())
+    return new
+
+
+def rebase(plan: Plan, now: TrustSet) -> Plan:
+    """The plan's changes, applied to the store as it is now (another program wrote it since)."""
+    return retarget(plan, now, {sha: plan.desired.get(sha) for sha in touched(plan)})
+
+
+def undo(plan: Plan, now: TrustSet) -> Plan:
+    """What puts back the certificates the plan touched as they were before it, leaving all
+    others as they are now: a rollback never removes what another program added since."""
+    return retarget(plan, now, {sha: plan.current.get(sha) for sha in touched(plan)})
+
+
 def _distrust_builtins(plan: Plan, desired: dict[str, Entry], builtins: set[str] | frozenset[str]) -> None:
     """A root the store's users trust through a built-in module is not removed by deleting the
     store's copy: the removal is written as a distrust record instead."""

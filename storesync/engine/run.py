@@ -15,6 +15,7 @@ from storesync.model import StoreError, TrustSet
 from storesync.stores import Store, open_store
 
 EXIT_OK, EXIT_PENDING, EXIT_ERROR, EXIT_HELD = 0, 1, 2, 3
+UNDO_READS = 20  # reads of a store to undo, 0.1 s apart, before its backup's bytes go back
 
 
 class Outcome:
@@ -97,12 +98,16 @@ def run(profile: Profile, *, dry_run: bool = False, force: bool = False,
         with ExitStack() as locks:
             locks.enter_context(state.lock(f"profile {profile.name}", lock_timeout))
             for path in sorted({str(o.store.path.resolve()) for o in result.outcomes if o.store}):
-                locks.enter_context(state.lock(f"store {path}", lock_timeout))  # same name as rollback's
+                locks.enter_context(state.store_lock(Path(path), lock_timeout))
             if profile.mode != "merge":
                 for outcome, earlier in zip(result.outcomes, unlocked.outcomes):
                     if earlier.version is not None and outcome.store and outcome.store.version() == earlier.version:
                         outcome.store, outcome.current, outcome.version = earlier.store, earlier.current, earlier.version
             merged = _prepare(profile, result, force)
+            if profile.mode != "merge":  # what the first read found (a recovery, say) is still news
+                for outcome, earlier in zip(result.outcomes, unlocked.outcomes):
+                    if outcome.store and earlier.store and outcome.store is not earlier.store:
+                        outcome.store.warnings[:0] = [w for w in earlier.store.warnings if w not in outcome.store.warnings]
             if not dry_run and not result.error:
                 _apply(result)
                 _save_baseline(profile, result, merged)
@@ -219,7 +224,7 @@ def _guard(profile: Profile, outcomes: list[Outcome]) -> None:
 
 
 def _apply(result: Result) -> None:
-    """Write every changed store; if any write or check fails, restore the ones written."""
+    """Write every changed store; if any write or check fails, undo what was written."""
     done: list[tuple[Outcome, dict]] = []
     current = None
     try:
@@ -230,8 +235,10 @@ def _apply(result: Result) -> None:
             current = outcome
             snapshot = outcome.store.snapshot()
             from storesync.engine import state
+            from storesync.engine.plan import touched
 
-            outcome.backup = state.save_backup(outcome.store.spec.key, snapshot, f"before sync of {result.profile}")
+            outcome.backup = state.save_backup(outcome.store.spec.key, snapshot, f"before sync of {result.profile}",
+                                               touched(plan))
             done.append((outcome, snapshot))
             outcome.store.write(plan)
             outcome.written = True
@@ -245,21 +252,87 @@ def _apply(result: Result) -> None:
             message = f"{current.spec}: writing failed unexpectedly ({type(exc).__name__}: {exc}); please report this"
         for outcome, snapshot in reversed(done):
             try:
-                outcome.store.restore(snapshot)
+                _undo(outcome, snapshot)
                 result.rolled_back.append(outcome.spec)
-            except Exception as undo:  # noqa: BLE001 - report, keep restoring the others
-                message += f"; and restoring {outcome.spec} failed too ({undo}): `storesync rollback {outcome.spec}`"
+            except Exception as undo_error:  # noqa: BLE001 - report, keep restoring the others
+                message += f"; and putting back {outcome.spec} failed too ({undo_error}): `storesync rollback {outcome.spec}`"
             outcome.written = False
         everything = len(result.rolled_back) == len(done)  # else the message names those not put back
         result.error = message + ("" if not result.rolled_back else "; every store was put back as it was"
                                   if everything else "; the others were put back")
 
 
+def _undo(outcome: Outcome, snapshot: dict) -> None:
+    """Put back what the plan touched, as it was, in the store as it is now: never the old
+    bytes over the store, which would remove what another program added meanwhile. Only a
+    store that cannot be read any more gets its backup's bytes back."""
+    import time
+
+    from storesync.engine.plan import undo
+
+    store = open_store(outcome.store.spec)
+    for attempt in range(UNDO_READS):
+        try:
+            now = store.read()
+            break
+        except StoreError:  # another program may be rewriting it in place (keytool): wait
+            if attempt == UNDO_READS - 1:
+                store.restore(snapshot)
+                return
+            time.sleep(0.1)
+    inverse = undo(outcome.plan, now)
+    if not inverse.empty:
+        store.write(inverse)
+
+
+def rollback(store: Store, backup_id: str | None = None) -> dict:
+    """`storesync rollback`: put the certificates storesync changed since a backup back as the
+    backup has them. When nobody else changed the store since, that is the backup's exact bytes;
+    otherwise what other programs added or changed stays, and is listed in "kept"."""
+    from storesync.engine import state
+    from storesync.engine.plan import Plan, retarget, touched
+
+    spec = store.spec.key
+    with state.store_lock(store.path):
+        backup_id, snapshot = state.load_backup(spec, backup_id)
+        strays = [path for path in snapshot if not store.owns(path)]
+        if strays:
+            raise StoreError(f"{spec}: backup {backup_id} names files outside the store ({strays[0]}); not restored")
+        mine = state.touched_since(spec, backup_id)  # None: an older version's backup, which does not say
+        try:
+            then, now = store.snapshot_trust(snapshot), store.read()
+        except StoreError:
+            then = now = None  # a store (or backup) that cannot be read: only its bytes can go back
+        plan, kept, changed = None, [], None
+        if then is not None:
+            changed = {sha for sha in {*then, *now}
+                       if sha not in then or sha not in now or then[sha].trust_key() != now[sha].trust_key()}
+            theirs = changed - mine if mine is not None else set()
+            if theirs:
+                plan = retarget(Plan(str(store.spec), now, now), now, {sha: then.get(sha) for sha in mine})
+                changed = touched(plan)
+                kept = [f"{(now.get(sha) or then[sha]).display_label}  {sha[:16]}: "
+                        f"{'added' if sha not in then else 'removed' if sha not in now else 'changed'} "
+                        "since the backup by another program" for sha in sorted(theirs)]
+        undo = state.save_backup(spec, store.snapshot(), f"before rollback to {backup_id}", changed)
+        if plan is None:
+            store.restore(snapshot)
+        elif not plan.empty:
+            store.write(plan)
+    return {"store": spec, "restored": backup_id, "undo": undo, "kept": kept}
+
+
 def _check_written(outcome: Outcome) -> None:
-    """Read the store again, fresh, and make sure it says what the plan wanted."""
+    """Read the store again, fresh, and make sure it says what the plan wanted for every
+    certificate the plan touched (another program may add or change others meanwhile)."""
+    from storesync.engine.plan import touched
+
     again = open_store(outcome.store.spec).read()
+    mine = touched(outcome.plan)
+    wanted = TrustSet(e for sha, e in outcome.plan.desired.items() if sha in mine)
+    found = TrustSet(e for sha, e in again.items() if sha in mine)
     caps = outcome.store.capabilities
-    diff = compare(outcome.plan.desired, again, caps, caps, outcome.store.purpose, outcome.store.purpose)
+    diff = compare(wanted, found, caps, caps, outcome.store.purpose, outcome.store.purpose)
     if any(diff.values()):
         raise StoreError(f"{outcome.spec}: written, but reading it back does not give the planned set")
 

@@ -106,16 +106,18 @@ def backup_dir(spec: str) -> Path:
     return state_dir() / "backups" / _key(spec)
 
 
-def save_backup(spec: str, snapshot: dict[str, bytes | str | None], reason: str) -> str:
-    """Keep `snapshot` (path -> bytes, link target, or None = absent); returns the backup id."""
+def save_backup(spec: str, snapshot: dict[str, bytes | str | None], reason: str,
+                touched: set[str] | None = None) -> str:
+    """Keep `snapshot` (path -> bytes, link target, or None = absent) and the SHA-256s of the
+    certificates the change that follows touches (None: unknown); returns the backup id."""
     try:
-        return _save_backup(spec, snapshot, reason)
+        return _save_backup(spec, snapshot, reason, touched)
     except OSError as exc:
         raise StoreError(f"{spec}: cannot keep a backup in {backup_dir(spec)} ({exc.strerror}), so it was "
                          "not changed; choose a state dir with --state-dir") from None
 
 
-def _save_backup(spec: str, snapshot: dict[str, bytes | str | None], reason: str) -> str:
+def _save_backup(spec: str, snapshot: dict[str, bytes | str | None], reason: str, touched: set[str] | None = None) -> str:
     root = backup_dir(spec)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
@@ -129,6 +131,8 @@ def _save_backup(spec: str, snapshot: dict[str, bytes | str | None], reason: str
         else:
             files[path] = {"data": base64.b64encode(value).decode()}
     meta = {"id": backup_id, "spec": spec, "created": stamp, "reason": reason, "files": files}
+    if touched is not None:
+        meta["touched"] = sorted(touched)
     atomic_write(root / f"{backup_id}.json", json.dumps(meta).encode(), mode=0o600)
     for old in list_backups(spec)[BACKUPS_KEPT:]:
         (root / f"{old['id']}.json").unlink(missing_ok=True)
@@ -176,6 +180,23 @@ def _absolute(name: str, base: Path) -> str:
     return str(base / path.name)
 
 
+def touched_since(spec: str, backup_id: str) -> set[str] | None:
+    """The certificates storesync changed in a store since a backup was taken (the changes that
+    followed it and every later backup); None when a backup does not say (an older version's)."""
+    touched: set[str] = set()
+    for backup in list_backups(spec):
+        if backup["id"] < backup_id:
+            continue
+        try:
+            listed = json.loads((backup_dir(spec) / f"{backup['id']}.json").read_text()).get("touched")
+        except (OSError, ValueError):
+            return None
+        if not isinstance(listed, list):
+            return None
+        touched.update(str(sha) for sha in listed)
+    return touched
+
+
 # --- locks ---------------------------------------------------------------------------------
 
 
@@ -211,3 +232,24 @@ def lock(name: str, timeout: float = 10.0) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+_held_stores: set[tuple[str, int]] = set()  # (store lock, thread) this process holds
+
+
+@contextmanager
+def store_lock(path: Path, timeout: float = 10.0) -> Iterator[None]:
+    """The lock of one store (by its resolved path), as sync, rollback and a store's own
+    recovery take it. Re-entrant within a thread: a store read under a run's lock may need it."""
+    import _thread
+
+    held = (f"store {Path(path).resolve()}", _thread.get_ident())
+    if held in _held_stores:
+        yield
+        return
+    with lock(held[0], timeout):
+        _held_stores.add(held)
+        try:
+            yield
+        finally:
+            _held_stores.discard(held)

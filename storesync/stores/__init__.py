@@ -234,6 +234,29 @@ class Store:
         places = {self.path.absolute(), self.path.resolve()}
         return Path(path) in places or Path(path).parent in places
 
+    def snapshot_trust(self, snapshot: dict[str, bytes | str | None]) -> TrustSet:
+        """What a backup says: its files put in a temporary folder and read as a store of this
+        kind with these options. Raises StoreError when the backup is not a readable store."""
+        import shutil
+        import tempfile
+
+        if all(value is None for value in snapshot.values()):
+            return TrustSet()  # the store did not exist
+        top = Path(tempfile.mkdtemp(prefix="storesync-backup-"))
+        try:
+            path = top
+            for name, value in snapshot.items():
+                dest = top / Path(name).name
+                if Path(name) in {self.path.absolute(), self.path.resolve()}:
+                    path = dest  # the store is this one file
+                if isinstance(value, str):
+                    os.symlink(value, dest)
+                elif value is not None:
+                    dest.write_bytes(value)
+            return type(self)(StoreSpec(self.spec.kind, path, self.spec.options, self.spec.defaults)).read()
+        finally:
+            shutil.rmtree(top, ignore_errors=True)
+
     def restore(self, snapshot: dict[str, bytes | None]) -> None:
         for name, data in snapshot.items():
             path = Path(name)
@@ -247,13 +270,38 @@ class FileStore(Store):
     """A store that is one file: subclasses turn bytes into a trust set and back."""
 
     def read(self) -> TrustSet:
-        data = self.current_bytes()
+        data = self._read_bytes = self.current_bytes()
         if data is None:
             return TrustSet()  # a target not created yet
         return self.parse(data)
 
     def write(self, plan: "Plan") -> None:
-        atomic_write(self.path.resolve(), self.render(plan))
+        """The plan applied to the file as it is when written: if another program changed it
+        since it was read, the plan is rebased onto what it holds now (its additions stay),
+        and the file is replaced only if it still holds the bytes the new ones were made from."""
+        import time
+
+        path = self.path.resolve()
+        base = self.__dict__.get("_read_bytes", False)  # False: never read, the plan is for what is there
+        for attempt in range(CAS_ATTEMPTS):
+            data = self.current_bytes()
+            try:
+                if base is not False and data != base:
+                    from storesync.engine.plan import rebase
+
+                    plan = rebase(plan, self.parse(data) if data is not None else TrustSet())
+                base = data
+                out = self.render(plan)
+            except StoreError:
+                if self.current_bytes() == data:
+                    raise
+                out = None  # caught mid-write by another program: read it again
+            if out is not None and replace_if_unchanged(path, data, out):
+                self._read_bytes = out
+                return
+            time.sleep(0.01 * (attempt + 1))
+        raise self.error("kept changing while storesync wrote it (another program writing it too?); "
+                         "nothing was written: run the sync again")
 
     def version(self) -> object:
         return stat_version(self.path)  # a write replaces the file: a new inode
@@ -283,6 +331,64 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, sync_dir: bool = Tr
     A caller writing many files in one directory uses `atomic_write_many` instead.
     """
     return bool(atomic_write_many(path.parent, {path.name: data}, mode, sync_dir))
+
+
+CAS_ATTEMPTS = 20  # rewrites of a file another program keeps changing before giving up
+
+
+def replace_if_unchanged(path: Path, expected: bytes | None, data: bytes, mode: int = 0o644) -> bool:
+    """`atomic_write`, only if `path` still holds `expected` (None: does not exist); False, and
+    nothing changed, if another program wrote it. A program that rewrites the file in place
+    (keytool does) just as it is replaced wrote into the replaced file: its bytes are put back
+    and False returned, so the caller starts again from them."""
+    tmp = _stage(path, data, mode, fsync=True)
+    if tmp is None:
+        return True  # it holds these bytes already
+    try:
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            if expected is not None:
+                return False
+            try:
+                os.link(tmp, path)  # unlike a rename, never replaces a file created meanwhile
+            except FileExistsError:
+                return False
+            except OSError:  # a filesystem without hard links: a rename it is
+                os.replace(tmp, path)
+                tmp = None
+            fsync_dir(path.parent)
+            return True
+        try:
+            before = os.fstat(fd)
+            if _read_fd(fd) != expected:
+                return False
+            os.replace(tmp, path)
+            tmp = None
+            fsync_dir(path.parent)
+            after = os.fstat(fd)
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                import time
+
+                time.sleep(0.05)  # let it finish writing
+                atomic_write(path, _read_fd(fd), mode)
+                return False
+            return True
+        finally:
+            os.close(fd)
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks, offset = [], 0
+    while True:
+        chunk = os.pread(fd, 1 << 20, offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
 
 
 #: From this many files on, one syncfs (one journal flush) replaces an fsync per file.

@@ -501,11 +501,45 @@ class NssStore(Store):
                 raise self.error("the password in the password file is wrong for this database", self.key_db)
         return keys
 
+    # -- a write killed mid-transaction
+
+    def _recover(self) -> None:
+        """Roll back what a killed writer left half-done (a hot `-journal`): a read-only open cannot,
+        and fails from then on, as NSS does. A read-write open rolls it back; under the store's lock,
+        so no storesync run writes meanwhile. Either file may have one: both roll back alone safely,
+        since a writer commits key4.db's signatures before cert9.db's objects."""
+        hot = [p for p in (self.cert_db, self.key_db) if _hot(p)]
+        if not hot:
+            return
+        from storesync.engine import state
+
+        with state.store_lock(self.path):
+            for path in hot:
+                if not _hot(path):
+                    continue  # another process rolled it back meanwhile
+                try:
+                    conn = self._connect(path, readonly=False)
+                    try:
+                        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the first read rolls back
+                    finally:
+                        conn.close()
+                except sqlite3.DatabaseError as exc:
+                    raise self.error(
+                        f"a write to {path.name} was interrupted (a killed program left {path.name}-journal) and "
+                        f"rolling it back failed ({exc}); run storesync once as a user who may write {self.path}",
+                        path,
+                    ) from None
+                self.warnings.append(
+                    f"{path}: a write to it was interrupted (a killed program left {path.name}-journal); "
+                    "rolled back under the store's lock: the database is as it was before that write"
+                )
+
     # -- read
 
     def read(self) -> TrustSet:
         self._check_layout()
         self.warnings, self.skew = [], []
+        self._recover()
         try:
             conn = self._connect(self.cert_db, readonly=True)
             try:
@@ -788,6 +822,7 @@ class NssStore(Store):
         result: dict[str, bytes | None] = {}
         if not self.cert_db.exists():
             return {str(p): None for p in self._files()}
+        self._recover()  # a backup of a half-written database would keep the half-written write
         for attempt in range(ATTEMPTS):
             try:
                 cert_conn = self._connect(self.cert_db, readonly=True)
@@ -888,6 +923,27 @@ def _quote(path: Path) -> str:
     from urllib.parse import quote
 
     return quote(str(path.resolve()))
+
+
+SQLITE_READONLY_ROLLBACK = 776
+
+
+def _hot(path: Path) -> bool:
+    """Does `path` have a hot journal (one a read-only open cannot roll back)? A live writer's
+    journal is not hot: the writer holds its lock, and readers go on reading the old pages."""
+    if not Path(f"{path}-journal").exists():
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{_quote(path)}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as exc:
+        return getattr(exc, "sqlite_errorcode", None) == SQLITE_READONLY_ROLLBACK or "readonly" in str(exc)
+    except sqlite3.DatabaseError:
+        return False  # not a database: read() says so
+    return False
 
 
 def _with_retries(fn, store: Store):
