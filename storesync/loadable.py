@@ -36,7 +36,7 @@ def refusal(cert, reader: str) -> str | None:
 def _refusal(cert, reader: str) -> str | None:
     problem = outline_error(cert.der)
     if problem or reader == CRYPT32:
-        return problem and f"not a certificate ({problem})"
+        return problem and f"damaged: not a certificate ({problem})"
     if not openssl_loads(cert.der):
         return "damaged: OpenSSL cannot decode it"
     if reader == OPENSSL:
@@ -45,15 +45,28 @@ def _refusal(cert, reader: str) -> str | None:
 
 
 def outline_error(data: bytes) -> str | None:
-    """A certificate's outline: SEQUENCE { TBSCertificate, AlgorithmIdentifier, BIT STRING }."""
+    """A certificate's outline: SEQUENCE { TBSCertificate, AlgorithmIdentifier, BIT STRING },
+    well-formed all through (crypt32 decodes every field of it), with times for validity."""
     try:
-        parts = list(der.read_all(data).children())
+        certificate = der.read_all(data)
+        parts = list(certificate.children())
         if len(parts) != 3 or [p.tag for p in parts] != [der.SEQUENCE, der.SEQUENCE, 0x03]:
             return "its outline is not SEQUENCE { tbs, algorithm, signature }"
-        der.cert_fields(data)
+        validity = list(der.read_all(der.cert_fields(data).validity).children())
+        if [v.tag in (0x17, 0x18) for v in validity] != [True, True]:
+            return "its validity is not two times"
+        _walk(certificate, 0)
     except der.DERError as exc:
         return str(exc)
     return None
+
+
+def _walk(element: der.TLV, depth: int) -> None:
+    if depth > 32:
+        raise der.DERError("nested too deep")
+    if element.tag & 0x20:  # constructed: its content is elements
+        for child in element.children():
+            _walk(child, depth + 1)
 
 
 _d2i = None
