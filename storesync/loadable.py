@@ -4,13 +4,15 @@ certificate goes only into stores whose readers load it (see `refusal`).
 
 Readers, as a store kind declares them (`Store.reader`):
 
-- `crypt32` (sst, reg): Windows is lenient and keeps bytes; it needs a certificate's outline.
+- `crypt32` (sst, reg): Windows is lenient and keeps bytes; it needs a certificate's outline,
+  well-formed all through (it decodes every field, not what is inside names and extensions).
 - `openssl` (pem, dir, p7b): what OpenSSL's `d2i_X509` accepts, asked of the system's libcrypto
   itself (it takes BER-ish quirks of real roots that `cryptography` refuses).
 - `java` (jks, p12), `nss`: OpenSSL's verdict, and what Java checks beyond it: the two signature
   algorithm fields agree, the public key decodes, and the rest parses (`cryptography`), except for
   the DER quirks of real roots that Java and NSS read (an encoded DEFAULT, a bad DisplayText).
 
+A self-signed root whose own signature fails is never an anchor (`bad_self_signature`).
 Kept out of the one-shot path until a sync adds something: libcrypto is loaded on first use.
 """
 
@@ -34,19 +36,19 @@ def refusal(cert, reader: str) -> str | None:
 
 
 def _refusal(cert, reader: str) -> str | None:
-    problem = outline_error(cert.der)
+    problem = outline_error(cert.der, deep=reader == CRYPT32)  # deeper down, d2i_X509 is the judge
     if problem or reader == CRYPT32:
         return problem and f"damaged: not a certificate ({problem})"
-    if not openssl_loads(cert.der):
+    if not openssl_loads(cert):
         return "damaged: OpenSSL cannot decode it"
     if reader == OPENSSL:
         return None
     return _java_refusal(cert)
 
 
-def outline_error(data: bytes) -> str | None:
+def outline_error(data: bytes, deep: bool = True) -> str | None:
     """A certificate's outline: SEQUENCE { TBSCertificate, AlgorithmIdentifier, BIT STRING },
-    well-formed all through (crypt32 decodes every field of it), with times for validity."""
+    with times for validity and, if `deep`, well-formed all through (crypt32 decodes every field)."""
     try:
         certificate = der.read_all(data)
         parts = list(certificate.children())
@@ -55,7 +57,8 @@ def outline_error(data: bytes) -> str | None:
         validity = list(der.read_all(der.cert_fields(data).validity).children())
         if [v.tag in (0x17, 0x18) for v in validity] != [True, True]:
             return "its validity is not two times"
-        _walk(certificate, 0)
+        if deep:
+            _walk(certificate, 0)
     except der.DERError as exc:
         return str(exc)
     return None
@@ -69,46 +72,75 @@ def _walk(element: der.TLV, depth: int) -> None:
             _walk(child, depth + 1)
 
 
-_d2i = None
+_libcrypto = None
 
 
-def openssl_loads(data: bytes) -> bool:
-    """OpenSSL's own answer: `d2i_X509` takes all of `data`. Without a libcrypto to ask,
-    `cryptography`'s parse stands in (it refuses more, never less, in practice)."""
-    global _d2i
-    if _d2i is None:
-        _d2i = _load_d2i() or False
-    if not _d2i:
-        from storesync.model import Certificate
-
-        return Certificate(data).x509 is not None
-    return _d2i(data)
+def openssl_loads(cert) -> bool:
+    """OpenSSL's own answer: `d2i_X509` takes all of the certificate. Without a libcrypto to ask
+    (a statically linked Python), `cryptography`'s parse stands in (it refuses more, never less)."""
+    return _verdict(cert) is not None if _openssl() is not None else cert.x509 is not None
 
 
-def _load_d2i():
+def _verdict(cert) -> int | None:
+    """libcrypto's `examine` of a certificate, once: a self-signed one has its signature checked
+    in the same decode."""
+    if "_openssl" not in cert.__dict__:
+        cert.__dict__["_openssl"] = _openssl().examine(cert.der, _self_signed(cert))
+    return cert.__dict__["_openssl"]
+
+
+def _openssl():
+    """The system's libcrypto with `examine(der, verify)`: None if d2i_X509 refuses `der`, else
+    X509_verify against its own key when asked (1 verifies, 0 fails, -1 unsupported algorithm,
+    as md2), else 1."""
+    global _libcrypto
+    if _libcrypto is None:
+        _libcrypto = _load_libcrypto() or False
+    return _libcrypto or None
+
+
+def _load_libcrypto():
     import ctypes
-    import ctypes.util
 
-    try:
-        lib = ctypes.CDLL(ctypes.util.find_library("crypto") or "libcrypto.so.3")
-        d2i, free = lib.d2i_X509, lib.X509_free
-    except (OSError, AttributeError):
+    lib = None
+    for name in ("libcrypto.so.3", "libcrypto.3.dylib", None):  # None: ask ctypes.util (it runs ldconfig: slow)
+        try:
+            if name is None:
+                import ctypes.util
+
+                name = ctypes.util.find_library("crypto")
+            lib = ctypes.CDLL(name) if name else None
+            d2i, free, key, verify, clear = lib.d2i_X509, lib.X509_free, lib.X509_get0_pubkey, lib.X509_verify, lib.ERR_clear_error
+            break
+        except (OSError, AttributeError):
+            lib = None
+    if lib is None:
         return None
-    d2i.restype, d2i.argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_long]
-    free.restype, free.argtypes = None, [ctypes.c_void_p]
-    lib.ERR_clear_error.restype, lib.ERR_clear_error.argtypes = None, []
+    pointer_type = ctypes.c_void_p
+    d2i.restype, d2i.argtypes = pointer_type, [pointer_type, ctypes.POINTER(ctypes.c_char_p), ctypes.c_long]
+    free.restype, free.argtypes = None, [pointer_type]
+    key.restype, key.argtypes = pointer_type, [pointer_type]
+    verify.restype, verify.argtypes = ctypes.c_int, [pointer_type, pointer_type]
+    clear.restype, clear.argtypes = None, []
 
-    def loads(data: bytes) -> bool:
-        pointer = ctypes.c_char_p(data)
-        start = ctypes.cast(pointer, ctypes.c_void_p).value
-        x509 = d2i(None, ctypes.byref(pointer), len(data))
-        lib.ERR_clear_error()  # leave no error queued for Python's ssl to trip over
-        if not x509:
-            return False
-        free(x509)
-        return ctypes.cast(pointer, ctypes.c_void_p).value - start == len(data)  # no trailing bytes
+    def examine(data: bytes, check_signature: bool) -> int | None:
+        cursor = ctypes.c_char_p(data)
+        start = ctypes.cast(cursor, pointer_type).value
+        x509 = d2i(None, ctypes.byref(cursor), len(data))
+        try:
+            if not x509 or ctypes.cast(cursor, pointer_type).value - start != len(data):  # no trailing bytes
+                return None
+            if not check_signature:
+                return 1
+            public_key = key(x509)
+            return verify(x509, public_key) if public_key else -1
+        finally:
+            if x509:
+                free(x509)
+            clear()  # leave no error queued for Python's ssl to trip over
 
-    return loads
+    lib.examine = examine
+    return lib
 
 
 def _java_refusal(cert) -> str | None:
@@ -135,17 +167,30 @@ def _java_refusal(cert) -> str | None:
 
 
 def bad_self_signature(cert) -> bool:
-    """A self-signed certificate whose signature fails with an algorithm `cryptography` supports
-    (md2/md5 roots of old Windows lists are not judged: unsupported is not failed)."""
+    """A self-signed certificate whose signature fails with an algorithm OpenSSL supports (md5
+    and sha1 roots are checked; md2 roots of old Windows lists are not judged: unsupported is not
+    failed). Without a libcrypto, `cryptography` judges (it supports no md5 or sha1)."""
+    if "_bad_signature" not in cert.__dict__:
+        cert.__dict__["_bad_signature"] = _self_signed(cert) and _signature_fails(cert)
+    return cert.__dict__["_bad_signature"]
+
+
+def _self_signed(cert) -> bool:
     try:
         fields = cert.fields
     except der.DERError:
         return False
-    if fields.issuer != fields.subject or cert.x509 is None:
+    if fields.issuer != fields.subject:
         return False
     extensions = der.extensions(fields) or {}
     ski, aki = extensions.get("2.5.29.14"), extensions.get("2.5.29.35")
-    if ski and aki and ski[2:] not in aki:  # self-issued by another key (a key rollover): not self-signed
+    return not (ski and aki and ski[2:] not in aki)  # else self-issued by another key (a key rollover)
+
+
+def _signature_fails(cert) -> bool:
+    if _openssl() is not None:
+        return _verdict(cert) == 0
+    if cert.x509 is None:
         return False
     from cryptography.exceptions import InvalidSignature
 

@@ -147,21 +147,51 @@ def test_a_non_certificate_in_an_sst_source_reaches_no_target(tmp_path, pki):
     assert again.returncode == 0, again.stderr
 
 
-def test_a_self_signed_root_whose_signature_fails_is_refused(tmp_path, pki):
+def sha1_root(system_bundle) -> bytes:
+    """A system root signed with SHA-1 (cryptography cannot verify those; OpenSSL can)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    for block in system_bundle.read_bytes().split(b"-----END CERTIFICATE-----\n")[:-1]:
+        cert = x509.load_pem_x509_certificate(block + b"-----END CERTIFICATE-----\n")
+        if cert.signature_algorithm_oid.dotted_string == "1.2.840.113549.1.1.5":
+            return cert.public_bytes(Encoding.DER)
+    pytest.skip("no SHA-1 root in the system bundle")
+
+
+def test_a_self_signed_root_whose_signature_fails_is_refused(tmp_path, pki, system_bundle):
     good, forged = pki.ca("Signed Good"), broken_signature(pki.ca("Signed Forged").der)
-    (tmp_path / "forged.pem").write_bytes(pem_of(forged))
-    check = run("openssl", "verify", "-check_ss_sig", "-CAfile", tmp_path / "forged.pem", tmp_path / "forged.pem", check=False)
-    assert check.returncode and b"signature" in check.stdout + check.stderr  # loads, but does not verify
+    forged_sha1 = broken_signature(sha1_root(system_bundle))
+    for n, der_bytes in enumerate((forged, forged_sha1)):
+        (tmp_path / f"forged{n}.pem").write_bytes(pem_of(der_bytes))
+        check = run("openssl", "verify", "-check_ss_sig", "-CAfile", tmp_path / f"forged{n}.pem",
+                    tmp_path / f"forged{n}.pem", check=False)
+        assert check.returncode and b"signature" in check.stdout + check.stderr  # loads, but does not verify
     source = tmp_path / "source.pem"
-    source.write_bytes(good.pem + pem_of(forged))
+    source.write_bytes(good.pem + pem_of(forged) + pem_of(forged_sha1))
     targets = targets_in(tmp_path, ("pem", "jks", "nss"))
 
     result = storesync("sync", f"pem:{source}", *(spec(k, p) for k, p in targets.items()))
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("! Signed Forged: a self-signed root whose signature does not verify") == 3, result.stdout
+    assert result.stdout.count("a self-signed root whose signature does not verify") == 6, result.stdout
     for kind, path in targets.items():
         assert loaded_by_owner(kind, path) == 1, kind
+
+
+def test_without_a_libcrypto_cryptography_judges(monkeypatch, pki, system_bundle):
+    """A Python linked statically with OpenSSL has no libcrypto to ask: cryptography stands in,
+    refusing what it cannot parse and judging the signatures it supports."""
+    from storesync import loadable
+    from storesync.model import Certificate
+
+    monkeypatch.setattr(loadable, "_libcrypto", False)
+    good = Certificate(pki.ca("Fallback Good").der)
+    assert loadable.refusal(good, "openssl") is None and not loadable.bad_self_signature(good)
+    assert loadable.openssl_loads(good) and not loadable.openssl_loads(Certificate(retagged_validity(good.der)))
+    assert loadable.bad_self_signature(Certificate(broken_signature(pki.ca("Fallback Forged").der)))
+    assert not loadable.bad_self_signature(Certificate(broken_signature(sha1_root(system_bundle))))  # unsupported
 
 
 @vectors
