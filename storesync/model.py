@@ -65,6 +65,7 @@ _STRING_CODECS = {  # ASN.1 string tag -> codec OpenSSL uses to turn it into UTF
     0x1C: "utf-32-be",  # UniversalString
     0x1E: "utf-16-be",  # BMPString
 }
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _SPACE = b" \t\n\v\f\r"
 _SPACES = re.compile(b"[%s]+" % _SPACE)
 _SHORT_NAMES = {
@@ -203,7 +204,7 @@ class Certificate:
         for wanted in ("CN", "OU", "O"):
             for key, value in attributes:
                 if key == wanted and value.strip():
-                    return value.strip()
+                    return _CONTROL.sub("?", value.strip())  # a NUL ends an NSS nickname; ESC reaches terminals
         return self.sha256[:16]
 
     @property

@@ -289,3 +289,19 @@ def test_a_profile_with_an_empty_source_or_store_is_refused(tmp_path, pki):
     allowed = storesync("sync", "--config", config, "--force", "--profile", "mirror")
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert target.read_bytes() == b""
+
+
+def test_control_characters_of_a_name_never_reach_a_label(tmp_path, pki):
+    """Found by the sync campaign: a NUL in a damaged CN became an NSS nickname no certutil -n
+    can name (and an escape sequence would reach the terminal through the plan)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    odd = pki.ca(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Ctl\x00Root\x1b[31m")]))
+    source, db, bundle = tmp_path / "source.pem", new_nss(tmp_path / "db"), tmp_path / "out.pem"
+    source.write_bytes(odd.pem)
+    result = storesync("sync", f"pem:{source}", f"nss:{db}", f"pem:{bundle}?comments=yes")
+    assert result.returncode == 0, result.stderr
+    assert "\x00" not in result.stdout and "\x1b" not in result.stdout
+    assert run("certutil", "-L", "-d", f"sql:{db}", "-n", "Ctl?Root?[31m", "-a", check=False).returncode == 0
+    assert bundle.read_bytes().startswith(b"# Ctl?Root?[31m\n-----BEGIN CERTIFICATE-----")
