@@ -50,7 +50,7 @@ QUICK_FORMS: dict[str, tuple[list[str], dict[str, tuple[str, type]]]] = {
     "sync": (["source?", "*targets"], {
         "--profile": ("profile", str), "--config": ("config", Path), "--state-dir": ("state_dir", Path),
         "--mode": ("mode", str), "--purpose": ("purpose", str), "--dry-run": ("dry_run", bool),
-        "--force": ("force", bool), **_JSON, **_PASSWORD_FILE,
+        "--force": ("force", bool), "--allow-empty": ("allow_empty", bool), **_JSON, **_PASSWORD_FILE,
     }),
 }
 
@@ -107,14 +107,14 @@ def fail(message: str) -> NoReturn:
 
 def open_and_read(spec: str, password_file: Optional[Path]):
     """Open an existing store and read it; every expected failure becomes one sentence and exit 2."""
-    from storesync.stores import open_store
+    from storesync.stores import open_store, read_store
 
     defaults = {"password-file": str(password_file)} if password_file else {}
     try:
         store = open_store(spec, defaults)
         if not store.exists():
             raise store.error("does not exist")
-        trust_set = store.read()
+        trust_set = read_store(store)
     except StoreError as exc:
         fail(str(exc))
     except PermissionError as exc:
@@ -214,7 +214,7 @@ def diff(store_a: str, store_b: str, as_json: bool = False, password_file: Optio
 def sync(source: Optional[str] = None, targets: Optional[list[str]] = None, profile: Optional[str] = None,
          config: Optional[Path] = None, state_dir: Optional[Path] = None, mode: str = "mirror",
          purpose: str = "server-auth", dry_run: bool = False, force: bool = False, as_json: bool = False,
-         password_file: Optional[Path] = None) -> NoReturn:
+         password_file: Optional[Path] = None, allow_empty: bool = False) -> NoReturn:
     from storesync.config import Profile, StoreRef, load_config
     from storesync.engine import run, state
 
@@ -236,7 +236,7 @@ def sync(source: Optional[str] = None, targets: Optional[list[str]] = None, prof
             where = loaded.path or "no config file found"
             fail(f"no profile {profile!r} in {where}" if profile else f"no profiles to run ({where}); "
                  "name a SOURCE and TARGETs, or write a config file (see the README)")
-    results = [run.run(p, dry_run=dry_run, force=force, defaults=defaults) for p in profiles]
+    results = [run.run(p, dry_run=dry_run, force=force, defaults=defaults, allow_empty=allow_empty) for p in profiles]
     if as_json:
         data = [r.to_json() for r in results]
         print_json(data[0] if source is not None else data)

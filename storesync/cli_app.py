@@ -66,10 +66,14 @@ def sync(
     force: bool = typer.Option(False, "--force", help="Apply changes a guard would hold back."),
     as_json: bool = JSON,
     password_file: Optional[Path] = PASSWORD_FILE,
+    allow_empty: bool = typer.Option(
+        False, "--allow-empty", help="An empty source (or merge store) is meant: let it empty the others (with --force)."
+    ),
 ) -> None:
     """Make each TARGET agree with SOURCE, or run the profiles of the config file."""
     cli.sync(source=source, targets=targets or None, profile=profile, config=config, state_dir=state_dir, mode=mode,
-             purpose=purpose, dry_run=dry_run, force=force, as_json=as_json, password_file=password_file)
+             purpose=purpose, dry_run=dry_run, force=force, as_json=as_json, password_file=password_file,
+             allow_empty=allow_empty)
 
 
 @app.command()

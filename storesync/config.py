@@ -12,7 +12,7 @@
 A store is a spec string, or a table with `spec` and store options (`password-file`,
 `links`, `format`, `purpose`, `role`, ...). Profile keys: `purposes` (keep only anchors for
 these), `ca_only` (default true), `drop_expired` (default false), `max_removal_share`
-(default 0.10), `allow_escalation` (default false), `debounce_ms` and `rescan_s` (daemon).
+(default 0.10), `allow_escalation` (default false), `allow_empty` (default false), `debounce_ms` and `rescan_s` (daemon).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from storesync.model import PURPOSES, Record, StoreError
 MODES = ("mirror", "add", "merge")
 PROFILE_KEYS = {
     "mode", "source", "targets", "stores", "purposes", "ca_only", "drop_expired",
-    "max_removal_share", "allow_escalation", "debounce_ms", "rescan_s",
+    "max_removal_share", "allow_escalation", "allow_empty", "allow-empty", "debounce_ms", "rescan_s",
 }
 
 
@@ -46,17 +46,18 @@ class StoreRef(Record):
 
 class Profile(Record):
     __slots__ = ("name", "mode", "stores", "purposes", "ca_only", "drop_expired", "max_removal_share",
-                 "allow_escalation", "debounce_ms", "rescan_s")
+                 "allow_escalation", "allow_empty", "debounce_ms", "rescan_s")
     __hash__ = None  # type: ignore[assignment]
 
     def __init__(self, name: str, mode: str, stores: list[StoreRef], purposes: tuple[str, ...] = (),
                  ca_only: bool = True, drop_expired: bool = False, max_removal_share: float = 0.10,
-                 allow_escalation: bool = False, debounce_ms: int = 250, rescan_s: int = 600):
+                 allow_escalation: bool = False, debounce_ms: int = 250, rescan_s: int = 600, allow_empty: bool = False):
         self.name, self.mode = name, mode
         self.stores = stores  # mirror: the source first, then the targets
         self.purposes, self.ca_only, self.drop_expired = purposes, ca_only, drop_expired
         self.max_removal_share, self.allow_escalation = max_removal_share, allow_escalation
         self.debounce_ms, self.rescan_s = debounce_ms, rescan_s
+        self.allow_empty = allow_empty  # an empty source (merge: an emptied store) may empty the others
 
     @property
     def source(self) -> StoreRef | None:
@@ -183,7 +184,7 @@ def _profile(name: str, table: dict, error_at) -> Profile:
     share = table.get("max_removal_share", 0.10)
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
         raise error(f"profile {name!r}: max_removal_share must be a number from 0 to 1", "max_removal_share")
-    for key in ("ca_only", "drop_expired", "allow_escalation"):
+    for key in ("ca_only", "drop_expired", "allow_escalation", "allow_empty", "allow-empty"):
         if not isinstance(table.get(key, False), bool):
             raise error(f"profile {name!r}: {key} must be true or false", key)
     for key in ("debounce_ms", "rescan_s"):
@@ -195,6 +196,7 @@ def _profile(name: str, table: dict, error_at) -> Profile:
         ca_only=table.get("ca_only", True), drop_expired=table.get("drop_expired", False),
         max_removal_share=float(share), allow_escalation=table.get("allow_escalation", False),
         debounce_ms=table.get("debounce_ms", 250), rescan_s=table.get("rescan_s", 600),
+        allow_empty=table.get("allow_empty", table.get("allow-empty", False)),
     )
 
 

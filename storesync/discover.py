@@ -166,7 +166,7 @@ def discover_nss(home_list: list[tuple[Path, bool]] | None = None, *, system: bo
                  count: bool = True) -> list[NssDatabase]:
     """The NSS databases of this machine, each with owner and (when `count`) its anchor count."""
     from storesync.model import DISTRUSTED, TRUSTED, StoreError
-    from storesync.stores import StoreSpec
+    from storesync.stores import StoreSpec, read_store
     from storesync.stores.nss import NssStore
 
     result = []
@@ -179,7 +179,7 @@ def discover_nss(home_list: list[tuple[Path, bool]] | None = None, *, system: bo
         elif count:
             store = NssStore(StoreSpec("nss", path))  # not re-parsed: a "?" in a path is a path
             try:
-                trust_set = store.read()
+                trust_set = read_store(store)
             except StoreError as exc:
                 db.error = str(exc)
             else:

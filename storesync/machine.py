@@ -184,7 +184,7 @@ class Summary:
 
 def summarize(found: Found, at: datetime, soon_days: int, options: dict[str, str] | None = None) -> Summary:
     from storesync.model import StoreError
-    from storesync.stores import open_store
+    from storesync.stores import open_store, read_store
 
     summary = Summary(found)
     try:
@@ -193,7 +193,7 @@ def summarize(found: Found, at: datetime, soon_days: int, options: dict[str, str
         summary.owner = owner_of(store.path)
         if not store.exists():
             raise store.error("does not exist (yet)")
-        summary.trust_set = store.read()
+        summary.trust_set = read_store(store)
         summary.warnings = list(store.warnings)
     except StoreError as exc:
         summary.error = str(exc)

@@ -65,6 +65,7 @@ _STRING_CODECS = {  # ASN.1 string tag -> codec OpenSSL uses to turn it into UTF
     0x1C: "utf-32-be",  # UniversalString
     0x1E: "utf-16-be",  # BMPString
 }
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _SPACE = b" \t\n\v\f\r"
 _SPACES = re.compile(b"[%s]+" % _SPACE)
 _SHORT_NAMES = {
@@ -88,8 +89,10 @@ def _name_rdns(name_tlv: bytes) -> list[list[tuple[str, der.TLV]]]:
     for rdn in der.read_all(name_tlv).children():
         attributes = []
         for attribute in rdn.children():
-            oid, value = list(attribute.children())[:2]
-            attributes.append((der.decode_oid(oid.value), value))
+            parts = list(attribute.children())
+            if len(parts) < 2 or parts[0].tag != der.OID:
+                raise der.DERError("a name attribute is not a (type, value) pair")
+            attributes.append((der.decode_oid(parts[0].value), parts[1]))
         rdns.append(attributes)
     return rdns
 
@@ -186,7 +189,10 @@ class Certificate:
                 return self.x509.subject.rfc4514_string()
             except Exception:  # noqa: BLE001
                 pass
-        return ",".join(f"{k}={v}" for k, v in reversed(name_attributes(self.fields.subject)))
+        try:
+            return ",".join(f"{k}={v}" for k, v in reversed(name_attributes(self.fields.subject)))
+        except der.DERError:
+            return ""  # not even a certificate's outline: a printer shows it by its fingerprint
 
     @cached_property
     def default_label(self) -> str:
@@ -198,7 +204,7 @@ class Certificate:
         for wanted in ("CN", "OU", "O"):
             for key, value in attributes:
                 if key == wanted and value.strip():
-                    return value.strip()
+                    return _CONTROL.sub("?", value.strip())  # a NUL ends an NSS nickname; ESC reaches terminals
         return self.sha256[:16]
 
     @property

@@ -501,9 +501,10 @@ def test_once_reconciles_every_profile_and_exits_with_the_worst_code(pki, root, 
     assert result.returncode == 0, result.stderr
     assert agree(f"pem:{a}", f"pem:{b}") and "wrote pem:" in result.stderr
 
-    # a truncated source would empty its target: held back (3); an unreadable store: error (2)
+    # a truncated source (an empty one is refused: exit 2) would replace its target: held back (3);
+    # an unreadable store: error (2)
     c.write_bytes(bundle(*(pki.ca(f"Once {n}") for n in range(3))))
-    (tmp_path / "truncated.pem").write_bytes(b"")
+    (tmp_path / "truncated.pem").write_bytes(pki.ca("Once stray").pem)
     config.write_text(config.read_text() + f'\n[profile.held]\nmode = "mirror"\nsource = "pem:{tmp_path}/truncated.pem"\n'
                                            f'targets = ["pem:{c}"]\n')
     result = subprocess.run([sys.executable, "-m", "storesync", "daemon", "--once", "--config", config],

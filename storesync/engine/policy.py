@@ -82,3 +82,35 @@ def label_new_entries(plan: Plan, template: str | None, store) -> None:
         renamed[entry.sha256] = entry.replace(label=label)
     plan.adds = [renamed[e.sha256] for e in plan.adds]
     plan.desired = TrustSet(renamed.get(sha, e) for sha, e in plan.desired.items())
+
+
+def refuse_unloadable(plan: Plan, reader: str) -> None:
+    """A certificate is written into a store only if the programs reading that store load it
+    (one damaged certificate makes OpenSSL or keytool refuse the whole file), and a self-signed
+    root whose signature fails never becomes an anchor. Refusals are losses, never silent."""
+    from storesync import loadable
+
+    refused = {}
+    for entry in plan.adds:  # a certificate the store holds already is not spread by a change
+        why = loadable.refusal(entry.cert, reader)
+        if why is not None:
+            refused[entry.sha256] = f"{why}: left out, {loadable.NAMES[reader]} would not load it"
+    for entry in [*plan.adds, *(after for before, after in plan.changes)]:
+        if entry.sha256 not in refused and entry.trusted_purposes and loadable.bad_self_signature(entry.cert):
+            refused[entry.sha256] = "a self-signed root whose signature does not verify: refused as an anchor"
+    for entry in [*plan.adds, *(after for before, after in plan.changes)]:
+        if entry.sha256 in refused:
+            plan.losses.append(Loss(entry, refused[entry.sha256]))
+    if refused:
+        _drop(plan, refused)
+
+
+def _drop(plan: Plan, refused) -> None:
+    """Take refused adds and trust changes out of a plan: an add is not made, a change leaves
+    the store's entry as it is."""
+    plan.adds = [e for e in plan.adds if e.sha256 not in refused]
+    kept_before = {before.sha256: before for before, after in plan.changes if after.sha256 in refused}
+    plan.changes = [(b, a) for b, a in plan.changes if a.sha256 not in refused]
+    plan.desired = TrustSet(
+        kept_before.get(e.sha256, e) for e in plan.desired.values() if e.sha256 not in refused or e.sha256 in kept_before
+    )

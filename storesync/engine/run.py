@@ -12,10 +12,12 @@ from storesync.config import Profile, StoreRef
 from storesync.engine import policy
 from storesync.engine.plan import ADD, MIRROR, Plan, Scope, compare, lift, make_plan
 from storesync.model import StoreError, TrustSet
-from storesync.stores import Store, open_store
+from storesync.stores import Store, open_store, read_store
 
 EXIT_OK, EXIT_PENDING, EXIT_ERROR, EXIT_HELD = 0, 1, 2, 3
 UNDO_READS = 20  # reads of a store to undo, 0.1 s apart, before its backup's bytes go back
+_EMPTY = ("an empty store is never a policy, so it empties nothing (if emptying the others is meant, "
+          "say so with --allow-empty, or allow_empty = true in the profile)")
 
 
 class Outcome:
@@ -78,14 +80,15 @@ class Result:
 
 
 def run(profile: Profile, *, dry_run: bool = False, force: bool = False,
-        defaults: dict[str, str] | None = None, lock_timeout: float = 10.0) -> Result:
+        defaults: dict[str, str] | None = None, lock_timeout: float = 10.0, allow_empty: bool = False) -> Result:
+    allow_empty = allow_empty or profile.allow_empty
     if profile.mode != "merge":
         # Reading needs no lock, and most runs find nothing to do: plan first without locks
         # (nor the state dir), and take them only to write, reading again under them what
         # changed since (every storesync write changes a store's version).
         unlocked = _new_result(profile, dry_run, defaults)
         try:
-            _prepare(profile, unlocked, force)
+            _prepare(profile, unlocked, force, allow_empty)
         except StoreError as exc:
             unlocked.error = str(exc)
         if dry_run or unlocked.error or not any(o.plan and not o.plan.empty and not o.plan.held_back
@@ -103,7 +106,7 @@ def run(profile: Profile, *, dry_run: bool = False, force: bool = False,
                 for outcome, earlier in zip(result.outcomes, unlocked.outcomes):
                     if earlier.version is not None and outcome.store and outcome.store.version() == earlier.version:
                         outcome.store, outcome.current, outcome.version = earlier.store, earlier.current, earlier.version
-            merged = _prepare(profile, result, force)
+            merged = _prepare(profile, result, force, allow_empty)
             if profile.mode != "merge":  # what the first read found (a recovery, say) is still news
                 for outcome, earlier in zip(result.outcomes, unlocked.outcomes):
                     if outcome.store and earlier.store and outcome.store is not earlier.store:
@@ -139,14 +142,14 @@ def _open(ref: StoreRef, role: str, defaults: dict[str, str]) -> Outcome:
 def _read(outcome: Outcome) -> None:
     try:
         outcome.version = outcome.store.version()  # before reading: a change while reading shows
-        outcome.current = outcome.store.read()
+        outcome.current = read_store(outcome.store)
     except StoreError as exc:
         outcome.error = str(exc)
     except OSError as exc:
         outcome.error = f"{outcome.spec}: cannot read it ({exc.strerror or exc})"
 
 
-def _prepare(profile: Profile, result: Result, force: bool):
+def _prepare(profile: Profile, result: Result, force: bool, allow_empty: bool = False):
     """Read every store and plan every target (and guard); returns a merge's result, if any."""
     for outcome in result.outcomes:
         if outcome.store is not None and outcome.current is None:
@@ -162,6 +165,11 @@ def _prepare(profile: Profile, result: Result, force: bool):
                 if not o.store.exists():
                     o.current, o.error = None, f"{o.spec}: does not exist any more; restore it, or delete the baseline {state.baseline_path(profile.name)} to start afresh"
             readable = [o for o in readable if o.current is not None]
+        for o in readable if baseline and not allow_empty else ():  # emptied since: not a removal of everything
+            if not o.current:
+                o.current, o.error = None, (f"{o.spec}: is empty, while the last agreed set holds {len(baseline)} "
+                                            f"certificates; {_EMPTY}")
+        readable = [o for o in readable if o.current is not None]
         views = [View(o.spec, o.current, o.store.capabilities, o.store.purpose,
                       may_escalate=profile.allow_escalation or _may_escalate(o, readable)) for o in readable]
         merged = merge(baseline, views, admit=(lambda e: e.cert.is_ca) if profile.ca_only else (lambda e: True))
@@ -182,6 +190,9 @@ def _prepare(profile: Profile, result: Result, force: bool):
         if source.current is None:
             result.error = f"source unreadable, nothing written: {source.error}"
             source.error = None
+            return None
+        if not source.current and profile.mode == MIRROR and not allow_empty:
+            result.error = f"{source.spec}: is empty; {_EMPTY}"
             return None
         caps, purpose = source.store.capabilities, source.store.purpose
         wanted, scope = lift(source.current, caps, purpose), Scope.of(caps, purpose, profile.purposes)
@@ -209,6 +220,7 @@ def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope
                      purpose=store.purpose, scope=scope, builtins=store.builtin_anchors())
     if profile.ca_only:
         policy.refuse_non_ca(plan)
+    policy.refuse_unloadable(plan, store.reader)
     policy.label_new_entries(plan, store.option("label-template"), store.spec)
     return plan
 
@@ -273,7 +285,7 @@ def _undo(outcome: Outcome, snapshot: dict) -> None:
     store = open_store(outcome.store.spec)
     for attempt in range(UNDO_READS):
         try:
-            now = store.read()
+            now = read_store(store)
             break
         except StoreError:  # another program may be rewriting it in place (keytool): wait
             if attempt == UNDO_READS - 1:
@@ -300,7 +312,7 @@ def rollback(store: Store, backup_id: str | None = None) -> dict:
             raise StoreError(f"{spec}: backup {backup_id} names files outside the store ({strays[0]}); not restored")
         mine = state.touched_since(spec, backup_id)  # None: an older version's backup, which does not say
         try:
-            then, now = store.snapshot_trust(snapshot), store.read()
+            then, now = store.snapshot_trust(snapshot), read_store(store)
         except StoreError:
             then = now = None  # a store (or backup) that cannot be read: only its bytes can go back
         plan, kept, changed = None, [], None
@@ -327,7 +339,7 @@ def _check_written(outcome: Outcome) -> None:
     certificate the plan touched (another program may add or change others meanwhile)."""
     from storesync.engine.plan import touched
 
-    again = open_store(outcome.store.spec).read()
+    again = read_store(open_store(outcome.store.spec))
     mine = touched(outcome.plan)
     wanted = TrustSet(e for sha, e in outcome.plan.desired.items() if sha in mine)
     found = TrustSet(e for sha, e in again.items() if sha in mine)

@@ -158,11 +158,23 @@ def open_store(spec: "StoreSpec | str", defaults: dict[str, str] | None = None) 
     return store_class(spec.kind)(spec)
 
 
+def read_store(store: "Store") -> TrustSet:
+    """`store.read()`, where a parser tripping over damaged bytes is one sentence, never a traceback."""
+    try:
+        return store.read()
+    except (StoreError, OSError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the bytes, the person gets a sentence
+        raise store.error(f"cannot be read, its content is damaged ({type(exc).__name__}: {exc}); nothing was "
+                          "read from it: restore it (storesync rollback) or regenerate it") from None
+
+
 class Store:
     """One concrete place that holds trust. Subclasses implement read and write."""
 
     kind: str  # set by each kind
     capabilities: Capabilities = Capabilities()
+    reader = "openssl"  # which programs read it: what they cannot load is not written (storesync.loadable)
 
     def __init__(self, spec: StoreSpec):
         self.spec = spec

@@ -267,6 +267,7 @@ def trusted_record(alias: str, cert_der: bytes, timestamp: int = FIXED_TIMESTAMP
 
 class JksStore(FileStore):
     kind = "jks"
+    reader = "java"
     capabilities = _CAPS
 
     def _load(self, data: bytes) -> tuple[int, list[JksRecord], str]:

@@ -418,6 +418,7 @@ class CertObject:
 
 class NssStore(Store):
     kind = "nss"
+    reader = "nss"
     capabilities = Capabilities(purposes=True, distrust=True, distrust_after=True, labels=True)
 
     def __init__(self, spec):

@@ -618,6 +618,7 @@ def render_pfx(content_infos: list[bytes], mac: tuple[str, int, bytes] | None) -
 
 class P12Store(FileStore):
     kind = "p12"
+    reader = "java"
     capabilities = _CAPS
 
     def _load(self, data: bytes) -> Pfx:

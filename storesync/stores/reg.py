@@ -341,6 +341,7 @@ def state_after_import(reg: RegFile) -> list[CertKey]:
 
 class RegStore(FileStore):
     kind = "reg"
+    reader = "crypt32"
     capabilities = _CAPS
 
     def __init__(self, spec):

@@ -1,0 +1,203 @@
+"""Would the programs that read a store load this certificate? A damaged certificate written into
+a bundle or a keystore makes OpenSSL, Python's `ssl` or keytool refuse the *whole* file, so a
+certificate goes only into stores whose readers load it (see `refusal`).
+
+Readers, as a store kind declares them (`Store.reader`):
+
+- `crypt32` (sst, reg): Windows is lenient and keeps bytes; it needs a certificate's outline,
+  well-formed all through (it decodes every field, not what is inside names and extensions).
+- `openssl` (pem, dir, p7b): what OpenSSL's `d2i_X509` accepts, asked of the system's libcrypto
+  itself (it takes BER-ish quirks of real roots that `cryptography` refuses).
+- `java` (jks, p12), `nss`: OpenSSL's verdict, and what Java checks beyond it: the two signature
+  algorithm fields agree, the public key decodes, and the rest parses (`cryptography`), except for
+  the DER quirks of real roots that Java and NSS read (an encoded DEFAULT, a bad DisplayText).
+
+A self-signed root whose own signature fails is never an anchor (`bad_self_signature`).
+Kept out of the one-shot path until a sync adds something: libcrypto is loaded on first use.
+"""
+
+from __future__ import annotations
+
+from storesync import der
+
+CRYPT32, OPENSSL, JAVA, NSS = "crypt32", "openssl", "java", "nss"
+NAMES = {CRYPT32: "Windows", OPENSSL: "OpenSSL", JAVA: "Java's keytool", NSS: "NSS"}
+_RSA, _EC = "1.2.840.113549.1.1.1", "1.2.840.10045.2.1"
+#: cryptography's refusals that are DER strictness about real roots which Java and NSS read.
+_TOLERATED = ("EncodedDefault", "DisplayText::VisibleString")
+
+
+def refusal(cert, reader: str) -> str | None:
+    """Why the programs of `reader` would not load `cert` (None: they would)."""
+    cache = cert.__dict__.setdefault("_refusals", {})
+    if reader not in cache:
+        cache[reader] = _refusal(cert, reader)
+    return cache[reader]
+
+
+def _refusal(cert, reader: str) -> str | None:
+    problem = outline_error(cert.der, deep=reader == CRYPT32)  # deeper down, d2i_X509 is the judge
+    if problem or reader == CRYPT32:
+        return problem and f"damaged: not a certificate ({problem})"
+    if not openssl_loads(cert):
+        return "damaged: OpenSSL cannot decode it"
+    if reader == OPENSSL:
+        return None
+    return _java_refusal(cert)
+
+
+def outline_error(data: bytes, deep: bool = True) -> str | None:
+    """A certificate's outline: SEQUENCE { TBSCertificate, AlgorithmIdentifier, BIT STRING },
+    with times for validity and, if `deep`, well-formed all through (crypt32 decodes every field)."""
+    try:
+        certificate = der.read_all(data)
+        parts = list(certificate.children())
+        if len(parts) != 3 or [p.tag for p in parts] != [der.SEQUENCE, der.SEQUENCE, 0x03]:
+            return "its outline is not SEQUENCE { tbs, algorithm, signature }"
+        validity = list(der.read_all(der.cert_fields(data).validity).children())
+        if [v.tag in (0x17, 0x18) for v in validity] != [True, True]:
+            return "its validity is not two times"
+        if deep:
+            _walk(certificate, 0)
+    except der.DERError as exc:
+        return str(exc)
+    return None
+
+
+def _walk(element: der.TLV, depth: int) -> None:
+    if depth > 32:
+        raise der.DERError("nested too deep")
+    if element.tag & 0x20:  # constructed: its content is elements
+        for child in element.children():
+            _walk(child, depth + 1)
+
+
+_libcrypto = None
+
+
+def openssl_loads(cert) -> bool:
+    """OpenSSL's own answer: `d2i_X509` takes all of the certificate. Without a libcrypto to ask
+    (a statically linked Python), `cryptography`'s parse stands in (it refuses more, never less)."""
+    return _verdict(cert) is not None if _openssl() is not None else cert.x509 is not None
+
+
+def _verdict(cert) -> int | None:
+    """libcrypto's `examine` of a certificate, once: a self-signed one has its signature checked
+    in the same decode."""
+    if "_openssl" not in cert.__dict__:
+        cert.__dict__["_openssl"] = _openssl().examine(cert.der, _self_signed(cert))
+    return cert.__dict__["_openssl"]
+
+
+def _openssl():
+    """The system's libcrypto with `examine(der, verify)`: None if d2i_X509 refuses `der`, else
+    X509_verify against its own key when asked (1 verifies, 0 fails, -1 unsupported algorithm,
+    as md2), else 1."""
+    global _libcrypto
+    if _libcrypto is None:
+        _libcrypto = _load_libcrypto() or False
+    return _libcrypto or None
+
+
+def _load_libcrypto():
+    import ctypes
+
+    lib = None
+    for name in ("libcrypto.so.3", "libcrypto.3.dylib", None):  # None: ask ctypes.util (it runs ldconfig: slow)
+        try:
+            if name is None:
+                import ctypes.util
+
+                name = ctypes.util.find_library("crypto")
+            lib = ctypes.CDLL(name) if name else None
+            d2i, free, key, verify, clear = lib.d2i_X509, lib.X509_free, lib.X509_get0_pubkey, lib.X509_verify, lib.ERR_clear_error
+            break
+        except (OSError, AttributeError):
+            lib = None
+    if lib is None:
+        return None
+    pointer_type = ctypes.c_void_p
+    d2i.restype, d2i.argtypes = pointer_type, [pointer_type, ctypes.POINTER(ctypes.c_char_p), ctypes.c_long]
+    free.restype, free.argtypes = None, [pointer_type]
+    key.restype, key.argtypes = pointer_type, [pointer_type]
+    verify.restype, verify.argtypes = ctypes.c_int, [pointer_type, pointer_type]
+    clear.restype, clear.argtypes = None, []
+
+    def examine(data: bytes, check_signature: bool) -> int | None:
+        cursor = ctypes.c_char_p(data)
+        start = ctypes.cast(cursor, pointer_type).value
+        x509 = d2i(None, ctypes.byref(cursor), len(data))
+        try:
+            if not x509 or ctypes.cast(cursor, pointer_type).value - start != len(data):  # no trailing bytes
+                return None
+            if not check_signature:
+                return 1
+            public_key = key(x509)
+            return verify(x509, public_key) if public_key else -1
+        finally:
+            if x509:
+                free(x509)
+            clear()  # leave no error queued for Python's ssl to trip over
+
+    lib.examine = examine
+    return lib
+
+
+def _java_refusal(cert) -> str | None:
+    tbs, outer_algorithm, _ = der.read_all(cert.der).children()
+    fields = list(tbs.children())
+    inner_algorithm = fields[2 if fields[0].tag == 0xA0 else 1]
+    if inner_algorithm.raw != outer_algorithm.raw:
+        return "damaged: its two signature algorithm fields differ"
+    if cert.x509 is None and not any(quirk in (cert.parse_warning or "") for quirk in _TOLERATED):
+        return f"damaged: {cert.parse_warning.removeprefix('cryptography ').removesuffix('; kept as bytes')}"
+    try:
+        spki = der.read_all(cert.fields.spki)
+        algorithm = der.decode_oid(next(next(spki.children()).children()).value)
+    except (der.DERError, StopIteration):
+        return "damaged: its public key is not readable"
+    if algorithm in (_RSA, _EC):
+        from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+        try:
+            load_der_public_key(cert.fields.spki)
+        except Exception:  # noqa: BLE001 - any refusal: Java refuses the key too
+            return "damaged: its public key does not decode"
+    return None
+
+
+def bad_self_signature(cert) -> bool:
+    """A self-signed certificate whose signature fails with an algorithm OpenSSL supports (md5
+    and sha1 roots are checked; md2 roots of old Windows lists are not judged: unsupported is not
+    failed). Without a libcrypto, `cryptography` judges (it supports no md5 or sha1)."""
+    if "_bad_signature" not in cert.__dict__:
+        cert.__dict__["_bad_signature"] = _self_signed(cert) and _signature_fails(cert)
+    return cert.__dict__["_bad_signature"]
+
+
+def _self_signed(cert) -> bool:
+    try:
+        fields = cert.fields
+    except der.DERError:
+        return False
+    if fields.issuer != fields.subject:
+        return False
+    extensions = der.extensions(fields) or {}
+    ski, aki = extensions.get("2.5.29.14"), extensions.get("2.5.29.35")
+    return not (ski and aki and ski[2:] not in aki)  # else self-issued by another key (a key rollover)
+
+
+def _signature_fails(cert) -> bool:
+    if _openssl() is not None:
+        return _verdict(cert) == 0
+    if cert.x509 is None:
+        return False
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        cert.x509.verify_directly_issued_by(cert.x509)
+    except InvalidSignature:
+        return True
+    except Exception:  # noqa: BLE001 - unsupported algorithm or key: not ours to judge
+        return False
+    return False
