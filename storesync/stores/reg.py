@@ -48,7 +48,8 @@ BASES = {
 ANCHOR_STORES = {"root": "ROOT", "authroot": "AuthRoot"}
 DISTRUST_STORE = "Disallowed"
 _CERT_BASES = ("systemcertificates", "enterprisecertificates")
-_CAPS = Capabilities(purposes=True, distrust=True, distrust_after=True, disabled=True, labels=True)
+_CAPS = Capabilities(purposes=True, distrust=True, distrust_after=True, disabled=True, labels=True,
+                     purpose_distrust=False)  # Disallowed is for every purpose
 
 _VALUE = re.compile(r'\s*(@|"(?:[^"\\]|\\.)*")\s*=\s*(.*)$', re.S)
 _HEX_PREFIX = re.compile(r"hex(\([0-9a-fA-F]+\))?:", re.I)
