@@ -119,7 +119,6 @@ def test_certdata_with_diginotar_into_sst_and_reg(tmp_path):
 # --- 2 and 5. TRUSTED CERTIFICATE blocks read without ?format=trusted --------------------
 
 
-@pytest.mark.xfail(reason="issue 13 defect 2")  # FIXME-XFAIL
 def test_trusted_blocks_without_the_option_keep_distrust_and_purposes(roots, tmp_path):
     bad, mail, good = roots[:3]
     source = tmp_path / "src.pem"
@@ -136,7 +135,19 @@ def test_trusted_blocks_without_the_option_keep_distrust_and_purposes(roots, tmp
     assert "in sync" in again.stdout
 
 
-@pytest.mark.xfail(reason="issue 13 defect 2")  # FIXME-XFAIL
+def test_a_hashed_directory_with_trusted_files_keeps_their_distrust(roots, tmp_path):
+    bad, good = roots[:2]
+    capath = tmp_path / "ca"
+    capath.mkdir()
+    trustout(bad, capath / "bad.pem", "-addreject", "serverAuth")
+    good.write(capath / "good.pem")
+    target = tmp_path / "t.pem"
+    result = storesync("sync", f"dir:{capath}", f"pem:{target}?format=trusted")
+    assert result.returncode == 0, result.stderr
+    assert "Rejected Uses:\n  TLS Web Server Authentication" in openssl_aux(target)
+    assert storesync("diff", f"dir:{capath}", f"pem:{target}?format=trusted").returncode == 0
+
+
 def test_a_target_holding_trusted_blocks_keeps_them(roots, tmp_path):
     bad, good, new = roots[:3]
     target = tmp_path / "t.pem"
@@ -182,7 +193,7 @@ def _trusted_blocks_plain_read(tmp_path, issued):
 
 
 @pytest.mark.parametrize("source_kind", [_nss_distrusting, _sst_disallowed, _reg_disallowed, _trusted_bundle,
-                                         pytest.param(_trusted_blocks_plain_read, marks=pytest.mark.xfail(reason="issue 13 defect 5"))])  # FIXME-XFAIL
+                                         _trusted_blocks_plain_read])
 @pytest.mark.parametrize("target_kind", ["pem?format=trusted", "pem", "jks"])
 def test_add_mode_carries_distrust_from_every_source_kind(roots, tmp_path, source_kind, target_kind):
     bad, other = roots[:2]
