@@ -229,6 +229,17 @@ class Certificate:
         return first is not None and first.tag == 0x01 and first.value != b"\x00"
 
 
+    @cached_property
+    def may_anchor(self) -> bool:
+        """What `ca_only` lets in: a CA, or a self-issued certificate (Windows and OpenSSL accept
+        a self-signed certificate as an anchor for itself, and real roots such as Microsoft Root
+        Authority have no basicConstraints). Refused: a leaf issued by someone else."""
+        if self.is_ca:
+            return True
+        fields = self.fields
+        return fields.issuer == fields.subject or subject_hash(fields.issuer) == subject_hash(fields.subject)
+
+
 # --- entries and trust sets ---------------------------------------------------------------
 
 

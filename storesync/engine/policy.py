@@ -47,10 +47,12 @@ def select(trust_set: TrustSet, purposes: tuple[str, ...] = (), drop_expired: bo
 
 
 def refuse_non_ca(plan: Plan) -> None:
-    """Never add trust in a certificate that is not a CA (a leaf or a server's own
-    certificate pasted into a bundle): such adds and trust changes are dropped from the plan."""
-    refused = {e.sha256 for e in plan.adds if not e.distrusted and not e.cert.is_ca}
-    refused |= {after.sha256 for _, after in plan.changes if not after.distrusted and not after.cert.is_ca}
+    """Never add trust in a certificate that is neither a CA nor self-issued (a leaf of
+    someone else's pasted from a `fullchain.pem`): such adds, and changes that trust it for a
+    purpose more, are dropped from the plan. Taking trust away is never refused."""
+    refused = {e.sha256 for e in plan.adds if not e.distrusted and not e.cert.may_anchor}
+    refused |= {after.sha256 for before, after in plan.changes
+                if set(after.trusted_purposes) - set(before.trusted_purposes) and not after.cert.may_anchor}
     if not refused:
         return
     for entry in [*plan.adds, *(after for _, after in plan.changes)]:
