@@ -271,7 +271,6 @@ def test_narrowing_the_trust_of_a_non_ca_is_never_refused(pki, roots, tmp_path):
 # --- 6. --mode add appends -----------------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="issue 13 defect 6")  # FIXME-XFAIL
 def test_add_mode_appends_after_the_targets_own(roots, tmp_path):
     a, b, c, d = roots
     target = tmp_path / "t.pem"

@@ -206,6 +206,9 @@ def make_plan(
             desired[sha] = have
     if builtins and caps.distrust:
         _distrust_builtins(plan, desired, builtins)
+    if mode == ADD:  # appends: the store's own certificates first, in their order, then the new ones
+        ordered = [desired[sha] for sha in current if sha in desired]
+        desired = {**{e.sha256: e for e in ordered}, **desired}
     plan.desired = TrustSet(desired.values())
     return plan
 
