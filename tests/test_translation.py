@@ -284,10 +284,9 @@ def test_add_mode_appends_after_the_targets_own(roots, tmp_path):
 # --- 7. FRIENDLY_NAME with a NUL -----------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="issue 13 defect 7")  # FIXME-XFAIL
 def test_friendly_name_is_cut_at_the_first_nul(roots, tmp_path):
     root = roots[0]
-    raw = "Corp Root".encode("utf-16-le") + b"\x00\x00" + "junk".encode("utf-16-le") + b"\x00\x00"
+    raw = "Corp Root".encode("utf-16-le") + b"\x00\x00" + b"\x00\xd8junk" + b"\x00\x00"  # a lone surrogate after it
     source = tmp_path / "src.sst"
     source.write_bytes(MAGIC + el(11, raw) + el(0x20, root.der) + END_MARKER)
     assert listed(f"sst:{source}")[sha(root)]["label"] == "Corp Root"
