@@ -303,7 +303,6 @@ def test_friendly_name_is_cut_at_the_first_nul(roots, tmp_path):
 # --- 8. reg base=user ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="issue 13 defect 8")  # FIXME-XFAIL
 def test_reg_base_user_means_the_current_user(roots, tmp_path):
     out = tmp_path / "u.reg"
     result = storesync("sync", f"pem:{roots[0].write(tmp_path / 'r.pem')}", f"reg:{out}?base=user")
@@ -315,7 +314,6 @@ def test_reg_base_user_means_the_current_user(roots, tmp_path):
 
 
 @pytest.mark.parametrize("options", ["base=user&hive=HKLM", "base=machine&hive=HKCU"])
-@pytest.mark.xfail(reason="issue 13 defect 8")  # FIXME-XFAIL
 def test_reg_base_contradicting_hive_is_an_error(roots, tmp_path, options):
     out = tmp_path / "u.reg"
     result = storesync("sync", f"pem:{roots[0].write(tmp_path / 'r.pem')}", f"reg:{out}?{options}")
