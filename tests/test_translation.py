@@ -327,7 +327,6 @@ def test_reg_base_contradicting_hive_is_an_error(roots, tmp_path, options):
 
 
 @pytest.mark.parametrize("args", [["list", "--json"], ["sync", "--dry-run"], ["diff"], ["list"]])
-@pytest.mark.xfail(reason="issue 13 defect 9")  # FIXME-XFAIL
 def test_a_closed_pipe_ends_quietly(roots, tmp_path, args):
     bundle = tmp_path / "b.pem"
     bundle.write_bytes(b"".join(r.pem for r in roots))
