@@ -183,7 +183,10 @@ def trust_text(entry) -> str:
 
 def list_command(store: str, expiring: Optional[int] = None, expired: bool = False, as_json: bool = False,
                  password_file: Optional[Path] = None) -> None:
+    from storesync.engine.plan import lift
+
     opened, trust_set = open_and_read(store, password_file)
+    trust_set = lift(trust_set, opened.capabilities, opened.purpose)  # as diff and sync read it
     if expiring is not None or expired:
         from storesync.doctor import expiry_filter
 

@@ -347,7 +347,6 @@ def test_a_closed_pipe_ends_quietly(roots, tmp_path, args):
 
 @pytest.mark.parametrize("kind", ["pem", "dir", "p7b", "jks"])
 @pytest.mark.parametrize("purpose", [None, "client-auth", "any"])
-@pytest.mark.xfail(reason="issue 13 defect 10")  # FIXME-XFAIL
 def test_list_of_a_plain_store_shows_anchors_for_its_purpose(roots, tmp_path, kind, purpose):
     root = roots[0]
     spec = f"{kind}:{tmp_path / ('s.' + kind)}"
@@ -360,7 +359,6 @@ def test_list_of_a_plain_store_shows_anchors_for_its_purpose(roots, tmp_path, ki
         assert shown == {purpose or SERVER: TRUSTED}
 
 
-@pytest.mark.xfail(reason="issue 13 defect 10")  # FIXME-XFAIL
 def test_list_diff_and_sync_agree_on_a_plain_store(roots, tmp_path):
     from test_nss import new_db
 
