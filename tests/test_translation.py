@@ -103,6 +103,23 @@ def test_partial_distrust_into_reg_is_distrusted_for_all(roots, tmp_path):
     assert storesync("diff", f"pem:{source}?format=trusted", f"reg:{tmp_path / 'r.reg'}").returncode == 0
 
 
+@pytest.mark.parametrize("windows", ["reg:{d}/r.reg", "sst:{d}/d.sst?role=disallowed"])
+def test_a_merge_with_a_windows_store_keeps_per_purpose_distrust(roots, tmp_path, windows):
+    bad, good = roots[:2]
+    bundle = tmp_path / "t.pem"
+    bundle.write_bytes(trustout(bad, tmp_path / "bad.pem", "-addreject", "serverAuth") + good.pem)
+    config = tmp_path / "s.toml"
+    config.write_text(f'[profile.m]\nmode = "merge"\nstores = ["pem:{bundle}?format=trusted", "{windows.format(d=tmp_path)}"]\n')
+    env_state = ["--state-dir", tmp_path / "state"]
+    first = storesync("sync", "--config", config, *env_state)
+    assert first.returncode == 0, first.stdout + first.stderr
+    for _ in range(2):  # the Windows store's "distrusted for all" is what it can say, not a change
+        again = storesync("sync", "--config", config, *env_state)
+        assert again.returncode == 0 and "~" not in again.stdout and "written" not in again.stdout, again.stdout
+    aux = openssl_aux(bundle)
+    assert "Rejected Uses:\n  TLS Web Server Authentication\n" in aux and "No Trusted Uses." in aux
+
+
 @vectors
 def test_certdata_with_diginotar_into_sst_and_reg(tmp_path):
     certdata = VECTORS / "nss" / "certdata-3.87.txt"
