@@ -211,11 +211,15 @@ def _trusted_blocks_plain_read(tmp_path, issued):
 
 @pytest.mark.parametrize("source_kind", [_nss_distrusting, _sst_disallowed, _reg_disallowed, _trusted_bundle,
                                          _trusted_blocks_plain_read])
-@pytest.mark.parametrize("target_kind", ["pem?format=trusted", "pem", "jks"])
+@pytest.mark.parametrize("target_kind", ["pem?format=trusted", "nss", "pem", "jks"])
 def test_add_mode_carries_distrust_from_every_source_kind(roots, tmp_path, source_kind, target_kind):
     bad, other = roots[:2]
     kind, _, option = target_kind.partition("?")
     target = f"{kind}:{tmp_path / ('t.' + kind)}" + (f"?{option}" if option else "")
+    if kind == "nss":
+        from test_nss import new_db
+
+        new_db(tmp_path / "t.nss")
     assert storesync("sync", f"pem:{bad.write(tmp_path / 'a.pem')}", target).returncode == 0
     assert storesync("sync", "--mode", "add", f"pem:{other.write(tmp_path / 'b.pem')}", target).returncode == 0
     result = storesync("sync", "--mode", "add", source_kind(tmp_path, bad), target)
@@ -225,6 +229,10 @@ def test_add_mode_carries_distrust_from_every_source_kind(roots, tmp_path, sourc
     if option == "format=trusted":
         assert after[sha(bad)]["trust"] == DISTRUST
         assert "Rejected Uses:\n  Any Extended Key Usage" in openssl_aux(tmp_path / "t.pem")
+    elif kind == "nss":
+        assert after[sha(bad)]["trust"] == DISTRUST
+        listing = run("certutil", "-L", "-d", f"sql:{tmp_path / 't.nss'}").stdout.decode()
+        assert re.search(r"^Translation Root 0\s+p,p,p$", listing, re.M), listing
     else:  # a kind that cannot say distrust: removed, and the plan says so
         assert sha(bad) not in after
         assert re.search(r"^  ! .+: distrusted: left out", result.stdout, re.M), result.stdout
