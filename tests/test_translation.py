@@ -289,8 +289,23 @@ def test_narrowing_the_trust_of_a_non_ca_is_never_refused(pki, roots, tmp_path):
     # raising it back is still refused
     (tmp_path / "wide2.pem").write_bytes(other + (tmp_path / "wide.pem").read_bytes())
     back = storesync("sync", f"pem:{tmp_path / 'wide2.pem'}?format=trusted", f"pem:{target}?format=trusted")
-    assert "! narrowed.test: not a CA certificate: refused (ca_only)" in back.stdout
+    assert "! narrowed.test: not a CA certificate: trust for server-auth refused (ca_only)" in back.stdout
     assert "Trusted Uses:\n  E-mail Protection\n" in openssl_aux(target)
+
+
+def test_a_non_ca_moved_to_another_purpose_loses_the_old_one_and_never_gains_the_new(pki, roots, tmp_path):
+    leaf = pki.leaf("moved.test", roots[0])
+    other = trustout(roots[1], tmp_path / "other.pem", "-addtrust", "serverAuth")
+    target = tmp_path / "t.pem"
+    target.write_bytes(other + trustout(leaf, tmp_path / "server.pem", "-addtrust", "serverAuth"))
+    source = tmp_path / "src.pem"
+    source.write_bytes(other + trustout(leaf, tmp_path / "mail.pem", "-addtrust", "emailProtection"))
+    result = storesync("sync", f"pem:{source}?format=trusted", f"pem:{target}?format=trusted")
+    assert result.returncode == 0, result.stderr
+    assert "! moved.test: not a CA certificate: trust for email refused (ca_only)" in result.stdout
+    assert "- moved.test" in result.stdout  # trusted for nothing left: removed, never kept for server-auth
+    assert sha(leaf) not in listed(f"pem:{target}")
+    assert "moved.test" not in run("openssl", "crl2pkcs7", "-nocrl", "-certfile", target).stdout.decode(errors="replace")
 
 
 # --- 6. --mode add appends -----------------------------------------------------------------
