@@ -30,13 +30,12 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 class DirStore(Store):
     kind = "dir"
+    holds_trusted = False  # set by read: a file holds a TRUSTED CERTIFICATE block
 
     def __init__(self, spec: StoreSpec):
         super().__init__(spec)
         self._files: dict[str, list[str]] = {}  # sha256 -> names holding it (first: its file)
         self._links: dict[str, str] = {}  # hash-link name -> what it points to now
-
-    holds_trusted = False  # set by read: a file holds a TRUSTED CERTIFICATE block
 
     @property
     def capabilities(self) -> Capabilities:

@@ -350,7 +350,7 @@ class RegStore(FileStore):
         super().__init__(spec)
         base, hive = self.option("base"), self.option("hive")
         implied = BASE_HIVES.get((base or "").lower())  # base=user is HKCU's store, machine HKLM's
-        self.hive = HIVES.get((hive or "HKLM").lower().strip("\\")) if hive else implied or "HKEY_LOCAL_MACHINE"
+        self.hive = HIVES.get(hive.lower().strip("\\")) if hive else implied or "HKEY_LOCAL_MACHINE"
         if self.hive is None:
             raise self.error(f"unknown hive {hive!r}; use hive=HKLM or hive=HKCU")
         if implied and implied != self.hive:
