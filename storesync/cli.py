@@ -26,16 +26,35 @@ EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD = 0, 1, 2, 3
 
 def main() -> None:
     try:
-        quick = quick_parse(sys.argv[1:])
-        if quick is None:
-            from storesync.cli_app import app
+        try:
+            quick = quick_parse(sys.argv[1:])
+            if quick is None:
+                from storesync.cli_app import app
 
-            app()
-        else:
-            command, arguments = quick
-            {"list": list_command, "diff": diff, "sync": sync}[command](**arguments)
+                app()
+            else:
+                command, arguments = quick
+                {"list": list_command, "diff": diff, "sync": sync}[command](**arguments)
+        finally:
+            sys.stdout.flush()  # a reader gone away shows here, not in Python's exit
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:
+        closed_pipe()
+
+
+def closed_pipe() -> NoReturn:
+    """The reader went away (`storesync list --json | head -c1`): end as cat or grep do, killed
+    by SIGPIPE, without a traceback. Anything written to stores was written before the output."""
+    import os
+    import signal
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):  # their buffers must not fail again on the way out
+        os.dup2(devnull, stream.fileno())
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    sys.exit(128 + signal.SIGPIPE)  # where SIGPIPE does not end a process
 
 
 # --- the quick parser ------------------------------------------------------------------------
@@ -164,7 +183,10 @@ def trust_text(entry) -> str:
 
 def list_command(store: str, expiring: Optional[int] = None, expired: bool = False, as_json: bool = False,
                  password_file: Optional[Path] = None) -> None:
+    from storesync.engine.plan import lift
+
     opened, trust_set = open_and_read(store, password_file)
+    trust_set = lift(trust_set, opened.capabilities, opened.purpose)  # as diff and sync read it
     if expiring is not None or expired:
         from storesync.doctor import expiry_filter
 
@@ -181,7 +203,9 @@ def list_command(store: str, expiring: Optional[int] = None, expired: bool = Fal
     for entry in trust_set.values():
         expires = entry.cert.not_after
         table.add_row(entry.display_label, entry.sha256[:16], f"{expires:%Y-%m-%d}" if expires else "?", trust_text(entry))
-    Console(highlight=False).print(table)
+    console = Console(highlight=False)
+    console.on_broken_pipe = closed_pipe  # rich's own exits 1, which means "different" here
+    console.print(table)
 
 
 def diff(store_a: str, store_b: str, as_json: bool = False, password_file: Optional[Path] = None) -> NoReturn:

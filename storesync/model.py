@@ -234,6 +234,19 @@ class Certificate:
             return True
         return first is not None and first.tag == 0x01 and first.value != b"\x00"
 
+    @cached_property
+    def may_anchor(self) -> bool:
+        """What `ca_only` lets in: a CA, or a self-issued certificate (Windows and OpenSSL accept
+        a self-signed certificate as an anchor for itself, and real roots such as Microsoft Root
+        Authority have no basicConstraints). Refused: a leaf issued by someone else."""
+        if self.is_ca:
+            return True
+        fields = self.fields
+        try:
+            return fields.issuer == fields.subject or subject_hash(fields.issuer) == subject_hash(fields.subject)
+        except der.DERError:
+            return False  # names we cannot compare: not shown to be self-issued
+
 
 # --- entries and trust sets ---------------------------------------------------------------
 

@@ -104,7 +104,13 @@ def merge(baseline: TrustSet | None, views: list[View], admit: Callable[[Entry],
                 )
                 continue
             (changed if sha in baseline else added).setdefault(sha, []).append((entry, view.caps))
-        distrusts += [(e, view.caps) for sha, e in view.current.items() if e.distrusted and expected.get(sha) == e.trust_key()]
+        for sha, e in view.current.items():  # an unchanged distrust record still wins
+            if e.distrusted and expected.get(sha) == e.trust_key():
+                if not view.caps.purpose_distrust and baseline[sha].distrusted:
+                    # "distrusted for all" is all this store can say of the baseline's distrust
+                    # for some purposes (Windows' Disallowed): it says nothing more
+                    e = baseline[sha]
+                distrusts.append((e, view.caps))
         for sha in expected.keys() - view.current.keys():
             removed.setdefault(sha, []).append(view.name)
 
@@ -135,7 +141,7 @@ def merge(baseline: TrustSet | None, views: list[View], admit: Callable[[Entry],
 
 def _lifted_key(view: View) -> tuple | None:
     """The trust key every anchor of a store without purposes has once lifted (None: it has purposes)."""
-    if view.caps.purposes or view.purpose == "any":
+    if view.caps.purposes or view.purpose == "any" or not view.caps.anchors:  # a distrust list holds none
         return None
     return (tuple(sorted((p, TRUSTED) for p in view.purpose.split(","))), ())
 

@@ -85,7 +85,7 @@ def project(entry: Entry, caps: Capabilities, purpose: str = SERVER_AUTH) -> tup
     if entry.distrusted:
         if not caps.distrust:
             return None, "distrusted: left out, since this store cannot say distrusted"
-        if not caps.purposes and dict(entry.trust) != DISTRUST:
+        if not caps.purpose_distrust and dict(entry.trust) != DISTRUST:
             return entry.replace(trust=dict(DISTRUST)), "distrusted for some purposes: distrusted for all here"
         return entry, loss
     if not caps.anchors:
@@ -206,6 +206,9 @@ def make_plan(
             desired[sha] = have
     if builtins and caps.distrust:
         _distrust_builtins(plan, desired, builtins)
+    if mode == ADD:  # appends: the store's own certificates first, in their order, then the new ones
+        ordered = [desired[sha] for sha in current if sha in desired]
+        desired = {**{e.sha256: e for e in ordered}, **desired}
     plan.desired = TrustSet(desired.values())
     return plan
 
@@ -272,12 +275,12 @@ def lift(trust_set: TrustSet, caps: Capabilities, purpose: str = SERVER_AUTH) ->
     return TrustSet(e if e.distrusted or e.trust == trust else e.replace(trust=trust) for e in trust_set.values())
 
 
-def _status(entry: Entry, purposes: set[str] | None) -> tuple | None:
+def _status(entry: Entry, purposes: set[str] | None, whole_distrust: bool = False) -> tuple | None:
     """An entry reduced to what two stores of different capabilities can both say."""
+    if entry.distrusted and (purposes is not None or whole_distrust):
+        return ("distrusted",)
     if purposes is None:
         return entry.trust_key()
-    if entry.distrusted:
-        return ("distrusted",)
     return ("trusted",) if purposes & set(entry.trusted_purposes) or "any" in purposes else None
 
 
@@ -297,5 +300,6 @@ def compare(a: TrustSet, b: TrustSet, caps_a: Capabilities | None = None, caps_b
                   for p in purpose.split(",")}
     only_a = [e for k, e in a.items() if k not in b and project(e, caps_b, purpose_b)[0] is not None]
     only_b = [e for k, e in b.items() if k not in a and project(e, caps_a, purpose_a)[0] is not None]
-    differs = [(e, b[k]) for k, e in a.items() if k in b and _status(e, common) != _status(b[k], common)]
+    whole = not (caps_a.purpose_distrust and caps_b.purpose_distrust)  # a .reg: distrusted is for all
+    differs = [(e, b[k]) for k, e in a.items() if k in b and _status(e, common, whole) != _status(b[k], common, whole)]
     return {"only_a": only_a, "only_b": only_b, "trust_differs": differs}

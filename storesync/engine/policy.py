@@ -47,21 +47,38 @@ def select(trust_set: TrustSet, purposes: tuple[str, ...] = (), drop_expired: bo
 
 
 def refuse_non_ca(plan: Plan) -> None:
-    """Never add trust in a certificate that is not a CA (a leaf or a server's own
-    certificate pasted into a bundle): such adds and trust changes are dropped from the plan."""
-    refused = {e.sha256 for e in plan.adds if not e.distrusted and not e.cert.is_ca}
-    refused |= {after.sha256 for _, after in plan.changes if not after.distrusted and not after.cert.is_ca}
-    if not refused:
-        return
-    for entry in [*plan.adds, *(after for _, after in plan.changes)]:
-        if entry.sha256 in refused:
+    """Never add trust in a certificate that is neither a CA nor self-issued (a leaf of
+    someone else's pasted from a `fullchain.pem`): such adds are dropped from the plan, and so
+    is the trust a change would give it for a purpose more. Taking trust away is never refused:
+    what is left of a change is applied, and a certificate left trusted for nothing is removed."""
+    desired = dict(plan.desired.items())
+    adds, changes, refused = [], [], False
+    for entry in plan.adds:
+        if entry.distrusted or entry.cert.may_anchor:
+            adds.append(entry)
+        else:
             plan.losses.append(Loss(entry, "not a CA certificate: refused (ca_only)"))
-    plan.adds = [e for e in plan.adds if e.sha256 not in refused]
-    kept_before = {before.sha256: before for before, after in plan.changes if after.sha256 in refused}
-    plan.changes = [(b, a) for b, a in plan.changes if a.sha256 not in refused]
-    plan.desired = TrustSet(
-        kept_before.get(e.sha256, e) for e in plan.desired.values() if e.sha256 not in refused or e.sha256 in kept_before
-    )
+            del desired[entry.sha256]
+            refused = True
+    for before, after in plan.changes:
+        raised = [p for p in after.trusted_purposes if before.trust.get(p) != TRUSTED]
+        if not raised or after.cert.may_anchor:
+            changes.append((before, after))
+            continue
+        refused = True
+        plan.losses.append(Loss(after, f"not a CA certificate: trust for {', '.join(raised)} refused (ca_only)"))
+        kept = {p: s for p, s in after.trust.items() if p not in raised}
+        if not kept:
+            plan.removals.append(before)
+            del desired[before.sha256]
+        elif kept == dict(before.trust):
+            desired[before.sha256] = before
+        else:
+            narrowed = after.replace(trust=kept)
+            changes.append((before, narrowed))
+            desired[before.sha256] = narrowed
+    if refused:
+        plan.adds, plan.changes, plan.desired = adds, changes, TrustSet(desired.values())
 
 
 def label_new_entries(plan: Plan, template: str | None, store) -> None:

@@ -172,7 +172,7 @@ def _prepare(profile: Profile, result: Result, force: bool, allow_empty: bool = 
         readable = [o for o in readable if o.current is not None]
         views = [View(o.spec, o.current, o.store.capabilities, o.store.purpose,
                       may_escalate=profile.allow_escalation or _may_escalate(o, readable)) for o in readable]
-        merged = merge(baseline, views, admit=(lambda e: e.cert.is_ca) if profile.ca_only else (lambda e: True))
+        merged = merge(baseline, views, admit=(lambda e: e.cert.may_anchor) if profile.ca_only else (lambda e: True))
         result.conflicts += merged.conflicts
         scope = Scope(frozenset(profile.purposes) or None, True)  # the merged set speaks for all
         for outcome, view in zip(readable, views):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from storesync.model import Entry, TrustSet
 from storesync.stores import Capabilities, Store, StoreSpec, stat_version, atomic_write_many, fsync_dir, temp_beside
-from storesync.stores.pem import PemStore, render_entries
+from storesync.stores.pem import PemStore, render_entries, speaks_trusted
 
 CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der"}
 HASH_LINK = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
@@ -30,6 +30,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 class DirStore(Store):
     kind = "dir"
+    holds_trusted = False  # set by read: a file holds a TRUSTED CERTIFICATE block
 
     def __init__(self, spec: StoreSpec):
         super().__init__(spec)
@@ -38,7 +39,7 @@ class DirStore(Store):
 
     @property
     def capabilities(self) -> Capabilities:
-        trusted = self.option("format") == "trusted"
+        trusted = speaks_trusted(self)
         return Capabilities(purposes=trusted, distrust=trusted, labels=trusted)
 
     def _bundle(self, path: Path) -> PemStore:
@@ -46,7 +47,7 @@ class DirStore(Store):
         return PemStore(StoreSpec(self.kind, path, {"format": self.option("format", "plain")}))
 
     def read(self) -> TrustSet:
-        self._files, self._links = {}, {}
+        self._files, self._links, self.holds_trusted = {}, {}, False
         if not self.path.exists():
             return TrustSet()
         if not self.path.is_dir():
@@ -86,6 +87,7 @@ class DirStore(Store):
         bundle = self._bundle(path)
         found = bundle.parse(data)
         self.warnings.extend(bundle.warnings)
+        self.holds_trusted |= bundle.holds_trusted
         if len(found) != 1:
             return None  # a bundle or an empty file inside the directory: left alone
         (entry,) = found.values()
@@ -106,7 +108,7 @@ class DirStore(Store):
         # A certificate known only as a hash-named copy gets a file of its own, so links can point at it.
         rewrite += [plan.desired[sha] for sha, names in self._files.items()
                     if sha in plan.desired and HASH_LINK.match(names[0]) and plan.desired[sha] not in rewrite]
-        trusted = self.option("format") == "trusted"
+        trusted = speaks_trusted(self)
         files = {}
         for entry in rewrite:
             names = self._files.get(entry.sha256, [])

@@ -26,14 +26,23 @@ _PLAIN = Capabilities(labels=False)
 _TRUSTED = Capabilities(purposes=True, distrust=True, labels=True)
 
 
+def speaks_trusted(store) -> bool:
+    """Whether a bundle (or hashed directory) has the trusted capabilities: asked for with
+    `format=trusted`, or holding any TRUSTED CERTIFICATE block. Reading such a block as a plain
+    anchor would lose its distrust or widen its trust, so what the file holds wins."""
+    return store.option("format") == "trusted" or store.holds_trusted
+
+
 class PemStore(FileStore):
     kind = "pem"
+    holds_trusted = False  # set by parse: a TRUSTED CERTIFICATE block was read
 
     @property
     def capabilities(self) -> Capabilities:
-        return _TRUSTED if self.option("format") == "trusted" else _PLAIN
+        return _TRUSTED if speaks_trusted(self) else _PLAIN
 
     def parse(self, data: bytes) -> TrustSet:
+        self.holds_trusted = False
         blocks = list(_BLOCK.finditer(data))
         if data.count(b"-----BEGIN ") != len(blocks):
             line = _unterminated_line(data, blocks)
@@ -58,8 +67,10 @@ class PemStore(FileStore):
                 raw = base64.b64decode(body.replace(b"\n", b"").replace(b"\r", b""), validate=True)
             except (binascii.Error, ValueError):
                 raise self.error(f"PEM block at line {_line(data, block)} is not valid base64 (corrupted file?)") from None
+            trusted = kind == b"TRUSTED CERTIFICATE"
+            self.holds_trusted |= trusted
             try:
-                entries.append(self._entry(raw, trusted=kind == b"TRUSTED CERTIFICATE"))
+                entries.append(self._entry(raw, trusted=trusted))
             except der.DERError as exc:
                 raise self.error(f"PEM block at line {_line(data, block)} is not a certificate ({exc})") from None
         return TrustSet(entries)
@@ -85,8 +96,7 @@ class PemStore(FileStore):
         return _trusted_entry(cert, raw[cert_tlv.end :])
 
     def render(self, plan) -> bytes:
-        return render_entries(plan.desired.values(), self.option("format") == "trusted",
-                              self.option("comments") == "yes")
+        return render_entries(plan.desired.values(), speaks_trusted(self), self.option("comments") == "yes")
 
 
 def render_entries(entries, trusted: bool = False, comments: bool = False) -> bytes:

@@ -18,7 +18,8 @@ change does not concern keep their exact text, so an unchanged file is rewritten
 (an existing REGEDIT4 / UTF-8 / LF file keeps its own encoding and line ends).
 
 Options: `hive=` (`HKLM`, default, or `HKCU`), `base=` (a path under the hive, or `machine`,
-`user`, `policies`, `enterprise`), `store=` (`ROOT`, default, or `AuthRoot`). Distrusted
+`user`, `policies`, `enterprise`; `user` means HKCU and `machine`/`enterprise` HKLM when `hive=` is
+left out, and a `hive=` saying otherwise is an error), `store=` (`ROOT`, default, or `AuthRoot`). Distrusted
 certificates go to `Disallowed` beside it.
 """
 
@@ -45,10 +46,12 @@ BASES = {
     "policies": "SOFTWARE\\Policies\\Microsoft\\SystemCertificates",
     "enterprise": "SOFTWARE\\Microsoft\\EnterpriseCertificates",
 }
+BASE_HIVES = {"machine": "HKEY_LOCAL_MACHINE", "user": "HKEY_CURRENT_USER", "enterprise": "HKEY_LOCAL_MACHINE"}
 ANCHOR_STORES = {"root": "ROOT", "authroot": "AuthRoot"}
 DISTRUST_STORE = "Disallowed"
 _CERT_BASES = ("systemcertificates", "enterprisecertificates")
-_CAPS = Capabilities(purposes=True, distrust=True, distrust_after=True, disabled=True, labels=True)
+_CAPS = Capabilities(purposes=True, distrust=True, distrust_after=True, disabled=True, labels=True,
+                     purpose_distrust=False)  # Disallowed is for every purpose
 
 _VALUE = re.compile(r'\s*(@|"(?:[^"\\]|\\.)*")\s*=\s*(.*)$', re.S)
 _HEX_PREFIX = re.compile(r"hex(\([0-9a-fA-F]+\))?:", re.I)
@@ -346,11 +349,15 @@ class RegStore(FileStore):
 
     def __init__(self, spec):
         super().__init__(spec)
-        hive = self.option("hive", "HKLM")
-        self.hive = HIVES.get(hive.lower().strip("\\"))
+        base, hive = self.option("base"), self.option("hive")
+        implied = BASE_HIVES.get((base or "").lower())  # base=user is HKCU's store, machine HKLM's
+        self.hive = HIVES.get(hive.lower().strip("\\")) if hive else implied or "HKEY_LOCAL_MACHINE"
         if self.hive is None:
             raise self.error(f"unknown hive {hive!r}; use hive=HKLM or hive=HKCU")
-        base = self.option("base") or ("user" if self.hive == "HKEY_CURRENT_USER" else "machine")
+        if implied and implied != self.hive:
+            raise self.error(f"base={base} is a store of {implied}, not of hive={hive}; leave hive= out, or use "
+                             f"hive={'HKCU' if implied == 'HKEY_CURRENT_USER' else 'HKLM'}")
+        base = base or ("user" if self.hive == "HKEY_CURRENT_USER" else "machine")
         self.base = BASES.get(base.lower(), base).strip("\\")
         store = self.option("store", "ROOT")
         if store.lower() not in ANCHOR_STORES:
