@@ -66,10 +66,15 @@ def sync(
     force: bool = typer.Option(False, "--force", help="Apply changes a guard would hold back."),
     as_json: bool = JSON,
     password_file: Optional[Path] = PASSWORD_FILE,
+    only: list[str] = typer.Option(
+        [], "--only", metavar="FINGERPRINT|LABEL-GLOB",
+        help="Take only these certificates of SOURCE (SHA-256/SHA-1 hex, or a label glob; repeatable).",
+    ),
 ) -> None:
     """Make each TARGET agree with SOURCE, or run the profiles of the config file."""
     cli.sync(source=source, targets=targets or None, profile=profile, config=config, state_dir=state_dir, mode=mode,
-             purpose=purpose, dry_run=dry_run, force=force, as_json=as_json, password_file=password_file)
+             purpose=purpose, dry_run=dry_run, force=force, as_json=as_json, password_file=password_file,
+             only=tuple(only))
 
 
 @app.command()

@@ -29,6 +29,7 @@ def check(
     purpose: str = typer.Option("client-auth", "--purpose", help="client-auth, server-auth, email or code-signing."),
     at: Optional[str] = typer.Option(None, "--at", help="Check at this ISO time instead of now (e.g. 2026-05-01T12:00:00Z)."),
     name: Optional[str] = typer.Option(None, "--name", help="server-auth: also check that the certificate names this host."),
+    server: str = typer.Option("openssl", "--server", help="Judge by this server's rules: openssl (openssl verify), nginx, apache or iis."),
     python: list[str] = PYTHON,
     config: Optional[str] = CONFIG,
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
@@ -39,6 +40,8 @@ def check(
 
     if purpose not in doctor.CHECK_PURPOSES:
         fail(f"--purpose must be one of {', '.join(doctor.CHECK_PURPOSES)}, not {purpose!r}")
+    if server not in doctor.SERVERS:
+        fail(f"--server must be one of {', '.join(doctor.SERVERS)}, not {server!r}")
     if name is not None and purpose != "server-auth":
         fail("--name checks a host name, which only --purpose server-auth has")
     try:
@@ -73,7 +76,8 @@ def check(
 
     verdicts = []
     for spec, trust_set in sets.items():
-        verdict = doctor.check_store(spec, kinds[spec], trust_set, leaf, intermediates, purpose, when, crl_list, name)
+        verdict = doctor.check_store(spec, kinds[spec], trust_set, leaf, intermediates, purpose, when, crl_list, name,
+                                     doctor.server_rules(server))
         doctor.sync_fix(verdict, spec, sets, kinds, purpose)
         verdicts.append(verdict)
 
@@ -82,6 +86,7 @@ def check(
             "certificate": doctor.cert_json(leaf),
             "intermediates": [doctor.cert_json(c) for c in intermediates],
             "purpose": purpose,
+            "server": server,
             "at": doctor._iso(when),
             "accepted": bool(verdicts) and all(v.accepted for v in verdicts),
             "stores": [v.to_json() for v in verdicts],
@@ -110,6 +115,8 @@ def print_check(leaf, purpose: str, when, verdicts) -> None:
                 print(f"  {problem.reason}: {problem.message}")
                 if problem.fix:
                     print(f"    fix: {problem.fix}")
+                if problem.data.get("fix_note"):
+                    print(f"         ({problem.data['fix_note']})")
         for warning in verdict.warnings:
             print(f"  warning: {warning}")
 
