@@ -80,7 +80,7 @@ def check(
         if not stores:
             fail("found no store on this machine to check against; name one with --store")
 
-    sets, kinds, errors = {}, {}, 0
+    sets, kinds, canonical, errors = {}, {}, {}, 0
     specs = [j[0] for j in judged] + [j.trusted and f"pem:{j.trusted}" for *_, j in judged] + list(stores)
     for spec in dict.fromkeys(s for s in specs if s):
         try:
@@ -89,17 +89,17 @@ def check(
             if explicit or judged:
                 errors += 1  # reported by open_and_read; the other stores are still checked
             continue
+        canonical[spec] = str(store.spec)
         sets[str(store.spec)], kinds[str(store.spec)] = trust_set, store.spec.kind
-        if spec != str(store.spec):  # the spec as the config or the user wrote it
-            sets[spec], kinds[spec] = trust_set, store.spec.kind
-    judged += [(spec, rules, crl_list, None) for spec in stores if spec in sets]
+    judged += [(spec, rules, crl_list, None) for spec in stores]
 
     verdicts = []
     for spec, spec_rules, spec_crls, site in judged:
-        if spec not in sets:
+        if spec not in canonical:
             continue
+        spec = canonical[spec]
         trust_set = sets[spec]
-        trusted = sets.get(f"pem:{site.trusted}") if site is not None and site.trusted else None
+        trusted = sets.get(canonical.get(f"pem:{site.trusted}")) if site is not None and site.trusted else None
         if trusted is not None:  # nginx verifies with both files; it names only the first to clients
             from storesync.model import TrustSet
 

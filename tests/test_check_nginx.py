@@ -315,3 +315,14 @@ def test_config_errors_exit_2_naming_file_and_line(case, tmp_path):
     assert result.returncode == 2 and "verifies client certificates" in result.stderr
     result = storesync("check", case.f["client1"], "--nginx-conf", tmp_path / "absent.conf")
     assert result.returncode == 2 and "absent.conf" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_root_in_ssl_trusted_certificate_verifies_but_is_not_named_to_clients(case, nginx):
+    cat(nginx.dir / "client-ca.pem", case.f["other"])
+    cat(nginx.dir / "trusted.pem", case.f["root"])
+    conf = nginx.write("        ssl_client_certificate client-ca.pem;\n        ssl_trusted_certificate trusted.pem;")
+    assert nginx.start()
+    assert nginx.curl(case.f["client1"], case.key("client1")) == "200"
+    code, data = check(conf, case.f["client1"])
+    verdict = verdict_of(data)
+    assert code == 0 and any("ssl_trusted_certificate only" in w for w in verdict["warnings"])
