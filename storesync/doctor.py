@@ -126,13 +126,16 @@ class Rules:
     """How one server decides (`check --server`), and where its settings were read from.
 
     depth: the most intermediate CAs between the client certificate and the anchor (OpenSSL's
-    verify depth, as nginx and Apache set it; None: no limit). crl: which certificates are
+    verify depth, as nginx sets it; Apache's mod_ssl counts the root too, measured with httpd 2.4:
+    "Certificate Chain too long (chain has 2 certificates, but maximum allowed are only 1)" for
+    a client under one intermediate; None: no limit). crl: which certificates are
     checked against the CRLs given, "leaf", "chain" (every certificate below the anchor) or
     "none"; crl_required: a certificate so checked needs a valid CRL from its issuer (OpenSSL's
     CRL_CHECK flags: "unable to get certificate CRL" otherwise)."""
 
     server: str = "openssl"
     depth: int | None = None
+    depth_counts_root: bool = False  # Apache's SSLVerifyDepth counts every CA above the leaf, root too
     crl: str = "leaf"
     crl_required: bool = False
     block: str | None = None  # the server block / virtual host judged (from a config file)
@@ -154,7 +157,7 @@ def server_rules(server: str) -> Rules:
     return {
         "openssl": Rules("openssl"),
         "nginx": Rules("nginx", depth=1, crl="chain", crl_required=True),
-        "apache": Rules("apache", depth=1, crl="chain", crl_required=True),
+        "apache": Rules("apache", depth=1, depth_counts_root=True, crl="chain", crl_required=True),
         "iis": Rules("iis", crl="chain", crl_required=True),
     }[server]
 
@@ -466,16 +469,19 @@ def _depth(path: list, rules: Rules) -> list[Problem]:
     """More intermediate CAs than the server's verify depth allows (OpenSSL counts the CAs
     between the leaf and the anchor; a self-issued top is the anchor, not counted)."""
     cas = [c for c in path[1:] if c.issuer != c.subject]
-    if rules.depth is None or len(cas) <= rules.depth:
+    needed = len(cas) + (1 if rules.depth_counts_root else 0)
+    if rules.depth is None or needed <= rules.depth:
         return []
     found = rules.settings.get("depth")
     now = f"is {rules.depth}" if found else f"is not set (default {rules.depth})"
+    counted = "CAs above it, its root included" if rules.depth_counts_root else "intermediate CAs up to its root"
     return [Problem(
-        DEPTH, f"the chain has {len(cas)} intermediate CAs ({', '.join(short_name(c) for c in cas)}) between "
-               f"{short_name(path[0])} and its root; {rules.server} allows {rules.depth}: {rules.where('depth')} {now}",
-        fix=f"set {rules.name('depth')} {len(cas)}" + (f" in {rules.block}" if rules.block else "")
+        DEPTH, f"{short_name(path[0])} has {len(cas)} intermediate CAs ({', '.join(short_name(c) for c in cas)}), "
+               f"so a depth of {needed} ({counted}); {rules.server} allows {rules.depth}: {rules.where('depth')} {now}",
+        fix=f"set {rules.name('depth')} {needed}" + (f" in {rules.block}" if rules.block else "")
             + (f" ({found['file']}:{found['line']})" if found else ""),
-        cert=path[0], data={"intermediates": len(cas), "depth": rules.depth, "setting": rules.name("depth")})]
+        cert=path[0], data={"intermediates": len(cas), "depth": rules.depth, "needed": needed,
+                            "setting": rules.name("depth")})]
 
 
 def _name_problems(leaf, name: str | None) -> list[Problem]:
