@@ -42,10 +42,12 @@ from storesync.model import DISTRUSTED, EKU_OIDS, TRUSTED, TrustSet
 )
 # What a server's own rules add (see Rules): a store file the server cannot read, a CRL missing
 # or past its nextUpdate, a chain longer than the verify depth, a host name the leaf lacks.
-UNREADABLE, CRL_MISSING, CRL_EXPIRED, DEPTH, NAME_MISMATCH = (
-    "unreadable", "crl-missing", "crl-expired", "depth", "name-mismatch")
-ORDER = [UNREADABLE, MISSING_ROOT, DISTRUSTED_CODE, REVOKED, CRL_MISSING, CRL_EXPIRED, EXPIRED, NOT_YET_VALID,
-         DISTRUST_AFTER, PURPOSE, DEPTH, NAME_MISMATCH, UNSUPPORTED, INVALID]
+# Schannel's (IIS): a CA-name list too long to send, a Trusted Root that is not self-signed.
+UNREADABLE, CRL_MISSING, CRL_EXPIRED, DEPTH, NAME_MISMATCH, CA_LIST, NOT_SELF_SIGNED = (
+    "unreadable", "crl-missing", "crl-expired", "depth", "name-mismatch", "ca-list-too-long", "root-not-self-signed")
+ORDER = [UNREADABLE, NOT_SELF_SIGNED, MISSING_ROOT, DISTRUSTED_CODE, REVOKED, CRL_MISSING, CRL_EXPIRED, EXPIRED,
+         NOT_YET_VALID, DISTRUST_AFTER, PURPOSE, DEPTH, CA_LIST, NAME_MISMATCH, UNSUPPORTED, INVALID]
+SCHANNEL_CA_LIST_LIMIT = 16384  # bytes of distinguished names Schannel sends (KB 933430)
 CHECK_PURPOSES = ("client-auth", "server-auth", "email", "code-signing")
 OPENSSL_KINDS = {"pem", "dir"}  # stores whose readers take only self-issued anchors
 ANY_EKU = "2.5.29.37.0"
@@ -189,6 +191,7 @@ class Verdict:
     warnings: list[str] = field(default_factory=list)
     verifier_error: str | None = None
     rules: Rules = field(default_factory=Rules)
+    data: dict[str, Any] = field(default_factory=dict)  # what a server's rules measured (ca_names)
 
     @property
     def reason(self) -> str:
@@ -214,6 +217,7 @@ class Verdict:
             "server": self.rules.server,
             **({"server_block": self.rules.block} if self.rules.block else {}),
             **({"settings": self.rules.settings} if self.rules.settings else {}),
+            **self.data,
         }
 
 
@@ -419,6 +423,9 @@ def check_store(store: str, kind: str, trust_set: TrustSet, leaf, chain: list, p
     rules = rules or Rules()
     view = store_view(trust_set, kind, purpose)
     verdict = Verdict(store, kind, rules=rules)
+    if rules.server == "iis":
+        verdict.problems += _schannel(trust_set, verdict)
+    store_wide = list(verdict.problems)
     intermediates = chain + view.pool
     try:
         path = verify(view.anchors, intermediates, leaf, at, purpose, name)
@@ -427,8 +434,9 @@ def check_store(store: str, kind: str, trust_set: TrustSet, leaf, chain: list, p
         path = None
     if path is not None:
         verdict.chain = path
-        verdict.problems = _path_problems(path, view, purpose, at, crls, verdict.warnings, strict=True, rules=rules)
-        verdict.problems += _depth(path, rules)
+        verdict.problems = store_wide + _path_problems(path, view, purpose, at, crls, verdict.warnings, strict=True,
+                                                       rules=rules)
+        verdict.problems += _depth(path, rules) + _ca_list_fix(verdict, path[-1])
         return _ordered(verdict)
 
     # Refused: find the path with everything relaxed, then say what the strict run did not forgive.
@@ -449,20 +457,74 @@ def check_store(store: str, kind: str, trust_set: TrustSet, leaf, chain: list, p
         unsupported = _unsupported(relaxed, anchored, purpose, verdict.verifier_error)
         if not anchored:
             # Also what the path we have would meet once the root is there: one fix, one refusal.
-            verdict.problems = [_missing_root(top, leaf), *unsupported]
+            verdict.problems = [*store_wide, _missing_root(top, leaf), *unsupported]
             verdict.problems += _path_problems(relaxed, view, purpose, at, crls, verdict.warnings, strict=False,
                                                rules=rules)
-            verdict.problems += _depth(relaxed, rules) + _name_problems(leaf, name)
+            verdict.problems += _depth(relaxed, rules) + _name_problems(leaf, name) + _ca_list_fix(verdict, None)
             return _ordered(verdict)
     else:
         unsupported = _unsupported(relaxed, True, purpose, verdict.verifier_error)
     verdict.chain = relaxed
-    verdict.problems = _path_problems(relaxed, view, purpose, at, crls, verdict.warnings, strict=False, rules=rules)
+    verdict.problems = store_wide + _path_problems(relaxed, view, purpose, at, crls, verdict.warnings, strict=False,
+                                                   rules=rules)
     verdict.problems += unsupported + _depth(relaxed, rules) + _name_problems(leaf, name)
+    verdict.problems += _ca_list_fix(verdict, relaxed[-1])
     if not verdict.problems:  # the strict verifier refused for a reason we do not name
         verdict.problems = [Problem(INVALID, f"the verifier refused it: {verdict.verifier_error}",
                                     fix="see the verifier's message", cert=leaf)]
     return _ordered(verdict)
+
+
+def _schannel(trust_set: TrustSet, verdict: Verdict) -> list[Problem]:
+    """What breaks client authentication on IIS whatever the certificate: a Trusted Root store
+    holding a certificate that is not self-signed (403.16, KB 2795828), and an acceptable-CA list
+    (each root's DER subject with its 2-byte length, as TLS sends them) over about 16 KB: Schannel
+    cuts it and clients then offer no certificate (403.7, KB 933430). The size is reported always."""
+    import warnings
+
+    problems, sizes = [], []
+    warnings.filterwarnings("ignore", "Attribute's length", UserWarning)  # real roots have such names
+    for entry in trust_set.values():
+        cert = entry.cert.x509
+        if entry.distrusted or cert is None:
+            continue
+        sizes.append((2 + len(cert.subject.public_bytes()), entry))
+        if cert.issuer != cert.subject:
+            problems.append(Problem(
+                NOT_SELF_SIGNED, f"{short_name(cert)} is in the Trusted Root store but is not self-signed (issued by "
+                                 f"{cert.issuer.rfc4514_string()}): IIS then refuses client certificates (403.16)",
+                fix=f"move {short_name(cert)} (SHA-1 {entry.cert.sha1}) from Trusted Root Certification Authorities "
+                    f"to Intermediate Certification Authorities: certutil -delstore Root {entry.cert.sha1}, then "
+                    "certutil -addstore CA with its file", cert=cert))
+    total = sum(size for size, _ in sizes)
+    verdict.data["ca_names"] = {"bytes": total, "roots": len(sizes), "limit": SCHANNEL_CA_LIST_LIMIT}
+    verdict.data["_ca_sizes"] = sizes
+    return problems
+
+
+def _ca_list_fix(verdict: Verdict, anchor) -> list[Problem]:
+    """The CA-name list problem, once the anchor to keep is known: drop the fewest roots (the
+    longest names first, never the anchor of this chain) that bring the list under the limit."""
+    names = verdict.data.pop("_ca_sizes", None)
+    if names is None or verdict.data["ca_names"]["bytes"] <= SCHANNEL_CA_LIST_LIMIT:
+        return []
+    total, dropped = verdict.data["ca_names"]["bytes"], 0
+    for size, entry in sorted(names, key=lambda pair: -pair[0]):
+        if total <= SCHANNEL_CA_LIST_LIMIT:
+            break
+        if entry.cert.x509 == anchor:
+            continue
+        total, dropped = total - size, dropped + 1
+    info = verdict.data["ca_names"]
+    info["drop"] = dropped
+    return [Problem(
+        CA_LIST, f"the store's {info['roots']} roots make an acceptable-CA list of {info['bytes']} bytes; Schannel "
+                 f"cuts it at about {SCHANNEL_CA_LIST_LIMIT} bytes and clients that choose a certificate by these names "
+                 "then offer none (403.7)",
+        fix=f"drop at least {dropped} roots from the Trusted Root store (the longest names first; keep "
+            + (short_name(anchor) if anchor is not None else "the roots of your clients")
+            + "), or stop sending the list (SCHANNEL SendTrustedIssuerList = 0)",
+        data={"bytes": info["bytes"], "roots": info["roots"], "drop": dropped})]
 
 
 def _depth(path: list, rules: Rules) -> list[Problem]:
