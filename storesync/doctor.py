@@ -147,9 +147,9 @@ class Rules:
         return SETTING_NAMES[self.server].get(key, key)
 
     def where(self, key: str) -> str:
-        """`ssl_verify_depth (nginx.conf:12)`, or the bare name for a setting left at its default."""
+        """`ssl_verify_depth 2 (nginx.conf:12)`, or the bare name for a setting left at its default."""
         found = self.settings.get(key)
-        return f"{self.name(key)} ({found['file']}:{found['line']})" if found else self.name(key)
+        return f"{found['directive']} {found['value']} ({found['file']}:{found['line']})" if found else self.name(key)
 
 
 def server_rules(server: str) -> Rules:
@@ -535,11 +535,11 @@ def _depth(path: list, rules: Rules) -> list[Problem]:
     if rules.depth is None or needed <= rules.depth:
         return []
     found = rules.settings.get("depth")
-    now = f"is {rules.depth}" if found else f"is not set (default {rules.depth})"
+    now = rules.where("depth") if found else f"{rules.name('depth')} is not set (default {rules.depth})"
     counted = "CAs above it, its root included" if rules.depth_counts_root else "intermediate CAs up to its root"
     return [Problem(
         DEPTH, f"{short_name(path[0])} has {len(cas)} intermediate CAs ({', '.join(short_name(c) for c in cas)}), "
-               f"so a depth of {needed} ({counted}); {rules.server} allows {rules.depth}: {rules.where('depth')} {now}",
+               f"so a depth of {needed} ({counted}); {rules.server} allows {rules.depth}: {now}",
         fix=f"set {rules.name('depth')} {needed}" + (f" in {rules.block}" if rules.block else "")
             + (f" ({found['file']}:{found['line']})" if found else ""),
         cert=path[0], data={"intermediates": len(cas), "depth": rules.depth, "needed": needed,
@@ -767,7 +767,7 @@ def _revocations(path: list, at: datetime, crls: list, warnings: list[str], rule
     ("CRL has expired")."""
     if rules.crl == "none":
         if crls:
-            warnings.append(f"CRLs not checked: {rules.where('crl_check')} is none")
+            warnings.append(f"CRLs not checked: {rules.where('crl_check') if 'crl_check' in rules.settings else rules.name('crl_check') + ' none (the default)'}")
         return []
     problems = []
     used = set()
@@ -813,9 +813,18 @@ def _revocations(path: list, at: datetime, crls: list, warnings: list[str], rule
                              f"the CRLs of {rules.where('crl')}: {rules.server} checks a CRL for every "
                              + ("certificate of the chain" if rules.crl == "chain" else "client certificate")
                              + f" and refuses {short_name(cert)} (\"unable to get certificate CRL\")",
-                fix=f"add the current CRL of {short_name(issuer)} to the CRL file of {rules.where('crl')}"
+                fix=f"add the current CRL of {short_name(issuer)} to {rules.where('crl')}"
                     + (f", then reload {rules.server}" if rules.server in ("nginx", "apache") else ""),
                 cert=cert, data={"crl_issuer": issuer.subject.rfc4514_string()}))
+    if (top.issuer != top.subject and rules.crl == "chain" and rules.crl_required and crls
+            and not any(crl.issuer == top.issuer for _, crl in crls)):
+        # The root is not in the store (missing-root): its CRL will be wanted once it is.
+        problems.append(Problem(
+            CRL_MISSING, f"no CRL from {top.issuer.rfc4514_string()} among the CRLs of {rules.where('crl')}: "
+                         f"{rules.server} checks a CRL for every certificate of the chain and will refuse "
+                         f"{short_name(top)} (\"unable to get certificate CRL\")",
+            fix=f"add the current CRL of {top.issuer.rfc4514_string()} to {rules.where('crl')}",
+            cert=top, data={"crl_issuer": top.issuer.rfc4514_string()}))
     for source, crl in crls:
         if source not in used:
             warnings.append(f"CRL {source}: issued by {crl.issuer.rfc4514_string()}, which issued no certificate "

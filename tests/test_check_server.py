@@ -186,3 +186,11 @@ def test_nginx_default_depth_is_one_intermediate(srv, leaf, chain, expected):
 def test_unknown_server_is_an_error(srv):
     result = storesync("check", srv.f["client1"], "--store", srv.f["root"], "--server", "caddy")
     assert result.returncode == 2 and "--server must be one of" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_root_missing_and_its_crl_missing_lists_both(srv):
+    code, data = check_json(srv.f["client1"], "--chain", srv.f["policy"], "--store", srv.f["other"],
+                            "--crl", srv.f["crl-policy"], "--server", "nginx")
+    problems = data["stores"][0]["problems"]
+    assert code == 1 and [p["reason"] for p in problems] == ["missing-root", "crl-missing"]
+    assert "CN=Srv Root" in problems[1]["fix"]
