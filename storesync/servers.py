@@ -96,8 +96,8 @@ def nginx_file_problems(site: Site) -> list:
     1.22: `nginx -t` fails, a reload keeps the old configuration, a start fails)."""
     from storesync.doctor import UNREADABLE, Problem
 
-    if site.rules.server != "nginx" or site.trusted is not None and site.ca == site.trusted:
-        return []
+    if site.rules.server != "nginx" or "ca" not in site.rules.settings:
+        return []  # ssl_trusted_certificate alone: read as a verify store, which takes TRUSTED blocks
     try:
         data = site.ca.read_bytes()
     except OSError:

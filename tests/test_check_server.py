@@ -194,3 +194,19 @@ def test_root_missing_and_its_crl_missing_lists_both(srv):
     problems = data["stores"][0]["problems"]
     assert code == 1 and [p["reason"] for p in problems] == ["missing-root", "crl-missing"]
     assert "CN=Srv Root" in problems[1]["fix"]
+
+
+def test_profile_only_key(srv, tmp_path):
+    source = cat(tmp_path / "source.pem", srv.f["root"], srv.f["other"])
+    target = tmp_path / "target.pem"
+    config = tmp_path / "storesync.toml"
+    config.write_text(f'[profile.clients]\nmode = "add"\nsource = "pem:{source}"\ntargets = ["pem:{target}"]\n'
+                      f'only = ["{sha256(srv.root)[:16]}"]\n')
+    result = storesync("sync", "--config", config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [c.subject.rfc4514_string() for c in x509.load_pem_x509_certificates(target.read_bytes())] == ["CN=Srv Root"]
+    config.write_text(config.read_text().replace(f'only = ["{sha256(srv.root)[:16]}"]', "only = 3"))
+    result = storesync("sync", "--config", config)
+    assert result.returncode == 2 and "only must be a list" in result.stderr and "Traceback" not in result.stderr
+    result = storesync("sync", "--config", config, "--only", "x*")
+    assert result.returncode == 2 and "--only" in result.stderr
