@@ -156,6 +156,10 @@ def print_check(leaf, purpose: str, when, verdicts) -> None:
                     print(f"    fix: {problem.fix}")
                 if problem.data.get("fix_note"):
                     print(f"         ({problem.data['fix_note']})")
+        names = verdict.data.get("ca_names")
+        if names:
+            print(f"  acceptable-CA list: {names['bytes']} bytes of names for {names['roots']} roots "
+                  f"(Schannel sends about {names['limit']})")
         for warning in verdict.warnings:
             print(f"  warning: {warning}")
 

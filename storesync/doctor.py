@@ -149,7 +149,9 @@ class Rules:
     def where(self, key: str) -> str:
         """`ssl_verify_depth 2 (nginx.conf:12)`, or the bare name for a setting left at its default."""
         found = self.settings.get(key)
-        return f"{found['directive']} {found['value']} ({found['file']}:{found['line']})" if found else self.name(key)
+        if not found or not found.get("file"):
+            return self.name(key)
+        return f"{found['directive']} {found['value']} ({found['file']}:{found['line']})"
 
 
 def server_rules(server: str) -> Rules:
@@ -535,6 +537,7 @@ def _depth(path: list, rules: Rules) -> list[Problem]:
     if rules.depth is None or needed <= rules.depth:
         return []
     found = rules.settings.get("depth")
+    found = found if found and found.get("file") else None
     now = rules.where("depth") if found else f"{rules.name('depth')} is not set (default {rules.depth})"
     counted = "CAs above it, its root included" if rules.depth_counts_root else "intermediate CAs up to its root"
     return [Problem(

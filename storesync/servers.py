@@ -29,7 +29,7 @@ class Site:
         return f"{self.ca_kind}:{self.ca}"
 
 
-def _setting(directive: str, args: list[str], file: str, line: int) -> dict:
+def _setting(directive: str, args: list[str], file: str | None, line: int | None) -> dict:
     return {"directive": directive, "value": " ".join(args), "file": file, "line": line}
 
 
@@ -76,6 +76,8 @@ def nginx_sites(conf: Path) -> list[Site]:
                 except ValueError:
                     raise CheckError(f"nginx config {found['depth']['file']}:{found['depth']['line']}: "
                                      f"ssl_verify_depth {found['depth']['value']!r} is not a number") from None
+            else:  # used all the same: --json says so
+                found["depth"] = {**_setting("ssl_verify_depth", [str(rules.depth)], None, None), "default": True}
             path = lambda key: base / found[key]["value"] if key in found else None  # noqa: E731
             if "ca" not in found and "trusted" not in found:
                 raise CheckError(f"nginx config {server['file']}:{server['line']}: {block} verifies clients "
@@ -138,7 +140,7 @@ def apache_sites(conf: Path) -> list[Site]:
             continue
         if found.get("verify", {}).get("value", "").lower() not in ("require", "optional"):
             continue
-        rules = server_rules("apache")
+        rules, found = server_rules("apache"), dict(found)
         rules.block, rules.settings = block, found
         check = found.get("crl_check", {}).get("value", "none").lower().split()
         rules.crl = check[0] if check and check[0] in ("chain", "leaf") else "none"
@@ -149,6 +151,8 @@ def apache_sites(conf: Path) -> list[Site]:
             except ValueError:
                 raise CheckError(f"Apache config {found['depth']['file']}:{found['depth']['line']}: "
                                  f"SSLVerifyDepth {found['depth']['value']!r} is not a number") from None
+        else:
+            found["depth"] = {**_setting("SSLVerifyDepth", [str(rules.depth)], None, None), "default": True}
         path = lambda key: _apache_path(found[key]["value"], state)  # noqa: E731
         if "ca" in found:
             ca, kind = path("ca"), "pem"

@@ -264,6 +264,9 @@ def test_two_intermediates_need_depth_two_and_one_passes(case, nginx):
     code, data = check(conf, case.f["client2"])
     verdict = verdict_of(data)
     assert code == 1 and verdict["reason"] == "depth" and verdict["fix"].startswith("set ssl_verify_depth 2")
+    assert "ssl_verify_depth is not set (default 1)" in verdict["message"]
+    assert verdict["settings"]["depth"] == {"directive": "ssl_verify_depth", "value": "1", "file": None,
+                                            "line": None, "default": True}
     nginx.write("        ssl_client_certificate client-ca.pem;\n        ssl_verify_depth 2;")
     nginx.reload()
     assert nginx.curl_until(case.f["client2"], case.key("client2")) == "200"
