@@ -35,7 +35,7 @@ class Apache:
         self.conf = d / "httpd.conf"
         self.running = False
 
-    def write(self, vhost_lines: str) -> Path:
+    def write(self, vhost_lines: str, ca_line: str = "SSLCACertificateFile client-ca.pem") -> Path:
         d = self.dir
         modules = "\n".join(f"LoadModule {m}_module {MODULES}/mod_{m}.so"
                             for m in ("mpm_event", "authz_core", "ssl", "socache_shmcb"))
@@ -55,7 +55,7 @@ DocumentRoot {d}/htdocs
     SSLCertificateFile server.pem
     SSLCertificateKeyFile server.key
     SSLVerifyClient require
-    SSLCACertificateFile client-ca.pem
+    {ca_line}
 {vhost_lines}
 </VirtualHost>
 """)
@@ -198,3 +198,29 @@ def test_apache_config_errors_exit_2(case, tmp_path):
     bad.write_text("<VirtualHost *:443\n")
     result = storesync("check", case.f["client1"], "--apache-conf", bad)
     assert result.returncode == 2 and f"{bad}:1" in result.stderr
+
+
+@pytest.fixture
+def world_readable_dir():
+    """mod_ssl reads an SSLCACertificatePath lazily, in the worker (User nobody): measured, a
+    folder under pytest's 0700 tmp dir refuses every client ("unable to get local issuer")."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="storesync-apache-ca-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_ca_certificate_path_is_a_hashed_directory(case, apache, world_readable_dir):
+    source = cat(apache.dir / "roots.pem", case.f["other"], case.f["root"])
+    ca = world_readable_dir / "ca"
+    result = storesync("sync", "--purpose", "client-auth", f"pem:{source}", f"dir:{ca}")
+    assert result.returncode == 0, result.stderr
+    conf = apache.write("    SSLVerifyDepth 2", ca_line=f"SSLCACertificatePath {ca}")
+    apache.start()
+    assert apache.accepts(case.f["client1"], case.key("client1"))
+    code, verdict = check(conf, case.f["client1"])
+    assert code == 0 and verdict["store"] == f"dir:{ca}"
+    assert not apache.accepts(case.f["expired"], case.key("expired"))
+    assert check(conf, case.f["expired"])[1]["reason"] == "expired"
