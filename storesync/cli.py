@@ -229,6 +229,8 @@ def sync(source: Optional[str] = None, targets: Optional[list[str]] = None, prof
             fail("sync needs a SOURCE and at least one TARGET (or no store at all, to run the config's profiles)")
         if mode not in ("mirror", "add"):
             fail(f"--mode must be mirror or add, not {mode!r}")
+        if not all(only):
+            fail("--only needs a fingerprint (SHA-256 or SHA-1 hex) or a label glob, not an empty word")
         profiles = [Profile(f"cli {source}", mode, [StoreRef(s) for s in (source, *targets)], only=only)]
     else:
         if only:

@@ -318,6 +318,14 @@ def test_config_errors_exit_2_naming_file_and_line(case, tmp_path):
     assert result.returncode == 2 and "verifies client certificates" in result.stderr
     result = storesync("check", case.f["client1"], "--nginx-conf", tmp_path / "absent.conf")
     assert result.returncode == 2 and "absent.conf" in result.stderr and "Traceback" not in result.stderr
+    gone = tmp_path / "gone.conf"
+    gone.write_text("events {}\nhttp { server { listen 443 ssl; ssl_verify_client on;\n"
+                    "ssl_client_certificate nowhere.pem; ssl_crl nocrl.pem; } }\n")
+    result = storesync("check", case.f["client1"], "--nginx-conf", gone)
+    assert result.returncode == 2 and "nocrl.pem" in result.stderr and "Traceback" not in result.stderr
+    gone.write_text(gone.read_text().replace(" ssl_crl nocrl.pem;", ""))
+    result = storesync("check", case.f["client1"], "--nginx-conf", gone)
+    assert result.returncode == 2 and "nowhere.pem" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_root_in_ssl_trusted_certificate_verifies_but_is_not_named_to_clients(case, nginx):

@@ -113,6 +113,8 @@ def test_sync_only_selects_by_fingerprint_or_label_glob(srv, tmp_path):
     colons = ":".join(sha256(srv.root)[i:i + 2] for i in range(0, 64, 2)).upper()
     assert storesync("sync", "--mode", "add", "--only", colons, f"pem:{source}", f"pem:{target}").returncode == 0
     assert len(x509.load_pem_x509_certificates(target.read_bytes())) == 2
+    result = storesync("sync", "--mode", "add", "--only=", f"pem:{source}", f"pem:{target}")
+    assert result.returncode == 2 and "--only needs" in result.stderr
     # Naming nothing the source holds adds nothing.
     empty = cat(tmp_path / "empty.pem", srv.f["other"])
     assert storesync("sync", "--mode", "add", "--only", "ab" * 32, f"pem:{source}", f"pem:{empty}").returncode == 0
