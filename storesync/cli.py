@@ -62,14 +62,16 @@ def closed_pipe() -> NoReturn:
 _PASSWORD_FILE = {"--password-file": ("password_file", Path)}
 _JSON = {"--json": ("as_json", bool)}
 #: command -> (positional parameters, options). A positional "name?" may be left out, "*name"
-#: takes the remaining words; an option maps to (parameter, type), and bool means a flag.
+#: takes the remaining words; an option maps to (parameter, type), bool means a flag and tuple a
+#: repeatable option (its values collected in a tuple).
 QUICK_FORMS: dict[str, tuple[list[str], dict[str, tuple[str, type]]]] = {
     "list": (["store"], {"--expiring": ("expiring", int), "--expired": ("expired", bool), **_JSON, **_PASSWORD_FILE}),
     "diff": (["store_a", "store_b"], {**_JSON, **_PASSWORD_FILE}),
     "sync": (["source?", "*targets"], {
         "--profile": ("profile", str), "--config": ("config", Path), "--state-dir": ("state_dir", Path),
         "--mode": ("mode", str), "--purpose": ("purpose", str), "--dry-run": ("dry_run", bool),
-        "--force": ("force", bool), "--allow-empty": ("allow_empty", bool), **_JSON, **_PASSWORD_FILE,
+        "--force": ("force", bool), "--allow-empty": ("allow_empty", bool), "--only": ("only", tuple),
+        **_JSON, **_PASSWORD_FILE,
     }),
 }
 
@@ -101,6 +103,9 @@ def quick_parse(argv: list[str]) -> tuple[str, dict[str, Any]] | None:
                 return None
         if not value:
             return None
+        if kind is tuple:
+            arguments[parameter] = (*arguments.get(parameter, ()), value)
+            continue
         try:
             arguments[parameter] = kind(value)
         except ValueError:
@@ -238,7 +243,7 @@ def diff(store_a: str, store_b: str, as_json: bool = False, password_file: Optio
 def sync(source: Optional[str] = None, targets: Optional[list[str]] = None, profile: Optional[str] = None,
          config: Optional[Path] = None, state_dir: Optional[Path] = None, mode: str = "mirror",
          purpose: str = "server-auth", dry_run: bool = False, force: bool = False, as_json: bool = False,
-         password_file: Optional[Path] = None, allow_empty: bool = False) -> NoReturn:
+         password_file: Optional[Path] = None, allow_empty: bool = False, only: tuple = ()) -> NoReturn:
     from storesync.config import Profile, StoreRef, load_config
     from storesync.engine import run, state
 
@@ -249,8 +254,12 @@ def sync(source: Optional[str] = None, targets: Optional[list[str]] = None, prof
             fail("sync needs a SOURCE and at least one TARGET (or no store at all, to run the config's profiles)")
         if mode not in ("mirror", "add"):
             fail(f"--mode must be mirror or add, not {mode!r}")
-        profiles = [Profile(f"cli {source}", mode, [StoreRef(s) for s in (source, *targets)])]
+        if not all(only):
+            fail("--only needs a fingerprint (SHA-256 or SHA-1 hex) or a label glob, not an empty word")
+        profiles = [Profile(f"cli {source}", mode, [StoreRef(s) for s in (source, *targets)], only=only)]
     else:
+        if only:
+            fail("--only selects from a SOURCE for its TARGETs; a profile takes `only` in the config file")
         try:
             loaded = load_config(config)
         except StoreError as exc:

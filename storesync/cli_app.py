@@ -69,11 +69,15 @@ def sync(
     allow_empty: bool = typer.Option(
         False, "--allow-empty", help="An empty source (or merge store) is meant: let it empty the others (with --force)."
     ),
+    only: list[str] = typer.Option(
+        [], "--only", metavar="FINGERPRINT|LABEL-GLOB",
+        help="Take only these certificates of SOURCE (SHA-256/SHA-1 hex, or a label glob; repeatable).",
+    ),
 ) -> None:
     """Make each TARGET agree with SOURCE, or run the profiles of the config file."""
     cli.sync(source=source, targets=targets or None, profile=profile, config=config, state_dir=state_dir, mode=mode,
              purpose=purpose, dry_run=dry_run, force=force, as_json=as_json, password_file=password_file,
-             allow_empty=allow_empty)
+             allow_empty=allow_empty, only=tuple(only))
 
 
 @app.command()

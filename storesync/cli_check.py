@@ -29,6 +29,9 @@ def check(
     purpose: str = typer.Option("client-auth", "--purpose", help="client-auth, server-auth, email or code-signing."),
     at: Optional[str] = typer.Option(None, "--at", help="Check at this ISO time instead of now (e.g. 2026-05-01T12:00:00Z)."),
     name: Optional[str] = typer.Option(None, "--name", help="server-auth: also check that the certificate names this host."),
+    server: str = typer.Option("openssl", "--server", help="Judge by this server's rules: openssl (openssl verify), nginx, apache or iis."),
+    nginx_conf: Optional[Path] = typer.Option(None, "--nginx-conf", help="nginx.conf: judge each TLS server block that verifies clients by its own settings."),
+    apache_conf: Optional[Path] = typer.Option(None, "--apache-conf", help="Apache's config: judge each SSL virtual host that verifies clients by its settings."),
     python: list[str] = PYTHON,
     config: Optional[str] = CONFIG,
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
@@ -39,6 +42,8 @@ def check(
 
     if purpose not in doctor.CHECK_PURPOSES:
         fail(f"--purpose must be one of {', '.join(doctor.CHECK_PURPOSES)}, not {purpose!r}")
+    if server not in doctor.SERVERS:
+        fail(f"--server must be one of {', '.join(doctor.SERVERS)}, not {server!r}")
     if name is not None and purpose != "server-auth":
         fail("--name checks a host name, which only --purpose server-auth has")
     try:
@@ -50,8 +55,22 @@ def check(
         fail(str(exc))
     leaf = certs[0]
 
+    judged = []  # (store spec, rules, CRLs, server block or None)
+    if nginx_conf or apache_conf:
+        from storesync import servers
+
+        try:
+            sites = ((servers.nginx_sites(nginx_conf) if nginx_conf else [])
+                     + (servers.apache_sites(apache_conf) if apache_conf else []))
+            judged = [(site.spec, site.rules, doctor.load_crls(site.crls), site) for site in sites]
+        except doctor.CheckError as exc:
+            fail(str(exc))
+        if not judged:
+            fail(f"{nginx_conf or apache_conf}: no TLS server block in it verifies client certificates "
+                 "(ssl_verify_client on / SSLVerifyClient require); nothing to check")
+    rules = doctor.server_rules(server)
     explicit = bool(stores)
-    if not explicit:
+    if not explicit and not judged:
         from storesync import machine
 
         warnings: list[str] = []
@@ -61,19 +80,41 @@ def check(
         if not stores:
             fail("found no store on this machine to check against; name one with --store")
 
-    sets, kinds, errors = {}, {}, 0
-    for spec in stores:
+    sets, kinds, canonical, errors = {}, {}, {}, 0
+    specs = [j[0] for j in judged] + [j.trusted and f"pem:{j.trusted}" for *_, j in judged] + list(stores)
+    for spec in dict.fromkeys(s for s in specs if s):
         try:
             store, trust_set = open_and_read(spec, password_file)
         except SystemExit:
-            if explicit:
+            if explicit or judged:
                 errors += 1  # reported by open_and_read; the other stores are still checked
             continue
+        canonical[spec] = str(store.spec)
         sets[str(store.spec)], kinds[str(store.spec)] = trust_set, store.spec.kind
+    judged += [(spec, rules, crl_list, None) for spec in stores]
 
     verdicts = []
-    for spec, trust_set in sets.items():
-        verdict = doctor.check_store(spec, kinds[spec], trust_set, leaf, intermediates, purpose, when, crl_list, name)
+    for spec, spec_rules, spec_crls, site in judged:
+        if spec not in canonical:
+            continue
+        spec = canonical[spec]
+        trust_set = sets[spec]
+        trusted = sets.get(canonical.get(f"pem:{site.trusted}")) if site is not None and site.trusted else None
+        if trusted is not None:  # nginx verifies with both files; it names only the first to clients
+            from storesync.model import TrustSet
+
+            trust_set = TrustSet([*trust_set.values(), *(e for e in trusted.values() if e.sha256 not in trust_set)])
+        verdict = doctor.check_store(spec, kinds[spec], trust_set, leaf, intermediates, purpose, when, spec_crls, name,
+                                     spec_rules)
+        if site is not None:
+            from storesync import servers
+
+            verdict.problems = servers.nginx_file_problems(site) + verdict.problems
+            if trusted is not None and verdict.chain and verdict.chain[-1] not in [
+                    e.cert.x509 for e in sets[spec].values()]:
+                verdict.warnings.append(
+                    f"the root {doctor.short_name(verdict.chain[-1])} is in ssl_trusted_certificate only: nginx does "
+                    "not name it to clients, so browsers may not offer this certificate (curl offers it anyway)")
         doctor.sync_fix(verdict, spec, sets, kinds, purpose)
         verdicts.append(verdict)
 
@@ -82,6 +123,7 @@ def check(
             "certificate": doctor.cert_json(leaf),
             "intermediates": [doctor.cert_json(c) for c in intermediates],
             "purpose": purpose,
+            "server": server,
             "at": doctor._iso(when),
             "accepted": bool(verdicts) and all(v.accepted for v in verdicts),
             "stores": [v.to_json() for v in verdicts],
@@ -101,6 +143,8 @@ def print_check(leaf, purpose: str, when, verdicts) -> None:
     print(f"checked for {purpose} at {_iso(when)}")
     for verdict in verdicts:
         print()
+        if verdict.rules.block:
+            print(f"{verdict.rules.server} {verdict.rules.block}:")
         if verdict.accepted:
             path = " <- ".join(short_name(c) for c in verdict.chain)
             print(f"{verdict.store}: ok ({path})")
@@ -110,6 +154,12 @@ def print_check(leaf, purpose: str, when, verdicts) -> None:
                 print(f"  {problem.reason}: {problem.message}")
                 if problem.fix:
                     print(f"    fix: {problem.fix}")
+                if problem.data.get("fix_note"):
+                    print(f"         ({problem.data['fix_note']})")
+        names = verdict.data.get("ca_names")
+        if names:
+            print(f"  acceptable-CA list: {names['bytes']} bytes of names for {names['roots']} roots "
+                  f"(Schannel sends about {names['limit']})")
         for warning in verdict.warnings:
             print(f"  warning: {warning}")
 

@@ -11,7 +11,8 @@
 
 A store is a spec string, or a table with `spec` and store options (`password-file`,
 `links`, `format`, `purpose`, `role`, ...). Profile keys: `purposes` (keep only anchors for
-these), `ca_only` (default true), `drop_expired` (default false), `max_removal_share`
+these), `only` (keep only these certificates: fingerprints or label globs, as `sync --only`),
+`ca_only` (default true), `drop_expired` (default false), `max_removal_share`
 (default 0.10), `allow_escalation` (default false), `allow_empty` (default false), `debounce_ms` and `rescan_s` (daemon).
 """
 
@@ -25,7 +26,7 @@ from storesync.model import PURPOSES, Record, StoreError
 
 MODES = ("mirror", "add", "merge")
 PROFILE_KEYS = {
-    "mode", "source", "targets", "stores", "purposes", "ca_only", "drop_expired",
+    "mode", "source", "targets", "stores", "purposes", "only", "ca_only", "drop_expired",
     "max_removal_share", "allow_escalation", "allow_empty", "allow-empty", "debounce_ms", "rescan_s",
 }
 
@@ -46,18 +47,20 @@ class StoreRef(Record):
 
 class Profile(Record):
     __slots__ = ("name", "mode", "stores", "purposes", "ca_only", "drop_expired", "max_removal_share",
-                 "allow_escalation", "allow_empty", "debounce_ms", "rescan_s")
+                 "allow_escalation", "allow_empty", "debounce_ms", "rescan_s", "only")
     __hash__ = None  # type: ignore[assignment]
 
     def __init__(self, name: str, mode: str, stores: list[StoreRef], purposes: tuple[str, ...] = (),
                  ca_only: bool = True, drop_expired: bool = False, max_removal_share: float = 0.10,
-                 allow_escalation: bool = False, debounce_ms: int = 250, rescan_s: int = 600, allow_empty: bool = False):
+                 allow_escalation: bool = False, debounce_ms: int = 250, rescan_s: int = 600, allow_empty: bool = False,
+                 only: tuple[str, ...] = ()):
         self.name, self.mode = name, mode
         self.stores = stores  # mirror: the source first, then the targets
         self.purposes, self.ca_only, self.drop_expired = purposes, ca_only, drop_expired
         self.max_removal_share, self.allow_escalation = max_removal_share, allow_escalation
         self.debounce_ms, self.rescan_s = debounce_ms, rescan_s
         self.allow_empty = allow_empty  # an empty source (merge: an emptied store) may empty the others
+        self.only = only  # --only: fingerprints or label globs (engine.policy.selected)
 
     @property
     def source(self) -> StoreRef | None:
@@ -181,6 +184,9 @@ def _profile(name: str, table: dict, error_at) -> Profile:
     for purpose in purposes:
         if purpose not in PURPOSES and not re.fullmatch(r"[0-9]+(\.[0-9]+)+", str(purpose)):
             raise error(f"profile {name!r}: unknown purpose {purpose!r}", str(purpose))
+    only = table.get("only", [])
+    if not isinstance(only, list) or not all(isinstance(o, str) and o for o in only):
+        raise error(f"profile {name!r}: only must be a list of fingerprints or label globs, e.g. [\"Corp Root*\"]", "only")
     share = table.get("max_removal_share", 0.10)
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
         raise error(f"profile {name!r}: max_removal_share must be a number from 0 to 1", "max_removal_share")
@@ -195,7 +201,7 @@ def _profile(name: str, table: dict, error_at) -> Profile:
         name=name, mode=mode, stores=[_store_ref(r, name, error) for r in refs], purposes=purposes,
         ca_only=table.get("ca_only", True), drop_expired=table.get("drop_expired", False),
         max_removal_share=float(share), allow_escalation=table.get("allow_escalation", False),
-        debounce_ms=table.get("debounce_ms", 250), rescan_s=table.get("rescan_s", 600),
+        debounce_ms=table.get("debounce_ms", 250), rescan_s=table.get("rescan_s", 600), only=tuple(only),
         allow_empty=table.get("allow_empty", table.get("allow-empty", False)),
     )
 

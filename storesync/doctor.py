@@ -40,7 +40,14 @@ from storesync.model import DISTRUSTED, EKU_OIDS, TRUSTED, TrustSet
     "ok", "missing-root", "distrusted", "revoked", "expired", "not-yet-valid", "distrust-after", "purpose",
     "unsupported", "invalid",
 )
-ORDER = [MISSING_ROOT, DISTRUSTED_CODE, REVOKED, EXPIRED, NOT_YET_VALID, DISTRUST_AFTER, PURPOSE, UNSUPPORTED, INVALID]
+# What a server's own rules add (see Rules): a store file the server cannot read, a CRL missing
+# or past its nextUpdate, a chain longer than the verify depth, a host name the leaf lacks.
+# Schannel's (IIS): a CA-name list too long to send, a Trusted Root that is not self-signed.
+UNREADABLE, CRL_MISSING, CRL_EXPIRED, DEPTH, NAME_MISMATCH, CA_LIST, NOT_SELF_SIGNED = (
+    "unreadable", "crl-missing", "crl-expired", "depth", "name-mismatch", "ca-list-too-long", "root-not-self-signed")
+ORDER = [UNREADABLE, NOT_SELF_SIGNED, MISSING_ROOT, DISTRUSTED_CODE, REVOKED, CRL_MISSING, CRL_EXPIRED, EXPIRED,
+         NOT_YET_VALID, DISTRUST_AFTER, PURPOSE, DEPTH, CA_LIST, NAME_MISMATCH, UNSUPPORTED, INVALID]
+SCHANNEL_CA_LIST_LIMIT = 16384  # bytes of distinguished names Schannel sends (KB 933430)
 CHECK_PURPOSES = ("client-auth", "server-auth", "email", "code-signing")
 OPENSSL_KINDS = {"pem", "dir"}  # stores whose readers take only self-issued anchors
 ANY_EKU = "2.5.29.37.0"
@@ -80,11 +87,15 @@ def load_crls(paths: list[Path]) -> list[tuple[Path, Any]]:
             data = path.read_bytes()
         except OSError as exc:
             raise CheckError(f"CRL {path}: cannot read it ({exc.strerror})") from None
+        # A PEM file may hold several CRLs (nginx's ssl_crl and Apache's SSLCARevocationFile do).
+        blocks = [b"-----BEGIN X509 CRL-----" + b for b in data.split(b"-----BEGIN X509 CRL-----")[1:]]
         try:
-            crl = (x509.load_pem_x509_crl if b"-----BEGIN" in data else x509.load_der_x509_crl)(data)
+            if b"-----BEGIN" not in data:
+                crls.append((path, x509.load_der_x509_crl(data)))
+            else:
+                crls += [(path, x509.load_pem_x509_crl(block)) for block in blocks or [data]]
         except ValueError as exc:
             raise CheckError(f"CRL {path}: not a CRL cryptography can read ({exc})") from None
-        crls.append((path, crl))
     return crls
 
 
@@ -96,6 +107,63 @@ def parse_time(text: str | None) -> datetime:
     except ValueError:
         raise CheckError(f"--at {text!r} is not an ISO time such as 2026-05-01T12:00:00Z") from None
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+# --- server rules -------------------------------------------------------------------------
+
+# Each server's names for what it lets the administrator set (for messages and fixes).
+SETTING_NAMES = {
+    "openssl": {"depth": "openssl verify -verify_depth", "crl": "--crl", "ca": "the store"},
+    "nginx": {"depth": "ssl_verify_depth", "crl": "ssl_crl", "ca": "ssl_client_certificate",
+              "trusted": "ssl_trusted_certificate"},
+    "apache": {"depth": "SSLVerifyDepth", "crl": "SSLCARevocationFile", "crl_check": "SSLCARevocationCheck",
+               "ca": "SSLCACertificateFile"},
+    "iis": {"ca": "the Trusted Root Certification Authorities store", "crl": "the revocation check"},
+}
+SERVERS = tuple(SETTING_NAMES)
+
+
+@dataclass
+class Rules:
+    """How one server decides (`check --server`), and where its settings were read from.
+
+    depth: the most intermediate CAs between the client certificate and the anchor (OpenSSL's
+    verify depth, as nginx sets it; Apache's mod_ssl counts the root too, measured with httpd 2.4:
+    "Certificate Chain too long (chain has 2 certificates, but maximum allowed are only 1)" for
+    a client under one intermediate; None: no limit). crl: which certificates are
+    checked against the CRLs given, "leaf", "chain" (every certificate below the anchor) or
+    "none"; crl_required: a certificate so checked needs a valid CRL from its issuer (OpenSSL's
+    CRL_CHECK flags: "unable to get certificate CRL" otherwise)."""
+
+    server: str = "openssl"
+    depth: int | None = None
+    depth_counts_root: bool = False  # Apache's SSLVerifyDepth counts every CA above the leaf, root too
+    crl: str = "leaf"
+    crl_required: bool = False
+    block: str | None = None  # the server block / virtual host judged (from a config file)
+    settings: dict[str, dict] = field(default_factory=dict)  # key -> {directive, value, file, line}
+
+    def name(self, key: str) -> str:
+        return SETTING_NAMES[self.server].get(key, key)
+
+    def where(self, key: str) -> str:
+        """`ssl_verify_depth 2 (nginx.conf:12)`, or the bare name for a setting left at its default."""
+        found = self.settings.get(key)
+        if not found or not found.get("file"):
+            return self.name(key)
+        return f"{found['directive']} {found['value']} ({found['file']}:{found['line']})"
+
+
+def server_rules(server: str) -> Rules:
+    """Each server's defaults: nginx's ssl_verify_depth 1 and, with ssl_crl, a CRL for every CA
+    (X509_V_FLAG_CRL_CHECK_ALL); Apache's SSLVerifyDepth 1 (CRLs given: as SSLCARevocationCheck
+    chain); Schannel checks the whole chain; openssl: `openssl verify`, today's rules."""
+    return {
+        "openssl": Rules("openssl"),
+        "nginx": Rules("nginx", depth=1, crl="chain", crl_required=True),
+        "apache": Rules("apache", depth=1, depth_counts_root=True, crl="chain", crl_required=True),
+        "iis": Rules("iis", crl="chain", crl_required=True),
+    }[server]
 
 
 # --- results --------------------------------------------------------------------------------
@@ -124,6 +192,8 @@ class Verdict:
     chain: list = field(default_factory=list)  # the path found (strict, else relaxed)
     warnings: list[str] = field(default_factory=list)
     verifier_error: str | None = None
+    rules: Rules = field(default_factory=Rules)
+    data: dict[str, Any] = field(default_factory=dict)  # what a server's rules measured (ca_names)
 
     @property
     def reason(self) -> str:
@@ -146,6 +216,10 @@ class Verdict:
             "chain": [cert_json(c) for c in self.chain],
             "verifier_error": self.verifier_error,
             "warnings": self.warnings,
+            "server": self.rules.server,
+            **({"server_block": self.rules.block} if self.rules.block else {}),
+            **({"settings": self.rules.settings} if self.rules.settings else {}),
+            **self.data,
         }
 
 
@@ -343,12 +417,17 @@ def _relaxed_time(at: datetime, certs: list) -> datetime:
 
 
 def check_store(store: str, kind: str, trust_set: TrustSet, leaf, chain: list, purpose: str, at: datetime,
-                crls: list, name: str | None = None) -> Verdict:
-    """Would `store` accept `leaf` (with `chain` intermediates) for `purpose` at `at`?"""
+                crls: list, name: str | None = None, rules: Rules | None = None) -> Verdict:
+    """Would `store` accept `leaf` (with `chain` intermediates) for `purpose` at `at`, under the
+    server's `rules`? Every problem the strict run would hit is listed, the verdict's reason first."""
     from cryptography.x509.verification import VerificationError
 
+    rules = rules or Rules()
     view = store_view(trust_set, kind, purpose)
-    verdict = Verdict(store, kind)
+    verdict = Verdict(store, kind, rules=rules)
+    if rules.server == "iis":
+        verdict.problems += _schannel(trust_set, verdict)
+    store_wide = list(verdict.problems)
     intermediates = chain + view.pool
     try:
         path = verify(view.anchors, intermediates, leaf, at, purpose, name)
@@ -357,7 +436,9 @@ def check_store(store: str, kind: str, trust_set: TrustSet, leaf, chain: list, p
         path = None
     if path is not None:
         verdict.chain = path
-        verdict.problems = _path_problems(path, view, purpose, at, crls, verdict.warnings, strict=True)
+        verdict.problems = store_wide + _path_problems(path, view, purpose, at, crls, verdict.warnings, strict=True,
+                                                       rules=rules)
+        verdict.problems += _depth(path, rules) + _ca_list_fix(verdict, path[-1])
         return _ordered(verdict)
 
     # Refused: find the path with everything relaxed, then say what the strict run did not forgive.
@@ -367,30 +448,135 @@ def check_store(store: str, kind: str, trust_set: TrustSet, leaf, chain: list, p
         relaxed = verify(view.all_anchors, intermediates, leaf, when, None)
     except VerificationError:
         relaxed = None
+    unsupported = []
     if relaxed is None:
         # No path even relaxed. Either no anchor issued the top of what we have (missing root), or
         # no single time fits the whole path (a leaf older than its reissued intermediate): then
         # the path by names and signatures says which dates are wrong.
-        linked = _links(leaf, intermediates + view.all_anchors)
-        top = linked[-1]
+        relaxed = _links(leaf, intermediates + view.all_anchors)
+        top = relaxed[-1]
         anchored = any(top == c for c in view.all_anchors)
-        unsupported = _unsupported(linked, anchored, purpose, verdict.verifier_error)
+        unsupported = _unsupported(relaxed, anchored, purpose, verdict.verifier_error)
         if not anchored:
-            verdict.problems = [_missing_root(top, leaf), *unsupported]
+            # Also what the path we have would meet once the root is there: one fix, one refusal.
+            verdict.problems = [*store_wide, _missing_root(top, leaf), *unsupported]
+            verdict.problems += _path_problems(relaxed, view, purpose, at, crls, verdict.warnings, strict=False,
+                                               rules=rules)
+            verdict.problems += _depth(relaxed, rules) + _name_problems(leaf, name) + _ca_list_fix(verdict, None)
             return _ordered(verdict)
-        verdict.chain = linked
-        verdict.problems = _path_problems(linked, view, purpose, at, crls, verdict.warnings, strict=False)
-        verdict.problems += unsupported
-        if not verdict.problems:
-            verdict.problems = [Problem(INVALID, f"no valid path: {verdict.verifier_error}", cert=leaf)]
-        return _ordered(verdict)
+    else:
+        unsupported = _unsupported(relaxed, True, purpose, verdict.verifier_error)
     verdict.chain = relaxed
-    verdict.problems = _path_problems(relaxed, view, purpose, at, crls, verdict.warnings, strict=False)
-    verdict.problems += _unsupported(relaxed, True, purpose, verdict.verifier_error)
+    verdict.problems = store_wide + _path_problems(relaxed, view, purpose, at, crls, verdict.warnings, strict=False,
+                                                   rules=rules)
+    verdict.problems += unsupported + _depth(relaxed, rules) + _name_problems(leaf, name)
+    verdict.problems += _ca_list_fix(verdict, relaxed[-1])
     if not verdict.problems:  # the strict verifier refused for a reason we do not name
         verdict.problems = [Problem(INVALID, f"the verifier refused it: {verdict.verifier_error}",
                                     fix="see the verifier's message", cert=leaf)]
     return _ordered(verdict)
+
+
+def _schannel(trust_set: TrustSet, verdict: Verdict) -> list[Problem]:
+    """What breaks client authentication on IIS whatever the certificate: a Trusted Root store
+    holding a certificate that is not self-signed (403.16, KB 2795828), and an acceptable-CA list
+    (each root's DER subject with its 2-byte length, as TLS sends them) over about 16 KB: Schannel
+    cuts it and clients then offer no certificate (403.7, KB 933430). The size is reported always."""
+    import warnings
+
+    problems, sizes = [], []
+    warnings.filterwarnings("ignore", "Attribute's length", UserWarning)  # real roots have such names
+    for entry in trust_set.values():
+        cert = entry.cert.x509
+        if entry.distrusted or cert is None:
+            continue
+        sizes.append((2 + len(cert.subject.public_bytes()), entry))
+        if cert.issuer != cert.subject:
+            problems.append(Problem(
+                NOT_SELF_SIGNED, f"{short_name(cert)} is in the Trusted Root store but is not self-signed (issued by "
+                                 f"{cert.issuer.rfc4514_string()}): IIS then refuses client certificates (403.16)",
+                fix=f"move {short_name(cert)} (SHA-1 {entry.cert.sha1}) from Trusted Root Certification Authorities "
+                    f"to Intermediate Certification Authorities: certutil -delstore Root {entry.cert.sha1}, then "
+                    "certutil -addstore CA with its file", cert=cert))
+    total = sum(size for size, _ in sizes)
+    verdict.data["ca_names"] = {"bytes": total, "roots": len(sizes), "limit": SCHANNEL_CA_LIST_LIMIT}
+    verdict.data["_ca_sizes"] = sizes
+    return problems
+
+
+def _ca_list_fix(verdict: Verdict, anchor) -> list[Problem]:
+    """The CA-name list problem, once the anchor to keep is known: drop the fewest roots (the
+    longest names first, never the anchor of this chain) that bring the list under the limit."""
+    names = verdict.data.pop("_ca_sizes", None)
+    if names is None or verdict.data["ca_names"]["bytes"] <= SCHANNEL_CA_LIST_LIMIT:
+        return []
+    total, dropped = verdict.data["ca_names"]["bytes"], 0
+    for size, entry in sorted(names, key=lambda pair: -pair[0]):
+        if total <= SCHANNEL_CA_LIST_LIMIT:
+            break
+        if entry.cert.x509 == anchor:
+            continue
+        total, dropped = total - size, dropped + 1
+    info = verdict.data["ca_names"]
+    info["drop"] = dropped
+    return [Problem(
+        CA_LIST, f"the store's {info['roots']} roots make an acceptable-CA list of {info['bytes']} bytes; Schannel "
+                 f"cuts it at about {SCHANNEL_CA_LIST_LIMIT} bytes and clients that choose a certificate by these names "
+                 "then offer none (403.7)",
+        fix=f"drop at least {dropped} roots from the Trusted Root store (the longest names first; keep "
+            + (short_name(anchor) if anchor is not None else "the roots of your clients")
+            + "), or stop sending the list (SCHANNEL SendTrustedIssuerList = 0)",
+        data={"bytes": info["bytes"], "roots": info["roots"], "drop": dropped})]
+
+
+def _depth(path: list, rules: Rules) -> list[Problem]:
+    """More intermediate CAs than the server's verify depth allows (OpenSSL counts the CAs
+    between the leaf and the anchor; a self-issued top is the anchor, not counted)."""
+    cas = [c for c in path[1:] if c.issuer != c.subject]
+    needed = len(cas) + (1 if rules.depth_counts_root else 0)
+    if rules.depth is None or needed <= rules.depth:
+        return []
+    found = rules.settings.get("depth")
+    found = found if found and found.get("file") else None
+    now = rules.where("depth") if found else f"{rules.name('depth')} is not set (default {rules.depth})"
+    counted = "CAs above it, its root included" if rules.depth_counts_root else "intermediate CAs up to its root"
+    return [Problem(
+        DEPTH, f"{short_name(path[0])} has {len(cas)} intermediate CAs ({', '.join(short_name(c) for c in cas)}), "
+               f"so a depth of {needed} ({counted}); {rules.server} allows {rules.depth}: {now}",
+        fix=f"set {rules.name('depth')} {needed}" + (f" in {rules.block}" if rules.block else "")
+            + (f" ({found['file']}:{found['line']})" if found else ""),
+        cert=path[0], data={"intermediates": len(cas), "depth": rules.depth, "needed": needed,
+                            "setting": rules.name("depth")})]
+
+
+def _name_problems(leaf, name: str | None) -> list[Problem]:
+    """The host name against the leaf's subjectAltName (DNS with a leftmost wildcard, or IP), as
+    the web-PKI verifier matches it: the common name does not count."""
+    import ipaddress
+
+    from cryptography import x509
+
+    if name is None:
+        return []
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns, ips = san.get_values_for_type(x509.DNSName), san.get_values_for_type(x509.IPAddress)
+    except (x509.ExtensionNotFound, ValueError):
+        dns, ips = [], []
+    try:
+        address = ipaddress.ip_address(name)
+        if address in ips:
+            return []
+    except ValueError:
+        host = name.lower().rstrip(".")
+        for pattern in (d.lower().rstrip(".") for d in dns):
+            if pattern == host or (pattern.startswith("*.") and "." in host
+                                   and host.split(".", 1)[1] == pattern[2:] and host.split(".", 1)[0]):
+                return []
+    names = ", ".join([*dns, *map(str, ips)]) or "no subjectAltName"
+    return [Problem(NAME_MISMATCH, f"{short_name(leaf)} is not for the host {name}: it names {names}",
+                    fix=f"get a certificate whose subjectAltName holds {name} (or connect by a name it holds)",
+                    cert=leaf, data={"name": name, "names": [*dns, *map(str, ips)]})]
 
 
 # What cryptography's web-PKI verifier accepts (cryptography-x509-verification's WEBPKI_PERMITTED_*
@@ -523,7 +709,7 @@ def _missing_root(top, leaf) -> Problem:
 
 
 def _path_problems(path: list, view: StoreView, purpose: str, at: datetime, crls: list, warnings: list[str],
-                   strict: bool) -> list[Problem]:
+                   strict: bool, rules: Rules | None = None) -> list[Problem]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
 
@@ -573,14 +759,24 @@ def _path_problems(path: list, view: StoreView, purpose: str, at: datetime, crls
                         fix=f"get a certificate issued for {purpose}", cert=cert))
             except x509.ExtensionNotFound:
                 pass
-    problems += _revocations(path, at, crls, warnings)
+    problems += _revocations(path, at, crls, warnings, rules or Rules())
     return problems
 
 
-def _revocations(path: list, at: datetime, crls: list, warnings: list[str]) -> list[Problem]:
+def _revocations(path: list, at: datetime, crls: list, warnings: list[str], rules: Rules) -> list[Problem]:
+    """Each certificate below the top against the CRLs of its issuer. Which certificates, and
+    whether a valid CRL must be there, are the server's rules: OpenSSL refuses a certificate it
+    checks whose issuer's CRL is missing ("unable to get certificate CRL") or past its nextUpdate
+    ("CRL has expired")."""
+    if rules.crl == "none":
+        if crls:
+            warnings.append(f"CRLs not checked: {rules.where('crl_check') if 'crl_check' in rules.settings else rules.name('crl_check') + ' none (the default)'}")
+        return []
     problems = []
     used = set()
-    for cert, issuer in zip(path, path[1:]):
+    top = path[-1]
+    for index, (cert, issuer) in enumerate(zip(path, path[1:])):
+        fresh = stale = None
         for source, crl in crls:
             if crl.issuer != cert.issuer:
                 continue
@@ -589,7 +785,9 @@ def _revocations(path: list, at: datetime, crls: list, warnings: list[str]) -> l
                 warnings.append(f"CRL {source}: its signature does not verify against {short_name(issuer)}; ignored")
                 continue
             if crl.next_update_utc is not None and crl.next_update_utc < at:
-                warnings.append(f"CRL {source}: past its next update ({_iso(crl.next_update_utc)}); used anyway")
+                stale = stale or (source, crl)
+            else:
+                fresh = fresh or (source, crl)
             revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
             if revoked is None:
                 continue
@@ -602,6 +800,34 @@ def _revocations(path: list, at: datetime, crls: list, warnings: list[str]) -> l
                          f"by {short_name(issuer)} (CRL {source})",
                 fix=f"issue a new certificate to replace {short_name(cert)}", cert=cert,
                 data={"revoked_at": _iso(when), "crl": str(source)}))
+        checked = rules.crl == "chain" or index == 0
+        if fresh is None and stale is not None:
+            source, crl = stale
+            problems.append(Problem(
+                CRL_EXPIRED, f"the CRL of {short_name(issuer)} ({source}) is past its nextUpdate "
+                             f"({_iso(crl.next_update_utc)}); checked at {_iso(at)}: {rules.server} refuses every "
+                             f"certificate {short_name(issuer)} issued (\"CRL has expired\")",
+                fix=f"fetch a fresh CRL from {short_name(issuer)} and put it in place of {source}"
+                    + (f", then reload {rules.server}" if rules.server in ("nginx", "apache") else ""),
+                cert=issuer, data={"crl": str(source), "next_update": _iso(crl.next_update_utc)}))
+        elif fresh is None and checked and rules.crl_required and crls and not (cert is top):
+            problems.append(Problem(
+                CRL_MISSING, f"no valid CRL from {short_name(issuer)} ({issuer.subject.rfc4514_string()}) among "
+                             f"the CRLs of {rules.where('crl')}: {rules.server} checks a CRL for every "
+                             + ("certificate of the chain" if rules.crl == "chain" else "client certificate")
+                             + f" and refuses {short_name(cert)} (\"unable to get certificate CRL\")",
+                fix=f"add the current CRL of {short_name(issuer)} to {rules.where('crl')}"
+                    + (f", then reload {rules.server}" if rules.server in ("nginx", "apache") else ""),
+                cert=cert, data={"crl_issuer": issuer.subject.rfc4514_string()}))
+    if (top.issuer != top.subject and rules.crl == "chain" and rules.crl_required and crls
+            and not any(crl.issuer == top.issuer for _, crl in crls)):
+        # The root is not in the store (missing-root): its CRL will be wanted once it is.
+        problems.append(Problem(
+            CRL_MISSING, f"no CRL from {top.issuer.rfc4514_string()} among the CRLs of {rules.where('crl')}: "
+                         f"{rules.server} checks a CRL for every certificate of the chain and will refuse "
+                         f"{short_name(top)} (\"unable to get certificate CRL\")",
+            fix=f"add the current CRL of {top.issuer.rfc4514_string()} to {rules.where('crl')}",
+            cert=top, data={"crl_issuer": top.issuer.rfc4514_string()}))
     for source, crl in crls:
         if source not in used:
             warnings.append(f"CRL {source}: issued by {crl.issuer.rfc4514_string()}, which issued no certificate "
@@ -610,24 +836,34 @@ def _revocations(path: list, at: datetime, crls: list, warnings: list[str]) -> l
 
 
 def sync_fix(verdict: Verdict, target: str, sources: dict[str, TrustSet], kinds: dict[str, str], purpose: str) -> None:
-    """Complete a missing-root problem with the `storesync sync` command that brings the root:
-    from a store that holds an anchor for the path's top, else from a file the user must get."""
+    """Complete a missing-root problem with the `storesync sync` command that brings exactly the
+    anchor the chain needs, for this purpose only (never the rest of the store that holds it:
+    a client-CA file that took a whole system bundle would accept clients of every public CA);
+    from a store that holds it, else from a file the user must get."""
+    from shlex import quote
+
     problem = verdict.problems[0] if verdict.problems else None
     if problem is None or problem.reason != MISSING_ROOT:
         return
     top = problem.cert
-    flag = "" if purpose == "server-auth" else f" --purpose {purpose}"
+    flag = f" --purpose {purpose}"
     for spec, trust_set in sources.items():
         if spec == target:
             continue
         view = store_view(trust_set, kinds[spec], purpose)
-        if any(c == top or _issued_by(top, c) for c in view.anchors):
-            problem.fix = f"storesync sync --mode add{flag} {spec} {target}"
-            problem.data["source"] = spec
+        anchor = next((c for c in view.anchors if c == top or _issued_by(top, c)), None)
+        if anchor is not None:
+            from cryptography.hazmat.primitives import hashes
+
+            sha = anchor.fingerprint(hashes.SHA256()).hex()
+            problem.fix = f"storesync sync --mode add --only {sha}{flag} {quote(spec)} {quote(target)}"
+            problem.data.update(source=spec, adds={"subject": anchor.subject.rfc4514_string(), "sha256": sha},
+                                fix_note=f"this adds one certificate, the root {short_name(anchor)} "
+                                         f"({anchor.subject.rfc4514_string()}), for {purpose} only")
             return
     name = top.subject if top.issuer == top.subject else top.issuer
     problem.fix = (f"get the root certificate of {name.rfc4514_string()} and add it: "
-                   f"storesync sync --mode add{flag} pem:ROOT.pem {target}"
+                   f"storesync sync --mode add{flag} pem:ROOT.pem {quote(target)}"
                    + ("" if top.issuer == top.subject else "; if that issuer is an intermediate CA, pass it with --chain"))
 
 

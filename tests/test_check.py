@@ -140,7 +140,10 @@ def test_missing_root_names_issuer_and_key_id_and_the_sync_that_fixes_it(ca, fil
     key_id = ca.inter.cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
     problem = refused["problems"][0]
     assert problem["issuer"] == "CN=Check Root" and problem["key_id"] == key_id.hex(":")
-    assert refused["fix"] == f"storesync sync --mode add --purpose client-auth pem:{files['root-store']} pem:{files['other-store']}"
+    sha = ca.root.cert.fingerprint(hashes.SHA256()).hex()
+    assert refused["fix"] == (f"storesync sync --mode add --only {sha} --purpose client-auth "
+                              f"pem:{files['root-store']} pem:{files['other-store']}")
+    assert "the root Check Root" in problem["fix_note"]
 
 
 def test_missing_root_without_a_source_says_what_to_get(files):
@@ -340,7 +343,8 @@ def test_server_auth_with_and_without_host_name(files):
     assert check_json(*base, "--name", "leaf.test")[0] == 0
     code, data = check_json(*base, "--name", "elsewhere.test")
     store = only_store(data)
-    assert code == 1 and store["reason"] == "invalid" and "subjectAltName" in store["message"]
+    assert code == 1 and store["reason"] == "name-mismatch" and "leaf.test" in store["message"]
+    assert "subjectAltName holds elsewhere.test" in store["fix"]
 
 
 # --- OpenSSL agrees ---------------------------------------------------------------------------

@@ -33,7 +33,8 @@ def with_defaults(command, arguments: dict) -> dict:
     return {**defaults, **arguments}
 
 
-VALUES = {str: st.sampled_from(["add", "mirror", "email", "p", "x y", "ÄÖÜ"]), int: st.sampled_from(["0", "30", " 7", "+3"]),
+VALUES = {tuple: st.sampled_from(["0123456789abcdef01", "Corp*", "x y"]),
+          str: st.sampled_from(["add", "mirror", "email", "p", "x y", "ÄÖÜ"]), int: st.sampled_from(["0", "30", " 7", "+3"]),
           "path": st.sampled_from(["/etc/s.toml", "rel/pw", "/tmp/a b"])}
 STORES = st.sampled_from(["pem:/a.pem", "dir:/b", "nss:/c?builtins=certdata:/d", "/e f", "x=y"])
 JUNK = st.sampled_from(["-", "--", "--help", "-h", "--json=1", "--mode", "--expiring=x", "-5", "--verbose", "", "check"])
@@ -96,6 +97,7 @@ def monkeypatch_session():
     ["sync", "--profile=p", "--config", "/c.toml"],
     ["list", "pem:/a", "--expiring", "30", "--password-file", "/pw"],
     ["diff", "pem:/a", "--json", "dir:/b"],
+    ["sync", "--only", "ab" * 32, "--only=Corp*", "pem:/a", "pem:/b", "--mode", "add"],
 ])
 def test_everyday_lines_take_the_quick_path(argv):
     assert cli.quick_parse(argv) is not None
@@ -107,6 +109,12 @@ def test_everyday_lines_take_the_quick_path(argv):
 ])
 def test_everything_else_goes_to_typer(argv):
     assert cli.quick_parse(argv) is None
+
+
+def test_only_is_repeatable_in_both_parsers(monkeypatch_session):
+    argv = ["sync", "pem:/a", "--only", "Corp*", "pem:/b", "--only=" + "ab" * 32]
+    assert cli.quick_parse(argv)[1]["only"] == ("Corp*", "ab" * 32)
+    assert typer_call(monkeypatch_session, argv)[1]["only"] == ("Corp*", "ab" * 32)
 
 
 def test_a_plain_sync_does_not_load_typer(tmp_path, pki):

@@ -27,14 +27,18 @@ def removal_guard(plan: Plan, share: float = DEFAULT_REMOVAL_SHARE) -> str | Non
     return None
 
 
-def select(trust_set: TrustSet, purposes: tuple[str, ...] = (), drop_expired: bool = False) -> TrustSet:
+def select(trust_set: TrustSet, purposes: tuple[str, ...] = (), drop_expired: bool = False,
+           only: tuple[str, ...] = ()) -> TrustSet:
     """A profile's filters: only anchors for `purposes` (trust narrowed to them; distrust is
-    always kept), and without expired certificates if asked."""
-    if not purposes and not drop_expired:
+    always kept), without expired certificates if asked, and only the certificates `only`
+    names (see `selected`; distrust is kept there too: a selection never widens trust)."""
+    if not purposes and not drop_expired and not only:
         return trust_set
     now = datetime.now(timezone.utc)
     kept = []
     for entry in trust_set.values():
+        if only and not entry.distrusted and not selected(entry, only):
+            continue
         if drop_expired and not entry.distrusted and entry.cert.not_after and entry.cert.not_after < now:
             continue
         if purposes and not entry.distrusted:
@@ -44,6 +48,22 @@ def select(trust_set: TrustSet, purposes: tuple[str, ...] = (), drop_expired: bo
             entry = entry.replace(trust=trust)
         kept.append(entry)
     return TrustSet(kept)
+
+
+def selected(entry, only: tuple[str, ...]) -> bool:
+    """Does `--only` name this entry? Each selector is a fingerprint (SHA-256 or SHA-1 in hex,
+    colons and case ignored; at least 16 digits of a SHA-256, as plans print it) or a glob on
+    the label ("Corp Root*")."""
+    from fnmatch import fnmatchcase
+
+    for pattern in only:
+        digits = pattern.replace(":", "").lower()
+        if len(digits) >= 16 and all(c in "0123456789abcdef" for c in digits):
+            if entry.sha256.startswith(digits) or (len(digits) == 40 and entry.cert.sha1 == digits):
+                return True
+        elif fnmatchcase(entry.display_label, pattern):
+            return True
+    return False
 
 
 def refuse_non_ca(plan: Plan) -> None:

@@ -215,7 +215,7 @@ def _save_baseline(profile: Profile, result: Result, merged) -> None:
 
 def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope: Scope) -> Plan:
     store = outcome.store
-    wanted = policy.select(wanted, profile.purposes, profile.drop_expired)
+    wanted = policy.select(wanted, profile.purposes, profile.drop_expired, profile.only)
     plan = make_plan(wanted, outcome.current, store.capabilities, store=outcome.spec, mode=mode,
                      purpose=store.purpose, scope=scope, builtins=store.builtin_anchors())
     if profile.ca_only:
