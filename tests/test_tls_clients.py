@@ -1,0 +1,257 @@
+"""Real TLS clients decide with only the stores storesync wrote (issue 13, second oracle family).
+
+One `openssl s_server` on 127.0.0.1 serves leaf + intermediate of a private PKI for the whole
+module. storesync syncs a source bundle (the private root, an unrelated root and some system
+roots) into every store kind a client reads; then each client must accept. In the other
+phases a mirror sync takes the root away, a sync distrusts it (an OpenSSL TRUSTED block made by
+`openssl x509 -addreject`, or an NSS `p,p,p` record made by certutil), or the root is trusted for
+client-auth only: each client must refuse. Every phase writes stores of its own, once.
+
+Which client reads which store:
+  pem            curl --cacert, gnutls-cli --x509cafile, Python ssl cafile, openssl s_client -CAfile
+  pem (trusted)  the same without GnuTLS, which does not read TRUSTED CERTIFICATE blocks
+  dir, dir (trusted)  curl --capath, Python ssl capath, openssl s_client -CApath
+  jks, p12       the JDK's default SSLContext (javax.net.ssl.trustStore*), password `changeit`
+  p12?protect=no the same with no password
+  nss            NSS vfychain -u 1 (SSL server) and tstclnt (a handshake, never -o)
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import SYSTEM_BUNDLE, run, storesync
+from tlsclients import (
+    ACCEPTED, REFUSED, Pki, Server, compile_java_client, curl, gnutls_cli, java, python_ssl, s_client, tool, tstclnt,
+    vfychain,
+)
+
+SYSTEM_ROOTS = 20  # for realism; enough that removing one root stays under the 10 % removal guard
+ROOT = "storesync TLS Test Root"
+
+# store name -> spec, {d} being the phase's directory
+STORES = {
+    "pem": "pem:{d}/bundle.pem",
+    "pem-trusted": "pem:{d}/trusted.pem?format=trusted",
+    "dir": "dir:{d}/certs",
+    "dir-trusted": "dir:{d}/trusted-certs?format=trusted",
+    "jks": "jks:{d}/trust.jks",
+    "p12": "p12:{d}/trust.p12",
+    "p12-open": "p12:{d}/open.p12?protect=no",
+    "nss": "nss:{d}/nssdb",
+}
+PLAIN = {"pem", "dir", "jks", "p12", "p12-open"}  # cannot say distrust or purposes
+
+# client id -> (store name, how to ask it)
+CLIENTS = {
+    "curl --cacert, pem": ("pem", lambda w, s: curl("--cacert", s, w.port)),
+    "gnutls-cli, pem": ("pem", lambda w, s: gnutls_cli(s, w.port)),
+    "python cafile, pem": ("pem", lambda w, s: python_ssl("cafile", s, w.port)),
+    "s_client -CAfile, pem": ("pem", lambda w, s: s_client("-CAfile", s, w.port)),
+    "curl --cacert, pem trusted": ("pem-trusted", lambda w, s: curl("--cacert", s, w.port)),
+    "python cafile, pem trusted": ("pem-trusted", lambda w, s: python_ssl("cafile", s, w.port)),
+    "s_client -CAfile, pem trusted": ("pem-trusted", lambda w, s: s_client("-CAfile", s, w.port)),
+    "curl --capath, dir": ("dir", lambda w, s: curl("--capath", s, w.port)),
+    "python capath, dir": ("dir", lambda w, s: python_ssl("capath", s, w.port)),
+    "s_client -CApath, dir": ("dir", lambda w, s: s_client("-CApath", s, w.port)),
+    "curl --capath, dir trusted": ("dir-trusted", lambda w, s: curl("--capath", s, w.port)),
+    "python capath, dir trusted": ("dir-trusted", lambda w, s: python_ssl("capath", s, w.port)),
+    "s_client -CApath, dir trusted": ("dir-trusted", lambda w, s: s_client("-CApath", s, w.port)),
+    "java, jks": ("jks", lambda w, s: java(w.java_classes, s, "JKS", "changeit", w.port)),
+    "java, p12": ("p12", lambda w, s: java(w.java_classes, s, "PKCS12", "changeit", w.port)),
+    "java, p12 protect=no": ("p12-open", lambda w, s: java(w.java_classes, s, "PKCS12", None, w.port)),
+    "vfychain, nss": ("nss", lambda w, s: vfychain(s, w.pki)),
+    "tstclnt, nss": ("nss", lambda w, s: tstclnt(s, w.port)),
+}
+
+
+def store_path(spec: str) -> Path:
+    return Path(spec.split(":", 1)[1].split("?", 1)[0])
+
+
+def plan_sections(stdout: str) -> dict[str, list[str]]:
+    """The plan printed by `sync`, per target spec: its indented lines."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in stdout.splitlines():
+        if line and not line.startswith(" "):
+            current = sections.setdefault(line.split(": ", 1)[0], [])
+        elif current is not None:
+            current.append(line.strip())
+    return sections
+
+
+class World:
+    """The module's PKI, server, source files, and the stores of each phase (made on first use)."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.pki = Pki(directory)
+        self.server = Server(self.pki, directory)
+        self.port = self.server.port
+        self._java_classes = None
+        self.phases: dict[str, tuple[dict[str, str], dict[str, list[str]]]] = {}
+        blocks = re.findall(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n",
+                            SYSTEM_BUNDLE.read_bytes(), re.DOTALL)[:SYSTEM_ROOTS]
+        base = b"".join(blocks) + self.pki.other_root.pem
+        self.without_root = self._write("without-root.pem", base)
+        self.with_root = self._write("with-root.pem", base + self.pki.root.pem)
+
+    def _write(self, name: str, data: bytes) -> Path:
+        path = self.directory / name
+        path.write_bytes(data)
+        return path
+
+    @property
+    def java_classes(self) -> Path:
+        if self._java_classes is None:
+            tool("java")
+            self._java_classes = compile_java_client(self.directory / "java")
+        return self._java_classes
+
+    def openssl_trusted(self, name: str, *trust: str) -> str:
+        """The root as a TRUSTED CERTIFICATE block written by `openssl x509 -trustout`."""
+        out = self.directory / name
+        run(tool("openssl"), "x509", "-in", self.pki.root_pem, *trust, "-trustout", "-out", out)
+        return f"pem:{out}?format=trusted"
+
+    def nss_distrusting(self) -> str:
+        """An NSS database, made by certutil, that distrusts the root (`p,p,p`)."""
+        db = self.directory / "distrust-nssdb"
+        self.new_nss(db)
+        run(tool("certutil"), "-A", "-d", f"sql:{db}", "-n", ROOT, "-t", "p,p,p", "-i", self.pki.root_pem)
+        return f"nss:{db}"
+
+    @staticmethod
+    def new_nss(db: Path) -> None:
+        db.mkdir()
+        run(tool("certutil"), "-N", "-d", f"sql:{db}", "--empty-password")
+
+    def sync(self, *args: str) -> dict[str, list[str]]:
+        result = storesync("sync", *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return plan_sections(result.stdout)
+
+    def phase(self, name: str) -> tuple[dict[str, str], dict[str, list[str]]]:
+        """The stores of phase `name` (spec per store name) and the plan of its last sync."""
+        if name not in self.phases:
+            d = self.directory / name
+            d.mkdir()
+            specs = {store: spec.format(d=d) for store, spec in STORES.items()}
+            self.new_nss(store_path(specs["nss"]))
+            targets = list(specs.values())
+            if name == "client-auth-only":
+                self.sync(f"pem:{self.without_root}", *targets)
+                plan = self.sync("--mode", "add", self.openssl_trusted("client-auth.pem", "-addtrust", "clientAuth"),
+                                 *targets)
+            else:
+                plan = self.sync(f"pem:{self.with_root}", *targets)
+                if name == "removed":
+                    plan = self.sync(f"pem:{self.without_root}", *targets)
+                elif name == "distrusted-any":
+                    source = self.openssl_trusted("reject-any.pem", "-addreject", "anyExtendedKeyUsage")
+                    plan = self.sync("--mode", "add", source, *targets)
+                elif name == "distrusted-server-auth":
+                    source = self.openssl_trusted("reject-server-auth.pem", "-addreject", "serverAuth")
+                    plan = self.sync("--mode", "add", source, *targets)
+                elif name == "distrusted-nss":
+                    plan = self.sync("--mode", "add", self.nss_distrusting(), *targets)
+                else:
+                    assert name == "synced", name
+            self.phases[name] = specs, plan
+        return self.phases[name]
+
+    def ask(self, client: str, phase: str) -> tuple[str, str]:
+        store, how = CLIENTS[client]
+        specs, _plan = self.phase(phase)
+        return how(self, store_path(specs[store]))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tool("openssl")
+    world = World(tmp_path_factory.mktemp("tls"))
+    yield world
+    world.server.stop()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_client_accepts_with_the_synced_store(world, client):
+    verdict, out = world.ask(client, "synced")
+    assert verdict == ACCEPTED, out
+
+
+REFUSING_PHASES = ["removed", "distrusted-any", "distrusted-server-auth", "distrusted-nss", "client-auth-only"]
+
+
+@pytest.mark.parametrize("phase", REFUSING_PHASES)
+@pytest.mark.parametrize("client", CLIENTS)
+def test_client_refuses_once_the_root_is_gone_or_distrusted(world, client, phase):
+    verdict, out = world.ask(client, phase)
+    assert verdict == REFUSED, f"{client} still accepts after {phase}:\n{out}"
+
+
+@pytest.mark.parametrize("phase", REFUSING_PHASES)
+def test_the_plan_says_what_happened_to_the_root(world, phase):
+    """Each target's plan names the root: removed, distrusted, or left out with a `!` line."""
+    specs, plan = world.phase(phase)
+    for store, spec in specs.items():
+        lines = [l for l in plan[spec] if ROOT.lower() in l.lower()]
+        if phase == "removed":
+            assert any(l.startswith("- ") for l in lines), (spec, plan[spec])
+        elif store in PLAIN:
+            assert any(l.startswith("! ") and "left out" in l for l in lines), (spec, plan[spec])
+        elif phase == "client-auth-only":
+            assert any(l.startswith("+ ") for l in lines), (spec, plan[spec])
+        else:
+            assert any(l.startswith("~ ") and ("-server-auth" in l or "distrusted" in l) for l in lines), (spec, plan[spec])
+
+
+def test_nss_records_what_certutil_shows(world):
+    """The NSS flags behind the refusals: distrust is `p`, client-auth only is `T` (no `C`)."""
+    expected = {"synced": "C,,", "distrusted-any": "p,p,p", "distrusted-nss": "p,p,p", "client-auth-only": "T,,"}
+    for phase, flags in expected.items():
+        specs, _plan = world.phase(phase)
+        listing = run(tool("certutil"), "-L", "-d", f"sql:{store_path(specs['nss'])}").stdout.decode()
+        line = next(l for l in listing.splitlines() if l.startswith(ROOT))
+        assert line.split()[-1] == flags, (phase, line)
+    specs, _plan = world.phase("distrusted-server-auth")
+    listing = run(tool("certutil"), "-L", "-d", f"sql:{store_path(specs['nss'])}").stdout.decode()
+    server_flags = next(l for l in listing.splitlines() if l.startswith(ROOT)).split()[-1].split(",")[0]
+    assert "p" in server_flags and "C" not in server_flags, server_flags
+
+
+@pytest.mark.parametrize("client", ["curl --cacert", "gnutls-cli", "python cafile", "s_client -CAfile"])
+def test_a_plain_client_auth_bundle_carries_no_purpose(world, client):
+    """A plain bundle cannot say purposes: its readers trust what is in it for every use, so a
+    `?purpose=client-auth` bundle (say, nginx's ssl_client_certificate) makes a server-auth client
+    accept. This is why storesync puts only anchors for the store's own purpose into a plain store."""
+    d = world.directory / "client-auth-bundle"
+    d.mkdir(exist_ok=True)
+    bundle = d / "client-ca.pem"
+    if not bundle.exists():
+        source = world.openssl_trusted("client-auth-only-source.pem", "-addtrust", "clientAuth")
+        plan = world.sync(source, f"pem:{bundle}?purpose=client-auth")
+        assert any(l.startswith("+ ") for l in plan[f"pem:{bundle}?purpose=client-auth"])
+    ask = {
+        "curl --cacert": lambda: curl("--cacert", bundle, world.port),
+        "gnutls-cli": lambda: gnutls_cli(bundle, world.port),
+        "python cafile": lambda: python_ssl("cafile", bundle, world.port),
+        "s_client -CAfile": lambda: s_client("-CAfile", bundle, world.port),
+    }[client]
+    verdict, out = ask()
+    assert verdict == ACCEPTED, out
+
+
+def test_gnutls_does_not_read_trusted_blocks(world):
+    """GnuTLS reads no TRUSTED CERTIFICATE block: a `?format=trusted` bundle is empty to it (an
+    error, so nothing is trusted); GnuTLS clients need a plain `pem:` bundle."""
+    specs, _plan = world.phase("synced")
+    result = run(tool("gnutls-cli"), "--x509cafile", store_path(specs["pem-trusted"]), "-p", str(world.port),
+                 "127.0.0.1", check=False, input=b"")
+    assert result.returncode == 1
+    assert b"No certificate was found" in result.stdout + result.stderr
