@@ -1,11 +1,13 @@
 """Real TLS clients decide with only the stores storesync wrote (issue 13, second oracle family).
 
 One `openssl s_server` on 127.0.0.1 serves leaf + intermediate of a private PKI for the whole
-module. storesync syncs a source bundle (the private root, an unrelated root and some system
-roots) into every store kind a client reads; then each client must accept. In the other
+module. storesync syncs a source bundle (the private root, its predecessor of the same name,
+an unrelated root and some system roots) into every store kind a client reads; then each
+client must accept, also once the predecessor is removed or after a rollback. In the other
 phases a mirror sync takes the root away, a sync distrusts it (an OpenSSL TRUSTED block made by
-`openssl x509 -addreject`, or an NSS `p,p,p` record made by certutil), or the root is trusted for
-client-auth only: each client must refuse. Every phase writes stores of its own, once.
+`openssl x509 -addreject`, or an NSS `p,p,p` record made by certutil, as a source or inside one
+store of a merge profile), or the root is trusted for client-auth only: each client must
+refuse. Every phase writes stores of its own, once.
 
 Which client reads which store:
   pem            curl --cacert, gnutls-cli --x509cafile, Python ssl cafile, openssl s_client -CAfile
@@ -98,8 +100,9 @@ class World:
         blocks = re.findall(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n",
                             SYSTEM_BUNDLE.read_bytes(), re.DOTALL)[:SYSTEM_ROOTS]
         base = b"".join(blocks) + self.pki.other_root.pem
-        self.without_root = self._write("without-root.pem", base)
-        self.with_root = self._write("with-root.pem", base + self.pki.root.pem)
+        self.without_root = self._write("without-root.pem", base + self.pki.predecessor.pem)
+        self.with_root = self._write("with-root.pem", base + self.pki.predecessor.pem + self.pki.root.pem)
+        self.without_predecessor = self._write("without-predecessor.pem", base + self.pki.root.pem)
 
     def _write(self, name: str, data: bytes) -> Path:
         path = self.directory / name
@@ -119,12 +122,24 @@ class World:
         run(tool("openssl"), "x509", "-in", self.pki.root_pem, *trust, "-trustout", "-out", out)
         return f"pem:{out}?format=trusted"
 
+    def nss_distrust(self, db: Path) -> None:
+        """certutil marks the root `p,p,p` (-A on a certificate already there sets that one's
+        trust: -M by nickname would not know the root from its predecessor)."""
+        run(tool("certutil"), "-A", "-d", f"sql:{db}", "-n", ROOT, "-t", "p,p,p", "-i", self.pki.root_pem)
+
     def nss_distrusting(self) -> str:
-        """An NSS database, made by certutil, that distrusts the root (`p,p,p`)."""
+        """An NSS database, made by certutil, that distrusts the root."""
         db = self.directory / "distrust-nssdb"
         self.new_nss(db)
-        run(tool("certutil"), "-A", "-d", f"sql:{db}", "-n", ROOT, "-t", "p,p,p", "-i", self.pki.root_pem)
+        self.nss_distrust(db)
         return f"nss:{db}"
+
+    def merge(self, d: Path, specs: list[str]) -> dict[str, list[str]]:
+        """Run a merge profile of `specs` (its config file written in `d`)."""
+        config = d / "storesync.toml"
+        if not config.exists():
+            config.write_text('[profile.tls]\nmode = "merge"\nstores = [%s]\n' % ", ".join(f'"{s}"' for s in specs))
+        return self.sync("--config", str(config), "--profile", "tls")
 
     @staticmethod
     def new_nss(db: Path) -> None:
@@ -152,6 +167,18 @@ class World:
                 plan = self.sync(f"pem:{self.with_root}", *targets)
                 if name == "removed":
                     plan = self.sync(f"pem:{self.without_root}", *targets)
+                elif name == "predecessor-removed":
+                    plan = self.sync(f"pem:{self.without_predecessor}", *targets)
+                elif name == "rolled-back":
+                    source = self.openssl_trusted("reject-any.pem", "-addreject", "anyExtendedKeyUsage")
+                    self.sync("--mode", "add", source, *targets)
+                    for spec in targets:
+                        result = storesync("rollback", spec)
+                        assert result.returncode == 0, result.stdout + result.stderr
+                elif name == "merge-distrusted":
+                    self.merge(d, targets)  # the first run agrees on the union: nothing to do
+                    self.nss_distrust(store_path(specs["nss"]))
+                    plan = self.merge(d, targets)
                 elif name == "distrusted-any":
                     source = self.openssl_trusted("reject-any.pem", "-addreject", "anyExtendedKeyUsage")
                     plan = self.sync("--mode", "add", source, *targets)
@@ -179,50 +206,65 @@ def world(tmp_path_factory):
     world.server.stop()
 
 
-@pytest.mark.parametrize("client", CLIENTS)
-def test_client_accepts_with_the_synced_store(world, client):
-    verdict, out = world.ask(client, "synced")
-    assert verdict == ACCEPTED, out
+ACCEPTING_PHASES = ["synced", "predecessor-removed", "rolled-back"]
+REFUSING_PHASES = ["removed", "distrusted-any", "distrusted-server-auth", "distrusted-nss", "merge-distrusted",
+                   "client-auth-only"]
+CORE_PHASES = {"synced", "removed", "distrusted-any", "client-auth-only"}
 
 
-REFUSING_PHASES = ["removed", "distrusted-any", "distrusted-server-auth", "distrusted-nss", "client-auth-only"]
+def cases(phases: list[str]) -> list:
+    """Every client in every phase; a JVM start costs half a second or more, so outside the core
+    phases the Java clients run with `-m slow` only."""
+    return [pytest.param(client, phase, id=f"{client}-{phase}",
+                         marks=[pytest.mark.slow] if client.startswith("java") and phase not in CORE_PHASES else [])
+            for phase in phases for client in CLIENTS]
 
 
-@pytest.mark.parametrize("phase", REFUSING_PHASES)
-@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("client, phase", cases(ACCEPTING_PHASES))
+def test_client_accepts_with_the_synced_store(world, client, phase):
+    verdict, out = world.ask(client, phase)
+    assert verdict == ACCEPTED, f"{client} refuses after {phase}:\n{out}"
+
+
+@pytest.mark.parametrize("client, phase", cases(REFUSING_PHASES))
 def test_client_refuses_once_the_root_is_gone_or_distrusted(world, client, phase):
     verdict, out = world.ask(client, phase)
     assert verdict == REFUSED, f"{client} still accepts after {phase}:\n{out}"
 
 
-@pytest.mark.parametrize("phase", REFUSING_PHASES)
+@pytest.mark.parametrize("phase", REFUSING_PHASES + ["predecessor-removed"])
 def test_the_plan_says_what_happened_to_the_root(world, phase):
     """Each target's plan names the root: removed, distrusted, or left out with a `!` line."""
     specs, plan = world.phase(phase)
     for store, spec in specs.items():
-        lines = [l for l in plan[spec] if ROOT.lower() in l.lower()]
-        if phase == "removed":
-            assert any(l.startswith("- ") for l in lines), (spec, plan[spec])
+        lines = [line for line in plan[spec] if ROOT.lower() in line.lower()]
+        if phase == "merge-distrusted" and store == "nss":
+            assert lines == [], plan[spec]  # where certutil distrusted it: nothing to write
+        elif phase in ("removed", "predecessor-removed"):
+            assert [line[:2] for line in lines] == ["- "], (spec, plan[spec])
         elif store in PLAIN:
-            assert any(l.startswith("! ") and "left out" in l for l in lines), (spec, plan[spec])
+            assert any(line.startswith("! ") and "left out" in line for line in lines), (spec, plan[spec])
         elif phase == "client-auth-only":
-            assert any(l.startswith("+ ") for l in lines), (spec, plan[spec])
+            assert any(line.startswith("+ ") for line in lines), (spec, plan[spec])
         else:
-            assert any(l.startswith("~ ") and ("-server-auth" in l or "distrusted" in l) for l in lines), (spec, plan[spec])
+            assert any(line.startswith("~ ") and ("-server-auth" in line or "distrusted" in line) for line in lines), \
+                (spec, plan[spec])
 
 
 def test_nss_records_what_certutil_shows(world):
-    """The NSS flags behind the refusals: distrust is `p`, client-auth only is `T` (no `C`)."""
-    expected = {"synced": "C,,", "distrusted-any": "p,p,p", "distrusted-nss": "p,p,p", "client-auth-only": "T,,"}
-    for phase, flags in expected.items():
-        specs, _plan = world.phase(phase)
-        listing = run(tool("certutil"), "-L", "-d", f"sql:{store_path(specs['nss'])}").stdout.decode()
-        line = next(l for l in listing.splitlines() if l.startswith(ROOT))
-        assert line.split()[-1] == flags, (phase, line)
-    specs, _plan = world.phase("distrusted-server-auth")
-    listing = run(tool("certutil"), "-L", "-d", f"sql:{store_path(specs['nss'])}").stdout.decode()
-    server_flags = next(l for l in listing.splitlines() if l.startswith(ROOT)).split()[-1].split(",")[0]
-    assert "p" in server_flags and "C" not in server_flags, server_flags
+    """The NSS flags behind the verdicts: distrust is `p`, client-auth only is `T` (no `C`); the
+    predecessor (same nickname) keeps its `C,,` throughout."""
+    def flags(phase: str) -> list[str]:
+        listing = run(tool("certutil"), "-L", "-d", f"sql:{store_path(world.phase(phase)[0]['nss'])}").stdout.decode()
+        return sorted(line.split()[-1] for line in listing.splitlines() if line.startswith(ROOT))
+
+    distrusted = ["C,,", "p,p,p"]
+    expected = {"synced": ["C,,", "C,,"], "predecessor-removed": ["C,,"], "rolled-back": ["C,,", "C,,"],
+                "removed": ["C,,"], "distrusted-any": distrusted, "distrusted-nss": distrusted,
+                "merge-distrusted": distrusted, "client-auth-only": ["C,,", "T,,"]}
+    assert {phase: flags(phase) for phase in expected} == expected
+    predecessor, root = flags("distrusted-server-auth")
+    assert predecessor == "C,," and "p" in root.split(",")[0] and "C" not in root.split(",")[0], root
 
 
 @pytest.mark.parametrize("client", ["curl --cacert", "gnutls-cli", "python cafile", "s_client -CAfile"])

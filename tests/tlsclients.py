@@ -65,10 +65,13 @@ def server_leaf(issuer: Issued) -> Issued:
 
 
 class Pki:
-    """root -> intermediate -> server leaf, and an unrelated second root; written as PEM files."""
+    """root -> intermediate -> server leaf, an unrelated second root, and the root's predecessor:
+    the same name (so the same subject hash and NSS nickname) and another key, as a renewed root
+    leaves behind. Written as PEM files."""
 
     def __init__(self, directory: Path):
         pki = PKI()
+        self.predecessor = pki.ca("storesync TLS Test Root")
         self.root = pki.ca("storesync TLS Test Root")
         self.intermediate = pki.ca("storesync TLS Test Intermediate", self.root)
         self.leaf = server_leaf(self.intermediate)
