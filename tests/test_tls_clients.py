@@ -20,8 +20,10 @@ Which client reads which store:
 
 from __future__ import annotations
 
+import hashlib
 import re
-import shutil
+import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,6 +136,21 @@ class World:
         self.nss_distrust(db)
         return f"nss:{db}"
 
+    def windows_disallowed(self, kind: str) -> str:
+        """The root in a Windows Disallowed store, written by hand after FORMATS.md §6: an element
+        group holding only the certificate element (0x20), in an `.sst` distrust list or a `.reg`
+        export's `Disallowed` key."""
+        cert = self.pki.root.der
+        group = struct.pack("<III", 0x20, 1, len(cert)) + cert
+        if kind == "sst":
+            path = self._write("disallowed.sst", b"\x00\x00\x00\x00CERT" + group + bytes(12))
+            return f"sst:{path}?role=disallowed"
+        key = ("HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\SystemCertificates\\Disallowed\\Certificates\\"
+               + hashlib.sha1(cert).hexdigest().upper())
+        text = f'Windows Registry Editor Version 5.00\r\n\r\n[{key}]\r\n"Blob"=hex:{",".join(f"{b:02x}" for b in group)}\r\n\r\n'
+        path = self._write("disallowed.reg", b"\xff\xfe" + text.encode("utf-16-le"))
+        return f"reg:{path}"
+
     def merge(self, d: Path, specs: list[str]) -> dict[str, list[str]]:
         """Run a merge profile of `specs` (its config file written in `d`)."""
         config = d / "storesync.toml"
@@ -187,6 +204,8 @@ class World:
                     plan = self.sync("--mode", "add", source, *targets)
                 elif name == "distrusted-nss":
                     plan = self.sync("--mode", "add", self.nss_distrusting(), *targets)
+                elif name in ("distrusted-sst", "distrusted-reg"):
+                    plan = self.sync("--mode", "add", self.windows_disallowed(name.rsplit("-", 1)[1]), *targets)
                 else:
                     assert name == "synced", name
             self.phases[name] = specs, plan
@@ -207,8 +226,8 @@ def world(tmp_path_factory):
 
 
 ACCEPTING_PHASES = ["synced", "predecessor-removed", "rolled-back"]
-REFUSING_PHASES = ["removed", "distrusted-any", "distrusted-server-auth", "distrusted-nss", "merge-distrusted",
-                   "client-auth-only"]
+REFUSING_PHASES = ["removed", "distrusted-any", "distrusted-server-auth", "distrusted-nss", "distrusted-sst",
+                   "distrusted-reg", "merge-distrusted", "client-auth-only"]
 CORE_PHASES = {"synced", "removed", "distrusted-any", "client-auth-only"}
 
 
@@ -261,6 +280,7 @@ def test_nss_records_what_certutil_shows(world):
     distrusted = ["C,,", "p,p,p"]
     expected = {"synced": ["C,,", "C,,"], "predecessor-removed": ["C,,"], "rolled-back": ["C,,", "C,,"],
                 "removed": ["C,,"], "distrusted-any": distrusted, "distrusted-nss": distrusted,
+                "distrusted-sst": distrusted, "distrusted-reg": distrusted,
                 "merge-distrusted": distrusted, "client-auth-only": ["C,,", "T,,"]}
     assert {phase: flags(phase) for phase in expected} == expected
     predecessor, root = flags("distrusted-server-auth")
@@ -297,3 +317,51 @@ def test_gnutls_does_not_read_trusted_blocks(world):
                  "127.0.0.1", check=False, input=b"")
     assert result.returncode == 1
     assert b"No certificate was found" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("store_type", ["JKS", "PKCS12"])
+def test_java_reads_a_keytool_store_with_its_own_password(world, store_type):
+    """keytool makes the store with a password of its own; storesync adds the root through
+    `password-file=` and keeps that password: the JDK, given it, accepts."""
+    d = world.directory / f"keytool-{store_type}"
+    d.mkdir()
+    store, password = d / "trust.store", "not changeit"
+    run(tool("keytool"), "-importcert", "-noprompt", "-keystore", store, "-storetype", store_type,
+        "-storepass", password, "-alias", "unrelated", "-file", world.pki.other_root_pem)
+    (d / "password").write_text(password + "\n")
+    kind = "jks" if store_type == "JKS" else "p12"
+    world.sync("--mode", "add", f"pem:{world.pki.root_pem}", f"{kind}:{store}?password-file={d / 'password'}")
+    verdict, out = java(world.java_classes, store, store_type, password, world.port)
+    assert verdict == ACCEPTED, out
+
+
+def test_java_reads_debian_cacerts_with_the_root_added(world):
+    """Debian's Java cacerts (the system roots) with the private root added: the JDK accepts."""
+    cacerts = Path("/etc/ssl/certs/java/cacerts")
+    if not cacerts.exists():
+        pytest.skip("no /etc/ssl/certs/java/cacerts (ca-certificates-java)")
+    store = world.directory / "cacerts"
+    store.write_bytes(cacerts.read_bytes())
+    plan = world.sync("--mode", "add", f"pem:{world.pki.root_pem}", f"jks:{store}")
+    assert [line[:2] for line in plan[f"jks:{store}"] if ROOT.lower() in line.lower()] == ["+ "]
+    verdict, out = java(world.java_classes, store, "JKS", "changeit", world.port)
+    assert verdict == ACCEPTED, out
+
+
+def test_an_intermediate_alone_in_a_bundle(world):
+    """Readers differ on a bundle holding the intermediate and not its root: curl (which turns on
+    OpenSSL's partial-chain flag) and GnuTLS take any certificate in the file as an anchor and
+    accept; openssl s_client and Python's ssl (before 3.13, which sets the flag too) want a
+    self-signed root and refuse, and so
+    does `storesync check`, which reads bundles as OpenSSL does (README, check)."""
+    d = world.directory / "intermediate-only"
+    d.mkdir()
+    bundle = d / "bundle.pem"
+    world.sync(f"pem:{world.pki.intermediate_pem}", f"pem:{bundle}")
+    assert curl("--cacert", bundle, world.port)[0] == ACCEPTED
+    assert gnutls_cli(bundle, world.port)[0] == ACCEPTED
+    assert s_client("-CAfile", bundle, world.port)[0] == REFUSED
+    assert python_ssl("cafile", bundle, world.port)[0] == (ACCEPTED if sys.version_info >= (3, 13) else REFUSED)
+    check = storesync("check", world.pki.leaf_pem, "--chain", world.pki.intermediate_pem, "--purpose", "server-auth",
+                      "--store", f"pem:{bundle}")
+    assert check.returncode == 1 and "missing-root" in check.stdout, check.stdout + check.stderr
