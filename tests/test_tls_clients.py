@@ -30,12 +30,11 @@ import pytest
 
 from conftest import SYSTEM_BUNDLE, run, storesync
 from tlsclients import (
-    ACCEPTED, REFUSED, Pki, Server, compile_java_client, curl, gnutls_cli, java, python_ssl, s_client, tool, tstclnt,
+    ACCEPTED, REFUSED, ROOT_LABEL as ROOT, Pki, Server, compile_java_client, curl, gnutls_cli, java, python_ssl, s_client, tool, tstclnt,
     vfychain,
 )
 
 SYSTEM_ROOTS = 20  # for realism; enough that removing one root stays under the 10 % removal guard
-ROOT = "storesync TLS Test Root"
 
 # store name -> spec, {d} being the phase's directory
 STORES = {

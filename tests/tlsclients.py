@@ -26,6 +26,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from conftest import NOW, PKI, Issued
 
 HOST = "127.0.0.1"
+# The root's name is awkward on purpose: runs of spaces and mixed case, which OpenSSL's subject
+# hash folds, non-ASCII, and a slash, which cannot be in a file name: `dir` clients find it by hash.
+ROOT_LABEL = "storesync TLS Test Root / Ünïcode"
+ROOT_NAME = x509.Name([
+    x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
+    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Storesync   Test  GmbH"),
+    x509.NameAttribute(NameOID.COMMON_NAME, ROOT_LABEL),
+])
 TIMEOUT = 30  # seconds for one client run: a JVM start on a busy 2-core machine stays well below
 ACCEPTED, REFUSED = "accepted", "refused"
 
@@ -71,8 +79,8 @@ class Pki:
 
     def __init__(self, directory: Path):
         pki = PKI()
-        self.predecessor = pki.ca("storesync TLS Test Root")
-        self.root = pki.ca("storesync TLS Test Root")
+        self.predecessor = pki.ca(ROOT_NAME)
+        self.root = pki.ca(ROOT_NAME)
         self.intermediate = pki.ca("storesync TLS Test Intermediate", self.root)
         self.leaf = server_leaf(self.intermediate)
         self.other_root = pki.ca("storesync Unrelated Root")
