@@ -168,6 +168,38 @@ class World:
         assert result.returncode == 0, result.stdout + result.stderr
         return plan_sections(result.stdout)
 
+    def _change(self, name: str, d: Path, specs: dict[str, str], targets: list[str]) -> dict[str, list[str]] | None:
+        """What phase `name` does to the synced stores; its plan."""
+        if name == "synced":
+            return None
+        if name == "client-auth-only":
+            source = self.openssl_trusted("client-auth.pem", "-addtrust", "clientAuth")
+            return self.sync("--mode", "add", source, *targets)
+        if name == "removed":
+            return self.sync(f"pem:{self.without_root}", *targets)
+        if name == "predecessor-removed":
+            return self.sync(f"pem:{self.without_predecessor}", *targets)
+        if name == "rolled-back":
+            self.sync("--mode", "add", self.openssl_trusted("reject-any.pem", "-addreject", "anyExtendedKeyUsage"), *targets)
+            for spec in targets:
+                result = storesync("rollback", spec)
+                assert result.returncode == 0, result.stdout + result.stderr
+            return {}
+        if name == "merge-distrusted":
+            self.merge(d, targets)  # the first run agrees on the union: nothing to do
+            self.nss_distrust(store_path(specs["nss"]))
+            return self.merge(d, targets)
+        if name == "distrusted-any":
+            return self.sync("--mode", "add", self.openssl_trusted("reject-any.pem", "-addreject", "anyExtendedKeyUsage"),
+                             *targets)
+        if name == "distrusted-server-auth":
+            return self.sync("--mode", "add", self.openssl_trusted("reject-server-auth.pem", "-addreject", "serverAuth"),
+                             *targets)
+        if name == "distrusted-nss":
+            return self.sync("--mode", "add", self.nss_distrusting(), *targets)
+        assert name in ("distrusted-sst", "distrusted-reg"), name
+        return self.sync("--mode", "add", self.windows_disallowed(name.rsplit("-", 1)[1]), *targets)
+
     def phase(self, name: str) -> tuple[dict[str, str], dict[str, list[str]]]:
         """The stores of phase `name` (spec per store name) and the plan of its last sync."""
         if name not in self.phases:
@@ -176,46 +208,21 @@ class World:
             d = self.directory / name
             if d.exists():
                 pytest.fail(f"phase {name} failed in an earlier test: see the first failure")
-            d.mkdir()
             specs = {store: spec.format(d=d) for store, spec in STORES.items()}
-            if shutil.which("certutil"):
-                self.new_nss(store_path(specs["nss"]))
-            else:  # the other kinds are still checked; the NSS clients skip
+            if not shutil.which("certutil"):  # the other kinds are still checked; the NSS clients skip
                 del specs["nss"]
             targets = list(specs.values())
-            if name == "client-auth-only":
-                self.sync(f"pem:{self.without_root}", *targets)
-                plan = self.sync("--mode", "add", self.openssl_trusted("client-auth.pem", "-addtrust", "clientAuth"),
-                                 *targets)
-            else:
-                plan = self.sync(f"pem:{self.with_root}", *targets)
-                if name == "removed":
-                    plan = self.sync(f"pem:{self.without_root}", *targets)
-                elif name == "predecessor-removed":
-                    plan = self.sync(f"pem:{self.without_predecessor}", *targets)
-                elif name == "rolled-back":
-                    source = self.openssl_trusted("reject-any.pem", "-addreject", "anyExtendedKeyUsage")
-                    self.sync("--mode", "add", source, *targets)
-                    for spec in targets:
-                        result = storesync("rollback", spec)
-                        assert result.returncode == 0, result.stdout + result.stderr
-                elif name == "merge-distrusted":
-                    self.merge(d, targets)  # the first run agrees on the union: nothing to do
-                    self.nss_distrust(store_path(specs["nss"]))
-                    plan = self.merge(d, targets)
-                elif name == "distrusted-any":
-                    source = self.openssl_trusted("reject-any.pem", "-addreject", "anyExtendedKeyUsage")
-                    plan = self.sync("--mode", "add", source, *targets)
-                elif name == "distrusted-server-auth":
-                    source = self.openssl_trusted("reject-server-auth.pem", "-addreject", "serverAuth")
-                    plan = self.sync("--mode", "add", source, *targets)
-                elif name == "distrusted-nss":
-                    plan = self.sync("--mode", "add", self.nss_distrusting(), *targets)
-                elif name in ("distrusted-sst", "distrusted-reg"):
-                    plan = self.sync("--mode", "add", self.windows_disallowed(name.rsplit("-", 1)[1]), *targets)
-                else:
-                    assert name == "synced", name
-            self.phases[name] = specs, plan
+            plan = {}
+            if name in ("synced", "client-auth-only"):
+                d.mkdir()
+                if "nss" in specs:
+                    self.new_nss(store_path(specs["nss"]))
+                plan = self.sync(f"pem:{self.with_root if name == 'synced' else self.without_root}", *targets)
+            else:  # start from a byte-for-byte copy of the synced stores: a sync fewer per phase
+                self.phase("synced")
+                shutil.copytree(self.directory / "synced", d, symlinks=True)
+            changed = self._change(name, d, specs, targets)
+            self.phases[name] = specs, plan if changed is None else changed
         return self.phases[name]
 
     def ask(self, client: str, phase: str) -> tuple[str, str]:
