@@ -384,3 +384,55 @@ def test_an_intermediate_alone_in_a_bundle(world):
     check = storesync("check", world.pki.leaf_pem, "--chain", world.pki.intermediate_pem, "--purpose", "server-auth",
                       "--store", f"pem:{bundle}")
     assert check.returncode == 1 and "missing-root" in check.stdout, check.stdout + check.stderr
+
+
+GUARD_HOLDS_DISTRUST = (
+    "the removal guard (engine/policy.removal_guard) counts a removal or narrowing that a distrust "
+    "causes like any other: distrusting more than 10 % of a store's certificates at once (here 3 of "
+    "23) is held back with exit 3 until --force, and the clients keep trusting the distrusted root. "
+    "The README promises that distrust beats trust in a merge; the guard is meant for a truncated "
+    "source, which a distrust record is not"
+)
+
+
+def three_distrusted(world, name: str) -> tuple[dict[str, str], Path]:
+    """A copy of the synced stores (23 certificates each), in which the caller distrusts three:
+    the root, its predecessor and the unrelated root."""
+    world.phase("synced")
+    d = world.directory / name
+    shutil.copytree(world.directory / "synced", d, symlinks=True)
+    specs = {store: spec.format(d=d) for store, spec in STORES.items()}
+    return specs, d
+
+
+@pytest.mark.xfail(strict=True, reason=GUARD_HOLDS_DISTRUST)
+def test_a_distrust_list_is_not_held_back_by_the_removal_guard(world):
+    """`--mode add` of a TRUSTED bundle that distrusts three roots: every target takes the distrust."""
+    specs, d = three_distrusted(world, "three-distrusted-add")
+    blocks = b""
+    for issued in (world.pki.root, world.pki.predecessor, world.pki.other_root):
+        pem = issued.write(d / "one.pem")
+        out = run(tool("openssl"), "x509", "-in", pem, "-addreject", "anyExtendedKeyUsage", "-trustout").stdout
+        blocks += out
+    (d / "distrust.pem").write_bytes(blocks)
+    result = storesync("sync", "--mode", "add", f"pem:{d / 'distrust.pem'}?format=trusted", *specs.values())
+    assert curl("--cacert", store_path(specs["pem"]), world.port)[0] == REFUSED, result.stdout
+    assert s_client("-CApath", store_path(specs["dir"]), world.port)[0] == REFUSED, result.stdout
+    assert tstclnt(store_path(specs["nss"]), world.port)[0] == REFUSED, result.stdout
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.xfail(strict=True, reason=GUARD_HOLDS_DISTRUST)
+def test_a_distrust_in_one_store_of_a_merge_reaches_the_others_despite_the_removal_guard(world):
+    """certutil distrusts three roots in the NSS database of a merge profile: the bundle, the
+    hashed directory and the Java store must drop them, so their clients refuse."""
+    specs, d = three_distrusted(world, "three-distrusted-merge")
+    targets = list(specs.values())
+    world.merge(d, targets)
+    db = store_path(specs["nss"])
+    for issued in (world.pki.root, world.pki.predecessor, world.pki.other_root):
+        run(tool("certutil"), "-A", "-d", f"sql:{db}", "-n", ROOT, "-t", "p,p,p", "-i", issued.write(d / "one.pem"))
+    result = storesync("sync", "--config", d / "storesync.toml", "--profile", "tls")
+    assert curl("--cacert", store_path(specs["pem"]), world.port)[0] == REFUSED, result.stdout
+    assert s_client("-CApath", store_path(specs["dir"]), world.port)[0] == REFUSED, result.stdout
+    assert result.returncode == 0, result.stdout
