@@ -93,7 +93,7 @@ def test_a_backup_naming_a_file_elsewhere_is_still_refused(root, tmp_path, state
     source.write_bytes(root.pem)
     assert cli("sync", "pem:s.pem", "dir:ca", cwd=tmp_path).returncode == 0
     source.write_bytes(b"")
-    assert cli("sync", "--force", "pem:s.pem", "dir:ca", cwd=tmp_path).returncode == 0
+    assert cli("sync", "--force", "--allow-empty", "pem:s.pem", "dir:ca", cwd=tmp_path).returncode == 0
     backup = sorted((state_dir / "backups").glob("*/*.json"))[-1]  # the newest
     meta = json.loads(backup.read_text())
     meta["files"]["elsewhere/victim.pem"] = {"data": ""}

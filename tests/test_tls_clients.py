@@ -145,7 +145,7 @@ class World:
         return f"nss:{db}"
 
     def windows_disallowed(self, kind: str) -> str:
-        """The root in a Windows Disallowed store, written by hand after FORMATS.md §6: an element
+        """The root in a Windows Disallowed store, written by hand after docs/formats.md §4.1: an element
         group holding only the certificate element (0x20), in an `.sst` distrust list or a `.reg`
         export's `Disallowed` key."""
         cert = self.pki.root.der

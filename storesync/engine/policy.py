@@ -132,8 +132,12 @@ def refuse_unloadable(plan: Plan, reader: str) -> None:
         why = loadable.refusal(entry.cert, reader)
         if why is not None:
             refused[entry.sha256] = f"{why}: left out, {loadable.NAMES[reader]} would not load it"
+    # crypt32 never checks a root's own signature, and Windows Update ships such a root (CCA
+    # India 2015 SPL): a Windows store keeps what Windows itself distributes.
+    judge_signature = reader != loadable.CRYPT32
     for entry in [*plan.adds, *(after for before, after in plan.changes)]:
-        if entry.sha256 not in refused and entry.trusted_purposes and loadable.bad_self_signature(entry.cert):
+        if (judge_signature and entry.sha256 not in refused and entry.trusted_purposes
+                and loadable.bad_self_signature(entry.cert)):
             refused[entry.sha256] = "a self-signed root whose signature does not verify: refused as an anchor"
     for entry in [*plan.adds, *(after for before, after in plan.changes)]:
         if entry.sha256 in refused:

@@ -33,6 +33,7 @@ class Outcome:
         self.error: str | None = None
         self.written = False
         self.backup: str | None = None
+        self.written_version: object = None  # the store's version right after storesync wrote it
 
     def to_json(self) -> dict:
         data = {"store": self.spec, "role": self.role, "written": self.written}
@@ -254,6 +255,7 @@ def _apply(result: Result) -> None:
             done.append((outcome, snapshot))
             outcome.store.write(plan)
             outcome.written = True
+            outcome.written_version = outcome.store.version()
             _check_written(outcome)
     except Exception as exc:  # noqa: BLE001 - whatever failed, the stores written are put back
         if isinstance(exc, StoreError):
@@ -276,13 +278,16 @@ def _apply(result: Result) -> None:
 
 def _undo(outcome: Outcome, snapshot: dict) -> None:
     """Put back what the plan touched, as it was, in the store as it is now: never the old
-    bytes over the store, which would remove what another program added meanwhile. Only a
-    store that cannot be read any more gets its backup's bytes back."""
+    bytes over what another program wrote meanwhile (only a store nobody wrote since storesync
+    did, by its version, or one that cannot be read any more gets its backup's bytes back)."""
     import time
 
     from storesync.engine.plan import undo
 
     store = open_store(outcome.store.spec)
+    if outcome.written_version is not None and store.version() == outcome.written_version:
+        store.restore(snapshot)  # nobody wrote since: the exact old bytes (a re-render may reorder)
+        return
     for attempt in range(UNDO_READS):
         try:
             now = read_store(store)

@@ -358,6 +358,7 @@ def replace_if_unchanged(path: Path, expected: bytes | None, data: bytes, mode: 
     nothing changed, if another program wrote it. A program that rewrites the file in place
     (keytool does) just as it is replaced wrote into the replaced file: its bytes are put back
     and False returned, so the caller starts again from them."""
+    remove_dead_temps(path.parent)
     tmp = _stage(path, data, mode, fsync=True)
     if tmp is None:
         return True  # it holds these bytes already
