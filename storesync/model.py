@@ -56,12 +56,15 @@ class StoreError(Exception):
 
 # --- certificates -------------------------------------------------------------------------
 
-_STRING_CODECS = {  # ASN.1 string tag -> codec OpenSSL uses to turn it into UTF-8
+# ASN.1 string tag -> codec OpenSSL uses to turn it into UTF-8: the types x_name.c's
+# ASN1_MASK_CANON canonicalises for the subject hash. NumericString is not among them: it is
+# hashed as it is (and read as Latin-1 for display, as any other type).
+_STRING_CODECS = {
     0x0C: "utf-8",  # UTF8String
-    0x12: "latin-1",  # NumericString
     0x13: "latin-1",  # PrintableString
     0x14: "latin-1",  # T61String (OpenSSL reads it as Latin-1)
     0x16: "latin-1",  # IA5String
+    0x1A: "latin-1",  # VisibleString
     0x1C: "utf-32-be",  # UniversalString
     0x1E: "utf-16-be",  # BMPString
 }

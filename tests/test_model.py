@@ -111,3 +111,57 @@ def test_subject_hash_of_empty_name():
     empty = der.encode(der.SEQUENCE, b"")
     assert subject_hash(empty) == "da39a3ee"[6:8] + "da39a3ee"[4:6] + "da39a3ee"[2:4] + "da39a3ee"[0:2]
     assert len(subject_hash_old(empty)) == 8
+
+
+# Every string type a name may use, with spaces and upper case where the type allows them: OpenSSL
+# folds case and spacing of some (ASN1_MASK_CANON in x_name.c) and hashes the others as they are.
+T = x509.name._ASN1Type
+STRING_TYPES = {
+    "NumericString": (T.NumericString, "  0123  456 "),  # not canonicalised: hashed as it is
+    "VisibleString": (T.VisibleString, "  Visible   CASE CA "),
+    "PrintableString": (T.PrintableString, "  Printable   CASE CA "),
+    "UTF8String": (T.UTF8String, "  Utf8   CASE Ä CA "),
+    "BMPString": (T.BMPString, "  Bmp   CASE Ü CA "),
+    "IA5String": (T.IA5String, "  Ia5   CASE CA "),
+    "T61String": (T.T61String, "  T61   CASE é CA "),
+    "UniversalString": (T.UniversalString, "  Universal   CASE Ω CA "),
+}
+
+
+def cn_tag(der_bytes: bytes) -> int:
+    from storesync.model import _name_rdns
+
+    return next(v.tag for rdn in _name_rdns(Certificate(der_bytes).fields.subject) for oid, v in rdn if oid == "2.5.4.3")
+
+
+def openssl_loads(der_bytes: bytes) -> bool:
+    return run(need("openssl"), "x509", "-inform", "DER", "-noout", input=der_bytes, check=False).returncode == 0
+
+
+@pytest.mark.parametrize("kind", sorted(STRING_TYPES))
+def test_subject_hash_of_each_string_type_matches_openssl(pki, kind):
+    """-subject_hash and -subject_hash_old as openssl computes them, for a CN of each string type
+    (alone, and beside an O, so the canonical SET encoding of several RDNs is covered too)."""
+    tag, value = STRING_TYPES[kind]
+    for subject in (x509.Name([attr(NameOID.COMMON_NAME, value, tag)]),
+                    x509.Name([attr(NameOID.ORGANIZATION_NAME, "Some  ORG"), attr(NameOID.COMMON_NAME, value, tag)])):
+        ca = pki.ca(subject)
+        assert cn_tag(ca.der) == tag.value
+        if not openssl_loads(ca.der):
+            assert kind == "VisibleString", f"openssl refuses a name with a {kind}"
+            pytest.skip("OpenSSL 3 loads no certificate whose name holds a VisibleString (a name's values are "
+                        "ASN1_PRINTABLE, which leaves it out); see the PrintableString twin test below")
+        cert = Certificate(ca.der)
+        assert (cert.subject_hash(), cert.subject_hash_old()) == openssl_hashes(ca.der), kind
+
+
+def test_a_visiblestring_name_hashes_as_its_printablestring_twin(pki):
+    """openssl cannot be asked (it does not load such a certificate), but x_name.c's ASN1_MASK_CANON
+    lists VisibleString: its value is canonicalised to UTF-8 like a PrintableString's, so the two
+    names share a -subject_hash (and not an old hash, which is of the bytes)."""
+    value = STRING_TYPES["VisibleString"][1]
+    visible = Certificate(pki.ca(x509.Name([attr(NameOID.COMMON_NAME, value, T.VisibleString)])).der)
+    printable = Certificate(pki.ca(x509.Name([attr(NameOID.COMMON_NAME, value, T.PrintableString)])).der)
+    assert openssl_hashes(printable.der)[0] == printable.subject_hash()
+    assert visible.subject_hash() == printable.subject_hash()
+    assert visible.subject_hash_old() != printable.subject_hash_old()
