@@ -489,3 +489,62 @@ def test_a_store_changed_before_the_lock_is_read_again_an_unchanged_one_is_not(p
     result = engine_run.run(profile)
     assert result.exit_code == 0 and reads == ["source.pem", "target.pem", "target.pem"]
     assert len(keys(f"pem:{target}")) == 2
+
+
+# --- the removal guard and distrust ------------------------------------------------------------
+
+
+def guard_case(pki, distrusted: int, vanished: int, caps):
+    """The removal guard on a plan for 10 trusted roots, of which the source distrusts some and
+    no longer holds others."""
+    from storesync.engine.plan import make_plan
+    from storesync.engine.policy import removal_guard
+    from storesync.model import ANCHOR, DISTRUST, Certificate, Entry, TrustSet
+
+    roots = [Entry(Certificate(pki.ca(f"Guard Root {n}").der), trust=dict(ANCHOR)) for n in range(10)]
+    source = [e.replace(trust=dict(DISTRUST)) for e in roots[:distrusted]] + roots[distrusted + vanished:]
+    plan = make_plan(TrustSet(source), TrustSet(roots), caps, store="t", purpose="any")
+    return plan, removal_guard(plan)
+
+
+@pytest.mark.parametrize("can_distrust", [False, True], ids=["removed", "distrusted"])
+def test_a_mass_distrust_passes_the_removal_guard_a_mass_disappearance_does_not(pki, can_distrust):
+    """Distrust is the source's word: 3 of 10 roots distrusted at once is applied (removed with a
+    `!` line where the store cannot say distrusted, written as distrust where it can), while 3 of
+    10 that merely vanished from the source is still held back, also beside a distrust."""
+    from storesync.stores import Capabilities
+
+    caps = Capabilities(purposes=True, distrust=True) if can_distrust else Capabilities()
+    plan, why = guard_case(pki, distrusted=3, vanished=0, caps=caps)
+    assert len(plan.changes if can_distrust else plan.removals) == 3 and why is None
+    if not can_distrust:
+        assert [loss.what for loss in plan.losses] == ["distrusted: left out, since this store cannot say distrusted"] * 3
+    plan, why = guard_case(pki, distrusted=0, vanished=3, caps=caps)
+    assert len(plan.removals) == 3 and why and "3 of 10" in why
+    plan, why = guard_case(pki, distrusted=3, vanished=2, caps=caps)
+    assert why and "2 of 10" in why  # only the vanished ones count
+    plan, why = guard_case(pki, distrusted=10, vanished=0, caps=caps)
+    assert why is None  # even a distrust of everything: the source says so
+
+
+def test_a_distrust_list_reaches_a_plain_bundle_unforced_a_truncated_one_is_held(pki, tmp_path):
+    """Through the CLI: a TRUSTED bundle distrusting 3 of 10 roots is written to a plain bundle
+    without --force (the three are removed, each with a `!` line); the same bundle with the three
+    simply missing is held back (exit 3) and the target stays as it was."""
+    cas = [pki.ca(f"Listed Root {n}") for n in range(10)]
+    target, source = tmp_path / "out.pem", tmp_path / "src.pem"
+    target.write_bytes(b"".join(c.pem for c in cas))
+    rejected = b""
+    for ca in cas[:3]:
+        ca.write(tmp_path / "one.pem")
+        rejected += run("openssl", "x509", "-in", tmp_path / "one.pem", "-addreject", "anyExtendedKeyUsage",
+                        "-trustout").stdout
+    before = target.read_bytes()
+    source.write_bytes(b"".join(c.pem for c in cas[3:]))
+    held = storesync("sync", f"pem:{source}", f"pem:{target}")
+    assert held.returncode == 3 and "held back" in held.stdout and target.read_bytes() == before
+    source.write_bytes(rejected + b"".join(c.pem for c in cas[3:]))
+    result = storesync("sync", f"pem:{source}?format=trusted", f"pem:{target}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert keys(f"pem:{target}") == {hashlib.sha256(c.der).hexdigest() for c in cas[3:]}
+    assert result.stdout.count("cannot say distrusted") == 3, result.stdout

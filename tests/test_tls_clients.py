@@ -11,8 +11,8 @@ refuse. Every phase works on stores of its own (a copy of the synced ones), once
 
 Beside the phases: what readers make of a plain `?purpose=client-auth` bundle, of TRUSTED blocks
 (GnuTLS) and of an intermediate alone in a bundle; keytool stores with their own password and
-Debian's Java cacerts; and a distrust of 3 of 23 roots that the removal guard holds back
-(strict xfail, see GUARD_HOLDS_DISTRUST).
+Debian's Java cacerts; and a distrust of 3 of 23 roots at once, which the removal guard lets
+through (a distrust is the source's word, not a truncated source).
 
 Which client reads which store:
   pem            curl --cacert, gnutls-cli --x509cafile, Python ssl cafile, openssl s_client -CAfile
@@ -412,19 +412,9 @@ def test_an_intermediate_alone_in_a_bundle(world):
     assert check.returncode == 1 and "missing-root" in check.stdout, check.stdout + check.stderr
 
 
-GUARD_HOLDS_DISTRUST = (
-    "the removal guard (engine/policy.removal_guard) counts a removal or narrowing that a distrust "
-    "causes like any other: distrusting more than 10 % of a store's certificates at once (here 3 of "
-    "23) is held back with exit 3 until --force, and the clients keep trusting the distrusted root. "
-    "The README promises that distrust beats trust in a merge; the guard is meant for a truncated "
-    "source, which a distrust record is not"
-)
-
-
 THREE = ("root", "predecessor", "other_root")  # distrusted below: 3 of the 23 certificates of a store
 
 
-@pytest.mark.xfail(strict=True, reason=GUARD_HOLDS_DISTRUST)
 def test_a_distrust_list_is_not_held_back_by_the_removal_guard(world):
     """`--mode add` of a TRUSTED bundle that distrusts three roots: every target takes the distrust."""
     specs, d = world.copy_of_synced("three-distrusted-add")
@@ -441,7 +431,6 @@ def test_a_distrust_list_is_not_held_back_by_the_removal_guard(world):
     assert result.returncode == 0, result.stdout
 
 
-@pytest.mark.xfail(strict=True, reason=GUARD_HOLDS_DISTRUST)
 def test_a_distrust_in_one_store_of_a_merge_reaches_the_others_despite_the_removal_guard(world):
     """certutil distrusts three roots in the NSS database of a merge profile: the bundle, the
     hashed directory and the Java store must drop them, so their clients refuse."""

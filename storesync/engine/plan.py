@@ -37,6 +37,9 @@ class Plan:
         self.changes = changes or []  # (before, after)
         self.losses = losses or []
         self.held_back = held_back  # why a guard stopped this plan, if one did
+        # certificates it removes or narrows because the source distrusts them: the source's
+        # word, which the removal guard (meant for a truncated source) does not count
+        self.by_distrust: set[str] = set()
 
     def __repr__(self) -> str:
         return f"Plan({self.store}: {self.summary()})"
@@ -177,6 +180,8 @@ def make_plan(
         if wanted is None:
             if have is not None:
                 plan.removals.append(have)
+                if combined.distrusted:  # a distrust this store cannot say: left out
+                    plan.by_distrust.add(have.sha256)
         elif have is None:
             plan.adds.append(wanted)
             desired[wanted.sha256] = wanted
@@ -186,6 +191,9 @@ def make_plan(
             after = wanted.replace(label=have.label or wanted.label, extras={**have.extras, **wanted.extras})
             plan.changes.append((have, after))
             desired[after.sha256] = after
+            lost = set(have.trusted_purposes) - set(after.trusted_purposes)
+            if lost and all(after.trust.get(p) == DISTRUSTED for p in lost):
+                plan.by_distrust.add(after.sha256)
 
     everything = scope is EVERYTHING
     for entry in source.values():

@@ -14,10 +14,13 @@ def removal_guard(plan: Plan, share: float = DEFAULT_REMOVAL_SHARE) -> str | Non
     """Why `plan` removes too much to apply unasked (a truncated or emptied source), or None.
 
     Held back: removing every anchor of a non-empty store, or more than `share` of them
-    (removing a single certificate is never held back on share alone).
+    (removing a single certificate is never held back on share alone). What the source
+    distrusts does not count: an explicit distrust is its word, and distrust always wins.
     """
-    narrowed = sum(1 for before, after in plan.changes if set(before.trusted_purposes) - set(after.trusted_purposes))
-    have, gone = len(plan.current), len(plan.removals) + narrowed
+    mine = plan.by_distrust
+    narrowed = sum(1 for before, after in plan.changes
+                   if after.sha256 not in mine and set(before.trusted_purposes) - set(after.trusted_purposes))
+    have, gone = len(plan.current), sum(1 for e in plan.removals if e.sha256 not in mine) + narrowed
     if not gone:
         return None
     if gone == have:
