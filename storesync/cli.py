@@ -300,7 +300,8 @@ def report(result) -> None:
         for entry in plan.removals:
             print(f"  - {entry.display_label}  {entry.sha256[:16]}")
         for before, after in plan.changes:
-            print(f"  ~ {after.display_label}: {trust_text(before)} -> {trust_text(after)}")
+            why = plan.rewrites.get(after.sha256)
+            print(f"  ~ {after.display_label}: {why or f'{trust_text(before)} -> {trust_text(after)}'}")
         for loss in plan.losses:
             print(f"  ! {loss.entry.display_label}: {loss.what}")
         if plan.held_back:

@@ -193,7 +193,7 @@ def test_certutil_lists_what_we_write(tmp_path, pki, cas, root):
     assert {"a62c", "a62d", "a62e", "a62f", "a635", "a8c"} <= columns
     # and both classes say the same thing, signed
     trust_set, store = read(db)
-    assert store.warnings == [] and store.skew == []
+    assert store.warnings == [] and store.rewrite == {}
     for obj in store.objects:
         assert obj.legacy is not None and obj.p11 is not None
         assert not obj.legacy.bad_macs and not obj.p11.bad_macs
@@ -250,8 +250,9 @@ def test_certutil_can_modify_and_delete_our_entries(tmp_path, cas):
     assert certutil_flags(db)["A"] == "p,p,p"
     trust_set, store = read(db)
     # certutil 3.87 changed only the legacy object; the distrust counts, and the skew is reported
-    assert trust_set[Certificate(cas["a"].der).sha256].trust == DISTRUST
-    assert store.skew and "disagree" in store.skew[0]
+    sha = Certificate(cas["a"].der).sha256
+    assert trust_set[sha].trust == DISTRUST
+    assert list(store.rewrite) == [sha] and "disagree" in store.rewrite[sha]
     run("certutil", "-D", "-d", f"sql:{db}", "-n", "B")
     assert "B" not in certutil_flags(db)
     trust_set, _ = read(db)
@@ -259,7 +260,7 @@ def test_certutil_can_modify_and_delete_our_entries(tmp_path, cas):
     # our next write makes the two classes agree again
     sync([entry(cas["a"], label="A"), entry(cas["b"], label="B")], db)
     trust_set, store = read(db)
-    assert store.skew == [] and certutil_flags(db) == {"A": "CT,C,C", "B": "CT,C,C"}
+    assert store.rewrite == {} and certutil_flags(db) == {"A": "CT,C,C", "B": "CT,C,C"}
     integrity(db)
 
 
@@ -732,3 +733,60 @@ def test_restore_never_leaves_unsigned_trust_even_when_cut_short(tmp_path, cas, 
     assert certutil_flags(db)["A"] == "CT,C,C"  # cert9.db is the old one, and its trust is signed
     open_store(f"nss:{db}").restore(shot)  # completed, it is the backup again
     assert set(certutil_flags(db)) == {"A"}
+
+
+# --- the two trust classes ------------------------------------------------------------------
+
+
+def trust_objects(db: Path, cas_der: bytes) -> dict[str, list[int]]:
+    """Straight from cert9.db, not through storesync's reader: per trust class, the server-auth,
+    client-auth, code-signing and e-mail values of the certificate's trust object."""
+    from cryptography import x509
+
+    cert = x509.load_der_x509_certificate(cas_der)
+    serial = cert.serial_number.to_bytes((cert.serial_number.bit_length() + 8) // 8, "big")
+    serial_der = bytes([0x02, len(serial)]) + serial
+    conn = sqlite3.connect(db / "cert9.db")
+    try:
+        found = {}
+        for name, cls, attrs in (("CKO_NSS_TRUST", nss.CKO_NSS_TRUST, nss.LEGACY_ATTR),
+                                 ("CKO_TRUST", nss.CKO_TRUST, nss.P11_ATTR)):
+            columns = ", ".join(nss.col(attrs[p]) for p in ("server-auth", "client-auth", "code-signing", "email"))
+            rows = conn.execute(f"SELECT {columns} FROM nssPublic WHERE a0 = ? AND a82 = ?",
+                                (nss.ulong(cls), serial_der)).fetchall()
+            assert len(rows) == 1, (name, rows)
+            found[name] = [int.from_bytes(v, "big") for v in rows[0]]
+        return found
+    finally:
+        conn.close()
+
+
+def test_a_sync_makes_the_two_trust_classes_agree_after_certutil_distrusts(tmp_path, cas):
+    """certutil (NSS 3.87) writes `p,p,p` into the legacy CKO_NSS_TRUST object only, leaving the
+    CKO_TRUST object storesync wrote trusting the root (NSS >= 3.114 reads that one first). The
+    next sync finds nothing to change in the trust, yet rewrites that entry with both classes
+    saying distrusted (a `~` line says why); a second sync is in sync."""
+    source = tmp_path / "roots.pem"
+    source.write_bytes(b"".join(c.pem for c in cas.values()))
+    db = new_db(tmp_path / "db")
+    assert storesync("sync", f"pem:{source}", f"nss:{db}").returncode == 0
+    a = cas["a"].der
+    synced = trust_objects(db, a)  # a TLS bundle: an anchor for server-auth
+    assert synced["CKO_NSS_TRUST"][0] == nss.CKT_NSS_TRUSTED_DELEGATOR and synced["CKO_TRUST"][0] == nss.CKT_ANCHOR
+    run("certutil", "-M", "-d", f"sql:{db}", "-n", "NSS Test a", "-t", "p,p,p")
+    skewed = trust_objects(db, a)
+    assert skewed["CKO_NSS_TRUST"] == [nss.CKT_NSS_NOT_TRUSTED] * 4 and skewed["CKO_TRUST"] == synced["CKO_TRUST"]
+
+    result = storesync("sync", f"pem:{source}", f"nss:{db}")  # a bundle cannot say distrust: it stays
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if "NSS Test a" in line]
+    assert len(lines) == 1 and lines[0].startswith("  ~ ") and "the two NSS trust classes disagree" in lines[0] \
+        and "both now say" in lines[0] and "distrusted" in lines[0], result.stdout
+    assert trust_objects(db, a) == {"CKO_NSS_TRUST": [nss.CKT_NSS_NOT_TRUSTED] * 4,
+                                    "CKO_TRUST": [nss.CKT_NOT_TRUSTED] * 4}
+    assert certutil_flags(db)["NSS Test a"] == "p,p,p" and "certificate is valid" not in verify(db, "NSS Test a")
+    assert trust_objects(db, cas["b"].der) == synced  # the others untouched
+    again = storesync("sync", f"pem:{source}", f"nss:{db}")
+    assert again.returncode == 0 and "in sync" in again.stdout and "disagree" not in again.stderr, \
+        again.stdout + again.stderr
+    integrity(db)

@@ -297,8 +297,8 @@ def test_the_plan_says_what_happened_to_the_root(world, phase):
     specs, plan = world.phase(phase)
     for store, spec in specs.items():
         lines = [line for line in plan[spec] if ROOT.lower() in line.lower()]
-        if phase == "merge-distrusted" and store == "nss":
-            assert lines == [], plan[spec]  # where certutil distrusted it: nothing to write
+        if phase == "merge-distrusted" and store == "nss":  # certutil distrusted it in the legacy class only
+            assert [line[:2] for line in lines] == ["~ "] and "classes disagree" in lines[0], plan[spec]
         elif phase in ("removed", "predecessor-removed"):
             assert [line[:2] for line in lines] == ["- "], (spec, plan[spec])
         elif store in PLAIN:
@@ -447,11 +447,6 @@ def test_a_distrust_in_one_store_of_a_merge_reaches_the_others_despite_the_remov
     assert result.returncode == 0, result.stdout
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "certutil of NSS 3.87 writes the distrust into the legacy CKO_NSS_TRUST object only, and the merge "
-    "leaves the database as it is ('in sync', distrust in either class counts), so the CKO_TRUST object "
-    "storesync wrote earlier still trusts the root: NSS >= 3.114, which reads CKO_TRUST first (nss.py), "
-    "would accept. storesync warns about the skew ('a write makes them agree') but does not write"))
 def test_after_the_merge_the_nss_trust_classes_agree(world):
     """No NSS >= 3.114 here to ask: storesync's own reader says whether the two classes agree."""
     specs, _plan = world.phase("merge-distrusted")

@@ -5,6 +5,7 @@ The engine works on trust sets only; it never sees bytes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 
 from storesync.model import ANCHOR, DISTRUST, DISTRUSTED, SERVER_AUTH, TRUSTED, Entry, Record, TrustSet
 from storesync.stores import Capabilities
@@ -40,6 +41,7 @@ class Plan:
         # certificates it removes or narrows because the source distrusts them: the source's
         # word, which the removal guard (meant for a truncated source) does not count
         self.by_distrust: set[str] = set()
+        self.rewrites: dict[str, str] = {}  # changes that only write an entry again: sha256 -> why
 
     def __repr__(self) -> str:
         return f"Plan({self.store}: {self.summary()})"
@@ -65,7 +67,8 @@ class Plan:
             "adds": [brief(e) for e in self.adds],
             "removals": [brief(e) for e in self.removals],
             "changes": [
-                {"sha256": a.sha256, "label": b.display_label, "before": dict(a.trust), "after": dict(b.trust)}
+                {"sha256": a.sha256, "label": b.display_label, "before": dict(a.trust), "after": dict(b.trust),
+                 **({"why": self.rewrites[a.sha256]} if a.sha256 in self.rewrites else {})}
                 for a, b in self.changes
             ],
             "losses": [loss.to_json() for loss in self.losses],
@@ -163,11 +166,14 @@ def make_plan(
     purpose: str = SERVER_AUTH,
     scope: Scope = EVERYTHING,
     builtins: set[str] | frozenset[str] = frozenset(),
+    rewrite: Mapping[str, str] | None = None,
 ) -> Plan:
     """Diff `source` (projected onto `caps`) against what the store holds now, within `scope`.
 
     An entry whose trust is unchanged is kept exactly as the store has it (label, extras),
-    so a sync never rewrites what it does not need to.
+    so a sync never rewrites what it does not need to; unless the store asks for it to be
+    written again (`rewrite`, sha256 -> why: the store holds it in a form its readers may
+    take differently), which is a change of its own, saying why.
     """
     plan = Plan(store=store, current=current, desired=TrustSet())
     seen = lift(current, caps, purpose) if scope is not EVERYTHING else current
@@ -214,6 +220,12 @@ def make_plan(
             desired[sha] = have
     if builtins and caps.distrust:
         _distrust_builtins(plan, desired, builtins)
+    if rewrite:
+        changed = {after.sha256 for _, after in plan.changes}
+        for sha, why in rewrite.items():
+            if sha in desired and sha in current and sha not in changed:
+                plan.changes.append((current[sha], desired[sha]))
+                plan.rewrites[sha] = why
     if mode == ADD:  # appends: the store's own certificates first, in their order, then the new ones
         ordered = [desired[sha] for sha in current if sha in desired]
         desired = {**{e.sha256: e for e in ordered}, **desired}

@@ -185,6 +185,9 @@ class Store:
         self.spec = spec
         self.path = spec.path
         self.warnings: list[str] = []  # filled by read(): things a person should know
+        # filled by read(): certificates held in a form the store's readers may take differently,
+        # which a sync writes again even when their trust is unchanged (sha256 -> why, for the plan)
+        self.rewrite: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec}>"

@@ -5,7 +5,8 @@ No certutil at run time. Every byte-level fact used here is in docs/formats.md Â
 * `cert9.db` table `nssPublic(id, a0, a1, â€¦)`: one column per PKCS#11 attribute (`a` + hex type),
   every value a BLOB, CK_ULONGs 4-byte big-endian, an empty value is the marker `a5 00 5a`.
 * Trust lives in two classes and we keep both: legacy `CKO_NSS_TRUST` (what NSS <= 3.113 reads)
-  and PKCS#11 3.2 `CKO_TRUST` (NSS >= 3.114 prefers it). Reads prefer `CKO_TRUST` and report skew.
+  and PKCS#11 3.2 `CKO_TRUST` (NSS >= 3.114 prefers it). Reads prefer `CKO_TRUST`, report skew and
+  ask for the entry to be rewritten (`Store.rewrite`), so a sync makes both classes agree.
 * Every trust attribute is MAC'd in `key4.db` `metaData` (`sig_cert_<object id>_<attribute>`);
   trust with a missing or wrong MAC counts as unspecified, as NSS does.
 * Writes: lock cert9.db then key4.db (`BEGIN IMMEDIATE`, short busy timeout, retries), commit the
@@ -366,6 +367,7 @@ class CertObject:
     distrust_after: dict[str, datetime]
     legacy: TrustObject | None = None
     p11: TrustObject | None = None
+    skew: str | None = None  # how the two trust classes disagree, if they do
 
     @property
     def letters(self) -> dict[str, str]:
@@ -426,7 +428,6 @@ class NssStore(Store):
         self.cert_db = self.path / "cert9.db"
         self.key_db = self.path / "key4.db"
         self.objects: list[CertObject] = []  # every certificate of the last read, in scope or not
-        self.skew: list[str] = []
 
     # -- paths and checks
 
@@ -539,7 +540,7 @@ class NssStore(Store):
 
     def read(self) -> TrustSet:
         self._check_layout()
-        self.warnings, self.skew = [], []
+        self.warnings, self.rewrite = [], {}
         self._recover()
         try:
             conn = self._connect(self.cert_db, readonly=True)
@@ -559,6 +560,8 @@ class NssStore(Store):
             entry = self._entry(obj)
             if entry is not None:
                 entries.append(entry)
+                if obj.skew:  # NSS >= 3.114 and older NSS would decide differently: write both anew
+                    self.rewrite[entry.sha256] = f"{obj.skew}: both now say {_describe(entry.trust)}"
         return TrustSet(entries)
 
     def _read_both(self, conn: sqlite3.Connection):
@@ -696,13 +699,12 @@ class NssStore(Store):
                 new = {p: _MODEL_OF_LETTER.get(l) for p, l in obj.p11.letters.items()}
                 old = {p: _MODEL_OF_LETTER.get(l) for p, l in obj.legacy.letters.items()}
                 if new != old:
-                    message = (
-                        f"{obj.label or obj.id}: CKO_TRUST and legacy CKO_NSS_TRUST disagree "
-                        f"({_describe(new)} versus {_describe(old)}); NSS >= 3.114 uses the first, older NSS "
-                        "the second; a distrust in either counts; a write makes them agree"
+                    obj.skew = (f"the two NSS trust classes disagree (CKO_TRUST: {_describe(new)}; legacy "
+                                f"CKO_NSS_TRUST: {_describe(old)})")
+                    self.warnings.append(
+                        f"{self.cert_db}: {obj.label or obj.id}: {obj.skew}; NSS >= 3.114 uses the first, older NSS "
+                        "the second; a distrust in either counts; a sync makes them agree"
                     )
-                    self.skew.append(message)
-                    self.warnings.append(f"{self.cert_db}: {message}")
 
     def _entry(self, obj: CertObject) -> Entry | None:
         letters = obj.letters
