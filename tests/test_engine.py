@@ -548,3 +548,20 @@ def test_a_distrust_list_reaches_a_plain_bundle_unforced_a_truncated_one_is_held
     assert result.returncode == 0, result.stdout + result.stderr
     assert keys(f"pem:{target}") == {hashlib.sha256(c.der).hexdigest() for c in cas[3:]}
     assert result.stdout.count("cannot say distrusted") == 3, result.stdout
+
+
+def test_an_entry_the_store_asks_to_rewrite_becomes_a_change_of_its_own(pki):
+    """`Store.rewrite` (the store holds an entry in a form its readers may take differently): an
+    unchanged entry is written again, saying why; one changing or leaving anyway is not doubled."""
+    from storesync.engine.plan import make_plan
+    from storesync.model import ANCHOR, DISTRUST, Certificate, Entry, TrustSet
+    from storesync.stores import Capabilities
+
+    kept, changing, leaving = (Entry(Certificate(pki.ca(f"Rewrite {n}").der), trust=dict(ANCHOR)) for n in range(3))
+    source = TrustSet([kept, changing.replace(trust=dict(DISTRUST))])
+    why = {e.sha256: "held oddly" for e in (kept, changing, leaving)}
+    plan = make_plan(source, TrustSet([kept, changing, leaving]), Capabilities(purposes=True, distrust=True),
+                     store="t", rewrite=why)
+    assert [(b.sha256, a.trust) for b, a in plan.changes] == [(changing.sha256, DISTRUST), (kept.sha256, ANCHOR)]
+    assert plan.rewrites == {kept.sha256: "held oddly"} and [e.sha256 for e in plan.removals] == [leaving.sha256]
+    assert plan.to_json()["changes"][1]["why"] == "held oddly" and "why" not in plan.to_json()["changes"][0]
