@@ -1,0 +1,396 @@
+"""The store contract's shared parts: the registry of store kinds, the trust shapes, and the
+properties every kind and every ordered pair of kinds must have (used by test_contract.py and
+by scripts that regenerate the README's translation table).
+
+A kind added to storesync.stores.KINDS without a registration here fails
+test_every_kind_is_registered: a new kind gets the whole suite by registering itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from conftest import NOW, PKI, Issued, run, storesync, with_serial
+from storesync import der
+from storesync.engine.plan import lift, make_plan
+from storesync.model import ANCHOR, DISTRUST, DISTRUSTED, PURPOSES, TRUSTED, Certificate, Entry, TrustSet
+from storesync.stores import open_store
+
+# --- the registry of kinds -------------------------------------------------------------------
+
+
+def _nothing(path: Path) -> None:
+    """A file store needs nothing before its first write: it is created."""
+
+
+def _nss_db(path: Path) -> None:
+    path.mkdir()
+    run("certutil", "-N", "-d", f"sql:{path}", "--empty-password")
+
+
+class Kind:
+    """One store variant the suite knows: how to name it, make it empty, and break it."""
+
+    def __init__(self, name: str, kind: str, spec: str, file: str, create=_nothing, writable: bool = True,
+                 hostile=None, label=lambda text: text):
+        self.name, self.kind, self.spec, self.file = name, kind, spec, file
+        self.create, self.writable = create, writable
+        self.label = label  # what the format makes of a label (Java aliases are lower case)
+        self.hostile = hostile or {}  # what -> function(path) that breaks an existing store
+
+    def spec_at(self, directory: Path) -> str:
+        return self.spec.format(path=directory / self.file)
+
+    def path_at(self, directory: Path) -> Path:
+        return directory / self.file
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"\x30\x82\xff\xff" + bytes(range(256)) * 4)
+
+
+def _flip_middle(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    path.write_bytes(bytes(data))
+
+
+def _nss_garbage(path: Path) -> None:
+    (path / "cert9.db").write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+
+
+def _dir_as_file(path: Path) -> None:
+    shutil.rmtree(path)
+    path.write_bytes(b"not a directory\n")
+
+
+FILE_HOSTILE = {"truncated": _truncate, "garbage": _garbage}
+REGISTRY = {
+    k.name: k
+    for k in (
+        Kind("pem", "pem", "pem:{path}", "bundle.pem", hostile={"truncated": _truncate, "private key": lambda p: p.write_bytes(
+            p.read_bytes() + b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")}),
+        Kind("pem-trusted", "pem", "pem:{path}?format=trusted", "trusted.pem", hostile={"truncated": _truncate}),
+        Kind("dir", "dir", "dir:{path}", "hashdir", hostile={"a file, not a directory": _dir_as_file}),
+        Kind("nss", "nss", "nss:{path}", "nssdb", create=_nss_db, hostile={"garbage cert9.db": _nss_garbage}),
+        Kind("sst", "sst", "sst:{path}", "roots.sst", hostile=FILE_HOSTILE),
+        Kind("sst-disallowed", "sst", "sst:{path}?role=disallowed", "disallowed.sst", hostile=FILE_HOSTILE),
+        Kind("reg", "reg", "reg:{path}", "roots.reg", hostile={"truncated": _truncate}),
+        Kind("p7b", "p7b", "p7b:{path}", "bundle.p7b", hostile=FILE_HOSTILE),
+        Kind("jks", "jks", "jks:{path}", "cacerts.jks", hostile={**FILE_HOSTILE, "tampered": _flip_middle},
+             label=str.lower),
+        Kind("p12", "p12", "p12:{path}", "cacerts.p12", hostile={**FILE_HOSTILE, "tampered": _flip_middle}),
+        Kind("certdata", "certdata", "certdata:{path}", "certdata.txt", writable=False),
+    )
+}
+WRITABLE = [k for k in REGISTRY.values() if k.writable]
+PAIRS = [(a, b) for a in WRITABLE for b in WRITABLE if a is not b]
+
+
+# --- trust shapes ----------------------------------------------------------------------------
+
+#: Every shape of trust the suite puts through every pair, in the README table's order.
+SHAPES = (
+    "anchor-one", "anchor-all", "distrust-one", "distrust-all", "distrust-after", "leaf", "root-no-bc",
+    "v1-root", "duplicate-labels", "label-non-ascii", "label-nul", "serial-0", "serial-negative", "non-der",
+)
+
+
+def _self_signed(subject: str, extensions: bool, serial: int = 77) -> Issued:
+    """A self-signed root without basicConstraints (SKI only), or with no extensions at all."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+               .serial_number(serial).not_valid_before(NOW - dt.timedelta(days=1))
+               .not_valid_after(NOW + dt.timedelta(days=3650)))
+    if extensions:
+        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    return Issued(builder.sign(key, hashes.SHA256()), key)
+
+
+def _v1(issued: Issued) -> bytes:
+    """The certificate as X.509 v1: no version field, no extensions, re-signed."""
+    tbs, sig_alg, _ = list(der.read(issued.der).children())
+    fields = [f.raw for f in tbs.children() if f.tag not in (0xA0, 0xA3)]
+    new_tbs = der.encode(der.SEQUENCE, b"".join(fields))
+    signature = issued.key.sign(new_tbs, ec.ECDSA(hashes.SHA256()))
+    return der.encode(der.SEQUENCE, new_tbs + sig_alg.raw + der.encode(0x03, b"\x00" + signature))
+
+
+def _non_der(issued: Issued) -> bytes:
+    """basicConstraints cA TRUE as 0x01 (BER allows it, DER says 0xFF): cryptography refuses it."""
+    data = issued.der
+    marker = b"\x30\x03\x01\x01\xff"
+    assert data.count(marker) == 1
+    return data.replace(marker, b"\x30\x03\x01\x01\x01")
+
+
+class ShapeCerts:
+    """The certificates of the shapes, made once per session (P-256: fast)."""
+
+    def __init__(self, pki: PKI):
+        ca = pki.ca
+        self.der = {shape: ca(f"contract {shape}").der for shape in (
+            "anchor-one", "anchor-all", "distrust-one", "distrust-all", "distrust-after", "label-non-ascii", "label-nul")}
+        issuer = pki.ca("contract leaf issuer")
+        self.der["leaf"] = pki.leaf("contract leaf", issuer).der
+        self.der["root-no-bc"] = _self_signed("contract root-no-bc", extensions=True).der
+        self.der["v1-root"] = _v1(_self_signed("contract v1-root", extensions=False))
+        self.der["duplicate-labels"] = ca("contract duplicate one").der
+        self.der["duplicate-labels-2"] = ca("contract duplicate two").der
+        zero, negative = ca("contract serial-0"), ca("contract serial-negative")
+        self.der["serial-0"] = with_serial(zero, zero, b"\x00")
+        self.der["serial-negative"] = with_serial(negative, negative, b"\xfe\xdc")
+        self.der["non-der"] = _non_der(ca("contract non-der"))
+        self.prior = ca("contract prior anchor").der  # in a --mode add target before the sync
+        assert Certificate(self.der["non-der"]).x509 is None, "the non-DER certificate must be refused by cryptography"
+
+
+def default_variation(shape: str) -> dict:
+    """The variation a shape has when hypothesis does not draw one."""
+    return {"purpose": "email", "also": None, "after": dt.datetime(2025, 4, 15, tzinfo=dt.timezone.utc),
+            "label": {"label-non-ascii": "Zertifikat Ä € 日本", "label-nul": "NUL\x00inside"}.get(shape)}
+
+
+def entries_of(certs: ShapeCerts, case: dict[str, dict]) -> list[Entry]:
+    """The entries of a case: shape -> its variation (purpose, second purpose, date, label)."""
+    entries = []
+    for shape, v in case.items():
+        cert = Certificate(certs.der[shape])
+        label = v.get("label") or f"contract {shape}"
+        trust, after = dict(ANCHOR), {}
+        if shape == "anchor-one":
+            trust = {v["purpose"]: TRUSTED}
+        elif shape == "distrust-one":
+            trust = {v["purpose"]: DISTRUSTED}
+            if v.get("also") and v["also"] != v["purpose"]:
+                trust[v["also"]] = TRUSTED
+        elif shape == "distrust-all":
+            trust = dict(DISTRUST)
+        elif shape == "distrust-after":
+            after = {"server-auth": v["after"]}
+        entries.append(Entry(cert, trust, label, after))
+        if shape == "duplicate-labels":
+            entries.append(Entry(Certificate(certs.der["duplicate-labels-2"]), dict(ANCHOR), label))
+    return entries
+
+
+def shape_of(certs: ShapeCerts) -> dict[str, str]:
+    """SHA-256 -> shape, to say which shape a difference belongs to."""
+    out = {Certificate(d).sha256: s for s, d in certs.der.items()}
+    return {sha: s.removesuffix("-2") if s == "duplicate-labels-2" else s for sha, s in out.items()}
+
+
+# --- stores ------------------------------------------------------------------------------------
+
+
+def make_store(kind: Kind, directory: Path, entries: list[Entry]) -> str:
+    """A store of `kind` in `directory` holding `entries` as the kind can (written in process,
+    through the kind's own writer). Returns its spec."""
+    kind.create(kind.path_at(directory))
+    spec = kind.spec_at(directory)
+    if entries:
+        store = open_store(spec)
+        plan = make_plan(TrustSet(entries), store.read(), store.capabilities, store=spec, purpose=store.purpose)
+        store.write(plan)
+    return spec
+
+
+def read_store(spec: str) -> tuple[TrustSet, object]:
+    store = open_store(spec)
+    return store.read(), store
+
+
+def effective(spec: str) -> dict[str, set[str]]:
+    """SHA-256 -> the purposes the store trusts the certificate for (distrusted: none)."""
+    trust_set, store = read_store(spec)
+    lifted = lift(trust_set, store.capabilities, store.purpose)
+    return {sha: {p for p, s in e.trust.items() if s == TRUSTED} for sha, e in lifted.items()}
+
+
+def state_of(path: Path) -> dict[str, tuple]:
+    """Every file of a store: inode, mtime and bytes (a write that changes nothing shows here)."""
+    files = sorted(path.rglob("*")) if path.is_dir() else [path] if path.exists() else []
+    out = {}
+    for f in files:
+        st = os.lstat(f)
+        out[str(f)] = (st.st_ino, st.st_mtime_ns, os.readlink(f) if f.is_symlink() else f.read_bytes() if f.is_file() else None)
+    return out
+
+
+def cli_json(*args) -> tuple[int, dict, str]:
+    result = storesync(*args, "--json")
+    try:
+        data = json.loads(result.stdout) if result.stdout.strip() else {}
+    except json.JSONDecodeError:
+        data = {"unparsed": result.stdout}
+    return result.returncode, data, result.stderr
+
+
+def target_plan(data: dict, position: int = 1) -> dict:
+    return data.get("plans", [{}] * (position + 1))[position] if data.get("plans") else {}
+
+
+# --- the pair properties -------------------------------------------------------------------------
+
+
+def check_pair(a: Kind, b: Kind, certs: ShapeCerts, case: dict[str, dict], tmp: Path) -> list[tuple[str, str, str]]:
+    """Sync a store of kind `a` holding `case` into a new store of kind `b`; returns every broken
+    property as (shape, property, what), shape "*" when it is not one certificate's."""
+    shapes = shape_of(certs)
+    broken: list[tuple[str, str, str]] = []
+
+    def fail(sha: str | None, prop: str, what: str) -> None:
+        broken.append((shapes.get(sha, "?") if sha else "*", prop, what))
+
+    (tmp / "a").mkdir()
+    (tmp / "b").mkdir()
+    (tmp / "add").mkdir()
+    spec_a = make_store(a, tmp / "a", entries_of(certs, case))
+    b.create(b.path_at(tmp / "b"))
+    spec_b = b.spec_at(tmp / "b")
+    before_a = state_of(a.path_at(tmp / "a"))
+
+    code, data, err = cli_json("sync", spec_a, spec_b)
+    if code != 0 or "Traceback" in err:
+        fail(None, "sync", f"exit {code}: {err.strip() or data.get('error')}")
+        return broken
+    plan = target_plan(data)
+    lost = {loss["sha256"] for loss in plan.get("losses", [])}
+    if not b.path_at(tmp / "b").exists():  # nothing to write: see test_sync_creates_its_target
+        fail(None, "create", "the sync had nothing to write and did not create the target")
+        make_store(b, tmp / "b", [])
+        open_store(spec_b).write(make_plan(TrustSet(), TrustSet(), open_store(spec_b).capabilities, store=spec_b))
+
+    # diff exits 0, or the sync said `!` for every difference
+    code, diff, err = cli_json("diff", spec_a, spec_b)
+    if code not in (0, 1) or "Traceback" in err:
+        fail(None, "diff", f"exit {code}: {err.strip()}")
+    for key in ("only_a", "only_b"):
+        for e in diff.get(key, []):
+            if e["sha256"] not in lost:
+                fail(e["sha256"], "diff", f"{key} without a ! line")
+    for e in diff.get("trust_differs", []):
+        if e["sha256"] not in lost:
+            fail(e["sha256"], "diff", f"trust differs ({e['a']} vs {e['b']}) without a ! line")
+
+    # no trust is ever widened: trusted for P in B only if trusted for P in A
+    trusted_a, trusted_b = effective(spec_a), effective(spec_b)
+    for sha, purposes in trusted_b.items():
+        widened = purposes - trusted_a.get(sha, set())
+        if widened:
+            fail(sha, "no-widening", f"trusted for {sorted(widened)} in B, not in A")
+
+    # a second identical sync says in sync and touches nothing
+    before_b = state_of(b.path_at(tmp / "b"))
+    code, data, err = cli_json("sync", spec_a, spec_b)
+    plan = target_plan(data)
+    if code != 0 or plan.get("adds") or plan.get("removals") or plan.get("changes"):
+        fail(None, "idempotent", f"second sync: exit {code}, {plan.get('adds')} {plan.get('removals')} {plan.get('changes')} {err.strip()}")
+    if state_of(b.path_at(tmp / "b")) != before_b:
+        fail(None, "idempotent", "second sync rewrote the target")
+    if state_of(a.path_at(tmp / "a")) != before_a:
+        fail(None, "source", "the sync changed its source")
+
+    # --mode add never removes and never widens beyond what A or the target already trusted
+    prior = [Entry(Certificate(certs.prior), dict(ANCHOR), "contract prior anchor")]
+    spec_add = make_store(b, tmp / "add", prior)
+    had = effective(spec_add)
+    code, data, err = cli_json("sync", "--mode", "add", spec_a, spec_add)
+    if code != 0 or "Traceback" in err:
+        fail(None, "add", f"exit {code}: {err.strip() or data.get('error')}")
+    else:
+        after = effective(spec_add)
+        held = read_store(spec_add)[0]
+        for sha in had:
+            if sha not in held:
+                fail(sha, "add", "--mode add removed it")
+        for sha, purposes in after.items():
+            widened = purposes - trusted_a.get(sha, set()) - had.get(sha, set())
+            if widened:
+                fail(sha, "add", f"--mode add trusts it for {sorted(widened)}: neither store did")
+        for sha in trusted_b:
+            if sha not in held:
+                fail(sha, "add", "the mirror sync wrote it, --mode add did not")
+    return broken
+
+
+# --- the per-kind properties ---------------------------------------------------------------------
+
+
+def check_round_trip(kind: Kind, certs: ShapeCerts, case: dict[str, dict], tmp: Path) -> list[tuple[str, str, str]]:
+    """What the kind's writer writes reads back as the plan's desired set (the case projected
+    onto the kind's capabilities): same certificates, same trust and dates, same labels where
+    the kind keeps labels."""
+    shapes = shape_of(certs)
+    kind.create(kind.path_at(tmp))
+    spec = kind.spec_at(tmp)
+    store = open_store(spec)
+    plan = make_plan(TrustSet(entries_of(certs, case)), store.read(), store.capabilities, store=spec,
+                     purpose=store.purpose)
+    store.write(plan)
+    again, reader = read_store(spec)
+    broken = []
+    for sha in set(plan.desired) | set(again):
+        want, got = plan.desired.get(sha), again.get(sha)
+        if want is None or got is None:
+            broken.append((shapes.get(sha, "?"), "round-trip", "not written" if got is None else "not planned"))
+        elif want.trust_key() != got.trust_key():
+            broken.append((shapes[sha], "round-trip", f"trust {dict(want.trust)} {want.distrust_after} read back as "
+                                                      f"{dict(got.trust)} {got.distrust_after}"))
+        elif reader.capabilities.labels and not _same_label(kind.label(want.label or ""), got.label or ""):
+            broken.append((shapes[sha], "round-trip", f"label {want.label!r} read back as {got.label!r}"))
+    return broken
+
+
+def check_hostile(kind: Kind, what: str, certs: ShapeCerts, tmp: Path) -> list[str]:
+    """A broken store: `list` and a sync into it exit 2 with one sentence naming the file, and
+    the store stays as it was."""
+    spec = make_store(kind, tmp, entries_of(certs, {"anchor-all": {}, "distrust-all": {}}))
+    path = kind.path_at(tmp)
+    kind.hostile[what](path)
+    before = state_of(path)
+    source = tmp / "source.pem"
+    source.write_bytes(pem_of_der(certs.der["anchor-one"]))
+    problems = []
+    for args in (("list", spec), ("sync", f"pem:{source}", spec), ("sync", "--mode", "add", f"pem:{source}", spec)):
+        result = storesync(*args)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        if result.returncode != 2:
+            problems.append(f"{args[0]}: exit {result.returncode}, not 2 ({result.stderr.strip()[:200]})")
+        elif "Traceback" in result.stderr or len(lines) != 1 or not lines[0].startswith("storesync: "):
+            problems.append(f"{args[0]}: not one sentence: {result.stderr.strip()[:300]}")
+        elif str(path) not in lines[0]:
+            problems.append(f"{args[0]}: the sentence does not name {path}: {lines[0]}")
+        if state_of(path) != before:
+            problems.append(f"{args[0]}: the store changed")
+    return problems
+
+
+def pem_of_der(data: bytes) -> bytes:
+    from conftest import pem_of
+
+    return pem_of(data)
+
+
+def _same_label(want: str, got: str) -> bool:
+    """Equal, or made unique by the format (NSS's `#2`, Java's `[sha]`) for a duplicate."""
+    return got == want or (got.startswith(want + " ") and want.startswith("contract duplicate"))
