@@ -394,3 +394,68 @@ def pem_of_der(data: bytes) -> bytes:
 def _same_label(want: str, got: str) -> bool:
     """Equal, or made unique by the format (NSS's `#2`, Java's `[sha]`) for a duplicate."""
     return got == want or (got.startswith(want + " ") and want.startswith("contract duplicate"))
+
+
+# --- the README's translation table --------------------------------------------------------------
+
+
+def translate(kind: Kind, certs: ShapeCerts, shape: str, tmp: Path) -> str:
+    """What a sync does to one shape in one kind (a fresh store): the plan as `sync` makes it
+    (projection, ca_only), written by the kind's writer and read back. `!`: the plan says so."""
+    from storesync.engine import policy
+
+    (tmp / kind.name).mkdir()
+    kind.create(kind.path_at(tmp / kind.name))
+    spec = kind.spec_at(tmp / kind.name)
+    store = open_store(spec)
+    wanted = entries_of(certs, {shape: default_variation(shape)})
+    plan = make_plan(TrustSet(wanted), store.read(), store.capabilities, store=spec, purpose=store.purpose)
+    policy.refuse_non_ca(plan)
+    store.write(plan)
+    got = read_store(spec)[0]
+    losses = " ".join(loss.what for loss in plan.losses)
+    bang = " !" if losses else ""
+    if "not a CA" in losses:
+        return "refused !"
+    notes = []
+    for entry in wanted:
+        have = got.get(entry.sha256)
+        if have is None:
+            return f"dropped{bang}"
+        if dict(have.trust) != dict(entry.trust):
+            notes.append("distrusted for all" if have.distrusted and dict(have.trust) == DISTRUST
+                         else "trusted for all" if dict(have.trust) == ANCHOR
+                         else "also trusted for " + ", ".join(sorted(set(have.trusted_purposes) - set(entry.trusted_purposes))))
+        if have.distrust_after != entry.distrust_after:
+            notes.append("date dropped")
+        if shape.startswith(("label", "duplicate")) and store.capabilities.labels:
+            label = have.label or ""
+            notes.append("label kept" if label == entry.label else "label lower-cased" if label == entry.label.lower()
+                         else "label made unique" if label.lower().startswith(entry.label.lower()) else f"label {label!r}")
+        elif shape.startswith(("label", "duplicate")):
+            notes.append("label dropped")
+    notes = list(dict.fromkeys(n for n in notes if n != "label kept")) if shape == "duplicate-labels" else list(dict.fromkeys(notes))
+    return (", ".join(notes) or "kept") + bang
+
+
+def translation_table(certs: ShapeCerts, tmp: Path) -> str:
+    """The README's table: a row per shape, a column per writable kind."""
+    head = "| shape | " + " | ".join(f"`{k.name}`" for k in WRITABLE) + " |"
+    lines = [head, "|---" * (len(WRITABLE) + 1) + "|"]
+    for shape in SHAPES:
+        cells = []
+        for kind in WRITABLE:
+            where = tmp / shape
+            where.mkdir(exist_ok=True)
+            cells.append(translate(kind, certs, shape, where))
+        lines.append(f"| {shape} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # print the table for the README: python tests/contract.py
+    import sys
+    import tempfile
+
+    os.environ.setdefault("STORESYNC_STATE_DIR", tempfile.mkdtemp())
+    with tempfile.TemporaryDirectory() as scratch:
+        sys.stdout.write(translation_table(ShapeCerts(PKI()), Path(scratch)))

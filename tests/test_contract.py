@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from conftest import pem_of, storesync
 from contract import (
     PAIRS, REGISTRY, SHAPES, WRITABLE, ShapeCerts, check_hostile, check_pair, check_round_trip, default_variation,
+    translation_table,
 )
 from storesync.model import PURPOSES
 from storesync.stores import KINDS
@@ -198,3 +199,13 @@ def test_pair_known_defect(a, b, shape, certs):
 @pytest.mark.parametrize("a,b,shape", list(_defect_cases(True)))
 def test_pair_known_defect_everywhere(a, b, shape, certs):
     _pair_check(a, b, certs, {shape: default_variation(shape)})
+
+
+def test_readme_translation_table_is_what_storesync_does(certs, tmp_path):
+    """The README's table is observed, not written by hand: regenerate it with
+    `python tests/contract.py` when a kind changes."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    start = readme.index("<!-- translation-table")
+    start = readme.index("\n", start) + 1
+    documented = readme[start:readme.index("<!-- /translation-table -->")]
+    assert documented == translation_table(certs, tmp_path)
