@@ -102,7 +102,6 @@ REGISTRY = {
     )
 }
 WRITABLE = [k for k in REGISTRY.values() if k.writable]
-PAIRS = [(a, b) for a in WRITABLE for b in WRITABLE if a is not b]
 
 
 # --- trust shapes ----------------------------------------------------------------------------
@@ -253,83 +252,115 @@ def target_plan(data: dict, position: int = 1) -> dict:
 
 
 def check_pair(a: Kind, b: Kind, certs: ShapeCerts, case: dict[str, dict], tmp: Path) -> list[tuple[str, str, str]]:
-    """Sync a store of kind `a` holding `case` into a new store of kind `b`; returns every broken
-    property as (shape, property, what), shape "*" when it is not one certificate's."""
-    shapes = shape_of(certs)
-    broken: list[tuple[str, str, str]] = []
+    return check_pairs(a, [b], certs, case, tmp)[b.name]
 
-    def fail(sha: str | None, prop: str, what: str) -> None:
-        broken.append((shapes.get(sha, "?") if sha else "*", prop, what))
+
+def check_pairs(a: Kind, targets: list[Kind], certs: ShapeCerts, case: dict[str, dict],
+                tmp: Path) -> dict[str, list[tuple[str, str, str]]]:
+    """Sync a store of kind `a` holding `case` into new stores of the `targets` kinds (one CLI
+    run for all: a campaign costs a few runs per source, not per pair); returns, per target,
+    every broken property as (shape, property, what), shape "*" when it is not one certificate's."""
+    shapes = shape_of(certs)
+    broken: dict[str, list[tuple[str, str, str]]] = {b.name: [] for b in targets}
+
+    def fail(b: Kind, sha: str | None, prop: str, what: str) -> None:
+        broken[b.name].append((shapes.get(sha, "?") if sha else "*", prop, what))
 
     (tmp / "a").mkdir()
-    (tmp / "b").mkdir()
-    (tmp / "add").mkdir()
     spec_a = make_store(a, tmp / "a", entries_of(certs, case))
-    b.create(b.path_at(tmp / "b"))
-    spec_b = b.spec_at(tmp / "b")
     before_a = state_of(a.path_at(tmp / "a"))
+    trusted_a = effective(spec_a)
+    specs, places = {}, {}
+    for role in ("b", "add", "narrow"):
+        for b in targets:
+            where = tmp / role / b.name
+            where.mkdir(parents=True)
+            places[role, b.name] = b.path_at(where)
+            if role == "b":
+                b.create(places[role, b.name])
+                specs[role, b.name] = b.spec_at(where)
+            elif role == "add":  # a target that already holds something of its own
+                specs[role, b.name] = make_store(b, where, [Entry(Certificate(certs.prior), dict(ANCHOR), "contract prior")])
+            else:  # a target that trusts every certificate of the case for everything
+                anchors = [e.replace(trust=dict(ANCHOR), distrust_after={}) for e in entries_of(certs, case)]
+                specs[role, b.name] = make_store(b, where, anchors)
 
-    code, data, err = cli_json("sync", spec_a, spec_b)
+    code, data, err = cli_json("sync", spec_a, *(specs["b", b.name] for b in targets))
     if code != 0 or "Traceback" in err:
-        fail(None, "sync", f"exit {code}: {err.strip() or data.get('error')}")
+        for b in targets:
+            fail(b, None, "sync", f"exit {code}: {err.strip() or data.get('error')}")
         return broken
-    plan = target_plan(data)
-    lost = {loss["sha256"] for loss in plan.get("losses", [])}
-    if not b.path_at(tmp / "b").exists():  # nothing to write: see test_sync_creates_its_target
-        fail(None, "create", "the sync had nothing to write and did not create the target")
-        make_store(b, tmp / "b", [])
-        open_store(spec_b).write(make_plan(TrustSet(), TrustSet(), open_store(spec_b).capabilities, store=spec_b))
+    lost = {b.name: {loss["sha256"] for loss in target_plan(data, n + 1).get("losses", [])}
+            for n, b in enumerate(targets)}
+    for b in targets:
+        spec_b = specs["b", b.name]
+        if not places["b", b.name].exists():  # nothing to write: see test_sync_creates_its_target
+            fail(b, None, "create", "the sync had nothing to write and did not create the target")
+            open_store(spec_b).write(make_plan(TrustSet(), TrustSet(), open_store(spec_b).capabilities, store=spec_b))
 
-    # diff exits 0, or the sync said `!` for every difference
-    code, diff, err = cli_json("diff", spec_a, spec_b)
-    if code not in (0, 1) or "Traceback" in err:
-        fail(None, "diff", f"exit {code}: {err.strip()}")
-    for key in ("only_a", "only_b"):
-        for e in diff.get(key, []):
-            if e["sha256"] not in lost:
-                fail(e["sha256"], "diff", f"{key} without a ! line")
-    for e in diff.get("trust_differs", []):
-        if e["sha256"] not in lost:
-            fail(e["sha256"], "diff", f"trust differs ({e['a']} vs {e['b']}) without a ! line")
+        # diff exits 0, or the sync said `!` for every difference
+        code, diff, err = cli_json("diff", spec_a, spec_b)
+        if code not in (0, 1) or "Traceback" in err:
+            fail(b, None, "diff", f"exit {code}: {err.strip()}")
+        for key in ("only_a", "only_b"):
+            for e in diff.get(key, []):
+                if e["sha256"] not in lost[b.name]:
+                    fail(b, e["sha256"], "diff", f"{key} without a ! line")
+        for e in diff.get("trust_differs", []):
+            if e["sha256"] not in lost[b.name]:
+                fail(b, e["sha256"], "diff", f"trust differs ({e['a']} vs {e['b']}) without a ! line")
 
-    # no trust is ever widened: trusted for P in B only if trusted for P in A
-    trusted_a, trusted_b = effective(spec_a), effective(spec_b)
-    for sha, purposes in trusted_b.items():
-        widened = purposes - trusted_a.get(sha, set())
-        if widened:
-            fail(sha, "no-widening", f"trusted for {sorted(widened)} in B, not in A")
+        # no trust is ever widened: trusted for P in B only if trusted for P in A
+        for sha, purposes in effective(spec_b).items():
+            widened = purposes - trusted_a.get(sha, set())
+            if widened:
+                fail(b, sha, "no-widening", f"trusted for {sorted(widened)} in B, not in A")
 
     # a second identical sync says in sync and touches nothing
-    before_b = state_of(b.path_at(tmp / "b"))
-    code, data, err = cli_json("sync", spec_a, spec_b)
-    plan = target_plan(data)
-    if code != 0 or plan.get("adds") or plan.get("removals") or plan.get("changes"):
-        fail(None, "idempotent", f"second sync: exit {code}, {plan.get('adds')} {plan.get('removals')} {plan.get('changes')} {err.strip()}")
-    if state_of(b.path_at(tmp / "b")) != before_b:
-        fail(None, "idempotent", "second sync rewrote the target")
+    before = {b.name: state_of(places["b", b.name]) for b in targets}
+    code, data, err = cli_json("sync", spec_a, *(specs["b", b.name] for b in targets))
+    for n, b in enumerate(targets):
+        plan = target_plan(data, n + 1)
+        if code != 0 or plan.get("adds") or plan.get("removals") or plan.get("changes"):
+            fail(b, None, "idempotent", f"second sync: exit {code}, {plan.get('adds')} {plan.get('removals')} "
+                                        f"{plan.get('changes')} {err.strip()}")
+        if state_of(places["b", b.name]) != before[b.name]:
+            fail(b, None, "idempotent", "second sync rewrote the target")
     if state_of(a.path_at(tmp / "a")) != before_a:
-        fail(None, "source", "the sync changed its source")
+        for b in targets:
+            fail(b, None, "source", "the sync changed its source")
 
     # --mode add never removes and never widens beyond what A or the target already trusted
-    prior = [Entry(Certificate(certs.prior), dict(ANCHOR), "contract prior anchor")]
-    spec_add = make_store(b, tmp / "add", prior)
-    had = effective(spec_add)
-    code, data, err = cli_json("sync", "--mode", "add", spec_a, spec_add)
-    if code != 0 or "Traceback" in err:
-        fail(None, "add", f"exit {code}: {err.strip() or data.get('error')}")
-    else:
-        after = effective(spec_add)
-        held = read_store(spec_add)[0]
-        for sha in had:
-            if sha not in held:
-                fail(sha, "add", "--mode add removed it")
+    had = {b.name: effective(specs["add", b.name]) for b in targets}
+    code, data, err = cli_json("sync", "--mode", "add", spec_a, *(specs["add", b.name] for b in targets))
+    for b in targets:
+        if code != 0 or "Traceback" in err:
+            fail(b, None, "add", f"exit {code}: {err.strip() or data.get('error')}")
+            continue
+        after = effective(specs["add", b.name])
+        for sha in had[b.name]:
+            if sha not in after:
+                fail(b, sha, "add", "--mode add removed it")
         for sha, purposes in after.items():
-            widened = purposes - trusted_a.get(sha, set()) - had.get(sha, set())
+            widened = purposes - trusted_a.get(sha, set()) - had[b.name].get(sha, set())
             if widened:
-                fail(sha, "add", f"--mode add trusts it for {sorted(widened)}: neither store did")
-        for sha in trusted_b:
-            if sha not in held:
-                fail(sha, "add", "the mirror sync wrote it, --mode add did not")
+                fail(b, sha, "add", f"--mode add trusts it for {sorted(widened)}: neither store did")
+        for sha in effective(specs["b", b.name]):
+            if sha not in after:
+                fail(b, sha, "add", "the mirror sync wrote it, --mode add did not")
+
+    # a mirror narrows: what A speaks for, B trusts no more than A, whatever B trusted before
+    source = open_store(spec_a)
+    scope = set(PURPOSES) if source.capabilities.purposes or source.purpose == "any" else {source.purpose}
+    code, data, err = cli_json("sync", "--force", spec_a, *(specs["narrow", b.name] for b in targets))
+    for b in targets:
+        if code != 0 or "Traceback" in err:
+            fail(b, None, "narrow", f"exit {code}: {err.strip() or data.get('error')}")
+            continue
+        for sha, purposes in effective(specs["narrow", b.name]).items():
+            widened = (purposes & scope) - trusted_a.get(sha, set())
+            if widened:
+                fail(b, sha, "narrow", f"still trusted for {sorted(widened)} after a mirror of a store that does not")
     return broken
 
 
@@ -371,7 +402,7 @@ def check_hostile(kind: Kind, what: str, certs: ShapeCerts, tmp: Path) -> list[s
     source = tmp / "source.pem"
     source.write_bytes(pem_of_der(certs.der["anchor-one"]))
     problems = []
-    for args in (("list", spec), ("sync", f"pem:{source}", spec), ("sync", "--mode", "add", f"pem:{source}", spec)):
+    for args in (("list", spec), ("sync", f"pem:{source}", spec)):
         result = storesync(*args)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         if result.returncode != 2:
