@@ -19,10 +19,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from conftest import pem_of, storesync
 from contract import (
     REGISTRY, SHAPES, WRITABLE, ShapeCerts, check_hostile, check_pair, check_pairs, check_round_trip, default_variation,
-    translation_table,
+    cli_json, entries_of, make_store, read_store, translation_table,
 )
+from storesync.engine.plan import lift
 from storesync.model import PURPOSES
-from storesync.stores import KINDS
+from storesync.stores import KINDS, open_store
 
 _DEFECT_1 = "issue 13 defect 1: per-purpose distrust into .reg rolls back the sync"
 _NEW_PEM = ("new: pem?format=trusted writes distrust for some purposes as a reject list alone, which reads back "
@@ -209,3 +210,42 @@ def test_readme_translation_table_is_what_storesync_does(certs, tmp_path):
     start = readme.index("\n", start) + 1
     documented = readme[start:readme.index("<!-- /translation-table -->")]
     assert documented == translation_table(certs, tmp_path)
+
+
+#: File kinds keep the file's order: a sync that adds appends (README, "Order").
+ORDERED = ("pem", "pem-trusted", "sst", "reg", "p7b", "jks", "p12")
+_DEFECT_6 = "issue 13 defect 6: --mode add does not append (the file's own certificates do not stay first)"
+
+
+@pytest.mark.parametrize("kind", [
+    pytest.param(REGISTRY[n], id=n, marks=[pytest.mark.xfail(strict=True, reason=_DEFECT_6)] if n.startswith("pem") else [])
+    for n in ORDERED])
+def test_add_appends(kind, certs, tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "t").mkdir()
+    source = make_store(REGISTRY["nss"], tmp_path / "src", entries_of(certs, {"anchor-all": {}, "v1-root": {}}))
+    own = entries_of(certs, {"serial-0": {}, "serial-negative": {}})
+    target = make_store(kind, tmp_path / "t", own)
+    result = storesync("sync", "--mode", "add", source, target)
+    assert result.returncode == 0, result.stderr
+    held = list(read_store(target)[0])
+    assert len(held) == 4 and held[:2] == [e.sha256 for e in own]
+
+
+_DEFECT_10 = "issue 13 defect 10: list --json of a store without purposes shows all four purposes"
+
+
+@pytest.mark.parametrize("kind", [
+    pytest.param(k, id=k.name, marks=[] if open_store(k.spec_at(Path("/nonexistent"))).capabilities.purposes
+                 or k.name == "sst-disallowed" else [pytest.mark.xfail(strict=True, reason=_DEFECT_10)])
+    for k in WRITABLE])
+def test_list_json_says_what_the_store_means(kind, certs, tmp_path):
+    """`list --json` shows trust as the engine understands the store: a TLS bundle's anchors
+    are trusted for server-auth, not for e-mail."""
+    spec = make_store(kind, tmp_path, entries_of(certs, {"anchor-all": {}, "anchor-one": default_variation("anchor-one"),
+                                                       "distrust-all": {}}))
+    code, listed, err = cli_json("list", spec)
+    assert code == 0, err
+    held, store = read_store(spec)
+    meant = lift(held, store.capabilities, store.purpose)
+    assert {e["sha256"]: e["trust"] for e in listed["entries"]} == {sha: dict(e.trust) for sha, e in meant.items()}
