@@ -249,3 +249,23 @@ def test_storesync_reads_crypt32s_odd_friendly_names(crypt32, certs, tmp_path, i
     entry = next(e for e in read.values() if e.cert.sha1 == sha1)
     assert (entry.label or "") == ODD[index]
     assert_rewrite_is_identical(f"sst:{tmp_path / 'odd.sst'}")
+
+
+@pytest.mark.parametrize("option,shapes", [
+    ("hive=HKCU", ("serial-0", "serial-negative")),  # certificates of their own: imports accumulate
+    pytest.param("base=user", ("v1-root", "non-der"),
+                 marks=pytest.mark.xfail(strict=True, reason="issue 13 defect 8: reg base=user writes HKLM")),
+])
+def test_a_user_reg_lands_in_the_users_store(crypt32, certs, tmp_path, option, shapes):
+    """A .reg for the current user's ROOT, imported, is in crypt32's HKCU ROOT and not in HKLM's."""
+    (tmp_path / "src").mkdir()
+    source = make_store(REGISTRY["pem"], tmp_path / "src", entries_of(certs, {s: {} for s in shapes}))
+    result = storesync("sync", source, f"reg:{tmp_path / 'user.reg'}?{option}")
+    assert result.returncode == 0, result.stderr
+    ours = {e.cert.sha1 for e in read_store(f"reg:{tmp_path / 'user.reg'}?{option}")[0].values()}
+    crypt32.wine("reg", "import", "user.reg", cwd=tmp_path)
+    rows = crypt32.rows("regstore", "HKCU:ROOT", "ROOT", cwd=tmp_path)
+    user = {row[1].lower() for row in rows if row[0] == "reg:HKCU:ROOT"}
+    machine = {row[1].lower() for row in rows if row[0] == "reg:ROOT"}
+    assert ours and not ours & machine, "in HKLM's ROOT"
+    assert ours <= user
