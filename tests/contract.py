@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from conftest import NOW, PKI, Issued, run, storesync, with_serial
+from test_certdata import HEADER, cert_object, trust_object  # its writer of generated certdata.txt files
 from storesync import der
 from storesync.engine.plan import lift, make_plan
 from storesync.model import ANCHOR, DISTRUST, DISTRUSTED, PURPOSES, TRUSTED, Certificate, Entry, TrustSet
@@ -42,9 +43,10 @@ class Kind:
     """One store variant the suite knows: how to name it, make it empty, and break it."""
 
     def __init__(self, name: str, kind: str, spec: str, file: str, create=_nothing, writable: bool = True,
-                 hostile=None, label=lambda text: text):
+                 hostile=None, label=lambda text: text, seed=None):
         self.name, self.kind, self.spec, self.file = name, kind, spec, file
         self.create, self.writable = create, writable
+        self.seed = seed  # how a read-only kind is filled: function(path, entries)
         self.label = label  # what the format makes of a label (Java aliases are lower case)
         self.hostile = hostile or {}  # what -> function(path) that breaks an existing store
 
@@ -82,6 +84,20 @@ def _dir_as_file(path: Path) -> None:
     path.write_bytes(b"not a directory\n")
 
 
+def _certdata(path: Path, entries: list[Entry]) -> None:
+    """Mozilla's format, written as test_certdata writes it: server, e-mail and code-signing trust."""
+    states = {TRUSTED: "TRUSTED_DELEGATOR", DISTRUSTED: "NOT_TRUSTED", None: "MUST_VERIFY_TRUST"}
+    objects = []
+    for e in entries:
+        label = e.display_label.replace('"', "'")
+        after = e.distrust_after.get("server-auth")
+        objects.append(cert_object(e.cert.der, label, server_after=after and after.strftime("%y%m%d%H%M%SZ")))
+        server, email, code = (states[e.trust.get(p)] for p in ("server-auth", "email", "code-signing"))
+        fields = e.cert.fields
+        objects.append(trust_object(fields.issuer, fields.serial, label, server, email, code, der=e.cert.der))
+    path.write_text(HEADER + "\n".join(objects))
+
+
 FILE_HOSTILE = {"truncated": _truncate, "garbage": _garbage}
 REGISTRY = {
     k.name: k
@@ -98,10 +114,11 @@ REGISTRY = {
         Kind("jks", "jks", "jks:{path}", "cacerts.jks", hostile={**FILE_HOSTILE, "tampered": _flip_middle},
              label=str.lower),
         Kind("p12", "p12", "p12:{path}", "cacerts.p12", hostile={**FILE_HOSTILE, "tampered": _flip_middle}),
-        Kind("certdata", "certdata", "certdata:{path}", "certdata.txt", writable=False),
+        Kind("certdata", "certdata", "certdata:{path}", "certdata.txt", writable=False, seed=_certdata),
     )
 }
 WRITABLE = [k for k in REGISTRY.values() if k.writable]
+SOURCES = list(REGISTRY.values())  # a read-only kind is a source only
 
 
 # --- trust shapes ----------------------------------------------------------------------------
@@ -206,7 +223,9 @@ def make_store(kind: Kind, directory: Path, entries: list[Entry]) -> str:
     through the kind's own writer). Returns its spec."""
     kind.create(kind.path_at(directory))
     spec = kind.spec_at(directory)
-    if entries:
+    if kind.seed:
+        kind.seed(kind.path_at(directory), entries)
+    elif entries:
         store = open_store(spec)
         plan = make_plan(TrustSet(entries), store.read(), store.capabilities, store=spec, purpose=store.purpose)
         store.write(plan)
