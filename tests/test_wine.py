@@ -231,10 +231,8 @@ ODD = {0: "", 1: "NoTerminator", 2: "Embedded", 3: "A"}  # crypt32's reading of 
 
 
 @pytest.mark.parametrize("index", [
-    0, 1,
+    0, 1, 3,  # 3: an odd byte length; storesync read no label there before
     pytest.param(2, marks=pytest.mark.xfail(strict=True, reason=DEFECT_7)),
-    pytest.param(3, marks=pytest.mark.xfail(strict=True, reason=(
-        "new: a FRIENDLY_NAME of odd byte length is read as no label; crypt32 reads its whole UTF-16 units"))),
 ])
 def test_storesync_reads_crypt32s_odd_friendly_names(crypt32, certs, tmp_path, index):
     names = []

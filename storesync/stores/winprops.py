@@ -123,9 +123,9 @@ def datetime_to_filetime(when: datetime) -> bytes:
 
 
 def decode_label(raw: bytes) -> str | None:
-    """FRIENDLY_NAME: UTF-16LE with its 00 00 terminator (tolerated when missing)."""
-    if len(raw) % 2:
-        return None
+    """FRIENDLY_NAME: UTF-16LE with its 00 00 terminator (tolerated when missing). A dangling
+    last byte is ignored, as crypt32 reads whole UTF-16 units."""
+    raw = raw[: len(raw) - len(raw) % 2]
     if raw.endswith(b"\x00\x00"):
         raw = raw[:-2]
     try:
