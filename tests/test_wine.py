@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -66,10 +67,16 @@ def crypt32(tmp_path_factory):
     env = {**os.environ, "WINEDEBUG": "-all", "WINEPREFIX": str(cache / "prefix"), "WINEDLLOVERRIDES": "mscoree,mshtml="}
     quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     (cache / "prefix").mkdir()
-    subprocess.run(["wineserver", "-p"], env=env, check=True, **quiet)  # one server: ROOT's host roots stay put
+    for attempt in range(3):  # one server: ROOT's host roots stay put
+        code = subprocess.run(["wineserver", "-p"], env=env, **quiet).returncode  # no pipes: it outlives this call
+        if code == 0:
+            break
+        time.sleep(2)  # a server of an earlier session on a recycled inode is still on its way out
+    assert code == 0, "wineserver -p failed: is a server of this prefix already running?"
     subprocess.run(["wine", "wineboot", "--init"], env=env, check=True, timeout=300, **quiet)  # one server: ROOT's host roots stay put
     yield Crypt32(cache, env)
     subprocess.run(["wineserver", "-k"], env=env, **quiet)
+    subprocess.run(["wineserver", "-w"], env=env, timeout=60, **quiet)  # gone before its prefix is
 
 
 @pytest.fixture(scope="session")
