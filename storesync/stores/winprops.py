@@ -124,9 +124,9 @@ def datetime_to_filetime(when: datetime) -> bytes:
 
 def decode_label(raw: bytes) -> str | None:
     """FRIENDLY_NAME: UTF-16LE up to its first NUL, as crypt32 shows it (the terminator may be
-    missing; what follows an embedded NUL is no part of the name, but stays in the kept bytes)."""
-    if len(raw) % 2:
-        return None
+    missing; what follows an embedded NUL is no part of the name, but stays in the kept bytes; a
+    dangling last byte is ignored, as crypt32 reads whole UTF-16 units)."""
+    raw = raw[: len(raw) - len(raw) % 2]
     end = next((i for i in range(0, len(raw), 2) if raw[i : i + 2] == b"\x00\x00"), len(raw))
     try:
         return raw[:end].decode("utf-16-le")
