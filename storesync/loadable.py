@@ -89,47 +89,6 @@ def _verdict(cert) -> int | None:
     return cert.__dict__["_openssl"]
 
 
-def examine_all(certs) -> None:
-    """Ask libcrypto about many certificates ahead of `refusal`, split over the cores: ctypes
-    lets go of the GIL in each call, and a sync adding the system roots spends most of its time
-    here (each d2i_X509 decodes a key; an ECDSA P-384 self-signature check takes most of a
-    millisecond). The verdicts are those `_verdict` gives one by one."""
-    todo = [c for c in dict.fromkeys(certs) if "_openssl" not in c.__dict__]
-    workers = min(len(_cores()), len(todo) // _PER_THREAD, 4)
-    lib = _openssl() if workers > 1 else None  # nothing added: libcrypto is not even loaded
-    if lib is None:
-        return  # a few certificates: a thread costs more than it saves; `_verdict` asks as needed
-    import threading
-
-    jobs = [(c.der, _self_signed(c)) for c in todo]  # cert.fields is parsed here, not on threads
-    verdicts = [None] * len(jobs)
-
-    def work(first: int) -> None:
-        for i in range(first, len(jobs), workers):
-            verdicts[i] = lib.examine(*jobs[i])
-
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(1, workers)]
-    for thread in threads:
-        thread.start()
-    work(0)
-    for thread in threads:
-        thread.join()
-    for cert, verdict in zip(todo, verdicts):
-        cert.__dict__["_openssl"] = verdict
-
-
-_PER_THREAD = 16  # fewer certificates per thread than this: not worth a thread
-
-
-def _cores():
-    import os
-
-    try:
-        return os.sched_getaffinity(0)
-    except AttributeError:  # not Linux
-        return range(os.cpu_count() or 1)
-
-
 def _openssl():
     """The system's libcrypto with `examine(der, verify)`: None if d2i_X509 refuses `der`, else
     X509_verify against its own key when asked (1 verifies, 0 fails, -1 unsupported algorithm,

@@ -129,21 +129,19 @@ def refuse_unloadable(plan: Plan, reader: str) -> None:
         return  # nothing is spread or raised: a no-op sync does not even import the judge
     from storesync import loadable
 
-    refused, changed = {}, [after for before, after in plan.changes]
-    # crypt32 never checks a root's own signature, and Windows Update ships such a root (CCA
-    # India 2015 SPL): a Windows store keeps what Windows itself distributes.
-    judge_signature = reader != loadable.CRYPT32
-    if judge_signature:  # libcrypto is asked in one batch over the cores, not one by one
-        loadable.examine_all([*(e.cert for e in plan.adds), *(e.cert for e in changed if e.trusted_purposes)])
+    refused = {}
     for entry in plan.adds:  # a certificate the store holds already is not spread by a change
         why = loadable.refusal(entry.cert, reader)
         if why is not None:
             refused[entry.sha256] = f"{why}: left out, {loadable.NAMES[reader]} would not load it"
-    for entry in [*plan.adds, *changed]:
+    # crypt32 never checks a root's own signature, and Windows Update ships such a root (CCA
+    # India 2015 SPL): a Windows store keeps what Windows itself distributes.
+    judge_signature = reader != loadable.CRYPT32
+    for entry in [*plan.adds, *(after for before, after in plan.changes)]:
         if (judge_signature and entry.sha256 not in refused and entry.trusted_purposes
                 and loadable.bad_self_signature(entry.cert)):
             refused[entry.sha256] = "a self-signed root whose signature does not verify: refused as an anchor"
-    for entry in [*plan.adds, *changed]:
+    for entry in [*plan.adds, *(after for before, after in plan.changes)]:
         if entry.sha256 in refused:
             plan.losses.append(Loss(entry, refused[entry.sha256]))
     if refused:
