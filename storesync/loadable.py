@@ -176,6 +176,12 @@ def bad_self_signature(cert) -> bool:
 
 
 def _self_signed(cert) -> bool:
+    if "_self_signed" not in cert.__dict__:  # asked twice per certificate added: once is enough
+        cert.__dict__["_self_signed"] = _signed_by_own_key(cert)
+    return cert.__dict__["_self_signed"]
+
+
+def _signed_by_own_key(cert) -> bool:
     try:
         fields = cert.fields
     except der.DERError:

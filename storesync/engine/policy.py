@@ -128,6 +128,8 @@ def refuse_unloadable(plan: Plan, reader: str) -> None:
     """A certificate is written into a store only if the programs reading that store load it
     (one damaged certificate makes OpenSSL or keytool refuse the whole file), and a self-signed
     root whose signature fails never becomes an anchor. Refusals are losses, never silent."""
+    if not plan.adds and not plan.changes:
+        return  # nothing is spread or raised: a no-op sync does not even import the judge
     from storesync import loadable
 
     refused = {}
