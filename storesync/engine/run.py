@@ -11,10 +11,9 @@ from pathlib import Path
 from storesync.config import Profile, StoreRef
 from storesync.engine import policy
 from storesync.engine.plan import ADD, MIRROR, Plan, Scope, compare, lift, make_plan
-from storesync.model import StoreError, TrustSet
+from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError, TrustSet
 from storesync.stores import Store, open_store, read_store
 
-EXIT_OK, EXIT_PENDING, EXIT_ERROR, EXIT_HELD = 0, 1, 2, 3
 UNDO_READS = 20  # reads of a store to undo, 0.1 s apart, before its backup's bytes go back
 _EMPTY = ("an empty store is never a policy, so it empties nothing (if emptying the others is meant, "
           "say so with --allow-empty, or allow_empty = true in the profile)")
@@ -65,7 +64,7 @@ class Result:
         if any(p.held_back for p in plans):
             return EXIT_HELD
         if self.dry_run and any(not p.empty for p in plans):
-            return EXIT_PENDING
+            return EXIT_DIFFERENT  # changes pending (--dry-run)
         return EXIT_OK
 
     @property
@@ -95,7 +94,7 @@ def run(profile: Profile, *, dry_run: bool = False, force: bool = False,
         if dry_run or unlocked.error or not any(o.plan and not o.plan.empty and not o.plan.held_back
                                                 for o in unlocked.outcomes):
             return unlocked
-    from storesync.engine import state
+    from storesync import state
 
     result = _new_result(profile, dry_run, defaults)
     try:
@@ -157,7 +156,7 @@ def _prepare(profile: Profile, result: Result, force: bool, allow_empty: bool = 
             _read(outcome)
     readable = [o for o in result.outcomes if o.current is not None]
     if profile.mode == "merge":
-        from storesync.engine import state
+        from storesync import state
         from storesync.engine.merge import View, merge
 
         baseline = state.load_baseline(profile.name)
@@ -209,7 +208,7 @@ def _save_baseline(profile: Profile, result: Result, merged) -> None:
     if merged is None or result.error:
         return
     if all(o.plan is not None and not o.error and not o.plan.held_back for o in result.outcomes):
-        from storesync.engine import state
+        from storesync import state
 
         state.save_baseline(profile.name, merged.merged)
 
@@ -247,7 +246,7 @@ def _apply(result: Result) -> None:
                 continue
             current = outcome
             snapshot = outcome.store.snapshot()
-            from storesync.engine import state
+            from storesync import state
             from storesync.engine.plan import touched
 
             outcome.backup = state.save_backup(outcome.store.spec.key, snapshot, f"before sync of {result.profile}",
@@ -306,7 +305,7 @@ def rollback(store: Store, backup_id: str | None = None) -> dict:
     """`storesync rollback`: put the certificates storesync changed since a backup back as the
     backup has them. When nobody else changed the store since, that is the backup's exact bytes;
     otherwise what other programs added or changed stays, and is listed in "kept"."""
-    from storesync.engine import state
+    from storesync import state
     from storesync.engine.plan import Plan, retarget, touched
 
     spec = store.spec.key

@@ -33,8 +33,8 @@ import struct
 from dataclasses import dataclass
 
 from storesync import der
-from storesync.model import Certificate, Entry, TrustSet
-from storesync.stores import Capabilities, FileStore, Store
+from storesync.model import Capabilities, Certificate, Entry, TrustSet
+from storesync.stores import FileStore, Store
 
 MAGIC = 0xFEEDFEED
 JCEKS_MAGIC = 0xCECECECE

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from storesync import der
+from storesync.fsio import atomic_write, owner_of, run_as
 from storesync.model import (
     CLIENT_AUTH,
     CODE_SIGNING,
@@ -46,11 +47,13 @@ from storesync.model import (
     PURPOSES,
     SERVER_AUTH,
     TRUSTED,
+    Capabilities,
     Certificate,
     Entry,
+    StoreError,
     TrustSet,
 )
-from storesync.stores import Capabilities, Store, atomic_write
+from storesync.stores import Store
 
 if TYPE_CHECKING:
     from storesync.engine.plan import Plan
@@ -512,7 +515,7 @@ class NssStore(Store):
         hot = [p for p in (self.cert_db, self.key_db) if _hot(p)]
         if not hot:
             return
-        from storesync.engine import state
+        from storesync import state
 
         with state.store_lock(self.path):
             for path in hot:
@@ -740,11 +743,15 @@ class NssStore(Store):
             return
         prepared = [(op, _Prepared.of(entry)) for op, entry in work]
         self.password()  # read now: the file may be readable only by root, and the write may run as the owner
-        owner = _owner(self.cert_db)
+        owner = owner_of(self.cert_db)
         if os.geteuid() == 0 and owner[0] != 0:
-            _run_as(owner, lambda: self._write(prepared), self)
+            run_as(owner, lambda: self._write(prepared), self._child_error)
         else:
             self._write(prepared)
+
+    def _child_error(self, text: str) -> StoreError:
+        """A write run as the database's owner failed in the child: the same sentence here."""
+        return StoreError(text) if text.startswith(f"{self.spec.kind} store") else self.error(text)
 
     def _write(self, prepared: list[tuple[str, "_Prepared"]]) -> None:
         password = self.password()
@@ -879,9 +886,9 @@ class NssStore(Store):
                 else:
                     atomic_write(path, data, mode=0o600)
 
-        owner = _owner(self.cert_db) if self.cert_db.exists() else (os.getuid(), os.getgid())
+        owner = owner_of(self.cert_db) if self.cert_db.exists() else (os.getuid(), os.getgid())
         if os.geteuid() == 0 and owner[0] != 0:
-            _run_as(owner, put_back, self)
+            run_as(owner, put_back, self._child_error)
         else:
             put_back()
 
@@ -956,52 +963,6 @@ def _with_retries(fn, store: Store):
                 raise
             time.sleep(0.01 + secrets.randbelow(30) / 1000)
     raise AssertionError("unreachable")
-
-
-def _owner(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_uid, st.st_gid
-
-
-def _run_as(owner: tuple[int, int], fn: Callable[[], None], store: Store) -> None:
-    """Run `fn` in a child process with the database owner's uid and gid, so every file SQLite
-    creates (journals) belongs to that user. Errors come back as the same StoreError text."""
-    import pickle
-
-    uid, gid = owner
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        status = 0
-        try:
-            os.close(read_end)
-            try:
-                import pwd
-
-                os.initgroups(pwd.getpwuid(uid).pw_name, gid)
-            except (KeyError, OSError):
-                os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            fn()
-            payload = pickle.dumps(None)
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
-            payload = pickle.dumps(str(exc))
-            status = 1
-        try:
-            os.write(write_end, payload)
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
-    message = pickle.loads(data) if data else "the writer process died"
-    if status != 0 or message is not None:
-        from storesync.model import StoreError
-
-        text = str(message)
-        raise StoreError(text if text.startswith(f"{store.spec.kind} store") else store.error(text).args[0])
 
 
 # --- building and changing objects ---------------------------------------------------------

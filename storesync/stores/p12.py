@@ -38,8 +38,8 @@ import hmac
 from dataclasses import dataclass
 
 from storesync import der
-from storesync.model import Certificate, Entry, TrustSet
-from storesync.stores import Capabilities, FileStore
+from storesync.model import Capabilities, Certificate, Entry, TrustSet
+from storesync.stores import FileStore
 from storesync.stores.jks import chosen_scheme, make_alias, store_password, unchanged_anchor_set
 
 OID_DATA = "1.2.840.113549.1.7.1"
