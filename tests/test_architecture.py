@@ -40,9 +40,10 @@ def layer(module: str) -> int | None:
     return next(i for i, group in enumerate(LAYERS) if max(matches, key=len) in group) if matches else None
 
 
-def imports(module: str, path: Path, known: set[str]) -> set[str]:
+def imports(module: str, path: Path, known: set[str], missing: list[str] | None = None) -> set[str]:
     """The storesync modules `module` imports anywhere in it (top level or in a function), but
-    not those only named for type checkers."""
+    not those only named for type checkers. Imports of storesync modules that do not exist go
+    to `missing`."""
     found = set()
     is_package = path.name == "__init__.py"
     tree = ast.parse(path.read_text())
@@ -63,6 +64,10 @@ def imports(module: str, path: Path, known: set[str]) -> set[str]:
                 # package that is imported only on the way to a submodule is no arrow)
         else:
             continue
+        asked = [base] if isinstance(node, ast.ImportFrom) else names
+        missing_here = [m for m in asked if m.startswith("storesync.") and m not in known]
+        if missing is not None:
+            missing += [f"{module} imports {m}" for m in missing_here]
         for name in names:
             while name and name not in known:
                 name = name.rpartition(".")[0]  # `from storesync.model import Entry` is storesync.model
@@ -100,6 +105,14 @@ def test_no_import_circle():
     for node in sorted(edges):
         visit(node, [])
     assert cycles == [], "import circles: " + "; ".join(cycles)
+
+
+def test_every_import_names_a_module_that_exists():
+    """A module renamed or merged leaves no import of its old name behind (most sit in functions)."""
+    found, missing = modules(), []
+    for name, path in found.items():
+        imports(name, path, set(found), missing)
+    assert missing == []
 
 
 def test_every_module_is_in_a_layer():

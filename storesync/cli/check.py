@@ -40,20 +40,20 @@ def check(
     password_file: Optional[Path] = PASSWORD_FILE,
 ) -> None:
     """Would each store accept CERT, and if not, why and what to do. Exit 0: every store accepts; 1: one refuses; 2: error."""
-    from storesync import check as doctor
+    from storesync import check as judge
 
-    if purpose not in doctor.CHECK_PURPOSES:
-        fail(f"--purpose must be one of {', '.join(doctor.CHECK_PURPOSES)}, not {purpose!r}")
-    if server not in doctor.SERVERS:
-        fail(f"--server must be one of {', '.join(doctor.SERVERS)}, not {server!r}")
+    if purpose not in judge.CHECK_PURPOSES:
+        fail(f"--purpose must be one of {', '.join(judge.CHECK_PURPOSES)}, not {purpose!r}")
+    if server not in judge.SERVERS:
+        fail(f"--server must be one of {', '.join(judge.SERVERS)}, not {server!r}")
     if name is not None and purpose != "server-auth":
         fail("--name checks a host name, which only --purpose server-auth has")
     try:
-        when = doctor.parse_time(at)
-        certs = doctor.load_certificates(cert)
-        intermediates = certs[1:] + [c for path in chain for c in doctor.load_certificates(path)]
-        crl_list = doctor.load_crls(crls)
-    except doctor.CheckError as exc:
+        when = judge.parse_time(at)
+        certs = judge.load_certificates(cert)
+        intermediates = certs[1:] + [c for path in chain for c in judge.load_certificates(path)]
+        crl_list = judge.load_crls(crls)
+    except judge.CheckError as exc:
         fail(str(exc))
     leaf = certs[0]
 
@@ -64,13 +64,13 @@ def check(
         try:
             sites = ((servers.nginx_sites(nginx_conf) if nginx_conf else [])
                      + (servers.apache_sites(apache_conf) if apache_conf else []))
-            judged = [(site.spec, site.rules, doctor.load_crls(site.crls), site) for site in sites]
-        except doctor.CheckError as exc:
+            judged = [(site.spec, site.rules, judge.load_crls(site.crls), site) for site in sites]
+        except judge.CheckError as exc:
             fail(str(exc))
         if not judged:
             fail(f"{nginx_conf or apache_conf}: no TLS server block in it verifies client certificates "
                  "(ssl_verify_client on / SSLVerifyClient require); nothing to check")
-    rules = doctor.server_rules(server)
+    rules = judge.server_rules(server)
     explicit = bool(stores)
     if not explicit and not judged:
         from storesync import discover
@@ -106,7 +106,7 @@ def check(
             from storesync.model import TrustSet
 
             trust_set = TrustSet([*trust_set.values(), *(e for e in trusted.values() if e.sha256 not in trust_set)])
-        verdict = doctor.check_store(spec, kinds[spec], trust_set, leaf, intermediates, purpose, when, spec_crls, name,
+        verdict = judge.check_store(spec, kinds[spec], trust_set, leaf, intermediates, purpose, when, spec_crls, name,
                                      spec_rules)
         if site is not None:
             from storesync import servers
@@ -115,18 +115,18 @@ def check(
             if trusted is not None and verdict.chain and verdict.chain[-1] not in [
                     e.cert.x509 for e in sets[spec].values()]:
                 verdict.warnings.append(
-                    f"the root {doctor.short_name(verdict.chain[-1])} is in ssl_trusted_certificate only: nginx does "
+                    f"the root {judge.short_name(verdict.chain[-1])} is in ssl_trusted_certificate only: nginx does "
                     "not name it to clients, so browsers may not offer this certificate (curl offers it anyway)")
-        doctor.sync_fix(verdict, spec, sets, kinds, purpose)
+        judge.sync_fix(verdict, spec, sets, kinds, purpose)
         verdicts.append(verdict)
 
     if as_json:
         print(json.dumps({
-            "certificate": doctor.cert_json(leaf),
-            "intermediates": [doctor.cert_json(c) for c in intermediates],
+            "certificate": judge.cert_json(leaf),
+            "intermediates": [judge.cert_json(c) for c in intermediates],
             "purpose": purpose,
             "server": server,
-            "at": doctor._iso(when),
+            "at": judge._iso(when),
             "accepted": bool(verdicts) and all(v.accepted for v in verdicts),
             "stores": [v.to_json() for v in verdicts],
         }, indent=2))

@@ -6,20 +6,19 @@ typer, typing or rich at the top (and no `from __future__ import annotations`: t
 annotations of the function `declare` defines).
 """
 
-import sys
 from pathlib import Path
 
 from storesync.cli.common import closed_pipe, entry_json, open_and_read, print_json, trust_text
 
 
 def run(store: str, expiring: "Optional[int]" = None, expired: bool = False, as_json: bool = False,
-                 password_file: "Optional[Path]" = None) -> None:
+        password_file: "Optional[Path]" = None) -> None:
     from storesync.engine.plan import lift
 
     opened, trust_set = open_and_read(store, password_file)
     trust_set = lift(trust_set, opened.capabilities, opened.purpose)  # as diff and sync read it
     if expiring is not None or expired:
-        from storesync.doctor import expiry_filter
+        from storesync.check import expiry_filter
 
         trust_set = expiry_filter(trust_set, expiring, expired)
     if as_json:

@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from storesync import der
+from storesync import der, pbe
 from storesync.fsio import atomic_write, owner_of, run_as
 from storesync.model import (
     CLIENT_AUTH,
@@ -112,11 +112,6 @@ MAX_ID = 0x3FFFFFFF
 BUSY_TIMEOUT = 0.25  # seconds SQLite waits for a lock per attempt
 ATTEMPTS = 40  # attempts before giving up (NSS itself gives up after ~1-2 s)
 
-OID_PBMAC1 = "1.2.840.113549.1.5.14"
-OID_PBKDF2 = "1.2.840.113549.1.5.12"
-OID_PBES2 = "1.2.840.113549.1.5.13"
-OID_HMAC_SHA256 = "1.2.840.113549.2.9"
-OID_AES256_CBC = "2.16.840.1.101.3.4.1.42"
 
 
 def col(attribute: int) -> str:
@@ -152,41 +147,6 @@ class PasswordError(Exception):
     pass
 
 
-def _null() -> bytes:
-    return b"\x05\x00"
-
-
-def _pbkdf2_params(salt: bytes, iterations: int, key_length: int = 32) -> bytes:
-    return der.encode(
-        der.SEQUENCE,
-        der.encode(der.OCTET_STRING, salt)
-        + der.encode(der.INTEGER, _int_bytes(iterations))
-        + der.encode(der.INTEGER, _int_bytes(key_length))
-        + der.encode(der.SEQUENCE, der.encode_oid(OID_HMAC_SHA256) + _null()),
-    )
-
-
-def _int_bytes(n: int) -> bytes:
-    return n.to_bytes(n.bit_length() // 8 + 1, "big")
-
-
-MAX_ITERATIONS = 1_000_000  # NSS uses 1 or 10 000; a hostile file must not buy hours of CPU
-
-
-def _parse_pbkdf2(alg: der.TLV) -> tuple[bytes, int, int]:
-    """AlgorithmIdentifier PBKDF2 -> (salt, iterations, key length)."""
-    oid, params = list(alg.children())[:2]
-    if der.decode_oid(oid.value) != OID_PBKDF2:
-        raise ValueError("not PBKDF2")
-    parts = list(params.children())
-    salt = parts[0].value
-    iterations = int.from_bytes(parts[1].value, "big")
-    if not 0 < iterations <= MAX_ITERATIONS:
-        raise ValueError(f"{iterations} PBKDF2 iterations (NSS uses at most {MAX_ITERATIONS})")
-    key_length = int.from_bytes(parts[2].value, "big") if len(parts) > 2 and parts[2].tag == der.INTEGER else 32
-    return salt, iterations, key_length
-
-
 class KeyDB:
     """What we need from key4.db: the global salt, the password check, and MAC rows."""
 
@@ -204,7 +164,7 @@ class KeyDB:
             alg = next(_alg_outer)
             params = list(alg.children())[1]
             kdf = next(params.children())
-            return _parse_pbkdf2(kdf)[1]
+            return pbe.pbkdf2_of(kdf)[1]
         except Exception:  # noqa: BLE001
             return 1 if not self.password else 10000
 
@@ -220,18 +180,16 @@ class KeyDB:
             outer = der.read_all(self.check)
             alg, ciphertext = list(outer.children())[:2]
             oid, params = list(alg.children())[:2]
-            if der.decode_oid(oid.value) != OID_PBES2:
+            if der.decode_oid(oid.value) != pbe.OID_PBES2:
                 return False
             kdf, enc = list(params.children())[:2]
-            salt, iterations, key_length = _parse_pbkdf2(kdf)
+            salt, iterations, _, key_length = pbe.pbkdf2_of(kdf)
             enc_oid, iv = list(enc.children())[:2]
-            if der.decode_oid(enc_oid.value) != OID_AES256_CBC:
+            if der.decode_oid(enc_oid.value) != pbe.OID_AES256_CBC:
                 return False
             iv = iv.raw if len(iv.value) == 14 else iv.value  # NSS quirk: 14-byte IV stored, 040e prefix
-            key = hashlib.pbkdf2_hmac("sha256", self.pass_key(password), salt, iterations, key_length)
-            from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-            decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+            key = pbe.pbkdf2("sha256", self.pass_key(password), salt, iterations, key_length or 32)
+            decryptor = pbe.cipher("aes", key, iv).decryptor()
             plain = decryptor.update(ciphertext.value) + decryptor.finalize()
         except Exception:  # noqa: BLE001 - any failure means "not this password"
             return False
@@ -250,7 +208,7 @@ class KeyDB:
         assert self.password is not None
         cached = self._keys.get((salt, iterations))
         if cached is None:
-            cached = hashlib.pbkdf2_hmac("sha256", self.pass_key(self.password), salt, iterations, key_length)
+            cached = pbe.pbkdf2("sha256", self.pass_key(self.password), salt, iterations, key_length)
             self._keys[(salt, iterations)] = cached
         return cached
 
@@ -261,13 +219,13 @@ class KeyDB:
             outer = der.read_all(signature)
             alg, mac = list(outer.children())[:2]
             oid, params = list(alg.children())[:2]
-            if der.decode_oid(oid.value) != OID_PBMAC1:
+            if der.decode_oid(oid.value) != pbe.OID_PBMAC1:
                 return False
             kdf = next(params.children())
-            salt, iterations, key_length = _parse_pbkdf2(kdf)
+            salt, iterations, _, key_length = pbe.pbkdf2_of(kdf)
         except Exception:  # noqa: BLE001
             return False
-        key = self.mac_key(salt, iterations, key_length)
+        key = self.mac_key(salt, iterations, key_length or 32)
         expect = hmac.new(key, ulong(object_id) + ulong(attribute) + value, hashlib.sha256).digest()
         return hmac.compare_digest(expect, mac.value)
 
@@ -276,15 +234,8 @@ class KeyDB:
         salt = secrets.token_bytes(32)
         iterations = self.iterations
         key = self.mac_key(salt, iterations)
-        alg = der.encode(
-            der.SEQUENCE,
-            der.encode_oid(OID_PBMAC1)
-            + der.encode(
-                der.SEQUENCE,
-                der.encode(der.SEQUENCE, der.encode_oid(OID_PBKDF2) + _pbkdf2_params(salt, iterations))
-                + der.encode(der.SEQUENCE, der.encode_oid(OID_HMAC_SHA256) + _null()),
-            ),
-        )
+        alg = der.seq(der.encode_oid(pbe.OID_PBMAC1), der.seq(
+            pbe.pbkdf2_algorithm(salt, iterations), der.seq(der.encode_oid(pbe.OID_HMAC_SHA256), der.NULL)))
 
         def sign(object_id: int, attribute: int, value: bytes) -> bytes:
             mac = hmac.new(key, ulong(object_id) + ulong(attribute) + value, hashlib.sha256).digest()
