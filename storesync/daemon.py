@@ -188,11 +188,6 @@ def resolve_links(bases: dict[str, str]) -> dict[str, str]:
     return targets
 
 
-def watch_targets(profile: Profile, defaults: dict[str, str]) -> dict[str, str]:
-    """Absolute path -> store spec, for every path a profile's stores want watched."""
-    return resolve_links(store_paths(profile, defaults))
-
-
 def concerns(target: str, path: str, event_type: str, is_directory: bool) -> bool:
     """Whether an event on `path` may change the store file or directory `target`."""
     if path == target or path.startswith(target + "-"):  # the file, or SQLite's -journal / -wal

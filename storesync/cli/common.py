@@ -39,7 +39,7 @@ def open_and_read(spec: str, password_file: Optional[Path]):
     try:
         store = open_store(spec, defaults)
         if not store.exists():
-            raise store.error("does not exist")
+            raise store.error(store.missing())
         trust_set = read_store(store)
     except StoreError as exc:
         fail(str(exc))

@@ -186,7 +186,7 @@ def _prepare(profile: Profile, result: Result, force: bool, allow_empty: bool = 
     else:
         source = result.outcomes[0]
         if source.current is not None and not source.store.exists():
-            source.current, source.error = None, f"{source.spec}: does not exist"
+            source.current, source.error = None, f"{source.spec}: {source.store.missing()}"
         if source.current is None:
             result.error = f"source unreadable, nothing written: {source.error}"
             source.error = None

@@ -195,6 +195,10 @@ class Store:
     def exists(self) -> bool:
         return self.path.exists()
 
+    def missing(self) -> str:
+        """What to say when the store is not there, in the words of its format."""
+        return "does not exist"
+
     def read(self) -> TrustSet:
         raise NotImplementedError
 

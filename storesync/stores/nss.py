@@ -143,10 +143,6 @@ def as_ulong(value: bytes | None) -> int | None:
 # --- key4.db: password and MACs -------------------------------------------------------------
 
 
-class PasswordError(Exception):
-    pass
-
-
 class KeyDB:
     """What we need from key4.db: the global salt, the password check, and MAC rows."""
 
@@ -387,6 +383,12 @@ class NssStore(Store):
     def exists(self) -> bool:
         return self.cert_db.exists() or (self.path / "cert8.db").exists()  # cert8: read() says why not
 
+    def missing(self) -> str:
+        if not self.path.is_dir():
+            return super().missing()
+        return (f"no NSS database (cert9.db) in {self.path}; create one with "
+                f"`certutil -N -d sql:{self.path} --empty-password`")
+
     def watch_paths(self) -> list[Path]:
         return [self.cert_db, self.key_db]
 
@@ -423,9 +425,7 @@ class NssStore(Store):
                     "is a legacy dbm database (cert8.db/key3.db), which storesync does not read or write; "
                     f"upgrade it with `certutil -L -d sql:{self.path}` (NSS converts it to cert9.db on first open)"
                 )
-            raise self.error(
-                f"holds no cert9.db; create one with `certutil -N -d sql:{self.path} --empty-password`"
-            )
+            raise self.error(self.missing())
 
     # -- SQLite
 
