@@ -24,6 +24,10 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storesync.model import DISTRUSTED, TRUSTED, StoreError
+from storesync.stores import StoreSpec, read_store
+from storesync.stores.nss import NssStore
+
 # (application, directory relative to a home that holds profiles.ini)
 PROFILE_ROOTS = [
     ("firefox", ".mozilla/firefox"),
@@ -175,9 +179,6 @@ def candidates(home_list: list[tuple[Path, bool]] | None = None, system: bool = 
 def discover_nss(home_list: list[tuple[Path, bool]] | None = None, *, system: bool = True,
                  count: bool = True) -> list[NssDatabase]:
     """The NSS databases of this machine, each with owner and (when `count`) its anchor count."""
-    from storesync.model import DISTRUSTED, TRUSTED, StoreError
-    from storesync.stores import StoreSpec, read_store
-    from storesync.stores.nss import NssStore
 
     result = []
     for app, name, path in candidates(home_list, system):

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from storesync.discover import Found, owner
+from storesync.model import StoreError
+from storesync.state import state_dir
+from storesync.stores import open_store, read_store
 
 # --- summaries ------------------------------------------------------------------------------
 
@@ -39,8 +42,6 @@ class Summary:
 
 
 def summarize(found: Found, at: datetime, soon_days: int, options: dict[str, str] | None = None) -> Summary:
-    from storesync.model import StoreError
-    from storesync.stores import open_store, read_store
 
     summary = Summary(found)
     try:
@@ -111,8 +112,6 @@ def matrix(summaries: list[Summary]) -> tuple[list[str], list[dict[str, Any]]]:
 
 def daemon_status() -> dict[str, Any]:
     """The daemon's status file, as it wrote it, plus where it is and whether its pid lives."""
-    from storesync.state import state_dir
-
     path = state_dir() / "status.json"
     if not path.exists():
         return {"file": str(path), "running": False, "state": "no status file (the daemon has not run here)"}

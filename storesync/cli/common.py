@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from storesync.model import EXIT_ERROR, StoreError
+from storesync.model import ANCHOR, DISTRUST, EXIT_ERROR, StoreError
 
 TYPE_CHECKING = False  # typing's, without importing typing at start-up
 if TYPE_CHECKING:
@@ -76,8 +76,6 @@ def entry_json(entry) -> dict[str, Any]:
 
 
 def trust_text(entry) -> str:
-    from storesync.model import ANCHOR, DISTRUST
-
     if dict(entry.trust) == ANCHOR:
         return "anchor"
     if dict(entry.trust) == DISTRUST:

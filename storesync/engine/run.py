@@ -8,9 +8,10 @@ import stat
 from contextlib import ExitStack
 from pathlib import Path
 
+from storesync import state
 from storesync.config import Profile, StoreRef
 from storesync.engine import policy
-from storesync.engine.plan import ADD, MIRROR, Plan, Scope, compare, lift, make_plan
+from storesync.engine.plan import ADD, MIRROR, Plan, Scope, compare, lift, make_plan, retarget, touched, undo
 from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError, TrustSet
 from storesync.stores import Store, open_store, read_store
 
@@ -94,7 +95,6 @@ def run(profile: Profile, *, dry_run: bool = False, force: bool = False,
         if dry_run or unlocked.error or not any(o.plan and not o.plan.empty and not o.plan.held_back
                                                 for o in unlocked.outcomes):
             return unlocked
-    from storesync import state
 
     result = _new_result(profile, dry_run, defaults)
     try:
@@ -156,7 +156,6 @@ def _prepare(profile: Profile, result: Result, force: bool, allow_empty: bool = 
             _read(outcome)
     readable = [o for o in result.outcomes if o.current is not None]
     if profile.mode == "merge":
-        from storesync import state
         from storesync.engine.merge import View, merge
 
         baseline = state.load_baseline(profile.name)
@@ -208,7 +207,6 @@ def _save_baseline(profile: Profile, result: Result, merged) -> None:
     if merged is None or result.error:
         return
     if all(o.plan is not None and not o.error and not o.plan.held_back for o in result.outcomes):
-        from storesync import state
 
         state.save_baseline(profile.name, merged.merged)
 
@@ -246,8 +244,6 @@ def _apply(result: Result) -> None:
                 continue
             current = outcome
             snapshot = outcome.store.snapshot()
-            from storesync import state
-            from storesync.engine.plan import touched
 
             outcome.backup = state.save_backup(outcome.store.spec.key, snapshot, f"before sync of {result.profile}",
                                                touched(plan))
@@ -281,7 +277,6 @@ def _undo(outcome: Outcome, snapshot: dict) -> None:
     did, by its version, or one that cannot be read any more gets its backup's bytes back)."""
     import time
 
-    from storesync.engine.plan import undo
 
     store = open_store(outcome.store.spec)
     if outcome.written_version is not None and store.version() == outcome.written_version:
@@ -305,8 +300,6 @@ def rollback(store: Store, backup_id: str | None = None) -> dict:
     """`storesync rollback`: put the certificates storesync changed since a backup back as the
     backup has them. When nobody else changed the store since, that is the backup's exact bytes;
     otherwise what other programs added or changed stays, and is listed in "kept"."""
-    from storesync import state
-    from storesync.engine.plan import Plan, retarget, touched
 
     spec = store.spec.key
     with state.store_lock(store.path):
@@ -341,7 +334,6 @@ def rollback(store: Store, backup_id: str | None = None) -> dict:
 def _check_written(outcome: Outcome) -> None:
     """Read the store again, fresh, and make sure it says what the plan wanted for every
     certificate the plan touched (another program may add or change others meanwhile)."""
-    from storesync.engine.plan import touched
 
     again = read_store(open_store(outcome.store.spec))
     mine = touched(outcome.plan)

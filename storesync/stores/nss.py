@@ -52,8 +52,9 @@ from storesync.model import (
     Entry,
     StoreError,
     TrustSet,
+    name_attributes,
 )
-from storesync.stores import Store
+from storesync.stores import Store, open_store
 
 if TYPE_CHECKING:
     from storesync.engine.plan import Plan
@@ -267,8 +268,6 @@ def key_id(cert: Certificate) -> bytes:
 def email_of(cert: Certificate) -> bytes | None:
     """CKA_NSS_EMAIL as PK11_ImportCert sets it: the first e-mail address of the subject,
     else of the subjectAltName, lower-cased."""
-    from storesync.model import name_attributes
-
     try:
         for key, value in name_attributes(cert.fields.subject):
             if key == "1.2.840.113549.1.9.1" and value:
@@ -396,8 +395,6 @@ class NssStore(Store):
         spec = self.option("builtins")
         if not spec:
             return set()
-        from storesync.stores import open_store
-
         builtins = open_store(spec)
         if not builtins.exists():
             raise self.error(f"its builtins store {spec} does not exist")
