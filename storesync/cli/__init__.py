@@ -30,10 +30,14 @@ def main() -> None:
 
                 app()
             else:
-                import importlib
-
                 command, arguments = quick
-                importlib.import_module(f"storesync.cli.{command}").run(**arguments)
+                if command == "list":
+                    from storesync.cli.list import run
+                elif command == "diff":
+                    from storesync.cli.diff import run
+                else:
+                    from storesync.cli.sync import run
+                run(**arguments)
         finally:
             sys.stdout.flush()  # a reader gone away shows here, not in Python's exit
     except KeyboardInterrupt:
