@@ -35,18 +35,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from storesync import state
 from storesync.config import Config, Profile, load_config
 from storesync.engine import run as engine
-from storesync.engine import state
-from storesync.model import StoreError
-from storesync.stores import atomic_write, open_store
+from storesync.fsio import atomic_write
+from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError
+from storesync.stores import open_store
 
 # Events that can mean "a store changed"; opened / closed-without-writing are our own reads.
 RELEVANT = {"created", "modified", "deleted", "moved", "closed"}
 STRUCTURAL = {"created", "deleted", "moved"}  # may make or unmake a watched directory
 LOCK_RETRY_S = 2.0      # a CLI sync holds the profile's lock: try again soon
 LOCK_TIMEOUT_S = 3.0    # wait this long for a lock (keeps SIGTERM prompt)
-SEVERITY = (engine.EXIT_ERROR, engine.EXIT_HELD, engine.EXIT_PENDING, engine.EXIT_OK)
+SEVERITY = (EXIT_ERROR, EXIT_HELD, EXIT_DIFFERENT, EXIT_OK)
 
 
 def now_iso() -> str:
@@ -55,7 +56,7 @@ def now_iso() -> str:
 
 def worst(codes) -> int:
     codes = set(codes)
-    return next((c for c in SEVERITY if c in codes), engine.EXIT_OK)
+    return next((c for c in SEVERITY if c in codes), EXIT_OK)
 
 
 # --- logging: one line per decision -----------------------------------------------------------
@@ -187,11 +188,6 @@ def resolve_links(bases: dict[str, str]) -> dict[str, str]:
     return targets
 
 
-def watch_targets(profile: Profile, defaults: dict[str, str]) -> dict[str, str]:
-    """Absolute path -> store spec, for every path a profile's stores want watched."""
-    return resolve_links(store_paths(profile, defaults))
-
-
 def concerns(target: str, path: str, event_type: str, is_directory: bool) -> bool:
     """Whether an event on `path` may change the store file or directory `target`."""
     if path == target or path.startswith(target + "-"):  # the file, or SQLite's -journal / -wal
@@ -294,9 +290,9 @@ class Daemon:
                      event="crash", profile=profile.name)
             self.log("debug", traceback.format_exc().rstrip().replace("\n", " | "), event="traceback",
                      profile=profile.name)
-            track.status = {"last_run": now_iso(), "exit_code": engine.EXIT_ERROR, "summary": "reconcile failed",
+            track.status = {"last_run": now_iso(), "exit_code": EXIT_ERROR, "summary": "reconcile failed",
                             "error": message, "held_back": [], "runs": track.runs}
-            return engine.EXIT_ERROR
+            return EXIT_ERROR
 
     def _report(self, track: Track, result, why: str) -> None:
         name = track.profile.name

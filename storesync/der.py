@@ -187,3 +187,69 @@ def parse_time(value: bytes):
         except ValueError:
             pass
     return None
+
+
+# --- building and checking the structures of the store formats (PKCS#12, PBES2, ...) --------
+
+NULL = b"\x05\x00"
+
+
+class ShapeError(DERError):
+    """An element is not what its format says it is; the message names it (a sentence fragment)."""
+
+
+def seq(*parts: bytes) -> bytes:
+    return encode(SEQUENCE, b"".join(parts))
+
+
+def integer(n: int) -> bytes:
+    return encode(INTEGER, n.to_bytes(n.bit_length() // 8 + 1, "big", signed=True))
+
+
+def octets(data: bytes) -> bytes:
+    return encode(OCTET_STRING, data)
+
+
+def explicit0(data: bytes) -> bytes:
+    return encode(0xA0, data)
+
+
+def kids(tlv: TLV) -> list[TLV]:
+    return list(tlv.children())
+
+
+def expect(tlv: TLV, tag: int, what: str) -> TLV:
+    if tlv.tag != tag:
+        raise ShapeError(f"{what} has tag 0x{tlv.tag:02x}, expected 0x{tag:02x}")
+    return tlv
+
+
+def oid_of(tlv: TLV, what: str) -> str:
+    return decode_oid(expect(tlv, OID, what).value)
+
+
+def integer_of(tlv: TLV, what: str) -> int:
+    value = expect(tlv, INTEGER, what).value
+    if not value or len(value) > 8:
+        raise ShapeError(f"{what} is not a sensible integer")
+    return int.from_bytes(value, "big", signed=True)
+
+
+def octets_of(tlv: TLV, what: str) -> bytes:
+    """An OCTET STRING's content; BER's constructed form (definite lengths) is joined."""
+    if tlv.tag == OCTET_STRING:
+        return tlv.value
+    if tlv.tag == 0x24:  # BER nests one level in practice; deeper is hostile
+        pieces = list(tlv.children())
+        if any(p.tag != OCTET_STRING for p in pieces):
+            raise ShapeError(f"{what} is a nested constructed OCTET STRING")
+        return b"".join(p.value for p in pieces)
+    raise ShapeError(f"{what} is not an OCTET STRING")
+
+
+def algorithm(tlv: TLV, what: str) -> tuple[str, TLV | None]:
+    """AlgorithmIdentifier -> (OID, parameters or None)."""
+    parts = kids(expect(tlv, SEQUENCE, what))
+    if not parts:
+        raise ShapeError(f"{what} is empty")
+    return oid_of(parts[0], what), (parts[1] if len(parts) > 1 else None)

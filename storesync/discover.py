@@ -1,5 +1,12 @@
-"""Find the trust stores of this machine. For now: NSS databases (docs/formats.md §3).
+"""Where the trust stores of this machine are: every "where are the stores" rule is here.
 
+`discover()` finds the system bundle and hashed directory, local additions
+(/usr/local/share/ca-certificates), Java keystores (Debian's and every JDK's
+`lib/security/cacerts`), certifi bundles in the Python environments it is pointed at, NSS
+databases and the stores of configured profiles. Paths are deduplicated by their real path:
+JDK cacerts are often links to one file.
+
+NSS databases (docs/formats.md §3):
 `discover_nss()` returns every NSS database it finds in the usual places of every user's home
 (when run as root; else the caller's own), with its owner and trust-anchor count:
 Firefox and Thunderbird profiles listed in `profiles.ini` (classic, XDG, snap, flatpak), Chrome /
@@ -10,9 +17,16 @@ Reading never writes: databases are opened read-only, so no root-owned file is e
 from __future__ import annotations
 
 import configparser
+import glob
+import json
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from storesync.model import DISTRUSTED, TRUSTED, StoreError
+from storesync.stores import StoreSpec, read_store
+from storesync.stores.nss import NssStore
 
 # (application, directory relative to a home that holds profiles.ini)
 PROFILE_ROOTS = [
@@ -165,9 +179,6 @@ def candidates(home_list: list[tuple[Path, bool]] | None = None, system: bool = 
 def discover_nss(home_list: list[tuple[Path, bool]] | None = None, *, system: bool = True,
                  count: bool = True) -> list[NssDatabase]:
     """The NSS databases of this machine, each with owner and (when `count`) its anchor count."""
-    from storesync.model import DISTRUSTED, TRUSTED, StoreError
-    from storesync.stores import StoreSpec, read_store
-    from storesync.stores.nss import NssStore
 
     result = []
     for app, name, path in candidates(home_list, system):
@@ -188,3 +199,135 @@ def discover_nss(home_list: list[tuple[Path, bool]] | None = None, *, system: bo
                 db.warnings = list(store.warnings)
         result.append(db)
     return result
+
+
+# --- every store of the machine -----------------------------------------------------------
+
+SYSTEM_BUNDLES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"]
+SYSTEM_DIRS = ["/etc/ssl/certs"]
+LOCAL_DIRS = ["/usr/local/share/ca-certificates"]
+JAVA_STORES = ["/etc/ssl/certs/java/cacerts", "/etc/pki/java/cacerts"]
+JDK_GLOBS = ["/usr/lib/jvm/*/lib/security/cacerts", "/usr/lib/jvm/*/jre/lib/security/cacerts", "/opt/*/lib/security/cacerts"]
+CERTIFI_GLOBS = ["lib/python*/site-packages/certifi/cacert.pem", "lib/python*/site-packages/pip/_vendor/certifi/cacert.pem",
+                 "Lib/site-packages/certifi/cacert.pem"]
+
+
+@dataclass
+class Found:
+    spec: str  # store spec to open it with
+    what: str  # why it is here: "system bundle", "java", "profile NAME", ...
+    partial: bool = False  # holds additions only (a local CA directory): not expected to hold every root
+
+
+def discover(pythons: list[str] = (), config: str | None = None, warnings: list[str] | None = None,
+             roots: dict[str, list[str]] | None = None) -> list[Found]:
+    """Every store found. `roots` overrides the well-known path lists (tests use it)."""
+    warnings = warnings if warnings is not None else []
+    paths = {"bundles": SYSTEM_BUNDLES, "dirs": SYSTEM_DIRS, "local": LOCAL_DIRS, "java": JAVA_STORES,
+             "jdk": JDK_GLOBS, **(roots or {})}
+    found: list[Found] = []
+    seen: set[str] = set()
+
+    def add(kind: str, path: str | Path, what: str, partial: bool = False) -> None:
+        path = Path(path)
+        key = f"{kind}:{os.path.realpath(path)}"
+        if key not in seen and path.exists():
+            seen.add(key)
+            found.append(Found(f"{kind}:{path}", what, partial))
+
+    for path in paths["bundles"]:
+        add("pem", path, "system bundle")
+    for path in paths["dirs"]:
+        add("dir", path, "hashed directory")
+    for path in paths["local"]:
+        add("dir", path, "local additions", partial=True)
+    for path in paths["java"]:
+        add(_java_kind(Path(path)), path, "java")
+    for pattern in paths["jdk"]:
+        for path in sorted(glob.glob(pattern)):
+            add(_java_kind(Path(path)), path, "java (" + Path(path).parents[2].name + ")")
+    for python in pythons or ():
+        bundles = certifi_bundles(python, warnings)
+        for path in bundles:
+            add("pem", path, f"certifi ({python})")
+    found += [f for f in nss_stores(warnings) if _new(f, seen)]
+    found += [f for f in profile_stores(config, warnings) if _new(f, seen)]
+    return found
+
+
+def _new(found: Found, seen: set[str]) -> bool:
+    kind, _, path = found.spec.partition(":")
+    key = f"{kind}:{os.path.realpath(path.partition('?')[0])}"
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
+
+
+def _java_kind(path: Path) -> str:
+    """JKS by its magic; otherwise PKCS#12 (JDK >= 18 ships password-less PKCS#12)."""
+    try:
+        with path.open("rb") as f:
+            return "jks" if f.read(4) == b"\xfe\xed\xfe\xed" else "p12"
+    except OSError:
+        return "jks"
+
+
+def certifi_bundles(python: str, warnings: list[str]) -> list[Path]:
+    """certifi's cacert.pem in a Python environment: a directory (venv, prefix) is searched,
+    an interpreter is asked where its site-packages are."""
+    target = Path(os.path.expanduser(python))
+    if target.is_dir():
+        return sorted(Path(p) for pattern in CERTIFI_GLOBS for p in glob.glob(str(target / pattern)))
+    try:
+        out = subprocess.run([str(target), "-c", "import sys, json; print(json.dumps(sys.path))"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+        places = [Path(p) for p in json.loads(out) if p]
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        warnings.append(f"--python {python}: cannot ask it for its site-packages ({exc})")
+        return []
+    bundles = []
+    for place in places:
+        for sub in ("certifi/cacert.pem", "pip/_vendor/certifi/cacert.pem"):
+            if (place / sub).is_file():
+                bundles.append(place / sub)
+    if not bundles:
+        warnings.append(f"--python {python}: no certifi bundle in its environment")
+    return bundles
+
+
+def nss_stores(warnings: list[str]) -> list[Found]:
+    try:
+        results = list(discover_nss(count=False))  # status reads and counts each store itself
+    except Exception as exc:  # noqa: BLE001 - discovery of one kind must not stop status
+        warnings.append(f"NSS discovery failed: {exc}")
+        return []
+    found = []
+    for item in results:
+        spec = getattr(item, "spec", None) or getattr(item, "path", None) or item
+        spec = str(spec)
+        if not spec.startswith(("nss:", "sql:")):
+            spec = f"nss:{spec}"
+        app = getattr(item, "app", None)
+        found.append(Found(spec, f"nss ({app})" if app else "nss"))
+    return found
+
+
+def profile_stores(config: str | None, warnings: list[str]) -> list[Found]:
+    from storesync.config import load_config
+
+    try:
+        loaded = load_config(config) if config else load_config()
+    except Exception as exc:  # noqa: BLE001 - a broken config is reported, status goes on
+        warnings.append(f"config: {exc}")
+        return []
+    found = []
+    from urllib.parse import urlencode
+
+    for name, profile in sorted(getattr(loaded, "profiles", {}).items()):
+        for ref in getattr(profile, "stores", []):
+            spec, options = str(getattr(ref, "spec", ref)), getattr(ref, "options", None) or {}
+            if options:  # a store table's options travel in the spec's query
+                spec += ("&" if "?" in spec else "?") + urlencode(options)
+            found.append(Found(spec, f"profile {name}"))
+    return found

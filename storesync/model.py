@@ -362,3 +362,29 @@ class TrustSet(Mapping[str, Entry]):
 
     def entries(self) -> list[Entry]:
         return list(self._entries.values())
+
+
+class Capabilities(Record):
+    """What a store can express. The engine projects a desired set onto these."""
+
+    __slots__ = ("anchors", "purposes", "distrust", "distrust_after", "disabled", "labels", "writable",
+                 "purpose_distrust")
+
+    def __init__(self, anchors: bool = True, purposes: bool = False, distrust: bool = False,
+                 distrust_after: bool = False, disabled: bool = False, labels: bool = False, writable: bool = True,
+                 purpose_distrust: bool | None = None):
+        self.anchors = anchors  # holds trusted certificates (False: a distrust list only)
+        self.purposes = purposes  # per-purpose trust (else: an anchor is trusted for everything)
+        self.distrust = distrust  # explicit "distrusted" records
+        # distrust per purpose (default: as trust); False: distrusted means for every purpose
+        # (Windows' Disallowed store, beside per-purpose anchors in ROOT)
+        self.purpose_distrust = purposes if purpose_distrust is None else purpose_distrust
+        self.distrust_after = distrust_after
+        self.disabled = disabled  # holds a certificate trusted for nothing (Windows' ENHKEY_USAGE `30 00`)
+        self.labels = labels
+        self.writable = writable
+
+
+#: Exit codes of every command: done / equal / nothing to do; different, or changes pending in
+#: --dry-run; an error; a guard held a change back.
+EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD = 0, 1, 2, 3

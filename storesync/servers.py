@@ -1,6 +1,6 @@
 """Servers' own configuration, for `check --nginx-conf` and `--apache-conf`: for each TLS server
 block that verifies client certificates, the client-CA store, the CRLs and the verify depth
-it sets, each with the file and line that set it (doctor.Rules holds them).
+it sets, each with the file and line that set it (check.Rules holds them).
 
 nginx is read with `crossplane` (nginx's config parser in Python; it follows `include`).
 Apache's syntax is read by hand: directives, `Include`/`IncludeOptional`, `<VirtualHost>`;
@@ -13,7 +13,7 @@ import glob
 import shlex
 from pathlib import Path
 
-from storesync.doctor import CheckError, Rules, server_rules
+from storesync.check import UNREADABLE, CheckError, Problem, Rules, server_rules
 
 
 class Site:
@@ -96,7 +96,6 @@ def nginx_file_problems(site: Site) -> list:
     """What makes nginx refuse to load the client-CA file at all: it reads it with
     SSL_load_client_CA_file, which takes plain `CERTIFICATE` blocks only (measured with nginx
     1.22: `nginx -t` fails, a reload keeps the old configuration, a start fails)."""
-    from storesync.doctor import UNREADABLE, Problem
 
     if site.rules.server != "nginx" or "ca" not in site.rules.settings:
         return []  # ssl_trusted_certificate alone: read as a verify store, which takes TRUSTED blocks

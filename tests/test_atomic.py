@@ -6,11 +6,11 @@ import os
 
 import pytest
 
-from storesync import stores
-from storesync.stores import atomic_write, atomic_write_many
+from storesync import fsio
+from storesync.fsio import atomic_write, atomic_write_many
 
 
-@pytest.mark.parametrize("count", [3, stores.SYNCFS_FROM + 5])  # an fsync per file, then one syncfs
+@pytest.mark.parametrize("count", [3, fsio.SYNCFS_FROM + 5])  # an fsync per file, then one syncfs
 def test_a_batch_writes_new_and_changed_files_and_leaves_equal_ones(tmp_path, count):
     (tmp_path / "same.pem").write_bytes(b"same")
     (tmp_path / "old.pem").write_bytes(b"old")
@@ -29,10 +29,10 @@ def test_a_batch_writes_new_and_changed_files_and_leaves_equal_ones(tmp_path, co
 def test_without_syncfs_every_file_is_fsynced(tmp_path, monkeypatch):
     synced = []
     real_fsync = os.fsync
-    monkeypatch.setattr(stores, "_syncfs", lambda directory: False)
-    monkeypatch.setattr(stores.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
-    atomic_write_many(tmp_path, {f"f{n}": b"x" for n in range(stores.SYNCFS_FROM)}, sync_dir=False)
-    assert len(synced) == stores.SYNCFS_FROM
+    monkeypatch.setattr(fsio, "_syncfs", lambda directory: False)
+    monkeypatch.setattr(fsio.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    atomic_write_many(tmp_path, {f"f{n}": b"x" for n in range(fsio.SYNCFS_FROM)}, sync_dir=False)
+    assert len(synced) == fsio.SYNCFS_FROM
 
 
 def test_a_failed_batch_leaves_no_temp_files_and_no_half_written_file(tmp_path):
@@ -55,7 +55,7 @@ def test_a_symlink_is_replaced_not_followed(tmp_path):
 def test_a_small_batch_fsyncs_each_file_once_as_it_writes_it(tmp_path, monkeypatch):
     synced = []
     real_fsync = os.fsync
-    monkeypatch.setattr(stores, "_syncfs", lambda directory: pytest.fail("a small batch must not flush the filesystem"))
-    monkeypatch.setattr(stores.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    monkeypatch.setattr(fsio, "_syncfs", lambda directory: pytest.fail("a small batch must not flush the filesystem"))
+    monkeypatch.setattr(fsio.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
     atomic_write_many(tmp_path, {"a": b"1", "b": b"2", "c": b"3"}, sync_dir=False)
     assert len(synced) == 3

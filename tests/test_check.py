@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import NOW, Issued, need, run, storesync
-from storesync import doctor
+from storesync import check as doctor
 from storesync.engine.plan import make_plan
 from storesync.model import CLIENT_AUTH, DISTRUSTED, Certificate, Entry, TrustSet
 from storesync.stores import open_store

@@ -489,7 +489,7 @@ def test_sd_notify_ready_watchdog_status_stopping(root, tmp_path, daemons):
 
 
 def test_once_reconciles_every_profile_and_exits_with_the_worst_code(pki, root, tmp_path, state_dir, monkeypatch):
-    from storesync import machine
+    from storesync import status as machine
 
     a, b, c, e = (tmp_path / f"{n}.pem" for n in "abce")
     a.write_bytes(root.pem)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from storesync.config import ConfigError, parse_config
-from storesync.engine import state
+from storesync import state
 from storesync.model import StoreError
 from storesync.stores import open_store
 
@@ -259,7 +259,7 @@ def test_a_leaf_is_never_added_as_an_anchor(root, server_leaf, tmp_path):
 
 def test_locks_wait_then_say_who_holds_them(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys,time; from storesync.engine import state\n"
+        [sys.executable, "-c", "import sys,time; from storesync import state\n"
          "with state.lock('profile x'):\n  print('held', flush=True); time.sleep(30)"],
         stdout=subprocess.PIPE, text=True, env=os.environ)
     try:

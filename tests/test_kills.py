@@ -425,7 +425,7 @@ def campaign(pki, tmp_path, kinds: list[str], kills: int, oracle_every: int, see
     before). After each kill every store must be old or new (a hashed directory: each file
     whole, each link valid), every backup whole, no lock held; the next run must converge and
     leave no temp file. Returns the figures."""
-    from storesync.engine import state as state_module
+    from storesync import state as state_module
 
     rng = random.Random(seed)
     a_pem, a, b_pem, b = make_sets(pki, 8, 12, 4)

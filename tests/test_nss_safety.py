@@ -99,7 +99,7 @@ def test_diff_and_sync_recover_a_hot_journal(tmp_path, state, two_roots):
 
 def test_recovery_waits_for_the_store_lock(tmp_path, state, two_roots):
     """The journal is rolled back only under the store's lock (the one sync and rollback take)."""
-    from storesync.engine import state as state_module
+    from storesync import state as state_module
 
     db = hot_db(tmp_path, two_roots)
     state_module.set_state_dir(state)
@@ -234,7 +234,7 @@ def source(tmp_path, two_roots):
 
 def run_profile(state, *specs: str):
     from storesync.config import Profile, StoreRef
-    from storesync.engine import state as state_module
+    from storesync import state as state_module
     from storesync.engine.run import run as run_engine
 
     state_module.set_state_dir(state)

@@ -328,11 +328,11 @@ def test_spec_detection(small_p12, tmp_path):
 def test_key_derivation_work_is_bounded_per_file(small_p12, tmp_path, monkeypatch):
     """Many safes of many iterations each, every one within the per-call cap, are still refused:
     the whole file has a budget (here shrunk below what this small file needs)."""
-    from storesync.stores import p12
+    from storesync import pbe
 
     path = tmp_path / "s.p12"
     path.write_bytes(small_p12)
     assert len(open_store(f"p12:{path}").read()) >= 1
-    monkeypatch.setattr(p12, "FILE_KDF_BUDGET", 10)
+    monkeypatch.setattr(pbe, "FILE_KDF_BUDGET", 10)
     with pytest.raises(StoreError, match="more key-derivation work"):
         open_store(f"p12:{path}").read()

@@ -10,11 +10,14 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from typer.testing import CliRunner
 
-from storesync import cli
-from storesync.cli_app import app
+import importlib
 
-COMMANDS = {"list": "list_command", "diff": "diff", "sync": "sync"}
-IMPLEMENTATIONS = {name: getattr(cli, name) for name in COMMANDS.values()}  # before any test replaces them
+from storesync import cli
+from storesync.cli.app import app
+
+COMMANDS = {"list": "list", "diff": "diff", "sync": "sync"}  # command -> its module in storesync.cli
+MODULES = {name: importlib.import_module(f"storesync.cli.{name}") for name in COMMANDS.values()}
+IMPLEMENTATIONS = {name: module.run for name, module in MODULES.items()}  # before any test replaces them
 
 
 def typer_call(monkeypatch, argv: list[str]):
@@ -23,7 +26,7 @@ def typer_call(monkeypatch, argv: list[str]):
     for name in COMMANDS.values():
         def record(_name=name, **kwargs):
             seen.update(command=_name, arguments=kwargs)
-        monkeypatch.setattr(cli, name, record)
+        monkeypatch.setattr(MODULES[name], "run", record)
     result = CliRunner().invoke(app, argv)
     return (seen["command"], seen["arguments"]) if seen else None
 

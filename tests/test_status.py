@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 
 from conftest import NOW, need, run, storesync
-from storesync import machine
+from storesync import discover, status as machine
 from storesync.engine.plan import make_plan
 from storesync.model import DISTRUST, Certificate, Entry, TrustSet
 from storesync.stores import open_store
@@ -112,10 +112,10 @@ def test_certifi_environment_and_the_matrix(env, tmp_path, pki):
 
 def test_python_interpreter_is_asked_for_its_site_packages(tmp_path):
     warnings: list[str] = []
-    found = machine.certifi_bundles(sys.executable, warnings)
+    found = discover.certifi_bundles(sys.executable, warnings)
     for path in found:
         assert path.name == "cacert.pem" and "certifi" in str(path)
-    assert machine.certifi_bundles(str(tmp_path / "no-python"), warnings) == []
+    assert discover.certifi_bundles(str(tmp_path / "no-python"), warnings) == []
     assert any("no-python" in w for w in warnings)
 
 
@@ -142,7 +142,7 @@ def machine_roots(tmp_path, pki):
 
 def test_matrix_lists_only_roots_that_differ(machine_roots):
     roots, certs = machine_roots
-    found = machine.discover(roots=roots)
+    found = discover.discover(roots=roots)
     assert [f.what for f in found] == ["system bundle", "hashed directory", "local additions", "java"]
     summaries = [machine.summarize(f, NOW, 30) for f in found]
     assert [s.error for s in summaries] == [None] * 4
@@ -170,7 +170,7 @@ def test_distrusted_counts_and_matrix_marks(tmp_path, pki):
                           store.capabilities, store=str(sst)))
     bundle = tmp_path / "b.pem"
     root.write(bundle)
-    found = [machine.Found(f"pem:{bundle}", "test"), machine.Found(f"sst:{sst}?role=disallowed", "test")]
+    found = [discover.Found(f"pem:{bundle}", "test"), discover.Found(f"sst:{sst}?role=disallowed", "test")]
     summaries = [machine.summarize(f, NOW, 30) for f in found]
     assert (summaries[1].anchors, summaries[1].distrusted) == (0, 1)
     _, rows = machine.matrix(summaries)
@@ -180,7 +180,7 @@ def test_distrusted_counts_and_matrix_marks(tmp_path, pki):
 def test_unreadable_store_is_reported_not_fatal(tmp_path):
     broken = tmp_path / "broken.pem"
     broken.write_bytes(b"-----BEGIN CERTIFICATE-----\nAAAA\n")
-    summary = machine.summarize(machine.Found(f"pem:{broken}", "test"), NOW, 30)
+    summary = machine.summarize(discover.Found(f"pem:{broken}", "test"), NOW, 30)
     assert summary.error and str(broken) in summary.error and summary.to_json()["certificates"] is None
 
 
@@ -201,7 +201,7 @@ def test_daemon_status_file(env, tmp_path):
 def test_state_dir_default_is_platformdirs(monkeypatch):
     from platformdirs import user_state_dir
 
-    from storesync.engine.state import state_dir
+    from storesync.state import state_dir
 
     monkeypatch.delenv("STORESYNC_STATE_DIR", raising=False)
     expected = Path("/var/lib/storesync") if os.geteuid() == 0 else Path(user_state_dir("storesync"))
@@ -212,20 +212,17 @@ def test_state_dir_default_is_platformdirs(monkeypatch):
 
 
 def test_nss_and_profiles_are_used_when_their_modules_exist(monkeypatch, tmp_path):
-    """The NSS discovery (issue 3) and the config (lead) are other people's modules: status uses
-    them through their published names, and works without them."""
+    """status takes NSS databases from discover_nss and the profiles' stores from the config."""
     nssdb = tmp_path / "nssdb"
     nssdb.mkdir()
     (nssdb / "cert9.db").write_bytes(b"")
-    fake_discover = types.ModuleType("storesync.discover")
-    fake_discover.discover_nss = lambda: [nssdb]
     profile = types.SimpleNamespace(stores=[f"pem:{tmp_path / 'a.pem'}", f"nss:{nssdb}"])
     fake_config = types.ModuleType("storesync.config")
     fake_config.load_config = lambda *a: types.SimpleNamespace(profiles={"web": profile})
-    monkeypatch.setitem(sys.modules, "storesync.discover", fake_discover)
+    monkeypatch.setattr(discover, "discover_nss", lambda count=True: [nssdb])
     monkeypatch.setitem(sys.modules, "storesync.config", fake_config)
     empty = {"bundles": [], "dirs": [], "local": [], "java": [], "jdk": []}
-    found = machine.discover(roots=empty)
+    found = discover.discover(roots=empty)
     assert [(f.spec, f.what) for f in found] == [(f"nss:{nssdb}", "nss"), (f"pem:{tmp_path / 'a.pem'}", "profile web")]
 
     def broken(*a):
@@ -233,7 +230,7 @@ def test_nss_and_profiles_are_used_when_their_modules_exist(monkeypatch, tmp_pat
 
     fake_config.load_config = broken
     warnings: list[str] = []
-    assert machine.discover(roots=empty, warnings=warnings) == [machine.Found(f"nss:{nssdb}", "nss")]
+    assert discover.discover(roots=empty, warnings=warnings) == [discover.Found(f"nss:{nssdb}", "nss")]
     assert warnings == ["config: storesync.toml line 3: bad"]
 
 

@@ -14,8 +14,7 @@ from typing import Callable
 from datetime import datetime
 
 from storesync.engine.plan import lift, project
-from storesync.model import DISTRUSTED, TRUSTED, Entry, TrustSet
-from storesync.stores import Capabilities
+from storesync.model import DISTRUSTED, TRUSTED, Capabilities, Entry, TrustSet
 
 
 @dataclass(frozen=True)

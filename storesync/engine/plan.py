@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from storesync.model import ANCHOR, DISTRUST, DISTRUSTED, SERVER_AUTH, TRUSTED, Entry, Record, TrustSet
-from storesync.stores import Capabilities
+from storesync.model import ANCHOR, DISTRUST, DISTRUSTED, SERVER_AUTH, TRUSTED, Capabilities, Entry, Record, TrustSet
 
 MIRROR, ADD = "mirror", "add"
 
@@ -57,6 +56,11 @@ class Plan:
         if self.changes:
             parts.append(f"{len(self.changes)} trust changes")
         return ", ".join(parts)
+
+    def rebased(self, now: TrustSet) -> "Plan":
+        """`rebase(self, now)`: a store that finds itself changed since it was read calls this,
+        so the stores layer needs nothing from the engine."""
+        return rebase(self, now)
 
     def to_json(self) -> dict[str, object]:
         def brief(entry: Entry) -> dict[str, object]:

@@ -8,13 +8,13 @@ import stat
 from contextlib import ExitStack
 from pathlib import Path
 
+from storesync import state
 from storesync.config import Profile, StoreRef
 from storesync.engine import policy
-from storesync.engine.plan import ADD, MIRROR, Plan, Scope, compare, lift, make_plan
-from storesync.model import StoreError, TrustSet
+from storesync.engine.plan import ADD, MIRROR, Plan, Scope, compare, lift, make_plan, retarget, touched, undo
+from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError, TrustSet
 from storesync.stores import Store, open_store, read_store
 
-EXIT_OK, EXIT_PENDING, EXIT_ERROR, EXIT_HELD = 0, 1, 2, 3
 UNDO_READS = 20  # reads of a store to undo, 0.1 s apart, before its backup's bytes go back
 _EMPTY = ("an empty store is never a policy, so it empties nothing (if emptying the others is meant, "
           "say so with --allow-empty, or allow_empty = true in the profile)")
@@ -65,7 +65,7 @@ class Result:
         if any(p.held_back for p in plans):
             return EXIT_HELD
         if self.dry_run and any(not p.empty for p in plans):
-            return EXIT_PENDING
+            return EXIT_DIFFERENT  # changes pending (--dry-run)
         return EXIT_OK
 
     @property
@@ -95,7 +95,6 @@ def run(profile: Profile, *, dry_run: bool = False, force: bool = False,
         if dry_run or unlocked.error or not any(o.plan and not o.plan.empty and not o.plan.held_back
                                                 for o in unlocked.outcomes):
             return unlocked
-    from storesync.engine import state
 
     result = _new_result(profile, dry_run, defaults)
     try:
@@ -157,7 +156,6 @@ def _prepare(profile: Profile, result: Result, force: bool, allow_empty: bool = 
             _read(outcome)
     readable = [o for o in result.outcomes if o.current is not None]
     if profile.mode == "merge":
-        from storesync.engine import state
         from storesync.engine.merge import View, merge
 
         baseline = state.load_baseline(profile.name)
@@ -187,7 +185,7 @@ def _prepare(profile: Profile, result: Result, force: bool, allow_empty: bool = 
     else:
         source = result.outcomes[0]
         if source.current is not None and not source.store.exists():
-            source.current, source.error = None, f"{source.spec}: does not exist"
+            source.current, source.error = None, f"{source.spec}: {source.store.missing()}"
         if source.current is None:
             result.error = f"source unreadable, nothing written: {source.error}"
             source.error = None
@@ -209,7 +207,6 @@ def _save_baseline(profile: Profile, result: Result, merged) -> None:
     if merged is None or result.error:
         return
     if all(o.plan is not None and not o.error and not o.plan.held_back for o in result.outcomes):
-        from storesync.engine import state
 
         state.save_baseline(profile.name, merged.merged)
 
@@ -247,8 +244,6 @@ def _apply(result: Result) -> None:
                 continue
             current = outcome
             snapshot = outcome.store.snapshot()
-            from storesync.engine import state
-            from storesync.engine.plan import touched
 
             outcome.backup = state.save_backup(outcome.store.spec.key, snapshot, f"before sync of {result.profile}",
                                                touched(plan))
@@ -282,7 +277,6 @@ def _undo(outcome: Outcome, snapshot: dict) -> None:
     did, by its version, or one that cannot be read any more gets its backup's bytes back)."""
     import time
 
-    from storesync.engine.plan import undo
 
     store = open_store(outcome.store.spec)
     if outcome.written_version is not None and store.version() == outcome.written_version:
@@ -306,8 +300,6 @@ def rollback(store: Store, backup_id: str | None = None) -> dict:
     """`storesync rollback`: put the certificates storesync changed since a backup back as the
     backup has them. When nobody else changed the store since, that is the backup's exact bytes;
     otherwise what other programs added or changed stays, and is listed in "kept"."""
-    from storesync.engine import state
-    from storesync.engine.plan import Plan, retarget, touched
 
     spec = store.spec.key
     with state.store_lock(store.path):
@@ -342,7 +334,6 @@ def rollback(store: Store, backup_id: str | None = None) -> dict:
 def _check_written(outcome: Outcome) -> None:
     """Read the store again, fresh, and make sure it says what the plan wanted for every
     certificate the plan touched (another program may add or change others meanwhile)."""
-    from storesync.engine.plan import touched
 
     again = read_store(open_store(outcome.store.spec))
     mine = touched(outcome.plan)

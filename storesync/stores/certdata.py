@@ -21,6 +21,7 @@ from typing import Any
 
 from storesync import der
 from storesync.model import (
+    Capabilities,
     CLIENT_AUTH,
     CODE_SIGNING,
     DISTRUSTED,
@@ -31,7 +32,7 @@ from storesync.model import (
     Entry,
     TrustSet,
 )
-from storesync.stores import Capabilities, Store
+from storesync.stores import Store
 
 _PURPOSE_SUFFIX = {
     "SERVER_AUTH": SERVER_AUTH,

@@ -19,8 +19,9 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from storesync.model import Entry, TrustSet
-from storesync.stores import Capabilities, Store, StoreSpec, stat_version, atomic_write_many, fsync_dir, temp_beside
+from storesync.fsio import atomic_write_many, fsync_dir, stat_version, temp_beside
+from storesync.model import Capabilities, Entry, TrustSet
+from storesync.stores import Store, StoreSpec
 from storesync.stores.pem import PemStore, render_entries, speaks_trusted
 
 CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der"}

@@ -38,7 +38,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from storesync import der
+from storesync import der, pbe
+from storesync.fsio import atomic_write, owner_of, run_as
 from storesync.model import (
     CLIENT_AUTH,
     CODE_SIGNING,
@@ -47,11 +48,14 @@ from storesync.model import (
     PURPOSES,
     SERVER_AUTH,
     TRUSTED,
+    Capabilities,
     Certificate,
     Entry,
+    StoreError,
     TrustSet,
+    name_attributes,
 )
-from storesync.stores import Capabilities, Store, atomic_write
+from storesync.stores import Store, open_store
 
 if TYPE_CHECKING:
     from storesync.engine.plan import Plan
@@ -110,11 +114,6 @@ MAX_ID = 0x3FFFFFFF
 BUSY_TIMEOUT = 0.25  # seconds SQLite waits for a lock per attempt
 ATTEMPTS = 40  # attempts before giving up (NSS itself gives up after ~1-2 s)
 
-OID_PBMAC1 = "1.2.840.113549.1.5.14"
-OID_PBKDF2 = "1.2.840.113549.1.5.12"
-OID_PBES2 = "1.2.840.113549.1.5.13"
-OID_HMAC_SHA256 = "1.2.840.113549.2.9"
-OID_AES256_CBC = "2.16.840.1.101.3.4.1.42"
 
 
 def col(attribute: int) -> str:
@@ -146,45 +145,6 @@ def as_ulong(value: bytes | None) -> int | None:
 # --- key4.db: password and MACs -------------------------------------------------------------
 
 
-class PasswordError(Exception):
-    pass
-
-
-def _null() -> bytes:
-    return b"\x05\x00"
-
-
-def _pbkdf2_params(salt: bytes, iterations: int, key_length: int = 32) -> bytes:
-    return der.encode(
-        der.SEQUENCE,
-        der.encode(der.OCTET_STRING, salt)
-        + der.encode(der.INTEGER, _int_bytes(iterations))
-        + der.encode(der.INTEGER, _int_bytes(key_length))
-        + der.encode(der.SEQUENCE, der.encode_oid(OID_HMAC_SHA256) + _null()),
-    )
-
-
-def _int_bytes(n: int) -> bytes:
-    return n.to_bytes(n.bit_length() // 8 + 1, "big")
-
-
-MAX_ITERATIONS = 1_000_000  # NSS uses 1 or 10 000; a hostile file must not buy hours of CPU
-
-
-def _parse_pbkdf2(alg: der.TLV) -> tuple[bytes, int, int]:
-    """AlgorithmIdentifier PBKDF2 -> (salt, iterations, key length)."""
-    oid, params = list(alg.children())[:2]
-    if der.decode_oid(oid.value) != OID_PBKDF2:
-        raise ValueError("not PBKDF2")
-    parts = list(params.children())
-    salt = parts[0].value
-    iterations = int.from_bytes(parts[1].value, "big")
-    if not 0 < iterations <= MAX_ITERATIONS:
-        raise ValueError(f"{iterations} PBKDF2 iterations (NSS uses at most {MAX_ITERATIONS})")
-    key_length = int.from_bytes(parts[2].value, "big") if len(parts) > 2 and parts[2].tag == der.INTEGER else 32
-    return salt, iterations, key_length
-
-
 class KeyDB:
     """What we need from key4.db: the global salt, the password check, and MAC rows."""
 
@@ -202,7 +162,7 @@ class KeyDB:
             alg = next(_alg_outer)
             params = list(alg.children())[1]
             kdf = next(params.children())
-            return _parse_pbkdf2(kdf)[1]
+            return pbe.pbkdf2_of(kdf)[1]
         except Exception:  # noqa: BLE001
             return 1 if not self.password else 10000
 
@@ -218,18 +178,16 @@ class KeyDB:
             outer = der.read_all(self.check)
             alg, ciphertext = list(outer.children())[:2]
             oid, params = list(alg.children())[:2]
-            if der.decode_oid(oid.value) != OID_PBES2:
+            if der.decode_oid(oid.value) != pbe.OID_PBES2:
                 return False
             kdf, enc = list(params.children())[:2]
-            salt, iterations, key_length = _parse_pbkdf2(kdf)
+            salt, iterations, _, key_length = pbe.pbkdf2_of(kdf)
             enc_oid, iv = list(enc.children())[:2]
-            if der.decode_oid(enc_oid.value) != OID_AES256_CBC:
+            if der.decode_oid(enc_oid.value) != pbe.OID_AES256_CBC:
                 return False
             iv = iv.raw if len(iv.value) == 14 else iv.value  # NSS quirk: 14-byte IV stored, 040e prefix
-            key = hashlib.pbkdf2_hmac("sha256", self.pass_key(password), salt, iterations, key_length)
-            from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-            decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+            key = pbe.pbkdf2("sha256", self.pass_key(password), salt, iterations, key_length or 32)
+            decryptor = pbe.cipher("aes", key, iv).decryptor()
             plain = decryptor.update(ciphertext.value) + decryptor.finalize()
         except Exception:  # noqa: BLE001 - any failure means "not this password"
             return False
@@ -248,7 +206,7 @@ class KeyDB:
         assert self.password is not None
         cached = self._keys.get((salt, iterations))
         if cached is None:
-            cached = hashlib.pbkdf2_hmac("sha256", self.pass_key(self.password), salt, iterations, key_length)
+            cached = pbe.pbkdf2("sha256", self.pass_key(self.password), salt, iterations, key_length)
             self._keys[(salt, iterations)] = cached
         return cached
 
@@ -259,13 +217,13 @@ class KeyDB:
             outer = der.read_all(signature)
             alg, mac = list(outer.children())[:2]
             oid, params = list(alg.children())[:2]
-            if der.decode_oid(oid.value) != OID_PBMAC1:
+            if der.decode_oid(oid.value) != pbe.OID_PBMAC1:
                 return False
             kdf = next(params.children())
-            salt, iterations, key_length = _parse_pbkdf2(kdf)
+            salt, iterations, _, key_length = pbe.pbkdf2_of(kdf)
         except Exception:  # noqa: BLE001
             return False
-        key = self.mac_key(salt, iterations, key_length)
+        key = self.mac_key(salt, iterations, key_length or 32)
         expect = hmac.new(key, ulong(object_id) + ulong(attribute) + value, hashlib.sha256).digest()
         return hmac.compare_digest(expect, mac.value)
 
@@ -274,15 +232,8 @@ class KeyDB:
         salt = secrets.token_bytes(32)
         iterations = self.iterations
         key = self.mac_key(salt, iterations)
-        alg = der.encode(
-            der.SEQUENCE,
-            der.encode_oid(OID_PBMAC1)
-            + der.encode(
-                der.SEQUENCE,
-                der.encode(der.SEQUENCE, der.encode_oid(OID_PBKDF2) + _pbkdf2_params(salt, iterations))
-                + der.encode(der.SEQUENCE, der.encode_oid(OID_HMAC_SHA256) + _null()),
-            ),
-        )
+        alg = der.seq(der.encode_oid(pbe.OID_PBMAC1), der.seq(
+            pbe.pbkdf2_algorithm(salt, iterations), der.seq(der.encode_oid(pbe.OID_HMAC_SHA256), der.NULL)))
 
         def sign(object_id: int, attribute: int, value: bytes) -> bytes:
             mac = hmac.new(key, ulong(object_id) + ulong(attribute) + value, hashlib.sha256).digest()
@@ -318,8 +269,6 @@ def key_id(cert: Certificate) -> bytes:
 def email_of(cert: Certificate) -> bytes | None:
     """CKA_NSS_EMAIL as PK11_ImportCert sets it: the first e-mail address of the subject,
     else of the subjectAltName, lower-cased."""
-    from storesync.model import name_attributes
-
     try:
         for key, value in name_attributes(cert.fields.subject):
             if key == "1.2.840.113549.1.9.1" and value:
@@ -434,6 +383,12 @@ class NssStore(Store):
     def exists(self) -> bool:
         return self.cert_db.exists() or (self.path / "cert8.db").exists()  # cert8: read() says why not
 
+    def missing(self) -> str:
+        if not self.path.is_dir():
+            return super().missing()
+        return (f"no NSS database (cert9.db) in {self.path}; create one with "
+                f"`certutil -N -d sql:{self.path} --empty-password`")
+
     def watch_paths(self) -> list[Path]:
         return [self.cert_db, self.key_db]
 
@@ -441,8 +396,6 @@ class NssStore(Store):
         spec = self.option("builtins")
         if not spec:
             return set()
-        from storesync.stores import open_store
-
         builtins = open_store(spec)
         if not builtins.exists():
             raise self.error(f"its builtins store {spec} does not exist")
@@ -470,9 +423,7 @@ class NssStore(Store):
                     "is a legacy dbm database (cert8.db/key3.db), which storesync does not read or write; "
                     f"upgrade it with `certutil -L -d sql:{self.path}` (NSS converts it to cert9.db on first open)"
                 )
-            raise self.error(
-                f"holds no cert9.db; create one with `certutil -N -d sql:{self.path} --empty-password`"
-            )
+            raise self.error(self.missing())
 
     # -- SQLite
 
@@ -513,7 +464,7 @@ class NssStore(Store):
         hot = [p for p in (self.cert_db, self.key_db) if _hot(p)]
         if not hot:
             return
-        from storesync.engine import state
+        from storesync import state
 
         with state.store_lock(self.path):
             for path in hot:
@@ -742,11 +693,15 @@ class NssStore(Store):
             return
         prepared = [(op, _Prepared.of(entry)) for op, entry in work]
         self.password()  # read now: the file may be readable only by root, and the write may run as the owner
-        owner = _owner(self.cert_db)
+        owner = owner_of(self.cert_db)
         if os.geteuid() == 0 and owner[0] != 0:
-            _run_as(owner, lambda: self._write(prepared), self)
+            run_as(owner, lambda: self._write(prepared), self._child_error)
         else:
             self._write(prepared)
+
+    def _child_error(self, text: str) -> StoreError:
+        """A write run as the database's owner failed in the child: the same sentence here."""
+        return StoreError(text) if text.startswith(f"{self.spec.kind} store") else self.error(text)
 
     def _write(self, prepared: list[tuple[str, "_Prepared"]]) -> None:
         password = self.password()
@@ -881,9 +836,9 @@ class NssStore(Store):
                 else:
                     atomic_write(path, data, mode=0o600)
 
-        owner = _owner(self.cert_db) if self.cert_db.exists() else (os.getuid(), os.getgid())
+        owner = owner_of(self.cert_db) if self.cert_db.exists() else (os.getuid(), os.getgid())
         if os.geteuid() == 0 and owner[0] != 0:
-            _run_as(owner, put_back, self)
+            run_as(owner, put_back, self._child_error)
         else:
             put_back()
 
@@ -958,52 +913,6 @@ def _with_retries(fn, store: Store):
                 raise
             time.sleep(0.01 + secrets.randbelow(30) / 1000)
     raise AssertionError("unreachable")
-
-
-def _owner(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_uid, st.st_gid
-
-
-def _run_as(owner: tuple[int, int], fn: Callable[[], None], store: Store) -> None:
-    """Run `fn` in a child process with the database owner's uid and gid, so every file SQLite
-    creates (journals) belongs to that user. Errors come back as the same StoreError text."""
-    import pickle
-
-    uid, gid = owner
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        status = 0
-        try:
-            os.close(read_end)
-            try:
-                import pwd
-
-                os.initgroups(pwd.getpwuid(uid).pw_name, gid)
-            except (KeyError, OSError):
-                os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            fn()
-            payload = pickle.dumps(None)
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
-            payload = pickle.dumps(str(exc))
-            status = 1
-        try:
-            os.write(write_end, payload)
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
-    message = pickle.loads(data) if data else "the writer process died"
-    if status != 0 or message is not None:
-        from storesync.model import StoreError
-
-        text = str(message)
-        raise StoreError(text if text.startswith(f"{store.spec.kind} store") else store.error(text).args[0])
 
 
 # --- building and changing objects ---------------------------------------------------------

@@ -21,8 +21,8 @@ import textwrap
 import warnings
 
 from storesync import der
-from storesync.model import Certificate, Entry, TrustSet
-from storesync.stores import Capabilities, FileStore
+from storesync.model import Capabilities, Certificate, Entry, TrustSet
+from storesync.stores import FileStore
 from storesync.stores.winprops import in_store_order
 
 SIGNED_DATA = der.encode_oid("1.2.840.113549.1.7.2")

@@ -15,10 +15,11 @@ import re
 
 from storesync import der
 from storesync.model import (
+    Capabilities,
     ANCHOR, ANY_EKU, DISTRUSTED, PURPOSES, TRUSTED, Certificate, Entry, TrustSet, oid_from_purpose, purpose_from_oid,
     purpose_order,
 )
-from storesync.stores import Capabilities, FileStore
+from storesync.stores import FileStore
 
 _BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
 _CERT_TYPES = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}

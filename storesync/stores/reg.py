@@ -29,8 +29,8 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
-from storesync.model import Entry, TrustSet
-from storesync.stores import Capabilities, FileStore
+from storesync.model import Capabilities, Entry, TrustSet
+from storesync.stores import FileStore
 from storesync.stores import winprops as wp
 
 HEADER_V5 = "Windows Registry Editor Version 5.00"

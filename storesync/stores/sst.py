@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from storesync import der
-from storesync.model import Entry, TrustSet
-from storesync.stores import Capabilities, FileStore
+from storesync.model import Capabilities, Entry, TrustSet
+from storesync.stores import FileStore
 from storesync.stores import winprops as wp
 
 MAGIC = b"\x00\x00\x00\x00CERT"

@@ -22,7 +22,7 @@ from pathlib import Path
 from collections.abc import Iterator
 
 from storesync.model import Certificate, Entry, StoreError, TrustSet
-from storesync.stores import atomic_write
+from storesync.fsio import atomic_write
 
 BACKUPS_KEPT = 10
 SYSTEM_STATE_DIR = Path("/var/lib/storesync")  # the systemd unit's StateDirectory

@@ -1,4 +1,4 @@
-"""`storesync daemon` (registered on the typer app of storesync.cli_app)."""
+"""`storesync daemon`: watch the config's stores and reconcile each profile when one changes."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from typing import Optional
 
 import typer
 
-from storesync.cli import fail
-from storesync.cli_app import CONFIG, PASSWORD_FILE, STATE_DIR, app
+from storesync.cli.common import fail
+from storesync.cli.options import CONFIG, PASSWORD_FILE, STATE_DIR
 from storesync.model import StoreError
 
 
-@app.command()
+def declare(app) -> None:
+    app.command("daemon")(daemon)
+
+
 def daemon(
     config: Optional[Path] = CONFIG,
     state_dir: Optional[Path] = STATE_DIR,
@@ -31,7 +34,7 @@ def daemon(
     The last reconcile of every profile is kept in STATE_DIR/status.json (`storesync status`)."""
     from storesync import daemon as service
     from storesync.config import load_config
-    from storesync.engine import state
+    from storesync import state
 
     if log_format not in ("text", "json"):
         fail(f"--log-format must be text or json, not {log_format!r}")

@@ -1,0 +1,112 @@
+"""The command line: `main` (the entry point, `storesync = "storesync.cli:main"`) and its quick
+parser; one module per command beside it (storesync.cli.list, .diff, .sync, .rollback, .check,
+.status, .daemon), and the typer app assembled from them in storesync.cli.app.
+
+A one-shot `storesync sync` spends most of its time starting up, and importing typer costs as
+much as all the rest. So `main` first tries `quick_parse`, which knows only the plain forms of
+list, diff and sync (their stores and options, nothing else), and calls the command's `run`
+directly. Everything else (help, other commands, a mistake) goes to the typer app in
+`storesync.cli.app`, which declares the same commands with the same defaults and forwards to
+the same functions (`run` in storesync.cli.list, .diff, .sync); a test holds the two parsers
+to the same result. Exit codes: storesync.model (EXIT_*).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+TYPE_CHECKING = False  # typing's, without importing typing at start-up
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def main() -> None:
+    try:
+        try:
+            quick = quick_parse(sys.argv[1:])
+            if quick is None:
+                from storesync.cli.app import app
+
+                app()
+            else:
+                command, arguments = quick
+                if command == "list":
+                    from storesync.cli.list import run
+                elif command == "diff":
+                    from storesync.cli.diff import run
+                else:
+                    from storesync.cli.sync import run
+                run(**arguments)
+        finally:
+            sys.stdout.flush()  # a reader gone away shows here, not in Python's exit
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        from storesync.cli.common import closed_pipe
+
+        closed_pipe()
+
+
+# --- the quick parser ------------------------------------------------------------------------
+
+_PASSWORD_FILE = {"--password-file": ("password_file", Path)}
+_JSON = {"--json": ("as_json", bool)}
+#: command -> (positional parameters, options). A positional "name?" may be left out, "*name"
+#: takes the remaining words; an option maps to (parameter, type), bool means a flag and tuple a
+#: repeatable option (its values collected in a tuple).
+QUICK_FORMS: dict[str, tuple[list[str], dict[str, tuple[str, type]]]] = {
+    "list": (["store"], {"--expiring": ("expiring", int), "--expired": ("expired", bool), **_JSON, **_PASSWORD_FILE}),
+    "diff": (["store_a", "store_b"], {**_JSON, **_PASSWORD_FILE}),
+    "sync": (["source?", "*targets"], {
+        "--profile": ("profile", str), "--config": ("config", Path), "--state-dir": ("state_dir", Path),
+        "--mode": ("mode", str), "--purpose": ("purpose", str), "--dry-run": ("dry_run", bool),
+        "--force": ("force", bool), "--allow-empty": ("allow_empty", bool), "--only": ("only", tuple),
+        **_JSON, **_PASSWORD_FILE,
+    }),
+}
+
+
+def quick_parse(argv: list[str]) -> tuple[str, dict[str, Any]] | None:
+    """(command, its arguments) for a plain list/diff/sync command line; None: typer's to parse."""
+    if not argv or argv[0] not in QUICK_FORMS:
+        return None
+    positional, options = QUICK_FORMS[argv[0]]
+    arguments: dict[str, Any] = {}
+    words: list[str] = []
+    rest = iter(argv[1:])
+    for arg in rest:
+        if not arg.startswith("-"):
+            words.append(arg)
+            continue
+        name, has_value, value = arg.partition("=")
+        if name not in options:
+            return None  # --help, --, -x, a typo: typer explains
+        parameter, kind = options[name]
+        if kind is bool:
+            if has_value:
+                return None
+            arguments[parameter] = True
+            continue
+        if not has_value:
+            value = next(rest, None)
+            if value is None or value.startswith("-"):
+                return None
+        if not value:
+            return None
+        if kind is tuple:
+            arguments[parameter] = (*arguments.get(parameter, ()), value)
+            continue
+        try:
+            arguments[parameter] = kind(value)
+        except ValueError:
+            return None
+    required = [n for n in positional if n[-1] != "?" and n[0] != "*"]
+    if len(words) < len(required) or (positional[-1][0] != "*" and len(words) > len(positional)):
+        return None
+    for name, word in zip(positional, words):
+        if name[0] == "*":
+            arguments[name[1:]] = words[len(positional) - 1:]
+            break
+        arguments[name.rstrip("?")] = word
+    return argv[0], arguments

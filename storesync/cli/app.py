@@ -1,0 +1,34 @@
+"""The typer app, assembled top-down from the command modules (one per command, each with a
+`declare(app)`). `storesync.cli:main` comes here for all but the plain forms of list, diff and
+sync, which it runs without typer."""
+
+import typer
+
+from storesync import __version__
+from storesync.cli import check, daemon, diff, rollback, status, sync
+from storesync.cli import list as list_
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Keep certificate trust stores in agreement (PEM bundles, hashed directories, NSS, Windows exports, Java keystores).",
+)
+
+
+
+def print_version(value: bool) -> None:
+    if value:
+        print(f"storesync {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    version: bool = typer.Option(False, "--version", callback=print_version, is_eager=True,
+                                 help="Print storesync's version and exit."),
+) -> None:
+    pass  # the app's own options; its help is the Typer's
+
+
+for command in (list_, diff, sync, rollback, check, status, daemon):
+    command.declare(app)

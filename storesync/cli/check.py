@@ -1,0 +1,166 @@
+"""`storesync check`: would each store accept a certificate, and if not, why and what to do.
+
+The judging is storesync.check's; this module reads the command line and prints. It imports
+`cryptography`, the store modules and the discovery code inside the command function, so
+other commands do not pay for them at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from storesync.cli.common import fail, open_and_read
+from storesync.cli.options import PASSWORD_FILE, PYTHON, STORES_CONFIG
+from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_OK
+
+
+def declare(app) -> None:
+    app.command("check")(check)
+
+
+def check(
+    cert: Path = typer.Argument(..., help="The certificate: PEM or DER; a PEM bundle is leaf first, then intermediates."),
+    chain: list[Path] = typer.Option([], "--chain", help="File of extra intermediate certificates (repeatable)."),
+    stores: list[str] = typer.Option([], "--store", help="Store to check against (repeatable); default: every store `status` finds."),
+    crls: list[Path] = typer.Option([], "--crl", help="CRL file, PEM or DER (repeatable); used only when its signature verifies."),
+    purpose: str = typer.Option("client-auth", "--purpose", help="client-auth, server-auth, email or code-signing."),
+    at: Optional[str] = typer.Option(None, "--at", help="Check at this ISO time instead of now (e.g. 2026-05-01T12:00:00Z)."),
+    name: Optional[str] = typer.Option(None, "--name", help="server-auth: also check that the certificate names this host."),
+    server: str = typer.Option("openssl", "--server", help="Judge by this server's rules: openssl (openssl verify), nginx, apache or iis."),
+    nginx_conf: Optional[Path] = typer.Option(None, "--nginx-conf", help="nginx.conf: judge each TLS server block that verifies clients by its own settings."),
+    apache_conf: Optional[Path] = typer.Option(None, "--apache-conf", help="Apache's config: judge each SSL virtual host that verifies clients by its settings."),
+    python: list[str] = PYTHON,
+    config: Optional[str] = STORES_CONFIG,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
+    password_file: Optional[Path] = PASSWORD_FILE,
+) -> None:
+    """Would each store accept CERT, and if not, why and what to do. Exit 0: every store accepts; 1: one refuses; 2: error."""
+    from storesync import check as judge
+
+    if purpose not in judge.CHECK_PURPOSES:
+        fail(f"--purpose must be one of {', '.join(judge.CHECK_PURPOSES)}, not {purpose!r}")
+    if server not in judge.SERVERS:
+        fail(f"--server must be one of {', '.join(judge.SERVERS)}, not {server!r}")
+    if name is not None and purpose != "server-auth":
+        fail("--name checks a host name, which only --purpose server-auth has")
+    try:
+        when = judge.parse_time(at)
+        certs = judge.load_certificates(cert)
+        intermediates = certs[1:] + [c for path in chain for c in judge.load_certificates(path)]
+        crl_list = judge.load_crls(crls)
+    except judge.CheckError as exc:
+        fail(str(exc))
+    leaf = certs[0]
+
+    judged = []  # (store spec, rules, CRLs, server block or None)
+    if nginx_conf or apache_conf:
+        from storesync import servers
+
+        try:
+            sites = ((servers.nginx_sites(nginx_conf) if nginx_conf else [])
+                     + (servers.apache_sites(apache_conf) if apache_conf else []))
+            judged = [(site.spec, site.rules, judge.load_crls(site.crls), site) for site in sites]
+        except judge.CheckError as exc:
+            fail(str(exc))
+        if not judged:
+            fail(f"{nginx_conf or apache_conf}: no TLS server block in it verifies client certificates "
+                 "(ssl_verify_client on / SSLVerifyClient require); nothing to check")
+    rules = judge.server_rules(server)
+    explicit = bool(stores)
+    if not explicit and not judged:
+        from storesync import discover
+
+        warnings: list[str] = []
+        stores = [f.spec for f in discover.discover(python, config, warnings)]
+        for warning in warnings:
+            print(f"storesync: warning: {warning}", file=sys.stderr)
+        if not stores:
+            fail("found no store on this machine to check against; name one with --store")
+
+    sets, kinds, canonical, errors = {}, {}, {}, 0
+    specs = [j[0] for j in judged] + [j.trusted and f"pem:{j.trusted}" for *_, j in judged] + list(stores)
+    for spec in dict.fromkeys(s for s in specs if s):
+        try:
+            store, trust_set = open_and_read(spec, password_file)
+        except SystemExit:
+            if explicit or judged:
+                errors += 1  # reported by open_and_read; the other stores are still checked
+            continue
+        canonical[spec] = str(store.spec)
+        sets[str(store.spec)], kinds[str(store.spec)] = trust_set, store.spec.kind
+    judged += [(spec, rules, crl_list, None) for spec in stores]
+
+    verdicts = []
+    for spec, spec_rules, spec_crls, site in judged:
+        if spec not in canonical:
+            continue
+        spec = canonical[spec]
+        trust_set = sets[spec]
+        trusted = sets.get(canonical.get(f"pem:{site.trusted}")) if site is not None and site.trusted else None
+        if trusted is not None:  # nginx verifies with both files; it names only the first to clients
+            from storesync.model import TrustSet
+
+            trust_set = TrustSet([*trust_set.values(), *(e for e in trusted.values() if e.sha256 not in trust_set)])
+        verdict = judge.check_store(spec, kinds[spec], trust_set, leaf, intermediates, purpose, when, spec_crls, name,
+                                     spec_rules)
+        if site is not None:
+            from storesync import servers
+
+            verdict.problems = servers.nginx_file_problems(site) + verdict.problems
+            if trusted is not None and verdict.chain and verdict.chain[-1] not in [
+                    e.cert.x509 for e in sets[spec].values()]:
+                verdict.warnings.append(
+                    f"the root {judge.short_name(verdict.chain[-1])} is in ssl_trusted_certificate only: nginx does "
+                    "not name it to clients, so browsers may not offer this certificate (curl offers it anyway)")
+        judge.sync_fix(verdict, spec, sets, kinds, purpose)
+        verdicts.append(verdict)
+
+    if as_json:
+        print(json.dumps({
+            "certificate": judge.cert_json(leaf),
+            "intermediates": [judge.cert_json(c) for c in intermediates],
+            "purpose": purpose,
+            "server": server,
+            "at": judge._iso(when),
+            "accepted": bool(verdicts) and all(v.accepted for v in verdicts),
+            "stores": [v.to_json() for v in verdicts],
+        }, indent=2))
+    else:
+        print_check(leaf, purpose, when, verdicts)
+    if errors or not verdicts:
+        sys.exit(EXIT_ERROR)
+    sys.exit(EXIT_OK if all(v.accepted for v in verdicts) else EXIT_DIFFERENT)
+
+
+def print_check(leaf, purpose: str, when, verdicts) -> None:
+    from storesync.check import _iso, short_name
+
+    print(f"{short_name(leaf)}: issued by {leaf.issuer.rfc4514_string()}, valid "
+          f"{_iso(leaf.not_valid_before_utc)} to {_iso(leaf.not_valid_after_utc)}")
+    print(f"checked for {purpose} at {_iso(when)}")
+    for verdict in verdicts:
+        print()
+        if verdict.rules.block:
+            print(f"{verdict.rules.server} {verdict.rules.block}:")
+        if verdict.accepted:
+            path = " <- ".join(short_name(c) for c in verdict.chain)
+            print(f"{verdict.store}: ok ({path})")
+        else:
+            print(f"{verdict.store}: REFUSED, {verdict.reason}")
+            for problem in verdict.problems:
+                print(f"  {problem.reason}: {problem.message}")
+                if problem.fix:
+                    print(f"    fix: {problem.fix}")
+                if problem.data.get("fix_note"):
+                    print(f"         ({problem.data['fix_note']})")
+        names = verdict.data.get("ca_names")
+        if names:
+            print(f"  acceptable-CA list: {names['bytes']} bytes of names for {names['roots']} roots "
+                  f"(Schannel sends about {names['limit']})")
+        for warning in verdict.warnings:
+            print(f"  warning: {warning}")

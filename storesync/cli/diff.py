@@ -1,0 +1,58 @@
+"""`storesync diff`: do two stores hold the same trust.
+
+`run` is the command; `declare` puts it on the typer app (storesync.cli.app) with its help.
+The quick parser (storesync.cli) calls `run` without typer, so this module imports no
+typer, typing or rich at the top (and no `from __future__ import annotations`: typer reads the
+annotations of the function `declare` defines).
+"""
+
+import sys
+from pathlib import Path
+
+from storesync.cli.common import entry_json, open_and_read, print_json, trust_text
+from storesync.model import EXIT_DIFFERENT, EXIT_OK
+
+
+def run(store_a: str, store_b: str, as_json: bool = False, password_file: "Optional[Path]" = None) -> "NoReturn":
+    from storesync.engine.plan import compare
+
+    a, set_a = open_and_read(store_a, password_file)
+    b, set_b = open_and_read(store_b, password_file)
+    result = compare(set_a, set_b, a.capabilities, b.capabilities, a.purpose, b.purpose)
+    different = any(result.values())
+    if as_json:
+        print_json({
+            "a": str(a.spec), "b": str(b.spec), "equal": not different,
+            "only_a": [entry_json(e) for e in result["only_a"]],
+            "only_b": [entry_json(e) for e in result["only_b"]],
+            "trust_differs": [{"sha256": x.sha256, "label": x.display_label, "a": dict(x.trust), "b": dict(y.trust)}
+                              for x, y in result["trust_differs"]],
+        })
+    else:
+        if not different:
+            print(f"same: {len(set_a)} certificates in both")
+        for entry in result["only_a"]:
+            print(f"only in {a.spec}: {entry.display_label}  {entry.sha256[:16]}")
+        for entry in result["only_b"]:
+            print(f"only in {b.spec}: {entry.display_label}  {entry.sha256[:16]}")
+        for x, y in result["trust_differs"]:
+            print(f"trust differs: {x.display_label}: {trust_text(x)} in A, {trust_text(y)} in B")
+    sys.exit(EXIT_DIFFERENT if different else EXIT_OK)
+
+
+def declare(app) -> None:
+    from typing import Optional
+
+    import typer
+
+    from storesync.cli.options import JSON, PASSWORD_FILE
+
+    @app.command("diff")
+    def command(
+        store_a: str = typer.Argument(..., metavar="STORE_A"),
+        store_b: str = typer.Argument(..., metavar="STORE_B"),
+        as_json: bool = JSON,
+        password_file: Optional[Path] = PASSWORD_FILE,
+    ) -> None:
+        """Compare two stores: exit 0 when they hold the same trust, 1 when they differ, 2 on error."""
+        run(store_a=store_a, store_b=store_b, as_json=as_json, password_file=password_file)

@@ -1,0 +1,57 @@
+"""`storesync list`: what a store holds, with trust and expiry.
+
+`run` is the command; `declare` puts it on the typer app (storesync.cli.app) with its help.
+The quick parser (storesync.cli) calls `run` without typer, so this module imports no
+typer, typing or rich at the top (and no `from __future__ import annotations`: typer reads the
+annotations of the function `declare` defines).
+"""
+
+from pathlib import Path
+
+from storesync.cli.common import closed_pipe, entry_json, open_and_read, print_json, trust_text
+
+
+def run(store: str, expiring: "Optional[int]" = None, expired: bool = False, as_json: bool = False,
+        password_file: "Optional[Path]" = None) -> None:
+    from storesync.engine.plan import lift
+
+    opened, trust_set = open_and_read(store, password_file)
+    trust_set = lift(trust_set, opened.capabilities, opened.purpose)  # as diff and sync read it
+    if expiring is not None or expired:
+        from storesync.check import expiry_filter
+
+        trust_set = expiry_filter(trust_set, expiring, expired)
+    if as_json:
+        print_json({"store": str(opened.spec), "entries": [entry_json(e) for e in trust_set.values()]})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{opened.spec}: {len(trust_set)} certificates", title_justify="left")
+    for column in ("label", "sha256", "expires", "trust"):
+        table.add_column(column)
+    for entry in trust_set.values():
+        expires = entry.cert.not_after
+        table.add_row(entry.display_label, entry.sha256[:16], f"{expires:%Y-%m-%d}" if expires else "?", trust_text(entry))
+    console = Console(highlight=False)
+    console.on_broken_pipe = closed_pipe  # rich's own exits 1, which means "different" here
+    console.print(table)
+
+
+def declare(app) -> None:
+    from typing import Optional
+
+    import typer
+
+    from storesync.cli.options import JSON, PASSWORD_FILE
+
+    @app.command("list")
+    def command(
+        store: str = typer.Argument(..., help="Store spec: KIND:PATH or a path."),
+        expiring: Optional[int] = typer.Option(None, "--expiring", metavar="DAYS", help="Only certificates not yet expired that expire within DAYS days."),
+        expired: bool = typer.Option(False, "--expired", help="Only certificates already expired."),
+        as_json: bool = JSON,
+        password_file: Optional[Path] = PASSWORD_FILE,
+    ) -> None:
+        """What a store holds, with trust and expiry."""
+        run(store=store, expiring=expiring, expired=expired, as_json=as_json, password_file=password_file)

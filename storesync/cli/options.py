@@ -1,0 +1,12 @@
+"""Options several commands declare alike (typer; imported only when the typer app is built)."""
+
+import typer
+
+JSON = typer.Option(False, "--json", help="Print JSON for machines.")
+PASSWORD_FILE = typer.Option(
+    None, "--password-file", help="File holding the password of password-protected stores (NSS, Java)."
+)
+CONFIG = typer.Option(None, "--config", help="Config file (default: $STORESYNC_CONFIG, then ~/.config/storesync/, /etc/storesync/, /etc/xdg/storesync/ storesync.toml).")
+STATE_DIR = typer.Option(None, "--state-dir", help="Where baselines, backups and locks live (default: $STORESYNC_STATE_DIR, then the user state dir).")
+PYTHON = typer.Option(None, "--python", help="A Python interpreter or environment whose certifi bundle to include (repeatable).")
+STORES_CONFIG = typer.Option(None, "--config", help="Config file whose profiles' stores to include.")

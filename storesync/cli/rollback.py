@@ -1,0 +1,56 @@
+"""`storesync rollback`: put back what storesync changed in a store since a backup."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from storesync.cli.common import fail
+from storesync.cli.options import JSON, STATE_DIR
+from storesync.model import StoreError
+
+
+def declare(app) -> None:
+    app.command("rollback")(rollback)
+
+
+def rollback(
+    store: str = typer.Argument(..., help="The store to put back."),
+    list_only: bool = typer.Option(False, "--list", help="List the backups of this store."),
+    to: Optional[str] = typer.Option(None, "--to", help="Backup id to restore (default: the newest)."),
+    state_dir: Optional[Path] = STATE_DIR,
+    as_json: bool = JSON,
+) -> None:
+    """Put back what storesync changed in a store since a backup (what others added since stays)."""
+    from storesync import state
+    from storesync.stores import open_store
+
+    state.set_state_dir(state_dir)
+    try:
+        opened = open_store(store)
+        spec = opened.spec.key
+        if list_only:
+            backups = state.list_backups(spec)
+            if as_json:
+                print(json.dumps({"store": spec, "backups": backups}, indent=2))
+            elif not backups:
+                print(f"{spec}: no backups")
+            for b in [] if as_json else backups:
+                print(f"{b['id']}  {b['reason']}")
+            return
+        from storesync.engine.run import rollback as roll_back
+
+        done = roll_back(opened, to)
+    except StoreError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"{store}: cannot put it back ({exc.strerror or exc}, {exc.filename or store}); nothing more was changed")
+    if as_json:
+        print(json.dumps(done))
+        return
+    print(f"{done['store']}: restored backup {done['restored']} (the state before it is kept as {done['undo']})")
+    for what in done["kept"]:
+        print(f"  ! kept {what}")

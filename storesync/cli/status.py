@@ -1,0 +1,109 @@
+"""`storesync status`: the trust stores on this machine, their counts, the roots that differ
+between them, and the daemon's state (storesync.discover finds them, storesync.status sums them up)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+from pathlib import Path
+
+import typer
+
+from storesync.cli.options import PASSWORD_FILE, PYTHON, STORES_CONFIG
+
+
+def declare(app) -> None:
+    app.command("status")(status)
+
+
+def status(
+    python: list[str] = PYTHON,
+    config: Optional[str] = STORES_CONFIG,
+    soon: int = typer.Option(30, "--soon", help="Count anchors expiring within this many days."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
+    password_file: Optional[Path] = PASSWORD_FILE,
+) -> None:
+    """The trust stores on this machine: kind, owner, counts, which roots differ between them, the daemon's state."""
+    from storesync import discover
+    from storesync import status as machine
+
+    warnings: list[str] = []
+    when = machine.now()
+    found = discover.discover(python, config, warnings)
+    options = {"password-file": str(password_file)} if password_file else None
+    summaries = [machine.summarize(f, when, soon, options) for f in found]
+    columns, rows = machine.matrix(summaries)
+    daemon = machine.daemon_status()
+    if as_json:
+        print(json.dumps({
+            "at": when.isoformat().replace("+00:00", "Z"), "soon_days": soon,
+            "stores": [s.to_json() for s in summaries],
+            "matrix": {"stores": columns, "roots": rows},
+            "daemon": daemon, "warnings": warnings,
+        }, indent=2))
+        return
+    for warning in warnings:
+        print(f"storesync: warning: {warning}", file=sys.stderr)
+    print_status(summaries, columns, rows, daemon, soon)
+
+
+GROUP_ROWS = 5  # a larger group of roots sharing one pattern is one line
+
+
+def print_status(summaries, columns, rows, daemon, soon: int) -> None:
+    # Plain aligned text, not a rich table: store specs are long paths and must not be cut.
+    header = ("#", "store", "found as", "owner", "anchors", "distrusted", "expired", f"expiring<={soon}d")
+    lines = [header]
+    for number, s in enumerate(summaries, 1):
+        counts = ("-",) * 4 if s.error else (s.anchors, s.distrusted, s.expired, s.expiring)
+        lines.append((number, s.found.spec, s.found.what, s.owner or "?", *counts))
+    print("Trust stores on this machine")
+    print_columns(lines, right={0, 4, 5, 6, 7})
+    for number, s in enumerate(summaries, 1):
+        if s.error:
+            print(f"  #{number} cannot be read: {s.error}")
+    if rows:
+        # Roots with the same pattern of presence are one line: "143 roots absent only from #5".
+        index = {s.found.spec: n for n, s in enumerate(summaries, 1)}
+        mark = {"trusted": "+", "distrusted": "x", None: "."}
+        groups: dict[tuple, list] = {}
+        for row in rows:
+            groups.setdefault(tuple(mark[row["stores"][spec]] for spec in columns), []).append(row)
+        print(f"\nRoots that differ between stores ({len(rows)}; + anchor, x distrusted, . absent)")
+        grid = [("root", "sha256", *(f"#{index[spec]}" for spec in columns))]
+        for pattern, members in groups.items():
+            if len(members) > GROUP_ROWS:
+                first = members[0]["label"]
+                grid.append((f"{len(members)} roots ({first}, ...)", "", *pattern))
+                continue
+            for row in members:
+                grid.append((row["label"], row["sha256"][:16], *pattern))
+        print_columns(grid, right=set())
+    elif len(columns) > 1:
+        print("\nThe stores hold the same roots.")
+    state = daemon["state"]
+    if daemon.get("running") is True and state != "running":
+        state += ", running"
+    elif daemon.get("running") is False and state != "stopped" and "status" in daemon:
+        state += ", but not running (it did not stop cleanly: stale status file)"
+    print(f"\ndaemon: {state} ({daemon['file']})")
+    profiles = daemon.get("status", {}).get("profiles", {}) if isinstance(daemon.get("status"), dict) else {}
+    for name, run in profiles.items() if isinstance(profiles, dict) else ():
+        if not isinstance(run, dict):
+            continue
+        line = f"  profile {name}: {run.get('summary') or 'not run yet'}"
+        if run.get("last_run"):
+            line += f" (last run {run['last_run']}, exit {run.get('exit_code')})"
+        if run.get("error"):
+            line += f"; error: {run['error']}"
+        if run.get("held_back"):
+            line += f"; held back: {'; '.join(map(str, run['held_back']))}"
+        print(line)
+
+
+def print_columns(lines, right: set[int]) -> None:
+    cells = [[str(c) for c in line] for line in lines]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    for row in cells:
+        print("  " + "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())

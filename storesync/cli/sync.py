@@ -1,0 +1,127 @@
+"""`storesync sync`: make targets agree with a source, or run the config's profiles.
+
+`run` is the command; `declare` puts it on the typer app (storesync.cli.app) with its help.
+The quick parser (storesync.cli) calls `run` without typer, so this module imports no
+typer, typing or rich at the top (and no `from __future__ import annotations`: typer reads the
+annotations of the function `declare` defines).
+"""
+
+import sys
+from pathlib import Path
+
+from storesync.cli.common import fail, print_json, trust_text
+from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError
+
+
+def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, profile: "Optional[str]" = None,
+         config: "Optional[Path]" = None, state_dir: "Optional[Path]" = None, mode: str = "mirror",
+         purpose: str = "server-auth", dry_run: bool = False, force: bool = False, as_json: bool = False,
+         password_file: "Optional[Path]" = None, allow_empty: bool = False, only: tuple = ()) -> "NoReturn":
+    from storesync.config import Profile, StoreRef, load_config
+    from storesync import state
+    from storesync.engine import run as engine
+
+    state.set_state_dir(state_dir)
+    defaults = {"purpose": purpose, **({"password-file": str(password_file)} if password_file else {})}
+    if source is not None:
+        if not targets:
+            fail("sync needs a SOURCE and at least one TARGET (or no store at all, to run the config's profiles)")
+        if mode not in ("mirror", "add"):
+            fail(f"--mode must be mirror or add, not {mode!r}")
+        if not all(only):
+            fail("--only needs a fingerprint (SHA-256 or SHA-1 hex) or a label glob, not an empty word")
+        profiles = [Profile(f"cli {source}", mode, [StoreRef(s) for s in (source, *targets)], only=only)]
+    else:
+        if only:
+            fail("--only selects from a SOURCE for its TARGETs; a profile takes `only` in the config file")
+        try:
+            loaded = load_config(config)
+        except StoreError as exc:
+            fail(str(exc))
+        profiles = [p for name, p in loaded.profiles.items() if profile in (None, name)]
+        if not profiles:
+            where = loaded.path or "no config file found"
+            fail(f"no profile {profile!r} in {where}" if profile else f"no profiles to run ({where}); "
+                 "name a SOURCE and TARGETs, or write a config file (see the README)")
+    results = [engine.run(p, dry_run=dry_run, force=force, defaults=defaults, allow_empty=allow_empty) for p in profiles]
+    if as_json:
+        data = [r.to_json() for r in results]
+        print_json(data[0] if source is not None else data)
+    else:
+        for result in results:
+            report(result)
+    codes = {r.exit_code for r in results}
+    sys.exit(next((c for c in (EXIT_ERROR, EXIT_HELD, EXIT_DIFFERENT) if c in codes), EXIT_OK))
+
+
+def report(result) -> None:
+    # Plain print, not rich: a no-op sync should not pay for loading a console renderer.
+    if not result.profile.startswith("cli "):
+        print(f"profile {result.profile} ({result.mode})")
+    for outcome in result.outcomes:
+        for warning in outcome.store.warnings if outcome.store else ():
+            print(f"storesync: warning: {warning}", file=sys.stderr)
+        if outcome.error:
+            print(f"storesync: {outcome.error}", file=sys.stderr)
+        plan = outcome.plan
+        if plan is None:
+            continue
+        state = ("held back" if plan.held_back else "written" if outcome.written
+                 else "not written" if not plan.empty else "")
+        print(f"{outcome.spec}: {plan.summary()}" + (f" ({state})" if state else ""))
+        for entry in plan.adds:
+            print(f"  + {entry.display_label}  {entry.sha256[:16]}")
+        for entry in plan.removals:
+            print(f"  - {entry.display_label}  {entry.sha256[:16]}")
+        for before, after in plan.changes:
+            why = plan.rewrites.get(after.sha256)
+            print(f"  ~ {after.display_label}: {why or f'{trust_text(before)} -> {trust_text(after)}'}")
+        for loss in plan.losses:
+            print(f"  ! {loss.entry.display_label}: {loss.what}")
+        if plan.held_back:
+            print(f"  held back: {plan.held_back}; run again with --force if that is intended")
+        if outcome.backup:
+            print(f"  backup: {outcome.backup} (storesync rollback {outcome.spec})")
+        if outcome.written and outcome.store.notice():
+            print(f"  note: {outcome.store.notice()}")
+    for conflict in result.conflicts:
+        print(f"  conflict: {conflict}")
+    if result.error:
+        print(f"storesync: {result.error}", file=sys.stderr)
+
+
+def declare(app) -> None:
+    from typing import Optional
+
+    import typer
+
+    from storesync.cli.options import CONFIG, JSON, PASSWORD_FILE, STATE_DIR
+
+    @app.command("sync")
+    def command(
+        source: Optional[str] = typer.Argument(None, help="The store whose trust the targets take (none: run the config's profiles)."),
+        targets: Optional[list[str]] = typer.Argument(None, help="Stores to bring into agreement with the source."),
+        profile: Optional[str] = typer.Option(None, "--profile", help="Run only this profile of the config."),
+        config: Optional[Path] = CONFIG,
+        state_dir: Optional[Path] = STATE_DIR,
+        mode: str = typer.Option("mirror", "--mode", help="mirror: targets hold exactly the source's anchors; add: never remove."),
+        purpose: str = typer.Option(
+            "server-auth", "--purpose",
+            help="What stores without per-purpose trust are for (server-auth, client-auth, email, code-signing, any).",
+        ),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; write nothing."),
+        force: bool = typer.Option(False, "--force", help="Apply changes a guard would hold back."),
+        as_json: bool = JSON,
+        password_file: Optional[Path] = PASSWORD_FILE,
+        allow_empty: bool = typer.Option(
+            False, "--allow-empty", help="An empty source (or merge store) is meant: let it empty the others (with --force)."
+        ),
+        only: list[str] = typer.Option(
+            [], "--only", metavar="FINGERPRINT|LABEL-GLOB",
+            help="Take only these certificates of SOURCE (SHA-256/SHA-1 hex, or a label glob; repeatable).",
+        ),
+    ) -> None:
+        """Make each TARGET agree with SOURCE, or run the profiles of the config file."""
+        run(source=source, targets=targets or None, profile=profile, config=config, state_dir=state_dir, mode=mode,
+                 purpose=purpose, dry_run=dry_run, force=force, as_json=as_json, password_file=password_file,
+                 allow_empty=allow_empty, only=tuple(only))

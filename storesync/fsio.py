@@ -1,0 +1,291 @@
+"""Writing files so that a crash or a competing writer never leaves a half-written store.
+
+Atomic replace (temp file beside the target, fsync, rename) keeping mode and owner; many files
+of one directory made durable together (one syncfs from SYNCFS_FROM files on); compare-and-swap
+replace; temp-file naming and the cleanup of dead runs' temp files; a file's version stamp; and
+running a write as the file's owner.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, sync_dir: bool = True) -> bool:
+    """Replace `path` with `data` (temp file, fsync, rename); keep mode and owner.
+
+    Returns False and touches nothing when the file already holds exactly these bytes.
+    A caller writing many files in one directory uses `atomic_write_many` instead.
+    """
+    return bool(atomic_write_many(path.parent, {path.name: data}, mode, sync_dir))
+
+
+CAS_ATTEMPTS = 20  # rewrites of a file another program keeps changing before giving up
+
+
+def replace_if_unchanged(path: Path, expected: bytes | None, data: bytes, mode: int = 0o644) -> bool:
+    """`atomic_write`, only if `path` still holds `expected` (None: does not exist); False, and
+    nothing changed, if another program wrote it. A program that rewrites the file in place
+    (keytool does) just as it is replaced wrote into the replaced file: its bytes are put back
+    and False returned, so the caller starts again from them."""
+    remove_dead_temps(path.parent)
+    tmp = _stage(path, data, mode, fsync=True)
+    if tmp is None:
+        return True  # it holds these bytes already
+    try:
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            if expected is not None:
+                return False
+            try:
+                os.link(tmp, path)  # unlike a rename, never replaces a file created meanwhile
+            except FileExistsError:
+                return False
+            except OSError:  # a filesystem without hard links: a rename it is
+                os.replace(tmp, path)
+                tmp = None
+            fsync_dir(path.parent)
+            return True
+        try:
+            before = os.fstat(fd)
+            if _read_fd(fd) != expected:
+                return False
+            os.replace(tmp, path)
+            tmp = None
+            fsync_dir(path.parent)
+            after = os.fstat(fd)
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                import time
+
+                time.sleep(0.05)  # let it finish writing
+                atomic_write(path, _read_fd(fd), mode)
+                return False
+            return True
+        finally:
+            os.close(fd)
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks, offset = [], 0
+    while True:
+        chunk = os.pread(fd, 1 << 20, offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
+
+
+#: From this many files on, one syncfs (one journal flush) replaces an fsync per file.
+SYNCFS_FROM = 16
+
+
+def atomic_write_many(directory: Path, files: dict[str, bytes], mode: int = 0o644, sync_dir: bool = True) -> list[str]:
+    """Replace files of one directory, each atomically, and make them durable together:
+    all temp files are written first, flushed to disk, and only then renamed into place, so
+    a crash leaves every file old or new and a rename never exposes unwritten data.
+    Files already holding their bytes are not touched; returns the names written."""
+    staged: list[tuple[str, str]] = []
+    batch = len(files) >= SYNCFS_FROM
+    directory.mkdir(parents=True, exist_ok=True)
+    remove_dead_temps(directory)
+    try:
+        for name, data in files.items():
+            tmp = _stage(directory / name, data, mode, fsync=not batch)
+            if tmp is not None:
+                staged.append((tmp, name))
+        if not staged:
+            return []
+        if batch and not _syncfs(directory):
+            for tmp, _ in staged:
+                _fsync(tmp)
+        for tmp, name in staged:
+            os.replace(tmp, directory / name)
+    except BaseException:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    if sync_dir:
+        fsync_dir(directory)
+    return [name for _, name in staged]
+
+
+def _stage(path: Path, data: bytes, mode: int, fsync: bool) -> str | None:
+    """A temp file beside `path` holding `data`, with `path`'s mode and owner, synced to disk
+    if `fsync` (None: the file already holds `data`)."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        st = None  # the link itself is replaced: its target's bytes, mode and owner are not this file's
+    if st is not None:
+        try:
+            if st.st_size == len(data) and path.read_bytes() == data:
+                return None
+        except OSError:
+            pass
+    fd, tmp = _create_temp(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if st is not None:
+                os.fchmod(fd, st.st_mode & 0o7777)
+                if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+                    os.fchown(fd, st.st_uid, st.st_gid)
+            else:
+                os.fchmod(fd, mode)
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(fd)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def temp_beside(path: Path, create):
+    """(what `create(name)` returns, name) for a new temp name beside `path`, `.NAME.PID-N.tmp`;
+    `create` raises FileExistsError for a name taken. The pid tells a later run whether the
+    writer died (see `remove_dead_temps`)."""
+    for attempt in range(100):
+        tmp = f"{path.parent}/.{path.name}.{os.getpid()}-{attempt}.tmp"
+        try:
+            return create(tmp), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    # What tempfile.mkstemp does, without importing tempfile (and random, shutil) on every run.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return temp_beside(path, lambda tmp: os.open(tmp, flags, 0o600))
+
+
+def remove_dead_temps(directory: Path) -> None:
+    """Remove the temp files that runs killed mid-write left in `directory` (those whose
+    writer is gone); a live writer's are its own. Called by writers, under the store's lock."""
+    try:
+        listing = os.scandir(directory)
+    except OSError:
+        return
+    with listing:
+        for item in listing:
+            name = item.name
+            if not (name.startswith(".") and name.endswith(".tmp")):
+                continue
+            pid, _, attempt = name[:-4].rpartition(".")[2].partition("-")
+            if pid.isdigit() and attempt.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+                try:
+                    os.unlink(item.path)
+                except OSError:
+                    pass  # not ours to remove after all (another owner, a read-only folder)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process: alive
+    return True
+
+
+def _syncfs(directory: Path) -> bool:
+    """Flush the whole filesystem holding `directory` (Linux syncfs); False where there is none."""
+    try:
+        import ctypes
+
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (ImportError, OSError, AttributeError):
+        return False
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        if syncfs(fd) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, os.strerror(errno), str(directory))
+        return True
+    finally:
+        os.close(fd)
+
+
+def stat_version(path: Path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return ()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _fsync(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- writing as the file's owner -----------------------------------------------------------
+
+
+def owner_of(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_uid, st.st_gid
+
+
+def run_as(owner: tuple[int, int], fn, failed) -> None:
+    """Run `fn` in a child process with `owner`'s uid and gid, so every file it creates (SQLite's
+    journals) belongs to that user. An exception in the child comes back as `failed(its text)`."""
+    import pickle
+
+    uid, gid = owner
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        status = 0
+        try:
+            os.close(read_end)
+            try:
+                import pwd
+
+                os.initgroups(pwd.getpwuid(uid).pw_name, gid)
+            except (KeyError, OSError):
+                os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            fn()
+            payload = pickle.dumps(None)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            payload = pickle.dumps(str(exc))
+            status = 1
+        try:
+            os.write(write_end, payload)
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    message = pickle.loads(data) if data else "the writer process died"
+    if status != 0 or message is not None:
+        raise failed(str(message))

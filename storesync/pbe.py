@@ -1,0 +1,275 @@
+"""Password-based cryptography, shared by the NSS (key4.db) and PKCS#12 stores.
+
+PBKDF2 (RFC 8018) with its parameters read and written as DER, PBES2 and the PKCS#12 PBE
+schemes (RFC 7292 appendix B.2 key derivation; SHA-1 with 3DES, RC2 or RC4) for decryption,
+PBES2 with PBKDF2-HMAC-SHA256 and AES-256-CBC for encryption, and one iteration budget:
+MAX_ITERATIONS per derivation, and, inside `budget()`, FILE_KDF_BUDGET for a whole file, so a
+hostile file cannot buy hours of CPU. PBMAC1 and key4.db's MACs use `pbkdf2` and `HMAC_PRFS`.
+`cryptography` is imported only when a cipher is used.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+from contextlib import contextmanager
+
+from storesync import der
+
+OID_PBES2 = "1.2.840.113549.1.5.13"
+OID_PBKDF2 = "1.2.840.113549.1.5.12"
+OID_PBMAC1 = "1.2.840.113549.1.5.14"
+OID_AES256_CBC = "2.16.840.1.101.3.4.1.42"
+OID_HMAC_SHA256 = "1.2.840.113549.2.9"
+HMAC_PRFS = {
+    "1.2.840.113549.2.7": "sha1", "1.2.840.113549.2.8": "sha224", OID_HMAC_SHA256: "sha256",
+    "1.2.840.113549.2.10": "sha384", "1.2.840.113549.2.11": "sha512",
+}
+PBES2_CIPHERS = {  # OID -> (name, key length)
+    "2.16.840.1.101.3.4.1.2": ("aes", 16), "2.16.840.1.101.3.4.1.22": ("aes", 24), OID_AES256_CBC: ("aes", 32),
+    "1.2.840.113549.3.7": ("3des", 24),
+}
+PKCS12_PBE = {  # OID -> (cipher, key length, IV length)
+    "1.2.840.113549.1.12.1.1": ("rc4", 16, 0), "1.2.840.113549.1.12.1.2": ("rc4", 5, 0),
+    "1.2.840.113549.1.12.1.3": ("3des", 24, 8), "1.2.840.113549.1.12.1.4": ("3des", 16, 8),
+    "1.2.840.113549.1.12.1.5": ("rc2", 16, 8), "1.2.840.113549.1.12.1.6": ("rc2", 5, 8),
+}
+ITERATIONS = 10000
+MAX_ITERATIONS = 2_000_000  # per derivation, for NSS and PKCS#12 alike: more is a hostile file (each costs a hash)
+FILE_KDF_BUDGET = 2_000_000  # for a whole file: real keystores use well under 200 000
+_budget: "contextvars.ContextVar[list[int] | None]" = contextvars.ContextVar("pbe_kdf_budget", default=None)
+
+
+class PbeError(ValueError):
+    """What storesync cannot decrypt or check (message: a sentence fragment)."""
+
+
+class DecryptError(PbeError):
+    """Decryption gave garbage: wrong password or damaged ciphertext."""
+
+
+def bmp_password(password: str) -> bytes:
+    """The PKCS#12 KDF's password: BMPString with a two-byte terminator."""
+    return password.encode("utf-16-be") + b"\x00\x00"
+
+
+def spend(iterations: int) -> None:
+    """Charge key-derivation work to the file being read (see `budget`): many safes of many iterations each
+    are hostile, however reasonable each one looks."""
+    left = _budget.get()
+    if left is not None:
+        left[0] -= iterations
+        if left[0] < 0:
+            raise PbeError("asks for more key-derivation work than any real keystore does (a hostile file?)")
+
+
+def pkcs12_kdf(hash_name: str, password: bytes, salt: bytes, purpose: int, iterations: int, n: int) -> bytes:
+    """RFC 7292 appendix B.2 (purpose: 1 key, 2 IV, 3 MAC key)."""
+    u = hashlib.new(hash_name).digest_size
+    v = hashlib.new(hash_name).block_size
+    if iterations < 1 or iterations > MAX_ITERATIONS:
+        raise PbeError(f"iteration count {iterations} is out of range")
+    spend(iterations * -(-n // u))
+
+    def fill(data: bytes) -> bytes:
+        if not data:
+            return b""
+        size = v * -(-len(data) // v)
+        return (data * (size // len(data) + 1))[:size]
+
+    block = bytearray(fill(salt) + fill(password))
+    diversifier = bytes([purpose]) * v
+    out = b""
+    while len(out) < n:
+        a = hashlib.new(hash_name, diversifier + bytes(block)).digest()
+        for _ in range(iterations - 1):
+            a = hashlib.new(hash_name, a).digest()
+        out += a
+        b = int.from_bytes((a * (v // u + 1))[:v], "big") + 1
+        for j in range(0, len(block), v):
+            x = (int.from_bytes(block[j : j + v], "big") + b) & ((1 << (8 * v)) - 1)
+            block[j : j + v] = x.to_bytes(v, "big")
+    return out[:n]
+
+
+def cipher(name: str, key: bytes, iv: bytes):
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    if name == "aes":
+        return Cipher(algorithms.AES(key), modes.CBC(iv))
+    from cryptography.hazmat.decrepit.ciphers import algorithms as old
+
+    if name == "3des":
+        return Cipher(old.TripleDES(key), modes.CBC(iv))
+    if name == "rc4":
+        return Cipher(old.ARC4(key), None)
+    if name == "rc2" and len(key) == 16:
+        return Cipher(old.RC2(key), modes.CBC(iv))
+    raise PbeError(f"is encrypted with {name.upper()} using a {len(key) * 8}-bit key, which storesync cannot decrypt")
+
+
+def _decrypt_with(name: str, key: bytes, iv: bytes, data: bytes) -> bytes:
+    if name == "rc2" and len(key) != 16:
+        plain = _rc2_cbc_decrypt(key, len(key) * 8, iv, data)
+    else:
+        if name != "rc4" and len(data) % len(iv or b"x" * 8):
+            raise DecryptError("the ciphertext length is not a whole number of blocks")
+        decryptor = cipher(name, key, iv).decryptor()
+        plain = decryptor.update(data) + decryptor.finalize()
+    if name == "rc4":
+        return plain
+    pad = plain[-1] if plain else 0
+    if not 1 <= pad <= len(iv) or plain[-pad:] != bytes([pad]) * pad:
+        raise DecryptError("bad padding")
+    return plain[:-pad]
+
+
+def decrypt(algorithm: der.TLV, data: bytes, password: str) -> bytes:
+    """Decrypt `data` per its AlgorithmIdentifier with the store password."""
+    oid, params = der.algorithm(algorithm, "encryption algorithm")
+    if oid == OID_PBES2 and params is not None:
+        kdf, scheme = der.kids(params)[:2]
+        kdf_oid, kdf_params = der.algorithm(kdf, "PBES2 key derivation")
+        if kdf_oid != OID_PBKDF2 or kdf_params is None:
+            raise PbeError(f"uses the key derivation {kdf_oid}, which storesync cannot use")
+        cipher_oid, iv = der.algorithm(scheme, "PBES2 cipher")
+        if cipher_oid not in PBES2_CIPHERS or iv is None:
+            raise PbeError(f"is encrypted with the cipher {cipher_oid}, which storesync cannot decrypt")
+        name, key_length = PBES2_CIPHERS[cipher_oid]
+        salt, iterations, prf, _ = pbkdf2_params(kdf_params)
+        key = pbkdf2(prf, password.encode("utf-8"), salt, iterations, key_length)
+        return _decrypt_with(name, key, der.octets_of(iv, "IV"), data)
+    if oid in PKCS12_PBE and params is not None:
+        name, key_length, iv_length = PKCS12_PBE[oid]
+        kids = der.kids(params)
+        salt = der.octets_of(kids[0], "PBE salt")
+        iterations = der.integer_of(kids[1], "PBE iterations") if len(kids) > 1 else 1
+        secret = bmp_password(password) if password else b""
+        candidates = [secret] if password else [b"\x00\x00", b""]
+        last: Exception | None = None
+        for secret in candidates:
+            key = pkcs12_kdf("sha1", secret, salt, 1, iterations, key_length)
+            iv = pkcs12_kdf("sha1", secret, salt, 2, iterations, iv_length) if iv_length else b""
+            try:
+                return _decrypt_with(name, key, iv, data)
+            except DecryptError as exc:
+                last = exc
+        raise last  # type: ignore[misc]
+    raise PbeError(f"is encrypted with the algorithm {oid}, which storesync cannot decrypt")
+
+
+def pbkdf2_params(params: der.TLV) -> tuple[bytes, int, str, int | None]:
+    """PBKDF2-params -> (salt, iterations, PRF hash name, key length or None when absent)."""
+    kids = der.kids(der.expect(params, der.SEQUENCE, "PBKDF2 parameters"))
+    salt = der.octets_of(kids[0], "PBKDF2 salt")
+    iterations = der.integer_of(kids[1], "PBKDF2 iterations")
+    if not 1 <= iterations <= MAX_ITERATIONS:
+        raise PbeError(f"PBKDF2 iteration count {iterations} is out of range")
+    prf, key_length = "sha1", None
+    for kid in kids[2:]:
+        if kid.tag == der.INTEGER and key_length is None:
+            key_length = der.integer_of(kid, "PBKDF2 key length")
+        elif kid.tag == der.SEQUENCE:
+            prf_oid, _ = der.algorithm(kid, "PBKDF2 PRF")
+            if prf_oid not in HMAC_PRFS:
+                raise PbeError(f"uses the PBKDF2 PRF {prf_oid}, which storesync cannot use")
+            prf = HMAC_PRFS[prf_oid]
+    return salt, iterations, prf, key_length
+
+
+def pbkdf2_of(algorithm: der.TLV) -> tuple[bytes, int, str, int | None]:
+    """An AlgorithmIdentifier that must be PBKDF2 -> `pbkdf2_params` of it."""
+    oid, params = der.algorithm(algorithm, "key derivation")
+    if oid != OID_PBKDF2 or params is None:
+        raise PbeError(f"uses the key derivation {oid}, which storesync cannot use")
+    return pbkdf2_params(params)
+
+
+def pbkdf2_algorithm(salt: bytes, iterations: int, key_length: int = 32) -> bytes:
+    """The AlgorithmIdentifier of PBKDF2-HMAC-SHA256, as NSS and JDK 17 write it."""
+    return der.seq(der.encode_oid(OID_PBKDF2), der.seq(der.octets(salt), der.integer(iterations),
+                                                       der.integer(key_length), der.seq(der.encode_oid(OID_HMAC_SHA256), der.NULL)))
+
+
+def pbkdf2(prf: str, secret: bytes, salt: bytes, iterations: int, length: int) -> bytes:
+    """PBKDF2, its iterations charged to the file being read."""
+    spend(iterations)
+    return hashlib.pbkdf2_hmac(prf, secret, salt, iterations, length)
+
+
+def encrypt_pbes2(plain: bytes, password: str) -> tuple[bytes, bytes]:
+    """(AlgorithmIdentifier, ciphertext): PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC, as JDK 17.
+
+    Salt and IV come from the plaintext (public certificates), so output is deterministic."""
+    salt = hashlib.sha256(b"storesync p12 salt\0" + plain).digest()[:20]
+    iv = hashlib.sha256(b"storesync p12 iv\0" + plain).digest()[:16]
+    key = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, ITERATIONS, 32)
+    pad = 16 - len(plain) % 16
+    encryptor = cipher("aes", key, iv).encryptor()
+    ciphertext = encryptor.update(plain + bytes([pad]) * pad) + encryptor.finalize()
+    algorithm = der.seq(
+        der.encode_oid(OID_PBES2),
+        der.seq(pbkdf2_algorithm(salt, ITERATIONS), der.seq(der.encode_oid(OID_AES256_CBC), der.octets(iv))),
+    )
+    return algorithm, ciphertext
+
+
+# RC2 (RFC 2268), decryption only: 40-bit RC2 is what OpenSSL 1.x and JDK 8 encrypted
+# certificates with, and `cryptography` offers RC2 with 128-bit keys only.
+_PITABLE = bytes.fromhex(
+    "d978f9c419ddb5ed28e9fd794aa0d89dc67e37832b76538e624c6488448bfba2179a59f587b34f1361456d8d09817d32"
+    "bd8f40eb86b77b0bf09521225c6b4e8254d66593ce60b21c7356c014a78cf1dc1275ca1f3bbee4d1423dd430a33cb626"
+    "6fbf0eda4669075727f21d9bbc944303f811c7f690ef3ee706c3d52fc8661ed708e8eade8052eef784aa72ac354d6a2a"
+    "961ad2715a1549744b9fd05e0418a4ecc2e0416e0f51cbcc2491af50a1f47039997c3a8523b8b47afc02365b25559731"
+    "2d5dfa98e38a92ae05df29106 76cbac9d300e6cfe19ea82c6316013f58e289a90d38341bab33ffb0bb480c5fb9b1cd2e"
+    "c5f3db47e5a59c770aa62068fe7fc1ad".replace(" ", "")
+)
+
+
+def _rc2_key_schedule(key: bytes, bits: int) -> list[int]:
+    t8 = (bits + 7) // 8
+    tm = 255 % (1 << (8 + bits - 8 * t8))
+    expanded = bytearray(key) + bytearray(128 - len(key))
+    for i in range(len(key), 128):
+        expanded[i] = _PITABLE[(expanded[i - 1] + expanded[i - len(key)]) & 0xFF]
+    expanded[128 - t8] = _PITABLE[expanded[128 - t8] & tm]
+    for i in range(127 - t8, -1, -1):
+        expanded[i] = _PITABLE[expanded[i + 1] ^ expanded[i + t8]]
+    return [expanded[2 * i] | expanded[2 * i + 1] << 8 for i in range(64)]
+
+
+def _rc2_decrypt_block(k: list[int], block: bytes) -> bytes:
+    r = [block[2 * i] | block[2 * i + 1] << 8 for i in range(4)]
+    j = 63
+    for round_ in range(16):
+        for i in (3, 2, 1, 0):
+            shift = (1, 2, 3, 5)[i]
+            r[i] = ((r[i] >> shift) | (r[i] << (16 - shift))) & 0xFFFF
+            r[i] = (r[i] - k[j] - (r[i - 1] & r[i - 2]) - (~r[i - 1] & r[i - 3])) & 0xFFFF
+            j -= 1
+        if round_ in (4, 10):
+            for i in (3, 2, 1, 0):
+                r[i] = (r[i] - k[r[i - 1] & 63]) & 0xFFFF
+    return b"".join(x.to_bytes(2, "little") for x in r)
+
+
+def _rc2_cbc_decrypt(key: bytes, bits: int, iv: bytes, data: bytes) -> bytes:
+    if len(data) % 8 or len(iv) != 8:
+        raise DecryptError("the ciphertext length is not a whole number of blocks")
+    k = _rc2_key_schedule(key, bits)
+    out, previous = bytearray(), iv
+    for pos in range(0, len(data), 8):
+        block = data[pos : pos + 8]
+        out += bytes(a ^ b for a, b in zip(_rc2_decrypt_block(k, block), previous))
+        previous = block
+    return bytes(out)
+
+
+@contextmanager
+def budget():
+    """Charge every key derivation inside to one file: FILE_KDF_BUDGET iterations in all."""
+    token = _budget.set([FILE_KDF_BUDGET])
+    try:
+        yield
+    finally:
+        _budget.reset(token)
