@@ -368,21 +368,31 @@ class Capabilities(Record):
     """What a store can express. The engine projects a desired set onto these."""
 
     __slots__ = ("anchors", "purposes", "distrust", "distrust_after", "disabled", "labels", "writable",
-                 "purpose_distrust")
+                 "purpose_distrust", "lone_reject_trusts")
 
     def __init__(self, anchors: bool = True, purposes: bool = False, distrust: bool = False,
                  distrust_after: bool = False, disabled: bool = False, labels: bool = False, writable: bool = True,
-                 purpose_distrust: bool | None = None):
+                 purpose_distrust: bool | None = None, lone_reject_trusts: bool = False):
         self.anchors = anchors  # holds trusted certificates (False: a distrust list only)
         self.purposes = purposes  # per-purpose trust (else: an anchor is trusted for everything)
         self.distrust = distrust  # explicit "distrusted" records
         # distrust per purpose (default: as trust); False: distrusted means for every purpose
         # (Windows' Disallowed store, beside per-purpose anchors in ROOT)
         self.purpose_distrust = purposes if purpose_distrust is None else purpose_distrust
+        # a distrust with no trust beside it reads as trusted for every purpose not rejected
+        # (OpenSSL's X509_CERT_AUX: a reject list alone)
+        self.lone_reject_trusts = lone_reject_trusts
         self.distrust_after = distrust_after
         self.disabled = disabled  # holds a certificate trusted for nothing (Windows' ENHKEY_USAGE `30 00`)
         self.labels = labels
         self.writable = writable
+
+    def whole_distrust(self, entry) -> bool:
+        """Whether this store can say `entry`'s distrust only as a distrust for every purpose
+        (saying less would leave it trusted, or say nothing, for the rest)."""
+        if not entry.distrusted:
+            return False
+        return not self.purpose_distrust or (self.lone_reject_trusts and not entry.trusted_purposes)
 
 
 #: Exit codes of every command: done / equal / nothing to do; different, or changes pending in

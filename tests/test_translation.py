@@ -410,3 +410,30 @@ def test_list_diff_and_sync_agree_on_a_plain_store(roots, tmp_path):
     nss, pem = listed(f"nss:{db}"), listed(f"pem:{bundle}")
     assert {k: e["trust"] for k, e in nss.items()} == {k: e["trust"] for k, e in pem.items()}
     assert "C,," in run("certutil", "-L", "-d", f"sql:{db}").stdout.decode()
+
+
+# --- found by the contract suite: a reject list alone reads as trust for the rest ---------------
+
+
+@pytest.mark.parametrize("kind", ["pem", "dir"])
+def test_distrust_for_some_purposes_with_no_trust_is_written_as_distrust_for_all(pki, tmp_path, kind):
+    """NSS `,p,` says e-mail distrusted and nothing of the rest. Written into TRUSTED CERTIFICATE
+    blocks as a reject list alone, OpenSSL reads it as trusted for every other purpose (a widening):
+    it must be written as rejected for all, with a `!` line, and OpenSSL must refuse it for TLS."""
+    from test_nss import certutil_add, new_db
+
+    root = pki.ca("Lone Reject Root")
+    db = new_db(tmp_path / "nss")
+    certutil_add(db, "lone", ",p,", root.write(tmp_path / "root.pem"))
+    target = tmp_path / ("out.pem" if kind == "pem" else "ca")
+    spec = f"{kind}:{target}?format=trusted"
+    result = storesync("sync", f"nss:{db}", spec)
+    assert result.returncode == 0, result.stderr
+    assert "distrusted for all here" in result.stdout, result.stdout
+    [entry] = open_store(spec).read().values()
+    assert dict(entry.trust) == DISTRUST
+    cafile = ["-CAfile", target] if kind == "pem" else ["-CApath", target]
+    verdict = run("openssl", "verify", *cafile, "-purpose", "sslserver", tmp_path / "root.pem", check=False)
+    assert verdict.returncode != 0, verdict.stdout  # before: "OK", trusted for TLS servers
+    again = storesync("sync", f"nss:{db}", spec)
+    assert again.returncode == 0 and "in sync" in again.stdout, again.stdout

@@ -105,7 +105,7 @@ def merge(baseline: TrustSet | None, views: list[View], admit: Callable[[Entry],
             (changed if sha in baseline else added).setdefault(sha, []).append((entry, view.caps))
         for sha, e in view.current.items():  # an unchanged distrust record still wins
             if e.distrusted and expected.get(sha) == e.trust_key():
-                if not view.caps.purpose_distrust and baseline[sha].distrusted:
+                if view.caps.whole_distrust(baseline[sha]):
                     # "distrusted for all" is all this store can say of the baseline's distrust
                     # for some purposes (Windows' Disallowed): it says nothing more
                     e = baseline[sha]

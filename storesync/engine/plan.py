@@ -95,7 +95,7 @@ def project(entry: Entry, caps: Capabilities, purpose: str = SERVER_AUTH) -> tup
     if entry.distrusted:
         if not caps.distrust:
             return None, "distrusted: left out, since this store cannot say distrusted"
-        if not caps.purpose_distrust and dict(entry.trust) != DISTRUST:
+        if caps.whole_distrust(entry) and dict(entry.trust) != DISTRUST:
             return entry.replace(trust=dict(DISTRUST)), "distrusted for some purposes: distrusted for all here"
         return entry, loss
     if not caps.anchors:
@@ -324,6 +324,10 @@ def compare(a: TrustSet, b: TrustSet, caps_a: Capabilities | None = None, caps_b
                   for p in purpose.split(",")}
     only_a = [e for k, e in a.items() if k not in b and project(e, caps_b, purpose_b)[0] is not None]
     only_b = [e for k, e in b.items() if k not in a and project(e, caps_a, purpose_a)[0] is not None]
-    whole = not (caps_a.purpose_distrust and caps_b.purpose_distrust)  # a .reg: distrusted is for all
-    differs = [(e, b[k]) for k, e in a.items() if k in b and _status(e, common, whole) != _status(b[k], common, whole)]
+    differs = []
+    for k, e in a.items():
+        if k in b:  # where either store can say this distrust only for every purpose, that is what counts
+            whole = any(caps.whole_distrust(x) for caps in (caps_a, caps_b) for x in (e, b[k]))
+            if _status(e, common, whole) != _status(b[k], common, whole):
+                differs.append((e, b[k]))
     return {"only_a": only_a, "only_b": only_b, "trust_differs": differs}

@@ -41,7 +41,7 @@ class DirStore(Store):
     @property
     def capabilities(self) -> Capabilities:
         trusted = speaks_trusted(self)
-        return Capabilities(purposes=trusted, distrust=trusted, labels=trusted)
+        return Capabilities(purposes=trusted, distrust=trusted, labels=trusted, lone_reject_trusts=trusted)
 
     def _bundle(self, path: Path) -> PemStore:
         """The bundle codec, for one file of this directory (its errors name that file)."""

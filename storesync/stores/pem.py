@@ -24,7 +24,7 @@ from storesync.stores import FileStore
 _BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
 _CERT_TYPES = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
 _PLAIN = Capabilities(labels=False)
-_TRUSTED = Capabilities(purposes=True, distrust=True, labels=True)
+_TRUSTED = Capabilities(purposes=True, distrust=True, labels=True, lone_reject_trusts=True)
 
 
 def speaks_trusted(store) -> bool:
