@@ -14,7 +14,7 @@ import pytest
 
 from storesync.model import Certificate
 
-from conftest import storesync
+from conftest import run, storesync
 
 
 @pytest.fixture
@@ -162,3 +162,21 @@ def test_mode_and_owner_of_replaced_files_are_kept(stores, pki, tmp_path):
     assert st.st_mode & 0o777 == 0o640
     if os.geteuid() == 0:
         assert (st.st_uid, st.st_gid) == (65534, 65534)
+
+
+@pytest.mark.parametrize("kind, name", [("pem", "out.pem"), ("dir", "ca"), ("jks", "out.jks"), ("p12", "out.p12"),
+                                        ("p7b", "out.p7b")])
+def test_a_target_with_nothing_to_hold_is_still_created(pki, tmp_path, kind, name):
+    """A target named is a target made: with nothing it can hold (here: a root trusted for
+    e-mail only, into a server-auth store), the sync creates it empty, so `diff` can read it."""
+    source = tmp_path / "src.pem"
+    run("openssl", "x509", "-in", pki.ca("E-mail Only Root").write(tmp_path / "r.pem"), "-trustout",
+        "-addtrust", "emailProtection", "-out", source)
+    target = f"{kind}:{tmp_path / name}"
+    dry = storesync("sync", "--dry-run", f"pem:{source}?format=trusted", target)
+    assert dry.returncode == 1 and "to create, empty" in dry.stdout, dry.stdout
+    result = storesync("sync", f"pem:{source}?format=trusted", target)
+    assert result.returncode == 0 and (tmp_path / name).exists(), result.stdout + result.stderr
+    assert storesync("diff", f"pem:{source}?format=trusted", target).returncode == 0
+    again = storesync("sync", f"pem:{source}?format=trusted", target)
+    assert again.returncode == 0 and "in sync" in again.stdout, again.stdout

@@ -41,17 +41,20 @@ class Plan:
         # word, which the removal guard (meant for a truncated source) does not count
         self.by_distrust: set[str] = set()
         self.rewrites: dict[str, str] = {}  # changes that only write an entry again: sha256 -> why
+        self.create = False  # the store does not exist yet: the write creates it, empty if need be
 
     def __repr__(self) -> str:
         return f"Plan({self.store}: {self.summary()})"
 
     @property
     def empty(self) -> bool:
-        return not (self.adds or self.removals or self.changes)
+        return not (self.adds or self.removals or self.changes or self.create)
 
     def summary(self) -> str:
         if self.empty:
             return "in sync"
+        if not (self.adds or self.removals or self.changes):
+            return "to create, empty"
         parts = [f"{len(self.adds)} to add", f"{len(self.removals)} to remove"]
         if self.changes:
             parts.append(f"{len(self.changes)} trust changes")
