@@ -98,6 +98,11 @@ def _certdata(path: Path, entries: list[Entry]) -> None:
     path.write_text(HEADER + "\n".join(objects))
 
 
+def _cut_at_nul(text: str) -> str:
+    """A Windows FRIENDLY_NAME is shown (by crypt32, and read by storesync) up to its first NUL."""
+    return text.split("\x00")[0]
+
+
 FILE_HOSTILE = {"truncated": _truncate, "garbage": _garbage}
 REGISTRY = {
     k.name: k
@@ -107,9 +112,10 @@ REGISTRY = {
         Kind("pem-trusted", "pem", "pem:{path}?format=trusted", "trusted.pem", hostile={"truncated": _truncate}),
         Kind("dir", "dir", "dir:{path}", "hashdir", hostile={"a file, not a directory": _dir_as_file}),
         Kind("nss", "nss", "nss:{path}", "nssdb", create=_nss_db, hostile={"garbage cert9.db": _nss_garbage}),
-        Kind("sst", "sst", "sst:{path}", "roots.sst", hostile=FILE_HOSTILE),
-        Kind("sst-disallowed", "sst", "sst:{path}?role=disallowed", "disallowed.sst", hostile=FILE_HOSTILE),
-        Kind("reg", "reg", "reg:{path}", "roots.reg", hostile={"truncated": _truncate}),
+        Kind("sst", "sst", "sst:{path}", "roots.sst", hostile=FILE_HOSTILE, label=_cut_at_nul),
+        Kind("sst-disallowed", "sst", "sst:{path}?role=disallowed", "disallowed.sst", hostile=FILE_HOSTILE,
+             label=_cut_at_nul),
+        Kind("reg", "reg", "reg:{path}", "roots.reg", hostile={"truncated": _truncate}, label=_cut_at_nul),
         Kind("p7b", "p7b", "p7b:{path}", "bundle.p7b", hostile=FILE_HOSTILE),
         Kind("jks", "jks", "jks:{path}", "cacerts.jks", hostile={**FILE_HOSTILE, "tampered": _flip_middle},
              label=str.lower),
@@ -451,7 +457,8 @@ def _same_label(want: str, got: str) -> bool:
 
 def translate(kind: Kind, certs: ShapeCerts, shape: str, tmp: Path) -> str:
     """What a sync does to one shape in one kind (a fresh store): the plan as `sync` makes it
-    (projection, ca_only), written by the kind's writer and read back. `!`: the plan says so."""
+    (projection, ca_only, what the kind's readers would load), written by the kind's writer and
+    read back. `!`: the plan says so."""
     from storesync.engine import policy
 
     (tmp / kind.name).mkdir()
@@ -461,11 +468,12 @@ def translate(kind: Kind, certs: ShapeCerts, shape: str, tmp: Path) -> str:
     wanted = entries_of(certs, {shape: default_variation(shape)})
     plan = make_plan(TrustSet(wanted), store.read(), store.capabilities, store=spec, purpose=store.purpose)
     policy.refuse_non_ca(plan)
+    policy.refuse_unloadable(plan, store.reader)
     store.write(plan)
     got = read_store(spec)[0]
     losses = " ".join(loss.what for loss in plan.losses)
     bang = " !" if losses else ""
-    if "not a CA" in losses:
+    if any(why in losses for why in ("not a CA", "would not load it", "refused as an anchor")):
         return "refused !"
     notes = []
     for entry in wanted:
@@ -481,6 +489,7 @@ def translate(kind: Kind, certs: ShapeCerts, shape: str, tmp: Path) -> str:
         if shape.startswith(("label", "duplicate")) and store.capabilities.labels:
             label = have.label or ""
             notes.append("label kept" if label == entry.label else "label lower-cased" if label == entry.label.lower()
+                         else "label cut at NUL" if "\x00" in entry.label and label == _cut_at_nul(entry.label)
                          else "label made unique" if label.lower().startswith(entry.label.lower()) else f"label {label!r}")
         elif shape.startswith(("label", "duplicate")):
             notes.append("label dropped")

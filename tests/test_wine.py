@@ -34,7 +34,6 @@ pytestmark = pytest.mark.skipif(
     reason="wine or MinGW is not installed (scripts/test installs both)",
 )
 CERTS_KEY = r"HKLM\Software\Microsoft\SystemCertificates"
-DEFECT_7 = "issue 13 defect 7: NUL in FRIENDLY_NAME kept in label (crypt32 and Windows stop at the NUL)"
 
 
 class Crypt32:
@@ -121,7 +120,7 @@ SHAPES_OK = [s for s in SHAPES if s not in ("distrust-one", "label-nul")]
 
 @pytest.mark.parametrize("variant,shapes", [
     ("sst", SHAPES_OK), ("sst-disallowed", SHAPES_OK),
-    pytest.param("sst", ["label-nul"], marks=pytest.mark.xfail(strict=True, reason=DEFECT_7), id="sst-label-nul"),
+    pytest.param("sst", ["label-nul"], id="sst-label-nul"),
 ])
 def test_crypt32_reads_the_sst_storesync_writes(crypt32, certs, tmp_path, variant, shapes):
     kind = REGISTRY[variant]
@@ -134,6 +133,9 @@ def test_crypt32_reads_the_sst_storesync_writes(crypt32, certs, tmp_path, varian
     stripped = {sha for sha, row in found.items() if row[0] == "stripped"}
     assert stripped == {e.cert.sha1 for e in written.values() if e.distrust_after}, "only Wine's known limit"
     assert compare_rows(written.values(), found, with_purposes=variant == "sst") == []
+    if "label-nul" in shapes:  # crypt32 shows a FRIENDLY_NAME up to its first NUL, and so does storesync
+        nul = next(e for e in written.values() if e.cert.der == certs.der["label-nul"])
+        assert nul.label == crypt32_label(found[nul.cert.sha1]) == default_variation("label-nul")["label"].split("\x00")[0]
 
 
 def test_crypt32_reads_the_p7b_storesync_writes(crypt32, certs, tmp_path):
@@ -239,7 +241,7 @@ ODD = {0: "", 1: "NoTerminator", 2: "Embedded", 3: "A"}  # crypt32's reading of 
 
 @pytest.mark.parametrize("index", [
     0, 1, 3,  # 3: an odd byte length; storesync read no label there before
-    pytest.param(2, marks=pytest.mark.xfail(strict=True, reason=DEFECT_7)),
+    2,  # 2: a NUL inside the name: the label is what comes before it, as in crypt32
 ])
 def test_storesync_reads_crypt32s_odd_friendly_names(crypt32, certs, tmp_path, index):
     names = []
@@ -258,8 +260,9 @@ def test_storesync_reads_crypt32s_odd_friendly_names(crypt32, certs, tmp_path, i
 
 @pytest.mark.parametrize("option,shapes", [
     ("hive=HKCU", ("serial-0", "serial-negative")),  # certificates of their own: imports accumulate
-    pytest.param("base=user", ("v1-root", "non-der"),
-                 marks=pytest.mark.xfail(strict=True, reason="issue 13 defect 8: reg base=user writes HKLM")),
+    # label-nul: the one anchor no other test imports (test_reg_import puts v1-root and non-der in
+    # HKLM's ROOT, where they would be found whatever this .reg did)
+    ("base=user", ("label-nul",)),
 ])
 def test_a_user_reg_lands_in_the_users_store(crypt32, certs, tmp_path, option, shapes):
     """A .reg for the current user's ROOT, imported, is in crypt32's HKCU ROOT and not in HKLM's."""
