@@ -25,18 +25,10 @@ from storesync.engine.plan import lift
 from storesync.model import PURPOSES
 from storesync.stores import KINDS, open_store
 
-_NARROW_BAD_SIGNATURE = (
-    "defect: storesync.engine.policy.refuse_unloadable refuses a mirror's narrowing of a self-signed root whose "
-    "signature does not verify (non-der): its second loop judges the `after` of every trust change that still "
-    "trusts some purpose with loadable.bad_self_signature, as if the change raised trust, and _drop keeps `before`, "
-    "so the target stays trusted for what the source takes away (server-auth from sst-disallowed, client-auth "
-    "from certdata); taking trust away must never be refused")
 #: (source kind, target kind, shape) -> why it fails today. Only sources that can hold per-purpose
 #: distrust (pem-trusted, nss, certdata) can show what a target does with it; only sources that
 #: trust less than a target's anchor (sst-disallowed, certdata) can show a mirror's narrowing.
-KNOWN = {
-    **{(a, b, "non-der"): _NARROW_BAD_SIGNATURE for a in ("sst-disallowed", "certdata") for b in ("pem-trusted", "nss")},
-}
+KNOWN: dict[tuple[str, str, str], str] = {}  # none today
 #: Per-kind round trips that fail today: (kind, shape) -> why.
 KNOWN_ROUND_TRIP: dict[tuple[str, str], str] = {}
 

@@ -140,7 +140,9 @@ def refuse_unloadable(plan: Plan, reader: str) -> None:
     # crypt32 never checks a root's own signature, and Windows Update ships such a root (CCA
     # India 2015 SPL): a Windows store keeps what Windows itself distributes.
     judge_signature = reader != loadable.CRYPT32
-    for entry in [*plan.adds, *(after for before, after in plan.changes)]:
+    # only what raises trust is judged: taking trust away is never refused
+    raising = [after for before, after in plan.changes if set(after.trusted_purposes) - set(before.trusted_purposes)]
+    for entry in [*plan.adds, *raising]:
         if (judge_signature and entry.sha256 not in refused and entry.trusted_purposes
                 and loadable.bad_self_signature(entry.cert)):
             refused[entry.sha256] = "a self-signed root whose signature does not verify: refused as an anchor"
