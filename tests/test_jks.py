@@ -162,7 +162,6 @@ def test_debian_cacerts_holds_the_system_bundle(system_bundle):
     assert not store.warnings
 
 
-@pytest.mark.skipif(not Path(__file__).parents[1].joinpath("storesync", "cli.py").exists(), reason="no CLI yet")
 def test_storesync_diff_debian_cacerts_against_bundle():
     from conftest import storesync
 
