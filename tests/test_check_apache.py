@@ -5,9 +5,7 @@ apache2 or its modules are absent."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import storesync
-from test_check_nginx import Case, free_port
+from test_check_nginx import Case, curl_status, free_port, stop_by_pid_file
 from test_check_server import cat
 
 APACHE = shutil.which("apache2") or shutil.which("httpd") or (
@@ -86,23 +84,11 @@ DocumentRoot {d}/htdocs
                 time.sleep(0.1)
 
     def stop(self) -> None:
-        pid_file = self.dir / "httpd.pid"
-        if pid_file.exists():
-            try:
-                os.kill(int(pid_file.read_text()), signal.SIGTERM)
-            except (ProcessLookupError, ValueError):
-                pass
-            for _ in range(50):
-                if not pid_file.exists():
-                    break
-                time.sleep(0.1)
+        stop_by_pid_file(self.dir / "httpd.pid")
 
     def accepts(self, bundle: Path, key: Path) -> bool:
         """mod_ssl refuses in the handshake: no HTTP status at all."""
-        result = subprocess.run(["curl", "-sk", "--max-time", "5", "--cert", str(bundle), "--key", str(key),
-                                 f"https://127.0.0.1:{self.port}/", "-o", "/dev/null", "-w", "%{http_code}"],
-                                capture_output=True, text=True)
-        return (result.stdout.strip() or "000") != "000"
+        return curl_status(self.port, bundle, key) != "000"
 
     def accepts_soon(self, bundle: Path, key: Path) -> bool:
         for _ in range(30):

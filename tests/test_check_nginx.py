@@ -29,6 +29,27 @@ DAY = dt.timedelta(days=1)
 REPO = Path(__file__).resolve().parents[1]
 
 
+
+def stop_by_pid_file(pid_file: Path) -> None:
+    """SIGTERM the server whose pid the file holds, and wait (5 s at most) for it to go."""
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            pass
+        for _ in range(100):
+            if not pid_file.exists():
+                break
+            time.sleep(0.05)
+
+
+def curl_status(port: int, bundle: Path, key: Path) -> str:
+    """The HTTP status a server on 127.0.0.1:`port` answers a client presenting `bundle`; 000: none."""
+    result = subprocess.run(["curl", "-sk", "--max-time", "5", "--cert", str(bundle), "--key", str(key),
+                             f"https://127.0.0.1:{port}/", "-o", "/dev/null", "-w", "%{http_code}"],
+                            capture_output=True, text=True)
+    return result.stdout.strip() or "000"
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -82,23 +103,11 @@ http {{
         assert result.returncode == 0, result.stderr
 
     def stop(self) -> None:
-        pid_file = self.dir / "nginx.pid"
-        if pid_file.exists():
-            try:
-                os.kill(int(pid_file.read_text()), signal.SIGTERM)
-            except (ProcessLookupError, ValueError):
-                pass
-            for _ in range(50):
-                if not pid_file.exists():
-                    break
-                time.sleep(0.05)
+        stop_by_pid_file(self.dir / "nginx.pid")
 
     def curl(self, bundle: Path, key: Path) -> str:
         """The HTTP status nginx answers a client presenting `bundle`; 000: no answer."""
-        result = subprocess.run(["curl", "-sk", "--max-time", "5", "--cert", str(bundle), "--key", str(key),
-                                 f"https://127.0.0.1:{self.port}/", "-o", "/dev/null", "-w", "%{http_code}"],
-                                capture_output=True, text=True)
-        return result.stdout.strip() or "000"
+        return curl_status(self.port, bundle, key)
 
     def curl_until(self, bundle: Path, key: Path, status: str = "200") -> str:
         """After a reload the old workers answer for a moment: ask again until `status` (5 s)."""
