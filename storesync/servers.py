@@ -29,6 +29,18 @@ class Site:
         return f"{self.ca_kind}:{self.ca}"
 
 
+def _read_depth(rules, found: dict, server: str, directive: str) -> None:
+    """The chain depth a config sets; unset, the server's default is used all the same (--json says so)."""
+    if "depth" not in found:
+        found["depth"] = {**_setting(directive, [str(rules.depth)], None, None), "default": True}
+        return
+    try:
+        rules.depth = int(found["depth"]["value"])
+    except ValueError:
+        raise CheckError(f"{server} config {found['depth']['file']}:{found['depth']['line']}: "
+                         f"{directive} {found['depth']['value']!r} is not a number") from None
+
+
 def _setting(directive: str, args: list[str], file: str | None, line: int | None) -> dict:
     return {"directive": directive, "value": " ".join(args), "file": file, "line": line}
 
@@ -70,14 +82,7 @@ def nginx_sites(conf: Path) -> list[Site]:
                      f"{server['file']}:{server['line']}")
             rules = server_rules("nginx")
             rules.block, rules.settings = block, found
-            if "depth" in found:
-                try:
-                    rules.depth = int(found["depth"]["value"])
-                except ValueError:
-                    raise CheckError(f"nginx config {found['depth']['file']}:{found['depth']['line']}: "
-                                     f"ssl_verify_depth {found['depth']['value']!r} is not a number") from None
-            else:  # used all the same: --json says so
-                found["depth"] = {**_setting("ssl_verify_depth", [str(rules.depth)], None, None), "default": True}
+            _read_depth(rules, found, "nginx", "ssl_verify_depth")
             path = lambda key: base / found[key]["value"] if key in found else None  # noqa: E731
             if "ca" not in found and "trusted" not in found:
                 raise CheckError(f"nginx config {server['file']}:{server['line']}: {block} verifies clients "
@@ -144,14 +149,7 @@ def apache_sites(conf: Path) -> list[Site]:
         check = found.get("crl_check", {}).get("value", "none").lower().split()
         rules.crl = check[0] if check and check[0] in ("chain", "leaf") else "none"
         rules.crl_required = "no_crl_for_cert_ok" not in check[1:]
-        if "depth" in found:
-            try:
-                rules.depth = int(found["depth"]["value"])
-            except ValueError:
-                raise CheckError(f"Apache config {found['depth']['file']}:{found['depth']['line']}: "
-                                 f"SSLVerifyDepth {found['depth']['value']!r} is not a number") from None
-        else:
-            found["depth"] = {**_setting("SSLVerifyDepth", [str(rules.depth)], None, None), "default": True}
+        _read_depth(rules, found, "Apache", "SSLVerifyDepth")
         path = lambda key: _apache_path(found[key]["value"], state)  # noqa: E731
         if "ca" in found:
             ca, kind = path("ca"), "pem"
