@@ -352,6 +352,7 @@ def test_agents_follow_a_root_rotation_signed_by_the_old_root_and_refuse_one_tha
         out = storesync("publish", "rotate", fleet.repo, "--role", role)
         assert out.returncode == 0, out.stderr
     assert (fleet.repo / "5.root.json").exists()
+    assert len(list((fleet.keys / "retired").iterdir())) == 4 and len(list(fleet.keys.glob("*.pem"))) == 4
     fleet.publish(policy_v(tmp_path, cas, 5, "v2"))
     for agent, target in agents:
         out = agent_sync(fleet.spec(), agent, target)
