@@ -400,11 +400,17 @@ def converge(tmp_path: Path, fleets, daemons, cas, count: int, poll: float) -> N
         assert shas(target) == v1
     assert fleet.publish(policy_v(tmp_path, cas, 5, "v2")).returncode == 0
     published = time.monotonic()
-    # one poll (+10% jitter) plus the time a loaded machine takes to run the reconciles
-    until(lambda: all(target.exists() and shas(target) == v2 for _, target in agents), timeout=poll * 1.1 + 30,
+    seen = [len(daemon.lines()) for daemon, _ in agents]
+    until(lambda: all(target.exists() and shas(target) == v2 for _, target in agents), timeout=poll * 1.1 + 60,
           what="every agent to apply policy v2")
     took = time.monotonic() - published
     print(f"{count} agents applied v2 {took:.1f} s after it was published (poll {poll} s)")
+    for (daemon, _), start in zip(agents, seen):  # the first poll that started after publishing applies it
+        after = [e["event"] for e in daemon.lines()[start:]]
+        if "written" in after:  # else it was written while `publish` was still exiting
+            before = after[:after.index("written")]
+            assert not ("reconcile" in before and "no-op" in before[before.index("reconcile"):]), after
+    assert took < poll * 1.1 + 10  # one poll with its jitter, plus reconciles on a loaded machine
 
     fleet.stop()  # the server goes away: each agent says so once, keeps v2
     for daemon, target in agents:
