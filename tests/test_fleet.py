@@ -193,6 +193,8 @@ def test_an_agent_lists_the_published_roots_with_labels_and_distrust(tmp_path, f
     assert out.returncode == 0, out.stderr
     entries = {e["label"]: e["trust"]["server-auth"] for e in json.loads(out.stdout)["entries"]}
     assert entries == {"Fleet v1 0": "trusted", "Fleet v1 1": "distrusted", "Fleet v1 2": "trusted"}
+    out = storesync("sync", fleet.spec(), f"pem:{tmp_path / 'agent.pem'}?format=trusted", "--json")
+    assert json.loads(out.stdout)["plans"][0]["freshness"]["version"] == 2, out.stdout
     fresh = json.loads(run(sys.executable, "-c", "import sys,json; from storesync.stores.tuf import freshness; "
                            "print(json.dumps(freshness(sys.argv[1])))", fleet.spec()).stdout)
     assert fresh["version"] == 2 and fresh["stale"] is False and fresh["reason"] is None and fresh["verified_at"]
@@ -208,6 +210,23 @@ def test_with_no_good_copy_ever_the_run_is_an_error_that_writes_nothing(tmp_path
     out = agent_sync(spec, tmp_path / "agent", target)
     assert out.returncode == 2 and "no verified policy was ever read" in out.stderr and "Traceback" not in out.stderr
     assert not target.exists()
+
+
+@pytest.mark.parametrize("query,said", [
+    ("", "needs root=FILE"),
+    ("?root={tmp}/missing.json", "cannot read its root= file"),
+    ("?root={tmp}/garbage.json", "is not valid TUF root metadata"),
+    ("?root={tmp}/root.json&timeout=soon", "timeout= must be a number"),
+])
+def test_a_bad_agent_spec_is_one_sentence(tmp_path, fleets, cas, query, said):
+    fleet = new_fleet(fleets, tmp_path)
+    fleet.publish(policy_v(tmp_path, cas, 2, "v1"))
+    fleet.serve()
+    (tmp_path / "garbage.json").write_text("{not json")
+    target = tmp_path / "agent.pem"
+    out = agent_sync(f"tuf:{fleet.server.url}/{NAME}" + query.format(tmp=tmp_path), tmp_path / "agent", target)
+    assert out.returncode == 2 and said in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and not target.exists()
 
 
 def test_a_tuf_store_is_read_only(tmp_path, fleets, cas):

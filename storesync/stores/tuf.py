@@ -202,8 +202,13 @@ class TufStore(Store):
         try:
             metadata.mkdir(parents=True, exist_ok=True, mode=0o700)
             fetcher = Urllib3Fetcher(socket_timeout=timeout, app_user_agent="storesync")
-            updater = Updater(str(metadata), base, str(folder / "download"), base + "targets/", fetcher,
-                              bootstrap=bootstrap)
+            try:
+                updater = Updater(str(metadata), base, str(folder / "download"), base + "targets/", fetcher,
+                                  bootstrap=bootstrap)
+            except exceptions.RepositoryError as exc:  # the trust anchor itself is not root metadata
+                where = f"its root= file {self.option('root')}" if bootstrap else f"the root kept in {metadata}"
+                raise self.error(f"{where} is not valid TUF root metadata ({exc}); give it the repository's "
+                                 "1.root.json, as copied from the publisher") from None
             updater.refresh()
             info = updater.get_targetinfo(name)
             if info is None:
