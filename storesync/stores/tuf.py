@@ -73,7 +73,7 @@ def cache_dir(spec: StoreSpec | str) -> Path:
 def split_url(spec: TufSpec) -> tuple[str, str]:
     """(the repository's base URL, ending in /; the target's name)."""
     url = spec.url
-    name = spec.options.get("name")
+    name = spec.options.get("name", spec.defaults.get("name"))  # the spec's, or the profile's table
     if name:
         return url.rstrip("/") + "/", name
     base, _, name = url.rstrip("/").rpartition("/")
