@@ -210,6 +210,8 @@ def test_with_no_good_copy_ever_the_run_is_an_error_that_writes_nothing(tmp_path
     out = agent_sync(spec, tmp_path / "agent", target)
     assert out.returncode == 2 and "no verified policy was ever read" in out.stderr and "Traceback" not in out.stderr
     assert not target.exists()
+    fresh = json.loads(next((tmp_path / "agent" / "tuf").iterdir()).joinpath("freshness.json").read_text())
+    assert fresh["stale"] is True and fresh["version"] is None and "unreachable" in fresh["reason"]
 
 
 @pytest.mark.parametrize("query,said", [
