@@ -3,8 +3,10 @@ turns into the system bundle: Debian's /usr/local/share/ca-certificates (`update
 Fedora's /etc/pki/ca-trust/source/anchors (`update-ca-trust extract`).
 
 One PEM certificate per file. Reads every `*.crt` and `*.pem` of the folder holding exactly one
-certificate; every one is an anchor for every purpose (the rebuild trusts them so: default
-`purpose=any`). Writes `LABEL.crt` files (the label made safe and unique; `.crt`, since
+certificate. The rebuilt bundle trusts them for whatever its readers use it for; like the bundle
+(and every store without purposes) the folder holds anchors for the store's `purpose`,
+server-auth by default, so that nothing trusted for e-mail only is widened into it
+(`purpose=any`: for every purpose, with a `!` line for what is widened). Writes `LABEL.crt` files (the label made safe and unique; `.crt`, since
 Debian's rebuild takes nothing else), no hash links, and leaves every other file alone.
 Certificates in subfolders are not read (Debian's rebuild takes them too): a warning says so.
 """
@@ -25,11 +27,6 @@ class AnchorsStore(DirStore):
     kind = "anchors"
     new_suffix = ".crt"
     capabilities = Capabilities()  # anchors only: no purposes, no distrust, no labels
-
-    @property
-    def purpose(self) -> str:
-        # what the folder's rebuild makes of it, whatever a command's --purpose default says
-        return self.spec.options.get("purpose", "any")
 
     def read(self) -> TrustSet:
         self._files, self._links = {}, {}
