@@ -220,6 +220,13 @@ def test_remove_distrusts_a_root_a_builtin_list_would_bring_back(machine, corp, 
     assert again.returncode == 0 and again.stdout.count(": in sync") == 3, again.stdout
 
 
+def test_remove_creates_no_target(tmp_path, corp):
+    missing = tmp_path / "absent.pem"
+    result = storesync("sync", "--mode", "remove", corp[2], f"pem:{missing}")
+    assert result.returncode == 0 and "in sync" in result.stdout, result.stderr
+    assert not missing.exists()
+
+
 @pytest.mark.parametrize("selector, words", [
     ("@java", "no Java keystore"), ("@nss", "no NSS database"), ("@system", "no distribution anchor folder"),
     ("@certifi", "no certifi bundle"), ("@all", "no writable store"),

@@ -283,7 +283,7 @@ def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope
     wanted = policy.select(wanted, profile.purposes, profile.drop_expired, profile.only)
     plan = make_plan(wanted, outcome.current, store.capabilities, store=outcome.spec, mode=mode,
                      purpose=store.purpose, scope=scope, builtins=store.builtin_anchors(), rewrite=store.rewrite)
-    plan.create = not store.exists()  # a target named is a target made, even with nothing to hold
+    plan.create = not store.exists() and mode != REMOVE  # a target named is a target made, even with nothing to hold
     if profile.ca_only:
         policy.refuse_non_ca(plan)
     policy.refuse_unloadable(plan, store.reader)
