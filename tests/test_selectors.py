@@ -321,3 +321,28 @@ def test_status_under_a_root_sees_only_that_machine(machine):
     assert all(str(machine.root) in spec for spec in specs), specs
     assert {f"nss:{db}" for db in machine.nss} | {f"anchors:{machine.anchors}", f"pem:{machine.certifi}"} <= specs
     assert {f"jks:{jdk}" for jdk in machine.jdks} <= specs
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write as another user")
+def test_root_writes_a_users_store_as_that_user(corp):
+    """A home under the root owned by `nobody`: @nss names its database with that owner, and
+    root writes it as that user (every file of the database stays the user's)."""
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="storesync-root-"))
+    try:
+        os.chmod(base, 0o755)  # the write as `nobody` must reach the database
+        home = base / "home/nobody-user"
+        db = home / ".pki/nssdb"
+        nss_db(db)
+        for path in [home, home / ".pki", db, *db.iterdir()]:
+            os.chown(path, 65534, 65534)
+        os.chmod(corp[2], 0o644)
+        dry = json.loads(storesync("sync", "--dry-run", "--json", "--root", base, "--mode", "add", corp[2], "@nss").stdout)
+        assert dry["selectors"]["@nss"] == [{"store": f"nss:{db}", "owner": "nobody", "found_as": "nss (chromium)"}]
+        result = storesync("sync", "--root", base, "--mode", "add", corp[2], "@nss")
+        assert result.returncode == 0, result.stderr
+        assert "Corp Selector Root" in certutil_list(db)
+        assert {p.stat().st_uid for p in [db, *db.iterdir()]} == {65534}
+    finally:
+        shutil.rmtree(base)
