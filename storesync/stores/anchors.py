@@ -1,6 +1,6 @@
 """`anchors`: a distribution's folder of local trust anchors, which its own rebuild command
 turns into the system bundle: Debian's /usr/local/share/ca-certificates (`update-ca-certificates`),
-Fedora's /etc/pki/ca-trust/source/anchors (`update-ca-trust extract`).
+Fedora's /etc/pki/ca-trust/source/anchors (`update-ca-trust extract`); docs/formats.md §2.5.
 
 One PEM certificate per file. Reads every `*.crt` and `*.pem` of the folder holding exactly one
 certificate. The rebuilt bundle trusts them for whatever its readers use it for; like the bundle
