@@ -9,6 +9,12 @@
     mode = "merge"                                    # N-way: a change in any store reaches all
     stores = ["pem:/usr/local/share/ca-certificates/corp.crt", "nss:~/.pki/nssdb"]
 
+    [profile.corp]
+    mode = "add"                                      # "remove": the source's certificates leave the targets
+    source = "/etc/corp/root.pem"
+    targets = ["@nss", "@java", "@certifi"]           # selectors: the stores found at each run
+    python = ["/opt/app/venv"]                        # where @certifi looks
+
 A store is a spec string, or a table with `spec` and store options (`password-file`,
 `links`, `format`, `purpose`, `role`, ...). Profile keys: `purposes` (keep only anchors for
 these), `only` (keep only these certificates: fingerprints or label globs, as `sync --only`),
@@ -25,12 +31,14 @@ from pathlib import Path
 
 from storesync.model import PURPOSES, Record, StoreError
 
-MODES = ("mirror", "add", "merge")
+MODES = ("mirror", "add", "remove", "merge")
 PROFILE_KEYS = {
     "mode", "source", "targets", "stores", "purposes", "only", "ca_only", "drop_expired",
     "max_removal_share", "allow_escalation", "allow_empty", "allow-empty", "debounce_ms", "rescan_s",
-    "poll",
+    "poll", "python",
 }
+# Targets that name families of the stores found on the machine (storesync.discover resolves them)
+SELECTORS = ("@system", "@nss", "@java", "@certifi", "@all")
 
 
 class ConfigError(StoreError):
@@ -40,22 +48,27 @@ class ConfigError(StoreError):
 class StoreRef(Record):
     """A store as a profile names it: its spec text, and options the profile gives it."""
 
-    __slots__ = ("spec", "options")
+    __slots__ = ("spec", "options", "on_change")
     __hash__ = None  # type: ignore[assignment]
 
-    def __init__(self, spec: str, options: dict[str, str] | None = None):
+    def __init__(self, spec: str, options: dict[str, str] | None = None, on_change: list[str] | None = None):
         self.spec, self.options = spec, options or {}
+        self.on_change = on_change  # argv run after a write that changed the store
+
+    @property
+    def selector(self) -> bool:
+        return self.spec.startswith("@")
 
 
 class Profile(Record):
     __slots__ = ("name", "mode", "stores", "purposes", "ca_only", "drop_expired", "max_removal_share",
-                 "allow_escalation", "allow_empty", "debounce_ms", "rescan_s", "only", "poll")
+                 "allow_escalation", "allow_empty", "debounce_ms", "rescan_s", "only", "poll", "python")
     __hash__ = None  # type: ignore[assignment]
 
     def __init__(self, name: str, mode: str, stores: list[StoreRef], purposes: tuple[str, ...] = (),
                  ca_only: bool = True, drop_expired: bool = False, max_removal_share: float = 0.10,
                  allow_escalation: bool = False, debounce_ms: int = 250, rescan_s: int = 600, allow_empty: bool = False,
-                 only: tuple[str, ...] = (), poll: float = 300):
+                 only: tuple[str, ...] = (), poll: float = 300, python: tuple[str, ...] = ()):
         self.name, self.mode = name, mode
         self.poll = poll  # daemon: seconds between reads of a source that cannot be watched (tuf:)
         self.stores = stores  # mirror: the source first, then the targets
@@ -64,6 +77,7 @@ class Profile(Record):
         self.debounce_ms, self.rescan_s = debounce_ms, rescan_s
         self.allow_empty = allow_empty  # an empty source (merge: an emptied store) may empty the others
         self.only = only  # --only: fingerprints or label globs (engine.policy.selected)
+        self.python = python  # Python environments whose certifi bundles @certifi names
 
     @property
     def source(self) -> StoreRef | None:
@@ -151,6 +165,8 @@ def _one_writer_per_store(profiles: dict[str, "Profile"], error) -> None:
     for name, profile in profiles.items():
         written = profile.stores[1:] if profile.mode != "merge" else profile.stores
         for ref in written:
+            if ref.selector:
+                continue  # which stores it names is known at run time only
             text = ref.spec.split("?", 1)[0]
             head, sep, rest = text.partition(":")
             where = Path(os.path.expanduser(rest if sep and head.isalnum() and len(head) > 1 else text)).absolute()
@@ -170,7 +186,7 @@ def _profile(name: str, table: dict, error_at) -> Profile:
             raise error(f"profile {name!r}: unknown key {key!r} (known: {', '.join(sorted(PROFILE_KEYS))})", key)
     mode = table.get("mode", "mirror")
     if mode not in MODES:
-        raise error(f"profile {name!r}: mode must be \"mirror\", \"add\" or \"merge\", not {mode!r}", "mode")
+        raise error(f"profile {name!r}: mode must be \"mirror\", \"add\", \"remove\" or \"merge\", not {mode!r}", "mode")
     if mode != "merge":
         if "source" not in table or "targets" not in table:
             raise error(f"profile {name!r}: a {mode} profile needs `source` and `targets`", f"[profile.{name}]")
@@ -181,6 +197,15 @@ def _profile(name: str, table: dict, error_at) -> Profile:
         refs = _list(table["stores"], name, "stores", error)
         if len(refs) < 2:
             raise error(f"profile {name!r}: a merge needs at least two stores", "stores")
+    python = table.get("python", [])
+    if not isinstance(python, list) or not all(isinstance(p, str) and p for p in python):
+        raise error(f"profile {name!r}: python must be a list of Python interpreters or environments", "python")
+    for n, ref in enumerate(refs):
+        spec = ref.get("spec") if isinstance(ref, dict) else ref
+        if isinstance(spec, str) and spec.startswith("@") and (spec.split("?")[0] not in SELECTORS or mode == "merge" or n == 0):
+            what = (f"unknown selector {spec!r} (selectors: {', '.join(SELECTORS)})" if spec.split("?")[0] not in SELECTORS
+                    else f"a selector names targets, not a {'merge store' if mode == 'merge' else 'source'} ({spec!r})")
+            raise error(f"profile {name!r}: {what}", spec)
     if not isinstance(table.get("purposes", []), list):
         raise error(f"profile {name!r}: purposes must be a list, e.g. [\"server-auth\"]", "purposes")
     purposes = tuple(table.get("purposes", ()))
@@ -208,7 +233,7 @@ def _profile(name: str, table: dict, error_at) -> Profile:
         ca_only=table.get("ca_only", True), drop_expired=table.get("drop_expired", False),
         max_removal_share=float(share), allow_escalation=table.get("allow_escalation", False),
         debounce_ms=table.get("debounce_ms", 250), rescan_s=table.get("rescan_s", 600), only=tuple(only),
-        allow_empty=table.get("allow_empty", table.get("allow-empty", False)), poll=poll,
+        allow_empty=table.get("allow_empty", table.get("allow-empty", False)), poll=poll, python=tuple(python),
     )
 
 

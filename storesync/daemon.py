@@ -155,6 +155,13 @@ def _daemon_running() -> bool:
         return False
 
 
+def _resolver():
+    """Selectors are resolved at every reconcile; one naming nothing is a warning here."""
+    from storesync import discover
+
+    return discover.resolver(strict=False)
+
+
 def store_paths(profile: Profile, defaults: dict[str, str]) -> dict[str, str]:
     """Absolute path -> store spec, for every path a profile's stores want watched, as named."""
     bases = {}
@@ -287,7 +294,8 @@ class Daemon:
         sd_notify(f"STATUS=reconciling {profile.name} ({why})")
         self.log("debug", f"profile {profile.name}: reconciling ({why})", event="reconcile", profile=profile.name)
         try:
-            result = engine.run(profile, defaults=self.defaults, lock_timeout=self.lock_timeout)
+            result = engine.run(profile, defaults=self.defaults, lock_timeout=self.lock_timeout,
+                                resolve=_resolver() if any(ref.selector for ref in profile.stores) else None)
             if result.error and "is locked by" in result.error and not self.once_only:
                 self.log("debug", f"profile {profile.name}: {result.error}; retrying", profile=profile.name)
                 with self.lock:
@@ -326,7 +334,7 @@ class Daemon:
                 written.append(outcome)
         if result.error:
             problems[f"error {result.error}"] = ("error", f"profile {name}: {result.error}", {"event": "error"})
-        warnings = {w for o in result.outcomes if o.store for w in o.store.warnings}
+        warnings = {w for o in result.outcomes if o.store for w in o.store.warnings} | set(result.warnings)
         for warning in sorted(warnings - track.warned):  # e.g. a killed writer's journal rolled back
             self.log("warning", f"profile {name}: {warning}", event="store-warning", profile=name)
         track.warned = warnings

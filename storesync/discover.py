@@ -12,6 +12,14 @@ NSS databases (docs/formats.md §3):
 Firefox and Thunderbird profiles listed in `profiles.ini` (classic, XDG, snap, flatpak), Chrome /
 Chromium's `~/.pki/nssdb` and `~/.local/share/pki/nssdb`, snap Chromium, and `/etc/pki/nssdb`.
 Reading never writes: databases are opened read-only, so no root-owned file is ever left behind.
+
+The machine root (`--root DIR`, `STORESYNC_ROOT`; `machine_root()`) re-bases every path here: a
+scratch machine in tests, a host mounted at /host in a container. Under a root, the homes are
+ROOT/home/* and ROOT/root.
+
+Selectors (`SELECTORS`, `resolve()`) name families of the stores found: `@system` (the
+distribution's anchor folder, carrying its rebuild command), `@nss`, `@java`, `@certifi` (the
+given Python environments) and `@all` (every writable store of those families).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storesync.config import SELECTORS
 from storesync.model import DISTRUSTED, TRUSTED, StoreError
 from storesync.stores import StoreSpec, read_store
 from storesync.stores.nss import NssStore
@@ -47,6 +56,29 @@ FIXED_DATABASES = [
 ]
 SYSTEM_DATABASES = [("system", "/etc/pki/nssdb")]
 
+_root: Path | None = None  # --root; else $STORESYNC_ROOT
+
+
+def set_root(root: str | os.PathLike | None) -> None:
+    global _root
+    _root = Path(root) if root else None
+
+
+def machine_root() -> Path | None:
+    """The directory the machine's paths are under (None: /): --root, else $STORESYNC_ROOT."""
+    if _root is not None:
+        return _root
+    env = os.environ.get("STORESYNC_ROOT")
+    return Path(env) if env else None
+
+
+def at_root(path: str | os.PathLike) -> Path:
+    """`path` of the machine, under its root."""
+    root = machine_root()
+    return Path(path) if root is None else root / str(path).lstrip("/")
+
+
+
 
 @dataclass
 class NssDatabase:
@@ -67,7 +99,12 @@ class NssDatabase:
 
 
 def homes() -> list[tuple[Path, bool]]:
-    """(home directory, is it the caller's own) for the users this process may look at."""
+    """(home directory, is it the caller's own) for the users this process may look at.
+    Under a machine root: ROOT/home/* and ROOT/root, none of them the caller's own."""
+    root = machine_root()
+    if root is not None:
+        found = [p for p in sorted((root / "home").glob("*")) if p.is_dir()]
+        return [(home, False) for home in [*found, root / "root"] if home.is_dir()]
     own = Path(os.path.expanduser("~"))
     found = [(own, True)]
     if os.geteuid() == 0:
@@ -111,7 +148,7 @@ def _profiles(root: Path) -> list[tuple[str | None, Path]]:
                 if "\0" in raw:
                     continue  # a hostile profiles.ini must not hide the other databases
                 relative = parser.get(section, "IsRelative", fallback="1").strip() != "0"
-                path = root / raw if relative else Path(raw)
+                path = root / raw if relative else at_root(raw)
                 result.append((parser.get(section, "Name", fallback=None), path))
     try:
         children = sorted(p for p in root.iterdir() if p.is_dir())
@@ -161,7 +198,7 @@ def candidates(home_list: list[tuple[Path, bool]] | None = None, system: bool = 
         for app, template in FIXED_DATABASES:
             found.append((app, None, _expand(template, home, own)))
     if system:
-        found.extend((app, None, Path(path)) for app, path in SYSTEM_DATABASES)
+        found.extend((app, None, at_root(path)) for app, path in SYSTEM_DATABASES)
     unique, seen = [], set()
     for app, name, path in found:
         if not _is_database(path):
@@ -217,14 +254,16 @@ class Found:
     spec: str  # store spec to open it with
     what: str  # why it is here: "system bundle", "java", "profile NAME", ...
     partial: bool = False  # holds additions only (a local CA directory): not expected to hold every root
+    owner: str | None = None  # who owns it, as status shows (filled by resolve)
+    on_change: list[str] | None = None  # the command to run after a write (@system: the rebuild)
 
 
 def discover(pythons: list[str] = (), config: str | None = None, warnings: list[str] | None = None,
              roots: dict[str, list[str]] | None = None) -> list[Found]:
     """Every store found. `roots` overrides the well-known path lists (tests use it)."""
     warnings = warnings if warnings is not None else []
-    paths = {"bundles": SYSTEM_BUNDLES, "dirs": SYSTEM_DIRS, "local": LOCAL_DIRS, "java": JAVA_STORES,
-             "jdk": JDK_GLOBS, **(roots or {})}
+    paths = {"bundles": [at_root(p) for p in SYSTEM_BUNDLES], "dirs": [at_root(p) for p in SYSTEM_DIRS],
+             "local": [at_root(p) for p in LOCAL_DIRS], **_java_paths(), **(roots or {})}
     found: list[Found] = []
     seen: set[str] = set()
 
@@ -240,18 +279,27 @@ def discover(pythons: list[str] = (), config: str | None = None, warnings: list[
     for path in paths["dirs"]:
         add("dir", path, "hashed directory")
     for path in paths["local"]:
-        add("dir", path, "local additions", partial=True)
-    for path in paths["java"]:
-        add(_java_kind(Path(path)), path, "java")
-    for pattern in paths["jdk"]:
-        for path in sorted(glob.glob(pattern)):
-            add(_java_kind(Path(path)), path, "java (" + Path(path).parents[2].name + ")")
+        add("anchors", path, "local additions", partial=True)  # not dir: a rebuild reads it, no hash links
+    found += [f for f in java_stores(paths) if _new(f, seen)]
     for python in pythons or ():
         bundles = certifi_bundles(python, warnings)
         for path in bundles:
             add("pem", path, f"certifi ({python})")
     found += [f for f in nss_stores(warnings) if _new(f, seen)]
     found += [f for f in profile_stores(config, warnings) if _new(f, seen)]
+    return found
+
+
+def java_stores(paths: dict[str, list] | None = None) -> list[Found]:
+    """Debian's and RHEL's Java keystores, and every JDK's `lib/security/cacerts`."""
+    paths = paths or _java_paths()
+    found: list[Found] = []
+    places = [(Path(p), "java") for p in paths["java"]]
+    places += [(Path(p), "java (" + Path(p).parents[2].name + ")") for pattern in paths["jdk"]
+               for p in sorted(glob.glob(str(pattern)))]
+    for path, what in places:
+        if path.exists():
+            found.append(Found(f"{_java_kind(path)}:{path}", what))
     return found
 
 
@@ -331,3 +379,147 @@ def profile_stores(config: str | None, warnings: list[str]) -> list[Found]:
                 spec += ("&" if "?" in spec else "?") + urlencode(options)
             found.append(Found(spec, f"profile {name}"))
     return found
+
+
+def _java_paths() -> dict[str, list]:
+    root = machine_root()
+    return {"java": [at_root(p) for p in JAVA_STORES],
+            "jdk": [p if root is None else glob.escape(str(root)) + p for p in JDK_GLOBS]}
+
+
+# --- selectors: families of the stores found ---------------------------------------------------
+
+# (os-release IDs, the anchor folder, its rebuild command): the system store, the distribution's way
+SYSTEM_ANCHORS = [
+    (("debian", "ubuntu"), "/usr/local/share/ca-certificates", ["update-ca-certificates"]),
+    (("fedora", "rhel", "centos"), "/etc/pki/ca-trust/source/anchors", ["update-ca-trust", "extract"]),
+]
+PROGRAM_DIRS = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+
+
+def os_ids() -> set[str]:
+    """ID and ID_LIKE of the machine's os-release."""
+    for name in ("/etc/os-release", "/usr/lib/os-release"):
+        try:
+            text = at_root(name).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        ids: set[str] = set()
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() in ("ID", "ID_LIKE"):
+                ids.update(value.strip().strip("\"'").lower().split())
+        return ids
+    return set()
+
+
+def _program(name: str) -> str | None:
+    """The rebuild command as a hook runs it: its name on this machine, its path under a root
+    (the root's own program, not this machine's)."""
+    import shutil
+
+    if machine_root() is None:
+        return name if shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), *PROGRAM_DIRS])) else None
+    for folder in PROGRAM_DIRS:
+        candidate = at_root(folder) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def system_anchors() -> Found | None:
+    """The distribution's anchor folder (with its rebuild command as the hook), by os-release
+    and the presence of the folder or the command."""
+    ids = os_ids()
+    for family, folder, command in SYSTEM_ANCHORS:
+        if not ids & set(family):
+            continue
+        where, program = at_root(folder), _program(command[0])
+        if where.is_dir() or program:
+            return Found(f"anchors:{where}", "system anchors", partial=True,
+                         on_change=[program or command[0], *command[1:]])
+    return None
+
+
+def _path_of(spec: str) -> Path:
+    return Path(spec.partition(":")[2].partition("?")[0])
+
+
+def writable(spec: str) -> bool:
+    """May this process write the store: the file and the folder its replacement goes into
+    (a folder store: the folder, and an NSS database's files)."""
+    path = Path(os.path.realpath(_path_of(spec)))
+    if path.is_dir():
+        files = [path / n for n in ("cert9.db", "key4.db") if (path / n).exists()]
+        return os.access(path, os.W_OK | os.X_OK) and all(os.access(f, os.W_OK) for f in files)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return os.access(folder, os.W_OK | os.X_OK) and (not path.exists() or os.access(path, os.W_OK))
+
+
+def _family(name: str, pythons, warnings: list[str]) -> list[Found]:
+    if name == "@system":
+        found = system_anchors()
+        return [found] if found else []
+    if name == "@nss":
+        return nss_stores(warnings)
+    if name == "@java":
+        return java_stores()
+    if name == "@certifi":
+        return [Found(f"pem:{path}", f"certifi ({python})") for python in pythons
+                for path in certifi_bundles(python, warnings)]
+    raise StoreError(f"unknown selector {name!r} (selectors: {', '.join(SELECTORS)})")
+
+
+def resolve(selector: str, pythons=(), warnings: list[str] | None = None) -> list[Found]:
+    """The stores `selector` names on this machine now, each with its owner (as status shows
+    it), once each (by real path). `@all`: every writable store of the other families; those
+    this process may not write are left out with a note in `warnings`."""
+    warnings = warnings if warnings is not None else []
+    names = [s for s in SELECTORS if s != "@all"] if selector == "@all" else [selector]
+    found, seen = [], set()
+    for name in names:
+        for item in _family(name, pythons, warnings):
+            if not _new(item, seen):
+                continue
+            if selector == "@all" and not writable(item.spec):
+                warnings.append(f"@all: {item.spec} is not writable by this user; left out")
+                continue
+            item.owner = _owner_name(_path_of(item.spec))
+            found.append(item)
+    return found
+
+
+def _owner_name(path: Path) -> str | None:
+    name, uid = owner(path)
+    return None if uid < 0 else name
+
+
+def nothing_found(selector: str) -> str:
+    """The sentence for a selector that names no store."""
+    where = f" under {machine_root()}" if machine_root() else ""
+    hints = {
+        "@system": "no distribution anchor folder (Debian's /usr/local/share/ca-certificates, Fedora's "
+                   f"/etc/pki/ca-trust/source/anchors) nor its rebuild command found{where}",
+        "@nss": f"no NSS database (Firefox or Thunderbird profile, ~/.pki/nssdb, /etc/pki/nssdb) found{where}",
+        "@java": f"no Java keystore (/etc/ssl/certs/java/cacerts, a JDK's lib/security/cacerts) found{where}",
+        "@certifi": "no certifi bundle in the Python environments given (name them with --python, or "
+                    "`python = [...]` in the profile)",
+        "@all": f"no writable store found{where}",
+    }
+    return f"{selector}: {hints.get(selector, 'matches no store')}; name the stores instead, or leave the selector out"
+
+
+def resolver(pythons=(), strict: bool = True):
+    """What the engine resolves a profile's selectors with, at every run: `strict` (one-shot
+    runs) makes a selector that names nothing an error; else (the daemon) it is a warning."""
+    def resolve_now(selector: str, more_pythons=(), warnings: list[str] | None = None) -> list[Found]:
+        warnings = warnings if warnings is not None else []
+        found = resolve(selector, (*pythons, *more_pythons), warnings)
+        if not found:
+            if strict:
+                raise StoreError(nothing_found(selector))
+            warnings.append(nothing_found(selector))
+        return found
+    return resolve_now

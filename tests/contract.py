@@ -112,6 +112,7 @@ REGISTRY = {
             p.read_bytes() + b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")}),
         Kind("pem-trusted", "pem", "pem:{path}?format=trusted", "trusted.pem", hostile={"truncated": _truncate}),
         Kind("dir", "dir", "dir:{path}", "hashdir", hostile={"a file, not a directory": _dir_as_file}),
+        Kind("anchors", "anchors", "anchors:{path}", "anchors", hostile={"a file, not a directory": _dir_as_file}),
         Kind("nss", "nss", "nss:{path}", "nssdb", create=_nss_db, hostile={"garbage cert9.db": _nss_garbage}),
         Kind("sst", "sst", "sst:{path}", "roots.sst", hostile=FILE_HOSTILE, label=_cut_at_nul),
         Kind("sst-disallowed", "sst", "sst:{path}?role=disallowed", "disallowed.sst", hostile=FILE_HOSTILE,

@@ -62,6 +62,7 @@ QUICK_FORMS: dict[str, tuple[list[str], dict[str, tuple[str, type]]]] = {
         "--profile": ("profile", str), "--config": ("config", Path), "--state-dir": ("state_dir", Path),
         "--mode": ("mode", str), "--purpose": ("purpose", str), "--dry-run": ("dry_run", bool),
         "--force": ("force", bool), "--allow-empty": ("allow_empty", bool), "--only": ("only", tuple),
+        "--root": ("root", Path), "--python": ("python", tuple),
         **_JSON, **_PASSWORD_FILE,
     }),
 }

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from storesync.cli.common import fail
-from storesync.cli.options import CONFIG, PASSWORD_FILE, STATE_DIR
+from storesync.cli.options import CONFIG, PASSWORD_FILE, ROOT, STATE_DIR
 from storesync.model import StoreError
 
 
@@ -24,6 +24,7 @@ def daemon(
     log_format: str = typer.Option("text", "--log-format", help="text (journald-friendly lines) or json (one object per line)."),
     password_file: Optional[Path] = PASSWORD_FILE,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also log reconciles that changed nothing."),
+    root: Optional[Path] = ROOT,
 ) -> None:
     """Watch the stores of the config's profiles and reconcile each profile when one of its stores changes.
 
@@ -39,6 +40,10 @@ def daemon(
     if log_format not in ("text", "json"):
         fail(f"--log-format must be text or json, not {log_format!r}")
     state.set_state_dir(state_dir)
+    if root is not None:
+        from storesync import discover
+
+        discover.set_root(root)  # the selectors of the profiles find the stores under it
     try:
         loaded = load_config(config)
     except StoreError as exc:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from storesync.cli.options import PASSWORD_FILE, PYTHON, STORES_CONFIG
+from storesync.cli.options import PASSWORD_FILE, PYTHON, ROOT, STORES_CONFIG
 
 
 def declare(app) -> None:
@@ -23,11 +23,13 @@ def status(
     soon: int = typer.Option(30, "--soon", help="Count anchors expiring within this many days."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
     password_file: Optional[Path] = PASSWORD_FILE,
+    root: Optional[Path] = ROOT,
 ) -> None:
     """The trust stores on this machine: kind, owner, counts, which roots differ between them, the daemon's state."""
     from storesync import discover
     from storesync import status as machine
 
+    discover.set_root(root)
     warnings: list[str] = []
     when = machine.now()
     found = discover.discover(python, config, warnings)

@@ -16,21 +16,31 @@ from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, Stor
 def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, profile: "Optional[str]" = None,
          config: "Optional[Path]" = None, state_dir: "Optional[Path]" = None, mode: str = "mirror",
          purpose: str = "server-auth", dry_run: bool = False, force: bool = False, as_json: bool = False,
-         password_file: "Optional[Path]" = None, allow_empty: bool = False, only: tuple = ()) -> "NoReturn":
+         password_file: "Optional[Path]" = None, allow_empty: bool = False, only: tuple = (),
+         root: "Optional[Path]" = None, python: tuple = ()) -> "NoReturn":
     from storesync.config import Profile, StoreRef, load_config
     from storesync import state
     from storesync.engine import run as engine
 
     state.set_state_dir(state_dir)
+    resolve = None
     defaults = {"purpose": purpose, **({"password-file": str(password_file)} if password_file else {})}
     if source is not None:
         if not targets:
             fail("sync needs a SOURCE and at least one TARGET (or no store at all, to run the config's profiles)")
-        if mode not in ("mirror", "add"):
-            fail(f"--mode must be mirror or add, not {mode!r}")
+        if mode not in ("mirror", "add", "remove"):
+            fail(f"--mode must be mirror, add or remove, not {mode!r}")
+        if source.startswith("@"):
+            fail(f"{source}: a selector names targets; the SOURCE is one store (the certificates to {mode})")
         if not all(only):
             fail("--only needs a fingerprint (SHA-256 or SHA-1 hex) or a label glob, not an empty word")
         profiles = [Profile(f"cli {source}", mode, [StoreRef(s) for s in (source, *targets)], only=only)]
+        from storesync.config import SELECTORS
+
+        unknown = [t for t in targets if t.startswith("@") and t.split("?")[0] not in SELECTORS]
+        if unknown:
+            fail(f"{unknown[0]}: unknown selector (selectors: {', '.join(SELECTORS)}); a store whose path begins "
+                 f"with @ is written ./{unknown[0]}")
     else:
         if only:
             fail("--only selects from a SOURCE for its TARGETs; a profile takes `only` in the config file")
@@ -43,7 +53,13 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
             where = loaded.path or "no config file found"
             fail(f"no profile {profile!r} in {where}" if profile else f"no profiles to run ({where}); "
                  "name a SOURCE and TARGETs, or write a config file (see the README)")
-    results = [engine.run(p, dry_run=dry_run, force=force, defaults=defaults, allow_empty=allow_empty) for p in profiles]
+    if any(ref.selector for p in profiles for ref in p.stores):
+        from storesync import discover
+
+        discover.set_root(root)
+        resolve = discover.resolver(python, strict=True)
+    results = [engine.run(p, dry_run=dry_run, force=force, defaults=defaults, allow_empty=allow_empty, resolve=resolve)
+               for p in profiles]
     if as_json:
         data = [r.to_json() for r in results]
         print_json(data[0] if source is not None else data)
@@ -58,6 +74,14 @@ def report(result) -> None:
     # Plain print, not rich: a no-op sync should not pay for loading a console renderer.
     if not result.profile.startswith("cli "):
         print(f"profile {result.profile} ({result.mode})")
+    for warning in result.warnings:
+        print(f"storesync: note: {warning}", file=sys.stderr)
+    if result.dry_run:  # what each selector named, with its owner as status shows it
+        for selector, found in result.selectors.items():
+            print(f"{selector}: {len(found)} store{'s' if len(found) != 1 else ''}")
+            for item in found:
+                hook = f", then {' '.join(item['on_change'])}" if item.get("on_change") else ""
+                print(f"  {item['store']}  ({item['found_as']}, owner {item['owner'] or '?'}{hook})")
     for outcome in result.outcomes:
         for warning in outcome.store.warnings if outcome.store else ():
             print(f"storesync: warning: {warning}", file=sys.stderr)
@@ -99,7 +123,7 @@ def declare(app) -> None:
 
     import typer
 
-    from storesync.cli.options import CONFIG, JSON, PASSWORD_FILE, STATE_DIR
+    from storesync.cli.options import CONFIG, JSON, PASSWORD_FILE, PYTHON, ROOT, STATE_DIR
 
     @app.command("sync")
     def command(
@@ -108,7 +132,10 @@ def declare(app) -> None:
         profile: Optional[str] = typer.Option(None, "--profile", help="Run only this profile of the config."),
         config: Optional[Path] = CONFIG,
         state_dir: Optional[Path] = STATE_DIR,
-        mode: str = typer.Option("mirror", "--mode", help="mirror: targets hold exactly the source's anchors; add: never remove."),
+        mode: str = typer.Option(
+            "mirror", "--mode",
+            help="mirror: targets hold exactly the source's anchors; add: never remove; remove: the source's certificates leave the targets.",
+        ),
         purpose: str = typer.Option(
             "server-auth", "--purpose",
             help="What stores without per-purpose trust are for (server-auth, client-auth, email, code-signing, any).",
@@ -124,8 +151,12 @@ def declare(app) -> None:
             [], "--only", metavar="FINGERPRINT|LABEL-GLOB",
             help="Take only these certificates of SOURCE (SHA-256/SHA-1 hex, or a label glob; repeatable).",
         ),
+        root: Optional[Path] = ROOT,
+        python: Optional[list[str]] = PYTHON,
     ) -> None:
-        """Make each TARGET agree with SOURCE, or run the profiles of the config file."""
+        """Make each TARGET agree with SOURCE, or run the profiles of the config file.
+
+        A TARGET may be a selector naming the stores found on this machine: @system, @nss, @java, @certifi, @all."""
         run(source=source, targets=targets or None, profile=profile, config=config, state_dir=state_dir, mode=mode,
                  purpose=purpose, dry_run=dry_run, force=force, as_json=as_json, password_file=password_file,
-                 allow_empty=allow_empty, only=tuple(only))
+                 allow_empty=allow_empty, only=tuple(only), root=root, python=tuple(python or ()))

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from storesync.model import ANCHOR, DISTRUST, DISTRUSTED, SERVER_AUTH, TRUSTED, Capabilities, Entry, Record, TrustSet
 
-MIRROR, ADD = "mirror", "add"
+MIRROR, ADD, REMOVE = "mirror", "add", "remove"
 
 
 class Loss(Record):
@@ -183,6 +183,8 @@ def make_plan(
     take differently), which is a change of its own, saying why.
     """
     plan = Plan(store=store, current=current, desired=TrustSet())
+    if mode == REMOVE:
+        return _remove(plan, source, current, caps, builtins)
     seen = lift(current, caps, purpose) if scope is not EVERYTHING else current
     desired: dict[str, Entry] = {}
 
@@ -237,6 +239,35 @@ def make_plan(
         ordered = [desired[sha] for sha in current if sha in desired]
         desired = {**{e.sha256: e for e in ordered}, **desired}
     plan.desired = TrustSet(desired.values())
+    return plan
+
+
+def _remove(plan: Plan, source: TrustSet, current: TrustSet, caps: Capabilities, builtins) -> Plan:
+    """`--mode remove`: the source's certificates leave the store, whatever its trust in them;
+    every other entry stays as it is. A root the store's users trust through a built-in list is
+    distrusted instead (added as distrusted if the store does not hold it); a distrust the store
+    holds already stays: it is what keeps such a root out."""
+    desired = dict(current.items())
+    for sha, entry in source.items():
+        have = current.get(sha)
+        builtin = sha in builtins and caps.distrust
+        if have is not None and dict(have.trust) == DISTRUST:
+            continue
+        if builtin:
+            after = (have or entry).replace(trust=dict(DISTRUST), distrust_after={})
+            if have is None:
+                plan.adds.append(after)
+            else:
+                plan.changes.append((have, after))
+            plan.losses.append(Loss(entry, "a built-in root: distrusted instead of removed (the browser trusts it anyway)"))
+            desired[sha] = after
+        elif have is not None:
+            plan.removals.append(have)
+            del desired[sha]
+    plan.desired = TrustSet(desired.values())
+    # The source names what is to go: its word, as a distrust is; the removal guard (meant for a
+    # source truncated by accident, which here could only remove less) does not count it.
+    plan.by_distrust.update(e.sha256 for e in plan.removals)
     return plan
 
 

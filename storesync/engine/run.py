@@ -11,7 +11,7 @@ from pathlib import Path
 from storesync import state
 from storesync.config import Profile, StoreRef
 from storesync.engine import policy
-from storesync.engine.plan import ADD, MIRROR, Plan, Scope, compare, lift, make_plan, retarget, touched, undo
+from storesync.engine.plan import ADD, MIRROR, REMOVE, Plan, Scope, compare, lift, make_plan, retarget, touched, undo
 from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError, TrustSet
 from storesync.stores import Store, open_store, read_store
 
@@ -58,6 +58,8 @@ class Result:
         self.conflicts: list[str] = []
         self.error: str | None = None
         self.rolled_back: list[str] = []
+        self.selectors: dict[str, list[dict]] = {}  # selector -> the stores it named at this run
+        self.warnings: list[str] = []  # notes of the run itself (a selector's store left out)
 
     @property
     def exit_code(self) -> int:
@@ -79,12 +81,77 @@ class Result:
             "profile": self.profile, "mode": self.mode, "dry_run": self.dry_run,
             "error": self.error, "rolled_back": self.rolled_back, "conflicts": self.conflicts,
             "plans": [o.to_json() for o in self.outcomes], "exit_code": self.exit_code,
+            **({"selectors": self.selectors} if self.selectors else {}),
+            **({"warnings": self.warnings} if self.warnings else {}),
         }
 
 
 def run(profile: Profile, *, dry_run: bool = False, force: bool = False,
-        defaults: dict[str, str] | None = None, lock_timeout: float = 10.0, allow_empty: bool = False) -> Result:
+        defaults: dict[str, str] | None = None, lock_timeout: float = 10.0, allow_empty: bool = False,
+        resolve=None) -> Result:
+    """`resolve(selector, pythons, warnings) -> [found stores]` names the stores of the profile's
+    selectors (`@nss`, ...) afresh at every run (storesync.discover.resolver); it raises
+    StoreError for a selector that must name something and does not."""
     allow_empty = allow_empty or profile.allow_empty
+    resolved: dict[str, list[dict]] = {}
+    notes: list[str] = []
+    if any(ref.selector for ref in profile.stores):
+        try:
+            profile = _expand(profile, resolve, resolved, notes)
+        except StoreError as exc:
+            result = Result(profile.name, profile.mode, dry_run)
+            result.selectors, result.warnings, result.error = resolved, notes, str(exc)
+            return result
+    result = _run(profile, dry_run, force, defaults, lock_timeout, allow_empty)
+    result.selectors, result.warnings = resolved, notes
+    return result
+
+
+def _expand(profile: Profile, resolve, resolved: dict[str, list[dict]], notes: list[str]) -> Profile:
+    """The profile with each selector replaced by the stores it names now, each store once
+    (by real path) and never the source; a store's options and hook come from the selector's
+    entry in the profile, the hook otherwise from the store's family (@system: its rebuild)."""
+    import copy
+
+    if resolve is None:
+        raise StoreError(f"profile {profile.name}: selectors ({', '.join(r.spec for r in profile.stores if r.selector)}) "
+                         "are resolved by storesync sync and the daemon; name the stores instead")
+    keys = {_key(profile.stores[0].spec)}
+    stores = [profile.stores[0]]
+    for ref in profile.stores[1:]:
+        if not ref.selector:
+            if _key(ref.spec) not in keys:
+                keys.add(_key(ref.spec))
+                stores.append(ref)
+            continue
+        selector, _, query = ref.spec.partition("?")  # "@nss?builtins=...": options of every store it names
+        found = resolve(selector, profile.python, notes)
+        resolved[ref.spec] = [{"store": f.spec, "owner": f.owner, "found_as": f.what,
+                               **({"on_change": f.on_change} if f.on_change else {})} for f in found]
+        for f in found:
+            key = _key(f.spec)
+            if key == _key(profile.stores[0].spec):
+                notes.append(f"{ref.spec}: {f.spec} is the source; not a target of itself")
+            if key not in keys:
+                keys.add(key)
+                spec = f.spec + ("&" if "?" in f.spec else "?") + query if query else f.spec
+                stores.append(StoreRef(spec, ref.options, ref.on_change if ref.on_change is not None else f.on_change))
+    expanded = copy.copy(profile)
+    expanded.stores = stores
+    return expanded
+
+
+def _key(spec: str) -> str:
+    """A store's identity across spellings: its real path (a JDK's cacerts is often a link)."""
+    import os
+
+    text = spec.split("?", 1)[0]
+    head, sep, rest = text.partition(":")
+    return os.path.realpath(os.path.expanduser(rest if sep and head.isalnum() and len(head) > 1 else text))
+
+
+def _run(profile: Profile, dry_run: bool, force: bool, defaults: dict[str, str] | None, lock_timeout: float,
+         allow_empty: bool) -> Result:
     if profile.mode != "merge":
         # Reading needs no lock, and most runs find nothing to do: plan first without locks
         # (nor the state dir), and take them only to write, reading again under them what
@@ -198,7 +265,7 @@ def _prepare(profile: Profile, result: Result, force: bool, allow_empty: bool = 
         caps, purpose = source.store.capabilities, source.store.purpose
         wanted, scope = lift(source.current, caps, purpose), Scope.of(caps, purpose, profile.purposes)
         for outcome in readable[1:] if readable and readable[0] is source else readable:
-            outcome.plan = _plan(profile, wanted, outcome, ADD if profile.mode == ADD else MIRROR, scope)
+            outcome.plan = _plan(profile, wanted, outcome, profile.mode if profile.mode in (ADD, REMOVE) else MIRROR, scope)
         if not force:
             _guard(profile, [o for o in readable if o is not source])
         return None
@@ -218,7 +285,7 @@ def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope
     wanted = policy.select(wanted, profile.purposes, profile.drop_expired, profile.only)
     plan = make_plan(wanted, outcome.current, store.capabilities, store=outcome.spec, mode=mode,
                      purpose=store.purpose, scope=scope, builtins=store.builtin_anchors(), rewrite=store.rewrite)
-    plan.create = not store.exists()  # a target named is a target made, even with nothing to hold
+    plan.create = not store.exists() and mode != REMOVE  # a target named is a target made, even with nothing to hold
     if profile.ca_only:
         policy.refuse_non_ca(plan)
     policy.refuse_unloadable(plan, store.reader)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 KINDS = {
     "pem": "storesync.stores.pem:PemStore",
     "dir": "storesync.stores.directory:DirStore",
+    "anchors": "storesync.stores.anchors:AnchorsStore",
     "nss": "storesync.stores.nss:NssStore",
     "certdata": "storesync.stores.certdata:CertdataStore",
     "sst": "storesync.stores.sst:SstStore",

@@ -31,6 +31,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 class DirStore(Store):
     kind = "dir"
+    new_suffix = ".pem"  # of the files it names
     holds_trusted = False  # set by read: a file holds a TRUSTED CERTIFICATE block
 
     def __init__(self, spec: StoreSpec):
@@ -130,10 +131,10 @@ class DirStore(Store):
         # p11-kit's naming: every byte outside [A-Za-z0-9._-] of the UTF-8 label becomes "_".
         stem = _UNSAFE.sub(lambda m: "_" * len(m.group().encode()), entry.display_label).lstrip(".")
         stem = stem or entry.sha256[:16]
-        name, n = f"{stem}.pem", 0
+        name, n = f"{stem}{self.new_suffix}", 0
         while name in taken:
             n += 1
-            name = f"{stem}.{n}.pem"
+            name = f"{stem}.{n}{self.new_suffix}"
         return name
 
     def _write_links(self, desired: TrustSet, touched: dict[str, Entry]) -> None:

@@ -1,0 +1,81 @@
+"""`anchors`: a distribution's folder of local trust anchors, which its own rebuild command
+turns into the system bundle: Debian's /usr/local/share/ca-certificates (`update-ca-certificates`),
+Fedora's /etc/pki/ca-trust/source/anchors (`update-ca-trust extract`); docs/formats.md §2.5.
+
+One PEM certificate per file. Reads every `*.crt` and `*.pem` of the folder holding exactly one
+certificate. The rebuilt bundle trusts them for whatever its readers use it for; like the bundle
+(and every store without purposes) the folder holds anchors for the store's `purpose`,
+server-auth by default, so that nothing trusted for e-mail only is widened into it
+(`purpose=any`: for every purpose, with a `!` line for what is widened). Writes `LABEL.crt` files (the label made safe and unique; `.crt`, since
+Debian's rebuild takes nothing else), no hash links, and leaves every other file alone.
+Certificates in subfolders are not read (Debian's rebuild takes them too): a warning says so.
+"""
+
+from __future__ import annotations
+
+import os
+
+from storesync.fsio import atomic_write_many, fsync_dir
+from storesync.model import Capabilities, Entry, TrustSet
+from storesync.stores.directory import DirStore
+from storesync.stores.pem import render_entries
+
+SUFFIXES = (".crt", ".pem")
+
+
+class AnchorsStore(DirStore):
+    kind = "anchors"
+    new_suffix = ".crt"
+    capabilities = Capabilities()  # anchors only: no purposes, no distrust, no labels
+
+    def read(self) -> TrustSet:
+        self._files, self._links = {}, {}
+        if not self.path.exists():
+            return TrustSet()
+        if not self.path.is_dir():
+            raise self.error("is not a directory; an anchors store is the folder of one-certificate files")
+        try:
+            with os.scandir(self.path) as listing:
+                found = sorted((item.name, item) for item in listing)
+        except OSError as exc:
+            raise self.error(f"cannot list it ({exc.strerror})") from None
+        entries: list[Entry] = []
+        for name, item in found:
+            if item.is_dir() and not name.startswith("."):
+                self._warn_subfolder(item.path)
+            if name.startswith(".") or not name.endswith(SUFFIXES) or not item.is_file():
+                continue
+            entry = self._read_file(self.path / name)
+            if entry is None:
+                continue  # a bundle or an empty file: not one anchor, left alone
+            holders = self._files.setdefault(entry.sha256, [])
+            holders.append(name)
+            if len(holders) == 1:
+                entries.append(entry)
+        return TrustSet(entries)
+
+    def _warn_subfolder(self, path: str) -> None:
+        try:
+            held = [n for _, _, names in os.walk(path) for n in names if n.endswith(".crt")]
+        except OSError:
+            return
+        if held:
+            self.warnings.append(f"{path}: {len(held)} certificate files in a subfolder, which the system's "
+                                 "rebuild may take but storesync does not read or write; move them up if they "
+                                 "are to be managed")
+
+    def write(self, plan) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        taken = set(os.listdir(self.path))
+        files = {}
+        for entry in [*plan.adds, *(after for _, after in plan.changes)]:
+            names = self._files.get(entry.sha256, [])
+            name = names[0] if names else self._new_name(entry, taken)
+            taken.add(name)
+            files[name] = render_entries([entry])
+            self._files[entry.sha256] = [name, *names[1:]]
+        atomic_write_many(self.path, files, sync_dir=False)
+        for entry in plan.removals:  # every file holding it: a copy left behind would keep it trusted
+            for name in self._files.pop(entry.sha256, []):
+                (self.path / name).unlink(missing_ok=True)
+        fsync_dir(self.path)
