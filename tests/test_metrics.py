@@ -1,0 +1,126 @@
+"""`storesync daemon --metrics`: a real daemon serves Prometheus metrics, scraped over HTTP and
+parsed with prometheus_client's own parser; `status --json` carries the same for inventory tools."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import storesync
+from test_daemon import BAD, Daemon, bundle, daemons, keys, until, write_config  # noqa: F401 - daemons: fixture
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path / "state"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    """{(sample name, sorted labels): value}, as prometheus_client's parser reads the page."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(samples, name: str, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def start_with_metrics(daemons, tmp_path, config, port) -> Daemon:
+    d = Daemon(tmp_path, config, "--metrics", f"127.0.0.1:{port}")
+    daemons.append(d)
+    d.started()
+    until(lambda: scrape(port), what="the metrics endpoint")
+    return d
+
+
+def test_metrics_follow_a_real_change_while_the_daemon_runs(pki, tmp_path, daemons, state_dir):
+    cas = [pki.ca(f"Metrics Root {n}") for n in range(4)]
+    source, target = tmp_path / "policy.pem", tmp_path / "target.pem"
+    source.write_bytes(bundle(*cas[:2]))
+    config = write_config(tmp_path / "s.toml", {"corp": [f"pem:{source}", f"pem:{target}"]}, mode="mirror")
+    port = free_port()
+    before = time.time()
+    daemon = start_with_metrics(daemons, tmp_path, config, port)
+    until(lambda: len(keys(f"pem:{target}")) == 2, what="the first reconcile")
+    daemon.settled()
+
+    first = scrape(port)
+    assert value(first, "storesync_store_anchors", profile="corp", store=f"pem:{target}") == 2
+    assert value(first, "storesync_store_anchors", profile="corp", store=f"pem:{source}") == 2
+    assert value(first, "storesync_last_exit_code", profile="corp") == 0
+    assert before - 1 <= value(first, "storesync_last_success_timestamp_seconds", profile="corp") <= time.time()
+    runs = value(first, "storesync_runs_total", profile="corp")
+    assert runs >= 1
+    # No tuf: source: no version, no staleness (absent, not a made-up 0).
+    assert not [k for k in first if k[0] in ("storesync_policy_version", "storesync_source_stale")]
+
+    source.write_bytes(bundle(*cas))  # the policy grows by two roots
+    until(lambda: value(scrape(port), "storesync_store_anchors", profile="corp", store=f"pem:{target}") == 4,
+          what="the anchors gauge to follow the change")
+    daemon.settled()
+    after = scrape(port)
+    assert value(after, "storesync_runs_total", profile="corp") > runs
+    assert not [k for k in after if k[0] == "storesync_errors_total"]
+
+    # A broken source (a run error: "source unreadable, nothing written"): the error is counted by kind and the exit code says so; the target keeps its roots.
+    source.write_bytes(BAD)
+    until(lambda: value(scrape(port), "storesync_errors_total", profile="corp", kind="error") == 1,
+          what="the error counter")
+    broken = scrape(port)
+    assert value(broken, "storesync_last_exit_code", profile="corp") == 2
+    assert value(broken, "storesync_last_success_timestamp_seconds", profile="corp") == \
+        value(after, "storesync_last_success_timestamp_seconds", profile="corp")
+    assert len(keys(f"pem:{target}")) == 4
+
+    # status --json carries the same for inventory tools.
+    report = json.loads(storesync("status", "--json").stdout)
+    corp = report["daemon"]["status"]["profiles"]["corp"]
+    assert corp["stores"][f"pem:{target}"]["anchors"] == 4
+    assert corp["errors"] == {"error": 1}
+    assert corp["last_success"] and corp["exit_code"] == 2
+    assert daemon.stop() == 0
+
+
+def test_metrics_address_errors_are_one_sentence(root, tmp_path):
+    source = root.write(tmp_path / "a.pem")
+    config = write_config(tmp_path / "s.toml", {"p": [f"pem:{source}", f"pem:{tmp_path / 'b.pem'}"]}, mode="mirror")
+    bad = storesync("daemon", "--config", config, "--metrics", "localhost")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "HOST:PORT" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = storesync("daemon", "--config", config, "--metrics", f"127.0.0.1:{port}")
+    assert busy.returncode == 2 and busy.stderr.count("\n") == 1, busy.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in busy.stderr and "Traceback" not in busy.stderr
+    assert not (tmp_path / "b.pem").exists()  # nothing ran
+
+
+def test_prometheus_client_is_imported_only_with_the_flag(root, tmp_path):
+    source = root.write(tmp_path / "a.pem")
+    config = write_config(tmp_path / "s.toml", {"p": [f"pem:{source}", f"pem:{tmp_path / 'b.pem'}"]}, mode="mirror")
+    code = ("import sys; from storesync.cli import main\n"
+            f"sys.argv = ['storesync', 'daemon', '--once', '--config', {str(config)!r}]\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+            "print(code, 'prometheus_client' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split()[-2:] == ["0", "False"], result.stdout + result.stderr
