@@ -13,7 +13,8 @@ A store is a spec string, or a table with `spec` and store options (`password-fi
 `links`, `format`, `purpose`, `role`, ...). Profile keys: `purposes` (keep only anchors for
 these), `only` (keep only these certificates: fingerprints or label globs, as `sync --only`),
 `ca_only` (default true), `drop_expired` (default false), `max_removal_share`
-(default 0.10), `allow_escalation` (default false), `allow_empty` (default false), `debounce_ms` and `rescan_s` (daemon).
+(default 0.10), `allow_escalation` (default false), `allow_empty` (default false), `debounce_ms` and `rescan_s` (daemon),
+`poll` (daemon: seconds between reads of a `tuf:` source, default 300, jittered by 10%).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ MODES = ("mirror", "add", "merge")
 PROFILE_KEYS = {
     "mode", "source", "targets", "stores", "purposes", "only", "ca_only", "drop_expired",
     "max_removal_share", "allow_escalation", "allow_empty", "allow-empty", "debounce_ms", "rescan_s",
+    "poll",
 }
 
 
@@ -47,14 +49,15 @@ class StoreRef(Record):
 
 class Profile(Record):
     __slots__ = ("name", "mode", "stores", "purposes", "ca_only", "drop_expired", "max_removal_share",
-                 "allow_escalation", "allow_empty", "debounce_ms", "rescan_s", "only")
+                 "allow_escalation", "allow_empty", "debounce_ms", "rescan_s", "only", "poll")
     __hash__ = None  # type: ignore[assignment]
 
     def __init__(self, name: str, mode: str, stores: list[StoreRef], purposes: tuple[str, ...] = (),
                  ca_only: bool = True, drop_expired: bool = False, max_removal_share: float = 0.10,
                  allow_escalation: bool = False, debounce_ms: int = 250, rescan_s: int = 600, allow_empty: bool = False,
-                 only: tuple[str, ...] = ()):
+                 only: tuple[str, ...] = (), poll: float = 300):
         self.name, self.mode = name, mode
+        self.poll = poll  # daemon: seconds between reads of a source that cannot be watched (tuf:)
         self.stores = stores  # mirror: the source first, then the targets
         self.purposes, self.ca_only, self.drop_expired = purposes, ca_only, drop_expired
         self.max_removal_share, self.allow_escalation = max_removal_share, allow_escalation
@@ -193,6 +196,9 @@ def _profile(name: str, table: dict, error_at) -> Profile:
     for key in ("ca_only", "drop_expired", "allow_escalation", "allow_empty", "allow-empty"):
         if not isinstance(table.get(key, False), bool):
             raise error(f"profile {name!r}: {key} must be true or false", key)
+    poll = table.get("poll", 300)
+    if isinstance(poll, bool) or not isinstance(poll, (int, float)) or poll <= 0:
+        raise error(f"profile {name!r}: poll must be a number of seconds above 0", "poll")
     for key in ("debounce_ms", "rescan_s"):
         value = table.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -202,7 +208,7 @@ def _profile(name: str, table: dict, error_at) -> Profile:
         ca_only=table.get("ca_only", True), drop_expired=table.get("drop_expired", False),
         max_removal_share=float(share), allow_escalation=table.get("allow_escalation", False),
         debounce_ms=table.get("debounce_ms", 250), rescan_s=table.get("rescan_s", 600), only=tuple(only),
-        allow_empty=table.get("allow_empty", table.get("allow-empty", False)),
+        allow_empty=table.get("allow_empty", table.get("allow-empty", False)), poll=poll,
     )
 
 

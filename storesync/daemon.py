@@ -201,6 +201,17 @@ def concerns(target: str, path: str, event_type: str, is_directory: bool) -> boo
     return event_type in STRUCTURAL and target.startswith(path.rstrip("/") + "/")
 
 
+def next_poll(profile: Profile) -> float | None:
+    """Seconds to the next periodic run: the rescan, or sooner the poll of a source that cannot be
+    watched (tuf:), jittered by 10% either way so that a fleet started together spreads its polls."""
+    import random
+
+    times = [profile.rescan_s] if profile.rescan_s else []
+    if any(ref.spec.startswith("tuf:") for ref in profile.stores):
+        times.append(profile.poll * random.uniform(0.9, 1.1))
+    return min(times) if times else None
+
+
 class Daemon:
     def __init__(self, config: Config, log: Log, defaults: dict[str, str] | None = None):
         self.config = config
@@ -272,8 +283,9 @@ class Daemon:
         with self.lock:
             triggers, track.triggers = sorted(track.triggers), set()
             track.due = track.burst_start = None
-        if profile.rescan_s:
-            track.next_rescan = time.monotonic() + profile.rescan_s
+        interval = next_poll(profile)
+        if interval:
+            track.next_rescan = time.monotonic() + interval
         track.runs += 1
         why = f"change in {', '.join(triggers)}" if triggers else reason
         sd_notify(f"STATUS=reconciling {profile.name} ({why})")

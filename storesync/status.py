@@ -31,6 +31,7 @@ class Summary:
     expired: int = 0
     expiring: int = 0
     warnings: list[str] = field(default_factory=list)
+    freshness: dict | None = None  # a tuf: source's (storesync.stores.tuf.freshness)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,8 +51,10 @@ def summarize(found: Found, at: datetime, soon_days: int, options: dict[str, str
         summary.owner = owner_of(store.path)
         if not store.exists():
             raise store.error("does not exist (yet)")
-        summary.trust_set = read_store(store)
+        # a tuf: source as last verified: status never waits on its server
+        summary.trust_set = store.read_cached() if store.spec.kind == "tuf" else read_store(store)
         summary.warnings = list(store.warnings)
+        summary.freshness = getattr(store, "freshness", None)
     except StoreError as exc:
         summary.error = str(exc)
         return summary

@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from conftest import NOW, PKI, Issued, run, storesync, with_serial
 from test_certdata import HEADER, cert_object, trust_object  # its writer of generated certdata.txt files
+from fleet import contract_seed, contract_url  # a tuf: store is a repository published and served on loopback
 from storesync import der
 from storesync.engine.plan import lift, make_plan
 from storesync.model import ANCHOR, DISTRUST, DISTRUSTED, PURPOSES, TRUSTED, Certificate, Entry, TrustSet
@@ -121,6 +122,8 @@ REGISTRY = {
              label=str.lower),
         Kind("p12", "p12", "p12:{path}", "cacerts.p12", hostile={**FILE_HOSTILE, "tampered": _flip_middle}),
         Kind("certdata", "certdata", "certdata:{path}", "certdata.txt", writable=False, seed=_certdata),
+        Kind("tuf", "tuf", "tuf:" + contract_url() + "{path}/policy?root={path}/1.root.json", "repo", writable=False,
+             seed=contract_seed),
     )
 }
 WRITABLE = [k for k in REGISTRY.values() if k.writable]

@@ -5,7 +5,7 @@ sync, which it runs without typer."""
 import typer
 
 from storesync import __version__
-from storesync.cli import check, daemon, diff, rollback, status, sync
+from storesync.cli import check, daemon, diff, publish, rollback, status, sync
 from storesync.cli import list as list_
 
 app = typer.Typer(
@@ -30,5 +30,5 @@ def options(
     pass  # the app's own options; its help is the Typer's
 
 
-for command in (list_, diff, sync, rollback, check, status, daemon):
+for command in (list_, diff, sync, rollback, check, status, daemon, publish):
     command.declare(app)

@@ -63,6 +63,10 @@ def print_status(summaries, columns, rows, daemon, soon: int) -> None:
     for number, s in enumerate(summaries, 1):
         if s.error:
             print(f"  #{number} cannot be read: {s.error}")
+        elif s.freshness:
+            fresh = s.freshness
+            print(f"  #{number} policy version {fresh.get('version')}, verified {fresh.get('verified_at')}"
+                  + (f"; ! STALE: {fresh.get('reason')} (the last verified policy is used)" if fresh.get("stale") else ""))
     if rows:
         # Roots with the same pattern of presence are one line: "143 roots absent only from #5".
         index = {s.found.spec: n for n, s in enumerate(summaries, 1)}

@@ -63,6 +63,10 @@ def report(result) -> None:
             print(f"storesync: warning: {warning}", file=sys.stderr)
         if outcome.error:
             print(f"storesync: {outcome.error}", file=sys.stderr)
+        fresh = getattr(outcome.store, "freshness", None)  # a tuf: source's
+        if fresh and fresh.get("stale"):
+            print(f"{outcome.spec}: ! stale: {fresh['reason']}; the last verified policy (version {fresh['version']}, "
+                  f"verified {fresh['verified_at']}) is used, nothing removed")
         plan = outcome.plan
         if plan is None:
             continue

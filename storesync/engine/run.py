@@ -42,6 +42,8 @@ class Outcome:
             data["store"] = self.spec
         if self.error:
             data["error"] = self.error
+        if getattr(self.store, "freshness", None):  # a tuf: source: which policy version, how fresh
+            data["freshness"] = self.store.freshness
         if self.backup:
             data["backup"] = self.backup
         return data

@@ -29,6 +29,7 @@ KINDS = {
     "p7b": "storesync.stores.p7b:P7bStore",
     "jks": "storesync.stores.jks:JksStore",
     "p12": "storesync.stores.p12:P12Store",
+    "tuf": "storesync.stores.tuf:TufStore",  # read-only: a policy from `storesync publish`, over HTTP(S)
 }
 ALIASES = {"sql": "nss", "bundle": "pem", "pkcs12": "p12", "pkcs7": "p7b", "hashdir": "dir"}
 EXTENSIONS = {
