@@ -39,6 +39,7 @@ class Summary:
             "owner": self.owner, "error": self.error, "certificates": len(self.trust_set) if self.trust_set is not None else None,
             "anchors": self.anchors, "distrusted": self.distrusted, "expired": self.expired, "expiring": self.expiring,
             "warnings": self.warnings,
+            **({"freshness": self.freshness} if self.freshness else {}),  # a tuf: source: version, staleness
         }
 
 

@@ -124,3 +124,56 @@ def test_prometheus_client_is_imported_only_with_the_flag(root, tmp_path):
             "print(code, 'prometheus_client' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.split()[-2:] == ["0", "False"], result.stdout + result.stderr
+
+
+def test_a_tuf_source_shows_its_policy_version_and_goes_stale_when_its_server_fails(tmp_path, cas_fleet, daemons):
+    """A repository published with `storesync publish`, served on loopback; the daemon polls it."""
+    from test_fleet import Fleet, policy_v
+
+    fleet = Fleet(tmp_path)
+    fleet.publish(policy_v(tmp_path, cas_fleet, 3, "v1"))
+    server = fleet.serve(controlled=True)
+    try:
+        target = tmp_path / "node.pem"
+        config = tmp_path / "node.toml"
+        config.write_text(f'[profile.fleet]\nmode = "mirror"\nsource = {json.dumps(fleet.spec(timeout=1))}\n'
+                          f'targets = [{json.dumps(f"pem:{target}?format=trusted")}]\npoll = 1\n')
+        port = free_port()
+        start_with_metrics(daemons, tmp_path, config, port)
+        fresh = until(lambda: (s := scrape(port)) and value(s, "storesync_policy_version", profile="fleet") and s,
+                      what="the policy version")
+        first = value(fresh, "storesync_policy_version", profile="fleet")
+        assert value(fresh, "storesync_source_stale", profile="fleet") == 0
+        assert 0 <= value(fresh, "storesync_source_verified_age_seconds", profile="fleet") < 30
+        assert value(fresh, "storesync_store_anchors", profile="fleet", store=f"pem:{target}?format=trusted") == 3
+
+        fleet.publish(policy_v(tmp_path, cas_fleet, 4, "v2"))  # a new policy: the version moves
+        until(lambda: value(scrape(port), "storesync_policy_version", profile="fleet") == first + 1,
+              what="the next policy version")
+        until(lambda: value(scrape(port), "storesync_store_anchors", profile="fleet",
+                            store=f"pem:{target}?format=trusted") == 4, what="the new policy's anchors")
+
+        server.mode = "500"  # keep last good: stale, counted, nothing removed
+        stale = until(lambda: (s := scrape(port)) and value(s, "storesync_source_stale", profile="fleet") == 1 and s,
+                      what="the source to go stale")
+        assert value(stale, "storesync_policy_version", profile="fleet") == first + 1
+        assert value(stale, "storesync_errors_total", profile="fleet", kind="stale") >= 1
+        assert value(stale, "storesync_store_anchors", profile="fleet", store=f"pem:{target}?format=trusted") == 4
+        time.sleep(1.5)
+        assert value(scrape(port), "storesync_source_verified_age_seconds", profile="fleet") >= 1
+
+        report = json.loads(storesync("status", "--json", "--config", config).stdout)
+        fleet_status = report["daemon"]["status"]["profiles"]["fleet"]
+        source = fleet_status["source"]
+        assert source["stale"] is True and source["version"] == first + 1 and "500" in source["reason"]
+        assert source["verified_at"] and fleet_status["last_success"]
+        # status itself reads the source as last verified (no network) and says the same
+        (found,) = [s for s in report["stores"] if s["store"].startswith("tuf:")]
+        assert found["freshness"]["stale"] is True and found["freshness"]["version"] == first + 1
+    finally:
+        fleet.stop()
+
+
+@pytest.fixture
+def cas_fleet(pki):
+    return [pki.ca(f"Metrics Fleet Root {n}") for n in range(5)]
