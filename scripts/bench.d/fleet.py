@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import BUNDLE, STORESYNC  # noqa: E402
-from daemon import cpu_seconds, peak_rss_mb  # noqa: E402
+from _timing import BUNDLE, STORESYNC, cpu_seconds, peak_rss_mb  # noqa: E402
 
 POLLS = 20          # unchanged polls measured on one agent
 POLL_S = 1.0        # that agent's poll
