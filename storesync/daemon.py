@@ -713,10 +713,31 @@ def observe(result) -> dict:
         after = (outcome.plan.desired if outcome.written else outcome.plan.current) if outcome.plan else outcome.current
         if after is not None:
             stores[outcome.spec] = {"anchors": anchors_of(after)}
+            if outcome.store is not None and outcome.role != "source":
+                moved = drift_counts(outcome.store.spec.key, after)
+                if moved is not None:
+                    stores[outcome.spec]["drift"] = moved
         fresh = getattr(outcome.store, "freshness", None) if outcome.role == "source" else None
         if isinstance(fresh, dict):
             facts["source"] = {"store": outcome.spec, **fresh}
     return {"stores": stores, **facts}
+
+
+def drift_counts(key: str, after) -> dict[str, int] | None:
+    """Entries of a store changed by other hands since storesync last wrote it, per category
+    (added, removed, trust_changed), from the ownership record of issue 16 (`state.drift(key,
+    trust_set)`) and the trust set just read; None where there is no record, or no such function
+    yet (the drift metric is then absent)."""
+    probe = getattr(state, "drift", None)
+    if probe is None:
+        return None
+    try:
+        found = probe(key, after)
+    except (StoreError, OSError, ValueError, TypeError, KeyError):
+        return None  # no usable record: no figure rather than a wrong one
+    if not isinstance(found, dict):
+        return None
+    return {category: len(items) for category, items in found.items() if isinstance(items, (list, tuple))}
 
 
 def _iso(moment: float | None) -> str | None:

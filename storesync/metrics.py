@@ -47,30 +47,6 @@ def unix(value) -> float | None:
     return None
 
 
-def drift(spec: str) -> dict | None:
-    """Entries of a store changed by other hands since storesync last wrote it, by category
-    (added, removed, changed): storesync.status.drift where it exists (issue 16), else None,
-    and the drift gauge is absent."""
-    from storesync import status
-
-    probe = getattr(status, "drift", None)
-    if probe is None:
-        return None
-    try:
-        found = probe(spec)
-    except Exception:  # noqa: BLE001 - a scrape must answer even when one store cannot be judged
-        return None
-    if not isinstance(found, dict):
-        return None
-    counts = {}
-    for category, value in found.items():
-        if isinstance(value, (list, tuple, set, dict)):
-            counts[category] = len(value)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            counts[category] = value
-    return counts
-
-
 class Collector:
     """One scrape: every profile's last reconcile, as the daemon recorded it."""
 
@@ -93,8 +69,8 @@ class Collector:
                         "ended (unix seconds).", ["profile"])
         anchors = gauge("store_anchors", "Certificates the store trusts after the last reconcile.",
                         ["profile", "store"])
-        drifted = gauge("store_drift", "Entries changed by other hands since storesync last wrote the store.",
-                        ["profile", "store", "category"])
+        drifted = gauge("store_drift", "Entries changed by other hands since storesync last wrote the store "
+                        "(after the last reconcile).", ["profile", "store", "category"])
         version = gauge("policy_version", "Version of the signed policy applied (a tuf: source).", ["profile"])
         stale = gauge("source_stale", "1 when the source could not be verified afresh and its last good "
                       "copy is used.", ["profile"])
@@ -111,7 +87,7 @@ class Collector:
                 success.add_metric([name], track.last_success)
             for spec, facts in (status.get("stores") or {}).items():
                 anchors.add_metric([name, spec], facts.get("anchors", 0))
-                for category, count in sorted((drift(spec) or {}).items()):
+                for category, count in sorted((facts.get("drift") or {}).items()):
                     drifted.add_metric([name, spec, category], count)
             source = status.get("source")
             if isinstance(source, dict):

@@ -4,6 +4,7 @@ parsed with prometheus_client's own parser; `status --json` carries the same for
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -177,3 +178,38 @@ def test_a_tuf_source_shows_its_policy_version_and_goes_stale_when_its_server_fa
 @pytest.fixture
 def cas_fleet(pki):
     return [pki.ca(f"Metrics Fleet Root {n}") for n in range(5)]
+
+
+def test_drift_is_exported_once_the_ownership_record_says_it(pki, tmp_path, monkeypatch):
+    """The wiring to issue 16's `state.drift(key, trust_set)` (its own tests judge the records):
+    without that function the gauge is absent; with it, each category is counted per store."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from storesync import daemon as service, metrics, state
+    from storesync.config import load_config
+
+    source, target = tmp_path / "a.pem", tmp_path / "b.pem"
+    source.write_bytes(bundle(pki.ca("Drift Root")))
+    config = write_config(tmp_path / "s.toml", {"p": [f"pem:{source}", f"pem:{target}"]}, mode="mirror")
+    agent = service.Daemon(load_config(config), service.Log(stream=open(os.devnull, "w")))
+    monkeypatch.delattr(state, "drift", raising=False)
+    agent.once()
+
+    def exported() -> dict:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(metrics.Collector(agent))
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples}
+
+    assert not [k for k in exported() if k[0] == "storesync_store_drift"]
+    seen = []
+    monkeypatch.setattr(state, "drift", lambda key, now, *_: seen.append((key, len(now))) or {
+        "since": "2026-12-01T10:00:00Z", "added": [{"sha256": "x"}], "removed": [], "trust_changed": []},
+        raising=False)
+    agent.once()
+    assert seen == [(f"pem:{target}", 1)]  # the target, keyed like the state dir, with what it now holds
+    drift = {k[1]: v for k, v in exported().items() if k[0] == "storesync_store_drift"}
+    store = ("store", f"pem:{target}")
+    assert drift == {(("category", "added"), ("profile", "p"), store): 1,
+                     (("category", "removed"), ("profile", "p"), store): 0,
+                     (("category", "trust_changed"), ("profile", "p"), store): 0}
