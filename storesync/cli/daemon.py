@@ -25,7 +25,7 @@ def daemon(
     password_file: Optional[Path] = PASSWORD_FILE,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also log reconciles that changed nothing."),
     metrics: Optional[str] = typer.Option(None, "--metrics", metavar="HOST:PORT",
-                                          help="Serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9108)."),
+                                          help="Serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9108); not with --once."),
 ) -> None:
     """Watch the stores of the config's profiles and reconcile each profile when one of its stores changes.
 
