@@ -274,7 +274,8 @@ def rotate(repo: Path, keys: Path, role: str, expires: timedelta) -> dict:
     root = published.root.signed
     old_root_signers = _signers(keys, root, "root")
     threshold = root.roles[role].threshold
-    for keyid in list(root.roles[role].keyids):
+    retired = list(root.roles[role].keyids)
+    for keyid in retired:
         root.revoke_key(keyid, role)
     new = [_new_signer(keys, role) for _ in range(threshold)]
     for signer in new:
@@ -283,6 +284,10 @@ def rotate(repo: Path, keys: Path, role: str, expires: timedelta) -> dict:
     root.expires = _now() + ROOT_EXPIRES
     published.sign(published.root, "root", old_root_signers + (new if role == "root" else []))
     published.write(published.root, f"{root.version}.root.json")
+    for keyid in retired:  # kept (offline backups may want them), apart from the keys in use
+        for path in keys.glob(f"{role}-{keyid}.pem"):
+            (keys / "retired").mkdir(exist_ok=True, mode=0o700)
+            os.replace(path, keys / "retired" / path.name)
     if role == "targets":
         published.publish_targets(expires)
     elif role == "snapshot":

@@ -193,6 +193,8 @@ def test_an_agent_lists_the_published_roots_with_labels_and_distrust(tmp_path, f
     assert out.returncode == 0, out.stderr
     entries = {e["label"]: e["trust"]["server-auth"] for e in json.loads(out.stdout)["entries"]}
     assert entries == {"Fleet v1 0": "trusted", "Fleet v1 1": "distrusted", "Fleet v1 2": "trusted"}
+    out = storesync("sync", fleet.spec(), f"pem:{tmp_path / 'agent.pem'}?format=trusted", "--json")
+    assert json.loads(out.stdout)["plans"][0]["freshness"]["version"] == 2, out.stdout
     fresh = json.loads(run(sys.executable, "-c", "import sys,json; from storesync.stores.tuf import freshness; "
                            "print(json.dumps(freshness(sys.argv[1])))", fleet.spec()).stdout)
     assert fresh["version"] == 2 and fresh["stale"] is False and fresh["reason"] is None and fresh["verified_at"]
@@ -208,6 +210,25 @@ def test_with_no_good_copy_ever_the_run_is_an_error_that_writes_nothing(tmp_path
     out = agent_sync(spec, tmp_path / "agent", target)
     assert out.returncode == 2 and "no verified policy was ever read" in out.stderr and "Traceback" not in out.stderr
     assert not target.exists()
+    fresh = json.loads(next((tmp_path / "agent" / "tuf").iterdir()).joinpath("freshness.json").read_text())
+    assert fresh["stale"] is True and fresh["version"] is None and "unreachable" in fresh["reason"]
+
+
+@pytest.mark.parametrize("query,said", [
+    ("", "needs root=FILE"),
+    ("?root={tmp}/missing.json", "cannot read its root= file"),
+    ("?root={tmp}/garbage.json", "is not valid TUF root metadata"),
+    ("?root={tmp}/root.json&timeout=soon", "timeout= must be a number"),
+])
+def test_a_bad_agent_spec_is_one_sentence(tmp_path, fleets, cas, query, said):
+    fleet = new_fleet(fleets, tmp_path)
+    fleet.publish(policy_v(tmp_path, cas, 2, "v1"))
+    fleet.serve()
+    (tmp_path / "garbage.json").write_text("{not json")
+    target = tmp_path / "agent.pem"
+    out = agent_sync(f"tuf:{fleet.server.url}/{NAME}" + query.format(tmp=tmp_path), tmp_path / "agent", target)
+    assert out.returncode == 2 and said in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and not target.exists()
 
 
 def test_a_tuf_store_is_read_only(tmp_path, fleets, cas):
@@ -352,6 +373,7 @@ def test_agents_follow_a_root_rotation_signed_by_the_old_root_and_refuse_one_tha
         out = storesync("publish", "rotate", fleet.repo, "--role", role)
         assert out.returncode == 0, out.stderr
     assert (fleet.repo / "5.root.json").exists()
+    assert len(list((fleet.keys / "retired").iterdir())) == 4 and len(list(fleet.keys.glob("*.pem"))) == 4
     fleet.publish(policy_v(tmp_path, cas, 5, "v2"))
     for agent, target in agents:
         out = agent_sync(fleet.spec(), agent, target)
@@ -399,11 +421,17 @@ def converge(tmp_path: Path, fleets, daemons, cas, count: int, poll: float) -> N
         assert shas(target) == v1
     assert fleet.publish(policy_v(tmp_path, cas, 5, "v2")).returncode == 0
     published = time.monotonic()
-    # one poll (+10% jitter) plus the time a loaded machine takes to run the reconciles
-    until(lambda: all(target.exists() and shas(target) == v2 for _, target in agents), timeout=poll * 1.1 + 30,
+    seen = [len(daemon.lines()) for daemon, _ in agents]
+    until(lambda: all(target.exists() and shas(target) == v2 for _, target in agents), timeout=poll * 1.1 + 60,
           what="every agent to apply policy v2")
     took = time.monotonic() - published
     print(f"{count} agents applied v2 {took:.1f} s after it was published (poll {poll} s)")
+    for (daemon, _), start in zip(agents, seen):  # the first poll that started after publishing applies it
+        after = [e["event"] for e in daemon.lines()[start:]]
+        if "written" in after:  # else it was written while `publish` was still exiting
+            before = after[:after.index("written")]
+            assert not ("reconcile" in before and "no-op" in before[before.index("reconcile"):]), after
+    assert took < poll * 1.1 + 10  # one poll with its jitter, plus reconciles on a loaded machine
 
     fleet.stop()  # the server goes away: each agent says so once, keeps v2
     for daemon, target in agents:

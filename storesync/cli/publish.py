@@ -65,13 +65,13 @@ def publish(
             _say(as_json, done, f"initialised {repo} (threshold {threshold}); keys in {keys}; give every agent "
                                 f"{done['root']} as its root= file")
             return
+        if action == "rotate" and role is None:
+            fail("publish rotate needs --role root, targets, snapshot or timestamp")
         key_dir = repo_tool.keys_dir(repo, keys)
         if action == "refresh":
             done = repo_tool.refresh(repo, key_dir, duration)
             _say(as_json, done, f"{repo}: timestamp version {done['timestamp']}, valid until {done['expires']}")
         elif action == "rotate":
-            if role is None:
-                fail("publish rotate needs --role root, targets, snapshot or timestamp")
             done = repo_tool.rotate(repo, key_dir, role, duration)
             _say(as_json, done, f"{repo}: new {role} keys {', '.join(k[:16] for k in done['keys'])} in root "
                                 f"version {done['root']} (signed by the previous root keys)")

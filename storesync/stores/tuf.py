@@ -73,7 +73,7 @@ def cache_dir(spec: StoreSpec | str) -> Path:
 def split_url(spec: TufSpec) -> tuple[str, str]:
     """(the repository's base URL, ending in /; the target's name)."""
     url = spec.url
-    name = spec.options.get("name")
+    name = spec.options.get("name", spec.defaults.get("name"))  # the spec's, or the profile's table
     if name:
         return url.rstrip("/") + "/", name
     base, _, name = url.rstrip("/").rpartition("/")
@@ -152,22 +152,30 @@ class TufStore(Store):
             if before.get("stale"):
                 self.warnings.append(stale_text(before))
             return self._parse(folder, policy)
+        from storesync.state import lock
+
         try:
-            version = self._refresh(folder, base, name, policy)
+            with lock(f"tuf {folder.name}"):  # ngclient's cache is for one process at a time (daemon and CLI)
+                version = self._refresh(folder, base, name, policy)
             self.freshness = {"version": version, "verified_at": _now_iso(), "stale": False, "reason": None,
                               "url": self.spec.url, "name": name}
         except _Failed as exc:
-            if not policy.exists():
-                raise self.error(f"{exc}; no verified policy was ever read from it, so nothing can be used "
-                                 "(check the URL, the root= file and the server)") from None
             self.freshness = {"version": before.get("version"), "verified_at": before.get("verified_at"),
                               "stale": True, "reason": str(exc), "url": self.spec.url, "name": name}
+            if not policy.exists():
+                self._keep_freshness(folder)  # status and metrics see a source never verified, and why
+                raise self.error(f"{exc}; no verified policy was ever read from it, so nothing can be used "
+                                 "(check the URL, the root= file and the server)") from None
             self.warnings.append(stale_text(self.freshness))
+        self._keep_freshness(folder)
+        return self._parse(folder, policy)
+
+    def _keep_freshness(self, folder: Path) -> None:
         try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             atomic_write(folder / "freshness.json", json.dumps(self.freshness).encode(), mode=0o644)
         except OSError:
             pass  # only the note for status and metrics is lost
-        return self._parse(folder, policy)
 
     def _parse(self, folder: Path, policy: Path) -> TrustSet:
         from storesync.stores.pem import PemStore
@@ -202,8 +210,13 @@ class TufStore(Store):
         try:
             metadata.mkdir(parents=True, exist_ok=True, mode=0o700)
             fetcher = Urllib3Fetcher(socket_timeout=timeout, app_user_agent="storesync")
-            updater = Updater(str(metadata), base, str(folder / "download"), base + "targets/", fetcher,
-                              bootstrap=bootstrap)
+            try:
+                updater = Updater(str(metadata), base, str(folder / "download"), base + "targets/", fetcher,
+                                  bootstrap=bootstrap)
+            except exceptions.RepositoryError as exc:  # the trust anchor itself is not root metadata
+                where = f"its root= file {self.option('root')}" if bootstrap else f"the root kept in {metadata}"
+                raise self.error(f"{where} is not valid TUF root metadata ({exc}); give it the repository's "
+                                 "1.root.json, as copied from the publisher") from None
             updater.refresh()
             info = updater.get_targetinfo(name)
             if info is None:
