@@ -213,3 +213,28 @@ def test_drift_is_exported_once_the_ownership_record_says_it(pki, tmp_path, monk
     assert drift == {(("category", "added"), ("profile", "p"), store): 1,
                      (("category", "removed"), ("profile", "p"), store): 0,
                      (("category", "trust_changed"), ("profile", "p"), store): 0}
+
+
+def test_a_tuf_source_never_verified_is_stale_with_no_version(tmp_path, cas_fleet, daemons):
+    from test_fleet import Fleet, policy_v
+
+    fleet = Fleet(tmp_path)
+    fleet.publish(policy_v(tmp_path, cas_fleet, 2, "v1"))
+    server = fleet.serve(controlled=True)
+    server.mode = "500"
+    try:
+        target = tmp_path / "node.pem"
+        config = tmp_path / "node.toml"
+        config.write_text(f'[profile.fleet]\nmode = "mirror"\nsource = {json.dumps(fleet.spec(timeout=1))}\n'
+                          f'targets = [{json.dumps(f"pem:{target}")}]\npoll = 1\n')
+        port = free_port()
+        start_with_metrics(daemons, tmp_path, config, port)
+        seen = until(lambda: (s := scrape(port)) and value(s, "storesync_source_stale", profile="fleet") == 1 and s,
+                     what="the stale gauge")
+        assert value(seen, "storesync_last_exit_code", profile="fleet") == 2
+        assert value(seen, "storesync_errors_total", profile="fleet", kind="error") >= 1
+        assert not [k for k in seen if k[0] in ("storesync_policy_version", "storesync_source_verified_age_seconds",
+                                                "storesync_last_success_timestamp_seconds")]
+        assert not target.exists()
+    finally:
+        fleet.stop()
