@@ -139,6 +139,8 @@ class Track:
     warned: set[str] = field(default_factory=set)  # the stores' warnings of the last run, said once
     status: dict = field(default_factory=dict)
     runs: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # kind -> reconciles that had one (metrics)
+    last_success: float | None = None  # unix time of the last reconcile that exited 0
 
 
 def _daemon_running() -> bool:
@@ -247,7 +249,9 @@ class Daemon:
             bases = store_paths(profile, self.defaults)
             track = Track(profile, resolve_links(bases), bases)
             if name in old and old[name].profile == profile:
-                track.reported, track.status, track.runs = old[name].reported, old[name].status, old[name].runs
+                kept = old[name]
+                track.reported, track.status, track.runs = kept.reported, kept.status, kept.runs
+                track.errors, track.last_success = kept.errors, kept.last_success
             track.due = time.monotonic()  # reconcile every profile once on start and reload
             tracks[name] = track
         with self.lock:
@@ -310,8 +314,9 @@ class Daemon:
                      event="crash", profile=profile.name)
             self.log("debug", traceback.format_exc().rstrip().replace("\n", " | "), event="traceback",
                      profile=profile.name)
+            track.errors["crash"] = track.errors.get("crash", 0) + 1
             track.status = {"last_run": now_iso(), "exit_code": EXIT_ERROR, "summary": "reconcile failed",
-                            "error": message, "held_back": [], "runs": track.runs}
+                            "error": message, "held_back": [], "runs": track.runs, "errors": dict(track.errors)}
             return EXIT_ERROR
 
     def _report(self, track: Track, result, why: str) -> None:
@@ -365,6 +370,14 @@ class Daemon:
 
         plans = [o for o in result.outcomes if o.plan is not None]
         errors = [o.error for o in result.outcomes if o.error] + ([result.error] if result.error else [])
+        inventory = observe(result)
+        kinds = {fields["event"] for _, _, fields in problems.values()}  # unreadable, held-back, error
+        if inventory.get("source", {}).get("stale"):
+            kinds.add("stale")
+        for kind in kinds:
+            track.errors[kind] = track.errors.get(kind, 0) + 1
+        if result.exit_code == EXIT_OK:
+            track.last_success = time.time()
         track.status = {
             "last_run": now_iso(),
             "exit_code": result.exit_code,
@@ -374,6 +387,9 @@ class Daemon:
             "held_back": [f"{o.spec}: {o.plan.summary()}: {o.plan.held_back}" for o in plans if o.plan.held_back],
             "conflicts": list(result.conflicts),
             "runs": track.runs,
+            **inventory,
+            "errors": dict(track.errors),
+            "last_success": _iso(track.last_success),
             **({"last_change": now_iso()} if written else
                {"last_change": track.status.get("last_change")} if track.status.get("last_change") else {}),
         }
@@ -693,6 +709,49 @@ def changed_in(result) -> list[str]:
     if result.mode != "merge":
         return [result.outcomes[0].spec]
     return [o.spec for o in result.outcomes if o.plan is not None and o.plan.empty and not o.error]
+
+
+def observe(result) -> dict:
+    """What inventory tools and metrics want of a run: anchors per store after it, and, for a
+    source that says how fresh it is (a `tuf:` store's `freshness`), its version and staleness."""
+    from storesync.status import anchors_of
+
+    stores, facts = {}, {}
+    for outcome in result.outcomes:
+        after = (outcome.plan.desired if outcome.written else outcome.plan.current) if outcome.plan else outcome.current
+        if after is not None:
+            stores[outcome.spec] = {"anchors": anchors_of(after)}
+            if outcome.store is not None and outcome.role != "source":
+                moved = drift_counts(outcome.store.spec.key, after)
+                if moved is not None:
+                    stores[outcome.spec]["drift"] = moved
+        fresh = getattr(outcome.store, "freshness", None) if outcome.role == "source" else None
+        if isinstance(fresh, dict):
+            facts["source"] = {"store": outcome.spec, **fresh}
+    return {"stores": stores, **facts}
+
+
+def drift_counts(key: str, after) -> dict[str, int] | None:
+    """Entries of a store changed by other hands since storesync last wrote it, per category
+    (added, removed, trust_changed), from the ownership record of issue 16 (`state.drift(key,
+    trust_set)`) and the trust set just read; None where there is no record, or no such function
+    yet (the drift metric is then absent)."""
+    probe = getattr(state, "drift", None)
+    if probe is None:
+        return None
+    try:
+        found = probe(key, after)
+    except (StoreError, OSError, ValueError, TypeError, KeyError):
+        return None  # no usable record: no figure rather than a wrong one
+    if not isinstance(found, dict):
+        return None
+    return {category: len(items) for category, items in found.items() if isinstance(items, (list, tuple))}
+
+
+def _iso(moment: float | None) -> str | None:
+    if moment is None:
+        return None
+    return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def describe(plan) -> str:

@@ -39,6 +39,7 @@ class Summary:
             "owner": self.owner, "error": self.error, "certificates": len(self.trust_set) if self.trust_set is not None else None,
             "anchors": self.anchors, "distrusted": self.distrusted, "expired": self.expired, "expiring": self.expiring,
             "warnings": self.warnings,
+            **({"freshness": self.freshness} if self.freshness else {}),  # a tuf: source: version, staleness
         }
 
 
@@ -66,7 +67,7 @@ def summarize(found: Found, at: datetime, soon_days: int, options: dict[str, str
         if entry.distrusted:
             summary.distrusted += 1
             continue
-        if not entry.trusted_purposes:
+        if not is_anchor(entry):
             continue
         summary.anchors += 1
         end = entry.cert.not_after
@@ -75,6 +76,15 @@ def summarize(found: Found, at: datetime, soon_days: int, options: dict[str, str
         elif end is not None and end <= horizon:
             summary.expiring += 1
     return summary
+
+
+def is_anchor(entry) -> bool:
+    return not entry.distrusted and bool(entry.trusted_purposes)
+
+
+def anchors_of(trust_set) -> int:
+    """The certificates a store trusts for something (what `status` counts as anchors)."""
+    return sum(1 for entry in trust_set.values() if is_anchor(entry))
 
 
 def owner_of(path: Path) -> str | None:

@@ -17,8 +17,8 @@ PACKAGE = Path(storesync.__file__).parent
 #: Top first. A module may import from its own layer or any below, never from one above.
 LAYERS = [
     ["storesync.__main__", "storesync.cli"],
-    ["storesync.check", "storesync.status", "storesync.daemon", "storesync.servers", "storesync.discover",
-     "storesync.publish"],
+    ["storesync.check", "storesync.status", "storesync.daemon", "storesync.metrics", "storesync.servers",
+     "storesync.discover", "storesync.publish"],
     ["storesync.engine", "storesync.config"],
     ["storesync.stores"],
     ["storesync.model", "storesync.pbe", "storesync.fsio", "storesync.state", "storesync.loadable"],

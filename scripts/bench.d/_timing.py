@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import statistics
 import subprocess
 import sys
@@ -48,3 +49,21 @@ def table(title: str, rows: list[tuple[str, float, str]]) -> None:
     for what, seconds, note in rows:
         print(f"| {what} | {seconds * 1000:.1f} ms | {note} |")
     print()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of `pid`, in ns precision (schedstat, not clock ticks)."""
+    total = 0
+    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+        try:
+            total += int(Path(path).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")

@@ -6,7 +6,6 @@ scaled to 60 s); peak RSS. The peer: `storesync daemon --once` from cron every m
 from __future__ import annotations
 
 import datetime as dt
-import glob
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _timing import BUNDLE, STORESYNC  # noqa: E402
+from _timing import BUNDLE, STORESYNC, cpu_seconds, peak_rss_mb  # noqa: E402
 
 CHANGES = 50
 IDLE_S = 20
@@ -84,24 +83,6 @@ class Log:
                         return stamp, line
                 if not self.cond.wait(max(0.0, deadline - time.monotonic())):
                     raise SystemExit(f"daemon benchmark: timed out; log: {[l for _, l in self.lines[-10:]]}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of every thread of `pid`, in ns precision (schedstat, not clock ticks)."""
-    total = 0
-    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
-        try:
-            total += int(Path(path).read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-    return total / 1e9
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main() -> None:

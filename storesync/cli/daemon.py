@@ -25,6 +25,8 @@ def daemon(
     password_file: Optional[Path] = PASSWORD_FILE,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also log reconciles that changed nothing."),
     root: Optional[Path] = ROOT,
+    metrics: Optional[str] = typer.Option(None, "--metrics", metavar="HOST:PORT",
+                                          help="Serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9108); not with --once."),
 ) -> None:
     """Watch the stores of the config's profiles and reconcile each profile when one of its stores changes.
 
@@ -32,7 +34,8 @@ def daemon(
 
     Under systemd (Type=notify) it reports readiness, status and watchdog pings.
 
-    The last reconcile of every profile is kept in STATE_DIR/status.json (`storesync status`)."""
+    The last reconcile of every profile is kept in STATE_DIR/status.json (`storesync status`);
+    --metrics serves the same as Prometheus metrics."""
     from storesync import daemon as service
     from storesync.config import load_config
     from storesync import state
@@ -54,4 +57,13 @@ def daemon(
         fail(f"config {loaded.path}: no profiles to watch ([profile.NAME] tables)")
     defaults = {"password-file": str(password_file)} if password_file else {}
     service_ = service.Daemon(loaded, service.Log(log_format, verbose), defaults)
+    if metrics and not once:
+        from storesync import metrics as exporter
+
+        try:
+            exporter.serve(metrics, service_)
+        except ValueError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(f"cannot serve metrics on {metrics} ({exc.strerror or exc}); give --metrics a free HOST:PORT")
     sys.exit(service_.once() if once else service_.serve())

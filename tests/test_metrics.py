@@ -1,0 +1,240 @@
+"""`storesync daemon --metrics`: a real daemon serves Prometheus metrics, scraped over HTTP and
+parsed with prometheus_client's own parser; `status --json` carries the same for inventory tools."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import storesync
+from test_daemon import BAD, Daemon, bundle, daemons, keys, until, write_config  # noqa: F401 - daemons: fixture
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path / "state"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    """{(sample name, sorted labels): value}, as prometheus_client's parser reads the page."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(samples, name: str, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def start_with_metrics(daemons, tmp_path, config, port) -> Daemon:
+    d = Daemon(tmp_path, config, "--metrics", f"127.0.0.1:{port}")
+    daemons.append(d)
+    d.started()
+    until(lambda: scrape(port), what="the metrics endpoint")
+    return d
+
+
+def test_metrics_follow_a_real_change_while_the_daemon_runs(pki, tmp_path, daemons, state_dir):
+    cas = [pki.ca(f"Metrics Root {n}") for n in range(4)]
+    source, target = tmp_path / "policy.pem", tmp_path / "target.pem"
+    source.write_bytes(bundle(*cas[:2]))
+    config = write_config(tmp_path / "s.toml", {"corp": [f"pem:{source}", f"pem:{target}"]}, mode="mirror")
+    port = free_port()
+    before = time.time()
+    daemon = start_with_metrics(daemons, tmp_path, config, port)
+    until(lambda: len(keys(f"pem:{target}")) == 2, what="the first reconcile")
+    daemon.settled()
+
+    first = scrape(port)
+    assert value(first, "storesync_store_anchors", profile="corp", store=f"pem:{target}") == 2
+    assert value(first, "storesync_store_anchors", profile="corp", store=f"pem:{source}") == 2
+    assert value(first, "storesync_last_exit_code", profile="corp") == 0
+    assert before - 1 <= value(first, "storesync_last_success_timestamp_seconds", profile="corp") <= time.time()
+    runs = value(first, "storesync_runs_total", profile="corp")
+    assert runs >= 1
+    # No tuf: source: no version, no staleness (absent, not a made-up 0).
+    assert not [k for k in first if k[0] in ("storesync_policy_version", "storesync_source_stale")]
+
+    source.write_bytes(bundle(*cas))  # the policy grows by two roots
+    until(lambda: value(scrape(port), "storesync_store_anchors", profile="corp", store=f"pem:{target}") == 4,
+          what="the anchors gauge to follow the change")
+    daemon.settled()
+    after = scrape(port)
+    assert value(after, "storesync_runs_total", profile="corp") > runs
+    assert not [k for k in after if k[0] == "storesync_errors_total"]
+
+    # A broken source (a run error: "source unreadable, nothing written"): the error is counted by kind and the exit code says so; the target keeps its roots.
+    source.write_bytes(BAD)
+    until(lambda: value(scrape(port), "storesync_errors_total", profile="corp", kind="error") == 1,
+          what="the error counter")
+    broken = scrape(port)
+    assert value(broken, "storesync_last_exit_code", profile="corp") == 2
+    assert value(broken, "storesync_last_success_timestamp_seconds", profile="corp") == \
+        value(after, "storesync_last_success_timestamp_seconds", profile="corp")
+    assert len(keys(f"pem:{target}")) == 4
+
+    # status --json carries the same for inventory tools.
+    report = json.loads(storesync("status", "--json").stdout)
+    corp = report["daemon"]["status"]["profiles"]["corp"]
+    assert corp["stores"][f"pem:{target}"]["anchors"] == 4
+    assert corp["errors"] == {"error": 1}
+    assert corp["last_success"] and corp["exit_code"] == 2
+    assert daemon.stop() == 0
+
+
+def test_metrics_address_errors_are_one_sentence(root, tmp_path):
+    source = root.write(tmp_path / "a.pem")
+    config = write_config(tmp_path / "s.toml", {"p": [f"pem:{source}", f"pem:{tmp_path / 'b.pem'}"]}, mode="mirror")
+    bad = storesync("daemon", "--config", config, "--metrics", "localhost")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "HOST:PORT" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = storesync("daemon", "--config", config, "--metrics", f"127.0.0.1:{port}")
+    assert busy.returncode == 2 and busy.stderr.count("\n") == 1, busy.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in busy.stderr and "Traceback" not in busy.stderr
+    assert not (tmp_path / "b.pem").exists()  # nothing ran
+
+
+def test_prometheus_client_is_imported_only_with_the_flag(root, tmp_path):
+    source = root.write(tmp_path / "a.pem")
+    config = write_config(tmp_path / "s.toml", {"p": [f"pem:{source}", f"pem:{tmp_path / 'b.pem'}"]}, mode="mirror")
+    code = ("import sys; from storesync.cli import main\n"
+            f"sys.argv = ['storesync', 'daemon', '--once', '--config', {str(config)!r}]\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+            "print(code, 'prometheus_client' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split()[-2:] == ["0", "False"], result.stdout + result.stderr
+
+
+def test_a_tuf_source_shows_its_policy_version_and_goes_stale_when_its_server_fails(tmp_path, cas_fleet, daemons):
+    """A repository published with `storesync publish`, served on loopback; the daemon polls it."""
+    from test_fleet import Fleet, policy_v
+
+    fleet = Fleet(tmp_path)
+    fleet.publish(policy_v(tmp_path, cas_fleet, 3, "v1"))
+    server = fleet.serve(controlled=True)
+    try:
+        target = tmp_path / "node.pem"
+        config = tmp_path / "node.toml"
+        config.write_text(f'[profile.fleet]\nmode = "mirror"\nsource = {json.dumps(fleet.spec(timeout=1))}\n'
+                          f'targets = [{json.dumps(f"pem:{target}?format=trusted")}]\npoll = 1\n')
+        port = free_port()
+        start_with_metrics(daemons, tmp_path, config, port)
+        fresh = until(lambda: (s := scrape(port)) and value(s, "storesync_policy_version", profile="fleet") and s,
+                      what="the policy version")
+        first = value(fresh, "storesync_policy_version", profile="fleet")
+        assert value(fresh, "storesync_source_stale", profile="fleet") == 0
+        assert 0 <= value(fresh, "storesync_source_verified_age_seconds", profile="fleet") < 30
+        assert value(fresh, "storesync_store_anchors", profile="fleet", store=f"pem:{target}?format=trusted") == 3
+
+        fleet.publish(policy_v(tmp_path, cas_fleet, 4, "v2"))  # a new policy: the version moves
+        until(lambda: value(scrape(port), "storesync_policy_version", profile="fleet") == first + 1,
+              what="the next policy version")
+        until(lambda: value(scrape(port), "storesync_store_anchors", profile="fleet",
+                            store=f"pem:{target}?format=trusted") == 4, what="the new policy's anchors")
+
+        server.mode = "500"  # keep last good: stale, counted, nothing removed
+        stale = until(lambda: (s := scrape(port)) and value(s, "storesync_source_stale", profile="fleet") == 1 and s,
+                      what="the source to go stale")
+        assert value(stale, "storesync_policy_version", profile="fleet") == first + 1
+        assert value(stale, "storesync_errors_total", profile="fleet", kind="stale") >= 1
+        assert value(stale, "storesync_store_anchors", profile="fleet", store=f"pem:{target}?format=trusted") == 4
+        time.sleep(1.5)
+        assert value(scrape(port), "storesync_source_verified_age_seconds", profile="fleet") >= 1
+
+        report = json.loads(storesync("status", "--json", "--config", config).stdout)
+        fleet_status = report["daemon"]["status"]["profiles"]["fleet"]
+        source = fleet_status["source"]
+        assert source["stale"] is True and source["version"] == first + 1 and "500" in source["reason"]
+        assert source["verified_at"] and fleet_status["last_success"]
+        # status itself reads the source as last verified (no network) and says the same
+        (found,) = [s for s in report["stores"] if s["store"].startswith("tuf:")]
+        assert found["freshness"]["stale"] is True and found["freshness"]["version"] == first + 1
+    finally:
+        fleet.stop()
+
+
+@pytest.fixture
+def cas_fleet(pki):
+    return [pki.ca(f"Metrics Fleet Root {n}") for n in range(5)]
+
+
+def test_drift_is_exported_once_the_ownership_record_says_it(pki, tmp_path, monkeypatch):
+    """The wiring to issue 16's `state.drift(key, trust_set)` (its own tests judge the records):
+    without that function the gauge is absent; with it, each category is counted per store."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from storesync import daemon as service, metrics, state
+    from storesync.config import load_config
+
+    source, target = tmp_path / "a.pem", tmp_path / "b.pem"
+    source.write_bytes(bundle(pki.ca("Drift Root")))
+    config = write_config(tmp_path / "s.toml", {"p": [f"pem:{source}", f"pem:{target}"]}, mode="mirror")
+    agent = service.Daemon(load_config(config), service.Log(stream=open(os.devnull, "w")))
+    monkeypatch.delattr(state, "drift", raising=False)
+    agent.once()
+
+    def exported() -> dict:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(metrics.Collector(agent))
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples}
+
+    assert not [k for k in exported() if k[0] == "storesync_store_drift"]
+    seen = []
+    monkeypatch.setattr(state, "drift", lambda key, now, *_: seen.append((key, len(now))) or {
+        "since": "2026-12-01T10:00:00Z", "added": [{"sha256": "x"}], "removed": [], "trust_changed": []},
+        raising=False)
+    agent.once()
+    assert seen == [(f"pem:{target}", 1)]  # the target, keyed like the state dir, with what it now holds
+    drift = {k[1]: v for k, v in exported().items() if k[0] == "storesync_store_drift"}
+    store = ("store", f"pem:{target}")
+    assert drift == {(("category", "added"), ("profile", "p"), store): 1,
+                     (("category", "removed"), ("profile", "p"), store): 0,
+                     (("category", "trust_changed"), ("profile", "p"), store): 0}
+
+
+def test_a_tuf_source_never_verified_is_stale_with_no_version(tmp_path, cas_fleet, daemons):
+    from test_fleet import Fleet, policy_v
+
+    fleet = Fleet(tmp_path)
+    fleet.publish(policy_v(tmp_path, cas_fleet, 2, "v1"))
+    server = fleet.serve(controlled=True)
+    server.mode = "500"
+    try:
+        target = tmp_path / "node.pem"
+        config = tmp_path / "node.toml"
+        config.write_text(f'[profile.fleet]\nmode = "mirror"\nsource = {json.dumps(fleet.spec(timeout=1))}\n'
+                          f'targets = [{json.dumps(f"pem:{target}")}]\npoll = 1\n')
+        port = free_port()
+        start_with_metrics(daemons, tmp_path, config, port)
+        seen = until(lambda: (s := scrape(port)) and value(s, "storesync_source_stale", profile="fleet") == 1 and s,
+                     what="the stale gauge")
+        assert value(seen, "storesync_last_exit_code", profile="fleet") == 2
+        assert value(seen, "storesync_errors_total", profile="fleet", kind="error") >= 1
+        assert not [k for k in seen if k[0] in ("storesync_policy_version", "storesync_source_verified_age_seconds",
+                                                "storesync_last_success_timestamp_seconds")]
+        assert not target.exists()
+    finally:
+        fleet.stop()
