@@ -142,6 +142,24 @@ def test_jdk_copied_in_gets_the_root(tmp_path, machine, root, daemons, java_cace
     assert daemon.stop() == 0
 
 
+def test_jdk_unpacked_step_by_step_is_followed_down(tmp_path, machine, root, daemons, java_cacerts):
+    """A slow unpack: each level of the tree appears on its own, the keystore last. The watch
+    moves down with it (never recursive), and the keystore is reconciled once it is there."""
+    config = profile(tmp_path, root.write(tmp_path / "corp.pem"), "@java")
+    daemon = Daemon(tmp_path, config)
+    daemons.append(daemon)
+    daemon.started().settled()
+    jdk = machine / "usr/lib/jvm/jdk-22"
+    for level in (jdk, jdk / "lib", jdk / "lib/security"):
+        level.mkdir()
+        time.sleep(0.7)  # longer than the debounce: each level is reconciled (and watched) alone
+    shutil.copy(java_cacerts, jdk / "lib/security/.cacerts.part")
+    time.sleep(0.7)
+    os.rename(jdk / "lib/security/.cacerts.part", jdk / "lib/security/cacerts")
+    appears(lambda: in_keystore(jdk / "lib/security/cacerts", root), "a JDK unpacked step by step", daemon)
+    assert daemon.stop() == 0
+
+
 def test_java_home_folder_is_watched(tmp_path, machine, root, daemons, java_cacerts):
     opt = tmp_path / "opt-java"
     opt.mkdir()
@@ -221,15 +239,22 @@ def inotify_watches(pid: int) -> list[int]:
     return inodes
 
 
-def test_watches_directories_never_certificate_files(tmp_path, machine, root, daemons, java_cacerts):
-    """Twenty profiles and five JDKs: every watch is a directory, and they number about the
-    directories on the way to the stores (not the certificates in them)."""
+def test_watches_directories_never_certificate_files(tmp_path, machine, root, pki, daemons, java_cacerts):
+    """Twenty profiles, five JDKs and Debian's anchor folder holding 30 certificates, one file
+    each: every watch is a directory, and they number about the directories on the way to the
+    stores (not the certificates in them)."""
     home = machine / "home/alice"
     for n in range(20):
         nssdb(firefox_profile(home, f"p{n}"))
     for n in range(5):
         shutil.copytree(jdk_tree(tmp_path, f"jdk-{n}"), machine / f"usr/lib/jvm/jdk-{n}")
-    config = profile(tmp_path, root.write(tmp_path / "corp.pem"), "@nss", "@java")
+    (machine / "etc").mkdir()
+    (machine / "etc/os-release").write_text("ID=debian\n")
+    anchors = machine / "usr/local/share/ca-certificates"
+    anchors.mkdir(parents=True)
+    for n in range(30):
+        pki.ca(f"storesync local {n}").write(anchors / f"local-{n}.crt")
+    config = profile(tmp_path, root.write(tmp_path / "corp.pem"), "@nss", "@java", "@system")
     daemon = Daemon(tmp_path, config)
     daemons.append(daemon)
     daemon.started().settled()
@@ -242,9 +267,10 @@ def test_watches_directories_never_certificate_files(tmp_path, machine, root, da
     inside = [kinds[ino] for ino in watched if ino in kinds]
     files = [p for p in inside if not p.is_dir()]
     assert not files, f"watches on files: {files}"
+    assert anchors in inside and len(list(anchors.glob("*.crt"))) == 31  # written (the root), and watched
     # 20 profile folders + the profiles folder; 5 JDKs' lib/security + /usr/lib/jvm; their
     # parents (each JDK's lib, the home's .mozilla ...): well under 2 watches per store.
-    assert 20 + 5 <= len(watched) <= 2 * 25 + 15, sorted(map(str, inside))
+    assert 20 + 5 + 1 <= len(watched) <= 2 * 26 + 15, sorted(map(str, inside))
 
 
 # --- real Firefox -----------------------------------------------------------------------------
