@@ -346,3 +346,20 @@ def test_root_writes_a_users_store_as_that_user(corp):
         assert {p.stat().st_uid for p in [db, *db.iterdir()]} == {65534}
     finally:
         shutil.rmtree(base)
+
+
+def test_the_daemon_takes_a_selector_naming_nothing_as_a_warning(machine, corp, tmp_path):
+    """The same profile: `sync` refuses it (exit 2), `daemon --once` reconciles the rest (exit 0);
+    once a JDK appears, the next reconcile writes it."""
+    config = tmp_path / "storesync.toml"
+    config.write_text(f'[profile.corp]\nmode = "add"\nsource = "{corp[2]}"\ntargets = ["@java", "@system"]\n')
+    for jdk in machine.jdks:
+        shutil.rmtree(jdk.parents[2])
+    assert storesync("sync", "--config", config, "--root", machine.root).returncode == 2
+    once = storesync("daemon", "--once", "--config", config, "--root", machine.root)
+    assert once.returncode == 0, once.stderr
+    assert (machine.anchors / "Corp_Selector_Root.crt").exists()
+    machine.jdks[0].parent.mkdir(parents=True)
+    shutil.copyfile(JAVA_CACERTS, machine.jdks[0])
+    assert storesync("daemon", "--once", "--config", config, "--root", machine.root).returncode == 0
+    assert colon_fingerprint(corp[0]) in keytool_list(machine.jdks[0])
