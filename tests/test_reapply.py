@@ -172,10 +172,11 @@ def test_java_home_folder_is_watched(tmp_path, machine, root, daemons, java_cace
     assert daemon.stop() == 0
 
 
-def test_new_firefox_profile_and_chromium_db_get_the_root(tmp_path, machine, root, daemons):
+def test_new_firefox_profile_and_chromium_db_get_the_root(tmp_path, machine, root, daemons, monkeypatch):
     home = machine / "home/alice"
     config = profile(tmp_path, root.write(tmp_path / "corp.pem"), "@nss")
-    daemon = Daemon(tmp_path, config)
+    monkeypatch.delenv("STORESYNC_ROOT")  # the option, this time
+    daemon = Daemon(tmp_path, config, "--root", str(machine))
     daemons.append(daemon)
     daemon.started().settled()
 
