@@ -401,7 +401,7 @@ class Daemon:
                 written.append(outcome)
         if result.error:
             problems[f"error {result.error}"] = ("error", f"profile {name}: {result.error}", {"event": "error"})
-        warnings = {w for o in result.outcomes if o.store for w in o.store.warnings}
+        warnings = {w for o in result.outcomes if o.store for w in o.store.warnings} | set(result.warnings)
         for warning in sorted(warnings - track.warned):  # e.g. a killed writer's journal rolled back
             self.log("warning", f"profile {name}: {warning}", event="store-warning", profile=name)
         track.warned = warnings

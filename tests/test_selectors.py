@@ -358,6 +358,7 @@ def test_the_daemon_takes_a_selector_naming_nothing_as_a_warning(machine, corp, 
     assert storesync("sync", "--config", config, "--root", machine.root).returncode == 2
     once = storesync("daemon", "--once", "--config", config, "--root", machine.root)
     assert once.returncode == 0, once.stderr
+    assert "@java: no Java keystore" in once.stdout + once.stderr  # logged as a warning
     assert (machine.anchors / "Corp_Selector_Root.crt").exists()
     machine.jdks[0].parent.mkdir(parents=True)
     shutil.copyfile(JAVA_CACERTS, machine.jdks[0])
