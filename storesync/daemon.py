@@ -150,7 +150,6 @@ class Track:
     rooted: bool = False              # a discovery root changed since the last reconcile
     selectors: bool = False           # names `@nss`, `@java`...: resolved at every reconcile
     named: set[str] | None = None     # the stores its selectors named at the last reconcile
-    noted: set[str] = field(default_factory=set)  # the run's own warnings (a selector naming nothing), said once
 
 
 def _daemon_running() -> bool:
@@ -271,8 +270,7 @@ class Daemon:
                           if os.path.realpath(f.spec.partition(":")[2]) not in seen
                           and (selector != "@all" or discover.writable(f.spec))]
             if not found:
-                notes.append(f"{selector} names no store yet; the daemon applies the profile to its stores as they "
-                             "appear")
+                notes.append(discover.nothing_found(selector))  # a warning: its stores may appear
             if warnings is not None:
                 warnings += notes
             return found
@@ -298,9 +296,6 @@ class Daemon:
         if appeared:
             self.log("info", f"profile {name}: new store{'s' if len(appeared) > 1 else ''} found: "
                              f"{', '.join(appeared)}", event="appeared", profile=name, stores=appeared)
-        for note in [n for n in result.warnings if n not in track.noted]:
-            self.log("warning", f"profile {name}: {note}", event="selector", profile=name)
-        track.noted = set(result.warnings)
         return appeared
 
     def _list_roots(self) -> None:

@@ -125,8 +125,8 @@ def test_jdk_copied_in_gets_the_root(tmp_path, machine, root, daemons, java_cace
     daemons.append(daemon)
     daemon.started()
     # Nothing to match yet: a warning, and the daemon keeps running.
-    warning = daemon.wait_event("selector")[0]
-    assert warning["level"] == "warning" and "@java names no store yet" in warning["msg"]
+    warning = daemon.wait_event("store-warning")[0]
+    assert warning["level"] == "warning" and "@java: no Java keystore" in warning["msg"]
     daemon.settled()
     assert daemon.proc.poll() is None
 
