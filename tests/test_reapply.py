@@ -255,6 +255,11 @@ def test_watches_directories_never_certificate_files(tmp_path, machine, root, pk
     anchors.mkdir(parents=True)
     for n in range(30):
         pki.ca(f"storesync local {n}").write(anchors / f"local-{n}.crt")
+    # @system's hook is the rebuild found under the root: a stub, never this machine's own
+    stub = machine / "usr/sbin/update-ca-certificates"
+    stub.parent.mkdir(parents=True)
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
     config = profile(tmp_path, root.write(tmp_path / "corp.pem"), "@nss", "@java", "@system")
     daemon = Daemon(tmp_path, config)
     daemons.append(daemon)
