@@ -15,6 +15,14 @@ replaced. A symlinked store is watched where it is, at every link it goes throug
 target; the links are resolved again on every event of its profile (a few readlink calls), so a
 link re-pointed elsewhere (`ln -sfn`) moves the watch to the new target.
 
+Selectors (`@nss`, `@java`, `@all` ...): the engine resolves them afresh at every reconcile, and
+the stores they named are watched like the others. Something appearing in a discovery root
+(`discover.watch_roots()`: the profiles.ini folders, the Chromium databases, the JVM folders and
+each --java-home, the --python environments) reconciles every profile naming a selector. The
+roots are watched like a missing store: through their nearest existing directory,
+non-recursively, so the watches follow a JDK being copied in or a new Firefox profile down to
+where its store will be, and never sit on a certificate file.
+
 After a reconcile every store of the profile equals what was just written (a merge profile:
 the baseline), so the events of the daemon's own writes lead to one reconcile with an empty
 plan, which logs nothing unless --verbose.
@@ -141,6 +149,9 @@ class Track:
     runs: int = 0
     errors: dict[str, int] = field(default_factory=dict)  # kind -> reconciles that had one (metrics)
     last_success: float | None = None  # unix time of the last reconcile that exited 0
+    rooted: bool = False              # a discovery root changed since the last reconcile
+    selectors: bool = False           # names `@nss`, `@java`...: resolved at every reconcile
+    named: set[str] | None = None     # the stores its selectors named at the last reconcile
 
 
 def _daemon_running() -> bool:
@@ -155,13 +166,6 @@ def _daemon_running() -> bool:
         return True
     except (OSError, ValueError, KeyError, TypeError, OverflowError):
         return False
-
-
-def _resolver():
-    """Selectors are resolved at every reconcile; one naming nothing is a warning here."""
-    from storesync import discover
-
-    return discover.resolver(strict=False)
 
 
 def store_paths(profile: Profile, defaults: dict[str, str]) -> dict[str, str]:
@@ -220,10 +224,15 @@ def next_poll(profile: Profile) -> float | None:
 
 
 class Daemon:
-    def __init__(self, config: Config, log: Log, defaults: dict[str, str] | None = None):
+    def __init__(self, config: Config, log: Log, defaults: dict[str, str] | None = None,
+                 pythons: list[str] = (), java_homes: list[str] = ()):
         self.config = config
         self.log = log
         self.defaults = defaults or {}
+        self.pythons, self.java_homes = list(pythons), list(java_homes)
+        self.roots: set[str] = set()  # discovery roots (only when a profile names a selector)
+        self.above_roots: set[str] = set()  # every directory above one: made or moved, it may bring one
+        self.reroot = False           # an event in a root: list the roots again
         self.tracks: dict[str, Track] = {}
         self.started = now_iso()
         self.stopping = False
@@ -247,15 +256,75 @@ class Daemon:
         tracks = {}
         for name, profile in config.profiles.items():
             bases = store_paths(profile, self.defaults)
-            track = Track(profile, resolve_links(bases), bases)
+            track = Track(profile, resolve_links(bases), bases, selectors=any(r.selector for r in profile.stores))
             if name in old and old[name].profile == profile:
                 kept = old[name]
                 track.reported, track.status, track.runs = kept.reported, kept.status, kept.runs
                 track.errors, track.last_success = kept.errors, kept.last_success
+                track.bases, track.targets, track.named = kept.bases, kept.targets, kept.named
             track.due = time.monotonic()  # reconcile every profile once on start and reload
             tracks[name] = track
         with self.lock:
             self.config, self.tracks = config, tracks
+        self._list_roots()
+
+    # --- selectors --------------------------------------------------------------------------
+
+    def _resolver(self):
+        """How the engine resolves selectors here: as `sync` does, with the daemon's --python
+        and --java-home, and a selector naming nothing is a warning (its stores may appear)."""
+        from storesync import discover
+
+        def resolve(selector: str, pythons=(), warnings: list[str] | None = None):
+            notes: list[str] = []
+            found = discover.resolve(selector, (*self.pythons, *pythons), notes)
+            if selector in ("@java", "@all"):
+                seen = {os.path.realpath(f.spec.partition(":")[2]) for f in found}
+                found += [f for f in discover.java_home_stores(self.java_homes)
+                          if os.path.realpath(f.spec.partition(":")[2]) not in seen
+                          and (selector != "@all" or discover.writable(f.spec))]
+            if not found:
+                notes.append(discover.nothing_found(selector))  # a warning: its stores may appear
+            if warnings is not None:
+                warnings += notes
+            return found
+
+        return resolve
+
+    def _named(self, track: Track, result) -> list[str]:
+        """Watch the stores the selectors named at this run; say which ones are new."""
+        named = {o.spec for o in result.outcomes if o.role != "source"}
+        appeared = sorted(named - track.named) if track.named is not None else []
+        track.named = named
+        bases = store_paths(track.profile, self.defaults)  # the stores the profile names itself
+        for outcome in result.outcomes:
+            if outcome.store is not None:
+                for path in outcome.store.watch_paths():
+                    bases.setdefault(os.path.abspath(str(path)), outcome.spec)
+        if bases != track.bases:
+            targets = resolve_links(bases)
+            with self.lock:
+                track.bases, track.targets = bases, targets
+            self.rewatch = True
+        name = track.profile.name
+        if appeared:
+            self.log("info", f"profile {name}: new store{'s' if len(appeared) > 1 else ''} found: "
+                             f"{', '.join(appeared)}", event="appeared", profile=name, stores=appeared)
+        return appeared
+
+    def _list_roots(self) -> None:
+        """The discovery roots as they are now (a new profiles.ini entry, a new JDK add places)."""
+        roots: set[str] = set()
+        if any(t.selectors for t in self.tracks.values()):
+            from storesync import discover
+
+            pythons = [p for t in self.tracks.values() for p in t.profile.python]
+            roots = {os.path.abspath(str(p)) for p in discover.watch_roots([*self.pythons, *pythons], self.java_homes)}
+        above = set()
+        for root in roots:
+            while (root := os.path.dirname(root)) not in above and root != "/":
+                above.add(root)
+        self.roots, self.above_roots = roots, above
 
     def reload(self) -> None:
         path = self.config.path
@@ -290,6 +359,9 @@ class Daemon:
         with self.lock:
             triggers, track.triggers = sorted(track.triggers), set()
             track.due = track.burst_start = None
+            rooted, track.rooted = track.rooted, False
+        if rooted and not triggers:
+            reason = "a change in a discovery root"
         interval = next_poll(profile)
         if interval:
             track.next_rescan = time.monotonic() + interval
@@ -299,14 +371,15 @@ class Daemon:
         self.log("debug", f"profile {profile.name}: reconciling ({why})", event="reconcile", profile=profile.name)
         try:
             result = engine.run(profile, defaults=self.defaults, lock_timeout=self.lock_timeout,
-                                resolve=_resolver() if any(ref.selector for ref in profile.stores) else None)
+                                resolve=self._resolver() if track.selectors else None)
             if result.error and "is locked by" in result.error and not self.once_only:
                 self.log("debug", f"profile {profile.name}: {result.error}; retrying", profile=profile.name)
                 with self.lock:
                     track.due = time.monotonic() + LOCK_RETRY_S
                     track.triggers.update(triggers)
                 return result.exit_code
-            self._report(track, result, why)
+            appeared = self._named(track, result) if track.selectors else []
+            self._report(track, result, why, appeared)
             return result.exit_code
         except Exception as exc:  # noqa: BLE001 - one profile's failure must not stop the others
             message = f"{type(exc).__name__}: {exc}"
@@ -319,7 +392,7 @@ class Daemon:
                             "error": message, "held_back": [], "runs": track.runs, "errors": dict(track.errors)}
             return EXIT_ERROR
 
-    def _report(self, track: Track, result, why: str) -> None:
+    def _report(self, track: Track, result, why: str, appeared: list[str] = ()) -> None:
         name = track.profile.name
         problems: dict[str, tuple[str, str, dict]] = {}  # key -> (level, message, fields)
         written = []
@@ -347,7 +420,8 @@ class Daemon:
         origin = changed_in(result) if written else []
         for outcome in written:
             plan = outcome.plan
-            said = f"change in {', '.join(origin)}" if origin else why
+            said = ("new store, found by its selector" if outcome.spec in appeared else
+                    f"change in {', '.join(origin)}" if origin else why)
             self.log("info", f"profile {name}: {said}: wrote {outcome.spec}: {describe(plan)}",
                      event="written", profile=name, store=outcome.spec, adds=len(plan.adds),
                      removals=len(plan.removals), changes=len(plan.changes), backup=outcome.backup)
@@ -458,10 +532,16 @@ class Daemon:
             if self.reload_wanted:
                 self.reload_wanted = False
                 self.reload()
+            if self.reroot:  # something appeared in a discovery root: list the roots again
+                self.reroot = False
+                self._list_roots()
+                self.rewatch = True
             self._relink()  # before the watches are re-made and before any reconcile reads
             if self.rewatch:
                 self._refresh_watches()
             ran = self._run_due()
+            if self.rewatch:  # a selector found a new store
+                self._refresh_watches()
             if ran:
                 self.write_status("running")
                 sd_notify(f"STATUS=idle; {self._status_line()}")
@@ -514,8 +594,11 @@ class Daemon:
                 ran = True
             elif track.next_rescan is not None and track.next_rescan <= moment:
                 # Events may have been missed, watches too; a store that could not be opened
-                # at load time may open now.
-                track.bases = store_paths(track.profile, self.defaults)
+                # at load time may open now; a selector may name more (the reconcile watches them).
+                if track.selectors:
+                    self._list_roots()
+                else:
+                    track.bases = store_paths(track.profile, self.defaults)
                 with self.lock:
                     track.relink = True
                 self._relink()
@@ -567,8 +650,31 @@ class Daemon:
                 track.due = min(moment + debounce, limit)
             if hit and (kind in STRUCTURAL or event.is_directory):
                 self.rewatch = True
+            if self.roots and self._in_roots(paths, kind):
+                hit = self.reroot = self.rewatch = True
+                for track in self.tracks.values():
+                    if not track.selectors:
+                        continue
+                    track.rooted = True
+                    if track.burst_start is None:
+                        track.burst_start = moment
+                    debounce = track.profile.debounce_ms / 1000
+                    track.due = min(moment + debounce, track.burst_start + max(1.0, 10 * debounce))
         if hit:
             self._wake()
+
+    def _in_roots(self, paths: list[str], kind: str) -> bool:
+        """Whether an event may bring a store into a selector: something made, removed or
+        renamed at a discovery root, in it or above it, or a profiles.ini rewritten in place (a
+        known store's own writes are not: they are its profile's business). Set look-ups only:
+        a busy home directory sends many events."""
+        for path in paths:
+            if kind in STRUCTURAL:
+                if path in self.roots or os.path.dirname(path) in self.roots or path in self.above_roots:
+                    return True
+            elif path.endswith("/profiles.ini") and path in self.roots:
+                return True
+        return False
 
     def _relink(self) -> None:
         """Resolve the symlinks of the stores of every profile an event concerned since the
@@ -598,21 +704,21 @@ class Daemon:
         if self.observer is None:
             return
         wanted: dict[str, tuple] = {}
-        for track in self.tracks.values():
-            for target in track.targets:
-                for directory in (target, os.path.dirname(target)):
-                    while True:
-                        try:
-                            st = os.stat(directory)
-                        except OSError:
-                            st = None
-                        if st is not None or directory == os.path.dirname(directory):
-                            break
-                        if directory == target:
-                            break  # a missing target: its parent's turn
-                        directory = os.path.dirname(directory)
-                    if st is not None and os.path.isdir(directory):
-                        wanted[directory] = (st.st_dev, st.st_ino)
+        targets = [target for track in self.tracks.values() for target in track.targets]
+        for target in [*targets, *self.roots]:
+            for directory in (target, os.path.dirname(target)):
+                while True:
+                    try:
+                        st = os.stat(directory)
+                    except OSError:
+                        st = None
+                    if st is not None or directory == os.path.dirname(directory):
+                        break
+                    if directory == target:
+                        break  # a missing target: its parent's turn
+                    directory = os.path.dirname(directory)
+                if st is not None and os.path.isdir(directory):
+                    wanted[directory] = (st.st_dev, st.st_ino)
         outer: dict[str, tuple] = {}
         for directory in wanted:
             parent = os.path.dirname(directory)

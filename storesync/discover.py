@@ -523,3 +523,49 @@ def resolver(pythons=(), strict: bool = True):
             warnings.append(nothing_found(selector))
         return found
     return resolve_now
+
+
+# --- where stores may appear (the daemon's watches) -------------------------------------------
+
+JVM_FOLDERS = sorted({pattern.split("/*/")[0] for pattern in JDK_GLOBS})  # /usr/lib/jvm, /opt
+
+
+def watch_roots(pythons=(), java_homes=()) -> list[Path]:
+    """Paths whose appearance may bring a new store to a selector (`storesync daemon` watches
+    them): every profiles.ini folder of every home, its profiles.ini and each profile's
+    cert9.db; the Chromium databases; every JVM folder (/usr/lib/jvm, each --java-home) and
+    where each JDK in it keeps its cacerts; each Python environment's certifi bundle. Most do not
+    exist yet: the daemon watches their nearest existing directory, never a certificate file."""
+    paths: list[Path] = []
+    for home, own in homes():
+        for _, template in PROFILE_ROOTS:
+            root = _expand(template, home, own)
+            paths += [root, root / "profiles.ini"]
+            if root.is_dir():
+                paths += [path / "cert9.db" for _, path in _profiles(root)]
+        paths += [_expand(template, home, own) / "cert9.db" for _, template in FIXED_DATABASES]
+    paths += [at_root(p) for p in JAVA_STORES]
+    for folder in [*(at_root(f) for f in JVM_FOLDERS), *(Path(os.path.expanduser(h)) for h in java_homes)]:
+        paths.append(folder)
+        for jdk in [folder, *_subdirs(folder)]:  # a --java-home is a JDK or a folder of JDKs
+            paths += [jdk / "lib/security/cacerts", jdk / "jre/lib/security/cacerts"]
+    for python in pythons:
+        env = Path(os.path.expanduser(python))
+        env = env if env.is_dir() or not env.exists() else env.parent.parent  # bin/python -> the env
+        places = glob.glob(glob.escape(str(env)) + "/lib/python*/site-packages")
+        paths += [env / "lib"] + [Path(p) / "certifi/cacert.pem" for p in places]
+    return paths
+
+
+def java_home_stores(java_homes=()) -> list[Found]:
+    """The cacerts of each --java-home (a JDK, or a folder of JDKs), which `@java` adds."""
+    patterns = [f"{glob.escape(os.path.expanduser(h))}{sub}" for h in java_homes
+                for sub in ("/lib/security/cacerts", "/jre/lib/security/cacerts", "/*/lib/security/cacerts")]
+    return java_stores({"java": [], "jdk": patterns})
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError:
+        return []

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from storesync.cli.common import fail
-from storesync.cli.options import CONFIG, PASSWORD_FILE, ROOT, STATE_DIR
+from storesync.cli.options import CONFIG, PASSWORD_FILE, PYTHON, ROOT, STATE_DIR
 from storesync.model import StoreError
 
 
@@ -27,12 +27,18 @@ def daemon(
     root: Optional[Path] = ROOT,
     metrics: Optional[str] = typer.Option(None, "--metrics", metavar="HOST:PORT",
                                           help="Serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9108); not with --once."),
+    python: list[str] = PYTHON,
+    java_home: list[str] = typer.Option(None, "--java-home", help="A JDK, or a folder of JDKs, whose cacerts `@java` and `@all` include; watched for JDKs that appear (repeatable)."),
 ) -> None:
     """Watch the stores of the config's profiles and reconcile each profile when one of its stores changes.
 
     SIGHUP reloads the config; SIGTERM or SIGINT finish the reconcile in progress and exit 0.
 
     Under systemd (Type=notify) it reports readiness, status and watchdog pings.
+
+    A profile naming selectors (`targets = ["@nss", "@java"]`) is applied to every store they find
+    and, within about a second, to every store that appears later (a JDK unpacked under
+    /usr/lib/jvm, a new Firefox profile, a new ~/.pki/nssdb).
 
     The last reconcile of every profile is kept in STATE_DIR/status.json (`storesync status`);
     --metrics serves the same as Prometheus metrics."""
@@ -56,7 +62,7 @@ def daemon(
     if not loaded.profiles:
         fail(f"config {loaded.path}: no profiles to watch ([profile.NAME] tables)")
     defaults = {"password-file": str(password_file)} if password_file else {}
-    service_ = service.Daemon(loaded, service.Log(log_format, verbose), defaults)
+    service_ = service.Daemon(loaded, service.Log(log_format, verbose), defaults, python or (), java_home or ())
     if metrics and not once:
         from storesync import metrics as exporter
 
