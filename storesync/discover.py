@@ -436,8 +436,9 @@ def system_anchors() -> Found | None:
             continue
         where, program = at_root(folder), _program(command[0])
         if where.is_dir() or program:
+            # No rebuild program, no hook: under a root, never this machine's own program
             return Found(f"anchors:{where}", "system anchors", partial=True,
-                         on_change=[program or command[0], *command[1:]])
+                         on_change=[program, *command[1:]] if program else None)
     return None
 
 

@@ -303,7 +303,14 @@ def test_system_is_the_distributions_anchor_folder_with_its_rebuild(tmp_path, mo
         folder = fedora / "etc/pki/ca-trust/source/anchors"
         folder.mkdir(parents=True)
         (found,) = discover.resolve("@system")
-        assert (found.spec, found.on_change) == (f"anchors:{folder}", ["update-ca-trust", "extract"])
+        # the root has no rebuild program: no hook (never this machine's own update-ca-trust)
+        assert (found.spec, found.on_change) == (f"anchors:{folder}", None)
+        program = fedora / "usr/bin/update-ca-trust"
+        program.parent.mkdir(parents=True)
+        program.write_text("#!/bin/sh\n")
+        program.chmod(0o755)
+        (found,) = discover.resolve("@system")
+        assert (found.spec, found.on_change) == (f"anchors:{folder}", [str(program), "extract"])
         (fedora / "etc/os-release").write_text("ID=arch\n")
         assert discover.resolve("@system") == []  # a distribution whose way is not known
     finally:
