@@ -539,6 +539,8 @@ def watch_roots(pythons=(), java_homes=()) -> list[Path]:
     exist yet: the daemon watches their nearest existing directory, never a certificate file."""
     paths: list[Path] = []
     for home, own in homes():
+        if not own and home in _service_homes():
+            continue  # /bin, /var/www...: no browser profile appears there; the rescan still looks
         for _, template in PROFILE_ROOTS:
             root = _expand(template, home, own)
             paths += [root, root / "profiles.ini"]
@@ -556,6 +558,15 @@ def watch_roots(pythons=(), java_homes=()) -> list[Path]:
         places = glob.glob(glob.escape(str(env)) + "/lib/python*/site-packages")
         paths += [env / "lib"] + [Path(p) / "certifi/cacert.pem" for p in places]
     return paths
+
+
+def _service_homes() -> set[Path]:
+    """Homes of accounts that cannot log in (nologin or false as their shell)."""
+    if machine_root() is not None:
+        return set()
+    import pwd
+
+    return {Path(u.pw_dir) for u in pwd.getpwall() if u.pw_shell.endswith(("/nologin", "/false"))}
 
 
 def java_home_stores(java_homes=()) -> list[Found]:
