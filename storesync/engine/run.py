@@ -113,6 +113,7 @@ def run(profile: Profile, *, dry_run: bool = False, force: bool = False,
                         outcome.store.warnings[:0] = [w for w in earlier.store.warnings if w not in outcome.store.warnings]
             if not dry_run and not result.error:
                 _apply(result)
+                policy.save_passed_checks()
                 _save_baseline(profile, result, merged)
     except StoreError as exc:
         result.error = str(exc)
