@@ -68,6 +68,10 @@ def java_utf(raw: bytes) -> str:
 
 def java_utf_bytes(text: str) -> bytes:
     """str to Java's modified UTF-8 (DataOutput.writeUTF), without the length."""
+    if text.isascii() and "\x00" not in text:  # most aliases: the bytes are the ASCII text itself
+        if len(text) > 0xFFFF:
+            raise ValueError("alias too long for a Java keystore")
+        return text.encode("ascii")
     raw = text.encode("utf-16-be", "surrogatepass")
     out = bytearray()
     for (unit,) in struct.iter_unpack(">H", raw):

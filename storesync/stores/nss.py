@@ -154,6 +154,7 @@ class KeyDB:
         self.check = check
         self.password: bytes | None = None
         self._keys: dict[tuple[bytes, int], bytes] = {}
+        self._by_prefix: dict[bytes, bytes] = {}  # signature without its MAC -> the MAC key
 
     @property
     def iterations(self) -> int:
@@ -214,19 +215,25 @@ class KeyDB:
     def verify(self, signature: bytes | None, object_id: int, attribute: int, value: bytes) -> bool:
         if signature is None or self.password is None:
             return False
-        try:
-            outer = der.read_all(signature)
-            alg, mac = list(outer.children())[:2]
-            oid, params = list(alg.children())[:2]
-            if der.decode_oid(oid.value) != pbe.OID_PBMAC1:
+        # One writer signs many attributes with one salt: the DER before a 32-byte MAC, once read,
+        # fixes the key (its lengths fix the layout), so the next signature like it is not parsed.
+        key, mac = self._by_prefix.get(signature[:-32]), signature[-32:]
+        if key is None:
+            try:
+                outer = der.read_all(signature)
+                alg, mac_tlv = list(outer.children())[:2]
+                oid, params = list(alg.children())[:2]
+                if der.decode_oid(oid.value) != pbe.OID_PBMAC1:
+                    return False
+                kdf = next(params.children())
+                salt, iterations, _, key_length = pbe.pbkdf2_of(kdf)
+            except Exception:  # noqa: BLE001
                 return False
-            kdf = next(params.children())
-            salt, iterations, _, key_length = pbe.pbkdf2_of(kdf)
-        except Exception:  # noqa: BLE001
-            return False
-        key = self.mac_key(salt, iterations, key_length or 32)
+            key, mac = self.mac_key(salt, iterations, key_length or 32), mac_tlv.value
+            if len(mac) == 32 and mac_tlv.end == len(signature) and mac_tlv.tag == der.OCTET_STRING:
+                self._by_prefix[signature[:-32]] = key
         expect = hmac.digest(key, ulong(object_id) + ulong(attribute) + value, "sha256")
-        return hmac.compare_digest(expect, mac.value)
+        return hmac.compare_digest(expect, mac)
 
     def signer(self) -> Callable[[int, int, bytes], bytes]:
         """A function (object id, attribute, stored value) -> the DER signature NSS expects."""
