@@ -275,9 +275,16 @@ def key_id(cert: Certificate) -> bytes:
         return hashlib.sha1(cert.der).digest()
 
 
+_EMAIL_OID = der.encode_oid("1.2.840.113549.1.9.1")  # emailAddress, as a TLV
+_SAN_OID = der.encode_oid("2.5.29.17")  # subjectAltName
+
+
 def email_of(cert: Certificate) -> bytes | None:
     """CKA_NSS_EMAIL as PK11_ImportCert sets it: the first e-mail address of the subject,
-    else of the subjectAltName, lower-cased."""
+    else of the subjectAltName, lower-cased. Most roots have neither: the encoded OIDs are looked
+    for in the bytes first (present in the DER if the attribute or extension is)."""
+    if _EMAIL_OID not in cert.der and _SAN_OID not in cert.der:
+        return None
     try:
         for key, value in name_attributes(cert.fields.subject):
             if key == "1.2.840.113549.1.9.1" and value:
