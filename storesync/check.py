@@ -25,12 +25,14 @@ kinds (NSS, Windows, Java) every trusted certificate is an anchor.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 from storesync.model import DISTRUSTED, EKU_OIDS, TRUSTED, TrustSet
+
+TYPE_CHECKING = False  # plain classes below and typing's names only for checkers: a check starts quicker
+if TYPE_CHECKING:
+    from typing import Any
 
 # Reason codes, in the order a store's problems are reported (the first is the verdict).
 # `unsupported` (an algorithm or key size cryptography's web-PKI verifier refuses, which OpenSSL
@@ -123,7 +125,6 @@ SETTING_NAMES = {
 SERVERS = tuple(SETTING_NAMES)
 
 
-@dataclass
 class Rules:
     """How one server decides (`check --server`), and where its settings were read from.
 
@@ -135,13 +136,13 @@ class Rules:
     "none"; crl_required: a certificate so checked needs a valid CRL from its issuer (OpenSSL's
     CRL_CHECK flags: "unable to get certificate CRL" otherwise)."""
 
-    server: str = "openssl"
-    depth: int | None = None
-    depth_counts_root: bool = False  # Apache's SSLVerifyDepth counts every CA above the leaf, root too
-    crl: str = "leaf"
-    crl_required: bool = False
-    block: str | None = None  # the server block / virtual host judged (from a config file)
-    settings: dict[str, dict] = field(default_factory=dict)  # key -> {directive, value, file, line}
+    def __init__(self, server: str = "openssl", depth: int | None = None, depth_counts_root: bool = False,
+                 crl: str = "leaf", crl_required: bool = False, block: str | None = None,
+                 settings: dict[str, dict] | None = None):
+        self.server, self.depth, self.crl, self.crl_required = server, depth, crl, crl_required
+        self.depth_counts_root = depth_counts_root  # Apache's SSLVerifyDepth counts every CA above the leaf, root too
+        self.block = block  # the server block / virtual host judged (from a config file)
+        self.settings = {} if settings is None else settings  # key -> {directive, value, file, line}
 
     def name(self, key: str) -> str:
         return SETTING_NAMES[self.server].get(key, key)
@@ -169,13 +170,12 @@ def server_rules(server: str) -> Rules:
 # --- results --------------------------------------------------------------------------------
 
 
-@dataclass
 class Problem:
-    reason: str
-    message: str
-    fix: str | None = None
-    cert: Any = None  # the cryptography certificate concerned
-    data: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, reason: str, message: str, fix: str | None = None, cert: Any = None,
+                 data: dict[str, Any] | None = None):
+        self.reason, self.message, self.fix = reason, message, fix
+        self.cert = cert  # the cryptography certificate concerned
+        self.data = {} if data is None else data
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"reason": self.reason, "message": self.message, "fix": self.fix}
@@ -184,16 +184,15 @@ class Problem:
         return {**out, **self.data}
 
 
-@dataclass
 class Verdict:
-    store: str
-    kind: str
-    problems: list[Problem] = field(default_factory=list)
-    chain: list = field(default_factory=list)  # the path found (strict, else relaxed)
-    warnings: list[str] = field(default_factory=list)
-    verifier_error: str | None = None
-    rules: Rules = field(default_factory=Rules)
-    data: dict[str, Any] = field(default_factory=dict)  # what a server's rules measured (ca_names)
+    def __init__(self, store: str, kind: str, rules: Rules | None = None):
+        self.store, self.kind = store, kind
+        self.problems: list[Problem] = []
+        self.chain: list = []  # the path found (strict, else relaxed)
+        self.warnings: list[str] = []
+        self.verifier_error: str | None = None
+        self.rules = Rules() if rules is None else rules
+        self.data: dict[str, Any] = {}  # what a server's rules measured (ca_names)
 
     @property
     def reason(self) -> str:
@@ -253,14 +252,14 @@ def short_name(cert) -> str:
 # --- the check ------------------------------------------------------------------------------
 
 
-@dataclass
 class StoreView:
     """A store's entries sorted for one purpose."""
 
-    anchors: list  # cryptography certificates usable as trust anchors for the purpose
-    all_anchors: list  # the same rule, whatever the trust: the relaxed run's anchors
-    pool: list  # store certificates that serve only as intermediates
-    by_sha: dict  # sha256 -> Entry
+    def __init__(self, anchors: list, all_anchors: list, pool: list, by_sha: dict):
+        self.anchors = anchors  # cryptography certificates usable as trust anchors for the purpose
+        self.all_anchors = all_anchors  # the same rule, whatever the trust: the relaxed run's anchors
+        self.pool = pool  # store certificates that serve only as intermediates
+        self.by_sha = by_sha  # sha256 -> Entry
 
 
 def store_view(trust_set: TrustSet, kind: str, purpose: str) -> StoreView:

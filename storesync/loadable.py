@@ -14,6 +14,10 @@ Readers, as a store kind declares them (`Store.reader`):
 
 A self-signed root whose own signature fails is never an anchor (`bad_self_signature`).
 Kept out of the one-shot path until a sync adds something: libcrypto is loaded on first use.
+
+Verdicts are pure functions of a certificate's bytes, so a *passed* check is remembered by the
+SHA-256 of the DER in the state dir (`remember_in`, `save`) and not run again: only a cache file
+that the current user (or root) alone can write is believed. Refusals are never cached.
 """
 
 from __future__ import annotations
@@ -31,8 +35,75 @@ def refusal(cert, reader: str) -> str | None:
     """Why the programs of `reader` would not load `cert` (None: they would)."""
     cache = cert.__dict__.setdefault("_refusals", {})
     if reader not in cache:
-        cache[reader] = _refusal(cert, reader)
+        key = f"{cert.sha256} {reader}"
+        cache[reader] = None if key in _passed else _refusal(cert, reader)
+        if cache[reader] is None and key not in _passed and _openssl() is not None:
+            _passed.add(key)  # a stand-in judge's pass (no libcrypto) is not remembered
     return cache[reader]
+
+
+# --- passed checks, remembered by SHA-256 of the DER ----------------------------------------
+
+_RULES = "storesync-passed-checks 1"  # the first line; bumped when a check changes, so older verdicts go
+_CACHE_NAME = "passed-checks"
+_MAX_REMEMBERED = 500_000  # lines (about 70 bytes each): beyond it, start afresh
+_passed: set[str] = set()  # "sha256 reader" and "sha256 signature": checks these bytes passed
+_known: set[str] = set()  # what the cache file held when read
+_cache_dir = None
+
+
+def remember_in(directory) -> None:
+    """Believe the passed checks kept in `directory` (the state dir), if only we can change them:
+    a file another user could write might vouch for a forged root."""
+    global _cache_dir
+    if _cache_dir is not None:
+        return
+    import os
+
+    _cache_dir = directory
+    try:
+        fd = os.open(os.path.join(directory, _CACHE_NAME), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "rb") as file:
+            if not (_private(os.fstat(file.fileno())) and _private(os.stat(directory))):
+                return
+            lines = file.read().decode("ascii", "replace").split("\n")
+    except OSError:
+        return
+    if lines[0] == _RULES:
+        _known.update(line for line in lines[1:] if line)
+        _passed.update(_known)
+
+
+def _private(st) -> bool:
+    import os
+
+    return st.st_uid in (os.geteuid(), 0) and not st.st_mode & 0o022
+
+
+def save() -> None:
+    """Keep what passed for the next run (best effort: a lost cache costs time, never safety)."""
+    import os
+
+    if _cache_dir is None or _passed <= _known:
+        return
+    lines = sorted(_passed) if len(_passed) < _MAX_REMEMBERED else sorted(_passed - _known)
+    path = os.path.join(_cache_dir, _CACHE_NAME)
+    temp = f"{path}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write("\n".join([_RULES, *lines, ""]).encode("ascii"))
+        os.replace(temp, path)
+    except OSError:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        return
+    _known.update(lines)
 
 
 def _refusal(cert, reader: str) -> str | None:
@@ -171,7 +242,10 @@ def bad_self_signature(cert) -> bool:
     and sha1 roots are checked; md2 roots of old Windows lists are not judged: unsupported is not
     failed). Without a libcrypto, `cryptography` judges (it supports no md5 or sha1)."""
     if "_bad_signature" not in cert.__dict__:
-        cert.__dict__["_bad_signature"] = _self_signed(cert) and _signature_fails(cert)
+        key = f"{cert.sha256} signature"
+        cert.__dict__["_bad_signature"] = key not in _passed and _self_signed(cert) and _signature_fails(cert)
+        if key not in _passed and (not _self_signed(cert) or _openssl() is not None and _verdict(cert) == 1):
+            _passed.add(key)  # remembered: not self-signed, or verified by libcrypto (not merely unsupported)
     return cert.__dict__["_bad_signature"]
 
 

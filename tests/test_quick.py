@@ -1,4 +1,4 @@
-"""The quick parser (plain list/diff/sync without typer) must mean exactly what typer means."""
+"""The quick parser (plain list/diff/sync/check without typer) must mean exactly what typer means."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import importlib
 from storesync import cli
 from storesync.cli.app import app
 
-COMMANDS = {"list": "list", "diff": "diff", "sync": "sync"}  # command -> its module in storesync.cli
+COMMANDS = {"list": "list", "diff": "diff", "sync": "sync", "check": "check"}  # command -> its module in storesync.cli
 MODULES = {name: importlib.import_module(f"storesync.cli.{name}") for name in COMMANDS.values()}
 IMPLEMENTATIONS = {name: module.run for name, module in MODULES.items()}  # before any test replaces them
 

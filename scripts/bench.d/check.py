@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import BUNDLE, STORESYNC, median_time, table  # noqa: E402
+from _timing import BUNDLE, STORESYNC, median_time, side_by_side, table  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -54,12 +54,22 @@ store.write_bytes(BUNDLE.read_bytes() + pem(root[0]))
 (scratch / "leaf.pem").write_bytes(pem(leaf[0]))
 inter_path, leaf_path = scratch / "inter.pem", scratch / "leaf.pem"
 
-ok_openssl = median_time(["openssl", "verify", "-CAfile", str(store), "-untrusted", str(inter_path),
-                          "-purpose", "sslclient", str(leaf_path)])
-ok_ours = median_time([*STORESYNC, "check", str(leaf_path), "--chain", str(inter_path), "--store", f"pem:{store}"])
-missing_openssl = median_time(["openssl", "verify", "-CAfile", str(BUNDLE), "-untrusted", str(inter_path),
-                               "-purpose", "sslclient", str(leaf_path)], check=False)
-missing_ours = median_time([*STORESYNC, "check", str(leaf_path), "--chain", str(inter_path), "--store", f"pem:{BUNDLE}"])
+openssl_ok = ["openssl", "verify", "-CAfile", str(store), "-untrusted", str(inter_path), "-purpose", "sslclient",
+              str(leaf_path)]
+ours_ok = [*STORESYNC, "check", str(leaf_path), "--chain", str(inter_path), "--store", f"pem:{store}"]
+openssl_missing = [*openssl_ok[:2], "-CAfile", str(BUNDLE), *openssl_ok[4:]]
+ours_missing = [*ours_ok[:-1], f"pem:{BUNDLE}"]
+# the same verdict (issue 18): both accept the first, both refuse the second
+verdicts = [subprocess.run(argv, capture_output=True).returncode == 0
+            for argv in (openssl_ok, ours_ok, openssl_missing, ours_missing)]
+assert verdicts == [True, True, False, False], f"check and openssl verify disagree: {verdicts}"
+# In turns (issue 18: check <= 3x openssl verify), so a slow spell weighs on both alike.
+turns = side_by_side({name: (argv, None) for name, argv in (
+    ("ok_openssl", openssl_ok), ("ok_ours", ours_ok),
+    ("missing_openssl", lambda: subprocess.run(openssl_missing, capture_output=True)),  # exits 2: refused
+    ("missing_ours", ours_missing))}, rounds=11)
+ok_openssl, ok_ours, missing_openssl, missing_ours = (turns[n] for n in (
+    "ok_openssl", "ok_ours", "missing_openssl", "missing_ours"))
 every_store = median_time([*STORESYNC, "check", str(leaf_path), "--chain", str(inter_path)], runs=5)
 status = median_time([*STORESYNC, "status"], runs=5)
 status_json = median_time([*STORESYNC, "status", "--json"], runs=5)
@@ -76,9 +86,10 @@ shutil.rmtree(scratch)
 
 table("check: one client certificate against a 145-root bundle", [
     ("`openssl verify -purpose sslclient` (accepts)", ok_openssl, "verdict only"),
-    ("`storesync check --store pem:...` (ok)", ok_ours, "verdict + path"),
+    ("`storesync check --store pem:...` (ok)", ok_ours, f"verdict + path; {ok_ours / ok_openssl:.1f}x openssl's time (goal <= 3x)"),
     ("`openssl verify` against the system bundle (refuses)", missing_openssl, "`unable to get issuer certificate`"),
-    ("`storesync check --store pem:system bundle` (missing-root)", missing_ours, "reason, issuer, key id, fix"),
+    ("`storesync check --store pem:system bundle` (missing-root)", missing_ours,
+     f"reason, issuer, key id, fix; {missing_ours / missing_openssl:.1f}x openssl's time"),
     ("`storesync check` (every store status finds)", every_store, "bundle, dir, local, Java, NSS"),
 ])
 table("status: this machine's stores at a glance", [

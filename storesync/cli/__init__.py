@@ -4,10 +4,10 @@ parser; one module per command beside it (storesync.cli.list, .diff, .sync, .rol
 
 A one-shot `storesync sync` spends most of its time starting up, and importing typer costs as
 much as all the rest. So `main` first tries `quick_parse`, which knows only the plain forms of
-list, diff and sync (their stores and options, nothing else), and calls the command's `run`
-directly. Everything else (help, other commands, a mistake) goes to the typer app in
+list, diff, sync and check (their arguments and options, nothing else), and calls the command's
+`run` directly. Everything else (help, other commands, a mistake) goes to the typer app in
 `storesync.cli.app`, which declares the same commands with the same defaults and forwards to
-the same functions (`run` in storesync.cli.list, .diff, .sync); a test holds the two parsers
+the same functions (`run` in storesync.cli.list, .diff, .sync, .check); a test holds the two parsers
 to the same result. Exit codes: storesync.model (EXIT_*).
 """
 
@@ -35,6 +35,8 @@ def main() -> None:
                     from storesync.cli.list import run
                 elif command == "diff":
                     from storesync.cli.diff import run
+                elif command == "check":
+                    from storesync.cli.check import run
                 else:
                     from storesync.cli.sync import run
                 run(**arguments)
@@ -65,11 +67,17 @@ QUICK_FORMS: dict[str, tuple[list[str], dict[str, tuple[str, type]]]] = {
         "--root": ("root", Path), "--python": ("python", tuple),
         **_JSON, **_PASSWORD_FILE,
     }),
+    "check": (["cert"], {
+        "--chain": ("chain", tuple), "--store": ("stores", tuple), "--crl": ("crls", tuple),
+        "--purpose": ("purpose", str), "--at": ("at", str), "--name": ("name", str), "--server": ("server", str),
+        "--nginx-conf": ("nginx_conf", Path), "--apache-conf": ("apache_conf", Path), "--python": ("python", tuple),
+        "--config": ("config", str), **_JSON, **_PASSWORD_FILE,
+    }),
 }
 
 
 def quick_parse(argv: list[str]) -> tuple[str, dict[str, Any]] | None:
-    """(command, its arguments) for a plain list/diff/sync command line; None: typer's to parse."""
+    """(command, its arguments) for a plain list/diff/sync/check command line; None: typer's to parse."""
     if not argv or argv[0] not in QUICK_FORMS:
         return None
     positional, options = QUICK_FORMS[argv[0]]

@@ -1,46 +1,62 @@
 """`storesync check`: would each store accept a certificate, and if not, why and what to do.
 
-The judging is storesync.check's; this module reads the command line and prints. It imports
-`cryptography`, the store modules and the discovery code inside the command function, so
-other commands do not pay for them at start-up.
+The judging is storesync.check's; this module reads the command line and prints. `run` is the
+command (the quick parser in storesync.cli calls it without typer); `declare` puts it on the
+typer app. It imports `cryptography`, the store modules and the discovery code inside `run`,
+so other commands do not pay for them at start-up.
 """
 
-from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Optional
-
-import typer
 
 from storesync.cli.common import fail, open_and_read
-from storesync.cli.options import PASSWORD_FILE, PYTHON, STORES_CONFIG
 from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_OK
+
+TYPE_CHECKING = False  # typing's, without importing typing at start-up
+if TYPE_CHECKING:
+    from typing import Optional
 
 
 def declare(app) -> None:
-    app.command("check")(check)
+    from typing import List, Optional
+
+    import typer
+
+    from storesync.cli.options import PASSWORD_FILE, PYTHON, STORES_CONFIG
+
+    @app.command("check")
+    def check(
+        cert: Path = typer.Argument(..., help="The certificate: PEM or DER; a PEM bundle is leaf first, then intermediates."),
+        chain: List[Path] = typer.Option([], "--chain", help="File of extra intermediate certificates (repeatable)."),
+        stores: List[str] = typer.Option([], "--store", help="Store to check against (repeatable); default: every store `status` finds."),
+        crls: List[Path] = typer.Option([], "--crl", help="CRL file, PEM or DER (repeatable); used only when its signature verifies."),
+        purpose: str = typer.Option("client-auth", "--purpose", help="client-auth, server-auth, email or code-signing."),
+        at: Optional[str] = typer.Option(None, "--at", help="Check at this ISO time instead of now (e.g. 2026-05-01T12:00:00Z)."),
+        name: Optional[str] = typer.Option(None, "--name", help="server-auth: also check that the certificate names this host."),
+        server: str = typer.Option("openssl", "--server", help="Judge by this server's rules: openssl (openssl verify), nginx, apache or iis."),
+        nginx_conf: Optional[Path] = typer.Option(None, "--nginx-conf", help="nginx.conf: judge each TLS server block that verifies clients by its own settings."),
+        apache_conf: Optional[Path] = typer.Option(None, "--apache-conf", help="Apache's config: judge each SSL virtual host that verifies clients by its settings."),
+        python: List[str] = PYTHON,
+        config: Optional[str] = STORES_CONFIG,
+        as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
+        password_file: Optional[Path] = PASSWORD_FILE,
+    ) -> None:
+        """Would each store accept CERT, and if not, why and what to do. Exit 0: every store accepts; 1: one refuses; 2: error."""
+        # as the quick parser hands them over: repeated options as tuples of words
+        run(cert=str(cert), chain=tuple(map(str, chain)), stores=tuple(stores), crls=tuple(map(str, crls)),
+            purpose=purpose, at=at, name=name, server=server, nginx_conf=nginx_conf, apache_conf=apache_conf,
+            python=tuple(python or ()), config=config, as_json=as_json, password_file=password_file)
 
 
-def check(
-    cert: Path = typer.Argument(..., help="The certificate: PEM or DER; a PEM bundle is leaf first, then intermediates."),
-    chain: list[Path] = typer.Option([], "--chain", help="File of extra intermediate certificates (repeatable)."),
-    stores: list[str] = typer.Option([], "--store", help="Store to check against (repeatable); default: every store `status` finds."),
-    crls: list[Path] = typer.Option([], "--crl", help="CRL file, PEM or DER (repeatable); used only when its signature verifies."),
-    purpose: str = typer.Option("client-auth", "--purpose", help="client-auth, server-auth, email or code-signing."),
-    at: Optional[str] = typer.Option(None, "--at", help="Check at this ISO time instead of now (e.g. 2026-05-01T12:00:00Z)."),
-    name: Optional[str] = typer.Option(None, "--name", help="server-auth: also check that the certificate names this host."),
-    server: str = typer.Option("openssl", "--server", help="Judge by this server's rules: openssl (openssl verify), nginx, apache or iis."),
-    nginx_conf: Optional[Path] = typer.Option(None, "--nginx-conf", help="nginx.conf: judge each TLS server block that verifies clients by its own settings."),
-    apache_conf: Optional[Path] = typer.Option(None, "--apache-conf", help="Apache's config: judge each SSL virtual host that verifies clients by its settings."),
-    python: list[str] = PYTHON,
-    config: Optional[str] = STORES_CONFIG,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
-    password_file: Optional[Path] = PASSWORD_FILE,
-) -> None:
-    """Would each store accept CERT, and if not, why and what to do. Exit 0: every store accepts; 1: one refuses; 2: error."""
+def run(cert: str, chain: tuple = (), stores: tuple = (), crls: tuple = (), purpose: str = "client-auth",
+        at: "Optional[str]" = None, name: "Optional[str]" = None, server: str = "openssl",
+        nginx_conf: "Optional[Path]" = None, apache_conf: "Optional[Path]" = None, python: tuple = (),
+        config: "Optional[str]" = None, as_json: bool = False, password_file: "Optional[Path]" = None) -> None:
+    """Would each store accept CERT, and if not, why and what to do (exit 0, 1 or 2)."""
     from storesync import check as judge
+
+    cert, chain, crls, stores, python = Path(cert), [Path(p) for p in chain], [Path(p) for p in crls], list(stores), list(python)
 
     if purpose not in judge.CHECK_PURPOSES:
         fail(f"--purpose must be one of {', '.join(judge.CHECK_PURPOSES)}, not {purpose!r}")
@@ -121,6 +137,8 @@ def check(
         verdicts.append(verdict)
 
     if as_json:
+        import json
+
         print(json.dumps({
             "certificate": judge.cert_json(leaf),
             "intermediates": [judge.cert_json(c) for c in intermediates],

@@ -130,8 +130,9 @@ def refuse_unloadable(plan: Plan, reader: str) -> None:
     root whose signature fails never becomes an anchor. Refusals are losses, never silent."""
     if not plan.adds and not plan.changes:
         return  # nothing is spread or raised: a no-op sync does not even import the judge
-    from storesync import loadable
+    from storesync import loadable, state
 
+    loadable.remember_in(state.state_dir())
     refused = {}
     for entry in plan.adds:  # a certificate the store holds already is not spread by a change
         why = loadable.refusal(entry.cert, reader)
@@ -151,6 +152,14 @@ def refuse_unloadable(plan: Plan, reader: str) -> None:
             plan.losses.append(Loss(entry, refused[entry.sha256]))
     if refused:
         _drop(plan, refused)
+
+
+def save_passed_checks() -> None:
+    """After a write: what the judge passed need not be judged again (storesync.loadable)."""
+    import sys
+
+    if "storesync.loadable" in sys.modules:
+        sys.modules["storesync.loadable"].save()
 
 
 def _drop(plan: Plan, refused) -> None:

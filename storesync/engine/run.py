@@ -182,6 +182,7 @@ def _run(profile: Profile, dry_run: bool, force: bool, defaults: dict[str, str] 
                         outcome.store.warnings[:0] = [w for w in earlier.store.warnings if w not in outcome.store.warnings]
             if not dry_run and not result.error:
                 _apply(result)
+                policy.save_passed_checks()
                 _save_baseline(profile, result, merged)
     except StoreError as exc:
         result.error = str(exc)

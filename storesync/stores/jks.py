@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from dataclasses import dataclass
 
 from storesync import der
 from storesync.model import Certificate, Entry, TrustSet
@@ -69,6 +68,10 @@ def java_utf(raw: bytes) -> str:
 
 def java_utf_bytes(text: str) -> bytes:
     """str to Java's modified UTF-8 (DataOutput.writeUTF), without the length."""
+    if text.isascii() and "\x00" not in text:  # most aliases: the bytes are the ASCII text itself
+        if len(text) > 0xFFFF:
+            raise ValueError("alias too long for a Java keystore")
+        return text.encode("ascii")
     raw = text.encode("utf-16-be", "surrogatepass")
     out = bytearray()
     for (unit,) in struct.iter_unpack(">H", raw):
@@ -83,14 +86,15 @@ def java_utf_bytes(text: str) -> bytes:
     return bytes(out)
 
 
-@dataclass
 class JksRecord:
-    tag: int
-    alias: str
-    raw: bytes  # the entry exactly as stored, tag included
-    timestamp: int
-    certs: list[tuple[str, bytes]]  # trusted: one (type, DER); key: the chain
-    key: bytes | None = None  # the protected key of a private-key entry
+    __slots__ = ("tag", "alias", "raw", "timestamp", "certs", "key")  # a plain class: no `dataclasses` import
+
+    def __init__(self, tag: int, alias: str, raw: bytes, timestamp: int, certs: list[tuple[str, bytes]],
+                 key: bytes | None = None):
+        self.tag, self.alias, self.timestamp = tag, alias, timestamp
+        self.raw = raw  # the entry exactly as stored, tag included
+        self.certs = certs  # trusted: one (type, DER); key: the chain
+        self.key = key  # the protected key of a private-key entry
 
     def v2_bytes(self) -> bytes:
         """This entry in version-2 layout (for a version-1 file that gets rewritten)."""

@@ -33,10 +33,8 @@ import os
 import secrets
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from storesync import der, pbe
 from storesync.fsio import atomic_write, owner_of, run_as
@@ -57,7 +55,10 @@ from storesync.model import (
 )
 from storesync.stores import Store, open_store
 
+TYPE_CHECKING = False  # typing's, without importing typing (nor dataclasses) on the one-shot path
 if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable
+
     from storesync.engine.plan import Plan
 
 # --- PKCS#11 numbers ------------------------------------------------------------------------
@@ -153,6 +154,7 @@ class KeyDB:
         self.check = check
         self.password: bytes | None = None
         self._keys: dict[tuple[bytes, int], bytes] = {}
+        self._by_prefix: dict[bytes, bytes] = {}  # signature without its MAC -> the MAC key
 
     @property
     def iterations(self) -> int:
@@ -213,19 +215,25 @@ class KeyDB:
     def verify(self, signature: bytes | None, object_id: int, attribute: int, value: bytes) -> bool:
         if signature is None or self.password is None:
             return False
-        try:
-            outer = der.read_all(signature)
-            alg, mac = list(outer.children())[:2]
-            oid, params = list(alg.children())[:2]
-            if der.decode_oid(oid.value) != pbe.OID_PBMAC1:
+        # One writer signs many attributes with one salt: the DER before a 32-byte MAC, once read,
+        # fixes the key (its lengths fix the layout), so the next signature like it is not parsed.
+        key, mac = self._by_prefix.get(signature[:-32]), signature[-32:]
+        if key is None:
+            try:
+                outer = der.read_all(signature)
+                alg, mac_tlv = list(outer.children())[:2]
+                oid, params = list(alg.children())[:2]
+                if der.decode_oid(oid.value) != pbe.OID_PBMAC1:
+                    return False
+                kdf = next(params.children())
+                salt, iterations, _, key_length = pbe.pbkdf2_of(kdf)
+            except Exception:  # noqa: BLE001
                 return False
-            kdf = next(params.children())
-            salt, iterations, _, key_length = pbe.pbkdf2_of(kdf)
-        except Exception:  # noqa: BLE001
-            return False
-        key = self.mac_key(salt, iterations, key_length or 32)
-        expect = hmac.new(key, ulong(object_id) + ulong(attribute) + value, hashlib.sha256).digest()
-        return hmac.compare_digest(expect, mac.value)
+            key, mac = self.mac_key(salt, iterations, key_length or 32), mac_tlv.value
+            if len(mac) == 32 and mac_tlv.end == len(signature) and mac_tlv.tag == der.OCTET_STRING:
+                self._by_prefix[signature[:-32]] = key
+        expect = hmac.digest(key, ulong(object_id) + ulong(attribute) + value, "sha256")
+        return hmac.compare_digest(expect, mac)
 
     def signer(self) -> Callable[[int, int, bytes], bytes]:
         """A function (object id, attribute, stored value) -> the DER signature NSS expects."""
@@ -235,9 +243,10 @@ class KeyDB:
         alg = der.seq(der.encode_oid(pbe.OID_PBMAC1), der.seq(
             pbe.pbkdf2_algorithm(salt, iterations), der.seq(der.encode_oid(pbe.OID_HMAC_SHA256), der.NULL)))
 
+        prefix = der.encode(der.SEQUENCE, alg + der.encode(der.OCTET_STRING, bytes(32)))[:-32]  # all but the MAC
+
         def sign(object_id: int, attribute: int, value: bytes) -> bytes:
-            mac = hmac.new(key, ulong(object_id) + ulong(attribute) + value, hashlib.sha256).digest()
-            return der.encode(der.SEQUENCE, alg + der.encode(der.OCTET_STRING, mac))
+            return prefix + hmac.digest(key, ulong(object_id) + ulong(attribute) + value, "sha256")
 
         return sign
 
@@ -266,9 +275,16 @@ def key_id(cert: Certificate) -> bytes:
         return hashlib.sha1(cert.der).digest()
 
 
+_EMAIL_OID = der.encode_oid("1.2.840.113549.1.9.1")  # emailAddress, as a TLV
+_SAN_OID = der.encode_oid("2.5.29.17")  # subjectAltName
+
+
 def email_of(cert: Certificate) -> bytes | None:
     """CKA_NSS_EMAIL as PK11_ImportCert sets it: the first e-mail address of the subject,
-    else of the subjectAltName, lower-cased."""
+    else of the subjectAltName, lower-cased. Most roots have neither: the encoded OIDs are looked
+    for in the bytes first (present in the DER if the attribute or extension is)."""
+    if _EMAIL_OID not in cert.der and _SAN_OID not in cert.der:
+        return None
     try:
         for key, value in name_attributes(cert.fields.subject):
             if key == "1.2.840.113549.1.9.1" and value:
@@ -296,27 +312,27 @@ def _utctime_bytes(when: datetime) -> bytes:
     return when.strftime("%Y%m%d%H%M%SZ").encode("ascii")
 
 
-@dataclass
 class TrustObject:
-    id: int
-    cls: int
-    letters: dict[str, str]  # purpose -> letter, after MAC checks
-    raw: dict[int, bytes | None]  # attribute -> stored value
-    bad_macs: list[str] = field(default_factory=list)
+    __slots__ = ("id", "cls", "letters", "raw", "bad_macs")
+
+    def __init__(self, id: int, cls: int, letters: dict[str, str], raw: dict[int, bytes | None]):
+        self.id, self.cls = id, cls
+        self.letters = letters  # purpose -> letter, after MAC checks
+        self.raw = raw  # attribute -> stored value
+        self.bad_macs: list[str] = []
 
 
-@dataclass
 class CertObject:
-    id: int
-    der: bytes
-    label: str | None
-    issuer: bytes
-    serial: bytes
-    subject: bytes | None
-    distrust_after: dict[str, datetime]
-    legacy: TrustObject | None = None
-    p11: TrustObject | None = None
-    skew: str | None = None  # how the two trust classes disagree, if they do
+    __slots__ = ("id", "der", "label", "issuer", "serial", "subject", "distrust_after", "legacy", "p11", "skew")
+
+    def __init__(self, id: int, der: bytes, label: str | None, issuer: bytes, serial: bytes, subject: bytes | None,
+                 distrust_after: dict[str, datetime]):
+        self.id, self.der, self.label = id, der, label
+        self.issuer, self.serial, self.subject = issuer, serial, subject
+        self.distrust_after = distrust_after
+        self.legacy: TrustObject | None = None
+        self.p11: TrustObject | None = None
+        self.skew: str | None = None  # how the two trust classes disagree, if they do
 
     @property
     def letters(self) -> dict[str, str]:
@@ -918,39 +934,26 @@ def _with_retries(fn, store: Store):
 # --- building and changing objects ---------------------------------------------------------
 
 
-@dataclass
 class _Prepared:
     """Everything derived from an entry before any lock is taken."""
 
-    entry: Entry
-    issuer: bytes
-    serial: bytes
-    subject: bytes
-    sha1: bytes
-    md5: bytes
-    sha256: bytes
-    ckaid: bytes
-    letters: dict[str, str]
-    step_up: bool
-    email: bytes | None
+    __slots__ = ("entry", "issuer", "serial", "subject", "sha1", "md5", "sha256", "ckaid", "letters", "step_up", "email")
 
     @classmethod
     def of(cls, entry: Entry) -> "_Prepared":
         cert = entry.cert
         fields = cert.fields
-        return cls(
-            entry=entry,
-            issuer=fields.issuer,
-            serial=fields.serial,
-            subject=fields.subject,
-            sha1=hashlib.sha1(cert.der).digest(),
-            md5=hashlib.md5(cert.der).digest(),
-            sha256=hashlib.sha256(cert.der).digest(),
-            ckaid=key_id(cert),
-            letters=_letters_for(entry),
-            step_up=bool(entry.extras.get("nss", {}).get("step_up")),
-            email=email_of(cert),
-        )
+        item = cls()
+        item.entry = entry
+        item.issuer, item.serial, item.subject = fields.issuer, fields.serial, fields.subject
+        item.sha1 = hashlib.sha1(cert.der).digest()
+        item.md5 = hashlib.md5(cert.der).digest()
+        item.sha256 = bytes.fromhex(cert.sha256)
+        item.ckaid = key_id(cert)
+        item.letters = _letters_for(entry)
+        item.step_up = bool(entry.extras.get("nss", {}).get("step_up"))
+        item.email = email_of(cert)
+        return item
 
 
 def _letters_for(entry: Entry) -> dict[str, str]:

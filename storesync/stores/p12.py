@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
 
 from storesync import der
 from storesync.model import Certificate, Entry, TrustSet
@@ -95,12 +94,11 @@ def _content(content_info: der.TLV, what: str) -> tuple[str, der.TLV | None]:
 # --- the PFX structure ----------------------------------------------------------------------
 
 
-@dataclass
 class Bag:
-    raw: bytes
-    bag_id: str
-    attributes: dict[str, list[der.TLV]]
-    cert: bytes | None = None
+    __slots__ = ("raw", "bag_id", "attributes", "cert")  # plain classes here: no `dataclasses` import
+
+    def __init__(self, raw: bytes, bag_id: str, attributes: dict[str, list[der.TLV]], cert: bytes | None = None):
+        self.raw, self.bag_id, self.attributes, self.cert = raw, bag_id, attributes, cert
 
     @property
     def alias(self) -> str | None:
@@ -119,19 +117,21 @@ class Bag:
         return hashlib.sha256(self.cert).hexdigest() if self.cert is not None else None
 
 
-@dataclass
 class Safe:
-    raw: bytes  # the ContentInfo exactly as stored
-    encrypted: bool
-    bags: list[Bag]
+    __slots__ = ("raw", "encrypted", "bags")
+
+    def __init__(self, raw: bytes, encrypted: bool, bags: list[Bag]):
+        self.raw = raw  # the ContentInfo exactly as stored
+        self.encrypted, self.bags = encrypted, bags
 
 
-@dataclass
 class Pfx:
-    safes: list[Safe]
-    password: str
-    mac: tuple[str, int] | None  # (digest name, iterations) of a classic MAC; None: no MAC
-    mac_secret: bytes | None = None  # the KDF password bytes the MAC verified with
+    __slots__ = ("safes", "password", "mac", "mac_secret")
+
+    def __init__(self, safes: list[Safe], password: str, mac: tuple[str, int] | None, mac_secret: bytes | None = None):
+        self.safes, self.password = safes, password
+        self.mac = mac  # (digest name, iterations) of a classic MAC; None: no MAC
+        self.mac_secret = mac_secret  # the KDF password bytes the MAC verified with
 
     @property
     def bags(self) -> list[Bag]:

@@ -1,0 +1,157 @@
+"""Issue 18: a check a certificate's bytes passed once (OpenSSL loads it, Java and NSS too, its
+own signature verifies) is remembered by the SHA-256 of its DER in the state dir, so the next
+write of the same roots skips libcrypto and `cryptography`. The cache may only save time: a
+refusal is never remembered, and a cache another user could write is not believed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import need, pem_of, run, storesync
+from test_damaged import broken_signature, loaded_by_owner
+
+PROBE = ("import sys, runpy; sys.argv = ['storesync', *sys.argv[1:]]\n"
+         "try: runpy.run_module('storesync', run_name='__main__')\n"
+         "except SystemExit as exit: assert not exit.code, exit.code\n"
+         "judge = sys.modules.get('storesync.loadable')\n"
+         "print(sorted(['libcrypto'] * (judge is not None and judge._libcrypto is not None)\n"
+         "             + [m for m in ('cryptography.x509',) if m in sys.modules]))")
+
+
+def judged_modules(*args) -> list[str]:
+    """The sync's own output, and which of libcrypto's and cryptography's modules it loaded."""
+    out = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()
+
+
+@pytest.fixture
+def state(tmp_path) -> Path:
+    path = tmp_path / "state"
+    path.mkdir(mode=0o700)
+    return path
+
+
+@pytest.mark.parametrize("kind, name", [("jks", "new.jks"), ("p12", "new.p12"), ("dir", "certs")])
+def test_the_same_roots_into_a_second_fresh_store_are_not_judged_again(tmp_path, state, system_bundle, kind, name):
+    (tmp_path / "first").mkdir()
+    first = storesync("sync", "--state-dir", state, f"pem:{system_bundle}", f"{kind}:{tmp_path / 'first' / name}")
+    assert first.returncode == 0, first.stderr
+    assert (state / "passed-checks").stat().st_mode & 0o077 == 0  # nobody else may read or write it
+
+    lines = judged_modules("sync", "--state-dir", state, f"pem:{system_bundle}", f"{kind}:{tmp_path / name}")
+
+    assert lines[-1] == "[]", lines
+    assert loaded_by_owner(kind, tmp_path / name) == loaded_by_owner(kind, tmp_path / "first" / name)
+
+
+def nss_db(path: Path) -> Path:
+    need("certutil")
+    path.mkdir()
+    run("certutil", "-N", "-d", f"sql:{path}", "--empty-password")
+    return path
+
+
+def test_the_same_roots_into_a_second_fresh_nss_database_are_not_judged_again(tmp_path, state, system_bundle):
+    first = storesync("sync", "--state-dir", state, f"pem:{system_bundle}", f"nss:{nss_db(tmp_path / 'first')}")
+    assert first.returncode == 0, first.stderr
+
+    lines = judged_modules("sync", "--state-dir", state, f"pem:{system_bundle}", f"nss:{nss_db(tmp_path / 'second')}")
+
+    assert lines[-1] == "[]", lines
+
+
+def forged_source(tmp_path, pki) -> tuple[Path, bytes]:
+    good = pki.ca("Passed Checks Good Root").der
+    forged = broken_signature(pki.ca("Passed Checks Forged Root").der)
+    source = tmp_path / "source.pem"
+    source.write_bytes(pem_of(good) + pem_of(forged))
+    return source, forged
+
+
+def test_a_refusal_is_never_remembered(tmp_path, state, pki):
+    source, _ = forged_source(tmp_path, pki)
+    for name in ("a.jks", "b.jks"):
+        result = storesync("sync", "--state-dir", state, f"pem:{source}", f"jks:{tmp_path / name}")
+        assert result.returncode == 0, result.stderr
+        assert "! Passed Checks Forged Root" in result.stdout and "does not verify" in result.stdout, result.stdout
+        assert loaded_by_owner("jks", tmp_path / name) == 1
+
+
+def vouch_for(state: Path, der_bytes: bytes, mode: int) -> None:
+    """A line in the cache saying the forged root passed every check."""
+    import hashlib
+
+    sha = hashlib.sha256(der_bytes).hexdigest()
+    cache = state / "passed-checks"
+    lines = cache.read_text().splitlines() + [f"{sha} {r}" for r in ("openssl", "java", "nss", "signature")]
+    cache.write_text("\n".join(lines) + "\n")
+    cache.chmod(mode)
+
+
+@pytest.mark.parametrize("writable", ["file", "directory"])
+def test_a_cache_another_user_could_write_is_not_believed(tmp_path, state, pki, writable):
+    source, forged = forged_source(tmp_path, pki)
+    assert storesync("sync", "--state-dir", state, f"pem:{source}", f"jks:{tmp_path / 'first.jks'}").returncode == 0
+    vouch_for(state, forged, 0o666 if writable == "file" else 0o600)
+    if writable == "directory":
+        state.chmod(0o777)
+
+    result = storesync("sync", "--state-dir", state, f"pem:{source}", f"jks:{tmp_path / 'second.jks'}")
+
+    assert result.returncode == 0, result.stderr
+    assert "! Passed Checks Forged Root" in result.stdout, result.stdout
+    assert loaded_by_owner("jks", tmp_path / "second.jks") == 1
+
+
+def test_a_cache_only_its_owner_can_write_is_believed(tmp_path, state, pki):
+    """The control of the test above: the same forged line in a private cache is believed (the
+    owner could write the store itself), so it is the permission check that refuses above."""
+    source, forged = forged_source(tmp_path, pki)
+    assert storesync("sync", "--state-dir", state, f"pem:{source}", f"jks:{tmp_path / 'first.jks'}").returncode == 0
+    vouch_for(state, forged, 0o600)
+
+    result = storesync("sync", "--state-dir", state, f"pem:{source}", f"jks:{tmp_path / 'second.jks'}")
+
+    assert "Passed Checks Forged Root" in result.stdout and "!" not in result.stdout, result.stdout
+
+
+def test_a_cache_of_other_rules_is_not_believed(tmp_path, state, pki):
+    source, forged = forged_source(tmp_path, pki)
+    assert storesync("sync", "--state-dir", state, f"pem:{source}", f"jks:{tmp_path / 'first.jks'}").returncode == 0
+    vouch_for(state, forged, 0o600)
+    cache = state / "passed-checks"
+    cache.write_text(cache.read_text().replace("storesync-passed-checks 1", "storesync-passed-checks 0", 1))
+
+    result = storesync("sync", "--state-dir", state, f"pem:{source}", f"jks:{tmp_path / 'second.jks'}")
+
+    assert "! Passed Checks Forged Root" in result.stdout, result.stdout
+
+
+def test_what_passed_only_a_stand_in_judge_is_not_remembered(tmp_path, state, monkeypatch, system_bundle):
+    """Without a libcrypto, cryptography judges and cannot verify SHA-1: a forged SHA-1 root is not
+    shown to fail. That is no pass to remember for runs that have libcrypto to ask."""
+    from storesync import loadable
+    from storesync.model import Certificate
+    from test_damaged import sha1_root
+
+    forged = broken_signature(sha1_root(system_bundle))
+    monkeypatch.setattr(loadable, "_passed", set())
+    monkeypatch.setattr(loadable, "_known", set())
+    monkeypatch.setattr(loadable, "_cache_dir", None)
+    monkeypatch.setattr(loadable, "_libcrypto", False)
+    loadable.remember_in(state)
+    assert loadable.refusal(Certificate(forged), loadable.JAVA) is None
+    assert not loadable.bad_self_signature(Certificate(forged))
+    loadable.save()
+    source = tmp_path / "source.pem"
+    source.write_bytes(pem_of(forged))
+
+    result = storesync("sync", "--state-dir", state, f"pem:{source}", f"jks:{tmp_path / 'out.jks'}")
+
+    assert "a self-signed root whose signature does not verify" in result.stdout, result.stdout
