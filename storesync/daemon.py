@@ -326,6 +326,10 @@ class Daemon:
             self.log("info", f"profile {name}: {said}: wrote {outcome.spec}: {describe(plan)}",
                      event="written", profile=name, store=outcome.spec, adds=len(plan.adds),
                      removals=len(plan.removals), changes=len(plan.changes), backup=outcome.backup)
+        for hook in result.hooks:  # each ran for a write of this run, so always said
+            self.log("info" if hook.ok else "error",
+                     f"profile {name}: {hook.failure() or f'{hook.store}: on-change `{hook.command}`: {hook.outcome()}'}",
+                     event="hook", profile=name, store=hook.store, exit_code=hook.exit_code)
         for conflict in result.conflicts:  # a decision of this run, so always said
             self.log("notice", f"profile {name}: conflict: {conflict}", event="conflict", profile=name)
         # Each held-back change or broken store is said once, not on every event.
@@ -345,6 +349,7 @@ class Daemon:
 
         plans = [o for o in result.outcomes if o.plan is not None]
         errors = [o.error for o in result.outcomes if o.error] + ([result.error] if result.error else [])
+        errors += [h.failure() for h in result.hooks if not h.ok]
         track.status = {
             "last_run": now_iso(),
             "exit_code": result.exit_code,
@@ -354,6 +359,9 @@ class Daemon:
             "held_back": [f"{o.spec}: {o.plan.summary()}: {o.plan.held_back}" for o in plans if o.plan.held_back],
             "conflicts": list(result.conflicts),
             "runs": track.runs,
+            # the hooks of the last run that wrote: a later no-op does not hide a failed one
+            **({"hooks": [h.to_json() for h in result.hooks]} if result.hooks else
+               {"hooks": track.status["hooks"]} if track.status.get("hooks") else {}),
             **({"last_change": now_iso()} if written else
                {"last_change": track.status.get("last_change")} if track.status.get("last_change") else {}),
         }

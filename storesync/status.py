@@ -13,7 +13,7 @@ from typing import Any
 
 from storesync.discover import Found, owner
 from storesync.model import StoreError
-from storesync.state import state_dir
+from storesync.state import drift as drift_since, state_dir
 from storesync.stores import open_store, read_store
 
 # --- summaries ------------------------------------------------------------------------------
@@ -31,13 +31,14 @@ class Summary:
     expired: int = 0
     expiring: int = 0
     warnings: list[str] = field(default_factory=list)
+    drift: dict | None = None  # what others changed since storesync last wrote it (None: it never did)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "store": self.found.spec, "kind": self.kind, "found_as": self.found.what, "partial": self.found.partial,
             "owner": self.owner, "error": self.error, "certificates": len(self.trust_set) if self.trust_set is not None else None,
             "anchors": self.anchors, "distrusted": self.distrusted, "expired": self.expired, "expiring": self.expiring,
-            "warnings": self.warnings,
+            "warnings": self.warnings, "drift": self.drift,
         }
 
 
@@ -52,6 +53,7 @@ def summarize(found: Found, at: datetime, soon_days: int, options: dict[str, str
             raise store.error("does not exist (yet)")
         summary.trust_set = read_store(store)
         summary.warnings = list(store.warnings)
+        summary.drift = drift_since(store.spec.key, summary.trust_set)
     except StoreError as exc:
         summary.error = str(exc)
         return summary
@@ -72,6 +74,14 @@ def summarize(found: Found, at: datetime, soon_days: int, options: dict[str, str
         elif end is not None and end <= horizon:
             summary.expiring += 1
     return summary
+
+
+def drift(spec: str, options: dict[str, str] | None = None) -> dict | None:
+    """What other programs changed in a store since storesync last wrote it: {"since", "added",
+    "removed", "trust_changed"}, each a list of {"sha256", "label", ...}; None when storesync
+    never wrote it. Raises StoreError when the store cannot be read."""
+    store = open_store(spec, options)
+    return drift_since(store.spec.key, read_store(store))
 
 
 def owner_of(path: Path) -> str | None:

@@ -70,7 +70,8 @@ def report(result) -> None:
                  else "not written" if not plan.empty else "")
         print(f"{outcome.spec}: {plan.summary()}" + (f" ({state})" if state else ""))
         for entry in plan.adds:
-            print(f"  + {entry.display_label}  {entry.sha256[:16]}")
+            again = "  re-added (removed since storesync's last write)" if entry.sha256 in outcome.readded else ""
+            print(f"  + {entry.display_label}  {entry.sha256[:16]}{again}")
         for entry in plan.removals:
             print(f"  - {entry.display_label}  {entry.sha256[:16]}")
         for before, after in plan.changes:
@@ -84,6 +85,10 @@ def report(result) -> None:
             print(f"  backup: {outcome.backup} (storesync rollback {outcome.spec})")
         if outcome.written and outcome.store.notice():
             print(f"  note: {outcome.store.notice()}")
+        if outcome.hook is not None:
+            print(f"  on-change: {outcome.hook.command}: {outcome.hook.outcome()}")
+            if outcome.hook.failure():
+                print(f"storesync: {outcome.hook.failure()}", file=sys.stderr)
     for conflict in result.conflicts:
         print(f"  conflict: {conflict}")
     if result.error:

@@ -34,6 +34,10 @@ class Outcome:
         self.written = False
         self.backup: str | None = None
         self.written_version: object = None  # the store's version right after storesync wrote it
+        self.ref: StoreRef | None = None
+        self.readded: set[str] = set()  # adds storesync had written before and someone removed since
+        self.after: TrustSet | None = None  # the store as read back after the write
+        self.hook = None  # its on-change hook's run (storesync.hooks.HookRun), if it ran
 
     def to_json(self) -> dict:
         data = {"store": self.spec, "role": self.role, "written": self.written}
@@ -44,6 +48,10 @@ class Outcome:
             data["error"] = self.error
         if self.backup:
             data["backup"] = self.backup
+        if self.readded:
+            data["readded"] = sorted(self.readded)
+        if self.hook is not None:
+            data["hook"] = self.hook.to_json()
         return data
 
 
@@ -59,7 +67,7 @@ class Result:
 
     @property
     def exit_code(self) -> int:
-        if self.error or any(o.error for o in self.outcomes):
+        if self.error or any(o.error for o in self.outcomes) or any(not h.ok for h in self.hooks):
             return EXIT_ERROR
         plans = [o.plan for o in self.outcomes if o.plan is not None]
         if any(p.held_back for p in plans):
@@ -72,11 +80,16 @@ class Result:
     def changed(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.written]
 
+    @property
+    def hooks(self) -> list:
+        return [o.hook for o in self.outcomes if o.hook is not None]
+
     def to_json(self) -> dict:
         return {
             "profile": self.profile, "mode": self.mode, "dry_run": self.dry_run,
             "error": self.error, "rolled_back": self.rolled_back, "conflicts": self.conflicts,
             "plans": [o.to_json() for o in self.outcomes], "exit_code": self.exit_code,
+            "hooks": [h.to_json() for h in self.hooks],
         }
 
 
@@ -113,9 +126,11 @@ def run(profile: Profile, *, dry_run: bool = False, force: bool = False,
                         outcome.store.warnings[:0] = [w for w in earlier.store.warnings if w not in outcome.store.warnings]
             if not dry_run and not result.error:
                 _apply(result)
+                _save_owned(result)
                 _save_baseline(profile, result, merged)
     except StoreError as exc:
         result.error = str(exc)
+    _run_hooks(result)  # after the locks: a slow hook holds up no other run
     return result
 
 
@@ -129,6 +144,7 @@ def _new_result(profile: Profile, dry_run: bool, defaults: dict[str, str] | None
 
 def _open(ref: StoreRef, role: str, defaults: dict[str, str]) -> Outcome:
     outcome = Outcome(ref.spec, role)
+    outcome.ref = ref
     try:
         outcome.store = open_store(ref.spec, {**defaults, **ref.options})
         outcome.spec = str(outcome.store.spec)
@@ -221,7 +237,36 @@ def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope
         policy.refuse_non_ca(plan)
     policy.refuse_unloadable(plan, store.reader)
     policy.label_new_entries(plan, store.option("label-template"), store.spec)
+    if plan.adds:  # what storesync wrote and someone removed since: said in the plan line
+        record = state.load_owned(store.spec.key)
+        outcome.readded = {e.sha256 for e in plan.adds if record and e.sha256 in record["entries"]}
     return plan
+
+
+def _save_owned(result: Result) -> None:
+    """The transaction stood: record, per store written, what storesync wrote there."""
+    if result.error:
+        return
+    for outcome in result.changed:
+        plan, after = outcome.plan, outcome.after
+        written = {sha: after.get(sha) for sha in touched(plan)}
+        state.save_owned(outcome.store.spec.key, written, after)
+
+
+def _run_hooks(result: Result) -> None:
+    """Each changed store's on-change hook, once, after every write of the run stood (none after
+    a rolled-back run, a dry run or a no-op)."""
+    done = set()
+    for outcome in result.changed:
+        argv = outcome.ref.on_change if outcome.ref else None
+        if not argv or (outcome.store.spec.key, tuple(argv)) in done:
+            continue
+        from storesync.hooks import DEFAULT_TIMEOUT, run_hook  # only when a hook runs
+
+        done.add((outcome.store.spec.key, tuple(argv)))
+        timeout = float(outcome.ref.options.get("on-change-timeout", DEFAULT_TIMEOUT))
+        outcome.hook = run_hook(outcome.spec, argv, outcome.store.path, timeout,
+                                {"STORESYNC_STORE": outcome.spec, "STORESYNC_PROFILE": result.profile})
 
 
 def _guard(profile: Profile, outcomes: list[Outcome]) -> None:
@@ -252,7 +297,7 @@ def _apply(result: Result) -> None:
             outcome.store.write(plan)
             outcome.written = True
             outcome.written_version = outcome.store.version()
-            _check_written(outcome)
+            outcome.after = _check_written(outcome)
     except Exception as exc:  # noqa: BLE001 - whatever failed, the stores written are put back
         if isinstance(exc, StoreError):
             message = str(exc)
@@ -332,9 +377,10 @@ def rollback(store: Store, backup_id: str | None = None) -> dict:
     return {"store": spec, "restored": backup_id, "undo": undo, "kept": kept}
 
 
-def _check_written(outcome: Outcome) -> None:
+def _check_written(outcome: Outcome) -> TrustSet:
     """Read the store again, fresh, and make sure it says what the plan wanted for every
-    certificate the plan touched (another program may add or change others meanwhile)."""
+    certificate the plan touched (another program may add or change others meanwhile);
+    returns what it read."""
 
     again = read_store(open_store(outcome.store.spec))
     mine = touched(outcome.plan)
@@ -344,6 +390,7 @@ def _check_written(outcome: Outcome) -> None:
     diff = compare(wanted, found, caps, caps, outcome.store.purpose, outcome.store.purpose)
     if any(diff.values()):
         raise StoreError(f"{outcome.spec}: written, but reading it back does not give the planned set")
+    return again
 
 
 def _writers(store: Store) -> tuple[set[int], bool]:
