@@ -218,16 +218,19 @@ def load_owned(spec: str) -> dict | None:
     return None
 
 
-def save_owned(spec: str, written: dict[str, Entry | None], after: TrustSet) -> None:
+def save_owned(spec: str, written: dict[str, Entry | None], after: TrustSet, rewritten: set[str] = frozenset()) -> None:
     """After a write: `written` holds what the plan added or changed (an Entry, read back) or
     removed (None). Entries storesync wrote earlier stay storesync's until it removes them (one
     that someone else removed stays recorded: that is drift, and `add` puts it back); `all` is
-    every certificate in the store right after the write, so what others add later shows."""
+    every certificate in the store right after the write, so what others add later shows.
+    An entry only written again in the same form (`rewritten`) does not become storesync's."""
     old = load_owned(spec)
     entries = dict(old["entries"]) if old else {}
     for sha, entry in written.items():
         if entry is None:
             entries.pop(sha, None)
+        elif sha in rewritten and sha not in entries:
+            continue
         else:
             entries[sha] = {"trust": dict(entry.trust), "label": entry.display_label}
     data = {"spec": spec, "written": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -250,7 +250,7 @@ def _save_owned(result: Result) -> None:
     for outcome in result.changed:
         plan, after = outcome.plan, outcome.after
         written = {sha: after.get(sha) for sha in touched(plan)}
-        state.save_owned(outcome.store.spec.key, written, after)
+        state.save_owned(outcome.store.spec.key, written, after, set(plan.rewrites))
 
 
 def _run_hooks(result: Result) -> None:
