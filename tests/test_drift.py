@@ -182,3 +182,20 @@ def test_drift_function_for_other_code(tmp_path, env, pki, monkeypatch):
     assert machine.drift(f"pem:{bundle}")["removed"] == []
     bundle.write_text("")
     assert labels(machine.drift(str(bundle))["removed"]) == ["Function Root"]  # a bare path is the same store
+
+
+def test_rollback_is_not_drift(tmp_path, env, pki):
+    need("openssl")
+    source = tmp_path / "corp.pem"
+    source.write_bytes(pki.ca("Rolled Back Root").pem)
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(pki.ca("Before Any Sync").pem)
+    target = f"pem:{bundle}"
+    cfg = add_profile(tmp_path, source, target)
+    assert storesync("sync", "--config", cfg, env=env).returncode == 0
+    assert storesync("rollback", target, env=env).returncode == 0
+    assert "Rolled Back Root" not in run("openssl", "storeutl", "-noout", "-text", "-certs", bundle).stdout.decode()
+    drift = drift_of(cfg, target, env)
+    assert drift["removed"] == drift["added"] == drift["trust_changed"] == []
+    again = storesync("sync", "--config", cfg, env=env)
+    assert "+ Rolled Back Root" in again.stdout and "re-added" not in again.stdout

@@ -374,6 +374,10 @@ def rollback(store: Store, backup_id: str | None = None) -> dict:
             store.restore(snapshot)
         elif not plan.empty:
             store.write(plan)
+        record = state.load_owned(spec)
+        if record is not None:  # what the rollback put back is no one's drift, and no longer storesync's
+            put_back = changed if changed is not None else record["entries"]
+            state.save_owned(spec, {sha: None for sha in put_back}, read_store(open_store(store.spec)))
     return {"store": spec, "restored": backup_id, "undo": undo, "kept": kept}
 
 
