@@ -185,3 +185,19 @@ def test_root_runs_a_users_hook_as_that_user(tmp_path, env, pki):
     data = json.loads(storesync("sync", "--config", cfg, "--json", env=env).stdout)[0]
     hook = data["hooks"][0]
     assert hook["output"].strip() == str(nobody.pw_uid) and hook["user"] == "nobody"
+
+
+def test_merge_runs_the_hook_of_the_changed_store_only(tmp_path, env, pki):
+    a, b = tmp_path / "a.pem", tmp_path / "b.pem"
+    root = pki.ca("Merge Hook Root").pem
+    a.write_bytes(root)
+    b.write_bytes(root)
+    cfg = tmp_path / "storesync.toml"
+    cfg.write_text('[profile.m]\nmode = "merge"\nstores = [\n'
+                   f'  {{ spec = "pem:{a}", on-change = ["sh", "-c", "echo a >> {tmp_path}/marker"] }},\n'
+                   f'  {{ spec = "pem:{b}", on-change = ["sh", "-c", "echo b >> {tmp_path}/marker"] }},\n]\n')
+    assert storesync("sync", "--config", cfg, env=env).returncode == 0
+    assert runs(tmp_path) == []  # agreed already: nothing written, nothing run
+    a.write_bytes(root + pki.ca("Merge Hook New").pem)
+    result = storesync("sync", "--config", cfg, env=env)
+    assert result.returncode == 0 and runs(tmp_path) == ["b"]
