@@ -67,6 +67,7 @@ def run_hook(store: str, argv: list[str], path: Path, timeout: float = DEFAULT_T
     store (what root writes there is written as that user, and so is what it runs for it)."""
     hook = HookRun(store, argv)
     kwargs: dict = {}
+    env = {**os.environ, **(env or {})}
     if os.geteuid() == 0:
         place = Path(path)
         while not place.exists() and place != place.parent:
@@ -75,20 +76,21 @@ def run_hook(store: str, argv: list[str], path: Path, timeout: float = DEFAULT_T
         if uid != 0:
             import pwd
 
+            kwargs.update(user=uid, group=gid, extra_groups=[])
             try:
-                hook.user = pwd.getpwuid(uid).pw_name
+                account = pwd.getpwuid(uid)
+                hook.user = account.pw_name
+                kwargs["extra_groups"] = os.getgrouplist(hook.user, gid)
+                env.update(HOME=account.pw_dir, USER=hook.user, LOGNAME=hook.user)  # not root's
             except KeyError:
                 hook.user = str(uid)
-            kwargs.update(user=uid, group=gid, extra_groups=[])
-            if hook.user != str(uid):
-                kwargs["extra_groups"] = os.getgrouplist(hook.user, gid)
     # Output goes to a file, not a pipe: a hook that leaves a daemon behind holding the pipe
     # would keep us waiting; only its end is kept.
     with tempfile.TemporaryFile() as out:
         start = time.monotonic()
         try:
             child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True, env={**os.environ, **(env or {})}, **kwargs)
+                                     start_new_session=True, env=env, **kwargs)
         except (OSError, subprocess.SubprocessError) as exc:
             hook.error = getattr(exc, "strerror", None) or str(exc)
             if isinstance(exc, FileNotFoundError):

@@ -181,10 +181,10 @@ def test_root_runs_a_users_hook_as_that_user(tmp_path, env, pki):
     os.chown(target, nobody.pw_uid, nobody.pw_gid)
     source = tmp_path / "source.pem"
     source.write_bytes(pki.ca("Corp Root For User").pem)
-    cfg = config(tmp_path, source, f"pem:{target}", ["id", "-u"])
+    cfg = config(tmp_path, source, f"pem:{target}", ["sh", "-c", 'id -u; echo "$HOME"'])
     data = json.loads(storesync("sync", "--config", cfg, "--json", env=env).stdout)[0]
     hook = data["hooks"][0]
-    assert hook["output"].strip() == str(nobody.pw_uid) and hook["user"] == "nobody"
+    assert hook["output"].split() == [str(nobody.pw_uid), nobody.pw_dir] and hook["user"] == "nobody"
 
 
 def test_merge_runs_the_hook_of_the_changed_store_only(tmp_path, env, pki):
