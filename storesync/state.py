@@ -242,6 +242,19 @@ def save_owned(spec: str, written: dict[str, Entry | None], after: TrustSet, rew
                          f"{owned_path(spec).parent} ({exc.strerror}); `storesync status` cannot show its drift") from None
 
 
+def owned_stores() -> list[str]:
+    """The stores storesync keeps a record of writing (their specs: kind and absolute path)."""
+    specs = []
+    for path in sorted((state_dir() / "owned").glob("*.json")):
+        try:
+            spec = json.loads(path.read_text()).get("spec")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(spec, str):
+            specs.append(spec)
+    return specs
+
+
 def drift(spec: str, now: TrustSet) -> dict | None:
     """What others changed in a store since storesync last wrote it (None: it never did):
     certificates added, and, of those storesync wrote, the ones removed or whose trust changed."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from storesync.discover import Found, owner
 from storesync.model import StoreError
-from storesync.state import drift as drift_since, state_dir
+from storesync.state import drift as drift_since, owned_stores, state_dir
 from storesync.stores import open_store, read_store
 
 # --- summaries ------------------------------------------------------------------------------
@@ -74,6 +74,22 @@ def summarize(found: Found, at: datetime, soon_days: int, options: dict[str, str
         elif end is not None and end <= horizon:
             summary.expiring += 1
     return summary
+
+
+def written_stores(found: list[Found]) -> list[Found]:
+    """Stores storesync wrote that discovery did not find (a sync named them): their drift is
+    news too. Only those that still exist: a store deleted on purpose is not listed for ever."""
+    def same(spec: str) -> str:
+        kind, _, path = spec.partition(":")
+        return f"{kind}:{os.path.realpath(os.path.expanduser(path.partition('?')[0]))}"
+
+    known = {same(f.spec) for f in found}
+    more = []
+    for spec in owned_stores():
+        if same(spec) not in known and Path(spec.partition(":")[2]).exists():
+            known.add(same(spec))
+            more.append(Found(spec, "written by storesync"))
+    return more
 
 
 def drift(spec: str, options: dict[str, str] | None = None) -> dict | None:

@@ -199,3 +199,21 @@ def test_rollback_is_not_drift(tmp_path, env, pki):
     assert drift["removed"] == drift["added"] == drift["trust_changed"] == []
     again = storesync("sync", "--config", cfg, env=env)
     assert "+ Rolled Back Root" in again.stdout and "re-added" not in again.stdout
+
+
+def test_status_lists_a_store_a_sync_named_and_shows_its_drift(tmp_path, env, pki):
+    """No config names it and discovery does not find it: storesync wrote it, so status lists it."""
+    source = tmp_path / "corp.pem"
+    source.write_bytes(pki.ca("Named Root").pem)
+    bundle = tmp_path / "named.pem"
+    assert storesync("sync", "--mode", "add", f"pem:{source}", f"pem:{bundle}", env=env).returncode == 0
+    gone = tmp_path / "gone.pem"
+    assert storesync("sync", "--mode", "add", f"pem:{source}", f"pem:{gone}", env=env).returncode == 0
+    gone.unlink()  # deleted on purpose: not listed for ever
+    bundle.write_text("")
+    data = json.loads(storesync("status", "--json", env=env).stdout)
+    mine = [s for s in data["stores"] if str(tmp_path) in s["store"]]
+    assert [(s["store"], s["found_as"]) for s in mine] == [(f"pem:{bundle}", "written by storesync")]
+    assert labels(mine[0]["drift"]["removed"]) == ["Named Root"]
+    text = storesync("status", env=env).stdout
+    assert "written by storesync" in text and "- Named Root" in text

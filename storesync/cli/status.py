@@ -31,6 +31,7 @@ def status(
     warnings: list[str] = []
     when = machine.now()
     found = discover.discover(python, config, warnings)
+    found += machine.written_stores(found)
     options = {"password-file": str(password_file)} if password_file else None
     summaries = [machine.summarize(f, when, soon, options) for f in found]
     columns, rows = machine.matrix(summaries)
