@@ -84,6 +84,7 @@ def test_failing_hook_exits_2_and_the_nss_store_stays_written(tmp_path, env, pki
     assert "written" in sentence
     assert "Hooked NSS Root" in run("certutil", "-L", "-d", f"sql:{db}").stdout.decode()  # the write stands
     assert runs(tmp_path) == [f"nss:{db}"]
+    assert "    | hello from the hook" in result.stdout  # a failed hook's output is shown
     assert storesync("sync", "--config", cfg, env=env).returncode == 0  # in sync now: no hook, no failure
 
 

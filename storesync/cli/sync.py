@@ -88,6 +88,8 @@ def report(result) -> None:
         if outcome.hook is not None:
             print(f"  on-change: {outcome.hook.command}: {outcome.hook.outcome()}")
             if outcome.hook.failure():
+                for line in outcome.hook.output.splitlines()[-5:]:  # its last words, where the error is
+                    print(f"    | {line}")
                 print(f"storesync: {outcome.hook.failure()}", file=sys.stderr)
     for conflict in result.conflicts:
         print(f"  conflict: {conflict}")
