@@ -10,11 +10,13 @@
     stores = ["pem:/usr/local/share/ca-certificates/corp.crt", "nss:~/.pki/nssdb"]
 
 A store is a spec string, or a table with `spec` and store options (`password-file`,
-`links`, `format`, `purpose`, `role`, ...; `on-change`: a command, as a list of words, run
-when a run changed that store, with `on-change-timeout` seconds, default 60). Profile keys: `purposes` (keep only anchors for
+`links`, `format`, `purpose`, `role`, ...). Profile keys: `purposes` (keep only anchors for
 these), `only` (keep only these certificates: fingerprints or label globs, as `sync --only`),
 `ca_only` (default true), `drop_expired` (default false), `max_removal_share`
 (default 0.10), `allow_escalation` (default false), `allow_empty` (default false), `debounce_ms` and `rescan_s` (daemon).
+
+A store's `on-change` (an argv list, no shell) runs after a run changed that store, within
+`on-change-timeout` seconds (default 60); storesync.hooks runs it.
 """
 
 from __future__ import annotations
