@@ -202,3 +202,36 @@ def test_merge_runs_the_hook_of_the_changed_store_only(tmp_path, env, pki):
     a.write_bytes(root + pki.ca("Merge Hook New").pem)
     result = storesync("sync", "--config", cfg, env=env)
     assert result.returncode == 0 and runs(tmp_path) == ["b"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small tmpfs")
+def test_no_hook_and_no_record_after_a_rolled_back_run(tmp_path, env, pki):
+    """The second target sits on a full file system: the first is written, then put back; its
+    hook does not run and storesync keeps no record of having written it."""
+    full = tmp_path / "full"
+    full.mkdir()
+    run("mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", full)
+    try:
+        second = full / "second.pem"
+        second.write_bytes(pki.ca("Full Disk Root").pem)
+        try:
+            (full / "filler").write_bytes(b"\0" * 65536)
+        except OSError:
+            pass  # full now
+        source = tmp_path / "source.pem"
+        source.write_bytes(pki.ca("Rolled Back Hook Root").pem)
+        first = tmp_path / "first.pem"
+        first.write_bytes(pki.ca("First Was Here").pem)
+        before = first.read_bytes()
+        hook = str(marker_hook(tmp_path))
+        cfg = tmp_path / "storesync.toml"
+        cfg.write_text(f'[profile.p]\nmode = "add"\nsource = "pem:{source}"\ntargets = [\n'
+                       f'  {{ spec = "pem:{first}", on-change = ["{hook}"] }},\n'
+                       f'  {{ spec = "pem:{second}", on-change = ["{hook}"] }},\n]\n')
+        result = storesync("sync", "--config", cfg, env=env)
+        assert result.returncode == 2 and "put back" in result.stderr
+        assert first.read_bytes() == before
+        assert runs(tmp_path) == [] and "on-change" not in result.stdout
+        assert not (tmp_path / "state" / "owned").exists()
+    finally:
+        run("umount", full)
