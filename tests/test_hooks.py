@@ -235,3 +235,18 @@ def test_no_hook_and_no_record_after_a_rolled_back_run(tmp_path, env, pki):
         assert not (tmp_path / "state" / "owned").exists()
     finally:
         run("umount", full)
+
+
+def test_hooks_run_after_every_profile_of_the_run_wrote(tmp_path, env, pki):
+    """`storesync sync` runs two profiles: the first one's hook runs after the second one wrote too."""
+    source = tmp_path / "source.pem"
+    source.write_bytes(pki.ca("Two Profiles Root").pem)
+    a, b = tmp_path / "a.pem", tmp_path / "b.pem"
+    hook = ["sh", "-c", f"if [ -f {b} ]; then echo after; else echo before; fi >> {tmp_path}/marker"]
+    cfg = tmp_path / "storesync.toml"
+    cfg.write_text(f'[profile.a]\nmode = "add"\nsource = "pem:{source}"\n'
+                   f'targets = [{{ spec = "pem:{a}", on-change = {json.dumps(hook)} }}]\n'
+                   f'[profile.b]\nmode = "add"\nsource = "pem:{source}"\ntargets = ["pem:{b}"]\n')
+    result = storesync("sync", "--config", cfg, env=env)
+    assert result.returncode == 0, result.stderr
+    assert runs(tmp_path) == ["after"]

@@ -43,7 +43,9 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
             where = loaded.path or "no config file found"
             fail(f"no profile {profile!r} in {where}" if profile else f"no profiles to run ({where}); "
                  "name a SOURCE and TARGETs, or write a config file (see the README)")
-    results = [engine.run(p, dry_run=dry_run, force=force, defaults=defaults, allow_empty=allow_empty) for p in profiles]
+    results = [engine.run(p, dry_run=dry_run, force=force, defaults=defaults, allow_empty=allow_empty, hooks=False)
+               for p in profiles]
+    engine.run_hooks(results)  # once per store, after every profile wrote
     if as_json:
         data = [r.to_json() for r in results]
         print_json(data[0] if source is not None else data)

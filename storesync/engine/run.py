@@ -93,8 +93,10 @@ class Result:
         }
 
 
-def run(profile: Profile, *, dry_run: bool = False, force: bool = False,
-        defaults: dict[str, str] | None = None, lock_timeout: float = 10.0, allow_empty: bool = False) -> Result:
+def run(profile: Profile, *, dry_run: bool = False, force: bool = False, defaults: dict[str, str] | None = None,
+        lock_timeout: float = 10.0, allow_empty: bool = False, hooks: bool = True) -> Result:
+    """Run one profile; then its stores' on-change hooks, unless `hooks` is False: a caller
+    running several profiles calls run_hooks once after all of them."""
     allow_empty = allow_empty or profile.allow_empty
     if profile.mode != "merge":
         # Reading needs no lock, and most runs find nothing to do: plan first without locks
@@ -130,7 +132,8 @@ def run(profile: Profile, *, dry_run: bool = False, force: bool = False,
                 _save_baseline(profile, result, merged)
     except StoreError as exc:
         result.error = str(exc)
-    _run_hooks(result)  # after the locks: a slow hook holds up no other run
+    if hooks:
+        run_hooks([result])  # after the locks: a slow hook holds up no other run
     return result
 
 
@@ -253,11 +256,11 @@ def _save_owned(result: Result) -> None:
         state.save_owned(outcome.store.spec.key, written, after, set(plan.rewrites))
 
 
-def _run_hooks(result: Result) -> None:
-    """Each changed store's on-change hook, once, after every write of the run stood (none after
-    a rolled-back run, a dry run or a no-op)."""
+def run_hooks(results: list[Result]) -> None:
+    """Each changed store's on-change hook, once per run of these profiles, after all their
+    writes stood (none for a rolled-back profile, a dry run or a no-op)."""
     done = set()
-    for outcome in result.changed:
+    for result, outcome in ((r, o) for r in results for o in r.changed):
         argv = outcome.ref.on_change if outcome.ref else None
         if not argv or (outcome.store.spec.key, tuple(argv)) in done:
             continue
