@@ -126,7 +126,7 @@ def print_drift(summaries) -> None:
         for item in d["added"]:
             print(f"    + {item['label']}  {item['sha256'][:16]}")
         for item in d["removed"]:
-            print(f"    - {item['label']}  {item['sha256'][:16]}  (storesync's; `sync --mode add` puts it back)")
+            print(f"    - {item['label']}  {item['sha256'][:16]}  (storesync wrote it; a sync puts it back while its source holds it)")
         for item in d["trust_changed"]:
             before, after = (trust_text(SimpleNamespace(trust=item[k])) for k in ("before", "after"))
             print(f"    ~ {item['label']}  {item['sha256'][:16]}: {before} -> {after}")
