@@ -219,11 +219,11 @@ def load_owned(spec: str) -> dict | None:
 
 
 def save_owned(spec: str, written: dict[str, Entry | None], after: TrustSet, rewritten: set[str] = frozenset()) -> None:
-    """After a write: `written` holds what the plan added or changed (an Entry, read back) or
-    removed (None). Entries storesync wrote earlier stay storesync's until it removes them (one
-    that someone else removed stays recorded: that is drift, and `add` puts it back); `all` is
-    every certificate in the store right after the write, so what others add later shows.
-    An entry only written again in the same form (`rewritten`) does not become storesync's."""
+    """For a write: `written` holds what the plan adds or changes (an Entry) or removes (None).
+    Entries storesync wrote earlier stay storesync's until it removes them (one that someone
+    else removed stays recorded: that is drift, and `add` puts it back); `all` is every
+    certificate in the store after the write, so what others add later shows. An entry only
+    written again in the same form (`rewritten`) does not become storesync's."""
     old = load_owned(spec)
     entries = dict(old["entries"]) if old else {}
     for sha, entry in written.items():
@@ -238,8 +238,19 @@ def save_owned(spec: str, written: dict[str, Entry | None], after: TrustSet, rew
     try:
         atomic_write(owned_path(spec), json.dumps(data, indent=1).encode(), mode=0o600)
     except OSError as exc:
-        raise StoreError(f"{spec}: written, but the record of what storesync wrote could not be kept in "
-                         f"{owned_path(spec).parent} ({exc.strerror}); `storesync status` cannot show its drift") from None
+        raise StoreError(f"{spec}: cannot keep the record of what storesync writes in {owned_path(spec).parent} "
+                         f"({exc.strerror}), so it was not changed; choose a state dir with --state-dir") from None
+
+
+def put_owned(spec: str, record: dict | None) -> None:
+    """Put back the record as it was before a write that was undone (None: there was none)."""
+    try:
+        if record is None:
+            owned_path(spec).unlink(missing_ok=True)
+        else:
+            atomic_write(owned_path(spec), json.dumps(record, indent=1).encode(), mode=0o600)
+    except OSError:
+        pass  # only drift reporting suffers; the undo of the store itself goes on
 
 
 def owned_stores() -> list[str]:

@@ -36,7 +36,6 @@ class Outcome:
         self.written_version: object = None  # the store's version right after storesync wrote it
         self.ref: StoreRef | None = None
         self.readded: set[str] = set()  # adds storesync had written before and someone removed since
-        self.after: TrustSet | None = None  # the store as read back after the write
         self.hook = None  # its on-change hook's run (storesync.hooks.HookRun), if it ran
 
     def to_json(self) -> dict:
@@ -128,7 +127,6 @@ def run(profile: Profile, *, dry_run: bool = False, force: bool = False, default
                         outcome.store.warnings[:0] = [w for w in earlier.store.warnings if w not in outcome.store.warnings]
             if not dry_run and not result.error:
                 _apply(result)
-                _save_owned(result)
                 _save_baseline(profile, result, merged)
     except StoreError as exc:
         result.error = str(exc)
@@ -246,16 +244,6 @@ def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope
     return plan
 
 
-def _save_owned(result: Result) -> None:
-    """The transaction stood: record, per store written, what storesync wrote there."""
-    if result.error:
-        return
-    for outcome in result.changed:
-        plan, after = outcome.plan, outcome.after
-        written = {sha: after.get(sha) for sha in touched(plan)}
-        state.save_owned(outcome.store.spec.key, written, after, set(plan.rewrites))
-
-
 def run_hooks(results: list[Result]) -> None:
     """Each changed store's on-change hook, once per run of these profiles, after all their
     writes stood (none for a rolled-back profile, a dry run or a no-op)."""
@@ -284,7 +272,7 @@ def _guard(profile: Profile, outcomes: list[Outcome]) -> None:
 
 def _apply(result: Result) -> None:
     """Write every changed store; if any write or check fails, undo what was written."""
-    done: list[tuple[Outcome, dict]] = []
+    done: list[tuple[Outcome, dict, dict | None]] = []
     current = None
     try:
         for outcome in result.outcomes:
@@ -296,11 +284,17 @@ def _apply(result: Result) -> None:
 
             outcome.backup = state.save_backup(outcome.store.spec.key, snapshot, f"before sync of {result.profile}",
                                                touched(plan))
-            done.append((outcome, snapshot))
+            # What storesync writes is recorded before it writes (an undo puts the record back):
+            # a run killed after the write leaves nothing half-done in the state dir for a
+            # next run that finds nothing to do.
+            owned = state.load_owned(outcome.store.spec.key)
+            state.save_owned(outcome.store.spec.key, {sha: plan.desired.get(sha) for sha in touched(plan)},
+                             plan.desired, set(plan.rewrites))
+            done.append((outcome, snapshot, owned))
             outcome.store.write(plan)
             outcome.written = True
             outcome.written_version = outcome.store.version()
-            outcome.after = _check_written(outcome)
+            _check_written(outcome)
     except Exception as exc:  # noqa: BLE001 - whatever failed, the stores written are put back
         if isinstance(exc, StoreError):
             message = str(exc)
@@ -308,7 +302,8 @@ def _apply(result: Result) -> None:
             message = f"{current.spec}: {exc.strerror or exc} ({exc.filename or current.store.path})"
         else:
             message = f"{current.spec}: writing failed unexpectedly ({type(exc).__name__}: {exc}); please report this"
-        for outcome, snapshot in reversed(done):
+        for outcome, snapshot, owned in reversed(done):
+            state.put_owned(outcome.store.spec.key, owned)
             try:
                 _undo(outcome, snapshot)
                 result.rolled_back.append(outcome.spec)
@@ -373,21 +368,23 @@ def rollback(store: Store, backup_id: str | None = None) -> dict:
                         f"{'added' if sha not in then else 'removed' if sha not in now else 'changed'} "
                         "since the backup by another program" for sha in sorted(theirs)]
         undo = state.save_backup(spec, store.snapshot(), f"before rollback to {backup_id}", changed)
+        record = state.load_owned(spec)
+        if record is not None:  # what the rollback puts back is no one's drift, and no longer storesync's
+            final = plan.desired if plan is not None else then
+            if final is None:  # a store that cannot be read goes back byte for byte: start afresh
+                state.put_owned(spec, None)
+            else:
+                state.save_owned(spec, {sha: None for sha in changed}, final)
         if plan is None:
             store.restore(snapshot)
         elif not plan.empty:
             store.write(plan)
-        record = state.load_owned(spec)
-        if record is not None:  # what the rollback put back is no one's drift, and no longer storesync's
-            put_back = changed if changed is not None else record["entries"]
-            state.save_owned(spec, {sha: None for sha in put_back}, read_store(open_store(store.spec)))
     return {"store": spec, "restored": backup_id, "undo": undo, "kept": kept}
 
 
-def _check_written(outcome: Outcome) -> TrustSet:
+def _check_written(outcome: Outcome) -> None:
     """Read the store again, fresh, and make sure it says what the plan wanted for every
-    certificate the plan touched (another program may add or change others meanwhile);
-    returns what it read."""
+    certificate the plan touched (another program may add or change others meanwhile)."""
 
     again = read_store(open_store(outcome.store.spec))
     mine = touched(outcome.plan)
@@ -397,7 +394,6 @@ def _check_written(outcome: Outcome) -> TrustSet:
     diff = compare(wanted, found, caps, caps, outcome.store.purpose, outcome.store.purpose)
     if any(diff.values()):
         raise StoreError(f"{outcome.spec}: written, but reading it back does not give the planned set")
-    return again
 
 
 def _writers(store: Store) -> tuple[set[int], bool]:
