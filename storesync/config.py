@@ -21,6 +21,9 @@ these), `only` (keep only these certificates: fingerprints or label globs, as `s
 `ca_only` (default true), `drop_expired` (default false), `max_removal_share`
 (default 0.10), `allow_escalation` (default false), `allow_empty` (default false), `debounce_ms` and `rescan_s` (daemon),
 `poll` (daemon: seconds between reads of a `tuf:` source, default 300, jittered by 10%).
+
+A store's `on-change` (an argv list, no shell) runs after a run changed that store, within
+`on-change-timeout` seconds (default 60); storesync.hooks runs it.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ class StoreRef(Record):
 
     def __init__(self, spec: str, options: dict[str, str] | None = None, on_change: list[str] | None = None):
         self.spec, self.options = spec, options or {}
-        self.on_change = on_change  # argv run after a write that changed the store
+        self.on_change = on_change  # argv run after a run changed this store (no shell)
 
     @property
     def selector(self) -> bool:
@@ -247,6 +250,13 @@ def _store_ref(value, name, error) -> StoreRef:
     if isinstance(value, str):
         return StoreRef(value)
     if isinstance(value, dict) and isinstance(value.get("spec"), str):
-        options = {k: str(v) for k, v in value.items() if k != "spec"}
-        return StoreRef(value["spec"], options)
+        hook = value.get("on-change")
+        if hook is not None and not (isinstance(hook, list) and hook and all(isinstance(w, str) and w for w in hook)):
+            raise error(f"profile {name!r}: on-change must be a command as a list of words, "
+                        "e.g. [\"systemctl\", \"reload\", \"nginx\"] (no shell)", "on-change")
+        timeout = value.get("on-change-timeout", 60)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise error(f"profile {name!r}: on-change-timeout must be a number of seconds above 0", "on-change-timeout")
+        options = {k: str(v) for k, v in value.items() if k not in ("spec", "on-change")}
+        return StoreRef(value["spec"], options, hook)
     raise error(f"profile {name!r}: a store is a spec string or a table with `spec`", "spec")

@@ -425,6 +425,10 @@ class Daemon:
             self.log("info", f"profile {name}: {said}: wrote {outcome.spec}: {describe(plan)}",
                      event="written", profile=name, store=outcome.spec, adds=len(plan.adds),
                      removals=len(plan.removals), changes=len(plan.changes), backup=outcome.backup)
+        for hook in result.hooks:  # each ran for a write of this run, so always said
+            self.log("info" if hook.ok else "error",
+                     f"profile {name}: {hook.failure() or f'{hook.store}: on-change `{hook.command}`: {hook.outcome()}'}",
+                     event="hook", profile=name, store=hook.store, exit_code=hook.exit_code)
         for conflict in result.conflicts:  # a decision of this run, so always said
             self.log("notice", f"profile {name}: conflict: {conflict}", event="conflict", profile=name)
         # Each held-back change or broken store is said once, not on every event.
@@ -448,10 +452,13 @@ class Daemon:
         kinds = {fields["event"] for _, _, fields in problems.values()}  # unreadable, held-back, error
         if inventory.get("source", {}).get("stale"):
             kinds.add("stale")
+        if any(not h.ok for h in result.hooks):
+            kinds.add("hook")
         for kind in kinds:
             track.errors[kind] = track.errors.get(kind, 0) + 1
         if result.exit_code == EXIT_OK:
             track.last_success = time.time()
+        errors += [h.failure() for h in result.hooks if not h.ok]
         track.status = {
             "last_run": now_iso(),
             "exit_code": result.exit_code,
@@ -464,6 +471,9 @@ class Daemon:
             **inventory,
             "errors": dict(track.errors),
             "last_success": _iso(track.last_success),
+            # the hooks of the last run that wrote: a later no-op does not hide a failed one
+            **({"hooks": [h.to_json() for h in result.hooks]} if result.hooks else
+               {"hooks": track.status["hooks"]} if track.status.get("hooks") else {}),
             **({"last_change": now_iso()} if written else
                {"last_change": track.status.get("last_change")} if track.status.get("last_change") else {}),
         }
@@ -839,19 +849,15 @@ def observe(result) -> dict:
 
 def drift_counts(key: str, after) -> dict[str, int] | None:
     """Entries of a store changed by other hands since storesync last wrote it, per category
-    (added, removed, trust_changed), from the ownership record of issue 16 (`state.drift(key,
-    trust_set)`) and the trust set just read; None where there is no record, or no such function
-    yet (the drift metric is then absent)."""
-    probe = getattr(state, "drift", None)
-    if probe is None:
-        return None
+    (added, removed, trust_changed), from its ownership record and the trust set just read; None
+    where storesync never wrote it (the drift metric is then absent)."""
     try:
-        found = probe(key, after)
-    except (StoreError, OSError, ValueError, TypeError, KeyError):
+        found = state.drift(key, after)
+    except (StoreError, OSError, ValueError):
         return None  # no usable record: no figure rather than a wrong one
-    if not isinstance(found, dict):
+    if found is None:
         return None
-    return {category: len(items) for category, items in found.items() if isinstance(items, (list, tuple))}
+    return {category: len(items) for category, items in found.items() if isinstance(items, list)}
 
 
 def _iso(moment: float | None) -> str | None:

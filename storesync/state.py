@@ -197,6 +197,95 @@ def touched_since(spec: str, backup_id: str) -> set[str] | None:
     return touched
 
 
+# --- ownership: what storesync last wrote in a store, to tell what others changed since ------
+
+PREFIX = 16  # hex digits of a SHA-256 kept per certificate of the full set: enough to tell it apart
+
+
+def owned_path(spec: str) -> Path:
+    return state_dir() / "owned" / f"{_key(spec)}.json"
+
+
+def load_owned(spec: str) -> dict | None:
+    """The record of what storesync wrote in a store (None: it never wrote it, or the record is
+    unreadable, which only loses drift reporting)."""
+    try:
+        data = json.loads(owned_path(spec).read_text())
+        if isinstance(data.get("entries"), dict) and isinstance(data.get("all"), str):
+            return data
+    except (OSError, ValueError, AttributeError):
+        pass
+    return None
+
+
+def save_owned(spec: str, written: dict[str, Entry | None], after: TrustSet, rewritten: set[str] = frozenset()) -> None:
+    """For a write: `written` holds what the plan adds or changes (an Entry) or removes (None).
+    Entries storesync wrote earlier stay storesync's until it removes them (one that someone
+    else removed stays recorded: that is drift, and `add` puts it back); `all` is every
+    certificate in the store after the write, so what others add later shows. An entry only
+    written again in the same form (`rewritten`) does not become storesync's."""
+    old = load_owned(spec)
+    entries = dict(old["entries"]) if old else {}
+    for sha, entry in written.items():
+        if entry is None:
+            entries.pop(sha, None)
+        elif sha in rewritten and sha not in entries:
+            continue
+        else:
+            entries[sha] = {"trust": dict(entry.trust), "label": entry.display_label}
+    data = {"spec": spec, "written": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "entries": entries, "all": "".join(sorted(sha[:PREFIX] for sha in after))}
+    try:
+        atomic_write(owned_path(spec), json.dumps(data, indent=1).encode(), mode=0o600)
+    except OSError as exc:
+        raise StoreError(f"{spec}: cannot keep the record of what storesync writes in {owned_path(spec).parent} "
+                         f"({exc.strerror}), so it was not changed; choose a state dir with --state-dir") from None
+
+
+def put_owned(spec: str, record: dict | None) -> None:
+    """Put back the record as it was before a write that was undone (None: there was none)."""
+    try:
+        if record is None:
+            owned_path(spec).unlink(missing_ok=True)
+        else:
+            atomic_write(owned_path(spec), json.dumps(record, indent=1).encode(), mode=0o600)
+    except OSError:
+        pass  # only drift reporting suffers; the undo of the store itself goes on
+
+
+def owned_stores() -> list[str]:
+    """The stores storesync keeps a record of writing (their specs: kind and absolute path)."""
+    specs = []
+    for path in sorted((state_dir() / "owned").glob("*.json")):
+        try:
+            spec = json.loads(path.read_text()).get("spec")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(spec, str):
+            specs.append(spec)
+    return specs
+
+
+def drift(spec: str, now: TrustSet) -> dict | None:
+    """What others changed in a store since storesync last wrote it (None: it never did):
+    certificates added, and, of those storesync wrote, the ones removed or whose trust changed."""
+    record = load_owned(spec)
+    if record is None:
+        return None
+    known = {record["all"][i:i + PREFIX] for i in range(0, len(record["all"]), PREFIX)}
+    added = [{"sha256": e.sha256, "label": e.display_label, "trust": dict(e.trust)}
+             for e in now.values() if e.sha256[:PREFIX] not in known]
+    removed, changed = [], []
+    for sha, mine in sorted(record["entries"].items(), key=lambda item: item[1].get("label", "")):
+        entry = now.get(sha)
+        if entry is None:
+            removed.append({"sha256": sha, "label": mine.get("label", sha[:16]), "trust": mine.get("trust", {})})
+        elif dict(entry.trust) != mine.get("trust"):
+            changed.append({"sha256": sha, "label": entry.display_label, "before": mine.get("trust"),
+                            "after": dict(entry.trust)})
+    return {"since": record.get("written"), "added": added, "removed": removed, "trust_changed": changed}
+
+
 # --- locks ---------------------------------------------------------------------------------
 
 

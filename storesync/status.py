@@ -13,7 +13,7 @@ from typing import Any
 
 from storesync.discover import Found, owner
 from storesync.model import StoreError
-from storesync.state import state_dir
+from storesync.state import drift as drift_since, owned_stores, state_dir
 from storesync.stores import open_store, read_store
 
 # --- summaries ------------------------------------------------------------------------------
@@ -32,13 +32,14 @@ class Summary:
     expiring: int = 0
     warnings: list[str] = field(default_factory=list)
     freshness: dict | None = None  # a tuf: source's (storesync.stores.tuf.freshness)
+    drift: dict | None = None  # what others changed since storesync last wrote it (None: it never did)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "store": self.found.spec, "kind": self.kind, "found_as": self.found.what, "partial": self.found.partial,
             "owner": self.owner, "error": self.error, "certificates": len(self.trust_set) if self.trust_set is not None else None,
             "anchors": self.anchors, "distrusted": self.distrusted, "expired": self.expired, "expiring": self.expiring,
-            "warnings": self.warnings,
+            "warnings": self.warnings, "drift": self.drift,
             **({"freshness": self.freshness} if self.freshness else {}),  # a tuf: source: version, staleness
         }
 
@@ -56,6 +57,7 @@ def summarize(found: Found, at: datetime, soon_days: int, options: dict[str, str
         summary.trust_set = store.read_cached() if store.spec.kind == "tuf" else read_store(store)
         summary.warnings = list(store.warnings)
         summary.freshness = getattr(store, "freshness", None)
+        summary.drift = drift_since(store.spec.key, summary.trust_set)
     except StoreError as exc:
         summary.error = str(exc)
         return summary
@@ -85,6 +87,30 @@ def is_anchor(entry) -> bool:
 def anchors_of(trust_set) -> int:
     """The certificates a store trusts for something (what `status` counts as anchors)."""
     return sum(1 for entry in trust_set.values() if is_anchor(entry))
+
+
+def written_stores(found: list[Found]) -> list[Found]:
+    """Stores storesync wrote that discovery did not find (a sync named them): their drift is
+    news too. Only those that still exist: a store deleted on purpose is not listed for ever."""
+    def same(spec: str) -> str:
+        kind, _, path = spec.partition(":")
+        return f"{kind}:{os.path.realpath(os.path.expanduser(path.partition('?')[0]))}"
+
+    known = {same(f.spec) for f in found}
+    more = []
+    for spec in owned_stores():
+        if same(spec) not in known and Path(spec.partition(":")[2]).exists():
+            known.add(same(spec))
+            more.append(Found(spec, "written by storesync"))
+    return more
+
+
+def drift(spec: str, options: dict[str, str] | None = None) -> dict | None:
+    """What other programs changed in a store since storesync last wrote it: {"since", "added",
+    "removed", "trust_changed"}, each a list of {"sha256", "label", ...}; None when storesync
+    never wrote it. Raises StoreError when the store cannot be read."""
+    store = open_store(spec, options)
+    return drift_since(store.spec.key, read_store(store))
 
 
 def owner_of(path: Path) -> str | None:

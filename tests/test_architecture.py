@@ -21,7 +21,7 @@ LAYERS = [
      "storesync.discover", "storesync.publish"],
     ["storesync.engine", "storesync.config"],
     ["storesync.stores"],
-    ["storesync.model", "storesync.pbe", "storesync.fsio", "storesync.state", "storesync.loadable"],
+    ["storesync.model", "storesync.pbe", "storesync.fsio", "storesync.state", "storesync.loadable", "storesync.hooks"],
     ["storesync.der", "storesync"],
 ]
 

@@ -180,39 +180,37 @@ def cas_fleet(pki):
     return [pki.ca(f"Metrics Fleet Root {n}") for n in range(5)]
 
 
-def test_drift_is_exported_once_the_ownership_record_says_it(pki, tmp_path, monkeypatch):
-    """The wiring to issue 16's `state.drift(key, trust_set)` (its own tests judge the records):
-    without that function the gauge is absent; with it, each category is counted per store."""
+def test_drift_is_exported_once_the_ownership_record_says_it(pki, tmp_path):
+    """A store storesync never wrote has no drift figure; once it wrote it, a root another hand
+    added shows in the gauge, counted by category, from the ownership record."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from storesync import daemon as service, metrics, state
+    from storesync import daemon as service, metrics
     from storesync.config import load_config
 
     source, target = tmp_path / "a.pem", tmp_path / "b.pem"
     source.write_bytes(bundle(pki.ca("Drift Root")))
-    config = write_config(tmp_path / "s.toml", {"p": [f"pem:{source}", f"pem:{target}"]}, mode="mirror")
+    config = tmp_path / "s.toml"
+    config.write_text(f'[profile.p]\nmode = "add"\nsource = "pem:{source}"\ntargets = ["pem:{target}"]\n')
     agent = service.Daemon(load_config(config), service.Log(stream=open(os.devnull, "w")))
-    monkeypatch.delattr(state, "drift", raising=False)
-    agent.once()
 
     def exported() -> dict:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(metrics.Collector(agent))
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples}
+                for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples
+                if s.name == "storesync_store_drift"}
 
-    assert not [k for k in exported() if k[0] == "storesync_store_drift"]
-    seen = []
-    monkeypatch.setattr(state, "drift", lambda key, now, *_: seen.append((key, len(now))) or {
-        "since": "2026-12-01T10:00:00Z", "added": [{"sha256": "x"}], "removed": [], "trust_changed": []},
-        raising=False)
+    agent.once()  # storesync writes the target: its own write is no drift
     agent.once()
-    assert seen == [(f"pem:{target}", 1)]  # the target, keyed like the state dir, with what it now holds
-    drift = {k[1]: v for k, v in exported().items() if k[0] == "storesync_store_drift"}
     store = ("store", f"pem:{target}")
-    assert drift == {(("category", "added"), ("profile", "p"), store): 1,
-                     (("category", "removed"), ("profile", "p"), store): 0,
-                     (("category", "trust_changed"), ("profile", "p"), store): 0}
+    assert exported() == {(("category", c), ("profile", "p"), store): 0 for c in ("added", "removed", "trust_changed")}
+    with target.open("ab") as f:  # another hand adds a root; add mode leaves it
+        f.write(bundle(pki.ca("Hand Added")))
+    agent.once()
+    assert exported() == {(("category", "added"), ("profile", "p"), store): 1,
+                          (("category", "removed"), ("profile", "p"), store): 0,
+                          (("category", "trust_changed"), ("profile", "p"), store): 0}
 
 
 def test_a_tuf_source_never_verified_is_stale_with_no_version(tmp_path, cas_fleet, daemons):

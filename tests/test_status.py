@@ -23,7 +23,7 @@ DAY = dt.timedelta(days=1)
 BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 JAVA = Path("/etc/ssl/certs/java/cacerts")
 STORE_KEYS = {"store", "kind", "found_as", "partial", "owner", "error", "certificates", "anchors", "distrusted",
-              "expired", "expiring", "warnings"}
+              "expired", "expiring", "warnings", "drift"}
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ def status(
     warnings: list[str] = []
     when = machine.now()
     found = discover.discover(python, config, warnings)
+    found += machine.written_stores(found)
     options = {"password-file": str(password_file)} if password_file else None
     summaries = [machine.summarize(f, when, soon, options) for f in found]
     columns, rows = machine.matrix(summaries)
@@ -69,6 +70,7 @@ def print_status(summaries, columns, rows, daemon, soon: int) -> None:
             fresh = s.freshness
             print(f"  #{number} policy version {fresh.get('version')}, verified {fresh.get('verified_at')}"
                   + (f"; ! STALE: {fresh.get('reason')} (the last verified policy is used)" if fresh.get("stale") else ""))
+    print_drift(summaries)
     if rows:
         # Roots with the same pattern of presence are one line: "143 roots absent only from #5".
         index = {s.found.spec: n for n, s in enumerate(summaries, 1)}
@@ -106,6 +108,34 @@ def print_status(summaries, columns, rows, daemon, soon: int) -> None:
         if run.get("held_back"):
             line += f"; held back: {'; '.join(map(str, run['held_back']))}"
         print(line)
+        for hook in run.get("hooks") or ():
+            if isinstance(hook, dict):
+                ok = "ok" if hook.get("ok") else "FAILED"
+                print(f"    on-change {' '.join(map(str, hook.get('argv', [])))} for {hook.get('store')}: {ok} "
+                      f"(exit {hook.get('exit_code')}{', timed out' if hook.get('timed_out') else ''})")
+
+
+def print_drift(summaries) -> None:
+    """Per store storesync wrote: what others added, removed or re-trusted since."""
+    from types import SimpleNamespace
+
+    from storesync.cli.common import trust_text
+
+    drifted = [(n, s) for n, s in enumerate(summaries, 1)
+               if s.drift and any(s.drift[k] for k in ("added", "removed", "trust_changed"))]
+    if not drifted:
+        return
+    print("\nChanged by others since storesync's last write (+ added, - removed, ~ trust changed)")
+    for number, s in drifted:
+        d = s.drift
+        print(f"  #{number} {s.found.spec} (storesync wrote it {d['since']})")
+        for item in d["added"]:
+            print(f"    + {item['label']}  {item['sha256'][:16]}")
+        for item in d["removed"]:
+            print(f"    - {item['label']}  {item['sha256'][:16]}  (storesync wrote it; a sync puts it back while its source holds it)")
+        for item in d["trust_changed"]:
+            before, after = (trust_text(SimpleNamespace(trust=item[k])) for k in ("before", "after"))
+            print(f"    ~ {item['label']}  {item['sha256'][:16]}: {before} -> {after}")
 
 
 def print_columns(lines, right: set[int]) -> None:

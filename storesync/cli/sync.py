@@ -58,8 +58,9 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
 
         discover.set_root(root)
         resolve = discover.resolver(python, strict=True)
-    results = [engine.run(p, dry_run=dry_run, force=force, defaults=defaults, allow_empty=allow_empty, resolve=resolve)
-               for p in profiles]
+    results = [engine.run(p, dry_run=dry_run, force=force, defaults=defaults, allow_empty=allow_empty, resolve=resolve,
+                          hooks=False) for p in profiles]
+    engine.run_hooks(results)  # once per store, after every profile wrote
     if as_json:
         data = [r.to_json() for r in results]
         print_json(data[0] if source is not None else data)
@@ -98,7 +99,8 @@ def report(result) -> None:
                  else "not written" if not plan.empty else "")
         print(f"{outcome.spec}: {plan.summary()}" + (f" ({state})" if state else ""))
         for entry in plan.adds:
-            print(f"  + {entry.display_label}  {entry.sha256[:16]}")
+            again = "  re-added (removed since storesync's last write)" if entry.sha256 in outcome.readded else ""
+            print(f"  + {entry.display_label}  {entry.sha256[:16]}{again}")
         for entry in plan.removals:
             print(f"  - {entry.display_label}  {entry.sha256[:16]}")
         for before, after in plan.changes:
@@ -112,6 +114,12 @@ def report(result) -> None:
             print(f"  backup: {outcome.backup} (storesync rollback {outcome.spec})")
         if outcome.written and outcome.store.notice():
             print(f"  note: {outcome.store.notice()}")
+        if outcome.hook is not None:
+            print(f"  on-change: {outcome.hook.command}: {outcome.hook.outcome()}")
+            if outcome.hook.failure():
+                for line in outcome.hook.output.splitlines()[-5:]:  # its last words, where the error is
+                    print(f"    | {line}")
+                print(f"storesync: {outcome.hook.failure()}", file=sys.stderr)
     for conflict in result.conflicts:
         print(f"  conflict: {conflict}")
     if result.error:

@@ -34,6 +34,9 @@ class Outcome:
         self.written = False
         self.backup: str | None = None
         self.written_version: object = None  # the store's version right after storesync wrote it
+        self.ref: StoreRef | None = None
+        self.readded: set[str] = set()  # adds storesync had written before and someone removed since
+        self.hook = None  # its on-change hook's run (storesync.hooks.HookRun), if it ran
 
     def to_json(self) -> dict:
         data = {"store": self.spec, "role": self.role, "written": self.written}
@@ -46,6 +49,10 @@ class Outcome:
             data["freshness"] = self.store.freshness
         if self.backup:
             data["backup"] = self.backup
+        if self.readded:
+            data["readded"] = sorted(self.readded)
+        if self.hook is not None:
+            data["hook"] = self.hook.to_json()
         return data
 
 
@@ -63,7 +70,7 @@ class Result:
 
     @property
     def exit_code(self) -> int:
-        if self.error or any(o.error for o in self.outcomes):
+        if self.error or any(o.error for o in self.outcomes) or any(not h.ok for h in self.hooks):
             return EXIT_ERROR
         plans = [o.plan for o in self.outcomes if o.plan is not None]
         if any(p.held_back for p in plans):
@@ -76,6 +83,10 @@ class Result:
     def changed(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.written]
 
+    @property
+    def hooks(self) -> list:
+        return [o.hook for o in self.outcomes if o.hook is not None]
+
     def to_json(self) -> dict:
         return {
             "profile": self.profile, "mode": self.mode, "dry_run": self.dry_run,
@@ -83,13 +94,17 @@ class Result:
             "plans": [o.to_json() for o in self.outcomes], "exit_code": self.exit_code,
             **({"selectors": self.selectors} if self.selectors else {}),
             **({"warnings": self.warnings} if self.warnings else {}),
+            "hooks": [h.to_json() for h in self.hooks],
         }
 
 
 def run(profile: Profile, *, dry_run: bool = False, force: bool = False,
         defaults: dict[str, str] | None = None, lock_timeout: float = 10.0, allow_empty: bool = False,
-        resolve=None) -> Result:
-    """`resolve(selector, pythons, warnings) -> [found stores]` names the stores of the profile's
+        resolve=None, hooks: bool = True) -> Result:
+    """Run one profile; then its stores' on-change hooks, unless `hooks` is False: a caller
+    running several profiles calls run_hooks once after all of them.
+
+    `resolve(selector, pythons, warnings) -> [found stores]` names the stores of the profile's
     selectors (`@nss`, ...) afresh at every run (storesync.discover.resolver); it raises
     StoreError for a selector that must name something and does not."""
     allow_empty = allow_empty or profile.allow_empty
@@ -104,6 +119,8 @@ def run(profile: Profile, *, dry_run: bool = False, force: bool = False,
             return result
     result = _run(profile, dry_run, force, defaults, lock_timeout, allow_empty)
     result.selectors, result.warnings = resolved, notes
+    if hooks:
+        run_hooks([result])  # after the locks: a slow hook holds up no other run
     return result
 
 
@@ -199,6 +216,7 @@ def _new_result(profile: Profile, dry_run: bool, defaults: dict[str, str] | None
 
 def _open(ref: StoreRef, role: str, defaults: dict[str, str]) -> Outcome:
     outcome = Outcome(ref.spec, role)
+    outcome.ref = ref
     try:
         outcome.store = open_store(ref.spec, {**defaults, **ref.options})
         outcome.spec = str(outcome.store.spec)
@@ -291,7 +309,26 @@ def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope
         policy.refuse_non_ca(plan)
     policy.refuse_unloadable(plan, store.reader)
     policy.label_new_entries(plan, store.option("label-template"), store.spec)
+    if plan.adds:  # what storesync wrote and someone removed since: said in the plan line
+        record = state.load_owned(store.spec.key)
+        outcome.readded = {e.sha256 for e in plan.adds if record and e.sha256 in record["entries"]}
     return plan
+
+
+def run_hooks(results: list[Result]) -> None:
+    """Each changed store's on-change hook, once per run of these profiles, after all their
+    writes stood (none for a rolled-back profile, a dry run or a no-op)."""
+    done = set()
+    for result, outcome in ((r, o) for r in results for o in r.changed):
+        argv = outcome.ref.on_change if outcome.ref else None
+        if not argv or (outcome.store.spec.key, tuple(argv)) in done:
+            continue
+        from storesync.hooks import DEFAULT_TIMEOUT, run_hook  # only when a hook runs
+
+        done.add((outcome.store.spec.key, tuple(argv)))
+        timeout = float(outcome.ref.options.get("on-change-timeout", DEFAULT_TIMEOUT))
+        outcome.hook = run_hook(outcome.spec, argv, outcome.store.path, timeout,
+                                {"STORESYNC_STORE": outcome.spec, "STORESYNC_PROFILE": result.profile})
 
 
 def _guard(profile: Profile, outcomes: list[Outcome]) -> None:
@@ -306,7 +343,7 @@ def _guard(profile: Profile, outcomes: list[Outcome]) -> None:
 
 def _apply(result: Result) -> None:
     """Write every changed store; if any write or check fails, undo what was written."""
-    done: list[tuple[Outcome, dict]] = []
+    done: list[tuple[Outcome, dict, dict | None]] = []
     current = None
     try:
         for outcome in result.outcomes:
@@ -318,7 +355,13 @@ def _apply(result: Result) -> None:
 
             outcome.backup = state.save_backup(outcome.store.spec.key, snapshot, f"before sync of {result.profile}",
                                                touched(plan))
-            done.append((outcome, snapshot))
+            # What storesync writes is recorded before it writes (an undo puts the record back):
+            # a run killed after the write leaves nothing half-done in the state dir for a
+            # next run that finds nothing to do.
+            owned = state.load_owned(outcome.store.spec.key)
+            state.save_owned(outcome.store.spec.key, {sha: plan.desired.get(sha) for sha in touched(plan)},
+                             plan.desired, set(plan.rewrites))
+            done.append((outcome, snapshot, owned))
             outcome.store.write(plan)
             outcome.written = True
             outcome.written_version = outcome.store.version()
@@ -330,7 +373,8 @@ def _apply(result: Result) -> None:
             message = f"{current.spec}: {exc.strerror or exc} ({exc.filename or current.store.path})"
         else:
             message = f"{current.spec}: writing failed unexpectedly ({type(exc).__name__}: {exc}); please report this"
-        for outcome, snapshot in reversed(done):
+        for outcome, snapshot, owned in reversed(done):
+            state.put_owned(outcome.store.spec.key, owned)
             try:
                 _undo(outcome, snapshot)
                 result.rolled_back.append(outcome.spec)
@@ -395,6 +439,13 @@ def rollback(store: Store, backup_id: str | None = None) -> dict:
                         f"{'added' if sha not in then else 'removed' if sha not in now else 'changed'} "
                         "since the backup by another program" for sha in sorted(theirs)]
         undo = state.save_backup(spec, store.snapshot(), f"before rollback to {backup_id}", changed)
+        record = state.load_owned(spec)
+        if record is not None:  # what the rollback puts back is no one's drift, and no longer storesync's
+            final = plan.desired if plan is not None else then
+            if final is None:  # a store that cannot be read goes back byte for byte: start afresh
+                state.put_owned(spec, None)
+            else:
+                state.save_owned(spec, {sha: None for sha in changed}, final)
         if plan is None:
             store.restore(snapshot)
         elif not plan.empty:
