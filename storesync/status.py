@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from storesync.discover import Found, owner
+from storesync.discover import Found, machine_root, owner
 from storesync.model import StoreError
 from storesync.state import drift as drift_since, owned_stores, state_dir
 from storesync.stores import open_store, read_store
@@ -91,7 +91,11 @@ def anchors_of(trust_set) -> int:
 
 def written_stores(found: list[Found]) -> list[Found]:
     """Stores storesync wrote that discovery did not find (a sync named them): their drift is
-    news too. Only those that still exist: a store deleted on purpose is not listed for ever."""
+    news too. Only those that still exist: a store deleted on purpose is not listed for ever;
+    under a machine root (--root), only those of that machine."""
+    root = machine_root()
+    inside = str(root.resolve()).rstrip("/") + "/" if root else "/"
+
     def same(spec: str) -> str:
         kind, _, path = spec.partition(":")
         return f"{kind}:{os.path.realpath(os.path.expanduser(path.partition('?')[0]))}"
@@ -99,7 +103,8 @@ def written_stores(found: list[Found]) -> list[Found]:
     known = {same(f.spec) for f in found}
     more = []
     for spec in owned_stores():
-        if same(spec) not in known and Path(spec.partition(":")[2]).exists():
+        if same(spec) not in known and same(spec).partition(":")[2].startswith(inside) \
+                and Path(spec.partition(":")[2]).exists():
             known.add(same(spec))
             more.append(Found(spec, "written by storesync"))
     return more

@@ -197,12 +197,11 @@ def test_drift_is_exported_once_the_ownership_record_says_it(pki, tmp_path):
     def exported() -> dict:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(metrics.Collector(agent))
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+        return {tuple(sorted(s.labels.items())): s.value
                 for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples
                 if s.name == "storesync_store_drift"}
 
     agent.once()  # storesync writes the target: its own write is no drift
-    agent.once()
     store = ("store", f"pem:{target}")
     assert exported() == {(("category", c), ("profile", "p"), store): 0 for c in ("added", "removed", "trust_changed")}
     with target.open("ab") as f:  # another hand adds a root; add mode leaves it
