@@ -20,7 +20,7 @@ LAYERS = [
     ["storesync.check", "storesync.status", "storesync.daemon", "storesync.servers", "storesync.discover"],
     ["storesync.engine", "storesync.config"],
     ["storesync.stores"],
-    ["storesync.model", "storesync.pbe", "storesync.fsio", "storesync.state", "storesync.loadable"],
+    ["storesync.model", "storesync.pbe", "storesync.fsio", "storesync.state", "storesync.statcache", "storesync.loadable"],
     ["storesync.der", "storesync"],
 ]
 

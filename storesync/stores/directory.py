@@ -22,7 +22,8 @@ from pathlib import Path
 from storesync.fsio import atomic_write_many, fsync_dir, stat_version, temp_beside
 from storesync.model import Capabilities, Entry, TrustSet
 from storesync.stores import Store, StoreSpec
-from storesync.stores.pem import PemStore, render_entries, speaks_trusted
+from storesync.statcache import StatCache
+from storesync.stores.pem import PemStore, cached_entry, render_entries, speaks_trusted
 
 CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der"}
 HASH_LINK = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
@@ -59,9 +60,10 @@ class DirStore(Store):
                 found = sorted((item.name, item) for item in listing)
         except OSError as exc:
             raise self.error(f"cannot list it ({exc.strerror})") from None
+        cache = StatCache(self.spec.key)  # files unchanged since the last read are not parsed again
         for name, item in found:
             is_link_name = bool(HASH_LINK.match(name))
-            if name.startswith(".") or not (is_link_name or Path(name).suffix.lower() in CERT_SUFFIXES):
+            if name.startswith(".") or not (is_link_name or os.path.splitext(name)[1].lower() in CERT_SUFFIXES):
                 continue
             if is_link_name:
                 self._links[name] = os.readlink(item.path) if item.is_symlink() else None  # None: a copy
@@ -69,7 +71,7 @@ class DirStore(Store):
                     continue  # its target is read on its own (or is dangling, and gets mended)
             if not item.is_file():
                 continue  # a subdirectory or a dangling link: not ours
-            entry = self._read_file(Path(item.path))
+            entry = self._read_file(item, cache)
             if entry is None:
                 continue
             holders = self._files.setdefault(entry.sha256, [])
@@ -77,12 +79,23 @@ class DirStore(Store):
             holders.sort(key=lambda n: bool(HASH_LINK.match(n)))  # a real file name first
             if len(holders) == 1:
                 entries.append(entry)
+        cache.save()
         return TrustSet(entries)
 
-    def _read_file(self, path: Path) -> Entry | None:
+    def _read_file(self, item: os.DirEntry, cache: StatCache) -> Entry | None:
+        try:
+            known = cache.get(item.name, item.stat())
+        except OSError:
+            known = None  # reading it says why
+        if known is not None:
+            ((trusted, raw),) = known
+            self.holds_trusted |= bool(trusted)
+            return cached_entry(trusted, raw)
+        path = Path(item.path)
         try:
             with open(path, "rb") as file:
                 data = file.read()
+                st = os.fstat(file.fileno())  # after reading: a change while reading shows in it
         except OSError as exc:
             raise self.error(f"cannot read it ({exc.strerror})", path) from None
         bundle = self._bundle(path)
@@ -91,6 +104,8 @@ class DirStore(Store):
         self.holds_trusted |= bundle.holds_trusted
         if len(found) != 1:
             return None  # a bundle or an empty file inside the directory: left alone
+        if not bundle.warnings:
+            cache.put(item.name, st, bundle.blocks)
         (entry,) = found.values()
         return entry
 

@@ -37,13 +37,14 @@ def speaks_trusted(store) -> bool:
 class PemStore(FileStore):
     kind = "pem"
     holds_trusted = False  # set by parse: a TRUSTED CERTIFICATE block was read
+    blocks: list[tuple[int, bytes]] = []  # set by parse: (1 if TRUSTED, bytes) per entry, for `cached_entry`
 
     @property
     def capabilities(self) -> Capabilities:
         return _TRUSTED if speaks_trusted(self) else _PLAIN
 
     def parse(self, data: bytes) -> TrustSet:
-        self.holds_trusted = False
+        self.holds_trusted, self.blocks = False, []
         blocks = list(_BLOCK.finditer(data))
         if data.count(b"-----BEGIN ") != len(blocks):
             line = _unterminated_line(data, blocks)
@@ -72,6 +73,7 @@ class PemStore(FileStore):
             self.holds_trusted |= trusted
             try:
                 entries.append(self._entry(raw, trusted=trusted))
+                self.blocks.append((int(trusted), raw))
             except der.DERError as exc:
                 raise self.error(f"PEM block at line {_line(data, block)} is not a certificate ({exc})") from None
         return TrustSet(entries)
@@ -79,7 +81,9 @@ class PemStore(FileStore):
     def _parse_without_blocks(self, data: bytes) -> TrustSet:
         if data[:1] == b"\x30":
             try:
-                return TrustSet([self._entry(data, trusted=False, whole=True)])
+                entry = self._entry(data, trusted=False, whole=True)
+                self.blocks = [(0, data)]
+                return TrustSet([entry])
             except der.DERError as exc:
                 raise self.error(f"is neither PEM nor a DER certificate ({exc})") from None
         if all(not line.strip() or line.lstrip().startswith(b"#") for line in data.splitlines()):
@@ -98,6 +102,15 @@ class PemStore(FileStore):
 
     def render(self, plan) -> bytes:
         return render_entries(plan.desired.values(), speaks_trusted(self), self.option("comments") == "yes")
+
+
+def cached_entry(trusted: int, raw: bytes) -> Entry:
+    """The entry of a block `parse` read earlier (one of its `blocks`), without checking again
+    what was checked then."""
+    if not trusted:
+        return Entry(Certificate(raw))
+    end = der.read(raw).end
+    return _trusted_entry(Certificate(raw[:end]), raw[end:])
 
 
 def render_entries(entries, trusted: bool = False, comments: bool = False) -> bytes:
