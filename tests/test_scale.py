@@ -47,17 +47,17 @@ class Parses:
         monkeypatch.setattr(PemStore, "parse", parse)
 
 
-def read(path: Path):
-    store = open_store(f"dir:{path}")
+def read(path: Path, kind: str = "dir"):
+    store = open_store(f"{kind}:{path}")
     return store, store.read()
 
 
-def uncached(path: Path, tmp_path: Path):
-    """What the directory holds, read with no cache at all: the truth a cached read must equal."""
+def uncached(path: Path, tmp_path: Path, kind: str = "dir"):
+    """What the store holds, read with no cache at all: the truth a cached read must equal."""
     previous = state.state_dir()
     state.set_state_dir(tmp_path / f"no-cache-{time.monotonic_ns()}")
     try:
-        return read(path)
+        return read(path, kind)
     finally:
         state.set_state_dir(previous)
 
@@ -193,7 +193,7 @@ def test_a_damaged_or_foreign_index_reads_everything(pki, tmp_path, own_state, m
     elif damage == "truncated":
         index.write_bytes(data[:-20])
     elif damage == "other version":
-        index.write_bytes(data.replace(b"statcache 1", b"statcache 0", 1))
+        index.write_bytes(data.replace(b"statcache 2", b"statcache 1", 1))
     elif damage == "writable by others":
         index.chmod(0o666)
     else:
@@ -237,3 +237,56 @@ def test_a_no_op_of_10000_certificates_touches_no_file(kind, tmp_path):
 @pytest.mark.parametrize("kind", ["dir", "pem", "sst", "jks", "p12"])
 def test_a_no_op_of_100000_certificates_touches_no_file(kind, tmp_path):
     no_op_touches_nothing(kind, 100_000, tmp_path)
+
+
+# --- the bundle cache: by a digest of the bytes, so no change can hide ------------------------
+
+
+@pytest.fixture
+def cached_bundles(own_state, monkeypatch):
+    from storesync.stores import pem
+
+    monkeypatch.setattr(pem, "CACHE_FROM", 0)  # every bundle, not only those of 1 MB or more
+
+
+def test_an_unchanged_bundle_is_not_parsed_again_and_keeps_its_trust(pki, tmp_path, cached_bundles, monkeypatch):
+    from storesync.model import TrustSet
+    from storesync.engine.plan import make_plan
+
+    plain = [pki.ca(f"Bundle Root {n}") for n in range(3)]
+    bundle = tmp_path / "b.pem"
+    bundle.write_bytes(b"".join(c.pem for c in plain))
+    entries = list(open_store(f"pem:{bundle}").read().values())
+    trusted = tmp_path / "t.pem"
+    store = open_store(f"pem:{trusted}?format=trusted")
+    wanted = TrustSet([entries[0].replace(trust={"server-auth": "distrusted"}, label="gone"), *entries[1:]])
+    store.write(make_plan(wanted, store.read(), store.capabilities, store="t"))
+    parses = Parses(monkeypatch)
+    for path in (bundle, trusted):
+        first = open_store(f"pem:{path}").read()
+        parsed = parses.count
+        again = open_store(f"pem:{path}")
+        assert again.read() == first and parses.count == parsed
+        assert again.holds_trusted == (path == trusted)
+    assert open_store(f"pem:{trusted}").read()[entries[0].sha256].distrusted
+
+
+def test_a_bundle_edited_keeping_size_and_mtime_is_seen(pki, tmp_path, cached_bundles):
+    one, other = same_size_pair(pki)
+    bundle = tmp_path / "b.pem"
+    bundle.write_bytes(one)
+    open_store(f"pem:{bundle}").read()
+    before = bundle.stat()
+    with open(bundle, "r+b") as file:
+        file.write(other)
+    os.utime(bundle, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert open_store(f"pem:{bundle}").read() == uncached(bundle, tmp_path, "pem")[1]
+
+
+def test_what_a_bundle_read_warns_about_is_said_every_time(pki, tmp_path, cached_bundles):
+    bundle = tmp_path / "b.pem"
+    bundle.write_bytes(pki.ca("Warned Root").pem + b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n")
+    for _ in range(2):
+        store = open_store(f"pem:{bundle}")
+        store.read()
+        assert any("skipped a X509 CRL block" in w for w in store.warnings)

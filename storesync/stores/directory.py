@@ -22,7 +22,7 @@ from pathlib import Path
 from storesync.fsio import atomic_write_many, fsync_dir, stat_version, temp_beside
 from storesync.model import Capabilities, Entry, TrustSet
 from storesync.stores import Store, StoreSpec
-from storesync.statcache import StatCache
+from storesync.statcache import StatCache, stamp
 from storesync.stores.pem import PemStore, cached_entry, render_entries, speaks_trusted
 
 CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der"}
@@ -84,7 +84,7 @@ class DirStore(Store):
 
     def _read_file(self, item: os.DirEntry, cache: StatCache) -> Entry | None:
         try:
-            known = cache.get(item.name, item.stat())
+            known = cache.get(item.name, stamp(item.stat()))
         except OSError:
             known = None  # reading it says why
         if known is not None:
@@ -105,7 +105,7 @@ class DirStore(Store):
         if len(found) != 1:
             return None  # a bundle or an empty file inside the directory: left alone
         if not bundle.warnings:
-            cache.put(item.name, st, bundle.blocks)
+            cache.put_stat(item.name, st, bundle.blocks)
         (entry,) = found.values()
         return entry
 
