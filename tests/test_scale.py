@@ -290,3 +290,62 @@ def test_what_a_bundle_read_warns_about_is_said_every_time(pki, tmp_path, cached
         store = open_store(f"pem:{bundle}")
         store.read()
         assert any("skipped a X509 CRL block" in w for w in store.warnings)
+
+
+# --- no step quadratic in the number of certificates (counted, not timed) --------------------
+
+
+class CountingSet(set):
+    lookups = 0
+
+    def __contains__(self, item):
+        CountingSet.lookups += 1
+        return super().__contains__(item)
+
+
+def test_naming_many_certificates_of_one_label_looks_each_name_up_a_few_times(tmp_path):
+    """p11-kit's naming gives the k-th certificate labelled alike `label.k.pem`; trying every
+    earlier suffix again for each one would be k²/2 lookups (5 billion for 100 000)."""
+    from storesync.model import Certificate, Entry
+
+    ders = scale_bench.certificates(2000)
+    store = open_store(f"dir:{tmp_path / 'ca'}")
+    taken, names = CountingSet(), []
+    CountingSet.lookups = 0
+    for der_bytes in ders:
+        name = store._new_name(Entry(Certificate(der_bytes), label="Corp CA"), taken)
+        taken.add(name)
+        names.append(name)
+    assert names[:3] == ["Corp_CA.pem", "Corp_CA.1.pem", "Corp_CA.2.pem"] and len(set(names)) == 2000
+    assert CountingSet.lookups < 3 * 2000
+
+
+def test_a_directory_of_hash_named_copies_gets_files_of_their_own_in_one_pass(tmp_path, monkeypatch):
+    """c_rehash copies (regular files named like links) each get a file of their own: which of
+    them still need one is a set lookup, not a search through the list of files to write."""
+    from storesync.engine.plan import make_plan
+    from storesync.model import Certificate, Entry, TrustSet
+
+    ders = scale_bench.certificates(300)
+    directory = tmp_path / "ca"
+    directory.mkdir()
+    entries = [Entry(Certificate(d)) for d in ders]
+    for entry in entries[:150]:  # the other half are added by the sync
+        h = entry.cert.subject_hash()
+        (directory / f"{h}.0").write_bytes(scale_bench.pem_bundle([entry.cert.der]))
+    store = open_store(f"dir:{directory}")
+    current = store.read()
+    compared = 0
+    original = Entry.__eq__
+
+    def counted(self, other):
+        nonlocal compared
+        compared += 1
+        return original(self, other)
+
+    monkeypatch.setattr(Entry, "__eq__", counted)
+    store.write(make_plan(TrustSet(entries), current, store.capabilities, store="t"))
+    monkeypatch.undo()
+    assert compared < 300
+    assert open_store(f"dir:{directory}").read() == TrustSet(entries)
+    assert len([p for p in directory.iterdir() if p.suffix == ".pem"]) == 300

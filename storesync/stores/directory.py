@@ -38,6 +38,7 @@ class DirStore(Store):
         super().__init__(spec)
         self._files: dict[str, list[str]] = {}  # sha256 -> names holding it (first: its file)
         self._links: dict[str, str] = {}  # hash-link name -> what it points to now
+        self._suffixes: dict[str, int] = {}  # file-name stem -> the first suffix not tried yet
 
     @property
     def capabilities(self) -> Capabilities:
@@ -119,11 +120,12 @@ class DirStore(Store):
 
     def write(self, plan) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        taken = set(os.listdir(self.path))
+        taken, self._suffixes = set(os.listdir(self.path)), {}
         rewrite = [*plan.adds, *(after for _, after in plan.changes)]
         # A certificate known only as a hash-named copy gets a file of its own, so links can point at it.
+        planned = {entry.sha256 for entry in rewrite}
         rewrite += [plan.desired[sha] for sha, names in self._files.items()
-                    if sha in plan.desired and HASH_LINK.match(names[0]) and plan.desired[sha] not in rewrite]
+                    if sha in plan.desired and HASH_LINK.match(names[0]) and sha not in planned]
         trusted = speaks_trusted(self)
         files = {}
         for entry in rewrite:
@@ -145,10 +147,12 @@ class DirStore(Store):
         # p11-kit's naming: every byte outside [A-Za-z0-9._-] of the UTF-8 label becomes "_".
         stem = _UNSAFE.sub(lambda m: "_" * len(m.group().encode()), entry.display_label).lstrip(".")
         stem = stem or entry.sha256[:16]
-        name, n = f"{stem}.pem", 0
+        n = self._suffixes.get(stem, 0)  # a thousand certificates of one label: not a million tries
+        name = f"{stem}.{n}.pem" if n else f"{stem}.pem"
         while name in taken:
             n += 1
             name = f"{stem}.{n}.pem"
+        self._suffixes[stem] = n + 1
         return name
 
     def _write_links(self, desired: TrustSet, touched: dict[str, Entry]) -> None:
