@@ -349,3 +349,33 @@ def test_a_directory_of_hash_named_copies_gets_files_of_their_own_in_one_pass(tm
     assert compared < 300
     assert open_store(f"dir:{directory}").read() == TrustSet(entries)
     assert len([p for p in directory.iterdir() if p.suffix == ".pem"]) == 300
+
+
+def test_nss_nicknames_for_many_certificates_of_one_label_are_found_in_a_few_queries(tmp_path, monkeypatch):
+    """NSS nicknames are unique per subject: the k-th "Corp CA" becomes "Corp CA #k". Asking
+    the database for every earlier number again would be k²/2 queries."""
+    from conftest import need, run
+    from storesync.engine.plan import make_plan
+    from storesync.model import Certificate, Entry, TrustSet
+    from storesync.stores.nss import NssStore
+
+    db = tmp_path / "nssdb"
+    db.mkdir()
+    run(need("certutil"), "-N", "-d", f"sql:{db}", "--empty-password")
+    statements = []
+    connect = NssStore._connect
+
+    def traced(self, path, readonly):
+        conn = connect(self, path, readonly)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(NssStore, "_connect", traced)
+    entries = TrustSet(Entry(Certificate(d), label="Corp CA") for d in scale_bench.certificates(300))
+    store = open_store(f"nss:{db}")
+    store.write(make_plan(entries, store.read(), store.capabilities, store="t"))
+    asked = [s for s in statements if "a3 = " in s]
+    assert len(asked) < 3 * 300
+    listed = run(need("certutil"), "-L", "-d", f"sql:{db}").stdout.decode()
+    nicknames = {line.rsplit(None, 1)[0].strip() for line in listed.splitlines() if line.startswith("Corp CA")}
+    assert len(nicknames) == 300 and "Corp CA #300" in nicknames
