@@ -218,7 +218,12 @@ def no_op_touches_nothing(kind: str, count: int, tmp_path: Path) -> None:
     ders = scale_bench.certificates(count)
     source = tmp_path / "source.pem"
     source.write_bytes(scale_bench.pem_bundle(ders))
-    target = tmp_path / ("target" if kind == "dir" else f"target.{kind}")
+    target = tmp_path / ("target" if kind in ("dir", "nss") else f"target.{kind}")
+    if kind == "nss":
+        from conftest import need, run
+
+        target.mkdir()
+        run(need("certutil"), "-N", "-d", f"sql:{target}", "--empty-password")
     first = storesync("sync", f"pem:{source}", f"{kind}:{target}")
     assert first.returncode == 0, first.stderr
     storesync("sync", f"pem:{source}", f"{kind}:{target}")  # the cache is made once the files are settled
@@ -228,13 +233,21 @@ def no_op_touches_nothing(kind: str, count: int, tmp_path: Path) -> None:
     assert tree(target) == before
 
 
+KINDS = ["dir", "pem", "nss", "sst", "jks", "p12"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_no_op_of_1000_certificates_touches_no_file(kind, tmp_path):
+    no_op_touches_nothing(kind, 1_000, tmp_path)
+
+
 @pytest.mark.parametrize("kind", ["dir", "pem"])
 def test_a_no_op_of_10000_certificates_touches_no_file(kind, tmp_path):
     no_op_touches_nothing(kind, 10_000, tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["dir", "pem", "sst", "jks", "p12"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_no_op_of_100000_certificates_touches_no_file(kind, tmp_path):
     no_op_touches_nothing(kind, 100_000, tmp_path)
 
