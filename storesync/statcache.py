@@ -68,7 +68,7 @@ class StatCache:
     def put_stat(self, name: str, st: os.stat_result, records: Records) -> None:
         """Record what `name` held, by its stat taken after reading it."""
         if max(st.st_mtime_ns, st.st_ctime_ns) >= self.now - RACY_NS:
-            self._dirty = True
+            self._dirty |= name in self._old  # its old record must go; a new file: nothing to save yet
             return  # racy: a change in the same tick would keep this stamp
         self.put(name, stamp(st), records)
 

@@ -211,6 +211,7 @@ def main() -> None:
                 else:
                     results[size] = bench_kind(kind, size, scratch, env, args.rounds)
             report(kind, sizes, results, floor)
+            sys.stdout.flush()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -232,6 +233,12 @@ def report(kind: str, sizes: list[int], results: dict, floor: Row) -> None:
                   f"| {row.rss / 2**20:.0f} MB | {memory} |")
             previous = (size, row.median)
     print()
+    if kind == "dir":
+        for size in sizes:
+            rows = results[size][0]
+            print(f"No-op of {size:,} certificates: {rows['no-op'].median / rows['write'].median:.2f} of the fresh "
+                  "write's time (goal at 10 000: under a third).  ")
+        print()
 
 
 if __name__ == "__main__":
