@@ -6,8 +6,9 @@ hash links (c_rehash copies). Other files, bundles, subdirectories and CRL links
 (`<hash>.r<n>`) are not part of the store and are left alone; a `*.pem` that is not a
 certificate (or holds a private key) makes the whole directory unreadable, so nothing spreads from it.
 
-Writes incrementally: a one-certificate change touches that certificate's file and the links
-of its hash only. Options: `links=new` (default, like `openssl rehash`) or `links=both` (also
+A file whose stat data is as the state dir's stat cache recorded it (storesync.statcache) is not
+opened again. Writes incrementally: a one-certificate change touches that certificate's file and
+the links of its hash only. Options: `links=new` (default, like `openssl rehash`) or `links=both` (also
 the old MD5 hash links, like p11-kit); `format=plain` (default) or `format=trusted`
 (TRUSTED CERTIFICATE files that keep purposes, distrust and labels).
 """

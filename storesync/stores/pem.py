@@ -5,6 +5,7 @@ X509_CERT_AUX: trusted and rejected EKUs and an alias). Writes plain PEM by defa
 byte what `trust extract --format=pem-bundle` writes; `?format=trusted` writes TRUSTED
 CERTIFICATE blocks that keep per-purpose trust, distrust and labels; `?comments=yes` puts
 `# label` above each plain block. A private key anywhere in the file refuses the whole file.
+A bundle of `CACHE_FROM` bytes or more read again unchanged (same digest) is not parsed again.
 """
 
 from __future__ import annotations
