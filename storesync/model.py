@@ -275,6 +275,9 @@ class Record:
         return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in self._compared or self.__slots__)})"
 
 
+_TRUST_KEYS: dict[tuple, tuple] = {}
+
+
 class Entry(Record):
     """A certificate with what one store says about it.
 
@@ -298,7 +301,8 @@ class Entry(Record):
         # Read many times per sync: computed once.
         self.sha256 = cert.sha256
         self.distrusted = DISTRUSTED in self.trust.values()
-        self._key = (tuple(sorted(self.trust.items())), tuple(sorted(self.distrust_after.items())))
+        key = (tuple(sorted(self.trust.items())), tuple(sorted(self.distrust_after.items())) if self.distrust_after else ())
+        self._key = _TRUST_KEYS.setdefault(key, key)  # a few distinct ones: shared, not one per entry of a large store
         self.as_anchor: Entry | None = None  # the engine's cache of this entry trusted for everything
 
     @property

@@ -21,7 +21,8 @@ LAYERS = [
      "storesync.discover", "storesync.publish"],
     ["storesync.engine", "storesync.config"],
     ["storesync.stores"],
-    ["storesync.model", "storesync.pbe", "storesync.fsio", "storesync.state", "storesync.loadable", "storesync.hooks"],
+    ["storesync.model", "storesync.pbe", "storesync.fsio", "storesync.state", "storesync.statcache", "storesync.loadable",
+     "storesync.hooks"],
     ["storesync.der", "storesync"],
 ]
 

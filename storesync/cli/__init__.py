@@ -30,6 +30,12 @@ def main() -> None:
 
                 app()
             else:
+                import gc
+
+                # One short run: what it reads lives to its end, and the default thresholds scan
+                # it all again and again (full collections grow with the heap: 40 % of reading
+                # 100 000 certificates). Cycles are rare here; the daemon keeps the defaults.
+                gc.set_threshold(100_000, 50, 1000)
                 command, arguments = quick
                 if command == "list":
                     from storesync.cli.list import run

@@ -6,8 +6,9 @@ hash links (c_rehash copies). Other files, bundles, subdirectories and CRL links
 (`<hash>.r<n>`) are not part of the store and are left alone; a `*.pem` that is not a
 certificate (or holds a private key) makes the whole directory unreadable, so nothing spreads from it.
 
-Writes incrementally: a one-certificate change touches that certificate's file and the links
-of its hash only. Options: `links=new` (default, like `openssl rehash`) or `links=both` (also
+A file whose stat data is as the state dir's stat cache recorded it (storesync.statcache) is not
+opened again. Writes incrementally: a one-certificate change touches that certificate's file and
+the links of its hash only. Options: `links=new` (default, like `openssl rehash`) or `links=both` (also
 the old MD5 hash links, like p11-kit); `format=plain` (default) or `format=trusted`
 (TRUSTED CERTIFICATE files that keep purposes, distrust and labels).
 """
@@ -22,7 +23,8 @@ from pathlib import Path
 from storesync.fsio import atomic_write_many, fsync_dir, stat_version, temp_beside
 from storesync.model import Capabilities, Entry, TrustSet
 from storesync.stores import Store, StoreSpec
-from storesync.stores.pem import PemStore, render_entries, speaks_trusted
+from storesync.statcache import StatCache, stamp
+from storesync.stores.pem import PemStore, cached_entry, render_entries, speaks_trusted
 
 CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der"}
 HASH_LINK = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
@@ -38,6 +40,7 @@ class DirStore(Store):
         super().__init__(spec)
         self._files: dict[str, list[str]] = {}  # sha256 -> names holding it (first: its file)
         self._links: dict[str, str] = {}  # hash-link name -> what it points to now
+        self._suffixes: dict[str, int] = {}  # file-name stem -> the first suffix not tried yet
 
     @property
     def capabilities(self) -> Capabilities:
@@ -60,9 +63,10 @@ class DirStore(Store):
                 found = sorted((item.name, item) for item in listing)
         except OSError as exc:
             raise self.error(f"cannot list it ({exc.strerror})") from None
+        cache = StatCache(self.spec.key)  # files unchanged since the last read are not parsed again
         for name, item in found:
             is_link_name = bool(HASH_LINK.match(name))
-            if name.startswith(".") or not (is_link_name or Path(name).suffix.lower() in CERT_SUFFIXES):
+            if name.startswith(".") or not (is_link_name or os.path.splitext(name)[1].lower() in CERT_SUFFIXES):
                 continue
             if is_link_name:
                 self._links[name] = os.readlink(item.path) if item.is_symlink() else None  # None: a copy
@@ -70,7 +74,7 @@ class DirStore(Store):
                     continue  # its target is read on its own (or is dangling, and gets mended)
             if not item.is_file():
                 continue  # a subdirectory or a dangling link: not ours
-            entry = self._read_file(Path(item.path))
+            entry = self._read_file(item, cache)
             if entry is None:
                 continue
             holders = self._files.setdefault(entry.sha256, [])
@@ -78,12 +82,23 @@ class DirStore(Store):
             holders.sort(key=lambda n: bool(HASH_LINK.match(n)))  # a real file name first
             if len(holders) == 1:
                 entries.append(entry)
+        cache.save()
         return TrustSet(entries)
 
-    def _read_file(self, path: Path) -> Entry | None:
+    def _read_file(self, item: os.DirEntry, cache: StatCache) -> Entry | None:
+        try:
+            known = cache.get(item.name, stamp(item.stat()))
+        except OSError:
+            known = None  # reading it says why
+        if known is not None:
+            ((trusted, raw),) = known
+            self.holds_trusted |= bool(trusted)
+            return cached_entry(trusted, raw)
+        path = Path(item.path)
         try:
             with open(path, "rb") as file:
                 data = file.read()
+                st = os.fstat(file.fileno())  # after reading: a change while reading shows in it
         except OSError as exc:
             raise self.error(f"cannot read it ({exc.strerror})", path) from None
         bundle = self._bundle(path)
@@ -92,6 +107,8 @@ class DirStore(Store):
         self.holds_trusted |= bundle.holds_trusted
         if len(found) != 1:
             return None  # a bundle or an empty file inside the directory: left alone
+        if not bundle.warnings:
+            cache.put_stat(item.name, st, bundle.blocks)
         (entry,) = found.values()
         return entry
 
@@ -105,11 +122,12 @@ class DirStore(Store):
 
     def write(self, plan) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        taken = set(os.listdir(self.path))
+        taken, self._suffixes = set(os.listdir(self.path)), {}
         rewrite = [*plan.adds, *(after for _, after in plan.changes)]
         # A certificate known only as a hash-named copy gets a file of its own, so links can point at it.
+        planned = {entry.sha256 for entry in rewrite}
         rewrite += [plan.desired[sha] for sha, names in self._files.items()
-                    if sha in plan.desired and HASH_LINK.match(names[0]) and plan.desired[sha] not in rewrite]
+                    if sha in plan.desired and HASH_LINK.match(names[0]) and sha not in planned]
         trusted = speaks_trusted(self)
         files = {}
         for entry in rewrite:
@@ -131,10 +149,12 @@ class DirStore(Store):
         # p11-kit's naming: every byte outside [A-Za-z0-9._-] of the UTF-8 label becomes "_".
         stem = _UNSAFE.sub(lambda m: "_" * len(m.group().encode()), entry.display_label).lstrip(".")
         stem = stem or entry.sha256[:16]
-        name, n = f"{stem}{self.new_suffix}", 0
+        n = self._suffixes.get(stem, 0)  # a thousand certificates of one label: not a million tries
+        name = f"{stem}.{n}{self.new_suffix}" if n else f"{stem}{self.new_suffix}"
         while name in taken:
             n += 1
             name = f"{stem}.{n}{self.new_suffix}"
+        self._suffixes[stem] = n + 1
         return name
 
     def _write_links(self, desired: TrustSet, touched: dict[str, Entry]) -> None:

@@ -983,6 +983,7 @@ class _Writer:
         self.columns = self._columns()
         self.stale_signatures: list[str] = []
         self._ids: set[int] | None = None
+        self._next_number: dict[str, int] = {}  # nickname base -> the first " #n" not tried yet
 
     def _columns(self) -> set[str]:
         rows = self.cert.execute("PRAGMA table_info(nssPublic)").fetchall()
@@ -1027,13 +1028,15 @@ class _Writer:
         if row is not None and unstored(row[0]):
             return unstored(row[0])  # NSS keeps one nickname per subject
         base = (item.entry.label or item.entry.cert.default_label).strip() or item.entry.sha256[:16]
-        nick, n = base, 1
+        n = self._next_number.get(base, 1)  # k certificates of one label: k queries, not k²/2
+        nick = f"{base} #{n}" if n > 1 else base
         while self.cert.execute(
             "SELECT 1 FROM nssPublic WHERE a0 = ? AND a3 = ? AND a101 != ? LIMIT 1",
             (ulong(CKO_CERTIFICATE), nick.encode("utf-8"), item.subject),
         ).fetchone():
             n += 1
             nick = f"{base} #{n}"
+        self._next_number[base] = n + 1
         return nick.encode("utf-8")
 
     def put(self, item: _Prepared) -> None:

@@ -5,6 +5,7 @@ X509_CERT_AUX: trusted and rejected EKUs and an alias). Writes plain PEM by defa
 byte what `trust extract --format=pem-bundle` writes; `?format=trusted` writes TRUSTED
 CERTIFICATE blocks that keep per-purpose trust, distrust and labels; `?comments=yes` puts
 `# label` above each plain block. A private key anywhere in the file refuses the whole file.
+A bundle of `CACHE_FROM` bytes or more read again unchanged (same digest) is not parsed again.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from storesync.stores import FileStore
 
 _BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
 _CERT_TYPES = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
+#: From this size on a bundle's parse is kept in the state dir's stat cache, by a digest of its
+#: bytes: a bundle read again unchanged (a sync's source, most runs) is not parsed again.
+CACHE_FROM = 1 << 20
 _PLAIN = Capabilities(labels=False)
 _TRUSTED = Capabilities(purposes=True, distrust=True, labels=True, lone_reject_trusts=True)
 
@@ -37,13 +41,36 @@ def speaks_trusted(store) -> bool:
 class PemStore(FileStore):
     kind = "pem"
     holds_trusted = False  # set by parse: a TRUSTED CERTIFICATE block was read
+    blocks: list[tuple[int, bytes]] = []  # set by parse: (1 if TRUSTED, bytes) per entry, for `cached_entry`
 
     @property
     def capabilities(self) -> Capabilities:
         return _TRUSTED if speaks_trusted(self) else _PLAIN
 
+    def read(self) -> TrustSet:
+        data = self._read_bytes = self.current_bytes()
+        if data is None:
+            return TrustSet()  # a target not created yet
+        if len(data) < CACHE_FROM:
+            return self.parse(data)
+        import hashlib
+
+        from storesync.statcache import StatCache
+
+        cache, digest = StatCache(self.spec.key), hashlib.blake2b(data, digest_size=32).digest()
+        known = cache.get("", digest)
+        if known is not None:
+            self.holds_trusted, self.blocks = any(trusted for trusted, _ in known), known
+            return TrustSet([cached_entry(trusted, raw) for trusted, raw in known])
+        warnings = len(self.warnings)
+        found = self.parse(data)
+        if len(self.warnings) == warnings:  # what it says about the file is said again on every read
+            cache.put("", digest, self.blocks)
+            cache.save()
+        return found
+
     def parse(self, data: bytes) -> TrustSet:
-        self.holds_trusted = False
+        self.holds_trusted, self.blocks = False, []
         blocks = list(_BLOCK.finditer(data))
         if data.count(b"-----BEGIN ") != len(blocks):
             line = _unterminated_line(data, blocks)
@@ -72,6 +99,7 @@ class PemStore(FileStore):
             self.holds_trusted |= trusted
             try:
                 entries.append(self._entry(raw, trusted=trusted))
+                self.blocks.append((int(trusted), raw))
             except der.DERError as exc:
                 raise self.error(f"PEM block at line {_line(data, block)} is not a certificate ({exc})") from None
         return TrustSet(entries)
@@ -79,7 +107,9 @@ class PemStore(FileStore):
     def _parse_without_blocks(self, data: bytes) -> TrustSet:
         if data[:1] == b"\x30":
             try:
-                return TrustSet([self._entry(data, trusted=False, whole=True)])
+                entry = self._entry(data, trusted=False, whole=True)
+                self.blocks = [(0, data)]
+                return TrustSet([entry])
             except der.DERError as exc:
                 raise self.error(f"is neither PEM nor a DER certificate ({exc})") from None
         if all(not line.strip() or line.lstrip().startswith(b"#") for line in data.splitlines()):
@@ -98,6 +128,15 @@ class PemStore(FileStore):
 
     def render(self, plan) -> bytes:
         return render_entries(plan.desired.values(), speaks_trusted(self), self.option("comments") == "yes")
+
+
+def cached_entry(trusted: int, raw: bytes) -> Entry:
+    """The entry of a block `parse` read earlier (one of its `blocks`), without checking again
+    what was checked then."""
+    if not trusted:
+        return Entry(Certificate(raw))
+    end = der.read(raw).end
+    return _trusted_entry(Certificate(raw[:end]), raw[end:])
 
 
 def render_entries(entries, trusted: bool = False, comments: bool = False) -> bytes:
