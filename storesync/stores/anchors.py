@@ -17,6 +17,7 @@ import os
 
 from storesync.fsio import atomic_write_many, fsync_dir
 from storesync.model import Capabilities, Entry, TrustSet
+from storesync.statcache import StatCache
 from storesync.stores.directory import DirStore
 from storesync.stores.pem import render_entries
 
@@ -29,7 +30,7 @@ class AnchorsStore(DirStore):
     capabilities = Capabilities()  # anchors only: no purposes, no distrust, no labels
 
     def read(self) -> TrustSet:
-        self._files, self._links = {}, {}
+        self._files, self._links, self.holds_trusted = {}, {}, False
         if not self.path.exists():
             return TrustSet()
         if not self.path.is_dir():
@@ -40,18 +41,20 @@ class AnchorsStore(DirStore):
         except OSError as exc:
             raise self.error(f"cannot list it ({exc.strerror})") from None
         entries: list[Entry] = []
+        cache = StatCache(self.spec.key)  # as a hashed directory: unchanged files are not parsed again
         for name, item in found:
             if item.is_dir() and not name.startswith("."):
                 self._warn_subfolder(item.path)
             if name.startswith(".") or not name.endswith(SUFFIXES) or not item.is_file():
                 continue
-            entry = self._read_file(self.path / name)
+            entry = self._read_file(item, cache)
             if entry is None:
                 continue  # a bundle or an empty file: not one anchor, left alone
             holders = self._files.setdefault(entry.sha256, [])
             holders.append(name)
             if len(holders) == 1:
                 entries.append(entry)
+        cache.save()
         return TrustSet(entries)
 
     def _warn_subfolder(self, path: str) -> None:
