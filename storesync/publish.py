@@ -292,7 +292,7 @@ def rotate(repo: Path, keys: Path, role: str, expires: timedelta) -> dict:
         published.publish_targets(expires)
     elif role == "snapshot":
         published.publish_snapshot(expires)
-    elif role == "timestamp":
+    else:  # timestamp; and for root, a new timestamp makes agents look for the new root now
         published.publish_timestamp(expires)
     return {"role": role, "root": root.version, "keys": [s.public_key.keyid for s in new]}
 

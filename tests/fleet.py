@@ -52,6 +52,7 @@ class StaticServer:
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - http.server's name
+        self.server.paths.append(self.path)
         mode = self.server.mode
         if mode == "500":
             self.send_error(500, "broken on purpose")
@@ -79,6 +80,7 @@ class ControlledServer:
         self.httpd.daemon_threads = True
         self.httpd.mode = "ok"
         self.httpd.hung = threading.Event()
+        self.httpd.paths = []  # every GET, in order
         self.httpd.allowed = None if directory is not None else set()
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -89,6 +91,10 @@ class ControlledServer:
             self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
             self.thread.start()
         return self
+
+    @property
+    def paths(self) -> list[str]:
+        return self.httpd.paths
 
     def allow(self, folder: Path) -> None:
         self.httpd.allowed.add(folder)

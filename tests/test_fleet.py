@@ -200,6 +200,23 @@ def test_an_agent_lists_the_published_roots_with_labels_and_distrust(tmp_path, f
     assert fresh["version"] == 2 and fresh["stale"] is False and fresh["reason"] is None and fresh["verified_at"]
 
 
+def test_an_unchanged_poll_is_one_request_and_a_new_timestamp_the_whole_refresh(tmp_path, fleets, cas):
+    fleet = new_fleet(fleets, tmp_path)
+    fleet.publish(policy_v(tmp_path, cas, 3, "v1"))
+    server = fleet.serve(controlled=True)
+    agent, target = tmp_path / "agent", tmp_path / "agent.pem"
+    assert agent_sync(fleet.spec(), agent, target).returncode == 0
+    server.paths.clear()
+    out = agent_sync(fleet.spec(), agent, target)
+    assert out.returncode == 0 and "stale" not in out.stdout + out.stderr, out
+    assert server.paths == ["/timestamp.json"]  # the timestamp verified last time: nothing else to ask
+    fleet.publish(policy_v(tmp_path, cas, 4, "v2"))
+    server.paths.clear()
+    assert agent_sync(fleet.spec(), agent, target).returncode == 0
+    assert server.paths[:2] == ["/timestamp.json", "/2.root.json"]  # changed: TUF's refresh, root first
+    assert shas(target) == {sha_of(ca) for ca in cas[:4]}
+
+
 def test_with_no_good_copy_ever_the_run_is_an_error_that_writes_nothing(tmp_path, fleets, cas):
     fleet = new_fleet(fleets, tmp_path)
     fleet.publish(policy_v(tmp_path, cas, 3, "v1"))
@@ -392,6 +409,8 @@ def test_agents_follow_a_root_rotation_signed_by_the_old_root_and_refuse_one_tha
     forged.signatures.clear()
     forged.sign(stranger)
     forged.to_file(str(fleet.repo / "6.root.json"))
+    # an unchanged timestamp is one request and looks no further; the next refresh shows the forgery
+    assert storesync("publish", "refresh", fleet.repo).returncode == 0
     v2 = {sha_of(ca) for ca in cas[:5]}
     for agent, target in agents:
         out = agent_sync(fleet.spec(), agent, target)
