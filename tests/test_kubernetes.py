@@ -16,19 +16,11 @@ import pytest
 import yaml
 
 from storesync.config import load_config
-from test_daemon import Daemon, bundle, daemons, keys, until, write_config  # noqa: F401 - daemons: fixture
+from test_daemon import Daemon, bundle, daemons, keys, state_dir, until, write_config  # noqa: F401 - fixtures
 
 PACKAGING = Path(__file__).resolve().parents[1] / "packaging" / "kubernetes"
 KUBERNETES = "1.34.0"  # a recent release whose schemas kubernetes-validate ships
 CRDS = {"Bundle"}  # trust-manager's: kubernetes-validate has no schema for custom resources
-
-
-@pytest.fixture(autouse=True)
-def state_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
-    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path / "state"
 
 
 def manifests() -> list[tuple[str, dict]]:

@@ -15,15 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import storesync
-from test_daemon import BAD, Daemon, bundle, daemons, keys, until, write_config  # noqa: F401 - daemons: fixture
-
-
-@pytest.fixture(autouse=True)
-def state_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
-    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path / "state"
+from test_daemon import BAD, Daemon, bundle, daemons, keys, state_dir, until, write_config  # noqa: F401 - fixtures
 
 
 def free_port() -> int:

@@ -16,10 +16,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 
 from conftest import need, run
-from test_daemon import Daemon
+from test_daemon import Daemon, daemons  # noqa: F401 - daemons: fixture
 
 JAVA_CACERTS = Path("/etc/ssl/certs/java/cacerts")  # Debian's, as a JDK carries it
-WAIT_S = 10.0  # the goal is 2 s (scripts/bench.d/selectors.py measures it); CI has 2 busy cores
+WAIT_S = 10.0  # the goal is 2 s (scripts/bench.d/machine.py measures it); CI has 2 busy cores
 
 
 @pytest.fixture
@@ -34,15 +34,6 @@ def machine(tmp_path, monkeypatch):
     for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM"):
         monkeypatch.delenv(name, raising=False)
     return root
-
-
-@pytest.fixture
-def daemons():
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        if d.proc.poll() is None:
-            d.kill()
 
 
 def profile(tmp_path: Path, root_pem: Path, *selectors: str) -> Path:
