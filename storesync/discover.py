@@ -533,11 +533,11 @@ JVM_FOLDERS = sorted({pattern.split("/*/")[0] for pattern in JDK_GLOBS})  # /usr
 
 def watch_roots(pythons=(), java_homes=()) -> list[Path]:
     """Paths whose appearance may bring a new store to a selector (`storesync daemon` watches
-    them): every profiles.ini folder of every home, its profiles.ini and each profile's
+    them): the homes' folder, every profiles.ini folder of every home, its profiles.ini and each profile's
     cert9.db; the Chromium databases; every JVM folder (/usr/lib/jvm, each --java-home) and
     where each JDK in it keeps its cacerts; each Python environment's certifi bundle. Most do not
     exist yet: the daemon watches their nearest existing directory, never a certificate file."""
-    paths: list[Path] = []
+    paths: list[Path] = [at_root("/home")]  # a user added later: their home appears here
     for home, own in homes():
         if not own and home in _service_homes():
             continue  # /bin, /var/www...: no browser profile appears there; the rescan still looks
