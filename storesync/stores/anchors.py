@@ -8,7 +8,8 @@ certificate. The rebuilt bundle trusts them for whatever its readers use it for;
 server-auth by default, so that nothing trusted for e-mail only is widened into it
 (`purpose=any`: for every purpose, with a `!` line for what is widened). Writes `LABEL.crt` files (the label made safe and unique; `.crt`, since
 Debian's rebuild takes nothing else), no hash links, and leaves every other file alone.
-Certificates in subfolders are not read (Debian's rebuild takes them too): a warning says so.
+Certificates in subfolders, and files holding several, are not read (Debian's rebuild takes
+them too): a warning says so.
 """
 
 from __future__ import annotations
@@ -66,6 +67,12 @@ class AnchorsStore(DirStore):
             self.warnings.append(f"{path}: {len(held)} certificate files in a subfolder, which the system's "
                                  "rebuild may take but storesync does not read or write; move them up if they "
                                  "are to be managed")
+
+    def _bundled(self, path, count: int) -> None:
+        # The rebuild trusts every certificate of it, and storesync cannot take one out: say so
+        self.warnings.append(f"{path}: {count} certificates in one file, all trusted by the system's rebuild; "
+                             "storesync does not read or write it: split it into one file per certificate "
+                             "to have them managed")
 
     def write(self, plan) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
