@@ -2,8 +2,8 @@
 turns into the system bundle: Debian's /usr/local/share/ca-certificates (`update-ca-certificates`),
 Fedora's /etc/pki/ca-trust/source/anchors (`update-ca-trust extract`); docs/formats.md §2.5.
 
-One PEM certificate per file. Reads every `*.crt` and `*.pem` of the folder holding exactly one
-certificate. The rebuilt bundle trusts them for whatever its readers use it for; like the bundle
+One PEM certificate per file. Reads every `*.crt` of the folder holding exactly one certificate
+(a `*.pem`, which Debian's rebuild ignores, is named in a warning, not counted as trusted). The rebuilt bundle trusts them for whatever its readers use it for; like the bundle
 (and every store without purposes) the folder holds anchors for the store's `purpose`,
 server-auth by default, so that nothing trusted for e-mail only is widened into it
 (`purpose=any`: for every purpose, with a `!` line for what is widened). Writes `LABEL.crt` files (the label made safe and unique; `.crt`, since
@@ -22,7 +22,8 @@ from storesync.statcache import StatCache
 from storesync.stores.directory import DirStore
 from storesync.stores.pem import render_entries
 
-SUFFIXES = (".crt", ".pem")
+SUFFIXES = (".crt",)  # all Debian's rebuild takes
+OTHER_SUFFIXES = (".pem", ".cer")  # certificates Debian ignores (Fedora's takes any name): named in a warning
 
 
 class AnchorsStore(DirStore):
@@ -46,6 +47,10 @@ class AnchorsStore(DirStore):
         for name, item in found:
             if item.is_dir() and not name.startswith("."):
                 self._warn_subfolder(item.path)
+            if name.endswith(OTHER_SUFFIXES) and not name.startswith(".") and item.is_file():
+                self.warnings.append(f"{item.path}: not a .crt file, which Debian's update-ca-certificates ignores "
+                                     "(Fedora's update-ca-trust takes it); storesync does not read or write it: "
+                                     "rename it to .crt to have it managed")
             if name.startswith(".") or not name.endswith(SUFFIXES) or not item.is_file():
                 continue
             entry = self._read_file(item, cache)
