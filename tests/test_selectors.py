@@ -371,3 +371,17 @@ def test_the_daemon_takes_a_selector_naming_nothing_as_a_warning(machine, corp, 
     shutil.copyfile(JAVA_CACERTS, machine.jdks[0])
     assert storesync("daemon", "--once", "--config", config, "--root", machine.root).returncode == 0
     assert colon_fingerprint(corp[0]) in keytool_list(machine.jdks[0])
+
+
+@pytest.mark.parametrize("command", [("status",), ("sync", "--mode", "add", "CORP", "@all"), ("status", "ENV")])
+def test_a_root_that_does_not_exist_is_one_sentence_not_an_empty_machine(tmp_path, corp, command):
+    """A mistyped `--root /hots` (or $STORESYNC_ROOT) showed an empty machine and exited 0."""
+    missing = tmp_path / "no-such-root"
+    args = [corp[2] if a == "CORP" else a for a in command if a != "ENV"]
+    if "ENV" in command:
+        result = storesync(*args, env={**os.environ, "STORESYNC_ROOT": str(missing)})
+    else:
+        result = storesync(*args, "--root", missing)
+    assert result.returncode == 2, result.stdout
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"{missing}: no such directory" in result.stderr, result.stderr

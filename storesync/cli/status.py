@@ -28,8 +28,9 @@ def status(
     """The trust stores on this machine: kind, owner, counts, which roots differ between them, the daemon's state."""
     from storesync import discover
     from storesync import status as machine
+    from storesync.cli.common import use_root
 
-    discover.set_root(root)
+    use_root(root)
     warnings: list[str] = []
     when = machine.now()
     found = discover.discover(python, config, warnings)

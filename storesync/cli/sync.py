@@ -9,7 +9,7 @@ annotations of the function `declare` defines).
 import sys
 from pathlib import Path
 
-from storesync.cli.common import fail, print_json, trust_text
+from storesync.cli.common import fail, print_json, trust_text, use_root
 from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError
 
 
@@ -56,7 +56,7 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
     if any(ref.selector for p in profiles for ref in p.stores):
         from storesync import discover
 
-        discover.set_root(root)
+        use_root(root)
         resolve = discover.resolver(python, strict=True)
     results = [engine.run(p, dry_run=dry_run, force=force, defaults=defaults, allow_empty=allow_empty, resolve=resolve,
                           hooks=False) for p in profiles]
