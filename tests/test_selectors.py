@@ -385,3 +385,21 @@ def test_a_root_that_does_not_exist_is_one_sentence_not_an_empty_machine(tmp_pat
     assert result.returncode == 2, result.stdout
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert f"{missing}: no such directory" in result.stderr, result.stderr
+
+
+def test_dry_run_names_the_hook_the_run_will_run(machine, corp, tmp_path):
+    """A profile's own on-change on `@system` replaces the rebuild (README: a mounted host's
+    chroot): the dry run must name that command, not the rebuild the run will not start."""
+    log = tmp_path / "custom.log"
+    config = tmp_path / "storesync.toml"
+    config.write_text(f'[profile.s]\nmode = "add"\nsource = "pem:{corp[2]}"\n'
+                      f'targets = [{{ spec = "@system", on-change = ["sh", "-c", "echo custom >> {log}"] }}]\n')
+    planned = storesync("sync", "--config", config, "--root", machine.root, "--dry-run", "--json")
+    assert planned.returncode == 1, planned.stderr
+    (system,) = json.loads(planned.stdout)[0]["selectors"]["@system"]
+    assert system["on_change"] == ["sh", "-c", f"echo custom >> {log}"], system
+    text = storesync("sync", "--config", config, "--root", machine.root, "--dry-run").stdout
+    assert f"then sh -c 'echo custom >> {log}'" in text and str(machine.stub) not in text, text
+    done = storesync("sync", "--config", config, "--root", machine.root)
+    assert done.returncode == 0, done.stderr
+    assert log.read_text() == "custom\n" and not (machine.stub.parent / "rebuilt.log").exists()

@@ -78,10 +78,12 @@ def report(result) -> None:
     for warning in result.warnings:
         print(f"storesync: note: {warning}", file=sys.stderr)
     if result.dry_run:  # what each selector named, with its owner as status shows it
+        import shlex
+
         for selector, found in result.selectors.items():
             print(f"{selector}: {len(found)} store{'s' if len(found) != 1 else ''}")
             for item in found:
-                hook = f", then {' '.join(item['on_change'])}" if item.get("on_change") else ""
+                hook = f", then {shlex.join(item['on_change'])}" if item.get("on_change") else ""
                 print(f"  {item['store']}  ({item['found_as']}, owner {item['owner'] or '?'}{hook})")
     for outcome in result.outcomes:
         for warning in outcome.store.warnings if outcome.store else ():
