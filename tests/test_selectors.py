@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import ssl
 import threading
 from pathlib import Path
@@ -403,3 +404,21 @@ def test_dry_run_names_the_hook_the_run_will_run(machine, corp, tmp_path):
     done = storesync("sync", "--config", config, "--root", machine.root)
     assert done.returncode == 0, done.stderr
     assert log.read_text() == "custom\n" and not (machine.stub.parent / "rebuilt.log").exists()
+
+
+def test_a_store_that_cannot_be_written_says_what_to_do(machine, corp):
+    """A JDK's cacerts that may not be replaced (immutable here; a read-only /usr alike): the
+    run is undone, and the one sentence names the store and what to do, not just errno text."""
+    jdk = machine.jdks[1]
+    if subprocess.run(["chattr", "+i", jdk], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not possible here (not root, or a file system without it)")
+    try:
+        before = jdk.read_bytes()
+        result = machine.cli("sync", "--mode", "add", corp[2], "@java")
+    finally:
+        subprocess.run(["chattr", "-i", jdk])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert jdk.read_bytes() == before
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"storesync: jks:{jdk}: cannot write it (Operation not permitted"), line
+    assert "make it writable by this user or leave it out of the targets" in line, line

@@ -4,6 +4,7 @@ transaction (backups first; re-read and compare after; put everything back if an
 
 from __future__ import annotations
 
+import errno
 import stat
 from contextlib import ExitStack
 from pathlib import Path
@@ -370,6 +371,9 @@ def _apply(result: Result) -> None:
     except Exception as exc:  # noqa: BLE001 - whatever failed, the stores written are put back
         if isinstance(exc, StoreError):
             message = str(exc)
+        elif isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            message = (f"{current.spec}: cannot write it ({exc.strerror}: {exc.filename or current.store.path}); "
+                       "make it writable by this user or leave it out of the targets")
         elif isinstance(exc, OSError):
             message = f"{current.spec}: {exc.strerror or exc} ({exc.filename or current.store.path})"
         else:
