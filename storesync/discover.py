@@ -374,6 +374,8 @@ def profile_stores(config: str | None, warnings: list[str]) -> list[Found]:
 
     for name, profile in sorted(getattr(loaded, "profiles", {}).items()):
         for ref in getattr(profile, "stores", []):
+            if getattr(ref, "selector", False):
+                continue  # "@nss", "@all": the stores it names are those found here already
             spec, options = str(getattr(ref, "spec", ref)), getattr(ref, "options", None) or {}
             if options:  # a store table's options travel in the spec's query
                 spec += ("&" if "?" in spec else "?") + urlencode(options)

@@ -422,3 +422,14 @@ def test_a_store_that_cannot_be_written_says_what_to_do(machine, corp):
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"storesync: jks:{jdk}: cannot write it (Operation not permitted"), line
     assert "make it writable by this user or leave it out of the targets" in line, line
+
+
+def test_status_of_a_selector_profile_lists_stores_not_the_selector(machine, corp, tmp_path):
+    """`status --config` with `targets = ["@all"]` listed "@all" as a store that cannot be read."""
+    config = tmp_path / "storesync.toml"
+    config.write_text(f'[profile.corp]\nmode = "add"\nsource = "pem:{corp[2]}"\ntargets = ["@all", "@nss?builtins=pem:{corp[2]}"]\n')
+    result = storesync("status", "--json", "--config", config, "--root", machine.root)
+    assert result.returncode == 0, result.stderr
+    listed = [s["store"] for s in json.loads(result.stdout)["stores"]]
+    assert not [s for s in listed if s.startswith("@")], listed
+    assert f"pem:{corp[2]}" in listed and f"nss:{machine.chromium}" in listed
