@@ -433,3 +433,26 @@ def test_status_of_a_selector_profile_lists_stores_not_the_selector(machine, cor
     listed = [s["store"] for s in json.loads(result.stdout)["stores"]]
     assert not [s for s in listed if s.startswith("@")], listed
     assert f"pem:{corp[2]}" in listed and f"nss:{machine.chromium}" in listed
+
+
+def test_a_jdk_linked_to_etc_reaches_the_roots_keystore_not_this_machines(machine, corp):
+    """Debian's JDKs hold `lib/security/cacerts -> /etc/ssl/certs/java/cacerts`, an absolute
+    link: under a root it means the root's keystore. Followed as is it led to this machine's own
+    /etc/ssl/certs/java/cacerts, which `@java --root` would have written."""
+    keystore = machine.root / "etc/ssl/certs/java/cacerts"
+    keystore.parent.mkdir(parents=True)
+    shutil.copyfile(JAVA_CACERTS, keystore)
+    linked = machine.root / "usr/lib/jvm/java-17-openjdk-amd64/lib/security/cacerts"
+    linked.parent.mkdir(parents=True)
+    linked.symlink_to("/etc/ssl/certs/java/cacerts")
+    (machine.root / "usr/lib/jvm/dangling/lib/security").mkdir(parents=True)
+    (machine.root / "usr/lib/jvm/dangling/lib/security/cacerts").symlink_to("/etc/pki/java/cacerts")  # not in the root
+    result = machine.cli("sync", "--dry-run", "--json", "--mode", "add", corp[2], "@java")
+    assert result.returncode == 1, result.stderr
+    stores = [f["store"] for f in json.loads(result.stdout)["selectors"]["@java"]]
+    real = [os.path.realpath(s.partition(":")[2]) for s in stores]
+    assert all(p.startswith(os.path.realpath(machine.root) + "/") for p in real), stores
+    assert sorted(real) == sorted({os.path.realpath(p) for p in [keystore, *machine.jdks]}), stores  # once each
+    status = json.loads(storesync("status", "--json", "--root", machine.root).stdout)
+    assert not [s["store"] for s in status["stores"] if not os.path.realpath(
+        s["store"].partition(":")[2]).startswith(os.path.realpath(machine.root) + "/")]
