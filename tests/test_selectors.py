@@ -456,3 +456,18 @@ def test_a_jdk_linked_to_etc_reaches_the_roots_keystore_not_this_machines(machin
     status = json.loads(storesync("status", "--json", "--root", machine.root).stdout)
     assert not [s["store"] for s in status["stores"] if not os.path.realpath(
         s["store"].partition(":")[2]).startswith(os.path.realpath(machine.root) + "/")]
+
+
+def test_an_nss_database_that_cannot_be_written_says_what_to_do(machine, corp):
+    db = machine.chromium / "cert9.db"
+    if subprocess.run(["chattr", "+i", db], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not possible here (not root, or a file system without it)")
+    try:
+        result = machine.cli("sync", "--mode", "add", corp[2], "@nss")
+    finally:
+        subprocess.run(["chattr", "-i", db])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert f"nss store {machine.chromium}: cannot write" in line, line
+    assert "make it writable by its owner or leave it out of the targets" in line, line
+    assert "Corp Selector Root" not in certutil_list(machine.chromium)
