@@ -298,9 +298,42 @@ def java_stores(paths: dict[str, list] | None = None) -> list[Found]:
     places += [(Path(p), "java (" + Path(p).parents[2].name + ")") for pattern in paths["jdk"]
                for p in sorted(glob.glob(str(pattern)))]
     for path, what in places:
-        if path.exists():
+        path = in_root(path)
+        if path is not None and path.exists():
             found.append(Found(f"{_java_kind(path)}:{path}", what))
     return found
+
+
+def in_root(path: Path) -> Path | None:
+    """Under a machine root, `path` with its links followed as that machine follows them: an
+    absolute target is under the root (Debian's JDKs link `cacerts` to /etc/ssl/certs/java/cacerts,
+    which is the root's, never this machine's). None: it leads nowhere there."""
+    root = machine_root()
+    if root is None or not os.path.islink(path) and os.path.realpath(path) == os.path.abspath(path):
+        return path
+    base = Path(os.path.abspath(root))
+    try:
+        todo = list(Path(os.path.abspath(path)).relative_to(base).parts)
+    except ValueError:
+        return path  # not under the root (a --java-home is taken as given)
+    current, hops = base, 0
+    while todo:
+        part = todo.pop(0)
+        if part == "..":
+            current = current.parent if current != base else base
+            continue
+        step = current / part
+        if not step.is_symlink():
+            current = step
+            continue
+        hops += 1
+        if hops > 40:
+            return None
+        target = os.readlink(step)
+        if target.startswith("/"):
+            current = base
+        todo = [p for p in Path(target).parts if p not in ("/", ".")] + todo
+    return current if current.exists() else None
 
 
 def _new(found: Found, seen: set[str]) -> bool:
@@ -374,6 +407,8 @@ def profile_stores(config: str | None, warnings: list[str]) -> list[Found]:
 
     for name, profile in sorted(getattr(loaded, "profiles", {}).items()):
         for ref in getattr(profile, "stores", []):
+            if getattr(ref, "selector", False):
+                continue  # "@nss", "@all": the stores it names are those found here already
             spec, options = str(getattr(ref, "spec", ref)), getattr(ref, "options", None) or {}
             if options:  # a store table's options travel in the spec's query
                 spec += ("&" if "?" in spec else "?") + urlencode(options)
@@ -533,11 +568,11 @@ JVM_FOLDERS = sorted({pattern.split("/*/")[0] for pattern in JDK_GLOBS})  # /usr
 
 def watch_roots(pythons=(), java_homes=()) -> list[Path]:
     """Paths whose appearance may bring a new store to a selector (`storesync daemon` watches
-    them): every profiles.ini folder of every home, its profiles.ini and each profile's
+    them): the homes' folder, every profiles.ini folder of every home, its profiles.ini and each profile's
     cert9.db; the Chromium databases; every JVM folder (/usr/lib/jvm, each --java-home) and
     where each JDK in it keeps its cacerts; each Python environment's certifi bundle. Most do not
     exist yet: the daemon watches their nearest existing directory, never a certificate file."""
-    paths: list[Path] = []
+    paths: list[Path] = [at_root("/home")]  # a user added later: their home appears here
     for home, own in homes():
         if not own and home in _service_homes():
             continue  # /bin, /var/www...: no browser profile appears there; the rescan still looks

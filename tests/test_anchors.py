@@ -121,3 +121,45 @@ def test_anchor_file_mode_is_world_readable(tmp_path, pki):
     pki.ca("Corp Mode").write(source)
     assert storesync("sync", "--mode", "add", source, f"anchors:{folder}").returncode == 0
     assert (folder / "Corp_Mode.crt").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_root_in_a_bundle_file_is_named_in_a_warning(tmp_path, pki):
+    """Debian's rebuild trusts every certificate of a `.crt` holding several; storesync reads
+    and writes one-certificate files only, so a remove cannot take the root out of such a file:
+    the run must say so (the rebuild below still trusts it), never report it gone in silence."""
+    corp = pki.ca("Corp Bundled Root")
+    leaf = pki.leaf("leaf.test", corp)
+    source, leaf_pem = tmp_path / "corp.pem", tmp_path / "leaf.pem"
+    corp.write(source)
+    leaf.write(leaf_pem)
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "bundle.crt").write_bytes(corp.pem + pki.ca("Other Bundled Root").pem)
+    assert verifies(rebuild(tmp_path, local), leaf_pem)
+
+    removed = storesync("sync", "--mode", "remove", source, f"anchors:{local}")
+    assert removed.returncode == 0, removed.stderr
+    assert verifies(rebuild(tmp_path, local), leaf_pem)  # still trusted: the file is not storesync's
+    assert f"{local / 'bundle.crt'}: 2 certificates in one file" in removed.stderr, removed.stderr
+
+
+def test_a_pem_file_debian_ignores_does_not_count_as_trusted(tmp_path, pki):
+    """Debian's rebuild takes `*.crt` only: a root lying in the folder as `corp.pem` is not
+    trusted by the system, so an add must still write it as a `.crt` (checked by the rebuild),
+    never say "in sync"; the `.pem` is named in a warning and left alone."""
+    corp = pki.ca("Corp Pem Root")
+    leaf = pki.leaf("leaf.test", corp)
+    source, leaf_pem = tmp_path / "corp.pem", tmp_path / "leaf.pem"
+    corp.write(source)
+    leaf.write(leaf_pem)
+    local = tmp_path / "local"
+    local.mkdir()
+    pki.ca("Other Local Root").write(local / "other.crt")
+    corp.write(local / "corp.pem")
+    assert not verifies(rebuild(tmp_path, local), leaf_pem)
+
+    added = storesync("sync", "--mode", "add", source, f"anchors:{local}")
+    assert added.returncode == 0, added.stderr
+    assert verifies(rebuild(tmp_path, local), leaf_pem), added.stdout
+    assert (local / "corp.pem").read_bytes() == corp.pem
+    assert f"{local / 'corp.pem'}: not a .crt file" in added.stderr, added.stderr

@@ -166,7 +166,8 @@ def test_daemon_status_file_keeps_the_hooks_of_the_last_write(tmp_path, env, pki
     assert status["hooks"][0]["exit_code"] == 4 and status["hooks"][0]["output"] == "failing\n"
     assert "on-change hook" in status["error"]
     text = storesync("status", "--config", cfg, env=env).stdout
-    assert "on-change sh -c echo failing; exit 4 for pem:" in text and "FAILED (exit 4)" in text
+    # quoted as `sync` prints it: `sh -c echo failing; exit 4` would read as another command
+    assert "on-change sh -c 'echo failing; exit 4' for pem:" in text and "FAILED (exit 4)" in text
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs a hook as another user")

@@ -398,3 +398,21 @@ def test_real_firefox_profile_created_while_the_daemon_runs_trusts_a_private_pag
         assert daemon.stop() == 0
     finally:
         page.close()
+
+
+def test_profile_of_a_user_added_while_the_daemon_runs_gets_the_root(tmp_path, machine, root, daemons):
+    """A home made after the daemon started (useradd -m, then the user's first Firefox start):
+    the homes' folder is a discovery root, so the new home's profile folders are watched too."""
+    config = profile(tmp_path, root.write(tmp_path / "corp.pem"), "@nss")
+    daemon = Daemon(tmp_path, config)
+    daemons.append(daemon)
+    daemon.started().settled()
+    home = machine / "home/carol"
+    home.mkdir()
+    time.sleep(0.7)  # useradd, then a login: the daemon has listed the new home's places
+    db = firefox_profile(home, "default")
+    db.mkdir()
+    time.sleep(0.5)
+    nssdb(db)
+    appears(lambda: in_nssdb(db, root), "a new user's Firefox profile", daemon)
+    assert daemon.stop() == 0

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import ssl
 import threading
 from pathlib import Path
@@ -371,3 +372,102 @@ def test_the_daemon_takes_a_selector_naming_nothing_as_a_warning(machine, corp, 
     shutil.copyfile(JAVA_CACERTS, machine.jdks[0])
     assert storesync("daemon", "--once", "--config", config, "--root", machine.root).returncode == 0
     assert colon_fingerprint(corp[0]) in keytool_list(machine.jdks[0])
+
+
+@pytest.mark.parametrize("command", [("status",), ("sync", "--mode", "add", "CORP", "@all"), ("status", "ENV")])
+def test_a_root_that_does_not_exist_is_one_sentence_not_an_empty_machine(tmp_path, corp, command):
+    """A mistyped `--root /hots` (or $STORESYNC_ROOT) showed an empty machine and exited 0."""
+    missing = tmp_path / "no-such-root"
+    args = [corp[2] if a == "CORP" else a for a in command if a != "ENV"]
+    if "ENV" in command:
+        result = storesync(*args, env={**os.environ, "STORESYNC_ROOT": str(missing)})
+    else:
+        result = storesync(*args, "--root", missing)
+    assert result.returncode == 2, result.stdout
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"{missing}: no such directory" in result.stderr, result.stderr
+
+
+def test_dry_run_names_the_hook_the_run_will_run(machine, corp, tmp_path):
+    """A profile's own on-change on `@system` replaces the rebuild (README: a mounted host's
+    chroot): the dry run must name that command, not the rebuild the run will not start."""
+    log = tmp_path / "custom.log"
+    config = tmp_path / "storesync.toml"
+    config.write_text(f'[profile.s]\nmode = "add"\nsource = "pem:{corp[2]}"\n'
+                      f'targets = [{{ spec = "@system", on-change = ["sh", "-c", "echo custom >> {log}"] }}]\n')
+    planned = storesync("sync", "--config", config, "--root", machine.root, "--dry-run", "--json")
+    assert planned.returncode == 1, planned.stderr
+    (system,) = json.loads(planned.stdout)[0]["selectors"]["@system"]
+    assert system["on_change"] == ["sh", "-c", f"echo custom >> {log}"], system
+    text = storesync("sync", "--config", config, "--root", machine.root, "--dry-run").stdout
+    assert f"then sh -c 'echo custom >> {log}'" in text and str(machine.stub) not in text, text
+    done = storesync("sync", "--config", config, "--root", machine.root)
+    assert done.returncode == 0, done.stderr
+    assert log.read_text() == "custom\n" and not (machine.stub.parent / "rebuilt.log").exists()
+
+
+def test_a_store_that_cannot_be_written_says_what_to_do(machine, corp):
+    """A JDK's cacerts that may not be replaced (immutable here; a read-only /usr alike): the
+    run is undone, and the one sentence names the store and what to do, not just errno text."""
+    jdk = machine.jdks[1]
+    if subprocess.run(["chattr", "+i", jdk], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not possible here (not root, or a file system without it)")
+    try:
+        before = jdk.read_bytes()
+        result = machine.cli("sync", "--mode", "add", corp[2], "@java")
+    finally:
+        subprocess.run(["chattr", "-i", jdk])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert jdk.read_bytes() == before
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"storesync: jks:{jdk}: cannot write it (Operation not permitted"), line
+    assert "make it writable by this user or leave it out of the targets" in line, line
+
+
+def test_status_of_a_selector_profile_lists_stores_not_the_selector(machine, corp, tmp_path):
+    """`status --config` with `targets = ["@all"]` listed "@all" as a store that cannot be read."""
+    config = tmp_path / "storesync.toml"
+    config.write_text(f'[profile.corp]\nmode = "add"\nsource = "pem:{corp[2]}"\ntargets = ["@all", "@nss?builtins=pem:{corp[2]}"]\n')
+    result = storesync("status", "--json", "--config", config, "--root", machine.root)
+    assert result.returncode == 0, result.stderr
+    listed = [s["store"] for s in json.loads(result.stdout)["stores"]]
+    assert not [s for s in listed if s.startswith("@")], listed
+    assert f"pem:{corp[2]}" in listed and f"nss:{machine.chromium}" in listed
+
+
+def test_a_jdk_linked_to_etc_reaches_the_roots_keystore_not_this_machines(machine, corp):
+    """Debian's JDKs hold `lib/security/cacerts -> /etc/ssl/certs/java/cacerts`, an absolute
+    link: under a root it means the root's keystore. Followed as is it led to this machine's own
+    /etc/ssl/certs/java/cacerts, which `@java --root` would have written."""
+    keystore = machine.root / "etc/ssl/certs/java/cacerts"
+    keystore.parent.mkdir(parents=True)
+    shutil.copyfile(JAVA_CACERTS, keystore)
+    linked = machine.root / "usr/lib/jvm/java-17-openjdk-amd64/lib/security/cacerts"
+    linked.parent.mkdir(parents=True)
+    linked.symlink_to("/etc/ssl/certs/java/cacerts")
+    (machine.root / "usr/lib/jvm/dangling/lib/security").mkdir(parents=True)
+    (machine.root / "usr/lib/jvm/dangling/lib/security/cacerts").symlink_to("/etc/pki/java/cacerts")  # not in the root
+    result = machine.cli("sync", "--dry-run", "--json", "--mode", "add", corp[2], "@java")
+    assert result.returncode == 1, result.stderr
+    stores = [f["store"] for f in json.loads(result.stdout)["selectors"]["@java"]]
+    real = [os.path.realpath(s.partition(":")[2]) for s in stores]
+    assert all(p.startswith(os.path.realpath(machine.root) + "/") for p in real), stores
+    assert sorted(real) == sorted({os.path.realpath(p) for p in [keystore, *machine.jdks]}), stores  # once each
+    status = json.loads(storesync("status", "--json", "--root", machine.root).stdout)
+    assert not [s["store"] for s in status["stores"] if not os.path.realpath(
+        s["store"].partition(":")[2]).startswith(os.path.realpath(machine.root) + "/")]
+
+
+def test_an_nss_database_that_cannot_be_written_says_what_to_do(machine, corp):
+    db = machine.chromium / "cert9.db"
+    if subprocess.run(["chattr", "+i", db], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not possible here (not root, or a file system without it)")
+    try:
+        result = machine.cli("sync", "--mode", "add", corp[2], "@nss")
+    finally:
+        subprocess.run(["chattr", "-i", db])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert f"nss store {machine.chromium}: cannot write" in line, line
+    assert "make it writable by its owner or leave it out of the targets" in line, line
+    assert "Corp Selector Root" not in certutil_list(machine.chromium)

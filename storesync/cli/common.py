@@ -31,6 +31,19 @@ def fail(message: str) -> NoReturn:
     sys.exit(EXIT_ERROR)
 
 
+def use_root(root) -> None:
+    """Find the machine's stores under `root` (else $STORESYNC_ROOT): a mistyped one is an
+    error, not an empty machine."""
+    from storesync import discover
+
+    discover.set_root(root)
+    where = discover.machine_root()
+    if where is not None and not where.is_dir():
+        given = "--root" if root else "$STORESYNC_ROOT"
+        fail(f"{given} {where}: no such directory; give the folder the machine's files are under "
+             "(a host mounted at /host), or leave it out")
+
+
 def open_and_read(spec: str, password_file: Optional[Path]):
     """Open an existing store and read it; every expected failure becomes one sentence and exit 2."""
     from storesync.stores import open_store, read_store

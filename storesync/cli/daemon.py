@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from storesync.cli.common import fail
+from storesync.cli.common import fail, use_root
 from storesync.cli.options import CONFIG, PASSWORD_FILE, PYTHON, ROOT, STATE_DIR
 from storesync.model import StoreError
 
@@ -49,10 +49,7 @@ def daemon(
     if log_format not in ("text", "json"):
         fail(f"--log-format must be text or json, not {log_format!r}")
     state.set_state_dir(state_dir)
-    if root is not None:
-        from storesync import discover
-
-        discover.set_root(root)  # the selectors of the profiles find the stores under it
+    use_root(root)  # the selectors of the profiles find the stores under it
     try:
         loaded = load_config(config)
     except StoreError as exc:

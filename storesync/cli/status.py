@@ -4,6 +4,7 @@ between them, and the daemon's state (storesync.discover finds them, storesync.s
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from typing import Optional
 from pathlib import Path
@@ -28,8 +29,9 @@ def status(
     """The trust stores on this machine: kind, owner, counts, which roots differ between them, the daemon's state."""
     from storesync import discover
     from storesync import status as machine
+    from storesync.cli.common import use_root
 
-    discover.set_root(root)
+    use_root(root)
     warnings: list[str] = []
     when = machine.now()
     found = discover.discover(python, config, warnings)
@@ -111,7 +113,7 @@ def print_status(summaries, columns, rows, daemon, soon: int) -> None:
         for hook in run.get("hooks") or ():
             if isinstance(hook, dict):
                 ok = "ok" if hook.get("ok") else "FAILED"
-                print(f"    on-change {' '.join(map(str, hook.get('argv', [])))} for {hook.get('store')}: {ok} "
+                print(f"    on-change {shlex.join(map(str, hook.get('argv', [])))} for {hook.get('store')}: {ok} "
                       f"(exit {hook.get('exit_code')}{', timed out' if hook.get('timed_out') else ''})")
 
 

@@ -9,7 +9,7 @@ annotations of the function `declare` defines).
 import sys
 from pathlib import Path
 
-from storesync.cli.common import fail, print_json, trust_text
+from storesync.cli.common import fail, print_json, trust_text, use_root
 from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError
 
 
@@ -56,7 +56,7 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
     if any(ref.selector for p in profiles for ref in p.stores):
         from storesync import discover
 
-        discover.set_root(root)
+        use_root(root)
         resolve = discover.resolver(python, strict=True)
     results = [engine.run(p, dry_run=dry_run, force=force, defaults=defaults, allow_empty=allow_empty, resolve=resolve,
                           hooks=False) for p in profiles]
@@ -78,10 +78,12 @@ def report(result) -> None:
     for warning in result.warnings:
         print(f"storesync: note: {warning}", file=sys.stderr)
     if result.dry_run:  # what each selector named, with its owner as status shows it
+        import shlex
+
         for selector, found in result.selectors.items():
             print(f"{selector}: {len(found)} store{'s' if len(found) != 1 else ''}")
             for item in found:
-                hook = f", then {' '.join(item['on_change'])}" if item.get("on_change") else ""
+                hook = f", then {shlex.join(item['on_change'])}" if item.get("on_change") else ""
                 print(f"  {item['store']}  ({item['found_as']}, owner {item['owner'] or '?'}{hook})")
     for outcome in result.outcomes:
         for warning in outcome.store.warnings if outcome.store else ():

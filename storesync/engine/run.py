@@ -4,6 +4,7 @@ transaction (backups first; re-read and compare after; put everything back if an
 
 from __future__ import annotations
 
+import errno
 import stat
 from contextlib import ExitStack
 from pathlib import Path
@@ -143,8 +144,9 @@ def _expand(profile: Profile, resolve, resolved: dict[str, list[dict]], notes: l
             continue
         selector, _, query = ref.spec.partition("?")  # "@nss?builtins=...": options of every store it names
         found = resolve(selector, profile.python, notes)
+        hooks = {f.spec: ref.on_change if ref.on_change is not None else f.on_change for f in found}
         resolved[ref.spec] = [{"store": f.spec, "owner": f.owner, "found_as": f.what,
-                               **({"on_change": f.on_change} if f.on_change else {})} for f in found]
+                               **({"on_change": hooks[f.spec]} if hooks[f.spec] else {})} for f in found]
         for f in found:
             key = _key(f.spec)
             if key == _key(profile.stores[0].spec):
@@ -152,7 +154,7 @@ def _expand(profile: Profile, resolve, resolved: dict[str, list[dict]], notes: l
             if key not in keys:
                 keys.add(key)
                 spec = f.spec + ("&" if "?" in f.spec else "?") + query if query else f.spec
-                stores.append(StoreRef(spec, ref.options, ref.on_change if ref.on_change is not None else f.on_change))
+                stores.append(StoreRef(spec, ref.options, hooks[f.spec]))
     expanded = copy.copy(profile)
     expanded.stores = stores
     return expanded
@@ -369,6 +371,9 @@ def _apply(result: Result) -> None:
     except Exception as exc:  # noqa: BLE001 - whatever failed, the stores written are put back
         if isinstance(exc, StoreError):
             message = str(exc)
+        elif isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            message = (f"{current.spec}: cannot write it ({exc.strerror}: {exc.filename or current.store.path}); "
+                       "make it writable by this user or leave it out of the targets")
         elif isinstance(exc, OSError):
             message = f"{current.spec}: {exc.strerror or exc} ({exc.filename or current.store.path})"
         else:

@@ -2,13 +2,14 @@
 turns into the system bundle: Debian's /usr/local/share/ca-certificates (`update-ca-certificates`),
 Fedora's /etc/pki/ca-trust/source/anchors (`update-ca-trust extract`); docs/formats.md §2.5.
 
-One PEM certificate per file. Reads every `*.crt` and `*.pem` of the folder holding exactly one
-certificate. The rebuilt bundle trusts them for whatever its readers use it for; like the bundle
+One PEM certificate per file. Reads every `*.crt` of the folder holding exactly one certificate
+(a `*.pem`, which Debian's rebuild ignores, is named in a warning, not counted as trusted). The rebuilt bundle trusts them for whatever its readers use it for; like the bundle
 (and every store without purposes) the folder holds anchors for the store's `purpose`,
 server-auth by default, so that nothing trusted for e-mail only is widened into it
 (`purpose=any`: for every purpose, with a `!` line for what is widened). Writes `LABEL.crt` files (the label made safe and unique; `.crt`, since
 Debian's rebuild takes nothing else), no hash links, and leaves every other file alone.
-Certificates in subfolders are not read (Debian's rebuild takes them too): a warning says so.
+Certificates in subfolders, and files holding several, are not read (Debian's rebuild takes
+them too): a warning says so.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from storesync.statcache import StatCache
 from storesync.stores.directory import DirStore
 from storesync.stores.pem import render_entries
 
-SUFFIXES = (".crt", ".pem")
+SUFFIXES = (".crt",)  # all Debian's rebuild takes
+OTHER_SUFFIXES = (".pem", ".cer")  # certificates Debian ignores (Fedora's takes any name): named in a warning
 
 
 class AnchorsStore(DirStore):
@@ -45,6 +47,10 @@ class AnchorsStore(DirStore):
         for name, item in found:
             if item.is_dir() and not name.startswith("."):
                 self._warn_subfolder(item.path)
+            if name.endswith(OTHER_SUFFIXES) and not name.startswith(".") and item.is_file():
+                self.warnings.append(f"{item.path}: not a .crt file, which Debian's update-ca-certificates ignores "
+                                     "(Fedora's update-ca-trust takes it); storesync does not read or write it: "
+                                     "rename it to .crt to have it managed")
             if name.startswith(".") or not name.endswith(SUFFIXES) or not item.is_file():
                 continue
             entry = self._read_file(item, cache)
@@ -66,6 +72,12 @@ class AnchorsStore(DirStore):
             self.warnings.append(f"{path}: {len(held)} certificate files in a subfolder, which the system's "
                                  "rebuild may take but storesync does not read or write; move them up if they "
                                  "are to be managed")
+
+    def _bundled(self, path, count: int) -> None:
+        # The rebuild trusts every certificate of it, and storesync cannot take one out: say so
+        self.warnings.append(f"{path}: {count} certificates in one file, all trusted by the system's rebuild; "
+                             "storesync does not read or write it: split it into one file per certificate "
+                             "to have them managed")
 
     def write(self, plan) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

@@ -106,11 +106,16 @@ class DirStore(Store):
         self.warnings.extend(bundle.warnings)
         self.holds_trusted |= bundle.holds_trusted
         if len(found) != 1:
+            if len(found) > 1:
+                self._bundled(path, len(found))
             return None  # a bundle or an empty file inside the directory: left alone
         if not bundle.warnings:
             cache.put_stat(item.name, st, bundle.blocks)
         (entry,) = found.values()
         return entry
+
+    def _bundled(self, path: Path, count: int) -> None:
+        """A file of the folder holding several certificates (OpenSSL's -CApath reads one per file)."""
 
     def version(self) -> object:
         return stat_version(self.path)  # storesync adds, replaces and removes files by name: the folder changes

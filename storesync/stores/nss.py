@@ -727,6 +727,9 @@ class NssStore(Store):
                 self._write_once(prepared, password)
                 return
             except sqlite3.OperationalError as exc:
+                if "readonly" in str(exc):
+                    raise self.error(f"cannot write ({exc}); make it writable by its owner or leave it "
+                                     "out of the targets") from None
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise self.error(f"cannot write ({exc})") from None
                 last = exc
