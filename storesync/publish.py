@@ -52,10 +52,19 @@ def _remembered(repo: Path) -> Path:
     return state.state_dir() / "publish" / (re.sub(r"[^A-Za-z0-9._-]+", "_", str(repo.absolute()))[-80:] + ".json")
 
 
+def _off_the_web(repo: Path, keys: Path) -> Path:
+    """The keys folder, refused when it is in the served repository (a private key would be published)."""
+    inside, outside = repo.expanduser().resolve(), keys.expanduser().resolve()
+    if outside == inside or inside in outside.parents:
+        raise PublishError(f"keys {keys}: inside repository {repo}, whose every file is served; "
+                           "pass a --keys folder outside it")
+    return keys.expanduser()
+
+
 def keys_dir(repo: Path, keys: Path | None) -> Path:
     """--keys, else the folder `publish init` used for this repository."""
     if keys is not None:
-        return keys.expanduser()
+        return _off_the_web(repo, keys)
     try:
         return Path(json.loads(_remembered(repo).read_text())["keys"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -172,6 +181,7 @@ def init(repo: Path, keys: Path, threshold: int = 1, expires: timedelta = timede
 
     if threshold < 1:
         raise PublishError(f"--threshold must be 1 or more, not {threshold}")
+    _off_the_web(repo, keys)
     if repo.exists() and any(repo.glob("*.root.json")):
         raise PublishError(f"repository {repo}: already initialised (it holds root metadata); "
                            "use `storesync publish rotate` to change its keys")

@@ -467,3 +467,61 @@ def test_status_says_a_tuf_source_is_stale(tmp_path, fleets, cas):
     assert agent_sync(fleet.spec(), state, tmp_path / "t.pem").returncode == 0
     out = storesync("status", "--config", config, env=env)
     assert "! STALE: the server is unreachable" in out.stdout, out.stdout + out.stderr
+
+
+# --- a new administrator's mistakes (review of issue 17) -----------------------------------------
+
+
+def test_init_refuses_a_keys_folder_inside_the_served_repository(tmp_path):
+    repo = tmp_path / "repo"
+    for keys in (repo / "keys", repo):
+        out = storesync("publish", "init", repo, "--keys", keys)
+        assert out.returncode == 2 and "served" in out.stderr and "Traceback" not in out.stderr, out
+        assert len(out.stderr.strip().splitlines()) == 1
+        assert not repo.exists() or not list(repo.rglob("*.pem")), "a private key in what is served"
+
+
+@pytest.mark.parametrize("words", [["refresh", "{repo}"], ["rotate", "{repo}", "--role", "root"],
+                                   ["{repo}", NAME, "pem:{policy}"]])
+def test_a_typo_in_the_repository_path_says_it_is_not_a_repository(tmp_path, cas, words):
+    fleet = Fleet(tmp_path / "f")  # init remembered the keys of the real repository only
+    policy = policy_v(tmp_path, cas, 1, "v1")
+    typo = tmp_path / "f" / "rep"
+    out = storesync("publish", *[w.format(repo=typo, policy=policy) for w in words])
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out
+    assert f"repository {typo}: no N.root.json in it" in out.stderr and "--keys" not in out.stderr, out.stderr
+    assert not typo.exists() and fleet.repo.exists()
+
+
+def test_a_url_without_a_policy_name_says_so(tmp_path, fleets, cas):
+    fleet = new_fleet(fleets, tmp_path)
+    fleet.publish(policy_v(tmp_path, cas, 2, "v1"))
+    fleet.serve()
+    for url in (fleet.server.url, fleet.server.url + "/"):
+        started = time.monotonic()
+        out = agent_sync(f"tuf:{url}?root={fleet.root}&timeout=3", tmp_path / "agent", tmp_path / "agent.pem")
+        assert out.returncode == 2 and "names no target" in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert time.monotonic() - started < 3
+
+
+def test_a_root_file_of_another_role_is_not_called_an_unreachable_server(tmp_path, fleets, cas):
+    fleet = new_fleet(fleets, tmp_path)
+    fleet.publish(policy_v(tmp_path, cas, 2, "v1"))
+    fleet.serve()
+    out = agent_sync(f"tuf:{fleet.server.url}/{NAME}?root={fleet.repo / '1.targets.json'}", tmp_path / "agent",
+                     tmp_path / "agent.pem")
+    assert out.returncode == 2 and "is not valid TUF root metadata" in out.stderr, out.stderr
+    assert "unreachable" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_a_wrong_root_file_given_first_is_not_kept_once_corrected(tmp_path, fleets, cas):
+    fleet = new_fleet(fleets, tmp_path)
+    fleet.publish(policy_v(tmp_path, cas, 2, "v1"))
+    fleet.serve()
+    other = Fleet(tmp_path / "other")  # the root of another repository: a copy of the wrong file
+    agent, target = tmp_path / "agent", tmp_path / "agent.pem"
+    out = agent_sync(f"tuf:{fleet.server.url}/{NAME}?root={other.root}", agent, target)
+    assert out.returncode == 2 and "not signed by the keys" in out.stderr and not target.exists(), out.stderr
+    out = agent_sync(fleet.spec(), agent, target)  # the administrator corrects root=
+    assert out.returncode == 0, out.stderr
+    assert len(shas(target)) == 2
