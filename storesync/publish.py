@@ -63,6 +63,7 @@ def _off_the_web(repo: Path, keys: Path) -> Path:
 
 def keys_dir(repo: Path, keys: Path | None) -> Path:
     """--keys, else the folder `publish init` used for this repository."""
+    _no_repo(repo)  # a typo in REPO is said as such, not as keys unknown
     if keys is not None:
         return _off_the_web(repo, keys)
     try:
@@ -111,8 +112,7 @@ class Repo:
         from tuf.api.metadata import Metadata
 
         self.path, self.keys = path, keys
-        if not _newest(path, "root"):
-            raise PublishError(f"repository {path}: no N.root.json in it; create it with `storesync publish init {path}`")
+        _no_repo(path)
         try:  # the newest version of each, by file name: what the publisher itself wrote last
             self.root = Metadata.from_file(str(_newest(path, "root")))
             self.timestamp = Metadata.from_file(str(path / "timestamp.json"))
@@ -168,6 +168,11 @@ class Repo:
         except (OSError, KeyError):
             raise PublishError(f"repository {self.path}: the file of target {name} is missing from targets/; "
                                "restore the folder from its backup") from None
+
+
+def _no_repo(path: Path) -> None:
+    if not _newest(path, "root"):
+        raise PublishError(f"repository {path}: no N.root.json in it; create it with `storesync publish init {path}`")
 
 
 def _newest(repo: Path, role: str) -> Path | None:
