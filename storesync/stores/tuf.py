@@ -76,6 +76,10 @@ def split_url(spec: TufSpec) -> tuple[str, str]:
     name = spec.options.get("name", spec.defaults.get("name"))  # the spec's, or the profile's table
     if name:
         return url.rstrip("/") + "/", name
+    from urllib.parse import urlsplit
+
+    if not urlsplit(url).path.strip("/"):  # the server's root alone names no target (its host is no name)
+        return url.rstrip("/") + "/", ""
     base, _, name = url.rstrip("/").rpartition("/")
     return base + "/", name
 
