@@ -229,7 +229,7 @@ class TufStore(Store):
                 fresh = updater.download_target(info, str(folder / "policy.pem.new"))
                 os.replace(fresh, policy)
             return Metadata.from_file(str(metadata / "targets.json")).signed.version
-        except _Failed:
+        except (_Failed, StoreError):  # already one sentence (a bad root= is no unreachable server)
             raise
         except exceptions.ExpiredMetadataError as exc:
             raise _Failed(f"its metadata has expired ({exc}): the publisher stopped refreshing it, or the server "
