@@ -6,7 +6,7 @@ python-tuf's ngclient, which checks signatures, versions (rollback) and expiry (
 
 The URL is the repository's (where `N.root.json` and `timestamp.json` are) followed by the
 target's name, or the repository's alone with `name=`. `root=` is the repository's first root
-metadata, trusted the first time; after that the root ngclient keeps (following rotations
+metadata, trusted until a first policy is verified; after that the root ngclient keeps (following rotations
 signed by the previous root) is. `timeout=` (seconds, default 10) bounds each request.
 
 Keep last good: the metadata and the last verified policy are kept in the state dir (tuf/,
@@ -203,14 +203,17 @@ class TufStore(Store):
         except ValueError:
             raise self.error(f"timeout= must be a number of seconds, not {self.option('timeout')!r}") from None
         bootstrap = None
-        if not (metadata / "root.json").exists():  # the first time: the root= file is the trust anchor
-            root = self.option("root")
+        root = self.option("root")
+        # until a policy is verified, the root= file is the trust anchor: a wrong file given first
+        # is not kept once root= is corrected
+        if not (metadata / "root.json").exists() or (root and not policy.exists()):
             if not root:
                 raise self.error("needs root=FILE: the repository's 1.root.json, copied from the publisher")
             try:
                 bootstrap = Path(os.path.expanduser(root)).read_bytes()
             except OSError as exc:
                 raise self.error(f"cannot read its root= file {root} ({exc.strerror})") from None
+            shutil.rmtree(metadata, ignore_errors=True)  # and the root versions a wrong anchor led to
         try:
             metadata.mkdir(parents=True, exist_ok=True, mode=0o700)
             fetcher = Urllib3Fetcher(socket_timeout=timeout, app_user_agent="storesync")
