@@ -209,6 +209,7 @@ def test_with_no_good_copy_ever_the_run_is_an_error_that_writes_nothing(tmp_path
     target = tmp_path / "agent.pem"
     out = agent_sync(spec, tmp_path / "agent", target)
     assert out.returncode == 2 and "no verified policy was ever read" in out.stderr and "Traceback" not in out.stderr
+    assert "last verified policy" not in out.stdout, out.stdout  # there is none: no "version None ... is used"
     assert not target.exists()
     fresh = json.loads(next((tmp_path / "agent" / "tuf").iterdir()).joinpath("freshness.json").read_text())
     assert fresh["stale"] is True and fresh["version"] is None and "unreachable" in fresh["reason"]
