@@ -526,3 +526,18 @@ def test_a_wrong_root_file_given_first_is_not_kept_once_corrected(tmp_path, flee
     out = agent_sync(fleet.spec(), agent, target)  # the administrator corrects root=
     assert out.returncode == 0, out.stderr
     assert len(shas(target)) == 2
+
+
+def test_status_says_why_a_tuf_source_was_never_verified(tmp_path, fleets, cas):
+    fleet = new_fleet(fleets, tmp_path)
+    fleet.publish(policy_v(tmp_path, cas, 3, "v1"))
+    fleet.serve()
+    spec = fleet.spec()
+    fleet.stop()
+    state = tmp_path / "state"
+    assert agent_sync(spec, state, tmp_path / "t.pem").returncode == 2
+    config = tmp_path / "s.toml"
+    target = json.dumps(f"pem:{tmp_path / 't.pem'}?format=trusted")
+    config.write_text(f'[profile.fleet]\nsource = {json.dumps(spec)}\ntargets = [{target}]\n')
+    out = storesync("status", "--config", config, env={**os.environ, "STORESYNC_STATE_DIR": str(state)})
+    assert "no verified policy in the state dir); the last try: the server is unreachable" in out.stdout, out.stdout

@@ -151,7 +151,8 @@ class TufStore(Store):
         before = freshness(self.spec) or {}
         if not refresh:
             if not policy.exists():
-                raise self.error("has not been read on this machine yet (no verified policy in the state dir)")
+                tried = f"; the last try: {before['reason']}" if before.get("reason") else ""
+                raise self.error(f"has not been read on this machine yet (no verified policy in the state dir){tried}")
             self.freshness = before or None
             if before.get("stale"):
                 self.warnings.append(stale_text(before))
