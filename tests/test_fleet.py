@@ -541,3 +541,24 @@ def test_status_says_why_a_tuf_source_was_never_verified(tmp_path, fleets, cas):
     config.write_text(f'[profile.fleet]\nsource = {json.dumps(spec)}\ntargets = [{target}]\n')
     out = storesync("status", "--config", config, env={**os.environ, "STORESYNC_STATE_DIR": str(state)})
     assert "no verified policy in the state dir); the last try: the server is unreachable" in out.stdout, out.stdout
+
+
+def test_the_daemon_log_says_when_a_stale_source_is_verified_again(tmp_path, fleets, daemons, cas):
+    fleet = new_fleet(fleets, tmp_path)
+    fleet.publish(policy_v(tmp_path, cas, 3, "v1"))
+    server = fleet.serve(controlled=True)
+    target = tmp_path / "node.pem"
+    config = tmp_path / "node.toml"
+    config.write_text(f'[profile.fleet]\nsource = {json.dumps(fleet.spec(timeout=1))}\n'
+                      f'targets = [{json.dumps(f"pem:{target}?format=trusted")}]\npoll = 1\n')
+    daemon = Daemon(tmp_path, config, "--state-dir", str(tmp_path / "node-state"))
+    daemons.append(daemon)
+    daemon.wait_event("written", timeout=60)
+    server.mode = "500"
+    until(lambda: any("stale" in e.get("msg", "") for e in daemon.events("store-warning")), timeout=30,
+          what="the stale warning")
+    server.mode = "ok"
+    until(lambda: daemon.events("verified"), timeout=30, what="the line that says the source is fresh again")
+    (said,) = daemon.events("verified")
+    assert "verified again" in said["msg"] and "version 2" in said["msg"], said
+    assert daemon.stop() == 0
