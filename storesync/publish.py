@@ -25,6 +25,7 @@ from storesync.model import StoreError
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 ROOT_EXPIRES = timedelta(days=365)
+ROOT_RENEW = timedelta(days=30)  # refresh says so when the root expires within this
 DEFAULT_EXPIRES = "7d"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -277,7 +278,13 @@ def refresh(repo: Path, keys: Path, expires: timedelta) -> dict:
         published.publish_targets(expires)
     else:
         published.publish_snapshot(expires)
-    return {"timestamp": published.timestamp.signed.version, "expires": published.timestamp.signed.expires.isoformat()}
+    root_expires = published.root.signed.expires
+    note = None
+    if root_expires < _now() + ROOT_RENEW:  # refresh cannot renew it: root keys sign root, and only rotate uses them
+        note = (f"repository {repo}: its root metadata expires on {root_expires:%Y-%m-%d %H:%M} UTC and every agent "
+                f"then refuses it; renew it with `storesync publish rotate {repo} --role root`")
+    return {"timestamp": published.timestamp.signed.version, "expires": published.timestamp.signed.expires.isoformat(),
+            "root_expires": root_expires.isoformat(), "note": note}
 
 
 def rotate(repo: Path, keys: Path, role: str, expires: timedelta) -> dict:

@@ -562,3 +562,18 @@ def test_the_daemon_log_says_when_a_stale_source_is_verified_again(tmp_path, fle
     (said,) = daemon.events("verified")
     assert "verified again" in said["msg"] and "version 2" in said["msg"], said
     assert daemon.stop() == 0
+
+
+def test_refresh_warns_when_the_root_metadata_is_about_to_expire(tmp_path):
+    fleet = Fleet(tmp_path)
+    out = storesync("publish", "refresh", fleet.repo)
+    assert out.returncode == 0 and "root" not in out.stderr, out
+    import datetime as dt
+
+    root = json.loads((fleet.repo / "1.root.json").read_text())  # as if 355 days had passed
+    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=10)
+    root["signed"]["expires"] = soon.strftime("%Y-%m-%dT%H:%M:%SZ")
+    (fleet.repo / "1.root.json").write_text(json.dumps(root))
+    out = storesync("publish", "refresh", fleet.repo)
+    assert out.returncode == 0, out.stderr
+    assert "root metadata expires" in out.stderr and "publish rotate" in out.stderr and "--role root" in out.stderr
