@@ -577,3 +577,10 @@ def test_refresh_warns_when_the_root_metadata_is_about_to_expire(tmp_path):
     out = storesync("publish", "refresh", fleet.repo)
     assert out.returncode == 0, out.stderr
     assert "root metadata expires" in out.stderr and "publish rotate" in out.stderr and "--role root" in out.stderr
+
+
+@pytest.mark.parametrize("url", ["htp://127.0.0.1:9/repo/corp", "/srv/trust-repo/corp", "ftp://127.0.0.1:9/corp"])
+def test_a_url_that_is_not_http_says_what_to_write(tmp_path, url):
+    out = agent_sync(f"tuf:{url}?root={tmp_path / 'root.json'}", tmp_path / "agent", tmp_path / "agent.pem")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out
+    assert "must begin with https:// or http://" in out.stderr and "download failed" not in out.stderr, out.stderr

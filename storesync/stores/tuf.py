@@ -198,6 +198,9 @@ class TufStore(Store):
         from tuf.ngclient import Updater
         from tuf.ngclient.urllib3_fetcher import Urllib3Fetcher
 
+        if not re.match(r"https?://", base):  # ngclient would only say "failed to download"
+            raise self.error("the URL must begin with https:// or http:// (a repository on this machine: serve its "
+                             "folder, e.g. with python -m http.server)")
         metadata = folder / "metadata"
         try:
             timeout = float(self.option("timeout", str(DEFAULT_TIMEOUT)))
