@@ -191,8 +191,10 @@ def init(repo: Path, keys: Path, threshold: int = 1, expires: timedelta = timede
     if repo.exists() and any(repo.glob("*.root.json")):
         raise PublishError(f"repository {repo}: already initialised (it holds root metadata); "
                            "use `storesync publish rotate` to change its keys")
-    repo.mkdir(parents=True, exist_ok=True)
-    (repo / "targets").mkdir(exist_ok=True)
+    for folder in (repo, repo / "targets"):  # served: readable by the web server's user, whatever the umask
+        if not folder.is_dir():
+            folder.mkdir(parents=True)
+            folder.chmod(0o755)
     root = Root(expires=_now() + ROOT_EXPIRES, consistent_snapshot=True)
     signers = {}
     for role in ROLES:

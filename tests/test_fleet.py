@@ -584,3 +584,17 @@ def test_a_url_that_is_not_http_says_what_to_write(tmp_path, url):
     out = agent_sync(f"tuf:{url}?root={tmp_path / 'root.json'}", tmp_path / "agent", tmp_path / "agent.pem")
     assert out.returncode == 2 and "Traceback" not in out.stderr, out
     assert "must begin with https:// or http://" in out.stderr and "download failed" not in out.stderr, out.stderr
+
+
+def test_the_repository_folders_are_readable_by_the_web_server_whatever_the_umask(tmp_path, cas):
+    policy = policy_v(tmp_path, cas, 2, "v1")
+    old = os.umask(0o077)  # a hardened root shell: what it makes is its own
+    try:
+        fleet = Fleet(tmp_path)
+        assert fleet.publish(policy).returncode == 0
+    finally:
+        os.umask(old)
+    for path in [fleet.repo, *fleet.repo.rglob("*")]:  # served by nginx or Apache as another user
+        want = 0o755 if path.is_dir() else 0o644
+        assert stat.S_IMODE(path.stat().st_mode) == want, path
+    assert stat.S_IMODE(fleet.keys.stat().st_mode) == 0o700
