@@ -458,6 +458,9 @@ class Daemon:
             self.log("info", f"profile {name}: {source.get('url')}: verified again (policy version "
                              f"{source.get('version')}), no longer stale", event="verified", profile=name)
         track.stale = bool(source.get("stale"))
+        if source:  # the policy the stores hold: a held-back or failed run applied none
+            source["applied"] = (source.get("version") if result.exit_code == EXIT_OK
+                                 else (track.status.get("source") or {}).get("applied"))
         if any(not h.ok for h in result.hooks):
             kinds.add("hook")
         for kind in kinds:
