@@ -66,12 +66,17 @@ def keys_dir(repo: Path, keys: Path | None) -> Path:
     """--keys, else the folder `publish init` used for this repository."""
     _no_repo(repo)  # a typo in REPO is said as such, not as keys unknown
     if keys is not None:
-        return _off_the_web(repo, keys)
-    try:
-        return Path(json.loads(_remembered(repo).read_text())["keys"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise PublishError(f"repository {repo}: which keys sign it is not known here; pass --keys DIR "
-                           "(the folder `publish init` wrote them to)") from None
+        found = _off_the_web(repo, keys)
+    else:
+        try:
+            found = Path(json.loads(_remembered(repo).read_text())["keys"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise PublishError(f"repository {repo}: which keys sign it is not known here; pass --keys DIR "
+                               "(the folder `publish init` wrote them to)") from None
+    if not found.is_dir():  # e.g. kept offline, and not mounted now
+        raise PublishError(f"keys {found}: no such folder; mount or copy the keys folder of repository {repo} "
+                           "and pass it with --keys")
+    return found
 
 
 def _new_signer(keys: Path, role: str):

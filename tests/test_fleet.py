@@ -177,6 +177,7 @@ def test_publish_without_keys_or_repo_is_one_sentence(tmp_path, cas):
                     "--keys", tmp_path / "keys")
     assert out.returncode == 2 and "publish init" in out.stderr and "Traceback" not in out.stderr
     Fleet(tmp_path / "f")
+    (tmp_path / "elsewhere").mkdir()  # a keys folder, but not this repository's
     out = storesync("publish", tmp_path / "f" / "repo", NAME, f"pem:{tmp_path / 'policy-v1.pem'}",
                     "--keys", tmp_path / "elsewhere")
     assert out.returncode == 2 and "of the 1 targets keys" in out.stderr and "Traceback" not in out.stderr
@@ -598,3 +599,16 @@ def test_the_repository_folders_are_readable_by_the_web_server_whatever_the_umas
         want = 0o755 if path.is_dir() else 0o644
         assert stat.S_IMODE(path.stat().st_mode) == want, path
     assert stat.S_IMODE(fleet.keys.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("action", ["publish", "refresh", "rotate"])
+def test_a_missing_keys_folder_is_said_as_missing(tmp_path, cas, action):
+    fleet = Fleet(tmp_path)
+    gone = tmp_path / "usb-stick" / "keys"
+    words = {"publish": [fleet.repo, NAME, f"pem:{policy_v(tmp_path, cas, 1, 'v1')}?format=trusted"],
+             "refresh": ["refresh", fleet.repo], "rotate": ["rotate", fleet.repo, "--role", "timestamp"]}[action]
+    before = sorted(p.name for p in fleet.repo.iterdir())
+    out = storesync("publish", *words, "--keys", gone)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out
+    assert f"keys {gone}: no such folder" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert sorted(p.name for p in fleet.repo.iterdir()) == before and not gone.exists()
