@@ -612,3 +612,12 @@ def test_a_missing_keys_folder_is_said_as_missing(tmp_path, cas, action):
     assert out.returncode == 2 and "Traceback" not in out.stderr, out
     assert f"keys {gone}: no such folder" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert sorted(p.name for p in fleet.repo.iterdir()) == before and not gone.exists()
+
+
+def test_publishing_into_a_closed_pipe_does_not_say_nothing_was_published(tmp_path, cas):
+    fleet = Fleet(tmp_path)
+    many = policy_v(tmp_path, cas, 12, "v1")  # `true` exits at once: the report meets a closed pipe
+    out = subprocess.run(f'"{sys.executable}" -m storesync publish "{fleet.repo}" {NAME} '
+                         f'"pem:{many}?format=trusted" | true', shell=True, capture_output=True, text=True)
+    assert (fleet.repo / "2.targets.json").exists()  # it was published
+    assert "nothing was published" not in out.stderr and "Traceback" not in out.stderr, out.stderr

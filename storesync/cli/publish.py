@@ -83,6 +83,8 @@ def publish(
             _report(as_json, done, repo)
     except StoreError as exc:
         fail(str(exc))
+    except BrokenPipeError:  # the report's reader left (| head): published all the same; cli's handler ends quietly
+        raise
     except OSError as exc:
         fail(f"repository {repo}: {exc.strerror or exc} ({exc.filename or repo}); nothing was published")
 
