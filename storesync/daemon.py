@@ -152,6 +152,7 @@ class Track:
     rooted: bool = False              # a discovery root changed since the last reconcile
     selectors: bool = False           # names `@nss`, `@java`...: resolved at every reconcile
     named: set[str] | None = None     # the stores its selectors named at the last reconcile
+    stale: bool = False               # its tuf: source was stale at the last reconcile (said once)
 
 
 def _daemon_running() -> bool:
@@ -450,8 +451,16 @@ class Daemon:
         errors = [o.error for o in result.outcomes if o.error] + ([result.error] if result.error else [])
         inventory = observe(result)
         kinds = {fields["event"] for _, _, fields in problems.values()}  # unreadable, held-back, error
-        if inventory.get("source", {}).get("stale"):
+        source = inventory.get("source", {})
+        if source.get("stale"):
             kinds.add("stale")
+        elif source and track.stale:  # the stale warning was said: say its end too
+            self.log("info", f"profile {name}: {source.get('url')}: verified again (policy version "
+                             f"{source.get('version')}), no longer stale", event="verified", profile=name)
+        track.stale = bool(source.get("stale"))
+        if source:  # the policy the stores hold: a held-back or failed run applied none
+            source["applied"] = (source.get("version") if result.exit_code == EXIT_OK
+                                 else (track.status.get("source") or {}).get("applied"))
         if any(not h.ok for h in result.hooks):
             kinds.add("hook")
         for kind in kinds:

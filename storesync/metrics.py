@@ -91,8 +91,8 @@ class Collector:
                     drifted.add_metric([name, spec, category], count)
             source = status.get("source")
             if isinstance(source, dict):
-                if isinstance(source.get("version"), int):
-                    version.add_metric([name], source["version"])
+                if isinstance(source.get("applied"), int):
+                    version.add_metric([name], source["applied"])
                 stale.add_metric([name], 1 if source.get("stale") else 0)
                 verified = unix(source.get("verified_at"))
                 if verified is not None:

@@ -25,6 +25,7 @@ from storesync.model import StoreError
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 ROOT_EXPIRES = timedelta(days=365)
+ROOT_RENEW = timedelta(days=30)  # refresh says so when the root expires within this
 DEFAULT_EXPIRES = "7d"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -52,15 +53,30 @@ def _remembered(repo: Path) -> Path:
     return state.state_dir() / "publish" / (re.sub(r"[^A-Za-z0-9._-]+", "_", str(repo.absolute()))[-80:] + ".json")
 
 
+def _off_the_web(repo: Path, keys: Path) -> Path:
+    """The keys folder, refused when it is in the served repository (a private key would be published)."""
+    inside, outside = repo.expanduser().resolve(), keys.expanduser().resolve()
+    if outside == inside or inside in outside.parents:
+        raise PublishError(f"keys {keys}: inside repository {repo}, whose every file is served; "
+                           "pass a --keys folder outside it")
+    return keys.expanduser()
+
+
 def keys_dir(repo: Path, keys: Path | None) -> Path:
     """--keys, else the folder `publish init` used for this repository."""
+    _no_repo(repo)  # a typo in REPO is said as such, not as keys unknown
     if keys is not None:
-        return keys.expanduser()
-    try:
-        return Path(json.loads(_remembered(repo).read_text())["keys"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise PublishError(f"repository {repo}: which keys sign it is not known here; pass --keys DIR "
-                           "(the folder `publish init` wrote them to)") from None
+        found = _off_the_web(repo, keys)
+    else:
+        try:
+            found = Path(json.loads(_remembered(repo).read_text())["keys"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise PublishError(f"repository {repo}: which keys sign it is not known here; pass --keys DIR "
+                               "(the folder `publish init` wrote them to)") from None
+    if not found.is_dir():  # e.g. kept offline, and not mounted now
+        raise PublishError(f"keys {found}: no such folder; mount or copy the keys folder of repository {repo} "
+                           "and pass it with --keys")
+    return found
 
 
 def _new_signer(keys: Path, role: str):
@@ -102,8 +118,7 @@ class Repo:
         from tuf.api.metadata import Metadata
 
         self.path, self.keys = path, keys
-        if not _newest(path, "root"):
-            raise PublishError(f"repository {path}: no N.root.json in it; create it with `storesync publish init {path}`")
+        _no_repo(path)
         try:  # the newest version of each, by file name: what the publisher itself wrote last
             self.root = Metadata.from_file(str(_newest(path, "root")))
             self.timestamp = Metadata.from_file(str(path / "timestamp.json"))
@@ -161,6 +176,11 @@ class Repo:
                                "restore the folder from its backup") from None
 
 
+def _no_repo(path: Path) -> None:
+    if not _newest(path, "root"):
+        raise PublishError(f"repository {path}: no N.root.json in it; create it with `storesync publish init {path}`")
+
+
 def _newest(repo: Path, role: str) -> Path | None:
     versions = [(int(p.name.split(".")[0]), p) for p in repo.glob(f"*.{role}.json") if p.name.split(".")[0].isdigit()]
     return max(versions)[1] if versions else None
@@ -172,11 +192,14 @@ def init(repo: Path, keys: Path, threshold: int = 1, expires: timedelta = timede
 
     if threshold < 1:
         raise PublishError(f"--threshold must be 1 or more, not {threshold}")
+    _off_the_web(repo, keys)
     if repo.exists() and any(repo.glob("*.root.json")):
         raise PublishError(f"repository {repo}: already initialised (it holds root metadata); "
                            "use `storesync publish rotate` to change its keys")
-    repo.mkdir(parents=True, exist_ok=True)
-    (repo / "targets").mkdir(exist_ok=True)
+    for folder in (repo, repo / "targets"):  # served: readable by the web server's user, whatever the umask
+        if not folder.is_dir():
+            folder.mkdir(parents=True)
+            folder.chmod(0o755)
     root = Root(expires=_now() + ROOT_EXPIRES, consistent_snapshot=True)
     signers = {}
     for role in ROLES:
@@ -262,7 +285,13 @@ def refresh(repo: Path, keys: Path, expires: timedelta) -> dict:
         published.publish_targets(expires)
     else:
         published.publish_snapshot(expires)
-    return {"timestamp": published.timestamp.signed.version, "expires": published.timestamp.signed.expires.isoformat()}
+    root_expires = published.root.signed.expires
+    note = None
+    if root_expires < _now() + ROOT_RENEW:  # refresh cannot renew it: root keys sign root, and only rotate uses them
+        note = (f"repository {repo}: its root metadata expires on {root_expires:%Y-%m-%d %H:%M} UTC and every agent "
+                f"then refuses it; renew it with `storesync publish rotate {repo} --role root`")
+    return {"timestamp": published.timestamp.signed.version, "expires": published.timestamp.signed.expires.isoformat(),
+            "root_expires": root_expires.isoformat(), "note": note}
 
 
 def rotate(repo: Path, keys: Path, role: str, expires: timedelta) -> dict:

@@ -177,6 +177,7 @@ def test_publish_without_keys_or_repo_is_one_sentence(tmp_path, cas):
                     "--keys", tmp_path / "keys")
     assert out.returncode == 2 and "publish init" in out.stderr and "Traceback" not in out.stderr
     Fleet(tmp_path / "f")
+    (tmp_path / "elsewhere").mkdir()  # a keys folder, but not this repository's
     out = storesync("publish", tmp_path / "f" / "repo", NAME, f"pem:{tmp_path / 'policy-v1.pem'}",
                     "--keys", tmp_path / "elsewhere")
     assert out.returncode == 2 and "of the 1 targets keys" in out.stderr and "Traceback" not in out.stderr
@@ -226,6 +227,7 @@ def test_with_no_good_copy_ever_the_run_is_an_error_that_writes_nothing(tmp_path
     target = tmp_path / "agent.pem"
     out = agent_sync(spec, tmp_path / "agent", target)
     assert out.returncode == 2 and "no verified policy was ever read" in out.stderr and "Traceback" not in out.stderr
+    assert "last verified policy" not in out.stdout, out.stdout  # there is none: no "version None ... is used"
     assert not target.exists()
     fresh = json.loads(next((tmp_path / "agent" / "tuf").iterdir()).joinpath("freshness.json").read_text())
     assert fresh["stale"] is True and fresh["version"] is None and "unreachable" in fresh["reason"]
@@ -486,3 +488,155 @@ def test_status_says_a_tuf_source_is_stale(tmp_path, fleets, cas):
     assert agent_sync(fleet.spec(), state, tmp_path / "t.pem").returncode == 0
     out = storesync("status", "--config", config, env=env)
     assert "! STALE: the server is unreachable" in out.stdout, out.stdout + out.stderr
+
+
+# --- a new administrator's mistakes (review of issue 17) -----------------------------------------
+
+
+def test_init_refuses_a_keys_folder_inside_the_served_repository(tmp_path):
+    repo = tmp_path / "repo"
+    for keys in (repo / "keys", repo):
+        out = storesync("publish", "init", repo, "--keys", keys)
+        assert out.returncode == 2 and "served" in out.stderr and "Traceback" not in out.stderr, out
+        assert len(out.stderr.strip().splitlines()) == 1
+        assert not repo.exists() or not list(repo.rglob("*.pem")), "a private key in what is served"
+
+
+@pytest.mark.parametrize("words", [["refresh", "{repo}"], ["rotate", "{repo}", "--role", "root"],
+                                   ["{repo}", NAME, "pem:{policy}"]])
+def test_a_typo_in_the_repository_path_says_it_is_not_a_repository(tmp_path, cas, words):
+    fleet = Fleet(tmp_path / "f")  # init remembered the keys of the real repository only
+    policy = policy_v(tmp_path, cas, 1, "v1")
+    typo = tmp_path / "f" / "rep"
+    out = storesync("publish", *[w.format(repo=typo, policy=policy) for w in words])
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out
+    assert f"repository {typo}: no N.root.json in it" in out.stderr and "--keys" not in out.stderr, out.stderr
+    assert not typo.exists() and fleet.repo.exists()
+
+
+def test_a_url_without_a_policy_name_says_so(tmp_path, fleets, cas):
+    fleet = new_fleet(fleets, tmp_path)
+    fleet.publish(policy_v(tmp_path, cas, 2, "v1"))
+    fleet.serve()
+    for url in (fleet.server.url, fleet.server.url + "/"):
+        started = time.monotonic()
+        out = agent_sync(f"tuf:{url}?root={fleet.root}&timeout=3", tmp_path / "agent", tmp_path / "agent.pem")
+        assert out.returncode == 2 and "names no target" in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert time.monotonic() - started < 3
+
+
+def test_a_root_file_of_another_role_is_not_called_an_unreachable_server(tmp_path, fleets, cas):
+    fleet = new_fleet(fleets, tmp_path)
+    fleet.publish(policy_v(tmp_path, cas, 2, "v1"))
+    fleet.serve()
+    out = agent_sync(f"tuf:{fleet.server.url}/{NAME}?root={fleet.repo / '1.targets.json'}", tmp_path / "agent",
+                     tmp_path / "agent.pem")
+    assert out.returncode == 2 and "is not valid TUF root metadata" in out.stderr, out.stderr
+    assert "unreachable" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_a_wrong_root_file_given_first_is_not_kept_once_corrected(tmp_path, fleets, cas):
+    fleet = new_fleet(fleets, tmp_path)
+    fleet.publish(policy_v(tmp_path, cas, 2, "v1"))
+    fleet.serve()
+    other = Fleet(tmp_path / "other")  # the root of another repository: a copy of the wrong file
+    agent, target = tmp_path / "agent", tmp_path / "agent.pem"
+    out = agent_sync(f"tuf:{fleet.server.url}/{NAME}?root={other.root}", agent, target)
+    assert out.returncode == 2 and "not signed by the keys" in out.stderr and not target.exists(), out.stderr
+    out = agent_sync(fleet.spec(), agent, target)  # the administrator corrects root=
+    assert out.returncode == 0, out.stderr
+    assert len(shas(target)) == 2
+
+
+def test_status_says_why_a_tuf_source_was_never_verified(tmp_path, fleets, cas):
+    fleet = new_fleet(fleets, tmp_path)
+    fleet.publish(policy_v(tmp_path, cas, 3, "v1"))
+    fleet.serve()
+    spec = fleet.spec()
+    fleet.stop()
+    state = tmp_path / "state"
+    assert agent_sync(spec, state, tmp_path / "t.pem").returncode == 2
+    config = tmp_path / "s.toml"
+    target = json.dumps(f"pem:{tmp_path / 't.pem'}?format=trusted")
+    config.write_text(f'[profile.fleet]\nsource = {json.dumps(spec)}\ntargets = [{target}]\n')
+    out = storesync("status", "--config", config, env={**os.environ, "STORESYNC_STATE_DIR": str(state)})
+    assert "no verified policy in the state dir); the last try: the server is unreachable" in out.stdout, out.stdout
+
+
+def test_the_daemon_log_says_when_a_stale_source_is_verified_again(tmp_path, fleets, daemons, cas):
+    fleet = new_fleet(fleets, tmp_path)
+    fleet.publish(policy_v(tmp_path, cas, 3, "v1"))
+    server = fleet.serve(controlled=True)
+    target = tmp_path / "node.pem"
+    config = tmp_path / "node.toml"
+    config.write_text(f'[profile.fleet]\nsource = {json.dumps(fleet.spec(timeout=1))}\n'
+                      f'targets = [{json.dumps(f"pem:{target}?format=trusted")}]\npoll = 1\n')
+    daemon = Daemon(tmp_path, config, "--state-dir", str(tmp_path / "node-state"))
+    daemons.append(daemon)
+    daemon.wait_event("written", timeout=60)
+    server.mode = "500"
+    until(lambda: any("stale" in e.get("msg", "") for e in daemon.events("store-warning")), timeout=30,
+          what="the stale warning")
+    server.mode = "ok"
+    until(lambda: daemon.events("verified"), timeout=30, what="the line that says the source is fresh again")
+    (said,) = daemon.events("verified")
+    assert "verified again" in said["msg"] and "version 2" in said["msg"], said
+    assert daemon.stop() == 0
+
+
+def test_refresh_warns_when_the_root_metadata_is_about_to_expire(tmp_path):
+    fleet = Fleet(tmp_path)
+    out = storesync("publish", "refresh", fleet.repo)
+    assert out.returncode == 0 and "root" not in out.stderr, out
+    import datetime as dt
+
+    root = json.loads((fleet.repo / "1.root.json").read_text())  # as if 355 days had passed
+    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=10)
+    root["signed"]["expires"] = soon.strftime("%Y-%m-%dT%H:%M:%SZ")
+    (fleet.repo / "1.root.json").write_text(json.dumps(root))
+    out = storesync("publish", "refresh", fleet.repo)
+    assert out.returncode == 0, out.stderr
+    assert "root metadata expires" in out.stderr and "publish rotate" in out.stderr and "--role root" in out.stderr
+
+
+@pytest.mark.parametrize("url", ["htp://127.0.0.1:9/repo/corp", "/srv/trust-repo/corp", "ftp://127.0.0.1:9/corp"])
+def test_a_url_that_is_not_http_says_what_to_write(tmp_path, url):
+    out = agent_sync(f"tuf:{url}?root={tmp_path / 'root.json'}", tmp_path / "agent", tmp_path / "agent.pem")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out
+    assert "must begin with https:// or http://" in out.stderr and "download failed" not in out.stderr, out.stderr
+
+
+def test_the_repository_folders_are_readable_by_the_web_server_whatever_the_umask(tmp_path, cas):
+    policy = policy_v(tmp_path, cas, 2, "v1")
+    old = os.umask(0o077)  # a hardened root shell: what it makes is its own
+    try:
+        fleet = Fleet(tmp_path)
+        assert fleet.publish(policy).returncode == 0
+    finally:
+        os.umask(old)
+    for path in [fleet.repo, *fleet.repo.rglob("*")]:  # served by nginx or Apache as another user
+        want = 0o755 if path.is_dir() else 0o644
+        assert stat.S_IMODE(path.stat().st_mode) == want, path
+    assert stat.S_IMODE(fleet.keys.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("action", ["publish", "refresh", "rotate"])
+def test_a_missing_keys_folder_is_said_as_missing(tmp_path, cas, action):
+    fleet = Fleet(tmp_path)
+    gone = tmp_path / "usb-stick" / "keys"
+    words = {"publish": [fleet.repo, NAME, f"pem:{policy_v(tmp_path, cas, 1, 'v1')}?format=trusted"],
+             "refresh": ["refresh", fleet.repo], "rotate": ["rotate", fleet.repo, "--role", "timestamp"]}[action]
+    before = sorted(p.name for p in fleet.repo.iterdir())
+    out = storesync("publish", *words, "--keys", gone)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out
+    assert f"keys {gone}: no such folder" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert sorted(p.name for p in fleet.repo.iterdir()) == before and not gone.exists()
+
+
+def test_publishing_into_a_closed_pipe_does_not_say_nothing_was_published(tmp_path, cas):
+    fleet = Fleet(tmp_path)
+    many = policy_v(tmp_path, cas, 12, "v1")  # `true` exits at once: the report meets a closed pipe
+    out = subprocess.run(f'"{sys.executable}" -m storesync publish "{fleet.repo}" {NAME} '
+                         f'"pem:{many}?format=trusted" | true', shell=True, capture_output=True, text=True)
+    assert (fleet.repo / "2.targets.json").exists()  # it was published
+    assert "nothing was published" not in out.stderr and "Traceback" not in out.stderr, out.stderr

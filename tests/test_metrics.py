@@ -227,3 +227,31 @@ def test_a_tuf_source_never_verified_is_stale_with_no_version(tmp_path, cas_flee
         assert not target.exists()
     finally:
         fleet.stop()
+
+
+def test_a_held_back_policy_is_not_reported_as_the_version_applied(tmp_path, cas_fleet, daemons):
+    """The agent's removal guard holds back a validly signed policy that drops too many roots: the
+    stores keep the old one, so the version applied stays the old one (the source's is the new)."""
+    from test_fleet import Fleet, policy_v
+
+    fleet = Fleet(tmp_path)
+    fleet.publish(policy_v(tmp_path, cas_fleet, 5, "v1"))
+    fleet.serve(controlled=True)
+    try:
+        target = tmp_path / "node.pem"
+        config = tmp_path / "node.toml"
+        config.write_text(f'[profile.fleet]\nmode = "mirror"\nsource = {json.dumps(fleet.spec(timeout=1))}\n'
+                          f'targets = [{json.dumps(f"pem:{target}?format=trusted")}]\npoll = 1\n')
+        port = free_port()
+        start_with_metrics(daemons, tmp_path, config, port)
+        first = until(lambda: value(scrape(port), "storesync_policy_version", profile="fleet"), what="the version")
+        assert fleet.publish(policy_v(tmp_path, cas_fleet, 3, "v2"), "--force").returncode == 0
+        until(lambda: value(scrape(port), "storesync_last_exit_code", profile="fleet") == 3, what="the hold")
+        samples = scrape(port)
+        assert value(samples, "storesync_store_anchors", profile="fleet", store=f"pem:{target}?format=trusted") == 5
+        assert value(samples, "storesync_policy_version", profile="fleet") == first, "v2 was held back, not applied"
+        report = json.loads(storesync("status", "--json", "--config", config).stdout)
+        source = report["daemon"]["status"]["profiles"]["fleet"]["source"]
+        assert source["version"] == first + 1 and source["applied"] == first, source
+    finally:
+        fleet.stop()

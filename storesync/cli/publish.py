@@ -12,6 +12,7 @@ is written ./init). The work is storesync.publish's; this module reads the comma
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -71,6 +72,8 @@ def publish(
         if action == "refresh":
             done = repo_tool.refresh(repo, key_dir, duration)
             _say(as_json, done, f"{repo}: timestamp version {done['timestamp']}, valid until {done['expires']}")
+            if done["note"]:
+                print(f"storesync: note: {done['note']}", file=sys.stderr)
         elif action == "rotate":
             done = repo_tool.rotate(repo, key_dir, role, duration)
             _say(as_json, done, f"{repo}: new {role} keys {', '.join(k[:16] for k in done['keys'])} in root "
@@ -80,6 +83,8 @@ def publish(
             _report(as_json, done, repo)
     except StoreError as exc:
         fail(str(exc))
+    except BrokenPipeError:  # the report's reader left (| head): published all the same; cli's handler ends quietly
+        raise
     except OSError as exc:
         fail(f"repository {repo}: {exc.strerror or exc} ({exc.filename or repo}); nothing was published")
 

@@ -91,7 +91,7 @@ def report(result) -> None:
         if outcome.error:
             print(f"storesync: {outcome.error}", file=sys.stderr)
         fresh = getattr(outcome.store, "freshness", None)  # a tuf: source's
-        if fresh and fresh.get("stale"):
+        if fresh and fresh.get("stale") and fresh.get("version") is not None:  # else none was used: the error says so
             print(f"{outcome.spec}: ! stale: {fresh['reason']}; the last verified policy (version {fresh['version']}, "
                   f"verified {fresh['verified_at']}) is used, nothing removed")
         plan = outcome.plan

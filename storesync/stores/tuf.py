@@ -6,7 +6,7 @@ python-tuf's ngclient, which checks signatures, versions (rollback) and expiry (
 
 The URL is the repository's (where `N.root.json` and `timestamp.json` are) followed by the
 target's name, or the repository's alone with `name=`. `root=` is the repository's first root
-metadata, trusted the first time; after that the root ngclient keeps (following rotations
+metadata, trusted until a first policy is verified; after that the root ngclient keeps (following rotations
 signed by the previous root) is. `timeout=` (seconds, default 10) bounds each request.
 
 Keep last good: the metadata and the last verified policy are kept in the state dir (tuf/,
@@ -76,6 +76,10 @@ def split_url(spec: TufSpec) -> tuple[str, str]:
     name = spec.options.get("name", spec.defaults.get("name"))  # the spec's, or the profile's table
     if name:
         return url.rstrip("/") + "/", name
+    from urllib.parse import urlsplit
+
+    if not urlsplit(url).path.strip("/"):  # the server's root alone names no target (its host is no name)
+        return url.rstrip("/") + "/", ""
     base, _, name = url.rstrip("/").rpartition("/")
     return base + "/", name
 
@@ -147,7 +151,8 @@ class TufStore(Store):
         before = freshness(self.spec) or {}
         if not refresh:
             if not policy.exists():
-                raise self.error("has not been read on this machine yet (no verified policy in the state dir)")
+                tried = f"; the last try: {before['reason']}" if before.get("reason") else ""
+                raise self.error(f"has not been read on this machine yet (no verified policy in the state dir){tried}")
             self.freshness = before or None
             if before.get("stale"):
                 self.warnings.append(stale_text(before))
@@ -193,20 +198,26 @@ class TufStore(Store):
         from tuf.ngclient import Updater
         from tuf.ngclient.urllib3_fetcher import Urllib3Fetcher
 
+        if not re.match(r"https?://", base):  # ngclient would only say "failed to download"
+            raise self.error("the URL must begin with https:// or http:// (a repository on this machine: serve its "
+                             "folder, e.g. with python -m http.server)")
         metadata = folder / "metadata"
         try:
             timeout = float(self.option("timeout", str(DEFAULT_TIMEOUT)))
         except ValueError:
             raise self.error(f"timeout= must be a number of seconds, not {self.option('timeout')!r}") from None
         bootstrap = None
-        if not (metadata / "root.json").exists():  # the first time: the root= file is the trust anchor
-            root = self.option("root")
+        root = self.option("root")
+        # until a policy is verified, the root= file is the trust anchor: a wrong file given first
+        # is not kept once root= is corrected
+        if not (metadata / "root.json").exists() or (root and not policy.exists()):
             if not root:
                 raise self.error("needs root=FILE: the repository's 1.root.json, copied from the publisher")
             try:
                 bootstrap = Path(os.path.expanduser(root)).read_bytes()
             except OSError as exc:
                 raise self.error(f"cannot read its root= file {root} ({exc.strerror})") from None
+            shutil.rmtree(metadata, ignore_errors=True)  # and the root versions a wrong anchor led to
         try:
             metadata.mkdir(parents=True, exist_ok=True, mode=0o700)
             fetcher = Urllib3Fetcher(socket_timeout=timeout, app_user_agent="storesync")
@@ -227,7 +238,7 @@ class TufStore(Store):
                 fresh = updater.download_target(info, str(folder / "policy.pem.new"))
                 os.replace(fresh, policy)
             return Metadata.from_file(str(metadata / "targets.json")).signed.version
-        except _Failed:
+        except (_Failed, StoreError):  # already one sentence (a bad root= is no unreachable server)
             raise
         except exceptions.ExpiredMetadataError as exc:
             raise _Failed(f"its metadata has expired ({exc}): the publisher stopped refreshing it, or the server "
