@@ -1,0 +1,79 @@
+"""A run's backups and ownership records are kept before the first store changes, made durable
+together (one flush for the run, not two fsyncs per file), and a run that fails leaves no
+record or backup of a store it never wrote."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from storesync import fsio, state
+from storesync.stores import open_store
+
+from conftest import run, storesync
+
+TARGETS = 12  # 24 records: past fsio.SYNCFS_FROM
+
+
+def sync_in_process(monkeypatch, *args) -> int:
+    from storesync.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["storesync", "sync", *map(str, args)])
+    with pytest.raises(SystemExit) as exit:
+        main()
+    return exit.value.code
+
+
+def test_the_records_of_a_run_cost_one_flush_not_two_fsyncs_each(pki, tmp_path, monkeypatch):
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    source = tmp_path / "source.pem"
+    source.write_bytes(pki.ca("Records Root").pem)
+    targets = [tmp_path / f"t{n}.pem" for n in range(TARGETS)]
+    fsyncs, flushes = [], []
+    real_fsync, real_syncfs = os.fsync, fsio._syncfs
+    monkeypatch.setattr(fsio.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    monkeypatch.setattr(fsio, "_syncfs", lambda d: (flushes.append(d), real_syncfs(d))[1])
+    assert sync_in_process(monkeypatch, "--mode", "add", f"pem:{source}", *(f"pem:{t}" for t in targets)) in (0, None)
+    assert all(t.read_bytes() == source.read_bytes() for t in targets)
+    # each target: its temp file and its folder; the 2 x TARGETS records: two flushes in all
+    assert len(fsyncs) == 2 * TARGETS and len(flushes) == 2
+    for t in targets:
+        key = open_store(f"pem:{t}").spec.key
+        assert len(state.list_backups(key)) == 1 and state.load_owned(key) is not None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small tmpfs")
+def test_a_failed_run_leaves_no_record_or_backup_of_a_store_it_never_wrote(pki, tmp_path):
+    env = {**os.environ, "STORESYNC_STATE_DIR": str(tmp_path / "state")}
+    full = tmp_path / "full"
+    full.mkdir()
+    run("mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", full)
+    try:
+        second = full / "second.pem"
+        second.write_bytes(pki.ca("Full Disk Root 2").pem)
+        try:
+            (full / "filler").write_bytes(b"\0" * 65536)
+        except OSError:
+            pass  # full now
+        source = tmp_path / "source.pem"
+        source.write_bytes(pki.ca("Never Written Root").pem)
+        first, third = tmp_path / "first.pem", tmp_path / "third.pem"
+        first.write_bytes(pki.ca("First Here").pem)
+        third.write_bytes(pki.ca("Third Here").pem)
+        before = first.read_bytes(), third.read_bytes()
+        result = storesync("sync", "--mode", "add", f"pem:{source}", f"pem:{first}", f"pem:{second}",
+                           f"pem:{third}", env=env)
+        assert result.returncode == 2 and "put back" in result.stderr
+        assert (first.read_bytes(), third.read_bytes()) == before
+        assert list((tmp_path / "state").glob("owned/*.json")) == []
+        with_env = os.environ.get("STORESYNC_STATE_DIR")
+        os.environ["STORESYNC_STATE_DIR"] = env["STORESYNC_STATE_DIR"]
+        try:
+            assert state.list_backups(open_store(f"pem:{third}").spec.key) == []  # never written
+            assert len(state.list_backups(open_store(f"pem:{first}").spec.key)) == 1  # written, put back
+        finally:
+            os.environ["STORESYNC_STATE_DIR"] = with_env
+    finally:
+        run("umount", full)
