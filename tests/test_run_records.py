@@ -77,3 +77,27 @@ def test_a_failed_run_leaves_no_record_or_backup_of_a_store_it_never_wrote(pki, 
             os.environ["STORESYNC_STATE_DIR"] = with_env
     finally:
         run("umount", full)
+
+
+def test_identical_bundles_are_parsed_once_per_process_and_a_damaged_copy_still_refused(pki, tmp_path, monkeypatch):
+    from storesync.stores import pem, read_store
+    from storesync.model import StoreError
+
+    monkeypatch.setattr(pem, "_READ", {}, raising=False)
+    data = pki.ca("Copy Root A").pem + pki.ca("Copy Root B").pem
+    copies = [tmp_path / f"venv{n}.pem" for n in range(3)]
+    for path in copies:
+        path.write_bytes(data)
+    parsed = []
+    real = pem.PemStore.parse
+    monkeypatch.setattr(pem.PemStore, "parse", lambda self, d: (parsed.append(self.path), real(self, d))[1])
+    sets = [read_store(open_store(f"pem:{path}")) for path in copies]
+    assert len(parsed) == 1 and all(s.keys() == sets[0].keys() and len(s) == 2 for s in sets)
+    damaged = tmp_path / "damaged.pem"
+    damaged.write_bytes(data[:-40])  # another digest: parsed, and refused as before
+    with pytest.raises(StoreError, match="no matching END"):
+        read_store(open_store(f"pem:{damaged}"))
+    key = tmp_path / "key.pem"
+    key.write_bytes(data + b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(StoreError, match="private key"):
+        read_store(open_store(f"pem:{key}"))
