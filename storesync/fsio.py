@@ -47,7 +47,7 @@ def replace_if_unchanged(path: Path, expected: bytes | None, data: bytes, mode: 
             except OSError:  # a filesystem without hard links: a rename it is
                 os.replace(tmp, path)
                 tmp = None
-            fsync_dir(path.parent)
+            _sync_replaced(path.parent)
             return True
         try:
             before = os.fstat(fd)
@@ -55,7 +55,7 @@ def replace_if_unchanged(path: Path, expected: bytes | None, data: bytes, mode: 
                 return False
             os.replace(tmp, path)
             tmp = None
-            fsync_dir(path.parent)
+            _sync_replaced(path.parent)
             after = os.fstat(fd)
             if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
                 import time
@@ -69,6 +69,35 @@ def replace_if_unchanged(path: Path, expected: bytes | None, data: bytes, mode: 
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+_deferred: list[Path] | None = None  # folders whose renames `folders_synced_together` syncs at its end
+
+
+class folders_synced_together:
+    """Within it, `replace_if_unchanged` leaves the folder sync after its rename to the end,
+    where every such folder is synced at once (one syncfs from two on). The file's bytes are
+    still flushed before its rename, so a crash leaves each file old or new either way; the
+    engine leaves the block only when every store of the run is written and read back."""
+
+    def __enter__(self):
+        global _deferred
+        _deferred = []
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        global _deferred
+        folders, _deferred = list(dict.fromkeys(_deferred)), None
+        if kind is None and not (len(folders) > 1 and _syncfs_all(folders)):
+            for folder in folders:
+                fsync_dir(folder)
+
+
+def _sync_replaced(folder: Path) -> None:
+    if _deferred is None:
+        fsync_dir(folder)
+    else:
+        _deferred.append(folder)
 
 
 def _read_fd(fd: int) -> bytes:

@@ -1,6 +1,7 @@
 """A run's backups and ownership records are kept before the first store changes, made durable
-together (one flush for the run, not two fsyncs per file), and a run that fails leaves no
-record or backup of a store it never wrote."""
+together (one flush for the run, not two fsyncs per file), the folders of the files it replaced
+are synced together once all are written and read back, and a run that fails leaves no record
+or backup of a store it never wrote."""
 
 from __future__ import annotations
 
@@ -26,19 +27,22 @@ def sync_in_process(monkeypatch, *args) -> int:
     return exit.value.code
 
 
-def test_the_records_of_a_run_cost_one_flush_not_two_fsyncs_each(pki, tmp_path, monkeypatch):
+def test_the_records_and_renames_of_a_run_cost_a_flush_each_not_fsyncs_per_file(pki, tmp_path, monkeypatch):
     monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
     source = tmp_path / "source.pem"
     source.write_bytes(pki.ca("Records Root").pem)
-    targets = [tmp_path / f"t{n}.pem" for n in range(TARGETS)]
+    targets = [tmp_path / f"app{n}" / "cacert.pem" for n in range(TARGETS)]
+    for t in targets:
+        t.parent.mkdir()
     fsyncs, flushes = [], []
     real_fsync, real_syncfs = os.fsync, fsio._syncfs
     monkeypatch.setattr(fsio.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
     monkeypatch.setattr(fsio, "_syncfs", lambda d: (flushes.append(d), real_syncfs(d))[1])
     assert sync_in_process(monkeypatch, "--mode", "add", f"pem:{source}", *(f"pem:{t}" for t in targets)) in (0, None)
     assert all(t.read_bytes() == source.read_bytes() for t in targets)
-    # each target: its temp file and its folder; the 2 x TARGETS records: two flushes in all
-    assert len(fsyncs) == 2 * TARGETS and len(flushes) == 2
+    # each target's temp file before its rename; then one flush for the 2 x TARGETS records
+    # (staged, then renamed) and one for the targets' folders after the last rename
+    assert len(fsyncs) == TARGETS and len(flushes) == 3
     for t in targets:
         key = open_store(f"pem:{t}").spec.key
         assert len(state.list_backups(key)) == 1 and state.load_owned(key) is not None

@@ -8,7 +8,7 @@ import stat
 from contextlib import ExitStack
 from pathlib import Path
 
-from storesync import state
+from storesync import fsio, state
 from storesync.config import Profile, StoreRef
 from storesync.engine import policy
 from storesync.engine.plan import ADD, MIRROR, REMOVE, Plan, Scope, compare, lift, make_plan, retarget, touched, undo
@@ -366,13 +366,14 @@ def _apply(result: Result) -> None:
             prepared.append((outcome, snapshot, state.load_owned(key)))
         if records:
             state.save_records(prepared[0][0].spec, records)
-        for item in prepared:
-            outcome = current = item[0]
-            done.append(item)
-            outcome.store.write(outcome.plan)
-            outcome.written = True
-            outcome.written_version = outcome.store.version()
-            _check_written(outcome)
+        with fsio.folders_synced_together():  # one flush for the renames of the run's files
+            for item in prepared:
+                outcome = current = item[0]
+                done.append(item)
+                outcome.store.write(outcome.plan)
+                outcome.written = True
+                outcome.written_version = outcome.store.version()
+                _check_written(outcome)
     except Exception as exc:  # noqa: BLE001 - whatever failed, the stores written are put back
         if isinstance(exc, StoreError):
             message = str(exc)
