@@ -1,7 +1,7 @@
 """Writing files so that a crash or a competing writer never leaves a half-written store.
 
 Atomic replace (temp file beside the target, fsync, rename) keeping mode and owner; many files
-of one directory made durable together (one syncfs from SYNCFS_FROM files on); compare-and-swap
+made durable together (one syncfs from SYNCFS_FROM files on: a directory's, or one run's records); compare-and-swap
 replace; temp-file naming and the cleanup of dead runs' temp files; a file's version stamp; and
 running a write as the file's owner.
 """
@@ -47,7 +47,7 @@ def replace_if_unchanged(path: Path, expected: bytes | None, data: bytes, mode: 
             except OSError:  # a filesystem without hard links: a rename it is
                 os.replace(tmp, path)
                 tmp = None
-            fsync_dir(path.parent)
+            _sync_replaced(path.parent)
             return True
         try:
             before = os.fstat(fd)
@@ -55,7 +55,7 @@ def replace_if_unchanged(path: Path, expected: bytes | None, data: bytes, mode: 
                 return False
             os.replace(tmp, path)
             tmp = None
-            fsync_dir(path.parent)
+            _sync_replaced(path.parent)
             after = os.fstat(fd)
             if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
                 import time
@@ -69,6 +69,35 @@ def replace_if_unchanged(path: Path, expected: bytes | None, data: bytes, mode: 
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+_deferred: list[Path] | None = None  # folders whose renames `folders_synced_together` syncs at its end
+
+
+class folders_synced_together:
+    """Within it, `replace_if_unchanged` leaves the folder sync after its rename to the end,
+    where every such folder is synced at once (one syncfs from two on). The file's bytes are
+    still flushed before its rename, so a crash leaves each file old or new either way; the
+    engine leaves the block only when every store of the run is written and read back."""
+
+    def __enter__(self):
+        global _deferred
+        _deferred = []
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        global _deferred
+        folders, _deferred = list(dict.fromkeys(_deferred)), None
+        if kind is None and not (len(folders) > 1 and _syncfs_all(folders)):
+            for folder in folders:
+                fsync_dir(folder)
+
+
+def _sync_replaced(folder: Path) -> None:
+    if _deferred is None:
+        fsync_dir(folder)
+    else:
+        _deferred.append(folder)
 
 
 def _read_fd(fd: int) -> bytes:
@@ -90,29 +119,42 @@ def atomic_write_many(directory: Path, files: dict[str, bytes], mode: int = 0o64
     all temp files are written first, flushed to disk, and only then renamed into place, so
     a crash leaves every file old or new and a rename never exposes unwritten data.
     Files already holding their bytes are not touched; returns the names written."""
-    staged: list[tuple[str, str]] = []
-    batch = len(files) >= SYNCFS_FROM
     directory.mkdir(parents=True, exist_ok=True)
-    remove_dead_temps(directory)
+    written = atomic_write_paths({directory / name: data for name, data in files.items()}, mode, sync_dir)
+    return [path.name for path in written]
+
+
+def atomic_write_paths(files: dict[Path, bytes], mode: int = 0o644, sync_dir: bool = True) -> list[Path]:
+    """`atomic_write_many` for files of any directories (which must exist): every temp file is
+    written and flushed before the first rename, and the folders are synced after the last,
+    so one run's records cost one flush, not two per file."""
+    staged: list[tuple[str, Path]] = []
+    batch = len(files) >= SYNCFS_FROM
+    folders = list(dict.fromkeys(path.parent for path in files))
+    for folder in folders:
+        remove_dead_temps(folder)
     try:
-        for name, data in files.items():
-            tmp = _stage(directory / name, data, mode, fsync=not batch)
+        for path, data in files.items():
+            tmp = _stage(path, data, mode, fsync=not batch)
             if tmp is not None:
-                staged.append((tmp, name))
+                staged.append((tmp, path))
         if not staged:
             return []
-        if batch and not _syncfs(directory):
+        if batch and not _syncfs_all(folders):
             for tmp, _ in staged:
                 _fsync(tmp)
-        for tmp, name in staged:
-            os.replace(tmp, directory / name)
+        for tmp, path in staged:
+            os.replace(tmp, path)
     except BaseException:
         for tmp, _ in staged:
             Path(tmp).unlink(missing_ok=True)
         raise
     if sync_dir:
-        fsync_dir(directory)
-    return [name for _, name in staged]
+        renamed = list(dict.fromkeys(path.parent for _, path in staged))
+        if not (batch and len(renamed) > 1 and _syncfs_all(renamed)):  # one flush for many folders
+            for folder in renamed:
+                fsync_dir(folder)
+    return [path for _, path in staged]
 
 
 def _stage(path: Path, data: bytes, mode: int, fsync: bool) -> str | None:
@@ -214,6 +256,12 @@ def _syncfs(directory: Path) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _syncfs_all(folders: list[Path]) -> bool:
+    """`_syncfs` once per filesystem holding one of `folders`."""
+    by_device = {os.stat(folder).st_dev: folder for folder in folders}
+    return all(_syncfs(folder) for folder in by_device.values())
 
 
 def stat_version(path: Path) -> tuple | None:

@@ -70,7 +70,28 @@ def pkcs12_kdf(hash_name: str, password: bytes, salt: bytes, purpose: int, itera
     if iterations < 1 or iterations > MAX_ITERATIONS:
         raise PbeError(f"iteration count {iterations} is out of range")
     spend(iterations * -(-n // u))
+    return _derived(("pkcs12", hash_name, password, salt, purpose, iterations, n),
+                    lambda: _pkcs12_kdf(hash_name, password, salt, purpose, iterations, n, u, v))
 
+
+#: Keys this process derived, by every input: writing a keystore derives its MAC key and
+#: encryption key, and checking what it wrote (the store, then the engine reading the file
+#: back) derives the same ones again. Pure functions of their inputs; bounded.
+_DERIVED: dict[tuple, bytes] = {}
+DERIVED_KEPT = 32
+
+
+def _derived(key: tuple, compute) -> bytes:
+    found = _DERIVED.get(key)
+    if found is None:
+        if len(_DERIVED) >= DERIVED_KEPT:
+            _DERIVED.clear()
+        found = _DERIVED[key] = compute()
+    return found
+
+
+def _pkcs12_kdf(hash_name: str, password: bytes, salt: bytes, purpose: int, iterations: int, n: int,
+                u: int, v: int) -> bytes:
     def fill(data: bytes) -> bytes:
         if not data:
             return b""
@@ -198,7 +219,12 @@ def pbkdf2_algorithm(salt: bytes, iterations: int, key_length: int = 32) -> byte
 def pbkdf2(prf: str, secret: bytes, salt: bytes, iterations: int, length: int) -> bytes:
     """PBKDF2, its iterations charged to the file being read."""
     spend(iterations)
-    return hashlib.pbkdf2_hmac(prf, secret, salt, iterations, length)
+    return _pbkdf2(prf, secret, salt, iterations, length)
+
+
+def _pbkdf2(prf: str, secret: bytes, salt: bytes, iterations: int, length: int) -> bytes:
+    return _derived(("pbkdf2", prf, secret, salt, iterations, length),
+                    lambda: hashlib.pbkdf2_hmac(prf, secret, salt, iterations, length))
 
 
 def encrypt_pbes2(plain: bytes, password: str) -> tuple[bytes, bytes]:
@@ -207,7 +233,7 @@ def encrypt_pbes2(plain: bytes, password: str) -> tuple[bytes, bytes]:
     Salt and IV come from the plaintext (public certificates), so output is deterministic."""
     salt = hashlib.sha256(b"storesync p12 salt\0" + plain).digest()[:20]
     iv = hashlib.sha256(b"storesync p12 iv\0" + plain).digest()[:16]
-    key = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, ITERATIONS, 32)
+    key = _pbkdf2("sha256", password.encode("utf-8"), salt, ITERATIONS, 32)
     pad = 16 - len(plain) % 16
     encryptor = cipher("aes", key, iv).encryptor()
     ciphertext = encryptor.update(plain + bytes([pad]) * pad) + encryptor.finalize()

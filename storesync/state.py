@@ -22,7 +22,7 @@ from pathlib import Path
 from collections.abc import Iterator
 
 from storesync.model import Certificate, Entry, StoreError, TrustSet
-from storesync.fsio import atomic_write
+from storesync.fsio import atomic_write, atomic_write_paths
 
 BACKUPS_KEPT = 10
 SYSTEM_STATE_DIR = Path("/var/lib/storesync")  # the systemd unit's StateDirectory
@@ -110,16 +110,14 @@ def save_backup(spec: str, snapshot: dict[str, bytes | str | None], reason: str,
                 touched: set[str] | None = None) -> str:
     """Keep `snapshot` (path -> bytes, link target, or None = absent) and the SHA-256s of the
     certificates the change that follows touches (None: unknown); returns the backup id."""
-    try:
-        return _save_backup(spec, snapshot, reason, touched)
-    except OSError as exc:
-        raise StoreError(f"{spec}: cannot keep a backup in {backup_dir(spec)} ({exc.strerror}), so it was "
-                         "not changed; choose a state dir with --state-dir") from None
+    backup_id, files = backup_file(spec, snapshot, reason, touched)
+    save_records(spec, files)
+    return backup_id
 
 
-def _save_backup(spec: str, snapshot: dict[str, bytes | str | None], reason: str, touched: set[str] | None = None) -> str:
-    root = backup_dir(spec)
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+def backup_file(spec: str, snapshot: dict[str, bytes | str | None], reason: str,
+                touched: set[str] | None = None) -> tuple[str, dict[Path, bytes]]:
+    """The backup `save_backup` keeps, not yet written: (its id, {its path: its bytes})."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     backup_id = stamp
     files = {}
@@ -133,15 +131,38 @@ def _save_backup(spec: str, snapshot: dict[str, bytes | str | None], reason: str
     meta = {"id": backup_id, "spec": spec, "created": stamp, "reason": reason, "files": files}
     if touched is not None:
         meta["touched"] = sorted(touched)
-    atomic_write(root / f"{backup_id}.json", json.dumps(meta).encode(), mode=0o600)
-    for old in list_backups(spec)[BACKUPS_KEPT:]:
-        (root / f"{old['id']}.json").unlink(missing_ok=True)
-    return backup_id
+    return backup_id, {backup_dir(spec) / f"{backup_id}.json": json.dumps(meta).encode()}
+
+
+def save_records(spec: str, files: dict[Path, bytes]) -> None:
+    """Write backups and ownership records (of one store, `spec`, or of every store a run writes,
+    `spec` the first) before the stores change, made durable together: one flush for a run, not
+    two per file. Then drop the backups beyond BACKUPS_KEPT of each store."""
+    try:
+        for folder in dict.fromkeys(path.parent for path in files):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write_paths(files, mode=0o600)
+    except OSError as exc:
+        others = " (nor any other store of the run)" if len(files) > 2 else ""
+        raise StoreError(f"{spec}: cannot keep a backup in {state_dir()} ({exc.strerror}), so it was not "
+                         f"changed{others}; choose a state dir with --state-dir") from None
+    for folder in dict.fromkeys(path.parent for path in files if path.parent.parent.name == "backups"):
+        for old in _backups_in(folder)[BACKUPS_KEPT:]:
+            (folder / f"{old['id']}.json").unlink(missing_ok=True)
+
+
+def drop_backup(spec: str, backup_id: str | None) -> None:
+    """Remove the backup kept for a write that never happened (the run failed before it)."""
+    if backup_id:
+        (backup_dir(spec) / f"{backup_id}.json").unlink(missing_ok=True)
 
 
 def list_backups(spec: str) -> list[dict]:
     """Backups of a store, newest first (without their data)."""
-    root = backup_dir(spec)
+    return _backups_in(backup_dir(spec))
+
+
+def _backups_in(root: Path) -> list[dict]:
     out = []
     for path in sorted(root.glob("*.json"), reverse=True):
         try:
@@ -224,6 +245,12 @@ def save_owned(spec: str, written: dict[str, Entry | None], after: TrustSet, rew
     else removed stays recorded: that is drift, and `add` puts it back); `all` is every
     certificate in the store after the write, so what others add later shows. An entry only
     written again in the same form (`rewritten`) does not become storesync's."""
+    save_records(spec, owned_file(spec, written, after, rewritten))
+
+
+def owned_file(spec: str, written: dict[str, Entry | None], after: TrustSet,
+               rewritten: set[str] = frozenset()) -> dict[Path, bytes]:
+    """The record `save_owned` writes, not yet written: {its path: its bytes}."""
     old = load_owned(spec)
     entries = dict(old["entries"]) if old else {}
     for sha, entry in written.items():
@@ -235,11 +262,7 @@ def save_owned(spec: str, written: dict[str, Entry | None], after: TrustSet, rew
             entries[sha] = {"trust": dict(entry.trust), "label": entry.display_label}
     data = {"spec": spec, "written": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "entries": entries, "all": "".join(sorted(sha[:PREFIX] for sha in after))}
-    try:
-        atomic_write(owned_path(spec), json.dumps(data, indent=1).encode(), mode=0o600)
-    except OSError as exc:
-        raise StoreError(f"{spec}: cannot keep the record of what storesync writes in {owned_path(spec).parent} "
-                         f"({exc.strerror}), so it was not changed; choose a state dir with --state-dir") from None
+    return {owned_path(spec): json.dumps(data, indent=1).encode()}
 
 
 def put_owned(spec: str, record: dict | None) -> None:

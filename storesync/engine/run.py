@@ -9,7 +9,7 @@ import stat
 from contextlib import ExitStack
 from pathlib import Path
 
-from storesync import state
+from storesync import fsio, state
 from storesync.config import Profile, StoreRef
 from storesync.engine import policy
 from storesync.engine.plan import ADD, MIRROR, REMOVE, Plan, Scope, compare, lift, make_plan, retarget, touched, undo
@@ -345,29 +345,37 @@ def _guard(profile: Profile, outcomes: list[Outcome]) -> None:
 
 def _apply(result: Result) -> None:
     """Write every changed store; if any write or check fails, undo what was written."""
+    prepared: list[tuple[Outcome, dict, dict | None]] = []
     done: list[tuple[Outcome, dict, dict | None]] = []
     current = None
     try:
+        # Every store's backup, and the record of what storesync writes in it (an undo puts the
+        # record back: a run killed after the write leaves nothing half-done in the state dir for
+        # a next run that finds nothing to do), is kept before the first store changes, made
+        # durable together: one flush for the run instead of four fsyncs per store.
+        records: dict = {}
         for outcome in result.outcomes:
             plan = outcome.plan
             if plan is None or plan.empty or plan.held_back or outcome.error:
                 continue
             current = outcome
             snapshot = outcome.store.snapshot()
-
-            outcome.backup = state.save_backup(outcome.store.spec.key, snapshot, f"before sync of {result.profile}",
-                                               touched(plan))
-            # What storesync writes is recorded before it writes (an undo puts the record back):
-            # a run killed after the write leaves nothing half-done in the state dir for a
-            # next run that finds nothing to do.
-            owned = state.load_owned(outcome.store.spec.key)
-            state.save_owned(outcome.store.spec.key, {sha: plan.desired.get(sha) for sha in touched(plan)},
-                             plan.desired, set(plan.rewrites))
-            done.append((outcome, snapshot, owned))
-            outcome.store.write(plan)
-            outcome.written = True
-            outcome.written_version = outcome.store.version()
-            _check_written(outcome)
+            key = outcome.store.spec.key
+            outcome.backup, backup = state.backup_file(key, snapshot, f"before sync of {result.profile}", touched(plan))
+            records.update(backup)
+            records.update(state.owned_file(key, {sha: plan.desired.get(sha) for sha in touched(plan)},
+                                            plan.desired, set(plan.rewrites)))
+            prepared.append((outcome, snapshot, state.load_owned(key)))
+        if records:
+            state.save_records(prepared[0][0].spec, records)
+        with fsio.folders_synced_together():  # one flush for the renames of the run's files
+            for item in prepared:
+                outcome = current = item[0]
+                done.append(item)
+                outcome.store.write(outcome.plan)
+                outcome.written = True
+                outcome.written_version = outcome.store.version()
+                _check_written(outcome)
     except Exception as exc:  # noqa: BLE001 - whatever failed, the stores written are put back
         if isinstance(exc, StoreError):
             message = str(exc)
@@ -378,6 +386,10 @@ def _apply(result: Result) -> None:
             message = f"{current.spec}: {exc.strerror or exc} ({exc.filename or current.store.path})"
         else:
             message = f"{current.spec}: writing failed unexpectedly ({type(exc).__name__}: {exc}); please report this"
+        for outcome, _, owned in prepared[len(done):]:  # recorded, never written
+            state.put_owned(outcome.store.spec.key, owned)
+            state.drop_backup(outcome.store.spec.key, outcome.backup)
+            outcome.backup = None
         for outcome, snapshot, owned in reversed(done):
             state.put_owned(outcome.store.spec.key, owned)
             try:

@@ -5,7 +5,8 @@ X509_CERT_AUX: trusted and rejected EKUs and an alias). Writes plain PEM by defa
 byte what `trust extract --format=pem-bundle` writes; `?format=trusted` writes TRUSTED
 CERTIFICATE blocks that keep per-purpose trust, distrust and labels; `?comments=yes` puts
 `# label` above each plain block. A private key anywhere in the file refuses the whole file.
-A bundle of `CACHE_FROM` bytes or more read again unchanged (same digest) is not parsed again.
+A bundle of `CACHE_FROM` bytes or more read again unchanged (same digest) is not parsed again,
+nor is a smaller one this process has parsed already (an identical copy elsewhere).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ _CERT_TYPES = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
 #: From this size on a bundle's parse is kept in the state dir's stat cache, by a digest of its
 #: bytes: a bundle read again unchanged (a sync's source, most runs) is not parsed again.
 CACHE_FROM = 1 << 20
+#: Smaller bundles this process parsed, by digest: identical copies (every venv's certifi, a
+#: file read back after writing it) are parsed once per run. Bounded for the daemon.
+_READ: dict[bytes, list[tuple[int, bytes]]] = {}
+READ_KEPT = 32
 _PLAIN = Capabilities(labels=False)
 _TRUSTED = Capabilities(purposes=True, distrust=True, labels=True, lone_reject_trusts=True)
 
@@ -51,22 +56,28 @@ class PemStore(FileStore):
         data = self._read_bytes = self.current_bytes()
         if data is None:
             return TrustSet()  # a target not created yet
-        if len(data) < CACHE_FROM:
-            return self.parse(data)
         import hashlib
 
-        from storesync.statcache import StatCache
+        digest = hashlib.blake2b(data, digest_size=32).digest()
+        known = _READ.get(digest)
+        if known is None and len(data) >= CACHE_FROM:
+            from storesync.statcache import StatCache
 
-        cache, digest = StatCache(self.spec.key), hashlib.blake2b(data, digest_size=32).digest()
-        known = cache.get("", digest)
+            cache = StatCache(self.spec.key)
+            known = cache.get("", digest)
         if known is not None:
             self.holds_trusted, self.blocks = any(trusted for trusted, _ in known), known
             return TrustSet([cached_entry(trusted, raw) for trusted, raw in known])
         warnings = len(self.warnings)
         found = self.parse(data)
         if len(self.warnings) == warnings:  # what it says about the file is said again on every read
-            cache.put("", digest, self.blocks)
-            cache.save()
+            if len(data) >= CACHE_FROM:
+                cache.put("", digest, self.blocks)
+                cache.save()
+            else:
+                if len(_READ) >= READ_KEPT:
+                    _READ.clear()
+                _READ[digest] = self.blocks
         return found
 
     def parse(self, data: bytes) -> TrustSet:

@@ -1,0 +1,107 @@
+"""A run's backups and ownership records are kept before the first store changes, made durable
+together (one flush for the run, not two fsyncs per file), the folders of the files it replaced
+are synced together once all are written and read back, and a run that fails leaves no record
+or backup of a store it never wrote."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from storesync import fsio, state
+from storesync.stores import open_store
+
+from conftest import run, storesync
+
+TARGETS = 12  # 24 records: past fsio.SYNCFS_FROM
+
+
+def sync_in_process(monkeypatch, *args) -> int:
+    from storesync.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["storesync", "sync", *map(str, args)])
+    with pytest.raises(SystemExit) as exit:
+        main()
+    return exit.value.code
+
+
+def test_the_records_and_renames_of_a_run_cost_a_flush_each_not_fsyncs_per_file(pki, tmp_path, monkeypatch):
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    source = tmp_path / "source.pem"
+    source.write_bytes(pki.ca("Records Root").pem)
+    targets = [tmp_path / f"app{n}" / "cacert.pem" for n in range(TARGETS)]
+    for t in targets:
+        t.parent.mkdir()
+    fsyncs, flushes = [], []
+    real_fsync, real_syncfs = os.fsync, fsio._syncfs
+    monkeypatch.setattr(fsio.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    monkeypatch.setattr(fsio, "_syncfs", lambda d: (flushes.append(d), real_syncfs(d))[1])
+    assert sync_in_process(monkeypatch, "--mode", "add", f"pem:{source}", *(f"pem:{t}" for t in targets)) in (0, None)
+    assert all(t.read_bytes() == source.read_bytes() for t in targets)
+    # each target's temp file before its rename; then one flush for the 2 x TARGETS records
+    # (staged, then renamed) and one for the targets' folders after the last rename
+    assert len(fsyncs) == TARGETS and len(flushes) == 3
+    for t in targets:
+        key = open_store(f"pem:{t}").spec.key
+        assert len(state.list_backups(key)) == 1 and state.load_owned(key) is not None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small tmpfs")
+def test_a_failed_run_leaves_no_record_or_backup_of_a_store_it_never_wrote(pki, tmp_path):
+    env = {**os.environ, "STORESYNC_STATE_DIR": str(tmp_path / "state")}
+    full = tmp_path / "full"
+    full.mkdir()
+    run("mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", full)
+    try:
+        second = full / "second.pem"
+        second.write_bytes(pki.ca("Full Disk Root 2").pem)
+        try:
+            (full / "filler").write_bytes(b"\0" * 65536)
+        except OSError:
+            pass  # full now
+        source = tmp_path / "source.pem"
+        source.write_bytes(pki.ca("Never Written Root").pem)
+        first, third = tmp_path / "first.pem", tmp_path / "third.pem"
+        first.write_bytes(pki.ca("First Here").pem)
+        third.write_bytes(pki.ca("Third Here").pem)
+        before = first.read_bytes(), third.read_bytes()
+        result = storesync("sync", "--mode", "add", f"pem:{source}", f"pem:{first}", f"pem:{second}",
+                           f"pem:{third}", env=env)
+        assert result.returncode == 2 and "put back" in result.stderr
+        assert (first.read_bytes(), third.read_bytes()) == before
+        assert list((tmp_path / "state").glob("owned/*.json")) == []
+        with_env = os.environ.get("STORESYNC_STATE_DIR")
+        os.environ["STORESYNC_STATE_DIR"] = env["STORESYNC_STATE_DIR"]
+        try:
+            assert state.list_backups(open_store(f"pem:{third}").spec.key) == []  # never written
+            assert len(state.list_backups(open_store(f"pem:{first}").spec.key)) == 1  # written, put back
+        finally:
+            os.environ["STORESYNC_STATE_DIR"] = with_env
+    finally:
+        run("umount", full)
+
+
+def test_identical_bundles_are_parsed_once_per_process_and_a_damaged_copy_still_refused(pki, tmp_path, monkeypatch):
+    from storesync.stores import pem, read_store
+    from storesync.model import StoreError
+
+    monkeypatch.setattr(pem, "_READ", {}, raising=False)
+    data = pki.ca("Copy Root A").pem + pki.ca("Copy Root B").pem
+    copies = [tmp_path / f"venv{n}.pem" for n in range(3)]
+    for path in copies:
+        path.write_bytes(data)
+    parsed = []
+    real = pem.PemStore.parse
+    monkeypatch.setattr(pem.PemStore, "parse", lambda self, d: (parsed.append(self.path), real(self, d))[1])
+    sets = [read_store(open_store(f"pem:{path}")) for path in copies]
+    assert len(parsed) == 1 and all(s.keys() == sets[0].keys() and len(s) == 2 for s in sets)
+    damaged = tmp_path / "damaged.pem"
+    damaged.write_bytes(data[:-40])  # another digest: parsed, and refused as before
+    with pytest.raises(StoreError, match="no matching END"):
+        read_store(open_store(f"pem:{damaged}"))
+    key = tmp_path / "key.pem"
+    key.write_bytes(data + b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(StoreError, match="private key"):
+        read_store(open_store(f"pem:{key}"))
