@@ -26,18 +26,23 @@ def rebuild(tmp: Path, local: Path) -> Path:
     return etc / "ca-certificates.crt"
 
 
+def corp_setup(tmp_path: Path, pki, name: str) -> tuple:
+    """A root (written as the sync's source), a leaf it signed, and an empty local folder."""
+    corp = pki.ca(name)
+    source, leaf_pem = tmp_path / "corp.pem", tmp_path / "leaf.pem"
+    corp.write(source)
+    pki.leaf("leaf.test", corp).write(leaf_pem)
+    local = tmp_path / "local"
+    local.mkdir()
+    return corp, source, leaf_pem, local
+
+
 def verifies(bundle: Path, leaf: Path) -> bool:
     return run("openssl", "verify", "-CAfile", bundle, leaf, check=False).returncode == 0
 
 
 def test_update_ca_certificates_trusts_what_anchors_writes_and_forgets_what_it_removes(tmp_path, pki):
-    corp = pki.ca("Corp Anchor Root")
-    leaf = pki.leaf("leaf.test", corp)
-    source, leaf_pem = tmp_path / "corp.pem", tmp_path / "leaf.pem"
-    corp.write(source)
-    leaf.write(leaf_pem)
-    local = tmp_path / "local"
-    local.mkdir()
+    corp, source, leaf_pem, local = corp_setup(tmp_path, pki, "Corp Anchor Root")
     pki.ca("Other Local Root").write(local / "other.crt")  # the rebuild writes no bundle from an empty folder
 
     assert not verifies(rebuild(tmp_path, local), leaf_pem)
@@ -127,13 +132,7 @@ def test_a_root_in_a_bundle_file_is_named_in_a_warning(tmp_path, pki):
     """Debian's rebuild trusts every certificate of a `.crt` holding several; storesync reads
     and writes one-certificate files only, so a remove cannot take the root out of such a file:
     the run must say so (the rebuild below still trusts it), never report it gone in silence."""
-    corp = pki.ca("Corp Bundled Root")
-    leaf = pki.leaf("leaf.test", corp)
-    source, leaf_pem = tmp_path / "corp.pem", tmp_path / "leaf.pem"
-    corp.write(source)
-    leaf.write(leaf_pem)
-    local = tmp_path / "local"
-    local.mkdir()
+    corp, source, leaf_pem, local = corp_setup(tmp_path, pki, "Corp Bundled Root")
     (local / "bundle.crt").write_bytes(corp.pem + pki.ca("Other Bundled Root").pem)
     assert verifies(rebuild(tmp_path, local), leaf_pem)
 
@@ -147,13 +146,7 @@ def test_a_pem_file_debian_ignores_does_not_count_as_trusted(tmp_path, pki):
     """Debian's rebuild takes `*.crt` only: a root lying in the folder as `corp.pem` is not
     trusted by the system, so an add must still write it as a `.crt` (checked by the rebuild),
     never say "in sync"; the `.pem` is named in a warning and left alone."""
-    corp = pki.ca("Corp Pem Root")
-    leaf = pki.leaf("leaf.test", corp)
-    source, leaf_pem = tmp_path / "corp.pem", tmp_path / "leaf.pem"
-    corp.write(source)
-    leaf.write(leaf_pem)
-    local = tmp_path / "local"
-    local.mkdir()
+    corp, source, leaf_pem, local = corp_setup(tmp_path, pki, "Corp Pem Root")
     pki.ca("Other Local Root").write(local / "other.crt")
     corp.write(local / "corp.pem")
     assert not verifies(rebuild(tmp_path, local), leaf_pem)

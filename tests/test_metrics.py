@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -42,6 +43,17 @@ def start_with_metrics(daemons, tmp_path, config, port) -> Daemon:
     d.started()
     until(lambda: scrape(port), what="the metrics endpoint")
     return d
+
+
+def fleet_agent(daemons, tmp_path: Path, fleet, target: str) -> int:
+    """A daemon mirroring the fleet's tuf: source into `target`, polling every second (its
+    config: tmp_path/node.toml), with --metrics on a free port (returned)."""
+    config = tmp_path / "node.toml"
+    config.write_text(f'[profile.fleet]\nmode = "mirror"\nsource = {json.dumps(fleet.spec(timeout=1))}\n'
+                      f'targets = [{json.dumps(target)}]\npoll = 1\n')
+    port = free_port()
+    start_with_metrics(daemons, tmp_path, config, port)
+    return port
 
 
 def test_metrics_follow_a_real_change_while_the_daemon_runs(pki, tmp_path, daemons, state_dir):
@@ -128,11 +140,7 @@ def test_a_tuf_source_shows_its_policy_version_and_goes_stale_when_its_server_fa
     server = fleet.serve(controlled=True)
     try:
         target = tmp_path / "node.pem"
-        config = tmp_path / "node.toml"
-        config.write_text(f'[profile.fleet]\nmode = "mirror"\nsource = {json.dumps(fleet.spec(timeout=1))}\n'
-                          f'targets = [{json.dumps(f"pem:{target}?format=trusted")}]\npoll = 1\n')
-        port = free_port()
-        start_with_metrics(daemons, tmp_path, config, port)
+        port = fleet_agent(daemons, tmp_path, fleet, f"pem:{target}?format=trusted")
         fresh = until(lambda: (s := scrape(port)) and value(s, "storesync_policy_version", profile="fleet") and s,
                       what="the policy version")
         first = value(fresh, "storesync_policy_version", profile="fleet")
@@ -155,7 +163,7 @@ def test_a_tuf_source_shows_its_policy_version_and_goes_stale_when_its_server_fa
         time.sleep(1.5)
         assert value(scrape(port), "storesync_source_verified_age_seconds", profile="fleet") >= 1
 
-        report = json.loads(storesync("status", "--json", "--config", config).stdout)
+        report = json.loads(storesync("status", "--json", "--config", tmp_path / "node.toml").stdout)
         fleet_status = report["daemon"]["status"]["profiles"]["fleet"]
         source = fleet_status["source"]
         assert source["stale"] is True and source["version"] == first + 1 and "500" in source["reason"]
@@ -213,11 +221,7 @@ def test_a_tuf_source_never_verified_is_stale_with_no_version(tmp_path, cas_flee
     server.mode = "500"
     try:
         target = tmp_path / "node.pem"
-        config = tmp_path / "node.toml"
-        config.write_text(f'[profile.fleet]\nmode = "mirror"\nsource = {json.dumps(fleet.spec(timeout=1))}\n'
-                          f'targets = [{json.dumps(f"pem:{target}")}]\npoll = 1\n')
-        port = free_port()
-        start_with_metrics(daemons, tmp_path, config, port)
+        port = fleet_agent(daemons, tmp_path, fleet, f"pem:{target}")
         seen = until(lambda: (s := scrape(port)) and value(s, "storesync_source_stale", profile="fleet") == 1 and s,
                      what="the stale gauge")
         assert value(seen, "storesync_last_exit_code", profile="fleet") == 2
@@ -239,18 +243,14 @@ def test_a_held_back_policy_is_not_reported_as_the_version_applied(tmp_path, cas
     fleet.serve(controlled=True)
     try:
         target = tmp_path / "node.pem"
-        config = tmp_path / "node.toml"
-        config.write_text(f'[profile.fleet]\nmode = "mirror"\nsource = {json.dumps(fleet.spec(timeout=1))}\n'
-                          f'targets = [{json.dumps(f"pem:{target}?format=trusted")}]\npoll = 1\n')
-        port = free_port()
-        start_with_metrics(daemons, tmp_path, config, port)
+        port = fleet_agent(daemons, tmp_path, fleet, f"pem:{target}?format=trusted")
         first = until(lambda: value(scrape(port), "storesync_policy_version", profile="fleet"), what="the version")
         assert fleet.publish(policy_v(tmp_path, cas_fleet, 3, "v2"), "--force").returncode == 0
         until(lambda: value(scrape(port), "storesync_last_exit_code", profile="fleet") == 3, what="the hold")
         samples = scrape(port)
         assert value(samples, "storesync_store_anchors", profile="fleet", store=f"pem:{target}?format=trusted") == 5
         assert value(samples, "storesync_policy_version", profile="fleet") == first, "v2 was held back, not applied"
-        report = json.loads(storesync("status", "--json", "--config", config).stdout)
+        report = json.loads(storesync("status", "--json", "--config", tmp_path / "node.toml").stdout)
         source = report["daemon"]["status"]["profiles"]["fleet"]["source"]
         assert source["version"] == first + 1 and source["applied"] == first, source
     finally:
