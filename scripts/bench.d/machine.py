@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from _timing import BUNDLE, STORESYNC, side_by_side  # noqa: E402
-from daemon import Log  # noqa: E402
+from daemon import Log, extra_ca  # noqa: E402
 
 PROFILES, JDKS, VENVS = 20, 10, 10
 APPEARING = 5  # JDKs copied in while the daemon runs
@@ -37,20 +37,7 @@ env = {**os.environ, "STORESYNC_STATE_DIR": str(state_dir)}
 
 
 def corp_root(path: Path) -> Path:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "storesync bench corp root")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1616).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    path.write_bytes(extra_ca())  # the daemon part's extra root: a private CA no store holds
     return path
 
 
