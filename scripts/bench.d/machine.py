@@ -6,7 +6,6 @@ until its cacerts holds the root, and its CPU time idle for a minute (/proc/PID/
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
