@@ -180,3 +180,19 @@ def test_a_target_with_nothing_to_hold_is_still_created(pki, tmp_path, kind, nam
     assert storesync("diff", f"pem:{source}?format=trusted", target).returncode == 0
     again = storesync("sync", f"pem:{source}?format=trusted", target)
     assert again.returncode == 0 and "in sync" in again.stdout, again.stdout
+
+
+@pytest.mark.parametrize("spec", ["pem:{out}?purpse=any", "dir:{ca}?link=both", "pem:{out}?links=both"])
+def test_an_option_the_kind_does_not_have_is_an_error_not_a_default(stores, tmp_path, spec):
+    """A typo in an option (purpse=, link=) or another kind's option used to be ignored, so the
+    default was silently taken: the sync now stops before reading anything."""
+    source, targets, cas = stores
+    spec = spec.format(out=tmp_path / "out.pem", ca=tmp_path / "ca")
+    before = snapshot(tmp_path)
+    result = storesync("sync", f"pem:{source}", spec)
+    assert result.returncode == 2
+    name = spec.partition("?")[2].partition("=")[0]
+    assert f"have no option {name}=" in result.stderr and "correct the spec" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert snapshot(tmp_path) == before
+    assert storesync("sync", f"pem:{source}", spec.partition("?")[0] + "?purpose=server-auth").returncode == 0

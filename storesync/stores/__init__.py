@@ -155,16 +155,25 @@ def read_store(store: "Store") -> TrustSet:
                           "read from it: restore it (storesync rollback) or regenerate it") from None
 
 
+COMMON_OPTIONS = ("purpose", "max-removal-share")
+
+
 class Store:
     """One concrete place that holds trust. Subclasses implement read and write."""
 
     kind: str  # set by each kind
     capabilities: Capabilities = Capabilities()
     reader = "openssl"  # which programs read it: what they cannot load is not written (storesync.loadable)
+    options: tuple[str, ...] = ()  # what `?option=` the kind understands, besides COMMON_OPTIONS
 
     def __init__(self, spec: StoreSpec):
         self.spec = spec
         self.path = spec.path
+        unknown = [name for name in spec.options if name not in COMMON_OPTIONS and name not in self.options]
+        if unknown:  # a typo would otherwise be a default silently taken
+            known = ", ".join(f"{name}=" for name in (*self.options, *COMMON_OPTIONS))
+            raise StoreError(f"{spec}: {self.kind} stores have no option {unknown[0]}= (their options: {known}); "
+                             "correct the spec")
         self.warnings: list[str] = []  # filled by read(): things a person should know
         # filled by read(): certificates held in a form the store's readers may take differently,
         # which a sync writes again even when their trust is unchanged (sha256 -> why, for the plan)

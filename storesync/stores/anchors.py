@@ -28,6 +28,7 @@ OTHER_SUFFIXES = (".pem", ".cer")  # certificates Debian ignores (Fedora's takes
 
 class AnchorsStore(DirStore):
     kind = "anchors"
+    options = ()
     new_suffix = ".crt"
     capabilities = Capabilities()  # anchors only: no purposes, no distrust, no labels
 

@@ -33,6 +33,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 class DirStore(Store):
     kind = "dir"
+    options = ("links", "format")
     new_suffix = ".pem"  # of the files it names
     holds_trusted = False  # set by read: a file holds a TRUSTED CERTIFICATE block
 

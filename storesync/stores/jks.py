@@ -212,6 +212,7 @@ def trusted_record(alias: str, cert_der: bytes, timestamp: int = FIXED_TIMESTAMP
 
 class JksStore(FileStore):
     kind = "jks"
+    options = ("password-file", "aliases")
     reader = "java"
     capabilities = CAPABILITIES
 

@@ -385,6 +385,7 @@ class CertObject:
 
 class NssStore(Store):
     kind = "nss"
+    options = ("password-file", "builtins")
     reader = "nss"
     capabilities = Capabilities(purposes=True, distrust=True, distrust_after=True, labels=True)
 

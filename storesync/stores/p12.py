@@ -336,6 +336,7 @@ def render_pfx(content_infos: list[bytes], mac: tuple[str, int, bytes] | None) -
 
 class P12Store(FileStore):
     kind = "p12"
+    options = ("password-file", "protect", "aliases")
     reader = "java"
     capabilities = CAPABILITIES
 

@@ -32,6 +32,7 @@ _ARMOR = re.compile(rb"-----BEGIN PKCS7-----\s*(.*?)-----END PKCS7-----", re.S)
 
 class P7bStore(FileStore):
     kind = "p7b"
+    options = ("format",)
     capabilities = Capabilities()
 
     def parse(self, data: bytes) -> TrustSet:

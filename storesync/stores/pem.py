@@ -45,6 +45,7 @@ def speaks_trusted(store) -> bool:
 
 class PemStore(FileStore):
     kind = "pem"
+    options = ("format", "comments")
     holds_trusted = False  # set by parse: a TRUSTED CERTIFICATE block was read
     blocks: list[tuple[int, bytes]] = []  # set by parse: (1 if TRUSTED, bytes) per entry, for `cached_entry`
 

@@ -344,6 +344,7 @@ def state_after_import(reg: RegFile) -> list[CertKey]:
 
 class RegStore(FileStore):
     kind = "reg"
+    options = ("hive", "base", "store")
     reader = "crypt32"
     capabilities = _CAPS
 

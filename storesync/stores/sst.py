@@ -94,6 +94,7 @@ def read_sst(data: bytes) -> SstFile:
 
 class SstStore(FileStore):
     kind = "sst"
+    options = ("role",)
     reader = "crypt32"
 
     def __init__(self, spec):

@@ -105,6 +105,7 @@ def stale_text(fresh: dict) -> str:
 
 class TufStore(Store):
     kind = "tuf"
+    options = ("root", "name", "timeout")
     reader = "openssl"
 
     def __init__(self, spec: StoreSpec):
