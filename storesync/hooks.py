@@ -29,6 +29,7 @@ class HookRun:
         self.output = ""
         self.seconds = 0.0
         self.user: str | None = None  # run as the store's owner (root writing a user's store)
+        self.retry = False  # run again because it failed at an earlier run, not for a change of this one
 
     @property
     def command(self) -> str:
@@ -52,13 +53,14 @@ class HookRun:
         """One sentence for a failed hook: the store, the command, what to do."""
         if self.ok:
             return None
-        return (f"{self.store}: written, but its on-change hook `{self.command}` failed ({self.outcome()}); "
-                "the write stands: fix the hook and run it by hand")
+        failed = "failed again" if self.retry else "failed"
+        return (f"{self.store}: written, but its on-change hook `{self.command}` {failed} ({self.outcome()}); "
+                "the write stands: fix the hook, and the next run runs it again")
 
     def to_json(self) -> dict:
         return {"store": self.store, "argv": self.argv, "exit_code": self.exit_code, "timed_out": self.timed_out,
                 "error": self.error, "seconds": round(self.seconds, 3), "output": self.output, "user": self.user,
-                "ok": self.ok}
+                "ok": self.ok, "retry": self.retry}
 
 
 def run_hook(store: str, argv: list[str], path: Path, timeout: float = DEFAULT_TIMEOUT,

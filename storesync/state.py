@@ -218,6 +218,34 @@ def touched_since(spec: str, backup_id: str) -> set[str] | None:
     return touched
 
 
+# --- hooks that failed: run again by the next run that finds the store as wanted ----------
+
+
+def _hook_path(spec: str) -> Path:
+    return state_dir() / "hooks" / f"{_key(spec)}.json"
+
+
+def hook_failed(spec: str, argv: list[str]) -> bool:
+    """Did this store's hook, this very command, fail at its last run?"""
+    try:
+        return json.loads(_hook_path(spec).read_text()).get("argv") == list(argv)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def note_hook(spec: str, argv: list[str], ok: bool) -> None:
+    path = _hook_path(spec)
+    try:
+        if ok:
+            path.unlink(missing_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            atomic_write(path, json.dumps({"argv": list(argv), "failed": datetime.now(timezone.utc).isoformat()}).encode(),
+                         mode=0o600)
+    except OSError:
+        pass  # then the next run does not retry it; the failure was reported all the same
+
+
 # --- ownership: what storesync last wrote in a store, to tell what others changed since ------
 
 PREFIX = 16  # hex digits of a SHA-256 kept per certificate of the full set: enough to tell it apart

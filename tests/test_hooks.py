@@ -85,7 +85,25 @@ def test_failing_hook_exits_2_and_the_nss_store_stays_written(tmp_path, env, pki
     assert "Hooked NSS Root" in run("certutil", "-L", "-d", f"sql:{db}").stdout.decode()  # the write stands
     assert runs(tmp_path) == [f"nss:{db}"]
     assert "    | hello from the hook" in result.stdout  # a failed hook's output is shown
-    assert storesync("sync", "--config", cfg, env=env).returncode == 0  # in sync now: no hook, no failure
+
+
+def test_a_failed_hook_runs_again_at_the_next_run_until_it_succeeds(tmp_path, env, pki):
+    """The reload a failed hook was to do has not happened: a no-op used to leave it so for good."""
+    source = tmp_path / "source.pem"
+    source.write_bytes(pki.ca("Retried Hook Root").pem)
+    target = tmp_path / "target.pem"
+    hook = marker_hook(tmp_path, exit_code=3)
+    cfg = config(tmp_path, source, f"pem:{target}", [str(hook)])
+    assert storesync("sync", "--config", cfg, env=env).returncode == 2
+    assert storesync("sync", "--config", cfg, "--dry-run", env=env).returncode == 0  # a dry run runs nothing
+    again = storesync("sync", "--config", cfg, env=env)
+    assert again.returncode == 2 and "failed again (exit 3" in again.stderr and "next run runs it again" in again.stderr
+    assert runs(tmp_path) == [f"pem:{target}"] * 2
+    hook.write_text(hook.read_text().replace("exit 3", "exit 0"))  # the administrator fixes it
+    fixed = json.loads(storesync("sync", "--config", cfg, "--json", env=env).stdout)[0]
+    assert fixed["exit_code"] == 0 and fixed["hooks"][0]["retry"] is True and fixed["hooks"][0]["ok"]
+    assert storesync("sync", "--config", cfg, env=env).stdout.count("on-change") == 0  # done: not run again
+    assert runs(tmp_path) == [f"pem:{target}"] * 3
 
 
 def test_hook_not_found_exits_2_with_the_pem_written(tmp_path, env, pki):
@@ -100,8 +118,8 @@ def test_hook_not_found_exits_2_with_the_pem_written(tmp_path, env, pki):
     assert data["hooks"][0]["error"].startswith("command not found") and data["exit_code"] == 2
     subject = run("openssl", "x509", "-in", target, "-noout", "-subject").stdout.decode()
     assert "Missing Hook Root" in subject
-    text = storesync("sync", "--config", cfg, env=env)  # in sync: nothing runs, all is well
-    assert text.returncode == 0
+    text = storesync("sync", "--config", cfg, env=env)  # in sync, but the hook has still not run
+    assert text.returncode == 2 and "failed again (not run: command not found" in text.stderr
 
 
 def test_hook_timeout_kills_it_and_its_children(tmp_path, env, pki):

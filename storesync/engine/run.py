@@ -319,18 +319,26 @@ def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope
 
 def run_hooks(results: list[Result]) -> None:
     """Each changed store's on-change hook, once per run of these profiles, after all their
-    writes stood (none for a rolled-back profile, a dry run or a no-op)."""
+    writes stood (none for a rolled-back profile, a dry run or a no-op). A hook that failed is
+    run again by the next run that finds its store as wanted: the change it was to announce
+    (a reload) has not happened yet."""
     done = set()
-    for result, outcome in ((r, o) for r in results for o in r.changed):
-        argv = outcome.ref.on_change if outcome.ref else None
+    for result, outcome in ((r, o) for r in results if not r.dry_run for o in r.outcomes):
+        argv = outcome.ref.on_change if outcome.ref and outcome.store else None
         if not argv or (outcome.store.spec.key, tuple(argv)) in done:
+            continue
+        key = outcome.store.spec.key
+        retry = not outcome.written and outcome.plan is not None and outcome.plan.empty and not outcome.error
+        if not outcome.written and not (retry and state.hook_failed(key, argv)):
             continue
         from storesync.hooks import DEFAULT_TIMEOUT, run_hook  # only when a hook runs
 
-        done.add((outcome.store.spec.key, tuple(argv)))
+        done.add((key, tuple(argv)))
         timeout = float(outcome.ref.options.get("on-change-timeout", DEFAULT_TIMEOUT))
         outcome.hook = run_hook(outcome.spec, argv, outcome.store.path, timeout,
                                 {"STORESYNC_STORE": outcome.spec, "STORESYNC_PROFILE": result.profile})
+        outcome.hook.retry = retry
+        state.note_hook(key, argv, outcome.hook.ok)
 
 
 def _guard(profile: Profile, outcomes: list[Outcome]) -> None:
