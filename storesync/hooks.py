@@ -102,13 +102,60 @@ def run_hook(store: str, argv: list[str], path: Path, timeout: float = DEFAULT_T
             hook.exit_code = child.wait(timeout)
         except subprocess.TimeoutExpired:
             hook.timed_out = True
-            try:
-                os.killpg(child.pid, signal.SIGKILL)  # the hook and whatever it started
-            except OSError:
-                pass
+            _kill_tree(child.pid)
             child.wait()
         hook.seconds = timeout if hook.timed_out else time.monotonic() - start
         out.seek(0, os.SEEK_END)
         out.seek(max(0, out.tell() - OUTPUT_KEPT))
         hook.output = out.read().decode(errors="replace")
     return hook
+
+
+def _kill_tree(pid: int) -> None:
+    """Kill the hook and everything it started: its process group, and the descendants that left
+    it (`setsid`), found by parent pid. They are stopped first, until no new one appears, so
+    none can fork away between the listing and the kill."""
+    try:
+        os.killpg(pid, signal.SIGSTOP)
+    except OSError:
+        pass
+    tree: set[int] = set()
+    while True:
+        found = _descendants(pid) - tree
+        if not found:
+            break
+        tree |= found
+        for each in found:
+            _signal(each, signal.SIGSTOP)
+    for each in tree | {pid}:
+        _signal(each, signal.SIGKILL)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])  # the name may hold spaces and ')'
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass  # gone already

@@ -139,6 +139,25 @@ def test_hook_timeout_kills_it_and_its_children(tmp_path, env, pki):
     assert not child.exists()  # the hook's own children went with it
 
 
+def test_hook_timeout_kills_a_child_that_left_its_session(tmp_path, env, pki):
+    """`setsid` takes a child out of the hook's process group, which the kill used to reach alone."""
+    source = tmp_path / "source.pem"
+    source.write_bytes(pki.ca("Setsid Hook Root").pem)
+    pidfile = tmp_path / "escaper.pid"
+    hook = ["sh", "-c", f"setsid sleep 300 & echo $! > {pidfile}; sleep 30"]
+    cfg = config(tmp_path, source, f"pem:{tmp_path / 'target.pem'}", hook, extra=", on-change-timeout = 1")
+    result = storesync("sync", "--config", cfg, env=env)
+    assert result.returncode == 2 and "timed out after 1 s" in result.stderr
+    pid = int(pidfile.read_text())
+    for _ in range(50):  # killed, then reaped by init
+        if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        raise AssertionError("the setsid child outlived the hook's time-out")
+
+
 def test_hook_output_is_bounded(tmp_path, env, pki):
     from storesync.hooks import OUTPUT_KEPT
 
