@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storesync.config import SELECTORS
+from storesync.fsio import at_root, in_root, machine_root, set_root  # noqa: F401 - the machine root lives low: stores follow links under it
 from storesync.model import DISTRUSTED, TRUSTED, StoreError
 from storesync.stores import StoreSpec, read_store
 from storesync.stores.nss import NssStore
@@ -55,28 +56,6 @@ FIXED_DATABASES = [
     ("chromium-snap", "snap/chromium/current/.pki/nssdb"),
 ]
 SYSTEM_DATABASES = [("system", "/etc/pki/nssdb")]
-
-_root: Path | None = None  # --root; else $STORESYNC_ROOT
-
-
-def set_root(root: str | os.PathLike | None) -> None:
-    global _root
-    _root = Path(root) if root else None
-
-
-def machine_root() -> Path | None:
-    """The directory the machine's paths are under (None: /): --root, else $STORESYNC_ROOT."""
-    if _root is not None:
-        return _root
-    env = os.environ.get("STORESYNC_ROOT")
-    return Path(env) if env else None
-
-
-def at_root(path: str | os.PathLike) -> Path:
-    """`path` of the machine, under its root."""
-    root = machine_root()
-    return Path(path) if root is None else root / str(path).lstrip("/")
-
 
 
 
@@ -302,38 +281,6 @@ def java_stores(paths: dict[str, list] | None = None) -> list[Found]:
         if path is not None and path.exists():
             found.append(Found(f"{_java_kind(path)}:{path}", what))
     return found
-
-
-def in_root(path: Path) -> Path | None:
-    """Under a machine root, `path` with its links followed as that machine follows them: an
-    absolute target is under the root (Debian's JDKs link `cacerts` to /etc/ssl/certs/java/cacerts,
-    which is the root's, never this machine's). None: it leads nowhere there."""
-    root = machine_root()
-    if root is None or not os.path.islink(path) and os.path.realpath(path) == os.path.abspath(path):
-        return path
-    base = Path(os.path.abspath(root))
-    try:
-        todo = list(Path(os.path.abspath(path)).relative_to(base).parts)
-    except ValueError:
-        return path  # not under the root (a --java-home is taken as given)
-    current, hops = base, 0
-    while todo:
-        part = todo.pop(0)
-        if part == "..":
-            current = current.parent if current != base else base
-            continue
-        step = current / part
-        if not step.is_symlink():
-            current = step
-            continue
-        hops += 1
-        if hops > 40:
-            return None
-        target = os.readlink(step)
-        if target.startswith("/"):
-            current = base
-        todo = [p for p in Path(target).parts if p not in ("/", ".")] + todo
-    return current if current.exists() else None
 
 
 def _new(found: Found, seen: set[str]) -> bool:

@@ -3,7 +3,8 @@
 Atomic replace (temp file beside the target, fsync, rename) keeping mode and owner; many files
 made durable together (one syncfs from SYNCFS_FROM files on: a directory's, or one run's records); compare-and-swap
 replace; temp-file naming and the cleanup of dead runs' temp files; a file's version stamp; and
-running a write as the file's owner.
+running a write as the file's owner; and the machine root (`--root`), under which links are
+followed as that machine follows them.
 """
 
 from __future__ import annotations
@@ -337,3 +338,59 @@ def run_as(owner: tuple[int, int], fn, failed) -> None:
     message = pickle.loads(data) if data else "the writer process died"
     if status != 0 or message is not None:
         raise failed(str(message))
+
+
+# --- the machine root: --root DIR re-bases the paths of the machine (storesync.discover) ---
+
+_root: Path | None = None  # --root; else $STORESYNC_ROOT
+
+
+def set_root(root: str | os.PathLike | None) -> None:
+    global _root
+    _root = Path(root) if root else None
+
+
+def machine_root() -> Path | None:
+    """The directory the machine's paths are under (None: /): --root, else $STORESYNC_ROOT."""
+    if _root is not None:
+        return _root
+    env = os.environ.get("STORESYNC_ROOT")
+    return Path(env) if env else None
+
+
+def at_root(path: str | os.PathLike) -> Path:
+    """`path` of the machine, under its root."""
+    root = machine_root()
+    return Path(path) if root is None else root / str(path).lstrip("/")
+
+
+def in_root(path: Path) -> Path | None:
+    """Under a machine root, `path` with its links followed as that machine follows them: an
+    absolute target is under the root (Debian's JDKs link `cacerts` to /etc/ssl/certs/java/cacerts,
+    which is the root's, never this machine's). None: it leads nowhere there."""
+    root = machine_root()
+    if root is None or not os.path.islink(path) and os.path.realpath(path) == os.path.abspath(path):
+        return path
+    base = Path(os.path.abspath(root))
+    try:
+        todo = list(Path(os.path.abspath(path)).relative_to(base).parts)
+    except ValueError:
+        return path  # not under the root (a --java-home is taken as given)
+    current, hops = base, 0
+    while todo:
+        part = todo.pop(0)
+        if part == "..":
+            current = current.parent if current != base else base
+            continue
+        step = current / part
+        if not step.is_symlink():
+            current = step
+            continue
+        hops += 1
+        if hops > 40:
+            return None
+        target = os.readlink(step)
+        if target.startswith("/"):
+            current = base
+        todo = [p for p in Path(target).parts if p not in ("/", ".")] + todo
+    return current if current.exists() else None

@@ -471,3 +471,24 @@ def test_an_nss_database_that_cannot_be_written_says_what_to_do(machine, corp):
     assert f"nss store {machine.chromium}: cannot write" in line, line
     assert "make it writable by its owner or leave it out of the targets" in line, line
     assert "Corp Selector Root" not in certutil_list(machine.chromium)
+
+
+def test_a_hashed_folder_under_a_root_follows_its_absolute_links_inside_it(tmp_path, pki):
+    """Debian's /etc/ssl/certs holds `NAME.pem -> /usr/share/ca-certificates/...`: under a root
+    the link means the root's file. It was followed on this machine (here: to nothing)."""
+    host = tmp_path / "host"
+    ca = pki.ca("Rooted Link Root")
+    real = host / "opt/storesync-rooted-only/rooted.crt"
+    assert not Path("/opt/storesync-rooted-only").exists()
+    real.parent.mkdir(parents=True)
+    real.write_bytes(ca.pem)
+    certs = host / "etc/ssl/certs"
+    certs.mkdir(parents=True)
+    (certs / "rooted.pem").symlink_to("/opt/storesync-rooted-only/rooted.crt")
+    digest = run("openssl", "x509", "-hash", "-noout", "-in", str(real)).stdout.decode().strip()
+    (certs / f"{digest}.0").symlink_to("rooted.pem")
+    source = tmp_path / "source.pem"
+    source.write_bytes(ca.pem)
+    result = storesync("sync", "--dry-run", "--root", host, f"pem:{source}", f"dir:{certs}")
+    assert result.returncode == 0, result.stdout + result.stderr  # in sync: the folder holds it, through its link
+    assert storesync("sync", "--dry-run", f"pem:{source}", f"dir:{certs}").returncode == 1  # without the root: dangling

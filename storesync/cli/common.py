@@ -34,10 +34,10 @@ def fail(message: str) -> NoReturn:
 def use_root(root) -> None:
     """Find the machine's stores under `root` (else $STORESYNC_ROOT): a mistyped one is an
     error, not an empty machine."""
-    from storesync import discover
+    from storesync import fsio
 
-    discover.set_root(root)
-    where = discover.machine_root()
+    fsio.set_root(root)
+    where = fsio.machine_root()
     if where is not None and not where.is_dir():
         given = "--root" if root else "$STORESYNC_ROOT"
         fail(f"{given} {where}: no such directory; give the folder the machine's files are under "

@@ -53,6 +53,8 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
             where = loaded.path or "no config file found"
             fail(f"no profile {profile!r} in {where}" if profile else f"no profiles to run ({where}); "
                  "name a SOURCE and TARGETs, or write a config file (see the README)")
+    if root is not None:
+        use_root(root)  # stores under it follow their links inside it, as that machine does
     if any(ref.selector for p in profiles for ref in p.stores):
         from storesync import discover
 

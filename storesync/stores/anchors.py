@@ -54,7 +54,7 @@ class AnchorsStore(DirStore):
                                      "rename it to .crt to have it managed")
             if name.startswith(".") or not name.endswith(SUFFIXES) or not item.is_file():
                 continue
-            entry = self._read_file(item, cache)
+            entry = self._read_file(name, item.path, cache)
             if entry is None:
                 continue  # a bundle or an empty file: not one anchor, left alone
             holders = self._files.setdefault(entry.sha256, [])

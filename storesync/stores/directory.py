@@ -20,7 +20,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from storesync.fsio import atomic_write_many, fsync_dir, stat_version, temp_beside
+from storesync.fsio import atomic_write_many, fsync_dir, in_root, machine_root, stat_version, temp_beside
 from storesync.model import Capabilities, Entry, TrustSet
 from storesync.stores import Store, StoreSpec
 from storesync.statcache import StatCache, stamp
@@ -73,9 +73,12 @@ class DirStore(Store):
                 self._links[name] = os.readlink(item.path) if item.is_symlink() else None  # None: a copy
                 if item.is_symlink():
                     continue  # its target is read on its own (or is dangling, and gets mended)
-            if not item.is_file():
+            path = item.path
+            if item.is_symlink() and machine_root() is not None:  # --root: where that machine's link leads
+                path = in_root(Path(path))
+            if path is None or not os.path.isfile(path):
                 continue  # a subdirectory or a dangling link: not ours
-            entry = self._read_file(item, cache)
+            entry = self._read_file(name, path, cache)
             if entry is None:
                 continue
             holders = self._files.setdefault(entry.sha256, [])
@@ -86,16 +89,16 @@ class DirStore(Store):
         cache.save()
         return TrustSet(entries)
 
-    def _read_file(self, item: os.DirEntry, cache: StatCache) -> Entry | None:
+    def _read_file(self, name: str, path: str | Path, cache: StatCache) -> Entry | None:
         try:
-            known = cache.get(item.name, stamp(item.stat()))
+            known = cache.get(name, stamp(os.stat(path)))
         except OSError:
             known = None  # reading it says why
         if known is not None:
             ((trusted, raw),) = known
             self.holds_trusted |= bool(trusted)
             return cached_entry(trusted, raw)
-        path = Path(item.path)
+        path = Path(path)
         try:
             with open(path, "rb") as file:
                 data = file.read()
@@ -111,7 +114,7 @@ class DirStore(Store):
                 self._bundled(path, len(found))
             return None  # a bundle or an empty file inside the directory: left alone
         if not bundle.warnings:
-            cache.put_stat(item.name, st, bundle.blocks)
+            cache.put_stat(name, st, bundle.blocks)
         (entry,) = found.values()
         return entry
 
