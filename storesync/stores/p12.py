@@ -372,7 +372,7 @@ class P12Store(FileStore):
     def _anchor(self, bag: Bag, report: bool) -> Entry | None:
         name = repr(bag.alias) if bag.alias is not None else "without a name"
         if bag.java_trusted:
-            cert = Certificate(bag.cert)
+            cert = self.certificate(bag.cert)
             try:
                 cert.fields
             except der.DERError as exc:

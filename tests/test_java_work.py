@@ -1,0 +1,91 @@
+"""Work a one-shot sync into a Java store no longer does (issue 18), counted, not timed: the
+exit scanning every object the run made for cycles, and the read-back parsing again the
+certificates it has just written. What is checked stays checked: the read-back still reads
+the file and verifies its integrity hash or MAC, and a damaged write is still caught."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from storesync.engine import run as engine
+from storesync.model import Certificate
+from storesync.stores.jks import integrity_hash
+
+
+def test_a_one_shot_sync_leaves_the_exit_nothing_to_scan(tmp_path, pki):
+    """At the end of a quick command the objects the run made are frozen: Python's exit
+    collection has (almost) nothing left to traverse."""
+    source = tmp_path / "roots.pem"
+    source.write_bytes(b"".join(pki.ca(f"Exit Root {n}").pem for n in range(20)))
+    probe = ("import gc, sys\n"
+             f"sys.argv = ['storesync', 'sync', 'pem:{source}', 'jks:{tmp_path / 'out.jks'}']\n"
+             "from storesync.cli import main\n"
+             "try:\n    main()\nexcept SystemExit as exc:\n"
+             "    print(exc.code, len(gc.get_objects()), gc.get_freeze_count(), file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env={**os.environ, "STORESYNC_STATE_DIR": str(tmp_path / "state")})
+    code, scanned, frozen = result.stderr.split()[-3:]
+    assert code == "0" and int(scanned) < 100 and int(frozen) > 10_000, result.stderr
+
+
+@pytest.fixture
+def parses(monkeypatch):
+    """The certificates whose DER is parsed (Certificate.fields computed), by SHA-256."""
+    seen = []
+    real = Certificate.__dict__["fields"].func
+
+    def counting(self):
+        seen.append(self.sha256)
+        return real(self)
+
+    from functools import cached_property
+
+    prop = cached_property(counting)
+    prop.__set_name__(Certificate, "fields")
+    monkeypatch.setattr(Certificate, "fields", prop)
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["jks", "p12"])
+def test_the_read_back_parses_no_certificate_it_wrote(kind, tmp_path, pki, parses, monkeypatch):
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    source = tmp_path / "roots.pem"
+    source.write_bytes(b"".join(pki.ca(f"Read-back Root {n}").pem for n in range(5)))
+    checked = []
+    real = engine._check_written
+    monkeypatch.setattr(engine, "_check_written", lambda outcome: (parses.clear(), real(outcome),
+                                                                    checked.append(list(parses))))
+    from storesync.config import Profile, StoreRef
+
+    result = engine.run(Profile("cli", "mirror", [StoreRef(f"pem:{source}"), StoreRef(f"{kind}:{tmp_path / 'out'}")]))
+    assert result.error is None and result.changed
+    assert checked == [[]]  # read back, and every certificate in it was one just written: none parsed again
+
+
+def test_a_read_back_still_reads_the_file_and_checks_its_hash(tmp_path, pki, monkeypatch):
+    """A write whose bytes on disk differ from what was rendered (a flipped byte in a
+    certificate, the integrity hash made to match) fails the read-back and is rolled back."""
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    source, target = tmp_path / "roots.pem", tmp_path / "out.jks"
+    roots = [pki.ca(f"Damaged Write Root {n}") for n in range(3)]
+    source.write_bytes(b"".join(r.pem for r in roots))
+    from storesync.stores import jks
+
+    real = jks.render_jks
+
+    def damaged(version, records, password):
+        data = bytearray(real(version, records, password)[:-20])
+        where = data.find(roots[1].der[-40:])
+        data[where + 5] ^= 0xFF  # inside the signature: still a certificate, another one
+        return bytes(data) + integrity_hash(password, bytes(data))
+
+    monkeypatch.setattr(jks, "render_jks", damaged)
+    from storesync.config import Profile, StoreRef
+
+    result = engine.run(Profile("cli", "mirror", [StoreRef(f"pem:{source}"), StoreRef(f"jks:{target}")]))
+    assert "reading it back does not give the planned set" in (result.error or "")
+    assert not target.exists()  # put back as it was: absent
