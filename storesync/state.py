@@ -312,6 +312,9 @@ def drift(spec: str, now: TrustSet) -> dict | None:
 # --- locks ---------------------------------------------------------------------------------
 
 
+_NOTE = 200  # the bytes of a lock file that say who holds it
+
+
 @contextmanager
 def lock(name: str, timeout: float = 10.0) -> Iterator[None]:
     """An exclusive lock shared by the CLI and the daemon; waits up to `timeout` seconds,
@@ -333,12 +336,13 @@ def lock(name: str, timeout: float = 10.0) -> Iterator[None]:
                 break
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
-                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                    holder = os.pread(fd, _NOTE, 0).decode(errors="replace").strip() or "another process"
                     raise StoreError(f"{name} is locked by {holder}; try again when it has finished") from None
                 time.sleep(0.05)
         try:  # who holds it, for the message of a waiting run; a full disk only loses the note
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv[:3])})".encode(), 0)
+            # written over in place, padded: truncating a file the disk is still writing waits for it
+            note = f"pid {os.getpid()} ({' '.join(sys.argv[:3])})".encode()[:_NOTE]
+            os.pwrite(fd, note.ljust(_NOTE), 0)
         except OSError:
             pass
         yield

@@ -89,3 +89,22 @@ def test_a_read_back_still_reads_the_file_and_checks_its_hash(tmp_path, pki, mon
     result = engine.run(Profile("cli", "mirror", [StoreRef(f"pem:{source}"), StoreRef(f"jks:{target}")]))
     assert "reading it back does not give the planned set" in (result.error or "")
     assert not target.exists()  # put back as it was: absent
+
+
+def test_a_lock_says_who_holds_it_without_truncating_its_file(tmp_path, monkeypatch):
+    """The holder's note is written over the last one in place (a truncate of a file the disk is
+    still writing waits for the disk: milliseconds per lock); a longer old note is covered."""
+    from storesync import state
+
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    truncated = []
+    real = os.ftruncate
+    monkeypatch.setattr(os, "ftruncate", lambda *a: (truncated.append(a), real(*a))[1])
+    with state.lock("profile y"):
+        pass
+    path = next((tmp_path / "state" / "locks").glob("*.lock"))
+    path.write_bytes(b"pid 1 (an older and much longer note " + b"x" * 300 + b")")
+    monkeypatch.setattr(sys, "argv", ["storesync", "sync", "pem:a"])
+    with state.lock("profile y"):
+        note = path.read_bytes()[:200].decode().strip()
+    assert truncated == [] and note == f"pid {os.getpid()} (storesync sync pem:a)"
