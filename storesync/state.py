@@ -17,7 +17,6 @@ import re
 import sys
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from collections.abc import Iterator
 
@@ -46,6 +45,13 @@ def state_dir() -> Path:
     return Path(platformdirs.user_state_dir("storesync"))
 
 
+def utc_now(form: str) -> str:
+    """The time now in UTC as `form` (strftime's codes; %f: microseconds), without importing
+    datetime (a plain sync needs it for nothing else)."""
+    ns = time.time_ns()
+    return time.strftime(form.replace("%f", f"{ns // 1000 % 1_000_000:06d}"), time.gmtime(ns // 1_000_000_000))
+
+
 def _key(text: str) -> str:
     """A file name for a store or profile: readable, and unique by a hash of the full text."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", text)[-60:].strip("_")
@@ -65,6 +71,8 @@ def _entry_json(entry: Entry) -> dict:
 
 
 def _entry_from_json(data: dict) -> Entry:
+    from datetime import datetime
+
     return Entry(
         Certificate(base64.b64decode(data["der"])),
         trust=data["trust"],
@@ -118,7 +126,7 @@ def save_backup(spec: str, snapshot: dict[str, bytes | str | None], reason: str,
 def backup_file(spec: str, snapshot: dict[str, bytes | str | None], reason: str,
                 touched: set[str] | None = None) -> tuple[str, dict[Path, bytes]]:
     """The backup `save_backup` keeps, not yet written: (its id, {its path: its bytes})."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = utc_now("%Y%m%dT%H%M%S%fZ")
     backup_id = stamp
     files = {}
     for path, value in snapshot.items():
@@ -260,7 +268,7 @@ def owned_file(spec: str, written: dict[str, Entry | None], after: TrustSet,
             continue
         else:
             entries[sha] = {"trust": dict(entry.trust), "label": entry.display_label}
-    data = {"spec": spec, "written": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    data = {"spec": spec, "written": utc_now("%Y-%m-%dT%H:%M:%SZ"),
             "entries": entries, "all": "".join(sorted(sha[:PREFIX] for sha in after))}
     return {owned_path(spec): json.dumps(data, indent=1).encode()}
 

@@ -108,3 +108,21 @@ def test_a_lock_says_who_holds_it_without_truncating_its_file(tmp_path, monkeypa
     with state.lock("profile y"):
         note = path.read_bytes()[:200].decode().strip()
     assert truncated == [] and note == f"pid {os.getpid()} (storesync sync pem:a)"
+
+
+@pytest.mark.parametrize("kind", ["jks", "p12"])
+def test_a_one_shot_sync_into_a_java_store_imports_no_datetime(kind, tmp_path, pki):
+    """Backups and records are stamped with `time`; datetime (and math) stay unloaded."""
+    source, out = tmp_path / "roots.pem", tmp_path / f"out.{kind}"
+    source.write_bytes(pki.ca("Stamp Root").pem)
+    env = {**os.environ, "STORESYNC_STATE_DIR": str(tmp_path / "state")}
+    subprocess.run([sys.executable, "-m", "storesync", "sync", f"pem:{source}", f"jks:{tmp_path / 'warm.jks'}"],
+                   env=env, check=True, capture_output=True)  # the root's checks are remembered from here on
+    code = ("import sys; from storesync.cli import main\n"
+            f"sys.argv = ['storesync', 'sync', 'pem:{source}', '{kind}:{out}']\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+            "print(code, [m for m in ('datetime', 'cryptography', 'typing', 'dataclasses') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.split("\n")[-2] in ("0 []", "None []"), result.stdout + result.stderr
+    backups = list((tmp_path / "state" / "backups").glob("*/*.json"))
+    assert len(backups) == 2 and all(len(b.stem) == len("20261201T142014519302Z") for b in backups)
