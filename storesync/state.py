@@ -270,7 +270,7 @@ def owned_file(spec: str, written: dict[str, Entry | None], after: TrustSet,
             entries[sha] = {"trust": dict(entry.trust), "label": entry.display_label}
     data = {"spec": spec, "written": utc_now("%Y-%m-%dT%H:%M:%SZ"),
             "entries": entries, "all": "".join(sorted(sha[:PREFIX] for sha in after))}
-    return {owned_path(spec): json.dumps(data, indent=1).encode()}
+    return {owned_path(spec): json.dumps(data).encode()}  # no indent: json's C encoder then (5x quicker)
 
 
 def put_owned(spec: str, record: dict | None) -> None:
@@ -279,7 +279,7 @@ def put_owned(spec: str, record: dict | None) -> None:
         if record is None:
             owned_path(spec).unlink(missing_ok=True)
         else:
-            atomic_write(owned_path(spec), json.dumps(record, indent=1).encode(), mode=0o600)
+            atomic_write(owned_path(spec), json.dumps(record).encode(), mode=0o600)
     except OSError:
         pass  # only drift reporting suffers; the undo of the store itself goes on
 
