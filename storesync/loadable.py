@@ -173,19 +173,12 @@ def _openssl():
 def _load_libcrypto():
     import ctypes
 
-    lib = None
-    for name in ("libcrypto.so.3", "libcrypto.3.dylib", None):  # None: ask ctypes.util (it runs ldconfig: slow)
-        try:
-            if name is None:
-                import ctypes.util
+    from storesync.libcrypto import libcrypto
 
-                name = ctypes.util.find_library("crypto")
-            lib = ctypes.CDLL(name) if name else None
-            d2i, free, key, verify, clear = lib.d2i_X509, lib.X509_free, lib.X509_get0_pubkey, lib.X509_verify, lib.ERR_clear_error
-            break
-        except (OSError, AttributeError):
-            lib = None
-    if lib is None:
+    lib = libcrypto()
+    try:
+        d2i, free, key, verify, clear = lib.d2i_X509, lib.X509_free, lib.X509_get0_pubkey, lib.X509_verify, lib.ERR_clear_error
+    except AttributeError:  # none at all (None has no such attribute), or one without them
         return None
     pointer_type = ctypes.c_void_p
     d2i.restype, d2i.argtypes = pointer_type, [pointer_type, ctypes.POINTER(ctypes.c_char_p), ctypes.c_long]

@@ -10,11 +10,14 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
-from datetime import datetime
 from functools import cached_property
 from collections.abc import Iterator, Mapping
 
 from storesync import der
+
+TYPE_CHECKING = False  # typing's, without importing typing: datetime is only named here
+if TYPE_CHECKING:
+    from datetime import datetime
 
 # Purposes by name; any other purpose is spelled as its EKU OID.
 SERVER_AUTH, CLIENT_AUTH, EMAIL, CODE_SIGNING = "server-auth", "client-auth", "email", "code-signing"

@@ -5,7 +5,8 @@ schemes (RFC 7292 appendix B.2 key derivation; SHA-1 with 3DES, RC2 or RC4) for 
 PBES2 with PBKDF2-HMAC-SHA256 and AES-256-CBC for encryption, and one iteration budget:
 MAX_ITERATIONS per derivation, and, inside `budget()`, FILE_KDF_BUDGET for a whole file, so a
 hostile file cannot buy hours of CPU. PBMAC1 and key4.db's MACs use `pbkdf2` and `HMAC_PRFS`.
-`cryptography` is imported only when a cipher is used.
+AES and the PKCS#12 key derivation run in the system's libcrypto (storesync.libcrypto);
+`cryptography` is imported only for the older ciphers, or where there is no libcrypto.
 """
 
 from __future__ import annotations
@@ -92,6 +93,12 @@ def _derived(key: tuple, compute) -> bytes:
 
 def _pkcs12_kdf(hash_name: str, password: bytes, salt: bytes, purpose: int, iterations: int, n: int,
                 u: int, v: int) -> bytes:
+    return _c().pkcs12_kdf(hash_name, password, salt, purpose, iterations, n) or \
+        _pkcs12_kdf_python(hash_name, password, salt, purpose, iterations, n, u, v)
+
+
+def _pkcs12_kdf_python(hash_name: str, password: bytes, salt: bytes, purpose: int, iterations: int, n: int,
+                       u: int, v: int) -> bytes:
     def fill(data: bytes) -> bytes:
         if not data:
             return b""
@@ -117,6 +124,84 @@ def _pkcs12_kdf(hash_name: str, password: bytes, salt: bytes, purpose: int, iter
     return out[:n]
 
 
+class _C:
+    """libcrypto's PKCS#12 key derivation and AES-CBC (storesync.libcrypto): the same
+    computations as `_pkcs12_kdf_python` (10000 hashes a key, in a Python loop) and
+    `cryptography`'s AES (whose import costs more than the whole write), in C. Each returns
+    None where there is no libcrypto, or it refuses: the caller computes it the other way."""
+
+    def __init__(self):
+        import ctypes
+
+        from storesync.libcrypto import libcrypto
+
+        self.ctypes, lib = ctypes, libcrypto()
+        try:
+            self.digest, self.kdf = lib.EVP_get_digestbyname, lib.PKCS12_key_gen_uni
+            new, init, padding = lib.EVP_CIPHER_CTX_new, lib.EVP_CipherInit_ex, lib.EVP_CIPHER_CTX_set_padding
+            update, final, free = lib.EVP_CipherUpdate, lib.EVP_CipherFinal_ex, lib.EVP_CIPHER_CTX_free
+            aes = {16: lib.EVP_aes_128_cbc, 24: lib.EVP_aes_192_cbc, 32: lib.EVP_aes_256_cbc}
+            self.clear = lib.ERR_clear_error
+        except AttributeError:  # no libcrypto (None has none of these), or an unlike one
+            self.lib = None
+            return
+        self.lib, self.aes = lib, aes
+        p, i, c = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p
+        self.digest.restype, self.digest.argtypes = p, [c]
+        self.kdf.restype, self.kdf.argtypes = i, [c, i, c, i, i, i, i, c, p]
+        for f in aes.values():
+            f.restype, f.argtypes = p, []
+        new.restype, new.argtypes = p, []
+        init.restype, init.argtypes = i, [p, p, p, c, c, i]
+        padding.restype, padding.argtypes = i, [p, i]
+        update.restype, update.argtypes = i, [p, c, ctypes.POINTER(i), c, i]
+        final.restype, final.argtypes = i, [p, p, ctypes.POINTER(i)]
+        free.restype, free.argtypes = None, [p]
+        self.clear.restype, self.clear.argtypes = None, []
+        self.cipher_calls = new, init, padding, update, final, free
+
+    def pkcs12_kdf(self, hash_name: str, password: bytes, salt: bytes, purpose: int, iterations: int,
+                   n: int) -> bytes | None:
+        md = self.digest(hash_name.encode()) if self.lib else None
+        if not md:
+            return None
+        out = self.ctypes.create_string_buffer(n)
+        if self.kdf(password, len(password), salt, len(salt), purpose, iterations, n, out, md) != 1:
+            self.clear()  # leave no error queued for Python's ssl and hashlib to trip over
+            return None
+        return out.raw
+
+    def aes_cbc(self, key: bytes, iv: bytes, data: bytes, encrypt: bool) -> bytes | None:
+        """AES-CBC of whole blocks, without padding (the caller pads and unpads)."""
+        if not self.lib or len(key) not in self.aes or len(iv) != 16 or len(data) % 16:
+            return None
+        new, init, padding, update, final, free = self.cipher_calls
+        ctypes = self.ctypes
+        ctx = new()
+        if not ctx:
+            return None
+        try:
+            out, written, last = ctypes.create_string_buffer(len(data) + 16), ctypes.c_int(), ctypes.c_int()
+            if (init(ctx, self.aes[len(key)](), None, key, iv, int(encrypt)) != 1 or padding(ctx, 0) != 1
+                    or update(ctx, out, ctypes.byref(written), data, len(data)) != 1
+                    or final(ctx, ctypes.addressof(out) + written.value, ctypes.byref(last)) != 1):
+                self.clear()
+                return None
+            return out.raw[: written.value + last.value]
+        finally:
+            free(ctx)
+
+
+_c_calls: _C | None = None
+
+
+def _c() -> _C:
+    global _c_calls
+    if _c_calls is None:
+        _c_calls = _C()
+    return _c_calls
+
+
 def cipher(name: str, key: bytes, iv: bytes):
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -139,8 +224,10 @@ def _decrypt_with(name: str, key: bytes, iv: bytes, data: bytes) -> bytes:
     else:
         if name != "rc4" and len(data) % len(iv or b"x" * 8):
             raise DecryptError("the ciphertext length is not a whole number of blocks")
-        decryptor = cipher(name, key, iv).decryptor()
-        plain = decryptor.update(data) + decryptor.finalize()
+        plain = _c().aes_cbc(key, iv, data, encrypt=False) if name == "aes" else None
+        if plain is None:
+            decryptor = cipher(name, key, iv).decryptor()
+            plain = decryptor.update(data) + decryptor.finalize()
     if name == "rc4":
         return plain
     pad = plain[-1] if plain else 0
@@ -235,8 +322,11 @@ def encrypt_pbes2(plain: bytes, password: str) -> tuple[bytes, bytes]:
     iv = hashlib.sha256(b"storesync p12 iv\0" + plain).digest()[:16]
     key = _pbkdf2("sha256", password.encode("utf-8"), salt, ITERATIONS, 32)
     pad = 16 - len(plain) % 16
-    encryptor = cipher("aes", key, iv).encryptor()
-    ciphertext = encryptor.update(plain + bytes([pad]) * pad) + encryptor.finalize()
+    padded = plain + bytes([pad]) * pad
+    ciphertext = _c().aes_cbc(key, iv, padded, encrypt=True)
+    if ciphertext is None:
+        encryptor = cipher("aes", key, iv).encryptor()
+        ciphertext = encryptor.update(padded) + encryptor.finalize()
     algorithm = der.seq(
         der.encode_oid(OID_PBES2),
         der.seq(pbkdf2_algorithm(salt, ITERATIONS), der.seq(der.encode_oid(OID_AES256_CBC), der.octets(iv))),

@@ -23,7 +23,7 @@ LAYERS = [
     ["storesync.stores"],
     ["storesync.model", "storesync.pbe", "storesync.fsio", "storesync.state", "storesync.statcache", "storesync.loadable",
      "storesync.hooks"],
-    ["storesync.der", "storesync"],
+    ["storesync.der", "storesync.libcrypto", "storesync"],
 ]
 
 

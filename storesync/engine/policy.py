@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from storesync.engine.plan import Loss, Plan
 from storesync.model import TRUSTED, TrustSet
 
@@ -37,6 +35,8 @@ def select(trust_set: TrustSet, purposes: tuple[str, ...] = (), drop_expired: bo
     names (see `selected`; distrust is kept there too: a selection never widens trust)."""
     if not purposes and not drop_expired and not only:
         return trust_set
+    from datetime import datetime, timezone  # only here: a plain sync never loads datetime
+
     now = datetime.now(timezone.utc)
     kept = []
     for entry in trust_set.values():

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from storesync.fsio import CAS_ATTEMPTS, atomic_write, replace_if_unchanged, stat_version
-from storesync.model import Capabilities, Record, StoreError, TrustSet
+from storesync.model import Capabilities, Certificate, Record, StoreError, TrustSet
 
 TYPE_CHECKING = False  # typing's, without importing typing at start-up
 if TYPE_CHECKING:
@@ -178,6 +178,7 @@ class Store:
         # filled by read(): certificates held in a form the store's readers may take differently,
         # which a sync writes again even when their trust is unchanged (sha256 -> why, for the plan)
         self.rewrite: dict[str, str] = {}
+        self.known: dict[bytes, Certificate] = {}  # set by the engine's read-back: see `certificate`
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec}>"
@@ -215,6 +216,12 @@ class Store:
 
     def read(self) -> TrustSet:
         raise NotImplementedError
+
+    def certificate(self, der_bytes: bytes) -> Certificate:
+        """The certificate of DER bytes read from the store: one of `known` when these are its
+        very bytes (the engine reading back what it has just written parses none of it again),
+        else a new one."""
+        return self.known.get(der_bytes) or Certificate(der_bytes)
 
     def version(self) -> object:
         """Something that differs after any write by storesync (None: unknown). A run that read

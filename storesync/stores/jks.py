@@ -31,7 +31,7 @@ import hmac
 import struct
 
 from storesync import der
-from storesync.model import Certificate, Entry, TrustSet
+from storesync.model import Entry, TrustSet
 from storesync.stores import FileStore
 from storesync.stores._java import (
     CAPABILITIES,
@@ -252,7 +252,7 @@ class JksStore(FileStore):
         if cert_type != "X.509":
             self.warnings.append(f"{self.path}: entry {record.alias!r} holds a {cert_type} certificate; kept, not read")
             return None
-        cert = Certificate(body)
+        cert = self.certificate(body)
         try:
             cert.fields
         except der.DERError as exc:

@@ -298,13 +298,14 @@ def _why_mac_failed(content_infos: list[der.TLV], password: str) -> str:
 
 def java_trusted_cert_bag(cert_der: bytes, alias: str) -> bytes:
     """A certificate bag as keytool writes a trustedCertEntry (friendlyName + Java trust)."""
-    cert_bag = der.seq(der.encode_oid(OID_X509_CERT), der.explicit0(der.octets(cert_der)))
-    attributes = der.encode(
-        der.SET,
-        der.seq(der.encode_oid(OID_FRIENDLY_NAME), der.encode(der.SET, der.encode(0x1E, alias.encode("utf-16-be"))))
-        + der.seq(der.encode_oid(OID_JAVA_TRUST), der.encode(der.SET, der.encode_oid(OID_ANY_EKU))),
-    )
-    return der.seq(der.encode_oid(BAG_CERT), der.explicit0(cert_bag), attributes)
+    cert_bag = der.seq(_X509_CERT, der.explicit0(der.octets(cert_der)))
+    friendly_name = der.seq(_FRIENDLY_NAME, der.encode(der.SET, der.encode(0x1E, alias.encode("utf-16-be"))))
+    return der.seq(_BAG_CERT, der.explicit0(cert_bag), der.encode(der.SET, friendly_name + _JAVA_TRUST_ANY))
+
+
+# What every bag repeats, encoded once (a keystore's write makes one bag per certificate).
+_X509_CERT, _FRIENDLY_NAME, _BAG_CERT = der.encode_oid(OID_X509_CERT), der.encode_oid(OID_FRIENDLY_NAME), der.encode_oid(BAG_CERT)
+_JAVA_TRUST_ANY = der.seq(der.encode_oid(OID_JAVA_TRUST), der.encode(der.SET, der.encode_oid(OID_ANY_EKU)))
 
 
 def safe_content_info(bags: list[bytes], password: str | None) -> bytes:
@@ -373,7 +374,7 @@ class P12Store(FileStore):
     def _anchor(self, bag: Bag, report: bool) -> Entry | None:
         name = repr(bag.alias) if bag.alias is not None else "without a name"
         if bag.java_trusted:
-            cert = Certificate(bag.cert)
+            cert = self.certificate(bag.cert)
             try:
                 cert.fields
             except der.DERError as exc:

@@ -23,7 +23,11 @@ from storesync.model import (
 )
 from storesync.stores import FileStore
 
-_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
+# A block's body runs to the first END line of its kind: runs of non-dashes, each dash checked
+# not to start that END line, taken whole (atomic: no backtracking into a body with no END line).
+# The same matches as a lazy `(.*?)`, which tries the END line at every byte: ten times slower
+# (2 ms of a 144-root bundle's read).
+_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n((?>[^-]*(?:-(?!----END \1-----)[^-]*)*))-----END \1-----")
 _CERT_TYPES = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
 #: From this size on a bundle's parse is kept in the state dir's stat cache, by a digest of its
 #: bytes: a bundle read again unchanged (a sync's source, most runs) is not parsed again.

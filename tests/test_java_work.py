@@ -1,0 +1,164 @@
+"""Work a one-shot sync into a Java store no longer does (issue 18), counted, not timed: the
+exit scanning every object the run made for cycles, and the read-back parsing again the
+certificates it has just written. What is checked stays checked: the read-back still reads
+the file and verifies its integrity hash or MAC, and a damaged write is still caught."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from storesync.engine import run as engine
+from storesync.model import Certificate
+from storesync.stores.jks import integrity_hash
+
+
+def test_a_one_shot_sync_leaves_the_exit_nothing_to_scan(tmp_path, pki):
+    """At the end of a quick command the objects the run made are frozen: Python's exit
+    collection has (almost) nothing left to traverse."""
+    source = tmp_path / "roots.pem"
+    source.write_bytes(b"".join(pki.ca(f"Exit Root {n}").pem for n in range(20)))
+    probe = ("import gc, sys\n"
+             f"sys.argv = ['storesync', 'sync', 'pem:{source}', 'jks:{tmp_path / 'out.jks'}']\n"
+             "from storesync.cli import main\n"
+             "try:\n    main()\nexcept SystemExit as exc:\n"
+             "    print(exc.code, len(gc.get_objects()), gc.get_freeze_count(), file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env={**os.environ, "STORESYNC_STATE_DIR": str(tmp_path / "state")})
+    code, scanned, frozen = result.stderr.split()[-3:]
+    assert code == "0" and int(scanned) < 100 and int(frozen) > 10_000, result.stderr
+
+
+@pytest.fixture
+def parses(monkeypatch):
+    """The certificates whose DER is parsed (Certificate.fields computed), by SHA-256."""
+    seen = []
+    real = Certificate.__dict__["fields"].func
+
+    def counting(self):
+        seen.append(self.sha256)
+        return real(self)
+
+    from functools import cached_property
+
+    prop = cached_property(counting)
+    prop.__set_name__(Certificate, "fields")
+    monkeypatch.setattr(Certificate, "fields", prop)
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["jks", "p12"])
+def test_the_read_back_parses_no_certificate_it_wrote(kind, tmp_path, pki, parses, monkeypatch):
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    source = tmp_path / "roots.pem"
+    source.write_bytes(b"".join(pki.ca(f"Read-back Root {n}").pem for n in range(5)))
+    checked = []
+    real = engine._check_written
+    monkeypatch.setattr(engine, "_check_written", lambda outcome: (parses.clear(), real(outcome),
+                                                                    checked.append(list(parses))))
+    from storesync.config import Profile, StoreRef
+
+    result = engine.run(Profile("cli", "mirror", [StoreRef(f"pem:{source}"), StoreRef(f"{kind}:{tmp_path / 'out'}")]))
+    assert result.error is None and result.changed
+    assert checked == [[]]  # read back, and every certificate in it was one just written: none parsed again
+
+
+def test_a_read_back_still_reads_the_file_and_checks_its_hash(tmp_path, pki, monkeypatch):
+    """A write whose bytes on disk differ from what was rendered (a flipped byte in a
+    certificate, the integrity hash made to match) fails the read-back and is rolled back."""
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    source, target = tmp_path / "roots.pem", tmp_path / "out.jks"
+    roots = [pki.ca(f"Damaged Write Root {n}") for n in range(3)]
+    source.write_bytes(b"".join(r.pem for r in roots))
+    from storesync.stores import jks
+
+    real = jks.render_jks
+
+    def damaged(version, records, password):
+        data = bytearray(real(version, records, password)[:-20])
+        where = data.find(roots[1].der[-40:])
+        data[where + 5] ^= 0xFF  # inside the signature: still a certificate, another one
+        return bytes(data) + integrity_hash(password, bytes(data))
+
+    monkeypatch.setattr(jks, "render_jks", damaged)
+    from storesync.config import Profile, StoreRef
+
+    result = engine.run(Profile("cli", "mirror", [StoreRef(f"pem:{source}"), StoreRef(f"jks:{target}")]))
+    assert "reading it back does not give the planned set" in (result.error or "")
+    assert not target.exists()  # put back as it was: absent
+
+
+def test_a_lock_says_who_holds_it_without_truncating_its_file(tmp_path, monkeypatch):
+    """The holder's note is written over the last one in place (a truncate of a file the disk is
+    still writing waits for the disk: milliseconds per lock); a longer old note is covered."""
+    from storesync import state
+
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    truncated = []
+    real = os.ftruncate
+    monkeypatch.setattr(os, "ftruncate", lambda *a: (truncated.append(a), real(*a))[1])
+    with state.lock("profile y"):
+        pass
+    path = next((tmp_path / "state" / "locks").glob("*.lock"))
+    path.write_bytes(b"pid 1 (an older and much longer note " + b"x" * 300 + b")")
+    monkeypatch.setattr(sys, "argv", ["storesync", "sync", "pem:a"])
+    with state.lock("profile y"):
+        note = path.read_bytes()[:200].decode().strip()
+    assert truncated == [] and note == f"pid {os.getpid()} (storesync sync pem:a)"
+
+
+@pytest.mark.parametrize("kind", ["jks", "p12"])
+def test_a_one_shot_sync_into_a_java_store_imports_no_datetime(kind, tmp_path, pki):
+    """Backups and records are stamped with `time`; datetime (and math) stay unloaded."""
+    source, out = tmp_path / "roots.pem", tmp_path / f"out.{kind}"
+    source.write_bytes(pki.ca("Stamp Root").pem)
+    env = {**os.environ, "STORESYNC_STATE_DIR": str(tmp_path / "state")}
+    subprocess.run([sys.executable, "-m", "storesync", "sync", f"pem:{source}", f"jks:{tmp_path / 'warm.jks'}"],
+                   env=env, check=True, capture_output=True)  # the root's checks are remembered from here on
+    code = ("import sys; from storesync.cli import main\n"
+            f"sys.argv = ['storesync', 'sync', 'pem:{source}', '{kind}:{out}']\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+            "print(code, [m for m in ('datetime', 'cryptography', 'typing', 'dataclasses') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.split("\n")[-2] in ("0 []", "None []"), result.stdout + result.stderr
+    backups = list((tmp_path / "state" / "backups").glob("*/*.json"))
+    assert len(backups) == 2 and all(len(b.stem) == len("20261201T142014519302Z") for b in backups)
+
+
+# --- the PEM source's blocks ---------------------------------------------------------------
+
+_LAZY_BLOCK = rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----"  # what pem's pattern replaced
+_TOKENS = [b"-----BEGIN CERTIFICATE-----\n", b"-----BEGIN X509 CERTIFICATE-----\r\n", b"-----END CERTIFICATE-----",
+           b"-----END X509 CERTIFICATE-----", b"-----END CERT-----", b"-", b"--", b"-----", b"-----END ", b"QUJD\n",
+           b"\n", b"\r\n", b"-----BEGIN TRUSTED CERTIFICATE-----\n", b"-----END TRUSTED CERTIFICATE-----",
+           b"----END CERTIFICATE-----", b"------END CERTIFICATE-----", b"-----BEGIN PRIVATE KEY-----\n"]
+
+
+def _blocks(pattern, data: bytes) -> list:
+    return [(m.span(), m.groups()) for m in pattern.finditer(data)]
+
+
+def test_pem_blocks_are_found_as_the_lazy_pattern_found_them():
+    """The quick block pattern (runs of non-dashes, atomic) matches exactly what the lazy
+    `(.*?)` matched, over every way the block markers can mix."""
+    import re
+
+    from hypothesis import given, settings, strategies as st
+
+    from storesync.stores.pem import _BLOCK
+
+    lazy = re.compile(_LAZY_BLOCK, re.DOTALL)
+    bundle = open("/etc/ssl/certs/ca-certificates.crt", "rb").read() if os.path.exists(
+        "/etc/ssl/certs/ca-certificates.crt") else b""
+    assert _blocks(_BLOCK, bundle) == _blocks(lazy, bundle)
+
+    @settings(max_examples=3000, deadline=None)
+    @given(st.lists(st.one_of(st.sampled_from(_TOKENS), st.binary(max_size=8)), max_size=14))
+    def same(parts):
+        data = b"".join(parts)
+        assert _blocks(_BLOCK, data) == _blocks(lazy, data)
+
+    same()

@@ -1,0 +1,109 @@
+"""AES-CBC and the PKCS#12 key derivation run in the system's libcrypto (storesync.libcrypto):
+the same bytes as `cryptography`'s AES and the Python KDF of RFC 7292 appendix B.2, each way,
+and a one-shot PKCS#12 write no longer imports `cryptography` (its cipher modules cost more
+than the write itself). Where libcrypto is missing, the other way gives the same bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from storesync import pbe
+
+from conftest import run
+
+C = pbe._c()
+pytestmark = pytest.mark.skipif(C.lib is None, reason="no system libcrypto to call")
+
+
+@pytest.mark.parametrize("hash_name", ["sha1", "sha256", "sha512"])
+@pytest.mark.parametrize("password", [pbe.bmp_password("changeit"), pbe.bmp_password("pässwörd€"), b"\0\0", b""])
+def test_libcrypto_kdf_is_the_python_kdf(hash_name, password):
+    h = hashlib.new(hash_name)
+    for salt in (os.urandom(8), os.urandom(20), os.urandom(33)):
+        for purpose in (1, 2, 3):
+            for n in (5, 16, 24, 32, 100):
+                c = C.pkcs12_kdf(hash_name, password, salt, purpose, 17, n)
+                assert c == pbe._pkcs12_kdf_python(hash_name, password, salt, purpose, 17, n, h.digest_size,
+                                                    h.block_size)
+
+
+def test_a_derivation_libcrypto_refuses_is_computed_in_python():
+    """No salt and no password: OpenSSL allocates nothing and fails; the KDF still answers."""
+    assert C.pkcs12_kdf("sha256", b"", b"", 3, 5, 32) is None
+    h = hashlib.sha256()
+    assert pbe._pkcs12_kdf("sha256", b"", b"", 3, 5, 32, 32, 64) == pbe._pkcs12_kdf_python(
+        "sha256", b"", b"", 3, 5, 32, 32, 64) == _python_b2(b"", b"", 3, 5, 32, h)
+
+
+def _python_b2(password, salt, purpose, iterations, n, h):
+    """RFC 7292 B.2 for an empty password and salt: I is empty, A = H^c(D)."""
+    a = hashlib.sha256(bytes([purpose]) * h.block_size).digest()
+    for _ in range(iterations - 1):
+        a = hashlib.sha256(a).digest()
+    return (a * (n // len(a) + 1))[:n]
+
+
+@pytest.mark.parametrize("key_length", [16, 24, 32])
+def test_libcrypto_aes_is_cryptographys_aes(key_length):
+    for length in (0, 16, 48, 4096):
+        key, iv, plain = os.urandom(key_length), os.urandom(16), os.urandom(length)
+        encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+        expected = encryptor.update(plain) + encryptor.finalize()
+        assert C.aes_cbc(key, iv, plain, encrypt=True) == expected
+        assert C.aes_cbc(key, iv, expected, encrypt=False) == plain
+
+
+def test_what_libcrypto_is_not_asked_goes_to_cryptography():
+    assert C.aes_cbc(os.urandom(32), os.urandom(8), os.urandom(16), encrypt=True) is None  # a wrong IV size
+    assert C.aes_cbc(os.urandom(32), os.urandom(16), os.urandom(15), encrypt=True) is None  # not whole blocks
+    assert C.aes_cbc(os.urandom(20), os.urandom(16), os.urandom(16), encrypt=True) is None  # no such AES
+
+
+def test_without_libcrypto_the_same_bytes_are_written(pki, tmp_path, monkeypatch):
+    from storesync.engine.plan import make_plan
+    from storesync.model import Entry, TrustSet
+    from storesync.model import Certificate
+    from storesync.stores import open_store
+
+    roots = TrustSet([Entry(Certificate(pki.ca(f"Libcrypto Root {n}").der)) for n in range(3)])
+
+    def write(name):
+        store = open_store(f"p12:{tmp_path / name}")
+        store.write(make_plan(roots, store.read(), store.capabilities, store=name, purpose="any"))
+        return (tmp_path / name).read_bytes()
+
+    with_c = write("c.p12")
+    monkeypatch.setattr(pbe, "_c_calls", pbe._C.__new__(pbe._C))
+    pbe._c_calls.lib = None
+    monkeypatch.setattr(pbe, "_DERIVED", {})
+    assert write("python.p12") == with_c
+    listed = run("keytool", "-list", "-keystore", tmp_path / "python.p12", "-storetype", "PKCS12",
+                 "-storepass", "changeit").stdout.decode()
+    assert "Your keystore contains 3 entries" in listed
+
+
+def test_a_one_shot_p12_write_imports_no_cryptography(pki, tmp_path):
+    """With the roots' checks remembered (as in the bench), writing and reading back a JDK 17
+    PKCS#12 needs no `cryptography` module at all; keytool and OpenSSL read what it wrote."""
+    source, warm, out = tmp_path / "roots.pem", tmp_path / "warm.jks", tmp_path / "out.p12"
+    roots = [pki.ca(f"Import-free Root {n}") for n in range(3)]
+    source.write_bytes(b"".join(r.pem for r in roots))
+    env = {**os.environ, "STORESYNC_STATE_DIR": str(tmp_path / "state")}
+    subprocess.run([sys.executable, "-m", "storesync", "sync", f"pem:{source}", f"jks:{warm}"], env=env, check=True,
+                   capture_output=True)
+    code = ("import sys; from storesync.cli import main\n"
+            f"sys.argv = ['storesync', 'sync', 'pem:{source}', 'p12:{out}']\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+            "print(code, sorted(m for m in sys.modules if m.startswith('cryptography')))")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.split("\n")[-2] in ("0 []", "None []"), result.stdout + result.stderr
+    listed = run("keytool", "-list", "-keystore", out, "-storetype", "PKCS12", "-storepass", "changeit").stdout
+    assert b"Your keystore contains 3 entries" in listed
+    dumped = run("openssl", "pkcs12", "-in", out, "-passin", "pass:changeit", "-nokeys").stdout
+    assert dumped.count(b"BEGIN CERTIFICATE") == 3
