@@ -75,6 +75,8 @@ def load_certificates(path: Path) -> list:
             certs = x509.load_pem_x509_certificates(data)
         else:
             certs = [x509.load_der_x509_certificate(data)]
+        for cert in certs:
+            cert.subject, cert.issuer  # names are read lazily: one cryptography cannot read is bad input now
     except ValueError as exc:
         raise CheckError(f"{path}: holds no certificate cryptography can read ({exc})") from None
     return certs
@@ -320,7 +322,10 @@ def _mark_issuers(entries: list, parse: list[bool], wanted: list, kind: str, pur
     todo = list(wanted) + [entries[i].cert.x509 for i, p in enumerate(parse) if p and role(i) == "pool"
                            and entries[i].trust.get(purpose) == TRUSTED]
     while todo:
-        needles = _name_needles(todo.pop().issuer)
+        try:
+            needles = _name_needles(todo.pop().issuer)
+        except ValueError:  # a name cryptography cannot read (the verifier never reads it): every entry
+            needles = []
         for index, entry in enumerate(entries):
             if not parse[index] and _may_issue(entry.cert.der, needles):
                 parse[index] = True

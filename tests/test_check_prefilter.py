@@ -319,6 +319,41 @@ def test_the_view_holds_every_entry_that_may_issue(crowd):
     assert [c.subject for c in view.anchors] == [upper_root.cert.subject, upper.cert.subject]
 
 
+def test_an_issuer_name_cryptography_cannot_read_is_no_traceback(crowd, monkeypatch):
+    """An NSS anchor named like the issuer but issued under a name that is not UTF-8: the
+    verifier and the explanation never read that name; the prefilter, which would, parses
+    every entry instead."""
+    root = make(cn("Named Twin"))
+    inter = make(cn("Twin Child"), root)
+    leaf = make(cn("twin.child.leaf"), inter, ca=False, leaf=True)
+    other = make(cn("Named Twin"), make(cn("Bad Issuer")))
+    raw = other.der.replace(b"Bad Issuer", b"Bad\xffIssuer")
+    with pytest.raises(ValueError):
+        x509.load_der_x509_certificate(raw).issuer
+    for entries, reason in (([*crowd, entry(raw), entry(root)], "ok"), ([entry(raw), *crowd], "missing-root")):
+        fast, full = both(entries, "nss", leaf, [inter], monkeypatch=monkeypatch)
+        same(fast, full)
+        assert fast.reason == reason
+
+
+@pytest.mark.parametrize("where", ["leaf", "chain"])
+def test_a_certificate_to_check_whose_names_cryptography_cannot_read_is_bad_input(where, tmp_path):
+    """Exit 2 and one sentence naming the file (it was a traceback once the explanation read the name)."""
+    root = make(cn("Bad Issuer"))
+    inter = make(cn("Fine Intermediate"), root)
+    leaf = make(cn("bad.leaf"), inter if where == "chain" else root, ca=False, leaf=True)
+    bad = (inter if where == "chain" else leaf).der.replace(b"Bad Issuer", b"Bad\xffIssuer")
+    (tmp_path / "bad.der").write_bytes(bad)
+    (tmp_path / "leaf.pem").write_bytes(leaf.cert.public_bytes(Encoding.PEM))
+    (tmp_path / "root.pem").write_bytes(root.cert.public_bytes(Encoding.PEM))
+    args = ["leaf.pem", "--chain", "bad.der"] if where == "chain" else ["bad.der"]
+    result = storesync("check", *(tmp_path / a if a.endswith((".pem", ".der")) else a for a in args),
+                       "--store", f"pem:{tmp_path / 'root.pem'}")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "bad.der" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_the_same_sync_fix_from_the_other_stores(monkeypatch):
     """A missing root's fix names the first anchor, in the other stores' order, that is the top
     certificate or issued it: the same with the prefilter."""
