@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import ExtendedKeyUsageOID as EKU
 from cryptography.x509.oid import NameOID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import NOW, SYSTEM_BUNDLE, need, run, storesync
 from storesync import check as doctor
@@ -423,3 +425,61 @@ def test_check_and_openssl_verify_agree_on_the_system_bundle(bundle_case, store_
     assert ours.returncode in (0, 1)
     if store_of == "bundle":
         assert "REFUSED, missing-root" in ours.stdout and "CN=Bundle Root" in ours.stdout
+
+
+# --- random stores from the awkward pieces ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pieces(crowd) -> dict:
+    """Roots, intermediates and leaves that trip a name prefilter, to draw stores from."""
+    key_a, key_i = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    r1 = make(cn("Pool Root", org="Pool"), key=key_a)
+    r2 = make(cn("Pool Root", org="Pool"))  # same name, other key
+    r3 = make(cn("Pool Root", _ASN1Type.PrintableString, org="Pool"), key=key_a)  # same key, other string type
+    r4 = make(cn("Pool Root", org="Pool"), key=key_a, not_before=NOW - 900 * DAY, not_after=NOW - DAY)  # expired twin
+    v1, bare = v1_root(cn("Pool V1")), make(cn("Pool Bare"), ca=None)
+    i1 = make(cn("Pool Intermediate"), r1, key=key_i)
+    i1x = make(cn("Pool Intermediate"), r2, key=key_i)  # cross-signed by the other key
+    i2 = make(cn("Pool V1 Intermediate"), v1)
+    i3 = make(cn("Pool SHA1 Intermediate"), r1, sha1=True)
+    i4 = make(cn("Pool Old Intermediate"), r1, not_before=NOW - 400 * DAY, not_after=NOW - 2 * DAY)
+    leaves = [make(cn("pool.leaf"), i1, ca=False, leaf=True), make(cn("v1.pool.leaf"), i2, ca=False, leaf=True),
+              make(cn("sha1.pool.leaf"), i3, ca=False, leaf=True), make(cn("root.pool.leaf"), r1, ca=False, leaf=True),
+              make(cn("bare.pool.leaf"), bare, ca=False, leaf=True),
+              make(cn("old.pool.leaf"), i4, ca=False, leaf=True, not_before=NOW - 300 * DAY),
+              make(cn("future.pool.leaf"), i1, ca=False, leaf=True, not_before=NOW + 10 * DAY),
+              make(cn("signed.sha1.pool.leaf"), i1, ca=False, leaf=True, sha1=True)]
+    return {"store": [p.der for p in (r1, r2, r3, r4, v1, bare, i1, i1x, i2, i3, i4)] + [e.cert.der for e in crowd[:3]],
+            "chain": [i1, i1x, i2, i3, i4], "leaves": leaves}
+
+
+TRUSTS = [{}, {"client_auth": TRUSTED}, {"client_auth": DISTRUSTED}, {"email": TRUSTED},
+          {"server_auth": DISTRUSTED, "client_auth": TRUSTED}]
+
+
+def _random_stores(count: int):
+    @settings(max_examples=count, deadline=None, derandomize=count < 1000,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])  # `both` puts store_view back itself
+    @given(data=st.data())
+    def campaign(pieces, monkeypatch, data):
+        store = data.draw(st.lists(st.tuples(st.sampled_from(range(len(pieces["store"]))),
+                                             st.sampled_from(range(len(TRUSTS)))),
+                                   max_size=9, unique_by=lambda pair: pair[0]))
+        entries = []
+        for index, trust in store:
+            entries.append(Entry(Certificate(pieces["store"][index]), trust=({p.replace("_", "-"): v for p, v in TRUSTS[trust].items()}
+                                                          or None)))
+        leaf = data.draw(st.sampled_from(pieces["leaves"]))
+        chain = data.draw(st.lists(st.sampled_from(pieces["chain"]), max_size=3, unique_by=id))
+        kind = data.draw(st.sampled_from(["pem", "nss"]))
+        purpose = data.draw(st.sampled_from([CLIENT_AUTH, SERVER_AUTH]))
+        at = NOW + data.draw(st.sampled_from([0, 2000, -100])) * DAY
+        fast, full = both(entries, kind, leaf, chain, purpose=purpose, at=at, monkeypatch=monkeypatch)
+        same(fast, full)
+
+    return campaign
+
+
+test_random_stores_from_the_awkward_pieces = _random_stores(150)
+test_random_stores_campaign = pytest.mark.slow(_random_stores(1500))
