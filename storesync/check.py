@@ -308,10 +308,10 @@ def store_view(trust_set: TrustSet, kind: str, purpose: str, wanted: list | None
 
 def _mark_issuers(entries: list, parse: list[bool], wanted: list, kind: str, purpose: str) -> None:
     """Mark in `parse` the entries that may issue a certificate of `wanted`, of the store's pool
-    (check_store uses every intermediate) or of an entry so marked; then one anchor, and one
-    anchor for the purpose, where the store has any and none is marked. An entry that is one of
-    these certificates is marked too (the verifier stops at a certificate the store holds): its
-    bytes hold its own issuer's name."""
+    (check_store uses every intermediate) or of an entry so marked, and the entries that are one
+    of these certificates (the verifier stops at a certificate the store holds); then one anchor,
+    and one anchor for the purpose, where the store has any and none is marked."""
+    from cryptography.hazmat.primitives import hashes
 
     def role(index):  # what the entry is, once parsed: None (unreadable), "pool" or "anchor"
         cert = entries[index].cert.x509
@@ -319,15 +319,30 @@ def _mark_issuers(entries: list, parse: list[bool], wanted: list, kind: str, pur
             return None
         return "pool" if kind in OPENSSL_KINDS and cert.issuer != cert.subject else "anchor"
 
+    def subject(index) -> bytes:  # where an issuer's name would be: the raw subject (no outline: all of it)
+        try:
+            return entries[index].cert.fields.subject
+        except ValueError:
+            return entries[index].cert.der
+
+    index_of = {entry.sha256: index for index, entry in enumerate(entries)}
     todo = list(wanted) + [entries[i].cert.x509 for i, p in enumerate(parse) if p and role(i) == "pool"
                            and entries[i].trust.get(purpose) == TRUSTED]
+    searched = set()  # issuer names looked for already (the certificates of one CA share theirs)
     while todo:
+        cert = todo.pop()
+        same = index_of.get(cert.fingerprint(hashes.SHA256()).hex())
+        if same is not None:
+            parse[same] = True
         try:
-            needles = _name_needles(todo.pop().issuer)
+            needles = _name_needles(cert.issuer)
         except ValueError:  # a name cryptography cannot read (the verifier never reads it): every entry
             needles = []
+        if tuple(needles) in searched:
+            continue
+        searched.add(tuple(needles))
         for index, entry in enumerate(entries):
-            if not parse[index] and _may_issue(entry.cert.der, needles):
+            if not parse[index] and _may_issue(subject(index), needles):
                 parse[index] = True
                 if entry.cert.x509 is not None:
                     todo.append(entry.cert.x509)
@@ -358,11 +373,11 @@ def _name_needles(name) -> list[tuple[bytes, ...]]:
     return needles
 
 
-def _may_issue(der: bytes, needles: list[tuple[bytes, ...]]) -> bool:
-    """Whether a certificate's bytes hold every attribute value of an issuer's name, in one of
-    its encodings: true of every certificate whose subject is that name, by bytes (as the
-    verifier matches) or by cryptography's Name equality (as `_issued_by` does)."""
-    return all(any(needle in der for needle in choices) for choices in needles)
+def _may_issue(subject: bytes, needles: list[tuple[bytes, ...]]) -> bool:
+    """Whether a certificate's raw subject holds every attribute value of an issuer's name, in
+    one of its encodings: true of every subject that is that name, by bytes (as the verifier
+    matches) or by cryptography's Name equality (as `_issued_by` does)."""
+    return all(any(needle in subject for needle in choices) for choices in needles)
 
 
 def _may_sign_certificates(_policy, _cert, usage) -> None:

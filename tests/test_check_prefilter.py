@@ -379,6 +379,21 @@ def test_the_same_sync_fix_from_the_other_stores(monkeypatch):
     assert fixes[0]["problems"][0]["source"] == "b"
 
 
+def test_what_a_ca_issued_is_not_parsed_for_its_issuer_name(monkeypatch):
+    """A store of many certificates from one CA (NSS, every one an anchor): their issuer field
+    names the CA, their subject does not; only the subject is searched, once per issuer name."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    root = make(cn("Busy Root", org="Busy"))
+    members = [make(cn(f"member {i}", org="Busy"), root, ca=False, leaf=True, key=key) for i in range(300)]
+    leaf = make(cn("busy.leaf", org="Busy"), root, ca=False, leaf=True, key=key)
+    entries = [*(entry(m) for m in members), entry(root)]
+    trust_set = TrustSet(_fresh(entries))
+    verdict = doctor.check_store("s", "nss", trust_set, leaf.cert, [], CLIENT_AUTH, NOW, [])
+    assert verdict.reason == "ok"
+    assert [e.cert.default_label for e in trust_set.values() if "_parsed" in e.cert.__dict__] == ["Busy Root"]
+    same(*both(entries, "nss", leaf, [], monkeypatch=monkeypatch))
+
+
 # --- the system bundle: work counted, verdicts against openssl ----------------------------------
 
 
