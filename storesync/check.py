@@ -75,6 +75,8 @@ def load_certificates(path: Path) -> list:
             certs = x509.load_pem_x509_certificates(data)
         else:
             certs = [x509.load_der_x509_certificate(data)]
+        for cert in certs:
+            cert.subject, cert.issuer  # names are read lazily: one cryptography cannot read is bad input now
     except ValueError as exc:
         raise CheckError(f"{path}: holds no certificate cryptography can read ({exc})") from None
     return certs
@@ -259,16 +261,41 @@ class StoreView:
         self.anchors = anchors  # cryptography certificates usable as trust anchors for the purpose
         self.all_anchors = all_anchors  # the same rule, whatever the trust: the relaxed run's anchors
         self.pool = pool  # store certificates that serve only as intermediates
-        self.by_sha = by_sha  # sha256 -> Entry
+        self.by_sha = by_sha  # sha256 -> Entry, every entry of the store
+
+    def entry(self, cert):
+        """The store's entry for `cert`, if the store holds it (and cryptography reads it there)."""
+        from cryptography.hazmat.primitives import hashes
+
+        entry = self.by_sha.get(cert.fingerprint(hashes.SHA256()).hex())
+        return entry if entry is not None and entry.cert.x509 is not None else None
 
 
-def store_view(trust_set: TrustSet, kind: str, purpose: str) -> StoreView:
+def store_view(trust_set: TrustSet, kind: str, purpose: str, wanted: list | None = None) -> StoreView:
+    """The store's anchors and intermediates for `purpose`. With `wanted` (the certificate
+    checked and its chain), cryptography parses only the entries that may issue one of them or
+    of those (`_mark_issuers`), kept in the store's order, plus one anchor whatever its name
+    where the store has any (the verifier wants one). `check_store` then decides and explains
+    exactly as with every entry parsed: the verifier looks only at anchors whose name is, byte
+    for byte, the issuer name of a certificate it walks, and `_issued_by` only at those equal
+    to it by cryptography's Name equality; both hold the issuer's attribute values."""
+    entries = list(trust_set.values())
+    parse = [wanted is None] * len(entries)
+    if wanted is not None:
+        for index, entry in enumerate(entries):
+            if kind in OPENSSL_KINDS:  # only self-issued certificates are anchors: whether it is decides the role
+                try:
+                    fields = entry.cert.fields
+                    parse[index] = fields.issuer != fields.subject  # equal bytes: self-issued (Name equality too)
+                except ValueError:  # der.DERError: no outline, cryptography will say
+                    parse[index] = True
+        _mark_issuers(entries, parse, wanted, kind, purpose)
     anchors, all_anchors, pool, by_sha = [], [], [], {}
-    for entry in trust_set.values():
-        cert = entry.cert.x509
-        if cert is None:
-            continue  # cryptography cannot read it, so it cannot verify with it either
+    for index, entry in enumerate(entries):
         by_sha[entry.sha256] = entry
+        cert = entry.cert.x509 if parse[index] else None
+        if cert is None:
+            continue  # cryptography cannot read it, so it cannot verify with it either (or it cannot matter)
         if kind in OPENSSL_KINDS and cert.issuer != cert.subject:
             if entry.trust.get(purpose) == TRUSTED:
                 pool.append(cert)
@@ -277,6 +304,80 @@ def store_view(trust_set: TrustSet, kind: str, purpose: str) -> StoreView:
         if entry.trust.get(purpose) == TRUSTED:
             anchors.append(cert)
     return StoreView(anchors, all_anchors, pool, by_sha)
+
+
+def _mark_issuers(entries: list, parse: list[bool], wanted: list, kind: str, purpose: str) -> None:
+    """Mark in `parse` the entries that may issue a certificate of `wanted`, of the store's pool
+    (check_store uses every intermediate) or of an entry so marked, and the entries that are one
+    of these certificates (the verifier stops at a certificate the store holds); then one anchor,
+    and one anchor for the purpose, where the store has any and none is marked."""
+    from cryptography.hazmat.primitives import hashes
+
+    def role(index):  # what the entry is, once parsed: None (unreadable), "pool" or "anchor"
+        cert = entries[index].cert.x509
+        if cert is None:
+            return None
+        return "pool" if kind in OPENSSL_KINDS and cert.issuer != cert.subject else "anchor"
+
+    def subject(index) -> bytes:  # where an issuer's name would be: the raw subject (no outline: all of it)
+        try:
+            return entries[index].cert.fields.subject
+        except ValueError:
+            return entries[index].cert.der
+
+    index_of = {entry.sha256: index for index, entry in enumerate(entries)}
+    todo = list(wanted) + [entries[i].cert.x509 for i, p in enumerate(parse) if p and role(i) == "pool"
+                           and entries[i].trust.get(purpose) == TRUSTED]
+    searched = set()  # issuer names looked for already (the certificates of one CA share theirs)
+    while todo:
+        cert = todo.pop()
+        same = index_of.get(cert.fingerprint(hashes.SHA256()).hex())
+        if same is not None:
+            parse[same] = True
+        try:
+            needles = _name_needles(cert.issuer)
+        except ValueError:  # a name cryptography cannot read (the verifier never reads it): every entry
+            needles = []
+        if tuple(needles) in searched:
+            continue
+        searched.add(tuple(needles))
+        for index, entry in enumerate(entries):
+            if not parse[index] and _may_issue(subject(index), needles):
+                parse[index] = True
+                if entry.cert.x509 is not None:
+                    todo.append(entry.cert.x509)
+    for trusted_only in (False, True):
+        if any(parse[i] and role(i) == "anchor" and (not trusted_only or entries[i].trust.get(purpose) == TRUSTED)
+               for i in range(len(entries))):
+            continue
+        for index, entry in enumerate(entries):
+            if not parse[index] and (not trusted_only or entry.trust.get(purpose) == TRUSTED) \
+                    and role(index) == "anchor":
+                parse[index] = True
+                break
+
+
+def _name_needles(name) -> list[tuple[bytes, ...]]:
+    """Per attribute of a Name, the bytes its value is stored as in any certificate whose name
+    cryptography reads as this value: UTF-8 (PrintableString, UTF8String and the other string
+    types), UTF-16BE (BMPString), UTF-32BE (UniversalString), or the bytes of a BIT STRING."""
+    import codecs  # its encoders directly: no codec lookup, no encodings module to import
+
+    needles = []
+    for attribute in name:
+        value = attribute.value
+        if isinstance(value, bytes):
+            needles.append((value,))
+        else:
+            needles.append((value.encode(), codecs.utf_16_be_encode(value)[0], codecs.utf_32_be_encode(value)[0]))
+    return needles
+
+
+def _may_issue(subject: bytes, needles: list[tuple[bytes, ...]]) -> bool:
+    """Whether a certificate's raw subject holds every attribute value of an issuer's name, in
+    one of its encodings: true of every subject that is that name, by bytes (as the verifier
+    matches) or by cryptography's Name equality (as `_issued_by` does)."""
+    return all(any(needle in subject for needle in choices) for choices in needles)
 
 
 def _may_sign_certificates(_policy, _cert, usage) -> None:
@@ -422,7 +523,7 @@ def check_store(store: str, kind: str, trust_set: TrustSet, leaf, chain: list, p
     from cryptography.x509.verification import VerificationError
 
     rules = rules or Rules()
-    view = store_view(trust_set, kind, purpose)
+    view = store_view(trust_set, kind, purpose, wanted=[leaf, *chain])
     verdict = Verdict(store, kind, rules=rules)
     if rules.server == "iis":
         verdict.problems += _schannel(trust_set, verdict)
@@ -710,12 +811,11 @@ def _missing_root(top, leaf) -> Problem:
 def _path_problems(path: list, view: StoreView, purpose: str, at: datetime, crls: list, warnings: list[str],
                    strict: bool, rules: Rules | None = None) -> list[Problem]:
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
 
     leaf, root = path[0], path[-1]
     problems: list[Problem] = []
     for cert in path:
-        entry = view.by_sha.get(cert.fingerprint(hashes.SHA256()).hex())
+        entry = view.entry(cert)
         if entry is not None and entry.trust.get(purpose) == DISTRUSTED:
             problems.append(Problem(
                 DISTRUSTED_CODE, f"{short_name(cert)} is distrusted for {purpose} in this store",
@@ -839,17 +939,17 @@ def sync_fix(verdict: Verdict, target: str, sources: dict[str, TrustSet], kinds:
     anchor the chain needs, for this purpose only (never the rest of the store that holds it:
     a client-CA file that took a whole system bundle would accept clients of every public CA);
     from a store that holds it, else from a file the user must get."""
-    from shlex import quote
-
     problem = verdict.problems[0] if verdict.problems else None
     if problem is None or problem.reason != MISSING_ROOT:
         return
+    from shlex import quote
+
     top = problem.cert
     flag = f" --purpose {purpose}"
     for spec, trust_set in sources.items():
         if spec == target:
             continue
-        view = store_view(trust_set, kinds[spec], purpose)
+        view = store_view(trust_set, kinds[spec], purpose, wanted=[top])
         anchor = next((c for c in view.anchors if c == top or _issued_by(top, c)), None)
         if anchor is not None:
             from cryptography.hazmat.primitives import hashes

@@ -126,39 +126,3 @@ def test_a_one_shot_sync_into_a_java_store_imports_no_datetime(kind, tmp_path, p
     assert result.stdout.split("\n")[-2] in ("0 []", "None []"), result.stdout + result.stderr
     backups = list((tmp_path / "state" / "backups").glob("*/*.json"))
     assert len(backups) == 2 and all(len(b.stem) == len("20261201T142014519302Z") for b in backups)
-
-
-# --- the PEM source's blocks ---------------------------------------------------------------
-
-_LAZY_BLOCK = rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----"  # what pem's pattern replaced
-_TOKENS = [b"-----BEGIN CERTIFICATE-----\n", b"-----BEGIN X509 CERTIFICATE-----\r\n", b"-----END CERTIFICATE-----",
-           b"-----END X509 CERTIFICATE-----", b"-----END CERT-----", b"-", b"--", b"-----", b"-----END ", b"QUJD\n",
-           b"\n", b"\r\n", b"-----BEGIN TRUSTED CERTIFICATE-----\n", b"-----END TRUSTED CERTIFICATE-----",
-           b"----END CERTIFICATE-----", b"------END CERTIFICATE-----", b"-----BEGIN PRIVATE KEY-----\n"]
-
-
-def _blocks(pattern, data: bytes) -> list:
-    return [(m.span(), m.groups()) for m in pattern.finditer(data)]
-
-
-def test_pem_blocks_are_found_as_the_lazy_pattern_found_them():
-    """The quick block pattern (runs of non-dashes, atomic) matches exactly what the lazy
-    `(.*?)` matched, over every way the block markers can mix."""
-    import re
-
-    from hypothesis import given, settings, strategies as st
-
-    from storesync.stores.pem import _BLOCK
-
-    lazy = re.compile(_LAZY_BLOCK, re.DOTALL)
-    bundle = open("/etc/ssl/certs/ca-certificates.crt", "rb").read() if os.path.exists(
-        "/etc/ssl/certs/ca-certificates.crt") else b""
-    assert _blocks(_BLOCK, bundle) == _blocks(lazy, bundle)
-
-    @settings(max_examples=3000, deadline=None)
-    @given(st.lists(st.one_of(st.sampled_from(_TOKENS), st.binary(max_size=8)), max_size=14))
-    def same(parts):
-        data = b"".join(parts)
-        assert _blocks(_BLOCK, data) == _blocks(lazy, data)
-
-    same()

@@ -67,9 +67,10 @@ assert verdicts == [True, True, False, False], f"check and openssl verify disagr
 turns = side_by_side({name: (argv, None) for name, argv in (
     ("ok_openssl", openssl_ok), ("ok_ours", ours_ok),
     ("missing_openssl", lambda: subprocess.run(openssl_missing, capture_output=True)),  # exits 2: refused
-    ("missing_ours", ours_missing))}, rounds=11)
-ok_openssl, ok_ours, missing_openssl, missing_ours = (turns[n] for n in (
-    "ok_openssl", "ok_ours", "missing_openssl", "missing_ours"))
+    ("missing_ours", ours_missing),
+    ("floor", [sys.executable, "-c", "import cryptography.x509"]))}, rounds=11)
+ok_openssl, ok_ours, missing_openssl, missing_ours, floor = (turns[n] for n in (
+    "ok_openssl", "ok_ours", "missing_openssl", "missing_ours", "floor"))
 every_store = median_time([*STORESYNC, "check", str(leaf_path), "--chain", str(inter_path)], runs=5)
 status = median_time([*STORESYNC, "status"], runs=5)
 status_json = median_time([*STORESYNC, "status", "--json"], runs=5)
@@ -91,6 +92,8 @@ table("check: one client certificate against a 145-root bundle", [
     ("`storesync check --store pem:system bundle` (missing-root)", missing_ours,
      f"reason, issuer, key id, fix; {missing_ours / missing_openssl:.1f}x openssl's time"),
     ("`storesync check` (every store status finds)", every_store, "bundle, dir, local, Java, NSS"),
+    ("`python -c 'import cryptography.x509'`", floor,
+     f"what check cannot avoid (the verifier's import); {floor / ok_openssl:.1f}x openssl's time"),
 ])
 table("status: this machine's stores at a glance", [
     ("`storesync status`", status, "all stores, counts, matrix"),
