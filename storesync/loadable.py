@@ -160,6 +160,12 @@ def _verdict(cert) -> int | None:
     return cert.__dict__["_openssl"]
 
 
+def libcrypto():
+    """The system's libcrypto through ctypes (loaded once: hashlib has it in the process already),
+    or None when there is none to load."""
+    return _openssl()
+
+
 def _openssl():
     """The system's libcrypto with `examine(der, verify)`: None if d2i_X509 refuses `der`, else
     X509_verify against its own key when asked (1 verifies, 0 fails, -1 unsupported algorithm,

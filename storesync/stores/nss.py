@@ -189,19 +189,33 @@ class KeyDB:
                 return False
             iv = iv.raw if len(iv.value) == 14 else iv.value  # NSS quirk: 14-byte IV stored, 040e prefix
             key = pbe.pbkdf2("sha256", self.pass_key(password), salt, iterations, key_length or 32)
-            decryptor = pbe.cipher("aes", key, iv).decryptor()
-            plain = decryptor.update(ciphertext.value) + decryptor.finalize()
+            plain = pbe.aes_cbc_decrypt(key, iv, ciphertext.value)
         except Exception:  # noqa: BLE001 - any failure means "not this password"
             return False
         return plain.startswith(b"password-check")
 
-    def login(self, password: bytes | None) -> bool:
+    def login(self, password: bytes | None, proof: tuple[bytes, int, int, bytes] | None = None) -> bool:
+        """Find the database's password among the empty one and `password`. `proof`, when the
+        database holds signed trust: (signature, object id, attribute, value) of one attribute.
+        A MAC that verifies under a candidate proves it as well as the password-check entry does:
+        the MAC key derives from the global salt and the password alone, and NSS re-signs every
+        MAC when the password changes (sftkpwd.c: sftkdb_pbehash, sftk_updateMacs). It spares
+        the AES decryption of the check entry (and its import). Else the check entry decides."""
         # The empty password first, as certutil does: a --password-file given for one
         # database of a sync must not lock out the empty-password ones.
         for candidate in dict.fromkeys([b"", *([password] if password is not None else [])]):
-            if self.try_password(candidate):
+            if proof is not None and self._proved(candidate, proof) or self.try_password(candidate):
                 self.password = candidate
                 return True
+        return False
+
+    def _proved(self, candidate: bytes, proof: tuple[bytes, int, int, bytes]) -> bool:
+        self.password = candidate
+        if self.verify(*proof):
+            return True
+        self.password = None
+        self._keys.clear()  # derived from the wrong password: the next candidate derives its own
+        self._by_prefix.clear()
         return False
 
     def mac_key(self, salt: bytes, iterations: int, key_length: int = 32) -> bytes:
@@ -454,7 +468,8 @@ class NssStore(Store):
         conn.text_factory = bytes  # labels and values are BLOBs; tolerate TEXT garbage
         return conn
 
-    def _open_key_db(self, conn: sqlite3.Connection) -> KeyDB:
+    def _open_key_db(self, conn: sqlite3.Connection, signatures: "Callable[[], dict[str, bytes]]",
+                     objects: list[CertObject]) -> tuple[KeyDB, dict[str, bytes]]:
         try:
             row = conn.execute("SELECT item1, item2 FROM metaData WHERE id = 'password'").fetchone()
         except sqlite3.DatabaseError as exc:
@@ -464,11 +479,12 @@ class NssStore(Store):
         if not isinstance(row[0], bytes) or not isinstance(row[1], (bytes, type(None))):
             raise self.error("key4.db's password entry is not what NSS writes (damaged?)", self.key_db)
         keys = KeyDB(row[0], row[1])
+        signed = signatures()
         password = self.password()
-        if not keys.login(password):
+        if not keys.login(password, _proof(objects, signed)):
             if password is not None:
                 raise self.error("the password in the password file is wrong for this database", self.key_db)
-        return keys
+        return keys, signed
 
     # -- a write killed mid-transaction
 
@@ -538,12 +554,12 @@ class NssStore(Store):
         conn.execute("BEGIN")
         try:
             objects = self._read_objects(conn)
-            keys, signatures = self._read_keys()
+            keys, signatures = self._read_keys(objects)
         finally:
             conn.execute("COMMIT")
         return objects, keys, signatures
 
-    def _read_keys(self) -> tuple[KeyDB | None, dict[str, bytes]]:
+    def _read_keys(self, objects: list[CertObject]) -> tuple[KeyDB | None, dict[str, bytes]]:
         if not self.key_db.exists():
             raise self.error(
                 "key4.db is missing, so the trust signatures cannot be checked (a damaged or half-copied "
@@ -553,10 +569,14 @@ class NssStore(Store):
         try:
             conn = self._connect(self.key_db, readonly=True)
             try:
-                keys = self._open_key_db(conn)
-                rows = _with_retries(
-                    lambda: conn.execute("SELECT id, item1 FROM metaData WHERE id LIKE 'sig_cert_%'").fetchall(), self
-                )
+                def signed() -> dict[str, bytes]:
+                    rows = _with_retries(
+                        lambda: conn.execute("SELECT id, item1 FROM metaData WHERE id LIKE 'sig_cert_%'").fetchall(),
+                        self,
+                    )
+                    return {_text(i): v for i, v in rows if isinstance(v, bytes)}
+
+                keys, signatures = self._open_key_db(conn, signed, objects)
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
@@ -567,7 +587,7 @@ class NssStore(Store):
                 "checked; storesync reads no trust it cannot verify (give --password-file or ?password-file=)",
                 self.key_db,
             )
-        return keys, {_text(i): v for i, v in rows if isinstance(v, bytes)}
+        return keys, signatures
 
     def _columns(self, conn: sqlite3.Connection) -> set[str]:
         rows = conn.execute("PRAGMA table_info(nssPublic)").fetchall()
@@ -874,6 +894,19 @@ def _signature_rows(key_db_bytes: bytes) -> list[tuple]:
             return conn.execute("SELECT id, item1, item2 FROM metaData WHERE id LIKE 'sig_cert_%'").fetchall()
         finally:
             conn.close()
+
+
+def _proof(objects: list[CertObject], signatures: dict[str, bytes]) -> tuple[bytes, int, int, bytes] | None:
+    """One signed trust attribute (signature, object id, attribute, value) for `KeyDB.login`."""
+    for obj in objects:
+        for trust in (obj.legacy, obj.p11):
+            if trust is None:
+                continue
+            for attribute in (LEGACY_ATTR if trust.cls == CKO_NSS_TRUST else P11_ATTR).values():
+                value, signature = trust.raw.get(attribute), signatures.get(sig_id(trust.id, attribute))
+                if value is not None and signature is not None:
+                    return signature, trust.id, attribute, value
+    return None
 
 
 def _text(value: Any) -> str:
