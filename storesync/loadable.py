@@ -22,6 +22,8 @@ that the current user (or root) alone can write is believed. Refusals are never 
 
 from __future__ import annotations
 
+import base64
+
 from storesync import der
 
 CRYPT32, OPENSSL, JAVA, NSS = "crypt32", "openssl", "java", "nss"
@@ -75,6 +77,38 @@ def remember_in(directory) -> None:
     if lines[0] == _RULES:
         _known.update(line for line in lines[1:] if line)
         _passed.update(_known)
+        global _parses
+        _parses = None
+
+
+def remembered_parse(cert) -> tuple[str | None] | None:
+    """(its warning or None,) when it is remembered that `cryptography` parses these bytes (a pass
+    of the Java and NSS check), else None: `list` then shows the certificate without importing it."""
+    if _parses is None:
+        _index_parses()
+    return _parses.get(cert.sha256)
+
+
+def remember_parse(sha256: str, warning: str | None) -> None:
+    note = "" if warning is None else " " + base64.urlsafe_b64encode(warning.encode("utf-8")).decode("ascii")
+    _passed.add(f"{sha256} x509{note}")
+    if _parses is not None:
+        _parses[sha256] = (warning,)
+
+
+_parses: dict[str, tuple[str | None]] | None = None  # sha256 -> (warning,), from the "sha256 x509[ warning]" lines
+
+
+def _index_parses() -> None:
+    global _parses
+    _parses = {}
+    for line in _passed:
+        sha, _, rest = line.partition(" x509")
+        if rest[:1] in ("", " ") and len(sha) == 64:
+            try:
+                _parses[sha] = (base64.urlsafe_b64decode(rest[1:]).decode("utf-8") if rest else None,)
+            except ValueError:
+                pass  # not a note this version wrote: the certificate is parsed again
 
 
 def _private(st) -> bool:
@@ -160,10 +194,34 @@ def _verdict(cert) -> int | None:
     return cert.__dict__["_openssl"]
 
 
+_cdll = None
+
+
 def libcrypto():
-    """The system's libcrypto through ctypes (loaded once: hashlib has it in the process already),
-    or None when there is none to load."""
-    return _openssl()
+    """The system's libcrypto through ctypes, loaded once (hashlib has it in the process already),
+    or None when there is none to load. Loading it judges nothing: `_openssl` is the judge."""
+    global _cdll
+    if _cdll is None:
+        _cdll = _find_libcrypto() or False
+    return _cdll or None
+
+
+def _find_libcrypto():
+    import ctypes
+
+    for name in ("libcrypto.so.3", "libcrypto.3.dylib", None):  # None: ask ctypes.util (it runs ldconfig: slow)
+        try:
+            if name is None:
+                import ctypes.util
+
+                name = ctypes.util.find_library("crypto")
+            if name:
+                lib = ctypes.CDLL(name)
+                lib.d2i_X509  # a libcrypto indeed
+                return lib
+        except (OSError, AttributeError):
+            pass
+    return None
 
 
 def _openssl():
@@ -179,19 +237,10 @@ def _openssl():
 def _load_libcrypto():
     import ctypes
 
-    lib = None
-    for name in ("libcrypto.so.3", "libcrypto.3.dylib", None):  # None: ask ctypes.util (it runs ldconfig: slow)
-        try:
-            if name is None:
-                import ctypes.util
-
-                name = ctypes.util.find_library("crypto")
-            lib = ctypes.CDLL(name) if name else None
-            d2i, free, key, verify, clear = lib.d2i_X509, lib.X509_free, lib.X509_get0_pubkey, lib.X509_verify, lib.ERR_clear_error
-            break
-        except (OSError, AttributeError):
-            lib = None
-    if lib is None:
+    lib = libcrypto()
+    try:
+        d2i, free, key, verify, clear = lib.d2i_X509, lib.X509_free, lib.X509_get0_pubkey, lib.X509_verify, lib.ERR_clear_error
+    except AttributeError:  # None, or a libcrypto without these
         return None
     pointer_type = ctypes.c_void_p
     d2i.restype, d2i.argtypes = pointer_type, [pointer_type, ctypes.POINTER(ctypes.c_char_p), ctypes.c_long]
@@ -228,6 +277,8 @@ def _java_refusal(cert) -> str | None:
         return "damaged: its two signature algorithm fields differ"
     if cert.x509 is None and not any(quirk in (cert.parse_warning or "") for quirk in _TOLERATED):
         return f"damaged: {cert.parse_warning.removeprefix('cryptography ').removesuffix('; kept as bytes')}"
+    if cert.x509 is not None:
+        remember_parse(cert.sha256, cert.parse_warning)
     try:
         spki = der.read_all(cert.fields.spki)
         algorithm = der.decode_oid(next(next(spki.children()).children()).value)

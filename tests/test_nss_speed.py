@@ -73,3 +73,111 @@ def test_a_password_database_with_trust_is_still_refused_without_its_password(tm
     assert "wrong" in storesync("list", f"nss:{db}?password-file={wrong}").stderr
     listed = storesync("list", f"nss:{db}?password-file={pw}", "--json")
     assert listed.returncode == 0 and "Speed Root C" in listed.stdout
+
+
+# --- list --json without cryptography ------------------------------------------------------
+
+
+def awkward_names():
+    from cryptography import x509
+    from cryptography.x509.name import _ASN1Type
+    from cryptography.x509.oid import NameOID
+
+    a = x509.NameAttribute
+    return {
+        "non-ascii": x509.Name([a(NameOID.COUNTRY_NAME, "CH"), a(NameOID.LOCALITY_NAME, "Zürich"),
+                                a(NameOID.COMMON_NAME, "Ωmega 中文 Root")]),
+        "multi-valued": x509.Name([x509.RelativeDistinguishedName([a(NameOID.ORGANIZATION_NAME, "Multi O"),
+                                                                   a(NameOID.ORGANIZATIONAL_UNIT_NAME, "Multi OU")]),
+                                   x509.RelativeDistinguishedName([a(NameOID.COMMON_NAME, "Multi CN")])]),
+        "escapes": x509.Name([a(NameOID.ORGANIZATION_NAME, ' lead,comma+plus"quote\\back<lt>gt;semi trail '),
+                              a(NameOID.ORGANIZATIONAL_UNIT_NAME, "#hash"), a(NameOID.LOCALITY_NAME, " "),
+                              a(NameOID.STREET_ADDRESS, "nul\x00inside"), a(NameOID.COMMON_NAME, "Escapes Root")]),
+        "unknown-oids": x509.Name([a(x509.ObjectIdentifier("1.3.6.1.4.1.99999.7"), "private arc"),
+                                   a(NameOID.EMAIL_ADDRESS, "ca@example.test"), a(NameOID.DOMAIN_COMPONENT, "test"),
+                                   a(NameOID.USER_ID, "uid1"), a(NameOID.SERIAL_NUMBER, "42"),
+                                   a(NameOID.COMMON_NAME, "Unknown OIDs Root")]),
+        "string-types": x509.Name([a(NameOID.COUNTRY_NAME, "DE", _ASN1Type.PrintableString),
+                                   a(NameOID.ORGANIZATION_NAME, "T61 Org", _ASN1Type.T61String),
+                                   a(NameOID.ORGANIZATIONAL_UNIT_NAME, "BMP Ünï ☃", _ASN1Type.BMPString),
+                                   a(NameOID.LOCALITY_NAME, "Universal 𝄞", _ASN1Type.UniversalString),
+                                   a(NameOID.COMMON_NAME, "ia5 root", _ASN1Type.IA5String)]),
+        "long-cn": x509.Name([a(NameOID.COMMON_NAME, "W" * 70, _validate=False)]),
+    }
+
+
+def test_rfc4514_renders_names_as_cryptography_does(pki):
+    from cryptography import x509
+
+    from storesync import der
+    from storesync.model import rfc4514
+
+    for label, subject in awkward_names().items():
+        issued = pki.ca(subject)
+        parsed = x509.load_der_x509_certificate(issued.der)
+        assert rfc4514(der.cert_fields(issued.der).subject) == parsed.subject.rfc4514_string(), label
+    # what it cannot render the same way it leaves to cryptography
+    bit_string = der.encode(der.SEQUENCE, der.encode(der.SET, der.encode(
+        der.SEQUENCE, der.encode_oid("2.5.4.45") + der.encode(0x03, b"\x00\x01"))))
+    assert rfc4514(bit_string) is None
+    latin1 = der.encode(der.SEQUENCE, der.encode(der.SET, der.encode(
+        der.SEQUENCE, der.encode_oid("2.5.4.3") + der.encode(0x14, "Zürich".encode("latin-1")))))
+    assert rfc4514(latin1) is None
+
+
+def test_x509_time_reads_what_cryptography_reads(pki):
+    import datetime as dt
+
+    from cryptography import x509
+
+    from storesync import der
+
+    for before, after in ((dt.datetime(1999, 12, 31, 23, 59, 58), dt.datetime(2049, 12, 31, 23, 59, 59)),
+                          (dt.datetime(1950, 1, 1), dt.datetime(2050, 1, 1, 0, 0, 1))):  # UTCTime, then GeneralizedTime
+        issued = pki.ca("Times Root", not_before=before, not_after=after)
+        parsed = x509.load_der_x509_certificate(issued.der)
+        times = [der.x509_time(t) for t in der.read_all(der.cert_fields(issued.der).validity).children()]
+        assert times == [parsed.not_valid_before_utc, parsed.not_valid_after_utc]
+    assert der.x509_time(der.read(der.encode(0x18, b"20250101000000.5Z"))) is None  # fractions: cryptography's call
+    assert der.x509_time(der.read(der.encode(0x17, b"2501010000Z"))) is None
+
+
+def list_json_in_process(db: Path, state: Path) -> tuple[str, bool]:
+    """`storesync list nss:DB --json` in a fresh interpreter: (its output, whether it imported cryptography)."""
+    code = ("import contextlib, io, sys\nfrom storesync.cli import main\n"
+            f"sys.argv = ['storesync', 'list', 'nss:{db}', '--json']\nout = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n    try:\n        main()\n    except SystemExit:\n        pass\n"
+            "print(out.getvalue(), 'cryptography' in sys.modules, sep='\\n')")
+    env = {**os.environ, "STORESYNC_STATE_DIR": str(state)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    output, _, imported = result.stdout.rstrip("\n").rpartition("\n")
+    return output, imported == "True"
+
+
+def test_list_json_of_synced_certificates_needs_no_cryptography_and_prints_the_same(tmp_path, pki):
+    """A sync remembers how cryptography parsed each root (warnings too); `list --json` then prints
+    subjects and dates read by hand, byte for byte what a run without that memory prints."""
+    from conftest import with_serial
+
+    issued = [pki.ca(subject) for subject in awkward_names().values()]
+    ders = [i.der for i in issued]
+    negative = pki.ca("Negative Serial Root")
+    ders.append(with_serial(negative, negative, b"\xff\x01"))  # a real-world warning: Go Daddy's roots
+    from conftest import pem_of
+
+    bundle = tmp_path / "awkward.pem"
+    bundle.write_bytes(b"".join(pem_of(d) for d in ders))
+    db, state = new_db(tmp_path / "db"), tmp_path / "state"
+    synced = storesync("sync", f"pem:{bundle}", f"nss:{db}", env={**os.environ, "STORESYNC_STATE_DIR": str(state)})
+    assert synced.returncode == 0, synced.stderr
+    remembered, imported = list_json_in_process(db, state)
+    assert not imported
+    fresh, imported_fresh = list_json_in_process(db, tmp_path / "no-memory")
+    assert imported_fresh
+    assert remembered == fresh
+    import json
+
+    entries = json.loads(remembered)["entries"]
+    assert len(entries) == len(ders)
+    assert {e["label"] for e in entries if "parse_warning" in e} == {"Negative Serial Root", "W" * 70}
