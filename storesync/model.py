@@ -173,9 +173,11 @@ class Certificate:
 
     __slots__ = ("der", "__dict__")
 
-    def __init__(self, der_bytes: bytes):
+    def __init__(self, der_bytes: bytes, fields: der.CertFields | None = None):
         self.der = bytes(der_bytes)
         self.sha256 = hashlib.sha256(self.der).hexdigest()  # the identity: needed at once, always
+        if fields is not None:  # read already, from these very bytes, by whoever passes them
+            self.__dict__["fields"] = fields
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Certificate) and other.der == self.der

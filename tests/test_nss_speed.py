@@ -181,3 +181,59 @@ def test_list_json_of_synced_certificates_needs_no_cryptography_and_prints_the_s
     entries = json.loads(remembered)["entries"]
     assert len(entries) == len(ders)
     assert {e["label"] for e in entries if "parse_warning" in e} == {"Negative Serial Root", "W" * 70}
+
+
+# --- reads per sync ------------------------------------------------------------------------
+
+
+def test_a_sync_reads_the_database_once_before_writing_and_once_to_check(tmp_path, pki):
+    """The unlocked read stands under the lock when the database's version did not change."""
+    db = new_db(tmp_path / "db")
+    pem = pki.ca("Speed Root D").write(tmp_path / "d.pem")
+    code = ("import sys\nfrom storesync.stores import nss\nfrom storesync.cli import main\ncount = [0]\n"
+            "read = nss.NssStore.read\n"
+            "def counted(self):\n    count[0] += 1\n    return read(self)\n"
+            f"nss.NssStore.read = counted\nsys.argv = ['storesync', 'sync', 'pem:{pem}', 'nss:{db}']\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "print(count[0])")
+    assert fresh_process(code).splitlines()[-1] == "2"
+    assert certutil_flags(db)["Speed Root D"].startswith("C")
+
+
+def test_the_version_changes_with_every_write_by_certutil(tmp_path, pki):
+    from storesync.stores import open_store
+
+    db = new_db(tmp_path / "db")
+    store = open_store(f"nss:{db}")
+    versions = [store.version()]
+    pem = pki.ca("Speed Root E").write(tmp_path / "e.pem")
+    certutil_add(db, "E", "CT,C,C", pem)
+    versions.append(store.version())
+    run("certutil", "-M", "-d", f"sql:{db}", "-n", "E", "-t", "p,p,p")  # same rows, other values
+    versions.append(store.version())
+    run("certutil", "-M", "-d", f"sql:{db}", "-n", "E", "-t", "CT,C,C")
+    versions.append(store.version())
+    assert None not in versions and len(set(versions)) == 4
+    assert store.version() == versions[-1]
+
+
+def test_the_check_after_a_write_parses_no_certificate_it_wrote(tmp_path, pki):
+    """The read-back still reads every byte from disk, but a certificate whose DER is the one just
+    written is not parsed again; a listing parses each certificate once."""
+    db = new_db(tmp_path / "db")
+    bundle = tmp_path / "three.pem"
+    bundle.write_bytes(b"".join(pki.ca(f"Speed Root F{i}").pem for i in range(3)))
+    code = ("import sys\nfrom storesync import der\nfrom storesync.stores import nss\nfrom storesync.cli import main\n"
+            "inside, parsed = [False], [0]\nread, fields = nss.NssStore.read, der.cert_fields\n"
+            "def counted_read(self):\n    inside[0] = True\n    try:\n        return read(self)\n"
+            "    finally:\n        inside[0] = False\n"
+            "def counted_fields(data):\n    parsed[0] += inside[0]\n    return fields(data)\n"
+            "nss.NssStore.read, der.cert_fields = counted_read, counted_fields\n"
+            "sys.argv = ['storesync', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "print(parsed[0])")
+    synced = subprocess.run([sys.executable, "-c", code, "sync", f"pem:{bundle}", f"nss:{db}"],
+                            capture_output=True, text=True)
+    assert synced.returncode == 0, synced.stderr
+    assert synced.stdout.splitlines()[-1] == "0"
+    assert len(certutil_flags(db)) == 3

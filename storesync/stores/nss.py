@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from storesync import der, pbe
-from storesync.fsio import atomic_write, owner_of, run_as
+from storesync.fsio import atomic_write, owner_of, run_as, stat_version
 from storesync.model import (
     CLIENT_AUTH,
     CODE_SIGNING,
@@ -337,11 +337,12 @@ class TrustObject:
 
 
 class CertObject:
-    __slots__ = ("id", "der", "label", "issuer", "serial", "subject", "distrust_after", "legacy", "p11", "skew")
+    __slots__ = ("id", "der", "fields", "label", "issuer", "serial", "subject", "distrust_after", "legacy", "p11",
+                 "skew")
 
     def __init__(self, id: int, der: bytes, label: str | None, issuer: bytes, serial: bytes, subject: bytes | None,
-                 distrust_after: dict[str, datetime]):
-        self.id, self.der, self.label = id, der, label
+                 distrust_after: dict[str, datetime], fields: "der.CertFields | None" = None):
+        self.id, self.der, self.label, self.fields = id, der, label, fields
         self.issuer, self.serial, self.subject = issuer, serial, subject
         self.distrust_after = distrust_after
         self.legacy: TrustObject | None = None
@@ -421,6 +422,20 @@ class NssStore(Store):
 
     def watch_paths(self) -> list[Path]:
         return [self.cert_db, self.key_db]
+
+    def version(self) -> object:
+        """Both files' and their journals' stat, and each file's SQLite change counter (every commit
+        in rollback-journal mode bumps it): a write by storesync, certutil or a browser changes
+        one, so a sync that read the database before its lock need not read it again."""
+        parts: list[object] = []
+        for path in (self.cert_db, self.key_db):
+            parts += [stat_version(Path(f"{path}{suffix}")) for suffix in ("", "-journal", "-wal")]
+            try:
+                with open(path, "rb") as file:
+                    parts.append(file.read(28)[24:28])  # docs/formats.md §3.5: the header's file change counter
+            except OSError:
+                parts.append(None)
+        return None if None in parts else tuple(parts)
 
     def builtin_anchors(self) -> set[str]:
         spec = self.option("builtins")
@@ -609,7 +624,7 @@ class NssStore(Store):
         order: list[CertObject] = []
         for row in rows:
             object_id = row[0]
-            values = {a: unstored(v) for a, v in zip(present, row[1:])}
+            values = {a: unstored(v) for a, v in zip(present, row[1:]) if v is not None}  # absent: None
             cls = as_ulong(values.get(CKA_CLASS))
             issuer, serial = values.get(CKA_ISSUER), values.get(CKA_SERIAL_NUMBER)
             if not isinstance(object_id, int) or issuer is None or serial is None:
@@ -621,7 +636,7 @@ class NssStore(Store):
                     self.warnings.append(f"{self.cert_db}: certificate object {object_id} has no value; ignored")
                     continue
                 try:
-                    der.cert_fields(value)
+                    fields = _WRITTEN.pop(value, None) or der.cert_fields(value)
                 except der.DERError as exc:
                     self.warnings.append(
                         f"{self.cert_db}: certificate object {object_id} is not a certificate ({exc}); ignored"
@@ -636,6 +651,7 @@ class NssStore(Store):
                     serial=serial,
                     subject=values.get(CKA_SUBJECT),
                     distrust_after=_distrust_after(values),
+                    fields=fields,
                 )
                 if (issuer, serial) not in certs:
                     certs[(issuer, serial)] = obj
@@ -702,7 +718,7 @@ class NssStore(Store):
         if obj.legacy is not None and obj.legacy.raw.get(NSS_STEP_UP) == b"\x01":
             extras["step_up"] = True
         return Entry(
-            Certificate(obj.der),
+            Certificate(obj.der, obj.fields),
             trust=trust,
             label=obj.label,
             distrust_after=dict(obj.distrust_after),
@@ -772,6 +788,7 @@ class NssStore(Store):
                         writer.put(item)
                     else:
                         writer.remove(item)
+                writer.flush()
                 key_conn.execute("COMMIT")  # signatures first
                 cert_conn.execute("COMMIT")  # then the objects they sign
             except BaseException:
@@ -970,6 +987,13 @@ def _with_retries(fn, store: Store):
 # --- building and changing objects ---------------------------------------------------------
 
 
+#: The fields of certificates this process is writing, by their DER: reading a database back after
+#: a write parses no certificate whose bytes are byte for byte one it wrote (the bytes are still
+#: read from disk and compared whole, as the dict's key). Taken out when read back; bounded.
+_WRITTEN: dict[bytes, der.CertFields] = {}
+WRITTEN_KEPT = 4096
+
+
 class _Prepared:
     """Everything derived from an entry before any lock is taken."""
 
@@ -986,6 +1010,9 @@ class _Prepared:
         item.md5 = hashlib.md5(cert.der).digest()
         item.sha256 = bytes.fromhex(cert.sha256)
         item.ckaid = key_id(cert)
+        if len(_WRITTEN) >= WRITTEN_KEPT:
+            _WRITTEN.clear()
+        _WRITTEN[cert.der] = fields  # the check after the write reads these bytes back: not parsed again
         item.letters = _letters_for(entry)
         item.step_up = bool(entry.extras.get("nss", {}).get("step_up"))
         item.email = email_of(cert)
@@ -1011,6 +1038,10 @@ def _letters_for(entry: Entry) -> dict[str, str]:
 
 
 class _Writer:
+    """One write transaction. The objects it looks up (certificates and trust by class, issuer and
+    serial; nicknames) are read in one scan, then kept up to date in memory; rows and signatures
+    are inserted in batches, one `executemany` per shape, before any delete and at the end."""
+
     def __init__(self, cert_conn: sqlite3.Connection, key_conn: sqlite3.Connection, keys: KeyDB, store: NssStore):
         self.cert = cert_conn
         self.key = key_conn
@@ -1018,14 +1049,30 @@ class _Writer:
         self.sign = keys.signer()
         self.columns = self._columns()
         self.stale_signatures: list[str] = []
-        self._ids: set[int] | None = None
         self._next_number: dict[str, int] = {}  # nickname base -> the first " #n" not tried yet
+        self._rows: dict[str, list[list]] = {}  # INSERT statement -> rows not yet inserted
+        self._signatures: list[tuple[str, bytes]] = []  # not yet inserted
+        self._ids: dict[int, tuple] = {}  # object id -> its key in _objects
+        self._objects: dict[tuple, list[tuple[int, Any]]] = {}  # (class, issuer, serial) -> [(id, value)]
+        self._nick_of: dict[Any, Any] = {}  # certificate subject -> the first nickname stored for it
+        self._subjects_of: dict[Any, set] = {}  # nickname -> subjects of the certificates that have it
+        for object_id, cls, issuer, serial, value, subject, nick in self.cert.execute(
+                "SELECT id, a0, a81, a82, a11, a101, a3 FROM nssPublic"):
+            self._add(object_id, cls, issuer, serial, value, subject, nick)
 
     def _columns(self) -> set[str]:
         rows = self.cert.execute("PRAGMA table_info(nssPublic)").fetchall()
         if not rows:
             raise self.store.error("cert9.db has no nssPublic table (not an NSS database?)", self.store.cert_db)
         return {_text(r[1]) for r in rows}
+
+    def _add(self, object_id, cls, issuer, serial, value, subject, nick) -> None:
+        self._ids[object_id] = (cls, issuer, serial)
+        self._objects.setdefault((cls, issuer, serial), []).append((object_id, value))
+        if cls == ulong(CKO_CERTIFICATE) and nick is not None:
+            self._nick_of.setdefault(subject, nick)
+            if subject is not None:
+                self._subjects_of.setdefault(nick, set()).add(subject)
 
     def _ensure_columns(self, attributes: Iterable[int]) -> None:
         for attribute in attributes:
@@ -1035,12 +1082,10 @@ class _Writer:
                 self.columns.add(name)
 
     def _new_id(self) -> int:
-        if self._ids is None:
-            self._ids = {r[0] for r in self.cert.execute("SELECT id FROM nssPublic")}
         while True:
             candidate = secrets.randbelow(MAX_ID) + 1
             if candidate not in self._ids:
-                self._ids.add(candidate)
+                self._ids[candidate] = ()  # taken; _add files it
                 return candidate
 
     def _insert(self, values: dict[int, bytes]) -> int:
@@ -1048,28 +1093,40 @@ class _Writer:
         object_id = self._new_id()
         names = ", ".join(["id", *(col(a) for a in values)])
         marks = ", ".join("?" * (len(values) + 1))
-        self.cert.execute(f"INSERT INTO nssPublic ({names}) VALUES ({marks})", [object_id, *values.values()])
+        self._rows.setdefault(f"INSERT INTO nssPublic ({names}) VALUES ({marks})", []).append(
+            [object_id, *values.values()])
+        self._add(object_id, values[CKA_CLASS], values[CKA_ISSUER], values[CKA_SERIAL_NUMBER], values.get(CKA_VALUE),
+                  values.get(CKA_SUBJECT), values.get(CKA_LABEL))
         return object_id
 
+    def flush(self) -> None:
+        """Insert what waits: before a statement that changes rows, and before the commit."""
+        for statement, rows in self._rows.items():
+            self.cert.executemany(statement, rows)
+        self._rows.clear()
+        if self._signatures:
+            self.key.executemany("INSERT OR REPLACE INTO metaData (id, item1, item2) VALUES (?, ?, NULL)",
+                                 self._signatures)
+            self._signatures.clear()
+
+    def _delete(self, object_id: int) -> None:
+        self.flush()
+        self.cert.execute("DELETE FROM nssPublic WHERE id = ?", (object_id,))
+        key = self._ids.get(object_id)
+        if key in self._objects:
+            self._objects[key] = [(i, v) for i, v in self._objects[key] if i != object_id]
+
     def _find(self, cls: int, issuer: bytes, serial: bytes) -> list[tuple[int, bytes | None]]:
-        return self.cert.execute(
-            "SELECT id, a11 FROM nssPublic WHERE a0 = ? AND a81 = ? AND a82 = ?", (ulong(cls), issuer, serial)
-        ).fetchall()
+        return list(self._objects.get((ulong(cls), issuer, serial), ()))
 
     def _nickname(self, item: _Prepared) -> bytes:
-        row = self.cert.execute(
-            "SELECT a3 FROM nssPublic WHERE a0 = ? AND a101 = ? AND a3 IS NOT NULL LIMIT 1",
-            (ulong(CKO_CERTIFICATE), item.subject),
-        ).fetchone()
-        if row is not None and unstored(row[0]):
-            return unstored(row[0])  # NSS keeps one nickname per subject
+        stored_nick = self._nick_of.get(item.subject)
+        if stored_nick is not None and unstored(stored_nick):
+            return unstored(stored_nick)  # NSS keeps one nickname per subject
         base = (item.entry.label or item.entry.cert.default_label).strip() or item.entry.sha256[:16]
-        n = self._next_number.get(base, 1)  # k certificates of one label: k queries, not k²/2
+        n = self._next_number.get(base, 1)  # k certificates of one label: k lookups, not k²/2
         nick = f"{base} #{n}" if n > 1 else base
-        while self.cert.execute(
-            "SELECT 1 FROM nssPublic WHERE a0 = ? AND a3 = ? AND a101 != ? LIMIT 1",
-            (ulong(CKO_CERTIFICATE), nick.encode("utf-8"), item.subject),
-        ).fetchone():
+        while self._subjects_of.get(nick.encode("utf-8"), set()) - {item.subject}:
             n += 1
             nick = f"{base} #{n}"
         self._next_number[base] = n + 1
@@ -1113,11 +1170,13 @@ class _Writer:
             current = self._get(cert_id, list(distrust_after))
             if current != distrust_after:
                 self._ensure_columns(distrust_after)
+                self.flush()
                 sets = ", ".join(f"{col(a)} = ?" for a in distrust_after)
                 self.cert.execute(f"UPDATE nssPublic SET {sets} WHERE id = ?", [*distrust_after.values(), cert_id])
         self._replace_trust(item)
 
     def _get(self, object_id: int, attributes: list[int]) -> dict[int, bytes | None]:
+        self.flush()
         present = [a for a in attributes if col(a) in self.columns]
         row = self.cert.execute(
             f"SELECT {', '.join(col(a) for a in present) or 'id'} FROM nssPublic WHERE id = ?", (object_id,)
@@ -1128,7 +1187,7 @@ class _Writer:
     def _drop_trust(self, item: _Prepared) -> None:
         for cls, signed in ((CKO_NSS_TRUST, LEGACY_SIGNED), (CKO_TRUST, P11_SIGNED)):
             for object_id, _ in self._find(cls, item.issuer, item.serial):
-                self.cert.execute("DELETE FROM nssPublic WHERE id = ?", (object_id,))
+                self._delete(object_id)
                 self.stale_signatures.extend(sig_id(object_id, a) for a in signed)
 
     def _replace_trust(self, item: _Prepared) -> None:
@@ -1159,10 +1218,7 @@ class _Writer:
         p11[CKA_NAME_HASH_ALGORITHM] = ulong(CKM_SHA256)
         for values, signed in ((legacy, LEGACY_SIGNED), (p11, P11_SIGNED)):
             object_id = self._insert(values)
-            self.key.executemany(
-                "INSERT OR REPLACE INTO metaData (id, item1, item2) VALUES (?, ?, NULL)",
-                [(sig_id(object_id, a), self.sign(object_id, a, values[a])) for a in signed],
-            )
+            self._signatures += [(sig_id(object_id, a), self.sign(object_id, a, values[a])) for a in signed]
 
     def remove(self, item: _Prepared) -> None:
         self._drop_trust(item)
@@ -1171,4 +1227,4 @@ class _Writer:
                 continue
             if self.key.execute("SELECT 1 FROM nssPrivate WHERE a102 = ? LIMIT 1", (item.ckaid,)).fetchone():
                 continue  # a user certificate with its key: only its trust was ours
-            self.cert.execute("DELETE FROM nssPublic WHERE id = ?", (object_id,))
+            self._delete(object_id)
