@@ -237,3 +237,40 @@ def test_the_check_after_a_write_parses_no_certificate_it_wrote(tmp_path, pki):
     assert synced.returncode == 0, synced.stderr
     assert synced.stdout.splitlines()[-1] == "0"
     assert len(certutil_flags(db)) == 3
+
+
+class Counted:
+    """A connection that counts the statements Python hands it (an executemany is one)."""
+
+    def __init__(self, conn, count):
+        self._conn, self._count = conn, count
+
+    def __getattr__(self, name):
+        if name in ("execute", "executemany"):
+            self._count[0] += 1
+        return getattr(self._conn, name)
+
+
+def statements_to_write(tmp_path: Path, pki, n: int) -> int:
+    """Calls into SQLite the write of `n` new roots into a fresh database makes."""
+    from storesync.engine.plan import make_plan
+    from storesync.model import TrustSet
+    from storesync.stores import nss, open_store
+
+    db = new_db(tmp_path / f"db{n}")
+    source = TrustSet(nss.Entry(nss.Certificate(pki.ca(f"Speed Root G{n}-{i}").der)) for i in range(n))
+    store = open_store(f"nss:{db}")
+    plan = make_plan(source, store.read(), store.capabilities, store="t", purpose="any")
+    count, connect = [0], store._connect
+
+    def traced(path, readonly):
+        return Counted(connect(path, readonly), count)
+
+    store._connect = traced
+    store.write(plan)
+    assert len(open_store(f"nss:{db}").read()) == n
+    return count[0]
+
+
+def test_a_write_runs_as_many_statements_for_six_roots_as_for_two(tmp_path, pki):
+    assert statements_to_write(tmp_path, pki, 6) == statements_to_write(tmp_path, pki, 2)
