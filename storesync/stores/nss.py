@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import secrets
 import sqlite3
 import time
 from datetime import datetime, timezone
@@ -251,6 +250,8 @@ class KeyDB:
 
     def signer(self) -> Callable[[int, int, bytes], bytes]:
         """A function (object id, attribute, stored value) -> the DER signature NSS expects."""
+        import secrets  # writing only: reading never needs it
+
         salt = secrets.token_bytes(32)
         iterations = self.iterations
         key = self.mac_key(salt, iterations)
@@ -769,7 +770,7 @@ class NssStore(Store):
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise self.error(f"cannot write ({exc})") from None
                 last = exc
-                time.sleep(0.01 + secrets.randbelow(40) / 1000)
+                time.sleep(0.01 + os.urandom(1)[0] % 40 / 1000)
         raise self.error(f"stayed locked by another program ({last}); nothing was written")
 
     def _write_once(self, prepared: list[tuple[str, "_Prepared"]], password: bytes | None) -> None:
@@ -980,7 +981,7 @@ def _with_retries(fn, store: Store):
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc) or attempt == ATTEMPTS - 1:
                 raise
-            time.sleep(0.01 + secrets.randbelow(30) / 1000)
+            time.sleep(0.01 + os.urandom(1)[0] % 30 / 1000)
     raise AssertionError("unreachable")
 
 
@@ -1082,6 +1083,8 @@ class _Writer:
                 self.columns.add(name)
 
     def _new_id(self) -> int:
+        import secrets
+
         while True:
             candidate = secrets.randbelow(MAX_ID) + 1
             if candidate not in self._ids:
