@@ -132,7 +132,7 @@ def name_attributes(name_tlv: bytes) -> list[tuple[str, str]]:
 # What `cryptography` (50) decodes a name value with: BMP and Universal strings by their codecs,
 # every other string type as UTF-8 (a value that is not refuses the whole certificate).
 _RFC4514_CODECS = {0x1E: "utf-16-be", 0x1C: "utf-32-be"}
-_RFC4514_STRINGS = {0x0C, 0x12, 0x13, 0x14, 0x16, 0x1A, 0x1C, 0x1E}  # UTF8 Numeric Printable T61 IA5 Visible Universal BMP
+_RFC4514_STRINGS = {0x0C, 0x12, 0x13, 0x14, 0x16, 0x1A, 0x1C, 0x1E}  # UTF8 Numeric Printable T61 IA5 Visible Univ. BMP
 
 
 def _rfc4514_value(text: str) -> str:

@@ -110,6 +110,9 @@ LEGACY_SIGNED = (NSS_SERVER, NSS_CLIENT, NSS_CODE, NSS_EMAIL, NSS_STEP_UP, NSS_S
 P11_SIGNED = (P11_SERVER, P11_CLIENT, P11_CODE, P11_EMAIL, CKA_HASH_OF_CERTIFICATE, CKA_NAME_HASH_ALGORITHM)
 
 EMPTY = b"\xa5\x00\x5a"  # how sdb stores a zero-length value
+# The CK_ULONGs a write stores again and again, encoded once.
+_ULONG = {n: n.to_bytes(4, "big") for n in (*LEGACY_SIGNED, *P11_SIGNED, *_TO_LEGACY.values(), *_TO_P11.values(),
+                                            CKO_NSS_TRUST, CKO_TRUST)}
 MAX_ID = 0x3FFFFFFF
 BUSY_TIMEOUT = 0.25  # seconds SQLite waits for a lock per attempt
 ATTEMPTS = 40  # attempts before giving up (NSS itself gives up after ~1-2 s)
@@ -248,8 +251,9 @@ class KeyDB:
         expect = hmac.digest(key, ulong(object_id) + ulong(attribute) + value, "sha256")
         return hmac.compare_digest(expect, mac)
 
-    def signer(self) -> Callable[[int, int, bytes], bytes]:
-        """A function (object id, attribute, stored value) -> the DER signature NSS expects."""
+    def signer(self) -> Callable[[int, dict[int, bytes], Iterable[int]], list[tuple[str, bytes]]]:
+        """A function (object id, its stored values, the attributes to sign) -> the metaData rows
+        (id, DER signature) NSS expects."""
         import secrets  # writing only: reading never needs it
 
         salt = secrets.token_bytes(32)
@@ -260,8 +264,10 @@ class KeyDB:
 
         prefix = der.encode(der.SEQUENCE, alg + der.encode(der.OCTET_STRING, bytes(32)))[:-32]  # all but the MAC
 
-        def sign(object_id: int, attribute: int, value: bytes) -> bytes:
-            return prefix + hmac.digest(key, ulong(object_id) + ulong(attribute) + value, "sha256")
+        def sign(object_id: int, values: dict[int, bytes], attributes: Iterable[int]) -> list[tuple[str, bytes]]:
+            head = ulong(object_id)
+            return [(sig_id(object_id, a), prefix + hmac.digest(key, head + _ULONG[a] + values[a], "sha256"))
+                    for a in attributes]
 
         return sign
 
@@ -1052,6 +1058,7 @@ class _Writer:
         self.stale_signatures: list[str] = []
         self._next_number: dict[str, int] = {}  # nickname base -> the first " #n" not tried yet
         self._rows: dict[str, list[list]] = {}  # INSERT statement -> rows not yet inserted
+        self._statements: dict[tuple[int, ...], str] = {}  # the attributes of a row -> its INSERT
         self._signatures: list[tuple[str, bytes]] = []  # not yet inserted
         self._ids: dict[int, tuple] = {}  # object id -> its key in _objects
         self._objects: dict[tuple, list[tuple[int, Any]]] = {}  # (class, issuer, serial) -> [(id, value)]
@@ -1092,12 +1099,14 @@ class _Writer:
                 return candidate
 
     def _insert(self, values: dict[int, bytes]) -> int:
-        self._ensure_columns(values)
+        shape = tuple(values)
+        statement = self._statements.get(shape)
+        if statement is None:  # a few shapes per write: certificates (with an e-mail or not), trust
+            self._ensure_columns(values)
+            names, marks = ", ".join(["id", *(col(a) for a in values)]), ", ".join("?" * (len(values) + 1))
+            statement = self._statements[shape] = f"INSERT INTO nssPublic ({names}) VALUES ({marks})"
         object_id = self._new_id()
-        names = ", ".join(["id", *(col(a) for a in values)])
-        marks = ", ".join("?" * (len(values) + 1))
-        self._rows.setdefault(f"INSERT INTO nssPublic ({names}) VALUES ({marks})", []).append(
-            [object_id, *values.values()])
+        self._rows.setdefault(statement, []).append([object_id, *values.values()])
         self._add(object_id, values[CKA_CLASS], values[CKA_ISSUER], values[CKA_SERIAL_NUMBER], values.get(CKA_VALUE),
                   values.get(CKA_SUBJECT), values.get(CKA_LABEL))
         return object_id
@@ -1208,20 +1217,19 @@ class _Writer:
             CKA_SERIAL_NUMBER: item.serial,
             CKA_MODIFIABLE: b"\x01",
         }
-        legacy = {CKA_CLASS: ulong(CKO_NSS_TRUST), **common}
+        legacy = {CKA_CLASS: _ULONG[CKO_NSS_TRUST], **common}
         for purpose, attribute in LEGACY_ATTR.items():
-            legacy[attribute] = ulong(_TO_LEGACY[letters[purpose]])
+            legacy[attribute] = _ULONG[_TO_LEGACY[letters[purpose]]]
         legacy[NSS_STEP_UP] = b"\x01" if item.step_up else b"\x00"
         legacy[NSS_SHA1] = item.sha1
         legacy[NSS_MD5] = item.md5
-        p11 = {CKA_CLASS: ulong(CKO_TRUST), **common}
+        p11 = {CKA_CLASS: _ULONG[CKO_TRUST], **common}
         for purpose, attribute in P11_ATTR.items():
-            p11[attribute] = ulong(_TO_P11[letters[purpose]])
+            p11[attribute] = _ULONG[_TO_P11[letters[purpose]]]
         p11[CKA_HASH_OF_CERTIFICATE] = item.sha256
         p11[CKA_NAME_HASH_ALGORITHM] = ulong(CKM_SHA256)
         for values, signed in ((legacy, LEGACY_SIGNED), (p11, P11_SIGNED)):
-            object_id = self._insert(values)
-            self._signatures += [(sig_id(object_id, a), self.sign(object_id, a, values[a])) for a in signed]
+            self._signatures += self.sign(self._insert(values), values, signed)
 
     def remove(self, item: _Prepared) -> None:
         self._drop_trust(item)
