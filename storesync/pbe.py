@@ -157,6 +157,12 @@ def aes_cbc_decrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
         lib.EVP_CIPHER_CTX_free(ctx)
 
 
+def prepare_aes() -> None:
+    """Load now what `aes_cbc_decrypt` needs: for a child that drops root's privileges first."""
+    if _evp() is None:
+        from cryptography.hazmat.primitives.ciphers import Cipher  # noqa: F401
+
+
 _evp_lib = None
 
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import need, run, storesync
 from test_nss import PASSWORD, certutil_add, certutil_flags, new_db
 
@@ -274,3 +276,27 @@ def statements_to_write(tmp_path: Path, pki, n: int) -> int:
 
 def test_a_write_runs_as_many_statements_for_six_roots_as_for_two(tmp_path, pki):
     assert statements_to_write(tmp_path, pki, 6) == statements_to_write(tmp_path, pki, 2)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write as another user")
+def test_root_writes_a_users_signed_database_as_that_user(pki):
+    """The write runs in a child as the database's owner, who may not read root's Python: what
+    it needs (random ids, the password check's AES through libcrypto) is loaded before. The
+    second sync finds signed trust, so its own read proves the password by a MAC, not by AES."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="storesync-nss-owner-"))
+    try:
+        os.chmod(base, 0o755)
+        db = new_db(base / "db")
+        for path in [db, *db.iterdir()]:
+            os.chown(path, 65534, 65534)
+        for name in ("First", "Second"):
+            pem = pki.ca(f"Owner Root {name}").write(base / f"{name}.pem")
+            result = storesync("sync", "--mode", "add", f"pem:{pem}", f"nss:{db}")
+            assert result.returncode == 0, result.stderr
+        assert set(certutil_flags(db)) == {"Owner Root First", "Owner Root Second"}
+        assert {p.stat().st_uid for p in [db, *db.iterdir()]} == {65534}
+    finally:
+        shutil.rmtree(base)

@@ -754,6 +754,10 @@ class NssStore(Store):
         self.password()  # read now: the file may be readable only by root, and the write may run as the owner
         owner = owner_of(self.cert_db)
         if os.geteuid() == 0 and owner[0] != 0:
+            # The child writing as the owner may not read root's Python: it imports nothing itself.
+            import secrets  # noqa: F401 - random ids and MAC salts
+
+            pbe.prepare_aes()  # the password check, when no MAC proves the password
             run_as(owner, lambda: self._write(prepared), self._child_error)
         else:
             self._write(prepared)
