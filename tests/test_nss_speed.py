@@ -292,9 +292,10 @@ def test_root_writes_a_users_signed_database_as_that_user(pki):
         db = new_db(base / "db")
         for path in [db, *db.iterdir()]:
             os.chown(path, 65534, 65534)
-        for name in ("First", "Second"):
-            pem = pki.ca(f"Owner Root {name}").write(base / f"{name}.pem")
-            result = storesync("sync", "--mode", "add", f"pem:{pem}", f"nss:{db}")
+        first, second = (pki.ca(f"Owner Root {name}").write(base / f"{name}.pem") for name in ("First", "Second"))
+        elsewhere = new_db(base / "elsewhere")  # the second root's checks are remembered: nothing loads libcrypto
+        for pem, target in ((first, db), (second, elsewhere), (second, db)):
+            result = storesync("sync", "--mode", "add", f"pem:{pem}", f"nss:{target}")
             assert result.returncode == 0, result.stderr
         assert set(certutil_flags(db)) == {"Owner Root First", "Owner Root Second"}
         assert {p.stat().st_uid for p in [db, *db.iterdir()]} == {65534}
