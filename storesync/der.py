@@ -176,6 +176,27 @@ def extensions(fields: CertFields) -> dict[str, bytes] | None:
         return None
 
 
+def x509_time(tlv: TLV):
+    """A certificate's UTCTime (RFC 5280: years 50-99 are 19xx) or GeneralizedTime, seconds and
+    `Z` only, as an aware datetime; None for any other form (fractions, offsets)."""
+    from datetime import datetime, timezone
+
+    text = tlv.value
+    if tlv.tag == 0x17 and len(text) == 13:
+        year = int(text[:2]) if text[:2].isdigit() else -1
+        year += 1900 if year >= 50 else 2000
+        text = text[2:]
+    elif tlv.tag == 0x18 and len(text) == 15:
+        year = int(text[:4]) if text[:4].isdigit() else -1
+        text = text[4:]
+    else:
+        return None
+    if year < 0 or text[-1:] != b"Z" or not text[:-1].isdigit():
+        return None
+    month, day, hour, minute, second = (int(text[i : i + 2]) for i in range(0, 10, 2))
+    return datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)  # ValueError: no such date
+
+
 def parse_time(value: bytes):
     """An ASCII UTCTime or GeneralizedTime (`241130235959Z`), as an aware datetime; None if not one."""
     from datetime import datetime, timezone

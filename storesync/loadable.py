@@ -22,6 +22,8 @@ that the current user (or root) alone can write is believed. Refusals are never 
 
 from __future__ import annotations
 
+import base64
+
 from storesync import der
 
 CRYPT32, OPENSSL, JAVA, NSS = "crypt32", "openssl", "java", "nss"
@@ -75,6 +77,38 @@ def remember_in(directory) -> None:
     if lines[0] == _RULES:
         _known.update(line for line in lines[1:] if line)
         _passed.update(_known)
+        global _parses
+        _parses = None
+
+
+def remembered_parse(cert) -> tuple[str | None] | None:
+    """(its warning or None,) when it is remembered that `cryptography` parses these bytes (a pass
+    of the Java and NSS check), else None: `list` then shows the certificate without importing it."""
+    if _parses is None:
+        _index_parses()
+    return _parses.get(cert.sha256)
+
+
+def remember_parse(sha256: str, warning: str | None) -> None:
+    note = "" if warning is None else " " + base64.urlsafe_b64encode(warning.encode("utf-8")).decode("ascii")
+    _passed.add(f"{sha256} x509{note}")
+    if _parses is not None:
+        _parses[sha256] = (warning,)
+
+
+_parses: dict[str, tuple[str | None]] | None = None  # sha256 -> (warning,), from the "sha256 x509[ warning]" lines
+
+
+def _index_parses() -> None:
+    global _parses
+    _parses = {}
+    for line in _passed:
+        sha, _, rest = line.partition(" x509")
+        if rest[:1] in ("", " ") and len(sha) == 64:
+            try:
+                _parses[sha] = (base64.urlsafe_b64decode(rest[1:]).decode("utf-8") if rest else None,)
+            except ValueError:
+                pass  # not a note this version wrote: the certificate is parsed again
 
 
 def _private(st) -> bool:
@@ -215,6 +249,8 @@ def _java_refusal(cert) -> str | None:
         return "damaged: its two signature algorithm fields differ"
     if cert.x509 is None and not any(quirk in (cert.parse_warning or "") for quirk in _TOLERATED):
         return f"damaged: {cert.parse_warning.removeprefix('cryptography ').removesuffix('; kept as bytes')}"
+    if cert.x509 is not None:
+        remember_parse(cert.sha256, cert.parse_warning)
     try:
         spki = der.read_all(cert.fields.spki)
         algorithm = der.decode_oid(next(next(spki.children()).children()).value)

@@ -132,14 +132,55 @@ def name_attributes(name_tlv: bytes) -> list[tuple[str, str]]:
     return pairs
 
 
+# What `cryptography` (50) decodes a name value with: BMP and Universal strings by their codecs,
+# every other string type as UTF-8 (a value that is not refuses the whole certificate).
+_RFC4514_CODECS = {0x1E: "utf-16-be", 0x1C: "utf-32-be"}
+_RFC4514_STRINGS = {0x0C, 0x12, 0x13, 0x14, 0x16, 0x1A, 0x1C, 0x1E}  # UTF8 Numeric Printable T61 IA5 Visible Univ. BMP
+
+
+def _rfc4514_value(text: str) -> str:
+    """`cryptography.x509.name._escape_dn_value` (cryptography 50), for a str."""
+    if not text:
+        return ""
+    for special in ("\\", '"', "+", ",", ";", "<", ">"):
+        text = text.replace(special, "\\" + special)
+    text = text.replace("\0", "\\00")
+    if text[0] == "#" or (text[0] == " " and len(text) > 1):
+        text = "\\" + text
+    if text[-1] == " ":
+        text = text[:-1] + "\\ "
+    return text
+
+
+def rfc4514(name_tlv: bytes) -> str | None:
+    """A DER Name as `cryptography`'s `Name.rfc4514_string()` renders it, for a name it reads
+    without complaint; None for a value this does not render as it does (a bit string, another
+    type, bytes its codec refuses)."""
+    try:
+        rdns = []
+        for rdn in reversed(_name_rdns(name_tlv)):
+            parts = []
+            for oid, value in rdn:
+                if value.tag not in _RFC4514_STRINGS:
+                    return None
+                text = value.value.decode(_RFC4514_CODECS.get(value.tag, "utf-8"))
+                parts.append(f"{_SHORT_NAMES.get(oid, oid)}={_rfc4514_value(text)}")
+            rdns.append("+".join(parts))
+    except (der.DERError, UnicodeDecodeError):
+        return None
+    return ",".join(rdns)
+
+
 class Certificate:
     """One certificate: its DER bytes exactly as read. Identity is SHA-256 of those bytes."""
 
     __slots__ = ("der", "__dict__")
 
-    def __init__(self, der_bytes: bytes):
+    def __init__(self, der_bytes: bytes, fields: der.CertFields | None = None):
         self.der = bytes(der_bytes)
         self.sha256 = hashlib.sha256(self.der).hexdigest()  # the identity: needed at once, always
+        if fields is not None:  # read already, from these very bytes, by whoever passes them
+            self.__dict__["fields"] = fields
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Certificate) and other.der == self.der
@@ -180,7 +221,30 @@ class Certificate:
 
     @property
     def parse_warning(self) -> str | None:
-        return self._parsed[1]
+        return self._outline[3] if self._outline is not None else self._parsed[1]
+
+    @cached_property
+    def _outline(self) -> tuple[str, datetime, datetime, str | None] | None:
+        """(subject, not before, not after, parse warning), the first three read by hand, when a
+        remembered check says that `cryptography` parses these bytes and with what warning
+        (`loadable.remembered_parse`): showing a known certificate then costs no `cryptography`
+        import. None otherwise."""
+        if "_parsed" in self.__dict__:
+            return None  # parsed already: its answers cost nothing more
+        from storesync import loadable
+
+        remembered = loadable.remembered_parse(self)
+        if remembered is None:
+            return None
+        try:
+            fields = self.fields
+            not_before, not_after = (der.x509_time(t) for t in der.read_all(fields.validity).children())
+        except (der.DERError, ValueError):
+            return None
+        subject = rfc4514(fields.subject)
+        if subject is None or not_before is None or not_after is None:
+            return None
+        return subject, not_before, not_after, remembered[0]
 
     def subject_hash(self) -> str:
         return subject_hash(self.fields.subject)
@@ -190,6 +254,8 @@ class Certificate:
 
     @cached_property
     def subject(self) -> str:
+        if self._outline is not None:
+            return self._outline[0]
         if self.x509 is not None:
             try:
                 return self.x509.subject.rfc4514_string()
@@ -215,10 +281,14 @@ class Certificate:
 
     @property
     def not_before(self) -> datetime | None:
+        if self._outline is not None:
+            return self._outline[1]
         return self.x509.not_valid_before_utc if self.x509 is not None else None
 
     @property
     def not_after(self) -> datetime | None:
+        if self._outline is not None:
+            return self._outline[2]
         return self.x509.not_valid_after_utc if self.x509 is not None else None
 
     @cached_property

@@ -218,14 +218,30 @@ def cipher(name: str, key: bytes, iv: bytes):
     raise PbeError(f"is encrypted with {name.upper()} using a {len(key) * 8}-bit key, which storesync cannot decrypt")
 
 
+def aes_cbc_decrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
+    """AES-CBC decryption, padding left in place: libcrypto's, else `cryptography`'s."""
+    plain = _c().aes_cbc(key, iv, data, encrypt=False)
+    if plain is None:
+        decryptor = cipher("aes", key, iv).decryptor()
+        plain = decryptor.update(data) + decryptor.finalize()
+    return plain
+
+
+def prepare_aes() -> None:
+    """Load now what `aes_cbc_decrypt` needs: for a child that drops root's privileges first."""
+    if _c().lib is None:
+        from cryptography.hazmat.primitives.ciphers import Cipher  # noqa: F401
+
+
 def _decrypt_with(name: str, key: bytes, iv: bytes, data: bytes) -> bytes:
     if name == "rc2" and len(key) != 16:
         plain = _rc2_cbc_decrypt(key, len(key) * 8, iv, data)
     else:
         if name != "rc4" and len(data) % len(iv or b"x" * 8):
             raise DecryptError("the ciphertext length is not a whole number of blocks")
-        plain = _c().aes_cbc(key, iv, data, encrypt=False) if name == "aes" else None
-        if plain is None:
+        if name == "aes":
+            plain = aes_cbc_decrypt(key, iv, data)
+        else:
             decryptor = cipher(name, key, iv).decryptor()
             plain = decryptor.update(data) + decryptor.finalize()
     if name == "rc4":

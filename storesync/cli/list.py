@@ -13,8 +13,10 @@ from storesync.cli.common import closed_pipe, entry_json, open_and_read, print_j
 
 def run(store: str, expiring: "Optional[int]" = None, expired: bool = False, as_json: bool = False,
         password_file: "Optional[Path]" = None) -> None:
+    from storesync import loadable, state
     from storesync.engine.plan import lift
 
+    loadable.remember_in(state.state_dir())  # certificates a sync checked print without `cryptography`
     opened, trust_set = open_and_read(store, password_file)
     trust_set = lift(trust_set, opened.capabilities, opened.purpose)  # as diff and sync read it
     if expiring is not None or expired:

@@ -30,14 +30,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import secrets
 import sqlite3
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from storesync import der, pbe
-from storesync.fsio import atomic_write, owner_of, run_as
+from storesync.fsio import atomic_write, owner_of, run_as, stat_version
 from storesync.model import (
     CLIENT_AUTH,
     CODE_SIGNING,
@@ -111,6 +110,9 @@ LEGACY_SIGNED = (NSS_SERVER, NSS_CLIENT, NSS_CODE, NSS_EMAIL, NSS_STEP_UP, NSS_S
 P11_SIGNED = (P11_SERVER, P11_CLIENT, P11_CODE, P11_EMAIL, CKA_HASH_OF_CERTIFICATE, CKA_NAME_HASH_ALGORITHM)
 
 EMPTY = b"\xa5\x00\x5a"  # how sdb stores a zero-length value
+# The CK_ULONGs a write stores again and again, encoded once.
+_ULONG = {n: n.to_bytes(4, "big") for n in (*LEGACY_SIGNED, *P11_SIGNED, *_TO_LEGACY.values(), *_TO_P11.values(),
+                                            CKO_NSS_TRUST, CKO_TRUST)}
 MAX_ID = 0x3FFFFFFF
 BUSY_TIMEOUT = 0.25  # seconds SQLite waits for a lock per attempt
 ATTEMPTS = 40  # attempts before giving up (NSS itself gives up after ~1-2 s)
@@ -189,19 +191,33 @@ class KeyDB:
                 return False
             iv = iv.raw if len(iv.value) == 14 else iv.value  # NSS quirk: 14-byte IV stored, 040e prefix
             key = pbe.pbkdf2("sha256", self.pass_key(password), salt, iterations, key_length or 32)
-            decryptor = pbe.cipher("aes", key, iv).decryptor()
-            plain = decryptor.update(ciphertext.value) + decryptor.finalize()
+            plain = pbe.aes_cbc_decrypt(key, iv, ciphertext.value)
         except Exception:  # noqa: BLE001 - any failure means "not this password"
             return False
         return plain.startswith(b"password-check")
 
-    def login(self, password: bytes | None) -> bool:
+    def login(self, password: bytes | None, proof: tuple[bytes, int, int, bytes] | None = None) -> bool:
+        """Find the database's password among the empty one and `password`. `proof`, when the
+        database holds signed trust: (signature, object id, attribute, value) of one attribute.
+        A MAC that verifies under a candidate proves it as well as the password-check entry does:
+        the MAC key derives from the global salt and the password alone, and NSS re-signs every
+        MAC when the password changes (sftkpwd.c: sftkdb_pbehash, sftk_updateMacs). It spares
+        the AES decryption of the check entry (and its import). Else the check entry decides."""
         # The empty password first, as certutil does: a --password-file given for one
         # database of a sync must not lock out the empty-password ones.
         for candidate in dict.fromkeys([b"", *([password] if password is not None else [])]):
-            if self.try_password(candidate):
+            if proof is not None and self._proved(candidate, proof) or self.try_password(candidate):
                 self.password = candidate
                 return True
+        return False
+
+    def _proved(self, candidate: bytes, proof: tuple[bytes, int, int, bytes]) -> bool:
+        self.password = candidate
+        if self.verify(*proof):
+            return True
+        self.password = None
+        self._keys.clear()  # derived from the wrong password: the next candidate derives its own
+        self._by_prefix.clear()
         return False
 
     def mac_key(self, salt: bytes, iterations: int, key_length: int = 32) -> bytes:
@@ -235,8 +251,11 @@ class KeyDB:
         expect = hmac.digest(key, ulong(object_id) + ulong(attribute) + value, "sha256")
         return hmac.compare_digest(expect, mac)
 
-    def signer(self) -> Callable[[int, int, bytes], bytes]:
-        """A function (object id, attribute, stored value) -> the DER signature NSS expects."""
+    def signer(self) -> Callable[[int, dict[int, bytes], Iterable[int]], list[tuple[str, bytes]]]:
+        """A function (object id, its stored values, the attributes to sign) -> the metaData rows
+        (id, DER signature) NSS expects."""
+        import secrets  # writing only: reading never needs it
+
         salt = secrets.token_bytes(32)
         iterations = self.iterations
         key = self.mac_key(salt, iterations)
@@ -245,8 +264,10 @@ class KeyDB:
 
         prefix = der.encode(der.SEQUENCE, alg + der.encode(der.OCTET_STRING, bytes(32)))[:-32]  # all but the MAC
 
-        def sign(object_id: int, attribute: int, value: bytes) -> bytes:
-            return prefix + hmac.digest(key, ulong(object_id) + ulong(attribute) + value, "sha256")
+        def sign(object_id: int, values: dict[int, bytes], attributes: Iterable[int]) -> list[tuple[str, bytes]]:
+            head = ulong(object_id)
+            return [(sig_id(object_id, a), prefix + hmac.digest(key, head + _ULONG[a] + values[a], "sha256"))
+                    for a in attributes]
 
         return sign
 
@@ -323,11 +344,12 @@ class TrustObject:
 
 
 class CertObject:
-    __slots__ = ("id", "der", "label", "issuer", "serial", "subject", "distrust_after", "legacy", "p11", "skew")
+    __slots__ = ("id", "der", "fields", "label", "issuer", "serial", "subject", "distrust_after", "legacy", "p11",
+                 "skew")
 
     def __init__(self, id: int, der: bytes, label: str | None, issuer: bytes, serial: bytes, subject: bytes | None,
-                 distrust_after: dict[str, datetime]):
-        self.id, self.der, self.label = id, der, label
+                 distrust_after: dict[str, datetime], fields: "der.CertFields | None" = None):
+        self.id, self.der, self.label, self.fields = id, der, label, fields
         self.issuer, self.serial, self.subject = issuer, serial, subject
         self.distrust_after = distrust_after
         self.legacy: TrustObject | None = None
@@ -409,6 +431,20 @@ class NssStore(Store):
     def watch_paths(self) -> list[Path]:
         return [self.cert_db, self.key_db]
 
+    def version(self) -> object:
+        """Both files' and their journals' stat, and each file's SQLite change counter (every commit
+        in rollback-journal mode bumps it): a write by storesync, certutil or a browser changes
+        one, so a sync that read the database before its lock need not read it again."""
+        parts: list[object] = []
+        for path in (self.cert_db, self.key_db):
+            parts += [stat_version(Path(f"{path}{suffix}")) for suffix in ("", "-journal", "-wal")]
+            try:
+                with open(path, "rb") as file:
+                    parts.append(file.read(28)[24:28])  # docs/formats.md §3.5: the header's file change counter
+            except OSError:
+                parts.append(None)
+        return None if None in parts else tuple(parts)
+
     def builtin_anchors(self) -> set[str]:
         spec = self.option("builtins")
         if not spec:
@@ -455,7 +491,8 @@ class NssStore(Store):
         conn.text_factory = bytes  # labels and values are BLOBs; tolerate TEXT garbage
         return conn
 
-    def _open_key_db(self, conn: sqlite3.Connection) -> KeyDB:
+    def _open_key_db(self, conn: sqlite3.Connection, signatures: "Callable[[], dict[str, bytes]]",
+                     objects: list[CertObject]) -> tuple[KeyDB, dict[str, bytes]]:
         try:
             row = conn.execute("SELECT item1, item2 FROM metaData WHERE id = 'password'").fetchone()
         except sqlite3.DatabaseError as exc:
@@ -465,11 +502,12 @@ class NssStore(Store):
         if not isinstance(row[0], bytes) or not isinstance(row[1], (bytes, type(None))):
             raise self.error("key4.db's password entry is not what NSS writes (damaged?)", self.key_db)
         keys = KeyDB(row[0], row[1])
+        signed = signatures()
         password = self.password()
-        if not keys.login(password):
+        if not keys.login(password, _proof(objects, signed)):
             if password is not None:
                 raise self.error("the password in the password file is wrong for this database", self.key_db)
-        return keys
+        return keys, signed
 
     # -- a write killed mid-transaction
 
@@ -539,12 +577,12 @@ class NssStore(Store):
         conn.execute("BEGIN")
         try:
             objects = self._read_objects(conn)
-            keys, signatures = self._read_keys()
+            keys, signatures = self._read_keys(objects)
         finally:
             conn.execute("COMMIT")
         return objects, keys, signatures
 
-    def _read_keys(self) -> tuple[KeyDB | None, dict[str, bytes]]:
+    def _read_keys(self, objects: list[CertObject]) -> tuple[KeyDB | None, dict[str, bytes]]:
         if not self.key_db.exists():
             raise self.error(
                 "key4.db is missing, so the trust signatures cannot be checked (a damaged or half-copied "
@@ -554,10 +592,14 @@ class NssStore(Store):
         try:
             conn = self._connect(self.key_db, readonly=True)
             try:
-                keys = self._open_key_db(conn)
-                rows = _with_retries(
-                    lambda: conn.execute("SELECT id, item1 FROM metaData WHERE id LIKE 'sig_cert_%'").fetchall(), self
-                )
+                def signed() -> dict[str, bytes]:
+                    rows = _with_retries(
+                        lambda: conn.execute("SELECT id, item1 FROM metaData WHERE id LIKE 'sig_cert_%'").fetchall(),
+                        self,
+                    )
+                    return {_text(i): v for i, v in rows if isinstance(v, bytes)}
+
+                keys, signatures = self._open_key_db(conn, signed, objects)
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
@@ -568,7 +610,7 @@ class NssStore(Store):
                 "checked; storesync reads no trust it cannot verify (give --password-file or ?password-file=)",
                 self.key_db,
             )
-        return keys, {_text(i): v for i, v in rows if isinstance(v, bytes)}
+        return keys, signatures
 
     def _columns(self, conn: sqlite3.Connection) -> set[str]:
         rows = conn.execute("PRAGMA table_info(nssPublic)").fetchall()
@@ -590,7 +632,7 @@ class NssStore(Store):
         order: list[CertObject] = []
         for row in rows:
             object_id = row[0]
-            values = {a: unstored(v) for a, v in zip(present, row[1:])}
+            values = {a: unstored(v) for a, v in zip(present, row[1:]) if v is not None}  # absent: None
             cls = as_ulong(values.get(CKA_CLASS))
             issuer, serial = values.get(CKA_ISSUER), values.get(CKA_SERIAL_NUMBER)
             if not isinstance(object_id, int) or issuer is None or serial is None:
@@ -602,7 +644,7 @@ class NssStore(Store):
                     self.warnings.append(f"{self.cert_db}: certificate object {object_id} has no value; ignored")
                     continue
                 try:
-                    der.cert_fields(value)
+                    fields = _WRITTEN.pop(value, None) or der.cert_fields(value)
                 except der.DERError as exc:
                     self.warnings.append(
                         f"{self.cert_db}: certificate object {object_id} is not a certificate ({exc}); ignored"
@@ -617,6 +659,7 @@ class NssStore(Store):
                     serial=serial,
                     subject=values.get(CKA_SUBJECT),
                     distrust_after=_distrust_after(values),
+                    fields=fields,
                 )
                 if (issuer, serial) not in certs:
                     certs[(issuer, serial)] = obj
@@ -683,7 +726,7 @@ class NssStore(Store):
         if obj.legacy is not None and obj.legacy.raw.get(NSS_STEP_UP) == b"\x01":
             extras["step_up"] = True
         return Entry(
-            Certificate(obj.der),
+            Certificate(obj.der, obj.fields),
             trust=trust,
             label=obj.label,
             distrust_after=dict(obj.distrust_after),
@@ -712,6 +755,10 @@ class NssStore(Store):
         self.password()  # read now: the file may be readable only by root, and the write may run as the owner
         owner = owner_of(self.cert_db)
         if os.geteuid() == 0 and owner[0] != 0:
+            # The child writing as the owner may not read root's Python: it imports nothing itself.
+            import secrets  # noqa: F401 - random ids and MAC salts
+
+            pbe.prepare_aes()  # the password check, when no MAC proves the password
             run_as(owner, lambda: self._write(prepared), self._child_error)
         else:
             self._write(prepared)
@@ -734,7 +781,7 @@ class NssStore(Store):
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise self.error(f"cannot write ({exc})") from None
                 last = exc
-                time.sleep(0.01 + secrets.randbelow(40) / 1000)
+                time.sleep(0.01 + os.urandom(1)[0] % 40 / 1000)
         raise self.error(f"stayed locked by another program ({last}); nothing was written")
 
     def _write_once(self, prepared: list[tuple[str, "_Prepared"]], password: bytes | None) -> None:
@@ -753,6 +800,7 @@ class NssStore(Store):
                         writer.put(item)
                     else:
                         writer.remove(item)
+                writer.flush()
                 key_conn.execute("COMMIT")  # signatures first
                 cert_conn.execute("COMMIT")  # then the objects they sign
             except BaseException:
@@ -877,6 +925,19 @@ def _signature_rows(key_db_bytes: bytes) -> list[tuple]:
             conn.close()
 
 
+def _proof(objects: list[CertObject], signatures: dict[str, bytes]) -> tuple[bytes, int, int, bytes] | None:
+    """One signed trust attribute (signature, object id, attribute, value) for `KeyDB.login`."""
+    for obj in objects:
+        for trust in (obj.legacy, obj.p11):
+            if trust is None:
+                continue
+            for attribute in (LEGACY_ATTR if trust.cls == CKO_NSS_TRUST else P11_ATTR).values():
+                value, signature = trust.raw.get(attribute), signatures.get(sig_id(trust.id, attribute))
+                if value is not None and signature is not None:
+                    return signature, trust.id, attribute, value
+    return None
+
+
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
@@ -931,11 +992,18 @@ def _with_retries(fn, store: Store):
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc) or attempt == ATTEMPTS - 1:
                 raise
-            time.sleep(0.01 + secrets.randbelow(30) / 1000)
+            time.sleep(0.01 + os.urandom(1)[0] % 30 / 1000)
     raise AssertionError("unreachable")
 
 
 # --- building and changing objects ---------------------------------------------------------
+
+
+#: The fields of certificates this process is writing, by their DER: reading a database back after
+#: a write parses no certificate whose bytes are byte for byte one it wrote (the bytes are still
+#: read from disk and compared whole, as the dict's key). Taken out when read back; bounded.
+_WRITTEN: dict[bytes, der.CertFields] = {}
+WRITTEN_KEPT = 4096
 
 
 class _Prepared:
@@ -954,6 +1022,9 @@ class _Prepared:
         item.md5 = hashlib.md5(cert.der).digest()
         item.sha256 = bytes.fromhex(cert.sha256)
         item.ckaid = key_id(cert)
+        if len(_WRITTEN) >= WRITTEN_KEPT:
+            _WRITTEN.clear()
+        _WRITTEN[cert.der] = fields  # the check after the write reads these bytes back: not parsed again
         item.letters = _letters_for(entry)
         item.step_up = bool(entry.extras.get("nss", {}).get("step_up"))
         item.email = email_of(cert)
@@ -979,6 +1050,10 @@ def _letters_for(entry: Entry) -> dict[str, str]:
 
 
 class _Writer:
+    """One write transaction. The objects it looks up (certificates and trust by class, issuer and
+    serial; nicknames) are read in one scan, then kept up to date in memory; rows and signatures
+    are inserted in batches, one `executemany` per shape, before any delete and at the end."""
+
     def __init__(self, cert_conn: sqlite3.Connection, key_conn: sqlite3.Connection, keys: KeyDB, store: NssStore):
         self.cert = cert_conn
         self.key = key_conn
@@ -986,14 +1061,31 @@ class _Writer:
         self.sign = keys.signer()
         self.columns = self._columns()
         self.stale_signatures: list[str] = []
-        self._ids: set[int] | None = None
         self._next_number: dict[str, int] = {}  # nickname base -> the first " #n" not tried yet
+        self._rows: dict[str, list[list]] = {}  # INSERT statement -> rows not yet inserted
+        self._statements: dict[tuple[int, ...], str] = {}  # the attributes of a row -> its INSERT
+        self._signatures: list[tuple[str, bytes]] = []  # not yet inserted
+        self._ids: dict[int, tuple] = {}  # object id -> its key in _objects
+        self._objects: dict[tuple, list[tuple[int, Any]]] = {}  # (class, issuer, serial) -> [(id, value)]
+        self._nick_of: dict[Any, Any] = {}  # certificate subject -> the first nickname stored for it
+        self._subjects_of: dict[Any, set] = {}  # nickname -> subjects of the certificates that have it
+        for object_id, cls, issuer, serial, value, subject, nick in self.cert.execute(
+                "SELECT id, a0, a81, a82, a11, a101, a3 FROM nssPublic"):
+            self._add(object_id, cls, issuer, serial, value, subject, nick)
 
     def _columns(self) -> set[str]:
         rows = self.cert.execute("PRAGMA table_info(nssPublic)").fetchall()
         if not rows:
             raise self.store.error("cert9.db has no nssPublic table (not an NSS database?)", self.store.cert_db)
         return {_text(r[1]) for r in rows}
+
+    def _add(self, object_id, cls, issuer, serial, value, subject, nick) -> None:
+        self._ids[object_id] = (cls, issuer, serial)
+        self._objects.setdefault((cls, issuer, serial), []).append((object_id, value))
+        if cls == ulong(CKO_CERTIFICATE) and nick is not None:
+            self._nick_of.setdefault(subject, nick)
+            if subject is not None:
+                self._subjects_of.setdefault(nick, set()).add(subject)
 
     def _ensure_columns(self, attributes: Iterable[int]) -> None:
         for attribute in attributes:
@@ -1003,41 +1095,55 @@ class _Writer:
                 self.columns.add(name)
 
     def _new_id(self) -> int:
-        if self._ids is None:
-            self._ids = {r[0] for r in self.cert.execute("SELECT id FROM nssPublic")}
+        import secrets
+
         while True:
             candidate = secrets.randbelow(MAX_ID) + 1
             if candidate not in self._ids:
-                self._ids.add(candidate)
+                self._ids[candidate] = ()  # taken; _add files it
                 return candidate
 
     def _insert(self, values: dict[int, bytes]) -> int:
-        self._ensure_columns(values)
+        shape = tuple(values)
+        statement = self._statements.get(shape)
+        if statement is None:  # a few shapes per write: certificates (with an e-mail or not), trust
+            self._ensure_columns(values)
+            names, marks = ", ".join(["id", *(col(a) for a in values)]), ", ".join("?" * (len(values) + 1))
+            statement = self._statements[shape] = f"INSERT INTO nssPublic ({names}) VALUES ({marks})"
         object_id = self._new_id()
-        names = ", ".join(["id", *(col(a) for a in values)])
-        marks = ", ".join("?" * (len(values) + 1))
-        self.cert.execute(f"INSERT INTO nssPublic ({names}) VALUES ({marks})", [object_id, *values.values()])
+        self._rows.setdefault(statement, []).append([object_id, *values.values()])
+        self._add(object_id, values[CKA_CLASS], values[CKA_ISSUER], values[CKA_SERIAL_NUMBER], values.get(CKA_VALUE),
+                  values.get(CKA_SUBJECT), values.get(CKA_LABEL))
         return object_id
 
+    def flush(self) -> None:
+        """Insert what waits: before a statement that changes rows, and before the commit."""
+        for statement, rows in self._rows.items():
+            self.cert.executemany(statement, rows)
+        self._rows.clear()
+        if self._signatures:
+            self.key.executemany("INSERT OR REPLACE INTO metaData (id, item1, item2) VALUES (?, ?, NULL)",
+                                 self._signatures)
+            self._signatures.clear()
+
+    def _delete(self, object_id: int) -> None:
+        self.flush()
+        self.cert.execute("DELETE FROM nssPublic WHERE id = ?", (object_id,))
+        key = self._ids.get(object_id)
+        if key in self._objects:
+            self._objects[key] = [(i, v) for i, v in self._objects[key] if i != object_id]
+
     def _find(self, cls: int, issuer: bytes, serial: bytes) -> list[tuple[int, bytes | None]]:
-        return self.cert.execute(
-            "SELECT id, a11 FROM nssPublic WHERE a0 = ? AND a81 = ? AND a82 = ?", (ulong(cls), issuer, serial)
-        ).fetchall()
+        return list(self._objects.get((ulong(cls), issuer, serial), ()))
 
     def _nickname(self, item: _Prepared) -> bytes:
-        row = self.cert.execute(
-            "SELECT a3 FROM nssPublic WHERE a0 = ? AND a101 = ? AND a3 IS NOT NULL LIMIT 1",
-            (ulong(CKO_CERTIFICATE), item.subject),
-        ).fetchone()
-        if row is not None and unstored(row[0]):
-            return unstored(row[0])  # NSS keeps one nickname per subject
+        stored_nick = self._nick_of.get(item.subject)
+        if stored_nick is not None and unstored(stored_nick):
+            return unstored(stored_nick)  # NSS keeps one nickname per subject
         base = (item.entry.label or item.entry.cert.default_label).strip() or item.entry.sha256[:16]
-        n = self._next_number.get(base, 1)  # k certificates of one label: k queries, not k²/2
+        n = self._next_number.get(base, 1)  # k certificates of one label: k lookups, not k²/2
         nick = f"{base} #{n}" if n > 1 else base
-        while self.cert.execute(
-            "SELECT 1 FROM nssPublic WHERE a0 = ? AND a3 = ? AND a101 != ? LIMIT 1",
-            (ulong(CKO_CERTIFICATE), nick.encode("utf-8"), item.subject),
-        ).fetchone():
+        while self._subjects_of.get(nick.encode("utf-8"), set()) - {item.subject}:
             n += 1
             nick = f"{base} #{n}"
         self._next_number[base] = n + 1
@@ -1081,11 +1187,13 @@ class _Writer:
             current = self._get(cert_id, list(distrust_after))
             if current != distrust_after:
                 self._ensure_columns(distrust_after)
+                self.flush()
                 sets = ", ".join(f"{col(a)} = ?" for a in distrust_after)
                 self.cert.execute(f"UPDATE nssPublic SET {sets} WHERE id = ?", [*distrust_after.values(), cert_id])
         self._replace_trust(item)
 
     def _get(self, object_id: int, attributes: list[int]) -> dict[int, bytes | None]:
+        self.flush()
         present = [a for a in attributes if col(a) in self.columns]
         row = self.cert.execute(
             f"SELECT {', '.join(col(a) for a in present) or 'id'} FROM nssPublic WHERE id = ?", (object_id,)
@@ -1096,7 +1204,7 @@ class _Writer:
     def _drop_trust(self, item: _Prepared) -> None:
         for cls, signed in ((CKO_NSS_TRUST, LEGACY_SIGNED), (CKO_TRUST, P11_SIGNED)):
             for object_id, _ in self._find(cls, item.issuer, item.serial):
-                self.cert.execute("DELETE FROM nssPublic WHERE id = ?", (object_id,))
+                self._delete(object_id)
                 self.stale_signatures.extend(sig_id(object_id, a) for a in signed)
 
     def _replace_trust(self, item: _Prepared) -> None:
@@ -1114,23 +1222,19 @@ class _Writer:
             CKA_SERIAL_NUMBER: item.serial,
             CKA_MODIFIABLE: b"\x01",
         }
-        legacy = {CKA_CLASS: ulong(CKO_NSS_TRUST), **common}
+        legacy = {CKA_CLASS: _ULONG[CKO_NSS_TRUST], **common}
         for purpose, attribute in LEGACY_ATTR.items():
-            legacy[attribute] = ulong(_TO_LEGACY[letters[purpose]])
+            legacy[attribute] = _ULONG[_TO_LEGACY[letters[purpose]]]
         legacy[NSS_STEP_UP] = b"\x01" if item.step_up else b"\x00"
         legacy[NSS_SHA1] = item.sha1
         legacy[NSS_MD5] = item.md5
-        p11 = {CKA_CLASS: ulong(CKO_TRUST), **common}
+        p11 = {CKA_CLASS: _ULONG[CKO_TRUST], **common}
         for purpose, attribute in P11_ATTR.items():
-            p11[attribute] = ulong(_TO_P11[letters[purpose]])
+            p11[attribute] = _ULONG[_TO_P11[letters[purpose]]]
         p11[CKA_HASH_OF_CERTIFICATE] = item.sha256
         p11[CKA_NAME_HASH_ALGORITHM] = ulong(CKM_SHA256)
         for values, signed in ((legacy, LEGACY_SIGNED), (p11, P11_SIGNED)):
-            object_id = self._insert(values)
-            self.key.executemany(
-                "INSERT OR REPLACE INTO metaData (id, item1, item2) VALUES (?, ?, NULL)",
-                [(sig_id(object_id, a), self.sign(object_id, a, values[a])) for a in signed],
-            )
+            self._signatures += self.sign(self._insert(values), values, signed)
 
     def remove(self, item: _Prepared) -> None:
         self._drop_trust(item)
@@ -1139,4 +1243,4 @@ class _Writer:
                 continue
             if self.key.execute("SELECT 1 FROM nssPrivate WHERE a102 = ? LIMIT 1", (item.ckaid,)).fetchone():
                 continue  # a user certificate with its key: only its trust was ours
-            self.cert.execute("DELETE FROM nssPublic WHERE id = ?", (object_id,))
+            self._delete(object_id)

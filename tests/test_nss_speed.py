@@ -1,0 +1,303 @@
+"""Issue 18: NSS from the command line, counted rather than timed: what a one-shot read or write
+of an NSS database imports and does. Each claim is checked against certutil or libnss3 where the
+result could differ (trust read back, passwords)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import need, run, storesync
+from test_nss import PASSWORD, certutil_add, certutil_flags, new_db
+
+CIPHERS = "cryptography.hazmat.primitives.ciphers"
+
+
+def fresh_process(code: str) -> str:
+    """Run `code` in a new interpreter (nothing imported yet) and return what it prints."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def imported_after(code: str, *modules: str) -> list[str]:
+    out = fresh_process(f"import sys\n{code}\nprint(' '.join(m for m in {modules!r} if m in sys.modules))")
+    return out.split()
+
+
+# --- the password check --------------------------------------------------------------------
+
+
+def test_aes_cbc_decrypt_agrees_with_cryptography():
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    from storesync import pbe
+
+    for key_length in (16, 24, 32):
+        for size in (16, 48):
+            key, iv, data = os.urandom(key_length), os.urandom(16), os.urandom(size)
+            decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+            assert pbe.aes_cbc_decrypt(key, iv, data) == decryptor.update(data) + decryptor.finalize()
+
+
+def test_reading_signed_trust_imports_no_cipher(tmp_path, pki):
+    """The empty password is proved by a trust MAC that verifies under its key: no AES."""
+    db = new_db(tmp_path / "db")
+    certutil_add(db, "A", "CT,C,C", pki.ca("Speed Root A").write(tmp_path / "a.pem"))
+    code = f"from storesync.stores import open_store\nprint(len(open_store('nss:{db}').read()))"
+    assert fresh_process(code + f"\nimport sys\nprint({CIPHERS!r} in sys.modules)").split() == ["1", "False"]
+
+
+def test_writing_a_fresh_database_imports_no_cipher(tmp_path, pki):
+    """A fresh database has no MAC yet: the password-check entry decides, decrypted by libcrypto."""
+    db = new_db(tmp_path / "db")
+    pem = pki.ca("Speed Root B").write(tmp_path / "b.pem")
+    code = ("from storesync.engine.plan import make_plan\nfrom storesync.stores import open_store\n"
+            f"source, store = open_store('pem:{pem}').read(), open_store('nss:{db}')\n"
+            "store.write(make_plan(source, store.read(), store.capabilities, store='t', purpose='any'))")
+    assert imported_after(code, CIPHERS) == []
+    assert certutil_flags(db) == {"Speed Root B": "CT,C,C"}
+
+
+def test_a_password_database_with_trust_is_still_refused_without_its_password(tmp_path, pki):
+    """The empty password's MAC key does not verify MACs made under a real password: refused as before."""
+    db = new_db(tmp_path / "db", PASSWORD)
+    pw = tmp_path / "db.pw"
+    certutil_add(db, "A", "CT,C,C", pki.ca("Speed Root C").write(tmp_path / "c.pem"), "-f", pw)
+    refused = storesync("list", f"nss:{db}")
+    assert refused.returncode == 2 and "password-protected" in refused.stderr
+    wrong = tmp_path / "wrong.pw"
+    wrong.write_text("not it\n")
+    assert "wrong" in storesync("list", f"nss:{db}?password-file={wrong}").stderr
+    listed = storesync("list", f"nss:{db}?password-file={pw}", "--json")
+    assert listed.returncode == 0 and "Speed Root C" in listed.stdout
+
+
+# --- list --json without cryptography ------------------------------------------------------
+
+
+def awkward_names():
+    from cryptography import x509
+    from cryptography.x509.name import _ASN1Type
+    from cryptography.x509.oid import NameOID
+
+    a = x509.NameAttribute
+    return {
+        "non-ascii": x509.Name([a(NameOID.COUNTRY_NAME, "CH"), a(NameOID.LOCALITY_NAME, "Zürich"),
+                                a(NameOID.COMMON_NAME, "Ωmega 中文 Root")]),
+        "multi-valued": x509.Name([x509.RelativeDistinguishedName([a(NameOID.ORGANIZATION_NAME, "Multi O"),
+                                                                   a(NameOID.ORGANIZATIONAL_UNIT_NAME, "Multi OU")]),
+                                   x509.RelativeDistinguishedName([a(NameOID.COMMON_NAME, "Multi CN")])]),
+        "escapes": x509.Name([a(NameOID.ORGANIZATION_NAME, ' lead,comma+plus"quote\\back<lt>gt;semi trail '),
+                              a(NameOID.ORGANIZATIONAL_UNIT_NAME, "#hash"), a(NameOID.LOCALITY_NAME, " "),
+                              a(NameOID.STREET_ADDRESS, "nul\x00inside"), a(NameOID.COMMON_NAME, "Escapes Root")]),
+        "unknown-oids": x509.Name([a(x509.ObjectIdentifier("1.3.6.1.4.1.99999.7"), "private arc"),
+                                   a(NameOID.EMAIL_ADDRESS, "ca@example.test"), a(NameOID.DOMAIN_COMPONENT, "test"),
+                                   a(NameOID.USER_ID, "uid1"), a(NameOID.SERIAL_NUMBER, "42"),
+                                   a(NameOID.COMMON_NAME, "Unknown OIDs Root")]),
+        "string-types": x509.Name([a(NameOID.COUNTRY_NAME, "DE", _ASN1Type.PrintableString),
+                                   a(NameOID.ORGANIZATION_NAME, "T61 Org", _ASN1Type.T61String),
+                                   a(NameOID.ORGANIZATIONAL_UNIT_NAME, "BMP Ünï ☃", _ASN1Type.BMPString),
+                                   a(NameOID.LOCALITY_NAME, "Universal 𝄞", _ASN1Type.UniversalString),
+                                   a(NameOID.COMMON_NAME, "ia5 root", _ASN1Type.IA5String)]),
+        "long-cn": x509.Name([a(NameOID.COMMON_NAME, "W" * 70, _validate=False)]),
+    }
+
+
+def test_rfc4514_renders_names_as_cryptography_does(pki):
+    from cryptography import x509
+
+    from storesync import der
+    from storesync.model import rfc4514
+
+    for label, subject in awkward_names().items():
+        issued = pki.ca(subject)
+        parsed = x509.load_der_x509_certificate(issued.der)
+        assert rfc4514(der.cert_fields(issued.der).subject) == parsed.subject.rfc4514_string(), label
+    # what it cannot render the same way it leaves to cryptography
+    bit_string = der.encode(der.SEQUENCE, der.encode(der.SET, der.encode(
+        der.SEQUENCE, der.encode_oid("2.5.4.45") + der.encode(0x03, b"\x00\x01"))))
+    assert rfc4514(bit_string) is None
+    latin1 = der.encode(der.SEQUENCE, der.encode(der.SET, der.encode(
+        der.SEQUENCE, der.encode_oid("2.5.4.3") + der.encode(0x14, "Zürich".encode("latin-1")))))
+    assert rfc4514(latin1) is None
+
+
+def test_x509_time_reads_what_cryptography_reads(pki):
+    import datetime as dt
+
+    from cryptography import x509
+
+    from storesync import der
+
+    for before, after in ((dt.datetime(1999, 12, 31, 23, 59, 58), dt.datetime(2049, 12, 31, 23, 59, 59)),
+                          (dt.datetime(1950, 1, 1), dt.datetime(2050, 1, 1, 0, 0, 1))):  # UTCTime, then GeneralizedTime
+        issued = pki.ca("Times Root", not_before=before, not_after=after)
+        parsed = x509.load_der_x509_certificate(issued.der)
+        times = [der.x509_time(t) for t in der.read_all(der.cert_fields(issued.der).validity).children()]
+        assert times == [parsed.not_valid_before_utc, parsed.not_valid_after_utc]
+    assert der.x509_time(der.read(der.encode(0x18, b"20250101000000.5Z"))) is None  # fractions: cryptography's call
+    assert der.x509_time(der.read(der.encode(0x17, b"2501010000Z"))) is None
+
+
+def list_json_in_process(db: Path, state: Path) -> tuple[str, bool]:
+    """`storesync list nss:DB --json` in a fresh interpreter: (its output, whether it imported cryptography)."""
+    code = ("import contextlib, io, sys\nfrom storesync.cli import main\n"
+            f"sys.argv = ['storesync', 'list', 'nss:{db}', '--json']\nout = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n    try:\n        main()\n    except SystemExit:\n        pass\n"
+            "print(out.getvalue(), 'cryptography' in sys.modules, sep='\\n')")
+    env = {**os.environ, "STORESYNC_STATE_DIR": str(state)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    output, _, imported = result.stdout.rstrip("\n").rpartition("\n")
+    return output, imported == "True"
+
+
+def test_list_json_of_synced_certificates_needs_no_cryptography_and_prints_the_same(tmp_path, pki):
+    """A sync remembers how cryptography parsed each root (warnings too); `list --json` then prints
+    subjects and dates read by hand, byte for byte what a run without that memory prints."""
+    from conftest import with_serial
+
+    issued = [pki.ca(subject) for subject in awkward_names().values()]
+    ders = [i.der for i in issued]
+    negative = pki.ca("Negative Serial Root")
+    ders.append(with_serial(negative, negative, b"\xff\x01"))  # a real-world warning: Go Daddy's roots
+    from conftest import pem_of
+
+    bundle = tmp_path / "awkward.pem"
+    bundle.write_bytes(b"".join(pem_of(d) for d in ders))
+    db, state = new_db(tmp_path / "db"), tmp_path / "state"
+    synced = storesync("sync", f"pem:{bundle}", f"nss:{db}", env={**os.environ, "STORESYNC_STATE_DIR": str(state)})
+    assert synced.returncode == 0, synced.stderr
+    remembered, imported = list_json_in_process(db, state)
+    assert not imported
+    fresh, imported_fresh = list_json_in_process(db, tmp_path / "no-memory")
+    assert imported_fresh
+    assert remembered == fresh
+    import json
+
+    entries = json.loads(remembered)["entries"]
+    assert len(entries) == len(ders)
+    assert {e["label"] for e in entries if "parse_warning" in e} == {"Negative Serial Root", "W" * 70}
+
+
+# --- reads per sync ------------------------------------------------------------------------
+
+
+def test_a_sync_reads_the_database_once_before_writing_and_once_to_check(tmp_path, pki):
+    """The unlocked read stands under the lock when the database's version did not change."""
+    db = new_db(tmp_path / "db")
+    pem = pki.ca("Speed Root D").write(tmp_path / "d.pem")
+    code = ("import sys\nfrom storesync.stores import nss\nfrom storesync.cli import main\ncount = [0]\n"
+            "read = nss.NssStore.read\n"
+            "def counted(self):\n    count[0] += 1\n    return read(self)\n"
+            f"nss.NssStore.read = counted\nsys.argv = ['storesync', 'sync', 'pem:{pem}', 'nss:{db}']\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "print(count[0])")
+    assert fresh_process(code).splitlines()[-1] == "2"
+    assert certutil_flags(db)["Speed Root D"].startswith("C")
+
+
+def test_the_version_changes_with_every_write_by_certutil(tmp_path, pki):
+    from storesync.stores import open_store
+
+    db = new_db(tmp_path / "db")
+    store = open_store(f"nss:{db}")
+    versions = [store.version()]
+    pem = pki.ca("Speed Root E").write(tmp_path / "e.pem")
+    certutil_add(db, "E", "CT,C,C", pem)
+    versions.append(store.version())
+    run("certutil", "-M", "-d", f"sql:{db}", "-n", "E", "-t", "p,p,p")  # same rows, other values
+    versions.append(store.version())
+    run("certutil", "-M", "-d", f"sql:{db}", "-n", "E", "-t", "CT,C,C")
+    versions.append(store.version())
+    assert None not in versions and len(set(versions)) == 4
+    assert store.version() == versions[-1]
+
+
+def test_the_check_after_a_write_parses_no_certificate_it_wrote(tmp_path, pki):
+    """The read-back still reads every byte from disk, but a certificate whose DER is the one just
+    written is not parsed again; a listing parses each certificate once."""
+    db = new_db(tmp_path / "db")
+    bundle = tmp_path / "three.pem"
+    bundle.write_bytes(b"".join(pki.ca(f"Speed Root F{i}").pem for i in range(3)))
+    code = ("import sys\nfrom storesync import der\nfrom storesync.stores import nss\nfrom storesync.cli import main\n"
+            "inside, parsed = [False], [0]\nread, fields = nss.NssStore.read, der.cert_fields\n"
+            "def counted_read(self):\n    inside[0] = True\n    try:\n        return read(self)\n"
+            "    finally:\n        inside[0] = False\n"
+            "def counted_fields(data):\n    parsed[0] += inside[0]\n    return fields(data)\n"
+            "nss.NssStore.read, der.cert_fields = counted_read, counted_fields\n"
+            "sys.argv = ['storesync', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "print(parsed[0])")
+    synced = subprocess.run([sys.executable, "-c", code, "sync", f"pem:{bundle}", f"nss:{db}"],
+                            capture_output=True, text=True)
+    assert synced.returncode == 0, synced.stderr
+    assert synced.stdout.splitlines()[-1] == "0"
+    assert len(certutil_flags(db)) == 3
+
+
+class Counted:
+    """A connection that counts the statements Python hands it (an executemany is one)."""
+
+    def __init__(self, conn, count):
+        self._conn, self._count = conn, count
+
+    def __getattr__(self, name):
+        if name in ("execute", "executemany"):
+            self._count[0] += 1
+        return getattr(self._conn, name)
+
+
+def statements_to_write(tmp_path: Path, pki, n: int) -> int:
+    """Calls into SQLite the write of `n` new roots into a fresh database makes."""
+    from storesync.engine.plan import make_plan
+    from storesync.model import TrustSet
+    from storesync.stores import nss, open_store
+
+    db = new_db(tmp_path / f"db{n}")
+    source = TrustSet(nss.Entry(nss.Certificate(pki.ca(f"Speed Root G{n}-{i}").der)) for i in range(n))
+    store = open_store(f"nss:{db}")
+    plan = make_plan(source, store.read(), store.capabilities, store="t", purpose="any")
+    count, connect = [0], store._connect
+
+    def traced(path, readonly):
+        return Counted(connect(path, readonly), count)
+
+    store._connect = traced
+    store.write(plan)
+    assert len(open_store(f"nss:{db}").read()) == n
+    return count[0]
+
+
+def test_a_write_runs_as_many_statements_for_six_roots_as_for_two(tmp_path, pki):
+    assert statements_to_write(tmp_path, pki, 6) == statements_to_write(tmp_path, pki, 2)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write as another user")
+def test_root_writes_a_users_signed_database_as_that_user(pki):
+    """The write runs in a child as the database's owner, who may not read root's Python: what
+    it needs (random ids, the password check's AES through libcrypto) is loaded before. The
+    second sync finds signed trust, so its own read proves the password by a MAC, not by AES."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="storesync-nss-owner-"))
+    try:
+        os.chmod(base, 0o755)
+        db = new_db(base / "db")
+        for path in [db, *db.iterdir()]:
+            os.chown(path, 65534, 65534)
+        first, second = (pki.ca(f"Owner Root {name}").write(base / f"{name}.pem") for name in ("First", "Second"))
+        elsewhere = new_db(base / "elsewhere")  # the second root's checks are remembered: nothing loads libcrypto
+        for pem, target in ((first, db), (second, elsewhere), (second, db)):
+            result = storesync("sync", "--mode", "add", f"pem:{pem}", f"nss:{target}")
+            assert result.returncode == 0, result.stderr
+        assert set(certutil_flags(db)) == {"Owner Root First", "Owner Root Second"}
+        assert {p.stat().st_uid for p in [db, *db.iterdir()]} == {65534}
+    finally:
+        shutil.rmtree(base)
