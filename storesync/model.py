@@ -132,10 +132,10 @@ def name_attributes(name_tlv: bytes) -> list[tuple[str, str]]:
 class Certificate:
     """One certificate: its DER bytes exactly as read. Identity is SHA-256 of those bytes."""
 
-    __slots__ = ("der", "__dict__")
+    __slots__ = ("der", "sha256", "__dict__")  # the __dict__ holds only what a caller asked for
 
     def __init__(self, der_bytes: bytes):
-        self.der = bytes(der_bytes)
+        self.der = bytes(der_bytes)  # no copy when given bytes: one object from the read to the write
         self.sha256 = hashlib.sha256(self.der).hexdigest()  # the identity: needed at once, always
 
     def __eq__(self, other: object) -> bool:
@@ -278,6 +278,41 @@ class Record:
 _TRUST_KEYS: dict[tuple, tuple] = {}
 
 
+class Shared(dict):
+    """A mapping many entries hold at once (a large store has a handful of distinct trusts):
+    made once and never changed. Changing one would change every entry holding it, so it
+    refuses; copy it with dict(...) first."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a shared mapping of many entries: change a copy (dict(...)) instead")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __copy__(self) -> dict:
+        return dict(self)
+
+    def __reduce__(self):
+        return dict, (dict(self),)
+
+
+_SHARED: dict[tuple, Shared] = {}
+NOTHING: Mapping = Shared()  # the empty distrust_after and extras of most entries
+
+
+def shared(mapping: Mapping) -> Mapping:
+    """The one Shared copy of a trust or distrust-after map (its items in order: a few distinct
+    ones in any store, where a dict per entry would cost a quarter of a kilobyte each)."""
+    if not mapping:
+        return NOTHING
+    key = tuple(mapping.items())
+    found = _SHARED.get(key)
+    if found is None:
+        found = _SHARED[key] = Shared(mapping)
+    return found
+
+
 class Entry(Record):
     """A certificate with what one store says about it.
 
@@ -294,10 +329,11 @@ class Entry(Record):
     def __init__(self, cert: Certificate, trust: Mapping[str, str] | None = None, label: str | None = None,
                  distrust_after: Mapping[str, datetime] | None = None, extras: Mapping[str, object] | None = None):
         self.cert = cert
-        self.trust = dict(ANCHOR) if trust is None else trust
+        # Shared: a store of 100 000 entries holds a few distinct trusts, not 100 000 dicts.
+        self.trust = shared(ANCHOR if trust is None else trust)
         self.label = label
-        self.distrust_after = {} if distrust_after is None else distrust_after
-        self.extras = {} if extras is None else extras
+        self.distrust_after = shared(distrust_after) if distrust_after else NOTHING
+        self.extras = extras or NOTHING  # a store's own data: kept as given, unless empty
         # Read many times per sync: computed once.
         self.sha256 = cert.sha256
         self.distrusted = DISTRUSTED in self.trust.values()

@@ -21,7 +21,7 @@ from storesync.model import (
     ANCHOR, ANY_EKU, DISTRUSTED, PURPOSES, TRUSTED, Certificate, Entry, TrustSet, oid_from_purpose, purpose_from_oid,
     purpose_order,
 )
-from storesync.stores import FileStore
+from storesync.stores import FileStore, _digest
 
 _BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
 _CERT_TYPES = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
@@ -53,12 +53,10 @@ class PemStore(FileStore):
         return _TRUSTED if speaks_trusted(self) else _PLAIN
 
     def read(self) -> TrustSet:
-        data = self._read_bytes = self.current_bytes()
+        data = self.current_bytes()
+        digest = self._read_digest = _digest(data)
         if data is None:
             return TrustSet()  # a target not created yet
-        import hashlib
-
-        digest = hashlib.blake2b(data, digest_size=32).digest()
         known = _READ.get(digest)
         if known is None and len(data) >= CACHE_FROM:
             from storesync.statcache import StatCache
@@ -66,7 +64,7 @@ class PemStore(FileStore):
             cache = StatCache(self.spec.key)
             known = cache.get("", digest)
         if known is not None:
-            self.holds_trusted, self.blocks = any(trusted for trusted, _ in known), known
+            self.holds_trusted = any(trusted for trusted, _ in known)
             return TrustSet([cached_entry(trusted, raw) for trusted, raw in known])
         warnings = len(self.warnings)
         found = self.parse(data)
@@ -78,6 +76,7 @@ class PemStore(FileStore):
                 if len(_READ) >= READ_KEPT:
                     _READ.clear()
                 _READ[digest] = self.blocks
+        self.blocks = []  # for the caller of `parse` (a hashed directory's file); a bundle's is kept above
         return found
 
     def parse(self, data: bytes) -> TrustSet:
@@ -130,7 +129,7 @@ class PemStore(FileStore):
     def _entry(self, raw: bytes, trusted: bool, whole: bool = False) -> Entry:
         cert_tlv = der.read_all(raw) if whole else der.read(raw)
         cert = Certificate(cert_tlv.raw)
-        cert.fields  # a certificate's outline must be there, even when we keep it as bytes
+        der.cert_fields(cert.der)  # its outline must be there, even when we keep it as bytes (not kept: asked seldom)
         if not trusted:
             if cert_tlv.end != len(raw):
                 raise der.DERError("trailing bytes after the certificate")

@@ -1,0 +1,82 @@
+"""Memory (issue 18, item 4): what a read keeps per certificate. The goal itself, peak RSS under
+3x the store's size on disk, lives in `scripts/bench scale`; these tests count objects and bytes
+that a change could silently bring back (a dict per entry, a second copy of the file)."""
+
+from __future__ import annotations
+
+import importlib.util
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from storesync import state
+from storesync.model import ANCHOR, DISTRUST, NOTHING, Certificate, Entry
+from storesync.stores import open_store, pem, read_store
+
+_spec = importlib.util.spec_from_file_location("scale_bench", Path(__file__).parents[1] / "scripts/bench.d/scale.py")
+scale_bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(scale_bench)  # its certificate generator, cached in /tmp by count
+
+COUNT = 300
+
+
+@pytest.fixture(scope="module")
+def ders() -> list[bytes]:
+    return scale_bench.certificates(COUNT)
+
+
+@pytest.fixture
+def bundle(tmp_path, ders) -> Path:
+    state.set_state_dir(tmp_path / "state")
+    path = tmp_path / "bundle.pem"
+    path.write_bytes(scale_bench.pem_bundle(ders))
+    yield path
+    state.set_state_dir(None)
+
+
+def test_entries_of_one_trust_share_one_map(bundle):
+    entries = read_store(open_store(f"pem:{bundle}")).entries()
+    assert len(entries) == COUNT
+    assert len({id(e.trust) for e in entries}) == 1
+    assert all(e.distrust_after is NOTHING and e.extras is NOTHING for e in entries)
+    assert Entry(entries[0].cert, dict(DISTRUST)).trust is Entry(entries[1].cert, dict(DISTRUST)).trust
+
+
+def test_a_shared_trust_map_refuses_a_change(ders):
+    a, b = Entry(Certificate(ders[0])), Entry(Certificate(ders[1]))
+    with pytest.raises(TypeError):
+        a.trust["email"] = "distrusted"  # would change b's trust too
+    with pytest.raises(TypeError):
+        a.trust.update(DISTRUST)
+    assert b.trust == ANCHOR and a.trust == ANCHOR
+    copy = dict(a.trust)
+    copy["email"] = "distrusted"  # a copy is the caller's own
+    assert Entry(a.cert, copy).trust == copy and a.trust == ANCHOR
+
+
+def test_a_file_store_keeps_no_copy_of_the_file(bundle):
+    store = open_store(f"pem:{bundle}")
+    read_store(store)
+    size = bundle.stat().st_size
+    kept = [name for name, value in vars(store).items() if isinstance(value, (bytes, bytearray)) and len(value) >= size]
+    assert kept == []
+
+
+def test_a_read_keeps_about_the_der_and_little_more(bundle, ders):
+    """What 300 read entries hold, in bytes per certificate, beyond the DER itself: the DER
+    (~370 bytes here), its SHA-256 hex, a Certificate, an Entry and a slot in the TrustSet's dict.
+    Before the entries shared their trust maps and dropped the parsed fields, this was ~1 400."""
+    read_store(open_store(f"pem:{bundle}"))  # imports and first-use caches out of the count
+    pem._READ.clear()  # parsed afresh: the DER is new
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = read_store(open_store(f"pem:{bundle}"))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(kept) == COUNT
+    overhead = (held - sum(len(d) + 33 for d in ders)) / COUNT
+    print(f"{overhead:.0f} bytes per certificate beyond its DER")
+    assert overhead < 450, f"{overhead:.0f} bytes per certificate beyond its DER"
