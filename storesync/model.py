@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
+import weakref
 from datetime import datetime
 from functools import cached_property
 from collections.abc import Iterator, Mapping
@@ -130,13 +131,27 @@ def name_attributes(name_tlv: bytes) -> list[tuple[str, str]]:
 
 
 class Certificate:
-    """One certificate: its DER bytes exactly as read. Identity is SHA-256 of those bytes."""
+    """One certificate: its DER bytes exactly as read. Identity is SHA-256 of those bytes.
 
-    __slots__ = ("der", "sha256", "__dict__")  # the __dict__ holds only what a caller asked for
+    One object per distinct certificate alive in the process: a certificate read from the
+    source, from the target and again after writing it is held once (everything a Certificate
+    knows follows from its bytes, so whoever reads it may share it)."""
 
-    def __init__(self, der_bytes: bytes):
-        self.der = bytes(der_bytes)  # no copy when given bytes: one object from the read to the write
-        self.sha256 = hashlib.sha256(self.der).hexdigest()  # the identity: needed at once, always
+    __slots__ = ("der", "sha256", "__dict__", "__weakref__")  # the __dict__ holds only what a caller asked for
+
+    def __new__(cls, der_bytes: bytes) -> "Certificate":
+        der_bytes = bytes(der_bytes)  # no copy when given bytes
+        sha256 = hashlib.sha256(der_bytes).hexdigest()  # the identity: needed at once, always
+        known = _CERTIFICATES.get(sha256)
+        if known is not None and known.der == der_bytes:
+            return known
+        self = object.__new__(cls)
+        self.der, self.sha256 = der_bytes, sha256
+        _CERTIFICATES[sha256] = self
+        return self
+
+    def __reduce__(self):
+        return Certificate, (self.der,)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Certificate) and other.der == self.der
@@ -249,6 +264,9 @@ class Certificate:
             return fields.issuer == fields.subject or subject_hash(fields.issuer) == subject_hash(fields.subject)
         except der.DERError:
             return False  # names we cannot compare: not shown to be self-issued
+
+
+_CERTIFICATES: "weakref.WeakValueDictionary[str, Certificate]" = weakref.WeakValueDictionary()
 
 
 # --- entries and trust sets ---------------------------------------------------------------
