@@ -259,7 +259,7 @@ def owned_file(spec: str, written: dict[str, Entry | None], after: TrustSet,
         elif sha in rewritten and sha not in entries:
             continue
         else:
-            entries[sha] = {"trust": dict(entry.trust), "label": entry.display_label}
+            entries[sha] = {"trust": entry.trust, "label": entry.display_label}  # its trust map is shared: not copied
     data = {"spec": spec, "written": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "entries": entries, "all": "".join(sorted(sha[:PREFIX] for sha in after))}
     return {owned_path(spec): json.dumps(data, indent=1).encode()}
