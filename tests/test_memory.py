@@ -112,3 +112,37 @@ def test_a_certificate_read_twice_is_held_once(bundle, tmp_path):
     assert a.keys() == b.keys()
     assert all(a[sha].cert is b[sha].cert for sha in a)
     assert Certificate(bytes(bytearray(a.entries()[0].cert.der))) is a.entries()[0].cert
+
+
+def test_a_hashed_directory_read_holds_little_beyond_its_entries(tmp_path, ders, monkeypatch):
+    """Reading a hashed directory from the stat cache: beyond what the entries keep, the read's
+    peak holds the cache's records (~1.3 KB per file, its DER copy included) and little more
+    (before: also each file's stat result and listing entry to the end of the read, ~2.1 KB)."""
+    import time
+
+    from storesync import statcache
+
+    monkeypatch.setattr(statcache, "RACY_NS", 50_000_000)
+    state.set_state_dir(tmp_path / "state")
+    try:
+        source = tmp_path / "bundle.pem"
+        source.write_bytes(scale_bench.pem_bundle(ders))
+        from conftest import storesync
+
+        assert storesync("sync", f"pem:{source}", f"dir:{tmp_path / 'ca'}", env=None).returncode == 0
+        time.sleep(0.1)
+        read_store(open_store(f"dir:{tmp_path / 'ca'}"))  # the cache is filled
+        kept_certs = [Certificate(d) for d in ders]  # held anyway (the source's): not counted
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            kept = read_store(open_store(f"dir:{tmp_path / 'ca'}"))
+            held, peak = (n - before for n in tracemalloc.get_traced_memory())
+        finally:
+            tracemalloc.stop()
+        assert len(kept) == COUNT and kept_certs
+        transient = (peak - held) / COUNT
+        print(f"{transient:.0f} bytes per file beyond the entries at the read's peak")
+        assert transient < 1600, f"{transient:.0f} bytes per file beyond the entries at the read's peak"
+    finally:
+        state.set_state_dir(None)

@@ -64,7 +64,9 @@ class DirStore(Store):
         except OSError as exc:
             raise self.error(f"cannot list it ({exc.strerror})") from None
         cache = StatCache(self.spec.key)  # files unchanged since the last read are not parsed again
-        for item in found:
+        found.reverse()
+        while found:  # taken as read: a listing of 100 000 files is not held to the end
+            item = found.pop()
             name = item.name
             is_link_name = bool(HASH_LINK.match(name))
             if name.startswith(".") or not (is_link_name or os.path.splitext(name)[1].lower() in CERT_SUFFIXES):
@@ -88,7 +90,7 @@ class DirStore(Store):
 
     def _read_file(self, item: os.DirEntry, cache: StatCache) -> Entry | None:
         try:
-            known = cache.get(item.name, stamp(item.stat()))
+            known = cache.get(item.name, stamp(os.stat(item.path)))  # not item.stat(): it would keep the result
         except OSError:
             known = None  # reading it says why
         if known is not None:
