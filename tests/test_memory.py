@@ -146,3 +146,31 @@ def test_a_hashed_directory_read_holds_little_beyond_its_entries(tmp_path, ders,
         assert transient < 1600, f"{transient:.0f} bytes per file beyond the entries at the read's peak"
     finally:
         state.set_state_dir(None)
+
+
+def test_an_sst_read_drops_each_certificate_copy_as_it_goes(tmp_path, ders):
+    """A serialized store read while its certificates are held already (a sync's source): each
+    certificate's bytes read from the file go as soon as the held copy stands for them, so the
+    read's peak holds the file and the entries, not a second copy of every certificate."""
+    state.set_state_dir(tmp_path / "state")
+    try:
+        from conftest import storesync
+
+        source = tmp_path / "bundle.pem"
+        source.write_bytes(scale_bench.pem_bundle(ders))
+        assert storesync("sync", f"pem:{source}", f"sst:{tmp_path / 'roots.sst'}").returncode == 0
+        read_store(open_store(f"sst:{tmp_path / 'roots.sst'}"))  # imports out of the count
+        kept_certs = [Certificate(d) for d in ders]
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            kept = read_store(open_store(f"sst:{tmp_path / 'roots.sst'}"))
+            held, peak = (n - before for n in tracemalloc.get_traced_memory())
+        finally:
+            tracemalloc.stop()
+        assert len(kept) == COUNT and kept_certs
+        transient = (peak - held) / COUNT
+        print(f"{transient:.0f} bytes per certificate beyond the entries at the read's peak")
+        assert transient < 750, f"{transient:.0f} bytes per certificate beyond the entries at the read's peak"
+    finally:
+        state.set_state_dir(None)

@@ -192,6 +192,7 @@ def _run(profile: Profile, dry_run: bool, force: bool, defaults: dict[str, str] 
                 locks.enter_context(state.store_lock(Path(path), lock_timeout))
             if profile.mode != "merge":
                 for outcome, earlier in zip(result.outcomes, unlocked.outcomes):
+                    earlier.plan = None  # planned again under the locks: the first plan is not held beside it
                     if earlier.version is not None and outcome.store and outcome.store.version() == earlier.version:
                         outcome.store, outcome.current, outcome.version = earlier.store, earlier.current, earlier.version
             merged = _prepare(profile, result, force, allow_empty)
