@@ -200,3 +200,16 @@ def test_the_ownership_record_of_a_large_write_is_encoded_in_one_piece(tmp_path,
         assert peak < 1650, f"{peak:.0f} bytes per certificate at the peak"
     finally:
         state.set_state_dir(None)
+
+
+def test_a_bundle_to_bundle_plan_adds_the_entries_as_read(ders):
+    """A TLS bundle's anchors are lifted to server-auth trust and projected back onto a bundle
+    as anchors: the plan adds the source's own entries, not a copy of each made on the way."""
+    from storesync.engine.plan import lift, make_plan
+    from storesync.model import Capabilities, TrustSet
+
+    caps = Capabilities()
+    source = TrustSet(Entry(Certificate(d)) for d in ders)
+    plan = make_plan(lift(source, caps), TrustSet(), caps, store="pem:/x.pem")
+    assert len(plan.adds) == COUNT
+    assert all(added is source[added.sha256] for added in plan.adds)
