@@ -28,6 +28,7 @@ from storesync import der
 
 CRYPT32, OPENSSL, JAVA, NSS = "crypt32", "openssl", "java", "nss"
 NAMES = {CRYPT32: "Windows", OPENSSL: "OpenSSL", JAVA: "Java's keytool", NSS: "NSS"}
+_SLOTS = {reader: f"_refusal {reader}" for reader in NAMES}  # one key string per reader, for every certificate
 _RSA, _EC = "1.2.840.113549.1.1.1", "1.2.840.10045.2.1"
 #: cryptography's refusals that are DER strictness about real roots which Java and NSS read.
 _TOLERATED = ("EncodedDefault", "DisplayText::VisibleString")
@@ -35,13 +36,14 @@ _TOLERATED = ("EncodedDefault", "DisplayText::VisibleString")
 
 def refusal(cert, reader: str) -> str | None:
     """Why the programs of `reader` would not load `cert` (None: they would)."""
-    cache = cert.__dict__.setdefault("_refusals", {})
-    if reader not in cache:
+    cache = cert.__dict__  # kept on the certificate, beside its other facts (not a dict of its own each)
+    slot = _SLOTS.get(reader) or f"_refusal {reader}"
+    if slot not in cache:
         key = f"{cert.sha256} {reader}"
-        cache[reader] = None if key in _passed else _refusal(cert, reader)
-        if cache[reader] is None and key not in _passed and _openssl() is not None:
+        cache[slot] = None if key in _passed else _refusal(cert, reader)
+        if cache[slot] is None and key not in _passed and _openssl() is not None:
             _passed.add(key)  # a stand-in judge's pass (no libcrypto) is not remembered
-    return cache[reader]
+    return cache[slot]
 
 
 # --- passed checks, remembered by SHA-256 of the DER ----------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
+import weakref
 from functools import cached_property
 from collections.abc import Iterator, Mapping
 
@@ -172,15 +173,28 @@ def rfc4514(name_tlv: bytes) -> str | None:
 
 
 class Certificate:
-    """One certificate: its DER bytes exactly as read. Identity is SHA-256 of those bytes."""
+    """One certificate: its DER bytes exactly as read. Identity is SHA-256 of those bytes.
 
-    __slots__ = ("der", "__dict__")
+    One object per distinct certificate alive in the process: a certificate read from the
+    source, from the target and again after writing it is held once (everything a Certificate
+    knows follows from its bytes, so whoever reads it may share it)."""
 
-    def __init__(self, der_bytes: bytes, fields: der.CertFields | None = None):
-        self.der = bytes(der_bytes)
-        self.sha256 = hashlib.sha256(self.der).hexdigest()  # the identity: needed at once, always
-        if fields is not None:  # read already, from these very bytes, by whoever passes them
+    __slots__ = ("der", "sha256", "__dict__", "__weakref__")  # the __dict__ holds only what a caller asked for
+
+    def __new__(cls, der_bytes: bytes, fields: der.CertFields | None = None) -> "Certificate":
+        der_bytes = bytes(der_bytes)  # no copy when given bytes
+        sha256 = hashlib.sha256(der_bytes).hexdigest()  # the identity: needed at once, always
+        self = _CERTIFICATES.get(sha256)
+        if self is None or self.der != der_bytes:
+            self = object.__new__(cls)
+            self.der, self.sha256 = der_bytes, sha256
+            _CERTIFICATES[sha256] = self
+        if fields is not None and "fields" not in self.__dict__:  # read already, from these very bytes, by the caller
             self.__dict__["fields"] = fields
+        return self
+
+    def __reduce__(self):
+        return Certificate, (self.der,)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Certificate) and other.der == self.der
@@ -324,6 +338,9 @@ class Certificate:
             return False  # names we cannot compare: not shown to be self-issued
 
 
+_CERTIFICATES: "weakref.WeakValueDictionary[str, Certificate]" = weakref.WeakValueDictionary()
+
+
 # --- entries and trust sets ---------------------------------------------------------------
 
 
@@ -351,6 +368,41 @@ class Record:
 _TRUST_KEYS: dict[tuple, tuple] = {}
 
 
+class Shared(dict):
+    """A mapping many entries hold at once (a large store has a handful of distinct trusts):
+    made once and never changed. Changing one would change every entry holding it, so it
+    refuses; copy it with dict(...) first."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a shared mapping of many entries: change a copy (dict(...)) instead")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __copy__(self) -> dict:
+        return dict(self)
+
+    def __reduce__(self):
+        return dict, (dict(self),)
+
+
+_SHARED: dict[tuple, Shared] = {}
+NOTHING: Mapping = Shared()  # the empty distrust_after and extras of most entries
+
+
+def shared(mapping: Mapping) -> Mapping:
+    """The one Shared copy of a trust or distrust-after map (its items in order: a few distinct
+    ones in any store, where a dict per entry would cost a quarter of a kilobyte each)."""
+    if not mapping:
+        return NOTHING
+    key = tuple(mapping.items())
+    found = _SHARED.get(key)
+    if found is None:
+        found = _SHARED[key] = Shared(mapping)
+    return found
+
+
 class Entry(Record):
     """A certificate with what one store says about it.
 
@@ -367,10 +419,11 @@ class Entry(Record):
     def __init__(self, cert: Certificate, trust: Mapping[str, str] | None = None, label: str | None = None,
                  distrust_after: Mapping[str, datetime] | None = None, extras: Mapping[str, object] | None = None):
         self.cert = cert
-        self.trust = dict(ANCHOR) if trust is None else trust
+        # Shared: a store of 100 000 entries holds a few distinct trusts, not 100 000 dicts.
+        self.trust = shared(ANCHOR if trust is None else trust)
         self.label = label
-        self.distrust_after = {} if distrust_after is None else distrust_after
-        self.extras = {} if extras is None else extras
+        self.distrust_after = shared(distrust_after) if distrust_after else NOTHING
+        self.extras = extras or NOTHING  # a store's own data: kept as given, unless empty
         # Read many times per sync: computed once.
         self.sha256 = cert.sha256
         self.distrusted = DISTRUSTED in self.trust.values()

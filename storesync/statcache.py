@@ -93,33 +93,31 @@ def _dump(files: dict[str, tuple[bytes, Records]]) -> bytes:
 
 def _load(path) -> dict[str, tuple[bytes, Records]]:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as file:
+    with os.fdopen(fd, "rb", buffering=1 << 16) as file:  # read in pieces: never the whole file and its records at once
         st = os.fstat(fd)
         if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             return {}  # someone else's file could make a store say what it does not
-        data = file.read()
-    if not data.startswith(_MAGIC):
-        return {}  # another version's, or not ours
-    at = len(_MAGIC)
-    count = int.from_bytes(data[at : at + 4], "big")
-    at += 4
-    files = {}
-    unpack_file, unpack_record = _FILE.unpack_from, _RECORD.unpack_from
-    file_size, record_size = _FILE.size, _RECORD.size
-    for _ in range(count):
-        name_length, key_length, n = unpack_file(data, at)
-        at += file_size
-        name = data[at : at + name_length].decode("utf-8", "surrogateescape")
-        at += name_length
-        key = data[at : at + key_length]
-        at += key_length
-        records = []
-        for _ in range(n):
-            flags, length = unpack_record(data, at)
-            at += record_size
-            records.append((flags, data[at : at + length]))
-            at += length
-        files[name] = (key, records)
-    if at != len(data):
-        raise ValueError("trailing or missing bytes")  # truncated or damaged: read everything
+        read = file.read
+        if read(len(_MAGIC)) != _MAGIC:
+            return {}  # another version's, or not ours
+        count = int.from_bytes(read(4), "big")
+        files = {}
+        unpack_file, unpack_record = _FILE.unpack, _RECORD.unpack
+        file_size, record_size = _FILE.size, _RECORD.size
+        for _ in range(count):
+            name_length, key_length, n = unpack_file(read(file_size))
+            name = read(name_length)
+            key = read(key_length)
+            if len(name) != name_length or len(key) != key_length:
+                raise ValueError("truncated")
+            records = []
+            for _ in range(n):
+                flags, length = unpack_record(read(record_size))
+                data = read(length)
+                if len(data) != length:
+                    raise ValueError("truncated")
+                records.append((flags, data))
+            files[name.decode("utf-8", "surrogateescape")] = (key, records)
+        if read(1):
+            raise ValueError("trailing bytes")  # damaged: read everything
     return files

@@ -330,7 +330,14 @@ def lift(trust_set: TrustSet, caps: Capabilities, purpose: str = SERVER_AUTH) ->
     if caps.purposes or purpose == "any":
         return trust_set
     trust = {p: TRUSTED for p in purpose.split(",")}
-    return TrustSet(e if e.distrusted or e.trust == trust else e.replace(trust=trust) for e in trust_set.values())
+    return TrustSet(e if e.distrusted or e.trust == trust else _lifted(e, trust) for e in trust_set.values())
+
+
+def _lifted(entry: Entry, trust: dict[str, str]) -> Entry:
+    lifted = entry.replace(trust=trust)
+    if entry.trust == ANCHOR:  # what `_as_anchor` would make of it again: the entry as read
+        lifted.as_anchor = entry
+    return lifted
 
 
 def _status(entry: Entry, purposes: set[str] | None, whole_distrust: bool = False) -> tuple | None:

@@ -192,6 +192,7 @@ def _run(profile: Profile, dry_run: bool, force: bool, defaults: dict[str, str] 
                 locks.enter_context(state.store_lock(Path(path), lock_timeout))
             if profile.mode != "merge":
                 for outcome, earlier in zip(result.outcomes, unlocked.outcomes):
+                    earlier.plan = None  # planned again under the locks: the first plan is not held beside it
                     if earlier.version is not None and outcome.store and outcome.store.version() == earlier.version:
                         outcome.store, outcome.current, outcome.version = earlier.store, earlier.current, earlier.version
             merged = _prepare(profile, result, force, allow_empty)
@@ -353,8 +354,11 @@ def _guard(profile: Profile, outcomes: list[Outcome]) -> None:
 
 def _apply(result: Result) -> None:
     """Write every changed store; if any write or check fails, undo what was written."""
-    prepared: list[tuple[Outcome, dict, dict | None]] = []
-    done: list[tuple[Outcome, dict, dict | None]] = []
+    # (outcome, its ownership record before the run): an undo puts the record back, and the
+    # store's bytes from its backup file (kept durable before the first write, and not held in
+    # memory meanwhile: a large store's backup is a base64 copy of all of it)
+    prepared: list[tuple[Outcome, dict | None]] = []
+    done: list[tuple[Outcome, dict | None]] = []
     current = None
     try:
         # Every store's backup, and the record of what storesync writes in it (an undo puts the
@@ -367,15 +371,16 @@ def _apply(result: Result) -> None:
             if plan is None or plan.empty or plan.held_back or outcome.error:
                 continue
             current = outcome
-            snapshot = outcome.store.snapshot()
             key = outcome.store.spec.key
-            outcome.backup, backup = state.backup_file(key, snapshot, f"before sync of {result.profile}", touched(plan))
+            outcome.backup, backup = state.backup_file(key, outcome.store.snapshot(), f"before sync of {result.profile}",
+                                                       touched(plan))
             records.update(backup)
             records.update(state.owned_file(key, {sha: plan.desired.get(sha) for sha in touched(plan)},
                                             plan.desired, set(plan.rewrites)))
-            prepared.append((outcome, snapshot, state.load_owned(key)))
+            prepared.append((outcome, state.load_owned(key)))
         if records:
             state.save_records(prepared[0][0].spec, records)
+        records = None  # on disk now: not held through the writes
         with fsio.folders_synced_together():  # one flush for the renames of the run's files
             for item in prepared:
                 outcome = current = item[0]
@@ -394,14 +399,14 @@ def _apply(result: Result) -> None:
             message = f"{current.spec}: {exc.strerror or exc} ({exc.filename or current.store.path})"
         else:
             message = f"{current.spec}: writing failed unexpectedly ({type(exc).__name__}: {exc}); please report this"
-        for outcome, _, owned in prepared[len(done):]:  # recorded, never written
+        for outcome, owned in prepared[len(done):]:  # recorded, never written
             state.put_owned(outcome.store.spec.key, owned)
             state.drop_backup(outcome.store.spec.key, outcome.backup)
             outcome.backup = None
-        for outcome, snapshot, owned in reversed(done):
+        for outcome, owned in reversed(done):
             state.put_owned(outcome.store.spec.key, owned)
             try:
-                _undo(outcome, snapshot)
+                _undo(outcome, state.load_backup(outcome.store.spec.key, outcome.backup)[1])
                 result.rolled_back.append(outcome.spec)
             except Exception as undo_error:  # noqa: BLE001 - report, keep restoring the others
                 message += f"; and putting back {outcome.spec} failed too ({undo_error}): `storesync rollback {outcome.spec}`"

@@ -287,11 +287,20 @@ class Store:
                 atomic_write(path, data)
 
 
+def _digest(data: bytes | None) -> bytes | None:
+    """What a file store keeps of the bytes it read, to see whether the file changed since:
+    a digest, not a second copy of a large file for the whole run."""
+    import hashlib
+
+    return None if data is None else hashlib.blake2b(data, digest_size=32).digest()
+
+
 class FileStore(Store):
     """A store that is one file: subclasses turn bytes into a trust set and back."""
 
     def read(self) -> TrustSet:
-        data = self._read_bytes = self.current_bytes()
+        data = self.current_bytes()
+        self._read_digest = _digest(data)
         if data is None:
             return TrustSet()  # a target not created yet
         return self.parse(data)
@@ -303,20 +312,20 @@ class FileStore(Store):
         import time
 
         path = self.path.resolve()
-        base = self.__dict__.get("_read_bytes", False)  # False: never read, the plan is for what is there
+        base = self.__dict__.get("_read_digest", False)  # False: never read, the plan is for what is there
         for attempt in range(CAS_ATTEMPTS):
             data = self.current_bytes()
             try:
-                if base is not False and data != base:
+                if base is not False and _digest(data) != base:
                     plan = plan.rebased(self.parse(data) if data is not None else TrustSet())
-                base = data
+                base = _digest(data)
                 out = self.render(plan)
             except StoreError:
                 if self.current_bytes() == data:
                     raise
                 out = None  # caught mid-write by another program: read it again
             if out is not None and replace_if_unchanged(path, data, out):
-                self._read_bytes = out
+                self._read_digest = _digest(out)
                 return
             time.sleep(0.01 * (attempt + 1))
         raise self.error("kept changing while storesync wrote it (another program writing it too?); "

@@ -61,11 +61,14 @@ class DirStore(Store):
         entries: list[Entry] = []
         try:
             with os.scandir(self.path) as listing:  # its entries know their type: no stat per file
-                found = sorted((item.name, item) for item in listing)
+                found = sorted(listing, key=lambda item: item.name)
         except OSError as exc:
             raise self.error(f"cannot list it ({exc.strerror})") from None
         cache = StatCache(self.spec.key)  # files unchanged since the last read are not parsed again
-        for name, item in found:
+        found.reverse()
+        while found:  # taken as read: a listing of 100 000 files is not held to the end
+            item = found.pop()
+            name = item.name
             is_link_name = bool(HASH_LINK.match(name))
             if name.startswith(".") or not (is_link_name or os.path.splitext(name)[1].lower() in CERT_SUFFIXES):
                 continue

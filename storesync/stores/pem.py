@@ -21,7 +21,7 @@ from storesync.model import (
     ANCHOR, ANY_EKU, DISTRUSTED, PURPOSES, TRUSTED, Certificate, Entry, TrustSet, oid_from_purpose, purpose_from_oid,
     purpose_order,
 )
-from storesync.stores import FileStore
+from storesync.stores import FileStore, _digest
 
 # A block's body runs to the first END line of its kind: runs of non-dashes, each dash checked
 # not to start that END line, taken whole (atomic: no backtracking into a body with no END line).
@@ -58,32 +58,43 @@ class PemStore(FileStore):
         return _TRUSTED if speaks_trusted(self) else _PLAIN
 
     def read(self) -> TrustSet:
-        data = self._read_bytes = self.current_bytes()
-        if data is None:
-            return TrustSet()  # a target not created yet
-        import hashlib
-
-        digest = hashlib.blake2b(data, digest_size=32).digest()
-        known = _READ.get(digest)
-        if known is None and len(data) >= CACHE_FROM:
+        cache = None
+        if _size(self.path) >= CACHE_FROM:
+            # Digested as a stream first: read again unchanged (most runs' source), a large
+            # bundle comes from the cache and is never held whole in memory.
             from storesync.statcache import StatCache
 
-            cache = StatCache(self.spec.key)
-            known = cache.get("", digest)
+            cache, digest = StatCache(self.spec.key), _file_digest(self.path)
+            known = cache.get("", digest) if digest is not None else None
+            if known is not None:
+                self._read_digest = digest
+                return self._cached(known)
+        data = self.current_bytes()
+        digest = self._read_digest = _digest(data)
+        if data is None:
+            return TrustSet()  # a target not created yet
+        known = _READ.get(digest)
         if known is not None:
-            self.holds_trusted, self.blocks = any(trusted for trusted, _ in known), known
-            return TrustSet([cached_entry(trusted, raw) for trusted, raw in known])
+            return self._cached(known)
         warnings = len(self.warnings)
         found = self.parse(data)
         if len(self.warnings) == warnings:  # what it says about the file is said again on every read
             if len(data) >= CACHE_FROM:
+                from storesync.statcache import StatCache
+
+                cache = cache or StatCache(self.spec.key)
                 cache.put("", digest, self.blocks)
                 cache.save()
             else:
                 if len(_READ) >= READ_KEPT:
                     _READ.clear()
                 _READ[digest] = self.blocks
+        self.blocks = []  # for the caller of `parse` (a hashed directory's file); a bundle's is kept above
         return found
+
+    def _cached(self, known: list[tuple[int, bytes]]) -> TrustSet:
+        self.holds_trusted = any(trusted for trusted, _ in known)
+        return TrustSet([cached_entry(trusted, raw) for trusted, raw in known])
 
     def parse(self, data: bytes) -> TrustSet:
         self.holds_trusted, self.blocks = False, []
@@ -114,8 +125,9 @@ class PemStore(FileStore):
             trusted = kind == b"TRUSTED CERTIFICATE"
             self.holds_trusted |= trusted
             try:
-                entries.append(self._entry(raw, trusted=trusted))
-                self.blocks.append((int(trusted), raw))
+                entry = self._entry(raw, trusted=trusted)
+                entries.append(entry)
+                self.blocks.append((int(trusted), raw if trusted else entry.cert.der))  # the bytes held already
             except der.DERError as exc:
                 raise self.error(f"PEM block at line {_line(data, block)} is not a certificate ({exc})") from None
         return TrustSet(entries)
@@ -135,7 +147,7 @@ class PemStore(FileStore):
     def _entry(self, raw: bytes, trusted: bool, whole: bool = False) -> Entry:
         cert_tlv = der.read_all(raw) if whole else der.read(raw)
         cert = Certificate(cert_tlv.raw)
-        cert.fields  # a certificate's outline must be there, even when we keep it as bytes
+        der.cert_fields(cert.der)  # its outline must be there, even when we keep it as bytes (not kept: asked seldom)
         if not trusted:
             if cert_tlv.end != len(raw):
                 raise der.DERError("trailing bytes after the certificate")
@@ -144,6 +156,24 @@ class PemStore(FileStore):
 
     def render(self, plan) -> bytes:
         return render_entries(plan.desired.values(), speaks_trusted(self), self.option("comments") == "yes")
+
+
+def _size(path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # reading it says why
+
+
+def _file_digest(path) -> bytes | None:
+    """`_digest` of the file's bytes, read in pieces (None: it cannot be read; reading it says why)."""
+    import hashlib
+
+    try:
+        with open(path, "rb") as file:
+            return hashlib.file_digest(file, lambda: hashlib.blake2b(digest_size=32)).digest()
+    except OSError:
+        return None
 
 
 def cached_entry(trusted: int, raw: bytes) -> Entry:

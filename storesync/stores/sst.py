@@ -119,7 +119,10 @@ class SstStore(FileStore):
             raise self.error(f"{exc}; nothing was read from it") from None
         self.warnings.extend(f"{self.path}: {w}" for w in sst.warnings)
         entries = []
-        for offset, cert, props in sst.groups:
+        groups = sst.groups
+        groups.reverse()
+        while groups:  # taken as read: a certificate's bytes go as soon as a copy held already stands for them
+            offset, cert, props = groups.pop()
             warn = lambda what, offset=offset: self.warnings.append(f"{self.path}: offset {offset}: {what}")  # noqa: E731
             entries.append(wp.entry_from_group(cert, props, self.role, warn))
         return TrustSet(entries)

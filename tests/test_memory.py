@@ -1,0 +1,215 @@
+"""Memory (issue 18, item 4): what a read keeps per certificate. The goal itself, peak RSS under
+3x the store's size on disk, lives in `scripts/bench scale`; these tests count objects and bytes
+that a change could silently bring back (a dict per entry, a second copy of the file)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from storesync import state
+from storesync.model import ANCHOR, DISTRUST, NOTHING, Certificate, Entry
+from storesync.stores import open_store, pem, read_store
+
+_spec = importlib.util.spec_from_file_location("scale_bench", Path(__file__).parents[1] / "scripts/bench.d/scale.py")
+scale_bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(scale_bench)  # its certificate generator, cached in /tmp by count
+
+COUNT = 300
+
+
+@pytest.fixture(scope="module")
+def ders() -> list[bytes]:
+    return scale_bench.certificates(COUNT)
+
+
+@pytest.fixture
+def bundle(tmp_path, ders) -> Path:
+    state.set_state_dir(tmp_path / "state")
+    path = tmp_path / "bundle.pem"
+    path.write_bytes(scale_bench.pem_bundle(ders))
+    yield path
+    state.set_state_dir(None)
+
+
+def test_entries_of_one_trust_share_one_map(bundle):
+    entries = read_store(open_store(f"pem:{bundle}")).entries()
+    assert len(entries) == COUNT
+    assert len({id(e.trust) for e in entries}) == 1
+    assert all(e.distrust_after is NOTHING and e.extras is NOTHING for e in entries)
+    assert Entry(entries[0].cert, dict(DISTRUST)).trust is Entry(entries[1].cert, dict(DISTRUST)).trust
+
+
+def test_a_shared_trust_map_refuses_a_change(ders):
+    a, b = Entry(Certificate(ders[0])), Entry(Certificate(ders[1]))
+    with pytest.raises(TypeError):
+        a.trust["email"] = "distrusted"  # would change b's trust too
+    with pytest.raises(TypeError):
+        a.trust.update(DISTRUST)
+    assert b.trust == ANCHOR and a.trust == ANCHOR
+    copy = dict(a.trust)
+    copy["email"] = "distrusted"  # a copy is the caller's own
+    assert Entry(a.cert, copy).trust == copy and a.trust == ANCHOR
+
+
+def test_a_file_store_keeps_no_copy_of_the_file(bundle):
+    store = open_store(f"pem:{bundle}")
+    read_store(store)
+    size = bundle.stat().st_size
+    kept = [name for name, value in vars(store).items() if isinstance(value, (bytes, bytearray)) and len(value) >= size]
+    assert kept == []
+
+
+def test_a_read_keeps_about_the_der_and_little_more(bundle, ders):
+    """What 300 read entries hold, in bytes per certificate, beyond the DER itself: the DER
+    (~370 bytes here), its SHA-256 hex, a Certificate (and its place among the live ones), an
+    Entry and a slot in the TrustSet's dict. Before the entries shared their trust maps and
+    dropped the parsed fields, this was ~1 400."""
+    read_store(open_store(f"pem:{bundle}"))  # imports and first-use caches out of the count
+    pem._READ.clear()  # parsed afresh: the DER is new
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = read_store(open_store(f"pem:{bundle}"))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(kept) == COUNT
+    overhead = (held - sum(len(d) + 33 for d in ders)) / COUNT
+    print(f"{overhead:.0f} bytes per certificate beyond its DER")
+    assert overhead < 550, f"{overhead:.0f} bytes per certificate beyond its DER"
+
+
+def test_parsed_fields_are_offsets_into_the_der(ders):
+    """A certificate's fields (asked for every certificate a sync adds: CA or not, self-signed or
+    not, its subject hash) keep no copies of names and keys: ~600 bytes each before."""
+    from cryptography import x509
+
+    certs = [Certificate(d) for d in ders]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        fields = [c.fields for c in certs]
+        held = (tracemalloc.get_traced_memory()[0] - before) / len(certs)
+    finally:
+        tracemalloc.stop()
+    assert held < 250, f"{held:.0f} bytes per certificate's fields"
+    parsed = x509.load_der_x509_certificate(ders[7])
+    assert fields[7].subject == parsed.subject.public_bytes() and fields[7].issuer == parsed.issuer.public_bytes()
+    assert fields[7].serial[2:] == parsed.serial_number.to_bytes(len(fields[7].serial) - 2, "big")
+    assert fields[7].extensions.raw.startswith(b"\xa3") and fields[7].extensions.raw in ders[7]
+
+
+def test_a_certificate_read_twice_is_held_once(bundle, tmp_path):
+    """The source, the target and the read-back of a sync hold the same certificates: one
+    Certificate (and one DER bytes object) each, not one per store."""
+    copy = tmp_path / "copy.pem"
+    copy.write_bytes(bundle.read_bytes() + b"\n")  # other bytes: not the same parse
+    a, b = read_store(open_store(f"pem:{bundle}")), read_store(open_store(f"pem:{copy}"))
+    assert a.keys() == b.keys()
+    assert all(a[sha].cert is b[sha].cert for sha in a)
+    assert Certificate(bytes(bytearray(a.entries()[0].cert.der))) is a.entries()[0].cert
+
+
+def test_a_hashed_directory_read_holds_little_beyond_its_entries(tmp_path, ders, monkeypatch):
+    """Reading a hashed directory from the stat cache: beyond what the entries keep, the read's
+    peak holds the cache's records (~1.3 KB per file, its DER copy included) and little more
+    (before: also each file's stat result and listing entry to the end of the read, ~2.1 KB)."""
+    import time
+
+    from storesync import statcache
+
+    monkeypatch.setattr(statcache, "RACY_NS", 50_000_000)
+    state.set_state_dir(tmp_path / "state")
+    try:
+        source = tmp_path / "bundle.pem"
+        source.write_bytes(scale_bench.pem_bundle(ders))
+        from conftest import storesync
+
+        assert storesync("sync", f"pem:{source}", f"dir:{tmp_path / 'ca'}", env=None).returncode == 0
+        time.sleep(0.1)
+        read_store(open_store(f"dir:{tmp_path / 'ca'}"))  # the cache is filled
+        kept_certs = [Certificate(d) for d in ders]  # held anyway (the source's): not counted
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            kept = read_store(open_store(f"dir:{tmp_path / 'ca'}"))
+            held, peak = (n - before for n in tracemalloc.get_traced_memory())
+        finally:
+            tracemalloc.stop()
+        assert len(kept) == COUNT and kept_certs
+        transient = (peak - held) / COUNT
+        print(f"{transient:.0f} bytes per file beyond the entries at the read's peak")
+        assert transient < 1600, f"{transient:.0f} bytes per file beyond the entries at the read's peak"
+    finally:
+        state.set_state_dir(None)
+
+
+def test_an_sst_read_drops_each_certificate_copy_as_it_goes(tmp_path, ders):
+    """A serialized store read while its certificates are held already (a sync's source): each
+    certificate's bytes read from the file go as soon as the held copy stands for them, so the
+    read's peak holds the file and the entries, not a second copy of every certificate."""
+    state.set_state_dir(tmp_path / "state")
+    try:
+        from conftest import storesync
+
+        source = tmp_path / "bundle.pem"
+        source.write_bytes(scale_bench.pem_bundle(ders))
+        assert storesync("sync", f"pem:{source}", f"sst:{tmp_path / 'roots.sst'}").returncode == 0
+        read_store(open_store(f"sst:{tmp_path / 'roots.sst'}"))  # imports out of the count
+        kept_certs = [Certificate(d) for d in ders]
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            kept = read_store(open_store(f"sst:{tmp_path / 'roots.sst'}"))
+            held, peak = (n - before for n in tracemalloc.get_traced_memory())
+        finally:
+            tracemalloc.stop()
+        assert len(kept) == COUNT and kept_certs
+        transient = (peak - held) / COUNT
+        print(f"{transient:.0f} bytes per certificate beyond the entries at the read's peak")
+        assert transient < 750, f"{transient:.0f} bytes per certificate beyond the entries at the read's peak"
+    finally:
+        state.set_state_dir(None)
+
+
+def test_the_ownership_record_of_a_large_write_is_encoded_in_one_piece(tmp_path, ders):
+    """The record of what a sync wrote names every certificate; json's indenting encoder
+    (pure Python) held a string per token: ~1.8 KB per certificate at its peak, ~1.45 KB with
+    the C one (the entries' own dict, the JSON text and its bytes), which also takes a fifth
+    of the time."""
+    from storesync.model import TrustSet
+
+    state.set_state_dir(tmp_path / "state")
+    try:
+        entries = TrustSet(Entry(Certificate(d), label=f"root {n}") for n, d in enumerate(ders))
+        state.owned_file("pem:/x.pem", dict(entries.items()), entries)  # imports out of the count
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            (record,) = state.owned_file("pem:/x.pem", dict(entries.items()), entries).values()
+            peak = (tracemalloc.get_traced_memory()[1] - before) / COUNT
+        finally:
+            tracemalloc.stop()
+        assert len(json.loads(record)["entries"]) == COUNT
+        print(f"{peak:.0f} bytes per certificate at the peak")
+        assert peak < 1650, f"{peak:.0f} bytes per certificate at the peak"
+    finally:
+        state.set_state_dir(None)
+
+
+def test_a_bundle_to_bundle_plan_adds_the_entries_as_read(ders):
+    """A TLS bundle's anchors are lifted to server-auth trust and projected back onto a bundle
+    as anchors: the plan adds the source's own entries, not a copy of each made on the way."""
+    from storesync.engine.plan import lift, make_plan
+    from storesync.model import Capabilities, TrustSet
+
+    caps = Capabilities()
+    source = TrustSet(Entry(Certificate(d)) for d in ders)
+    plan = make_plan(lift(source, caps), TrustSet(), caps, store="pem:/x.pem")
+    assert len(plan.adds) == COUNT
+    assert all(added is source[added.sha256] for added in plan.adds)
