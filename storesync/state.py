@@ -248,8 +248,7 @@ def note_hook(spec: str, argv: list[str], ok: bool) -> None:
             path.unlink(missing_ok=True)
         else:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            atomic_write(path, json.dumps({"argv": list(argv), "failed": datetime.now(timezone.utc).isoformat()}).encode(),
-                         mode=0o600)
+            atomic_write(path, json.dumps({"argv": list(argv), "failed": utc_now("%Y-%m-%dT%H:%M:%SZ")}).encode(), mode=0o600)
     except OSError:
         pass  # then the next run does not retry it; the failure was reported all the same
 
