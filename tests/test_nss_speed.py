@@ -301,3 +301,16 @@ def test_root_writes_a_users_signed_database_as_that_user(pki):
         assert {p.stat().st_uid for p in [db, *db.iterdir()]} == {65534}
     finally:
         shutil.rmtree(base)
+
+
+def test_a_list_remembers_how_cryptography_read_the_certificates_for_the_next_list(tmp_path, pki):
+    """A database storesync never synced (or synced before parses were remembered): the first
+    list parses with cryptography, the next one reads the same from the DER alone."""
+    db = new_db(tmp_path / "db")
+    root = pki.ca("Listed Once Root").write(tmp_path / "root.pem")
+    run("certutil", "-A", "-d", f"sql:{db}", "-n", "listed", "-t", "C,,", "-i", str(root))
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    first, imported = list_json_in_process(db, state)
+    second, imported_again = list_json_in_process(db, state)
+    assert imported and not imported_again and first == second and "Listed Once Root" in first

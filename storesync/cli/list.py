@@ -25,7 +25,16 @@ def run(store: str, expiring: "Optional[int]" = None, expired: bool = False, as_
         trust_set = expiry_filter(trust_set, expiring, expired)
     if as_json:
         print_json({"store": str(opened.spec), "entries": [entry_json(e) for e in trust_set.values()]})
-        return
+    else:
+        _table(opened, trust_set)
+    for entry in trust_set.values():  # how cryptography read them: the next list needs no cryptography
+        parsed = entry.cert.__dict__.get("_parsed")
+        if parsed is not None and parsed[0] is not None:
+            loadable.remember_parse(entry.sha256, parsed[1])
+    loadable.save()
+
+
+def _table(opened, trust_set) -> None:
     from rich.console import Console
     from rich.table import Table
 
