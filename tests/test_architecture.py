@@ -133,12 +133,9 @@ def test_one_shot_sync_imports_no_heavy_module(tmp_path, pki):
     or cryptography (README, Design notes: start-up is most of a one-shot run)."""
     a, b = tmp_path / "a.pem", tmp_path / "b.pem"
     a.write_bytes(pki.ca("Lean Root").pem)
-    code = ("import sys; from storesync.cli import main\n"
-            f"sys.argv = ['storesync', 'sync', 'pem:{a}', 'pem:{b}']\n"
-            "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
-            "heavy = [m for m in ('typer', 'click', 'rich', 'dataclasses', 'typing', 'cryptography') if m in sys.modules]\n"
-            "print(code, heavy)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={"STORESYNC_STATE_DIR": str(tmp_path / "state"), "PATH": "/usr/bin:/bin"})
-    assert result.stdout.rstrip().rpartition("\n")[2] == "0 []", result.stdout + result.stderr
+    from conftest import cli_modules
+
+    env = {"STORESYNC_STATE_DIR": str(tmp_path / "state"), "PATH": "/usr/bin:/bin"}
+    heavy = ("typer", "click", "rich", "dataclasses", "typing", "cryptography")
+    assert cli_modules(["sync", f"pem:{a}", f"pem:{b}"], env, heavy) == (0, [])
     assert b.read_bytes()  # it did sync

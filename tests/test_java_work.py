@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from conftest import cli_modules
 from storesync.engine import run as engine
 from storesync.model import Certificate
 from storesync.stores.jks import integrity_hash
@@ -118,11 +119,8 @@ def test_a_one_shot_sync_into_a_java_store_imports_no_datetime(kind, tmp_path, p
     env = {**os.environ, "STORESYNC_STATE_DIR": str(tmp_path / "state")}
     subprocess.run([sys.executable, "-m", "storesync", "sync", f"pem:{source}", f"jks:{tmp_path / 'warm.jks'}"],
                    env=env, check=True, capture_output=True)  # the root's checks are remembered from here on
-    code = ("import sys; from storesync.cli import main\n"
-            f"sys.argv = ['storesync', 'sync', 'pem:{source}', '{kind}:{out}']\n"
-            "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
-            "print(code, [m for m in ('datetime', 'cryptography', 'typing', 'dataclasses') if m in sys.modules])")
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert result.stdout.split("\n")[-2] in ("0 []", "None []"), result.stdout + result.stderr
+    code, imported = cli_modules(["sync", f"pem:{source}", f"{kind}:{out}"], env,
+                                 ("datetime", "cryptography", "typing", "dataclasses"))
+    assert code in (0, None) and imported == []
     backups = list((tmp_path / "state" / "backups").glob("*/*.json"))
     assert len(backups) == 2 and all(len(b.stem) == len("20261201T142014519302Z") for b in backups)

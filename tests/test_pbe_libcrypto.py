@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from storesync import pbe
 
-from conftest import run
+from conftest import cli_modules, run
 
 C = pbe._c()
 pytestmark = pytest.mark.skipif(C.lib is None, reason="no system libcrypto to call")
@@ -97,12 +97,8 @@ def test_a_one_shot_p12_write_imports_no_cryptography(pki, tmp_path):
     env = {**os.environ, "STORESYNC_STATE_DIR": str(tmp_path / "state")}
     subprocess.run([sys.executable, "-m", "storesync", "sync", f"pem:{source}", f"jks:{warm}"], env=env, check=True,
                    capture_output=True)
-    code = ("import sys; from storesync.cli import main\n"
-            f"sys.argv = ['storesync', 'sync', 'pem:{source}', 'p12:{out}']\n"
-            "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
-            "print(code, sorted(m for m in sys.modules if m.startswith('cryptography')))")
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert result.stdout.split("\n")[-2] in ("0 []", "None []"), result.stdout + result.stderr
+    code, imported = cli_modules(["sync", f"pem:{source}", f"p12:{out}"], env, ("cryptography",))
+    assert code in (0, None) and imported == []
     listed = run("keytool", "-list", "-keystore", out, "-storetype", "PKCS12", "-storepass", "changeit").stdout
     assert b"Your keystore contains 3 entries" in listed
     dumped = run("openssl", "pkcs12", "-in", out, "-passin", "pass:changeit", "-nokeys").stdout
