@@ -28,6 +28,7 @@ from storesync.stores import FileStore, _digest
 # The same matches as a lazy `(.*?)`, which tries the END line at every byte: ten times slower
 # (2 ms of a 144-root bundle's read).
 _BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n((?>[^-]*(?:-(?!----END \1-----)[^-]*)*))-----END \1-----")
+_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n")
 _CERT_TYPES = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
 #: From this size on a bundle's parse is kept in the state dir's stat cache, by a digest of its
 #: bytes: a bundle read again unchanged (a sync's source, most runs) is not parsed again.
@@ -98,9 +99,10 @@ class PemStore(FileStore):
 
     def parse(self, data: bytes) -> TrustSet:
         self.holds_trusted, self.blocks = False, []
-        blocks = list(_BLOCK.finditer(data))
-        if data.count(b"-----BEGIN ") != len(blocks):
-            line = _unterminated_line(data, blocks)
+        unended = _unended(data)
+        blocks = list(_BLOCK.finditer(data)) if unended is None else []
+        if unended is not None or data.count(b"-----BEGIN ") != len(blocks):
+            line = _unterminated_line(data, blocks) if unended is None else data.count(b"\n", 0, unended) + 1
             raise self.error(f"PEM block at line {line} has no matching END line (truncated file?)")
         if not blocks:
             return self._parse_without_blocks(data)
@@ -203,6 +205,20 @@ def _pem(data: bytes, kind: str) -> bytes:
 
 def _line(data: bytes, block) -> int:
     return data.count(b"\n", 0, block.start()) + 1
+
+
+def _unended(data: bytes) -> int | None:
+    """Where the first BEGIN line with no END line of its kind after it is (None: there is none),
+    found before the block pattern runs: from each such BEGIN the pattern would scan to the end
+    of the file, so thousands of them (a damaged file) cost quadratic time."""
+    last_end: dict[bytes, int] = {}
+    for begin in _BEGIN.finditer(data):
+        kind = begin.group(1)
+        if kind not in last_end:
+            last_end[kind] = data.rfind(b"-----END " + kind + b"-----")
+        if last_end[kind] < begin.end():
+            return begin.start()
+    return None
 
 
 def _unterminated_line(data: bytes, blocks) -> int:
