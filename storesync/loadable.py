@@ -143,7 +143,7 @@ def save() -> None:
 
 
 def _refusal(cert, reader: str) -> str | None:
-    problem = outline_error(cert.der, deep=reader == CRYPT32)  # deeper down, d2i_X509 is the judge
+    problem = outline_error(cert, deep=reader == CRYPT32)  # deeper down, d2i_X509 is the judge
     if problem or reader == CRYPT32:
         return problem and f"damaged: not a certificate ({problem})"
     if not openssl_loads(cert):
@@ -153,15 +153,15 @@ def _refusal(cert, reader: str) -> str | None:
     return _java_refusal(cert)
 
 
-def outline_error(data: bytes, deep: bool = True) -> str | None:
+def outline_error(cert, deep: bool = True) -> str | None:
     """A certificate's outline: SEQUENCE { TBSCertificate, AlgorithmIdentifier, BIT STRING },
     with times for validity and, if `deep`, well-formed all through (crypt32 decodes every field)."""
     try:
-        certificate = der.read_all(data)
+        certificate = der.read_all(cert.der)
         parts = list(certificate.children())
         if len(parts) != 3 or [p.tag for p in parts] != [der.SEQUENCE, der.SEQUENCE, 0x03]:
             return "its outline is not SEQUENCE { tbs, algorithm, signature }"
-        validity = list(der.read_all(der.cert_fields(data).validity).children())
+        validity = list(der.read_all(cert.fields.validity).children())
         if [v.tag in (0x17, 0x18) for v in validity] != [True, True]:
             return "its validity is not two times"
         if deep:

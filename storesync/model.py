@@ -179,7 +179,7 @@ class Certificate:
     source, from the target and again after writing it is held once (everything a Certificate
     knows follows from its bytes, so whoever reads it may share it)."""
 
-    __slots__ = ("der", "sha256", "__dict__", "__weakref__")  # the __dict__ holds only what a caller asked for
+    __slots__ = ("der", "sha256", "outlined", "__dict__", "__weakref__")  # the __dict__ holds only what a caller asked for
 
     def __new__(cls, der_bytes: bytes, fields: der.CertFields | None = None) -> "Certificate":
         der_bytes = bytes(der_bytes)  # no copy when given bytes
@@ -187,7 +187,7 @@ class Certificate:
         self = _CERTIFICATES.get(sha256)
         if self is None or self.der != der_bytes:
             self = object.__new__(cls)
-            self.der, self.sha256 = der_bytes, sha256
+            self.der, self.sha256, self.outlined = der_bytes, sha256, False
             _CERTIFICATES[sha256] = self
         if fields is not None and "fields" not in self.__dict__:  # read already, from these very bytes, by the caller
             self.__dict__["fields"] = fields
@@ -212,7 +212,17 @@ class Certificate:
     @cached_property
     def fields(self) -> der.CertFields:
         """Raw TLVs read by hand, so even certificates `cryptography` refuses have them."""
-        return der.cert_fields(self.der)
+        fields = der.cert_fields(self.der)
+        self.outlined = True
+        return fields
+
+    def check_outline(self) -> None:
+        """Raise DERError unless the bytes have a certificate's outline. Once per certificate in
+        the process (a sync reads it in the source, the target and the read-back), and without
+        keeping the parsed fields, which most certificates are never asked for."""
+        if not self.outlined:
+            der.cert_fields(self.der)
+            self.outlined = True
 
     @cached_property
     def _parsed(self) -> tuple[object, str | None]:

@@ -67,6 +67,26 @@ def test_the_read_back_parses_no_certificate_it_wrote(kind, tmp_path, pki, parse
     assert checked == [[]]  # read back, and every certificate in it was one just written: none parsed again
 
 
+
+@pytest.mark.parametrize("kind", ["jks", "p12"])
+def test_a_sync_reads_each_certificates_outline_once_whatever_reads_it_back(kind, tmp_path, pki, monkeypatch):
+    """The source's read, the store's check of its own output and the engine's read-back each
+    ask that the bytes have a certificate's outline: one parse per certificate serves them all
+    (and one more for the fields the plan reads, basicConstraints, which are kept)."""
+    from storesync import der
+    from storesync.config import Profile, StoreRef
+
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    source = tmp_path / "roots.pem"
+    source.write_bytes(b"".join(pki.ca(f"Outline Root {n}").pem for n in range(5)))
+    parsed = []
+    real = der.cert_fields
+    monkeypatch.setattr(der, "cert_fields", lambda data: (parsed.append(data), real(data))[1])
+    result = engine.run(Profile("cli", "mirror", [StoreRef(f"pem:{source}"), StoreRef(f"{kind}:{tmp_path / 'out'}")]))
+    assert result.error is None and result.changed
+    assert len(set(parsed)) == 5 and len(parsed) == 2 * 5  # three parses each before
+
+
 def test_a_read_back_still_reads_the_file_and_checks_its_hash(tmp_path, pki, monkeypatch):
     """A write whose bytes on disk differ from what was rendered (a flipped byte in a
     certificate, the integrity hash made to match) fails the read-back and is rolled back."""

@@ -376,7 +376,7 @@ class P12Store(FileStore):
         if bag.java_trusted:
             cert = self.certificate(bag.cert)
             try:
-                der.cert_fields(cert.der)  # its outline only: not kept, asked seldom
+                cert.check_outline()
             except der.DERError as exc:
                 if report:
                     self.warnings.append(f"{self.path}: certificate {name} is not a certificate ({exc}); kept, not read")

@@ -149,7 +149,7 @@ class PemStore(FileStore):
     def _entry(self, raw: bytes, trusted: bool, whole: bool = False) -> Entry:
         cert_tlv = der.read_all(raw) if whole else der.read(raw)
         cert = Certificate(cert_tlv.raw)
-        der.cert_fields(cert.der)  # its outline must be there, even when we keep it as bytes (not kept: asked seldom)
+        cert.check_outline()  # there even when the certificate is kept as bytes
         if not trusted:
             if cert_tlv.end != len(raw):
                 raise der.DERError("trailing bytes after the certificate")
