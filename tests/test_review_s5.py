@@ -1,0 +1,49 @@
+"""Issue 18 review: defects found in the speed work, each shown against the program that owns
+the format (libnss3, certutil, ...) where there is one."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from conftest import storesync
+from test_nss import CERTDB_TRUSTED_CA, PASSWORD, certutil_add, new_db, nss_trust_after_login, read
+from storesync.stores import nss
+
+
+def _forge_under_empty_password(db, obj) -> None:
+    """Sign every trust attribute of `obj` with the empty password's MAC key, as anyone can."""
+    conn = sqlite3.connect(db / "key4.db")
+    salt, check = conn.execute("SELECT item1, item2 FROM metaData WHERE id = 'password'").fetchone()
+    keys = nss.KeyDB(salt, check)
+    keys.password = b""
+    sign = keys.signer()
+    for trust, signed in ((obj.legacy, nss.LEGACY_SIGNED), (obj.p11, nss.P11_SIGNED)):
+        if trust is None:
+            continue  # certutil (NSS 3.87) writes only the legacy class
+        values = {a: trust.raw[a] for a in signed if trust.raw.get(a) is not None}
+        conn.executemany("UPDATE metaData SET item1 = ? WHERE id = ?",
+                         [(signature, row) for row, signature in sign(trust.id, values, values)])
+    conn.commit()
+    conn.close()
+
+
+def test_a_mac_under_the_empty_password_does_not_unlock_a_password_database(tmp_path, pki):
+    """The empty password's MAC key is anyone's: a trust MAC that verifies under it must not
+    prove the empty password of a database whose password-check entry says otherwise. NSS
+    logs in by the check entry and then honours the genuine MACs, not the forged ones."""
+    db = new_db(tmp_path / "db", PASSWORD)
+    pw = tmp_path / "db.pw"
+    for name in ("A", "B"):
+        certutil_add(db, name, "CT,C,C", pki.ca(f"Review Root {name}").write(tmp_path / f"{name}.pem"), "-f", pw)
+    _, store = read(f"nss:{db}?password-file={pw}")
+    first, other = store.objects  # the first holds the attribute a login would take as proof
+    _forge_under_empty_password(db, first)
+
+    trusted_by_nss = {o.label for o in (first, other)
+                      if nss_trust_after_login(db, o.label, PASSWORD)[0] & CERTDB_TRUSTED_CA}
+    assert trusted_by_nss == {other.label}  # libnss3: the forged trust is dropped, the genuine one holds
+    trust_set, _ = read(f"nss:{db}?password-file={pw}")
+    assert {e.label for e in trust_set.values() if e.trust.get("server-auth") == "trusted"} == trusted_by_nss
+    # without its password the database's trust cannot be checked: refused, not read as forged
+    refused = storesync("list", f"nss:{db}")
+    assert refused.returncode == 2 and "password-protected" in refused.stderr, refused.stdout
