@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 from conftest import storesync
-from test_nss import CERTDB_TRUSTED_CA, PASSWORD, certutil_add, new_db, nss_trust_after_login, read
+from test_nss import CERTDB_TRUSTED_CA, PASSWORD, certutil_add, certutil_flags, new_db, nss_trust_after_login, read
 from storesync.stores import nss
 
 
@@ -47,3 +47,14 @@ def test_a_mac_under_the_empty_password_does_not_unlock_a_password_database(tmp_
     # without its password the database's trust cannot be checked: refused, not read as forged
     refused = storesync("list", f"nss:{db}")
     assert refused.returncode == 2 and "password-protected" in refused.stderr, refused.stdout
+
+
+def test_label_template_is_an_option_of_every_store_in_a_spec_too(tmp_path, pki):
+    """`label-template` is a store option "for any store" (README): given in a spec string it
+    names what a sync adds, as it did before unknown options became an error."""
+    source = tmp_path / "roots.pem"
+    source.write_bytes(pki.ca("Template Root").pem)
+    db = new_db(tmp_path / "db")
+    result = storesync("sync", f"pem:{source}", f"nss:{db}?label-template=corp {{label}}")
+    assert result.returncode == 0, result.stderr
+    assert set(certutil_flags(db)) == {"corp Template Root"}

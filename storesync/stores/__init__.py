@@ -155,7 +155,7 @@ def read_store(store: "Store") -> TrustSet:
                           "read from it: restore it (storesync rollback) or regenerate it") from None
 
 
-COMMON_OPTIONS = ("purpose", "max-removal-share")
+COMMON_OPTIONS = ("purpose", "max-removal-share", "label-template")  # the engine reads these of any store
 
 
 class Store:
