@@ -58,3 +58,49 @@ def test_label_template_is_an_option_of_every_store_in_a_spec_too(tmp_path, pki)
     result = storesync("sync", f"pem:{source}", f"nss:{db}?label-template=corp {{label}}")
     assert result.returncode == 0, result.stderr
     assert set(certutil_flags(db)) == {"corp Template Root"}
+
+
+def test_an_undo_finds_its_backup_when_later_dated_backups_fill_the_quota(pki, tmp_path):
+    """An undo reads the backup file the run kept (not a copy in memory): that file must not be
+    the one dropped for BACKUPS_KEPT, as it was when the store's older backups bore later dates
+    (a clock set back since), so the write stood unreverted and `rollback` had nothing either."""
+    import base64
+    import json
+    import os
+
+    import pytest
+
+    from conftest import run
+    from storesync import state
+
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root to mount a small tmpfs")
+    out = tmp_path / "out.pem"
+    out.write_bytes(pki.ca("Kept Root").pem)
+    before = out.read_bytes()
+    key = f"pem:{out.absolute()}"
+    folder = state.backup_dir(key)
+    folder.mkdir(parents=True, mode=0o700)
+    for n in range(state.BACKUPS_KEPT):  # kept while the clock was ahead
+        stamp = f"29990101T0000{n:02d}000000Z"
+        meta = {"id": stamp, "spec": key, "created": stamp, "reason": "before sync of earlier",
+                "files": {str(out.absolute()): {"data": base64.b64encode(before).decode()}}}
+        (folder / f"{stamp}.json").write_text(json.dumps(meta))
+    full = tmp_path / "full"
+    full.mkdir()
+    run("mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", full)
+    try:
+        third = full / "third.pem"
+        third.write_bytes(before)
+        try:
+            (full / "filler").write_bytes(b"\0" * 65536)
+        except OSError:
+            pass  # the file system is full now
+        source = tmp_path / "source.pem"
+        source.write_bytes(before + pki.ca("Added Root").pem)
+        result = storesync("sync", f"pem:{source}", f"pem:{out}", f"pem:{third}")
+        assert result.returncode == 2 and "No space left" in result.stderr
+        assert "failed too" not in result.stderr and "put back" in result.stderr, result.stderr
+        assert out.read_bytes() == before
+    finally:
+        run("umount", full)
