@@ -104,3 +104,43 @@ def test_an_undo_finds_its_backup_when_later_dated_backups_fill_the_quota(pki, t
         assert out.read_bytes() == before
     finally:
         run("umount", full)
+
+
+def test_an_undo_writes_no_file_its_backup_names_outside_the_store(pki, tmp_path, monkeypatch):
+    """An undo now reads the store's backup back from the state dir: like `rollback`, it must
+    not trust that file blindly. Here the backup kept for the first target is rewritten while
+    the second target's write fails; the undo then wrote a file the backup named outside the
+    store."""
+    import base64
+    import errno
+    import json
+
+    from storesync import state
+    from storesync.config import Profile, StoreRef
+    from storesync.engine import run as engine_run
+    from storesync.stores.pem import PemStore
+
+    kept, added = pki.ca("Undo Kept Root"), pki.ca("Undo Added Root")
+    source, first, second = tmp_path / "source.pem", tmp_path / "first.pem", tmp_path / "second.pem"
+    source.write_bytes(kept.pem + added.pem)
+    first.write_bytes(kept.pem)
+    second.write_bytes(kept.pem)
+    victim = tmp_path / "elsewhere" / "victim"
+    victim.parent.mkdir()
+    real_write = PemStore.write
+
+    def write(self, plan):
+        if self.path.name != "second.pem":
+            return real_write(self, plan)
+        (backup,) = state.backup_dir(f"pem:{first.absolute()}").glob("*.json")
+        meta = json.loads(backup.read_text())
+        meta["files"][str(victim)] = {"data": base64.b64encode(b"forged").decode()}
+        backup.write_text(json.dumps(meta))
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+
+    monkeypatch.setattr(PemStore, "write", write)
+    profile = Profile("undo", "mirror", [StoreRef(f"pem:{source}"), StoreRef(f"pem:{first}"), StoreRef(f"pem:{second}")])
+    result = engine_run.run(profile)
+    assert result.error and "No space left" in result.error
+    assert not victim.exists()
+    assert "outside the store" in result.error

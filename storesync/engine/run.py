@@ -406,7 +406,7 @@ def _apply(result: Result) -> None:
         for outcome, owned in reversed(done):
             state.put_owned(outcome.store.spec.key, owned)
             try:
-                _undo(outcome, state.load_backup(outcome.store.spec.key, outcome.backup)[1])
+                _undo(outcome, _backup_of(outcome.store, outcome.backup)[1])
                 result.rolled_back.append(outcome.spec)
             except Exception as undo_error:  # noqa: BLE001 - report, keep restoring the others
                 message += f"; and putting back {outcome.spec} failed too ({undo_error}): `storesync rollback {outcome.spec}`"
@@ -441,6 +441,17 @@ def _undo(outcome: Outcome, snapshot: dict) -> None:
         store.write(inverse)
 
 
+def _backup_of(store: Store, backup_id: str | None) -> tuple[str, dict]:
+    """A backup of `store` read from the state dir, not trusted blindly: one that names a file
+    outside the store is refused (for an undo as for `rollback`)."""
+    backup_id, snapshot = state.load_backup(store.spec.key, backup_id)
+    strays = [path for path in snapshot if not store.owns(path)]
+    if strays:
+        raise StoreError(f"{store.spec.key}: backup {backup_id} names files outside the store ({strays[0]}); "
+                         "not restored")
+    return backup_id, snapshot
+
+
 def rollback(store: Store, backup_id: str | None = None) -> dict:
     """`storesync rollback`: put the certificates storesync changed since a backup back as the
     backup has them. When nobody else changed the store since, that is the backup's exact bytes;
@@ -448,10 +459,7 @@ def rollback(store: Store, backup_id: str | None = None) -> dict:
 
     spec = store.spec.key
     with state.store_lock(store.path):
-        backup_id, snapshot = state.load_backup(spec, backup_id)
-        strays = [path for path in snapshot if not store.owns(path)]
-        if strays:
-            raise StoreError(f"{spec}: backup {backup_id} names files outside the store ({strays[0]}); not restored")
+        backup_id, snapshot = _backup_of(store, backup_id)
         mine = state.touched_since(spec, backup_id)  # None: an older version's backup, which does not say
         try:
             then, now = store.snapshot_trust(snapshot), read_store(store)
