@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 from conftest import storesync
+from test_selectors import corp, machine  # noqa: F401 - fixtures
 from test_nss import CERTDB_TRUSTED_CA, PASSWORD, certutil_add, certutil_flags, new_db, nss_trust_after_login, read
 from storesync.stores import nss
 
@@ -144,3 +145,21 @@ def test_an_undo_writes_no_file_its_backup_names_outside_the_store(pki, tmp_path
     assert result.error and "No space left" in result.error
     assert not victim.exists()
     assert "outside the store" in result.error
+
+
+def test_a_selectors_options_apply_to_the_stores_of_its_kinds_that_have_them(machine, corp, tmp_path):
+    """`@all?password-file=F`: "options after the selector apply to every store it names"
+    (README), the Java and NSS stores among them; the bundle and folder stores it names have no
+    such option, which is no reason to refuse them. An option no store kind has is still a typo."""
+    from test_selectors import certutil_list, colon_fingerprint, keytool_list
+
+    _, _, pem = corp
+    password = tmp_path / "java.pass"
+    password.write_text("changeit\n")
+    result = machine.cli("sync", "--mode", "add", pem, f"@all?password-file={password}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all(colon_fingerprint(corp[0]) in keytool_list(jdk) for jdk in machine.jdks)
+    assert all("Corp Selector Root" in certutil_list(db) for db in machine.nss)
+    assert corp[0].pem in machine.certifi.read_bytes()
+    typo = machine.cli("sync", "--mode", "add", pem, f"@all?pasword-file={password}")
+    assert typo.returncode == 2 and "pasword-file=" in typo.stderr + typo.stdout

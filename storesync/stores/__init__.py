@@ -158,6 +158,11 @@ def read_store(store: "Store") -> TrustSet:
 COMMON_OPTIONS = ("purpose", "max-removal-share", "label-template")  # the engine reads these of any store
 
 
+def options_of(kind: str) -> tuple[str, ...]:
+    """The `?option=` names a store of `kind` understands."""
+    return (*store_class(kind).options, *COMMON_OPTIONS)
+
+
 class Store:
     """One concrete place that holds trust. Subclasses implement read and write."""
 
