@@ -156,7 +156,8 @@ def save_records(spec: str, files: dict[Path, bytes]) -> None:
                          f"changed{others}; choose a state dir with --state-dir") from None
     for folder in dict.fromkeys(path.parent for path in files if path.parent.parent.name == "backups"):
         for old in _backups_in(folder)[BACKUPS_KEPT:]:
-            (folder / f"{old['id']}.json").unlink(missing_ok=True)
+            if folder / f"{old['id']}.json" not in files:  # never the one just kept: an undo reads it
+                (folder / f"{old['id']}.json").unlink(missing_ok=True)
 
 
 def drop_backup(spec: str, backup_id: str | None) -> None:

@@ -45,7 +45,8 @@ def test_aes_cbc_decrypt_agrees_with_cryptography():
 
 
 def test_reading_signed_trust_imports_no_cipher(tmp_path, pki):
-    """The empty password is proved by a trust MAC that verifies under its key: no AES."""
+    """The empty password is proved by the password-check entry (never by a MAC: anyone can sign
+    under it), decrypted by libcrypto: no cryptography cipher."""
     db = new_db(tmp_path / "db")
     certutil_add(db, "A", "CT,C,C", pki.ca("Speed Root A").write(tmp_path / "a.pem"))
     code = f"from storesync.stores import open_store\nprint(len(open_store('nss:{db}').read()))"

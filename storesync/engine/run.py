@@ -14,7 +14,7 @@ from storesync.config import Profile, StoreRef
 from storesync.engine import policy
 from storesync.engine.plan import ADD, MIRROR, REMOVE, Plan, Scope, compare, lift, make_plan, retarget, touched, undo
 from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError, TrustSet
-from storesync.stores import Store, open_store, read_store
+from storesync.stores import Store, open_store, options_of, parse_spec, read_store
 
 UNDO_READS = 20  # reads of a store to undo, 0.1 s apart, before its backup's bytes go back
 _EMPTY = ("an empty store is never a policy, so it empties nothing (if emptying the others is meant, "
@@ -143,6 +143,7 @@ def _expand(profile: Profile, resolve, resolved: dict[str, list[dict]], notes: l
                 stores.append(ref)
             continue
         selector, _, query = ref.spec.partition("?")  # "@nss?builtins=...": options of every store it names
+        options = _selector_options(ref.spec, query)
         found = resolve(selector, profile.python, notes)
         hooks = {f.spec: ref.on_change if ref.on_change is not None else f.on_change for f in found}
         resolved[ref.spec] = [{"store": f.spec, "owner": f.owner, "found_as": f.what,
@@ -153,11 +154,25 @@ def _expand(profile: Profile, resolve, resolved: dict[str, list[dict]], notes: l
                 notes.append(f"{ref.spec}: {f.spec} is the source; not a target of itself")
             if key not in keys:
                 keys.add(key)
-                spec = f.spec + ("&" if "?" in f.spec else "?") + query if query else f.spec
+                own = "&".join(f"{k}={v}" for k, v in options.items() if k in options_of(parse_spec(f.spec).kind))
+                spec = f.spec + ("&" if "?" in f.spec else "?") + own if own else f.spec
                 stores.append(StoreRef(spec, ref.options, hooks[f.spec]))
     expanded = copy.copy(profile)
     expanded.stores = stores
     return expanded
+
+
+def _selector_options(spec: str, query: str) -> dict[str, str]:
+    """A selector's `?options`, read as a store spec's are. Each applies to the stores it names
+    whose kind has it (`@all?password-file=F`: the NSS and Java stores); one that no kind has
+    is a typo, an error as in a store's spec."""
+    from storesync.stores import KINDS
+
+    options = parse_spec(f"pem:?{query}").options if query else {}
+    for name in options:
+        if not any(name in options_of(kind) for kind in KINDS):
+            raise StoreError(f"{spec}: no store kind has an option {name}=; correct the selector")
+    return options
 
 
 def _key(spec: str) -> str:
@@ -406,7 +421,7 @@ def _apply(result: Result) -> None:
         for outcome, owned in reversed(done):
             state.put_owned(outcome.store.spec.key, owned)
             try:
-                _undo(outcome, state.load_backup(outcome.store.spec.key, outcome.backup)[1])
+                _undo(outcome, _backup_of(outcome.store, outcome.backup)[1])
                 result.rolled_back.append(outcome.spec)
             except Exception as undo_error:  # noqa: BLE001 - report, keep restoring the others
                 message += f"; and putting back {outcome.spec} failed too ({undo_error}): `storesync rollback {outcome.spec}`"
@@ -441,6 +456,17 @@ def _undo(outcome: Outcome, snapshot: dict) -> None:
         store.write(inverse)
 
 
+def _backup_of(store: Store, backup_id: str | None) -> tuple[str, dict]:
+    """A backup of `store` read from the state dir, not trusted blindly: one that names a file
+    outside the store is refused (for an undo as for `rollback`)."""
+    backup_id, snapshot = state.load_backup(store.spec.key, backup_id)
+    strays = [path for path in snapshot if not store.owns(path)]
+    if strays:
+        raise StoreError(f"{store.spec.key}: backup {backup_id} names files outside the store ({strays[0]}); "
+                         "not restored")
+    return backup_id, snapshot
+
+
 def rollback(store: Store, backup_id: str | None = None) -> dict:
     """`storesync rollback`: put the certificates storesync changed since a backup back as the
     backup has them. When nobody else changed the store since, that is the backup's exact bytes;
@@ -448,10 +474,7 @@ def rollback(store: Store, backup_id: str | None = None) -> dict:
 
     spec = store.spec.key
     with state.store_lock(store.path):
-        backup_id, snapshot = state.load_backup(spec, backup_id)
-        strays = [path for path in snapshot if not store.owns(path)]
-        if strays:
-            raise StoreError(f"{spec}: backup {backup_id} names files outside the store ({strays[0]}); not restored")
+        backup_id, snapshot = _backup_of(store, backup_id)
         mine = state.touched_since(spec, backup_id)  # None: an older version's backup, which does not say
         try:
             then, now = store.snapshot_trust(snapshot), read_store(store)

@@ -155,7 +155,12 @@ def read_store(store: "Store") -> TrustSet:
                           "read from it: restore it (storesync rollback) or regenerate it") from None
 
 
-COMMON_OPTIONS = ("purpose", "max-removal-share")
+COMMON_OPTIONS = ("purpose", "max-removal-share", "label-template")  # the engine reads these of any store
+
+
+def options_of(kind: str) -> tuple[str, ...]:
+    """The `?option=` names a store of `kind` understands."""
+    return (*store_class(kind).options, *COMMON_OPTIONS)
 
 
 class Store:

@@ -199,14 +199,16 @@ class KeyDB:
     def login(self, password: bytes | None, proof: tuple[bytes, int, int, bytes] | None = None) -> bool:
         """Find the database's password among the empty one and `password`. `proof`, when the
         database holds signed trust: (signature, object id, attribute, value) of one attribute.
-        A MAC that verifies under a candidate proves it as well as the password-check entry does:
-        the MAC key derives from the global salt and the password alone, and NSS re-signs every
-        MAC when the password changes (sftkpwd.c: sftkdb_pbehash, sftk_updateMacs). It spares
-        the AES decryption of the check entry (and its import). Else the check entry decides."""
+        A MAC that verifies under the given password proves it as well as the password-check
+        entry does: the MAC key derives from the global salt and the password alone, and NSS
+        re-signs every MAC when the password changes (sftkpwd.c: sftkdb_pbehash, sftk_updateMacs).
+        It spares the AES decryption of the check entry. Never for the empty password: anyone
+        can sign under it, so such a MAC in a protected database proves nothing (NSS logs in by
+        the check entry, and then drops that trust); the check entry decides it."""
         # The empty password first, as certutil does: a --password-file given for one
         # database of a sync must not lock out the empty-password ones.
         for candidate in dict.fromkeys([b"", *([password] if password is not None else [])]):
-            if proof is not None and self._proved(candidate, proof) or self.try_password(candidate):
+            if candidate and proof is not None and self._proved(candidate, proof) or self.try_password(candidate):
                 self.password = candidate
                 return True
         return False
