@@ -53,12 +53,12 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
             where = loaded.path or "no config file found"
             fail(f"no profile {profile!r} in {where}" if profile else f"no profiles to run ({where}); "
                  "name a SOURCE and TARGETs, or write a config file (see the README)")
-    if root is not None:
-        use_root(root)  # stores under it follow their links inside it, as that machine does
-    if any(ref.selector for p in profiles for ref in p.stores):
+    selectors = any(ref.selector for p in profiles for ref in p.stores)
+    if root is not None or selectors:
+        use_root(root)  # selectors find the stores under it; stores under it follow their links inside it
+    if selectors:
         from storesync import discover
 
-        use_root(root)
         resolve = discover.resolver(python, strict=True)
     results = [engine.run(p, dry_run=dry_run, force=force, defaults=defaults, allow_empty=allow_empty, resolve=resolve,
                           hooks=False) for p in profiles]
