@@ -1,3 +1,3 @@
-from storesync.cli import main
+from storesync.cli import entry
 
-main()
+entry()
