@@ -3,10 +3,12 @@ defects 3, 4 and 9). Every target is judged by the program that owns its format.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import ssl
 import struct
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -147,21 +149,21 @@ def test_a_non_certificate_in_an_sst_source_reaches_no_target(tmp_path, pki):
     assert again.returncode == 0, again.stderr
 
 
-def sha1_root(system_bundle) -> bytes:
-    """A system root signed with SHA-1 (cryptography cannot verify those; OpenSSL can)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
+@functools.cache
+def sha1_root() -> bytes:
+    """A root signed with SHA-1 (cryptography can neither make nor verify those; OpenSSL does
+    both), as the system bundles of a few years ago held."""
+    with tempfile.TemporaryDirectory() as work:
+        out = Path(work) / "root.der"
+        run("openssl", "req", "-x509", "-sha1", "-newkey", "rsa:2048", "-nodes", "-keyout", Path(work) / "key.pem",
+            "-subj", "/O=storesync tests/CN=SHA-1 Root", "-days", "3650", "-outform", "DER", "-out", out,
+            "-addext", "basicConstraints=critical,CA:TRUE")
+        return out.read_bytes()
 
-    for block in system_bundle.read_bytes().split(b"-----END CERTIFICATE-----\n")[:-1]:
-        cert = x509.load_pem_x509_certificate(block + b"-----END CERTIFICATE-----\n")
-        if cert.signature_algorithm_oid.dotted_string == "1.2.840.113549.1.1.5":
-            return cert.public_bytes(Encoding.DER)
-    pytest.skip("no SHA-1 root in the system bundle")
 
-
-def test_a_self_signed_root_whose_signature_fails_is_refused(tmp_path, pki, system_bundle):
+def test_a_self_signed_root_whose_signature_fails_is_refused(tmp_path, pki):
     good, forged = pki.ca("Signed Good"), broken_signature(pki.ca("Signed Forged").der)
-    forged_sha1 = broken_signature(sha1_root(system_bundle))
+    forged_sha1 = broken_signature(sha1_root())
     for n, der_bytes in enumerate((forged, forged_sha1)):
         (tmp_path / f"forged{n}.pem").write_bytes(pem_of(der_bytes))
         check = run("openssl", "verify", "-check_ss_sig", "-CAfile", tmp_path / f"forged{n}.pem",
@@ -180,7 +182,7 @@ def test_a_self_signed_root_whose_signature_fails_is_refused(tmp_path, pki, syst
         assert loaded_by_owner(kind, path) == 1, kind
 
 
-def test_without_a_libcrypto_cryptography_judges(monkeypatch, pki, system_bundle):
+def test_without_a_libcrypto_cryptography_judges(monkeypatch, pki):
     """A Python linked statically with OpenSSL has no libcrypto to ask: cryptography stands in,
     refusing what it cannot parse and judging the signatures it supports."""
     from storesync import loadable
@@ -191,7 +193,7 @@ def test_without_a_libcrypto_cryptography_judges(monkeypatch, pki, system_bundle
     assert loadable.refusal(good, "openssl") is None and not loadable.bad_self_signature(good)
     assert loadable.openssl_loads(good) and not loadable.openssl_loads(Certificate(retagged_validity(good.der)))
     assert loadable.bad_self_signature(Certificate(broken_signature(pki.ca("Fallback Forged").der)))
-    assert not loadable.bad_self_signature(Certificate(broken_signature(sha1_root(system_bundle))))  # unsupported
+    assert not loadable.bad_self_signature(Certificate(broken_signature(sha1_root())))  # unsupported
 
 
 @vectors

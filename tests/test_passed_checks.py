@@ -5,7 +5,6 @@ refusal is never remembered, and a cache another user could write is not believe
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +14,8 @@ import pytest
 from conftest import need, pem_of, run, storesync
 from test_damaged import broken_signature, loaded_by_owner
 
-PROBE = ("import sys, runpy; sys.argv = ['storesync', *sys.argv[1:]]\n"
-         "try: runpy.run_module('storesync', run_name='__main__')\n"
+PROBE = ("import sys; from storesync.cli import main; sys.argv = ['storesync', *sys.argv[1:]]\n"
+         "try: main()\n"
          "except SystemExit as exit: assert not exit.code, exit.code\n"
          "judge = sys.modules.get('storesync.loadable')\n"
          "print(sorted(['libcrypto'] * (judge is not None and judge._libcrypto is not None)\n"
@@ -133,14 +132,14 @@ def test_a_cache_of_other_rules_is_not_believed(tmp_path, state, pki):
     assert "! Passed Checks Forged Root" in result.stdout, result.stdout
 
 
-def test_what_passed_only_a_stand_in_judge_is_not_remembered(tmp_path, state, monkeypatch, system_bundle):
+def test_what_passed_only_a_stand_in_judge_is_not_remembered(tmp_path, state, monkeypatch):
     """Without a libcrypto, cryptography judges and cannot verify SHA-1: a forged SHA-1 root is not
     shown to fail. That is no pass to remember for runs that have libcrypto to ask."""
     from storesync import loadable
     from storesync.model import Certificate
     from test_damaged import sha1_root
 
-    forged = broken_signature(sha1_root(system_bundle))
+    forged = broken_signature(sha1_root())
     monkeypatch.setattr(loadable, "_passed", set())
     monkeypatch.setattr(loadable, "_known", set())
     monkeypatch.setattr(loadable, "_cache_dir", None)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 
 from conftest import pem_of, storesync
 from test_damaged import broken_signature, loaded_by_owner, retagged_validity, sha1_root
@@ -19,21 +18,31 @@ def system_roots(system_bundle) -> list[bytes]:
     return [e.cert.der for e in open_store(f"pem:{system_bundle}").read().values()]
 
 
-def p384_root(system_bundle) -> bytes:
-    from cryptography import x509
+def p384_root(pki) -> bytes:
+    """A root with an ECDSA P-384 key, signed with SHA-384, as several system roots are."""
+    import datetime as dt
 
-    for der_bytes in system_roots(system_bundle):
-        cert = x509.load_der_x509_certificate(der_bytes)
-        if cert.signature_algorithm_oid.dotted_string == "1.2.840.10045.4.3.3":  # ecdsa-with-SHA384
-            return der_bytes
-    pytest.skip("no ECDSA P-384 root in the system bundle")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "P-384 Root")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA384()))
+    return cert.public_bytes(serialization.Encoding.DER)
 
 
 def test_forged_roots_among_the_system_roots_are_refused_in_a_fresh_directory(tmp_path, pki, system_bundle):
     """The system roots go in, each forged or damaged one (an ECDSA P-384 root, a SHA-1 RSA root,
     a retagged validity) is a `!` line and stays out; OpenSSL loads all that was written."""
     roots = system_roots(system_bundle)
-    forged = [broken_signature(p384_root(system_bundle)), broken_signature(sha1_root(system_bundle))]
+    forged = [broken_signature(p384_root(pki)), broken_signature(sha1_root())]
     damaged = retagged_validity(pki.ca("Fresh Damaged").der)
     source = tmp_path / "source.pem"
     middle = len(roots) // 2
@@ -52,8 +61,8 @@ def test_forged_roots_among_the_system_roots_are_refused_in_a_fresh_directory(tm
 def test_a_sync_that_adds_nothing_never_loads_libcrypto(tmp_path, system_bundle):
     target = tmp_path / "certs"
     assert storesync("sync", f"pem:{system_bundle}", f"dir:{target}").returncode == 0
-    probe = ("import sys, runpy; sys.argv = ['storesync', 'sync', sys.argv[1], sys.argv[2]]\n"
-             "try: runpy.run_module('storesync', run_name='__main__')\n"
+    probe = ("import sys; from storesync.cli import main; sys.argv = ['storesync', 'sync', sys.argv[1], sys.argv[2]]\n"
+             "try: main()\n"
              "except SystemExit as exit: assert not exit.code, exit.code\n"
              "print(sorted(m for m in ('ctypes', 'storesync.loadable', 'cryptography.x509') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe, f"pem:{system_bundle}", f"dir:{target}"],
