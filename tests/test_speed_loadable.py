@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-
 from conftest import pem_of, storesync
 from test_damaged import broken_signature, loaded_by_owner, retagged_validity, sha1_root
 
