@@ -258,5 +258,21 @@ def _store_ref(value, name, error) -> StoreRef:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise error(f"profile {name!r}: on-change-timeout must be a number of seconds above 0", "on-change-timeout")
         options = {k: str(v) for k, v in value.items() if k not in ("spec", "on-change")}
+        _known_options(value["spec"], options, name, error)
         return StoreRef(value["spec"], options, hook)
     raise error(f"profile {name!r}: a store is a spec string or a table with `spec`", "spec")
+
+
+def _known_options(spec: str, options: dict[str, str], name: str, error) -> None:
+    """A table's options are defaults of its store, or of every store its selector names: one
+    that the store's kind (any kind, for a selector) does not have is a typo, not a default."""
+    from storesync.stores import KINDS, options_of, parse_spec
+
+    try:
+        kinds = list(KINDS) if spec.startswith("@") else [parse_spec(spec).kind]
+    except StoreError:
+        return  # the spec itself is wrong; opening it says so
+    for option in options:
+        if option != "on-change-timeout" and not any(option in options_of(kind) for kind in kinds):
+            whose = "no store kind has" if spec.startswith("@") else f"{kinds[0]} stores have no"
+            raise error(f"profile {name!r}: {spec}: {whose} option {option}=; correct the table", option)

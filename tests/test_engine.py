@@ -83,6 +83,10 @@ max_removal_share = 0.5
      "line 5: /t.pem is written by profiles 'x' and 'y'"),
     ('[profile.x]\nmode = "merge"\nstores = ["/a.pem", "/t.pem"]\n\n[profile.y]\nsource = "b.pem"\ntargets = ["pem:/t.pem"]\n',
      "line 5: /t.pem is written by profiles 'x' and 'y'"),
+    ('[profile.x]\nsource = "a.pem"\ntargets = [{ spec = "jks:/t.jks", fromat = "pkcs12" }]\n',
+     "line 3: profile 'x': jks:/t.jks: jks stores have no option fromat=; correct the table"),
+    ('[profile.x]\nsource = "a.pem"\ntargets = [{ spec = "@all", pasword-file = "/p" }]\n',
+     "line 3: profile 'x': @all: no store kind has option pasword-file="),
 ])
 def test_a_bad_config_names_the_line(text, where):
     with pytest.raises(ConfigError, match=where.replace("(", r"\(").replace(")", r"\)")):
