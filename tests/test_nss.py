@@ -567,6 +567,37 @@ def test_root_writes_as_the_owner(cas):
         shutil.rmtree(base)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write as another user")
+def test_root_undoing_a_users_database_reads_the_backup_before_becoming_the_user(cas, monkeypatch):
+    """The owner's process imports nothing new: that user may not read Python's own files
+    (a Python under /root, mode 0700). The backup's signatures are read by root, before the fork."""
+    from storesync.stores import nss as nss_module
+
+    base = Path(tempfile.mkdtemp(prefix="storesync-nss-"))
+    try:
+        os.chmod(base, 0o777)
+        db = new_db(base / "db")
+        for path in [db, *db.iterdir()]:
+            os.chown(path, 65534, 65534)
+        sync([entry(cas["a"], label="A")], db)
+        shot = open_store(f"nss:{db}").snapshot()
+        sync([entry(cas["b"], label="B")], db)
+        readers, real = base / "readers", nss_module._signature_rows
+
+        def noted(data):
+            with open(readers, "a") as out:
+                out.write(f"{os.getpid()}\n")
+            return real(data)
+
+        monkeypatch.setattr(nss_module, "_signature_rows", noted)
+        open_store(f"nss:{db}").restore(shot)
+        assert readers.read_text().split() == [str(os.getpid())]
+        assert set(certutil_flags(db)) == {"A"}
+        assert {p.stat().st_uid for p in db.iterdir()} == {65534}
+    finally:
+        shutil.rmtree(base)
+
+
 # --- through the CLI -----------------------------------------------------------------------
 
 

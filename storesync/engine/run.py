@@ -437,7 +437,6 @@ def _undo(outcome: Outcome, snapshot: dict) -> None:
     did, by its version, or one that cannot be read any more gets its backup's bytes back)."""
     import time
 
-
     store = open_store(outcome.store.spec)
     if outcome.written_version is not None and store.version() == outcome.written_version:
         store.restore(snapshot)  # nobody wrote since: the exact old bytes (a re-render may reorder)

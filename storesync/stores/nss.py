@@ -876,11 +876,7 @@ class NssStore(Store):
                 break
         return {str(p): p.read_bytes() if p.exists() else None for p in self._files()}
 
-    def _merge_signatures(self, old_key_db: bytes) -> None:
-        try:
-            rows = _signature_rows(old_key_db)
-        except sqlite3.DatabaseError:
-            return  # not a database: the files are put back as they are
+    def _merge_signatures(self, rows: list[tuple]) -> None:
         conn = self._connect(self.key_db, readonly=False)
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -894,11 +890,15 @@ class NssStore(Store):
         signatures join the live key4.db (it then signs both the live and the old objects),
         then cert9.db is replaced, then key4.db."""
         key_name, cert_name = str(self.key_db.absolute()), str(self.cert_db.absolute())
+        old_keys = snapshot.get(key_name)
+        try:  # read here, not in the owner's process: that user may not read tempfile's module
+            rows = _signature_rows(old_keys) if old_keys else []
+        except sqlite3.DatabaseError:
+            rows = []  # not a database: the files are put back as they are
 
         def put_back() -> None:
-            old_keys = snapshot.get(key_name)
-            if old_keys and self.key_db.exists():
-                self._merge_signatures(old_keys)
+            if rows and self.key_db.exists():
+                self._merge_signatures(rows)
             for name in sorted(snapshot, key=lambda n: n != cert_name):  # cert9.db first
                 path, data = Path(name), snapshot[name]
                 if data is None:
