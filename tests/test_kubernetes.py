@@ -92,6 +92,8 @@ def test_the_daemonset_holds_to_least_privilege():
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert pod["automountServiceAccountToken"] is False and not pod.get("hostNetwork") and not pod.get("hostPID")
     assert {"cpu", "memory"} <= container["resources"]["limits"].keys()
+    # Its priority class is one of ours: system-* classes are often admitted only in kube-system.
+    assert pod["priorityClassName"] == kind("PriorityClass")["metadata"]["name"]
     # The liveness probe asks the metrics server the daemon is told to start.
     args = container["args"]
     port = int(args[args.index("--metrics") + 1].rpartition(":")[2])
