@@ -74,8 +74,9 @@ def entry() -> None:
         code = 0
     except SystemExit as exc:
         code = exc.code
-    threading = sys.modules.get("threading")  # a thread needs it (or its import) to have started
-    if threading is not None and threading.active_count() > 1:
+    import _thread
+
+    if _thread._count():  # threads still running (threading's or _thread's own)
         sys.exit(code)
     if code is None:
         code = 0
