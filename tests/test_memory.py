@@ -210,3 +210,34 @@ def test_a_bundle_to_bundle_plan_adds_the_entries_as_read(ders):
     plan = make_plan(lift(source, caps), TrustSet(), caps, store="pem:/x.pem")
     assert len(plan.adds) == COUNT
     assert all(added is source[added.sha256] for added in plan.adds)
+
+
+def test_a_java_verdict_keeps_no_parsed_certificate(ders):
+    """Judging certificates for a Java or NSS store parses each with `cryptography`; the verdict
+    is kept on the certificate, the parsed objects are not (~2.9 KB a certificate were held to
+    the end of a write that judged 10 000, as much as the keystore itself)."""
+    from storesync import loadable
+
+    certs = [Certificate(d) for d in ders]
+    for cert in certs:  # not judged yet
+        cert.__dict__.clear()
+    loadable.refusal(Certificate(scale_bench.certificates(COUNT + 1)[-1]), loadable.JAVA)  # imports out of the count
+    saved = set(loadable._passed)
+    loadable._passed.clear()  # judged afresh, as in a run without remembered checks
+    try:
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            verdicts = [loadable.refusal(cert, loadable.JAVA) for cert in certs]
+            held = (tracemalloc.get_traced_memory()[0] - before) / COUNT
+        finally:
+            tracemalloc.stop()
+        remembered = f"{certs[0].sha256} x509" in loadable._passed  # what the parse said is kept
+    finally:
+        loadable._passed.clear()
+        loadable._passed.update(saved)
+    assert verdicts == [None] * COUNT
+    assert all("_parsed" not in cert.__dict__ for cert in certs)
+    assert remembered
+    print(f"{held:.0f} bytes per certificate held after the verdicts")
+    assert held < 800, f"{held:.0f} bytes per certificate held after the verdicts"
