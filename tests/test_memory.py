@@ -241,3 +241,27 @@ def test_a_java_verdict_keeps_no_parsed_certificate(ders):
     assert remembered
     print(f"{held:.0f} bytes per certificate held after the verdicts")
     assert held < 800, f"{held:.0f} bytes per certificate held after the verdicts"
+
+
+@pytest.mark.parametrize("kind", ["jks"])
+def test_a_java_keystore_read_holds_the_file_and_the_entries_only(tmp_path, ders, kind):
+    """A keystore read while its certificates are held already (a sync's source): its entries
+    are their slots and their labels (the alias is the label: no dict of two levels each in
+    `extras`, ~380 bytes), and the read's peak beyond them is about the file (no list of every
+    record with its bytes, its certificate's bytes and its alias: ~1.9 KB a certificate for
+    jks, ~3.2 KB for p12, with a second copy of the file for the integrity check)."""
+    state.set_state_dir(tmp_path / "state")
+    try:
+        from conftest import storesync
+
+        source, store = tmp_path / "bundle.pem", tmp_path / f"roots.{kind}"
+        source.write_bytes(scale_bench.pem_bundle(ders))
+        assert storesync("sync", f"pem:{source}", f"{kind}:{store}").returncode == 0
+        entries = read_store(open_store(f"{kind}:{store}"))  # imports out of the count
+        assert all(e.extras is NOTHING and e.label for e in entries.values())
+        transient = transient_per_certificate(f"{kind}:{store}", ders)
+        file_share = store.stat().st_size / len(ders)
+        print(f"{transient:.0f} bytes per certificate beyond the entries at the read's peak ({file_share:.0f} of file)")
+        assert transient < file_share + 250, f"{transient:.0f} bytes per certificate beyond the entries at the read's peak"
+    finally:
+        state.set_state_dir(None)
