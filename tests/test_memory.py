@@ -243,7 +243,7 @@ def test_a_java_verdict_keeps_no_parsed_certificate(ders):
     assert held < 800, f"{held:.0f} bytes per certificate held after the verdicts"
 
 
-@pytest.mark.parametrize("kind", ["jks"])
+@pytest.mark.parametrize("kind", ["jks", "p12"])
 def test_a_java_keystore_read_holds_the_file_and_the_entries_only(tmp_path, ders, kind):
     """A keystore read while its certificates are held already (a sync's source): its entries
     are their slots and their labels (the alias is the label: no dict of two levels each in
@@ -262,6 +262,9 @@ def test_a_java_keystore_read_holds_the_file_and_the_entries_only(tmp_path, ders
         transient = transient_per_certificate(f"{kind}:{store}", ders)
         file_share = store.stat().st_size / len(ders)
         print(f"{transient:.0f} bytes per certificate beyond the entries at the read's peak ({file_share:.0f} of file)")
-        assert transient < file_share + 250, f"{transient:.0f} bytes per certificate beyond the entries at the read's peak"
+        # jks: the file itself. p12: the file, the authenticated safe, and the encrypted safe's
+        # ciphertext and plaintext (copies of it) while it is decrypted: not cut yet.
+        bound = file_share + 250 if kind == "jks" else file_share * 6 + 100
+        assert transient < bound, f"{transient:.0f} bytes per certificate beyond the entries at the read's peak"
     finally:
         state.set_state_dir(None)

@@ -138,9 +138,11 @@ class Pfx:
         return [bag for safe in self.safes for bag in safe.bags]
 
 
-def _parse_bags(data: bytes) -> list[Bag]:
+def _parse_bags(data: bytes, each=None) -> list[Bag]:
+    """The bags of a SafeContents; with `each`, every bag is handed to it as it is parsed and
+    none is kept (a read of 10 000 held ~3 KB a certificate in bags, attributes and copies)."""
     bags = []
-    for tlv in der.kids(der.expect(der.read_all(data), der.SEQUENCE, "SafeContents")):
+    for tlv in der.expect(der.read_all(data), der.SEQUENCE, "SafeContents").children():
         kids = der.kids(der.expect(tlv, der.SEQUENCE, "SafeBag"))
         if len(kids) < 2:
             raise P12Error("a SafeBag is incomplete")
@@ -161,7 +163,10 @@ def _parse_bags(data: bytes) -> list[Bag]:
                 if len(inner) != 1:
                     raise P12Error("a certificate bag is malformed")
                 bag.cert = der.octets_of(inner[0], "certificate")
-        bags.append(bag)
+        if each is None:
+            bags.append(bag)
+        else:
+            each(bag)
     return bags
 
 
@@ -198,11 +203,12 @@ def _mac_ok(authsafe: bytes, mac_data: der.TLV, password: str) -> tuple[tuple[st
     return None
 
 
-def load_pfx(data: bytes, password: str, try_empty: bool) -> Pfx:
-    """Parse, check the MAC and decrypt. Raises P12Error (DecryptError: wrong password)."""
+def load_pfx(data: bytes, password: str, try_empty: bool, each=None) -> Pfx:
+    """Parse, check the MAC and decrypt. Raises P12Error (DecryptError: wrong password).
+    With `each`, every bag goes to it once the MAC is verified, and the safes keep none."""
     try:
         with budget():
-            return _load_pfx(data, password, try_empty)
+            return _load_pfx(data, password, try_empty, each)
     except der.ShapeError as exc:
         raise P12Error(str(exc)) from None
     except der.DERError as exc:
@@ -217,7 +223,7 @@ class MacError(P12Error):
     pass
 
 
-def _load_pfx(data: bytes, password: str, try_empty: bool) -> Pfx:
+def _load_pfx(data: bytes, password: str, try_empty: bool, each=None) -> Pfx:
     pfx = der.kids(der.expect(der.read_all(data), der.SEQUENCE, "PFX"))
     if len(pfx) < 2:
         raise P12Error("is not a PKCS#12 file (too few parts)")
@@ -249,11 +255,11 @@ def _load_pfx(data: bytes, password: str, try_empty: bool) -> Pfx:
     for index, info in enumerate(content_infos):
         kind, content = _content(info, f"safe {index + 1}")
         if kind == OID_DATA and content is not None:
-            safes.append(Safe(info.raw, False, _parse_bags(der.octets_of(content, "safe"))))
+            safes.append(Safe(info.raw, False, _parse_bags(der.octets_of(content, "safe"), each)))
         elif kind == OID_ENCRYPTED_DATA and content is not None:
             plain = _decrypt_safe(content, password)
             try:
-                bags = _parse_bags(plain)
+                bags = _parse_bags(plain, each)
             except (der.DERError, P12Error, IndexError):
                 raise DecryptError("decrypted safe is not SafeContents") from None
             safes.append(Safe(info.raw, True, bags))
@@ -341,10 +347,10 @@ class P12Store(FileStore):
     reader = "java"
     capabilities = CAPABILITIES
 
-    def _load(self, data: bytes) -> Pfx:
+    def _load(self, data: bytes, each=None) -> Pfx:
         password, explicit = store_password(self)
         try:
-            return load_pfx(data, password, try_empty=not explicit)
+            return load_pfx(data, password, try_empty=not explicit, each=each)
         except MacError as exc:
             hint = "" if explicit else " (it was opened with Java's default 'changeit'; give the right one with ?password-file=FILE)"
             if str(exc) == "tampered":
@@ -363,12 +369,20 @@ class P12Store(FileStore):
             raise self.error(f"{exc}; nothing was read from it") from None
 
     def parse(self, data: bytes) -> TrustSet:
-        pfx = self._load(data)
-        entries = []
-        for bag in pfx.bags:
+        """The anchors, each bag dropped as soon as it is read; none before the MAC is verified,
+        nothing returned (nor said) unless every safe reads."""
+        entries, said = [], len(self.warnings)
+
+        def each(bag: Bag) -> None:
             entry = self._anchor(bag, report=True)
             if entry is not None:
                 entries.append(entry)
+
+        try:
+            self._load(data, each)
+        except BaseException:
+            del self.warnings[said:]
+            raise
         return TrustSet(entries)
 
     def _anchor(self, bag: Bag, report: bool) -> Entry | None:
@@ -381,8 +395,7 @@ class P12Store(FileStore):
                 if report:
                     self.warnings.append(f"{self.path}: certificate {name} is not a certificate ({exc}); kept, not read")
                 return None
-            extras = {"p12": {"alias": bag.alias}} if bag.alias is not None else {}
-            return Entry(cert, label=bag.alias, extras=extras)
+            return Entry(cert, label=bag.alias)  # the label is the alias (friendlyName)
         if not report:
             return None
         if bag.bag_id in (BAG_KEY, BAG_SHROUDED_KEY):
