@@ -187,7 +187,7 @@ class _C:
                     or final(ctx, ctypes.addressof(out) + written.value, ctypes.byref(last)) != 1):
                 self.clear()
                 return None
-            return out.raw[: written.value + last.value]
+            return ctypes.string_at(out, written.value + last.value)  # one copy (`raw[:n]` made two)
         finally:
             free(ctx)
 

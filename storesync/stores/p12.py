@@ -170,7 +170,7 @@ def _parse_bags(data: bytes, each=None) -> list[Bag]:
     return bags
 
 
-def _mac_ok(authsafe: bytes, mac_data: der.TLV, password: str) -> tuple[tuple[str, int] | None, bytes | None] | None:
+def _mac_ok(authsafe: bytes | memoryview, mac_data: der.TLV, password: str) -> tuple[tuple[str, int] | None, bytes | None] | None:
     """Check the MAC; returns ((digest, iterations) or None for PBMAC1, secret) or None if it fails."""
     kids = der.kids(der.expect(mac_data, der.SEQUENCE, "MacData"))
     digest_info = der.kids(der.expect(kids[0], der.SEQUENCE, "MAC DigestInfo"))
@@ -235,8 +235,14 @@ def _load_pfx(data: bytes, password: str, try_empty: bool, each=None) -> Pfx:
         raise P12Error("uses public-key integrity mode (a signed PFX), which storesync does not read")
     if content_type != OID_DATA or inner is None:
         raise P12Error(f"has an authSafe of type {content_type}, not data")
-    authsafe = der.octets_of(inner, "authSafe")
-    content_infos = der.kids(der.expect(der.read_all(authsafe), der.SEQUENCE, "AuthenticatedSafe"))
+    if inner.tag == der.OCTET_STRING:  # read where it lies in the file: no copy of all of it
+        authsafe, top = memoryview(data)[inner.content : inner.end], der.read(data, inner.content, inner.end)
+        if top.end != inner.end:
+            raise der.DERError(f"{inner.end - top.end} trailing bytes after the element")
+    else:  # BER's constructed form: joined
+        authsafe = der.octets_of(inner, "authSafe")
+        top = der.read_all(authsafe)
+    content_infos = der.kids(der.expect(top, der.SEQUENCE, "AuthenticatedSafe"))
 
     mac = secret = None
     if len(pfx) > 2:
@@ -466,16 +472,24 @@ class P12Store(FileStore):
         return [raw for _, raw in sorted(made)]
 
     def _check_rewrite(self, before: Pfx, out: bytes, desired: TrustSet) -> None:
-        """Read the new bytes back: every bag that is not an anchor must be there unchanged."""
+        """Read the new bytes back: every bag that is not an anchor must be there unchanged.
+        The bags are looked at as they are read, not kept (~3 KB a certificate)."""
+        kept, anchors = [], set()
+
+        def each(bag: Bag) -> None:
+            if bag.java_trusted:
+                anchors.add(bag.sha256)
+            else:
+                kept.append(bag.raw)
+
         try:
-            after = load_pfx(out, before.password, try_empty=False)
+            load_pfx(out, before.password, try_empty=False, each=each)
         except P12Error as exc:
             raise self.error(f"the rewritten file would not read back ({exc}); nothing was written") from None
-        others = lambda pfx: sorted(b.raw for b in pfx.bags if not b.java_trusted)  # noqa: E731
-        if others(after) != others(before):
+        if sorted(kept) != sorted(b.raw for b in before.bags if not b.java_trusted):
             raise self.error(
                 "cannot keep its private-key entries and other bags exactly as they are; nothing was written"
             )
-        if {b.sha256 for b in after.bags if b.java_trusted} != set(desired.keys()):
+        if anchors != set(desired.keys()):
             raise self.error("the rewritten file would not hold the desired certificates; nothing was written")
 
