@@ -293,7 +293,9 @@ def render_peak_per_certificate(spec: str, ders: list[bytes]) -> tuple[float, in
 def test_a_p12_write_checks_its_bytes_without_keeping_the_bags(tmp_path, ders):
     """A p12 write reads its new bytes back (MAC, decryption, every bag) before they replace the
     file; the bags read back are looked at one by one, not kept with their attributes (~3 KB a
-    certificate, beside the new file and the encryption's copies of it)."""
+    certificate, beside the new file and the encryption's copies of it); and the DER around the
+    encrypted safe is joined once per level, the key's salt and IV hashed without a copy of
+    the certificates (9.7x the file before, 6.3x after)."""
     peak, size = render_peak_per_certificate(f"p12:{tmp_path / 'new.p12'}", ders)
     print(f"{peak:.0f} bytes per certificate at the render's peak ({size / COUNT:.0f} of file)")
-    assert peak < 9 * size / COUNT, f"{peak:.0f} bytes per certificate at the render's peak"
+    assert peak < 7 * size / COUNT, f"{peak:.0f} bytes per certificate at the render's peak"

@@ -443,7 +443,7 @@ class P12Store(FileStore):
         encrypt_new = pfx.mac is not None and (not pfx.safes or any(s.encrypted for s in pfx.safes))
 
         content_infos: list[bytes] = []
-        placed = False
+        placed, bags = False, None
         for safe in pfx.safes:
             holds_anchor = any(bag.sha256 in anchors and bag.java_trusted for bag in safe.bags)
             if not holds_anchor:
@@ -459,6 +459,7 @@ class P12Store(FileStore):
             content_infos.insert(0, safe_content_info(new_bags, cipher_password if encrypt_new else None))
         mac = (*pfx.mac, pfx.mac_secret) if pfx.mac is not None else None
         out = render_pfx(content_infos, mac)
+        del new_bags, content_infos, bags  # copies of the new file: not held through its read-back
         self._check_rewrite(pfx, out, desired)
         return out
 
