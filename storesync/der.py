@@ -97,7 +97,7 @@ def length_bytes(length: int) -> bytes:
 
 
 def encode(tag: int, content: bytes) -> bytes:
-    return bytes([tag]) + length_bytes(len(content)) + content
+    return b"".join((bytes([tag]), length_bytes(len(content)), content))  # one copy of a large content, not two
 
 
 def encode_oid(dotted: str) -> bytes:
@@ -242,7 +242,7 @@ class ShapeError(DERError):
 
 
 def seq(*parts: bytes) -> bytes:
-    return encode(SEQUENCE, b"".join(parts))
+    return b"".join((bytes([SEQUENCE]), length_bytes(sum(map(len, parts))), *parts))  # the parts joined once
 
 
 def integer(n: int) -> bytes:

@@ -249,10 +249,15 @@ def _java_refusal(cert) -> str | None:
     inner_algorithm = fields[2 if fields[0].tag == 0xA0 else 1]
     if inner_algorithm.raw != outer_algorithm.raw:
         return "damaged: its two signature algorithm fields differ"
-    if cert.x509 is None and not any(quirk in (cert.parse_warning or "") for quirk in _TOLERATED):
-        return f"damaged: {cert.parse_warning.removeprefix('cryptography ').removesuffix('; kept as bytes')}"
-    if cert.x509 is not None:
-        remember_parse(cert.sha256, cert.parse_warning)
+    parsed_before = "_parsed" in cert.__dict__
+    try:
+        if cert.x509 is None and not any(quirk in (cert.parse_warning or "") for quirk in _TOLERATED):
+            return f"damaged: {cert.parse_warning.removeprefix('cryptography ').removesuffix('; kept as bytes')}"
+        if cert.x509 is not None:
+            remember_parse(cert.sha256, cert.parse_warning)
+    finally:
+        if not parsed_before:  # the verdict is kept, not `cryptography`'s objects (~2.5 KB a certificate)
+            cert.__dict__.pop("_parsed", None)
     try:
         spki = der.read_all(cert.fields.spki)
         algorithm = der.decode_oid(next(next(spki.children()).children()).value)

@@ -187,7 +187,7 @@ class _C:
                     or final(ctx, ctypes.addressof(out) + written.value, ctypes.byref(last)) != 1):
                 self.clear()
                 return None
-            return out.raw[: written.value + last.value]
+            return ctypes.string_at(out, written.value + last.value)  # one copy (`raw[:n]` made two)
         finally:
             free(ctx)
 
@@ -334,8 +334,10 @@ def encrypt_pbes2(plain: bytes, password: str) -> tuple[bytes, bytes]:
     """(AlgorithmIdentifier, ciphertext): PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC, as JDK 17.
 
     Salt and IV come from the plaintext (public certificates), so output is deterministic."""
-    salt = hashlib.sha256(b"storesync p12 salt\0" + plain).digest()[:20]
-    iv = hashlib.sha256(b"storesync p12 iv\0" + plain).digest()[:16]
+    salt, iv = hashlib.sha256(b"storesync p12 salt\0"), hashlib.sha256(b"storesync p12 iv\0")
+    salt.update(plain)  # not joined to the prefix: no copy of all the certificates
+    iv.update(plain)
+    salt, iv = salt.digest()[:20], iv.digest()[:16]
     key = _pbkdf2("sha256", password.encode("utf-8"), salt, ITERATIONS, 32)
     pad = 16 - len(plain) % 16
     padded = plain + bytes([pad]) * pad

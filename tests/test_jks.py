@@ -113,10 +113,10 @@ def test_keytool_lists_exactly_our_entries(cas, tmp_path):
     listed = keytool_list(target)
     assert sorted(listed.values()) == sorted(("trustedCertEntry", Certificate(c.der).sha256) for c in cas)
     assert set(listed) == {f"storesync java ca {n}" for n in range(3)}  # label scheme, lower-case
-    # read back: labels are the aliases, and the alias is kept in extras
+    # read back: labels are the aliases
     again = open_store(str(target)).read()
     assert set(again) == set(trust_set(*cas))
-    assert {e.extras["jks"]["alias"] for e in again.values()} == set(listed)
+    assert {e.label for e in again.values()} == set(listed)
 
 
 def test_java_trust_manager_accepts_a_leaf_under_our_anchor(pki, root, intermediate, server_leaf, cas, tmp_path):

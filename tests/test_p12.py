@@ -56,7 +56,7 @@ def test_keytool_lists_exactly_our_entries(cas, tmp_path):
     assert "MAC: sha256, Iteration 10000" in text and "PBES2, PBKDF2, AES-256-CBC, Iteration 10000" in text
     again = open_store(str(target)).read()
     assert set(again) == {sha(c) for c in cas}
-    assert {e.extras["p12"]["alias"] for e in again.values()} == {f"storesync P12 CA {n}" for n in range(3)}
+    assert {e.label for e in again.values()} == {f"storesync P12 CA {n}" for n in range(3)}
 
 
 def test_java_trust_manager_accepts_a_leaf_under_our_anchor(root, intermediate, server_leaf, cas, tmp_path):

@@ -6,15 +6,18 @@ four-store merge with one change. Prints, per kind, the median times, the cost p
 the growth between sizes (linear is 10x per 10x step; anything above n log n is flagged) and
 the peak RSS of the storesync process against the store's size on disk.
 
-Usage: scale.py [--sizes 1000,10000] [--kinds pem,dir,...] [--rounds N]
-(or $BENCH_SCALE_SIZES, $BENCH_SCALE_KINDS, as `scripts/bench scale` passes no arguments).
-The certificates are generated once per count and kept in /tmp (one key, so it is fast).
+Usage: scale.py [--sizes 1000,10000] [--kinds pem,dir,...] [--shape roots|small] [--rounds N]
+(or $BENCH_SCALE_SIZES, $BENCH_SCALE_KINDS, $BENCH_SCALE_SHAPE, as `scripts/bench scale` passes
+no arguments). The certificates are generated once per shape and count and kept in /tmp (one
+key per shape, so it is fast). The default shape, roots, is sized like real roots (~1.1 KB of
+DER); small (377 bytes) puts the per-certificate overhead of Python objects in front.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import math
 import os
 import shutil
@@ -32,10 +35,18 @@ KINDS = ["pem", "dir", "nss", "sst", "jks", "p12"]
 CACHE = Path(tempfile.gettempdir())
 
 
-def certificates(count: int) -> list[bytes]:
-    """`count` distinct self-signed CA certificates (DER), made once and cached by count.
-    One P-256 key signs them all: generating 100 000 takes about half a minute, not hours."""
-    cache = CACHE / f"storesync-scale-{count}.der"
+SHAPES = ("small", "roots")
+
+
+def certificates(count: int, shape: str = "small") -> list[bytes]:
+    """`count` distinct self-signed CA certificates (DER), made once and cached by shape and count.
+
+    small: P-256 roots of 377 bytes, one key (derived, so every cached set agrees); 100 000 take
+    about half a minute. roots: sized like the system's roots (1 085 bytes of DER on average):
+    an RSA-2048 key, a name of country, organisation, unit and common name, and basic
+    constraints, key usage, key identifier and policies; one key (made once, kept beside the
+    sets) signs them all, so every signature verifies."""
+    cache = CACHE / (f"storesync-scale-{count}.der" if shape == "small" else f"storesync-scale-{shape}-{count}.der")
     if cache.exists():
         data, out, at = cache.read_bytes(), [], 0
         while at < len(data):
@@ -46,26 +57,66 @@ def certificates(count: int) -> list[bytes]:
             return out
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    key = ec.derive_private_key(18, ec.SECP256R1())  # the same key every time: cached sets agree
+    key = _key(shape)
     public = key.public_key()
     start = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
     end = start + dt.timedelta(days=3650 * 3)
-    constraints = x509.BasicConstraints(ca=True, path_length=None)
+    extensions = [(x509.BasicConstraints(ca=True, path_length=None), True)]
+    if shape == "roots":
+        ski = x509.SubjectKeyIdentifier.from_public_key(public)
+        usage = x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                              data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                              encipher_only=False, decipher_only=False)
+        policies = x509.CertificatePolicies([x509.PolicyInformation(
+            x509.ObjectIdentifier("2.5.29.32.0"), ["https://www.scale.storesync.example/repository"])])
+        extensions += [(usage, True), (ski, False), (policies, False)]
     out = []
     for n in range(count):
-        name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "storesync scale"),
-                          x509.NameAttribute(NameOID.COMMON_NAME, f"Scale Root {n:06d}")])
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(public)
-                .serial_number(n + 1).not_valid_before(start).not_valid_after(end)
-                .add_extension(constraints, critical=True).sign(key, hashes.SHA256()))
-        out.append(cert.public_bytes(serialization.Encoding.DER))
+        if shape == "roots":
+            name = x509.Name([
+                x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, f"Scale Trust Services {n % 97:02d} Inc."),
+                x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Certification Authority"),
+                x509.NameAttribute(NameOID.COMMON_NAME, f"Storesync Scale Root CA {n:06d} - G2")])
+            serial = int.from_bytes(hashlib.sha256(b"%d" % n).digest()[:16], "big") >> 1  # 16 bytes, as CAs use
+        else:
+            name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "storesync scale"),
+                              x509.NameAttribute(NameOID.COMMON_NAME, f"Scale Root {n:06d}")])
+            serial = n + 1
+        builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(public)
+                   .serial_number(serial).not_valid_before(start).not_valid_after(end))
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        out.append(builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
     tmp = cache.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_bytes(b"".join(len(d).to_bytes(4, "big") + d for d in out))
     os.replace(tmp, cache)
     return out
+
+
+def _key(shape: str):
+    """The one signing key of a shape: P-256 derived from a constant, or an RSA-2048 key made
+    once and kept in /tmp (sets cached with it must verify under it)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if shape == "small":
+        return ec.derive_private_key(18, ec.SECP256R1())
+    if shape != "roots":
+        raise SystemExit(f"unknown certificate shape {shape!r} (shapes: {', '.join(SHAPES)})")
+    path = CACHE / "storesync-scale-roots-key.pem"
+    if path.exists():
+        return serialization.load_pem_private_key(path.read_bytes(), None)
+    key = rsa.generate_private_key(65537, 2048)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    os.replace(tmp, path)
+    for stale in CACHE.glob("storesync-scale-roots-*.der"):  # signed by a key that is gone
+        stale.unlink()
+    return key
 
 
 def pem_bundle(ders: list[bytes]) -> bytes:
@@ -181,6 +232,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=os.environ.get("BENCH_SCALE_SIZES", "1000,10000"))
     parser.add_argument("--kinds", default=os.environ.get("BENCH_SCALE_KINDS", ",".join(KINDS + ["merge"])))
+    parser.add_argument("--shape", choices=SHAPES, default=os.environ.get("BENCH_SCALE_SHAPE", "roots"),
+                        help="roots: sized like real roots (RSA-2048, ~1.1 KB); small: P-256, 377 bytes")
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_SCALE_ROUNDS", "3")))
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -188,7 +241,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="storesync-bench-scale-"))
     env = dict(os.environ)
     try:
-        largest = certificates(max(sizes) + 1)
+        largest = certificates(max(sizes) + 1, args.shape)
         for size in sizes:
             (scratch / f"src-{size}.pem").write_bytes(pem_bundle(largest[:size]))
             (scratch / f"plus-{size}.pem").write_bytes(pem_bundle(largest[: size + 1]))
@@ -197,7 +250,9 @@ def main() -> None:
         floor = Row()
         for _ in range(5):
             floor.add(measured([*STORESYNC, "sync", f"pem:{scratch / 'one.pem'}", f"pem:{scratch / 'one.pem'}"], env))
-        print(f"## Scale: stores of {', '.join(f'{s:,}' for s in sizes)} certificates\n")
+        mean = sum(map(len, largest)) / len(largest)
+        print(f"## Scale: stores of {', '.join(f'{s:,}' for s in sizes)} certificates "
+              f"(shape {args.shape}: {mean:.0f} bytes of DER on average)\n")
         print(f"Whole CLI processes, medians of {args.rounds} runs in turns. Floor (a no-op sync of one "
               f"certificate): {floor.median * 1000:.0f} ms, peak RSS {floor.rss / 2**20:.0f} MB. "
               "read = `list --json` (parses every certificate for its dates); plan = `sync --dry-run` "

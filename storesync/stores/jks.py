@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from collections.abc import Iterator
 
 from storesync import der
 from storesync.model import Entry, TrustSet
@@ -138,12 +139,21 @@ class _Reader:
         return java_utf(self.take(self.u16(what), what))
 
 
-def integrity_hash(password: str, body: bytes) -> bytes:
-    return hashlib.sha1(password.encode("utf-16-be") + _WHITENER + body).digest()
+def integrity_hash(password: str, body: bytes | memoryview) -> bytes:
+    digest = hashlib.sha1(password.encode("utf-16-be") + _WHITENER)
+    digest.update(body)  # not joined to the password: no second copy of the file
+    return digest.digest()
 
 
 def parse_jks(data: bytes) -> tuple[int, list[JksRecord]]:
     """The version and the entries of a JKS file (the integrity hash is not checked here)."""
+    version, records = iter_jks(data)
+    return version, list(records)
+
+
+def iter_jks(data: bytes) -> tuple[int, Iterator[JksRecord]]:
+    """The version, and the entries one by one (a read keeps none of them: a keystore's records
+    held all at once were ~1.9 KB a certificate). A damage found on the way is raised then."""
     if len(data) < 4:
         raise JksFormatError(f"truncated: {len(data)} bytes, too short for a keystore")
     magic = struct.unpack(">I", data[:4])[0]
@@ -161,8 +171,11 @@ def parse_jks(data: bytes) -> tuple[int, list[JksRecord]]:
     version = reader.u32("version")
     if version not in (1, 2):
         raise JksFormatError(f"has format version {version}; only versions 1 and 2 exist")
-    count = reader.u32("entry count")
-    records = []
+    return version, _records(reader, version, reader.u32("entry count"))
+
+
+def _records(reader: _Reader, version: int, count: int) -> Iterator[JksRecord]:
+    data = reader.data
     for index in range(count):
         start = reader.pos
         what = f"entry {index + 1} of {count}"
@@ -183,22 +196,22 @@ def parse_jks(data: bytes) -> tuple[int, list[JksRecord]]:
         for _ in range(chain_length):
             cert_type = reader.utf(f"certificate type in {what}") if version == 2 else "X.509"
             certs.append((cert_type, reader.take(reader.u32(f"certificate of {what}"), f"certificate of {what}")))
-        records.append(JksRecord(tag, alias, data[start : reader.pos], timestamp, certs, key))
+        yield JksRecord(tag, alias, data[start : reader.pos], timestamp, certs, key)
     if reader.pos != reader.end:
         raise JksFormatError(
             f"damaged: {reader.end - reader.pos} unexpected bytes after the {count} entries "
             f"(offset {reader.pos})"
         )
-    return version, records
 
 
 def render_jks(version: int, records: list[JksRecord], password: str) -> bytes:
-    if version == 2:
-        body = b"".join(r.raw for r in records)
-    else:
-        body = b"".join(r.v2_bytes() for r in records)
-    body = struct.pack(">III", MAGIC, 2, len(records)) + body
-    return body + integrity_hash(password, body)
+    parts = [struct.pack(">III", MAGIC, 2, len(records))]
+    parts += (r.raw for r in records) if version == 2 else (r.v2_bytes() for r in records)
+    digest = hashlib.sha1(password.encode("utf-16-be") + _WHITENER)
+    for part in parts:  # hashed by parts and joined once: one copy of the file, not three
+        digest.update(part)
+    parts.append(digest.digest())
+    return b"".join(parts)
 
 
 def trusted_record(alias: str, cert_der: bytes, timestamp: int = FIXED_TIMESTAMP) -> JksRecord:
@@ -222,23 +235,38 @@ class JksStore(FileStore):
             version, records = parse_jks(data)
         except JksFormatError as exc:
             raise self.error(f"{exc}; nothing was read from it") from None
+        return version, records, self._verified(data)
+
+    def _verified(self, data: bytes) -> str:
+        """The password, once the file's integrity hash is checked with it."""
         password, explicit = store_password(self)
-        if not hmac.compare_digest(integrity_hash(password, data[:-20]), data[-20:]):
+        if not hmac.compare_digest(integrity_hash(password, memoryview(data)[:-20]), data[-20:]):
             hint = "" if explicit else f" (it was opened with Java's default {DEFAULT_PASSWORD!r}; give the right one with ?password-file=FILE)"
             raise self.error(
                 "integrity check failed: either the store password is wrong"
                 f"{hint}, or the file was tampered with or damaged; nothing was read from it "
                 "and it will not be written"
             )
-        return version, records, password
+        return password
 
     def parse(self, data: bytes) -> TrustSet:
-        _version, records, _password = self._load(data)
-        entries = []
-        for record in records:
-            entry = self._anchor(record)
-            if entry is not None:
-                entries.append(entry)
+        """The anchors, each record dropped as soon as it is read; nothing is returned before
+        the whole file is well-formed and its integrity hash verified (the same errors, in the
+        same order, as a parse of every record first)."""
+        entries, said = [], len(self.warnings)
+        try:
+            _version, records = iter_jks(data)
+            for record in records:
+                entry = self._anchor(record)
+                if entry is not None:
+                    entries.append(entry)
+            self._verified(data)
+        except JksFormatError as exc:
+            del self.warnings[said:]
+            raise self.error(f"{exc}; nothing was read from it") from None
+        except BaseException:
+            del self.warnings[said:]  # nothing said about a file that is not read
+            raise
         return TrustSet(entries)
 
     def _anchor(self, record: JksRecord) -> Entry | None:
@@ -258,7 +286,7 @@ class JksStore(FileStore):
         except der.DERError as exc:
             self.warnings.append(f"{self.path}: entry {record.alias!r} is not a certificate ({exc}); kept, not read")
             return None
-        return Entry(cert, label=record.alias, extras={"jks": {"alias": record.alias}})
+        return Entry(cert, label=record.alias)  # the label is the alias: a write keeps it by the record
 
     def render(self, plan) -> bytes:
         data = self.current_bytes()

@@ -138,9 +138,11 @@ class Pfx:
         return [bag for safe in self.safes for bag in safe.bags]
 
 
-def _parse_bags(data: bytes) -> list[Bag]:
+def _parse_bags(data: bytes, each=None) -> list[Bag]:
+    """The bags of a SafeContents; with `each`, every bag is handed to it as it is parsed and
+    none is kept (a read of 10 000 held ~3 KB a certificate in bags, attributes and copies)."""
     bags = []
-    for tlv in der.kids(der.expect(der.read_all(data), der.SEQUENCE, "SafeContents")):
+    for tlv in der.expect(der.read_all(data), der.SEQUENCE, "SafeContents").children():
         kids = der.kids(der.expect(tlv, der.SEQUENCE, "SafeBag"))
         if len(kids) < 2:
             raise P12Error("a SafeBag is incomplete")
@@ -161,11 +163,14 @@ def _parse_bags(data: bytes) -> list[Bag]:
                 if len(inner) != 1:
                     raise P12Error("a certificate bag is malformed")
                 bag.cert = der.octets_of(inner[0], "certificate")
-        bags.append(bag)
+        if each is None:
+            bags.append(bag)
+        else:
+            each(bag)
     return bags
 
 
-def _mac_ok(authsafe: bytes, mac_data: der.TLV, password: str) -> tuple[tuple[str, int] | None, bytes | None] | None:
+def _mac_ok(authsafe: bytes | memoryview, mac_data: der.TLV, password: str) -> tuple[tuple[str, int] | None, bytes | None] | None:
     """Check the MAC; returns ((digest, iterations) or None for PBMAC1, secret) or None if it fails."""
     kids = der.kids(der.expect(mac_data, der.SEQUENCE, "MacData"))
     digest_info = der.kids(der.expect(kids[0], der.SEQUENCE, "MAC DigestInfo"))
@@ -198,11 +203,12 @@ def _mac_ok(authsafe: bytes, mac_data: der.TLV, password: str) -> tuple[tuple[st
     return None
 
 
-def load_pfx(data: bytes, password: str, try_empty: bool) -> Pfx:
-    """Parse, check the MAC and decrypt. Raises P12Error (DecryptError: wrong password)."""
+def load_pfx(data: bytes, password: str, try_empty: bool, each=None) -> Pfx:
+    """Parse, check the MAC and decrypt. Raises P12Error (DecryptError: wrong password).
+    With `each`, every bag goes to it once the MAC is verified, and the safes keep none."""
     try:
         with budget():
-            return _load_pfx(data, password, try_empty)
+            return _load_pfx(data, password, try_empty, each)
     except der.ShapeError as exc:
         raise P12Error(str(exc)) from None
     except der.DERError as exc:
@@ -217,7 +223,7 @@ class MacError(P12Error):
     pass
 
 
-def _load_pfx(data: bytes, password: str, try_empty: bool) -> Pfx:
+def _load_pfx(data: bytes, password: str, try_empty: bool, each=None) -> Pfx:
     pfx = der.kids(der.expect(der.read_all(data), der.SEQUENCE, "PFX"))
     if len(pfx) < 2:
         raise P12Error("is not a PKCS#12 file (too few parts)")
@@ -229,8 +235,14 @@ def _load_pfx(data: bytes, password: str, try_empty: bool) -> Pfx:
         raise P12Error("uses public-key integrity mode (a signed PFX), which storesync does not read")
     if content_type != OID_DATA or inner is None:
         raise P12Error(f"has an authSafe of type {content_type}, not data")
-    authsafe = der.octets_of(inner, "authSafe")
-    content_infos = der.kids(der.expect(der.read_all(authsafe), der.SEQUENCE, "AuthenticatedSafe"))
+    if inner.tag == der.OCTET_STRING:  # read where it lies in the file: no copy of all of it
+        authsafe, top = memoryview(data)[inner.content : inner.end], der.read(data, inner.content, inner.end)
+        if top.end != inner.end:
+            raise der.DERError(f"{inner.end - top.end} trailing bytes after the element")
+    else:  # BER's constructed form: joined
+        authsafe = der.octets_of(inner, "authSafe")
+        top = der.read_all(authsafe)
+    content_infos = der.kids(der.expect(top, der.SEQUENCE, "AuthenticatedSafe"))
 
     mac = secret = None
     if len(pfx) > 2:
@@ -249,11 +261,11 @@ def _load_pfx(data: bytes, password: str, try_empty: bool) -> Pfx:
     for index, info in enumerate(content_infos):
         kind, content = _content(info, f"safe {index + 1}")
         if kind == OID_DATA and content is not None:
-            safes.append(Safe(info.raw, False, _parse_bags(der.octets_of(content, "safe"))))
+            safes.append(Safe(info.raw, False, _parse_bags(der.octets_of(content, "safe"), each)))
         elif kind == OID_ENCRYPTED_DATA and content is not None:
             plain = _decrypt_safe(content, password)
             try:
-                bags = _parse_bags(plain)
+                bags = _parse_bags(plain, each)
             except (der.DERError, P12Error, IndexError):
                 raise DecryptError("decrypted safe is not SafeContents") from None
             safes.append(Safe(info.raw, True, bags))
@@ -341,10 +353,10 @@ class P12Store(FileStore):
     reader = "java"
     capabilities = CAPABILITIES
 
-    def _load(self, data: bytes) -> Pfx:
+    def _load(self, data: bytes, each=None) -> Pfx:
         password, explicit = store_password(self)
         try:
-            return load_pfx(data, password, try_empty=not explicit)
+            return load_pfx(data, password, try_empty=not explicit, each=each)
         except MacError as exc:
             hint = "" if explicit else " (it was opened with Java's default 'changeit'; give the right one with ?password-file=FILE)"
             if str(exc) == "tampered":
@@ -363,12 +375,20 @@ class P12Store(FileStore):
             raise self.error(f"{exc}; nothing was read from it") from None
 
     def parse(self, data: bytes) -> TrustSet:
-        pfx = self._load(data)
-        entries = []
-        for bag in pfx.bags:
+        """The anchors, each bag dropped as soon as it is read; none before the MAC is verified,
+        nothing returned (nor said) unless every safe reads."""
+        entries, said = [], len(self.warnings)
+
+        def each(bag: Bag) -> None:
             entry = self._anchor(bag, report=True)
             if entry is not None:
                 entries.append(entry)
+
+        try:
+            self._load(data, each)
+        except BaseException:
+            del self.warnings[said:]
+            raise
         return TrustSet(entries)
 
     def _anchor(self, bag: Bag, report: bool) -> Entry | None:
@@ -381,8 +401,7 @@ class P12Store(FileStore):
                 if report:
                     self.warnings.append(f"{self.path}: certificate {name} is not a certificate ({exc}); kept, not read")
                 return None
-            extras = {"p12": {"alias": bag.alias}} if bag.alias is not None else {}
-            return Entry(cert, label=bag.alias, extras=extras)
+            return Entry(cert, label=bag.alias)  # the label is the alias (friendlyName)
         if not report:
             return None
         if bag.bag_id in (BAG_KEY, BAG_SHROUDED_KEY):
@@ -424,7 +443,7 @@ class P12Store(FileStore):
         encrypt_new = pfx.mac is not None and (not pfx.safes or any(s.encrypted for s in pfx.safes))
 
         content_infos: list[bytes] = []
-        placed = False
+        placed, bags = False, None
         for safe in pfx.safes:
             holds_anchor = any(bag.sha256 in anchors and bag.java_trusted for bag in safe.bags)
             if not holds_anchor:
@@ -440,6 +459,7 @@ class P12Store(FileStore):
             content_infos.insert(0, safe_content_info(new_bags, cipher_password if encrypt_new else None))
         mac = (*pfx.mac, pfx.mac_secret) if pfx.mac is not None else None
         out = render_pfx(content_infos, mac)
+        del new_bags, content_infos, bags  # copies of the new file: not held through its read-back
         self._check_rewrite(pfx, out, desired)
         return out
 
@@ -453,16 +473,24 @@ class P12Store(FileStore):
         return [raw for _, raw in sorted(made)]
 
     def _check_rewrite(self, before: Pfx, out: bytes, desired: TrustSet) -> None:
-        """Read the new bytes back: every bag that is not an anchor must be there unchanged."""
+        """Read the new bytes back: every bag that is not an anchor must be there unchanged.
+        The bags are looked at as they are read, not kept (~3 KB a certificate)."""
+        kept, anchors = [], set()
+
+        def each(bag: Bag) -> None:
+            if bag.java_trusted:
+                anchors.add(bag.sha256)
+            else:
+                kept.append(bag.raw)
+
         try:
-            after = load_pfx(out, before.password, try_empty=False)
+            load_pfx(out, before.password, try_empty=False, each=each)
         except P12Error as exc:
             raise self.error(f"the rewritten file would not read back ({exc}); nothing was written") from None
-        others = lambda pfx: sorted(b.raw for b in pfx.bags if not b.java_trusted)  # noqa: E731
-        if others(after) != others(before):
+        if sorted(kept) != sorted(b.raw for b in before.bags if not b.java_trusted):
             raise self.error(
                 "cannot keep its private-key entries and other bags exactly as they are; nothing was written"
             )
-        if {b.sha256 for b in after.bags if b.java_trusted} != set(desired.keys()):
+        if anchors != set(desired.keys()):
             raise self.error("the rewritten file would not hold the desired certificates; nothing was written")
 

@@ -50,8 +50,10 @@ class SstFile:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_sst(data: bytes) -> SstFile:
-    """Parse a serialized store; raises ElementError (with the offset) for what cannot be read."""
+def read_sst(data: bytes, each=None) -> SstFile:
+    """Parse a serialized store; raises ElementError (with the offset) for what cannot be read.
+    With `each`, every certificate group goes to `each(offset, cert, props)` as it is read,
+    and none is kept in `groups`."""
     result = SstFile()
     if not data:
         return result
@@ -70,7 +72,11 @@ def read_sst(data: bytes) -> SstFile:
                 der.read_all(cert)
             except der.DERError as exc:
                 result.warnings.append(f"offset {pos}: the certificate is not DER ({exc}); kept as bytes")
-            result.groups.append((pos, cert, tuple(pending)))
+            if each is None:
+                result.groups.append((pos, cert, tuple(pending)))
+            else:
+                each(pos, cert, tuple(pending))
+            del cert
             pending, pending_start = [], None
         elif prop_id in (wp.CRL_ELEMENT, wp.CTL_ELEMENT):
             result.tail_parts.append(data[pending_start:value_end])
@@ -113,18 +119,20 @@ class SstStore(FileStore):
         return f"on Windows, import it with: certutil -addstore {store} {self.path.name}"
 
     def parse(self, data: bytes) -> TrustSet:
+        entries, said = [], []
+
+        def each(offset: int, cert: bytes, props: tuple) -> None:
+            # taken as read: a certificate's bytes go as soon as a copy held already stands for
+            # them, and no group waits for the end of the file (a second copy of all of them)
+            warn = lambda what: said.append(f"{self.path}: offset {offset}: {what}")  # noqa: E731
+            entries.append(wp.entry_from_group(cert, props, self.role, warn))
+
         try:
-            sst = read_sst(data)
+            sst = read_sst(data, each)
         except wp.ElementError as exc:
             raise self.error(f"{exc}; nothing was read from it") from None
-        self.warnings.extend(f"{self.path}: {w}" for w in sst.warnings)
-        entries = []
-        groups = sst.groups
-        groups.reverse()
-        while groups:  # taken as read: a certificate's bytes go as soon as a copy held already stands for them
-            offset, cert, props = groups.pop()
-            warn = lambda what, offset=offset: self.warnings.append(f"{self.path}: offset {offset}: {what}")  # noqa: E731
-            entries.append(wp.entry_from_group(cert, props, self.role, warn))
+        self.warnings.extend(f"{self.path}: {w}" for w in sst.warnings)  # the file's, then the entries', as before
+        self.warnings.extend(said)
         return TrustSet(entries)
 
     def render(self, plan) -> bytes:
