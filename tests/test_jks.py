@@ -347,3 +347,16 @@ def test_arbitrary_bytes_parse_or_fail_cleanly(tmp_path, data, rehash):
 def test_spec_detection():
     assert parse_spec(str(DEBIAN_CACERTS)).kind == "jks"
     assert parse_spec("/nonexistent/new.jks").kind == "jks"
+
+
+def test_no_certificate_is_read_before_the_integrity_hash_verifies(cas, tmp_path, monkeypatch):
+    """A keystore under another password (or tampered with) gives no certificate to the parser:
+    the hash over the whole file is checked first, as a PKCS#12 file's MAC is."""
+    from storesync.stores.jks import JksStore
+
+    store = _keytool_store(tmp_path, "other.jks", "JKS", cas[0], password="not-changeit")
+    read = []
+    monkeypatch.setattr(JksStore, "_anchor", lambda self, record: read.append(record))
+    with pytest.raises(StoreError, match="integrity check failed"):
+        open_store(f"jks:{store}").read()
+    assert read == []

@@ -250,24 +250,15 @@ class JksStore(FileStore):
         return password
 
     def parse(self, data: bytes) -> TrustSet:
-        """The anchors, each record dropped as soon as it is read; nothing is returned before
-        the whole file is well-formed and its integrity hash verified (the same errors, in the
-        same order, as a parse of every record first)."""
-        entries, said = [], len(self.warnings)
+        """The anchors, read only once the whole file is well-formed (the same errors, in the same
+        order, as ever) and its integrity hash verified; each record is dropped as it is read."""
         try:
-            _version, records = iter_jks(data)
-            for record in records:
-                entry = self._anchor(record)
-                if entry is not None:
-                    entries.append(entry)
-            self._verified(data)
+            for _record in iter_jks(data)[1]:
+                pass
         except JksFormatError as exc:
-            del self.warnings[said:]
             raise self.error(f"{exc}; nothing was read from it") from None
-        except BaseException:
-            del self.warnings[said:]  # nothing said about a file that is not read
-            raise
-        return TrustSet(entries)
+        self._verified(data)
+        return TrustSet(entry for entry in map(self._anchor, iter_jks(data)[1]) if entry is not None)
 
     def _anchor(self, record: JksRecord) -> Entry | None:
         """The trust-set entry of a trusted-certificate record (None, with a warning, otherwise)."""
