@@ -208,10 +208,30 @@ class KeyDB:
         # The empty password first, as certutil does: a --password-file given for one
         # database of a sync must not lock out the empty-password ones.
         for candidate in dict.fromkeys([b"", *([password] if password is not None else [])]):
-            if candidate and proof is not None and self._proved(candidate, proof) or self.try_password(candidate):
+            if candidate and proof is not None and self._proved(candidate, proof) or self._checked(candidate):
                 self.password = candidate
                 return True
         return False
+
+    def _checked(self, candidate: bytes) -> bool:
+        """`try_password`; for the empty password remembered in the state dir as the checks of
+        certificates are (storesync.loadable): whether the check entry decrypts under it is a
+        pure function of the global salt and the entry, so it is kept by their SHA-256 and a
+        database whose key4.db is unchanged needs no AES (nor the ctypes import) the next time.
+        Never for a real password: the file would hold a quick hash of it."""
+        if candidate or self.check is None:
+            return self.try_password(candidate)
+        from storesync import loadable, state
+
+        loadable.remember_in(state.state_dir())
+        salt = self.global_salt
+        check = f"{hashlib.sha256(len(salt).to_bytes(4, 'big') + salt + self.check).hexdigest()} nss-empty-password"
+        if loadable.passed(check):
+            return True
+        if not self.try_password(b""):
+            return False
+        loadable.remember(check)
+        return True
 
     def _proved(self, candidate: bytes, proof: tuple[bytes, int, int, bytes]) -> bool:
         self.password = candidate
@@ -256,9 +276,7 @@ class KeyDB:
     def signer(self) -> Callable[[int, dict[int, bytes], Iterable[int]], list[tuple[str, bytes]]]:
         """A function (object id, its stored values, the attributes to sign) -> the metaData rows
         (id, DER signature) NSS expects."""
-        import secrets  # writing only: reading never needs it
-
-        salt = secrets.token_bytes(32)
+        salt = os.urandom(32)  # what secrets.token_bytes is, without importing random
         iterations = self.iterations
         key = self.mac_key(salt, iterations)
         alg = der.seq(der.encode_oid(pbe.OID_PBMAC1), der.seq(
@@ -758,8 +776,6 @@ class NssStore(Store):
         owner = owner_of(self.cert_db)
         if os.geteuid() == 0 and owner[0] != 0:
             # The child writing as the owner may not read root's Python: it imports nothing itself.
-            import secrets  # noqa: F401 - random ids and MAC salts
-
             pbe.prepare_aes()  # the password check, when no MAC proves the password
             run_as(owner, lambda: self._write(prepared), self._child_error)
         else:
@@ -1097,11 +1113,9 @@ class _Writer:
                 self.columns.add(name)
 
     def _new_id(self) -> int:
-        import secrets
-
-        while True:
-            candidate = secrets.randbelow(MAX_ID) + 1
-            if candidate not in self._ids:
+        while True:  # uniform in 1..MAX_ID (2**30 - 1), as secrets.randbelow(MAX_ID) + 1, without importing random
+            candidate = int.from_bytes(os.urandom(4), "big") & MAX_ID
+            if candidate and candidate not in self._ids:
                 self._ids[candidate] = ()  # taken; _add files it
                 return candidate
 
