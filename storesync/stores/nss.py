@@ -296,6 +296,11 @@ def sig_id(object_id: int, attribute: int) -> str:
     return "sig_cert_%08x_%08x" % (object_id, attribute)
 
 
+def sig_key(object_id: int, attribute: int) -> bytes:
+    """`sig_id` as the bytes a read keys signatures by."""
+    return b"sig_cert_%08x_%08x" % (object_id, attribute)
+
+
 # --- certificates as NSS objects -------------------------------------------------------------
 
 
@@ -511,8 +516,8 @@ class NssStore(Store):
         conn.text_factory = bytes  # labels and values are BLOBs; tolerate TEXT garbage
         return conn
 
-    def _open_key_db(self, conn: sqlite3.Connection, signatures: "Callable[[], dict[str, bytes]]",
-                     objects: list[CertObject]) -> tuple[KeyDB, dict[str, bytes]]:
+    def _open_key_db(self, conn: sqlite3.Connection, signatures: "Callable[[], dict[bytes, bytes]]",
+                     objects: list[CertObject]) -> tuple[KeyDB, dict[bytes, bytes]]:
         try:
             row = conn.execute("SELECT item1, item2 FROM metaData WHERE id = 'password'").fetchone()
         except sqlite3.DatabaseError as exc:
@@ -602,7 +607,7 @@ class NssStore(Store):
             conn.execute("COMMIT")
         return objects, keys, signatures
 
-    def _read_keys(self, objects: list[CertObject]) -> tuple[KeyDB | None, dict[str, bytes]]:
+    def _read_keys(self, objects: list[CertObject]) -> tuple[KeyDB | None, dict[bytes, bytes]]:
         if not self.key_db.exists():
             raise self.error(
                 "key4.db is missing, so the trust signatures cannot be checked (a damaged or half-copied "
@@ -612,12 +617,13 @@ class NssStore(Store):
         try:
             conn = self._connect(self.key_db, readonly=True)
             try:
-                def signed() -> dict[str, bytes]:
+                def signed() -> dict[bytes, bytes]:
                     rows = _with_retries(
                         lambda: conn.execute("SELECT id, item1 FROM metaData WHERE id LIKE 'sig_cert_%'").fetchall(),
                         self,
                     )
-                    return {_text(i): v for i, v in rows if isinstance(v, bytes)}
+                    # by the id's bytes (text_factory=bytes): thousands of rows, none decoded
+                    return {i if type(i) is bytes else _text(i).encode(): v for i, v in rows if isinstance(v, bytes)}
 
                 keys, signatures = self._open_key_db(conn, signed, objects)
             finally:
@@ -652,7 +658,8 @@ class NssStore(Store):
         order: list[CertObject] = []
         for row in rows:
             object_id = row[0]
-            values = {a: unstored(v) for a, v in zip(present, row[1:]) if v is not None}  # absent: None
+            values = {a: (v if v != EMPTY else b"") if type(v) is bytes else unstored(v)  # unstored(v), inlined
+                      for a, v in zip(present, row[1:]) if v is not None}  # absent: None
             cls = as_ulong(values.get(CKA_CLASS))
             issuer, serial = values.get(CKA_ISSUER), values.get(CKA_SERIAL_NUMBER)
             if not isinstance(object_id, int) or issuer is None or serial is None:
@@ -704,7 +711,7 @@ class NssStore(Store):
                     obj.distrust_after[purpose] = when
         return order
 
-    def _apply_macs(self, objects: list[CertObject], keys: KeyDB | None, signatures: dict[str, bytes]) -> None:
+    def _apply_macs(self, objects: list[CertObject], keys: KeyDB | None, signatures: dict[bytes, bytes]) -> None:
         for obj in objects:
             for trust in (obj.legacy, obj.p11):
                 if trust is None:
@@ -716,7 +723,7 @@ class NssStore(Store):
                     value = trust.raw.get(attribute)
                     letter = table.get(as_ulong(value), NONE_L) if value is not None else NONE_L
                     if letter and keys is not None:
-                        if not keys.verify(signatures.get(sig_id(trust.id, attribute)), trust.id, attribute, value):
+                        if not keys.verify(signatures.get(sig_key(trust.id, attribute)), trust.id, attribute, value):
                             trust.bad_macs.append(purpose)
                             letter = NONE_L
                     trust.letters[purpose] = letter
@@ -943,14 +950,14 @@ def _signature_rows(key_db_bytes: bytes) -> list[tuple]:
             conn.close()
 
 
-def _proof(objects: list[CertObject], signatures: dict[str, bytes]) -> tuple[bytes, int, int, bytes] | None:
+def _proof(objects: list[CertObject], signatures: dict[bytes, bytes]) -> tuple[bytes, int, int, bytes] | None:
     """One signed trust attribute (signature, object id, attribute, value) for `KeyDB.login`."""
     for obj in objects:
         for trust in (obj.legacy, obj.p11):
             if trust is None:
                 continue
             for attribute in (LEGACY_ATTR if trust.cls == CKO_NSS_TRUST else P11_ATTR).values():
-                value, signature = trust.raw.get(attribute), signatures.get(sig_id(trust.id, attribute))
+                value, signature = trust.raw.get(attribute), signatures.get(sig_key(trust.id, attribute))
                 if value is not None and signature is not None:
                     return signature, trust.id, attribute, value
     return None
