@@ -22,6 +22,8 @@ that the current user (or root) alone can write is believed. Refusals are never 
 
 from __future__ import annotations
 
+import binascii
+
 from storesync import der
 
 CRYPT32, OPENSSL, JAVA, NSS = "crypt32", "openssl", "java", "nss"
@@ -110,6 +112,7 @@ def remember_parse(sha256: str, warning: str | None) -> None:
         _parses[sha256] = (warning,)
 
 
+_URLSAFE = str.maketrans("-_", "+/")
 _parses: dict[str, tuple[str | None]] | None = None  # sha256 -> (warning,), from the "sha256 x509[ warning]" lines
 
 
@@ -123,10 +126,8 @@ def _index_parses() -> None:
         if not rest:
             _parses[sha] = (None,)
         elif rest[0] == " ":
-            import base64  # only for a warning: most certificates have none
-
-            try:
-                _parses[sha] = (base64.urlsafe_b64decode(rest[1:]).decode("utf-8"),)
+            try:  # base64.urlsafe_b64decode, without importing base64 (most certificates have no warning)
+                _parses[sha] = (binascii.a2b_base64(rest[1:].translate(_URLSAFE)).decode("utf-8"),)
             except ValueError:
                 pass  # not a note this version wrote: the certificate is parsed again
 

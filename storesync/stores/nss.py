@@ -113,6 +113,7 @@ EMPTY = b"\xa5\x00\x5a"  # how sdb stores a zero-length value
 # The CK_ULONGs a write stores again and again, encoded once.
 _ULONG = {n: n.to_bytes(4, "big") for n in (*LEGACY_SIGNED, *P11_SIGNED, *_TO_LEGACY.values(), *_TO_P11.values(),
                                             CKO_NSS_TRUST, CKO_TRUST)}
+_HEX = {n: "%08x" % n for n in _ULONG}  # the attribute part of a signature's id
 MAX_ID = 0x3FFFFFFF
 BUSY_TIMEOUT = 0.25  # seconds SQLite waits for a lock per attempt
 ATTEMPTS = 40  # attempts before giving up (NSS itself gives up after ~1-2 s)
@@ -285,8 +286,8 @@ class KeyDB:
         prefix = der.encode(der.SEQUENCE, alg + der.encode(der.OCTET_STRING, bytes(32)))[:-32]  # all but the MAC
 
         def sign(object_id: int, values: dict[int, bytes], attributes: Iterable[int]) -> list[tuple[str, bytes]]:
-            head = ulong(object_id)
-            return [(sig_id(object_id, a), prefix + hmac.digest(key, head + _ULONG[a] + values[a], "sha256"))
+            head, name = ulong(object_id), "sig_cert_%08x_" % object_id  # + _HEX[a]: sig_id(object_id, a)
+            return [(name + _HEX[a], prefix + hmac.digest(key, head + _ULONG[a] + values[a], "sha256"))
                     for a in attributes]
 
         return sign
