@@ -371,3 +371,23 @@ def test_a_real_password_is_never_remembered(tmp_path, pki):
         (empty / name).write_bytes((db / name).read_bytes())
     refused = storesync("list", f"nss:{empty}", env=env)
     assert refused.returncode == 2 and "password-protected" in refused.stderr
+
+
+def test_writing_draws_ids_and_salts_without_importing_random(tmp_path, pki):
+    """Object ids and MAC salts come from os.urandom (what `secrets` uses), not through `secrets`,
+    whose `random` import costs a one-shot write more than drawing 300 ids. The ids stay distinct
+    and certutil reads the trust."""
+    db = new_db(tmp_path / "db")
+    pems = [pki.ca(f"Random Root {i}").write(tmp_path / f"{i}.pem") for i in range(3)]
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(b"".join(p.read_bytes() for p in pems))
+    code = ("from storesync.engine.plan import make_plan\nfrom storesync.stores import open_store\n"
+            f"source, store = open_store('pem:{bundle}').read(), open_store('nss:{db}')\n"
+            "store.write(make_plan(source, store.read(), store.capabilities, store='t', purpose='any'))")
+    assert imported_after(code, "random", "secrets") == []
+    assert certutil_flags(db) == {f"Random Root {i}": "CT,C,C" for i in range(3)}
+    import sqlite3
+
+    with sqlite3.connect(db / "cert9.db") as conn:
+        ids = [row[0] for row in conn.execute("SELECT id FROM nssPublic")]
+    assert len(ids) == len(set(ids)) == 9 and all(0 < i <= 0x3FFFFFFF for i in ids)
