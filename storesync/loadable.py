@@ -22,7 +22,7 @@ that the current user (or root) alone can write is believed. Refusals are never 
 
 from __future__ import annotations
 
-import base64
+import binascii
 
 from storesync import der
 
@@ -83,6 +83,18 @@ def remember_in(directory) -> None:
         _parses = None
 
 
+def passed(check: str) -> bool:
+    """Did the check `check` ("SHA-256 of the bytes it judged, space, its name") pass, in this
+    process or in an earlier one (`remember_in`)?"""
+    return check in _passed
+
+
+def remember(check: str) -> None:
+    """Keep a passed check for `save`: only one whose verdict is a pure function of the bytes
+    its SHA-256 names, and that no secret went into (the file keeps only the hash)."""
+    _passed.add(check)
+
+
 def remembered_parse(cert) -> tuple[str | None] | None:
     """(its warning or None,) when it is remembered that `cryptography` parses these bytes (a pass
     of the Java and NSS check), else None: `list` then shows the certificate without importing it."""
@@ -92,12 +104,15 @@ def remembered_parse(cert) -> tuple[str | None] | None:
 
 
 def remember_parse(sha256: str, warning: str | None) -> None:
+    import base64  # here: a warning is rare, and `list` imports nothing it does not use
+
     note = "" if warning is None else " " + base64.urlsafe_b64encode(warning.encode("utf-8")).decode("ascii")
     _passed.add(f"{sha256} x509{note}")
     if _parses is not None:
         _parses[sha256] = (warning,)
 
 
+_URLSAFE = str.maketrans("-_", "+/")
 _parses: dict[str, tuple[str | None]] | None = None  # sha256 -> (warning,), from the "sha256 x509[ warning]" lines
 
 
@@ -106,9 +121,13 @@ def _index_parses() -> None:
     _parses = {}
     for line in _passed:
         sha, _, rest = line.partition(" x509")
-        if rest[:1] in ("", " ") and len(sha) == 64:
-            try:
-                _parses[sha] = (base64.urlsafe_b64decode(rest[1:]).decode("utf-8") if rest else None,)
+        if len(sha) != 64:
+            continue
+        if not rest:
+            _parses[sha] = (None,)
+        elif rest[0] == " ":
+            try:  # base64.urlsafe_b64decode, without importing base64 (most certificates have no warning)
+                _parses[sha] = (binascii.a2b_base64(rest[1:].translate(_URLSAFE)).decode("utf-8"),)
             except ValueError:
                 pass  # not a note this version wrote: the certificate is parsed again
 

@@ -139,10 +139,15 @@ _RFC4514_CODECS = {0x1E: "utf-16-be", 0x1C: "utf-32-be"}
 _RFC4514_STRINGS = {0x0C, 0x12, 0x13, 0x14, 0x16, 0x1A, 0x1C, 0x1E}  # UTF8 Numeric Printable T61 IA5 Visible Univ. BMP
 
 
+_RFC4514_SPECIAL = re.compile('[\\\\"+,;<>\0]')
+
+
 def _rfc4514_value(text: str) -> str:
     """`cryptography.x509.name._escape_dn_value` (cryptography 50), for a str."""
     if not text:
         return ""
+    if text[0] not in "# " and text[-1] != " " and _RFC4514_SPECIAL.search(text) is None:
+        return text  # most values: nothing to escape, one search instead of eight replaces
     for special in ("\\", '"', "+", ",", ";", "<", ">"):
         text = text.replace(special, "\\" + special)
     text = text.replace("\0", "\\00")

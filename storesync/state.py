@@ -7,7 +7,6 @@ platformdirs' user state dir.
 
 from __future__ import annotations
 
-import base64
 import errno
 import fcntl
 import hashlib
@@ -62,6 +61,8 @@ def _key(text: str) -> str:
 
 
 def _entry_json(entry: Entry) -> dict:
+    import base64  # here: `list` needs the state dir, never backups
+
     return {
         "der": base64.b64encode(entry.cert.der).decode(),
         "trust": dict(entry.trust),
@@ -71,6 +72,7 @@ def _entry_json(entry: Entry) -> dict:
 
 
 def _entry_from_json(data: dict) -> Entry:
+    import base64
     from datetime import datetime
 
     return Entry(
@@ -126,6 +128,8 @@ def save_backup(spec: str, snapshot: dict[str, bytes | str | None], reason: str,
 def backup_file(spec: str, snapshot: dict[str, bytes | str | None], reason: str,
                 touched: set[str] | None = None) -> tuple[str, dict[Path, bytes]]:
     """The backup `save_backup` keeps, not yet written: (its id, {its path: its bytes})."""
+    import base64
+
     stamp = utc_now("%Y%m%dT%H%M%S%fZ")
     backup_id = stamp
     files = {}
@@ -184,6 +188,8 @@ def _backups_in(root: Path) -> list[dict]:
 
 
 def load_backup(spec: str, backup_id: str | None = None) -> tuple[str, dict[str, bytes | str | None]]:
+    import base64
+
     backups = list_backups(spec)
     if not backups:
         raise StoreError(f"{spec}: no backups in {backup_dir(spec)}")

@@ -317,3 +317,77 @@ def test_a_list_remembers_how_cryptography_read_the_certificates_for_the_next_li
     first, imported = list_json_in_process(db, state)
     second, imported_again = list_json_in_process(db, state)
     assert imported and not imported_again and first == second and "Listed Once Root" in first
+
+
+# --- the empty password's check, remembered --------------------------------------------------
+
+
+def test_the_empty_password_check_is_remembered_for_the_same_key_db(tmp_path, pki):
+    """The check entry decrypts under the empty password: a pure function of key4.db's global salt
+    and the entry, remembered by their SHA-256 in the private state dir. The next list of the same
+    database runs no AES (no ctypes import); a changed salt is checked again, and refused."""
+    import sqlite3
+
+    db = new_db(tmp_path / "db")
+    certutil_add(db, "Remembered", "CT,C,C", pki.ca("Remembered Password Root").write(tmp_path / "r.pem"))
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    env = {**os.environ, "STORESYNC_STATE_DIR": str(state)}
+    argv = ["list", f"nss:{db}", "--json"]
+    code = ("import contextlib, io, sys\nfrom storesync.cli import main\n"
+            f"sys.argv = ['storesync', *{argv!r}]\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n    main()\nprint('ctypes' in sys.modules)")
+    first, again = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+                    for _ in range(2))
+    assert (first.stdout, again.stdout) == ("True\n", "False\n"), first.stderr + again.stderr
+    remembered = [line for line in (state / "passed-checks").read_text().splitlines() if "nss" in line]
+    assert len(remembered) == 1 and remembered[0].endswith(" nss-empty-password")
+    listed = storesync(*argv, env=env)
+    assert listed.returncode == 0 and "Remembered Password Root" in listed.stdout
+
+    with sqlite3.connect(db / "key4.db") as conn:  # another salt: the entry no longer decrypts under ""
+        salt = conn.execute("SELECT item1 FROM metaData WHERE id = 'password'").fetchone()[0]
+        conn.execute("UPDATE metaData SET item1 = ? WHERE id = 'password'", (bytes(len(salt)),))
+    refused = storesync(*argv, env=env)
+    assert refused.returncode == 2 and "password-protected" in refused.stderr
+
+
+def test_a_real_password_is_never_remembered(tmp_path, pki):
+    """Only the empty password's verdict is kept: for a real one the file would hold a quick hash
+    of it. A database given a password at the same path is refused without it."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    env = {**os.environ, "STORESYNC_STATE_DIR": str(state)}
+    db = new_db(tmp_path / "db", PASSWORD)
+    pw = tmp_path / "db.pw"
+    certutil_add(db, "A", "CT,C,C", pki.ca("Real Password Root").write(tmp_path / "a.pem"), "-f", pw)
+    assert storesync("list", f"nss:{db}?password-file={pw}", "--json", env=env).returncode == 0
+    assert "nss" not in (state / "passed-checks").read_text()
+
+    empty = new_db(tmp_path / "empty")
+    certutil_add(empty, "B", "CT,C,C", pki.ca("Empty Password Root").write(tmp_path / "b.pem"))
+    assert storesync("list", f"nss:{empty}", "--json", env=env).returncode == 0
+    for name in ("cert9.db", "key4.db"):  # the same path now holds the password-protected database
+        (empty / name).write_bytes((db / name).read_bytes())
+    refused = storesync("list", f"nss:{empty}", env=env)
+    assert refused.returncode == 2 and "password-protected" in refused.stderr
+
+
+def test_writing_draws_ids_and_salts_without_importing_random(tmp_path, pki):
+    """Object ids and MAC salts come from os.urandom (what `secrets` uses), not through `secrets`,
+    whose `random` import costs a one-shot write more than drawing 300 ids. The ids stay distinct
+    and certutil reads the trust."""
+    db = new_db(tmp_path / "db")
+    pems = [pki.ca(f"Random Root {i}").write(tmp_path / f"{i}.pem") for i in range(3)]
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(b"".join(p.read_bytes() for p in pems))
+    code = ("from storesync.engine.plan import make_plan\nfrom storesync.stores import open_store\n"
+            f"source, store = open_store('pem:{bundle}').read(), open_store('nss:{db}')\n"
+            "store.write(make_plan(source, store.read(), store.capabilities, store='t', purpose='any'))")
+    assert imported_after(code, "random", "secrets") == []
+    assert certutil_flags(db) == {f"Random Root {i}": "CT,C,C" for i in range(3)}
+    import sqlite3
+
+    with sqlite3.connect(db / "cert9.db") as conn:
+        ids = [row[0] for row in conn.execute("SELECT id FROM nssPublic")]
+    assert len(ids) == len(set(ids)) == 9 and all(0 < i <= 0x3FFFFFFF for i in ids)

@@ -24,7 +24,7 @@ def run(store: str, expiring: "Optional[int]" = None, expired: bool = False, as_
 
         trust_set = expiry_filter(trust_set, expiring, expired)
     if as_json:
-        print_json({"store": str(opened.spec), "entries": [entry_json(e) for e in trust_set.values()]})
+        print_json({"store": str(opened.spec), "entries": (entry_json(e) for e in trust_set.values())})
     else:
         _table(opened, trust_set)
     for entry in trust_set.values():  # how cryptography read them: the next list needs no cryptography

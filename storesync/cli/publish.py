@@ -11,14 +11,13 @@ is written ./init). The work is storesync.publish's; this module reads the comma
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from storesync.cli.common import fail
+from storesync.cli.common import fail, print_json
 from storesync.cli.options import STATE_DIR
 from storesync.model import EXIT_HELD, StoreError
 
@@ -90,7 +89,10 @@ def publish(
 
 
 def _say(as_json: bool, data: dict, text: str) -> None:
-    print(json.dumps(data, indent=2) if as_json else text)
+    if as_json:
+        print_json(data)
+    else:
+        print(text)
 
 
 def _report(as_json: bool, done: dict, repo: Path) -> None:
@@ -100,7 +102,7 @@ def _report(as_json: bool, done: dict, repo: Path) -> None:
 
     plan = done.pop("plan", None)
     if as_json:
-        print(json.dumps(done, indent=2))
+        print_json(done)
     else:
         if done["changed"]:
             print(f"{repo}: published {done['name']} version {done['version']} ({done['certificates']} certificates)")

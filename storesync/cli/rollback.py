@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from storesync.cli.common import fail
+from storesync.cli.common import fail, print_json
 from storesync.cli.options import JSON, STATE_DIR
 from storesync.model import StoreError
 
@@ -35,7 +35,7 @@ def rollback(
         if list_only:
             backups = state.list_backups(spec)
             if as_json:
-                print(json.dumps({"store": spec, "backups": backups}, indent=2))
+                print_json({"store": spec, "backups": backups})
             elif not backups:
                 print(f"{spec}: no backups")
             for b in [] if as_json else backups:

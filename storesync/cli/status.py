@@ -3,7 +3,6 @@ between them, and the daemon's state (storesync.discover finds them, storesync.s
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from typing import Optional
@@ -29,7 +28,7 @@ def status(
     """The trust stores on this machine: kind, owner, counts, which roots differ between them, the daemon's state."""
     from storesync import discover
     from storesync import status as machine
-    from storesync.cli.common import use_root
+    from storesync.cli.common import print_json, use_root
 
     use_root(root)
     warnings: list[str] = []
@@ -41,12 +40,12 @@ def status(
     columns, rows = machine.matrix(summaries)
     daemon = machine.daemon_status()
     if as_json:
-        print(json.dumps({
+        print_json({
             "at": when.isoformat().replace("+00:00", "Z"), "soon_days": soon,
             "stores": [s.to_json() for s in summaries],
             "matrix": {"stores": columns, "roots": rows},
             "daemon": daemon, "warnings": warnings,
-        }, indent=2))
+        })
         return
     for warning in warnings:
         print(f"storesync: warning: {warning}", file=sys.stderr)

@@ -113,6 +113,7 @@ EMPTY = b"\xa5\x00\x5a"  # how sdb stores a zero-length value
 # The CK_ULONGs a write stores again and again, encoded once.
 _ULONG = {n: n.to_bytes(4, "big") for n in (*LEGACY_SIGNED, *P11_SIGNED, *_TO_LEGACY.values(), *_TO_P11.values(),
                                             CKO_NSS_TRUST, CKO_TRUST)}
+_HEX = {n: "%08x" % n for n in _ULONG}  # the attribute part of a signature's id
 MAX_ID = 0x3FFFFFFF
 BUSY_TIMEOUT = 0.25  # seconds SQLite waits for a lock per attempt
 ATTEMPTS = 40  # attempts before giving up (NSS itself gives up after ~1-2 s)
@@ -208,10 +209,30 @@ class KeyDB:
         # The empty password first, as certutil does: a --password-file given for one
         # database of a sync must not lock out the empty-password ones.
         for candidate in dict.fromkeys([b"", *([password] if password is not None else [])]):
-            if candidate and proof is not None and self._proved(candidate, proof) or self.try_password(candidate):
+            if candidate and proof is not None and self._proved(candidate, proof) or self._checked(candidate):
                 self.password = candidate
                 return True
         return False
+
+    def _checked(self, candidate: bytes) -> bool:
+        """`try_password`; for the empty password remembered in the state dir as the checks of
+        certificates are (storesync.loadable): whether the check entry decrypts under it is a
+        pure function of the global salt and the entry, so it is kept by their SHA-256 and a
+        database whose key4.db is unchanged needs no AES (nor the ctypes import) the next time.
+        Never for a real password: the file would hold a quick hash of it."""
+        if candidate or self.check is None:
+            return self.try_password(candidate)
+        from storesync import loadable, state
+
+        loadable.remember_in(state.state_dir())
+        salt = self.global_salt
+        check = f"{hashlib.sha256(len(salt).to_bytes(4, 'big') + salt + self.check).hexdigest()} nss-empty-password"
+        if loadable.passed(check):
+            return True
+        if not self.try_password(b""):
+            return False
+        loadable.remember(check)
+        return True
 
     def _proved(self, candidate: bytes, proof: tuple[bytes, int, int, bytes]) -> bool:
         self.password = candidate
@@ -256,9 +277,7 @@ class KeyDB:
     def signer(self) -> Callable[[int, dict[int, bytes], Iterable[int]], list[tuple[str, bytes]]]:
         """A function (object id, its stored values, the attributes to sign) -> the metaData rows
         (id, DER signature) NSS expects."""
-        import secrets  # writing only: reading never needs it
-
-        salt = secrets.token_bytes(32)
+        salt = os.urandom(32)  # what secrets.token_bytes is, without importing random
         iterations = self.iterations
         key = self.mac_key(salt, iterations)
         alg = der.seq(der.encode_oid(pbe.OID_PBMAC1), der.seq(
@@ -267,8 +286,8 @@ class KeyDB:
         prefix = der.encode(der.SEQUENCE, alg + der.encode(der.OCTET_STRING, bytes(32)))[:-32]  # all but the MAC
 
         def sign(object_id: int, values: dict[int, bytes], attributes: Iterable[int]) -> list[tuple[str, bytes]]:
-            head = ulong(object_id)
-            return [(sig_id(object_id, a), prefix + hmac.digest(key, head + _ULONG[a] + values[a], "sha256"))
+            head, name = ulong(object_id), "sig_cert_%08x_" % object_id  # + _HEX[a]: sig_id(object_id, a)
+            return [(name + _HEX[a], prefix + hmac.digest(key, head + _ULONG[a] + values[a], "sha256"))
                     for a in attributes]
 
         return sign
@@ -276,6 +295,11 @@ class KeyDB:
 
 def sig_id(object_id: int, attribute: int) -> str:
     return "sig_cert_%08x_%08x" % (object_id, attribute)
+
+
+def sig_key(object_id: int, attribute: int) -> bytes:
+    """`sig_id` as the bytes a read keys signatures by."""
+    return b"sig_cert_%08x_%08x" % (object_id, attribute)
 
 
 # --- certificates as NSS objects -------------------------------------------------------------
@@ -493,8 +517,8 @@ class NssStore(Store):
         conn.text_factory = bytes  # labels and values are BLOBs; tolerate TEXT garbage
         return conn
 
-    def _open_key_db(self, conn: sqlite3.Connection, signatures: "Callable[[], dict[str, bytes]]",
-                     objects: list[CertObject]) -> tuple[KeyDB, dict[str, bytes]]:
+    def _open_key_db(self, conn: sqlite3.Connection, signatures: "Callable[[], dict[bytes, bytes]]",
+                     objects: list[CertObject]) -> tuple[KeyDB, dict[bytes, bytes]]:
         try:
             row = conn.execute("SELECT item1, item2 FROM metaData WHERE id = 'password'").fetchone()
         except sqlite3.DatabaseError as exc:
@@ -584,7 +608,7 @@ class NssStore(Store):
             conn.execute("COMMIT")
         return objects, keys, signatures
 
-    def _read_keys(self, objects: list[CertObject]) -> tuple[KeyDB | None, dict[str, bytes]]:
+    def _read_keys(self, objects: list[CertObject]) -> tuple[KeyDB | None, dict[bytes, bytes]]:
         if not self.key_db.exists():
             raise self.error(
                 "key4.db is missing, so the trust signatures cannot be checked (a damaged or half-copied "
@@ -594,12 +618,13 @@ class NssStore(Store):
         try:
             conn = self._connect(self.key_db, readonly=True)
             try:
-                def signed() -> dict[str, bytes]:
+                def signed() -> dict[bytes, bytes]:
                     rows = _with_retries(
                         lambda: conn.execute("SELECT id, item1 FROM metaData WHERE id LIKE 'sig_cert_%'").fetchall(),
                         self,
                     )
-                    return {_text(i): v for i, v in rows if isinstance(v, bytes)}
+                    # by the id's bytes (text_factory=bytes): thousands of rows, none decoded
+                    return {i if type(i) is bytes else _text(i).encode(): v for i, v in rows if isinstance(v, bytes)}
 
                 keys, signatures = self._open_key_db(conn, signed, objects)
             finally:
@@ -634,7 +659,8 @@ class NssStore(Store):
         order: list[CertObject] = []
         for row in rows:
             object_id = row[0]
-            values = {a: unstored(v) for a, v in zip(present, row[1:]) if v is not None}  # absent: None
+            values = {a: (v if v != EMPTY else b"") if type(v) is bytes else unstored(v)  # unstored(v), inlined
+                      for a, v in zip(present, row[1:]) if v is not None}  # absent: None
             cls = as_ulong(values.get(CKA_CLASS))
             issuer, serial = values.get(CKA_ISSUER), values.get(CKA_SERIAL_NUMBER)
             if not isinstance(object_id, int) or issuer is None or serial is None:
@@ -686,7 +712,7 @@ class NssStore(Store):
                     obj.distrust_after[purpose] = when
         return order
 
-    def _apply_macs(self, objects: list[CertObject], keys: KeyDB | None, signatures: dict[str, bytes]) -> None:
+    def _apply_macs(self, objects: list[CertObject], keys: KeyDB | None, signatures: dict[bytes, bytes]) -> None:
         for obj in objects:
             for trust in (obj.legacy, obj.p11):
                 if trust is None:
@@ -698,7 +724,7 @@ class NssStore(Store):
                     value = trust.raw.get(attribute)
                     letter = table.get(as_ulong(value), NONE_L) if value is not None else NONE_L
                     if letter and keys is not None:
-                        if not keys.verify(signatures.get(sig_id(trust.id, attribute)), trust.id, attribute, value):
+                        if not keys.verify(signatures.get(sig_key(trust.id, attribute)), trust.id, attribute, value):
                             trust.bad_macs.append(purpose)
                             letter = NONE_L
                     trust.letters[purpose] = letter
@@ -758,8 +784,6 @@ class NssStore(Store):
         owner = owner_of(self.cert_db)
         if os.geteuid() == 0 and owner[0] != 0:
             # The child writing as the owner may not read root's Python: it imports nothing itself.
-            import secrets  # noqa: F401 - random ids and MAC salts
-
             pbe.prepare_aes()  # the password check, when no MAC proves the password
             run_as(owner, lambda: self._write(prepared), self._child_error)
         else:
@@ -927,14 +951,14 @@ def _signature_rows(key_db_bytes: bytes) -> list[tuple]:
             conn.close()
 
 
-def _proof(objects: list[CertObject], signatures: dict[str, bytes]) -> tuple[bytes, int, int, bytes] | None:
+def _proof(objects: list[CertObject], signatures: dict[bytes, bytes]) -> tuple[bytes, int, int, bytes] | None:
     """One signed trust attribute (signature, object id, attribute, value) for `KeyDB.login`."""
     for obj in objects:
         for trust in (obj.legacy, obj.p11):
             if trust is None:
                 continue
             for attribute in (LEGACY_ATTR if trust.cls == CKO_NSS_TRUST else P11_ATTR).values():
-                value, signature = trust.raw.get(attribute), signatures.get(sig_id(trust.id, attribute))
+                value, signature = trust.raw.get(attribute), signatures.get(sig_key(trust.id, attribute))
                 if value is not None and signature is not None:
                     return signature, trust.id, attribute, value
     return None
@@ -1097,11 +1121,9 @@ class _Writer:
                 self.columns.add(name)
 
     def _new_id(self) -> int:
-        import secrets
-
-        while True:
-            candidate = secrets.randbelow(MAX_ID) + 1
-            if candidate not in self._ids:
+        while True:  # uniform in 1..MAX_ID (2**30 - 1), as secrets.randbelow(MAX_ID) + 1, without importing random
+            candidate = int.from_bytes(os.urandom(4), "big") & MAX_ID
+            if candidate and candidate not in self._ids:
                 self._ids[candidate] = ()  # taken; _add files it
                 return candidate
 
