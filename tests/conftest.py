@@ -208,7 +208,7 @@ def cli_modules(argv: list[str], env: dict[str, str], watched: tuple[str, ...]) 
     """`storesync ARGV` run by `main()` in a fresh interpreter: (its exit code, which modules of
     `watched` it imported, each module counting with its submodules). Start-up is most of a
     one-shot run, so tests hold what it may import."""
-    code = ("import sys; from storesync.cli import main\n"
+    code = ("import sys; from storesync.cli import main\ncode = 0\n"
             f"sys.argv = ['storesync', *{[str(a) for a in argv]!r}]\n"
             "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
             f"print(code, [w for w in {tuple(watched)!r} if any(m == w or m.startswith(w + '.') for m in sys.modules)])")

@@ -10,7 +10,7 @@ so other commands do not pay for them at start-up.
 import sys
 from pathlib import Path
 
-from storesync.cli.common import fail, open_and_read
+from storesync.cli.common import fail, open_and_read, print_json
 from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_OK
 
 TYPE_CHECKING = False  # typing's, without importing typing at start-up
@@ -137,9 +137,7 @@ def run(cert: str, chain: tuple = (), stores: tuple = (), crls: tuple = (), purp
         verdicts.append(verdict)
 
     if as_json:
-        import json
-
-        print(json.dumps({
+        print_json({
             "certificate": judge.cert_json(leaf),
             "intermediates": [judge.cert_json(c) for c in intermediates],
             "purpose": purpose,
@@ -147,7 +145,7 @@ def run(cert: str, chain: tuple = (), stores: tuple = (), crls: tuple = (), purp
             "at": judge._iso(when),
             "accepted": bool(verdicts) and all(v.accepted for v in verdicts),
             "stores": [v.to_json() for v in verdicts],
-        }, indent=2))
+        })
     else:
         print_check(leaf, purpose, when, verdicts)
     if errors or not verdicts:
