@@ -24,14 +24,26 @@ def run(store: str, expiring: "Optional[int]" = None, expired: bool = False, as_
 
         trust_set = expiry_filter(trust_set, expiring, expired)
     if as_json:
-        print_json({"store": str(opened.spec), "entries": (entry_json(e) for e in trust_set.values())})
+        print_json({"store": str(opened.spec), "entries": _shown(trust_set.values(), loadable)})
     else:
         _table(opened, trust_set)
-    for entry in trust_set.values():  # how cryptography read them: the next list needs no cryptography
-        parsed = entry.cert.__dict__.get("_parsed")
-        if parsed is not None and parsed[0] is not None:
-            loadable.remember_parse(entry.sha256, parsed[1])
+        for entry in trust_set.values():
+            _remember_parse(entry, loadable)
     loadable.save()
+
+
+def _shown(entries, loadable):
+    for entry in entries:
+        yield entry_json(entry)
+        _remember_parse(entry, loadable)
+
+
+def _remember_parse(entry, loadable) -> None:
+    """How cryptography read the certificate is remembered (the next list needs no cryptography),
+    and its parsed objects dropped once shown: about 2.5 KB a certificate, never all held."""
+    parsed = entry.cert.__dict__.pop("_parsed", None)
+    if parsed is not None and parsed[0] is not None:
+        loadable.remember_parse(entry.sha256, parsed[1])
 
 
 def _table(opened, trust_set) -> None:
