@@ -58,12 +58,16 @@ _cache_dir = None
 
 def remember_in(directory) -> None:
     """Believe the passed checks kept in `directory` (the state dir), if only we can change them:
-    a file another user could write might vouch for a forged root."""
+    a file another user could write might vouch for a forged root. `directory` may be a function
+    returning it, called only the first time (a write's child, run as a database's owner, must
+    not look for that user's own state dir: it imports platformdirs)."""
     global _cache_dir
     if _cache_dir is not None:
         return
     import os
 
+    if callable(directory):
+        directory = directory()
     _cache_dir = directory
     try:
         fd = os.open(os.path.join(directory, _CACHE_NAME), os.O_RDONLY | os.O_NOFOLLOW)

@@ -598,6 +598,37 @@ def test_root_undoing_a_users_database_reads_the_backup_before_becoming_the_user
         shutil.rmtree(base)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write as another user")
+def test_root_writing_a_users_database_imports_nothing_as_the_user(cas, monkeypatch):
+    """Root's own state dir (no STORESYNC_STATE_DIR): the owner's process logs in with the empty
+    password's remembered check and imports nothing (platformdirs neither: that user may not
+    read Python's files)."""
+    from storesync import state
+
+    base = Path(tempfile.mkdtemp(prefix="storesync-nss-"))
+    try:
+        os.chmod(base, 0o755)
+        db = new_db(base / "db")
+        for path in [db, *db.iterdir()]:
+            os.chown(path, 65534, 65534)
+        monkeypatch.delenv("STORESYNC_STATE_DIR", raising=False)
+        monkeypatch.setattr(state, "_override", None)
+        monkeypatch.setattr(state, "SYSTEM_STATE_DIR", base / "state")
+        monkeypatch.delitem(sys.modules, "platformdirs", raising=False)
+        parent = os.getpid()
+
+        class Unreadable:  # Python's files, as the owner sees them
+            def find_spec(self, name, path=None, target=None):
+                if os.getpid() != parent:
+                    raise ImportError(f"the owner's process imports {name}")
+
+        monkeypatch.setattr(sys, "meta_path", [Unreadable(), *sys.meta_path])
+        sync([entry(cas["a"], label="A")], db)
+        assert certutil_flags(db) == {"A": "CT,C,C"}
+    finally:
+        shutil.rmtree(base)
+
+
 # --- through the CLI -----------------------------------------------------------------------
 
 
