@@ -268,6 +268,8 @@ def _known_options(spec: str, options: dict[str, str], name: str, error) -> None
     that the store's kind (any kind, for a selector) does not have is a typo, not a default."""
     from storesync.stores import KINDS, options_of, parse_spec
 
+    if not options.keys() - {"on-change-timeout"}:
+        return  # nothing to check (a bare path's kind is told by reading the file)
     try:
         kinds = list(KINDS) if spec.startswith("@") else [parse_spec(spec).kind]
     except StoreError:
