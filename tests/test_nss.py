@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -548,23 +549,33 @@ def test_mac_recipe_matches_certutil(tmp_path, cas):
 # --- root writing another user's database --------------------------------------------------
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write as another user")
-def test_root_writes_as_the_owner(cas):
+@contextlib.contextmanager
+def nobodys_database(mode: int = 0o755):
+    """(folder, database) of a database that `nobody` owns, in a folder of its own outside
+    pytest's (which is under /root, out of that user's reach); removed afterwards."""
     base = Path(tempfile.mkdtemp(prefix="storesync-nss-"))
     try:
-        os.chmod(base, 0o755)
+        os.chmod(base, mode)
         db = new_db(base / "db")
-        uid, gid = 65534, 65534
         for path in [db, *db.iterdir()]:
-            os.chown(path, uid, gid)
+            os.chown(path, NOBODY, NOBODY)
+        yield base, db
+    finally:
+        shutil.rmtree(base)
+
+
+NOBODY = 65534
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write as another user")
+def test_root_writes_as_the_owner(cas):
+    with nobodys_database() as (_, db):
         sync([entry(cas["a"], label="A")], db)
         assert certutil_flags(db) == {"A": "CT,C,C"}
         owners = {(p.name, p.stat().st_uid) for p in [db, *db.iterdir()]}
-        assert all(o == uid for _, o in owners), owners
+        assert all(o == NOBODY for _, o in owners), owners
         trust_set, _ = read(db)
         assert len(trust_set) == 1
-    finally:
-        shutil.rmtree(base)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write as another user")
@@ -573,12 +584,7 @@ def test_root_undoing_a_users_database_reads_the_backup_before_becoming_the_user
     (a Python under /root, mode 0700). The backup's signatures are read by root, before the fork."""
     from storesync.stores import nss as nss_module
 
-    base = Path(tempfile.mkdtemp(prefix="storesync-nss-"))
-    try:
-        os.chmod(base, 0o777)
-        db = new_db(base / "db")
-        for path in [db, *db.iterdir()]:
-            os.chown(path, 65534, 65534)
+    with nobodys_database(0o777) as (base, db):
         sync([entry(cas["a"], label="A")], db)
         shot = open_store(f"nss:{db}").snapshot()
         sync([entry(cas["b"], label="B")], db)
@@ -593,9 +599,7 @@ def test_root_undoing_a_users_database_reads_the_backup_before_becoming_the_user
         open_store(f"nss:{db}").restore(shot)
         assert readers.read_text().split() == [str(os.getpid())]
         assert set(certutil_flags(db)) == {"A"}
-        assert {p.stat().st_uid for p in db.iterdir()} == {65534}
-    finally:
-        shutil.rmtree(base)
+        assert {p.stat().st_uid for p in db.iterdir()} == {NOBODY}
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write as another user")
@@ -605,12 +609,7 @@ def test_root_writing_a_users_database_imports_nothing_as_the_user(cas, monkeypa
     read Python's files)."""
     from storesync import state
 
-    base = Path(tempfile.mkdtemp(prefix="storesync-nss-"))
-    try:
-        os.chmod(base, 0o755)
-        db = new_db(base / "db")
-        for path in [db, *db.iterdir()]:
-            os.chown(path, 65534, 65534)
+    with nobodys_database() as (base, db):
         monkeypatch.delenv("STORESYNC_STATE_DIR", raising=False)
         monkeypatch.setattr(state, "_override", None)
         monkeypatch.setattr(state, "SYSTEM_STATE_DIR", base / "state")
@@ -625,8 +624,6 @@ def test_root_writing_a_users_database_imports_nothing_as_the_user(cas, monkeypa
         monkeypatch.setattr(sys, "meta_path", [Unreadable(), *sys.meta_path])
         sync([entry(cas["a"], label="A")], db)
         assert certutil_flags(db) == {"A": "CT,C,C"}
-    finally:
-        shutil.rmtree(base)
 
 
 # --- through the CLI -----------------------------------------------------------------------

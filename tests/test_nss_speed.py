@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need, run, storesync
-from test_nss import PASSWORD, certutil_add, certutil_flags, new_db
+from conftest import run, storesync
+from test_nss import NOBODY, PASSWORD, certutil_add, certutil_flags, new_db, nobodys_database
 
 CIPHERS = "cryptography.hazmat.primitives.ciphers"
 
@@ -286,24 +286,14 @@ def test_root_writes_a_users_signed_database_as_that_user(pki):
     """The write runs in a child as the database's owner, who may not read root's Python: what
     it needs (random ids, the password check's AES through libcrypto) is loaded before. The
     second sync finds signed trust, so its own read proves the password by a MAC, not by AES."""
-    import shutil
-    import tempfile
-
-    base = Path(tempfile.mkdtemp(prefix="storesync-nss-owner-"))
-    try:
-        os.chmod(base, 0o755)
-        db = new_db(base / "db")
-        for path in [db, *db.iterdir()]:
-            os.chown(path, 65534, 65534)
+    with nobodys_database() as (base, db):
         first, second = (pki.ca(f"Owner Root {name}").write(base / f"{name}.pem") for name in ("First", "Second"))
         elsewhere = new_db(base / "elsewhere")  # the second root's checks are remembered: nothing loads libcrypto
         for pem, target in ((first, db), (second, elsewhere), (second, db)):
             result = storesync("sync", "--mode", "add", f"pem:{pem}", f"nss:{target}")
             assert result.returncode == 0, result.stderr
         assert set(certutil_flags(db)) == {"Owner Root First", "Owner Root Second"}
-        assert {p.stat().st_uid for p in [db, *db.iterdir()]} == {65534}
-    finally:
-        shutil.rmtree(base)
+        assert {p.stat().st_uid for p in [db, *db.iterdir()]} == {NOBODY}
 
 
 def test_a_list_remembers_how_cryptography_read_the_certificates_for_the_next_list(tmp_path, pki):
