@@ -432,9 +432,17 @@ def test_the_daemon_recovers_a_hot_journal_and_says_so(tmp_path, state, two_root
     assert certutil_flags(db) == {"root0": "C,,", "root1": "C,,"}
 
 
+def _has_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as journal:
+            return journal.read(8) == b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7"  # SQLite's journal header
+    except FileNotFoundError:
+        return False
+
+
 def killed_syncs(tmp_path: Path, rounds: int, enough: int) -> dict:
     """Syncs of 300 roots into a new database, each SIGKILLed after its backup (it writes right
-    then): every other one at a random moment, the others as soon as a journal appears. After each, `storesync list` must read the old or
+    then): every other one at a random moment, the others as soon as a journal is hot. After each, `storesync list` must read the old or
     the new database (0 or 300 roots), rolling back what the kill left, and certutil must agree.
     Stops once `enough` hot journals were rolled back."""
     import json
@@ -455,9 +463,11 @@ def killed_syncs(tmp_path: Path, rounds: int, enough: int) -> dict:
             time.sleep(0.001)
         if n % 2:  # at a random moment of the write
             time.sleep(rng.uniform(0.0, 0.15))
-        else:  # aimed: as soon as either database has a journal, i.e. inside a transaction
+        else:  # aimed: as soon as a journal is hot, i.e. inside a commit. SQLite creates it empty
+            # when the transaction starts, fills it as it commits, and writes its magic number
+            # only once the pages are on disk: a kill before that leaves the old database
             journals = (db / "cert9.db-journal", db / "key4.db-journal")
-            while child.poll() is None and not any(path.exists() for path in journals):
+            while child.poll() is None and not any(_has_magic(path) for path in journals):
                 pass
         child.send_signal(signal.SIGKILL)
         child.wait()
@@ -480,6 +490,6 @@ def test_a_sync_killed_mid_write_leaves_the_old_or_the_new_database(tmp_path, st
 
 @pytest.mark.slow
 def test_syncs_killed_mid_write_campaign(tmp_path, state):
-    figures = killed_syncs(tmp_path, rounds=80, enough=3)
+    figures = killed_syncs(tmp_path, rounds=80, enough=20)
     print(figures)
     assert figures["recovered"] >= 1  # a kill did leave a hot journal, rolled back
