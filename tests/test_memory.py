@@ -303,28 +303,35 @@ def test_a_p12_write_checks_its_bytes_without_keeping_the_bags(tmp_path, ders):
     assert peak < 7 * size / COUNT, f"{peak:.0f} bytes per certificate at the render's peak"
 
 
-def test_list_drops_each_parse_once_the_certificate_is_shown(bundle, ders, monkeypatch, tmp_path):
+def test_list_drops_each_parse_once_the_certificate_is_shown(pki, monkeypatch, tmp_path):
     """`list --json` of certificates no sync has judged parses each with `cryptography` for its
-    dates; each parse is remembered and dropped once its line is written, never all held."""
+    dates; each parse is remembered and dropped once its line is written, never all held.
+    Certificates of this test's own (no other test's object of the same bytes has its fields)."""
     import contextlib
     import os
 
     from storesync import loadable
     from storesync.cli import list as list_command
 
+    state.set_state_dir(tmp_path / "state")
     monkeypatch.setattr(loadable, "_passed", set())
     monkeypatch.setattr(loadable, "_known", set())
-    one = tmp_path / "one.pem"
-    one.write_bytes(scale_bench.pem_bundle(scale_bench.certificates(COUNT + 1)[-1:]))
-    with open(os.devnull, "w") as out, contextlib.redirect_stdout(out):
-        list_command.run(f"pem:{one}", as_json=True)  # imports out of the count
-        tracemalloc.start()
-        try:
-            before = tracemalloc.get_traced_memory()[0]
-            list_command.run(f"pem:{bundle}", as_json=True)
-            peak = (tracemalloc.get_traced_memory()[1] - before) / COUNT
-        finally:
-            tracemalloc.stop()
-    assert f"{Certificate(ders[0]).sha256} x509" in loadable._passed  # what the parse said is kept
+    issued = [pki.ca(f"Listed Once {n}") for n in range(COUNT + 1)]
+    one, bundle = tmp_path / "one.pem", tmp_path / "bundle.pem"
+    one.write_bytes(issued[0].pem)
+    bundle.write_bytes(b"".join(i.pem for i in issued[1:]))
+    try:
+        with open(os.devnull, "w") as out, contextlib.redirect_stdout(out):
+            list_command.run(f"pem:{one}", as_json=True)  # imports out of the count
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                list_command.run(f"pem:{bundle}", as_json=True)
+                peak = (tracemalloc.get_traced_memory()[1] - before) / COUNT
+            finally:
+                tracemalloc.stop()
+    finally:
+        state.set_state_dir(None)
+    assert all(f"{Certificate(i.der).sha256} x509" in loadable._passed for i in issued)  # what each parse said
     print(f"{peak:.0f} bytes per certificate at the peak of list --json")
     assert peak < 2500, f"{peak:.0f} bytes per certificate at the peak of list --json"
