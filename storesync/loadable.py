@@ -116,6 +116,14 @@ def remember_parse(sha256: str, warning: str | None) -> None:
         _parses[sha256] = (warning,)
 
 
+def forget_parse(cert) -> None:
+    """Drop `cryptography`'s objects for `cert` (about 2.5 KB a certificate), remembering what
+    its parse said: a later run shows the certificate without parsing it again."""
+    parsed = cert.__dict__.pop("_parsed", None)
+    if parsed is not None and parsed[0] is not None:
+        remember_parse(cert.sha256, parsed[1])
+
+
 _URLSAFE = str.maketrans("-_", "+/")
 _parses: dict[str, tuple[str | None]] | None = None  # sha256 -> (warning,), from the "sha256 x509[ warning]" lines
 
@@ -279,8 +287,8 @@ def _java_refusal(cert) -> str | None:
         if cert.x509 is not None:
             remember_parse(cert.sha256, cert.parse_warning)
     finally:
-        if not parsed_before:  # the verdict is kept, not `cryptography`'s objects (~2.5 KB a certificate)
-            cert.__dict__.pop("_parsed", None)
+        if not parsed_before:  # the verdict is kept, not `cryptography`'s objects
+            forget_parse(cert)
     try:
         spki = der.read_all(cert.fields.spki)
         algorithm = der.decode_oid(next(next(spki.children()).children()).value)

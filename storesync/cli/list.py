@@ -28,22 +28,15 @@ def run(store: str, expiring: "Optional[int]" = None, expired: bool = False, as_
     else:
         _table(opened, trust_set)
         for entry in trust_set.values():
-            _remember_parse(entry, loadable)
+            loadable.forget_parse(entry.cert)
     loadable.save()
 
 
 def _shown(entries, loadable):
+    """Each entry's JSON; then its parse is remembered and dropped, so never all are held."""
     for entry in entries:
         yield entry_json(entry)
-        _remember_parse(entry, loadable)
-
-
-def _remember_parse(entry, loadable) -> None:
-    """How cryptography read the certificate is remembered (the next list needs no cryptography),
-    and its parsed objects dropped once shown: about 2.5 KB a certificate, never all held."""
-    parsed = entry.cert.__dict__.pop("_parsed", None)
-    if parsed is not None and parsed[0] is not None:
-        loadable.remember_parse(entry.sha256, parsed[1])
+        loadable.forget_parse(entry.cert)
 
 
 def _table(opened, trust_set) -> None:
