@@ -286,20 +286,24 @@ class KeyDB:
         prefix = der.encode(der.SEQUENCE, alg + der.encode(der.OCTET_STRING, bytes(32)))[:-32]  # all but the MAC
 
         def sign(object_id: int, values: dict[int, bytes], attributes: Iterable[int]) -> list[tuple[str, bytes]]:
-            head, name = ulong(object_id), "sig_cert_%08x_" % object_id  # + _HEX[a]: sig_id(object_id, a)
+            head, name = ulong(object_id), _SIG_ID[:-4] % object_id  # + _HEX[a]: sig_id(object_id, a), quicker
             return [(name + _HEX[a], prefix + hmac.digest(key, head + _ULONG[a] + values[a], "sha256"))
                     for a in attributes]
 
         return sign
 
 
+_SIG_ID = "sig_cert_%08x_%08x"  # a trust attribute's signature in key4.db's metaData: (object id, attribute)
+_SIG_KEY = _SIG_ID.encode()
+
+
 def sig_id(object_id: int, attribute: int) -> str:
-    return "sig_cert_%08x_%08x" % (object_id, attribute)
+    return _SIG_ID % (object_id, attribute)
 
 
 def sig_key(object_id: int, attribute: int) -> bytes:
     """`sig_id` as the bytes a read keys signatures by."""
-    return b"sig_cert_%08x_%08x" % (object_id, attribute)
+    return _SIG_KEY % (object_id, attribute)
 
 
 # --- certificates as NSS objects -------------------------------------------------------------
