@@ -213,6 +213,15 @@ def concerns(target: str, path: str, event_type: str, is_directory: bool) -> boo
     return event_type in STRUCTURAL and target.startswith(path.rstrip("/") + "/")
 
 
+def _debounce(track: Track, moment: float) -> None:
+    """Reconcile `track` a debounce after `moment`, the end of a burst of changes; a
+    never-ending storm still reconciles now and then."""
+    if track.burst_start is None:
+        track.burst_start = moment
+    debounce = track.profile.debounce_ms / 1000
+    track.due = min(moment + debounce, track.burst_start + max(1.0, 10 * debounce))
+
+
 def next_poll(profile: Profile) -> float | None:
     """Seconds to the next periodic run: the rescan, or sooner the poll of a source that cannot be
     watched (tuf:), jittered by 10% either way so that a fleet started together spreads its polls."""
@@ -240,6 +249,7 @@ class Daemon:
         self.reload_wanted = False
         self.rewatch = False
         self.observer = None
+        self.watching = False  # the first watches are placed (the start's reconcile reads after them)
         self.watches: dict[str, tuple] = {}  # directory -> ((dev, ino), watchdog watch)
         self.watch_failures: set[str] = set()
         import threading
@@ -661,26 +671,22 @@ class Daemon:
                 hit = True
                 track.triggers |= specs
                 track.relink = True
-                if track.burst_start is None:
-                    track.burst_start = moment
-                # Trailing-edge debounce, but a never-ending storm still reconciles now and then.
-                debounce = track.profile.debounce_ms / 1000
-                limit = track.burst_start + max(1.0, 10 * debounce)
-                track.due = min(moment + debounce, limit)
+                _debounce(track, moment)
             if hit and (kind in STRUCTURAL or event.is_directory):
                 self.rewatch = True
             if self.roots and self._in_roots(paths, kind):
                 hit = self.reroot = self.rewatch = True
-                for track in self.tracks.values():
-                    if not track.selectors:
-                        continue
-                    track.rooted = True
-                    if track.burst_start is None:
-                        track.burst_start = moment
-                    debounce = track.profile.debounce_ms / 1000
-                    track.due = min(moment + debounce, track.burst_start + max(1.0, 10 * debounce))
+                self._rooted(moment)
         if hit:
             self._wake()
+
+    def _rooted(self, moment: float) -> None:
+        """Something may have appeared in a discovery root: every profile with a selector looks
+        again (the caller holds the lock)."""
+        for track in self.tracks.values():
+            if track.selectors:
+                track.rooted = True
+                _debounce(track, moment)
 
     def _in_roots(self, paths: list[str], kind: str) -> bool:
         """Whether an event may bring a store into a selector: something made, removed or
@@ -750,6 +756,7 @@ class Daemon:
             if os.path.isdir(parent):
                 outer[parent] = (st.st_dev, st.st_ino)
         wanted.update(outer)
+        added: set[str] = set()
         for directory, (identity, watch) in list(self.watches.items()):
             if wanted.get(directory) != identity:
                 try:
@@ -777,6 +784,16 @@ class Daemon:
                 continue
             self.watch_failures.discard(directory)
             self.watches[directory] = (identity, watch)
+            added.add(directory)
+        # A watch sees only what happens after it exists: what appeared in a root between the
+        # last listing and now sent no event (a profiles.ini naming a new profile, say). So the
+        # roots are listed once more after a new watch there; that listing settles when none is new.
+        if self.watching and added & (self.roots | self.above_roots):
+            with self.lock:
+                self.reroot = True
+                self._rooted(time.monotonic())
+            self._wake()
+        self.watching = True
 
 
 class _WatchdogLog(logging.Handler):

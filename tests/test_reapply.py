@@ -416,3 +416,50 @@ def test_profile_of_a_user_added_while_the_daemon_runs_gets_the_root(tmp_path, m
     nssdb(db)
     appears(lambda: in_nssdb(db, root), "a new user's Firefox profile", daemon)
     assert daemon.stop() == 0
+
+
+# The daemon, with its listing of the discovery roots made to wait, once, for the test: whatever
+# the test makes then lands after the listing and before the daemon's new watch (the window a
+# busy machine opens by chance).
+PAUSED_LISTING = """
+import os, sys, time
+import storesync.daemon as d
+listed, made, waits_for = os.environ["LISTED"], os.environ["MADE"], os.environ["WAITS_FOR"]
+plain = d.Daemon._list_roots
+def paused(self):
+    plain(self)
+    if os.path.isdir(waits_for) and not os.path.exists(listed):
+        open(listed, "w").close()
+        deadline = time.monotonic() + 20
+        while not os.path.exists(made) and time.monotonic() < deadline:
+            time.sleep(0.02)
+d.Daemon._list_roots = paused
+from storesync.cli import main
+main()
+"""
+
+
+def test_profile_made_between_listing_and_watching_still_gets_the_root(tmp_path, machine, root, daemons):
+    """A directory is watched only from the moment its watch exists: what appeared in it between
+    the daemon's listing of the roots and that moment sent no event to anyone. Here that is the
+    profiles.ini naming a new profile, so the profile's folder would go unwatched and its
+    database, made later, unseen until the periodic rescan 10 minutes on. The daemon lists the
+    roots again after every new watch."""
+    config = profile(tmp_path, root.write(tmp_path / "corp.pem"), "@nss")
+    home = machine / "home/carol"
+    listed, made = tmp_path / "listed", tmp_path / "made"
+    env = {**os.environ, "LISTED": str(listed), "MADE": str(made), "WAITS_FOR": str(home)}
+    import sys
+
+    daemon = Daemon(tmp_path, config, env=env, argv=[sys.executable, "-c", PAUSED_LISTING])
+    daemons.append(daemon)
+    daemon.started().settled()
+    home.mkdir()
+    appears(listed.exists, "the listing after the new home", daemon)
+    db = firefox_profile(home, "default")  # profiles.ini names it; Firefox has not started yet
+    db.mkdir()
+    made.touch()
+    daemon.settled()  # found no database in it
+    nssdb(db)  # Firefox's first start
+    appears(lambda: in_nssdb(db, root), "a profile named while the daemon was listing", daemon)
+    assert daemon.stop() == 0
