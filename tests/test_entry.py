@@ -32,3 +32,25 @@ def test_with_another_thread_alive_python_exits_as_usual(tmp_path, pki):
                "threading.Thread(target=lambda: (time.sleep(0.3), print('thread done'))).start()")
     result = entry(["list", "--json", f"pem:{bundle}"], started)
     assert result.returncode == 0 and result.stdout.rstrip().endswith("thread done")
+
+
+def test_output_to_a_full_device_is_one_sentence_and_exit_2(tmp_path, pki):
+    """`storesync ... > /dev/full` (or a full disk): each command, on the quick path and through
+    typer, buffered or not, says so in one line instead of a traceback."""
+    import os
+
+    bundle = tmp_path / "a.pem"
+    bundle.write_bytes(b"".join(pki.ca(f"Full Root {i}").pem for i in range(40)))
+    commands = [["list", f"pem:{bundle}"], ["list", "--json", f"pem:{bundle}"], ["diff", f"pem:{bundle}", f"dir:{tmp_path}"],
+                ["check", str(bundle), "--store", f"pem:{bundle}"], ["status"], ["--help"],
+                ["sync", f"pem:{bundle}", f"pem:{tmp_path / 'copy.pem'}"]]
+    for unbuffered in ("", "1"):
+        env = {**os.environ, "PYTHONUNBUFFERED": unbuffered, "STORESYNC_ROOT": str(tmp_path), "COLUMNS": "100"}
+        for argv in commands:
+            with open("/dev/full", "w") as full:
+                result = subprocess.run([sys.executable, "-m", "storesync", *argv], stdout=full, stderr=subprocess.PIPE,
+                                        text=True, env=env)
+            assert result.returncode == 2, (argv, result.stderr)
+            assert result.stderr.startswith("storesync: cannot write the output to standard output (No space left"), \
+                (argv, result.stderr)
+            assert result.stderr.count("\n") == 1, (argv, result.stderr)

@@ -60,6 +60,11 @@ def main() -> None:
         from storesync.cli.common import closed_pipe
 
         closed_pipe()
+    except OSError as exc:
+        from storesync.cli.common import unwritable_output
+
+        unwritable_output(exc)  # returns when the error was not standard output's
+        raise
 
 
 def entry() -> None:

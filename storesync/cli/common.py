@@ -26,6 +26,26 @@ def closed_pipe() -> NoReturn:
     sys.exit(128 + signal.SIGPIPE)  # where SIGPIPE does not end a process
 
 
+def unwritable_output(exc: OSError) -> None:
+    """Standard output takes nothing (a full disk, `> /dev/full`): say so in one line and end
+    with exit 2. Returns when `exc` is not that. A store's own failures reach here only as
+    StoreErrors (the full-disk campaign holds that), so an unnamed full or failing device here is
+    standard output's; a failed write that left its text in the buffer fails again to flush."""
+    import errno
+    import os
+
+    try:
+        sys.stdout.flush()
+        if exc.filename is not None or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+            return
+    except OSError:
+        pass
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # its buffer must not fail again on the way out
+    fail(f"cannot write the output to standard output ({exc.strerror or exc}); "
+         "send it where there is room, or free some there")
+
+
 def fail(message: str) -> NoReturn:
     print(f"storesync: {message}", file=sys.stderr)
     sys.exit(EXIT_ERROR)
