@@ -374,3 +374,19 @@ def test_an_unreadable_usage_keeps_its_bytes_when_nothing_changed(certs):
     props = ((winprops.ENHKEY_USAGE, 1, b"\x30\x05\x06\x03\x2b"), (3, 1, sha1(cert.der)))
     entry = Entry(cert, trust={}, extras={winprops.EXTRAS_KEY: props})  # as the reader gives it
     assert winprops.render_props(entry, winprops.ROLE_ANCHORS)[0] == props[0]
+
+
+def test_a_name_with_bytes_after_its_nul_keeps_them_through_a_sync(tmp_path, certs):
+    """crypt32 shows FRIENDLY_NAME up to its first NUL; what follows is kept. The writer compares
+    the label with what the reader made of those bytes, so an unchanged name is not re-encoded."""
+    name = utf16("Kept") + "trailer".encode("utf-16-le")
+    a, b = tmp_path / "a.sst", tmp_path / "b.sst"
+    a.write_bytes(sst(group(certs[0].der, (0x0B, name), (3, sha1(certs[0].der)))))
+    source = open_store(f"sst:{a}").read()
+    assert [e.label for e in source.values()] == ["Kept"]
+    write_via(f"sst:{b}", source)
+    assert b.read_bytes() == a.read_bytes()
+    from storesync.stores import winprops
+
+    renamed = next(iter(source.values())).replace(label="Renamed")
+    assert winprops.render_props(renamed, winprops.ROLE_ANCHORS)[0] == (0x0B, 1, utf16("Renamed"))

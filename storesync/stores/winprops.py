@@ -127,7 +127,11 @@ def decode_label(raw: bytes) -> str | None:
     missing; what follows an embedded NUL is no part of the name, but stays in the kept bytes; a
     dangling last byte is ignored, as crypt32 reads whole UTF-16 units)."""
     raw = raw[: len(raw) - len(raw) % 2]
-    end = next((i for i in range(0, len(raw), 2) if raw[i : i + 2] == b"\x00\x00"), len(raw))
+    end = raw.find(b"\x00\x00")
+    while end > 0 and end % 2:  # a NUL pair straddling two units is no terminator
+        end = raw.find(b"\x00\x00", end + 1)
+    if end < 0:
+        end = len(raw)
     try:
         return raw[:end].decode("utf-16-le")
     except UnicodeDecodeError:
@@ -224,7 +228,8 @@ def entry_from_group(cert_der: bytes, props: Props, role: str, warn=None) -> Ent
         if label is None and warn:
             warn("FRIENDLY_NAME is not UTF-16LE text; kept as bytes, no label")
     cert = Certificate(cert_der)
-    extras = {EXTRAS_KEY: tuple(props)}
+    kept = _Kept(props)
+    extras = {EXTRAS_KEY: kept}
     if role == ROLE_DISTRUST:
         return Entry(cert, trust=dict(DISTRUST), label=label, extras=extras)
     trust = trust_from_eku(values.get(ENHKEY_USAGE))
@@ -233,7 +238,24 @@ def entry_from_group(cert_der: bytes, props: Props, role: str, warn=None) -> Ent
             warn("ENHKEY_USAGE is not a DER list of OIDs; the certificate is trusted for no purpose")
         trust = {}
     distrust_after = distrust_after_from(values.get(DISALLOWED_FILETIME), values.get(DISALLOWED_ENHKEY_USAGE))
+    kept.read_as = (label, _trusted_only(trust), distrust_after)
     return Entry(cert, trust=trust, label=label, distrust_after=distrust_after, extras=extras)
+
+
+class _Kept(tuple):
+    """A group's properties as an anchor store's reader kept them in an entry's extras, with
+    what it read them as (`read_as`, as `_read_as` gives it): a write compares the entry with
+    that instead of decoding the same bytes again. Equal to the plain tuple of the properties."""
+
+    read_as: tuple | None = None
+
+
+def _read_as(values: dict[int, bytes]) -> tuple:
+    """What a group's properties say: its label, trusted purposes and distrust date (an
+    unreadable ENHKEY_USAGE says "no purpose", so unchanged trust keeps its bytes)."""
+    label = decode_label(values[FRIENDLY_NAME]) if FRIENDLY_NAME in values else None
+    before = distrust_after_from(values.get(DISALLOWED_FILETIME), values.get(DISALLOWED_ENHKEY_USAGE))
+    return label, trust_from_eku(values.get(ENHKEY_USAGE)) or {}, before
 
 
 def group_bytes(entry: Entry, role: str) -> bytes:
@@ -245,23 +267,21 @@ def group_bytes(entry: Entry, role: str) -> bytes:
 
 
 def render_props(entry: Entry, role: str) -> list[tuple[int, int, bytes]]:
-    kept = entry.extras.get(EXTRAS_KEY)
-    fresh = kept is None
-    kept = list(kept or ())
+    kept_props = entry.extras.get(EXTRAS_KEY)
+    fresh = kept_props is None
+    kept = list(kept_props or ())
     kept_values = {}
     for prop_id, _enc, value in kept:
         kept_values.setdefault(prop_id, value)
 
     # What the model says now; None = must not be there. Ids absent from `wanted` stay opaque.
     wanted: dict[int, bytes | None] = {}
-    label_now = decode_label(kept_values[FRIENDLY_NAME]) if FRIENDLY_NAME in kept_values else None
+    label_now, trusted, before = getattr(kept_props, "read_as", None) or _read_as(kept_values)
     if entry.label != label_now:  # an undecodable name with no label stays as it is
         wanted[FRIENDLY_NAME] = encode_label(entry.label) if entry.label is not None else None
     if role == ROLE_ANCHORS:
-        # an unreadable ENHKEY_USAGE was read as "no purpose": unchanged trust keeps its bytes
-        if (trust_from_eku(kept_values.get(ENHKEY_USAGE)) or {}) != _trusted_only(entry.trust):
+        if trusted != _trusted_only(entry.trust):
             wanted[ENHKEY_USAGE] = eku_from_trust(entry.trust)
-        before = distrust_after_from(kept_values.get(DISALLOWED_FILETIME), kept_values.get(DISALLOWED_ENHKEY_USAGE))
         if not _same_dates(before, entry.distrust_after):
             wanted[DISALLOWED_FILETIME], wanted[DISALLOWED_ENHKEY_USAGE] = distrust_props(entry.distrust_after)
 
