@@ -381,3 +381,55 @@ def test_writing_draws_ids_and_salts_without_importing_random(tmp_path, pki):
     with sqlite3.connect(db / "cert9.db") as conn:
         ids = [row[0] for row in conn.execute("SELECT id FROM nssPublic")]
     assert len(ids) == len(set(ids)) == 9 and all(0 < i <= 0x3FFFFFFF for i in ids)
+
+
+# --- MACs ----------------------------------------------------------------------------------
+
+
+def test_hmac_sha256_is_hmacs_hmac():
+    import hmac
+
+    from storesync.stores.nss import hmac_sha256
+
+    for key_length in (0, 1, 32, 63, 64, 65, 200):
+        key = os.urandom(key_length)
+        mac = hmac_sha256(key)
+        for size in (0, 12, 40, 64, 65, 1000):
+            message = os.urandom(size)
+            assert mac(message) == hmac.digest(key, message, "sha256")
+        assert mac(b"again") == hmac.digest(key, b"again", "sha256")  # the kept states are not changed
+
+
+def test_a_write_and_its_read_set_each_mac_key_up_once(tmp_path, pki, monkeypatch):
+    """Four MACs per trust object on write and on read, each under the key of its salt: the key's
+    HMAC states are made once per salt (`hmac_sha256`), never once per MAC (`hmac.digest`).
+    certutil still reads every trust the MACs sign."""
+    import hmac
+
+    from storesync.engine.plan import make_plan
+    from storesync.model import TrustSet
+    from storesync.stores import nss, open_store
+
+    db = new_db(tmp_path / "db")
+    source = TrustSet(nss.Entry(nss.Certificate(pki.ca(f"Mac Root {i}").der)) for i in range(5))
+    store = open_store(f"nss:{db}")
+    plan = make_plan(source, store.read(), store.capabilities, store="t", purpose="any")
+    setups, per_mac, made = [0], [0], nss.hmac_sha256
+    digest = hmac.digest
+
+    def counted_setup(key):
+        setups[0] += 1
+        return made(key)
+
+    def counted_digest(*args, **kwargs):
+        per_mac[0] += 1
+        return digest(*args, **kwargs)
+
+    monkeypatch.setattr(nss, "hmac_sha256", counted_setup)
+    monkeypatch.setattr(hmac, "digest", counted_digest)
+    store.write(plan)
+    assert (setups[0], per_mac[0]) == (1, 0)
+    again = open_store(f"nss:{db}").read()
+    assert (setups[0], per_mac[0]) == (2, 0)
+    assert len(again) == 5 and all(e.trust for e in again.values())
+    assert certutil_flags(db) == {f"Mac Root {i}": "CT,C,C" for i in range(5)}
