@@ -433,3 +433,24 @@ def test_a_write_and_its_read_set_each_mac_key_up_once(tmp_path, pki, monkeypatc
     assert (setups[0], per_mac[0]) == (2, 0)
     assert len(again) == 5 and all(e.trust for e in again.values())
     assert certutil_flags(db) == {f"Mac Root {i}": "CT,C,C" for i in range(5)}
+
+
+def test_bytes_are_bound_without_asking_for_an_adapter(tmp_path, pki):
+    """sqlite3 looks for an adapter of every bytes parameter (int and str it binds at once), and
+    that failed lookup raises and drops an AttributeError per value. The NSS store registers the
+    identity adapter for bytes: found at once, and the values stay BLOBs that certutil reads."""
+    import sqlite3
+
+    from storesync.stores import nss  # noqa: F401 - registers it
+
+    assert sqlite3.adapters.get((bytes, sqlite3.PrepareProtocol)) is bytes
+    db = new_db(tmp_path / "db")
+    pem = pki.ca("Blob Root").write(tmp_path / "blob.pem")
+    assert storesync("sync", f"pem:{pem}", f"nss:{db}").returncode == 0
+    assert certutil_flags(db)["Blob Root"].startswith("C")
+    with sqlite3.connect(db / "cert9.db") as conn:
+        kinds = {row[0] for row in conn.execute("SELECT typeof(a11) FROM nssPublic WHERE a11 IS NOT NULL")}
+        kinds |= {row[0] for row in conn.execute("SELECT typeof(a81) FROM nssPublic")}
+    assert kinds == {"blob"}
+    with sqlite3.connect(db / "key4.db") as conn:
+        assert {row[0] for row in conn.execute("SELECT typeof(item1) FROM metaData WHERE id LIKE 'sig_%'")} == {"blob"}
