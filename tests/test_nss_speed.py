@@ -401,9 +401,9 @@ def test_hmac_sha256_is_hmacs_hmac():
 
 
 def test_a_write_and_its_read_set_each_mac_key_up_once(tmp_path, pki, monkeypatch):
-    """Four MACs per trust object on write and on read, each under the key of its salt: the key's
-    HMAC states are made once per salt (`hmac_sha256`), never once per MAC (`hmac.digest`).
-    certutil still reads every trust the MACs sign."""
+    """13 MACs per certificate written (7 legacy and 6 PKCS#11 trust attributes), checked again
+    on read, each under the key of its salt: the key's HMAC states are made once per salt
+    (`hmac_sha256`), never once per MAC (`hmac.digest`). certutil reads every trust they sign."""
     import hmac
 
     from storesync.engine.plan import make_plan

@@ -269,8 +269,8 @@ class KeyDB:
             return False
         # One writer signs many attributes with one salt: the DER before a 32-byte MAC, once read,
         # fixes the key (its lengths fix the layout), so the next signature like it is not parsed.
-        sign, mac = self._by_prefix.get(signature[:-32]), signature[-32:]
-        if sign is None:
+        compute, mac = self._by_prefix.get(signature[:-32]), signature[-32:]
+        if compute is None:
             try:
                 outer = der.read_all(signature)
                 alg, mac_tlv = list(outer.children())[:2]
@@ -281,10 +281,10 @@ class KeyDB:
                 salt, iterations, _, key_length = pbe.pbkdf2_of(kdf)
             except Exception:  # noqa: BLE001
                 return False
-            sign, mac = self.mac_of(self.mac_key(salt, iterations, key_length or 32)), mac_tlv.value
+            compute, mac = self.mac_of(self.mac_key(salt, iterations, key_length or 32)), mac_tlv.value
             if len(mac) == 32 and mac_tlv.end == len(signature) and mac_tlv.tag == der.OCTET_STRING:
-                self._by_prefix[signature[:-32]] = sign
-        return hmac.compare_digest(sign(ulong(object_id) + ulong(attribute) + value), mac)
+                self._by_prefix[signature[:-32]] = compute
+        return hmac.compare_digest(compute(ulong(object_id) + ulong(attribute) + value), mac)
 
     def signer(self) -> Callable[[int, dict[int, bytes], Iterable[int]], list[tuple[str, bytes]]]:
         """A function (object id, its stored values, the attributes to sign) -> the metaData rows
@@ -308,7 +308,7 @@ def hmac_sha256(key: bytes) -> Callable[[bytes], bytes]:
     """HMAC-SHA256 under `key` (RFC 2104, as hmac's own pure-Python HMAC computes it): the key's
     two padded blocks are hashed once, and each MAC copies those states. `hmac.digest` sets the
     key up again for every MAC, and on OpenSSL 3 looks SHA-256 up by name: twice the time for
-    the thousands of MACs (four per trust object) of a write or a read."""
+    the thousands of MACs of a write (13 per certificate) and its read-back."""
     if len(key) > 64:
         key = hashlib.sha256(key).digest()
     key = key.ljust(64, b"\0")
