@@ -381,3 +381,76 @@ def test_writing_draws_ids_and_salts_without_importing_random(tmp_path, pki):
     with sqlite3.connect(db / "cert9.db") as conn:
         ids = [row[0] for row in conn.execute("SELECT id FROM nssPublic")]
     assert len(ids) == len(set(ids)) == 9 and all(0 < i <= 0x3FFFFFFF for i in ids)
+
+
+# --- MACs ----------------------------------------------------------------------------------
+
+
+def test_hmac_sha256_is_hmacs_hmac():
+    import hmac
+
+    from storesync.stores.nss import hmac_sha256
+
+    for key_length in (0, 1, 32, 63, 64, 65, 200):
+        key = os.urandom(key_length)
+        mac = hmac_sha256(key)
+        for size in (0, 12, 40, 64, 65, 1000):
+            message = os.urandom(size)
+            assert mac(message) == hmac.digest(key, message, "sha256")
+        assert mac(b"again") == hmac.digest(key, b"again", "sha256")  # the kept states are not changed
+
+
+def test_a_write_and_its_read_set_each_mac_key_up_once(tmp_path, pki, monkeypatch):
+    """13 MACs per certificate written (7 legacy and 6 PKCS#11 trust attributes), checked again
+    on read, each under the key of its salt: the key's HMAC states are made once per salt
+    (`hmac_sha256`), never once per MAC (`hmac.digest`). certutil reads every trust they sign."""
+    import hmac
+
+    from storesync.engine.plan import make_plan
+    from storesync.model import TrustSet
+    from storesync.stores import nss, open_store
+
+    db = new_db(tmp_path / "db")
+    source = TrustSet(nss.Entry(nss.Certificate(pki.ca(f"Mac Root {i}").der)) for i in range(5))
+    store = open_store(f"nss:{db}")
+    plan = make_plan(source, store.read(), store.capabilities, store="t", purpose="any")
+    setups, per_mac, made = [0], [0], nss.hmac_sha256
+    digest = hmac.digest
+
+    def counted_setup(key):
+        setups[0] += 1
+        return made(key)
+
+    def counted_digest(*args, **kwargs):
+        per_mac[0] += 1
+        return digest(*args, **kwargs)
+
+    monkeypatch.setattr(nss, "hmac_sha256", counted_setup)
+    monkeypatch.setattr(hmac, "digest", counted_digest)
+    store.write(plan)
+    assert (setups[0], per_mac[0]) == (1, 0)
+    again = open_store(f"nss:{db}").read()
+    assert (setups[0], per_mac[0]) == (2, 0)
+    assert len(again) == 5 and all(e.trust for e in again.values())
+    assert certutil_flags(db) == {f"Mac Root {i}": "CT,C,C" for i in range(5)}
+
+
+def test_bytes_are_bound_without_asking_for_an_adapter(tmp_path, pki):
+    """sqlite3 looks for an adapter of every bytes parameter (int and str it binds at once), and
+    that failed lookup raises and drops an AttributeError per value. The NSS store registers the
+    identity adapter for bytes: found at once, and the values stay BLOBs that certutil reads."""
+    import sqlite3
+
+    from storesync.stores import nss  # noqa: F401 - registers it
+
+    assert sqlite3.adapters.get((bytes, sqlite3.PrepareProtocol)) is bytes
+    db = new_db(tmp_path / "db")
+    pem = pki.ca("Blob Root").write(tmp_path / "blob.pem")
+    assert storesync("sync", f"pem:{pem}", f"nss:{db}").returncode == 0
+    assert certutil_flags(db)["Blob Root"].startswith("C")
+    with sqlite3.connect(db / "cert9.db") as conn:
+        kinds = {row[0] for row in conn.execute("SELECT typeof(a11) FROM nssPublic WHERE a11 IS NOT NULL")}
+        kinds |= {row[0] for row in conn.execute("SELECT typeof(a81) FROM nssPublic")}
+    assert kinds == {"blob"}
+    with sqlite3.connect(db / "key4.db") as conn:
+        assert {row[0] for row in conn.execute("SELECT typeof(item1) FROM metaData WHERE id LIKE 'sig_%'")} == {"blob"}

@@ -114,6 +114,11 @@ EMPTY = b"\xa5\x00\x5a"  # how sdb stores a zero-length value
 _ULONG = {n: n.to_bytes(4, "big") for n in (*LEGACY_SIGNED, *P11_SIGNED, *_TO_LEGACY.values(), *_TO_P11.values(),
                                             CKO_NSS_TRUST, CKO_TRUST)}
 _HEX = {n: "%08x" % n for n in _ULONG}  # the attribute part of a signature's id
+# sqlite3 binds int, float, str and bytearray as they are, but asks every bytes value for an
+# adapter first: its protocol type raises (and sqlite3 drops) an AttributeError per value, half the
+# cost of binding the ~7 000 BLOBs a write of the system roots binds. An adapter found at once
+# (bytes itself: the value unchanged) spares that; the database gets the same BLOBs.
+sqlite3.register_adapter(bytes, bytes)
 MAX_ID = 0x3FFFFFFF
 BUSY_TIMEOUT = 0.25  # seconds SQLite waits for a lock per attempt
 ATTEMPTS = 40  # attempts before giving up (NSS itself gives up after ~1-2 s)
@@ -157,7 +162,8 @@ class KeyDB:
         self.check = check
         self.password: bytes | None = None
         self._keys: dict[tuple[bytes, int], bytes] = {}
-        self._by_prefix: dict[bytes, bytes] = {}  # signature without its MAC -> the MAC key
+        self._macs: dict[bytes, Callable[[bytes], bytes]] = {}  # MAC key -> its HMAC-SHA256 (mac_of)
+        self._by_prefix: dict[bytes, Callable[[bytes], bytes]] = {}  # signature without its MAC -> its HMAC
 
     @property
     def iterations(self) -> int:
@@ -240,6 +246,7 @@ class KeyDB:
             return True
         self.password = None
         self._keys.clear()  # derived from the wrong password: the next candidate derives its own
+        self._macs.clear()
         self._by_prefix.clear()
         return False
 
@@ -251,13 +258,19 @@ class KeyDB:
             self._keys[(salt, iterations)] = cached
         return cached
 
+    def mac_of(self, key: bytes) -> Callable[[bytes], bytes]:
+        mac = self._macs.get(key)
+        if mac is None:
+            mac = self._macs[key] = hmac_sha256(key)
+        return mac
+
     def verify(self, signature: bytes | None, object_id: int, attribute: int, value: bytes) -> bool:
         if signature is None or self.password is None:
             return False
         # One writer signs many attributes with one salt: the DER before a 32-byte MAC, once read,
         # fixes the key (its lengths fix the layout), so the next signature like it is not parsed.
-        key, mac = self._by_prefix.get(signature[:-32]), signature[-32:]
-        if key is None:
+        compute, mac = self._by_prefix.get(signature[:-32]), signature[-32:]
+        if compute is None:
             try:
                 outer = der.read_all(signature)
                 alg, mac_tlv = list(outer.children())[:2]
@@ -268,18 +281,17 @@ class KeyDB:
                 salt, iterations, _, key_length = pbe.pbkdf2_of(kdf)
             except Exception:  # noqa: BLE001
                 return False
-            key, mac = self.mac_key(salt, iterations, key_length or 32), mac_tlv.value
+            compute, mac = self.mac_of(self.mac_key(salt, iterations, key_length or 32)), mac_tlv.value
             if len(mac) == 32 and mac_tlv.end == len(signature) and mac_tlv.tag == der.OCTET_STRING:
-                self._by_prefix[signature[:-32]] = key
-        expect = hmac.digest(key, ulong(object_id) + ulong(attribute) + value, "sha256")
-        return hmac.compare_digest(expect, mac)
+                self._by_prefix[signature[:-32]] = compute
+        return hmac.compare_digest(compute(ulong(object_id) + ulong(attribute) + value), mac)
 
     def signer(self) -> Callable[[int, dict[int, bytes], Iterable[int]], list[tuple[str, bytes]]]:
         """A function (object id, its stored values, the attributes to sign) -> the metaData rows
         (id, DER signature) NSS expects."""
         salt = os.urandom(32)  # what secrets.token_bytes is, without importing random
         iterations = self.iterations
-        key = self.mac_key(salt, iterations)
+        mac = self.mac_of(self.mac_key(salt, iterations))
         alg = der.seq(der.encode_oid(pbe.OID_PBMAC1), der.seq(
             pbe.pbkdf2_algorithm(salt, iterations), der.seq(der.encode_oid(pbe.OID_HMAC_SHA256), der.NULL)))
 
@@ -287,10 +299,29 @@ class KeyDB:
 
         def sign(object_id: int, values: dict[int, bytes], attributes: Iterable[int]) -> list[tuple[str, bytes]]:
             head, name = ulong(object_id), _SIG_ID[:-4] % object_id  # + _HEX[a]: sig_id(object_id, a), quicker
-            return [(name + _HEX[a], prefix + hmac.digest(key, head + _ULONG[a] + values[a], "sha256"))
-                    for a in attributes]
+            return [(name + _HEX[a], prefix + mac(head + _ULONG[a] + values[a])) for a in attributes]
 
         return sign
+
+
+def hmac_sha256(key: bytes) -> Callable[[bytes], bytes]:
+    """HMAC-SHA256 under `key` (RFC 2104, as hmac's own pure-Python HMAC computes it): the key's
+    two padded blocks are hashed once, and each MAC copies those states. `hmac.digest` sets the
+    key up again for every MAC, and on OpenSSL 3 looks SHA-256 up by name: twice the time for
+    the thousands of MACs of a write (13 per certificate) and its read-back."""
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    inner, outer = hashlib.sha256(key.translate(hmac.trans_36)), hashlib.sha256(key.translate(hmac.trans_5C))
+
+    def mac(message: bytes) -> bytes:
+        digest = inner.copy()
+        digest.update(message)
+        result = outer.copy()
+        result.update(digest.digest())
+        return result.digest()
+
+    return mac
 
 
 _SIG_ID = "sig_cert_%08x_%08x"  # a trust attribute's signature in key4.db's metaData: (object id, attribute)
