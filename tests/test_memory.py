@@ -335,3 +335,30 @@ def test_list_drops_each_parse_once_the_certificate_is_shown(pki, monkeypatch, t
     assert all(f"{Certificate(i.der).sha256} x509" in loadable._passed for i in issued)  # what each parse said
     print(f"{peak:.0f} bytes per certificate at the peak of list --json")
     assert peak < 2500, f"{peak:.0f} bytes per certificate at the peak of list --json"
+
+
+def test_a_bundle_is_rendered_in_one_buffer(tmp_path, ders):
+    """A bundle's render grows one buffer: a list of every PEM block and then their join held
+    the new file twice (2.2x the file at the peak before, 1.1x after: the buffer's spare room)."""
+    peak, size = render_peak_per_certificate(f"pem:{tmp_path / 'new.pem'}", ders)
+    print(f"{peak:.0f} bytes per certificate at the render's peak ({size / COUNT:.0f} of file)")
+    assert peak < 1.4 * size / COUNT, f"{peak:.0f} bytes per certificate at the render's peak"
+
+
+def test_a_large_bundle_read_keeps_its_cache_without_the_file(tmp_path, ders, monkeypatch):
+    """A bundle large enough for the stat cache (here: any) is parsed, and its parse kept in the
+    cache, with the file's bytes let go first: the read's peak held the file and the cache's
+    encoding of every certificate at once (2.1x the file beyond the entries before, 1.4x after)."""
+    monkeypatch.setattr(pem, "CACHE_FROM", 0)
+    state.set_state_dir(tmp_path / "state")
+    try:
+        path = tmp_path / "bundle.pem"
+        path.write_bytes(scale_bench.pem_bundle(ders))
+        read_store(open_store(f"pem:{tmp_path / 'one.pem'}"))  # imports out of the count
+        transient = transient_per_certificate(f"pem:{path}", ders)
+        share = path.stat().st_size / COUNT
+        print(f"{transient:.0f} bytes per certificate beyond the entries at the read's peak ({share:.0f} of file)")
+        assert transient < 1.6 * share, f"{transient:.0f} bytes per certificate beyond the entries at the read's peak"
+        assert len(read_store(open_store(f"pem:{path}"))) == COUNT  # from the cache, as it was kept
+    finally:
+        state.set_state_dir(None)
