@@ -96,6 +96,11 @@ def length_bytes(length: int) -> bytes:
     return bytes([0x80 | len(body)]) + body
 
 
+def header(tag: int, length: int) -> bytes:
+    """An element's tag and length, for content written after it (not joined to it here)."""
+    return bytes([tag]) + length_bytes(length)
+
+
 def encode(tag: int, content: bytes) -> bytes:
     return b"".join((bytes([tag]), length_bytes(len(content)), content))  # one copy of a large content, not two
 

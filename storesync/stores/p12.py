@@ -282,13 +282,11 @@ def _decrypt_safe(content: der.TLV, password: str) -> bytes:
     if len(eci) < 3:
         raise P12Error("an encrypted safe has no content")
     body = eci[2]
-    if body.tag == 0x80:
-        ciphertext = body.value
-    elif body.tag == 0xA0:  # constructed [0]: BER chunks
-        ciphertext = b"".join(der.octets_of(c, "ciphertext") for c in body.children())
-    else:
-        raise P12Error("an encrypted safe's content is malformed")
-    return decrypt(eci[1], ciphertext, password)
+    if body.tag == 0x80:  # decrypted where it lies in the file: no copy of the ciphertext
+        return decrypt(eci[1], body.data, password, span=(body.content, body.end))
+    if body.tag == 0xA0:  # constructed [0]: BER chunks
+        return decrypt(eci[1], b"".join(der.octets_of(c, "ciphertext") for c in body.children()), password)
+    raise P12Error("an encrypted safe's content is malformed")
 
 
 def _why_mac_failed(content_infos: list[der.TLV], password: str) -> str:
@@ -321,27 +319,53 @@ _JAVA_TRUST_ANY = der.seq(der.encode_oid(OID_JAVA_TRUST), der.encode(der.SET, de
 
 
 def safe_content_info(bags: list[bytes], password: str | None) -> bytes:
-    """A data ContentInfo (password None) or a PBES2-encrypted one."""
+    """A data ContentInfo (password None) or a PBES2-encrypted one. Takes the bags: `bags` is
+    emptied once they are joined, so they are not held beside the encryption's copies."""
     plain = der.seq(*bags)
+    bags.clear()
     if password is None:
-        return der.seq(der.encode_oid(OID_DATA), der.explicit0(der.octets(plain)))
+        return _nested([(der.SEQUENCE, der.encode_oid(OID_DATA)), (0xA0, b""), (der.OCTET_STRING, b"")], [plain])
     algorithm, ciphertext = encrypt_pbes2(plain, password)
-    encrypted_content_info = der.seq(der.encode_oid(OID_DATA), algorithm, der.encode(0x80, ciphertext))
-    return der.seq(der.encode_oid(OID_ENCRYPTED_DATA), der.explicit0(der.seq(der.integer(0), encrypted_content_info)))
+    del plain
+    return _nested([(der.SEQUENCE, der.encode_oid(OID_ENCRYPTED_DATA)), (0xA0, b""), (der.SEQUENCE, der.integer(0)),
+                    (der.SEQUENCE, der.encode_oid(OID_DATA) + algorithm), (0x80, b"")], [ciphertext])
+
+
+def _nested(levels: list[tuple[int, bytes]], content: list[bytes], after: bytes = b"") -> bytes:
+    """Elements nested around `content`, outermost first, each level (tag, what comes before the
+    next level inside it); `after` ends the outermost. The headers are made first and all joined
+    once: an element built around each level's result copied everything once per level."""
+    size = sum(map(len, content))
+    headers = []
+    for n, (tag, before) in enumerate(reversed(levels)):
+        size += len(before) + (len(after) if n == len(levels) - 1 else 0)
+        header = der.header(tag, size)
+        headers.append(header + before)
+        size += len(header)
+    return b"".join((*reversed(headers), *content, after))
 
 
 def render_pfx(content_infos: list[bytes], mac: tuple[str, int, bytes] | None) -> bytes:
-    """PFX around `content_infos`; `mac` = (digest, iterations, KDF password bytes) or None."""
-    authsafe = der.seq(*content_infos)
-    parts = [der.integer(3), der.seq(der.encode_oid(OID_DATA), der.explicit0(der.octets(authsafe)))]
+    """PFX around `content_infos` (emptied: the new file is their one copy); `mac` = (digest,
+    iterations, KDF password bytes) or None. The MAC and its salt are computed over the
+    authenticated safe piece by piece, never joined on its own."""
+    authsafe = [der.header(der.SEQUENCE, sum(map(len, content_infos))), *content_infos]
+    content_infos.clear()
+    mac_data = b""
     if mac is not None:
         digest, iterations, secret = mac
-        salt = hashlib.sha256(b"storesync p12 mac salt\0" + authsafe).digest()[:20]
+        salted = hashlib.sha256(b"storesync p12 mac salt\0")
+        for piece in authsafe:
+            salted.update(piece)
+        salt = salted.digest()[:20]
         key = pkcs12_kdf(digest, secret, salt, 3, iterations, hashlib.new(digest).digest_size)
-        value = hmac.new(key, authsafe, digest).digest()
-        digest_info = der.seq(der.seq(der.encode_oid(DIGEST_OIDS[digest]), der.NULL), der.octets(value))
-        parts.append(der.seq(digest_info, der.octets(salt), der.integer(iterations)))
-    return der.seq(*parts)
+        value = hmac.new(key, digestmod=digest)
+        for piece in authsafe:
+            value.update(piece)
+        digest_info = der.seq(der.seq(der.encode_oid(DIGEST_OIDS[digest]), der.NULL), der.octets(value.digest()))
+        mac_data = der.seq(digest_info, der.octets(salt), der.integer(iterations))
+    return _nested([(der.SEQUENCE, der.integer(3)), (der.SEQUENCE, der.encode_oid(OID_DATA)), (0xA0, b""),
+                    (der.OCTET_STRING, b"")], authsafe, mac_data)
 
 
 # --- the store ------------------------------------------------------------------------------
@@ -452,6 +476,7 @@ class P12Store(FileStore):
             bags = [bag.raw for bag in safe.bags if keep_bag(bag)]
             if not placed:
                 bags += new_bags
+                new_bags.clear()  # held by `bags` alone, which safe_content_info empties
                 placed = True
             if bags:
                 content_infos.append(safe_content_info(bags, pfx.password if safe.encrypted else None))
