@@ -273,7 +273,8 @@ def expect(tlv: TLV, tag: int, what: str) -> TLV:
 
 
 def oid_of(tlv: TLV, what: str) -> str:
-    return decode_oid(expect(tlv, OID, what).value)
+    value = expect(tlv, OID, what).value
+    return decode_oid(value if type(value) is bytes else bytes(value))  # cached by value: bytes (a bytearray's too)
 
 
 def integer_of(tlv: TLV, what: str) -> int:

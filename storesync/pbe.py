@@ -172,11 +172,12 @@ class _C:
         return out.raw
 
     def aes_cbc(self, key: bytes, iv: bytes, data: bytes, encrypt: bool, pad: bool = False,
-                span: tuple[int, int] | None = None) -> bytes | None:
+                span: tuple[int, int] | None = None, mutable: bool = False) -> bytes | bytearray | None:
         """AES-CBC of whole blocks, without padding (the caller pads and unpads); with `pad`, an
         encryption adds PKCS#7 padding and a decryption checks and drops it in libcrypto's
         buffer (DecryptError if it is wrong), so neither makes a padded or unpadded copy.
-        `span`: (start, end) of the input within `data` (bytes), read where it lies."""
+        `span`: (start, end) of the input within `data` (bytes), read where it lies. `mutable`:
+        the output is the bytearray libcrypto wrote into (no copy of it as bytes)."""
         start, end = span or (0, len(data))
         if not self.lib or len(key) not in self.aes or len(iv) != 16 or ((end - start) % 16 and not (pad and encrypt)):
             return None
@@ -186,7 +187,9 @@ class _C:
         if not ctx:
             return None
         try:
-            out, written, last = ctypes.create_string_buffer(end - start + 16), ctypes.c_int(), ctypes.c_int()
+            written, last = ctypes.c_int(), ctypes.c_int()
+            buffer = bytearray(end - start + 16) if mutable else None
+            out = (ctypes.c_char * len(buffer)).from_buffer(buffer) if mutable else ctypes.create_string_buffer(end - start + 16)
             source = data if not start else ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value + start
             if (init(ctx, self.aes[len(key)](), None, key, iv, int(encrypt)) != 1 or padding(ctx, int(pad and encrypt)) != 1
                     or update(ctx, out, ctypes.byref(written), source, end - start) != 1
@@ -196,7 +199,11 @@ class _C:
             size = written.value + last.value
             if pad and not encrypt:
                 size -= _padding(out[size - 1 : size] if size else b"", lambda n: out[size - n : size], 16)
-            return ctypes.string_at(out, size)  # one copy (`raw[:n]` made two)
+            if not mutable:
+                return ctypes.string_at(out, size)  # one copy (`raw[:n]` made two)
+            del out  # the buffer's export ends: it can shrink in place
+            del buffer[size:]
+            return buffer
         finally:
             free(ctx)
 
@@ -227,10 +234,12 @@ def cipher(name: str, key: bytes, iv: bytes):
     raise PbeError(f"is encrypted with {name.upper()} using a {len(key) * 8}-bit key, which storesync cannot decrypt")
 
 
-def aes_cbc_decrypt(key: bytes, iv: bytes, data: bytes, pad: bool = False, span: tuple[int, int] | None = None) -> bytes:
+def aes_cbc_decrypt(key: bytes, iv: bytes, data: bytes, pad: bool = False, span: tuple[int, int] | None = None,
+                    mutable: bool = False) -> bytes | bytearray:
     """AES-CBC decryption, padding left in place (`pad`: checked and dropped): libcrypto's, else
-    `cryptography`'s. `span`: the ciphertext's (start, end) in `data`, read where it lies."""
-    plain = _c().aes_cbc(key, iv, data, encrypt=False, pad=pad, span=span)
+    `cryptography`'s. `span`: the ciphertext's (start, end) in `data`, read where it lies.
+    `mutable`: the plaintext may be a bytearray (libcrypto's own buffer, not copied)."""
+    plain = _c().aes_cbc(key, iv, data, encrypt=False, pad=pad, span=span, mutable=mutable)
     if plain is None:
         if span is not None:
             data = data[span[0] : span[1]]
@@ -260,7 +269,7 @@ def _decrypt_with(name: str, key: bytes, iv: bytes, data: bytes, span: tuple[int
     if name == "aes" and len(iv) == 16:  # the plaintext made once: no copy of the ciphertext, none to unpad
         if ((span[1] - span[0]) if span else len(data)) % 16:
             raise DecryptError("the ciphertext length is not a whole number of blocks")
-        return aes_cbc_decrypt(key, iv, data, pad=True, span=span)
+        return aes_cbc_decrypt(key, iv, data, pad=True, span=span, mutable=True)
     if span is not None:
         data = data[span[0] : span[1]]
     if name == "rc2" and len(key) != 16:
@@ -278,9 +287,10 @@ def _decrypt_with(name: str, key: bytes, iv: bytes, data: bytes, span: tuple[int
     return plain[: len(plain) - _padding(plain[-1:], lambda n: plain[-n:], len(iv))]
 
 
-def decrypt(algorithm: der.TLV, data: bytes, password: str, span: tuple[int, int] | None = None) -> bytes:
+def decrypt(algorithm: der.TLV, data: bytes, password: str, span: tuple[int, int] | None = None) -> bytes | bytearray:
     """Decrypt `data` (`span`: its (start, end) within `data`, read where it lies) per its
-    AlgorithmIdentifier with the store password."""
+    AlgorithmIdentifier with the store password. An AES plaintext is the bytearray libcrypto
+    decrypted into (a copy of a keystore's safe as bytes was the third copy of the file)."""
     oid, params = der.algorithm(algorithm, "encryption algorithm")
     if oid == OID_PBES2 and params is not None:
         kdf, scheme = der.kids(params)[:2]
@@ -357,7 +367,7 @@ def _pbkdf2(prf: str, secret: bytes, salt: bytes, iterations: int, length: int) 
                     lambda: hashlib.pbkdf2_hmac(prf, secret, salt, iterations, length))
 
 
-def encrypt_pbes2(plain: bytes, password: str) -> tuple[bytes, bytes]:
+def encrypt_pbes2(plain: bytes, password: str) -> tuple[bytes, bytes | bytearray]:
     """(AlgorithmIdentifier, ciphertext): PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC, as JDK 17.
 
     Salt and IV come from the plaintext (public certificates), so output is deterministic."""
@@ -366,7 +376,7 @@ def encrypt_pbes2(plain: bytes, password: str) -> tuple[bytes, bytes]:
     iv.update(plain)
     salt, iv = salt.digest()[:20], iv.digest()[:16]
     key = _pbkdf2("sha256", password.encode("utf-8"), salt, ITERATIONS, 32)
-    ciphertext = _c().aes_cbc(key, iv, plain, encrypt=True, pad=True)  # PKCS#7, as below
+    ciphertext = _c().aes_cbc(key, iv, plain, encrypt=True, pad=True, mutable=True)  # PKCS#7, as below; not copied
     if ciphertext is None:
         pad = 16 - len(plain) % 16
         encryptor = cipher("aes", key, iv).encryptor()

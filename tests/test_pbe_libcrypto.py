@@ -119,6 +119,8 @@ def test_padding_in_libcrypto_is_pkcs7_and_checked_in_its_buffer(length, monkeyp
     around = b"before" + expected + b"after"
     span = (6, 6 + len(expected))
     assert pbe.aes_cbc_decrypt(key, iv, around, pad=True, span=span) == plain
+    assert pbe.aes_cbc_decrypt(key, iv, around, pad=True, span=span, mutable=True) == plain  # libcrypto's buffer
+    assert C.aes_cbc(key, iv, plain, encrypt=True, pad=True, mutable=True) == expected
     assert pbe.aes_cbc_decrypt(key, iv, expected) == plain + bytes([pad]) * pad  # padding left in place
     encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
     unpadded = b"x" + encryptor.update(b"p" * 15 + b"\0") + encryptor.finalize()  # ends in 0: no padding

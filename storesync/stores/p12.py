@@ -155,14 +155,16 @@ def _parse_bags(data: bytes, each=None) -> list[Bag]:
                 if len(parts) != 2:
                     raise P12Error("a bag attribute is malformed")
                 attributes[der.oid_of(parts[0], "attribute type")] = der.kids(der.expect(parts[1], der.SET, "attribute values"))
-        bag = Bag(tlv.raw, bag_id, attributes)
+        raw = tlv.raw
+        bag = Bag(raw if type(raw) is bytes else bytes(raw), bag_id, attributes)  # bytes, from a decrypted bytearray too
         if bag_id == BAG_CERT and len(value) == 1:
             cert_bag = der.kids(der.expect(value[0], der.SEQUENCE, "CertBag"))
             if len(cert_bag) == 2 and der.oid_of(cert_bag[0], "certificate type") == OID_X509_CERT:
                 inner = der.kids(der.expect(cert_bag[1], 0xA0, "certificate value"))
                 if len(inner) != 1:
                     raise P12Error("a certificate bag is malformed")
-                bag.cert = der.octets_of(inner[0], "certificate")
+                cert = der.octets_of(inner[0], "certificate")
+                bag.cert = cert if type(cert) is bytes else bytes(cert)
         if each is None:
             bags.append(bag)
         else:
@@ -260,15 +262,16 @@ def _load_pfx(data: bytes, password: str, try_empty: bool, each=None) -> Pfx:
     safes = []
     for index, info in enumerate(content_infos):
         kind, content = _content(info, f"safe {index + 1}")
+        raw = info.raw if each is None else b""  # a copy of the safe: kept only with its bags
         if kind == OID_DATA and content is not None:
-            safes.append(Safe(info.raw, False, _parse_bags(der.octets_of(content, "safe"), each)))
+            safes.append(Safe(raw, False, _parse_bags(der.octets_of(content, "safe"), each)))
         elif kind == OID_ENCRYPTED_DATA and content is not None:
             plain = _decrypt_safe(content, password)
             try:
                 bags = _parse_bags(plain, each)
             except (der.DERError, P12Error, IndexError):
                 raise DecryptError("decrypted safe is not SafeContents") from None
-            safes.append(Safe(info.raw, True, bags))
+            safes.append(Safe(raw, True, bags))
         elif kind == OID_ENVELOPED_DATA:
             raise P12Error("uses public-key privacy mode (an enveloped safe), which storesync does not read")
         else:
