@@ -96,6 +96,11 @@ def length_bytes(length: int) -> bytes:
     return bytes([0x80 | len(body)]) + body
 
 
+def header(tag: int, length: int) -> bytes:
+    """An element's tag and length, for content written after it (not joined to it here)."""
+    return bytes([tag]) + length_bytes(length)
+
+
 def encode(tag: int, content: bytes) -> bytes:
     return b"".join((bytes([tag]), length_bytes(len(content)), content))  # one copy of a large content, not two
 
@@ -268,7 +273,8 @@ def expect(tlv: TLV, tag: int, what: str) -> TLV:
 
 
 def oid_of(tlv: TLV, what: str) -> str:
-    return decode_oid(expect(tlv, OID, what).value)
+    value = expect(tlv, OID, what).value
+    return decode_oid(value if type(value) is bytes else bytes(value))  # cached by value: bytes (a bytearray's too)
 
 
 def integer_of(tlv: TLV, what: str) -> int:

@@ -154,7 +154,7 @@ class _C:
         new.restype, new.argtypes = p, []
         init.restype, init.argtypes = i, [p, p, p, c, c, i]
         padding.restype, padding.argtypes = i, [p, i]
-        update.restype, update.argtypes = i, [p, c, ctypes.POINTER(i), c, i]
+        update.restype, update.argtypes = i, [p, c, ctypes.POINTER(i), p, i]  # input: bytes, or an address in them
         final.restype, final.argtypes = i, [p, p, ctypes.POINTER(i)]
         free.restype, free.argtypes = None, [p]
         self.clear.restype, self.clear.argtypes = None, []
@@ -171,9 +171,15 @@ class _C:
             return None
         return out.raw
 
-    def aes_cbc(self, key: bytes, iv: bytes, data: bytes, encrypt: bool) -> bytes | None:
-        """AES-CBC of whole blocks, without padding (the caller pads and unpads)."""
-        if not self.lib or len(key) not in self.aes or len(iv) != 16 or len(data) % 16:
+    def aes_cbc(self, key: bytes, iv: bytes, data: bytes, encrypt: bool, pad: bool = False,
+                span: tuple[int, int] | None = None, mutable: bool = False) -> bytes | bytearray | None:
+        """AES-CBC of whole blocks, without padding (the caller pads and unpads); with `pad`, an
+        encryption adds PKCS#7 padding and a decryption checks and drops it in libcrypto's
+        buffer (DecryptError if it is wrong), so neither makes a padded or unpadded copy.
+        `span`: (start, end) of the input within `data` (bytes), read where it lies. `mutable`:
+        the output is the bytearray libcrypto wrote into (no copy of it as bytes)."""
+        start, end = span or (0, len(data))
+        if not self.lib or len(key) not in self.aes or len(iv) != 16 or ((end - start) % 16 and not (pad and encrypt)):
             return None
         new, init, padding, update, final, free = self.cipher_calls
         ctypes = self.ctypes
@@ -181,13 +187,23 @@ class _C:
         if not ctx:
             return None
         try:
-            out, written, last = ctypes.create_string_buffer(len(data) + 16), ctypes.c_int(), ctypes.c_int()
-            if (init(ctx, self.aes[len(key)](), None, key, iv, int(encrypt)) != 1 or padding(ctx, 0) != 1
-                    or update(ctx, out, ctypes.byref(written), data, len(data)) != 1
+            written, last = ctypes.c_int(), ctypes.c_int()
+            buffer = bytearray(end - start + 16) if mutable else None
+            out = (ctypes.c_char * len(buffer)).from_buffer(buffer) if mutable else ctypes.create_string_buffer(end - start + 16)
+            source = data if not start else ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value + start
+            if (init(ctx, self.aes[len(key)](), None, key, iv, int(encrypt)) != 1 or padding(ctx, int(pad and encrypt)) != 1
+                    or update(ctx, out, ctypes.byref(written), source, end - start) != 1
                     or final(ctx, ctypes.addressof(out) + written.value, ctypes.byref(last)) != 1):
                 self.clear()
                 return None
-            return ctypes.string_at(out, written.value + last.value)  # one copy (`raw[:n]` made two)
+            size = written.value + last.value
+            if pad and not encrypt:
+                size -= _padding(out[size - 1 : size] if size else b"", lambda n: out[size - n : size], 16)
+            if not mutable:
+                return ctypes.string_at(out, size)  # one copy (`raw[:n]` made two)
+            del out  # the buffer's export ends: it can shrink in place
+            del buffer[size:]
+            return buffer
         finally:
             free(ctx)
 
@@ -218,13 +234,29 @@ def cipher(name: str, key: bytes, iv: bytes):
     raise PbeError(f"is encrypted with {name.upper()} using a {len(key) * 8}-bit key, which storesync cannot decrypt")
 
 
-def aes_cbc_decrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
-    """AES-CBC decryption, padding left in place: libcrypto's, else `cryptography`'s."""
-    plain = _c().aes_cbc(key, iv, data, encrypt=False)
+def aes_cbc_decrypt(key: bytes, iv: bytes, data: bytes, pad: bool = False, span: tuple[int, int] | None = None,
+                    mutable: bool = False) -> bytes | bytearray:
+    """AES-CBC decryption, padding left in place (`pad`: checked and dropped): libcrypto's, else
+    `cryptography`'s. `span`: the ciphertext's (start, end) in `data`, read where it lies.
+    `mutable`: the plaintext may be a bytearray (libcrypto's own buffer, not copied)."""
+    plain = _c().aes_cbc(key, iv, data, encrypt=False, pad=pad, span=span, mutable=mutable)
     if plain is None:
+        if span is not None:
+            data = data[span[0] : span[1]]
         decryptor = cipher("aes", key, iv).decryptor()
         plain = decryptor.update(data) + decryptor.finalize()
+        if pad:
+            plain = plain[: len(plain) - _padding(plain[-1:], lambda n: plain[-n:], 16)]
     return plain
+
+
+def _padding(last: bytes, tail, block: int) -> int:
+    """The length of PKCS#7 padding whose last byte is `last`; `tail(n)` gives the last n bytes.
+    DecryptError if it is not padding (a wrong key decrypts to noise)."""
+    pad = last[0] if last else 0
+    if not 1 <= pad <= block or tail(pad) != bytes([pad]) * pad:
+        raise DecryptError("bad padding")
+    return pad
 
 
 def prepare_aes() -> None:
@@ -233,7 +265,13 @@ def prepare_aes() -> None:
         from cryptography.hazmat.primitives.ciphers import Cipher  # noqa: F401
 
 
-def _decrypt_with(name: str, key: bytes, iv: bytes, data: bytes) -> bytes:
+def _decrypt_with(name: str, key: bytes, iv: bytes, data: bytes, span: tuple[int, int] | None = None) -> bytes:
+    if name == "aes" and len(iv) == 16:  # the plaintext made once: no copy of the ciphertext, none to unpad
+        if ((span[1] - span[0]) if span else len(data)) % 16:
+            raise DecryptError("the ciphertext length is not a whole number of blocks")
+        return aes_cbc_decrypt(key, iv, data, pad=True, span=span, mutable=True)
+    if span is not None:
+        data = data[span[0] : span[1]]
     if name == "rc2" and len(key) != 16:
         plain = _rc2_cbc_decrypt(key, len(key) * 8, iv, data)
     else:
@@ -246,14 +284,13 @@ def _decrypt_with(name: str, key: bytes, iv: bytes, data: bytes) -> bytes:
             plain = decryptor.update(data) + decryptor.finalize()
     if name == "rc4":
         return plain
-    pad = plain[-1] if plain else 0
-    if not 1 <= pad <= len(iv) or plain[-pad:] != bytes([pad]) * pad:
-        raise DecryptError("bad padding")
-    return plain[:-pad]
+    return plain[: len(plain) - _padding(plain[-1:], lambda n: plain[-n:], len(iv))]
 
 
-def decrypt(algorithm: der.TLV, data: bytes, password: str) -> bytes:
-    """Decrypt `data` per its AlgorithmIdentifier with the store password."""
+def decrypt(algorithm: der.TLV, data: bytes, password: str, span: tuple[int, int] | None = None) -> bytes | bytearray:
+    """Decrypt `data` (`span`: its (start, end) within `data`, read where it lies) per its
+    AlgorithmIdentifier with the store password. An AES plaintext is the bytearray libcrypto
+    decrypted into (a copy of a keystore's safe as bytes was the third copy of the file)."""
     oid, params = der.algorithm(algorithm, "encryption algorithm")
     if oid == OID_PBES2 and params is not None:
         kdf, scheme = der.kids(params)[:2]
@@ -266,7 +303,7 @@ def decrypt(algorithm: der.TLV, data: bytes, password: str) -> bytes:
         name, key_length = PBES2_CIPHERS[cipher_oid]
         salt, iterations, prf, _ = pbkdf2_params(kdf_params)
         key = pbkdf2(prf, password.encode("utf-8"), salt, iterations, key_length)
-        return _decrypt_with(name, key, der.octets_of(iv, "IV"), data)
+        return _decrypt_with(name, key, der.octets_of(iv, "IV"), data, span)
     if oid in PKCS12_PBE and params is not None:
         name, key_length, iv_length = PKCS12_PBE[oid]
         kids = der.kids(params)
@@ -279,7 +316,7 @@ def decrypt(algorithm: der.TLV, data: bytes, password: str) -> bytes:
             key = pkcs12_kdf("sha1", secret, salt, 1, iterations, key_length)
             iv = pkcs12_kdf("sha1", secret, salt, 2, iterations, iv_length) if iv_length else b""
             try:
-                return _decrypt_with(name, key, iv, data)
+                return _decrypt_with(name, key, iv, data, span)
             except DecryptError as exc:
                 last = exc
         raise last  # type: ignore[misc]
@@ -330,7 +367,7 @@ def _pbkdf2(prf: str, secret: bytes, salt: bytes, iterations: int, length: int) 
                     lambda: hashlib.pbkdf2_hmac(prf, secret, salt, iterations, length))
 
 
-def encrypt_pbes2(plain: bytes, password: str) -> tuple[bytes, bytes]:
+def encrypt_pbes2(plain: bytes, password: str) -> tuple[bytes, bytes | bytearray]:
     """(AlgorithmIdentifier, ciphertext): PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC, as JDK 17.
 
     Salt and IV come from the plaintext (public certificates), so output is deterministic."""
@@ -339,12 +376,11 @@ def encrypt_pbes2(plain: bytes, password: str) -> tuple[bytes, bytes]:
     iv.update(plain)
     salt, iv = salt.digest()[:20], iv.digest()[:16]
     key = _pbkdf2("sha256", password.encode("utf-8"), salt, ITERATIONS, 32)
-    pad = 16 - len(plain) % 16
-    padded = plain + bytes([pad]) * pad
-    ciphertext = _c().aes_cbc(key, iv, padded, encrypt=True)
+    ciphertext = _c().aes_cbc(key, iv, plain, encrypt=True, pad=True, mutable=True)  # PKCS#7, as below; not copied
     if ciphertext is None:
+        pad = 16 - len(plain) % 16
         encryptor = cipher("aes", key, iv).encryptor()
-        ciphertext = encryptor.update(padded) + encryptor.finalize()
+        ciphertext = encryptor.update(plain) + encryptor.update(bytes([pad]) * pad) + encryptor.finalize()
     algorithm = der.seq(
         der.encode_oid(OID_PBES2),
         der.seq(pbkdf2_algorithm(salt, ITERATIONS), der.seq(der.encode_oid(OID_AES256_CBC), der.octets(iv))),

@@ -103,3 +103,31 @@ def test_a_one_shot_p12_write_imports_no_cryptography(pki, tmp_path):
     assert b"Your keystore contains 3 entries" in listed
     dumped = run("openssl", "pkcs12", "-in", out, "-passin", "pass:changeit", "-nokeys").stdout
     assert dumped.count(b"BEGIN CERTIFICATE") == 3
+
+
+@pytest.mark.parametrize("length", [0, 15, 16, 33, 4096])
+def test_padding_in_libcrypto_is_pkcs7_and_checked_in_its_buffer(length, monkeypatch):
+    """libcrypto pads what it encrypts (no padded copy first) and a decryption's padding is
+    checked and dropped in its buffer, reading the ciphertext where it lies in a larger buffer:
+    the bytes of the plain PKCS#7 computation, with or without libcrypto, and a bad padding
+    is refused both ways."""
+    key, iv, plain = os.urandom(32), os.urandom(16), os.urandom(length)
+    pad = 16 - length % 16
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    expected = encryptor.update(plain + bytes([pad]) * pad) + encryptor.finalize()
+    assert C.aes_cbc(key, iv, plain, encrypt=True, pad=True) == expected
+    around = b"before" + expected + b"after"
+    span = (6, 6 + len(expected))
+    assert pbe.aes_cbc_decrypt(key, iv, around, pad=True, span=span) == plain
+    assert pbe.aes_cbc_decrypt(key, iv, around, pad=True, span=span, mutable=True) == plain  # libcrypto's buffer
+    assert C.aes_cbc(key, iv, plain, encrypt=True, pad=True, mutable=True) == expected
+    assert pbe.aes_cbc_decrypt(key, iv, expected) == plain + bytes([pad]) * pad  # padding left in place
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    unpadded = b"x" + encryptor.update(b"p" * 15 + b"\0") + encryptor.finalize()  # ends in 0: no padding
+    with pytest.raises(pbe.DecryptError):
+        pbe.aes_cbc_decrypt(key, iv, unpadded, pad=True, span=(1, 17))
+    monkeypatch.setattr(pbe, "_c_calls", pbe._C.__new__(pbe._C))
+    pbe._c_calls.lib = None
+    assert pbe.aes_cbc_decrypt(key, iv, around, pad=True, span=span) == plain
+    with pytest.raises(pbe.DecryptError):
+        pbe.aes_cbc_decrypt(key, iv, unpadded, pad=True, span=(1, 17))

@@ -105,3 +105,51 @@ def test_identical_bundles_are_parsed_once_per_process_and_a_damaged_copy_still_
     key.write_bytes(data + b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
     with pytest.raises(StoreError, match="private key"):
         read_store(open_store(f"pem:{key}"))
+
+
+def test_an_undone_write_puts_the_ownership_record_back_byte_for_byte(pki, tmp_path, monkeypatch):
+    """The record of a store written before is kept for an undo as its bytes (not its parse:
+    a dict per certificate through every write of the run), and goes back exactly so."""
+    import json
+
+    from storesync.stores.pem import PemStore
+
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    source, target = tmp_path / "source.pem", tmp_path / "target.pem"
+    source.write_bytes(pki.ca("Kept Root One").pem)
+    assert sync_in_process(monkeypatch, f"pem:{source}", f"pem:{target}") in (0, None)
+    record = state.owned_path(open_store(f"pem:{target}").spec.key)
+    record.write_text(json.dumps(json.loads(record.read_text()), indent=2))  # as an earlier version wrote it
+    before = record.read_bytes()
+    source.write_bytes(source.read_bytes() + pki.ca("Kept Root Two").pem)
+
+    def broken(store, plan):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(PemStore, "write", broken)
+    assert sync_in_process(monkeypatch, f"pem:{source}", f"pem:{target}") == 2
+    assert record.read_bytes() == before
+
+
+def test_which_adds_storesync_wrote_before_is_read_from_the_record_text(pki, tmp_path, monkeypatch):
+    """`owned_among` finds the certificates of a record's entries in its text, written on one
+    line (this version) or indented (earlier ones), never a key-like text inside a label, and
+    nothing in a damaged record; it agrees with the parsed record."""
+    import json
+
+    from storesync.model import Certificate, Entry, TrustSet
+
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    entries = TrustSet(Entry(Certificate(pki.ca(f"Record Root {n}").der), label=f"root {n}") for n in range(4))
+    shas = list(entries)
+    sneaky = Entry(entries[shas[3]].cert, label=f'x", "{shas[2]}": {{"trust": {{}}}}, "y')
+    written = {shas[0]: entries[shas[0]], shas[1]: entries[shas[1]], shas[3]: sneaky}
+    state.save_records("pem:/x.pem", state.owned_file("pem:/x.pem", written, entries))
+    assert state.owned_among("pem:/x.pem", shas) == {shas[0], shas[1], shas[3]}
+    assert set(state.load_owned("pem:/x.pem")["entries"]) == {shas[0], shas[1], shas[3]}
+    path = state.owned_path("pem:/x.pem")
+    path.write_text(json.dumps(json.loads(path.read_text()), indent=2))  # as an earlier version wrote it
+    assert state.owned_among("pem:/x.pem", shas) == {shas[0], shas[1], shas[3]}
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    assert state.owned_among("pem:/x.pem", shas) == set() and state.load_owned("pem:/x.pem") is None
+    assert state.owned_among("pem:/nowhere.pem", shas) == set()

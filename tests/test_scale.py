@@ -414,3 +414,50 @@ def test_a_one_shot_run_over_a_large_store_runs_no_full_garbage_collection(tmp_p
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             env={**os.environ, "STORESYNC_STATE_DIR": str(tmp_path / "state")})
     assert result.stderr.strip().splitlines()[-1] == "0", result.stderr
+
+
+
+def plan_calls(count: int, kind: str, tmp_path: Path) -> int:
+    """Python function calls of a `sync --dry-run` from a new bundle of `count` + 1 certificates
+    to a settled store of `count`, as `scripts/bench scale`'s plan step runs it (the source
+    parsed afresh, the target as a no-op finds it), in a process of its own (no certificate
+    judged or parsed by another test's run)."""
+    import shutil
+    import subprocess
+    import sys
+
+    ders = scale_bench.certificates(2001)[: count + 1]
+    work = tmp_path / f"{kind}-{count}"
+    work.mkdir()
+    source, plus, fresh = work / "src.pem", work / "plus.pem", work / "fresh.pem"
+    source.write_bytes(scale_bench.pem_bundle(ders[:count]))
+    plus.write_bytes(scale_bench.pem_bundle(ders))
+    target = f"{kind}:{work / ('t' if kind == 'dir' else f't.{kind}')}"
+    env = {"STORESYNC_STATE_DIR": str(work / "state")}
+    assert storesync("sync", f"pem:{source}", target, env=env).returncode == 0
+    shutil.copyfile(plus, fresh)
+    probe = (
+        "import cProfile, contextlib, pstats, sys\n"
+        "from storesync.cli.sync import run\n"
+        "profile = cProfile.Profile()\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):\n"
+        f"    profile.runcall(run, {f'pem:{fresh}'!r}, [{target!r}], dry_run=True)\n"
+        "print(pstats.Stats(profile).total_calls, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env={**os.environ, **env})
+    return int(result.stderr.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("kind", ["pem", "dir", "sst", "jks"])
+def test_a_plan_does_the_same_work_per_certificate_at_any_size(kind, tmp_path):
+    """The plan step (a new source, a settled target: the source parsed, the target read, the
+    ownership record and the remembered checks loaded, the plan made) costs as many Python calls
+    per certificate from 1 000 to 2 000 certificates as from 200 to 1 000: nothing in it grows
+    faster than the store (a quadratic step would nearly double them). Counted, not timed: its
+    19x per 10x at 100 000 (pem) was a cold first round beside warm ones at 10 000 (see
+    `scripts/bench.d/scale.py`)."""
+    calls = {n: plan_calls(n, kind, tmp_path) for n in (200, 1000, 2000)}
+    first, second = (calls[1000] - calls[200]) / 800, (calls[2000] - calls[1000]) / 1000
+    print(f"{kind}: {first:.0f} calls per certificate from 200 to 1 000, {second:.0f} from 1 000 to 2 000")
+    assert second < first * 1.1, f"{second:.0f} calls per certificate from 1 000 to 2 000 against {first:.0f} before"

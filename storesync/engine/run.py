@@ -328,8 +328,7 @@ def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope
     policy.refuse_unloadable(plan, store.reader)
     policy.label_new_entries(plan, store.option("label-template"), store.spec)
     if plan.adds:  # what storesync wrote and someone removed since: said in the plan line
-        record = state.load_owned(store.spec.key)
-        outcome.readded = {e.sha256 for e in plan.adds if record and e.sha256 in record["entries"]}
+        outcome.readded = state.owned_among(store.spec.key, (e.sha256 for e in plan.adds))
     return plan
 
 
@@ -369,11 +368,11 @@ def _guard(profile: Profile, outcomes: list[Outcome]) -> None:
 
 def _apply(result: Result) -> None:
     """Write every changed store; if any write or check fails, undo what was written."""
-    # (outcome, its ownership record before the run): an undo puts the record back, and the
+    # (outcome, its ownership record's bytes before the run): an undo puts the record back, and the
     # store's bytes from its backup file (kept durable before the first write, and not held in
     # memory meanwhile: a large store's backup is a base64 copy of all of it)
-    prepared: list[tuple[Outcome, dict | None]] = []
-    done: list[tuple[Outcome, dict | None]] = []
+    prepared: list[tuple[Outcome, bytes | None]] = []
+    done: list[tuple[Outcome, bytes | None]] = []
     current = None
     try:
         # Every store's backup, and the record of what storesync writes in it (an undo puts the
@@ -392,7 +391,7 @@ def _apply(result: Result) -> None:
             records.update(backup)
             records.update(state.owned_file(key, {sha: plan.desired.get(sha) for sha in touched(plan)},
                                             plan.desired, set(plan.rewrites)))
-            prepared.append((outcome, state.load_owned(key)))
+            prepared.append((outcome, state.owned_bytes(key)))  # bytes: not its parse, through the writes
         if records:
             state.save_records(prepared[0][0].spec, records)
         records = None  # on disk now: not held through the writes

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import struct
 from collections.abc import Iterator
 
@@ -204,14 +205,19 @@ def _records(reader: _Reader, version: int, count: int) -> Iterator[JksRecord]:
         )
 
 
-def render_jks(version: int, records: list[JksRecord], password: str) -> bytes:
-    parts = [struct.pack(">III", MAGIC, 2, len(records))]
-    parts += (r.raw for r in records) if version == 2 else (r.v2_bytes() for r in records)
+def render_jks(version: int, records, password: str) -> bytearray:
+    """A version-2 keystore of `records` (any iterable: each may be made as it is written),
+    grown in one buffer: every record's bytes and then their join held the file twice."""
+    out = bytearray(struct.pack(">III", MAGIC, 2, 0))
+    count = 0
+    for record in records:
+        out += record.raw if version == 2 else record.v2_bytes()
+        count += 1
+    out[8:12] = count.to_bytes(4, "big")
     digest = hashlib.sha1(password.encode("utf-16-be") + _WHITENER)
-    for part in parts:  # hashed by parts and joined once: one copy of the file, not three
-        digest.update(part)
-    parts.append(digest.digest())
-    return b"".join(parts)
+    digest.update(out)
+    out += digest.digest()
+    return out
 
 
 def trusted_record(alias: str, cert_der: bytes, timestamp: int = FIXED_TIMESTAMP) -> JksRecord:
@@ -298,13 +304,10 @@ class JksStore(FileStore):
         kept = [r for r in records if r.tag != TRUSTED_CERT or _record_sha(r) not in anchors or _record_sha(r) in desired]
         taken = {r.alias.lower() for r in kept}
         scheme = chosen_scheme(self, [r.alias for r in records if r.tag == TRUSTED_CERT])
-        new = [
-            trusted_record(make_alias(entry, scheme, taken, lower=True), entry.cert.der)
-            for entry in desired.values()
-            if entry.sha256 not in anchors
-        ]
-        new.sort(key=lambda r: r.alias)
-        return render_jks(version, kept + new, password)
+        aliases = sorted((make_alias(entry, scheme, taken, lower=True), entry.sha256)
+                         for entry in desired.values() if entry.sha256 not in anchors)  # unique: taken
+        new = (trusted_record(alias, desired[sha].cert.der) for alias, sha in aliases)  # made as written
+        return render_jks(version, itertools.chain(kept, new), password)
 
     def _anchor_quietly(self, record: JksRecord) -> Entry | None:
         saved = list(self.warnings)

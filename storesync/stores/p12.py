@@ -155,14 +155,16 @@ def _parse_bags(data: bytes, each=None) -> list[Bag]:
                 if len(parts) != 2:
                     raise P12Error("a bag attribute is malformed")
                 attributes[der.oid_of(parts[0], "attribute type")] = der.kids(der.expect(parts[1], der.SET, "attribute values"))
-        bag = Bag(tlv.raw, bag_id, attributes)
+        raw = tlv.raw
+        bag = Bag(raw if type(raw) is bytes else bytes(raw), bag_id, attributes)  # bytes, from a decrypted bytearray too
         if bag_id == BAG_CERT and len(value) == 1:
             cert_bag = der.kids(der.expect(value[0], der.SEQUENCE, "CertBag"))
             if len(cert_bag) == 2 and der.oid_of(cert_bag[0], "certificate type") == OID_X509_CERT:
                 inner = der.kids(der.expect(cert_bag[1], 0xA0, "certificate value"))
                 if len(inner) != 1:
                     raise P12Error("a certificate bag is malformed")
-                bag.cert = der.octets_of(inner[0], "certificate")
+                cert = der.octets_of(inner[0], "certificate")
+                bag.cert = cert if type(cert) is bytes else bytes(cert)
         if each is None:
             bags.append(bag)
         else:
@@ -260,15 +262,16 @@ def _load_pfx(data: bytes, password: str, try_empty: bool, each=None) -> Pfx:
     safes = []
     for index, info in enumerate(content_infos):
         kind, content = _content(info, f"safe {index + 1}")
+        raw = info.raw if each is None else b""  # a copy of the safe: kept only with its bags
         if kind == OID_DATA and content is not None:
-            safes.append(Safe(info.raw, False, _parse_bags(der.octets_of(content, "safe"), each)))
+            safes.append(Safe(raw, False, _parse_bags(der.octets_of(content, "safe"), each)))
         elif kind == OID_ENCRYPTED_DATA and content is not None:
             plain = _decrypt_safe(content, password)
             try:
                 bags = _parse_bags(plain, each)
             except (der.DERError, P12Error, IndexError):
                 raise DecryptError("decrypted safe is not SafeContents") from None
-            safes.append(Safe(info.raw, True, bags))
+            safes.append(Safe(raw, True, bags))
         elif kind == OID_ENVELOPED_DATA:
             raise P12Error("uses public-key privacy mode (an enveloped safe), which storesync does not read")
         else:
@@ -282,13 +285,11 @@ def _decrypt_safe(content: der.TLV, password: str) -> bytes:
     if len(eci) < 3:
         raise P12Error("an encrypted safe has no content")
     body = eci[2]
-    if body.tag == 0x80:
-        ciphertext = body.value
-    elif body.tag == 0xA0:  # constructed [0]: BER chunks
-        ciphertext = b"".join(der.octets_of(c, "ciphertext") for c in body.children())
-    else:
-        raise P12Error("an encrypted safe's content is malformed")
-    return decrypt(eci[1], ciphertext, password)
+    if body.tag == 0x80:  # decrypted where it lies in the file: no copy of the ciphertext
+        return decrypt(eci[1], body.data, password, span=(body.content, body.end))
+    if body.tag == 0xA0:  # constructed [0]: BER chunks
+        return decrypt(eci[1], b"".join(der.octets_of(c, "ciphertext") for c in body.children()), password)
+    raise P12Error("an encrypted safe's content is malformed")
 
 
 def _why_mac_failed(content_infos: list[der.TLV], password: str) -> str:
@@ -321,27 +322,53 @@ _JAVA_TRUST_ANY = der.seq(der.encode_oid(OID_JAVA_TRUST), der.encode(der.SET, de
 
 
 def safe_content_info(bags: list[bytes], password: str | None) -> bytes:
-    """A data ContentInfo (password None) or a PBES2-encrypted one."""
+    """A data ContentInfo (password None) or a PBES2-encrypted one. Takes the bags: `bags` is
+    emptied once they are joined, so they are not held beside the encryption's copies."""
     plain = der.seq(*bags)
+    bags.clear()
     if password is None:
-        return der.seq(der.encode_oid(OID_DATA), der.explicit0(der.octets(plain)))
+        return _nested([(der.SEQUENCE, der.encode_oid(OID_DATA)), (0xA0, b""), (der.OCTET_STRING, b"")], [plain])
     algorithm, ciphertext = encrypt_pbes2(plain, password)
-    encrypted_content_info = der.seq(der.encode_oid(OID_DATA), algorithm, der.encode(0x80, ciphertext))
-    return der.seq(der.encode_oid(OID_ENCRYPTED_DATA), der.explicit0(der.seq(der.integer(0), encrypted_content_info)))
+    del plain
+    return _nested([(der.SEQUENCE, der.encode_oid(OID_ENCRYPTED_DATA)), (0xA0, b""), (der.SEQUENCE, der.integer(0)),
+                    (der.SEQUENCE, der.encode_oid(OID_DATA) + algorithm), (0x80, b"")], [ciphertext])
+
+
+def _nested(levels: list[tuple[int, bytes]], content: list[bytes], after: bytes = b"") -> bytes:
+    """Elements nested around `content`, outermost first, each level (tag, what comes before the
+    next level inside it); `after` ends the outermost. The headers are made first and all joined
+    once: an element built around each level's result copied everything once per level."""
+    size = sum(map(len, content))
+    headers = []
+    for n, (tag, before) in enumerate(reversed(levels)):
+        size += len(before) + (len(after) if n == len(levels) - 1 else 0)
+        header = der.header(tag, size)
+        headers.append(header + before)
+        size += len(header)
+    return b"".join((*reversed(headers), *content, after))
 
 
 def render_pfx(content_infos: list[bytes], mac: tuple[str, int, bytes] | None) -> bytes:
-    """PFX around `content_infos`; `mac` = (digest, iterations, KDF password bytes) or None."""
-    authsafe = der.seq(*content_infos)
-    parts = [der.integer(3), der.seq(der.encode_oid(OID_DATA), der.explicit0(der.octets(authsafe)))]
+    """PFX around `content_infos` (emptied: the new file is their one copy); `mac` = (digest,
+    iterations, KDF password bytes) or None. The MAC and its salt are computed over the
+    authenticated safe piece by piece, never joined on its own."""
+    authsafe = [der.header(der.SEQUENCE, sum(map(len, content_infos))), *content_infos]
+    content_infos.clear()
+    mac_data = b""
     if mac is not None:
         digest, iterations, secret = mac
-        salt = hashlib.sha256(b"storesync p12 mac salt\0" + authsafe).digest()[:20]
+        salted = hashlib.sha256(b"storesync p12 mac salt\0")
+        for piece in authsafe:
+            salted.update(piece)
+        salt = salted.digest()[:20]
         key = pkcs12_kdf(digest, secret, salt, 3, iterations, hashlib.new(digest).digest_size)
-        value = hmac.new(key, authsafe, digest).digest()
-        digest_info = der.seq(der.seq(der.encode_oid(DIGEST_OIDS[digest]), der.NULL), der.octets(value))
-        parts.append(der.seq(digest_info, der.octets(salt), der.integer(iterations)))
-    return der.seq(*parts)
+        value = hmac.new(key, digestmod=digest)
+        for piece in authsafe:
+            value.update(piece)
+        digest_info = der.seq(der.seq(der.encode_oid(DIGEST_OIDS[digest]), der.NULL), der.octets(value.digest()))
+        mac_data = der.seq(digest_info, der.octets(salt), der.integer(iterations))
+    return _nested([(der.SEQUENCE, der.integer(3)), (der.SEQUENCE, der.encode_oid(OID_DATA)), (0xA0, b""),
+                    (der.OCTET_STRING, b"")], authsafe, mac_data)
 
 
 # --- the store ------------------------------------------------------------------------------
@@ -452,6 +479,7 @@ class P12Store(FileStore):
             bags = [bag.raw for bag in safe.bags if keep_bag(bag)]
             if not placed:
                 bags += new_bags
+                new_bags.clear()  # held by `bags` alone, which safe_content_info empties
                 placed = True
             if bags:
                 content_infos.append(safe_content_info(bags, pfx.password if safe.encrypted else None))

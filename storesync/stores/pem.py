@@ -79,8 +79,9 @@ class PemStore(FileStore):
             return self._cached(known)
         warnings = len(self.warnings)
         found = self.parse(data)
+        size, data = len(data), None  # the file is not held beside its parse while the cache is kept
         if len(self.warnings) == warnings:  # what it says about the file is said again on every read
-            if len(data) >= CACHE_FROM:
+            if size >= CACHE_FROM:
                 from storesync.statcache import StatCache
 
                 cache = cache or StatCache(self.spec.key)
@@ -156,8 +157,12 @@ class PemStore(FileStore):
             return Entry(cert)
         return _trusted_entry(cert, raw[cert_tlv.end :])
 
-    def render(self, plan) -> bytes:
-        return render_entries(plan.desired.values(), speaks_trusted(self), self.option("comments") == "yes")
+    def render(self, plan) -> bytearray:
+        # Grown in place: a list of every block and then their join held the file twice.
+        out = bytearray()
+        for block in _blocks(plan.desired.values(), speaks_trusted(self), self.option("comments") == "yes"):
+            out += block
+        return out
 
 
 def _size(path) -> int:
@@ -189,12 +194,18 @@ def cached_entry(trusted: int, raw: bytes) -> Entry:
 
 def render_entries(entries, trusted: bool = False, comments: bool = False) -> bytes:
     """PEM blocks for `entries`: plain (optionally with `# label` lines) or TRUSTED CERTIFICATE."""
-    if trusted:
-        return b"".join(_pem(_aux_bytes(e), "TRUSTED CERTIFICATE") for e in entries)
-    return b"".join(
-        (f"# {e.display_label}\n".encode() if comments else b"") + _pem(e.cert.der, "CERTIFICATE")
-        for e in entries
-    )
+    return b"".join(_blocks(entries, trusted, comments))
+
+
+def _blocks(entries, trusted: bool, comments: bool):
+    """`render_entries`'s pieces, one entry's at a time."""
+    for e in entries:
+        if trusted:
+            yield _pem(_aux_bytes(e), "TRUSTED CERTIFICATE")
+            continue
+        if comments:
+            yield f"# {e.display_label}\n".encode()
+        yield _pem(e.cert.der, "CERTIFICATE")
 
 
 def _pem(data: bytes, kind: str) -> bytes:

@@ -135,21 +135,21 @@ class SstStore(FileStore):
         self.warnings.extend(said)
         return TrustSet(entries)
 
-    def render(self, plan) -> bytes:
+    def render(self, plan) -> bytearray:
         tail = b""
         if self.path.exists():
-            try:
-                tail = read_sst(self.path.read_bytes()).tail
+            try:  # only the CRL and CTL groups are kept from the file as it is
+                tail = read_sst(self.path.read_bytes(), lambda *group: None).tail
             except (wp.ElementError, OSError):
                 tail = b""  # an unreadable file is replaced; the engine refuses to get here anyway
-        out = [MAGIC]
+        # Grown in place: every group's bytes and then their join held the file twice.
+        out = bytearray(MAGIC)
         for entry in wp.in_store_order(plan):
-            if not self._fits(entry):
-                continue
-            out.append(wp.group_bytes(entry, self.role))
-        out.append(tail)
-        out.append(END_MARKER)
-        return b"".join(out)
+            if self._fits(entry):
+                out += wp.group_bytes(entry, self.role)
+        out += tail
+        out += END_MARKER
+        return out
 
     def _fits(self, entry: Entry) -> bool:
         if self.role == wp.ROLE_DISTRUST and not entry.distrusted:
