@@ -729,8 +729,9 @@ class Daemon:
         if self.observer is None:
             return
         wanted: dict[str, tuple] = {}
-        targets = [target for track in self.tracks.values() for target in track.targets]
-        for target in [*targets, *self.roots]:
+        owners: dict[str, set[str]] = {}  # directory -> the profiles with a target it watches
+        targets = [(name, target) for name, track in self.tracks.items() for target in track.targets]
+        for name, target in [*targets, *((None, root) for root in self.roots)]:
             for directory in (target, os.path.dirname(target)):
                 while True:
                     try:
@@ -744,6 +745,8 @@ class Daemon:
                     directory = os.path.dirname(directory)
                 if st is not None and os.path.isdir(directory):
                     wanted[directory] = (st.st_dev, st.st_ino)
+                    if name is not None:
+                        owners.setdefault(directory, set()).add(name)
         outer: dict[str, tuple] = {}
         for directory in wanted:
             parent = os.path.dirname(directory)
@@ -786,12 +789,20 @@ class Daemon:
             self.watches[directory] = (identity, watch)
             added.add(directory)
         # A watch sees only what happens after it exists: what appeared in a root between the
-        # last listing and now sent no event (a profiles.ini naming a new profile, say). So the
-        # roots are listed once more after a new watch there; that listing settles when none is new.
-        if self.watching and added & (self.roots | self.above_roots):
+        # last listing and now sent no event (a profiles.ini naming a new profile, say), nor did
+        # a store changed between the read of a reconcile and its new watch (a store a selector
+        # just found). So the roots are listed once more after a new watch there, and a profile
+        # reconciles once more after a new watch on its stores; that settles when none is new.
+        rooted = self.watching and added & (self.roots | self.above_roots)
+        unseen = {name for directory in added for name in owners.get(directory, ())} if self.watching else ()
+        if rooted or unseen:
+            moment = time.monotonic()
             with self.lock:
-                self.reroot = True
-                self._rooted(time.monotonic())
+                if rooted:
+                    self.reroot = True
+                    self._rooted(moment)
+                for name in unseen:
+                    _debounce(self.tracks[name], moment)
             self._wake()
         self.watching = True
 

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 
 
 def main() -> None:
+    if sys.stdout is None:  # started with fd 1 closed (`>&-`): a file opened later would take it
+        from storesync.cli.common import fail
+
+        fail("cannot write the output to standard output (it is closed); nothing was done; "
+             "send it somewhere, even > /dev/null")
     try:
         try:
             quick = quick_parse(sys.argv[1:])
@@ -92,8 +97,9 @@ def entry() -> None:
 
     atexit._run_exitfuncs()  # CPython's own exit runs these first too
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:  # None: started with that fd closed
+                stream.flush()
     except BrokenPipeError:
         code = code or 1
     os._exit(code)

@@ -34,16 +34,30 @@ def unwritable_output(exc: OSError) -> None:
     import errno
     import os
 
+    read_only = exc.errno == errno.EBADF and exc.filename is None and _read_only(sys.stdout.fileno())
     try:
         sys.stdout.flush()
-        if exc.filename is not None or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+        if not read_only and (exc.filename is not None or
+                              exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)):
             return
     except OSError:
         pass
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())  # its buffer must not fail again on the way out
+    if read_only:  # `1</dev/null`
+        fail("cannot write the output to standard output (it is open for reading only); send it with > instead")
     fail(f"cannot write the output to standard output ({exc.strerror or exc}); "
          "send it where there is room, or free some there")
+
+
+def _read_only(fd: int) -> bool:
+    import fcntl
+    import os
+
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+    except OSError:
+        return False
 
 
 def fail(message: str) -> NoReturn:
