@@ -306,6 +306,7 @@ def run_as(owner: tuple[int, int], fn, failed) -> None:
     """Run `fn` in a child process with `owner`'s uid and gid, so every file it creates (SQLite's
     journals) belongs to that user. An exception in the child comes back as `failed(its text)`."""
     import pickle
+    import pwd  # here: the child imports nothing (what a fork imports is not the parent's)
 
     uid, gid = owner
     read_end, write_end = os.pipe()
@@ -315,8 +316,6 @@ def run_as(owner: tuple[int, int], fn, failed) -> None:
         try:
             os.close(read_end)
             try:
-                import pwd
-
                 os.initgroups(pwd.getpwuid(uid).pw_name, gid)
             except (KeyError, OSError):
                 os.setgroups([])

@@ -54,3 +54,4 @@ def test_output_to_a_full_device_is_one_sentence_and_exit_2(tmp_path, pki):
             assert result.stderr.startswith("storesync: cannot write the output to standard output (No space left"), \
                 (argv, result.stderr)
             assert result.stderr.count("\n") == 1, (argv, result.stderr)
+            assert ("stays written" in result.stderr) == (argv[0] == "sync"), (argv, result.stderr)

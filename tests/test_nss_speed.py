@@ -454,3 +454,17 @@ def test_bytes_are_bound_without_asking_for_an_adapter(tmp_path, pki):
     assert kinds == {"blob"}
     with sqlite3.connect(db / "key4.db") as conn:
         assert {row[0] for row in conn.execute("SELECT typeof(item1) FROM metaData WHERE id LIKE 'sig_%'")} == {"blob"}
+
+
+def test_mac_keys_of_one_salt_and_count_but_other_lengths_are_each_derived():
+    """A signature's PBKDF2 parameters name its key's length: two signatures with the same salt
+    and iterations but other lengths need other keys (the cache once returned the first)."""
+    from storesync import pbe
+    from storesync.stores import nss
+
+    keys = nss.KeyDB(b"\x01" * 20, None)
+    keys.password = b""
+    salt = b"\x02" * 32
+    long, short = keys.mac_key(salt, 1, 32), keys.mac_key(salt, 1, 16)
+    assert len(long) == 32 and len(short) == 16
+    assert short == pbe.pbkdf2("sha256", keys.pass_key(b""), salt, 1, 16)

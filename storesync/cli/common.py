@@ -44,10 +44,11 @@ def unwritable_output(exc: OSError) -> None:
         pass
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())  # its buffer must not fail again on the way out
+    done = "; what a sync wrote to its stores stays written" if "sync" in sys.argv[1:2] else ""
     if read_only:  # `1</dev/null`
-        fail("cannot write the output to standard output (it is open for reading only); send it with > instead")
+        fail(f"cannot write the output to standard output (it is open for reading only); send it with > instead{done}")
     fail(f"cannot write the output to standard output ({exc.strerror or exc}); "
-         "send it where there is room, or free some there")
+         f"send it where there is room, or free some there{done}")
 
 
 def _read_only(fd: int) -> bool:

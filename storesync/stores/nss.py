@@ -161,7 +161,7 @@ class KeyDB:
         self.global_salt = salt
         self.check = check
         self.password: bytes | None = None
-        self._keys: dict[tuple[bytes, int], bytes] = {}
+        self._keys: dict[tuple[bytes, int, int], bytes] = {}
         self._macs: dict[bytes, Callable[[bytes], bytes]] = {}  # MAC key -> its HMAC-SHA256 (mac_of)
         self._by_prefix: dict[bytes, Callable[[bytes], bytes]] = {}  # signature without its MAC -> its HMAC
 
@@ -252,10 +252,10 @@ class KeyDB:
 
     def mac_key(self, salt: bytes, iterations: int, key_length: int = 32) -> bytes:
         assert self.password is not None
-        cached = self._keys.get((salt, iterations))
+        cached = self._keys.get((salt, iterations, key_length))
         if cached is None:
             cached = pbe.pbkdf2("sha256", self.pass_key(self.password), salt, iterations, key_length)
-            self._keys[(salt, iterations)] = cached
+            self._keys[(salt, iterations, key_length)] = cached
         return cached
 
     def mac_of(self, key: bytes) -> Callable[[bytes], bytes]:
