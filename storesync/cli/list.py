@@ -8,7 +8,7 @@ annotations of the function `declare` defines).
 
 from pathlib import Path
 
-from storesync.cli.common import closed_pipe, entry_json, open_and_read, print_json, trust_text
+from storesync.cli.common import entry_json, open_and_read, print_columns, print_json, trust_text
 
 
 def run(store: str, expiring: "Optional[int]" = None, expired: bool = False, as_json: bool = False,
@@ -40,18 +40,12 @@ def _shown(entries, loadable):
 
 
 def _table(opened, trust_set) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{opened.spec}: {len(trust_set)} certificates", title_justify="left")
-    for column in ("label", "sha256", "expires", "trust"):
-        table.add_column(column)
+    lines = [("label", "sha256", "expires", "trust")]
     for entry in trust_set.values():
         expires = entry.cert.not_after
-        table.add_row(entry.display_label, entry.sha256[:16], f"{expires:%Y-%m-%d}" if expires else "?", trust_text(entry))
-    console = Console(highlight=False)
-    console.on_broken_pipe = closed_pipe  # rich's own exits 1, which means "different" here
-    console.print(table)
+        lines.append((entry.display_label, entry.sha256[:16], f"{expires:%Y-%m-%d}" if expires else "?", trust_text(entry)))
+    print(f"{opened.spec}: {len(trust_set)} certificates")
+    print_columns(lines, right=set())
 
 
 def declare(app) -> None:

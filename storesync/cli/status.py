@@ -56,6 +56,8 @@ GROUP_ROWS = 5  # a larger group of roots sharing one pattern is one line
 
 
 def print_status(summaries, columns, rows, daemon, soon: int) -> None:
+    from storesync.cli.common import print_columns
+
     # Plain aligned text, not a rich table: store specs are long paths and must not be cut.
     header = ("#", "store", "found as", "owner", "anchors", "distrusted", "expired", f"expiring<={soon}d")
     lines = [header]
@@ -139,8 +141,3 @@ def print_drift(summaries) -> None:
             print(f"    ~ {item['label']}  {item['sha256'][:16]}: {before} -> {after}")
 
 
-def print_columns(lines, right: set[int]) -> None:
-    cells = [[str(c) for c in line] for line in lines]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    for row in cells:
-        print("  " + "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
