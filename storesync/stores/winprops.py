@@ -142,11 +142,23 @@ def encode_label(label: str) -> bytes:
     return label.encode("utf-16-le", "surrogatepass") + b"\x00\x00"
 
 
-def decode_oids(raw: bytes) -> list[str] | None:
+def decode_oids(raw: bytes) -> tuple[str, ...] | None:
+    """A DER list of OIDs (None: unreadable). A store's certificates share a handful of usage
+    lists, so each is decoded once (a read and a write decode each group's)."""
     try:
-        return der.decode_oid_sequence(raw)
+        return _OIDS[raw]
+    except KeyError:
+        pass
+    try:
+        oids = tuple(der.decode_oid_sequence(raw))
     except (der.DERError, ValueError):
-        return None
+        oids = None
+    if len(_OIDS) < 1024:  # bounded: a store of all-different lists costs its own decoding only
+        _OIDS[raw] = oids
+    return oids
+
+
+_OIDS: dict[bytes, tuple[str, ...] | None] = {}
 
 
 def trust_from_eku(raw: bytes | None) -> dict[str, str] | None:
@@ -228,8 +240,7 @@ def entry_from_group(cert_der: bytes, props: Props, role: str, warn=None) -> Ent
         if label is None and warn:
             warn("FRIENDLY_NAME is not UTF-16LE text; kept as bytes, no label")
     cert = Certificate(cert_der)
-    kept = _Kept(props)
-    extras = {EXTRAS_KEY: kept}
+    extras = {EXTRAS_KEY: tuple(props)}
     if role == ROLE_DISTRUST:
         return Entry(cert, trust=dict(DISTRUST), label=label, extras=extras)
     trust = trust_from_eku(values.get(ENHKEY_USAGE))
@@ -238,24 +249,7 @@ def entry_from_group(cert_der: bytes, props: Props, role: str, warn=None) -> Ent
             warn("ENHKEY_USAGE is not a DER list of OIDs; the certificate is trusted for no purpose")
         trust = {}
     distrust_after = distrust_after_from(values.get(DISALLOWED_FILETIME), values.get(DISALLOWED_ENHKEY_USAGE))
-    kept.read_as = (label, _trusted_only(trust), distrust_after)
     return Entry(cert, trust=trust, label=label, distrust_after=distrust_after, extras=extras)
-
-
-class _Kept(tuple):
-    """A group's properties as an anchor store's reader kept them in an entry's extras, with
-    what it read them as (`read_as`, as `_read_as` gives it): a write compares the entry with
-    that instead of decoding the same bytes again. Equal to the plain tuple of the properties."""
-
-    read_as: tuple | None = None
-
-
-def _read_as(values: dict[int, bytes]) -> tuple:
-    """What a group's properties say: its label, trusted purposes and distrust date (an
-    unreadable ENHKEY_USAGE says "no purpose", so unchanged trust keeps its bytes)."""
-    label = decode_label(values[FRIENDLY_NAME]) if FRIENDLY_NAME in values else None
-    before = distrust_after_from(values.get(DISALLOWED_FILETIME), values.get(DISALLOWED_ENHKEY_USAGE))
-    return label, trust_from_eku(values.get(ENHKEY_USAGE)) or {}, before
 
 
 def group_bytes(entry: Entry, role: str) -> bytes:
@@ -267,21 +261,23 @@ def group_bytes(entry: Entry, role: str) -> bytes:
 
 
 def render_props(entry: Entry, role: str) -> list[tuple[int, int, bytes]]:
-    kept_props = entry.extras.get(EXTRAS_KEY)
-    fresh = kept_props is None
-    kept = list(kept_props or ())
+    kept = entry.extras.get(EXTRAS_KEY)
+    fresh = kept is None
+    kept = list(kept or ())
     kept_values = {}
     for prop_id, _enc, value in kept:
         kept_values.setdefault(prop_id, value)
 
     # What the model says now; None = must not be there. Ids absent from `wanted` stay opaque.
     wanted: dict[int, bytes | None] = {}
-    label_now, trusted, before = getattr(kept_props, "read_as", None) or _read_as(kept_values)
+    label_now = decode_label(kept_values[FRIENDLY_NAME]) if FRIENDLY_NAME in kept_values else None
     if entry.label != label_now:  # an undecodable name with no label stays as it is
         wanted[FRIENDLY_NAME] = encode_label(entry.label) if entry.label is not None else None
     if role == ROLE_ANCHORS:
-        if trusted != _trusted_only(entry.trust):
+        # an unreadable ENHKEY_USAGE was read as "no purpose": unchanged trust keeps its bytes
+        if (trust_from_eku(kept_values.get(ENHKEY_USAGE)) or {}) != _trusted_only(entry.trust):
             wanted[ENHKEY_USAGE] = eku_from_trust(entry.trust)
+        before = distrust_after_from(kept_values.get(DISALLOWED_FILETIME), kept_values.get(DISALLOWED_ENHKEY_USAGE))
         if not _same_dates(before, entry.distrust_after):
             wanted[DISALLOWED_FILETIME], wanted[DISALLOWED_ENHKEY_USAGE] = distrust_props(entry.distrust_after)
 
