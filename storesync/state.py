@@ -294,6 +294,8 @@ def owned_bytes(spec: str) -> bytes | None:
 #: a quote inside a string is escaped, so a quote right after `{` or `,` opens a key (every
 #: record storesync wrote, on one line or indented).
 _OWNED_KEY = re.compile(rb'[{,]\s*"([0-9a-f]{64})"\s*:\s*\{')
+_ENTRIES = re.compile(rb'[{,]\s*"entries"\s*:\s*\{')
+_ALL = re.compile(rb'"all"\s*:\s*"[0-9a-f]*"\s*\}\s*\Z')
 
 
 def owned_among(spec: str, shas) -> set[str]:
@@ -301,10 +303,16 @@ def owned_among(spec: str, shas) -> set[str]:
     not parsed: a plan adding one certificate to a large store held the whole record as Python
     objects (3.5x its size, 4.6x at its peak, beside both stores' entries) to look up that one."""
     data = owned_bytes(spec)
-    if not data or not data.lstrip().startswith(b"{") or not data.rstrip().endswith(b"}"):
-        return set()  # none, or not whole: as load_owned, only the note of what is re-added is lost
+    if not data or not data.lstrip().startswith(b"{"):
+        return set()  # none: as load_owned, only the note of what is re-added is lost
+    # Whole as storesync writes it: its "entries", then "all" (hex digits only) closing it. A
+    # record cut just after an entry also ends in `}`; keys outside "entries" are not its own.
+    tail, entries = data.rfind(b'"all"'), _ENTRIES.search(data)
+    if entries is None or tail < entries.end() or not _ALL.match(data, tail) or not data[max(0, tail - 64) : tail].rstrip().endswith(b","):
+        return set()
     wanted = set(shas)
-    return {sha for sha in (m.group(1).decode() for m in _OWNED_KEY.finditer(data)) if sha in wanted}
+    found = (m.group(1).decode() for m in _OWNED_KEY.finditer(data, entries.end() - 1, tail))
+    return {sha for sha in found if sha in wanted}
 
 
 def save_owned(spec: str, written: dict[str, Entry | None], after: TrustSet, rewritten: set[str] = frozenset()) -> None:

@@ -153,3 +153,29 @@ def test_which_adds_storesync_wrote_before_is_read_from_the_record_text(pki, tmp
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
     assert state.owned_among("pem:/x.pem", shas) == set() and state.load_owned("pem:/x.pem") is None
     assert state.owned_among("pem:/nowhere.pem", shas) == set()
+
+
+def test_a_record_cut_after_an_entry_or_with_keys_outside_its_entries_says_nothing_was_readded(pki, tmp_path, monkeypatch):
+    """Review: `owned_among` agrees with `load_owned` on records that end in `}` but are not
+    whole (cut just after an entry: load_owned reads nothing), and on certificate-like keys
+    outside "entries" (a record of a later or other shape): only the entries are storesync's."""
+    import json
+
+    from storesync.model import Certificate, Entry, TrustSet
+
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    entries = TrustSet(Entry(Certificate(pki.ca(f"Cut Root {n}").der), label=f"root {n}") for n in range(3))
+    shas = list(entries)
+    state.save_records("pem:/x.pem", state.owned_file("pem:/x.pem", {shas[0]: entries[shas[0]]}, entries))
+    path = state.owned_path("pem:/x.pem")
+    whole = path.read_bytes()
+    assert state.owned_among("pem:/x.pem", shas) == {shas[0]}
+    cut = whole[: whole.index(b'"root 0"}') + len(b'"root 0"}')]  # just after the entry's closing brace
+    path.write_bytes(cut)
+    assert state.load_owned("pem:/x.pem") is None
+    assert state.owned_among("pem:/x.pem", shas) == set()
+    record = json.loads(whole)
+    record = {"spec": record["spec"], "moved": {shas[1]: {"label": "not written by storesync"}}, **record}
+    path.write_text(json.dumps(record))
+    assert set(state.load_owned("pem:/x.pem")["entries"]) == {shas[0]}
+    assert state.owned_among("pem:/x.pem", shas) == {shas[0]}
