@@ -65,9 +65,21 @@ def print_columns(lines, right: set[int]) -> None:
     """Plain aligned text, two spaces in: nothing is cut, and 10 000 rows print at once (a rich
     table measures every cell: 4x a `list --json` of the same store)."""
     cells = [[str(c) for c in line] for line in lines]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    for row in cells:
-        print("  " + "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+    sizes = [[_width(c) for c in row] for row in cells]
+    widths = [max(size[i] for size in sizes) for i in range(len(cells[0]))]
+    for row, size in zip(cells, sizes):
+        padded = (" " * (w - n) + c if i in right else c + " " * (w - n) for i, (c, n, w) in enumerate(zip(row, size, widths)))
+        print("  " + "  ".join(padded).rstrip())
+
+
+def _width(text: str) -> int:
+    """Terminal cells `text` takes: a wide (CJK) character two, a combining mark none."""
+    if text.isascii():
+        return len(text)
+    import unicodedata
+
+    return sum(0 if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf")
+               else 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
 
 
 def fail(message: str) -> NoReturn:
