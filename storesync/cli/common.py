@@ -61,6 +61,14 @@ def _read_only(fd: int) -> bool:
         return False
 
 
+def shown(entry) -> str:
+    """An entry's label as a terminal shows it: control characters (an escape sequence in a
+    keystore alias or a friendly name, a newline) as `?`, so a store's labels cannot move the
+    cursor, recolour or fake lines of the output. `--json` keeps labels whole, escaped."""
+    label = entry.display_label
+    return label if label.isprintable() else "".join(c if c.isprintable() or c == " " else "?" for c in label)
+
+
 def print_columns(lines, right: set[int]) -> None:
     """Plain aligned text, two spaces in: nothing is cut, and 10 000 rows print at once (a rich
     table measures every cell: 4x a `list --json` of the same store)."""

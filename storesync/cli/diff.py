@@ -9,7 +9,7 @@ annotations of the function `declare` defines).
 import sys
 from pathlib import Path
 
-from storesync.cli.common import entry_json, open_and_read, print_json, trust_text
+from storesync.cli.common import entry_json, open_and_read, print_json, shown, trust_text
 from storesync.model import EXIT_DIFFERENT, EXIT_OK
 
 
@@ -32,11 +32,11 @@ def run(store_a: str, store_b: str, as_json: bool = False, password_file: "Optio
         if not different:
             print(f"same: {len(set_a)} certificates in both")
         for entry in result["only_a"]:
-            print(f"only in {a.spec}: {entry.display_label}  {entry.sha256[:16]}")
+            print(f"only in {a.spec}: {shown(entry)}  {entry.sha256[:16]}")
         for entry in result["only_b"]:
-            print(f"only in {b.spec}: {entry.display_label}  {entry.sha256[:16]}")
+            print(f"only in {b.spec}: {shown(entry)}  {entry.sha256[:16]}")
         for x, y in result["trust_differs"]:
-            print(f"trust differs: {x.display_label}: {trust_text(x)} in A, {trust_text(y)} in B")
+            print(f"trust differs: {shown(x)}: {trust_text(x)} in A, {trust_text(y)} in B")
     sys.exit(EXIT_DIFFERENT if different else EXIT_OK)
 
 

@@ -8,7 +8,7 @@ annotations of the function `declare` defines).
 
 from pathlib import Path
 
-from storesync.cli.common import entry_json, open_and_read, print_columns, print_json, trust_text
+from storesync.cli.common import entry_json, open_and_read, print_columns, print_json, shown, trust_text
 
 
 def run(store: str, expiring: "Optional[int]" = None, expired: bool = False, as_json: bool = False,
@@ -43,7 +43,7 @@ def _table(opened, trust_set) -> None:
     lines = [("label", "sha256", "expires", "trust")]
     for entry in trust_set.values():
         expires = entry.cert.not_after
-        lines.append((entry.display_label, entry.sha256[:16], f"{expires:%Y-%m-%d}" if expires else "?", trust_text(entry)))
+        lines.append((shown(entry), entry.sha256[:16], f"{expires:%Y-%m-%d}" if expires else "?", trust_text(entry)))
     print(f"{opened.spec}: {len(trust_set)} certificates")
     print_columns(lines, right=set())
 

@@ -98,7 +98,7 @@ def _say(as_json: bool, data: dict, text: str) -> None:
 def _report(as_json: bool, done: dict, repo: Path) -> None:
     import sys
 
-    from storesync.cli.common import trust_text
+    from storesync.cli.common import shown, trust_text
 
     plan = done.pop("plan", None)
     if as_json:
@@ -111,11 +111,11 @@ def _report(as_json: bool, done: dict, repo: Path) -> None:
         else:
             print(f"{repo}: {done['name']} version {done['version']} already holds this policy; nothing published")
         for entry in plan.adds if plan else ():
-            print(f"  + {entry.display_label}  {entry.sha256[:16]}")
+            print(f"  + {shown(entry)}  {entry.sha256[:16]}")
         for entry in plan.removals if plan else ():
-            print(f"  - {entry.display_label}  {entry.sha256[:16]}")
+            print(f"  - {shown(entry)}  {entry.sha256[:16]}")
         for before, after in plan.changes if plan else ():
-            print(f"  ~ {after.display_label}: {trust_text(before)} -> {trust_text(after)}")
+            print(f"  ~ {shown(after)}: {trust_text(before)} -> {trust_text(after)}")
         if done.get("forced"):
             print(f"  ! published with --force: {done['forced']}")
     if done["held_back"]:

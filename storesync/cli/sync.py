@@ -9,7 +9,7 @@ annotations of the function `declare` defines).
 import sys
 from pathlib import Path
 
-from storesync.cli.common import fail, print_json, trust_text, use_root
+from storesync.cli.common import fail, print_json, shown, trust_text, use_root
 from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError
 
 
@@ -104,14 +104,14 @@ def report(result) -> None:
         print(f"{outcome.spec}: {plan.summary()}" + (f" ({state})" if state else ""))
         for entry in plan.adds:
             again = "  re-added (removed since storesync's last write)" if entry.sha256 in outcome.readded else ""
-            print(f"  + {entry.display_label}  {entry.sha256[:16]}{again}")
+            print(f"  + {shown(entry)}  {entry.sha256[:16]}{again}")
         for entry in plan.removals:
-            print(f"  - {entry.display_label}  {entry.sha256[:16]}")
+            print(f"  - {shown(entry)}  {entry.sha256[:16]}")
         for before, after in plan.changes:
             why = plan.rewrites.get(after.sha256)
-            print(f"  ~ {after.display_label}: {why or f'{trust_text(before)} -> {trust_text(after)}'}")
+            print(f"  ~ {shown(after)}: {why or f'{trust_text(before)} -> {trust_text(after)}'}")
         for loss in plan.losses:
-            print(f"  ! {loss.entry.display_label}: {loss.what}")
+            print(f"  ! {shown(loss.entry)}: {loss.what}")
         if plan.held_back:
             print(f"  held back: {plan.held_back}; run again with --force if that is intended")
         if outcome.backup:
