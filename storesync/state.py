@@ -343,15 +343,14 @@ def owned_file(spec: str, written: dict[str, Entry | None], after: TrustSet,
     return {owned_path(spec): json.dumps(data).encode()}
 
 
-def put_owned(spec: str, record: bytes | dict | None) -> None:
+def put_owned(spec: str, record: bytes | None) -> None:
     """Put back the record as it was before a write that was undone (its bytes, `owned_bytes`;
     None: there was none)."""
     try:
         if record is None:
             owned_path(spec).unlink(missing_ok=True)
         else:
-            data = record if isinstance(record, bytes) else json.dumps(record).encode()
-            atomic_write(owned_path(spec), data, mode=0o600)
+            atomic_write(owned_path(spec), record, mode=0o600)
     except OSError:
         pass  # only drift reporting suffers; the undo of the store itself goes on
 
