@@ -69,6 +69,21 @@ def shown(entry) -> str:
     return label if label.isprintable() else "".join(c if c.isprintable() or c == " " else "?" for c in label)
 
 
+def print_plan(plan, readded=frozenset()) -> None:
+    """A plan's lines for people: + added (`readded`: storesync wrote it before and someone
+    removed it), - removed, ~ trust changed (or rewritten, and why), ! what a store cannot keep."""
+    for entry in plan.adds:
+        again = "  re-added (removed since storesync's last write)" if entry.sha256 in readded else ""
+        print(f"  + {shown(entry)}  {entry.sha256[:16]}{again}")
+    for entry in plan.removals:
+        print(f"  - {shown(entry)}  {entry.sha256[:16]}")
+    for before, after in plan.changes:
+        why = plan.rewrites.get(after.sha256)
+        print(f"  ~ {shown(after)}: {why or f'{trust_text(before)} -> {trust_text(after)}'}")
+    for loss in plan.losses:
+        print(f"  ! {shown(loss.entry)}: {loss.what}")
+
+
 def print_columns(lines, right: set[int]) -> None:
     """Plain aligned text, two spaces in: nothing is cut, and 10 000 rows print at once (a rich
     table measures every cell: 4x a `list --json` of the same store)."""

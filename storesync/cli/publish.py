@@ -98,7 +98,7 @@ def _say(as_json: bool, data: dict, text: str) -> None:
 def _report(as_json: bool, done: dict, repo: Path) -> None:
     import sys
 
-    from storesync.cli.common import shown, trust_text
+    from storesync.cli.common import print_plan
 
     plan = done.pop("plan", None)
     if as_json:
@@ -110,12 +110,8 @@ def _report(as_json: bool, done: dict, repo: Path) -> None:
             print(f"{repo}: {done['name']}: not published, held back")
         else:
             print(f"{repo}: {done['name']} version {done['version']} already holds this policy; nothing published")
-        for entry in plan.adds if plan else ():
-            print(f"  + {shown(entry)}  {entry.sha256[:16]}")
-        for entry in plan.removals if plan else ():
-            print(f"  - {shown(entry)}  {entry.sha256[:16]}")
-        for before, after in plan.changes if plan else ():
-            print(f"  ~ {shown(after)}: {trust_text(before)} -> {trust_text(after)}")
+        if plan:
+            print_plan(plan)
         if done.get("forced"):
             print(f"  ! published with --force: {done['forced']}")
     if done["held_back"]:

@@ -9,7 +9,7 @@ annotations of the function `declare` defines).
 import sys
 from pathlib import Path
 
-from storesync.cli.common import fail, print_json, shown, trust_text, use_root
+from storesync.cli.common import fail, print_json, print_plan, use_root
 from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError
 
 
@@ -102,16 +102,7 @@ def report(result) -> None:
         state = ("held back" if plan.held_back else "written" if outcome.written
                  else "not written" if not plan.empty else "")
         print(f"{outcome.spec}: {plan.summary()}" + (f" ({state})" if state else ""))
-        for entry in plan.adds:
-            again = "  re-added (removed since storesync's last write)" if entry.sha256 in outcome.readded else ""
-            print(f"  + {shown(entry)}  {entry.sha256[:16]}{again}")
-        for entry in plan.removals:
-            print(f"  - {shown(entry)}  {entry.sha256[:16]}")
-        for before, after in plan.changes:
-            why = plan.rewrites.get(after.sha256)
-            print(f"  ~ {shown(after)}: {why or f'{trust_text(before)} -> {trust_text(after)}'}")
-        for loss in plan.losses:
-            print(f"  ! {shown(loss.entry)}: {loss.what}")
+        print_plan(plan, outcome.readded)
         if plan.held_back:
             print(f"  held back: {plan.held_back}; run again with --force if that is intended")
         if outcome.backup:
