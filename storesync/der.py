@@ -192,14 +192,23 @@ def cert_fields(der: bytes) -> CertFields:
 
 def extensions(fields: CertFields) -> dict[str, bytes] | None:
     """extnID -> extnValue contents of a certificate (None: unreadable), without `cryptography`."""
-    try:
-        result = {}
-        if fields.extensions is not None:
-            for extension in next(fields.extensions.children()).children():
-                parts = list(extension.children())
-                result[decode_oid(parts[0].value)] = parts[-1].value
+    result = {}
+    outer = fields.extensions
+    if outer is None:
         return result
-    except (DERError, StopIteration, IndexError):
+    data = outer.data
+    try:  # a walk by offsets, not `children()`: every certificate of a sync comes through here
+        listing = read(data, outer.content, outer.end)
+        at = listing.content
+        while at < listing.end:
+            extension = read(data, at, listing.end)
+            oid = value = read(data, extension.content, extension.end)
+            while value.end < extension.end:  # extnValue is the last part, after critical
+                value = read(data, value.end, extension.end)
+            result[decode_oid(oid.value)] = value.value
+            at = extension.end
+        return result
+    except DERError:
         return None
 
 
