@@ -456,6 +456,8 @@ targets = [{{ spec = "pem:{nss_like}", format = "trusted", label-template = "cor
 
 
 def test_a_store_changed_before_the_lock_is_read_again_an_unchanged_one_is_not(pki, root, tmp_path, monkeypatch):
+    """And planned again: a run whose stores all kept their versions writes the plan it made
+    without the lock (planning it again under the lock would give the same plan)."""
     from contextlib import contextmanager
 
     from storesync.config import Profile, StoreRef
@@ -468,6 +470,8 @@ def test_a_store_changed_before_the_lock_is_read_again_an_unchanged_one_is_not(p
     reads: list[str] = []
     real_read, real_lock = PemStore.read, state.lock
     monkeypatch.setattr(PemStore, "read", lambda self: (reads.append(self.path.name), real_read(self))[1])
+    plans, real_plan = [], engine_run.make_plan
+    monkeypatch.setattr(engine_run, "make_plan", lambda *a, **k: (plans.append(k["store"]), real_plan(*a, **k))[1])
 
     @contextmanager
     def lock_after_another_writer(name, timeout=10.0):
@@ -487,11 +491,14 @@ def test_a_store_changed_before_the_lock_is_read_again_an_unchanged_one_is_not(p
     # source and target without the lock; the source again under it (it changed; the target,
     # still missing, did not); the written target once more, fresh, to check it
     assert engine_reads == ["source.pem", "target.pem", "source.pem", "target.pem"]
+    assert len(plans) == 2  # the source changed: planned again under the lock
 
     reads.clear()
+    plans.clear()
     target.unlink()
     result = engine_run.run(profile)
     assert result.exit_code == 0 and reads == ["source.pem", "target.pem", "target.pem"]
+    assert plans == [f"pem:{target}"]
     assert len(keys(f"pem:{target}")) == 2
 
 
