@@ -92,15 +92,26 @@ def _canonical_value(tag: int, value: bytes) -> bytes | None:
 
 
 def _name_rdns(name_tlv: bytes) -> list[list[tuple[str, der.TLV]]]:
-    rdns = []
-    for rdn in der.read_all(name_tlv).children():
-        attributes = []
-        for attribute in rdn.children():
-            parts = list(attribute.children())
-            if len(parts) < 2 or parts[0].tag != der.OID:
+    rdns, name, read = [], der.read_all(name_tlv), der.read
+    at = name.content
+    while at < name.end:  # by offsets, not `children()`: every new entry's label comes through here
+        rdn = read(name_tlv, at, name.end)
+        attributes, inner = [], rdn.content
+        while inner < rdn.end:
+            attribute = read(name_tlv, inner, rdn.end)
+            if attribute.content == attribute.end:
                 raise der.DERError("a name attribute is not a (type, value) pair")
-            attributes.append((der.decode_oid(parts[0].value), parts[1]))
+            oid = read(name_tlv, attribute.content, attribute.end)
+            if oid.end == attribute.end or oid.tag != der.OID:
+                raise der.DERError("a name attribute is not a (type, value) pair")
+            value = read(name_tlv, oid.end, attribute.end)
+            after = value.end
+            while after < attribute.end:  # the rest must be whole elements too, as before
+                after = read(name_tlv, after, attribute.end).end
+            attributes.append((der.decode_oid(oid.value), value))
+            inner = attribute.end
         rdns.append(attributes)
+        at = rdn.end
     return rdns
 
 
