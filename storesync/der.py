@@ -177,10 +177,13 @@ def cert_fields(der: bytes) -> CertFields:
     cert = read(der)
     if cert.tag != SEQUENCE:
         raise DERError("not a certificate: no outer SEQUENCE")
-    tbs = next(cert.children(), None)
+    tbs = read(der, cert.content, cert.end) if cert.content < cert.end else None
     if tbs is None or tbs.tag != SEQUENCE:
         raise DERError("not a certificate: no TBSCertificate")
-    fields = list(tbs.children())
+    fields, at = [], tbs.content
+    while at < tbs.end:  # by offsets, not `children()`: every certificate read comes through here
+        fields.append(read(der, at, tbs.end))
+        at = fields[-1].end
     if fields and fields[0].tag == 0xA0:  # explicit [0] version
         fields = fields[1:]
     if len(fields) < 6 or fields[0].tag != INTEGER:
