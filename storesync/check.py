@@ -417,8 +417,11 @@ def verify(anchors: list, intermediates: list, leaf, at: datetime, purpose: str 
     if not anchors:
         raise VerificationError("the store holds no anchor for this purpose")
     oid = EKU_OIDS.get(purpose) if purpose else None
-    ee = ExtensionPolicy.webpki_defaults_ee().may_be_present(
-        x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _eku_validator(oid))
+    # authorityKeyIdentifier optional, as OpenSSL (and Windows) have it: the Web PKI's rule that
+    # every issued certificate carries one is not what the servers storesync explains enforce.
+    ee = (ExtensionPolicy.webpki_defaults_ee()
+          .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _eku_validator(oid))
+          .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None))
     if name is None:
         ee = ee.may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
     # CA rules as OpenSSL's (what Apache and nginx use): keyUsage optional, but allowing
@@ -426,6 +429,8 @@ def verify(anchors: list, intermediates: list, leaf, at: datetime, purpose: str 
     ca = (ExtensionPolicy.webpki_defaults_ca()
           .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _eku_validator(oid))
           .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _may_sign_certificates)
+          .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None)
+          .may_be_present(x509.SubjectKeyIdentifier, Criticality.AGNOSTIC, None)
           .require_present(x509.BasicConstraints, Criticality.AGNOSTIC, _is_ca))
     builder = PolicyBuilder().store(Store(anchors)).time(at).extension_policies(ca_policy=ca, ee_policy=ee)
     if name is not None:

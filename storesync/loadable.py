@@ -181,7 +181,7 @@ def _refusal(cert, reader: str) -> str | None:
         return "damaged: OpenSSL cannot decode it"
     if reader == OPENSSL:
         return None
-    return _java_refusal(cert)
+    return _java_refusal(cert) or (_java_name_refusal(cert) if reader == JAVA else None)
 
 
 def outline_error(cert, deep: bool = True) -> str | None:
@@ -302,6 +302,42 @@ def _java_refusal(cert) -> str | None:
         except Exception:  # noqa: BLE001 - any refusal: Java refuses the key too
             return "damaged: its public key does not decode"
     return None
+
+
+def _java_name_refusal(cert) -> str | None:
+    """The names Java's certificate parser refuses (sun.security.x509.X509CertInfo) and the
+    other readers take: an empty issuer, and an empty subject that no critical, non-empty
+    subjectAltName stands in for. keytool then refuses the whole keystore."""
+    fields = cert.fields
+    if _empty_name(fields.issuer):
+        return "damaged: its issuer name is empty"
+    if _empty_name(fields.subject) and not _critical_alt_names(fields):
+        return "damaged: its subject name is empty, and no critical subjectAltName stands in for it"
+    return None
+
+
+def _empty_name(name: bytes) -> bool:
+    try:
+        element = der.read_all(name)
+    except der.DERError:
+        return False  # another check's to judge
+    return element.content == element.end
+
+
+def _critical_alt_names(fields) -> bool:
+    """A critical subjectAltName extension holding at least one name."""
+    if fields.extensions is None:
+        return False
+    try:
+        for extension in next(fields.extensions.children()).children():
+            parts = list(extension.children())
+            if der.decode_oid(parts[0].value) == "2.5.29.17":
+                names = der.read_all(parts[-1].value)
+                critical = len(parts) == 3 and parts[1].tag == 0x01 and parts[1].value != b"\x00"
+                return critical and names.content < names.end
+    except (der.DERError, StopIteration, IndexError):
+        pass
+    return False
 
 
 def bad_self_signature(cert) -> bool:

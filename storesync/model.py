@@ -125,7 +125,8 @@ def subject_hash(name_tlv: bytes) -> str:
             text = _canonical_value(value.tag, value.value)
             value_tlv = value.raw if text is None else der.encode(der.UTF8_STRING, text)
             encoded.append(der.encode(der.SEQUENCE, oid.raw + value_tlv))
-        canon += der.encode(der.SET, b"".join(sorted(encoded)))
+        if encoded:  # OpenSSL keeps a name as its attributes: an empty RDN leaves no SET behind
+            canon += der.encode(der.SET, b"".join(sorted(encoded)))
     return int.from_bytes(hashlib.sha1(canon).digest()[:4], "little").to_bytes(4).hex()
 
 
@@ -332,30 +333,38 @@ class Certificate:
         return self.x509.not_valid_after_utc if self.x509 is not None else None
 
     @cached_property
-    def is_ca(self) -> bool:
-        """CA per basicConstraints; a self-issued certificate without extensions (an old v1 root)
-        counts too. Read from the DER: deciding this must not cost a `cryptography` import."""
+    def ca_flag(self) -> bool | None:
+        """basicConstraints' cA as OpenSSL reads it (what follows the constraints is ignored); a
+        self-issued certificate without extensions (an old v1 root) counts as a CA. None: the
+        extensions cannot be read. From the DER: this must not cost a `cryptography` import."""
         try:
             extensions = der.extensions(self.fields)
         except der.DERError:
-            extensions = None
+            return None
         if extensions is None:
-            return True  # unreadable roots exist; give them the benefit of the doubt
+            return None
         value = extensions.get("2.5.29.19")
         if value is None:
             return not extensions and self.fields.issuer == self.fields.subject
         try:
-            first = next(der.read_all(value).children(), None)
+            first = next(der.read(value).children(), None)
         except der.DERError:
-            return True
+            return None
         return first is not None and first.tag == 0x01 and first.value != b"\x00"
+
+    @property
+    def is_ca(self) -> bool:
+        """A CA (unreadable extensions get the benefit of the doubt: damaged roots exist; what
+        may be an anchor is `may_anchor`'s to say)."""
+        return self.ca_flag is not False
 
     @cached_property
     def may_anchor(self) -> bool:
         """What `ca_only` lets in: a CA, or a self-issued certificate (Windows and OpenSSL accept
         a self-signed certificate as an anchor for itself, and real roots such as Microsoft Root
-        Authority have no basicConstraints). Refused: a leaf issued by someone else."""
-        if self.is_ca:
+        Authority have no basicConstraints). Refused: a leaf issued by someone else, also one
+        whose extensions cannot be read (no benefit of the doubt for what is not a root)."""
+        if self.ca_flag:
             return True
         fields = self.fields
         try:

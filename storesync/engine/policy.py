@@ -30,9 +30,10 @@ def removal_guard(plan: Plan, share: float = DEFAULT_REMOVAL_SHARE) -> str | Non
 
 def select(trust_set: TrustSet, purposes: tuple[str, ...] = (), drop_expired: bool = False,
            only: tuple[str, ...] = ()) -> TrustSet:
-    """A profile's filters: only anchors for `purposes` (trust narrowed to them; distrust is
-    always kept), without expired certificates if asked, and only the certificates `only`
-    names (see `selected`; distrust is kept there too: a selection never widens trust)."""
+    """A profile's filters: only anchors for `purposes` (trust narrowed to them), without expired
+    certificates if asked, and only the certificates `only` names (see `selected`). Distrust is
+    always kept, and only distrust: a certificate a filter leaves out keeps its distrusted
+    purposes and none of its trusted ones (a selection never widens trust)."""
     if not purposes and not drop_expired and not only:
         return trust_set
     from datetime import datetime, timezone  # only here: a plain sync never loads datetime
@@ -40,16 +41,14 @@ def select(trust_set: TrustSet, purposes: tuple[str, ...] = (), drop_expired: bo
     now = datetime.now(timezone.utc)
     kept = []
     for entry in trust_set.values():
-        if only and not entry.distrusted and not selected(entry, only):
-            continue
-        if drop_expired and not entry.distrusted and entry.cert.not_after and entry.cert.not_after < now:
-            continue
-        if purposes and not entry.distrusted:
-            trust = {p: s for p, s in entry.trust.items() if p in purposes and s == TRUSTED}
-            if not trust:
-                continue
-            entry = entry.replace(trust=trust)
-        kept.append(entry)
+        trust = entry.trust
+        if (only and not selected(entry, only)
+                or drop_expired and entry.cert.not_after and entry.cert.not_after < now):
+            trust = {p: s for p, s in trust.items() if s != TRUSTED}
+        elif purposes:
+            trust = {p: s for p, s in trust.items() if s != TRUSTED or p in purposes}
+        if trust:
+            kept.append(entry if trust == entry.trust else entry.replace(trust=trust))
     return TrustSet(kept)
 
 

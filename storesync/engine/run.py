@@ -324,6 +324,10 @@ def _save_baseline(profile: Profile, result: Result, merged) -> None:
 
 def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope: Scope) -> Plan:
     store = outcome.store
+    if profile.only and not any(policy.selected(e, profile.only) for e in wanted.values()):
+        raise StoreError(f"--only {' '.join(profile.only)}: no certificate of the source matches, so nothing "
+                         "was planned (a selector is 16 or more hex digits of a SHA-256, a whole SHA-1, or a "
+                         "glob on the label `storesync list` shows)")
     wanted = policy.select(wanted, profile.purposes, profile.drop_expired, profile.only)
     plan = make_plan(wanted, outcome.current, store.capabilities, store=outcome.spec, mode=mode,
                      purpose=store.purpose, scope=scope, builtins=store.builtin_anchors(), rewrite=store.rewrite)

@@ -217,7 +217,7 @@ class Store:
 
     def missing(self) -> str:
         """What to say when the store is not there, in the words of its format."""
-        return "does not exist"
+        return "does not exist; check the path"
 
     def read(self) -> TrustSet:
         raise NotImplementedError
@@ -347,6 +347,9 @@ class FileStore(Store):
             return None
         except IsADirectoryError:
             raise self.error(f"is a directory; use dir:{self.path} for a hashed directory") from None
+        except PermissionError as exc:
+            raise self.error(f"cannot read it ({exc.strerror}); run as a user who may read it, "
+                             "or make it readable to this one") from None
         except OSError as exc:
             raise self.error(f"cannot read it ({exc.strerror})") from None
 

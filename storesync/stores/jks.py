@@ -164,7 +164,8 @@ def iter_jks(data: bytes) -> tuple[int, Iterator[JksRecord]]:
             "`keytool -importkeystore -srckeystore F -deststoretype pkcs12 -destkeystore F.p12`"
         )
     if magic != MAGIC:
-        raise JksFormatError(f"is not a JKS keystore (it starts with {data[:4].hex(' ')}, not fe ed fe ed)")
+        hint = "; it looks like PKCS#12 (keytool's default since JDK 9): name it p12:" if data[:1] == b"\x30" else ""
+        raise JksFormatError(f"is not a JKS keystore (it starts with {data[:4].hex(' ')}, not fe ed fe ed){hint}")
     if len(data) < 12 + 20:
         raise JksFormatError(f"truncated: {len(data)} bytes, too short for a keystore")
     reader = _Reader(data, len(data) - 20)
