@@ -39,10 +39,10 @@ def refusal(cert, reader: str) -> str | None:
     cache = cert.__dict__  # kept on the certificate, beside its other facts (not a dict of its own each)
     slot = _SLOTS.get(reader) or f"_refusal {reader}"
     if slot not in cache:
-        key = f"{cert.sha256} {reader}"
-        cache[slot] = None if key in _passed else _refusal(cert, reader)
-        if cache[slot] is None and key not in _passed and _openssl() is not None:
-            _passed.add(key)  # a stand-in judge's pass (no libcrypto) is not remembered
+        known = _key(cert.sha256, reader) in _passed
+        cache[slot] = None if known else _refusal(cert, reader)
+        if cache[slot] is None and not known and _openssl() is not None:
+            _remember(cert.sha256, reader)  # a stand-in judge's pass (no libcrypto) is not remembered
     return cache[slot]
 
 
@@ -51,9 +51,28 @@ def refusal(cert, reader: str) -> str | None:
 _RULES = "storesync-passed-checks 1"  # the first line; bumped when a check changes, so older verdicts go
 _CACHE_NAME = "passed-checks"
 _MAX_REMEMBERED = 500_000  # lines (about 70 bytes each): beyond it, start afresh
-_passed: set[str] = set()  # "sha256 reader" and "sha256 signature": checks these bytes passed
-_known: set[str] = set()  # what the cache file held when read
+#: The checks a line may name, and the code each is kept under.
+_CHECKS = {name: code for code, name in enumerate(
+    (*NAMES, "signature", "x509", "nss-empty-password"), start=1)}
+# A passed check is kept as one int: the first 128 bits of the SHA-256 it names (a forged
+# certificate matching one is a second preimage of 128 bits) and the check's code. A set of
+# the lines' strings held three times the file, as much as a 10 000-certificate store itself.
+_passed: set[int] = set()  # checks these bytes passed, read from the file or passed in this process
+_notes: dict[int, str] = {}  # the rare x509 line's note (its parse warning, base64), by key
+_added: list[tuple] = []  # (sha256, check, note) passed in this process, for `save` to add to the file
 _cache_dir = None
+
+
+def _key(sha: str, name: str) -> int | None:
+    """The key of check `name` of the bytes whose SHA-256 (hex) is `sha`; None for a check this
+    version does not know, which is then never believed."""
+    code = _CHECKS.get(name)
+    if code is None or len(sha) != 64:
+        return None
+    try:
+        return int(sha[:32], 16) << 3 | code
+    except ValueError:
+        return None
 
 
 def remember_in(directory) -> None:
@@ -64,56 +83,88 @@ def remember_in(directory) -> None:
     global _cache_dir
     if _cache_dir is not None:
         return
-    import os
-
     if callable(directory):
         directory = directory()
     _cache_dir = directory
+    data = _read_cache()
+    codes, x509 = {name.encode(): code for name, code in _CHECKS.items()}, _CHECKS["x509"]
+    for line in data.split(b"\n")[1:] if data else ():  # "SHA-256 hex, space, check[, space, note]"
+        code = codes.get(line[65:])
+        note = None
+        if code is None and line[65:70] == b"x509 ":  # a parse warning, after its check's name
+            code, note = x509, line[70:].decode("ascii", "replace")
+        if code is None or line[64:65] != b" ":
+            continue
+        try:
+            key = int(line[:32], 16) << 3 | code
+        except ValueError:
+            continue
+        _passed.add(key)
+        if note:
+            _notes[key] = note
+
+
+def _read_cache() -> bytes | None:
+    """The cache file's bytes if it is ours alone and of these rules (None otherwise)."""
+    import os
+
     try:
-        fd = os.open(os.path.join(directory, _CACHE_NAME), os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(os.path.join(_cache_dir, _CACHE_NAME), os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
-        return
+        return None
     try:
         with os.fdopen(fd, "rb") as file:
-            if not (_private(os.fstat(file.fileno())) and _private(os.stat(directory))):
-                return
-            lines = file.read().decode("ascii", "replace").split("\n")
+            if not (_private(os.fstat(file.fileno())) and _private(os.stat(_cache_dir))):
+                return None
+            data = file.read()
     except OSError:
-        return
-    if lines[0] == _RULES:
-        _known.update(line for line in lines[1:] if line)
-        _passed.update(_known)
-        global _parses
-        _parses = None
+        return None
+    return data if data.partition(b"\n")[0] == _RULES.encode() else None
 
 
 def passed(check: str) -> bool:
     """Did the check `check` ("SHA-256 of the bytes it judged, space, its name") pass, in this
     process or in an earlier one (`remember_in`)?"""
-    return check in _passed
+    return _key(*check.partition(" ")[::2]) in _passed
 
 
 def remember(check: str) -> None:
     """Keep a passed check for `save`: only one whose verdict is a pure function of the bytes
     its SHA-256 names, and that no secret went into (the file keeps only the hash)."""
-    _passed.add(check)
+    _remember(*check.partition(" ")[::2])
+
+
+def _remember(sha: str, name: str, note: str | None = None) -> None:
+    """`remember`, with the certificate's own `sha256` string kept (not a line made for each)."""
+    key = _key(sha, name)
+    if key is None:
+        raise ValueError(f"not a check this version remembers: {sha} {name}")
+    _passed.add(key)
+    if note:
+        _notes[key] = note
+    _added.append((sha, name, note))
 
 
 def remembered_parse(cert) -> tuple[str | None] | None:
     """(its warning or None,) when it is remembered that `cryptography` parses these bytes (a pass
     of the Java and NSS check), else None: `list` then shows the certificate without importing it."""
-    if _parses is None:
-        _index_parses()
-    return _parses.get(cert.sha256)
+    key = _key(cert.sha256, "x509")
+    if key not in _passed:
+        return None
+    note = _notes.get(key)
+    if note is None:
+        return (None,)
+    try:  # base64.urlsafe_b64decode, without importing base64 (most certificates have no warning)
+        return (binascii.a2b_base64(note.translate(_URLSAFE)).decode("utf-8"),)
+    except ValueError:
+        return None  # not a note this version wrote: the certificate is parsed again
 
 
 def remember_parse(sha256: str, warning: str | None) -> None:
     import base64  # here: a warning is rare, and `list` imports nothing it does not use
 
-    note = "" if warning is None else " " + base64.urlsafe_b64encode(warning.encode("utf-8")).decode("ascii")
-    _passed.add(f"{sha256} x509{note}")
-    if _parses is not None:
-        _parses[sha256] = (warning,)
+    note = None if warning is None else base64.urlsafe_b64encode(warning.encode("utf-8")).decode("ascii")
+    _remember(sha256, "x509", note)
 
 
 def forget_parse(cert) -> None:
@@ -125,23 +176,6 @@ def forget_parse(cert) -> None:
 
 
 _URLSAFE = str.maketrans("-_", "+/")
-_parses: dict[str, tuple[str | None]] | None = None  # sha256 -> (warning,), from the "sha256 x509[ warning]" lines
-
-
-def _index_parses() -> None:
-    global _parses
-    _parses = {}
-    for line in _passed:
-        sha, _, rest = line.partition(" x509")
-        if len(sha) != 64:
-            continue
-        if not rest:
-            _parses[sha] = (None,)
-        elif rest[0] == " ":
-            try:  # base64.urlsafe_b64decode, without importing base64 (most certificates have no warning)
-                _parses[sha] = (binascii.a2b_base64(rest[1:].translate(_URLSAFE)).decode("utf-8"),)
-            except ValueError:
-                pass  # not a note this version wrote: the certificate is parsed again
 
 
 def _private(st) -> bool:
@@ -151,18 +185,27 @@ def _private(st) -> bool:
 
 
 def save() -> None:
-    """Keep what passed for the next run (best effort: a lost cache costs time, never safety)."""
+    """Keep what passed for the next run (best effort: a lost cache costs time, never safety):
+    this process's lines are added to the file as it is now (what other runs added since it was
+    read stays), or start it afresh beyond `_MAX_REMEMBERED` lines."""
     import os
 
-    if _cache_dir is None or _passed <= _known:
+    if _cache_dir is None or not _added:
         return
-    lines = sorted(_passed) if len(_passed) < _MAX_REMEMBERED else sorted(_passed - _known)
+    data = _read_cache() or b""
+    if data.count(b"\n") + len(_added) >= _MAX_REMEMBERED:
+        data = b""
     path = os.path.join(_cache_dir, _CACHE_NAME)
     temp = f"{path}.{os.getpid()}.tmp"
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as file:
-            file.write("\n".join([_RULES, *lines, ""]).encode("ascii"))
+            if data:
+                file.write(data if data.endswith(b"\n") else data + b"\n")
+            else:
+                file.write(_RULES.encode() + b"\n")
+            file.write("".join(f"{sha} {name} {note}\n" if note else f"{sha} {name}\n"
+                               for sha, name, note in _added).encode("ascii", "replace"))
         os.replace(temp, path)
     except OSError:
         try:
@@ -170,7 +213,7 @@ def save() -> None:
         except OSError:
             pass
         return
-    _known.update(lines)
+    _added.clear()
 
 
 def _refusal(cert, reader: str) -> str | None:
@@ -345,10 +388,10 @@ def bad_self_signature(cert) -> bool:
     and sha1 roots are checked; md2 roots of old Windows lists are not judged: unsupported is not
     failed). Without a libcrypto, `cryptography` judges (it supports no md5 or sha1)."""
     if "_bad_signature" not in cert.__dict__:
-        key = f"{cert.sha256} signature"
-        cert.__dict__["_bad_signature"] = key not in _passed and _self_signed(cert) and _signature_fails(cert)
-        if key not in _passed and (not _self_signed(cert) or _openssl() is not None and _verdict(cert) == 1):
-            _passed.add(key)  # remembered: not self-signed, or verified by libcrypto (not merely unsupported)
+        known = _key(cert.sha256, "signature") in _passed
+        cert.__dict__["_bad_signature"] = not known and _self_signed(cert) and _signature_fails(cert)
+        if not known and (not _self_signed(cert) or _openssl() is not None and _verdict(cert) == 1):
+            _remember(cert.sha256, "signature")  # not self-signed, or verified by libcrypto (not merely unsupported)
     return cert.__dict__["_bad_signature"]
 
 

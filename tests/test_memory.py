@@ -234,7 +234,7 @@ def test_a_java_verdict_keeps_no_parsed_certificate(ders):
             held = (tracemalloc.get_traced_memory()[0] - before) / COUNT
         finally:
             tracemalloc.stop()
-        remembered = f"{certs[0].sha256} x509" in loadable._passed  # what the parse said is kept
+        remembered = loadable.passed(f"{certs[0].sha256} x509")  # what the parse said is kept
     finally:
         loadable._passed.clear()
         loadable._passed.update(saved)
@@ -319,7 +319,7 @@ def test_list_drops_each_parse_once_the_certificate_is_shown(pki, monkeypatch, t
 
     state.set_state_dir(tmp_path / "state")
     monkeypatch.setattr(loadable, "_passed", set())
-    monkeypatch.setattr(loadable, "_known", set())
+    monkeypatch.setattr(loadable, "_added", [])
     issued = [pki.ca(f"Listed Once {n}") for n in range(COUNT + 1)]
     one, bundle = tmp_path / "one.pem", tmp_path / "bundle.pem"
     one.write_bytes(issued[0].pem)
@@ -336,7 +336,7 @@ def test_list_drops_each_parse_once_the_certificate_is_shown(pki, monkeypatch, t
                 tracemalloc.stop()
     finally:
         state.set_state_dir(None)
-    assert all(f"{Certificate(i.der).sha256} x509" in loadable._passed for i in issued)  # what each parse said
+    assert all(loadable.passed(f"{Certificate(i.der).sha256} x509") for i in issued)  # what each parse said
     print(f"{peak:.0f} bytes per certificate at the peak of list --json")
     assert peak < 2500, f"{peak:.0f} bytes per certificate at the peak of list --json"
 

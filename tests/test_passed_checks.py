@@ -83,13 +83,14 @@ def test_a_refusal_is_never_remembered(tmp_path, state, pki):
 
 
 def vouch_for(state: Path, der_bytes: bytes, mode: int) -> None:
-    """A line in the cache saying the forged root passed every check."""
+    """Lines in the cache saying the forged root passed every check, sorted in as `save` keeps them."""
     import hashlib
 
     sha = hashlib.sha256(der_bytes).hexdigest()
     cache = state / "passed-checks"
-    lines = cache.read_text().splitlines() + [f"{sha} {r}" for r in ("openssl", "java", "nss", "signature")]
-    cache.write_text("\n".join(lines) + "\n")
+    head, *lines = cache.read_text().splitlines()
+    lines += [f"{sha} {r}" for r in ("openssl", "java", "nss", "signature")]
+    cache.write_text("\n".join([head, *sorted(lines)]) + "\n")
     cache.chmod(mode)
 
 
@@ -141,7 +142,8 @@ def test_what_passed_only_a_stand_in_judge_is_not_remembered(tmp_path, state, mo
 
     forged = broken_signature(sha1_root())
     monkeypatch.setattr(loadable, "_passed", set())
-    monkeypatch.setattr(loadable, "_known", set())
+    monkeypatch.setattr(loadable, "_notes", {})
+    monkeypatch.setattr(loadable, "_added", [])
     monkeypatch.setattr(loadable, "_cache_dir", None)
     monkeypatch.setattr(loadable, "_libcrypto", False)
     loadable.remember_in(state)
@@ -154,3 +156,80 @@ def test_what_passed_only_a_stand_in_judge_is_not_remembered(tmp_path, state, mo
     result = storesync("sync", "--state-dir", state, f"pem:{source}", f"jks:{tmp_path / 'out.jks'}")
 
     assert "a self-signed root whose signature does not verify" in result.stdout, result.stdout
+
+
+# --- the cache file in memory: one int per passed check ---------------------------------------
+
+
+@pytest.fixture
+def fresh_loadable(monkeypatch):
+    from storesync import loadable
+
+    for name, value in (("_passed", set()), ("_notes", {}), ("_added", []), ("_cache_dir", None)):
+        monkeypatch.setattr(loadable, name, value)
+    return loadable
+
+
+def write_cache(state: Path, lines) -> None:
+    from storesync.loadable import _CACHE_NAME, _RULES
+
+    (state / _CACHE_NAME).write_text("\n".join([_RULES, *lines]) + "\n")
+    (state / _CACHE_NAME).chmod(0o600)
+
+
+def test_remembered_checks_cost_less_than_twice_the_file_not_three_times(tmp_path, state, fresh_loadable):
+    """30 000 lines (three checks for each of 10 000 certificates): a set of their strings (and a
+    second set beside it, of what the file held) cost 3.1 times the file; an int each, 1.6 times."""
+    import hashlib
+    import tracemalloc
+
+    lines = [f"{hashlib.sha256(b'%d' % n).hexdigest()} {r}" for n in range(10_000)
+             for r in ("java", "signature", "x509")]
+    write_cache(state, lines)
+    size = (state / "passed-checks").stat().st_size
+    tracemalloc.start()
+    try:
+        fresh_loadable.remember_in(state)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < 2 * size, f"{held / size:.1f}x the file held"
+    assert all(fresh_loadable.passed(line) for line in lines[::997])
+    assert not fresh_loadable.passed(lines[0].replace("java", "nss"))  # another check of the same bytes
+
+
+def test_save_adds_this_runs_checks_to_the_file_as_it_is_now(tmp_path, state, fresh_loadable):
+    """What another run added after this one read the file stays."""
+    a, b, c, d = (f"{ch * 64} java" for ch in "abcd")
+    write_cache(state, [a])
+    fresh_loadable.remember_in(state)
+    write_cache(state, [a, c])  # another run, meanwhile
+    fresh_loadable.remember(b)
+    fresh_loadable.remember_parse("d" * 64, "a warning")
+    fresh_loadable.save()
+    lines = (state / "passed-checks").read_text().splitlines()
+    assert lines[1:] == [a, c, b, f"{'d' * 64} x509 YSB3YXJuaW5n"]
+    mtime = (state / "passed-checks").stat().st_mtime_ns
+    fresh_loadable.save()  # nothing new since: not written again
+    assert (state / "passed-checks").stat().st_mtime_ns == mtime
+
+    from storesync import loadable
+    from storesync.model import Certificate
+
+    loadable._passed, loadable._notes, loadable._cache_dir = set(), {}, None  # the next run
+    loadable.remember_in(state)
+    assert all(loadable.passed(line) for line in (a, b, c)) and not loadable.passed(d)
+
+    class Known:
+        sha256 = "d" * 64
+    assert loadable.remembered_parse(Known) == ("a warning",)
+
+
+def test_only_checks_this_version_knows_are_believed(tmp_path, state, fresh_loadable):
+    """A line of a check this version does not run (or not a check at all) vouches for nothing."""
+    sha = "e" * 64
+    write_cache(state, [f"{sha} java-17", f"{sha[:-1]} java", "garbage", f"{'g' * 64} java", f"{sha} nss extra"])
+    fresh_loadable.remember_in(state)
+    assert fresh_loadable._passed == set()
+    with pytest.raises(ValueError):
+        fresh_loadable.remember(f"{sha} unknown-check")
