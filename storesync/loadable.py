@@ -39,7 +39,7 @@ def refusal(cert, reader: str) -> str | None:
     cache = cert.__dict__  # kept on the certificate, beside its other facts (not a dict of its own each)
     slot = _SLOTS.get(reader) or f"_refusal {reader}"
     if slot not in cache:
-        known = _key(cert.sha256, reader) in _passed
+        known = _prefix(cert.sha256) in _passed[reader]
         cache[slot] = None if known else _refusal(cert, reader)
         if cache[slot] is None and not known and _openssl() is not None:
             _remember(cert.sha256, reader)  # a stand-in judge's pass (no libcrypto) is not remembered
@@ -51,26 +51,22 @@ def refusal(cert, reader: str) -> str | None:
 _RULES = "storesync-passed-checks 1"  # the first line; bumped when a check changes, so older verdicts go
 _CACHE_NAME = "passed-checks"
 _MAX_REMEMBERED = 500_000  # lines (about 70 bytes each): beyond it, start afresh
-#: The checks a line may name, and the code each is kept under.
-_CHECKS = {name: code for code, name in enumerate(
-    (*NAMES, "signature", "x509", "nss-empty-password"), start=1)}
-# A passed check is kept as one int: the first 128 bits of the SHA-256 it names (a forged
-# certificate matching one is a second preimage of 128 bits) and the check's code. A set of
-# the lines' strings held three times the file, as much as a 10 000-certificate store itself.
-_passed: set[int] = set()  # checks these bytes passed, read from the file or passed in this process
-_notes: dict[int, str] = {}  # the rare x509 line's note (its parse warning, base64), by key
+#: The checks a line may name (a line naming another vouches for nothing).
+_CHECKS = (*NAMES, "signature", "x509", "nss-empty-password")
+# A passed check is kept as one int in its check's set: the first 128 bits of the SHA-256 it
+# names (a forged certificate passing for a remembered one is a second preimage of 128 bits).
+# A set of the lines' strings held three times the file, as much as a 10 000-certificate store.
+_passed: dict[str, set[int]] = {name: set() for name in _CHECKS}  # from the file, or passed in this process
+_notes: dict[int, str] = {}  # the rare x509 line's note (its parse warning, base64), by prefix
 _added: list[tuple] = []  # (sha256, check, note) passed in this process, for `save` to add to the file
 _cache_dir = None
 
 
-def _key(sha: str, name: str) -> int | None:
-    """The key of check `name` of the bytes whose SHA-256 (hex) is `sha`; None for a check this
-    version does not know, which is then never believed."""
-    code = _CHECKS.get(name)
-    if code is None or len(sha) != 64:
+def _prefix(sha: str) -> int | None:
+    if len(sha) != 64:
         return None
     try:
-        return int(sha[:32], 16) << 3 | code
+        return int(sha[:32], 16)
     except ValueError:
         return None
 
@@ -87,21 +83,22 @@ def remember_in(directory) -> None:
         directory = directory()
     _cache_dir = directory
     data = _read_cache()
-    codes, x509 = {name.encode(): code for name, code in _CHECKS.items()}, _CHECKS["x509"]
-    for line in data.split(b"\n")[1:] if data else ():  # "SHA-256 hex, space, check[, space, note]"
-        code = codes.get(line[65:])
-        note = None
-        if code is None and line[65:70] == b"x509 ":  # a parse warning, after its check's name
-            code, note = x509, line[70:].decode("ascii", "replace")
-        if code is None or line[64:65] != b" ":
+    if not data:
+        return
+    sets = {name.encode(): _passed[name] for name in _CHECKS}
+    for line in data.split(b"\n")[1:]:  # "SHA-256 hex, space, check[, space, note]"
+        mine, note = sets.get(line[65:]), None
+        if mine is None and line[65:70] == b"x509 ":  # a parse warning, after its check's name
+            mine, note = _passed["x509"], line[70:].decode("ascii", "replace")
+        if mine is None or line[64:65] != b" ":
             continue
         try:
-            key = int(line[:32], 16) << 3 | code
+            prefix = int(line[:32], 16)
         except ValueError:
             continue
-        _passed.add(key)
+        mine.add(prefix)
         if note:
-            _notes[key] = note
+            _notes[prefix] = note
 
 
 def _read_cache() -> bytes | None:
@@ -125,7 +122,8 @@ def _read_cache() -> bytes | None:
 def passed(check: str) -> bool:
     """Did the check `check` ("SHA-256 of the bytes it judged, space, its name") pass, in this
     process or in an earlier one (`remember_in`)?"""
-    return _key(*check.partition(" ")[::2]) in _passed
+    sha, _, name = check.partition(" ")
+    return _prefix(sha) in _passed.get(name, ())
 
 
 def remember(check: str) -> None:
@@ -136,22 +134,22 @@ def remember(check: str) -> None:
 
 def _remember(sha: str, name: str, note: str | None = None) -> None:
     """`remember`, with the certificate's own `sha256` string kept (not a line made for each)."""
-    key = _key(sha, name)
-    if key is None:
+    prefix = _prefix(sha)
+    if prefix is None or name not in _passed:
         raise ValueError(f"not a check this version remembers: {sha} {name}")
-    _passed.add(key)
+    _passed[name].add(prefix)
     if note:
-        _notes[key] = note
+        _notes[prefix] = note
     _added.append((sha, name, note))
 
 
 def remembered_parse(cert) -> tuple[str | None] | None:
     """(its warning or None,) when it is remembered that `cryptography` parses these bytes (a pass
     of the Java and NSS check), else None: `list` then shows the certificate without importing it."""
-    key = _key(cert.sha256, "x509")
-    if key not in _passed:
+    prefix = _prefix(cert.sha256)
+    if prefix not in _passed["x509"]:
         return None
-    note = _notes.get(key)
+    note = _notes.get(prefix)
     if note is None:
         return (None,)
     try:  # base64.urlsafe_b64decode, without importing base64 (most certificates have no warning)
@@ -186,34 +184,55 @@ def _private(st) -> bool:
 
 def save() -> None:
     """Keep what passed for the next run (best effort: a lost cache costs time, never safety):
-    this process's lines are added to the file as it is now (what other runs added since it was
-    read stays), or start it afresh beyond `_MAX_REMEMBERED` lines."""
+    this process's lines are appended to the file (what other runs added meanwhile stays, and
+    the file is not read again), or start it afresh when it is missing, of other rules, not
+    ours alone, or beyond `_MAX_REMEMBERED` lines."""
     import os
 
     if _cache_dir is None or not _added:
         return
-    data = _read_cache() or b""
-    if data.count(b"\n") + len(_added) >= _MAX_REMEMBERED:
-        data = b""
+    lines = "".join(f"{sha} {name} {note}\n" if note else f"{sha} {name}\n"
+                    for sha, name, note in _added).encode("ascii", "replace")
     path = os.path.join(_cache_dir, _CACHE_NAME)
+    head = _RULES.encode() + b"\n"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW)
+    except OSError:
+        fd = None
+    try:
+        if fd is not None:
+            st = os.fstat(fd)
+            if (_private(st) and _private(os.stat(_cache_dir)) and st.st_size < 80 * _MAX_REMEMBERED
+                    and os.pread(fd, len(head), 0) == head):
+                if os.pread(fd, 1, st.st_size - 1) != b"\n":
+                    lines = b"\n" + lines  # a line cut short by a crash stays a line of its own
+                os.write(fd, lines)
+                _added.clear()
+                return
+        _start_afresh(path, head + lines)
+        _added.clear()
+    except OSError:
+        pass
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _start_afresh(path: str, data: bytes) -> None:
+    import os
+
     temp = f"{path}.{os.getpid()}.tmp"
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as file:
-            if data:
-                file.write(data if data.endswith(b"\n") else data + b"\n")
-            else:
-                file.write(_RULES.encode() + b"\n")
-            file.write("".join(f"{sha} {name} {note}\n" if note else f"{sha} {name}\n"
-                               for sha, name, note in _added).encode("ascii", "replace"))
+            file.write(data)
         os.replace(temp, path)
     except OSError:
         try:
             os.unlink(temp)
         except OSError:
             pass
-        return
-    _added.clear()
+        raise
 
 
 def _refusal(cert, reader: str) -> str | None:
@@ -388,7 +407,7 @@ def bad_self_signature(cert) -> bool:
     and sha1 roots are checked; md2 roots of old Windows lists are not judged: unsupported is not
     failed). Without a libcrypto, `cryptography` judges (it supports no md5 or sha1)."""
     if "_bad_signature" not in cert.__dict__:
-        known = _key(cert.sha256, "signature") in _passed
+        known = _prefix(cert.sha256) in _passed["signature"]
         cert.__dict__["_bad_signature"] = not known and _self_signed(cert) and _signature_fails(cert)
         if not known and (not _self_signed(cert) or _openssl() is not None and _verdict(cert) == 1):
             _remember(cert.sha256, "signature")  # not self-signed, or verified by libcrypto (not merely unsupported)

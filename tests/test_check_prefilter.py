@@ -266,8 +266,9 @@ def test_what_the_prefilter_leaves_out_never_mattered(crowd, monkeypatch):
         ("pem", [entry(unreadable(root)), entry(root), *crowd], leaf, [inter], "ok"),
         ("nss", [entry(inter), entry(root, client_auth=DISTRUSTED), *crowd], leaf, [], "ok"),  # the anchor ends the path
         ("nss", [*crowd, entry(inter)], leaf, [], "ok"),
-        ("nss", [*crowd, entry(self_signed)], self_signed, [], "invalid"),  # no leaf is its own anchor
-        ("pem", [*crowd, entry(self_signed)], self_signed, [], "invalid"),
+        # a self-signed leaf in the store is its own anchor, as `openssl verify -CAfile` has it
+        ("nss", [*crowd, entry(self_signed)], self_signed, [], "ok"),
+        ("pem", [*crowd, entry(self_signed)], self_signed, [], "ok"),
         ("pem", [entry(stray_root), entry(stray), entry(root), *crowd], leaf, [inter], "ok"),
         ("pem", [entry(stray_root), entry(stray), *crowd], leaf, [inter], "missing-root"),
         ("pem", [entry(inter), entry(root), *crowd], leaf, [], "ok"),  # the intermediate from the pool

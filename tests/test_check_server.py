@@ -115,9 +115,10 @@ def test_sync_only_selects_by_fingerprint_or_label_glob(srv, tmp_path):
     assert len(x509.load_pem_x509_certificates(target.read_bytes())) == 2
     result = storesync("sync", "--mode", "add", "--only=", f"pem:{source}", f"pem:{target}")
     assert result.returncode == 2 and "--only needs" in result.stderr
-    # Naming nothing the source holds adds nothing.
+    # Naming nothing the source holds is a mistake said at once, and nothing is written.
     empty = cat(tmp_path / "empty.pem", srv.f["other"])
-    assert storesync("sync", "--mode", "add", "--only", "ab" * 32, f"pem:{source}", f"pem:{empty}").returncode == 0
+    nothing = storesync("sync", "--mode", "add", "--only", "ab" * 32, f"pem:{source}", f"pem:{empty}")
+    assert nothing.returncode == 2 and "no certificate of the source matches" in nothing.stderr
     assert len(x509.load_pem_x509_certificates(empty.read_bytes())) == 1
 
 

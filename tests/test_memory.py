@@ -224,8 +224,8 @@ def test_a_java_verdict_keeps_no_parsed_certificate(ders):
     for cert in certs:  # not judged yet
         cert.__dict__.clear()
     loadable.refusal(Certificate(scale_bench.certificates(COUNT + 1)[-1]), loadable.JAVA)  # imports out of the count
-    saved = set(loadable._passed)
-    loadable._passed.clear()  # judged afresh, as in a run without remembered checks
+    saved = loadable._passed
+    loadable._passed = {name: set() for name in loadable._CHECKS}  # judged afresh, as without remembered checks
     try:
         tracemalloc.start()
         try:
@@ -236,8 +236,7 @@ def test_a_java_verdict_keeps_no_parsed_certificate(ders):
             tracemalloc.stop()
         remembered = loadable.passed(f"{certs[0].sha256} x509")  # what the parse said is kept
     finally:
-        loadable._passed.clear()
-        loadable._passed.update(saved)
+        loadable._passed = saved
     assert verdicts == [None] * COUNT
     assert all("_parsed" not in cert.__dict__ for cert in certs)
     assert remembered
@@ -318,7 +317,7 @@ def test_list_drops_each_parse_once_the_certificate_is_shown(pki, monkeypatch, t
     from storesync.cli import list as list_command
 
     state.set_state_dir(tmp_path / "state")
-    monkeypatch.setattr(loadable, "_passed", set())
+    monkeypatch.setattr(loadable, "_passed", {name: set() for name in loadable._CHECKS})
     monkeypatch.setattr(loadable, "_added", [])
     issued = [pki.ca(f"Listed Once {n}") for n in range(COUNT + 1)]
     one, bundle = tmp_path / "one.pem", tmp_path / "bundle.pem"

@@ -141,7 +141,7 @@ def test_what_passed_only_a_stand_in_judge_is_not_remembered(tmp_path, state, mo
     from test_damaged import sha1_root
 
     forged = broken_signature(sha1_root())
-    monkeypatch.setattr(loadable, "_passed", set())
+    monkeypatch.setattr(loadable, "_passed", {name: set() for name in loadable._CHECKS})
     monkeypatch.setattr(loadable, "_notes", {})
     monkeypatch.setattr(loadable, "_added", [])
     monkeypatch.setattr(loadable, "_cache_dir", None)
@@ -165,7 +165,8 @@ def test_what_passed_only_a_stand_in_judge_is_not_remembered(tmp_path, state, mo
 def fresh_loadable(monkeypatch):
     from storesync import loadable
 
-    for name, value in (("_passed", set()), ("_notes", {}), ("_added", []), ("_cache_dir", None)):
+    for name, value in (("_passed", {name: set() for name in loadable._CHECKS}), ("_notes", {}), ("_added", []),
+                        ("_cache_dir", None)):
         monkeypatch.setattr(loadable, name, value)
     return loadable
 
@@ -216,7 +217,7 @@ def test_save_adds_this_runs_checks_to_the_file_as_it_is_now(tmp_path, state, fr
     from storesync import loadable
     from storesync.model import Certificate
 
-    loadable._passed, loadable._notes, loadable._cache_dir = set(), {}, None  # the next run
+    loadable._passed, loadable._notes, loadable._cache_dir = {n: set() for n in loadable._CHECKS}, {}, None
     loadable.remember_in(state)
     assert all(loadable.passed(line) for line in (a, b, c)) and not loadable.passed(d)
 
@@ -230,6 +231,23 @@ def test_only_checks_this_version_knows_are_believed(tmp_path, state, fresh_load
     sha = "e" * 64
     write_cache(state, [f"{sha} java-17", f"{sha[:-1]} java", "garbage", f"{'g' * 64} java", f"{sha} nss extra"])
     fresh_loadable.remember_in(state)
-    assert fresh_loadable._passed == set()
+    assert not any(fresh_loadable._passed.values())
     with pytest.raises(ValueError):
         fresh_loadable.remember(f"{sha} unknown-check")
+
+
+def test_save_appends_after_a_line_a_crash_cut_short_and_starts_afresh_over_other_rules(tmp_path, state, fresh_loadable):
+    a, b = f"{'a' * 64} java", f"{'b' * 64} java"
+    cache = state / "passed-checks"
+    cache.write_text(f"storesync-passed-checks 1\n{a}\n{'c' * 40}")  # the last line cut short
+    cache.chmod(0o600)
+    fresh_loadable.remember_in(state)
+    fresh_loadable.remember(b)
+    fresh_loadable.save()
+    assert cache.read_text().splitlines()[1:] == [a, "c" * 40, b]
+
+    cache.write_text(f"storesync-passed-checks 0\n{a}\n")  # another version's rules
+    fresh_loadable.remember(f"{'d' * 64} java")
+    fresh_loadable.save()
+    assert cache.read_text().splitlines() == ["storesync-passed-checks 1", f"{'d' * 64} java"]
+    assert cache.stat().st_mode & 0o077 == 0

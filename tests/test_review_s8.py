@@ -244,3 +244,26 @@ def test_a_missing_source_and_a_pkcs12_named_jks_say_what_to_do(tmp_path, root):
     renamed.write_bytes(p12.read_bytes())
     wrong = storesync("list", f"jks:{renamed}")
     assert wrong.returncode == 2 and "p12:" in wrong.stderr and "Traceback" not in wrong.stderr, wrong.stderr
+
+
+def test_a_self_signed_leaf_in_the_store_is_its_own_anchor_as_in_openssl(tmp_path):
+    """It was refused only for lacking an authorityKeyIdentifier (which a self-signed
+    certificate need not have); `openssl verify -CAfile` accepts it."""
+    import datetime as dt
+
+    now = dt.datetime.now(dt.timezone.utc)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "self.review.example")])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(5).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(key, hashes.SHA256()))
+    path = tmp_path / "self.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    verified = run("openssl", "verify", "-CAfile", path, "-purpose", "sslclient", path, check=False)
+
+    result = storesync("check", path, "--store", f"pem:{path}")
+
+    assert verified.returncode == 0, verified.stdout
+    assert result.returncode == 0, result.stdout
