@@ -129,12 +129,11 @@ def test_recovery_waits_for_the_store_lock(tmp_path, state, two_roots):
     assert "interrupted" in err and not (db / "cert9.db-journal").exists()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to run the reader as another user")
 def test_a_hot_journal_that_cannot_be_rolled_back_is_one_sentence(two_roots):
     """A user who may read the database but not write it cannot roll it back: one sentence, exit 2."""
     import tempfile
 
-    if os.geteuid() != 0:
-        pytest.skip("needs root, to run the reader as another user")
     need("setpriv")
     top = Path(tempfile.mkdtemp(prefix="storesync-hot-"))
     try:

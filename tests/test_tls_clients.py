@@ -250,7 +250,7 @@ class World:
         store, how = CLIENTS[client]
         specs, _plan = self.phase(phase)
         if store not in specs:
-            pytest.skip("certutil is not installed (scripts/test installs it)")
+            pytest.fail("certutil is not installed; run scripts/test, which installs the test tools")
         verdict = how(self, store_path(specs[store]))
         if self.server.proc.poll() is not None:
             pytest.fail(f"openssl s_server has died: {self.server.log.read_text(errors='replace')[-2000:]}")
@@ -384,7 +384,7 @@ def test_java_reads_debian_cacerts_with_the_root_added(world):
     """Debian's Java cacerts (the system roots) with the private root added: the JDK accepts."""
     cacerts = Path("/etc/ssl/certs/java/cacerts")
     if not cacerts.exists():
-        pytest.skip("no /etc/ssl/certs/java/cacerts (ca-certificates-java)")
+        pytest.fail("no /etc/ssl/certs/java/cacerts; run scripts/test, which installs ca-certificates-java")
     store = world.directory / "cacerts"
     store.write_bytes(cacerts.read_bytes())
     plan = world.sync("--mode", "add", f"pem:{world.pki.root_pem}", f"jks:{store}")

@@ -124,7 +124,7 @@ def test_a_merge_with_a_windows_store_keeps_per_purpose_distrust(roots, tmp_path
 def test_certdata_with_diginotar_into_sst_and_reg(tmp_path):
     certdata = VECTORS / "nss" / "certdata-3.87.txt"
     if not certdata.exists():
-        pytest.skip("certdata-3.87.txt is not among the vectors")
+        pytest.fail("certdata-3.87.txt is missing from ../shared/vectors (see its README)")
     result = storesync("sync", f"certdata:{certdata}", f"sst:{tmp_path / 'r.sst'}", f"reg:{tmp_path / 'r.reg'}")
     assert result.returncode == 0, result.stderr
     assert "DigiNotar Root CA: distrusted for some purposes: distrusted for all here" in result.stdout

@@ -39,10 +39,10 @@ ACCEPTED, REFUSED = "accepted", "refused"
 
 
 def tool(name: str) -> str:
-    """A client binary: absent, its tests skip (scripts/test installs them all)."""
+    """A client binary: scripts/test installs them all, so a missing one fails the test loudly."""
     path = shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} is not installed (scripts/test installs it)")
+        pytest.fail(f"{name} is not installed; run scripts/test, which installs the test tools")
     return path
 
 
