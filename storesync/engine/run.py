@@ -205,21 +205,13 @@ def _run(profile: Profile, dry_run: bool, force: bool, defaults: dict[str, str] 
             locks.enter_context(state.lock(f"profile {profile.name}", lock_timeout))
             for path in sorted({str(o.store.path.resolve()) for o in result.outcomes if o.store}):
                 locks.enter_context(state.store_lock(Path(path), lock_timeout))
-            if profile.mode != "merge" and all(o.store is not None and o.version is not None
-                                                and o.store.version() == o.version for o in unlocked.outcomes):
+            if profile.mode == "merge":
+                merged = _prepare(profile, result, force, allow_empty)
+            elif all(o.store is not None and o.version is not None and o.store.version() == o.version
+                     for o in unlocked.outcomes):
                 result, merged = unlocked, None  # no store changed since it was planned: the plan stands
             else:
-                if profile.mode != "merge":
-                    for outcome, earlier in zip(result.outcomes, unlocked.outcomes):
-                        earlier.plan = None  # planned again under the locks: the first plan is not held beside it
-                        if earlier.version is not None and outcome.store and outcome.store.version() == earlier.version:
-                            outcome.store, outcome.current, outcome.version = earlier.store, earlier.current, earlier.version
-                merged = _prepare(profile, result, force, allow_empty)
-                if profile.mode != "merge":  # what the first read found (a recovery, say) is still news
-                    for outcome, earlier in zip(result.outcomes, unlocked.outcomes):
-                        if outcome.store and earlier.store and outcome.store is not earlier.store:
-                            outcome.store.warnings[:0] = [w for w in earlier.store.warnings
-                                                          if w not in outcome.store.warnings]
+                merged = _replan(profile, result, unlocked, force, allow_empty)
             if not dry_run and not result.error:
                 _apply(result)
                 policy.save_passed_checks()
@@ -227,6 +219,20 @@ def _run(profile: Profile, dry_run: bool, force: bool, defaults: dict[str, str] 
     except StoreError as exc:
         result.error = str(exc)
     return result
+
+
+def _replan(profile: Profile, result: Result, unlocked: Result, force: bool, allow_empty: bool):
+    """Plan again under the locks, reading again only the stores whose version changed since the
+    unlocked plan; what that first read found (a recovery, say) is still news."""
+    for outcome, earlier in zip(result.outcomes, unlocked.outcomes):
+        earlier.plan = None  # the first plan is not held beside the new one
+        if earlier.version is not None and outcome.store and outcome.store.version() == earlier.version:
+            outcome.store, outcome.current, outcome.version = earlier.store, earlier.current, earlier.version
+    merged = _prepare(profile, result, force, allow_empty)
+    for outcome, earlier in zip(result.outcomes, unlocked.outcomes):
+        if outcome.store and earlier.store and outcome.store is not earlier.store:
+            outcome.store.warnings[:0] = [w for w in earlier.store.warnings if w not in outcome.store.warnings]
+    return merged
 
 
 def _new_result(profile: Profile, dry_run: bool, defaults: dict[str, str] | None) -> Result:
