@@ -421,6 +421,10 @@ def check_round_trip(kind: Kind, certs: ShapeCerts, case: dict[str, dict], tmp: 
     return broken
 
 
+WHAT_TO_DO = ("restore it", "restore the file", "give the right", "give that folder", "check the path", "create one with",
+              "use pem:", "move the key")
+
+
 def check_hostile(kind: Kind, what: str, certs: ShapeCerts, tmp: Path) -> list[str]:
     """A broken store: `list` and a sync into it exit 2 with one sentence naming the file, and
     the store stays as it was."""
@@ -440,6 +444,8 @@ def check_hostile(kind: Kind, what: str, certs: ShapeCerts, tmp: Path) -> list[s
             problems.append(f"{args[0]}: not one sentence: {result.stderr.strip()[:300]}")
         elif str(path) not in lines[0]:
             problems.append(f"{args[0]}: the sentence does not name {path}: {lines[0]}")
+        elif not any(todo in lines[0] for todo in WHAT_TO_DO):
+            problems.append(f"{args[0]}: the sentence does not say what to do: {lines[0]}")
         if state_of(path) != before:
             problems.append(f"{args[0]}: the store changed")
     return problems

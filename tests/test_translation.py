@@ -437,3 +437,33 @@ def test_distrust_for_some_purposes_with_no_trust_is_written_as_distrust_for_all
     assert verdict.returncode != 0, verdict.stdout  # before: "OK", trusted for TLS servers
     again = storesync("sync", f"nss:{db}", spec)
     assert again.returncode == 0 and "in sync" in again.stdout, again.stdout
+
+
+def test_a_reject_list_alone_is_read_as_openssl_reads_it_trusted_for_the_rest(pki, tmp_path):
+    """The reading side of the test above. OpenSSL trusts a self-signed root whose TRUSTED
+    CERTIFICATE block rejects only serverAuth for every other purpose (its compatibility rule,
+    even with a purpose set, as TLS stacks set one). A sync into NSS must give NSS the same
+    verdicts: refused for TLS servers, accepted for TLS clients."""
+    from test_nss import certutil_add, certutil_flags, new_db
+
+    root = pki.ca("Reject Server Root")
+    leaf = pki.leaf("reject-leaf.example", root)
+    bundle = tmp_path / "src.pem"
+    bundle.write_bytes(trustout(root, tmp_path / "root.pem", "-addreject", "serverAuth"))
+    leaf_pem = leaf.write(tmp_path / "leaf.pem")
+
+    def openssl(purpose: str) -> bool:
+        return run("openssl", "verify", "-CAfile", bundle, "-purpose", purpose, leaf_pem, check=False).returncode == 0
+
+    assert (openssl("sslserver"), openssl("sslclient")) == (False, True)  # the oracle's reading
+
+    db = new_db(tmp_path / "nss")
+    result = storesync("sync", f"pem:{bundle}", f"nss:{db}")
+    assert result.returncode == 0, result.stderr
+    certutil_add(db, "leaf", ",,", leaf_pem)
+
+    def nss(usage: str) -> bool:
+        out = run("certutil", "-V", "-d", f"sql:{db}", "-u", usage, "-n", "leaf", check=False)
+        return b"certificate is valid" in out.stdout + out.stderr
+
+    assert (nss("V"), nss("C")) == (False, True), certutil_flags(db)

@@ -151,8 +151,7 @@ def read_store(store: "Store") -> TrustSet:
     except (StoreError, OSError):
         raise
     except Exception as exc:  # noqa: BLE001 - whatever the bytes, the person gets a sentence
-        raise store.error(f"cannot be read, its content is damaged ({type(exc).__name__}: {exc}); nothing was "
-                          "read from it: restore it (storesync rollback) or regenerate it") from None
+        raise store.damaged(f"cannot be read, its content is damaged ({type(exc).__name__}: {exc})") from None
 
 
 COMMON_OPTIONS = ("purpose", "max-removal-share", "label-template")  # the engine reads these of any store
@@ -211,6 +210,10 @@ class Store:
 
     def error(self, what: str, path: Path | None = None) -> StoreError:
         return StoreError(f"{self.spec.kind} store {path or self.path}: {what}")
+
+    def damaged(self, what: str, path: Path | None = None) -> StoreError:
+        """The error for bytes that cannot be read, with what to do about them."""
+        return self.error(f"{what}; nothing was read from it: restore it (storesync rollback) or regenerate it", path)
 
     def exists(self) -> bool:
         return self.path.exists()

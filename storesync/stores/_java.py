@@ -11,6 +11,9 @@ from storesync.stores import Store
 
 DEFAULT_PASSWORD = "changeit"
 CAPABILITIES = Capabilities(purposes=False, distrust=False, distrust_after=False, labels=True)
+#: The end of a sentence for a keystore its password does not open.
+WRONG_PASSWORD = ("; nothing was read from it and it will not be written: give the right password with "
+                  "?password-file=FILE, or restore the file (storesync rollback)")
 
 
 def store_password(store: Store) -> tuple[str, bool]:

@@ -37,7 +37,7 @@ class AnchorsStore(DirStore):
         if not self.path.exists():
             return TrustSet()
         if not self.path.is_dir():
-            raise self.error("is not a directory; an anchors store is the folder of one-certificate files")
+            raise self.error("is not a directory; an anchors store is the folder of one-certificate files: give that folder's path")
         try:
             with os.scandir(self.path) as listing:
                 found = sorted((item.name, item) for item in listing)

@@ -234,7 +234,7 @@ class CertdataStore(Store):
                 data = bytearray()
                 while True:
                     if i >= len(lines):
-                        raise self.error(f"line {number}: {name} has no END (truncated file?)")
+                        raise self.damaged(f"line {number}: {name} has no END (truncated file?)")
                     chunk = lines[i].strip()
                     i += 1
                     if chunk == "END":

@@ -38,6 +38,7 @@ from storesync.stores import FileStore
 from storesync.stores._java import (
     CAPABILITIES,
     DEFAULT_PASSWORD,
+    WRONG_PASSWORD,
     chosen_scheme,
     make_alias,
     store_password,
@@ -241,18 +242,17 @@ class JksStore(FileStore):
         try:
             version, records = parse_jks(data)
         except JksFormatError as exc:
-            raise self.error(f"{exc}; nothing was read from it") from None
+            raise self.damaged(str(exc)) from None
         return version, records, self._verified(data)
 
     def _verified(self, data: bytes) -> str:
         """The password, once the file's integrity hash is checked with it."""
         password, explicit = store_password(self)
         if not hmac.compare_digest(integrity_hash(password, memoryview(data)[:-20]), data[-20:]):
-            hint = "" if explicit else f" (it was opened with Java's default {DEFAULT_PASSWORD!r}; give the right one with ?password-file=FILE)"
+            hint = "" if explicit else f" (it was opened with Java's default {DEFAULT_PASSWORD!r})"
             raise self.error(
-                "integrity check failed: either the store password is wrong"
-                f"{hint}, or the file was tampered with or damaged; nothing was read from it "
-                "and it will not be written"
+                f"integrity check failed: either the store password is wrong{hint}, or the file was tampered "
+                f"with or damaged{WRONG_PASSWORD}"
             )
         return password
 
@@ -263,7 +263,7 @@ class JksStore(FileStore):
             for _record in iter_jks(data)[1]:
                 pass
         except JksFormatError as exc:
-            raise self.error(f"{exc}; nothing was read from it") from None
+            raise self.damaged(str(exc)) from None
         self._verified(data)
         return TrustSet(entry for entry in map(self._anchor, iter_jks(data)[1]) if entry is not None)
 

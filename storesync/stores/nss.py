@@ -616,7 +616,7 @@ class NssStore(Store):
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
-            raise self.error(f"cert9.db is not a readable NSS database ({exc})", self.cert_db) from None
+            raise self.damaged(f"cert9.db is not a readable NSS database ({exc})", self.cert_db) from None
         except (TypeError, ValueError, OverflowError, MemoryError) as exc:
             raise self.error(f"holds values NSS never writes ({type(exc).__name__}: {exc}); "
                              "is it damaged or forged?") from None

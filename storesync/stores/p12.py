@@ -53,7 +53,9 @@ from storesync.pbe import (
 )
 from storesync.pbe import PbeError as P12Error  # what storesync cannot read in the file (a sentence fragment)
 from storesync.stores import FileStore
-from storesync.stores._java import CAPABILITIES, chosen_scheme, make_alias, store_password, unchanged_anchor_set
+from storesync.stores._java import (
+    CAPABILITIES, WRONG_PASSWORD, chosen_scheme, make_alias, store_password, unchanged_anchor_set,
+)
 
 OID_DATA = "1.2.840.113549.1.7.1"
 OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
@@ -385,21 +387,20 @@ class P12Store(FileStore):
         try:
             return load_pfx(data, password, try_empty=not explicit, each=each)
         except MacError as exc:
-            hint = "" if explicit else " (it was opened with Java's default 'changeit'; give the right one with ?password-file=FILE)"
+            hint = "" if explicit else " (it was opened with Java's default 'changeit')"
             if str(exc) == "tampered":
-                what = "MAC check failed although the password opens the certificates: the file was tampered with or damaged"
-            elif str(exc) == "wrong password":
+                raise self.damaged("MAC check failed although the password opens the certificates: the file was "
+                                   "tampered with or damaged") from None
+            if str(exc) == "wrong password":
                 what = f"MAC check failed: the store password is wrong{hint} (or the file was tampered with or damaged)"
             else:
                 what = f"MAC check failed: either the store password is wrong{hint}, or the file was tampered with or damaged"
-            raise self.error(f"{what}; nothing was read from it and it will not be written") from None
+            raise self.error(what + WRONG_PASSWORD) from None
         except DecryptError:
-            raise self.error(
-                "cannot decrypt the certificates: the store password is wrong, or the file was tampered "
-                "with or damaged; nothing was read from it and it will not be written"
-            ) from None
+            raise self.error("cannot decrypt the certificates: the store password is wrong, or the file was tampered "
+                             f"with or damaged{WRONG_PASSWORD}") from None
         except P12Error as exc:
-            raise self.error(f"{exc}; nothing was read from it") from None
+            raise self.damaged(str(exc)) from None
 
     def parse(self, data: bytes) -> TrustSet:
         """The anchors, each bag dropped as soon as it is read; none before the MAC is verified,

@@ -57,7 +57,7 @@ class P7bStore(FileStore):
                 warnings.simplefilter("ignore")
                 certs = pkcs7.load_der_pkcs7_certificates(body)
         except Exception:  # noqa: BLE001
-            raise self.error(f"is not a PKCS#7 certificate bundle ({reason}); nothing was read from it") from None
+            raise self.damaged(f"is not a PKCS#7 certificate bundle ({reason})") from None
         self.warnings.append(f"{self.path}: not DER ({reason}); certificates as re-encoded by cryptography")
         return [cert.public_bytes(serialization.Encoding.DER) for cert in certs]
 

@@ -104,7 +104,7 @@ class PemStore(FileStore):
         blocks = list(_BLOCK.finditer(data)) if unended is None else []
         if unended is not None or data.count(b"-----BEGIN ") != len(blocks):
             line = _unterminated_line(data, blocks) if unended is None else data.count(b"\n", 0, unended) + 1
-            raise self.error(f"PEM block at line {line} has no matching END line (truncated file?)")
+            raise self.damaged(f"PEM block at line {line} has no matching END line (truncated file?)")
         if not blocks:
             return self._parse_without_blocks(data)
         entries = []
@@ -113,7 +113,7 @@ class PemStore(FileStore):
             if b"PRIVATE KEY" in kind:
                 raise self.error(
                     f"holds a private key (line {_line(data, block)}); a trust bundle must not, "
-                    "so nothing was read from it"
+                    "so nothing was read from it: move the key to a file of its own"
                 )
             if kind not in _CERT_TYPES:
                 self.warnings.append(f"{self.path}: line {_line(data, block)}: skipped a {kind.decode()} block")

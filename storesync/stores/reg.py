@@ -376,7 +376,7 @@ class RegStore(FileStore):
         try:
             reg = read_reg(data)
         except RegError as exc:
-            raise self.error(f"{exc}; nothing was read from it") from None
+            raise self.damaged(str(exc)) from None
         found = []
         for key in state_after_import(reg):
             if key.role is None:
@@ -388,7 +388,7 @@ class RegStore(FileStore):
             try:
                 props, cert = _read_group(key.blob)
             except wp.ElementError as exc:
-                raise self.error(f"{where}: the Blob of {key.path} is not a certificate ({exc}); nothing was read from it") from None
+                raise self.damaged(f"{where}: the Blob of {key.path} is not a certificate ({exc})") from None
             thumb = cert_key_parts(key.path)[2]
             sha1 = hashlib.sha1(cert).hexdigest()
             if thumb != sha1.upper():  # crypt32 compares with the uppercase hex: any other name is ignored

@@ -130,7 +130,7 @@ class SstStore(FileStore):
         try:
             sst = read_sst(data, each)
         except wp.ElementError as exc:
-            raise self.error(f"{exc}; nothing was read from it") from None
+            raise self.damaged(str(exc)) from None
         self.warnings.extend(f"{self.path}: {w}" for w in sst.warnings)  # the file's, then the entries', as before
         self.warnings.extend(said)
         return TrustSet(entries)
