@@ -272,11 +272,15 @@ def owned_path(spec: str) -> Path:
 def load_owned(spec: str) -> dict | None:
     """The record of what storesync wrote in a store (None: it never wrote it, or the record is
     unreadable, which only loses drift reporting)."""
+    return _owned(owned_bytes(spec))
+
+
+def _owned(record: bytes | None) -> dict | None:
     try:
-        data = json.loads(owned_path(spec).read_text())
+        data = json.loads(record) if record is not None else None
         if isinstance(data.get("entries"), dict) and isinstance(data.get("all"), str):
             return data
-    except (OSError, ValueError, AttributeError):
+    except (ValueError, AttributeError):
         pass
     return None
 
@@ -325,9 +329,10 @@ def save_owned(spec: str, written: dict[str, Entry | None], after: TrustSet, rew
 
 
 def owned_file(spec: str, written: dict[str, Entry | None], after: TrustSet,
-               rewritten: set[str] = frozenset()) -> dict[Path, bytes]:
-    """The record `save_owned` writes, not yet written: {its path: its bytes}."""
-    old = load_owned(spec)
+               rewritten: set[str] = frozenset(), record: bytes | None = None) -> dict[Path, bytes]:
+    """The record `save_owned` writes, not yet written: {its path: its bytes}. `record`: the
+    current record's bytes when the caller has them (`owned_bytes`), else it is read."""
+    old = _owned(record if record is not None else owned_bytes(spec))
     entries = dict(old["entries"]) if old else {}
     for sha, entry in written.items():
         if entry is None:

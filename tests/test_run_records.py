@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -179,3 +180,23 @@ def test_a_record_cut_after_an_entry_or_with_keys_outside_its_entries_says_nothi
     path.write_text(json.dumps(record))
     assert set(state.load_owned("pem:/x.pem")["entries"]) == {shas[0]}
     assert state.owned_among("pem:/x.pem", shas) == {shas[0]}
+
+
+def test_a_sync_reads_each_stores_ownership_record_once_to_write_it(pki, tmp_path, monkeypatch):
+    """The record of a store written by a run is read once for the write (its new text and the
+    bytes an undo puts back come from the same read): the second sync below adds one root to a
+    store with a record of 40. `owned_among` (plan) is the one other read."""
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    source, target = tmp_path / "source.pem", tmp_path / "target.pem"
+    roots = [pki.ca(f"Read Once Root {n}") for n in range(41)]
+    source.write_bytes(b"".join(r.pem for r in roots[:40]))
+    assert sync_in_process(monkeypatch, f"pem:{source}", f"pem:{target}") == 0
+    source.write_bytes(b"".join(r.pem for r in roots))
+    reads = []
+    for method in ("read_bytes", "read_text"):
+        real = getattr(Path, method)
+        monkeypatch.setattr(Path, method, lambda path, *a, real=real, **k: (
+            reads.append(path.name) if path.parent.name == "owned" else None, real(path, *a, **k))[1])
+    assert sync_in_process(monkeypatch, f"pem:{source}", f"pem:{target}") == 0
+    assert len(reads) == 2, reads  # before: 3 (owned_among, owned_file, then owned_bytes again)
+    assert len(open_store(f"pem:{target}").read()) == 41

@@ -404,9 +404,10 @@ def _apply(result: Result) -> None:
             outcome.backup, backup = state.backup_file(key, outcome.store.snapshot(), f"before sync of {result.profile}",
                                                        touched(plan))
             records.update(backup)
+            owned = state.owned_bytes(key)  # bytes: not its parse, through the writes
             records.update(state.owned_file(key, {sha: plan.desired.get(sha) for sha in touched(plan)},
-                                            plan.desired, set(plan.rewrites)))
-            prepared.append((outcome, state.owned_bytes(key)))  # bytes: not its parse, through the writes
+                                            plan.desired, set(plan.rewrites), owned))
+            prepared.append((outcome, owned))
         if records:
             state.save_records(prepared[0][0].spec, records)
         records = None  # on disk now: not held through the writes
