@@ -73,6 +73,12 @@ _STRING_CODECS = {
     0x1E: "utf-16-be",  # BMPString
 }
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (line breaks, ESC, NUL) shown as `?`: for a label put in a
+    line of text, where a line break would start a line of its own (a PEM block in a bundle)."""
+    return _CONTROL.sub("?", text)
 _SPACE = b" \t\n\v\f\r"
 _SPACES = re.compile(b"[%s]+" % _SPACE)
 _SHORT_NAMES = {
@@ -317,7 +323,7 @@ class Certificate:
         for wanted in ("CN", "OU", "O"):
             for key, value in attributes:
                 if key == wanted and value.strip():
-                    return _CONTROL.sub("?", value.strip())  # a NUL ends an NSS nickname; ESC reaches terminals
+                    return printable(value.strip())  # a NUL ends an NSS nickname; ESC reaches terminals
         return self.sha256[:16]
 
     @property
@@ -352,11 +358,14 @@ class Certificate:
             return None
         return first is not None and first.tag == 0x01 and first.value != b"\x00"
 
-    @property
-    def is_ca(self) -> bool:
-        """A CA (unreadable extensions get the benefit of the doubt: damaged roots exist; what
-        may be an anchor is `may_anchor`'s to say)."""
-        return self.ca_flag is not False
+    @cached_property
+    def says_leaf(self) -> bool:
+        """basicConstraints is there and says cA false: OpenSSL, NSS and Windows refuse this
+        certificate as an issuer, so trusting it trusts it alone (a self-signed server's)."""
+        if self.ca_flag is not False:
+            return False
+        extensions = der.extensions(self.fields)  # read already by ca_flag: it did not fail
+        return extensions is not None and "2.5.29.19" in extensions
 
     @cached_property
     def may_anchor(self) -> bool:
@@ -367,13 +376,20 @@ class Certificate:
         if self.ca_flag:
             return True
         try:
-            fields = self.fields
+            self.fields
         except der.DERError:
             return True  # not even a certificate's outline: the damage check refuses it, saying why
+        return self.self_issued
+
+    @cached_property
+    def self_issued(self) -> bool:
+        """Issuer and subject are one name, compared as OpenSSL compares them (False: names that
+        cannot be read or compared)."""
         try:
+            fields = self.fields
             return fields.issuer == fields.subject or subject_hash(fields.issuer) == subject_hash(fields.subject)
         except der.DERError:
-            return False  # names we cannot compare: not shown to be self-issued
+            return False
 
 
 _CERTIFICATES: "weakref.WeakValueDictionary[str, Certificate]" = weakref.WeakValueDictionary()

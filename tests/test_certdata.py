@@ -128,7 +128,7 @@ def test_generated_file_every_field(generated):
         "server-auth": dt.datetime(2019, 12, 31, 23, 59, 59, tzinfo=UTC),
         "email": dt.datetime(2020, 1, 1, tzinfo=UTC),
     }
-    assert dict(d.trust) == {"server-auth": "trusted", "email": "trusted"}  # CKO_TRUST spelling
+    assert dict(d.trust) == {"server-auth": "trusted"}  # CKO_TRUST spelling; CKT_TRUSTED on a CA: a peer, no anchor
     assert d.extras["nss"]["letters"] == {"server-auth": "C", "email": "P"}
     assert dict(e.trust) == {}
     assert any("No Trust E" in w and "no trust object" in w for w in store.warnings)
@@ -162,7 +162,7 @@ def test_certdata_into_nss_keeps_letters(generated, tmp_path):
     flags = certutil_flags(db)
     assert (flags["Same Label"], flags["Same Label #2"]) == ("C,C,", "C,,")  # a label per subject in NSS
     assert flags["Distrusted C"] == "p,p,p"
-    assert flags["PKCS11 D"] == "C,P,"
+    assert flags["PKCS11 D"] == "C,,"  # CKT_TRUSTED (P) on a CA: a peer, not an anchor: not synced
     assert "No Trust E" not in flags
     back, _ = read(db)
     assert back[sha(cas["c"])].distrust_after == source[sha(cas["c"])].distrust_after

@@ -52,7 +52,8 @@ def test_the_non_der_certificate_is_refused_by_cryptography(certs):
     from storesync.model import Certificate
 
     assert Certificate(certs.der["non-der"]).x509 is None
-    assert Certificate(certs.der["v1-root"]).x509 is not None and not Certificate(certs.der["root-no-bc"]).is_ca
+    assert Certificate(certs.der["v1-root"]).x509 is not None and Certificate(certs.der["root-no-bc"]).ca_flag is False
+    assert not Certificate(certs.der["root-no-bc"]).says_leaf  # no basicConstraints: an anchor in NSS (C), not a peer
 
 
 # --- per kind ------------------------------------------------------------------------------------

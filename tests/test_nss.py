@@ -129,7 +129,7 @@ FLAG_CASES = {
     "C,,": {"server-auth": "trusted"},
     "CT,C,C": dict(ANCHOR),
     "c,c,c": None,
-    "P,,": {"server-auth": "trusted", "client-auth": "trusted"},
+    "P,,": None,  # a trusted peer that may issue: not an anchor (the peer leaf below is one, as itself)
     "p,p,p": dict(DISTRUST),
     ",,": None,
     ",C,": {"email": "trusted"},
@@ -149,7 +149,9 @@ def test_reads_exactly_the_trust_certutil_shows(tmp_path, pki, root, server_leaf
     certutil_add(db, "peer leaf", "P,,", pki.leaf("peer.test", root).write(tmp_path / "peer.pem"))
 
     trust_set, store = read(db)
-    assert store.warnings == []
+    assert [w.split(": ", 1)[1] for w in store.warnings] == [
+        "ca P,,: trusted as a peer (P) for server-auth, client-auth while it may issue certificates: that is no "
+        "anchor, so it is not synced"]
     assert store.flags() == certutil_flags(db)  # every certificate, in scope or not
     for flags, expected in FLAG_CASES.items():
         sha = Certificate(issued[flags].der).sha256
@@ -366,7 +368,7 @@ def test_mirror_removal_deletes_our_objects_but_never_a_user_cert(tmp_path, cas)
     flags = certutil_flags(db)
     assert "B" not in flags
     assert flags["A"] == "CT,C,C"
-    assert "me" in flags and "P" not in flags["me"]  # its trust was in scope; the cert and key stay
+    assert flags["me"].startswith("Pu")  # a trusted peer that may issue (no basicConstraints) is no anchor: out of scope
     assert run("certutil", "-K", "-d", f"sql:{db}").stdout == keys_before
     conn = sqlite3.connect(db / "cert9.db")
     b = Certificate(cas["b"].der).fields

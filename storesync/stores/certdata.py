@@ -50,7 +50,22 @@ _LETTERS = {
     "CKT_NOT_TRUSTED": "p",
     "CKT_NSS_VALID_DELEGATOR": "c",
 }
-_MODEL = {"C": TRUSTED, "P": TRUSTED, "p": DISTRUSTED}
+_MODEL = {"C": TRUSTED, "p": DISTRUSTED}
+
+
+def letter_trust(letters: dict[str, str], cert: Certificate | None, warnings: list[str], where: str) -> dict[str, str]:
+    """The model's trust of NSS letters. A trusted peer (P) is trusted as itself, never as an
+    issuer: NSS refuses a P certificate that issued the one it checks. So P is an anchor only
+    for a certificate that cannot issue (basicConstraints says it is no CA); on one that can,
+    reading it as an anchor would let bundles and keystores trust all it issues."""
+    trust = {p: _MODEL[l] for p, l in letters.items() if l in _MODEL}
+    peer = [p for p, l in letters.items() if l == "P"]
+    if cert is not None and cert.says_leaf:
+        trust.update(dict.fromkeys(peer, TRUSTED))
+    elif peer:
+        warnings.append(f"{where}: trusted as a peer (P) for {', '.join(peer)} while it may issue certificates: "
+                        "that is no anchor, so it is not synced")
+    return trust
 _CERT_CLASSES = {"CKO_CERTIFICATE"}
 _TRUST_CLASSES = {"CKO_NSS_TRUST", "CKO_TRUST"}
 _OCTAL = re.compile(r"\\([0-3][0-7]{2})")  # \ooo is one byte: at most \377
@@ -150,7 +165,7 @@ class CertdataStore(Store):
             entries.append(
                 Entry(
                     cert,
-                    trust={p: _MODEL[l] for p, l in letters.items() if l in _MODEL},
+                    trust=letter_trust(letters, cert, self.warnings, f"{self.path}: line {obj.line}: {label!r}"),
                     label=label,
                     distrust_after=distrust_after,
                     extras={"nss": extras, "certdata": {"mozilla_ca_policy": policy}},
@@ -164,7 +179,7 @@ class CertdataStore(Store):
                 label=obj.get("CKA_LABEL"),
                 issuer=key[0],
                 serial=key[1],
-                trust={p: _MODEL[l] for p, l in letters.items() if l in _MODEL},
+                trust=letter_trust(letters, None, self.warnings, f"{self.path}: line {obj.line}"),
                 distrust_after=self._distrust_after(obj),
                 line=obj.line,
             )

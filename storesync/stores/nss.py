@@ -53,6 +53,7 @@ from storesync.model import (
     name_attributes,
 )
 from storesync.stores import Store, open_store
+from storesync.stores.certdata import letter_trust
 
 TYPE_CHECKING = False  # typing's, without importing typing (nor dataclasses) on the one-shot path
 if TYPE_CHECKING:
@@ -782,14 +783,15 @@ class NssStore(Store):
 
     def _entry(self, obj: CertObject) -> Entry | None:
         letters = obj.letters
-        trust = {p: _MODEL_OF_LETTER[l] for p, l in letters.items() if l in _MODEL_OF_LETTER}
+        cert = Certificate(obj.der, obj.fields)
+        trust = letter_trust(letters, cert, self.warnings, f"{self.cert_db}: {obj.label or obj.id}")
         if not trust:
             return None  # no opinion: out of scope
         extras: dict[str, Any] = {"letters": {p: l for p, l in letters.items() if l}, "flags": obj.flags()}
         if obj.legacy is not None and obj.legacy.raw.get(NSS_STEP_UP) == b"\x01":
             extras["step_up"] = True
         return Entry(
-            Certificate(obj.der, obj.fields),
+            cert,
             trust=trust,
             label=obj.label,
             distrust_after=dict(obj.distrust_after),
@@ -1096,13 +1098,13 @@ def _letters_for(entry: Entry) -> dict[str, str]:
     """Per purpose the NSS trust to store: the model's trust, in the letter the store had before
     (P versus C, c) when that letter still says the same thing."""
     kept = entry.extras.get("nss", {}).get("letters", {})
-    default_trusted = ANCHOR_L if entry.cert.is_ca else PEER_L
+    leaf = entry.cert.says_leaf  # P for a certificate that cannot issue, as certutil users mark one
     letters = {}
     for purpose in PURPOSES:
         state = entry.trust.get(purpose)
         before = kept.get(purpose, NONE_L)
         if state == TRUSTED:
-            letters[purpose] = before if before in (ANCHOR_L, PEER_L) else default_trusted
+            letters[purpose] = before if before == ANCHOR_L or (before == PEER_L and leaf) else PEER_L if leaf else ANCHOR_L
         elif state == DISTRUSTED:
             letters[purpose] = DISTRUST_L
         else:

@@ -18,8 +18,8 @@ import re
 from storesync import der
 from storesync.model import (
     Capabilities,
-    ANCHOR, ANY_EKU, DISTRUSTED, PURPOSES, TRUSTED, Certificate, Entry, TrustSet, oid_from_purpose, purpose_from_oid,
-    purpose_order,
+    ANCHOR, ANY_EKU, DISTRUSTED, PURPOSES, TRUSTED, Certificate, Entry, TrustSet, oid_from_purpose, printable,
+    purpose_from_oid, purpose_order,
 )
 from storesync.stores import FileStore, _digest
 
@@ -53,6 +53,7 @@ class PemStore(FileStore):
     options = ("format", "comments")
     holds_trusted = False  # set by parse: a TRUSTED CERTIFICATE block was read
     blocks: list[tuple[int, bytes]] = []  # set by parse: (1 if TRUSTED, bytes) per entry, for `cached_entry`
+    others: list[bytes] = []  # set by parse: blocks that are no certificate (CRLs), written back as they are
 
     @property
     def capabilities(self) -> Capabilities:
@@ -99,7 +100,7 @@ class PemStore(FileStore):
         return TrustSet([cached_entry(trusted, raw) for trusted, raw in known])
 
     def parse(self, data: bytes) -> TrustSet:
-        self.holds_trusted, self.blocks = False, []
+        self.holds_trusted, self.blocks, self.others = False, [], []
         unended = _unended(data)
         blocks = list(_BLOCK.finditer(data)) if unended is None else []
         if unended is not None or data.count(b"-----BEGIN ") != len(blocks):
@@ -116,7 +117,9 @@ class PemStore(FileStore):
                     "so nothing was read from it: move the key to a file of its own"
                 )
             if kind not in _CERT_TYPES:
-                self.warnings.append(f"{self.path}: line {_line(data, block)}: skipped a {kind.decode()} block")
+                self.warnings.append(f"{self.path}: line {_line(data, block)}: skipped a {kind.decode()} block "
+                                     "(not a certificate: a rewrite keeps it)")
+                self.others.append(block.group(0).rstrip(b"\r\n") + b"\n")
                 continue
             body = block.group(2)
             if b":" in body:  # RFC 1421 headers (Proc-Type: ...) precede the base64
@@ -162,6 +165,8 @@ class PemStore(FileStore):
         out = bytearray()
         for block in _blocks(plan.desired.values(), speaks_trusted(self), self.option("comments") == "yes"):
             out += block
+        for block in self.others:  # another program's CRLs: last, as they were
+            out += block
         return out
 
 
@@ -204,7 +209,8 @@ def _blocks(entries, trusted: bool, comments: bool):
             yield _pem(_aux_bytes(e), "TRUSTED CERTIFICATE")
             continue
         if comments:
-            yield f"# {e.display_label}\n".encode()
+            # one line that cannot be read as armor: a label's line break would start a block
+            yield f"# {printable(e.display_label).replace('-----', '- - -')}\n".encode()
         yield _pem(e.cert.der, "CERTIFICATE")
 
 
@@ -241,8 +247,12 @@ def _unterminated_line(data: bytes, blocks) -> int:
 
 
 def _trusted_entry(cert: Certificate, aux: bytes) -> Entry:
-    """X509_CERT_AUX: SEQUENCE { trust SEQ OF OID?, [0] reject?, alias UTF8?, keyid OCTET?, [1] other? }."""
-    trusted: list[str] = []
+    """X509_CERT_AUX: SEQUENCE { trust SEQ OF OID?, [0] reject?, alias UTF8?, keyid OCTET?, [1] other? },
+    read as OpenSSL's `X509_check_trust` with a purpose reads it: a trust list, even an empty
+    one, trusts what it lists and rejects the rest; with none, a self-signed certificate is
+    trusted for what it does not reject, any other is not trusted (neutral) once it rejects
+    something, and like a plain block (an anchor, as p11-kit reads bundles) when it says nothing."""
+    trusted: list[str] | None = None
     rejected: list[str] = []
     alias, kept = None, {}
     for field in der.read_all(aux).children() if aux else ():
@@ -254,8 +264,13 @@ def _trusted_entry(cert: Certificate, aux: bytes) -> Entry:
             alias = field.value.decode("utf-8", "replace")
         else:
             kept[field.tag] = field.raw  # keyid, other: carried unchanged
-    trust = {} if trusted else dict(ANCHOR)
-    for oid in trusted:
+    if trusted == []:
+        trust = dict.fromkeys(PURPOSES, DISTRUSTED)  # OpenSSL: trust listed, none matches: rejected
+    elif trusted is not None or (rejected and not cert.self_issued):
+        trust = {}
+    else:
+        trust = dict(ANCHOR)
+    for oid in trusted or ():
         trust.update(dict(ANCHOR) if oid == ANY_EKU else {purpose_from_oid(oid): TRUSTED})
     for oid in rejected:
         trust.update({p: DISTRUSTED for p in PURPOSES} if oid == ANY_EKU else {purpose_from_oid(oid): DISTRUSTED})

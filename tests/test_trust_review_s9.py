@@ -1,0 +1,166 @@
+"""What the ninth session's adversarial review found in trust semantics, each verdict given by
+the program that owns it: `openssl verify`, NSS's `certutil -V`, `keytool`."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from conftest import NOW, Issued, need, run, storesync
+from test_nss import certutil_add, certutil_flags, new_db
+
+
+def openssl_accepts(cafile, leaf, *untrusted, purpose: str = "sslserver") -> bool:
+    chain = [arg for path in untrusted for arg in ("-untrusted", path)]
+    return run("openssl", "verify", "-purpose", purpose, "-CAfile", cafile, *chain, leaf, check=False).returncode == 0
+
+
+def nss_accepts(db, nick: str, usage: str = "V") -> bool:
+    out = run("certutil", "-V", "-d", f"sql:{db}", "-u", usage, "-n", nick, check=False)
+    return b"certificate is valid" in out.stdout + out.stderr
+
+
+def test_an_nss_trusted_peer_that_may_issue_is_no_anchor_in_bundles_or_keystores(pki, tmp_path):
+    """NSS's P trusts a certificate as itself: certutil -V refuses what a P CA issued. Read as an
+    anchor, it made OpenSSL and Java accept every certificate that CA issues. A P on a
+    certificate that cannot issue (a self-signed server's) is still synced: trusted as itself."""
+    peer_ca, good = pki.ca("Peer Only CA"), pki.ca("Anchor CA")
+    leaf = pki.leaf("peer-ca-leaf.test", peer_ca)
+    selfsigned = pki.leaf("self.test", None)
+    src = new_db(tmp_path / "src")
+    certutil_add(src, "peer ca", "P,,", peer_ca.write(tmp_path / "peer.pem"))
+    certutil_add(src, "good", "C,,", good.write(tmp_path / "good.pem"))
+    certutil_add(src, "self", "P,,", selfsigned.write(tmp_path / "self.pem"))
+    certutil_add(src, "leaf", ",,", leaf.write(tmp_path / "leaf.pem"))
+    assert not nss_accepts(src, "leaf")  # the owner's verdict: P is no issuer
+
+    bundle, keystore = tmp_path / "out.pem", tmp_path / "out.jks"
+    result = storesync("sync", f"nss:{src}", f"pem:{bundle}", f"jks:{keystore}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "peer ca: trusted as a peer (P) for server-auth, client-auth while it may issue" in result.stderr
+    assert not openssl_accepts(bundle, tmp_path / "leaf.pem")  # before: OK
+    assert openssl_accepts(bundle, tmp_path / "self.pem")  # the self-signed server, as itself
+    aliases = run(need("keytool"), "-list", "-keystore", keystore, "-storepass", "changeit").stdout.decode().lower()
+    assert "good," in aliases and "peer ca" not in aliases  # aliases are the NSS nicknames
+
+    copy = new_db(tmp_path / "copy")  # into NSS again: the peer stays a peer
+    assert storesync("sync", f"nss:{src}", f"nss:{copy}").returncode == 0
+    assert certutil_flags(copy) == {"good": "C,,", "self": "P,,"}
+
+
+def _root_without_basic_constraints(subject: str) -> Issued:
+    """A v3 root with keyCertSign but no basicConstraints, as real roots exist (OpenSSL takes
+    keyCertSign for a CA)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, subject)])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(NOW - dt.timedelta(days=1))
+            .not_valid_after(NOW + dt.timedelta(days=365))
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .sign(key, hashes.SHA256()))
+    return Issued(cert, key)
+
+
+def test_a_root_without_basic_constraints_is_an_nss_anchor(pki, tmp_path):
+    """OpenSSL accepts what such a root issued; written to NSS as a trusted peer (P,,), certutil
+    refused it ("issuer is not recognized"). It is written as an anchor (C,,)."""
+    root = _root_without_basic_constraints("No BC Root")
+    leaf = pki.leaf("nobc-leaf.test", root)
+    bundle = root.write(tmp_path / "root.pem")
+    assert openssl_accepts(bundle, leaf.write(tmp_path / "leaf.pem"))
+    db = new_db(tmp_path / "db")
+    assert storesync("sync", f"pem:{bundle}", f"nss:{db}").returncode == 0
+    certutil_add(db, "leaf", ",,", tmp_path / "leaf.pem")
+    assert certutil_flags(db)["No BC Root"] == "C,,"
+    assert nss_accepts(db, "leaf")
+
+
+def trusted_block(issued: Issued, aux: bytes) -> bytes:
+    text = base64.encodebytes(issued.der + aux).replace(b"\n", b"")
+    lines = b"\n".join(text[i : i + 64] for i in range(0, len(text), 64))
+    return b"-----BEGIN TRUSTED CERTIFICATE-----\n" + lines + b"\n-----END TRUSTED CERTIFICATE-----\n"
+
+
+def test_a_reject_list_on_an_intermediate_is_no_trust_for_the_rest(pki, tmp_path):
+    """OpenSSL trusts a reject-only block for the rest only when it is self-signed; an
+    intermediate stays untrusted. Read as trusted for the rest, a pem to pem sync wrote an
+    explicit trust list, and OpenSSL then accepted it as an anchor."""
+    root = pki.ca("Reject Int Root")
+    intermediate = pki.ca("Reject Int CA", root)
+    leaf = pki.leaf("reject-int.test", intermediate)
+    plain = intermediate.write(tmp_path / "int.plain.pem")
+    source = tmp_path / "src.pem"
+    run("openssl", "x509", "-in", plain, "-addreject", "emailProtection", "-trustout", "-out", source)
+    leaf_pem = leaf.write(tmp_path / "leaf.pem")
+    assert not openssl_accepts(source, leaf_pem)
+    target = tmp_path / "dst.pem"
+    result = storesync("sync", f"pem:{source}", f"pem:{target}?format=trusted")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not openssl_accepts(target, leaf_pem)  # before: OK
+    db = new_db(tmp_path / "db")
+    assert storesync("sync", f"pem:{source}", f"nss:{db}").returncode == 0
+    certutil_add(db, "leaf", ",,", leaf_pem)
+    assert not nss_accepts(db, "leaf")  # before: CT,p,C and valid
+
+
+def test_an_empty_trust_list_is_rejected_for_everything_as_openssl_reads_it(pki, tmp_path):
+    """A TRUSTED CERTIFICATE block whose trust list is there but empty: OpenSSL rejects the
+    certificate for every purpose. It was read as a full anchor and spread to plain bundles."""
+    root = pki.ca("Empty Trust Root")
+    leaf_pem = pki.leaf("empty-trust.test", root).write(tmp_path / "leaf.pem")
+    source = tmp_path / "src.pem"
+    source.write_bytes(trusted_block(root, b"\x30\x02\x30\x00"))
+    for purpose in ("sslserver", "sslclient"):
+        assert not openssl_accepts(source, leaf_pem, purpose=purpose)
+    plain, trusted = tmp_path / "plain.pem", tmp_path / "trusted.pem"
+    result = storesync("sync", f"pem:{source}", f"pem:{plain}", f"pem:{trusted}?format=trusted")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert b"BEGIN" not in plain.read_bytes()  # distrusted: a plain bundle cannot say so, it leaves it out
+    for purpose in ("sslserver", "sslclient"):
+        assert not openssl_accepts(trusted, leaf_pem, purpose=purpose)
+    assert storesync("diff", f"pem:{source}", f"pem:{trusted}?format=trusted").returncode == 0
+
+
+def test_a_label_cannot_add_a_block_to_a_commented_bundle(pki, tmp_path):
+    """`?comments=yes` writes each label on a `#` line: a label holding a line break and a PEM
+    block wrote that block into the bundle, and OpenSSL trusted a root no store held."""
+    corp, evil = pki.ca("Corp Root"), pki.ca("Evil Root")
+    src = new_db(tmp_path / "src")
+    certutil_add(src, "Corp Root\n" + evil.pem.decode(), "C,,", corp.write(tmp_path / "corp.pem"))
+    bundle = tmp_path / "out.pem"
+    assert storesync("sync", f"nss:{src}", f"pem:{bundle}?comments=yes").returncode == 0
+    assert bundle.read_bytes().count(b"-----BEGIN CERTIFICATE-----") == 1
+    assert not openssl_accepts(bundle, pki.leaf("evil.test", evil).write(tmp_path / "evil-leaf.pem"))
+    assert openssl_accepts(bundle, pki.leaf("corp.test", corp).write(tmp_path / "corp-leaf.pem"))
+
+
+def test_a_rewritten_bundle_keeps_the_crls_another_program_put_in_it(pki, tmp_path):
+    """A bundle holding a root and its CRL: a sync adding a root dropped the CRL, and
+    `openssl verify -crl_check` went from "certificate revoked" to "unable to get certificate CRL"."""
+    root, other = pki.ca("CRL Root"), pki.ca("CRL Other Root")
+    leaf = pki.leaf("revoked.test", root)
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(root.cert.subject)
+           .last_update(NOW - dt.timedelta(days=1)).next_update(NOW + dt.timedelta(days=30))
+           .add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(leaf.cert.serial_number)
+                                    .revocation_date(NOW - dt.timedelta(days=1)).build())
+           .sign(root.key, hashes.SHA256()))
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(root.pem + crl.public_bytes(Encoding.PEM))
+    leaf_pem = leaf.write(tmp_path / "leaf.pem")
+
+    def verdict() -> str:
+        out = run("openssl", "verify", "-crl_check", "-CAfile", bundle, leaf_pem, check=False)
+        return (out.stdout + out.stderr).decode()
+
+    assert "certificate revoked" in verdict()
+    result = storesync("sync", "--mode", "add", other.write(tmp_path / "other.pem"), f"pem:{bundle}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert bundle.read_bytes().count(b"-----BEGIN CERTIFICATE-----") == 2
+    assert "certificate revoked" in verdict()  # before: unable to get certificate CRL
