@@ -243,3 +243,23 @@ def test_state_dir_is_where_list_diff_check_and_status_keep_their_state(tmp_path
         result = storesync(*argv, "--root", tmp_path, env=env)
         assert result.returncode == 0 and f"({before / 'status.json'})" in result.stdout, result.stdout + result.stderr
     assert not env_dir.exists() and not other.exists()
+
+
+@pytest.mark.parametrize("argv, command", [
+    (["diff", "{store}"], "storesync diff"),
+    (["list", "--expiring", "abc", "{store}"], "storesync list"),
+    (["list", "--bogus", "{store}"], "storesync list"),
+    (["lsit", "{store}"], "storesync"),
+    (["status", "--soon", "many"], "storesync status"),
+    (["rollback"], "storesync rollback"),
+])
+def test_a_mistake_on_the_command_line_is_one_sentence(tmp_path, root, argv, command):
+    """What is wrong and which --help to see, on one line prefixed `storesync: `, exit 2 (typer's
+    own was a usage line and a five-line box); --help itself is typer's."""
+    store = root.write(tmp_path / "root.pem")
+    result = storesync(*(a.format(store=store) for a in argv))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("storesync: ") and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.endswith(f" -m {command} --help`\n"), result.stderr  # `python -m storesync` here
+    help_ = storesync(*command.split()[1:], "--help")
+    assert help_.returncode == 0 and f"Usage: python -m {command} " in help_.stdout and help_.stderr == ""

@@ -31,9 +31,9 @@ def main() -> None:
         try:
             quick = quick_parse(sys.argv[1:])
             if quick is None:
-                from storesync.cli.app import app
+                from storesync.cli.app import run
 
-                app()
+                run()
             else:
                 import gc
 
