@@ -213,3 +213,53 @@ def test_an_option_the_kind_does_not_have_is_an_error_not_a_default(stores, tmp_
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert snapshot(tmp_path) == before
     assert storesync("sync", f"pem:{source}", spec.partition("?")[0] + "?purpose=server-auth").returncode == 0
+
+
+def test_state_dir_is_where_list_diff_check_and_status_keep_their_state(tmp_path, root):
+    """`--state-dir DIR`, after the command (either parser) or before it, moves the caches list,
+    diff and check keep and the daemon status file status reads; $STORESYNC_STATE_DIR is untouched.
+    A command's own --state-dir wins over one given before it."""
+    big = tmp_path / "big.pem"  # from 1 MiB on, a bundle's parse is kept in the state dir's stat cache
+    big.write_bytes(b"# padding\n" * (1 << 17) + root.pem)
+    cert = root.write(tmp_path / "root.pem")
+    env_dir, other = tmp_path / "env-state", tmp_path / "other-state"
+    env = {**os.environ, "STORESYNC_STATE_DIR": str(env_dir)}
+    lines = [
+        ["list", f"pem:{big}", "--state-dir", "{state}"],  # the quick parser
+        ["list", "--state-dir={state}", "--", f"pem:{big}"],  # typer
+        ["--state-dir", str(other), "list", f"pem:{big}", "--state-dir", "{state}"],
+        ["diff", f"pem:{big}", f"pem:{big}", "--state-dir", "{state}"],
+        ["check", cert, "--store", f"pem:{big}", "--purpose", "server-auth", "--state-dir", "{state}"],
+    ]
+    for i, argv in enumerate(lines):
+        state = tmp_path / f"state{i}"
+        result = storesync(*(str(a).format(state=state) for a in argv), env=env)
+        assert result.returncode in (0, 1), (argv, result.stderr)
+        assert any((state / "statcache").iterdir()), argv
+    before = tmp_path / "state-before"
+    result = storesync("--state-dir", before, "list", f"pem:{big}", env=env)
+    assert result.returncode == 0 and any((before / "statcache").iterdir()), result.stderr
+    for argv in (["status", "--state-dir", before], ["--state-dir", before, "status"]):
+        result = storesync(*argv, "--root", tmp_path, env=env)
+        assert result.returncode == 0 and f"({before / 'status.json'})" in result.stdout, result.stdout + result.stderr
+    assert not env_dir.exists() and not other.exists()
+
+
+@pytest.mark.parametrize("argv, command", [
+    (["diff", "{store}"], "storesync diff"),
+    (["list", "--expiring", "abc", "{store}"], "storesync list"),
+    (["list", "--bogus", "{store}"], "storesync list"),
+    (["lsit", "{store}"], "storesync"),
+    (["status", "--soon", "many"], "storesync status"),
+    (["rollback"], "storesync rollback"),
+])
+def test_a_mistake_on_the_command_line_is_one_sentence(tmp_path, root, argv, command):
+    """What is wrong and which --help to see, on one line prefixed `storesync: `, exit 2 (typer's
+    own was a usage line and a five-line box); --help itself is typer's."""
+    store = root.write(tmp_path / "root.pem")
+    result = storesync(*(a.format(store=store) for a in argv))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("storesync: ") and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.endswith(f" -m {command} --help`\n"), result.stderr  # `python -m storesync` here
+    help_ = storesync(*command.split()[1:], "--help")
+    assert help_.returncode == 0 and f"Usage: python -m {command} " in help_.stdout and help_.stderr == ""

@@ -41,3 +41,26 @@ def test_stdout_read_only_or_closed_is_one_sentence_and_exit_2(tmp_path, pki):
                 assert not copy.exists()  # closed from the start: nothing was done
     finally:
         os.close(read_only)
+
+
+def test_rollback_list_to_unwritable_output_is_the_output_s_fault(tmp_path, pki):
+    """`rollback --list` only lists: output it cannot write is said as `list` says it, not as a
+    store that could not be put back."""
+    bundle, copy = tmp_path / "a.pem", tmp_path / "copy.pem"
+    bundle.write_bytes(pki.ca("Rollback List Root").pem)
+    env = {**os.environ, "COLUMNS": "100"}
+    assert subprocess.run([sys.executable, "-m", "storesync", "sync", f"pem:{bundle}", f"pem:{copy}"],
+                          capture_output=True, env=env).returncode == 0
+    written = copy.read_bytes()
+    full, read_only = os.open("/dev/full", os.O_WRONLY), os.open(os.devnull, os.O_RDONLY)
+    try:
+        for fd, says in ((full, "(No space left on device)"), (read_only, "open for reading only")):
+            for argv in (["rollback", "--list", f"pem:{copy}"], ["rollback", "--list", "--json", f"pem:{copy}"]):
+                result = run_with_stdout(argv, fd, env)
+                assert result.returncode == 2, (argv, result.stderr)
+                assert result.stderr.startswith("storesync: cannot write the output to standard output"), result.stderr
+                assert says in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    finally:
+        os.close(full)
+        os.close(read_only)
+    assert copy.read_bytes() == written

@@ -31,9 +31,9 @@ def main() -> None:
         try:
             quick = quick_parse(sys.argv[1:])
             if quick is None:
-                from storesync.cli.app import app
+                from storesync.cli.app import run
 
-                app()
+                run()
             else:
                 import gc
 
@@ -109,14 +109,16 @@ def entry() -> None:
 
 _PASSWORD_FILE = {"--password-file": ("password_file", Path)}
 _JSON = {"--json": ("as_json", bool)}
+_STATE_DIR = {"--state-dir": ("state_dir", Path)}
 #: command -> (positional parameters, options). A positional "name?" may be left out, "*name"
 #: takes the remaining words; an option maps to (parameter, type), bool means a flag and tuple a
 #: repeatable option (its values collected in a tuple).
 QUICK_FORMS: dict[str, tuple[list[str], dict[str, tuple[str, type]]]] = {
-    "list": (["store"], {"--expiring": ("expiring", int), "--expired": ("expired", bool), **_JSON, **_PASSWORD_FILE}),
-    "diff": (["store_a", "store_b"], {**_JSON, **_PASSWORD_FILE}),
+    "list": (["store"], {"--expiring": ("expiring", int), "--expired": ("expired", bool), **_JSON, **_PASSWORD_FILE,
+             **_STATE_DIR}),
+    "diff": (["store_a", "store_b"], {**_JSON, **_PASSWORD_FILE, **_STATE_DIR}),
     "sync": (["source?", "*targets"], {
-        "--profile": ("profile", str), "--config": ("config", Path), "--state-dir": ("state_dir", Path),
+        "--profile": ("profile", str), "--config": ("config", Path), **_STATE_DIR,
         "--mode": ("mode", str), "--purpose": ("purpose", str), "--dry-run": ("dry_run", bool),
         "--force": ("force", bool), "--allow-empty": ("allow_empty", bool), "--only": ("only", tuple),
         "--root": ("root", Path), "--python": ("python", tuple),
@@ -126,7 +128,7 @@ QUICK_FORMS: dict[str, tuple[list[str], dict[str, tuple[str, type]]]] = {
         "--chain": ("chain", tuple), "--store": ("stores", tuple), "--crl": ("crls", tuple),
         "--purpose": ("purpose", str), "--at": ("at", str), "--name": ("name", str), "--server": ("server", str),
         "--nginx-conf": ("nginx_conf", Path), "--apache-conf": ("apache_conf", Path), "--python": ("python", tuple),
-        "--config": ("config", str), **_JSON, **_PASSWORD_FILE,
+        "--config": ("config", str), **_JSON, **_PASSWORD_FILE, **_STATE_DIR,
     }),
 }
 

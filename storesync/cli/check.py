@@ -23,7 +23,7 @@ def declare(app) -> None:
 
     import typer
 
-    from storesync.cli.options import PASSWORD_FILE, PYTHON, STORES_CONFIG
+    from storesync.cli.options import PASSWORD_FILE, PYTHON, STATE_DIR, STORES_CONFIG
 
     @app.command("check")
     def check(
@@ -41,21 +41,26 @@ def declare(app) -> None:
         config: Optional[str] = STORES_CONFIG,
         as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
         password_file: Optional[Path] = PASSWORD_FILE,
+        state_dir: Optional[Path] = STATE_DIR,
     ) -> None:
         """Would each store accept CERT, and if not, why and what to do. Exit 0: every store accepts; 1: one refuses; 2: error."""
         # as the quick parser hands them over: repeated options as tuples of words
         run(cert=str(cert), chain=tuple(map(str, chain)), stores=tuple(stores), crls=tuple(map(str, crls)),
             purpose=purpose, at=at, name=name, server=server, nginx_conf=nginx_conf, apache_conf=apache_conf,
-            python=tuple(python or ()), config=config, as_json=as_json, password_file=password_file)
+            python=tuple(python or ()), config=config, as_json=as_json, password_file=password_file,
+            state_dir=state_dir)
 
 
 def run(cert: str, chain: tuple = (), stores: tuple = (), crls: tuple = (), purpose: str = "client-auth",
         at: "Optional[str]" = None, name: "Optional[str]" = None, server: str = "openssl",
         nginx_conf: "Optional[Path]" = None, apache_conf: "Optional[Path]" = None, python: tuple = (),
-        config: "Optional[str]" = None, as_json: bool = False, password_file: "Optional[Path]" = None) -> None:
+        config: "Optional[str]" = None, as_json: bool = False, password_file: "Optional[Path]" = None,
+        state_dir: "Optional[Path]" = None) -> None:
     """Would each store accept CERT, and if not, why and what to do (exit 0, 1 or 2)."""
     from storesync import check as judge
+    from storesync import state
 
+    state.set_state_dir(state_dir)
     cert, chain, crls, stores, python = Path(cert), [Path(p) for p in chain], [Path(p) for p in crls], list(stores), list(python)
 
     if purpose not in judge.CHECK_PURPOSES:

@@ -13,9 +13,12 @@ from storesync.cli.common import entry_json, open_and_read, print_json, shown, t
 from storesync.model import EXIT_DIFFERENT, EXIT_OK
 
 
-def run(store_a: str, store_b: str, as_json: bool = False, password_file: "Optional[Path]" = None) -> "NoReturn":
+def run(store_a: str, store_b: str, as_json: bool = False, password_file: "Optional[Path]" = None,
+        state_dir: "Optional[Path]" = None) -> "NoReturn":
+    from storesync import state
     from storesync.engine.plan import compare
 
+    state.set_state_dir(state_dir)
     a, set_a = open_and_read(store_a, password_file)
     b, set_b = open_and_read(store_b, password_file)
     result = compare(set_a, set_b, a.capabilities, b.capabilities, a.purpose, b.purpose)
@@ -45,7 +48,7 @@ def declare(app) -> None:
 
     import typer
 
-    from storesync.cli.options import JSON, PASSWORD_FILE
+    from storesync.cli.options import JSON, PASSWORD_FILE, STATE_DIR
 
     @app.command("diff")
     def command(
@@ -53,6 +56,7 @@ def declare(app) -> None:
         store_b: str = typer.Argument(..., metavar="STORE_B"),
         as_json: bool = JSON,
         password_file: Optional[Path] = PASSWORD_FILE,
+        state_dir: Optional[Path] = STATE_DIR,
     ) -> None:
         """Compare two stores: exit 0 when they hold the same trust, 1 when they differ, 2 on error."""
-        run(store_a=store_a, store_b=store_b, as_json=as_json, password_file=password_file)
+        run(store_a=store_a, store_b=store_b, as_json=as_json, password_file=password_file, state_dir=state_dir)

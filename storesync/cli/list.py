@@ -12,10 +12,11 @@ from storesync.cli.common import entry_json, open_and_read, print_columns, print
 
 
 def run(store: str, expiring: "Optional[int]" = None, expired: bool = False, as_json: bool = False,
-        password_file: "Optional[Path]" = None) -> None:
+        password_file: "Optional[Path]" = None, state_dir: "Optional[Path]" = None) -> None:
     from storesync import loadable, state
     from storesync.engine.plan import lift
 
+    state.set_state_dir(state_dir)
     loadable.remember_in(state.state_dir())  # certificates a sync checked print without `cryptography`
     opened, trust_set = open_and_read(store, password_file)
     trust_set = lift(trust_set, opened.capabilities, opened.purpose)  # as diff and sync read it
@@ -53,7 +54,7 @@ def declare(app) -> None:
 
     import typer
 
-    from storesync.cli.options import JSON, PASSWORD_FILE
+    from storesync.cli.options import JSON, PASSWORD_FILE, STATE_DIR
 
     @app.command("list")
     def command(
@@ -62,6 +63,8 @@ def declare(app) -> None:
         expired: bool = typer.Option(False, "--expired", help="Only certificates already expired."),
         as_json: bool = JSON,
         password_file: Optional[Path] = PASSWORD_FILE,
+        state_dir: Optional[Path] = STATE_DIR,
     ) -> None:
         """What a store holds, with trust and expiry."""
-        run(store=store, expiring=expiring, expired=expired, as_json=as_json, password_file=password_file)
+        run(store=store, expiring=expiring, expired=expired, as_json=as_json, password_file=password_file,
+            state_dir=state_dir)

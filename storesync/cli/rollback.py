@@ -34,20 +34,23 @@ def rollback(
         spec = opened.spec.key
         if list_only:
             backups = state.list_backups(spec)
-            if as_json:
-                print_json({"store": spec, "backups": backups})
-            elif not backups:
-                print(f"{spec}: no backups")
-            for b in [] if as_json else backups:
-                print(f"{b['id']}  {b['reason']}")
-            return
-        from storesync.engine.run import rollback as roll_back
+        else:
+            from storesync.engine.run import rollback as roll_back
 
-        done = roll_back(opened, to)
+            done = roll_back(opened, to)
     except StoreError as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"{store}: cannot put it back ({exc.strerror or exc}, {exc.filename or store}); nothing more was changed")
+    # Printed out of the try: output that cannot be written is standard output's (storesync.cli.main says so)
+    if list_only:
+        if as_json:
+            print_json({"store": spec, "backups": backups})
+        elif not backups:
+            print(f"{spec}: no backups")
+        for b in [] if as_json else backups:
+            print(f"{b['id']}  {b['reason']}")
+        return
     if as_json:
         print(json.dumps(done))
         return

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from storesync.cli.options import PASSWORD_FILE, PYTHON, ROOT, STORES_CONFIG
+from storesync.cli.options import PASSWORD_FILE, PYTHON, ROOT, STATE_DIR, STORES_CONFIG
 
 
 def declare(app) -> None:
@@ -24,12 +24,14 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
     password_file: Optional[Path] = PASSWORD_FILE,
     root: Optional[Path] = ROOT,
+    state_dir: Optional[Path] = STATE_DIR,
 ) -> None:
     """The trust stores on this machine: kind, owner, counts, which roots differ between them, the daemon's state."""
-    from storesync import discover
+    from storesync import discover, state
     from storesync import status as machine
     from storesync.cli.common import print_json, use_root
 
+    state.set_state_dir(state_dir)
     use_root(root)
     warnings: list[str] = []
     when = machine.now()
