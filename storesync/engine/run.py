@@ -486,7 +486,15 @@ def _undo(outcome: Outcome, snapshot: dict) -> None:
 def _backup_of(store: Store, backup_id: str | None) -> tuple[str, dict]:
     """A backup of `store` read from the state dir, not trusted blindly: one that names a file
     outside the store is refused (for an undo as for `rollback`)."""
+    import os
+
     backup_id, snapshot = state.load_backup(store.spec.key, backup_id)
+    # A backup made through another name of the store's folder (a symlink) names its files by
+    # that name: here they are named as this store names them.
+    folder, real = str(store.path.absolute()), os.path.realpath(store.path)
+    moved = {d for d in {os.path.dirname(path) for path in snapshot} if d != folder and os.path.realpath(d) == real}
+    snapshot = {os.path.join(folder, os.path.basename(path)) if os.path.dirname(path) in moved else path: value
+                for path, value in snapshot.items()}
     strays = [path for path in snapshot if not store.owns(path)]
     if strays:
         raise StoreError(f"{store.spec.key}: backup {backup_id} names files outside the store ({strays[0]}); "
