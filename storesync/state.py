@@ -187,12 +187,17 @@ def _backups_in(root: Path) -> list[dict]:
     return out
 
 
+def no_backups(spec: str) -> str:
+    return (f"{spec}: no backups in {backup_dir(spec)}, so nothing to roll back (storesync keeps one each time "
+            "it changes the store; a run with another state dir keeps them there: give its --state-dir)")
+
+
 def load_backup(spec: str, backup_id: str | None = None) -> tuple[str, dict[str, bytes | str | None]]:
     import base64
 
     backups = list_backups(spec)
     if not backups:
-        raise StoreError(f"{spec}: no backups in {backup_dir(spec)}")
+        raise StoreError(no_backups(spec))
     chosen = backup_id or backups[0]["id"]
     if chosen not in {b["id"] for b in backups}:  # an id is a name in the list, never a path
         raise StoreError(f"{spec}: no backup {chosen!r}; `storesync rollback {spec} --list` shows them")
@@ -391,6 +396,34 @@ def drift(spec: str, now: TrustSet) -> dict | None:
             changed.append({"sha256": sha, "label": entry.display_label, "before": mine.get("trust"),
                             "after": dict(entry.trust)})
     return {"since": record.get("written"), "added": added, "removed": removed, "trust_changed": changed}
+
+
+# --- keys: a store's state is kept under its real path ---------------------------------------
+
+_adopted: set[tuple[Path, str]] = set()  # (state dir, name) adopted by this process
+
+
+def adopt(named: str, key: str) -> None:
+    """Move what an earlier version kept under a store's name as given (`pem:/etc/link.pem`,
+    before a store's key was its real path) to its key, once per process: its backups join the
+    key's, its record and failed hook move unless the key has its own, its stat cache goes."""
+    if (state_dir(), named) in _adopted:
+        return
+    _adopted.add((state_dir(), named))
+    try:
+        old, new = backup_dir(named), backup_dir(key)
+        for path in sorted(old.glob("*.json")):
+            new.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not (new / path.name).exists():
+                path.rename(new / path.name)
+        for was, now in ((owned_path(named), owned_path(key)), (_hook_path(named), _hook_path(key))):
+            if was.exists() and not now.exists():
+                was.rename(now)
+        (state_dir() / "statcache" / _key(named)).unlink(missing_ok=True)  # a cache: read afresh
+        if old.is_dir():
+            old.rmdir()
+    except OSError:
+        pass  # left where it was: the next run tries again
 
 
 # --- locks ---------------------------------------------------------------------------------

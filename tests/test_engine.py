@@ -16,7 +16,7 @@ import pytest
 
 from storesync.config import ConfigError, parse_config
 from storesync import state
-from storesync.model import StoreError
+from storesync.model import StoreError, TrustSet
 from storesync.stores import open_store
 
 from conftest import pem_of, run, storesync
@@ -398,6 +398,52 @@ def test_a_store_reached_through_a_symlink_stays_a_symlink(pki, root, tmp_path):
     assert storesync("sync", f"pem:{source}", f"pem:{link}").returncode == 0
     assert link.is_symlink() and len(keys(f"pem:{real}")) == 2
     assert storesync("rollback", f"pem:{link}").returncode == 0
+    assert link.is_symlink() and real.read_bytes() == root.pem
+
+
+def test_every_name_of_a_store_shares_its_backups(pki, root, tmp_path):
+    """A store's backups, record and locks are keyed by its real path: a bundle synced through
+    a symlink is rolled back by its real name (and a hashed directory through a linked folder),
+    and `rollback --list` of a store without backups says so, exit 1, as the rollback would fail."""
+    real, link = tmp_path / "real.pem", tmp_path / "link.pem"
+    real.write_bytes(root.pem)
+    link.symlink_to(real)
+    added = pki.ca("Named Twice")
+    source = tmp_path / "s.pem"
+    source.write_bytes(added.pem)
+    assert storesync("sync", "--mode", "add", f"pem:{source}", f"pem:{link}").returncode == 0
+    listing = storesync("rollback", "--list", "--json", f"pem:{real}")
+    assert listing.returncode == 0 and len(json.loads(listing.stdout)["backups"]) == 1
+    assert storesync("rollback", f"pem:{real}").returncode == 0
+    assert link.is_symlink() and real.read_bytes() == root.pem
+    capath, linked = tmp_path / "ca", tmp_path / "linked-ca"
+    linked.symlink_to(capath)
+    assert storesync("sync", f"pem:{real}", f"dir:{capath}").returncode == 0
+    before = files_of(capath)
+    assert storesync("sync", "--mode", "add", f"pem:{source}", f"dir:{linked}").returncode == 0
+    verify = ("openssl", "verify", "-CApath", capath, source)
+    assert run(*verify, check=False).returncode == 0
+    assert storesync("rollback", f"dir:{capath}").returncode == 0
+    assert run(*verify, check=False).returncode != 0 and files_of(capath) == before
+    never = storesync("rollback", "--list", f"pem:{tmp_path / 'never.pem'}")
+    assert never.returncode == 1 and "no backups" in never.stdout and "nothing to roll back" in never.stdout
+
+
+def test_state_an_earlier_version_kept_under_a_symlinks_name_moves_to_the_real_path(pki, root, tmp_path):
+    """Before keys were real paths, a store named through a symlink had its own state: its
+    backups and record are adopted by the real path the first time the store is named so again."""
+    real, link = tmp_path / "real.pem", tmp_path / "link.pem"
+    real.write_bytes(root.pem)
+    link.symlink_to(real)
+    old = f"pem:{link}"
+    state.save_backup(old, {str(real): root.pem}, "before sync of an earlier version")
+    state.save_owned(old, {}, TrustSet())
+    real.write_bytes(root.pem + pki.ca("Added Earlier").pem)
+    for name in (link, real):
+        listing = storesync("rollback", "--list", f"pem:{name}")
+        assert listing.returncode == 0 and "before sync of an earlier version" in listing.stdout
+    assert state.owned_path(f"pem:{real}").exists() and not state.backup_dir(old).exists()
+    assert storesync("rollback", f"pem:{real}").returncode == 0
     assert link.is_symlink() and real.read_bytes() == root.pem
 
 

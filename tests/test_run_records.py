@@ -77,11 +77,35 @@ def test_a_failed_run_leaves_no_record_or_backup_of_a_store_it_never_wrote(pki, 
         os.environ["STORESYNC_STATE_DIR"] = env["STORESYNC_STATE_DIR"]
         try:
             assert state.list_backups(open_store(f"pem:{third}").spec.key) == []  # never written
-            assert len(state.list_backups(open_store(f"pem:{first}").spec.key)) == 1  # written, put back
+            # written, then put back byte for byte: as before the run, nothing to roll back
+            assert state.list_backups(open_store(f"pem:{first}").spec.key) == []
         finally:
             os.environ["STORESYNC_STATE_DIR"] = with_env
     finally:
         run("umount", full)
+
+
+def test_a_write_that_failed_before_changing_its_store_leaves_no_backup(pki, tmp_path):
+    """A full disk refuses a store's temp file: the store is as it was (or still absent), so
+    the backup kept for it is dropped and the plan prints none beside "(not written)"."""
+    from test_kills import fill, tmpfs
+
+    env = {**os.environ, "STORESYNC_STATE_DIR": str(tmp_path / "state")}
+    source = tmp_path / "source.pem"
+    source.write_bytes(pki.ca("No Room Root").pem)
+    with tmpfs(tmp_path / "full", "16k") as full:
+        there, absent = full / "there.pem", full / "absent.pem"
+        there.write_bytes(pki.ca("Already There").pem)
+        before = there.read_bytes()
+        fill(full)
+        result = storesync("sync", "--mode", "add", f"pem:{source}", f"pem:{there}", f"pem:{absent}", env=env)
+        assert result.returncode == 2 and "No space left" in result.stderr
+        assert result.stdout.count("(not written)") == 2 and "backup:" not in result.stdout
+        assert there.read_bytes() == before and not absent.exists()
+        for target in (there, absent):
+            listed = storesync("rollback", "--list", f"pem:{target}", env=env)
+            assert listed.returncode == 1 and "no backups" in listed.stdout
+        assert list((tmp_path / "state").glob("backups/*/*.json")) == []
 
 
 def test_identical_bundles_are_parsed_once_per_process_and_a_damaged_copy_still_refused(pki, tmp_path, monkeypatch):

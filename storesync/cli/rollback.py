@@ -10,7 +10,7 @@ import typer
 
 from storesync.cli.common import fail, print_json
 from storesync.cli.options import JSON, STATE_DIR
-from storesync.model import StoreError
+from storesync.model import EXIT_DIFFERENT, StoreError
 
 
 def declare(app) -> None:
@@ -47,9 +47,11 @@ def rollback(
         if as_json:
             print_json({"store": spec, "backups": backups})
         elif not backups:
-            print(f"{spec}: no backups")
+            print(state.no_backups(spec))
         for b in [] if as_json else backups:
             print(f"{b['id']}  {b['reason']}")
+        if not backups:
+            raise typer.Exit(EXIT_DIFFERENT)  # as `diff`: an answer, "no", not an error
         return
     if as_json:
         print(json.dumps(done))

@@ -436,14 +436,27 @@ def _apply(result: Result) -> None:
         for outcome, owned in reversed(done):
             state.put_owned(outcome.store.spec.key, owned)
             try:
-                _undo(outcome, _backup_of(outcome.store, outcome.backup)[1])
+                snapshot = _backup_of(outcome.store, outcome.backup)[1]
+                _undo(outcome, snapshot)
                 result.rolled_back.append(outcome.spec)
+                if _as_backed_up(outcome.store, snapshot):  # nothing to roll back: no backup
+                    state.drop_backup(outcome.store.spec.key, outcome.backup)
+                    outcome.backup = None
             except Exception as undo_error:  # noqa: BLE001 - report, keep restoring the others
                 message += f"; and putting back {outcome.spec} failed too ({undo_error}): `storesync rollback {outcome.spec}`"
             outcome.written = False
         everything = len(result.rolled_back) == len(done)  # else the message names those not put back
         result.error = message + ("" if not result.rolled_back else "; every store was put back as it was"
                                   if everything else "; the others were put back")
+
+
+def _as_backed_up(store: Store, snapshot: dict) -> bool:
+    """Does the store hold exactly its backup's bytes (or still not exist) after a failed run: a
+    write that failed before changing it, or one put back byte for byte?"""
+    try:
+        return store.snapshot() == snapshot
+    except Exception:  # noqa: BLE001 - a store that cannot be read any more keeps its backup
+        return False
 
 
 def _undo(outcome: Outcome, snapshot: dict) -> None:
@@ -473,7 +486,15 @@ def _undo(outcome: Outcome, snapshot: dict) -> None:
 def _backup_of(store: Store, backup_id: str | None) -> tuple[str, dict]:
     """A backup of `store` read from the state dir, not trusted blindly: one that names a file
     outside the store is refused (for an undo as for `rollback`)."""
+    import os
+
     backup_id, snapshot = state.load_backup(store.spec.key, backup_id)
+    # A backup made through another name of the store's folder (a symlink) names its files by
+    # that name: here they are named as this store names them.
+    folder, real = str(store.path.absolute()), os.path.realpath(store.path)
+    moved = {d for d in {os.path.dirname(path) for path in snapshot} if d != folder and os.path.realpath(d) == real}
+    snapshot = {os.path.join(folder, os.path.basename(path)) if os.path.dirname(path) in moved else path: value
+                for path, value in snapshot.items()}
     strays = [path for path in snapshot if not store.owns(path)]
     if strays:
         raise StoreError(f"{store.spec.key}: backup {backup_id} names files outside the store ({strays[0]}); "

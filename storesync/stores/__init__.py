@@ -53,8 +53,14 @@ class StoreSpec(Record):
 
     @property
     def key(self) -> str:
-        """The store's identity for backups and locks: kind and absolute path."""
-        return f"{self.kind}:{self.path.absolute()}"
+        """The store's identity for its state (backups, ownership record, stat cache, locks): kind
+        and real path, so every name of a store (a symlink to it, or to its folder) is the same."""
+        key, named = f"{self.kind}:{os.path.realpath(self.path)}", f"{self.kind}:{self.path.absolute()}"
+        if named != key:
+            from storesync import state
+
+            state.adopt(named, key)  # what an earlier version kept under this name
+        return key
 
     def __str__(self) -> str:
         query = "&".join(f"{k}={v}" for k, v in self.options.items())
