@@ -54,6 +54,7 @@ class DirStore(Store):
 
     def read(self) -> TrustSet:
         self._files, self._links, self.holds_trusted = {}, {}, False
+        self.warnings = []  # what this read finds: a second read (a backup's) says it once, not again
         if not self.path.exists():
             return TrustSet()
         if not self.path.is_dir():
