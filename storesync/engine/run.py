@@ -420,6 +420,7 @@ def _apply(result: Result) -> None:
                 outcome.written_version = outcome.store.version()
                 _check_written(outcome)
     except Exception as exc:  # noqa: BLE001 - whatever failed, the stores written are put back
+        todo = ""  # said last, after what was put back
         if isinstance(exc, StoreError):
             message = str(exc)
         elif isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -427,6 +428,8 @@ def _apply(result: Result) -> None:
                        "make it writable by this user or leave it out of the targets")
         elif isinstance(exc, OSError):
             message = f"{current.spec}: {exc.strerror or exc} ({exc.filename or current.store.path})"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                todo = "; free space on that disk and run the sync again"
         else:
             message = f"{current.spec}: writing failed unexpectedly ({type(exc).__name__}: {exc}); please report this"
         for outcome, owned in prepared[len(done):]:  # recorded, never written
@@ -443,7 +446,7 @@ def _apply(result: Result) -> None:
             outcome.written = False
         everything = len(result.rolled_back) == len(done)  # else the message names those not put back
         result.error = message + ("" if not result.rolled_back else "; every store was put back as it was"
-                                  if everything else "; the others were put back")
+                                  if everything else "; the others were put back") + todo
 
 
 def _undo(outcome: Outcome, snapshot: dict) -> None:
