@@ -14,7 +14,7 @@ from storesync.config import Profile, StoreRef
 from storesync.engine import policy
 from storesync.engine.plan import ADD, MIRROR, REMOVE, Plan, Scope, compare, lift, make_plan, retarget, touched, undo
 from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError, TrustSet
-from storesync.stores import Store, open_store, options_of, parse_spec, read_store
+from storesync.stores import Store, cannot_read, open_store, options_of, parse_spec, read_store
 
 UNDO_READS = 20  # reads of a store to undo, 0.1 s apart, before its backup's bytes go back
 _EMPTY = ("an empty store is never a policy, so it empties nothing (if emptying the others is meant, "
@@ -263,7 +263,7 @@ def _read(outcome: Outcome) -> None:
     except StoreError as exc:
         outcome.error = str(exc)
     except OSError as exc:
-        outcome.error = f"{outcome.spec}: cannot read it ({exc.strerror or exc})"
+        outcome.error = f"{outcome.spec}: {cannot_read(exc)}"
 
 
 def _prepare(profile: Profile, result: Result, force: bool, allow_empty: bool = False):
