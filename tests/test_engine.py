@@ -221,6 +221,7 @@ def test_a_target_failing_mid_profile_puts_every_store_back(pki, root, tmp_path)
         result = storesync("sync", f"pem:{source}", f"pem:{out}", f"dir:{ca}", f"pem:{third}")
         assert result.returncode == 2
         assert "No space left" in result.stderr and "put back" in result.stderr
+        assert "free space on that disk and run the sync again" in result.stderr, result.stderr
         assert files_of(out, ca, third) == before
     finally:
         run("umount", full)

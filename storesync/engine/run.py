@@ -14,7 +14,7 @@ from storesync.config import Profile, StoreRef
 from storesync.engine import policy
 from storesync.engine.plan import ADD, MIRROR, REMOVE, Plan, Scope, compare, lift, make_plan, retarget, touched, undo
 from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError, TrustSet
-from storesync.stores import Store, open_store, options_of, parse_spec, read_store
+from storesync.stores import Store, cannot_read, open_store, options_of, parse_spec, read_store
 
 UNDO_READS = 20  # reads of a store to undo, 0.1 s apart, before its backup's bytes go back
 _EMPTY = ("an empty store is never a policy, so it empties nothing (if emptying the others is meant, "
@@ -263,7 +263,7 @@ def _read(outcome: Outcome) -> None:
     except StoreError as exc:
         outcome.error = str(exc)
     except OSError as exc:
-        outcome.error = f"{outcome.spec}: cannot read it ({exc.strerror or exc})"
+        outcome.error = f"{outcome.spec}: {cannot_read(exc)}"
 
 
 def _prepare(profile: Profile, result: Result, force: bool, allow_empty: bool = False):
@@ -420,6 +420,7 @@ def _apply(result: Result) -> None:
                 outcome.written_version = outcome.store.version()
                 _check_written(outcome)
     except Exception as exc:  # noqa: BLE001 - whatever failed, the stores written are put back
+        todo = ""  # said last, after what was put back
         if isinstance(exc, StoreError):
             message = str(exc)
         elif isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -427,6 +428,8 @@ def _apply(result: Result) -> None:
                        "make it writable by this user or leave it out of the targets")
         elif isinstance(exc, OSError):
             message = f"{current.spec}: {exc.strerror or exc} ({exc.filename or current.store.path})"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                todo = "; free space on that disk and run the sync again"
         else:
             message = f"{current.spec}: writing failed unexpectedly ({type(exc).__name__}: {exc}); please report this"
         for outcome, owned in prepared[len(done):]:  # recorded, never written
@@ -447,7 +450,7 @@ def _apply(result: Result) -> None:
             outcome.written = False
         everything = len(result.rolled_back) == len(done)  # else the message names those not put back
         result.error = message + ("" if not result.rolled_back else "; every store was put back as it was"
-                                  if everything else "; the others were put back")
+                                  if everything else "; the others were put back") + todo
 
 
 def _as_backed_up(store: Store, snapshot: dict) -> bool:

@@ -101,35 +101,67 @@ def detect_kind(path: Path) -> str:
             )
         return kind
     try:
-        with path.open("rb") as f:
-            head = f.read(4096)
+        head = _head(path)
     except OSError as exc:
-        raise StoreError(f"{path}: cannot read it ({exc.strerror})") from None
+        raise StoreError(f"{path}: {cannot_read(exc)}") from None
     return sniff(head) or EXTENSIONS.get(path.suffix.lower(), "pem")
 
 
+def _head(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return f.read(4096)
+
+
+def cannot_read(exc: OSError, verb: str = "read") -> str:
+    """Why a file or folder could not be read, and what to do when it is the user's permission."""
+    why = f"cannot {verb} it ({exc.strerror or exc})"
+    return f"{why}; run as a user who may {verb} it, or make it readable to this one" if isinstance(exc, PermissionError) else why
+
+
 def sniff(head: bytes) -> str | None:
-    """The kind a file's first bytes announce, if they announce one."""
-    if head.startswith(b"\xfe\xed\xfe\xed"):
-        return "jks"
-    if head.startswith(b"\x00\x00\x00\x00CERT"):
-        return "sst"
+    """The kind a file's first bytes announce, if they announce one (a bare path's kind)."""
+    found = identify(head)
+    if found is not None:
+        return found[0]
+    if head.startswith(b"\xff\xfe"):
+        return "reg"  # UTF-16: only Windows' registry exports are
+    return "pem" if head[:1] == b"\x30" else None  # a single DER certificate, maybe damaged
+
+
+_REG_HEADERS = ("Windows Registry Editor", "REGEDIT4")
+
+
+def identify(head: bytes) -> tuple[str | None, str] | None:
+    """(kind, what it is) of a file whose first bytes are a format's magic number or header
+    (kind None: a format storesync does not read); None when they are no format's."""
     text = head.lstrip(b"\xef\xbb\xbf")
-    if head.startswith(b"\xff\xfe") or text.startswith((b"Windows Registry Editor", b"REGEDIT4")):
-        return "reg"
+    if head.startswith(b"\xfe\xed\xfe\xed"):
+        return "jks", "a JKS keystore"
+    if head.startswith(b"\xce\xce\xce\xce"):
+        return None, "a JCEKS keystore, which storesync does not read"
+    if head.startswith(b"\x00\x00\x00\x00CERT"):
+        return "sst", "a Windows serialized store (.sst)"
+    if head.startswith(b"SQLite format 3\x00"):
+        return "nss", "a file of an NSS database"
+    if text.startswith(tuple(h.encode() for h in _REG_HEADERS)) or \
+            head.startswith(tuple(b"\xff\xfe" + h.encode("utf-16-le") for h in _REG_HEADERS)):
+        return "reg", "a registry export (.reg)"
     if b"-----BEGIN PKCS7-----" in text:
-        return "p7b"
+        return "p7b", "a PKCS#7 bundle"
     if b"-----BEGIN " in text:
-        return "pem"
+        return "pem", "a PEM file"
     if b"BEGINDATA" in text or b"CKA_CLASS" in text:
-        return "certdata"
-    if head[:1] == b"\x30":
+        return "certdata", "Mozilla's certdata.txt"
+    if head[:1] == b"\x30" and len(head) > 1:
+        body = head[2 + (head[1] & 0x7F if head[1] > 0x80 else 0) :]  # after the SEQUENCE's tag and length
+        if body.startswith(b"\x02\x01\x03\x30"):  # PFX version 3
+            return "p12", "a PKCS#12 keystore"
         if b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02" in head[:32]:  # signedData OID
-            return "p7b"
-        header = 2 + (head[1] & 0x7F if len(head) > 1 and head[1] > 0x80 else 0)
-        if head[header : header + 4] == b"\x02\x01\x03\x30":  # PFX version 3 (any length form)
-            return "p12"
-        return "pem"  # a single DER certificate
+            return "p7b", "a PKCS#7 bundle"
+        if body[:1] == b"\x30" and len(body) > 1:  # a certificate: its TBS, then a version or the serial
+            tbs = body[2 + (body[1] & 0x7F if body[1] > 0x80 else 0) :]
+            if tbs.startswith(b"\xa0\x03\x02\x01") or tbs[:1] == b"\x02":
+                return "pem", "a DER certificate"
     return None
 
 
@@ -175,6 +207,7 @@ class Store:
     capabilities: Capabilities = Capabilities()
     reader = "openssl"  # which programs read it: what they cannot load is not written (storesync.loadable)
     options: tuple[str, ...] = ()  # what `?option=` the kind understands, besides COMMON_OPTIONS
+    remedy = "restore it (storesync rollback) or regenerate it"  # what to do about damaged bytes
 
     def __init__(self, spec: StoreSpec):
         self.spec = spec
@@ -219,7 +252,23 @@ class Store:
 
     def damaged(self, what: str, path: Path | None = None) -> StoreError:
         """The error for bytes that cannot be read, with what to do about them."""
-        return self.error(f"{what}; nothing was read from it: restore it (storesync rollback) or regenerate it", path)
+        todo = self.other_kind(path)
+        return self.error(f"{what}; {todo}" if todo else f"{what}; nothing was read from it: {self.remedy}", path)
+
+    def other_kind(self, path: Path | None = None) -> str | None:
+        """What to name a file that is another kind's, by its first bytes (None: it is not)."""
+        path = path or self.path
+        try:
+            found = identify(_head(path)) if path.is_file() else None
+        except OSError:
+            return None
+        if found is None or found[0] == self.kind:
+            return None
+        kind, what = found
+        if kind is None:  # JCEKS
+            return (f"it looks like {what}: convert it with `keytool -importkeystore -srckeystore {path} "
+                    f"-deststoretype pkcs12 -destkeystore {path}.p12` and name that p12:{path}.p12")
+        return f"it looks like {what}: name " + (f"its folder nss:{path.parent}" if kind == "nss" else f"it {kind}:{path}")
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -356,11 +405,8 @@ class FileStore(Store):
             return None
         except IsADirectoryError:
             raise self.error(f"is a directory; use dir:{self.path} for a hashed directory") from None
-        except PermissionError as exc:
-            raise self.error(f"cannot read it ({exc.strerror}); run as a user who may read it, "
-                             "or make it readable to this one") from None
         except OSError as exc:
-            raise self.error(f"cannot read it ({exc.strerror})") from None
+            raise self.error(cannot_read(exc)) from None
 
     def parse(self, data: bytes) -> TrustSet:
         raise NotImplementedError

@@ -19,6 +19,7 @@ import os
 from storesync.fsio import atomic_write_many, fsync_dir
 from storesync.model import Capabilities, Entry, TrustSet
 from storesync.statcache import StatCache
+from storesync.stores import cannot_read
 from storesync.stores.directory import DirStore
 from storesync.stores.pem import render_entries
 
@@ -34,6 +35,7 @@ class AnchorsStore(DirStore):
 
     def read(self) -> TrustSet:
         self._files, self._links, self.holds_trusted = {}, {}, False
+        self.warnings = []  # what this read finds: a second read (a backup's) says it once, not again
         if not self.path.exists():
             return TrustSet()
         if not self.path.is_dir():
@@ -42,7 +44,7 @@ class AnchorsStore(DirStore):
             with os.scandir(self.path) as listing:
                 found = sorted((item.name, item) for item in listing)
         except OSError as exc:
-            raise self.error(f"cannot list it ({exc.strerror})") from None
+            raise self.error(cannot_read(exc, "list")) from None
         entries: list[Entry] = []
         cache = StatCache(self.spec.key)  # as a hashed directory: unchanged files are not parsed again
         for name, item in found:

@@ -32,7 +32,7 @@ from storesync.model import (
     Entry,
     TrustSet,
 )
-from storesync.stores import Store
+from storesync.stores import Store, cannot_read
 
 _PURPOSE_SUFFIX = {
     "SERVER_AUTH": SERVER_AUTH,
@@ -96,6 +96,7 @@ class DistrustRecord:
 class CertdataStore(Store):
     kind = "certdata"
     capabilities = Capabilities(purposes=True, distrust=True, distrust_after=True, labels=True, writable=False)
+    remedy = "fetch Mozilla's certdata.txt again"  # storesync never writes it, so keeps no backup of it
 
     def __init__(self, spec):
         super().__init__(spec)
@@ -109,9 +110,9 @@ class CertdataStore(Store):
         except IsADirectoryError:
             raise self.error("is a directory, not a certdata.txt file") from None
         except UnicodeDecodeError as exc:
-            raise self.error(f"is not UTF-8 text (byte {exc.start}); not a certdata.txt file") from None
+            raise self.damaged(f"is not UTF-8 text (byte {exc.start}), so not a certdata.txt file") from None
         except OSError as exc:
-            raise self.error(f"cannot read it ({exc.strerror})") from None
+            raise self.error(cannot_read(exc)) from None
         self.warnings, self.distrust_records = [], []
         return self.parse(text)
 
@@ -222,7 +223,7 @@ class CertdataStore(Store):
         try:
             start = next(i for i, line in enumerate(lines) if line.strip() == "BEGINDATA") + 1
         except StopIteration:
-            raise self.error("has no BEGINDATA line: not a certdata.txt file") from None
+            raise self.damaged("has no BEGINDATA line: not a certdata.txt file") from None
         objects: list[_Object] = []
         current: _Object | None = None
         i = start

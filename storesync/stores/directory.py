@@ -22,7 +22,7 @@ from pathlib import Path
 
 from storesync.fsio import atomic_write_many, fsync_dir, in_root, machine_root, stat_version, temp_beside
 from storesync.model import Capabilities, Entry, TrustSet
-from storesync.stores import Store, StoreSpec
+from storesync.stores import Store, StoreSpec, cannot_read
 from storesync.statcache import StatCache, stamp
 from storesync.stores.pem import PemStore, cached_entry, render_entries, speaks_trusted
 
@@ -54,16 +54,17 @@ class DirStore(Store):
 
     def read(self) -> TrustSet:
         self._files, self._links, self.holds_trusted = {}, {}, False
+        self.warnings = []  # what this read finds: a second read (a backup's) says it once, not again
         if not self.path.exists():
             return TrustSet()
         if not self.path.is_dir():
-            raise self.error("is not a directory; use pem:PATH for a bundle file")
+            raise self.error(f"is not a directory; {self.other_kind() or f'use pem:{self.path} for a bundle file'}")
         entries: list[Entry] = []
         try:
             with os.scandir(self.path) as listing:  # its entries know their type: no stat per file
                 found = sorted(listing, key=lambda item: item.name)
         except OSError as exc:
-            raise self.error(f"cannot list it ({exc.strerror})") from None
+            raise self.error(cannot_read(exc, "list")) from None
         cache = StatCache(self.spec.key)  # files unchanged since the last read are not parsed again
         found.reverse()
         while found:  # taken as read: a listing of 100 000 files is not held to the end
@@ -107,7 +108,7 @@ class DirStore(Store):
                 data = file.read()
                 st = os.fstat(file.fileno())  # after reading: a change while reading shows in it
         except OSError as exc:
-            raise self.error(f"cannot read it ({exc.strerror})", path) from None
+            raise self.error(cannot_read(exc), path) from None
         bundle = self._bundle(path)
         found = bundle.parse(data)
         self.warnings.extend(bundle.warnings)

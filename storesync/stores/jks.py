@@ -46,7 +46,6 @@ from storesync.stores._java import (
 )
 
 MAGIC = 0xFEEDFEED
-JCEKS_MAGIC = 0xCECECECE
 PRIVATE_KEY, TRUSTED_CERT, SECRET_KEY = 1, 2, 3
 FIXED_TIMESTAMP = 0  # milliseconds since 1970: new entries get it, so the output is deterministic
 _WHITENER = b"Mighty Aphrodite"
@@ -158,15 +157,8 @@ def iter_jks(data: bytes) -> tuple[int, Iterator[JksRecord]]:
     held all at once were ~1.9 KB a certificate). A damage found on the way is raised then."""
     if len(data) < 4:
         raise JksFormatError(f"truncated: {len(data)} bytes, too short for a keystore")
-    magic = struct.unpack(">I", data[:4])[0]
-    if magic == JCEKS_MAGIC:
-        raise JksFormatError(
-            "is a JCEKS keystore, which storesync does not read; convert it with "
-            "`keytool -importkeystore -srckeystore F -deststoretype pkcs12 -destkeystore F.p12`"
-        )
-    if magic != MAGIC:
-        hint = "; it looks like PKCS#12 (keytool's default since JDK 9): name it p12:" if data[:1] == b"\x30" else ""
-        raise JksFormatError(f"is not a JKS keystore (it starts with {data[:4].hex(' ')}, not fe ed fe ed){hint}")
+    if struct.unpack(">I", data[:4])[0] != MAGIC:  # a JCEKS or PKCS#12 file: the store's error names it
+        raise JksFormatError(f"is not a JKS keystore (it starts with {data[:4].hex(' ')}, not fe ed fe ed)")
     if len(data) < 12 + 20:
         raise JksFormatError(f"truncated: {len(data)} bytes, too short for a keystore")
     reader = _Reader(data, len(data) - 20)

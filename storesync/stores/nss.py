@@ -52,7 +52,7 @@ from storesync.model import (
     TrustSet,
     name_attributes,
 )
-from storesync.stores import Store, open_store
+from storesync.stores import Store, cannot_read, open_store
 from storesync.stores.certdata import letter_trust
 
 TYPE_CHECKING = False  # typing's, without importing typing (nor dataclasses) on the one-shot path
@@ -485,6 +485,9 @@ class NssStore(Store):
         return self.cert_db.exists() or (self.path / "cert8.db").exists()  # cert8: read() says why not
 
     def missing(self) -> str:
+        if self.path.exists() and not self.path.is_dir():
+            return "is a file, not an NSS database folder; " + (
+                self.other_kind() or "name the folder that holds cert9.db and key4.db instead")
         if not self.path.is_dir():
             return super().missing()
         return (f"no NSS database (cert9.db) in {self.path}; create one with "
@@ -528,7 +531,7 @@ class NssStore(Store):
                 f"no such directory; create the database first with `certutil -N -d sql:{self.path} --empty-password`"
             )
         if not self.path.is_dir():
-            raise self.error("is not a directory; an NSS database is a directory holding cert9.db and key4.db")
+            raise self.error(self.missing())
         for part in (self.cert_db, self.key_db):
             if part.exists() and not part.is_file():
                 raise self.error(f"{part.name} is not a regular file; refusing to open it", part)
@@ -539,6 +542,17 @@ class NssStore(Store):
                     f"upgrade it with `certutil -L -d sql:{self.path}` (NSS converts it to cert9.db on first open)"
                 )
             raise self.error(self.missing())
+
+    def _unreadable(self) -> StoreError | None:
+        """The error for a file of the database this user may not read (SQLite says only "unable to open")."""
+        for part in (self.cert_db, self.key_db):
+            try:
+                open(part, "rb").close()
+            except PermissionError as exc:
+                return self.error(cannot_read(exc), part)
+            except OSError:
+                pass  # missing, or another trouble: SQLite's error says it
+        return None
 
     # -- SQLite
 
@@ -617,7 +631,7 @@ class NssStore(Store):
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
-            raise self.damaged(f"cert9.db is not a readable NSS database ({exc})", self.cert_db) from None
+            raise self._unreadable() or self.damaged(f"cert9.db is not a readable NSS database ({exc})", self.cert_db) from None
         except (TypeError, ValueError, OverflowError, MemoryError) as exc:
             raise self.error(f"holds values NSS never writes ({type(exc).__name__}: {exc}); "
                              "is it damaged or forged?") from None
@@ -666,7 +680,7 @@ class NssStore(Store):
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
-            raise self.error(f"key4.db is not a readable NSS key database ({exc})", self.key_db) from None
+            raise self._unreadable() or self.damaged(f"key4.db is not a readable NSS key database ({exc})", self.key_db) from None
         if keys.password is None:
             raise self.error(
                 "is password-protected and no password-file was given, so its trust signatures cannot be "

@@ -127,7 +127,7 @@ class PemStore(FileStore):
             try:
                 raw = base64.b64decode(body.replace(b"\n", b"").replace(b"\r", b""), validate=True)
             except (binascii.Error, ValueError):
-                raise self.error(f"PEM block at line {_line(data, block)} is not valid base64 (corrupted file?)") from None
+                raise self.damaged(f"PEM block at line {_line(data, block)} is not valid base64 (corrupted file?)") from None
             trusted = kind == b"TRUSTED CERTIFICATE"
             self.holds_trusted |= trusted
             try:
@@ -135,7 +135,7 @@ class PemStore(FileStore):
                 entries.append(entry)
                 self.blocks.append((int(trusted), raw if trusted else entry.cert.der))  # the bytes held already
             except der.DERError as exc:
-                raise self.error(f"PEM block at line {_line(data, block)} is not a certificate ({exc})") from None
+                raise self.damaged(f"PEM block at line {_line(data, block)} is not a certificate ({exc})") from None
         return TrustSet(entries)
 
     def _parse_without_blocks(self, data: bytes) -> TrustSet:
@@ -145,10 +145,10 @@ class PemStore(FileStore):
                 self.blocks = [(0, data)]
                 return TrustSet([entry])
             except der.DERError as exc:
-                raise self.error(f"is neither PEM nor a DER certificate ({exc})") from None
+                raise self.damaged(f"is neither PEM nor a DER certificate ({exc})") from None
         if all(not line.strip() or line.lstrip().startswith(b"#") for line in data.splitlines()):
             return TrustSet()  # empty, or comments only
-        raise self.error("holds no PEM certificate and is not a DER certificate (garbage or wrong file?)")
+        raise self.damaged("holds no PEM certificate and is not a DER certificate")
 
     def _entry(self, raw: bytes, trusted: bool, whole: bool = False) -> Entry:
         cert_tlv = der.read_all(raw) if whole else der.read(raw)
