@@ -212,7 +212,13 @@ def make_plan(
 
     everything = scope is EVERYTHING
     for entry in source.values():
-        combined = entry if everything else scope.combine(seen.get(entry.sha256), entry)
+        have = seen.get(entry.sha256)
+        if mode == ADD and have is not None and entry.trust and not entry.trusted_purposes:
+            # add takes no trust away: an entry that only distrusts (all a filter leaves of a
+            # certificate it did not select) is laid over the target's own
+            combined = have.replace(trust={**have.trust, **entry.trust})
+        else:
+            combined = entry if everything else scope.combine(have, entry)
         if combined is not None:
             settle(current.get(entry.sha256), combined, entry)
     gone = {e.sha256 for e in plan.removals}
