@@ -1,5 +1,5 @@
-"""What a selection (`--only`, a profile's `purposes`, `drop_expired`) and a partly dated
-distrust do to a target's trust, each checked with certutil."""
+"""What a selection (`--only`, a profile's `purposes`, `drop_expired`) does to a target's trust, and
+a distrust-after date NSS cannot hold, each checked with certutil or NSS's own database."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import datetime as dt
 from pathlib import Path
 
 from conftest import NOW, need, run, storesync
+from storesync.stores import winprops
 from test_nss import certutil_flags, verify
+from test_sst import group, sst
 
 
 def nss_db(path: Path, certs: dict[str, tuple[object, str]]) -> Path:
@@ -57,3 +59,37 @@ def test_add_with_purposes_or_drop_expired_leaves_the_trust_of_what_they_did_not
         result = storesync("sync", "--config", config)
         assert result.returncode == 0, result.stderr
         assert certutil_flags(target)[nick] == wanted, (name, certutil_flags(target), result.stdout)
+
+
+# --- a distrust-after date NSS cannot hold -------------------------------------------------------
+
+
+def test_a_windows_date_for_every_purpose_goes_into_nss_as_far_as_nss_can_date(tmp_path, pki):
+    """DISALLOWED_FILETIME without DISALLOWED_ENHKEY_USAGE dates every purpose; NSS has dates for
+    server-auth and e-mail only. The sync failed its read-back check and rolled back, every run.
+    Now the two dates NSS holds are written, and a client-auth or code-signing date is dropped
+    with a `!` line: a past one leaves the root untrusted for that purpose, a coming one trusted."""
+    past, coming = pki.ca("Dated Past"), pki.ca("Dated Coming")
+    dates = {"Past": dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc), "Coming": NOW + dt.timedelta(days=365)}
+    source = tmp_path / "roots.sst"
+    source.write_bytes(sst(*(group(c.der, (11, (nick + "\0").encode("utf-16-le")), (104, winprops.datetime_to_filetime(dates[nick])))
+                             for nick, c in (("Past", past), ("Coming", coming)))))
+    db = nss_db(tmp_path / "db", {})
+
+    result = storesync("sync", f"sst:{source}", f"nss:{db}")
+
+    assert result.returncode == 0, result.stderr
+    assert "client-auth, code-signing here, since that date has passed" in result.stdout, result.stdout
+    flags = certutil_flags(db)
+    assert (flags["Past"], flags["Coming"]) == ("C,C,", "CT,C,C"), flags  # T: client-auth
+    import sqlite3
+
+    with sqlite3.connect(db / "cert9.db") as conn:  # CKA_NSS_SERVER_ / CKA_NSS_EMAIL_DISTRUST_AFTER, as NSS keeps them
+        stored = {bytes(der): (server, email) for der, server, email in
+                  conn.execute("SELECT a11, ace534373, ace534374 FROM nssPublic WHERE a0 = X'00000001'")}
+    assert stored[past.der] == (b"200101000000Z", b"200101000000Z"), stored
+    assert stored[coming.der] == (2 * (dates["Coming"].strftime("%y%m%d%H%M%SZ").encode(),)), stored
+
+    again = storesync("sync", f"sst:{source}", f"nss:{db}")
+    assert again.returncode == 0 and "in sync" in again.stdout, again
+    assert storesync("diff", f"sst:{source}", f"nss:{db}").returncode == 0

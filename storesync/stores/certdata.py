@@ -80,7 +80,8 @@ class DistrustRecord:
 
 class CertdataStore(Store):
     kind = "certdata"
-    capabilities = Capabilities(purposes=True, distrust=True, distrust_after=True, labels=True, writable=False)
+    capabilities = Capabilities(purposes=True, distrust=True, distrust_after=(SERVER_AUTH, EMAIL), labels=True,
+                                writable=False)
 
     def __init__(self, spec):
         super().__init__(spec)
