@@ -555,8 +555,8 @@ class Capabilities(Record):
                  "purpose_distrust", "lone_reject_trusts")
 
     def __init__(self, anchors: bool = True, purposes: bool = False, distrust: bool = False,
-                 distrust_after: bool = False, disabled: bool = False, labels: bool = False, writable: bool = True,
-                 purpose_distrust: bool | None = None, lone_reject_trusts: bool = False):
+                 distrust_after: "bool | tuple[str, ...]" = False, disabled: bool = False, labels: bool = False,
+                 writable: bool = True, purpose_distrust: bool | None = None, lone_reject_trusts: bool = False):
         self.anchors = anchors  # holds trusted certificates (False: a distrust list only)
         self.purposes = purposes  # per-purpose trust (else: an anchor is trusted for everything)
         self.distrust = distrust  # explicit "distrusted" records
@@ -566,10 +566,15 @@ class Capabilities(Record):
         # a distrust with no trust beside it reads as trusted for every purpose not rejected
         # (OpenSSL's X509_CERT_AUX: a reject list alone)
         self.lone_reject_trusts = lone_reject_trusts
+        # distrust-after dates it can hold: True for every purpose, else those purposes' (NSS: two)
         self.distrust_after = distrust_after
         self.disabled = disabled  # holds a certificate trusted for nothing (Windows' ENHKEY_USAGE `30 00`)
         self.labels = labels
         self.writable = writable
+
+    def dates(self, purpose: str) -> bool:
+        """Whether this store can hold a distrust-after date for `purpose`."""
+        return self.distrust_after is True or purpose in (self.distrust_after or ())
 
     def whole_distrust(self, entry) -> bool:
         """Whether this store can say `entry`'s distrust only as a distrust for every purpose

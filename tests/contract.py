@@ -493,6 +493,8 @@ def translate(kind: Kind, certs: ShapeCerts, shape: str, tmp: Path) -> str:
         if dict(have.trust) != dict(entry.trust):
             notes.append("distrusted for all" if have.distrusted and dict(have.trust) == DISTRUST
                          else "trusted for all" if dict(have.trust) == ANCHOR
+                         else "not trusted for " + ", ".join(sorted(set(entry.trusted_purposes) - set(have.trusted_purposes)))
+                         if set(have.trusted_purposes) < set(entry.trusted_purposes)
                          else "also trusted for " + ", ".join(sorted(set(have.trusted_purposes) - set(entry.trusted_purposes))))
         if have.distrust_after != entry.distrust_after:
             notes.append("date dropped")

@@ -89,17 +89,14 @@ def project(entry: Entry, caps: Capabilities, purpose: str = SERVER_AUTH) -> tup
     `purpose` is what a store without per-purpose trust is *for* ("any" for every purpose):
     only certificates trusted for it go in, as Debian and p11-kit build their bundles.
     """
-    loss = None
-    if not caps.distrust_after and entry.distrust_after:
-        dates = ", ".join(f"{p} after {d:%Y-%m-%d}" for p, d in sorted(entry.distrust_after.items()))
-        entry, loss = entry.replace(distrust_after={}), f"distrust-after dates dropped ({dates})"
+    entry, loss = _dated(entry, caps)
     if not entry.trust:  # trusted for nothing: only a store that can say "disabled" keeps it
-        return (entry, None) if caps.disabled else (None, None)
+        return (entry, loss) if caps.disabled else (None, None)
     if entry.distrusted:
         if not caps.distrust:
-            return None, "distrusted: left out, since this store cannot say distrusted"
+            return None, _and(loss, "distrusted: left out, since this store cannot say distrusted")
         if caps.whole_distrust(entry) and dict(entry.trust) != DISTRUST:
-            return entry.replace(trust=dict(DISTRUST)), "distrusted for some purposes: distrusted for all here"
+            return entry.replace(trust=dict(DISTRUST)), _and(loss, "distrusted for some purposes: distrusted for all here")
         return entry, loss
     if not caps.anchors:
         return None, None  # a distrust list holds no anchors: nothing is lost by leaving one out
@@ -107,11 +104,34 @@ def project(entry: Entry, caps: Capabilities, purpose: str = SERVER_AUTH) -> tup
         return entry, loss
     trusted = entry.trusted_purposes
     if purpose != "any" and purpose not in trusted:
-        return None, f"trusted only for {', '.join(trusted)}: left out of this {purpose} store"
+        return None, _and(loss, f"trusted only for {', '.join(trusted)}: left out of this {purpose} store")
     if purpose == "any" and set(trusted) != set(ANCHOR):
-        widened = f"trusted only for {', '.join(trusted)}: trusted for every purpose here"
-        loss = f"{loss}; {widened}" if loss else widened
+        loss = _and(loss, f"trusted only for {', '.join(trusted)}: trusted for every purpose here")
     return _as_anchor(entry), loss
+
+
+def _dated(entry: Entry, *caps: Capabilities) -> tuple[Entry, str | None]:
+    """The entry with only the distrust-after dates stores with `caps` can all hold, and what
+    that loses. A purpose whose dropped date has passed is no longer trusted: trusted without
+    it, certificates issued since would be trusted where the source distrusts them."""
+    dropped = {p: d for p, d in entry.distrust_after.items() if not all(c.dates(p) for c in caps)}
+    if not dropped:
+        return entry, None
+    from datetime import datetime, timezone  # only here: dates are rare
+
+    now = datetime.now(timezone.utc)
+    passed = [p for p, d in sorted(dropped.items())
+              if entry.trust.get(p) == TRUSTED and (d if d.tzinfo else d.replace(tzinfo=timezone.utc)) <= now]
+    dates = ", ".join(f"{p} after {d:%Y-%m-%d}" for p, d in sorted(dropped.items()))
+    loss = f"distrust-after dates dropped ({dates})"
+    if passed:
+        loss += f"; not trusted for {', '.join(passed)} here, since that date has passed"
+    kept = {p: d for p, d in entry.distrust_after.items() if p not in dropped}
+    return entry.replace(trust={p: s for p, s in entry.trust.items() if p not in passed}, distrust_after=kept), loss
+
+
+def _and(loss: str | None, more: str) -> str:
+    return f"{loss}; {more}" if loss else more
 
 
 def _as_anchor(entry: Entry) -> Entry:
@@ -212,7 +232,13 @@ def make_plan(
 
     everything = scope is EVERYTHING
     for entry in source.values():
-        combined = entry if everything else scope.combine(seen.get(entry.sha256), entry)
+        have = seen.get(entry.sha256)
+        if mode == ADD and have is not None and entry.trust and not entry.trusted_purposes:
+            # add takes no trust away: an entry that only distrusts (all a filter leaves of a
+            # certificate it did not select) is laid over the target's own
+            combined = have.replace(trust={**have.trust, **entry.trust})
+        else:
+            combined = entry if everything else scope.combine(have, entry)
         if combined is not None:
             settle(current.get(entry.sha256), combined, entry)
     gone = {e.sha256 for e in plan.removals}
@@ -356,8 +382,8 @@ def compare(a: TrustSet, b: TrustSet, caps_a: Capabilities | None = None, caps_b
     trusts for e-mail: the bundle cannot say e-mail)."""
     caps_a, caps_b = caps_a or Capabilities(purposes=True, distrust=True), caps_b or Capabilities(purposes=True, distrust=True)
     a, b = lift(a, caps_a, purpose_a), lift(b, caps_b, purpose_b)
-    if not (caps_a.distrust_after and caps_b.distrust_after):
-        a, b = (TrustSet(e.replace(distrust_after={}) for e in s.values()) for s in (a, b))
+    if not (caps_a.distrust_after is True and caps_b.distrust_after is True):  # the dates both can hold
+        a, b = (TrustSet(_dated(e, caps_a, caps_b)[0] for e in s.values()) for s in (a, b))
     if caps_a.purposes and caps_b.purposes:
         common = None
     else:

@@ -33,7 +33,8 @@ def select(trust_set: TrustSet, purposes: tuple[str, ...] = (), drop_expired: bo
     """A profile's filters: only anchors for `purposes` (trust narrowed to them), without expired
     certificates if asked, and only the certificates `only` names (see `selected`). Distrust is
     always kept, and only distrust: a certificate a filter leaves out keeps its distrusted
-    purposes and none of its trusted ones (a selection never widens trust)."""
+    purposes and none of its trusted ones (a selection never widens trust; in add mode that
+    distrust is laid over the target's own entry, see make_plan)."""
     if not purposes and not drop_expired and not only:
         return trust_set
     from datetime import datetime, timezone  # only here: a plain sync never loads datetime

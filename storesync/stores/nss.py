@@ -471,7 +471,7 @@ class NssStore(Store):
     kind = "nss"
     options = ("password-file", "builtins")
     reader = "nss"
-    capabilities = Capabilities(purposes=True, distrust=True, distrust_after=True, labels=True)
+    capabilities = Capabilities(purposes=True, distrust=True, distrust_after=tuple(DISTRUST_AFTER_ATTR), labels=True)
 
     def __init__(self, spec):
         super().__init__(spec)
