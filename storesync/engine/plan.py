@@ -91,7 +91,7 @@ def project(entry: Entry, caps: Capabilities, purpose: str = SERVER_AUTH) -> tup
     """
     entry, loss = _dated(entry, caps)
     if not entry.trust:  # trusted for nothing: only a store that can say "disabled" keeps it
-        return (entry, loss) if caps.disabled else (None, None)
+        return (entry, loss) if caps.disabled else (None, loss and _and(loss, "trusted for nothing: left out"))
     if entry.distrusted:
         if not caps.distrust:
             return None, _and(loss, "distrusted: left out, since this store cannot say distrusted")
