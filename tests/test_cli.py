@@ -213,3 +213,38 @@ def test_an_option_the_kind_does_not_have_is_an_error_not_a_default(stores, tmp_
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert snapshot(tmp_path) == before
     assert storesync("sync", f"pem:{source}", spec.partition("?")[0] + "?purpose=server-auth").returncode == 0
+
+
+@pytest.mark.parametrize("target, option, value", [
+    ("pem:{d}/a.pem?purpose=bogus", "purpose", "bogus"),
+    ("pem:{d}/b.pem?purpose=", "purpose", ""),
+    ("pem:{d}/c.pem?format=xml", "format", "xml"),
+    ("pem:{d}/d.pem?comments=maybe", "comments", "maybe"),
+    ("dir:{d}/e?links=old", "links", "old"),
+    ("p12:{d}/f.p12?protect=maybe", "protect", "maybe"),
+    ("reg:{d}/x.reg?base=nope", "base", "nope"),
+    ("jks:{d}/x.jks?aliases=weird", "aliases", "weird"),
+    ("pem:{d}/root.pem?max-removal-share=2", "max-removal-share", "2"),
+])
+def test_a_bad_option_value_is_refused_before_anything_is_planned(target, option, value, root, tmp_path):
+    """A wrong value is no smaller store: `purpose=bogus` wrote an empty bundle (a mirror would
+    have removed every certificate), `max-removal-share=2` switched the guard off. Exit 2, one
+    sentence naming the store, the option, the value and what it takes; nothing written."""
+    source = root.write(tmp_path / "root.pem")
+    spec = target.format(d=tmp_path)
+    before = snapshot(tmp_path)
+    for argv in (["sync", "--mode", "add", source, spec], ["list", spec]):
+        result = storesync(*argv)
+        assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
+        assert result.stderr.startswith(f"storesync: {spec}: {option}= cannot be {value!r}; use ")
+        assert result.stderr.count("\n") == 1
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("purpose", ["bogus", ""])
+def test_a_bad_purpose_flag_is_refused(purpose, root, tmp_path):
+    source, target = root.write(tmp_path / "root.pem"), tmp_path / "g.pem"
+    result = storesync("sync", "--purpose", purpose, source, f"pem:{target}")
+    assert (result.returncode, result.stdout) == (2, "") and not target.exists()
+    assert result.stderr.startswith(f"storesync: --purpose cannot be {purpose!r}; use server-auth, client-auth")
+

@@ -21,9 +21,12 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
     from storesync.config import Profile, StoreRef, load_config
     from storesync import state
     from storesync.engine import run as engine
+    from storesync.stores import COMMON_VALUES
 
     state.set_state_dir(state_dir)
     resolve = None
+    if not COMMON_VALUES["purpose"].accepts(purpose):
+        fail(f"--purpose cannot be {purpose!r}; use {COMMON_VALUES['purpose'].what}")
     defaults = {"purpose": purpose, **({"password-file": str(password_file)} if password_file else {})}
     if source is not None:
         if not targets:
