@@ -248,3 +248,26 @@ def test_a_bad_purpose_flag_is_refused(purpose, root, tmp_path):
     assert (result.returncode, result.stdout) == (2, "") and not target.exists()
     assert result.stderr.startswith(f"storesync: --purpose cannot be {purpose!r}; use server-auth, client-auth")
 
+
+@pytest.mark.parametrize("argv, flags", [
+    (["sync", "--mode", "add", "--profile", "w", "{root}", "pem:{d}/o.pem"], ["--profile", "SOURCE"]),
+    (["sync", "--config", "{d}/c.toml", "{root}", "pem:{d}/o.pem"], ["--config", "SOURCE"]),
+    (["sync", "--config", "{d}/c.toml", "--mode", "add"], ["--mode", "--config"]),
+    (["sync", "--profile", "w", "--mode", "add"], ["--mode", "--profile"]),
+    (["rollback", "--list", "--to", "123", "pem:{d}/o.pem"], ["--list", "--to"]),
+    (["check", "{root}", "--nginx-conf", "{d}/n.conf", "--apache-conf", "{d}/a.conf"], ["--nginx-conf", "--apache-conf"]),
+    (["check", "{root}", "--nginx-conf", "{d}/n.conf", "--server", "apache"], ["--server apache", "--nginx-conf"]),
+])
+def test_flags_that_do_not_go_together_are_refused(argv, flags, root, tmp_path):
+    """A flag that would be silently ignored (the profile's mode, the stores named beside a
+    profile, a backup to restore while listing) is a mistake: exit 2, one sentence naming both."""
+    source = root.write(tmp_path / "root.pem")
+    (tmp_path / "c.toml").write_text(f'[profile.w]\nmode = "mirror"\nsource = "pem:{source}"\ntargets = ["pem:{tmp_path}/o.pem"]\n')
+    (tmp_path / "n.conf").write_text("")
+    (tmp_path / "a.conf").write_text("")
+    env = {**os.environ, "STORESYNC_CONFIG": str(tmp_path / "c.toml")}
+    result = storesync(*(word.format(d=tmp_path, root=source) for word in argv), env=env)
+    assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
+    assert result.stderr.startswith("storesync: ") and result.stderr.count("\n") == 1
+    assert all(flag in result.stderr for flag in flags), result.stderr
+    assert not (tmp_path / "o.pem").exists()
