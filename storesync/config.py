@@ -32,7 +32,7 @@ import os
 import re
 from pathlib import Path
 
-from storesync.model import PURPOSES, Record, StoreError
+from storesync.model import Record, StoreError, is_purpose
 
 MODES = ("mirror", "add", "remove", "merge")
 PROFILE_KEYS = {
@@ -213,7 +213,7 @@ def _profile(name: str, table: dict, error_at) -> Profile:
         raise error(f"profile {name!r}: purposes must be a list, e.g. [\"server-auth\"]", "purposes")
     purposes = tuple(table.get("purposes", ()))
     for purpose in purposes:
-        if purpose not in PURPOSES and not re.fullmatch(r"[0-9]+(\.[0-9]+)+", str(purpose)):
+        if not is_purpose(str(purpose)):
             raise error(f"profile {name!r}: unknown purpose {purpose!r}", str(purpose))
     only = table.get("only", [])
     if not isinstance(only, list) or not all(isinstance(o, str) and o for o in only):
@@ -231,8 +231,11 @@ def _profile(name: str, table: dict, error_at) -> Profile:
         value = table.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise error(f"profile {name!r}: {key} must be a whole number", key)
+    stores = [_store_ref(r, name, error) for r in refs]
+    for n, ref in enumerate(stores):
+        _check_store(ref, name, mode == "merge" or n > 0, error)
     return Profile(
-        name=name, mode=mode, stores=[_store_ref(r, name, error) for r in refs], purposes=purposes,
+        name=name, mode=mode, stores=stores, purposes=purposes,
         ca_only=table.get("ca_only", True), drop_expired=table.get("drop_expired", False),
         max_removal_share=float(share), allow_escalation=table.get("allow_escalation", False),
         debounce_ms=table.get("debounce_ms", 250), rescan_s=table.get("rescan_s", 600), only=tuple(only),
@@ -258,23 +261,29 @@ def _store_ref(value, name, error) -> StoreRef:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise error(f"profile {name!r}: on-change-timeout must be a number of seconds above 0", "on-change-timeout")
         options = {k: str(v) for k, v in value.items() if k not in ("spec", "on-change")}
-        _known_options(value["spec"], options, name, error)
         return StoreRef(value["spec"], options, hook)
     raise error(f"profile {name!r}: a store is a spec string or a table with `spec`", "spec")
 
 
-def _known_options(spec: str, options: dict[str, str], name: str, error) -> None:
-    """A table's options are defaults of its store, or of every store its selector names: one
-    that the store's kind (any kind, for a selector) does not have is a typo, not a default."""
-    from storesync.stores import KINDS, options_of, parse_spec
+def _check_store(ref: StoreRef, name: str, written: bool, error) -> None:
+    """A store's options, by name and value (a table's are defaults of its store, or of every
+    store its selector names), and that a store to write is of a kind storesync writes: checked
+    as the file is loaded, so a mistake names its line before anything runs."""
+    from storesync.stores import check_selector, open_store, options_of, parse_spec
 
-    if not options.keys() - {"on-change-timeout"}:
-        return  # nothing to check (a bare path's kind is told by reading the file)
+    given = {k: v for k, v in ref.options.items() if k != "on-change-timeout"}
     try:
-        kinds = list(KINDS) if spec.startswith("@") else [parse_spec(spec).kind]
-    except StoreError:
-        return  # the spec itself is wrong; opening it says so
-    for option in options:
-        if option != "on-change-timeout" and not any(option in options_of(kind) for kind in kinds):
-            whose = "no store kind has" if spec.startswith("@") else f"{kinds[0]} stores have no"
-            raise error(f"profile {name!r}: {spec}: {whose} option {option}=; correct the table", option)
+        if ref.selector:
+            selector, _, query = ref.spec.partition("?")
+            check_selector(selector, {**given, **parse_spec(f"pem:?{query}").options})
+            return
+        try:
+            spec = parse_spec(ref.spec, given)
+        except StoreError:
+            return  # a bare path whose kind its content tells: the run says what is wrong with it
+        unknown = sorted(given.keys() - set(options_of(spec.kind)))
+        if unknown:  # a typo would be a default silently taken
+            raise StoreError(f"{ref.spec}: {spec.kind} stores have no option {unknown[0]}=; correct the table")
+        open_store(spec, written=written)
+    except StoreError as exc:
+        raise error(f"profile {name!r}: {exc}", ref.spec) from None

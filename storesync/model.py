@@ -48,6 +48,11 @@ def oid_from_purpose(purpose: str) -> str:
     return EKU_OIDS.get(purpose, purpose)
 
 
+def is_purpose(text: str) -> bool:
+    """A purpose by name, or any other as its EKU OID in dotted form."""
+    return text in PURPOSES or re.fullmatch(r"[0-9]+(\.[0-9]+)+", text) is not None
+
+
 def purpose_order(purpose: str) -> tuple:
     """A fixed order for writing purposes (named ones by their EKU OID, then other OIDs)."""
     oid = oid_from_purpose(purpose)

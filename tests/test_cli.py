@@ -263,3 +263,61 @@ def test_a_mistake_on_the_command_line_is_one_sentence(tmp_path, root, argv, com
     assert result.stderr.endswith(f" -m {command} --help`\n"), result.stderr  # `python -m storesync` here
     help_ = storesync(*command.split()[1:], "--help")
     assert help_.returncode == 0 and f"Usage: python -m {command} " in help_.stdout and help_.stderr == ""
+
+
+@pytest.mark.parametrize("target, option, value", [
+    ("pem:{d}/a.pem?purpose=bogus", "purpose", "bogus"),
+    ("pem:{d}/b.pem?purpose=", "purpose", ""),
+    ("pem:{d}/c.pem?format=xml", "format", "xml"),
+    ("pem:{d}/d.pem?comments=maybe", "comments", "maybe"),
+    ("dir:{d}/e?links=old", "links", "old"),
+    ("p12:{d}/f.p12?protect=maybe", "protect", "maybe"),
+    ("reg:{d}/x.reg?base=nope", "base", "nope"),
+    ("jks:{d}/x.jks?aliases=weird", "aliases", "weird"),
+    ("pem:{d}/root.pem?max-removal-share=2", "max-removal-share", "2"),
+])
+def test_a_bad_option_value_is_refused_before_anything_is_planned(target, option, value, root, tmp_path):
+    """A wrong value is no smaller store: `purpose=bogus` wrote an empty bundle (a mirror would
+    have removed every certificate), `max-removal-share=2` switched the guard off. Exit 2, one
+    sentence naming the store, the option, the value and what it takes; nothing written."""
+    source = root.write(tmp_path / "root.pem")
+    spec = target.format(d=tmp_path)
+    before = snapshot(tmp_path)
+    for argv in (["sync", "--mode", "add", source, spec], ["list", spec]):
+        result = storesync(*argv)
+        assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
+        assert result.stderr.startswith(f"storesync: {spec}: {option}= cannot be {value!r}; use ")
+        assert result.stderr.count("\n") == 1
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("purpose", ["bogus", ""])
+def test_a_bad_purpose_flag_is_refused(purpose, root, tmp_path):
+    source, target = root.write(tmp_path / "root.pem"), tmp_path / "g.pem"
+    result = storesync("sync", "--purpose", purpose, source, f"pem:{target}")
+    assert (result.returncode, result.stdout) == (2, "") and not target.exists()
+    assert result.stderr.startswith(f"storesync: --purpose cannot be {purpose!r}; use server-auth, client-auth")
+
+
+@pytest.mark.parametrize("argv, flags", [
+    (["sync", "--mode", "add", "--profile", "w", "{root}", "pem:{d}/o.pem"], ["--profile", "SOURCE"]),
+    (["sync", "--config", "{d}/c.toml", "{root}", "pem:{d}/o.pem"], ["--config", "SOURCE"]),
+    (["sync", "--config", "{d}/c.toml", "--mode", "add"], ["--mode", "--config"]),
+    (["sync", "--profile", "w", "--mode", "add"], ["--mode", "--profile"]),
+    (["rollback", "--list", "--to", "123", "pem:{d}/o.pem"], ["--list", "--to"]),
+    (["check", "{root}", "--nginx-conf", "{d}/n.conf", "--apache-conf", "{d}/a.conf"], ["--nginx-conf", "--apache-conf"]),
+    (["check", "{root}", "--nginx-conf", "{d}/n.conf", "--server", "apache"], ["--server apache", "--nginx-conf"]),
+])
+def test_flags_that_do_not_go_together_are_refused(argv, flags, root, tmp_path):
+    """A flag that would be silently ignored (the profile's mode, the stores named beside a
+    profile, a backup to restore while listing) is a mistake: exit 2, one sentence naming both."""
+    source = root.write(tmp_path / "root.pem")
+    (tmp_path / "c.toml").write_text(f'[profile.w]\nmode = "mirror"\nsource = "pem:{source}"\ntargets = ["pem:{tmp_path}/o.pem"]\n')
+    (tmp_path / "n.conf").write_text("")
+    (tmp_path / "a.conf").write_text("")
+    env = {**os.environ, "STORESYNC_CONFIG": str(tmp_path / "c.toml")}
+    result = storesync(*(word.format(d=tmp_path, root=source) for word in argv), env=env)
+    assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
+    assert result.stderr.startswith("storesync: ") and result.stderr.count("\n") == 1
+    assert all(flag in result.stderr for flag in flags), result.stderr
+    assert not (tmp_path / "o.pem").exists()

@@ -10,6 +10,7 @@ neither removes nor widens. Known defects are strict xfails: they turn red when 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import tempfile
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from contract import (
 )
 from storesync.engine.plan import lift
 from storesync.model import PURPOSES
-from storesync.stores import KINDS, open_store
+from storesync.model import StoreError
+from storesync.stores import KINDS, open_store, options_of, values_of
 
 #: (source kind, target kind, shape) -> why it fails today. Only sources that can hold per-purpose
 #: distrust (pem-trusted, nss, certdata) can show what a target does with it; only sources that
@@ -98,6 +100,48 @@ def test_sync_creates_its_target(kind, certs, tmp_path):
     assert storesync("sync", f"pem:{source}", spec).returncode == 0
     result = storesync("diff", f"pem:{source}", spec)
     assert result.returncode in (0, 1), result.stderr
+
+
+def _with(spec: str, option: str, value: str) -> str:
+    return f"{spec}{'&' if '?' in spec else '?'}{option}={value}"
+
+
+@pytest.mark.parametrize("kind", list(REGISTRY.values()), ids=str)
+def test_every_option_value_is_checked_as_the_spec_is_opened(kind, tmp_path):
+    """Every option that takes only some values (a kind's own, declared beside its options, and
+    purpose=, max-removal-share=, label-template= of every kind) refuses another as the store is
+    opened, before anything is read: a wrong purpose= would write an empty bundle, and a mirror
+    would remove every certificate. The values it names are taken."""
+    spec, values = kind.spec_at(tmp_path), values_of(kind.kind)
+    assert set(values) <= set(options_of(kind.kind)) and {"purpose", "max-removal-share"} <= set(values)
+    for option, accepted in values.items():
+        with pytest.raises(StoreError) as refused:
+            open_store(_with(spec, option, "{bogus}"))
+        message = str(refused.value)
+        assert str(kind.path_at(tmp_path)) in message, message
+        assert f"{option}= cannot be '{{bogus}}'; use {accepted.what}" in message, message
+        for word in accepted.words:
+            open_store(_with(spec, option, word))
+
+
+@pytest.mark.parametrize("kind", list(REGISTRY.values()), ids=str)
+def test_a_read_only_kind_is_refused_as_a_target_before_any_plan(kind, certs, tmp_path):
+    """A read-only kind (the suite's writable=False) named as a target: exit 2, one sentence,
+    before anything is read, planned or backed up; a writable one opens as a target."""
+    spec = kind.spec_at(tmp_path)
+    if kind.writable:
+        open_store(spec, written=True)
+        return
+    source = tmp_path / "root.pem"
+    source.write_bytes(pem_of(certs.der["anchor-all"]))
+    env = {**os.environ, "STORESYNC_STATE_DIR": str(tmp_path / "state")}
+    for mode in ("add", "mirror"):
+        result = storesync("sync", "--mode", mode, f"pem:{source}", spec, env=env)
+        assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
+        assert result.stderr.startswith("storesync: ") and result.stderr.count("\n") == 1
+        assert f"{kind.kind} stores are read-only" in result.stderr and "never a target" in result.stderr
+    listed = storesync("rollback", "--list", spec, env=env)
+    assert listed.returncode == 0 and listed.stdout.endswith(": no backups\n"), listed.stdout + listed.stderr
 
 
 # --- per ordered pair ----------------------------------------------------------------------------

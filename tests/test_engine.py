@@ -87,6 +87,19 @@ max_removal_share = 0.5
      "line 3: profile 'x': jks:/t.jks: jks stores have no option fromat=; correct the table"),
     ('[profile.x]\nsource = "a.pem"\ntargets = [{ spec = "@all", pasword-file = "/p" }]\n',
      "line 3: profile 'x': @all: no store kind has option pasword-file="),
+    # a store's options are checked as the file is loaded, by name and value, in the spec or its table
+    ('[profile.x]\nsource = "a.pem"\ntargets = ["pem:/o.pem?purpse=x"]\n',
+     "line 3: profile 'x': pem:/o.pem[?]purpse=x: pem stores have no option purpse="),
+    ('[profile.x]\nsource = "a.pem"\n\ntargets = [{ spec = "pem:/o.pem", purpose = "bogus" }]\n',
+     "line 4: profile 'x': pem:/o.pem: purpose= cannot be 'bogus'; use server-auth, client-auth, email, code-signing, any"),
+    ('[profile.x]\nsource = "a.pem"\ntargets = ["reg:/o.reg?base=nope"]\n',
+     "line 3: profile 'x': reg:/o.reg[?]base=nope: base= cannot be 'nope'; use machine, user, policies or enterprise"),
+    ('[profile.x]\nsource = "a.pem"\ntargets = ["@all?format=xml"]\n', "line 3: profile 'x': @all: format= cannot be 'xml'"),
+    # a read-only kind is a source, never a store to write
+    ('[profile.x]\nsource = "a.pem"\ntargets = ["pem:/o.pem",\n  "tuf:http://127.0.0.1:9/repo/p"]\n',
+     "line 4: profile 'x': tuf:http://127.0.0.1:9/repo/p: tuf stores are read-only"),
+    ('[profile.x]\nmode = "merge"\nstores = ["pem:/a.pem", "certdata:/certdata.txt"]\n',
+     "line 3: profile 'x': certdata:/certdata.txt: certdata stores are read-only"),
 ])
 def test_a_bad_config_names_the_line(text, where):
     with pytest.raises(ConfigError, match=where.replace("(", r"\(").replace(")", r"\)")):
@@ -97,6 +110,18 @@ def test_bad_config_from_the_cli_is_one_sentence(tmp_path):
     config = write_config(tmp_path, "[profile.x]\nmode = 3\n")
     result = storesync("sync", "--config", config)
     assert result.returncode == 2 and "storesync.toml" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_bad_store_option_in_the_config_names_the_file_and_line_before_anything_runs(root, tmp_path):
+    source, target = root.write(tmp_path / "root.pem"), tmp_path / "o.pem"
+    config = write_config(tmp_path, f'[profile.w]\nsource = "pem:{source}"\ntargets = ["pem:{target}?purpse=x"]\n')
+    for dry_run in (["--dry-run"], []):
+        result = storesync("sync", "--config", config, *dry_run)
+        assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
+        assert result.stderr == (f"storesync: config {config} line 3: profile 'w': pem:{target}?purpse=x: pem stores have "
+                                 "no option purpse= (their options: format=, comments=, purpose=, max-removal-share=, "
+                                 "label-template=); correct the spec\n")
+    assert not target.exists()
 
 
 # --- mirror and merge profiles ----------------------------------------------------------------

@@ -237,7 +237,7 @@ def test_with_no_good_copy_ever_the_run_is_an_error_that_writes_nothing(tmp_path
     ("", "needs root=FILE"),
     ("?root={tmp}/missing.json", "cannot read its root= file"),
     ("?root={tmp}/garbage.json", "is not valid TUF root metadata"),
-    ("?root={tmp}/root.json&timeout=soon", "timeout= must be a number"),
+    ("?root={tmp}/root.json&timeout=soon", "timeout= cannot be 'soon'; use a number of seconds above 0"),
 ])
 def test_a_bad_agent_spec_is_one_sentence(tmp_path, fleets, cas, query, said):
     fleet = new_fleet(fleets, tmp_path)

@@ -289,9 +289,9 @@ def test_target_location_options(tmp_path, certs):
     write_via(f"reg:{path}?base=policies", TrustSet([Entry(a)]))
     key_line = f"[{POLICIES}\\ROOT\\Certificates\\{thumb(a.der)}]\r\n"
     assert key_line in path.read_bytes().decode("utf-16") and len(key_line) > 80  # key lines never wrap
-    with pytest.raises(StoreError, match="not a store of trust anchors"):
+    with pytest.raises(StoreError, match="store= cannot be 'CA'; use ROOT or AuthRoot"):
         open_store(f"reg:{path}?store=CA")
-    with pytest.raises(StoreError, match="unknown hive"):
+    with pytest.raises(StoreError, match="hive= cannot be 'HKXX'; use HKLM or HKCU"):
         open_store(f"reg:{path}?hive=HKXX")
 
 

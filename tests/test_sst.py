@@ -204,7 +204,7 @@ def test_disallowed_role(tmp_path, certs):
     _store, plan = write_via(f"sst:{tmp_path / 'roots.sst'}", TrustSet([entry, Entry(b)]))
     assert list(open_store(f"sst:{tmp_path / 'roots.sst'}").read()) == [b.sha256]
     assert any("distrusted" in loss.what for loss in plan.losses)
-    with pytest.raises(StoreError, match="unknown role"):
+    with pytest.raises(StoreError, match="role= cannot be 'ca'; use roots"):
         open_store(f"sst:{path}?role=ca")
 
 

@@ -34,7 +34,7 @@ def declare(app) -> None:
         purpose: str = typer.Option("client-auth", "--purpose", help="client-auth, server-auth, email or code-signing."),
         at: Optional[str] = typer.Option(None, "--at", help="Check at this ISO time instead of now (e.g. 2026-05-01T12:00:00Z)."),
         name: Optional[str] = typer.Option(None, "--name", help="server-auth: also check that the certificate names this host."),
-        server: str = typer.Option("openssl", "--server", help="Judge by this server's rules: openssl (openssl verify), nginx, apache or iis."),
+        server: Optional[str] = typer.Option(None, "--server", help="Judge by this server's rules: openssl (openssl verify, the default), nginx, apache or iis."),
         nginx_conf: Optional[Path] = typer.Option(None, "--nginx-conf", help="nginx.conf: judge each TLS server block that verifies clients by its own settings."),
         apache_conf: Optional[Path] = typer.Option(None, "--apache-conf", help="Apache's config: judge each SSL virtual host that verifies clients by its settings."),
         python: List[str] = PYTHON,
@@ -52,7 +52,7 @@ def declare(app) -> None:
 
 
 def run(cert: str, chain: tuple = (), stores: tuple = (), crls: tuple = (), purpose: str = "client-auth",
-        at: "Optional[str]" = None, name: "Optional[str]" = None, server: str = "openssl",
+        at: "Optional[str]" = None, name: "Optional[str]" = None, server: "Optional[str]" = None,
         nginx_conf: "Optional[Path]" = None, apache_conf: "Optional[Path]" = None, python: tuple = (),
         config: "Optional[str]" = None, as_json: bool = False, password_file: "Optional[Path]" = None,
         state_dir: "Optional[Path]" = None) -> None:
@@ -65,6 +65,13 @@ def run(cert: str, chain: tuple = (), stores: tuple = (), crls: tuple = (), purp
 
     if purpose not in judge.CHECK_PURPOSES:
         fail(f"--purpose must be one of {', '.join(judge.CHECK_PURPOSES)}, not {purpose!r}")
+    if nginx_conf and apache_conf:
+        fail("--nginx-conf and --apache-conf do not go together: check one server's config at a time")
+    conf = "nginx" if nginx_conf else "apache" if apache_conf else None
+    if conf and server not in (None, conf):  # a config's server blocks are judged by that server's rules
+        fail(f"--server {server} and --{conf}-conf do not go together: the server blocks of an {conf} config are "
+             f"judged by {conf}'s rules; leave --server out")
+    server = server or "openssl"
     if server not in judge.SERVERS:
         fail(f"--server must be one of {', '.join(judge.SERVERS)}, not {server!r}")
     if name is not None and purpose != "server-auth":

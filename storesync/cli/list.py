@@ -60,7 +60,7 @@ def declare(app) -> None:
     def command(
         store: str = typer.Argument(..., help="Store spec: KIND:PATH or a path."),
         expiring: Optional[int] = typer.Option(None, "--expiring", metavar="DAYS", help="Only certificates not yet expired that expire within DAYS days."),
-        expired: bool = typer.Option(False, "--expired", help="Only certificates already expired."),
+        expired: bool = typer.Option(False, "--expired", help="Only certificates already expired (with --expiring: those too)."),
         as_json: bool = JSON,
         password_file: Optional[Path] = PASSWORD_FILE,
         state_dir: Optional[Path] = STATE_DIR,

@@ -28,6 +28,8 @@ def rollback(
     from storesync import state
     from storesync.stores import open_store
 
+    if list_only and to is not None:
+        fail("--list and --to do not go together: --list only lists the backups, --to restores one; give one of them")
     state.set_state_dir(state_dir)
     try:
         opened = open_store(store)

@@ -14,20 +14,28 @@ from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, Stor
 
 
 def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, profile: "Optional[str]" = None,
-         config: "Optional[Path]" = None, state_dir: "Optional[Path]" = None, mode: str = "mirror",
+         config: "Optional[Path]" = None, state_dir: "Optional[Path]" = None, mode: "Optional[str]" = None,
          purpose: str = "server-auth", dry_run: bool = False, force: bool = False, as_json: bool = False,
          password_file: "Optional[Path]" = None, allow_empty: bool = False, only: tuple = (),
          root: "Optional[Path]" = None, python: tuple = ()) -> "NoReturn":
     from storesync.config import Profile, StoreRef, load_config
     from storesync import state
     from storesync.engine import run as engine
+    from storesync.stores import COMMON_VALUES
 
     state.set_state_dir(state_dir)
     resolve = None
+    if not COMMON_VALUES["purpose"].accepts(purpose):
+        fail(f"--purpose cannot be {purpose!r}; use {COMMON_VALUES['purpose'].what}")
     defaults = {"purpose": purpose, **({"password-file": str(password_file)} if password_file else {})}
     if source is not None:
+        chosen = "--profile" if profile is not None else "--config" if config is not None else None
+        if chosen:  # a flag that would be silently ignored
+            fail(f"{chosen} runs the profiles of a config file, which name their own stores; "
+                 f"give either {chosen} or a SOURCE and TARGETs, not both")
         if not targets:
             fail("sync needs a SOURCE and at least one TARGET (or no store at all, to run the config's profiles)")
+        mode = "mirror" if mode is None else mode
         if mode not in ("mirror", "add", "remove"):
             fail(f"--mode must be mirror, add or remove, not {mode!r}")
         if source.startswith("@"):
@@ -44,6 +52,10 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
     else:
         if only:
             fail("--only selects from a SOURCE for its TARGETs; a profile takes `only` in the config file")
+        if mode is not None:
+            fail(f"--mode and {'--profile' if profile else '--config' if config else 'the profiles of the config file'} "
+                 "do not go together: a profile takes its `mode` from the config file; leave --mode out, "
+                 "or give a SOURCE and TARGETs")
         try:
             loaded = load_config(config)
         except StoreError as exc:
@@ -135,9 +147,9 @@ def declare(app) -> None:
         profile: Optional[str] = typer.Option(None, "--profile", help="Run only this profile of the config."),
         config: Optional[Path] = CONFIG,
         state_dir: Optional[Path] = STATE_DIR,
-        mode: str = typer.Option(
-            "mirror", "--mode",
-            help="mirror: targets hold exactly the source's anchors; add: never remove; remove: the source's certificates leave the targets.",
+        mode: Optional[str] = typer.Option(
+            None, "--mode",
+            help="mirror (the default): targets hold exactly the source's anchors; add: never remove; remove: the source's certificates leave the targets.",
         ),
         purpose: str = typer.Option(
             "server-auth", "--purpose",

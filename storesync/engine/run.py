@@ -164,14 +164,12 @@ def _expand(profile: Profile, resolve, resolved: dict[str, list[dict]], notes: l
 
 def _selector_options(spec: str, query: str) -> dict[str, str]:
     """A selector's `?options`, read as a store spec's are. Each applies to the stores it names
-    whose kind has it (`@all?password-file=F`: the NSS and Java stores); one that no kind has
-    is a typo, an error as in a store's spec."""
-    from storesync.stores import KINDS
+    whose kind has it (`@all?password-file=F`: the NSS and Java stores); one that no kind has,
+    or a value none of those takes, is an error as in a store's spec."""
+    from storesync.stores import check_selector
 
     options = parse_spec(f"pem:?{query}").options if query else {}
-    for name in options:
-        if not any(name in options_of(kind) for kind in KINDS):
-            raise StoreError(f"{spec}: no store kind has an option {name}=; correct the selector")
+    check_selector(spec, options)
     return options
 
 
@@ -186,11 +184,13 @@ def _key(spec: str) -> str:
 
 def _run(profile: Profile, dry_run: bool, force: bool, defaults: dict[str, str] | None, lock_timeout: float,
          allow_empty: bool) -> Result:
+    unlocked = _new_result(profile, dry_run, defaults)
+    if any(o.error for o in unlocked.outcomes):  # a wrong spec, a read-only target: nothing is read or planned
+        return unlocked
     if profile.mode != "merge":
         # Reading needs no lock, and most runs find nothing to do: plan first without locks
         # (nor the state dir), and take them only to write, reading again under them what
         # changed since (every storesync write changes a store's version).
-        unlocked = _new_result(profile, dry_run, defaults)
         try:
             _prepare(profile, unlocked, force, allow_empty)
         except StoreError as exc:
@@ -199,7 +199,7 @@ def _run(profile: Profile, dry_run: bool, force: bool, defaults: dict[str, str] 
                                                 for o in unlocked.outcomes):
             return unlocked
 
-    result = _new_result(profile, dry_run, defaults)
+    result = _new_result(profile, dry_run, defaults) if profile.mode != "merge" else unlocked
     try:
         with ExitStack() as locks:
             locks.enter_context(state.lock(f"profile {profile.name}", lock_timeout))
@@ -247,7 +247,7 @@ def _open(ref: StoreRef, role: str, defaults: dict[str, str]) -> Outcome:
     outcome = Outcome(ref.spec, role)
     outcome.ref = ref
     try:
-        outcome.store = open_store(ref.spec, {**defaults, **ref.options})
+        outcome.store = open_store(ref.spec, {**defaults, **ref.options}, written=role != "source")
         outcome.spec = str(outcome.store.spec)
     except StoreError as exc:
         outcome.error = str(exc)
@@ -373,11 +373,8 @@ def run_hooks(results: list[Result]) -> None:
 
 def _guard(profile: Profile, outcomes: list[Outcome]) -> None:
     for outcome in outcomes:
-        share = outcome.store.option("max-removal-share")  # a store's own threshold wins
-        try:
-            share = float(share) if share is not None else profile.max_removal_share
-        except ValueError:
-            raise StoreError(f"{outcome.spec}: max-removal-share must be a number from 0 to 1, not {share!r}") from None
+        share = outcome.store.option("max-removal-share")  # a store's own threshold wins (checked as it was opened)
+        share = float(share) if share is not None else profile.max_removal_share
         outcome.plan.held_back = policy.removal_guard(outcome.plan, share)
 
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from storesync.fsio import CAS_ATTEMPTS, atomic_write, replace_if_unchanged, stat_version
-from storesync.model import Capabilities, Certificate, Record, StoreError, TrustSet
+from storesync.model import PURPOSES, Capabilities, Certificate, Record, StoreError, TrustSet, is_purpose, purpose_from_oid
 
 TYPE_CHECKING = False  # typing's, without importing typing at start-up
 if TYPE_CHECKING:
@@ -176,10 +176,16 @@ def store_class(kind: str) -> type["Store"]:
     return getattr(module, class_name)
 
 
-def open_store(spec: "StoreSpec | str", defaults: dict[str, str] | None = None) -> "Store":
+def open_store(spec: "StoreSpec | str", defaults: dict[str, str] | None = None, written: bool = False) -> "Store":
+    """The store of a spec, its options checked; `written`: one a sync may write (a target, a
+    merge's store), which a read-only kind refuses before anything is read or planned."""
     if isinstance(spec, str):
         spec = parse_spec(spec, defaults)
-    return store_class(spec.kind)(spec)
+    store = store_class(spec.kind)(spec)
+    if written and not store.capabilities.writable:
+        raise StoreError(f"{store.spec}: {spec.kind} stores are read-only: it can be the source of a sync, never a "
+                         "target or a merge's store; leave it out of those")
+    return store
 
 
 def read_store(store: "Store") -> TrustSet:
@@ -192,12 +198,73 @@ def read_store(store: "Store") -> TrustSet:
         raise store.damaged(f"cannot be read, its content is damaged ({type(exc).__name__}: {exc})") from None
 
 
+class Values:
+    """The values an option takes, declared by a store kind beside its `options`: one of `words`
+    (in any case with `fold`), or what `test` accepts; `what` names them in an error. An option
+    a kind declares no Values for takes any text (a file, a name)."""
+
+    def __init__(self, *words: str, test=None, what: str = "", fold: bool = False):
+        self.words, self.test, self.fold = {w.lower() if fold else w for w in words}, test, fold
+        self.what = what or (", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0])
+
+    def accepts(self, value: str) -> bool:
+        return (value.lower() if self.fold else value) in self.words or bool(self.test and self.test(value))
+
+
+def number(text: str) -> float:
+    """`text` as a number; NaN, which no range holds, when it is none."""
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
+def _template(text: str) -> bool:
+    try:
+        text.format(label="label", sha1="0" * 40, sha256="0" * 64)
+        return True
+    except (KeyError, IndexError, ValueError):
+        return False
+
+
 COMMON_OPTIONS = ("purpose", "max-removal-share", "label-template")  # the engine reads these of any store
+COMMON_VALUES = {
+    # a wrong purpose is no smaller store: it would leave every certificate out of it
+    "purpose": Values("any", *PURPOSES, test=is_purpose, what=f"{', '.join(PURPOSES)}, any, or an EKU OID "
+                      "in dotted form (1.3.6.1.5.5.7.3.8)"),
+    "max-removal-share": Values(test=lambda v: 0 <= number(v) <= 1, what="a number from 0 to 1"),
+    "label-template": Values(test=_template, what="a text whose fields are {label}, {sha1} and {sha256}"),
+}
 
 
 def options_of(kind: str) -> tuple[str, ...]:
     """The `?option=` names a store of `kind` understands."""
     return (*store_class(kind).options, *COMMON_OPTIONS)
+
+
+def values_of(kind: str) -> dict[str, Values]:
+    """What the options of a store of `kind` take (an option not named takes any text)."""
+    return {**COMMON_VALUES, **store_class(kind).values}
+
+
+def bad_value(kinds, name: str, value: str) -> Values | None:
+    """What `name=` takes, when no kind of `kinds` that has the option takes `value` (else None)."""
+    declared = [values_of(kind).get(name) for kind in kinds if name in options_of(kind)]
+    if not declared or any(v is None or v.accepts(value) for v in declared):
+        return None
+    return declared[0]
+
+
+def check_selector(spec: str, options: dict[str, str]) -> None:
+    """A selector's options (`@all?password-file=F`) apply to the stores it names whose kind has
+    them: one that no kind has, or a value no kind having it takes, is a mistake, said before
+    anything is read."""
+    for name, value in options.items():
+        if not any(name in options_of(kind) for kind in KINDS):
+            raise StoreError(f"{spec}: no store kind has option {name}=; correct the selector")
+        accepted = bad_value(KINDS, name, value)
+        if accepted:
+            raise StoreError(f"{spec}: {name}= cannot be {value!r}; use {accepted.what}")
 
 
 class Store:
@@ -208,6 +275,7 @@ class Store:
     reader = "openssl"  # which programs read it: what they cannot load is not written (storesync.loadable)
     options: tuple[str, ...] = ()  # what `?option=` the kind understands, besides COMMON_OPTIONS
     remedy = "restore it (storesync rollback) or regenerate it"  # what to do about damaged bytes
+    values: dict[str, Values] = {}  # what its options take, besides COMMON_VALUES
 
     def __init__(self, spec: StoreSpec):
         self.spec = spec
@@ -217,6 +285,10 @@ class Store:
             known = ", ".join(f"{name}=" for name in (*self.options, *COMMON_OPTIONS))
             raise StoreError(f"{spec}: {self.kind} stores have no option {unknown[0]}= (their options: {known}); "
                              "correct the spec")
+        values = {**COMMON_VALUES, **self.values}
+        for name, value in {**spec.defaults, **spec.options}.items():  # a wrong value would change what is written
+            if name in values and not values[name].accepts(value):
+                raise StoreError(f"{spec}: {name}= cannot be {value!r}; use {values[name].what}")
         self.warnings: list[str] = []  # filled by read(): things a person should know
         # filled by read(): certificates held in a form the store's readers may take differently,
         # which a sync writes again even when their trust is unchanged (sha256 -> why, for the plan)
@@ -229,7 +301,7 @@ class Store:
     @property
     def purpose(self) -> str:
         """What a store without per-purpose trust is for: its anchors are trusted for this."""
-        return self.option("purpose", "server-auth")
+        return purpose_from_oid(self.option("purpose", "server-auth"))  # a named one's OID is that one
 
     def option(self, name: str, default: str | None = None) -> str | None:
         return self.spec.options.get(name, self.spec.defaults.get(name, default))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from storesync.model import Capabilities, Entry
-from storesync.stores import Store
+from storesync.stores import Store, Values
 
 DEFAULT_PASSWORD = "changeit"
 CAPABILITIES = Capabilities(purposes=False, distrust=False, distrust_after=False, labels=True)
@@ -29,6 +29,7 @@ def store_password(store: Store) -> tuple[str, bool]:
 
 DEBIAN, JDK, LABEL = "debian", "jdk", "label"
 SCHEMES = (DEBIAN, JDK, LABEL)
+ALIASES = Values(*SCHEMES)  # the values of `aliases=`
 
 
 def detect_scheme(aliases: list[str]) -> str:
@@ -41,12 +42,7 @@ def detect_scheme(aliases: list[str]) -> str:
 
 
 def chosen_scheme(store: Store, aliases: list[str]) -> str:
-    wanted = store.option("aliases")
-    if wanted is None:
-        return detect_scheme(aliases)
-    if wanted not in SCHEMES:
-        raise store.error(f"unknown alias scheme {wanted!r} (aliases=debian, jdk or label)")
-    return wanted
+    return store.option("aliases") or detect_scheme(aliases)  # its value checked as the store was opened
 
 
 def make_alias(entry: Entry, scheme: str, taken: set[str], lower: bool) -> str:

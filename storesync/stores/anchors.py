@@ -30,6 +30,7 @@ OTHER_SUFFIXES = (".pem", ".cer")  # certificates Debian ignores (Fedora's takes
 class AnchorsStore(DirStore):
     kind = "anchors"
     options = ()
+    values: dict = {}
     new_suffix = ".crt"
     capabilities = Capabilities()  # anchors only: no purposes, no distrust, no labels
 

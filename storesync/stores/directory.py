@@ -22,7 +22,7 @@ from pathlib import Path
 
 from storesync.fsio import atomic_write_many, fsync_dir, in_root, machine_root, stat_version, temp_beside
 from storesync.model import Capabilities, Entry, TrustSet
-from storesync.stores import Store, StoreSpec, cannot_read
+from storesync.stores import Store, StoreSpec, Values, cannot_read
 from storesync.statcache import StatCache, stamp
 from storesync.stores.pem import PemStore, cached_entry, render_entries, speaks_trusted
 
@@ -34,6 +34,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 class DirStore(Store):
     kind = "dir"
     options = ("links", "format")
+    values = {"links": Values("new", "both"), "format": PemStore.values["format"]}
     new_suffix = ".pem"  # of the files it names
     holds_trusted = False  # set by read: a file holds a TRUSTED CERTIFICATE block
 

@@ -36,6 +36,7 @@ from storesync import der
 from storesync.model import Entry, TrustSet
 from storesync.stores import FileStore
 from storesync.stores._java import (
+    ALIASES,
     CAPABILITIES,
     DEFAULT_PASSWORD,
     WRONG_PASSWORD,
@@ -226,6 +227,7 @@ def trusted_record(alias: str, cert_der: bytes, timestamp: int = FIXED_TIMESTAMP
 class JksStore(FileStore):
     kind = "jks"
     options = ("password-file", "aliases")
+    values = {"aliases": ALIASES}
     reader = "java"
     capabilities = CAPABILITIES
 

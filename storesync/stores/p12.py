@@ -52,9 +52,9 @@ from storesync.pbe import (
     pkcs12_kdf,
 )
 from storesync.pbe import PbeError as P12Error  # what storesync cannot read in the file (a sentence fragment)
-from storesync.stores import FileStore
+from storesync.stores import FileStore, Values
 from storesync.stores._java import (
-    CAPABILITIES, WRONG_PASSWORD, chosen_scheme, make_alias, store_password, unchanged_anchor_set,
+    ALIASES, CAPABILITIES, WRONG_PASSWORD, chosen_scheme, make_alias, store_password, unchanged_anchor_set,
 )
 
 OID_DATA = "1.2.840.113549.1.7.1"
@@ -379,6 +379,7 @@ def render_pfx(content_infos: list[bytes], mac: tuple[str, int, bytes] | None) -
 class P12Store(FileStore):
     kind = "p12"
     options = ("password-file", "protect", "aliases")
+    values = {"protect": Values("yes", "no"), "aliases": ALIASES}
     reader = "java"
     capabilities = CAPABILITIES
 

@@ -22,7 +22,7 @@ import warnings
 
 from storesync import der
 from storesync.model import Capabilities, Certificate, Entry, TrustSet
-from storesync.stores import FileStore
+from storesync.stores import FileStore, Values
 from storesync.stores.winprops import in_store_order
 
 SIGNED_DATA = der.encode_oid("1.2.840.113549.1.7.2")
@@ -33,6 +33,7 @@ _ARMOR = re.compile(rb"-----BEGIN PKCS7-----\s*(.*?)-----END PKCS7-----", re.S)
 class P7bStore(FileStore):
     kind = "p7b"
     options = ("format",)
+    values = {"format": Values("der", "pem")}
     capabilities = Capabilities()
 
     def parse(self, data: bytes) -> TrustSet:

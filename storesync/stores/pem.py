@@ -21,7 +21,7 @@ from storesync.model import (
     ANCHOR, ANY_EKU, DISTRUSTED, PURPOSES, TRUSTED, Certificate, Entry, TrustSet, oid_from_purpose, printable,
     purpose_from_oid, purpose_order,
 )
-from storesync.stores import FileStore, _digest
+from storesync.stores import FileStore, Values, _digest
 
 # A block's body runs to the first END line of its kind: runs of non-dashes, each dash checked
 # not to start that END line, taken whole (atomic: no backtracking into a body with no END line).
@@ -51,6 +51,7 @@ def speaks_trusted(store) -> bool:
 class PemStore(FileStore):
     kind = "pem"
     options = ("format", "comments")
+    values = {"format": Values("plain", "trusted"), "comments": Values("yes", "no")}
     holds_trusted = False  # set by parse: a TRUSTED CERTIFICATE block was read
     blocks: list[tuple[int, bytes]] = []  # set by parse: (1 if TRUSTED, bytes) per entry, for `cached_entry`
     others: list[bytes] = []  # set by parse: blocks that are no certificate (CRLs), written back as they are

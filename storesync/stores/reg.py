@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 
 from storesync.model import Capabilities, Entry, TrustSet
-from storesync.stores import FileStore
+from storesync.stores import FileStore, Values
 from storesync.stores import winprops as wp
 
 HEADER_V5 = "Windows Registry Editor Version 5.00"
@@ -345,6 +345,8 @@ def state_after_import(reg: RegFile) -> list[CertKey]:
 class RegStore(FileStore):
     kind = "reg"
     options = ("hive", "base", "store")
+    values = {"hive": Values(test=lambda v: v.lower().strip("\\") in HIVES, what="HKLM or HKCU"),
+              "base": Values(*BASES, fold=True), "store": Values(*ANCHOR_STORES.values(), fold=True, what="ROOT or AuthRoot (the stores of trust anchors)")}
     reader = "crypt32"
     capabilities = _CAPS
 
@@ -352,18 +354,13 @@ class RegStore(FileStore):
         super().__init__(spec)
         base, hive = self.option("base"), self.option("hive")
         implied = BASE_HIVES.get((base or "").lower())  # base=user is HKCU's store, machine HKLM's
-        self.hive = HIVES.get(hive.lower().strip("\\")) if hive else implied or "HKEY_LOCAL_MACHINE"
-        if self.hive is None:
-            raise self.error(f"unknown hive {hive!r}; use hive=HKLM or hive=HKCU")
+        self.hive = HIVES[hive.lower().strip("\\")] if hive else implied or "HKEY_LOCAL_MACHINE"
         if implied and implied != self.hive:
             raise self.error(f"base={base} is a store of {implied}, not of hive={hive}; leave hive= out, or use "
                              f"hive={'HKCU' if implied == 'HKEY_CURRENT_USER' else 'HKLM'}")
         base = base or ("user" if self.hive == "HKEY_CURRENT_USER" else "machine")
-        self.base = BASES.get(base.lower(), base).strip("\\")
-        store = self.option("store", "ROOT")
-        if store.lower() not in ANCHOR_STORES:
-            raise self.error(f"store={store} is not a store of trust anchors; use store=ROOT or store=AuthRoot")
-        self.store = ANCHOR_STORES[store.lower()]
+        self.base = BASES[base.lower()].strip("\\")
+        self.store = ANCHOR_STORES[self.option("store", "ROOT").lower()]
 
     def notice(self) -> str | None:
         where = "as an administrator" if self.hive == "HKEY_LOCAL_MACHINE" else "as the user"

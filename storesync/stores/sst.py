@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from storesync import der
 from storesync.model import Capabilities, Entry, TrustSet
-from storesync.stores import FileStore
+from storesync.stores import FileStore, Values
 from storesync.stores import winprops as wp
 
 MAGIC = b"\x00\x00\x00\x00CERT"
@@ -101,14 +101,12 @@ def read_sst(data: bytes, each=None) -> SstFile:
 class SstStore(FileStore):
     kind = "sst"
     options = ("role",)
+    values = {"role": Values(*ROLES, fold=True, what="roots (trust anchors) or disallowed (a distrust list)")}
     reader = "crypt32"
 
     def __init__(self, spec):
         super().__init__(spec)
-        role = self.option("role", "roots").lower()
-        if role not in ROLES:
-            raise self.error(f"unknown role {role!r}; use role=roots (trust anchors) or role=disallowed (distrust list)")
-        self.role = ROLES[role]
+        self.role = ROLES[self.option("role", "roots").lower()]
 
     @property
     def capabilities(self) -> Capabilities:

@@ -27,8 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from storesync.fsio import atomic_write
-from storesync.model import StoreError, TrustSet
-from storesync.stores import Store, StoreSpec
+from storesync.model import Capabilities, StoreError, TrustSet
+from storesync.stores import Store, StoreSpec, Values, number
 
 DEFAULT_TIMEOUT = 10
 
@@ -106,17 +106,15 @@ def stale_text(fresh: dict) -> str:
 class TufStore(Store):
     kind = "tuf"
     options = ("root", "name", "timeout")
+    values = {"timeout": Values(test=lambda v: 0 < number(v) < float("inf"), what="a number of seconds above 0")}
     reader = "openssl"
 
     def __init__(self, spec: StoreSpec):
         super().__init__(_as_tuf_spec(spec))
         self.freshness: dict | None = None  # filled by read()
 
-    @property
-    def capabilities(self):
-        from storesync.stores.pem import _TRUSTED
-
-        return _TRUSTED  # the policy is a format=trusted bundle: purposes, distrust, labels
+    # the policy is a format=trusted bundle (purposes, distrust, labels), which only `storesync publish` writes
+    capabilities = Capabilities(purposes=True, distrust=True, labels=True, lone_reject_trusts=True, writable=False)
 
     def exists(self) -> bool:
         return True  # reading says what is wrong when nothing can be read
@@ -203,10 +201,7 @@ class TufStore(Store):
             raise self.error("the URL must begin with https:// or http:// (a repository on this machine: serve its "
                              "folder, e.g. with python -m http.server)")
         metadata = folder / "metadata"
-        try:
-            timeout = float(self.option("timeout", str(DEFAULT_TIMEOUT)))
-        except ValueError:
-            raise self.error(f"timeout= must be a number of seconds, not {self.option('timeout')!r}") from None
+        timeout = float(self.option("timeout", str(DEFAULT_TIMEOUT)))
         bootstrap = None
         root = self.option("root")
         # until a policy is verified, the root= file is the trust anchor: a wrong file given first
