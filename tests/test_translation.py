@@ -12,14 +12,14 @@ import sys
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from storesync.model import ANCHOR, DISTRUST, DISTRUSTED, TRUSTED
 from storesync.stores import open_store
 from storesync.stores.sst import END_MARKER, MAGIC
 
-from conftest import NOW, VECTORS, need, pem_of, run, storesync, vectors
+from conftest import NOW, VECTORS, Issued, need, pem_of, run, storesync, vectors
 
 SERVER, EMAIL = "server-auth", "email"
 
@@ -59,16 +59,18 @@ def openssl_subjects(path) -> list[str]:
     return re.findall(r"^subject=.*CN ?= ?(.+)$", out, re.M)
 
 
-def self_signed_without_basic_constraints(subject: str):
-    """A v3 root like Microsoft Root Authority: self-signed, extensions, no basicConstraints."""
+def self_signed_without_basic_constraints(subject: str) -> Issued:
+    """A v3 root like Microsoft Root Authority: self-signed, extensions (a key identifier and
+    keyCertSign, which OpenSSL takes for a CA), no basicConstraints."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, subject)])
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(NOW - dt.timedelta(days=1))
             .not_valid_after(NOW + dt.timedelta(days=365))
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
             .sign(key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.DER)
+    return Issued(cert, key)
 
 
 def el(prop_id: int, value: bytes) -> bytes:
@@ -245,7 +247,7 @@ def test_add_mode_carries_distrust_from_every_source_kind(roots, tmp_path, sourc
 
 
 def test_ca_only_keeps_a_self_signed_root_without_basic_constraints(pki, roots, tmp_path):
-    root_der = self_signed_without_basic_constraints("Old Style Root")
+    root_der = self_signed_without_basic_constraints("Old Style Root").der
     root_pem = tmp_path / "old.pem"
     root_pem.write_bytes(pem_of(root_der))
     # OpenSSL accepts it as an anchor for itself

@@ -8,10 +8,11 @@ import datetime as dt
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from conftest import NOW, Issued, need, run, storesync
 from test_nss import certutil_add, certutil_flags, new_db
+from test_translation import self_signed_without_basic_constraints
 
 
 def openssl_accepts(cafile, leaf, *untrusted, purpose: str = "sslserver") -> bool:
@@ -52,24 +53,10 @@ def test_an_nss_trusted_peer_that_may_issue_is_no_anchor_in_bundles_or_keystores
     assert certutil_flags(copy) == {"good": "C,,", "self": "P,,"}
 
 
-def _root_without_basic_constraints(subject: str) -> Issued:
-    """A v3 root with keyCertSign but no basicConstraints, as real roots exist (OpenSSL takes
-    keyCertSign for a CA)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, subject)])
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(NOW - dt.timedelta(days=1))
-            .not_valid_after(NOW + dt.timedelta(days=365))
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-            .sign(key, hashes.SHA256()))
-    return Issued(cert, key)
-
-
 def test_a_root_without_basic_constraints_is_an_nss_anchor(pki, tmp_path):
     """OpenSSL accepts what such a root issued; written to NSS as a trusted peer (P,,), certutil
     refused it ("issuer is not recognized"). It is written as an anchor (C,,)."""
-    root = _root_without_basic_constraints("No BC Root")
+    root = self_signed_without_basic_constraints("No BC Root")
     leaf = pki.leaf("nobc-leaf.test", root)
     bundle = root.write(tmp_path / "root.pem")
     assert openssl_accepts(bundle, leaf.write(tmp_path / "leaf.pem"))
@@ -149,8 +136,6 @@ def test_a_rewritten_bundle_keeps_the_crls_another_program_put_in_it(pki, tmp_pa
            .add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(leaf.cert.serial_number)
                                     .revocation_date(NOW - dt.timedelta(days=1)).build())
            .sign(root.key, hashes.SHA256()))
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes(root.pem + crl.public_bytes(Encoding.PEM))
     leaf_pem = leaf.write(tmp_path / "leaf.pem")
