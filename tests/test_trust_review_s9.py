@@ -149,3 +149,14 @@ def test_a_rewritten_bundle_keeps_the_crls_another_program_put_in_it(pki, tmp_pa
     assert result.returncode == 0, result.stdout + result.stderr
     assert bundle.read_bytes().count(b"-----BEGIN CERTIFICATE-----") == 2
     assert "certificate revoked" in verdict()  # before: unable to get certificate CRL
+
+
+def test_remove_takes_out_a_trusted_peer_that_is_not_synced(pki, tmp_path):
+    """Second review: a P on a certificate that may issue is left out of syncs, and so `--mode
+    remove` of that certificate said "in sync" and left NSS accepting it as a server's."""
+    peer_ca = pki.ca("Removed Peer CA")
+    db = new_db(tmp_path / "db")
+    certutil_add(db, "ca", "P,,", peer_ca.write(tmp_path / "ca.pem"))
+    result = storesync("sync", "--mode", "remove", tmp_path / "ca.pem", f"nss:{db}")
+    assert result.returncode == 0 and "1 to remove" in result.stdout, result.stdout + result.stderr
+    assert "P" not in certutil_flags(db).get("ca", "")

@@ -335,7 +335,10 @@ def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope
                          "was planned (a selector is 16 or more hex digits of a SHA-256, a whole SHA-1, or a "
                          "glob on the label `storesync list` shows)")
     wanted = policy.select(wanted, profile.purposes, profile.drop_expired, profile.only)
-    plan = make_plan(wanted, outcome.current, store.capabilities, store=outcome.spec, mode=mode,
+    current = outcome.current
+    if mode == REMOVE and store.unsynced:  # what remove takes out, whatever the trust, synced or not
+        current = TrustSet([*current.values(), *(e for sha, e in store.unsynced.items() if sha not in current)])
+    plan = make_plan(wanted, current, store.capabilities, store=outcome.spec, mode=mode,
                      purpose=store.purpose, scope=scope, builtins=store.builtin_anchors(), rewrite=store.rewrite)
     plan.create = not store.exists() and mode != REMOVE  # a target named is a target made, even with nothing to hold
     if profile.ca_only:

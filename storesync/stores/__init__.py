@@ -13,7 +13,9 @@ import os
 from pathlib import Path
 
 from storesync.fsio import CAS_ATTEMPTS, atomic_write, replace_if_unchanged, stat_version
-from storesync.model import PURPOSES, Capabilities, Certificate, Record, StoreError, TrustSet, is_purpose, purpose_from_oid
+from storesync.model import (
+    PURPOSES, Capabilities, Certificate, Entry, Record, StoreError, TrustSet, is_purpose, purpose_from_oid,
+)
 
 TYPE_CHECKING = False  # typing's, without importing typing at start-up
 if TYPE_CHECKING:
@@ -293,6 +295,9 @@ class Store:
         # filled by read(): certificates held in a form the store's readers may take differently,
         # which a sync writes again even when their trust is unchanged (sha256 -> why, for the plan)
         self.rewrite: dict[str, str] = {}
+        # filled by read(): certificates it holds with a trust the model has no word for (an NSS
+        # peer that may issue), left out of syncs; `--mode remove` takes them out all the same
+        self.unsynced: dict[str, Entry] = {}
         self.known: dict[bytes, Certificate] = {}  # set by the engine's read-back: see `certificate`
 
     def __repr__(self) -> str:

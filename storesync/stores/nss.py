@@ -622,7 +622,7 @@ class NssStore(Store):
 
     def read(self) -> TrustSet:
         self._check_layout()
-        self.warnings, self.rewrite = [], {}
+        self.warnings, self.rewrite, self.unsynced = [], {}, {}
         self._recover()
         try:
             conn = self._connect(self.cert_db, readonly=True)
@@ -800,6 +800,8 @@ class NssStore(Store):
         cert = Certificate(obj.der, obj.fields)
         trust = letter_trust(letters, cert, self.warnings, f"{self.cert_db}: {obj.label or obj.id}")
         if not trust:
+            if PEER_L in letters.values():  # a peer that may issue: not synced, but `--mode remove` takes it out
+                self.unsynced[cert.sha256] = Entry(cert, label=obj.label)
             return None  # no opinion: out of scope
         extras: dict[str, Any] = {"letters": {p: l for p, l in letters.items() if l}, "flags": obj.flags()}
         if obj.legacy is not None and obj.legacy.raw.get(NSS_STEP_UP) == b"\x01":
