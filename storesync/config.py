@@ -32,7 +32,7 @@ import os
 import re
 from pathlib import Path
 
-from storesync.model import Record, StoreError, is_purpose
+from storesync.model import Record, StoreError, is_purpose, purpose_from_oid
 
 MODES = ("mirror", "add", "remove", "merge")
 PROFILE_KEYS = {
@@ -211,10 +211,10 @@ def _profile(name: str, table: dict, error_at) -> Profile:
             raise error(f"profile {name!r}: {what}", spec)
     if not isinstance(table.get("purposes", []), list):
         raise error(f"profile {name!r}: purposes must be a list, e.g. [\"server-auth\"]", "purposes")
-    purposes = tuple(table.get("purposes", ()))
-    for purpose in purposes:
+    for purpose in table.get("purposes", ()):
         if not is_purpose(str(purpose)):
             raise error(f"profile {name!r}: unknown purpose {purpose!r}", str(purpose))
+    purposes = tuple(purpose_from_oid(str(p)) for p in table.get("purposes", ()))  # a named one's OID is that one
     only = table.get("only", [])
     if not isinstance(only, list) or not all(isinstance(o, str) and o for o in only):
         raise error(f"profile {name!r}: only must be a list of fingerprints or label globs, e.g. [\"Corp Root*\"]", "only")

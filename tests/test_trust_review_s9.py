@@ -160,3 +160,16 @@ def test_remove_takes_out_a_trusted_peer_that_is_not_synced(pki, tmp_path):
     result = storesync("sync", "--mode", "remove", tmp_path / "ca.pem", f"nss:{db}")
     assert result.returncode == 0 and "1 to remove" in result.stdout, result.stdout + result.stderr
     assert "P" not in certutil_flags(db).get("ca", "")
+
+
+def test_a_profile_purpose_given_as_its_oid_selects_as_its_name(pki, tmp_path):
+    """Second review: `purposes = ["1.3.6.1.5.5.7.3.1"]` was accepted and selected nothing
+    (compared with "server-auth" as text): a sync said "in sync" and added no root."""
+    root = pki.ca("Purpose OID Root")
+    db = new_db(tmp_path / "db")
+    config = tmp_path / "c.toml"
+    config.write_text(f'[profile.p]\nmode = "add"\nsource = "{root.write(tmp_path / "r.pem")}"\n'
+                      f'targets = ["nss:{db}"]\npurposes = ["1.3.6.1.5.5.7.3.1"]\n')
+    result = storesync("sync", "--config", config, "--state-dir", tmp_path / "state")
+    assert result.returncode == 0 and "1 to add" in result.stdout, result.stdout + result.stderr
+    assert certutil_flags(db) == {"Purpose OID Root": "C,,"}
