@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from conftest import NOW, Issued, need, run, storesync
+from storesync.model import Certificate
 from test_nss import certutil_add, certutil_flags, new_db
 from test_translation import self_signed_without_basic_constraints
 
@@ -173,3 +174,29 @@ def test_a_profile_purpose_given_as_its_oid_selects_as_its_name(pki, tmp_path):
     result = storesync("sync", "--config", config, "--state-dir", tmp_path / "state")
     assert result.returncode == 0 and "1 to add" in result.stdout, result.stdout + result.stderr
     assert certutil_flags(db) == {"Purpose OID Root": "C,,"}
+
+
+def test_a_bundle_takes_no_distrust_after_date_from_nss(pki, tmp_path):
+    """Second review: a plain bundle cannot hold a date, so it says nothing of one; a sync from it
+    into NSS wrote the root again without NSS's server-auth distrust-after date (after which NSS
+    trusts what the date kept out), while `diff` said "same"."""
+    from test_certdata import HEADER, cert_object, trust_object
+
+    root = pki.ca("Dated Root")
+    certdata = tmp_path / "certdata.txt"
+    issuer, serial = Certificate(root.der).fields.issuer, Certificate(root.der).fields.serial
+    certdata.write_text(HEADER + cert_object(root.der, "Dated Root", server_after="300101000000Z") + "\n"
+                        + trust_object(issuer, serial, "Dated Root", "TRUSTED_DELEGATOR", "TRUSTED_DELEGATOR",
+                                       "MUST_VERIFY_TRUST", der=root.der))
+    db = new_db(tmp_path / "db")
+    assert storesync("sync", f"certdata:{certdata}", f"nss:{db}").returncode == 0
+    bundle = root.write(tmp_path / "root.pem")
+    for mode in ("add", "mirror"):
+        result = storesync("sync", "--mode", mode, f"pem:{bundle}", f"nss:{db}")
+        assert result.returncode == 0 and "in sync" in result.stdout, result.stdout + result.stderr
+    import sqlite3
+
+    with sqlite3.connect(db / "cert9.db") as conn:  # CKA_NSS_SERVER_DISTRUST_AFTER, as NSS keeps it
+        (server_after,) = conn.execute("SELECT ace534373 FROM nssPublic WHERE a0 = X'00000001'").fetchone()
+    assert bytes(server_after) == b"300101000000Z"
+

@@ -149,18 +149,28 @@ class Scope(Record):
     says nothing of e-mail trust, nor of distrust, so a target's e-mail trust and its distrust
     records are out of its scope and stay as they are."""
 
-    __slots__ = ("purposes", "distrust")
+    __slots__ = ("purposes", "distrust", "dated")
 
-    def __init__(self, purposes: frozenset[str] | None = None, distrust: bool = True):
+    def __init__(self, purposes: frozenset[str] | None = None, distrust: bool = True,
+                 dated: "bool | tuple[str, ...]" = True):
         self.purposes = purposes  # trusted purposes it speaks for (None: all)
         self.distrust = distrust  # whether it can say "distrusted"
+        self.dated = dated  # the purposes whose distrust-after dates it can say (Capabilities.distrust_after)
 
     @classmethod
     def of(cls, caps: Capabilities, purpose: str, only: tuple[str, ...] = ()) -> "Scope":
         purposes = None if caps.purposes or purpose == "any" else frozenset(purpose.split(","))
         if only:
             purposes = frozenset(only) if purposes is None else purposes & frozenset(only)
-        return cls(purposes, caps.distrust)
+        return cls(purposes, caps.distrust, caps.distrust_after)
+
+    def keep_dates(self, have: Entry | None, wanted: Entry) -> Entry:
+        """`wanted` with the target's distrust-after dates this source cannot say, for the
+        purposes it still trusts: a bundle saying nothing of dates takes none away."""
+        kept = {p: d for p, d in (have.distrust_after.items() if have is not None else ())
+                if not (self.dated is True or p in (self.dated or ())) and wanted.trust.get(p) == TRUSTED
+                and p not in wanted.distrust_after}
+        return wanted.replace(distrust_after={**kept, **wanted.distrust_after}) if kept else wanted
 
     def covers(self, purpose: str, state: str) -> bool:
         if state == DISTRUSTED:
@@ -240,7 +250,7 @@ def make_plan(
         else:
             combined = entry if everything else scope.combine(have, entry)
         if combined is not None:
-            settle(current.get(entry.sha256), combined, entry)
+            settle(current.get(entry.sha256), scope.keep_dates(current.get(entry.sha256), combined), entry)
     gone = {e.sha256 for e in plan.removals}
     for sha, have in current.items():
         if sha in desired or sha in gone:
