@@ -556,12 +556,13 @@ class TrustSet(Mapping[str, Entry]):
 class Capabilities(Record):
     """What a store can express. The engine projects a desired set onto these."""
 
-    __slots__ = ("anchors", "purposes", "distrust", "distrust_after", "disabled", "labels", "writable",
+    __slots__ = ("anchors", "purposes", "distrust", "distrust_after", "one_date", "disabled", "labels", "writable",
                  "purpose_distrust", "lone_reject_trusts")
 
     def __init__(self, anchors: bool = True, purposes: bool = False, distrust: bool = False,
                  distrust_after: "bool | tuple[str, ...]" = False, disabled: bool = False, labels: bool = False,
-                 writable: bool = True, purpose_distrust: bool | None = None, lone_reject_trusts: bool = False):
+                 writable: bool = True, purpose_distrust: bool | None = None, lone_reject_trusts: bool = False,
+                 one_date: bool = False):
         self.anchors = anchors  # holds trusted certificates (False: a distrust list only)
         self.purposes = purposes  # per-purpose trust (else: an anchor is trusted for everything)
         self.distrust = distrust  # explicit "distrusted" records
@@ -573,6 +574,7 @@ class Capabilities(Record):
         self.lone_reject_trusts = lone_reject_trusts
         # distrust-after dates it can hold: True for every purpose, else those purposes' (NSS: two)
         self.distrust_after = distrust_after
+        self.one_date = one_date  # one date for all its dated purposes (Windows' DISALLOWED_FILETIME)
         self.disabled = disabled  # holds a certificate trusted for nothing (Windows' ENHKEY_USAGE `30 00`)
         self.labels = labels
         self.writable = writable

@@ -200,3 +200,27 @@ def test_a_bundle_takes_no_distrust_after_date_from_nss(pki, tmp_path):
         (server_after,) = conn.execute("SELECT ace534373 FROM nssPublic WHERE a0 = X'00000001'").fetchone()
     assert bytes(server_after) == b"300101000000Z"
 
+
+
+def test_per_purpose_dates_go_into_windows_stores_as_the_earliest(pki, tmp_path):
+    """Second review: Windows holds one distrust-after date (DISALLOWED_FILETIME) for all its
+    dated purposes; a server-auth date of 2020 and an e-mail one of 2035 were written as 2020 for
+    both, the read-back found e-mail's changed, and every run failed and rolled back. The
+    earliest is written for both (distrusted sooner, never later), with a `!` line."""
+    from test_certdata import HEADER, cert_object, trust_object
+
+    root = pki.ca("Two Dates Root")
+    fields = Certificate(root.der).fields
+    certdata = tmp_path / "certdata.txt"
+    certdata.write_text(HEADER + cert_object(root.der, "Two Dates Root", server_after="200101000000Z",
+                                             email_after="350101000000Z") + "\n"
+                        + trust_object(fields.issuer, fields.serial, "Two Dates Root", "TRUSTED_DELEGATOR",
+                                       "TRUSTED_DELEGATOR", "MUST_VERIFY_TRUST", der=root.der))
+    targets = [f"sst:{tmp_path / 'o.sst'}", f"reg:{tmp_path / 'o.reg'}"]
+    result = storesync("sync", f"certdata:{certdata}", *targets)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the earliest, 2020-01-01, for all of them here" in result.stdout
+    again = storesync("sync", f"certdata:{certdata}", *targets)
+    assert again.returncode == 0 and again.stdout.count("in sync") == 2, again.stdout
+    for target in targets:
+        assert storesync("diff", f"certdata:{certdata}", target).returncode == 0

@@ -113,21 +113,29 @@ def project(entry: Entry, caps: Capabilities, purpose: str = SERVER_AUTH) -> tup
 def _dated(entry: Entry, *caps: Capabilities) -> tuple[Entry, str | None]:
     """The entry with only the distrust-after dates stores with `caps` can all hold, and what
     that loses. A purpose whose dropped date has passed is no longer trusted: trusted without
-    it, certificates issued since would be trusted where the source distrusts them."""
+    it, certificates issued since would be trusted where the source distrusts them. A store with
+    one date for all its dated purposes (Windows) gets the earliest: distrusted sooner, never later."""
+    note = None
+    dates = entry.distrust_after
+    if len(set(dates.values())) > 1 and any(c.one_date for c in caps):
+        first = min(dates.values())
+        entry = entry.replace(distrust_after=dict.fromkeys(dates, first))
+        note = f"distrust-after dates differ by purpose: the earliest, {first:%Y-%m-%d}, for all of them here"
     dropped = {p: d for p, d in entry.distrust_after.items() if not all(c.dates(p) for c in caps)}
     if not dropped:
-        return entry, None
+        return entry, note
     from datetime import datetime, timezone  # only here: dates are rare
 
     now = datetime.now(timezone.utc)
     passed = [p for p, d in sorted(dropped.items())
               if entry.trust.get(p) == TRUSTED and (d if d.tzinfo else d.replace(tzinfo=timezone.utc)) <= now]
-    dates = ", ".join(f"{p} after {d:%Y-%m-%d}" for p, d in sorted(dropped.items()))
-    loss = f"distrust-after dates dropped ({dates})"
+    listed = ", ".join(f"{p} after {d:%Y-%m-%d}" for p, d in sorted(dropped.items()))
+    loss = f"distrust-after dates dropped ({listed})"
     if passed:
         loss += f"; not trusted for {', '.join(passed)} here, since that date has passed"
     kept = {p: d for p, d in entry.distrust_after.items() if p not in dropped}
-    return entry.replace(trust={p: s for p, s in entry.trust.items() if p not in passed}, distrust_after=kept), loss
+    return entry.replace(trust={p: s for p, s in entry.trust.items() if p not in passed}, distrust_after=kept), \
+        _and(note, loss) if note else loss
 
 
 def _and(loss: str | None, more: str) -> str:

@@ -50,7 +50,7 @@ BASE_HIVES = {"machine": "HKEY_LOCAL_MACHINE", "user": "HKEY_CURRENT_USER", "ent
 ANCHOR_STORES = {"root": "ROOT", "authroot": "AuthRoot"}
 DISTRUST_STORE = "Disallowed"
 _CERT_BASES = ("systemcertificates", "enterprisecertificates")
-_CAPS = Capabilities(purposes=True, distrust=True, distrust_after=True, disabled=True, labels=True,
+_CAPS = Capabilities(purposes=True, distrust=True, distrust_after=True, one_date=True, disabled=True, labels=True,
                      purpose_distrust=False)  # Disallowed is for every purpose
 
 _VALUE = re.compile(r'\s*(@|"(?:[^"\\]|\\.)*")\s*=\s*(.*)$', re.S)

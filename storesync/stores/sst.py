@@ -35,7 +35,7 @@ ROLES = {
     "roots": wp.ROLE_ANCHORS, "root": wp.ROLE_ANCHORS, "authroot": wp.ROLE_ANCHORS, "anchors": wp.ROLE_ANCHORS,
     "disallowed": wp.ROLE_DISTRUST, "distrust": wp.ROLE_DISTRUST,
 }
-_ANCHOR_CAPS = Capabilities(purposes=True, distrust=False, distrust_after=True, disabled=True, labels=True)
+_ANCHOR_CAPS = Capabilities(purposes=True, distrust=False, distrust_after=True, one_date=True, disabled=True, labels=True)
 _DISTRUST_CAPS = Capabilities(anchors=False, purposes=False, distrust=True, distrust_after=False, labels=True)
 
 
