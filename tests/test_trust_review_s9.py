@@ -180,25 +180,36 @@ def test_a_bundle_takes_no_distrust_after_date_from_nss(pki, tmp_path):
     """Second review: a plain bundle cannot hold a date, so it says nothing of one; a sync from it
     into NSS wrote the root again without NSS's server-auth distrust-after date (after which NSS
     trusts what the date kept out), while `diff` said "same"."""
-    from test_certdata import HEADER, cert_object, trust_object
-
     root = pki.ca("Dated Root")
-    certdata = tmp_path / "certdata.txt"
-    issuer, serial = Certificate(root.der).fields.issuer, Certificate(root.der).fields.serial
-    certdata.write_text(HEADER + cert_object(root.der, "Dated Root", server_after="300101000000Z") + "\n"
-                        + trust_object(issuer, serial, "Dated Root", "TRUSTED_DELEGATOR", "TRUSTED_DELEGATOR",
-                                       "MUST_VERIFY_TRUST", der=root.der))
+    certdata = dated_certdata(tmp_path, root, server_after="300101000000Z")
     db = new_db(tmp_path / "db")
     assert storesync("sync", f"certdata:{certdata}", f"nss:{db}").returncode == 0
     bundle = root.write(tmp_path / "root.pem")
     for mode in ("add", "mirror"):
         result = storesync("sync", "--mode", mode, f"pem:{bundle}", f"nss:{db}")
         assert result.returncode == 0 and "in sync" in result.stdout, result.stdout + result.stderr
+    assert server_after(db) == b"300101000000Z"
+
+
+def dated_certdata(tmp_path, root: Issued, **after):
+    """A certdata.txt trusting `root` for server-auth and e-mail, with distrust-after dates."""
+    from test_certdata import HEADER, cert_object, trust_object
+
+    fields = Certificate(root.der).fields
+    label = root.cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+    path = tmp_path / "certdata.txt"
+    path.write_text(HEADER + cert_object(root.der, label, **after) + "\n" + trust_object(
+        fields.issuer, fields.serial, label, "TRUSTED_DELEGATOR", "TRUSTED_DELEGATOR", "MUST_VERIFY_TRUST", der=root.der))
+    return path
+
+
+def server_after(db) -> bytes:
+    """CKA_NSS_SERVER_DISTRUST_AFTER of the database's one certificate, as NSS keeps it."""
     import sqlite3
 
-    with sqlite3.connect(db / "cert9.db") as conn:  # CKA_NSS_SERVER_DISTRUST_AFTER, as NSS keeps it
-        (server_after,) = conn.execute("SELECT ace534373 FROM nssPublic WHERE a0 = X'00000001'").fetchone()
-    assert bytes(server_after) == b"300101000000Z"
+    with sqlite3.connect(db / "cert9.db") as conn:
+        (value,) = conn.execute("SELECT ace534373 FROM nssPublic WHERE a0 = X'00000001'").fetchone()
+    return bytes(value)
 
 
 
@@ -207,15 +218,8 @@ def test_per_purpose_dates_go_into_windows_stores_as_the_earliest(pki, tmp_path)
     dated purposes; a server-auth date of 2020 and an e-mail one of 2035 were written as 2020 for
     both, the read-back found e-mail's changed, and every run failed and rolled back. The
     earliest is written for both (distrusted sooner, never later), with a `!` line."""
-    from test_certdata import HEADER, cert_object, trust_object
-
     root = pki.ca("Two Dates Root")
-    fields = Certificate(root.der).fields
-    certdata = tmp_path / "certdata.txt"
-    certdata.write_text(HEADER + cert_object(root.der, "Two Dates Root", server_after="200101000000Z",
-                                             email_after="350101000000Z") + "\n"
-                        + trust_object(fields.issuer, fields.serial, "Two Dates Root", "TRUSTED_DELEGATOR",
-                                       "TRUSTED_DELEGATOR", "MUST_VERIFY_TRUST", der=root.der))
+    certdata = dated_certdata(tmp_path, root, server_after="200101000000Z", email_after="350101000000Z")
     targets = [f"sst:{tmp_path / 'o.sst'}", f"reg:{tmp_path / 'o.reg'}"]
     result = storesync("sync", f"certdata:{certdata}", *targets)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -224,3 +228,25 @@ def test_per_purpose_dates_go_into_windows_stores_as_the_earliest(pki, tmp_path)
     assert again.returncode == 0 and again.stdout.count("in sync") == 2, again.stdout
     for target in targets:
         assert storesync("diff", f"certdata:{certdata}", target).returncode == 0
+
+
+def test_a_merge_keeps_the_dates_nss_holds_when_a_bundle_changes_a_purpose(pki, tmp_path):
+    """Second review: in a merge of NSS and a TRUSTED bundle, adding client-auth in the bundle
+    took the root's entry from the bundle, which holds no dates: NSS's server-auth date was
+    erased with no `!` line."""
+    root = pki.ca("Merge Dated Root")
+    db = new_db(tmp_path / "db")
+    assert storesync("sync", f"certdata:{dated_certdata(tmp_path, root, server_after='300101000000Z')}",
+                     f"nss:{db}").returncode == 0
+    bundle = tmp_path / "t.pem"
+    config = tmp_path / "c.toml"
+    config.write_text(f'[profile.m]\nmode = "merge"\nstores = ["nss:{db}", "pem:{bundle}?format=trusted"]\n')
+    state = ["--state-dir", tmp_path / "state"]
+    assert storesync("sync", "--config", config, *state).returncode == 0
+    plain = root.write(tmp_path / "root.pem")
+    run("openssl", "x509", "-in", plain, "-addtrust", "serverAuth", "-addtrust", "emailProtection",
+        "-addtrust", "clientAuth", "-trustout", "-out", bundle)
+    result = storesync("sync", "--config", config, *state)
+    assert result.returncode == 0 and "+client-auth" in result.stdout, result.stdout + result.stderr
+    assert certutil_flags(db)["Merge Dated Root"] == "CT,C,"
+    assert server_after(db) == b"300101000000Z"  # before: gone

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 from datetime import datetime
 
-from storesync.engine.plan import lift, project
+from storesync.engine.plan import keep_dates, lift, project
 from storesync.model import DISTRUSTED, TRUSTED, Capabilities, Entry, TrustSet
 
 
@@ -116,7 +116,8 @@ def merge(baseline: TrustSet | None, views: list[View], admit: Callable[[Entry],
     merged: dict[str, Entry] = {}
     for sha, entry in baseline.items():
         if sha in changed:
-            change = combine(changed[sha])
+            # stores that cannot hold a date say nothing of the baseline's
+            change = keep_dates(entry, combine(changed[sha]), lambda p: any(c.dates(p) for _, c in changed[sha]))
             if sha in removed and not change.distrusted:
                 result.conflicts.append(
                     f"{entry.display_label}: removed in {', '.join(removed[sha])} but its trust changed "

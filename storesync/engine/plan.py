@@ -173,12 +173,7 @@ class Scope(Record):
         return cls(purposes, caps.distrust, caps.distrust_after)
 
     def keep_dates(self, have: Entry | None, wanted: Entry) -> Entry:
-        """`wanted` with the target's distrust-after dates this source cannot say, for the
-        purposes it still trusts: a bundle saying nothing of dates takes none away."""
-        kept = {p: d for p, d in (have.distrust_after.items() if have is not None else ())
-                if not (self.dated is True or p in (self.dated or ())) and wanted.trust.get(p) == TRUSTED
-                and p not in wanted.distrust_after}
-        return wanted.replace(distrust_after={**kept, **wanted.distrust_after}) if kept else wanted
+        return keep_dates(have, wanted, lambda p: self.dated is True or p in (self.dated or ()))
 
     def covers(self, purpose: str, state: str) -> bool:
         if state == DISTRUSTED:
@@ -199,6 +194,15 @@ class Scope(Record):
 
 
 EVERYTHING = Scope()
+
+
+def keep_dates(have: Entry | None, wanted: Entry, dates) -> Entry:
+    """`wanted` with `have`'s distrust-after dates for the purposes it still trusts and whose
+    dates its source cannot say (`dates(purpose)` false): a bundle saying nothing of dates takes
+    none away."""
+    kept = {p: d for p, d in (have.distrust_after.items() if have is not None else ())
+            if not dates(p) and wanted.trust.get(p) == TRUSTED and p not in wanted.distrust_after}
+    return wanted.replace(distrust_after={**kept, **wanted.distrust_after}) if kept else wanted
 
 
 def make_plan(
