@@ -387,6 +387,23 @@ class Certificate:
         return self.self_issued
 
     @cached_property
+    def self_signed(self) -> bool:
+        """Self-issued with no authority key identifier naming another key or serial: OpenSSL's
+        EXFLAG_SS (`X509_check_akid` of the certificate against itself), which its compatibility
+        trust asks of a root that only rejects some purposes."""
+        if not self.self_issued:
+            return False
+        try:
+            extensions = der.extensions(self.fields) or {}
+            aki, ski = extensions.get("2.5.29.35"), extensions.get("2.5.29.14")
+            parts = {c.tag: c.value for c in der.read(aki).children()} if aki is not None else {}
+            if 0x80 in parts and ski is not None and der.read(ski).value != parts[0x80]:
+                return False  # [0] keyIdentifier: another key's
+            return 0x82 not in parts or parts[0x82] == der.read(self.fields.serial).value  # [2] serial
+        except der.DERError:
+            return False
+
+    @cached_property
     def self_issued(self) -> bool:
         """Issuer and subject are one name, compared as OpenSSL compares them (False: names that
         cannot be read or compared)."""

@@ -250,3 +250,31 @@ def test_a_merge_keeps_the_dates_nss_holds_when_a_bundle_changes_a_purpose(pki, 
     assert result.returncode == 0 and "+client-auth" in result.stdout, result.stdout + result.stderr
     assert certutil_flags(db)["Merge Dated Root"] == "CT,C,"
     assert server_after(db) == b"300101000000Z"  # before: gone
+
+
+def test_a_reject_list_on_a_self_issued_root_naming_another_key_trusts_nothing(pki, tmp_path):
+    """Second review: OpenSSL's trust for what a block does not reject needs a self-signed
+    certificate (EXFLAG_SS: its authority key identifier names its own key); one whose name is
+    its issuer's but whose AKID names another key was read as trusted for the rest."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    own, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "Rollover Root")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(own.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(NOW - dt.timedelta(days=1))
+            .not_valid_after(NOW + dt.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(own.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(other.public_key()), critical=False)
+            .sign(other, hashes.SHA256()))
+    root = Issued(cert, own)
+    leaf_pem = pki.leaf("rollover.test", root).write(tmp_path / "leaf.pem")
+    source = tmp_path / "src.pem"
+    run("openssl", "x509", "-in", root.write(tmp_path / "root.pem"), "-addreject", "emailProtection", "-trustout",
+        "-out", source)
+    assert not openssl_accepts(source, leaf_pem)
+    db = new_db(tmp_path / "db")
+    assert storesync("sync", f"pem:{source}", f"nss:{db}").returncode == 0
+    certutil_add(db, "leaf", ",,", leaf_pem)
+    assert not nss_accepts(db, "leaf")  # before: CT,p,C and valid

@@ -267,7 +267,7 @@ def _trusted_entry(cert: Certificate, aux: bytes) -> Entry:
             kept[field.tag] = field.raw  # keyid, other: carried unchanged
     if trusted == []:
         trust = dict.fromkeys(PURPOSES, DISTRUSTED)  # OpenSSL: trust listed, none matches: rejected
-    elif trusted is not None or (rejected and not cert.self_issued):
+    elif trusted is not None or (rejected and not cert.self_signed):
         trust = {}
     else:
         trust = dict(ANCHOR)
