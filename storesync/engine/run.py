@@ -341,6 +341,8 @@ def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope
     plan = make_plan(wanted, current, store.capabilities, store=outcome.spec, mode=mode,
                      purpose=store.purpose, scope=scope, builtins=store.builtin_anchors(), rewrite=store.rewrite)
     plan.create = not store.exists() and mode != REMOVE  # a target named is a target made, even with nothing to hold
+    if plan.create:
+        store.check_creatable()
     if profile.ca_only:
         policy.refuse_non_ca(plan)
     policy.refuse_unloadable(plan, store.reader)

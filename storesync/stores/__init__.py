@@ -366,6 +366,10 @@ class Store:
     def read(self) -> TrustSet:
         raise NotImplementedError
 
+    def check_creatable(self) -> None:
+        """Raise StoreError when a sync cannot create the store where it is named (checked as a
+        target not there yet is planned, before anything is written)."""
+
     def certificate(self, der_bytes: bytes) -> Certificate:
         """The certificate of DER bytes read from the store: one of `known` when these are its
         very bytes (the engine reading back what it has just written parses none of it again),
@@ -482,6 +486,14 @@ class FileStore(Store):
 
     def version(self) -> object:
         return stat_version(self.path)  # a write replaces the file: a new inode
+
+    def check_creatable(self) -> None:
+        folder = self.path.parent  # not made: a folder that is not there is more often a mistyped path
+        if not folder.exists():
+            import shlex
+
+            raise self.error(f"the folder {folder} does not exist; create it (mkdir -p {shlex.quote(str(folder))}) "
+                             "or correct the path")
 
     def current_bytes(self) -> bytes | None:
         """The file as it is now (None: it does not exist yet); errors are sentences."""
