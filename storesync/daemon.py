@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import select
+import shlex
 import signal
 import socket
 import sys
@@ -235,8 +236,9 @@ def next_poll(profile: Profile) -> float | None:
 
 class Daemon:
     def __init__(self, config: Config, log: Log, defaults: dict[str, str] | None = None,
-                 pythons: list[str] = (), java_homes: list[str] = ()):
+                 pythons: list[str] = (), java_homes: list[str] = (), sync: str = "storesync sync"):
         self.config = config
+        self.sync = sync  # the command its hints name, with the daemon's --config and other options
         self.log = log
         self.defaults = defaults or {}
         self.pythons, self.java_homes = list(pythons), list(java_homes)
@@ -416,7 +418,7 @@ class Daemon:
                 key = f"held {outcome.spec} {plan.held_back} {plan.summary()} {sorted(e.sha256 for e in plan.removals)}"
                 problems[key] = (
                     "warning", f"profile {name}: held back for {outcome.spec}: {plan.summary()}: {plan.held_back}; "
-                               f"`storesync sync --profile {name} --force` applies it if intended",
+                               f"`{self.sync} --profile {shlex.quote(name)} --force` applies it if intended",
                     {"event": "held-back", "store": outcome.spec})
             elif outcome.written:
                 written.append(outcome)

@@ -9,7 +9,7 @@ annotations of the function `declare` defines).
 import sys
 from pathlib import Path
 
-from storesync.cli.common import fail, print_json, print_plan, use_root
+from storesync.cli.common import NO_CONFIG, fail, print_json, print_plan, use_root
 from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError
 
 
@@ -62,9 +62,12 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
             fail(str(exc))
         profiles = [p for name, p in loaded.profiles.items() if profile in (None, name)]
         if not profiles:
+            if profile and loaded.path is None:
+                fail(f"no profile {profile!r}: {NO_CONFIG}")
             where = loaded.path or "no config file found"
-            fail(f"no profile {profile!r} in {where}" if profile else f"no profiles to run ({where}); "
-                 "name a SOURCE and TARGETs, or write a config file (see the README)")
+            fail(f"no profile {profile!r} in {where} (its profiles: {', '.join(loaded.profiles) or 'none'})" if profile
+                 else f"no profiles to run ({where}); name a SOURCE and TARGETs, or write a config file "
+                      "(see the README)")
     selectors = any(ref.selector for p in profiles for ref in p.stores)
     if root is not None or selectors:
         use_root(root)  # selectors find the stores under it; stores under it follow their links inside it
