@@ -121,7 +121,9 @@ def report(result) -> None:
         if plan.held_back:
             print(f"  held back: {plan.held_back}; run again with --force if that is intended")
         if outcome.backup:
-            print(f"  backup: {outcome.backup} (storesync rollback {outcome.spec})")
+            from shlex import quote  # a command to paste as it is
+
+            print(f"  backup: {outcome.backup} (storesync rollback {quote(outcome.spec)})")
         if outcome.written and outcome.store.notice():
             print(f"  note: {outcome.store.notice()}")
         if outcome.hook is not None:
@@ -156,7 +158,8 @@ def declare(app) -> None:
         ),
         purpose: str = typer.Option(
             "server-auth", "--purpose",
-            help="What stores without per-purpose trust are for (server-auth, client-auth, email, code-signing, any).",
+            help="What stores without per-purpose trust are for: server-auth, client-auth, email, code-signing, any, "
+                 "or an EKU OID in dotted form (1.3.6.1.5.5.7.3.8).",
         ),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; write nothing."),
         force: bool = typer.Option(False, "--force", help="Apply changes a guard would hold back."),

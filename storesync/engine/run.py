@@ -448,7 +448,10 @@ def _apply(result: Result) -> None:
                     state.drop_backup(outcome.store.spec.key, outcome.backup)
                     outcome.backup = None
             except Exception as undo_error:  # noqa: BLE001 - report, keep restoring the others
-                message += f"; and putting back {outcome.spec} failed too ({undo_error}): `storesync rollback {outcome.spec}`"
+                from shlex import quote
+
+                message += (f"; and putting back {outcome.spec} failed too ({undo_error}): "
+                            f"`storesync rollback {quote(outcome.spec)}`")
             outcome.written = False
         everything = len(result.rolled_back) == len(done)  # else the message names those not put back
         result.error = message + ("" if not result.rolled_back else "; every store was put back as it was"
