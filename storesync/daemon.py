@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import select
+import shlex
 import signal
 import socket
 import sys
@@ -235,8 +236,9 @@ def next_poll(profile: Profile) -> float | None:
 
 class Daemon:
     def __init__(self, config: Config, log: Log, defaults: dict[str, str] | None = None,
-                 pythons: list[str] = (), java_homes: list[str] = ()):
+                 pythons: list[str] = (), java_homes: list[str] = (), sync: str = "storesync sync"):
         self.config = config
+        self.sync = sync  # the command its hints name, with the daemon's --config and other options
         self.log = log
         self.defaults = defaults or {}
         self.pythons, self.java_homes = list(pythons), list(java_homes)
@@ -338,25 +340,24 @@ class Daemon:
         self.roots, self.above_roots = roots, above
 
     def reload(self) -> None:
-        path = self.config.path
+        """SIGHUP: take the config file anew; whatever goes wrong (a broken file, a bug) is one
+        line in the log and the previous config keeps running."""
+        path, previous = self.config.path, self.config
+        applying = False
         try:
             config = load_config(path)
-        except StoreError as exc:
-            self.log("error", f"config reload failed, keeping the previous config: {exc}", event="reload-failed",
-                     config=str(path))
-            sd_notify("STATUS=config reload failed; running the previous config")
-            return
-        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
-        previous = self.config
-        try:
+            sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+            applying = True
             self._apply_config(config)
             self._refresh_watches()
         except Exception as exc:  # noqa: BLE001 - a reload must never take the service down
-            self.log("error", f"config reload failed, keeping the previous config: {exc}", event="reload-failed",
+            why = exc if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"  # a bug: say which
+            self.log("error", f"config reload failed, keeping the previous config: {why}", event="reload-failed",
                      config=str(path))
-            self._apply_config(previous)
-            self._refresh_watches()
-            sd_notify("READY=1\nSTATUS=config reload failed; running the previous config")
+            if applying:
+                self._apply_config(previous)
+                self._refresh_watches()
+            sd_notify(("READY=1\n" if applying else "") + "STATUS=config reload failed; running the previous config")
             return
         self.log("info", f"config reloaded from {path}: {len(config.profiles)} profiles "
                          f"({', '.join(config.profiles) or 'none'})", event="reloaded", config=str(path))
@@ -417,7 +418,7 @@ class Daemon:
                 key = f"held {outcome.spec} {plan.held_back} {plan.summary()} {sorted(e.sha256 for e in plan.removals)}"
                 problems[key] = (
                     "warning", f"profile {name}: held back for {outcome.spec}: {plan.summary()}: {plan.held_back}; "
-                               f"`storesync sync --profile {name} --force` applies it if intended",
+                               f"`{self.sync} --profile {shlex.quote(name)} --force` applies it if intended",
                     {"event": "held-back", "store": outcome.spec})
             elif outcome.written:
                 written.append(outcome)

@@ -200,7 +200,9 @@ def load_backup(spec: str, backup_id: str | None = None) -> tuple[str, dict[str,
         raise StoreError(no_backups(spec))
     chosen = backup_id or backups[0]["id"]
     if chosen not in {b["id"] for b in backups}:  # an id is a name in the list, never a path
-        raise StoreError(f"{spec}: no backup {chosen!r}; `storesync rollback {spec} --list` shows them")
+        from shlex import quote
+
+        raise StoreError(f"{spec}: no backup {chosen!r}; `storesync rollback {quote(spec)} --list` shows them")
     meta = json.loads((backup_dir(spec) / f"{chosen}.json").read_text())
     snapshot: dict[str, bytes | str | None] = {}
     base = Path(spec.partition(":")[2])

@@ -47,6 +47,7 @@ def options(
 
 for command in (list_, diff, sync, rollback, check, status, daemon, publish):
     command.declare(app)
+COMMANDS = {info.name for info in app.registered_commands}
 
 
 def run() -> None:
@@ -59,6 +60,8 @@ def run() -> None:
             sys.exit(exc.exit_code)
         what = exc.format_message().rstrip(".")
         what = re.sub(r"\. ([A-Z])(.*)", lambda m: f" ({m[1].lower()}{m[2]})", what)  # typer's "Did you mean"
-        where = exc.ctx.command_path if exc.ctx else "storesync"
+        # the parser's own mistakes ("requires an argument") carry no context: the command is the first argv names
+        named = [word for word in sys.argv[1:] if word in COMMANDS][:1]
+        where = exc.ctx.command_path if exc.ctx else " ".join(["storesync", *named])
         fail(f"{what[:1].lower()}{what[1:]}; see `{where} --help`")
     sys.exit(code or 0)  # --help, --version and the commands that return

@@ -105,6 +105,9 @@ def _width(text: str) -> int:
                else 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
 
 
+NO_CONFIG = "no config file found; pass --config FILE or set $STORESYNC_CONFIG (see the README)"
+
+
 def fail(message: str) -> NoReturn:
     print(f"storesync: {message}", file=sys.stderr)
     sys.exit(EXIT_ERROR)

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from storesync.cli.common import fail, use_root
+from storesync.cli.common import NO_CONFIG, fail, use_root
 from storesync.cli.options import CONFIG, PASSWORD_FILE, PYTHON, ROOT, STATE_DIR
 from storesync.model import StoreError
 
@@ -48,6 +48,8 @@ def daemon(
 
     if log_format not in ("text", "json"):
         fail(f"--log-format must be text or json, not {log_format!r}")
+    if metrics is not None and once:  # nothing would serve them: a run of --once ends at once
+        fail("--metrics and --once do not go together: metrics are served by a running daemon; leave one out")
     state.set_state_dir(state_dir)
     use_root(root)  # the selectors of the profiles find the stores under it
     try:
@@ -55,12 +57,21 @@ def daemon(
     except StoreError as exc:
         fail(str(exc))
     if loaded.path is None:
-        fail("no config file found; pass --config FILE or set $STORESYNC_CONFIG (see the README)")
+        fail(NO_CONFIG)
     if not loaded.profiles:
         fail(f"config {loaded.path}: no profiles to watch ([profile.NAME] tables)")
     defaults = {"password-file": str(password_file)} if password_file else {}
-    service_ = service.Daemon(loaded, service.Log(log_format, verbose), defaults, python or (), java_home or ())
-    if metrics and not once:
+    # how its hints name `storesync sync`: with the config it runs (found maybe by $STORESYNC_CONFIG, which
+    # another shell lacks) and the options it was given, so a hint runs as printed
+    import shlex
+    from storesync import fsio
+
+    given = {"--config": loaded.path, "--root": fsio.machine_root(), "--state-dir": state_dir,
+             "--password-file": password_file}
+    sync = " ".join(["storesync sync", *(f"{flag} {shlex.quote(str(Path(value).absolute()))}"
+                                         for flag, value in given.items() if value)])
+    service_ = service.Daemon(loaded, service.Log(log_format, verbose), defaults, python or (), java_home or (), sync)
+    if metrics is not None:
         from storesync import metrics as exporter
 
         try:

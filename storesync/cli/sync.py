@@ -9,7 +9,7 @@ annotations of the function `declare` defines).
 import sys
 from pathlib import Path
 
-from storesync.cli.common import fail, print_json, print_plan, use_root
+from storesync.cli.common import NO_CONFIG, fail, print_json, print_plan, use_root
 from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError
 
 
@@ -62,9 +62,12 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
             fail(str(exc))
         profiles = [p for name, p in loaded.profiles.items() if profile in (None, name)]
         if not profiles:
+            if profile and loaded.path is None:
+                fail(f"no profile {profile!r}: {NO_CONFIG}")
             where = loaded.path or "no config file found"
-            fail(f"no profile {profile!r} in {where}" if profile else f"no profiles to run ({where}); "
-                 "name a SOURCE and TARGETs, or write a config file (see the README)")
+            fail(f"no profile {profile!r} in {where} (its profiles: {', '.join(loaded.profiles) or 'none'})" if profile
+                 else f"no profiles to run ({where}); name a SOURCE and TARGETs, or write a config file "
+                      "(see the README)")
     selectors = any(ref.selector for p in profiles for ref in p.stores)
     if root is not None or selectors:
         use_root(root)  # selectors find the stores under it; stores under it follow their links inside it
@@ -118,7 +121,9 @@ def report(result) -> None:
         if plan.held_back:
             print(f"  held back: {plan.held_back}; run again with --force if that is intended")
         if outcome.backup:
-            print(f"  backup: {outcome.backup} (storesync rollback {outcome.spec})")
+            from shlex import quote  # a command to paste as it is
+
+            print(f"  backup: {outcome.backup} (storesync rollback {quote(outcome.spec)})")
         if outcome.written and outcome.store.notice():
             print(f"  note: {outcome.store.notice()}")
         if outcome.hook is not None:
@@ -153,7 +158,8 @@ def declare(app) -> None:
         ),
         purpose: str = typer.Option(
             "server-auth", "--purpose",
-            help="What stores without per-purpose trust are for (server-auth, client-auth, email, code-signing, any).",
+            help="What stores without per-purpose trust are for: server-auth, client-auth, email, code-signing, any, "
+                 "or an EKU OID in dotted form (1.3.6.1.5.5.7.3.8).",
         ),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; write nothing."),
         force: bool = typer.Option(False, "--force", help="Apply changes a guard would hold back."),

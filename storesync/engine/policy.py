@@ -109,16 +109,16 @@ def label_new_entries(plan: Plan, template: str | None, store) -> None:
     fields: {label}, {sha1}, {sha256}. Existing entries keep their names."""
     if not template or not plan.adds:
         return
+    from storesync.stores import COMMON_VALUES, format_label
+
     renamed = {}
     for entry in plan.adds:
-        cert = entry.cert
-        try:
-            label = template.format(label=entry.display_label, sha1=cert.sha1, sha256=cert.sha256)
-        except (KeyError, IndexError, ValueError) as exc:
+        label = format_label(template, entry.display_label, entry.cert.sha1, entry.cert.sha256)
+        if label is None:  # the store's opening refused it already; a sentence all the same, never a traceback
             from storesync.model import StoreError
 
-            raise StoreError(f"{store}: label-template {template!r} is not valid ({exc}); "
-                             "its fields are {label}, {sha1} and {sha256}") from None
+            raise StoreError(f"{store}: label-template= cannot be {template!r}; "
+                             f"use {COMMON_VALUES['label-template'].what}")
         renamed[entry.sha256] = entry.replace(label=label)
     plan.adds = [renamed[e.sha256] for e in plan.adds]
     plan.desired = TrustSet(renamed.get(sha, e) for sha, e in plan.desired.items())

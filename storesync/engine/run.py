@@ -341,6 +341,8 @@ def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope
     plan = make_plan(wanted, current, store.capabilities, store=outcome.spec, mode=mode,
                      purpose=store.purpose, scope=scope, builtins=store.builtin_anchors(), rewrite=store.rewrite)
     plan.create = not store.exists() and mode != REMOVE  # a target named is a target made, even with nothing to hold
+    if plan.create:
+        store.check_creatable()
     if profile.ca_only:
         policy.refuse_non_ca(plan)
     policy.refuse_unloadable(plan, store.reader)
@@ -446,7 +448,10 @@ def _apply(result: Result) -> None:
                     state.drop_backup(outcome.store.spec.key, outcome.backup)
                     outcome.backup = None
             except Exception as undo_error:  # noqa: BLE001 - report, keep restoring the others
-                message += f"; and putting back {outcome.spec} failed too ({undo_error}): `storesync rollback {outcome.spec}`"
+                from shlex import quote
+
+                message += (f"; and putting back {outcome.spec} failed too ({undo_error}): "
+                            f"`storesync rollback {quote(outcome.spec)}`")
             outcome.written = False
         everything = len(result.rolled_back) == len(done)  # else the message names those not put back
         result.error = message + ("" if not result.rolled_back else "; every store was put back as it was"

@@ -221,12 +221,19 @@ def number(text: str) -> float:
         return float("nan")
 
 
-def _template(text: str) -> bool:
+def format_label(template: str, label: str, sha1: str, sha256: str) -> str | None:
+    """A `label-template` filled in; None when it is not one. Its fields are exactly {label},
+    {sha1} and {sha256}, each with a format spec at most ({sha1:.8}): no attribute or index
+    ({label.upper} would name a certificate after a Python method), no nested field."""
+    import string
+
     try:
-        text.format(label="label", sha1="0" * 40, sha256="0" * 64)
-        return True
-    except (KeyError, IndexError, ValueError):
-        return False
+        fields = [(name, spec) for _, name, spec, _ in string.Formatter().parse(template) if name is not None]
+        if any(name not in ("label", "sha1", "sha256") or "{" in spec for name, spec in fields):
+            return None
+        return template.format(label=label, sha1=sha1, sha256=sha256)
+    except ValueError:  # unbalanced braces, an unknown conversion or format spec
+        return None
 
 
 COMMON_OPTIONS = ("purpose", "max-removal-share", "label-template")  # the engine reads these of any store
@@ -235,7 +242,9 @@ COMMON_VALUES = {
     "purpose": Values("any", *PURPOSES, test=is_purpose, what=f"{', '.join(PURPOSES)}, any, or an EKU OID "
                       "in dotted form (1.3.6.1.5.5.7.3.8)"),
     "max-removal-share": Values(test=lambda v: 0 <= number(v) <= 1, what="a number from 0 to 1"),
-    "label-template": Values(test=_template, what="a text whose fields are {label}, {sha1} and {sha256}"),
+    "label-template": Values(test=lambda v: format_label(v, "label", "0" * 40, "0" * 64) is not None,
+                             what="a text whose only fields are {label}, {sha1} and {sha256} (a format spec "
+                             "such as {sha1:.8} allowed; no .attribute, [index] or nested field)"),
 }
 
 
@@ -357,6 +366,10 @@ class Store:
     def read(self) -> TrustSet:
         raise NotImplementedError
 
+    def check_creatable(self) -> None:
+        """Raise StoreError when a sync cannot create the store where it is named (checked as a
+        target not there yet is planned, before anything is written)."""
+
     def certificate(self, der_bytes: bytes) -> Certificate:
         """The certificate of DER bytes read from the store: one of `known` when these are its
         very bytes (the engine reading back what it has just written parses none of it again),
@@ -473,6 +486,14 @@ class FileStore(Store):
 
     def version(self) -> object:
         return stat_version(self.path)  # a write replaces the file: a new inode
+
+    def check_creatable(self) -> None:
+        folder = self.path.parent  # not made: a folder that is not there is more often a mistyped path
+        if not folder.exists():
+            import shlex
+
+            raise self.error(f"the folder {folder} does not exist; create it (mkdir -p {shlex.quote(str(folder))}) "
+                             "or correct the path")
 
     def current_bytes(self) -> bytes | None:
         """The file as it is now (None: it does not exist yet); errors are sentences."""
