@@ -180,9 +180,12 @@ def store_class(kind: str) -> type["Store"]:
 
 def open_store(spec: "StoreSpec | str", defaults: dict[str, str] | None = None, written: bool = False) -> "Store":
     """The store of a spec, its options checked; `written`: one a sync may write (a target, a
-    merge's store), which a read-only kind refuses before anything is read or planned."""
+    merge's store), which a read-only kind refuses before anything is read or planned. A
+    StoreSpec (a path a selector found: never parsed) takes `defaults` as its text would."""
     if isinstance(spec, str):
         spec = parse_spec(spec, defaults)
+    elif defaults:
+        spec = StoreSpec(spec.kind, spec.path, spec.options, {**defaults, **spec.defaults})
     store = store_class(spec.kind)(spec)
     if written and not store.capabilities.writable:
         raise StoreError(f"{store.spec}: {spec.kind} stores are read-only: it can be the source of a sync, never a "
