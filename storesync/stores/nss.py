@@ -572,7 +572,7 @@ class NssStore(Store):
         try:
             row = conn.execute("SELECT item1, item2 FROM metaData WHERE id = 'password'").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise self.error(f"key4.db is not a usable NSS key database ({exc})", self.key_db) from None
+            raise self.damaged(f"key4.db is not a usable NSS key database ({exc})", self.key_db) from None
         if row is None:
             raise self.error("key4.db has no password entry; initialise it with certutil -N", self.key_db)
         if not isinstance(row[0], bytes) or not isinstance(row[1], (bytes, type(None))):
