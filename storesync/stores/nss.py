@@ -490,8 +490,8 @@ class NssStore(Store):
                 self.other_kind() or "name the folder that holds cert9.db and key4.db instead")
         if not self.path.is_dir():
             return super().missing()
-        return (f"no NSS database (cert9.db) in {self.path}; create one with "
-                f"`certutil -N -d sql:{self.path} --empty-password`")
+        return f"no NSS database (cert9.db) in {self.path}; " + (
+            self.other_kind() or f"create one with `certutil -N -d sql:{self.path} --empty-password`")
 
     def watch_paths(self) -> list[Path]:
         return [self.cert_db, self.key_db]
