@@ -34,6 +34,10 @@ from pathlib import Path
 
 from storesync.model import Record, StoreError, is_purpose, purpose_from_oid
 
+TYPE_CHECKING = False  # typing's, without importing typing at start-up
+if TYPE_CHECKING:
+    from storesync.stores import StoreSpec
+
 MODES = ("mirror", "add", "remove", "merge")
 PROFILE_KEYS = {
     "mode", "source", "targets", "stores", "purposes", "only", "ca_only", "drop_expired",
@@ -51,16 +55,23 @@ class ConfigError(StoreError):
 class StoreRef(Record):
     """A store as a profile names it: its spec text, and options the profile gives it."""
 
-    __slots__ = ("spec", "options", "on_change")
+    __slots__ = ("spec", "options", "on_change", "timeout")
     __hash__ = None  # type: ignore[assignment]
 
-    def __init__(self, spec: str, options: dict[str, str] | None = None, on_change: list[str] | None = None):
-        self.spec, self.options = spec, options or {}
+    def __init__(self, spec: "str | StoreSpec", options: dict[str, str] | None = None,
+                 on_change: list[str] | None = None, timeout: float | None = None):
+        self.spec, self.options = spec, options or {}  # options: the store's, never the hook's
         self.on_change = on_change  # argv run after a run changed this store (no shell)
+        self.timeout = timeout  # on-change-timeout (None: the default)
 
     @property
     def selector(self) -> bool:
-        return self.spec.startswith("@")
+        return isinstance(self.spec, str) and self.spec.startswith("@")
+
+    @property
+    def found(self) -> bool:
+        """A store a selector found: its spec is the path found (a StoreSpec), never text."""
+        return not isinstance(self.spec, str)
 
 
 class Profile(Record):
@@ -260,8 +271,8 @@ def _store_ref(value, name, error) -> StoreRef:
         timeout = value.get("on-change-timeout", 60)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise error(f"profile {name!r}: on-change-timeout must be a number of seconds above 0", "on-change-timeout")
-        options = {k: str(v) for k, v in value.items() if k not in ("spec", "on-change")}
-        return StoreRef(value["spec"], options, hook)
+        options = {k: str(v) for k, v in value.items() if k not in ("spec", "on-change", "on-change-timeout")}
+        return StoreRef(value["spec"], options, hook, value.get("on-change-timeout"))
     raise error(f"profile {name!r}: a store is a spec string or a table with `spec`", "spec")
 
 
@@ -271,7 +282,7 @@ def _check_store(ref: StoreRef, name: str, written: bool, error) -> None:
     as the file is loaded, so a mistake names its line before anything runs."""
     from storesync.stores import check_selector, open_store, options_of, parse_spec
 
-    given = {k: v for k, v in ref.options.items() if k != "on-change-timeout"}
+    given = ref.options
     try:
         if ref.selector:
             selector, _, query = ref.spec.partition("?")

@@ -292,10 +292,10 @@ class Daemon:
             notes: list[str] = []
             found = discover.resolve(selector, (*self.pythons, *pythons), notes)
             if selector in ("@java", "@all"):
-                seen = {os.path.realpath(f.spec.partition(":")[2]) for f in found}
+                seen = {os.path.realpath(f.store.path) for f in found}
                 found += [f for f in discover.java_home_stores(self.java_homes)
-                          if os.path.realpath(f.spec.partition(":")[2]) not in seen
-                          and (selector != "@all" or discover.writable(f.spec))]
+                          if os.path.realpath(f.store.path) not in seen
+                          and (selector != "@all" or discover.writable(f.store))]
             if not found:
                 notes.append(discover.nothing_found(selector))  # a warning: its stores may appear
             if warnings is not None:

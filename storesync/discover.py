@@ -230,11 +230,16 @@ CERTIFI_GLOBS = ["lib/python*/site-packages/certifi/cacert.pem", "lib/python*/si
 
 @dataclass
 class Found:
-    spec: str  # store spec to open it with
+    store: StoreSpec  # what to open: the path found, never parsed as text (a "?" in a path is a path)
     what: str  # why it is here: "system bundle", "java", "profile NAME", ...
     partial: bool = False  # holds additions only (a local CA directory): not expected to hold every root
     owner: str | None = None  # who owns it, as status shows (filled by resolve)
     on_change: list[str] | None = None  # the command to run after a write (@system: the rebuild)
+
+    @property
+    def spec(self) -> str:
+        """The store as printed."""
+        return str(self.store)
 
 
 def discover(pythons: list[str] = (), config: str | None = None, warnings: list[str] | None = None,
@@ -251,7 +256,7 @@ def discover(pythons: list[str] = (), config: str | None = None, warnings: list[
         key = f"{kind}:{os.path.realpath(path)}"
         if key not in seen and path.exists():
             seen.add(key)
-            found.append(Found(f"{kind}:{path}", what, partial))
+            found.append(Found(StoreSpec(kind, path), what, partial))
 
     for path in paths["bundles"]:
         add("pem", path, "system bundle")
@@ -279,13 +284,12 @@ def java_stores(paths: dict[str, list] | None = None) -> list[Found]:
     for path, what in places:
         path = in_root(path)
         if path is not None and path.exists():
-            found.append(Found(f"{_java_kind(path)}:{path}", what))
+            found.append(Found(StoreSpec(_java_kind(path), path), what))
     return found
 
 
 def _new(found: Found, seen: set[str]) -> bool:
-    kind, _, path = found.spec.partition(":")
-    key = f"{kind}:{os.path.realpath(path.partition('?')[0])}"
+    key = f"{found.store.kind}:{os.path.realpath(found.store.path)}"
     if key in seen:
         return False
     seen.add(key)
@@ -330,19 +334,14 @@ def nss_stores(warnings: list[str]) -> list[Found]:
     except Exception as exc:  # noqa: BLE001 - discovery of one kind must not stop status
         warnings.append(f"NSS discovery failed: {exc}")
         return []
-    found = []
-    for item in results:
-        spec = getattr(item, "spec", None) or getattr(item, "path", None) or item
-        spec = str(spec)
-        if not spec.startswith(("nss:", "sql:")):
-            spec = f"nss:{spec}"
-        app = getattr(item, "app", None)
-        found.append(Found(spec, f"nss ({app})" if app else "nss"))
-    return found
+    return [Found(StoreSpec("nss", item.path), f"nss ({item.app})") for item in results]
 
 
 def profile_stores(config: str | None, warnings: list[str]) -> list[Found]:
+    """The stores the config's profiles name, each with its table's options (as `sync` opens
+    it: those of its text win), printed in its spec: what a fix naming it needs."""
     from storesync.config import load_config
+    from storesync.stores import parse_spec
 
     try:
         loaded = load_config(config) if config else load_config()
@@ -350,16 +349,16 @@ def profile_stores(config: str | None, warnings: list[str]) -> list[Found]:
         warnings.append(f"config: {exc}")
         return []
     found = []
-    from urllib.parse import urlencode
-
-    for name, profile in sorted(getattr(loaded, "profiles", {}).items()):
-        for ref in getattr(profile, "stores", []):
-            if getattr(ref, "selector", False):
+    for name, profile in sorted(loaded.profiles.items()):
+        for ref in profile.stores:
+            if ref.selector:
                 continue  # "@nss", "@all": the stores it names are those found here already
-            spec, options = str(getattr(ref, "spec", ref)), getattr(ref, "options", None) or {}
-            if options:  # a store table's options travel in the spec's query
-                spec += ("&" if "?" in spec else "?") + urlencode(options)
-            found.append(Found(spec, f"profile {name}"))
+            try:
+                spec = parse_spec(ref.spec)
+            except StoreError as exc:  # a bare path whose kind cannot be told: status goes on
+                warnings.append(f"profile {name}: {exc}")
+                continue
+            found.append(Found(StoreSpec(spec.kind, spec.path, {**ref.options, **spec.options}), f"profile {name}"))
     return found
 
 
@@ -419,19 +418,15 @@ def system_anchors() -> Found | None:
         where, program = at_root(folder), _program(command[0])
         if where.is_dir() or program:
             # No rebuild program, no hook: under a root, never this machine's own program
-            return Found(f"anchors:{where}", "system anchors", partial=True,
+            return Found(StoreSpec("anchors", where), "system anchors", partial=True,
                          on_change=[program, *command[1:]] if program else None)
     return None
 
 
-def _path_of(spec: str) -> Path:
-    return Path(spec.partition(":")[2].partition("?")[0])
-
-
-def writable(spec: str) -> bool:
+def writable(store: StoreSpec) -> bool:
     """May this process write the store: the file and the folder its replacement goes into
     (a folder store: the folder, and an NSS database's files)."""
-    path = Path(os.path.realpath(_path_of(spec)))
+    path = Path(os.path.realpath(store.path))
     if path.is_dir():
         files = [path / n for n in ("cert9.db", "key4.db") if (path / n).exists()]
         return os.access(path, os.W_OK | os.X_OK) and all(os.access(f, os.W_OK) for f in files)
@@ -450,7 +445,7 @@ def _family(name: str, pythons, warnings: list[str]) -> list[Found]:
     if name == "@java":
         return java_stores()
     if name == "@certifi":
-        return [Found(f"pem:{path}", f"certifi ({python})") for python in pythons
+        return [Found(StoreSpec("pem", path), f"certifi ({python})") for python in pythons
                 for path in certifi_bundles(python, warnings)]
     raise StoreError(f"unknown selector {name!r} (selectors: {', '.join(SELECTORS)})")
 
@@ -466,10 +461,10 @@ def resolve(selector: str, pythons=(), warnings: list[str] | None = None) -> lis
         for item in _family(name, pythons, warnings):
             if not _new(item, seen):
                 continue
-            if selector == "@all" and not writable(item.spec):
+            if selector == "@all" and not writable(item.store):
                 warnings.append(f"@all: {item.spec} is not writable by this user; left out")
                 continue
-            item.owner = _owner_name(_path_of(item.spec))
+            item.owner = _owner_name(item.store.path)
             found.append(item)
     return found
 

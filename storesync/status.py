@@ -14,7 +14,7 @@ from typing import Any
 from storesync.discover import Found, machine_root, owner
 from storesync.model import StoreError
 from storesync.state import drift as drift_since, owned_stores, state_dir
-from storesync.stores import open_store, read_store
+from storesync.stores import StoreSpec, open_store, read_store
 
 # --- summaries ------------------------------------------------------------------------------
 
@@ -48,7 +48,7 @@ def summarize(found: Found, at: datetime, soon_days: int, options: dict[str, str
 
     summary = Summary(found)
     try:
-        store = open_store(found.spec, options)
+        store = open_store(found.store, options)
         summary.kind = store.spec.kind
         summary.owner = owner_of(store.path)
         if not store.exists():
@@ -96,17 +96,17 @@ def written_stores(found: list[Found]) -> list[Found]:
     root = machine_root()
     inside = str(root.resolve()).rstrip("/") + "/" if root else "/"
 
-    def same(spec: str) -> str:
-        kind, _, path = spec.partition(":")
-        return f"{kind}:{os.path.realpath(os.path.expanduser(path.partition('?')[0]))}"
+    def same(store: StoreSpec) -> str:
+        return f"{store.kind}:{os.path.realpath(store.path)}"
 
-    known = {same(f.spec) for f in found}
+    known = {same(f.store) for f in found}
     more = []
-    for spec in owned_stores():
-        if same(spec) not in known and same(spec).partition(":")[2].startswith(inside) \
-                and Path(spec.partition(":")[2]).exists():
-            known.add(same(spec))
-            more.append(Found(spec, "written by storesync"))
+    for key in owned_stores():  # kind:real path, as StoreSpec.key made it: a path, never parsed
+        kind, _, path = key.partition(":")
+        store = StoreSpec(kind, Path(path))
+        if same(store) not in known and os.path.realpath(path).startswith(inside) and store.path.exists():
+            known.add(same(store))
+            more.append(Found(store, "written by storesync"))
     return more
 
 

@@ -486,6 +486,17 @@ def test_garbage_file_as_cert9(tmp_path):
         read(db)
 
 
+def test_a_damaged_key4_db_says_what_to_do_as_a_damaged_cert9_db_does(tmp_path):
+    db = new_db(tmp_path / "db")
+    (db / "key4.db").write_bytes(b"garbage\n")
+    before = files_of(db)
+    result = storesync("list", f"nss:{db}")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"storesync: nss store {db / 'key4.db'}: key4.db is not a usable NSS key database")
+    assert result.stderr.rstrip().endswith("nothing was read from it: restore it (storesync rollback) or regenerate it")
+    assert files_of(db) == before
+
+
 def test_garbage_rows_are_skipped_with_warnings(tmp_path, cas):
     db = new_db(tmp_path / "db")
     sync([entry(cas["a"], label="A")], db)

@@ -105,6 +105,25 @@ def test_a_file_named_as_an_nss_database_says_so_not_that_it_is_missing(samples,
     assert "does not exist" not in listed(f"nss:{samples / 'root.pem'}")
 
 
+def test_a_folder_named_as_another_kind_is_named_as_what_it_is(tmp_path, pki):
+    """An NSS database folder named as a bundle, a hashed directory named as an NSS database
+    (made by certutil and openssl rehash): each says which kind it is, not what the named kind
+    wants; an empty folder still gets the named kind's hint."""
+    db, hashed, empty = tmp_path / "nssdb", tmp_path / "certs", tmp_path / "empty"
+    for folder in (db, hashed, empty):
+        folder.mkdir()
+    run(need("certutil"), "-N", "-d", f"sql:{db}", "--empty-password")
+    pki.ca("Folder Root").write(hashed / "root.pem")
+    run("openssl", "rehash", hashed)
+    said = listed(f"pem:{db}")
+    assert said == f"pem store {db}: is a directory; it looks like an NSS database folder: name it nss:{db}", said
+    said = listed(f"nss:{hashed}")
+    assert f"it looks like a hashed directory of certificates: name it dir:{hashed}" in said and "certutil" not in said, said
+    assert "create one with `certutil -N" in listed(f"nss:{empty}") and f"use dir:{empty}" in listed(f"pem:{empty}")
+    result = storesync("list", f"nss:{hashed}")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+
+
 @pytest.mark.parametrize("content, message", [
     (bytes(range(7, 250)) * 2, "holds no PEM certificate"),
     (b"\x30\x82\x01\x73\x30\x82\x01\x19\xa0\x03\x02\x01\x02", "neither PEM nor a DER certificate"),
@@ -152,12 +171,15 @@ def test_what_this_user_may_not_read_is_a_permission_error_never_damage():
         bare.chmod(0)
         state.mkdir(mode=0o777)
         state.chmod(0o777)
-        for spec, path in ((f"nss:{db}", db / "cert9.db"), (f"dir:{folder}", folder), (str(bare), bare)):
+        for spec, path in ((f"nss:{db}", db / "cert9.db"), (f"dir:{folder}", folder), (str(folder), folder),
+                           (str(bare), bare)):
             result = as_nobody("list", spec, state=state)
             lines = result.stderr.splitlines()
             assert result.returncode == 2 and len(lines) == 1, result.stderr
             assert str(path) in lines[0] and "run as a user who may" in lines[0], lines[0]
             assert "restore it" not in lines[0]
+            if path == folder:  # a bare path too: not blamed on a cert9.db it does not hold
+                assert "cannot list it" in lines[0] and "cert9.db" not in lines[0], lines[0]
         run(need("certutil"), "-L", "-d", f"sql:{db}")
     finally:
         shutil.rmtree(top)

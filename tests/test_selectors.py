@@ -492,3 +492,60 @@ def test_a_hashed_folder_under_a_root_follows_its_absolute_links_inside_it(tmp_p
     result = storesync("sync", "--dry-run", "--root", host, f"pem:{source}", f"dir:{certs}")
     assert result.returncode == 0, result.stdout + result.stderr  # in sync: the folder holds it, through its link
     assert storesync("sync", "--dry-run", f"pem:{source}", f"dir:{certs}").returncode == 1  # without the root: dangling
+
+
+@pytest.mark.parametrize("command", ["sync", "daemon"])
+def test_a_found_path_holding_a_question_mark_is_a_path_not_options(tmp_path, pki, corp, command):
+    """A JDK folder named `jdk?b=1`: the path discovery found reaches its store as a path (it was
+    parsed as the option b=, and that one error stopped every store @all named)."""
+    root, _, pem = corp
+    machine = tmp_path / "machine"
+    (machine / "etc").mkdir(parents=True)
+    (machine / "etc/os-release").write_text("ID=debian\n")
+    nss_db(machine / "home/bob/.pki/nssdb")
+    jdks = [machine / f"usr/lib/jvm/{name}/lib/security/cacerts" for name in ("jdk-a", "jdk?b=1")]
+    existing = tmp_path / "existing.pem"
+    pki.ca("Java Existing Root").write(existing)
+    for jdk in jdks:
+        jdk.parent.mkdir(parents=True)
+    assert storesync("sync", "--mode", "add", existing, f"jks:{jdks[0]}").returncode == 0
+    shutil.copyfile(jdks[0], jdks[1])  # no spec can name it
+    config = tmp_path / "storesync.toml"
+    config.write_text(f'[profile.corp]\nmode = "add"\nsource = "{pem}"\ntargets = ["@all"]\n')
+    args = ("sync",) if command == "sync" else ("daemon", "--once")
+    result = storesync(*args, "--config", config, "--root", machine)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in certutil_list(machine / "home/bob/.pki/nssdb").splitlines()
+                if line.startswith("Corp Selector Root"))
+    assert line.split()[-1] == "C,,", line
+    for jdk in jdks:
+        assert colon_fingerprint(root) in keytool_list(jdk), jdk
+
+
+def test_a_found_store_that_cannot_be_opened_is_left_out_not_the_others(tmp_path, corp):
+    """A store a selector found that cannot be opened (here a read-only kind) is its own error
+    line and is left as it is; the others it found are written. A store the profile names
+    itself that cannot be opened still stops its profile."""
+    from storesync.config import Profile, StoreRef
+    from storesync.engine import run as engine
+    from storesync.stores import StoreSpec
+
+    _, leaf, pem = corp
+    good, certdata = tmp_path / "good.pem", tmp_path / "certdata.txt"
+    certdata.write_text("BEGINDATA\n")
+
+    def resolve(selector, pythons=(), warnings=None):
+        return [discover.Found(StoreSpec("certdata", certdata), "test"), discover.Found(StoreSpec("pem", good), "test")]
+
+    result = engine.run(Profile("found", "add", [StoreRef(f"pem:{pem}"), StoreRef("@all")]), resolve=resolve)
+    assert result.exit_code == 2
+    assert [o.error for o in result.outcomes if o.error] == [
+        f"certdata:{certdata}: certdata stores are read-only: it can be the source of a sync, never a target "
+        "or a merge's store; leave it out of those"]
+    assert certdata.read_text() == "BEGINDATA\n"
+    leaf.write(tmp_path / "leaf.pem")
+    run("openssl", "verify", "-CAfile", good, tmp_path / "leaf.pem")  # written: the root is trusted
+
+    named = tmp_path / "named.pem"
+    profile = Profile("named", "add", [StoreRef(f"pem:{pem}"), StoreRef(f"certdata:{certdata}"), StoreRef(f"pem:{named}")])
+    assert engine.run(profile).exit_code == 2 and not named.exists()

@@ -213,25 +213,69 @@ def test_state_dir_default_is_platformdirs(monkeypatch):
 
 def test_nss_and_profiles_are_used_when_their_modules_exist(monkeypatch, tmp_path):
     """status takes NSS databases from discover_nss and the profiles' stores from the config."""
+    from storesync import config as configs
+    from storesync.stores import StoreSpec
+
     nssdb = tmp_path / "nssdb"
     nssdb.mkdir()
     (nssdb / "cert9.db").write_bytes(b"")
-    profile = types.SimpleNamespace(stores=[f"pem:{tmp_path / 'a.pem'}", f"nss:{nssdb}"])
-    fake_config = types.ModuleType("storesync.config")
-    fake_config.load_config = lambda *a: types.SimpleNamespace(profiles={"web": profile})
-    monkeypatch.setattr(discover, "discover_nss", lambda count=True: [nssdb])
-    monkeypatch.setitem(sys.modules, "storesync.config", fake_config)
+    profile = configs.Profile("web", "merge", [configs.StoreRef(f"pem:{tmp_path / 'a.pem'}"), configs.StoreRef(f"nss:{nssdb}")])
+    monkeypatch.setattr(configs, "load_config", lambda *a: configs.Config(None, {"web": profile}))
+    monkeypatch.setattr(discover, "discover_nss", lambda count=True: [discover.NssDatabase(nssdb, "chromium", "root", 0)])
     empty = {"bundles": [], "dirs": [], "local": [], "java": [], "jdk": []}
     found = discover.discover(roots=empty)
-    assert [(f.spec, f.what) for f in found] == [(f"nss:{nssdb}", "nss"), (f"pem:{tmp_path / 'a.pem'}", "profile web")]
+    assert [(f.spec, f.what) for f in found] == [(f"nss:{nssdb}", "nss (chromium)"), (f"pem:{tmp_path / 'a.pem'}", "profile web")]
 
     def broken(*a):
         raise ValueError("storesync.toml line 3: bad")
 
-    fake_config.load_config = broken
+    monkeypatch.setattr(configs, "load_config", broken)
     warnings: list[str] = []
-    assert discover.discover(roots=empty, warnings=warnings) == [discover.Found(f"nss:{nssdb}", "nss")]
+    assert discover.discover(roots=empty, warnings=warnings) == [discover.Found(StoreSpec("nss", nssdb), "nss (chromium)")]
     assert warnings == ["config: storesync.toml line 3: bad"]
+
+
+def test_a_store_tables_options_reach_the_store_as_they_are(env, tmp_path, pki):
+    """status and check open a profile's store with its table's options as `sync` does: a
+    password file's path, a label template as written (they were URL-encoded into the spec and
+    never decoded); hook keys are no store options; check's fix names the store with them, and
+    running it writes the store (checked with keytool and openssl)."""
+    corp, other = pki.ca("Corp Table Root"), pki.ca("Other Table Root")
+    leaf = pki.leaf("leaf.test", corp)
+    source, others, cert = corp.write(tmp_path / "corp.pem"), other.write(tmp_path / "other.pem"), tmp_path / "leaf.pem"
+    leaf.write(cert)
+    password = tmp_path / "jks pw"
+    password.write_text("not-changeit\n")
+    jks, hooked, labelled = tmp_path / "m.jks", tmp_path / "h.pem", tmp_path / "lt.pem"
+    assert storesync("sync", "--mode", "add", others, f"jks:{jks}?password-file={password}", env=env).returncode == 0
+    for bundle in (hooked, labelled):
+        other.write(bundle)
+    config = tmp_path / "storesync.toml"
+    config.write_text(f'''[profile.d]
+mode = "merge"
+stores = ["pem:{source}", {{ spec = "jks:{jks}", password-file = "{password}" }},
+          {{ spec = "pem:{hooked}", on-change = ["true"], on-change-timeout = 5 }},
+          {{ spec = "pem:{labelled}", label-template = "corp: {{label}}" }}]
+''')
+    data = status_json("--config", config, env=env)
+    stores = {s["store"]: s for s in data["stores"] if s["found_as"] == "profile d"}
+    assert list(stores) == [f"pem:{source}", f"jks:{jks}?password-file={password}", f"pem:{hooked}",
+                            f"pem:{labelled}?label-template=corp: {{label}}"]
+    assert [(s["error"], s["anchors"]) for s in stores.values()] == [(None, 1)] * 4
+
+    result = storesync("check", cert, "--config", config, "--json", env=env)
+    verdicts = {v["store"]: v for v in json.loads(result.stdout)["stores"]}
+    import shlex
+
+    for spec in (f"jks:{jks}?password-file={password}", f"pem:{labelled}?label-template=corp: {{label}}"):
+        fix = verdicts[spec]["problems"][0]["fix"]
+        assert fix.endswith(f" pem:{source} {shlex.quote(spec)}"), fix
+        done = storesync(*shlex.split(fix)[1:], env=env)
+        assert done.returncode == 0, done.stderr
+    fingerprint = Certificate(corp.der).sha256.upper()
+    listed = run(need("keytool"), "-list", "-keystore", jks, "-storepass", "not-changeit").stdout.decode().replace(":", "")
+    assert fingerprint in listed
+    run("openssl", "verify", "-CAfile", labelled, cert)
 
 
 def test_profile_stores_from_a_real_config(env, tmp_path, pki):

@@ -104,7 +104,7 @@ def run(cert: str, chain: tuple = (), stores: tuple = (), crls: tuple = (), purp
         from storesync import discover
 
         warnings: list[str] = []
-        stores = [f.spec for f in discover.discover(python, config, warnings)]
+        stores = [f.store for f in discover.discover(python, config, warnings)]  # as found: never parsed
         for warning in warnings:
             print(f"storesync: warning: {warning}", file=sys.stderr)
         if not stores:

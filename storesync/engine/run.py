@@ -14,7 +14,7 @@ from storesync.config import Profile, StoreRef
 from storesync.engine import policy
 from storesync.engine.plan import ADD, MIRROR, REMOVE, Plan, Scope, compare, lift, make_plan, retarget, touched, undo
 from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError, TrustSet
-from storesync.stores import Store, cannot_read, open_store, options_of, parse_spec, read_store
+from storesync.stores import Store, StoreSpec, cannot_read, open_store, options_of, parse_spec, read_store
 
 UNDO_READS = 20  # reads of a store to undo, 0.1 s apart, before its backup's bytes go back
 _EMPTY = ("an empty store is never a policy, so it empties nothing (if emptying the others is meant, "
@@ -149,14 +149,14 @@ def _expand(profile: Profile, resolve, resolved: dict[str, list[dict]], notes: l
         resolved[ref.spec] = [{"store": f.spec, "owner": f.owner, "found_as": f.what,
                                **({"on_change": hooks[f.spec]} if hooks[f.spec] else {})} for f in found]
         for f in found:
-            key = _key(f.spec)
+            key = _key(f.store)
             if key == _key(profile.stores[0].spec):
                 notes.append(f"{ref.spec}: {f.spec} is the source; not a target of itself")
             if key not in keys:
                 keys.add(key)
-                own = "&".join(f"{k}={v}" for k, v in options.items() if k in options_of(parse_spec(f.spec).kind))
-                spec = f.spec + ("&" if "?" in f.spec else "?") + own if own else f.spec
-                stores.append(StoreRef(spec, ref.options, hooks[f.spec]))
+                own = {k: v for k, v in options.items() if k in options_of(f.store.kind)}
+                store = StoreSpec(f.store.kind, f.store.path, {**f.store.options, **own})  # a path: never parsed
+                stores.append(StoreRef(store, ref.options, hooks[f.spec], ref.timeout))
     expanded = copy.copy(profile)
     expanded.stores = stores
     return expanded
@@ -173,10 +173,12 @@ def _selector_options(spec: str, query: str) -> dict[str, str]:
     return options
 
 
-def _key(spec: str) -> str:
+def _key(spec: "StoreSpec | str") -> str:
     """A store's identity across spellings: its real path (a JDK's cacerts is often a link)."""
     import os
 
+    if isinstance(spec, StoreSpec):
+        return os.path.realpath(spec.path)
     text = spec.split("?", 1)[0]
     head, sep, rest = text.partition(":")
     return os.path.realpath(os.path.expanduser(rest if sep and head.isalnum() and len(head) > 1 else text))
@@ -185,7 +187,9 @@ def _key(spec: str) -> str:
 def _run(profile: Profile, dry_run: bool, force: bool, defaults: dict[str, str] | None, lock_timeout: float,
          allow_empty: bool) -> Result:
     unlocked = _new_result(profile, dry_run, defaults)
-    if any(o.error for o in unlocked.outcomes):  # a wrong spec, a read-only target: nothing is read or planned
+    # A wrong spec, a read-only target: nothing is read or planned. A store a selector found
+    # that cannot be opened is reported and left out: the others it found are still written.
+    if any(o.error and not o.ref.found for o in unlocked.outcomes):
         return unlocked
     if profile.mode != "merge":
         # Reading needs no lock, and most runs find nothing to do: plan first without locks
@@ -244,7 +248,7 @@ def _new_result(profile: Profile, dry_run: bool, defaults: dict[str, str] | None
 
 
 def _open(ref: StoreRef, role: str, defaults: dict[str, str]) -> Outcome:
-    outcome = Outcome(ref.spec, role)
+    outcome = Outcome(str(ref.spec), role)
     outcome.ref = ref
     try:
         outcome.store = open_store(ref.spec, {**defaults, **ref.options}, written=role != "source")
@@ -369,7 +373,7 @@ def run_hooks(results: list[Result]) -> None:
         from storesync.hooks import DEFAULT_TIMEOUT, run_hook  # only when a hook runs
 
         done.add((key, tuple(argv)))
-        timeout = float(outcome.ref.options.get("on-change-timeout", DEFAULT_TIMEOUT))
+        timeout = float(outcome.ref.timeout or DEFAULT_TIMEOUT)
         outcome.hook = run_hook(outcome.spec, argv, outcome.store.path, timeout,
                                 {"STORESYNC_STORE": outcome.spec, "STORESYNC_PROFILE": result.profile})
         outcome.hook.retry = retry

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from pathlib import Path
 
 from storesync.fsio import CAS_ATTEMPTS, atomic_write, replace_if_unchanged, stat_version
@@ -39,6 +40,8 @@ EXTENSIONS = {
     ".pem": "pem", ".crt": "pem", ".cer": "pem", ".der": "pem", ".sst": "sst", ".reg": "reg",
     ".p7b": "p7b", ".p7c": "p7b", ".jks": "jks", ".p12": "p12", ".pfx": "p12",
 }
+CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der"}  # a hashed directory's certificate files
+HASH_LINK = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")  # and its links, named HASH.N
 
 
 class StoreSpec(Record):
@@ -91,7 +94,10 @@ def parse_spec(text: str, defaults: dict[str, str] | None = None) -> StoreSpec:
 def detect_kind(path: Path) -> str:
     """Recognise a store by its content; a path that does not exist yet, by its name."""
     if path.is_dir():
-        return "nss" if (path / "cert9.db").exists() or (path / "cert8.db").exists() else "dir"
+        try:
+            return "nss" if _nss_folder(path) else "dir"
+        except PermissionError as exc:  # a folder this user may not search
+            raise StoreError(f"{path}: {cannot_read(exc, 'list')}") from None
     if not path.exists():
         if str(path).endswith(os.sep):
             return "dir"
@@ -107,6 +113,20 @@ def detect_kind(path: Path) -> str:
     except OSError as exc:
         raise StoreError(f"{path}: {cannot_read(exc)}") from None
     return sniff(head) or EXTENSIONS.get(path.suffix.lower(), "pem")
+
+
+def _nss_folder(path: Path) -> bool:
+    return (path / "cert9.db").exists() or (path / "cert8.db").exists()
+
+
+def _folder(path: Path) -> tuple[str, str] | None:
+    """(kind, what it is) of a folder holding an NSS database or certificate files; None: neither."""
+    if _nss_folder(path):
+        return "nss", "an NSS database folder"
+    with os.scandir(path) as listing:
+        if any(HASH_LINK.match(item.name) or os.path.splitext(item.name)[1].lower() in CERT_SUFFIXES for item in listing):
+            return "dir", "a hashed directory of certificates"
+    return None
 
 
 def _head(path: Path) -> bytes:
@@ -180,9 +200,12 @@ def store_class(kind: str) -> type["Store"]:
 
 def open_store(spec: "StoreSpec | str", defaults: dict[str, str] | None = None, written: bool = False) -> "Store":
     """The store of a spec, its options checked; `written`: one a sync may write (a target, a
-    merge's store), which a read-only kind refuses before anything is read or planned."""
+    merge's store), which a read-only kind refuses before anything is read or planned. A
+    StoreSpec (a path a selector found: never parsed) takes `defaults` as its text would."""
     if isinstance(spec, str):
         spec = parse_spec(spec, defaults)
+    elif defaults:
+        spec = StoreSpec(spec.kind, spec.path, spec.options, {**defaults, **spec.defaults})
     store = store_class(spec.kind)(spec)
     if written and not store.capabilities.writable:
         raise StoreError(f"{store.spec}: {spec.kind} stores are read-only: it can be the source of a sync, never a "
@@ -342,15 +365,19 @@ class Store:
         return self.error(f"{what}; {todo}" if todo else f"{what}; nothing was read from it: {self.remedy}", path)
 
     def other_kind(self, path: Path | None = None) -> str | None:
-        """What to name a file that is another kind's, by its first bytes (None: it is not)."""
+        """What to name a file or folder that is another kind's, by its first bytes or the files
+        it holds (None: it is not, or that cannot be told)."""
         path = path or self.path
         try:
-            found = identify(_head(path)) if path.is_file() else None
+            folder = path.is_dir()
+            found = _folder(path) if folder else identify(_head(path)) if path.is_file() else None
         except OSError:
             return None
-        if found is None or found[0] == self.kind:
+        if found is None or found[0] == self.kind or (folder and self.kind == "anchors"):  # anchors: a dir kind
             return None
         kind, what = found
+        if folder:
+            return f"it looks like {what}: name it {kind}:{path}"
         if kind is None:  # JCEKS
             return (f"it looks like {what}: convert it with `keytool -importkeystore -srckeystore {path} "
                     f"-deststoretype pkcs12 -destkeystore {path}.p12` and name that p12:{path}.p12")
@@ -502,7 +529,7 @@ class FileStore(Store):
         except FileNotFoundError:
             return None
         except IsADirectoryError:
-            raise self.error(f"is a directory; use dir:{self.path} for a hashed directory") from None
+            raise self.error(f"is a directory; {self.other_kind() or f'use dir:{self.path} for a hashed directory'}") from None
         except OSError as exc:
             raise self.error(cannot_read(exc)) from None
 

@@ -22,12 +22,10 @@ from pathlib import Path
 
 from storesync.fsio import atomic_write_many, fsync_dir, in_root, machine_root, stat_version, temp_beside
 from storesync.model import Capabilities, Entry, TrustSet
-from storesync.stores import Store, StoreSpec, Values, cannot_read
+from storesync.stores import CERT_SUFFIXES, HASH_LINK, Store, StoreSpec, Values, cannot_read
 from storesync.statcache import StatCache, stamp
 from storesync.stores.pem import PemStore, cached_entry, render_entries, speaks_trusted
 
-CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der"}
-HASH_LINK = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 

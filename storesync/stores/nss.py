@@ -490,8 +490,8 @@ class NssStore(Store):
                 self.other_kind() or "name the folder that holds cert9.db and key4.db instead")
         if not self.path.is_dir():
             return super().missing()
-        return (f"no NSS database (cert9.db) in {self.path}; create one with "
-                f"`certutil -N -d sql:{self.path} --empty-password`")
+        return f"no NSS database (cert9.db) in {self.path}; " + (
+            self.other_kind() or f"create one with `certutil -N -d sql:{self.path} --empty-password`")
 
     def watch_paths(self) -> list[Path]:
         return [self.cert_db, self.key_db]
@@ -572,7 +572,7 @@ class NssStore(Store):
         try:
             row = conn.execute("SELECT item1, item2 FROM metaData WHERE id = 'password'").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise self.error(f"key4.db is not a usable NSS key database ({exc})", self.key_db) from None
+            raise self.damaged(f"key4.db is not a usable NSS key database ({exc})", self.key_db) from None
         if row is None:
             raise self.error("key4.db has no password entry; initialise it with certutil -N", self.key_db)
         if not isinstance(row[0], bytes) or not isinstance(row[1], (bytes, type(None))):
