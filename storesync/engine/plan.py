@@ -115,9 +115,11 @@ def _dated(entry: Entry, *caps: Capabilities) -> tuple[Entry, str | None]:
     that loses. A purpose whose dropped date has passed is no longer trusted: trusted without
     it, certificates issued since would be trusted where the source distrusts them. A store with
     one date for all its dated purposes (Windows) gets the earliest: distrusted sooner, never later."""
-    note = None
     dates = entry.distrust_after
-    if len(set(dates.values())) > 1 and any(c.one_date for c in caps):
+    if not dates:
+        return entry, None  # most entries: asked for each of every plan
+    note = None
+    if len(dates) > 1 and len(set(dates.values())) > 1 and any(c.one_date for c in caps):
         first = min(dates.values())
         entry = entry.replace(distrust_after=dict.fromkeys(dates, first))
         note = f"distrust-after dates differ by purpose: the earliest, {first:%Y-%m-%d}, for all of them here"
@@ -262,7 +264,10 @@ def make_plan(
         else:
             combined = entry if everything else scope.combine(have, entry)
         if combined is not None:
-            settle(current.get(entry.sha256), scope.keep_dates(current.get(entry.sha256), combined), entry)
+            held = current.get(entry.sha256)
+            if held is not None and held.distrust_after and scope.dated is not True:  # rare: no call for the rest
+                combined = scope.keep_dates(held, combined)
+            settle(held, combined, entry)
     gone = {e.sha256 for e in plan.removals}
     for sha, have in current.items():
         if sha in desired or sha in gone:
