@@ -78,7 +78,8 @@ def load_certificates(path: Path) -> list:
         for cert in certs:
             cert.subject, cert.issuer  # names are read lazily: one cryptography cannot read is bad input now
     except ValueError as exc:
-        raise CheckError(f"{path}: holds no certificate cryptography can read ({exc})") from None
+        raise CheckError(f"{path}: holds no certificate storesync can read ({str(exc).split(':')[0]}); "
+                         "give a PEM or DER certificate") from None
     return certs
 
 
@@ -99,7 +100,8 @@ def load_crls(paths: list[Path]) -> list[tuple[Path, Any]]:
             else:
                 crls += [(path, x509.load_pem_x509_crl(block)) for block in blocks or [data]]
         except ValueError as exc:
-            raise CheckError(f"CRL {path}: not a CRL cryptography can read ({exc})") from None
+            raise CheckError(f"CRL {path}: not a CRL storesync can read ({str(exc).split(':')[0]}); give a PEM or "
+                             "DER CRL, as the CA publishes it") from None
     return crls
 
 
@@ -576,6 +578,14 @@ def check_store(store: str, kind: str, trust_set: TrustSet, leaf, chain: list, p
                                                    rules=rules)
     verdict.problems += unsupported + _depth(relaxed, rules) + _name_problems(leaf, name)
     verdict.problems += _ca_list_fix(verdict, relaxed[-1])
+    if not verdict.problems and "unsupported" in (verdict.verifier_error or ""):
+        # what the verifier cannot judge (a directoryName name constraint): not the certificate's fault
+        compare = "openssl verify -CAfile ROOT.pem -untrusted CHAIN.pem" + (
+            f" -purpose {_OPENSSL_PURPOSE[purpose]}" if purpose in _OPENSSL_PURPOSE else "") + " CERT.pem"
+        verdict.problems = [Problem(UNSUPPORTED, f"storesync's verifier cannot judge this chain "
+                                                 f"({verdict.verifier_error}); OpenSSL may accept it",
+                                    fix=f"compare with OpenSSL: {compare}", cert=leaf,
+                                    data={"algorithm": None, "refused": None})]
     if not verdict.problems:  # the strict verifier refused for a reason we do not name
         verdict.problems = [Problem(INVALID, f"the verifier refused it: {verdict.verifier_error}",
                                     fix="see the verifier's message", cert=leaf)]

@@ -127,6 +127,34 @@ class Repo:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise PublishError(f"repository {path}: its metadata cannot be read ({type(exc).__name__}: {exc}); "
                                "restore the folder from its backup") from None
+        self._verify()
+
+    def _verify(self) -> None:
+        """The metadata found is what this publisher signed before, checked as an agent checks it
+        (each root by the one before it, from 1.root.json, the one agents pin; the other roles by
+        the newest root; the versions each names): whoever may write the served folder must not
+        get a policy signed by the next `publish` or `refresh`."""
+        from tuf.api.exceptions import RepositoryError
+        from tuf.api.metadata import Metadata
+
+        try:
+            trusted = Metadata.from_file(str(self.path / "1.root.json"))
+            trusted.verify_delegate("root", trusted)
+            for version in range(2, self.root.signed.version + 1):
+                newer = Metadata.from_file(str(self.path / f"{version}.root.json"))
+                trusted.verify_delegate("root", newer)
+                newer.verify_delegate("root", newer)
+                trusted = newer
+            if trusted.to_bytes() != self.root.to_bytes():
+                raise RepositoryError("the newest root is not the end of the chain of roots")
+            for role in ("timestamp", "snapshot", "targets"):
+                trusted.verify_delegate(role, getattr(self, role))
+            if self.timestamp.signed.snapshot_meta.version != self.snapshot.signed.version or \
+                    self.snapshot.signed.meta["targets.json"].version != self.targets.signed.version:
+                raise RepositoryError("timestamp, snapshot and targets name other versions of each other")
+        except (OSError, ValueError, KeyError, TypeError, RepositoryError) as exc:
+            raise PublishError(f"repository {self.path}: its metadata does not verify ({type(exc).__name__}: {exc}); "
+                               "nothing was signed: restore the folder from its backup") from None
 
     def sign(self, md, role: str, signers: list | None = None) -> None:
         md.signatures.clear()
@@ -170,10 +198,18 @@ class Repo:
         if info is None:
             return None
         try:
-            return (self.path / "targets" / f"{info.hashes['sha256']}.{name}").read_bytes()
+            data = (self.path / "targets" / f"{info.hashes['sha256']}.{name}").read_bytes()
         except (OSError, KeyError):
             raise PublishError(f"repository {self.path}: the file of target {name} is missing from targets/; "
                                "restore the folder from its backup") from None
+        from tuf.api.exceptions import LengthOrHashMismatchError
+
+        try:
+            info.verify_length_and_hashes(data)  # before anything reads it
+        except LengthOrHashMismatchError:
+            raise PublishError(f"repository {self.path}: the file of target {name} is not the one its signed "
+                               "metadata names; nothing was published: restore the folder from its backup") from None
+        return data
 
 
 def _no_repo(path: Path) -> None:

@@ -8,6 +8,7 @@ the policy's TRUSTED CERTIFICATE blocks; the repository is served by `python -m 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -401,7 +402,9 @@ def test_agents_follow_a_root_rotation_signed_by_the_old_root_and_refuse_one_tha
         cached = json.loads((next((agent / "tuf").iterdir()) / "metadata" / "root.json").read_text())
         assert cached["signed"]["version"] == 5
 
-    # root 6 that only its own new key signs: not the old root's word
+    # root 6 that only its own new key signs: not the old root's word. The publisher signs nothing
+    # over it; agents that see it (a new timestamp, published before the forgery) refuse it.
+    assert storesync("publish", "refresh", fleet.repo).returncode == 0
     forged = Metadata.from_file(str(fleet.repo / "5.root.json"))
     stranger = CryptoSigner.generate_ed25519()
     for keyid in list(forged.signed.roles["root"].keyids):
@@ -411,8 +414,8 @@ def test_agents_follow_a_root_rotation_signed_by_the_old_root_and_refuse_one_tha
     forged.signatures.clear()
     forged.sign(stranger)
     forged.to_file(str(fleet.repo / "6.root.json"))
-    # an unchanged timestamp is one request and looks no further; the next refresh shows the forgery
-    assert storesync("publish", "refresh", fleet.repo).returncode == 0
+    refused = storesync("publish", "refresh", fleet.repo)
+    assert refused.returncode == 2 and "does not verify" in refused.stderr, refused.stderr
     v2 = {sha_of(ca) for ca in cas[:5]}
     for agent, target in agents:
         out = agent_sync(fleet.spec(), agent, target)
@@ -590,10 +593,16 @@ def test_refresh_warns_when_the_root_metadata_is_about_to_expire(tmp_path):
     assert out.returncode == 0 and "root" not in out.stderr, out
     import datetime as dt
 
-    root = json.loads((fleet.repo / "1.root.json").read_text())  # as if 355 days had passed
-    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=10)
-    root["signed"]["expires"] = soon.strftime("%Y-%m-%dT%H:%M:%SZ")
-    (fleet.repo / "1.root.json").write_text(json.dumps(root))
+    from tuf.api.metadata import Metadata
+
+    from storesync.publish import _signers
+
+    root = Metadata.from_file(str(fleet.repo / "1.root.json"))  # as if 355 days had passed
+    root.signed.expires = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(days=10)
+    root.signatures.clear()
+    for signer in _signers(fleet.keys, root.signed, "root"):
+        root.sign(signer, append=True)
+    root.to_file(str(fleet.repo / "1.root.json"))
     out = storesync("publish", "refresh", fleet.repo)
     assert out.returncode == 0, out.stderr
     assert "root metadata expires" in out.stderr and "publish rotate" in out.stderr and "--role root" in out.stderr
@@ -640,3 +649,35 @@ def test_publishing_into_a_closed_pipe_does_not_say_nothing_was_published(tmp_pa
                          f'"pem:{many}?format=trusted" | true', shell=True, capture_output=True, text=True)
     assert (fleet.repo / "2.targets.json").exists()  # it was published
     assert "nothing was published" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_refresh_and_publish_sign_nothing_over_metadata_they_did_not_sign(tmp_path, cas):
+    """Review: whoever could write the served folder (no keys) changed N.targets.json to name
+    another policy and stripped its signatures; the next `publish refresh` signed snapshot and
+    timestamp over it, and every agent trusted the attacker's root."""
+    fleet = Fleet(tmp_path)
+    assert fleet.publish(policy_v(tmp_path, cas, 3, "v1")).returncode == 0
+    newest = max(fleet.repo.glob("*.targets.json"), key=lambda p: int(p.name.split(".")[0]))
+    evil = trusted_pem(cas[9], "Evil")
+    digest = hashlib.sha256(evil).hexdigest()
+    (fleet.repo / "targets" / f"{digest}.{NAME}").write_bytes(evil)
+    targets = json.loads(newest.read_text())
+    targets["signed"]["targets"][NAME] = {"length": len(evil), "hashes": {"sha256": digest}}
+    targets["signatures"] = []
+    newest.write_text(json.dumps(targets))
+    timestamp = (fleet.repo / "timestamp.json").read_bytes()
+    for argv in (["publish", "refresh", fleet.repo], ["publish", fleet.repo, NAME, f"pem:{policy_v(tmp_path, cas, 4, 'v2')}?format=trusted"]):
+        out = storesync(*argv)
+        assert out.returncode == 2 and "does not verify" in out.stderr and out.stderr.count("\n") == 1, out.stderr
+    assert (fleet.repo / "timestamp.json").read_bytes() == timestamp  # nothing signed
+
+
+def test_publish_reads_no_policy_file_its_signed_metadata_does_not_name(tmp_path, cas):
+    """Review: `publish` parsed the published policy's file without checking it against the
+    signed hash: the plan and the removal guard were judged against bytes nobody signed."""
+    fleet = Fleet(tmp_path)
+    assert fleet.publish(policy_v(tmp_path, cas, 5, "v1")).returncode == 0
+    (published,) = (fleet.repo / "targets").glob(f"*.{NAME}")
+    published.write_bytes(trusted_pem(cas[9], "Swapped"))
+    out = fleet.publish(policy_v(tmp_path, cas, 3, "v2"))
+    assert out.returncode == 2 and "is not the one its signed metadata names" in out.stderr, out.stdout + out.stderr

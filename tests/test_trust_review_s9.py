@@ -278,3 +278,34 @@ def test_a_reject_list_on_a_self_issued_root_naming_another_key_trusts_nothing(p
     assert storesync("sync", f"pem:{source}", f"nss:{db}").returncode == 0
     certutil_add(db, "leaf", ",,", leaf_pem)
     assert not nss_accepts(db, "leaf")  # before: CT,p,C and valid
+
+
+def test_a_constraint_the_verifier_cannot_judge_is_unsupported_not_invalid(pki, tmp_path):
+    """Third review: an intermediate with a directoryName name constraint, which OpenSSL and nginx
+    accept, was REFUSED as `invalid` with "see the verifier's message": the certificate's fault.
+    cryptography's verifier cannot judge such a constraint: `unsupported`, with the openssl line."""
+    run("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", tmp_path / "k")
+    ext = tmp_path / "ext.cnf"
+    ext.write_text("[ncdir]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
+                   "nameConstraints=critical,permitted;dirName:dn\n[dn]\nCN=allowed\n[cli]\nbasicConstraints=CA:FALSE\n"
+                   "keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n")
+    root = pki.ca("NC Root")
+    root_pem, root_key = root.write(tmp_path / "root.pem"), tmp_path / "root.key"
+    from cryptography.hazmat.primitives import serialization
+
+    root_key.write_bytes(root.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                serialization.NoEncryption()))
+
+    def issue(subject: str, ca: tuple, section: str, out: str):
+        csr = run("openssl", "req", "-new", "-key", tmp_path / "k", "-subj", subject).stdout
+        run("openssl", "x509", "-req", "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial", "-days", "30",
+            "-extfile", ext, "-extensions", section, "-out", tmp_path / out, input=csr)
+        return tmp_path / out
+
+    inter = issue("/CN=NC Int", (root_pem, root_key), "ncdir", "int.pem")
+    leaf = issue("/CN=allowed", (inter, tmp_path / "k"), "cli", "leaf.pem")
+    ok = run("openssl", "verify", "-purpose", "sslclient", "-CAfile", root_pem, "-untrusted", inter, leaf, check=False)
+    assert ok.returncode == 0, ok.stdout
+    result = storesync("check", leaf, "--chain", inter, "--store", f"pem:{root_pem}")
+    assert result.returncode == 1 and "REFUSED, unsupported" in result.stdout, result.stdout + result.stderr
+    assert "openssl verify -CAfile ROOT.pem" in result.stdout
