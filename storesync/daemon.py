@@ -391,7 +391,7 @@ class Daemon:
                     track.triggers.update(triggers)
                 return result.exit_code
             appeared = self._named(track, result) if track.selectors else []
-            self._report(track, result, why, appeared)
+            self._report(track, result, why, appeared, triggers)
             return result.exit_code
         except Exception as exc:  # noqa: BLE001 - one profile's failure must not stop the others
             message = f"{type(exc).__name__}: {exc}"
@@ -404,7 +404,7 @@ class Daemon:
                             "error": message, "held_back": [], "runs": track.runs, "errors": dict(track.errors)}
             return EXIT_ERROR
 
-    def _report(self, track: Track, result, why: str, appeared: list[str] = ()) -> None:
+    def _report(self, track: Track, result, why: str, appeared: list[str] = (), triggers=()) -> None:
         name = track.profile.name
         problems: dict[str, tuple[str, str, dict]] = {}  # key -> (level, message, fields)
         written = []
@@ -429,7 +429,9 @@ class Daemon:
             self.log("warning", f"profile {name}: {warning}", event="store-warning", profile=name)
         track.warned = warnings
 
-        origin = changed_in(result) if written else []
+        # the stores whose events started the run (a target edited by hand, undone); in a merge,
+        # or with none (a start, a poll), the stores the change came from
+        origin = (list(triggers) if triggers and result.mode != "merge" else changed_in(result)) if written else []
         for outcome in written:
             plan = outcome.plan
             said = ("new store, found by its selector" if outcome.spec in appeared else

@@ -358,7 +358,12 @@ def profile_stores(config: str | None, warnings: list[str]) -> list[Found]:
             except StoreError as exc:  # a bare path whose kind cannot be told: status goes on
                 warnings.append(f"profile {name}: {exc}")
                 continue
-            found.append(Found(StoreSpec(spec.kind, spec.path, {**ref.options, **spec.options}), f"profile {name}"))
+            store = StoreSpec(spec.kind, spec.path, {**ref.options, **spec.options})
+            if spec.kind == "tuf":  # its "path" is a URL, printed as typed (a Path folds `http://`)
+                from storesync.stores.tuf import _as_tuf_spec
+
+                store = _as_tuf_spec(store)
+            found.append(Found(store, f"profile {name}"))
     return found
 
 

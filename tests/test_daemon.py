@@ -525,6 +525,22 @@ def test_once_reconciles_every_profile_and_exits_with_the_worst_code(pki, root, 
     assert {"last_run", "exit_code", "summary", "error", "held_back"} <= set(profiles["ok"])
 
 
+def test_a_target_edited_by_hand_is_named_as_the_change_it_undoes(pki, tmp_path, daemons, state_dir):
+    """Review: in a mirror, a root appended to the target by hand was undone and logged as
+    "change in" the source: the log names the store whose change started the run."""
+    cas = [pki.ca(f"Daemon Edit {n}") for n in range(3)]
+    a, b = tmp_path / "a.pem", tmp_path / "b.pem"
+    a.write_bytes(bundle(*cas[:2]))
+    daemon = start(daemons, tmp_path, write_config(tmp_path / "s.toml", {"web": [f"pem:{a}", f"pem:{b}"]},
+                                                   mode="mirror"))
+    until(lambda: agree(f"pem:{a}", f"pem:{b}"), what="the first reconcile")
+    daemon.settled()
+    with open(b, "ab") as f:
+        f.write(cas[2].pem)
+    written = daemon.wait_event("written", count=2)
+    assert written[-1]["removals"] == 1 and f"change in pem:{b}:" in written[-1]["msg"], written[-1]["msg"]
+
+
 def test_text_log_is_one_line_per_decision_and_cli_errors_are_sentences(root, tmp_path):
     a, b = tmp_path / "a.pem", tmp_path / "b.pem"
     a.write_bytes(root.pem)

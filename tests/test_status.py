@@ -299,6 +299,17 @@ targets = [{{ spec = "dir:{tmp_path / 'out'}", links = "both" }}]
     assert result.returncode == 0 and "config" in json.loads(result.stdout)["warnings"][0]
 
 
+
+def test_a_tuf_source_is_named_as_typed(env, tmp_path):
+    """Review: status printed a profile's `tuf:` store as `tuf:http:/…` (a Path folds `//`), so its
+    rows could not be joined with the daemon's status, which names it as typed."""
+    url = f"tuf:http://127.0.0.1:1/corp?root={tmp_path / '1.root.json'}"
+    (tmp_path / "1.root.json").write_text("{}")
+    config = tmp_path / "storesync.toml"
+    config.write_text(f'[profile.fleet]\nsource = "{url}"\ntargets = ["pem:{tmp_path / "out.pem"}?format=trusted"]\n')
+    data = status_json("--config", config, env=env)
+    assert [s["store"] for s in data["stores"] if s["found_as"] == "profile fleet"][0] == url
+
 def test_nss_databases_come_from_discover_nss(env, tmp_path, pki):
     """A Chromium-style ~/.pki/nssdb in a scratch home, found by issue 3's discovery."""
     need("certutil")
