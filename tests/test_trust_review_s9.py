@@ -309,3 +309,16 @@ def test_a_constraint_the_verifier_cannot_judge_is_unsupported_not_invalid(pki, 
     result = storesync("check", leaf, "--chain", inter, "--store", f"pem:{root_pem}")
     assert result.returncode == 1 and "REFUSED, unsupported" in result.stdout, result.stdout + result.stderr
     assert "openssl verify -CAfile ROOT.pem" in result.stdout
+
+
+def test_diff_says_how_many_each_holds_when_one_cannot_say_the_others(pki, tmp_path):
+    """Last review: a distrust list against an empty .p7b (which cannot say distrust) was "same:
+    71 certificates in both" while the .p7b held none."""
+    bad = pki.ca("Distrusted Root")
+    source = tmp_path / "src.pem"
+    run("openssl", "x509", "-in", bad.write(tmp_path / "bad.pem"), "-addreject", "anyExtendedKeyUsage", "-trustout",
+        "-out", source)
+    target = f"p7b:{tmp_path / 'out.p7b'}"
+    assert storesync("sync", f"pem:{source}", target).returncode == 0
+    result = storesync("diff", f"pem:{source}", target)
+    assert result.returncode == 0 and result.stdout == "same, as far as both can say: 1 certificates in A, 0 in B\n"

@@ -32,8 +32,10 @@ def run(store_a: str, store_b: str, as_json: bool = False, password_file: "Optio
                               for x, y in result["trust_differs"]],
         })
     else:
-        if not different:
+        if not different and len(set_a) == len(set_b):
             print(f"same: {len(set_a)} certificates in both")
+        elif not different:  # what one holds, the other cannot say (a distrust list, a plain bundle's purposes)
+            print(f"same, as far as both can say: {len(set_a)} certificates in A, {len(set_b)} in B")
         for entry in result["only_a"]:
             print(f"only in {a.spec}: {shown(entry)}  {entry.sha256[:16]}")
         for entry in result["only_b"]:
