@@ -322,3 +322,19 @@ def test_diff_says_how_many_each_holds_when_one_cannot_say_the_others(pki, tmp_p
     assert storesync("sync", f"pem:{source}", target).returncode == 0
     result = storesync("diff", f"pem:{source}", target)
     assert result.returncode == 0 and result.stdout == "same, as far as both can say: 1 certificates in A, 0 in B\n"
+
+
+def test_diff_agrees_with_sync_on_a_root_sync_refuses(pki, tmp_path):
+    """Last review: a root whose own signature fails (Windows Update ships one) is left out of a
+    .p7b by sync, which then says "in sync"; `diff` still counted it and exited 1."""
+    from test_damaged import broken_signature, sst_file
+
+    good, forged = pki.ca("Diff Good"), broken_signature(pki.ca("Diff Forged").der)
+    source = tmp_path / "roots.sst"
+    source.write_bytes(sst_file(good.der, forged))
+    target = f"p7b:{tmp_path / 'out.p7b'}"
+    synced = storesync("sync", f"sst:{source}", target, "--purpose", "any")
+    assert synced.returncode == 0 and "signature does not verify" in synced.stdout, synced.stdout + synced.stderr
+    assert "in sync" in storesync("sync", f"sst:{source}", target, "--purpose", "any").stdout
+    result = storesync("diff", f"sst:{source}", target)
+    assert result.returncode == 0, result.stdout

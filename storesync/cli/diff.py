@@ -22,6 +22,11 @@ def run(store_a: str, store_b: str, as_json: bool = False, password_file: "Optio
     a, set_a = open_and_read(store_a, password_file)
     b, set_b = open_and_read(store_b, password_file)
     result = compare(set_a, set_b, a.capabilities, b.capabilities, a.purpose, b.purpose)
+    if result["only_a"] or result["only_b"]:  # what a sync would leave out of the other is no difference
+        from storesync.engine.policy import refused
+
+        result["only_a"] = [e for e in result["only_a"] if not refused(e, b.reader)]
+        result["only_b"] = [e for e in result["only_b"] if not refused(e, a.reader)]
     different = any(result.values())
     if as_json:
         print_json({

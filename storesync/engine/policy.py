@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from storesync.engine.plan import Loss, Plan
-from storesync.model import TRUSTED, TrustSet
+from storesync.model import TRUSTED, Entry, TrustSet
 
 DEFAULT_REMOVAL_SHARE = 0.10
 
@@ -152,6 +152,15 @@ def refuse_unloadable(plan: Plan, reader: str) -> None:
             plan.losses.append(Loss(entry, refused[entry.sha256]))
     if refused:
         _drop(plan, refused)
+
+
+def refused(entry: Entry, reader: str) -> bool:
+    """Whether a sync leaves `entry` out of a store that `reader` reads (`refuse_unloadable`'s two
+    judges): `diff` does not count what a sync would never write as a difference."""
+    from storesync import loadable
+
+    return loadable.refusal(entry.cert, reader) is not None or (
+        reader != loadable.CRYPT32 and bool(entry.trusted_purposes) and loadable.bad_self_signature(entry.cert))
 
 
 def save_passed_checks() -> None:
