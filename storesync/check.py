@@ -580,11 +580,9 @@ def check_store(store: str, kind: str, trust_set: TrustSet, leaf, chain: list, p
     verdict.problems += _ca_list_fix(verdict, relaxed[-1])
     if not verdict.problems and "unsupported" in (verdict.verifier_error or ""):
         # what the verifier cannot judge (a directoryName name constraint): not the certificate's fault
-        compare = "openssl verify -CAfile ROOT.pem -untrusted CHAIN.pem" + (
-            f" -purpose {_OPENSSL_PURPOSE[purpose]}" if purpose in _OPENSSL_PURPOSE else "") + " CERT.pem"
         verdict.problems = [Problem(UNSUPPORTED, f"storesync's verifier cannot judge this chain "
                                                  f"({verdict.verifier_error}); OpenSSL may accept it",
-                                    fix=f"compare with OpenSSL: {compare}", cert=leaf,
+                                    fix=_compare_with_openssl(purpose), cert=leaf,
                                     data={"algorithm": None, "refused": None})]
     if not verdict.problems:  # the strict verifier refused for a reason we do not name
         verdict.problems = [Problem(INVALID, f"the verifier refused it: {verdict.verifier_error}",
@@ -767,15 +765,20 @@ def _key_label(cert) -> str | None:
     return f"{'an' if name[:1] in 'AEIOUX' else 'a'} {name} key"
 
 
+def _compare_with_openssl(purpose: str) -> str:
+    """The command that shows what OpenSSL makes of a chain storesync's verifier cannot judge."""
+    openssl = _OPENSSL_PURPOSE.get(purpose)
+    return ("compare with OpenSSL: openssl verify -CAfile ROOT.pem -untrusted CHAIN.pem"
+            + (f" -purpose {openssl}" if openssl else "") + " CERT.pem")
+
+
 def _unsupported(path: list, anchored: bool, purpose: str, verifier_error: str | None) -> list[Problem]:
     """The certificates of `path` whose signature algorithm or (as an issuer) key cryptography's
     web-PKI verifier refuses: OpenSSL may accept them, `check` cannot. The verifier checks no
     anchor's self-signature and no leaf's key, so neither counts."""
     problems = []
-    openssl = _OPENSSL_PURPOSE.get(purpose)
     but = "OpenSSL may accept this chain, but storesync's verifier (cryptography's web-PKI rules) does not"
-    compare = ("compare with OpenSSL: openssl verify -CAfile ROOT.pem -untrusted CHAIN.pem"
-               + (f" -purpose {openssl}" if openssl else "") + " CERT.pem")
+    compare = _compare_with_openssl(purpose)
     for index, cert in enumerate(path):
         is_top = index == len(path) - 1
         who = f"the root {short_name(cert)}" if is_top and anchored else short_name(cert)

@@ -134,19 +134,13 @@ def refuse_unloadable(plan: Plan, reader: str) -> None:
 
     loadable.remember_in(state.state_dir())
     refused = {}
-    for entry in plan.adds:  # a certificate the store holds already is not spread by a change
-        why = loadable.refusal(entry.cert, reader)
-        if why is not None:
-            refused[entry.sha256] = f"{why}: left out, {loadable.NAMES[reader]} would not load it"
-    # crypt32 never checks a root's own signature, and Windows Update ships such a root (CCA
-    # India 2015 SPL): a Windows store keeps what Windows itself distributes.
-    judge_signature = reader != loadable.CRYPT32
-    # only what raises trust is judged: taking trust away is never refused
+    # a certificate the store holds already is not spread by a change, so only an addition's
+    # loading is judged; and only what raises trust is: taking trust away is never refused
     raising = [after for before, after in plan.changes if set(after.trusted_purposes) - set(before.trusted_purposes)]
-    for entry in [*plan.adds, *raising]:
-        if (judge_signature and entry.sha256 not in refused and entry.trusted_purposes
-                and loadable.bad_self_signature(entry.cert)):
-            refused[entry.sha256] = "a self-signed root whose signature does not verify: refused as an anchor"
+    for entry, loads in [*((e, True) for e in plan.adds), *((e, False) for e in raising)]:
+        why = _refusal(entry, reader, loads)
+        if why is not None:
+            refused[entry.sha256] = why
     for entry in [*plan.adds, *(after for before, after in plan.changes)]:
         if entry.sha256 in refused:
             plan.losses.append(Loss(entry, refused[entry.sha256]))
@@ -155,12 +149,24 @@ def refuse_unloadable(plan: Plan, reader: str) -> None:
 
 
 def refused(entry: Entry, reader: str) -> bool:
-    """Whether a sync leaves `entry` out of a store that `reader` reads (`refuse_unloadable`'s two
-    judges): `diff` does not count what a sync would never write as a difference."""
+    """Whether a sync leaves `entry` out of a store that `reader` reads: `diff` does not count
+    what a sync would never write as a difference."""
+    return _refusal(entry, reader) is not None
+
+
+def _refusal(entry: Entry, reader: str, loads: bool = True) -> str | None:
+    """Why a sync leaves `entry` out of a store `reader` reads (None: it does not): the readers
+    would not load it (judged when `loads`), or it is a root whose own signature fails. crypt32
+    never checks a root's own signature, and Windows Update ships such a root (CCA India 2015
+    SPL): a Windows store keeps what Windows itself distributes."""
     from storesync import loadable
 
-    return loadable.refusal(entry.cert, reader) is not None or (
-        reader != loadable.CRYPT32 and bool(entry.trusted_purposes) and loadable.bad_self_signature(entry.cert))
+    why = loadable.refusal(entry.cert, reader) if loads else None
+    if why is not None:
+        return f"{why}: left out, {loadable.NAMES[reader]} would not load it"
+    if reader != loadable.CRYPT32 and entry.trusted_purposes and loadable.bad_self_signature(entry.cert):
+        return "a self-signed root whose signature does not verify: refused as an anchor"
+    return None
 
 
 def save_passed_checks() -> None:

@@ -60,9 +60,11 @@ def letter_trust(letters: dict[str, str], cert: Certificate | None, warnings: li
     reading it as an anchor would let bundles and keystores trust all it issues."""
     trust = {p: _MODEL[l] for p, l in letters.items() if l in _MODEL}
     peer = [p for p, l in letters.items() if l == "P"]
+    if not peer:
+        return trust  # nearly every entry: its extensions are not read for this
     if cert is not None and cert.says_leaf:
         trust.update(dict.fromkeys(peer, TRUSTED))
-    elif peer:
+    else:
         warnings.append(f"{where}: trusted as a peer (P) for {', '.join(peer)} while it may issue certificates: "
                         "that is no anchor, so it is not synced")
     return trust
