@@ -270,10 +270,12 @@ class Daemon:
         for name, profile in config.profiles.items():
             bases = store_paths(profile, self.defaults)
             track = Track(profile, resolve_links(bases), bases, selectors=any(r.selector for r in profile.stores))
-            if name in old and old[name].profile == profile:
-                kept = old[name]
-                track.reported, track.status, track.runs = kept.reported, kept.status, kept.runs
+            kept = old.get(name)
+            if kept is not None:  # the same profile, even edited: its counters never go back (Prometheus)
+                track.status, track.runs = kept.status, kept.runs
                 track.errors, track.last_success = kept.errors, kept.last_success
+            if kept is not None and kept.profile == profile:  # unchanged: its stores, and what was said of them
+                track.reported = kept.reported
                 track.bases, track.targets, track.named = kept.bases, kept.targets, kept.named
             track.due = time.monotonic()  # reconcile every profile once on start and reload
             tracks[name] = track

@@ -255,3 +255,46 @@ def test_a_held_back_policy_is_not_reported_as_the_version_applied(tmp_path, cas
         assert source["version"] == first + 1 and source["applied"] == first, source
     finally:
         fleet.stop()
+
+
+def test_a_sighup_keeps_the_counters_of_a_profile_it_edits(pki, tmp_path, daemons, state_dir):
+    """Counters are monotonic for the daemon's lifetime: a profile edited by a reload (same name)
+    keeps its runs, errors and last success; a removed one leaves /metrics; a new one starts at 0."""
+    import signal
+
+    a, b, c, d, e = (tmp_path / f"{n}.pem" for n in "abcde")
+    a.write_bytes(bundle(pki.ca("Reload Metrics Root")))
+    config = write_config(tmp_path / "s.toml", {"kept": [f"pem:{a}", f"pem:{b}"], "gone": [f"pem:{a}", f"pem:{c}"]},
+                          mode="mirror")
+    port = free_port()
+    daemon = start_with_metrics(daemons, tmp_path, config, port)
+    until(lambda: b.exists() and c.exists(), what="the first reconciles")
+    b.write_bytes(BAD)  # kept's target breaks: an error at every run from now on
+    until(lambda: value(scrape(port), "storesync_errors_total", profile="kept", kind="unreadable"),
+          what="the error counter")
+    daemon.settled()
+    before = scrape(port)
+
+    write_config(config, {"kept": [f"pem:{a}", f"pem:{b}", f"pem:{d}"], "new": [f"pem:{a}", f"pem:{e}"]},
+                 mode="mirror")  # kept gains a target, gone goes, new comes
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_event("reloaded")
+    until(lambda: d.exists() and e.exists(), what="the reconciles of the reload")
+    daemon.settled()
+    after = scrape(port)
+
+    def reconciles(profile: str) -> int:  # the daemon's log: one line per reconcile since it started
+        return sum(line.get("profile") == profile for line in daemon.events("reconcile"))
+
+    runs = value(after, "storesync_runs_total", profile="kept")
+    assert runs == reconciles("kept") > value(before, "storesync_runs_total", profile="kept")
+    assert value(after, "storesync_errors_total", profile="kept", kind="unreadable") > \
+        value(before, "storesync_errors_total", profile="kept", kind="unreadable")
+    assert value(after, "storesync_last_success_timestamp_seconds", profile="kept") == \
+        value(before, "storesync_last_success_timestamp_seconds", profile="kept")  # its first run, before b broke
+    assert value(after, "storesync_runs_total", profile="new") == reconciles("new")
+    assert not [k for k in after if ("profile", "gone") in k[1]]
+    kept = json.loads(storesync("status", "--json").stdout)["daemon"]["status"]["profiles"]["kept"]
+    assert kept["runs"] == runs and kept["errors"]["unreadable"] == \
+        value(after, "storesync_errors_total", profile="kept", kind="unreadable")
+    assert daemon.stop() == 0
