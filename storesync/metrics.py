@@ -8,6 +8,8 @@ prometheus_client is imported only when the flag is given (the daemon's start-up
 
 from __future__ import annotations
 
+import errno
+import socket
 import time
 from datetime import datetime
 
@@ -15,12 +17,12 @@ PREFIX = "storesync_"
 
 
 def parse_address(text: str) -> tuple[str, int]:
-    """`127.0.0.1:9108`, `[::1]:9108`, `:9108` (every address) -> (host, port); ValueError else."""
+    """`127.0.0.1:9108`, `[::1]:9108`, `:9108` (host "": every address) -> (host, port); ValueError else."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"--metrics takes HOST:PORT (e.g. 127.0.0.1:9108), not {text!r}")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    return host or "0.0.0.0", int(port)
+    return host, int(port)
 
 
 def serve(address: str, daemon) -> object:
@@ -31,7 +33,38 @@ def serve(address: str, daemon) -> object:
     host, port = parse_address(address)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector(daemon))
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+    if not host and socket.has_ipv6:
+        try:
+            return dual_stack(port, registry)
+        except OSError as exc:
+            if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                raise  # a port in use is the user's to hear of
+    server, _thread = start_http_server(port, addr=host or "0.0.0.0", registry=registry)  # no IPv6 here
+    return server
+
+
+def dual_stack(port: int, registry) -> object:
+    """Serve on every address, IPv6 and IPv4, as most servers take an empty host: one IPv6
+    socket on `::` that takes IPv4 too (IPV6_V6ONLY off, whatever the system's default)."""
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.AF_INET6
+
+        def server_bind(self):
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            super().server_bind()
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format, *args):  # noqa: A002 - no line per scrape on the daemon's log
+            pass
+
+    server = make_server("::", port, make_wsgi_app(registry), Server, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
 

@@ -25,9 +25,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def scrape(port: int) -> dict[tuple[str, tuple], float]:
+def scrape(port: int, host: str = "127.0.0.1") -> dict[tuple[str, tuple], float]:
     """{(sample name, sorted labels): value}, as prometheus_client's parser reads the page."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
@@ -37,8 +37,8 @@ def value(samples, name: str, **labels):
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
-def start_with_metrics(daemons, tmp_path, config, port) -> Daemon:
-    d = Daemon(tmp_path, config, "--metrics", f"127.0.0.1:{port}")
+def start_with_metrics(daemons, tmp_path, config, port, host: str = "127.0.0.1") -> Daemon:
+    d = Daemon(tmp_path, config, "--metrics", f"{host}:{port}")
     daemons.append(d)
     d.started()
     until(lambda: scrape(port), what="the metrics endpoint")
@@ -118,6 +118,19 @@ def test_metrics_address_errors_are_one_sentence(root, tmp_path):
     assert busy.returncode == 2 and busy.stderr.count("\n") == 1, busy.stderr
     assert f"cannot serve metrics on 127.0.0.1:{port}" in busy.stderr and "Traceback" not in busy.stderr
     assert not (tmp_path / "b.pem").exists()  # nothing ran
+
+
+def test_an_empty_host_serves_every_address_ipv4_and_ipv6(root, tmp_path, daemons):
+    source = root.write(tmp_path / "a.pem")
+    config = write_config(tmp_path / "s.toml", {"p": [f"pem:{source}", f"pem:{tmp_path / 'b.pem'}"]}, mode="mirror")
+    port = free_port()
+    start_with_metrics(daemons, tmp_path, config, port, host="")  # `--metrics :PORT`; answers on 127.0.0.1
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("this machine cannot bind ::1: no IPv6 to check")
+    assert value(scrape(port, "[::1]"), "storesync_runs_total", profile="p") is not None
 
 
 def test_prometheus_client_is_imported_only_with_the_flag(root, tmp_path):
