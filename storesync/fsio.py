@@ -26,34 +26,39 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, sync_dir: bool = Tr
 CAS_ATTEMPTS = 20  # rewrites of a file another program keeps changing before giving up
 
 
-def replace_if_unchanged(path: Path, expected: bytes | None, data: bytes, mode: int = 0o644) -> bool:
-    """`atomic_write`, only if `path` still holds `expected` (None: does not exist); False, and
-    nothing changed, if another program wrote it. A program that rewrites the file in place
-    (keytool does) just as it is replaced wrote into the replaced file: its bytes are put back
-    and False returned, so the caller starts again from them."""
+def replace_if_unchanged(path: Path, expected: bytes | None, data, mode: int = 0o644) -> bytes | None:
+    """`atomic_write` of `data` (bytes, or pieces of bytes written as they come: a large store is
+    never whole in memory), only if `path` still holds the bytes whose `digest_of` is `expected`
+    (None: does not exist). Returns the digest of what it holds then; None, and nothing changed,
+    if another program wrote it. A program that rewrites the file in place (keytool does) just
+    as it is replaced wrote into the replaced file: its bytes are put back and None returned, so
+    the caller starts again from them."""
     remove_dead_temps(path.parent)
-    tmp = _stage(path, data, mode, fsync=True)
-    if tmp is None:
-        return True  # it holds these bytes already
+    tmp, written = _staged(path, _file_stat(path), [data] if isinstance(data, (bytes, bytearray)) else data, mode,
+                           fsync=True, digested=True)
     try:
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
             if expected is not None:
-                return False
+                return None
             try:
                 os.link(tmp, path)  # unlike a rename, never replaces a file created meanwhile
             except FileExistsError:
-                return False
+                return None
             except OSError:  # a filesystem without hard links: a rename it is
                 os.replace(tmp, path)
                 tmp = None
             _sync_replaced(path.parent)
-            return True
+            return written
         try:
             before = os.fstat(fd)
-            if _read_fd(fd) != expected:
-                return False
+            with os.fdopen(os.dup(fd), "rb") as file:
+                now = file_digest(file)
+            if now == written:
+                return written  # it holds these bytes already
+            if now != expected:
+                return None
             os.replace(tmp, path)
             tmp = None
             _sync_replaced(path.parent)
@@ -63,13 +68,32 @@ def replace_if_unchanged(path: Path, expected: bytes | None, data: bytes, mode: 
 
                 time.sleep(0.05)  # let it finish writing
                 atomic_write(path, _read_fd(fd), mode)
-                return False
-            return True
+                return None
+            return written
         finally:
             os.close(fd)
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+def digest_of(data: bytes | None) -> bytes | None:
+    """What a file store keeps of the bytes it read, to see whether the file changed since:
+    a digest, not a second copy of a large file for the whole run."""
+    import hashlib
+
+    return None if data is None else hashlib.blake2b(data, digest_size=32).digest()
+
+
+def file_digest(file) -> bytes:
+    """`digest_of` an open file's bytes from where it is, read in pieces (of 64 KiB: not
+    `hashlib.file_digest`'s 256 KiB buffer, more than a small store's whole file)."""
+    import hashlib
+
+    hasher = hashlib.blake2b(digest_size=32)
+    while chunk := file.read(1 << 16):
+        hasher.update(chunk)
+    return hasher.digest()
 
 
 _deferred: list[Path] | None = None  # folders whose renames `folders_synced_together` syncs at its end
@@ -161,18 +185,33 @@ def atomic_write_paths(files: dict[Path, bytes], mode: int = 0o644, sync_dir: bo
 def _stage(path: Path, data: bytes, mode: int, fsync: bool) -> str | None:
     """A temp file beside `path` holding `data`, with `path`'s mode and owner, synced to disk
     if `fsync` (None: the file already holds `data`)."""
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        st = None
-    if st is not None and stat.S_ISLNK(st.st_mode):
-        st = None  # the link itself is replaced: its target's bytes, mode and owner are not this file's
+    st = _file_stat(path)
     if st is not None:
         try:
             if st.st_size == len(data) and path.read_bytes() == data:
                 return None
         except OSError:
             pass
+    return _staged(path, st, [data], mode, fsync)[0]
+
+
+def _file_stat(path: Path) -> os.stat_result | None:
+    """The stat of the file a write replaces (None: there is none, or it is a link: the link itself
+    is replaced, and its target's bytes, mode and owner are not this file's)."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return None
+    return None if stat.S_ISLNK(st.st_mode) else st
+
+
+def _staged(path: Path, st: os.stat_result | None, pieces, mode: int, fsync: bool,
+            digested: bool = False) -> tuple[str, bytes | None]:
+    """(a temp file beside `path` holding the pieces of bytes as they come, with the mode and
+    owner of `st` (else `mode`), synced to disk if `fsync`; their `digest_of` if `digested`)."""
+    import hashlib
+
+    hasher = hashlib.blake2b(digest_size=32) if digested else None
     fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -182,14 +221,17 @@ def _stage(path: Path, data: bytes, mode: int, fsync: bool) -> str | None:
                     os.fchown(fd, st.st_uid, st.st_gid)
             else:
                 os.fchmod(fd, mode)
-            f.write(data)
+            for piece in pieces:
+                f.write(piece)
+                if hasher is not None:
+                    hasher.update(piece)
             if fsync:
                 f.flush()
                 os.fsync(fd)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return tmp
+    return tmp, hasher.digest() if hasher is not None else None
 
 
 def temp_beside(path: Path, create):

@@ -319,7 +319,7 @@ def test_huge_certificate_length_is_refused(small_jks, tmp_path):
 def test_an_entry_that_is_not_a_certificate_is_kept_not_read(tmp_path, body):
     from storesync.stores.jks import render_jks, trusted_record
 
-    data = render_jks(2, [trusted_record("odd", body)], "changeit")
+    data = b"".join(render_jks(2, [trusted_record("odd", body)], "changeit"))
     path = tmp_path / "odd.jks"
     path.write_bytes(data)
     store = open_store(str(path))

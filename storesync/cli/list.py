@@ -29,7 +29,7 @@ def run(store: str, expiring: "Optional[int]" = None, expired: bool = False, as_
     else:
         _table(opened, trust_set)
         for entry in trust_set.values():
-            loadable.forget_parse(entry.cert)
+            _forget(entry.cert, loadable)
     loadable.save()
 
 
@@ -37,7 +37,14 @@ def _shown(entries, loadable):
     """Each entry's JSON; then its parse is remembered and dropped, so never all are held."""
     for entry in entries:
         yield entry_json(entry)
-        loadable.forget_parse(entry.cert)
+        _forget(entry.cert, loadable)
+
+
+def _forget(cert, loadable) -> None:
+    """Its parse remembered, drop all that was computed from the certificate's bytes to show it
+    (about 0.8 KB a certificate; computed again if asked)."""
+    loadable.forget_parse(cert)
+    cert.__dict__.clear()
 
 
 def _table(opened, trust_set) -> None:

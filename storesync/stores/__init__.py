@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from storesync.fsio import CAS_ATTEMPTS, atomic_write, replace_if_unchanged, stat_version
+from storesync.fsio import CAS_ATTEMPTS, atomic_write, digest_of, file_digest, replace_if_unchanged, stat_version
 from storesync.model import (
     PURPOSES, Capabilities, Certificate, Entry, Record, StoreError, TrustSet, is_purpose, purpose_from_oid,
 )
@@ -467,49 +467,65 @@ class Store:
                 atomic_write(path, data)
 
 
-def _digest(data: bytes | None) -> bytes | None:
-    """What a file store keeps of the bytes it read, to see whether the file changed since:
-    a digest, not a second copy of a large file for the whole run."""
-    import hashlib
-
-    return None if data is None else hashlib.blake2b(data, digest_size=32).digest()
-
-
 class FileStore(Store):
     """A store that is one file: subclasses turn bytes into a trust set and back."""
 
+    #: `parse` takes the file opened at its start too, and reads it piece by piece: a large
+    #: store is never held whole in memory beside its parse
+    streamed = False
+
     def read(self) -> TrustSet:
-        data = self.current_bytes()
-        self._read_digest = _digest(data)
-        if data is None:
-            return TrustSet()  # a target not created yet
-        return self.parse(data)
+        if not self.streamed:
+            data = self.current_bytes()
+            self._read_digest = digest_of(data)
+            return TrustSet() if data is None else self.parse(data)  # None: a target not created yet
+        self._read_digest = self._digest_now()
+        file = self.current_file()
+        if file is None:
+            return TrustSet()
+        with file:
+            return self.parse(file)
 
     def write(self, plan: "Plan") -> None:
         """The plan applied to the file as it is when written: if another program changed it
         since it was read, the plan is rebased onto what it holds now (its additions stay),
-        and the file is replaced only if it still holds the bytes the new ones were made from."""
+        and the file is replaced only if it still holds the bytes the new ones were made from.
+        The new bytes go to disk as `render` makes them, never whole in memory."""
         import time
 
         path = self.path.resolve()
         base = self.__dict__.get("_read_digest", False)  # False: never read, the plan is for what is there
         for attempt in range(CAS_ATTEMPTS):
-            data = self.current_bytes()
+            now = self._digest_now()
             try:
-                if base is not False and _digest(data) != base:
+                if base is not False and now != base:  # another program wrote it: read it again (seldom)
+                    data = self.current_bytes()
+                    now = digest_of(data)
                     plan = plan.rebased(self.parse(data) if data is not None else TrustSet())
-                base = _digest(data)
-                out = self.render(plan)
+                    data = None
+                base = now
+                written = replace_if_unchanged(path, now, self.render(plan))
             except StoreError:
-                if self.current_bytes() == data:
+                if self._digest_now() == now:
                     raise
-                out = None  # caught mid-write by another program: read it again
-            if out is not None and replace_if_unchanged(path, data, out):
-                self._read_digest = _digest(out)
+                written = None  # caught mid-write by another program: read it again
+            if written is not None:
+                self._read_digest = written
                 return
             time.sleep(0.01 * (attempt + 1))
         raise self.error("kept changing while storesync wrote it (another program writing it too?); "
                          "nothing was written: run the sync again")
+
+    def _digest_now(self) -> bytes | None:
+        """`digest_of` the file as it is now, read in pieces (None: it does not exist)."""
+        file = self.current_file()
+        if file is None:
+            return None
+        with file:
+            try:
+                return file_digest(file)
+            except OSError as exc:
+                raise self.error(cannot_read(exc)) from None
 
     def version(self) -> object:
         return stat_version(self.path)  # a write replaces the file: a new inode
@@ -524,8 +540,19 @@ class FileStore(Store):
 
     def current_bytes(self) -> bytes | None:
         """The file as it is now (None: it does not exist yet); errors are sentences."""
+        file = self.current_file()
+        if file is None:
+            return None
+        with file:
+            try:
+                return file.read()
+            except OSError as exc:
+                raise self.error(cannot_read(exc)) from None
+
+    def current_file(self):
+        """The file opened for reading (None: it does not exist yet); errors are sentences."""
         try:
-            return self.path.read_bytes()
+            return open(self.path, "rb")
         except FileNotFoundError:
             return None
         except IsADirectoryError:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import itertools
 import struct
 from collections.abc import Iterator
@@ -115,8 +116,12 @@ def _utf(text: str) -> bytes:
 
 
 class _Reader:
-    def __init__(self, data: bytes, end: int):
-        self.data, self.pos, self.end = data, 0, end
+    """A keystore read piece by piece from a binary file (never held whole), every piece
+    hashed into `digest` if one is given and kept in `piece` for the record being read."""
+
+    def __init__(self, file, end: int, digest=None):
+        self.file, self.pos, self.end, self.digest = file, 0, end, digest
+        self.pieces: list[bytes] = []
 
     def take(self, n: int, what: str) -> bytes:
         if n < 0 or self.pos + n > self.end:
@@ -124,9 +129,19 @@ class _Reader:
                 f"truncated or damaged: {what} at offset {self.pos} needs {n} bytes, "
                 f"{max(self.end - self.pos, 0)} are left"
             )
-        chunk = self.data[self.pos : self.pos + n]
+        chunk = self.file.read(n)
+        if len(chunk) != n:
+            raise JksFormatError(f"truncated while it was read: {what} at offset {self.pos}")
         self.pos += n
+        if self.digest is not None:
+            self.digest.update(chunk)
+        self.pieces.append(chunk)
         return chunk
+
+    def record(self) -> bytes:
+        """The bytes taken since the last call: one record exactly as stored."""
+        raw, self.pieces = b"".join(self.pieces), []
+        return raw
 
     def u16(self, what: str) -> int:
         return struct.unpack(">H", self.take(2, what))[0]
@@ -142,9 +157,14 @@ class _Reader:
 
 
 def integrity_hash(password: str, body: bytes | memoryview) -> bytes:
-    digest = hashlib.sha1(password.encode("utf-16-be") + _WHITENER)
+    digest = _hasher(password)
     digest.update(body)  # not joined to the password: no second copy of the file
     return digest.digest()
+
+
+def _hasher(password: str):
+    """The integrity hash of a keystore with this password, before its bytes are fed to it."""
+    return hashlib.sha1(password.encode("utf-16-be") + _WHITENER)
 
 
 def parse_jks(data: bytes) -> tuple[int, list[JksRecord]]:
@@ -153,16 +173,23 @@ def parse_jks(data: bytes) -> tuple[int, list[JksRecord]]:
     return version, list(records)
 
 
-def iter_jks(data: bytes) -> tuple[int, Iterator[JksRecord]]:
-    """The version, and the entries one by one (a read keeps none of them: a keystore's records
-    held all at once were ~1.9 KB a certificate). A damage found on the way is raised then."""
-    if len(data) < 4:
-        raise JksFormatError(f"truncated: {len(data)} bytes, too short for a keystore")
-    if struct.unpack(">I", data[:4])[0] != MAGIC:  # a JCEKS or PKCS#12 file: the store's error names it
-        raise JksFormatError(f"is not a JKS keystore (it starts with {data[:4].hex(' ')}, not fe ed fe ed)")
-    if len(data) < 12 + 20:
-        raise JksFormatError(f"truncated: {len(data)} bytes, too short for a keystore")
-    reader = _Reader(data, len(data) - 20)
+def iter_jks(data, digest=None) -> tuple[int, Iterator[JksRecord]]:
+    """The version, and the entries one by one, of a keystore's bytes or of the file opened at its
+    start, read piece by piece (a read keeps none of them: a keystore's records held all at once
+    were ~1.9 KB a certificate). A damage found on the way is raised then. With `digest`, every
+    byte the integrity hash covers is fed to it, and the file is left at that hash."""
+    file = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    size = file.seek(0, io.SEEK_END)
+    file.seek(0)
+    magic = file.read(4)
+    if len(magic) < 4:
+        raise JksFormatError(f"truncated: {size} bytes, too short for a keystore")
+    if struct.unpack(">I", magic)[0] != MAGIC:  # a JCEKS or PKCS#12 file: the store's error names it
+        raise JksFormatError(f"is not a JKS keystore (it starts with {magic.hex(' ')}, not fe ed fe ed)")
+    if size < 12 + 20:
+        raise JksFormatError(f"truncated: {size} bytes, too short for a keystore")
+    file.seek(0)
+    reader = _Reader(file, size - 20, digest)
     reader.take(4, "magic")
     version = reader.u32("version")
     if version not in (1, 2):
@@ -171,9 +198,8 @@ def iter_jks(data: bytes) -> tuple[int, Iterator[JksRecord]]:
 
 
 def _records(reader: _Reader, version: int, count: int) -> Iterator[JksRecord]:
-    data = reader.data
+    reader.record()  # the file's header is no record's
     for index in range(count):
-        start = reader.pos
         what = f"entry {index + 1} of {count}"
         tag = reader.u32(what)
         alias = reader.utf(f"alias of {what}")
@@ -192,7 +218,7 @@ def _records(reader: _Reader, version: int, count: int) -> Iterator[JksRecord]:
         for _ in range(chain_length):
             cert_type = reader.utf(f"certificate type in {what}") if version == 2 else "X.509"
             certs.append((cert_type, reader.take(reader.u32(f"certificate of {what}"), f"certificate of {what}")))
-        yield JksRecord(tag, alias, data[start : reader.pos], timestamp, certs, key)
+        yield JksRecord(tag, alias, reader.record(), timestamp, certs, key)
     if reader.pos != reader.end:
         raise JksFormatError(
             f"damaged: {reader.end - reader.pos} unexpected bytes after the {count} entries "
@@ -200,19 +226,24 @@ def _records(reader: _Reader, version: int, count: int) -> Iterator[JksRecord]:
         )
 
 
-def render_jks(version: int, records, password: str) -> bytearray:
-    """A version-2 keystore of `records` (any iterable: each may be made as it is written),
-    grown in one buffer: every record's bytes and then their join held the file twice."""
-    out = bytearray(struct.pack(">III", MAGIC, 2, 0))
-    count = 0
+def render_jks(version: int, records, password: str, count: int | None = None) -> Iterator[bytes]:
+    """A version-2 keystore of `records`, piece by piece, each record made and written as it
+    comes (`count`: how many there are, when `records` is an iterator), the integrity hash last."""
+    if count is None:
+        records = list(records)
+        count = len(records)
+    header = struct.pack(">III", MAGIC, 2, count)
+    digest = _hasher(password)
+    digest.update(header)
+    yield header
     for record in records:
-        out += record.raw if version == 2 else record.v2_bytes()
-        count += 1
-    out[8:12] = count.to_bytes(4, "big")
-    digest = hashlib.sha1(password.encode("utf-16-be") + _WHITENER)
-    digest.update(out)
-    out += digest.digest()
-    return out
+        piece = record.raw if version == 2 else record.v2_bytes()
+        digest.update(piece)
+        yield piece
+        count -= 1
+    if count:
+        raise ValueError("the keystore's header counts other records than were written")
+    yield digest.digest()
 
 
 def trusted_record(alias: str, cert_der: bytes, timestamp: int = FIXED_TIMESTAMP) -> JksRecord:
@@ -226,6 +257,7 @@ def trusted_record(alias: str, cert_der: bytes, timestamp: int = FIXED_TIMESTAMP
 
 class JksStore(FileStore):
     kind = "jks"
+    streamed = True
     options = ("password-file", "aliases")
     values = {"aliases": ALIASES}
     reader = "java"
@@ -242,24 +274,31 @@ class JksStore(FileStore):
     def _verified(self, data: bytes) -> str:
         """The password, once the file's integrity hash is checked with it."""
         password, explicit = store_password(self)
-        if not hmac.compare_digest(integrity_hash(password, memoryview(data)[:-20]), data[-20:]):
+        self._check_hash(integrity_hash(password, memoryview(data)[:-20]), data[-20:], explicit)
+        return password
+
+    def _check_hash(self, computed: bytes, stored: bytes, explicit: bool) -> None:
+        if not hmac.compare_digest(computed, stored):
             hint = "" if explicit else f" (it was opened with Java's default {DEFAULT_PASSWORD!r})"
             raise self.error(
                 f"integrity check failed: either the store password is wrong{hint}, or the file was tampered "
                 f"with or damaged{WRONG_PASSWORD}"
             )
-        return password
 
-    def parse(self, data: bytes) -> TrustSet:
+    def parse(self, data) -> TrustSet:
         """The anchors, read only once the whole file is well-formed (the same errors, in the same
-        order, as ever) and its integrity hash verified; each record is dropped as it is read."""
+        order, as ever) and its integrity hash verified: the file (or bytes) is read twice, piece
+        by piece, and each record dropped as it is read."""
+        file = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+        password, explicit = store_password(self)
+        digest = _hasher(password)
         try:
-            for _record in iter_jks(data)[1]:
+            for _record in iter_jks(file, digest)[1]:
                 pass
         except JksFormatError as exc:
             raise self.damaged(str(exc)) from None
-        self._verified(data)
-        return TrustSet(entry for entry in map(self._anchor, iter_jks(data)[1]) if entry is not None)
+        self._check_hash(digest.digest(), file.read(20), explicit)
+        return TrustSet(entry for entry in map(self._anchor, iter_jks(file)[1]) if entry is not None)
 
     def _anchor(self, record: JksRecord) -> Entry | None:
         """The trust-set entry of a trusted-certificate record (None, with a warning, otherwise)."""
@@ -280,7 +319,7 @@ class JksStore(FileStore):
             return None
         return Entry(cert, label=record.alias)  # the label is the alias: a write keeps it by the record
 
-    def render(self, plan) -> bytes:
+    def render(self, plan) -> bytes | Iterator[bytes]:
         data = self.current_bytes()
         version, records, password = (2, [], store_password(self)[0]) if data is None else self._load(data)
         anchors = {}
@@ -302,7 +341,7 @@ class JksStore(FileStore):
         aliases = sorted((make_alias(entry, scheme, taken, lower=True), entry.sha256)
                          for entry in desired.values() if entry.sha256 not in anchors)  # unique: taken
         new = (trusted_record(alias, desired[sha].cert.der) for alias, sha in aliases)  # made as written
-        return render_jks(version, itertools.chain(kept, new), password)
+        return render_jks(version, itertools.chain(kept, new), password, len(kept) + len(aliases))
 
     def _anchor_quietly(self, record: JksRecord) -> Entry | None:
         saved = list(self.warnings)

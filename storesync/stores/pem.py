@@ -14,14 +14,16 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Iterator
 
 from storesync import der
+from storesync.fsio import digest_of, file_digest
 from storesync.model import (
     Capabilities,
     ANCHOR, ANY_EKU, DISTRUSTED, PURPOSES, TRUSTED, Certificate, Entry, TrustSet, oid_from_purpose, printable,
     purpose_from_oid, purpose_order,
 )
-from storesync.stores import FileStore, Values, _digest
+from storesync.stores import FileStore, Values
 
 # A block's body runs to the first END line of its kind: runs of non-dashes, each dash checked
 # not to start that END line, taken whole (atomic: no backtracking into a body with no END line).
@@ -73,7 +75,7 @@ class PemStore(FileStore):
                 self._read_digest = digest
                 return self._cached(known)
         data = self.current_bytes()
-        digest = self._read_digest = _digest(data)
+        digest = self._read_digest = digest_of(data)
         if data is None:
             return TrustSet()  # a target not created yet
         known = _READ.get(digest)
@@ -161,14 +163,10 @@ class PemStore(FileStore):
             return Entry(cert)
         return _trusted_entry(cert, raw[cert_tlv.end :])
 
-    def render(self, plan) -> bytearray:
-        # Grown in place: a list of every block and then their join held the file twice.
-        out = bytearray()
-        for block in _blocks(plan.desired.values(), speaks_trusted(self), self.option("comments") == "yes"):
-            out += block
-        for block in self.others:  # another program's CRLs: last, as they were
-            out += block
-        return out
+    def render(self, plan) -> Iterator[bytes]:
+        """The bundle block by block, each written as it is made: never the whole file in memory."""
+        yield from _blocks(plan.desired.values(), speaks_trusted(self), self.option("comments") == "yes")
+        yield from self.others  # another program's CRLs: last, as they were
 
 
 def _size(path) -> int:
@@ -179,12 +177,10 @@ def _size(path) -> int:
 
 
 def _file_digest(path) -> bytes | None:
-    """`_digest` of the file's bytes, read in pieces (None: it cannot be read; reading it says why)."""
-    import hashlib
-
+    """`digest_of` the file's bytes, read in pieces (None: it cannot be read; reading it says why)."""
     try:
         with open(path, "rb") as file:
-            return hashlib.file_digest(file, lambda: hashlib.blake2b(digest_size=32)).digest()
+            return file_digest(file)
     except OSError:
         return None
 

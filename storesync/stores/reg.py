@@ -26,6 +26,7 @@ certificates go to `Disallowed` beside it.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from dataclasses import dataclass, field
 
@@ -465,10 +466,9 @@ def _read_group(blob: bytes) -> tuple[tuple[tuple, list[int]], bytes]:
     """A Blob: properties then exactly one certificate element, nothing after it."""
     props, dropped = [], []
     cert = None
-    for pos, prop_id, encoding, value_end in wp.iter_elements(blob, 0, len(blob), stop_at_marker=False):
+    for pos, prop_id, encoding, value in wp.iter_elements(io.BytesIO(blob), len(blob), stop_at_marker=False):
         if cert is not None:
             raise wp.ElementError(pos, "data after the certificate element")
-        value = blob[pos + 12 : value_end]
         if prop_id == wp.CERT_ELEMENT:
             cert = value
         elif prop_id in wp.KEY_PROPERTIES:

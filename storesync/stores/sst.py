@@ -21,6 +21,8 @@ a reference to a private key.
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from storesync import der
@@ -50,45 +52,46 @@ class SstFile:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_sst(data: bytes, each=None) -> SstFile:
-    """Parse a serialized store; raises ElementError (with the offset) for what cannot be read.
-    With `each`, every certificate group goes to `each(offset, cert, props)` as it is read,
-    and none is kept in `groups`."""
+def read_sst(data, each=None) -> SstFile:
+    """Parse a serialized store (its bytes, or the file opened at its start, read element by
+    element); raises ElementError (with the offset) for what cannot be read. With `each`, every
+    certificate group goes to `each(offset, cert, props)` as it is read, and none is kept in
+    `groups`."""
+    file = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    end = file.seek(0, io.SEEK_END)
+    file.seek(0)
     result = SstFile()
-    if not data:
+    if not end:
         return result
-    if data[:8] != MAGIC:
-        raise wp.ElementError(0, f"not a serialized certificate store: the file starts with {data[:8].hex(' ')}, not 00 00 00 00 43 45 52 54")
+    magic = file.read(8)
+    if magic != MAGIC:
+        raise wp.ElementError(0, f"not a serialized certificate store: the file starts with {magic.hex(' ')}, not 00 00 00 00 43 45 52 54")
     pending: list[tuple[int, int, bytes]] = []
     pending_start = None
-    end = len(data)
-    pos = 8
-    for pos, prop_id, encoding, value_end in wp.iter_elements(data, 8, end, stop_at_marker=True):
+    for pos, prop_id, encoding, value in wp.iter_elements(file, end, stop_at_marker=True):
         if pending_start is None:
             pending_start = pos
         if prop_id == wp.CERT_ELEMENT:
-            cert = data[pos + 12 : value_end]
             try:
-                der.read_all(cert)
+                der.read_all(value)
             except der.DERError as exc:
                 result.warnings.append(f"offset {pos}: the certificate is not DER ({exc}); kept as bytes")
             if each is None:
-                result.groups.append((pos, cert, tuple(pending)))
+                result.groups.append((pos, value, tuple(pending)))
             else:
-                each(pos, cert, tuple(pending))
-            del cert
+                each(pos, value, tuple(pending))
             pending, pending_start = [], None
-        elif prop_id in (wp.CRL_ELEMENT, wp.CTL_ELEMENT):
-            result.tail_parts.append(data[pending_start:value_end])
+        elif prop_id in (wp.CRL_ELEMENT, wp.CTL_ELEMENT):  # kept as it was, its properties first
+            result.tail_parts.append(b"".join(wp.element(i, v, e) for i, e, v in pending) + wp.element(prop_id, value, encoding))
             pending, pending_start = [], None
         elif prop_id in wp.KEY_PROPERTIES:
             result.warnings.append(
                 f"offset {pos}: {wp.describe(prop_id)} (a private-key reference) dropped: a trust store does not carry it"
             )
         else:
-            pending.append((prop_id, encoding, data[pos + 12 : value_end]))
-        pos = value_end
-    if pos + 12 <= end and data[pos : pos + 12] == END_MARKER:
+            pending.append((prop_id, encoding, value))
+    pos = file.tell()
+    if file.read(12) == END_MARKER:
         if pos + 12 < end:
             result.warnings.append(f"offset {pos + 12}: {end - pos - 12} bytes after the end marker ignored")
     else:
@@ -100,6 +103,7 @@ def read_sst(data: bytes, each=None) -> SstFile:
 
 class SstStore(FileStore):
     kind = "sst"
+    streamed = True
     options = ("role",)
     values = {"role": Values(*ROLES, fold=True, what="roots (trust anchors) or disallowed (a distrust list)")}
     reader = "crypt32"
@@ -133,21 +137,19 @@ class SstStore(FileStore):
         self.warnings.extend(said)
         return TrustSet(entries)
 
-    def render(self, plan) -> bytearray:
+    def render(self, plan) -> Iterator[bytes]:
+        """The file group by group, each written as it is made: never the whole file in memory."""
         tail = b""
-        if self.path.exists():
-            try:  # only the CRL and CTL groups are kept from the file as it is
-                tail = read_sst(self.path.read_bytes(), lambda *group: None).tail
-            except (wp.ElementError, OSError):
-                tail = b""  # an unreadable file is replaced; the engine refuses to get here anyway
-        # Grown in place: every group's bytes and then their join held the file twice.
-        out = bytearray(MAGIC)
+        try:  # only the CRL and CTL groups are kept from the file as it is
+            with open(self.path, "rb") as file:
+                tail = read_sst(file, lambda *group: None).tail
+        except (wp.ElementError, OSError):
+            tail = b""  # none yet, or an unreadable file, which is replaced (the engine refuses to get here anyway)
+        yield MAGIC
         for entry in wp.in_store_order(plan):
             if self._fits(entry):
-                out += wp.group_bytes(entry, self.role)
-        out += tail
-        out += END_MARKER
-        return out
+                yield wp.group_bytes(entry, self.role)
+        yield tail + END_MARKER
 
     def _fits(self, entry: Entry) -> bool:
         if self.role == wp.ROLE_DISTRUST and not entry.distrusted:

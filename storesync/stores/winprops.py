@@ -74,27 +74,32 @@ class ElementError(ValueError):
 # --- elements -----------------------------------------------------------------------------
 
 
-def iter_elements(data: bytes, pos: int, end: int, *, stop_at_marker: bool) -> Iterator[tuple[int, int, int, int]]:
-    """Yield `(offset, id, encoding_type, value_end)` of each element; the value starts at offset+12.
+def iter_elements(file, end: int, *, stop_at_marker: bool) -> Iterator[tuple[int, int, int, bytes]]:
+    """Yield `(offset, id, encoding_type, value)` of each element of `file` (a binary file or
+    BytesIO, at the first element) up to offset `end`, read one by one: a store file is never
+    held whole in memory.
 
-    Every length is checked against `end` before anything is sliced. With `stop_at_marker`, a
-    zero header (the .sst end marker) ends the walk; the caller learns where from the last offset.
+    Every length is checked against `end` before it is read. With `stop_at_marker`, a zero
+    header (the .sst end marker) ends the walk, the file left at that header.
     """
+    pos = file.tell()
     while pos < end:
-        if end - pos < 12:
-            if stop_at_marker and not any(data[pos:end]):
+        header = file.read(min(12, end - pos))
+        if len(header) < 12:
+            if stop_at_marker and not any(header):
+                file.seek(pos)
                 return  # a file cut inside its end marker: as good as a missing one
             raise ElementError(pos, f"truncated element header ({end - pos} of 12 bytes)")
-        prop_id, encoding, length = _HEADER.unpack_from(data, pos)
-        if stop_at_marker and prop_id == 0 and encoding == 0 and length == 0:
+        prop_id, encoding, length = _HEADER.unpack(header)
+        if stop_at_marker and not (prop_id or encoding or length):
+            file.seek(pos)
             return
-        value_end = pos + 12 + length
-        if value_end > end:
+        if pos + 12 + length > end:
             raise ElementError(
                 pos, f"element {prop_id} announces {length} bytes but only {end - pos - 12} remain (truncated or corrupt)"
             )
-        yield pos, prop_id, encoding, value_end
-        pos = value_end
+        yield pos, prop_id, encoding, file.read(length)
+        pos += 12 + length
 
 
 def element(prop_id: int, value: bytes, encoding: int = 1) -> bytes:
