@@ -516,17 +516,6 @@ class FileStore(Store):
         raise self.error("kept changing while storesync wrote it (another program writing it too?); "
                          "nothing was written: run the sync again")
 
-    def _digest_now(self) -> bytes | None:
-        """`digest_of` the file as it is now, read in pieces (None: it does not exist)."""
-        file = self.current_file()
-        if file is None:
-            return None
-        with file:
-            try:
-                return file_digest(file)
-            except OSError as exc:
-                raise self.error(cannot_read(exc)) from None
-
     def version(self) -> object:
         return stat_version(self.path)  # a write replaces the file: a new inode
 
@@ -540,12 +529,20 @@ class FileStore(Store):
 
     def current_bytes(self) -> bytes | None:
         """The file as it is now (None: it does not exist yet); errors are sentences."""
+        return self._from_file(lambda file: file.read())
+
+    def _digest_now(self) -> bytes | None:
+        """`digest_of` the file as it is now, read in pieces (None: it does not exist)."""
+        return self._from_file(file_digest)
+
+    def _from_file(self, use):
+        """`use(file)` of the file opened as it is now (None: it does not exist yet); errors are sentences."""
         file = self.current_file()
         if file is None:
             return None
         with file:
             try:
-                return file.read()
+                return use(file)
             except OSError as exc:
                 raise self.error(cannot_read(exc)) from None
 
