@@ -340,19 +340,27 @@ def owned_file(spec: str, written: dict[str, Entry | None], after: TrustSet,
     """The record `save_owned` writes, not yet written: {its path: its bytes}. `record`: the
     current record's bytes when the caller has them (`owned_bytes`), else it is read."""
     old = _owned(record if record is not None else owned_bytes(spec))
-    entries = dict(old["entries"]) if old else {}
+    entries = dict(old["entries"]) if old else {}  # sha256 -> its JSON object, or the Entry written
     for sha, entry in written.items():
         if entry is None:
             entries.pop(sha, None)
-        elif sha in rewritten and sha not in entries:
-            continue
-        else:
-            entries[sha] = {"trust": entry.trust, "label": entry.display_label}  # its trust map is shared: not copied
-    data = {"spec": spec, "written": utc_now("%Y-%m-%dT%H:%M:%SZ"),
-            "entries": entries, "all": "".join(sorted(sha[:PREFIX] for sha in after))}
-    # On one line: json's indenting encoder is pure Python, 5x slower and 3x the memory of
-    # the C one for a record of every certificate of a large store.
-    return {owned_path(spec): json.dumps(data).encode()}
+        elif sha not in rewritten or sha in entries:
+            entries[sha] = entry
+    # Encoded entry by entry (the few distinct trust maps once each), on one line: a dict per
+    # entry and then their encoding held ~3x the record at its peak, and json's indenting
+    # encoder is pure Python, 5x slower and 3x the memory of the C one.
+    dumps, trusts = json.dumps, {}
+
+    def encoded(value) -> str:
+        if not isinstance(value, Entry):
+            return dumps(value)
+        trust = trusts.get(id(value.trust)) or trusts.setdefault(id(value.trust), dumps(dict(value.trust)))
+        return f'{{"trust": {trust}, "label": {dumps(value.display_label)}}}'
+
+    text = (f'{{"spec": {dumps(spec)}, "written": {dumps(utc_now("%Y-%m-%dT%H:%M:%SZ"))}, "entries": {{'
+            + ", ".join(f'"{sha}": {encoded(value)}' for sha, value in entries.items())
+            + f'}}, "all": "{"".join(sorted(sha[:PREFIX] for sha in after))}"}}')
+    return {owned_path(spec): text.encode()}
 
 
 def put_owned(spec: str, record: bytes | None) -> None:
