@@ -14,10 +14,11 @@ import stat
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644, sync_dir: bool = True) -> bool:
-    """Replace `path` with `data` (temp file, fsync, rename); keep mode and owner.
+def atomic_write(path: Path, data, mode: int = 0o644, sync_dir: bool = True) -> bool:
+    """Replace `path` with `data` (temp file, fsync, rename); keep mode and owner. `data` is
+    bytes, or pieces of bytes written as they come (a large file never whole in memory).
 
-    Returns False and touches nothing when the file already holds exactly these bytes.
+    Returns False and touches nothing when the file already holds exactly these bytes (given whole).
     A caller writing many files in one directory uses `atomic_write_many` instead.
     """
     return bool(atomic_write_many(path.parent, {path.name: data}, mode, sync_dir))
@@ -182,17 +183,18 @@ def atomic_write_paths(files: dict[Path, bytes], mode: int = 0o644, sync_dir: bo
     return [path for _, path in staged]
 
 
-def _stage(path: Path, data: bytes, mode: int, fsync: bool) -> str | None:
-    """A temp file beside `path` holding `data`, with `path`'s mode and owner, synced to disk
-    if `fsync` (None: the file already holds `data`)."""
+def _stage(path: Path, data, mode: int, fsync: bool) -> str | None:
+    """A temp file beside `path` holding `data` (bytes, or pieces of bytes written as they come),
+    with `path`'s mode and owner, synced to disk if `fsync` (None: the file already holds `data`)."""
     st = _file_stat(path)
-    if st is not None:
+    whole = isinstance(data, (bytes, bytearray))
+    if st is not None and whole:
         try:
             if st.st_size == len(data) and path.read_bytes() == data:
                 return None
         except OSError:
             pass
-    return _staged(path, st, [data], mode, fsync)[0]
+    return _staged(path, st, [data] if whole else data, mode, fsync)[0]
 
 
 def _file_stat(path: Path) -> os.stat_result | None:

@@ -17,6 +17,7 @@ import os
 import stat
 import struct
 import time
+from collections.abc import Iterator
 
 from storesync import __version__
 from storesync.fsio import atomic_write
@@ -81,14 +82,15 @@ class StatCache:
             pass  # only a cache: the next read parses again
 
 
-def _dump(files: dict[str, tuple[bytes, Records]]) -> bytes:
-    out = [_MAGIC, len(files).to_bytes(4, "big")]
+def _dump(files: dict[str, tuple[bytes, Records]]) -> Iterator[bytes]:
+    """The cache file in pieces, written as they come: never a second copy of every record."""
+    yield _MAGIC + len(files).to_bytes(4, "big")
     for name, (key, records) in files.items():
         encoded = name.encode("utf-8", "surrogateescape")
-        out.append(_FILE.pack(len(encoded), len(key), len(records)) + encoded + key)
+        yield _FILE.pack(len(encoded), len(key), len(records)) + encoded + key
         for flags, data in records:
-            out += [_RECORD.pack(flags, len(data)), data]
-    return b"".join(out)
+            yield _RECORD.pack(flags, len(data))
+            yield data
 
 
 def _load(path) -> dict[str, tuple[bytes, Records]]:

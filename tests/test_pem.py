@@ -130,3 +130,56 @@ def test_trusted_output_does_not_depend_on_dict_order(root):
     a = Entry(cert, trust={"server-auth": TRUSTED, "email": TRUSTED, "client-auth": DISTRUSTED})
     b = Entry(cert, trust={"client-auth": DISTRUSTED, "email": TRUSTED, "server-auth": TRUSTED})
     assert _aux_bytes(a) == _aux_bytes(b)
+
+
+def _read_in_pieces_and_whole(path: Path, monkeypatch) -> tuple:
+    """(entries, warnings, error) of a large bundle read in 2 KiB pieces, and of it read whole."""
+    from storesync import state
+    from storesync.stores import pem
+
+    said = []
+    for piece in (1 << 11, None):
+        monkeypatch.setattr(pem, "CACHE_FROM", 0 if piece else 1 << 40)
+        monkeypatch.setattr(pem, "PIECE", piece or pem.PIECE)
+        state.set_state_dir(path.parent / f"state-{piece}")  # no stat cache of the other way
+        store = open_store(f"pem:{path}")
+        try:
+            found = store.read()
+            said.append(([(e.sha256, dict(e.trust)) for e in found.values()], store.warnings, None, store.others))
+        except StoreError as exc:
+            said.append((None, store.warnings, str(exc), None))
+        finally:
+            state.set_state_dir(None)
+    return said
+
+
+def test_a_large_bundle_read_in_pieces_says_what_it_says_whole(pki, root, tmp_path, monkeypatch):
+    """A bundle from the stat cache's size on is read in pieces cut after END lines: every entry,
+    warning (with the file's line numbers), kept CRL and error is the whole file's, whatever piece
+    a block falls in; blocks a piece cannot settle alone are read again whole."""
+    import subprocess
+
+    cas = [pki.ca(f"Piece Root {n}") for n in range(12)]
+    crl = subprocess.run([need("openssl"), "crl2pkcs7", "-nocrl", "-certfile", "/dev/stdin"], input=cas[0].pem,
+                         capture_output=True, check=True).stdout.replace(b"PKCS7", b"X509 CRL")
+    trusted = subprocess.run([need("openssl"), "x509", "-addtrust", "serverAuth", "-addreject", "emailProtection",
+                              "-trustout"], input=cas[1].pem, capture_output=True, check=True).stdout
+    body = b"".join(ca.pem for ca in cas[2:])
+    bad = cas[3].pem[:80] + b"*" + cas[3].pem[81:]  # not base64, in a later piece
+    cases = {
+        "plain with a CRL and a TRUSTED block in later pieces": body + crl + trusted + cas[0].pem,
+        "CRLF": (body + trusted).replace(b"\n", b"\r\n"),
+        "bad base64 late": body + bad,
+        "no END line late": body + cas[0].pem[:-30],
+        "a private key late": body + b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n" + cas[0].pem,
+        "a block whose END is of another kind": body + b"-----BEGIN CERTIFICATE-----\n-----END X509 CRL-----\n"
+                                                + cas[0].pem,
+        "DER": cas[0].der + bytes(5000),
+    }
+    for name, content in cases.items():
+        path = tmp_path / f"{len(content)}.pem"
+        path.write_bytes(content)
+        pieces, whole = _read_in_pieces_and_whole(path, monkeypatch)
+        assert pieces == whole, name
+        if name.startswith("plain"):
+            assert len(pieces[0]) == 12 and pieces[3] and "line" in pieces[1][0]

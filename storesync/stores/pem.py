@@ -57,23 +57,15 @@ class PemStore(FileStore):
     holds_trusted = False  # set by parse: a TRUSTED CERTIFICATE block was read
     blocks: list[tuple[int, bytes]] = []  # set by parse: (1 if TRUSTED, bytes) per entry, for `cached_entry`
     others: list[bytes] = []  # set by parse: blocks that are no certificate (CRLs), written back as they are
+    parsed_digest: bytes | None = None  # set by parse: the digest of the bytes it read
 
     @property
     def capabilities(self) -> Capabilities:
         return _TRUSTED if speaks_trusted(self) else _PLAIN
 
     def read(self) -> TrustSet:
-        cache = None
         if _size(self.path) >= CACHE_FROM:
-            # Digested as a stream first: read again unchanged (most runs' source), a large
-            # bundle comes from the cache and is never held whole in memory.
-            from storesync.statcache import StatCache
-
-            cache, digest = StatCache(self.spec.key), _file_digest(self.path)
-            known = cache.get("", digest) if digest is not None else None
-            if known is not None:
-                self._read_digest = digest
-                return self._cached(known)
+            return self._read_large()
         data = self.current_bytes()
         digest = self._read_digest = digest_of(data)
         if data is None:
@@ -83,35 +75,81 @@ class PemStore(FileStore):
             return self._cached(known)
         warnings = len(self.warnings)
         found = self.parse(data)
-        size, data = len(data), None  # the file is not held beside its parse while the cache is kept
         if len(self.warnings) == warnings:  # what it says about the file is said again on every read
-            if size >= CACHE_FROM:
-                from storesync.statcache import StatCache
-
-                cache = cache or StatCache(self.spec.key)
-                cache.put("", digest, self.blocks)
-                cache.save()
-            else:
-                if len(_READ) >= READ_KEPT:
-                    _READ.clear()
-                _READ[digest] = self.blocks
+            if len(_READ) >= READ_KEPT:
+                _READ.clear()
+            _READ[digest] = self.blocks
         self.blocks = []  # for the caller of `parse` (a hashed directory's file); a bundle's is kept above
+        return found
+
+    def _read_large(self) -> TrustSet:
+        """Digested as a stream first: read again unchanged (most runs' source), a large bundle
+        comes from the stat cache; else it is parsed piece by piece. Never held whole in memory."""
+        from storesync.statcache import StatCache
+
+        cache, digest = StatCache(self.spec.key), self._digest_now()
+        known = cache.get("", digest)
+        if known is not None:
+            self._read_digest = digest
+            return self._cached(known)
+        file = self.current_file()
+        if file is None:
+            self._read_digest = None
+            return TrustSet()  # removed since
+        warnings = len(self.warnings)
+        with file:
+            found = self.parse(file)
+        self._read_digest = self.parsed_digest
+        if len(self.warnings) == warnings and self.parsed_digest == digest:  # not changed while read
+            cache.put("", digest, self.blocks)
+            cache.save()
+        self.blocks = []
         return found
 
     def _cached(self, known: list[tuple[int, bytes]]) -> TrustSet:
         self.holds_trusted = any(trusted for trusted, _ in known)
         return TrustSet([cached_entry(trusted, raw) for trusted, raw in known])
 
-    def parse(self, data: bytes) -> TrustSet:
+    def parse(self, data) -> TrustSet:
+        """The bundle's entries, from its bytes, or from the file opened at its start read in pieces
+        that end after an END line (a large one is never held whole). What a piece cannot settle
+        alone (a block whose END line is not in it; no block at all) is read again whole, as ever,
+        so the answers and the errors are those of the whole file. `parsed_digest`: what was read."""
         self.holds_trusted, self.blocks, self.others = False, [], []
+        if isinstance(data, (bytes, bytearray)):
+            self.parsed_digest = digest_of(data)
+            return TrustSet(self._entries(data, 1, alone=True))
+        import hashlib
+
+        hasher, entries, line, said = hashlib.blake2b(digest_size=32), [], 1, len(self.warnings)
+        for piece in _pieces(data, hasher):
+            found = self._entries(piece, line, alone=False)
+            if found is None:
+                break
+            entries += found
+            line += piece.count(b"\n")
+        else:
+            if entries or self.others:  # else no block: a DER file, comments, or damage, said as ever
+                self.parsed_digest = hasher.digest()
+                return TrustSet(entries)
+        del self.warnings[said:], entries
+        data.seek(0)
+        return self.parse(data.read())
+
+    def _entries(self, data: bytes, first_line: int, alone: bool) -> list[Entry] | None:
+        """The entries of the blocks of `data`, whose first line is the file's `first_line`; None
+        when a piece cannot be read alone (`alone` false)."""
         unended = _unended(data)
         blocks = list(_BLOCK.finditer(data)) if unended is None else []
         if unended is not None or data.count(b"-----BEGIN ") != len(blocks):
+            if not alone:
+                return None
             line = _unterminated_line(data, blocks) if unended is None else data.count(b"\n", 0, unended) + 1
             raise self.damaged(f"PEM block at line {line} has no matching END line (truncated file?)")
         if not blocks:
-            return self._parse_without_blocks(data)
+            return self._parse_without_blocks(data) if alone else []
         entries = []
+        _line = lambda data, block: _line_of(data, block) + first_line - 1  # noqa: E731 - of the file, not the piece
         for block in blocks:
             kind = block.group(1)
             if b"PRIVATE KEY" in kind:
@@ -139,18 +177,18 @@ class PemStore(FileStore):
                 self.blocks.append((int(trusted), raw if trusted else entry.cert.der))  # the bytes held already
             except der.DERError as exc:
                 raise self.damaged(f"PEM block at line {_line(data, block)} is not a certificate ({exc})") from None
-        return TrustSet(entries)
+        return entries
 
-    def _parse_without_blocks(self, data: bytes) -> TrustSet:
+    def _parse_without_blocks(self, data: bytes) -> list[Entry]:
         if data[:1] == b"\x30":
             try:
                 entry = self._entry(data, trusted=False, whole=True)
                 self.blocks = [(0, data)]
-                return TrustSet([entry])
+                return [entry]
             except der.DERError as exc:
                 raise self.damaged(f"is neither PEM nor a DER certificate ({exc})") from None
         if all(not line.strip() or line.lstrip().startswith(b"#") for line in data.splitlines()):
-            return TrustSet()  # empty, or comments only
+            return []  # empty, or comments only
         raise self.damaged("holds no PEM certificate and is not a DER certificate")
 
     def _entry(self, raw: bytes, trusted: bool, whole: bool = False) -> Entry:
@@ -217,8 +255,31 @@ def _pem(data: bytes, kind: str) -> bytes:
     return b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (kind.encode(), body, kind.encode())
 
 
-def _line(data: bytes, block) -> int:
+def _line_of(data: bytes, block) -> int:
     return data.count(b"\n", 0, block.start()) + 1
+
+
+PIECE = 1 << 20  # what a large bundle is read in: about a thousand certificates
+
+
+def _pieces(file, hasher) -> Iterator[bytes]:
+    """The file in pieces of about PIECE bytes, each ending after an END line (the last one
+    whatever is left), every byte read fed to `hasher`. A piece is not held beside the chunk it
+    was cut from, and no read asks for more than the file holds (a read allocates what it asks)."""
+    size, held = file.seek(0, 2), []  # held: read, with no whole END line of its own yet
+    file.seek(0)
+    while chunk := file.read(min(PIECE, max(size - file.tell(), 1 << 12))):
+        hasher.update(chunk)
+        end = chunk.rfind(b"-----END ")
+        cut = chunk.find(b"\n", end) + 1 if end >= 0 else 0
+        if not cut:
+            held.append(chunk)
+            continue
+        piece = chunk if not held and cut == len(chunk) else b"".join([*held, chunk[:cut]])
+        held, chunk = [chunk[cut:]], None
+        yield piece
+    if any(held):
+        yield b"".join(held)
 
 
 def _unended(data: bytes) -> int | None:
