@@ -449,7 +449,14 @@ class Shared(dict):
     made once and never changed. Changing one would change every entry holding it, so it
     refuses; copy it with dict(...) first."""
 
-    __slots__ = ()
+    __slots__ = ("sorted", "alone", "distrusts")
+
+    def __init__(self, mapping: Mapping = ()):
+        dict.__init__(self, mapping)
+        # What every Entry holding it would otherwise work out again (most of making one):
+        self.sorted = tuple(sorted(self.items()))
+        self.alone = _TRUST_KEYS.setdefault((self.sorted, ()), (self.sorted, ()))  # Entry.trust_key with no dates
+        self.distrusts = DISTRUSTED in self.values()
 
     def _refuse(self, *args, **kwargs):
         raise TypeError("a shared mapping of many entries: change a copy (dict(...)) instead")
@@ -470,6 +477,8 @@ NOTHING: Mapping = Shared()  # the empty distrust_after and extras of most entri
 def shared(mapping: Mapping) -> Mapping:
     """The one Shared copy of a trust or distrust-after map (its items in order: a few distinct
     ones in any store, where a dict per entry would cost a quarter of a kilobyte each)."""
+    if type(mapping) is Shared:  # most entries are made from another's map: shared already
+        return mapping
     if not mapping:
         return NOTHING
     key = tuple(mapping.items())
@@ -477,6 +486,9 @@ def shared(mapping: Mapping) -> Mapping:
     if found is None:
         found = _SHARED[key] = Shared(mapping)
     return found
+
+
+_ANCHOR = shared(ANCHOR)
 
 
 class Entry(Record):
@@ -496,15 +508,18 @@ class Entry(Record):
                  distrust_after: Mapping[str, datetime] | None = None, extras: Mapping[str, object] | None = None):
         self.cert = cert
         # Shared: a store of 100 000 entries holds a few distinct trusts, not 100 000 dicts.
-        self.trust = shared(ANCHOR if trust is None else trust)
+        self.trust = trust = _ANCHOR if trust is None else shared(trust)
         self.label = label
         self.distrust_after = shared(distrust_after) if distrust_after else NOTHING
         self.extras = extras or NOTHING  # a store's own data: kept as given, unless empty
         # Read many times per sync: computed once.
         self.sha256 = cert.sha256
-        self.distrusted = DISTRUSTED in self.trust.values()
-        key = (tuple(sorted(self.trust.items())), tuple(sorted(self.distrust_after.items())) if self.distrust_after else ())
-        self._key = _TRUST_KEYS.setdefault(key, key)  # a few distinct ones: shared, not one per entry of a large store
+        self.distrusted = trust.distrusts
+        if self.distrust_after:
+            key = (trust.sorted, self.distrust_after.sorted)
+            self._key = _TRUST_KEYS.setdefault(key, key)  # a few distinct ones: shared, not one per entry of a large store
+        else:
+            self._key = trust.alone
         self.as_anchor: Entry | None = None  # the engine's cache of this entry trusted for everything
 
     @property

@@ -177,7 +177,11 @@ def list_backups(spec: str) -> list[dict]:
 
 def _backups_in(root: Path) -> list[dict]:
     out = []
-    for path in sorted(root.glob("*.json"), reverse=True):
+    try:
+        names = os.listdir(root)  # not root.glob("*.json"): its pattern is compiled for each run
+    except OSError:
+        names = []
+    for path in sorted((root / name for name in names if name.endswith(".json")), reverse=True):
         try:
             meta = json.loads(path.read_text())
             out.append({"id": meta["id"], "created": meta["created"], "reason": meta.get("reason", ""),
@@ -301,12 +305,13 @@ def owned_bytes(spec: str) -> bytes | None:
         return None
 
 
+# Compiled on first use (re keeps them): a store's first write has no record to search.
 #: A certificate of a record's "entries": its SHA-256 as a key whose value is an object. In JSON
 #: a quote inside a string is escaped, so a quote right after `{` or `,` opens a key (every
 #: record storesync wrote, on one line or indented).
-_OWNED_KEY = re.compile(rb'[{,]\s*"([0-9a-f]{64})"\s*:\s*\{')
-_ENTRIES = re.compile(rb'[{,]\s*"entries"\s*:\s*\{')
-_ALL = re.compile(rb'"all"\s*:\s*"[0-9a-f]*"\s*\}\s*\Z')
+_OWNED_KEY = rb'[{,]\s*"([0-9a-f]{64})"\s*:\s*\{'
+_ENTRIES = rb'[{,]\s*"entries"\s*:\s*\{'
+_ALL = rb'"all"\s*:\s*"[0-9a-f]*"\s*\}\s*\Z'
 
 
 def owned_among(spec: str, shas) -> set[str]:
@@ -318,11 +323,11 @@ def owned_among(spec: str, shas) -> set[str]:
         return set()  # none: as load_owned, only the note of what is re-added is lost
     # Whole as storesync writes it: its "entries", then "all" (hex digits only) closing it. A
     # record cut just after an entry also ends in `}`; keys outside "entries" are not its own.
-    tail, entries = data.rfind(b'"all"'), _ENTRIES.search(data)
-    if entries is None or tail < entries.end() or not _ALL.match(data, tail) or not data[max(0, tail - 64) : tail].rstrip().endswith(b","):
+    tail, entries = data.rfind(b'"all"'), re.search(_ENTRIES, data)
+    if entries is None or tail < entries.end() or not re.compile(_ALL).match(data, tail) or not data[max(0, tail - 64) : tail].rstrip().endswith(b","):
         return set()
     wanted = set(shas)
-    found = (m.group(1).decode() for m in _OWNED_KEY.finditer(data, entries.end() - 1, tail))
+    found = (m.group(1).decode() for m in re.compile(_OWNED_KEY).finditer(data, entries.end() - 1, tail))
     return {sha for sha in found if sha in wanted}
 
 

@@ -62,6 +62,8 @@ class JksFormatError(ValueError):
 
 def java_utf(raw: bytes) -> str:
     """Java's modified UTF-8 (DataInput.readUTF) to str."""
+    if raw.isascii():  # most aliases: ASCII reads as itself in modified UTF-8 too
+        return raw.decode("ascii")
     raw = raw.replace(b"\xc0\x80", b"\x00")
     try:
         text = raw.decode("utf-8", "surrogatepass")
@@ -117,21 +119,24 @@ def _utf(text: str) -> bytes:
 
 class _Reader:
     """A keystore read piece by piece from a binary file (never held whole), every piece
-    hashed into `digest` if one is given and kept in `piece` for the record being read."""
+    hashed into `digest` if one is given and kept in `pieces` for the record being read."""
 
     def __init__(self, file, end: int, digest=None):
         self.file, self.pos, self.end, self.digest = file, 0, end, digest
         self.pieces: list[bytes] = []
+        self.index = self.count = 0  # the entry being read (from 0), of how many: `{entry}` in a `what`
 
     def take(self, n: int, what: str) -> bytes:
         if n < 0 or self.pos + n > self.end:
+            # `what` is formatted only here: building it for every field of every entry cost a
+            # sixth of a keystore's parse
             raise JksFormatError(
-                f"truncated or damaged: {what} at offset {self.pos} needs {n} bytes, "
+                f"truncated or damaged: {what.format(entry=self.entry())} at offset {self.pos} needs {n} bytes, "
                 f"{max(self.end - self.pos, 0)} are left"
             )
         chunk = self.file.read(n)
         if len(chunk) != n:
-            raise JksFormatError(f"truncated while it was read: {what} at offset {self.pos}")
+            raise JksFormatError(f"truncated while it was read: {what.format(entry=self.entry())} at offset {self.pos}")
         self.pos += n
         if self.digest is not None:
             self.digest.update(chunk)
@@ -142,6 +147,9 @@ class _Reader:
         """The bytes taken since the last call: one record exactly as stored."""
         raw, self.pieces = b"".join(self.pieces), []
         return raw
+
+    def entry(self) -> str:
+        return f"entry {self.index + 1} of {self.count}"
 
     def u16(self, what: str) -> int:
         return struct.unpack(">H", self.take(2, what))[0]
@@ -199,25 +207,26 @@ def iter_jks(data, digest=None) -> tuple[int, Iterator[JksRecord]]:
 
 def _records(reader: _Reader, version: int, count: int) -> Iterator[JksRecord]:
     reader.record()  # the file's header is no record's
+    reader.count = count
     for index in range(count):
-        what = f"entry {index + 1} of {count}"
-        tag = reader.u32(what)
-        alias = reader.utf(f"alias of {what}")
-        timestamp = reader.i64(f"date of {what}")
+        reader.index = index
+        tag = reader.u32("{entry}")
+        alias = reader.utf("alias of {entry}")
+        timestamp = reader.i64("date of {entry}")
         key = None
         if tag == TRUSTED_CERT:
             chain_length = 1
         elif tag == PRIVATE_KEY:
-            key = reader.take(reader.u32(f"key of {what}"), f"key of {what}")
-            chain_length = reader.u32(f"chain length of {what}")
+            key = reader.take(reader.u32("key of {entry}"), "key of {entry}")
+            chain_length = reader.u32("chain length of {entry}")
         elif tag == SECRET_KEY:
-            raise JksFormatError(f"{what} ({alias!r}) is a secret key, which only JCEKS stores hold")
+            raise JksFormatError(f"{reader.entry()} ({alias!r}) is a secret key, which only JCEKS stores hold")
         else:
-            raise JksFormatError(f"{what} has unknown type {tag} (damaged file?)")
+            raise JksFormatError(f"{reader.entry()} has unknown type {tag} (damaged file?)")
         certs = []
         for _ in range(chain_length):
-            cert_type = reader.utf(f"certificate type in {what}") if version == 2 else "X.509"
-            certs.append((cert_type, reader.take(reader.u32(f"certificate of {what}"), f"certificate of {what}")))
+            cert_type = reader.utf("certificate type in {entry}") if version == 2 else "X.509"
+            certs.append((cert_type, reader.take(reader.u32("certificate of {entry}"), "certificate of {entry}")))
         yield JksRecord(tag, alias, reader.record(), timestamp, certs, key)
     if reader.pos != reader.end:
         raise JksFormatError(
