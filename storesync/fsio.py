@@ -140,11 +140,12 @@ def _read_fd(fd: int) -> bytes:
 SYNCFS_FROM = 16
 
 
-def atomic_write_many(directory: Path, files: dict[str, bytes], mode: int = 0o644, sync_dir: bool = True) -> list[str]:
+def atomic_write_many(directory: Path, files: dict, mode: int = 0o644, sync_dir: bool = True) -> list[str]:
     """Replace files of one directory, each atomically, and make them durable together:
     all temp files are written first, flushed to disk, and only then renamed into place, so
-    a crash leaves every file old or new and a rename never exposes unwritten data.
-    Files already holding their bytes are not touched; returns the names written."""
+    a crash leaves every file old or new and a rename never exposes unwritten data. A file's
+    bytes may be pieces made as it is written. Files already holding their bytes (given
+    whole) are not touched; returns the names written."""
     directory.mkdir(parents=True, exist_ok=True)
     written = atomic_write_paths({directory / name: data for name, data in files.items()}, mode, sync_dir)
     return [path.name for path in written]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 from storesync.fsio import atomic_write_many, fsync_dir, in_root, machine_root, stat_version, temp_beside
@@ -146,7 +147,7 @@ class DirStore(Store):
             names = self._files.get(entry.sha256, [])
             name = names[0] if names and not HASH_LINK.match(names[0]) else self._new_name(entry, taken)
             taken.add(name)
-            files[name] = render_entries([entry], trusted=trusted)
+            files[name] = _made_when_written(entry, trusted)
             self._files[entry.sha256] = [name, *(n for n in names if n != name)]
         atomic_write_many(self.path, files, sync_dir=False)
         touched = {e.sha256: e for e in [*rewrite, *plan.removals]}
@@ -236,6 +237,12 @@ class DirStore(Store):
         current = set(self._links) | {n for names in self._files.values() for n in names}
         for name in current - set(wanted):
             (self.path / name).unlink(missing_ok=True)
+
+
+def _made_when_written(entry: Entry, trusted: bool) -> Iterator[bytes]:
+    """A certificate's file, made as it is written: a large store's new files are never all
+    held at once."""
+    yield render_entries([entry], trusted=trusted)
 
 
 def _symlink(directory: Path, name: str, target: str) -> None:
