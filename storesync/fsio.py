@@ -224,10 +224,17 @@ def _staged(path: Path, st: os.stat_result | None, pieces, mode: int, fsync: boo
                     os.fchown(fd, st.st_uid, st.st_gid)
             else:
                 os.fchmod(fd, mode)
+            held = bytearray()  # small pieces (a certificate each) written and hashed 64 KiB at a time
             for piece in pieces:
-                f.write(piece)
-                if hasher is not None:
-                    hasher.update(piece)
+                large = len(piece) >= 1 << 16  # written as it is: no copy
+                if not large:
+                    held += piece
+                if large or len(held) >= 1 << 16:
+                    _put(f, hasher, held)
+                    held.clear()
+                if large:
+                    _put(f, hasher, piece)
+            _put(f, hasher, held)
             if fsync:
                 f.flush()
                 os.fsync(fd)
@@ -235,6 +242,13 @@ def _staged(path: Path, st: os.stat_result | None, pieces, mode: int, fsync: boo
         Path(tmp).unlink(missing_ok=True)
         raise
     return tmp, hasher.digest() if hasher is not None else None
+
+
+def _put(file, hasher, data) -> None:
+    if data:
+        file.write(data)
+        if hasher is not None:
+            hasher.update(data)
 
 
 def temp_beside(path: Path, create):
