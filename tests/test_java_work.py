@@ -98,8 +98,8 @@ def test_a_read_back_still_reads_the_file_and_checks_its_hash(tmp_path, pki, mon
 
     real = jks.render_jks
 
-    def damaged(version, records, password):
-        data = bytearray(real(version, records, password)[:-20])
+    def damaged(version, records, password, count=None):
+        data = bytearray(b"".join(real(version, records, password, count))[:-20])
         where = data.find(roots[1].der[-40:])
         data[where + 5] ^= 0xFF  # inside the signature: still a certificate, another one
         return bytes(data) + integrity_hash(password, bytes(data))

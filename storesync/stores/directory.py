@@ -147,7 +147,8 @@ class DirStore(Store):
             names = self._files.get(entry.sha256, [])
             name = names[0] if names and not HASH_LINK.match(names[0]) else self._new_name(entry, taken)
             taken.add(name)
-            files[name] = _made_when_written(entry, trusted)
+            # a file there already is compared with its new bytes (not rewritten if the same)
+            files[name] = render_entries([entry], trusted=trusted) if name in names else _made_when_written(entry, trusted)
             self._files[entry.sha256] = [name, *(n for n in names if n != name)]
         atomic_write_many(self.path, files, sync_dir=False)
         touched = {e.sha256: e for e in [*rewrite, *plan.removals]}
