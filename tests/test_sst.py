@@ -390,3 +390,30 @@ def test_a_name_with_bytes_after_its_nul_keeps_them_through_a_sync(tmp_path, cer
 
     renamed = next(iter(source.values())).replace(label="Renamed")
     assert winprops.render_props(renamed, winprops.ROLE_ANCHORS)[0] == (0x0B, 1, utf16("Renamed"))
+
+
+def test_a_file_cut_while_it_is_read_is_an_error_not_a_shorter_store(tmp_path, certs):
+    """The file is read element by element after its size was taken: one another program cuts
+    meanwhile (rewriting it in place) reads short. That is damage, as the whole file cut at
+    once is, never a last certificate kept cut short as bytes and the rest taken as missing."""
+    a, b, c = (x.der for x in certs[:3])
+    data = sst(group(a, (3, sha1(a))), group(b, (3, sha1(b))), group(c, (3, sha1(c))))
+    path = tmp_path / "cut.sst"
+    for cut in (data.index(b) + 100, data.index(b) - 30, data.index(b) - 12 - 3):  # in a value, in a header
+        path.write_bytes(data)
+        with open(path, "rb", buffering=0) as file:  # unbuffered: a small file is not read ahead whole
+            real_read = file.read
+
+            class Cut:
+                seek, tell = file.seek, file.tell
+                reads = 0
+
+                def read(self, n=-1):
+                    Cut.reads += 1
+                    if Cut.reads == 2:  # after the magic: another program rewrites it in place
+                        with open(path, "r+b") as other:
+                            other.truncate(cut)
+                    return real_read(n)
+
+            with pytest.raises(wp.ElementError, match="while it was read"):
+                read_sst(Cut())

@@ -85,6 +85,8 @@ def iter_elements(file, end: int, *, stop_at_marker: bool) -> Iterator[tuple[int
     pos = file.tell()
     while pos < end:
         header = file.read(min(12, end - pos))
+        if len(header) < min(12, end - pos):
+            raise ElementError(pos, _CUT_WHILE_READ)
         if len(header) < 12:
             if stop_at_marker and not any(header):
                 file.seek(pos)
@@ -98,8 +100,15 @@ def iter_elements(file, end: int, *, stop_at_marker: bool) -> Iterator[tuple[int
             raise ElementError(
                 pos, f"element {prop_id} announces {length} bytes but only {end - pos - 12} remain (truncated or corrupt)"
             )
-        yield pos, prop_id, encoding, file.read(length)
+        value = file.read(length)
+        if len(value) != length:
+            raise ElementError(pos, _CUT_WHILE_READ)
+        yield pos, prop_id, encoding, value
         pos += 12 + length
+
+
+#: A file shorter than its size when the read began: another program rewrote it in place meanwhile.
+_CUT_WHILE_READ = "the file was cut short while it was read (another program rewriting it?)"
 
 
 def element(prop_id: int, value: bytes, encoding: int = 1) -> bytes:
