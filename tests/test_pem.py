@@ -183,3 +183,23 @@ def test_a_large_bundle_read_in_pieces_says_what_it_says_whole(pki, root, tmp_pa
         assert pieces == whole, name
         if name.startswith("plain"):
             assert len(pieces[0]) == 12 and pieces[3] and "line" in pieces[1][0]
+
+
+def test_a_large_bundle_damaged_twice_says_what_its_whole_read_says(pki, tmp_path, monkeypatch):
+    """Two faults in pieces far apart (a key, a bad block or a CRL early; a block with no END line
+    late): the whole file's read names the block with no END line first, and so must the read
+    in pieces, with the warnings it gives, not the fault of the first piece it met."""
+    cas = [pki.ca(f"Twice Root {n}") for n in range(8)]
+    body = b"".join(ca.pem for ca in cas[1:])
+    early = {
+        "a private key": b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        "bad base64": cas[0].pem[:80] + b"*" + cas[0].pem[81:],
+        "a CRL then bad base64": b"-----BEGIN X509 CRL-----\nMIIB\n-----END X509 CRL-----\n" + cas[0].pem[:80] + b"*"
+                                 + cas[0].pem[81:],
+    }
+    for name, first in early.items():
+        path = tmp_path / f"{name}.pem"
+        path.write_bytes(first + body + cas[0].pem[:-30])
+        pieces, whole = _read_in_pieces_and_whole(path, monkeypatch)
+        assert "no matching END line" in whole[2], name
+        assert pieces == whole, name

@@ -20,7 +20,7 @@ from storesync import der
 from storesync.fsio import digest_of, file_digest
 from storesync.model import (
     Capabilities,
-    ANCHOR, ANY_EKU, DISTRUSTED, PURPOSES, TRUSTED, Certificate, Entry, TrustSet, oid_from_purpose, printable,
+    ANCHOR, ANY_EKU, DISTRUSTED, PURPOSES, TRUSTED, Certificate, Entry, StoreError, TrustSet, oid_from_purpose, printable,
     purpose_from_oid, purpose_order,
 )
 from storesync.stores import FileStore, Values
@@ -123,7 +123,10 @@ class PemStore(FileStore):
 
         hasher, entries, line, said = hashlib.blake2b(digest_size=32), [], 1, len(self.warnings)
         for piece in _pieces(data, hasher):
-            found = self._entries(piece, line, alone=False)
+            try:
+                found = self._entries(piece, line, alone=False)
+            except StoreError:  # the whole file may have a fault to name first (a block with no END line)
+                found = None
             if found is None:
                 break
             entries += found
