@@ -255,6 +255,37 @@ def test_other_password_from_password_file(cas, tmp_path):
     assert len(keytool_list(store, password="s3cret pass")) == 2
 
 
+def test_a_keystore_rewritten_between_its_check_and_its_read_is_not_believed(cas, tmp_path):
+    """The file is read twice: once to check its integrity hash, once for its entries. Rewritten
+    in place between the two (by someone without the password: its hash made with another),
+    the entries read must not be believed: its trust would be widened with no password."""
+    import io
+
+    from storesync.stores.jks import render_jks, trusted_record
+
+    store = _keytool_store(tmp_path, "secret.jks", "JKS", cas[0], password="s3cret pass")
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret pass\n")
+    spec = f"{store}?password-file={secret}"
+    records = [trusted_record(f"ca{n}", Certificate(cas[n].der).der) for n in (0, 2)]
+    forged = b"".join(render_jks(2, records, "changeit"))  # not the store's password
+
+    class RewrittenAfterItsCheck(io.BytesIO):
+        ends = 0
+
+        def seek(self, offset, whence=0):
+            if whence == io.SEEK_END:
+                RewrittenAfterItsCheck.ends += 1
+                if RewrittenAfterItsCheck.ends == 2:  # the second read begins: another program rewrote it
+                    super().seek(0)
+                    self.truncate()
+                    self.write(forged)
+            return super().seek(offset, whence)
+
+    with pytest.raises(StoreError, match="integrity check failed"):
+        open_store(spec).parse(RewrittenAfterItsCheck(store.read_bytes()))
+
+
 # --- hostile input -------------------------------------------------------------------------
 
 

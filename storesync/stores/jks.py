@@ -307,7 +307,15 @@ class JksStore(FileStore):
         except JksFormatError as exc:
             raise self.damaged(str(exc)) from None
         self._check_hash(digest.digest(), file.read(20), explicit)
-        return TrustSet(entry for entry in map(self._anchor, iter_jks(file)[1]) if entry is not None)
+        # The bytes the entries come from are checked too: the file rewritten in place between
+        # the two reads (by someone without the password) must not be believed.
+        digest = _hasher(password)
+        try:
+            found = TrustSet(entry for entry in map(self._anchor, iter_jks(file, digest)[1]) if entry is not None)
+        except JksFormatError as exc:
+            raise self.damaged(str(exc)) from None
+        self._check_hash(digest.digest(), file.read(20), explicit)
+        return found
 
     def _anchor(self, record: JksRecord) -> Entry | None:
         """The trust-set entry of a trusted-certificate record (None, with a warning, otherwise)."""
