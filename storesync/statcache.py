@@ -82,15 +82,21 @@ class StatCache:
             pass  # only a cache: the next read parses again
 
 
-def _dump(files: dict[str, tuple[bytes, Records]]) -> Iterator[bytes]:
-    """The cache file in pieces, written as they come: never a second copy of every record."""
-    yield _MAGIC + len(files).to_bytes(4, "big")
+def _dump(files: dict[str, tuple[bytes, Records]]) -> Iterator[bytearray]:
+    """The cache file in pieces of about 16 KiB, written as they come: never a second copy of
+    every record."""
+    out = bytearray(_MAGIC + len(files).to_bytes(4, "big"))
+    pack = _RECORD.pack
     for name, (key, records) in files.items():
         encoded = name.encode("utf-8", "surrogateescape")
-        yield _FILE.pack(len(encoded), len(key), len(records)) + encoded + key
+        out += _FILE.pack(len(encoded), len(key), len(records)) + encoded + key
         for flags, data in records:
-            yield _RECORD.pack(flags, len(data))
-            yield data
+            out += pack(flags, len(data))
+            out += data
+            if len(out) >= 1 << 14:
+                yield out
+                out = bytearray()
+    yield out
 
 
 def _load(path) -> dict[str, tuple[bytes, Records]]:
