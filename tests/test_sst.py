@@ -417,3 +417,28 @@ def test_a_file_cut_while_it_is_read_is_an_error_not_a_shorter_store(tmp_path, c
 
             with pytest.raises(wp.ElementError, match="while it was read"):
                 read_sst(Cut())
+
+
+def test_the_digest_a_write_compares_is_of_the_bytes_read(tmp_path, certs, monkeypatch):
+    """A streamed read digests the file and parses it through one opening: a file replaced by
+    a rename in between (another program's write) is not parsed under the old file's digest,
+    which would let a later write replace it without rebasing onto what it holds."""
+    from storesync import stores
+    from storesync.fsio import digest_of
+
+    a, b = (x.der for x in certs[:2])
+    path, other = tmp_path / "roots.sst", tmp_path / "other.sst"
+    path.write_bytes(sst(group(a, (3, sha1(a)))))
+    other.write_bytes(sst(group(a, (3, sha1(a))), group(b, (3, sha1(b)))))
+    real = stores.file_digest
+
+    def digest_then_replaced(file):
+        found = real(file)
+        other.replace(path)  # another program's write lands right after the digest
+        return found
+
+    monkeypatch.setattr(stores, "file_digest", digest_then_replaced)
+    store = open_store(f"sst:{path}")
+    read = store.read()
+    parsed = sst(group(a, (3, sha1(a)))) if len(read) == 1 else path.read_bytes()
+    assert store._read_digest == digest_of(parsed)

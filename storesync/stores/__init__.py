@@ -479,11 +479,13 @@ class FileStore(Store):
             data = self.current_bytes()
             self._read_digest = digest_of(data)
             return TrustSet() if data is None else self.parse(data)  # None: a target not created yet
-        self._read_digest = self._digest_now()
         file = self.current_file()
         if file is None:
+            self._read_digest = None
             return TrustSet()
-        with file:
+        with file:  # digested and parsed through one opening: a file replaced meanwhile is not mixed in
+            self._read_digest = self._from_file(file_digest, file)
+            file.seek(0)
             return self.parse(file)
 
     def write(self, plan: "Plan") -> None:
@@ -535,16 +537,20 @@ class FileStore(Store):
         """`digest_of` the file as it is now, read in pieces (None: it does not exist)."""
         return self._from_file(file_digest)
 
-    def _from_file(self, use):
-        """`use(file)` of the file opened as it is now (None: it does not exist yet); errors are sentences."""
-        file = self.current_file()
+    def _from_file(self, use, file=None):
+        """`use(file)` of `file`, or of the file opened as it is now (None: it does not exist
+        yet); errors are sentences."""
+        opened = file is None
+        file = self.current_file() if opened else file
         if file is None:
             return None
-        with file:
-            try:
-                return use(file)
-            except OSError as exc:
-                raise self.error(cannot_read(exc)) from None
+        try:
+            return use(file)
+        except OSError as exc:
+            raise self.error(cannot_read(exc)) from None
+        finally:
+            if opened:
+                file.close()
 
     def current_file(self):
         """The file opened for reading (None: it does not exist yet); errors are sentences."""
