@@ -226,14 +226,13 @@ def _staged(path: Path, st: os.stat_result | None, pieces, mode: int, fsync: boo
                 os.fchmod(fd, mode)
             held = bytearray()  # small pieces (a certificate each) written and hashed 64 KiB at a time
             for piece in pieces:
-                large = len(piece) >= 1 << 16  # written as it is: no copy
-                if not large:
-                    held += piece
-                if large or len(held) >= 1 << 16:
-                    _put(f, hasher, held)
-                    held.clear()
-                if large:
+                if len(piece) >= 1 << 16:  # a large one as it is: no copy
+                    held = _put(f, hasher, held)
                     _put(f, hasher, piece)
+                    continue
+                held += piece
+                if len(held) >= 1 << 16:
+                    held = _put(f, hasher, held)
             _put(f, hasher, held)
             if fsync:
                 f.flush()
@@ -244,11 +243,13 @@ def _staged(path: Path, st: os.stat_result | None, pieces, mode: int, fsync: boo
     return tmp, hasher.digest() if hasher is not None else None
 
 
-def _put(file, hasher, data) -> None:
+def _put(file, hasher, data) -> bytearray:
+    """Write and hash `data`; returns an empty buffer for the small pieces that follow."""
     if data:
         file.write(data)
         if hasher is not None:
             hasher.update(data)
+    return bytearray()
 
 
 def temp_beside(path: Path, create):

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator
 
 from storesync import der
-from storesync.fsio import digest_of, file_digest
+from storesync.fsio import digest_of
 from storesync.model import (
     Capabilities,
     ANCHOR, ANY_EKU, DISTRUSTED, PURPOSES, TRUSTED, Certificate, Entry, StoreError, TrustSet, oid_from_purpose, printable,
@@ -135,7 +135,8 @@ class PemStore(FileStore):
             if entries or self.others:  # else no block: a DER file, comments, or damage, said as ever
                 self.parsed_digest = hasher.digest()
                 return TrustSet(entries)
-        del self.warnings[said:], entries
+        del self.warnings[said:]  # said again by the whole read
+        entries = None  # not held beside the whole file
         data.seek(0)
         return self.parse(data.read())
 
@@ -215,15 +216,6 @@ def _size(path) -> int:
         return path.stat().st_size
     except OSError:
         return 0  # reading it says why
-
-
-def _file_digest(path) -> bytes | None:
-    """`digest_of` the file's bytes, read in pieces (None: it cannot be read; reading it says why)."""
-    try:
-        with open(path, "rb") as file:
-            return file_digest(file)
-    except OSError:
-        return None
 
 
 def cached_entry(trusted: int, raw: bytes) -> Entry:
