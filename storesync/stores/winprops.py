@@ -12,7 +12,7 @@ What this module does:
 - turns a group into an `Entry`: FRIENDLY_NAME (11) -> label, ENHKEY_USAGE (9) -> trusted purposes
   (absent = every purpose, `30 00` = none), DISALLOWED_FILETIME (104) [+ DISALLOWED_ENHKEY_USAGE
   (122)] -> distrust-after; the property list itself, in file order and with unknown ids, is kept
-  in `entry.extras["winprops"]` as a tuple of `(id, encoding_type, bytes)`;
+  in `entry.extras["winprops"]` as `Props`, read as `(id, encoding_type, bytes)` each;
 - turns an entry back into a group: kept properties are written back unchanged, in their order,
   unless the entry now says something else (then that one property is replaced in place); hash
   properties are recomputed from the certificate (a wrong stored value is replaced, one we
@@ -23,12 +23,13 @@ What this module does:
 from __future__ import annotations
 
 import hashlib
+import io
 import struct
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator, Mapping
 
 from storesync import der
-from storesync.model import ANCHOR, ANY_EKU, DISTRUST, PURPOSES, TRUSTED, Certificate, Entry, oid_from_purpose, purpose_from_oid
+from storesync.model import ANCHOR, ANY_EKU, DISTRUST, PURPOSES, TRUSTED, Certificate, Entry, One, oid_from_purpose, purpose_from_oid
 
 EXTRAS_KEY = "winprops"
 
@@ -59,7 +60,34 @@ _HEADER = struct.Struct("<III")
 NO_PURPOSE = b"\x30\x00"
 _FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=timezone.utc)
 
-Props = tuple  # tuple[tuple[int, int, bytes], ...]
+
+
+class Props:
+    """A certificate group's properties as the file holds them: their elements' bytes, read as
+    `(id, encoding_type, value)` each when asked. One bytes object per entry, not a tuple per
+    property with its own bytes (about 200 bytes an entry less in a large store)."""
+
+    __slots__ = ("raw",)
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, props: Iterable[tuple[int, int, bytes]] = ()):
+        self.raw = b"".join(element(prop_id, value, encoding) for prop_id, encoding, value in props)
+
+    def __iter__(self) -> Iterator[tuple[int, int, bytes]]:
+        for _pos, prop_id, encoding, value in iter_elements(io.BytesIO(self.raw), len(self.raw), stop_at_marker=False):
+            yield prop_id, encoding, value
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __getitem__(self, index):
+        return tuple(self)[index]
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self) == (tuple(other) if isinstance(other, (Props, tuple, list)) else other)
+
+    def __repr__(self) -> str:
+        return f"Props({tuple(self)!r})"
 
 
 class ElementError(ValueError):
@@ -254,7 +282,7 @@ def entry_from_group(cert_der: bytes, props: Props, role: str, warn=None) -> Ent
         if label is None and warn:
             warn("FRIENDLY_NAME is not UTF-16LE text; kept as bytes, no label")
     cert = Certificate(cert_der)
-    extras = {EXTRAS_KEY: tuple(props)}
+    extras = One(EXTRAS_KEY, Props(props))
     if role == ROLE_DISTRUST:
         return Entry(cert, trust=dict(DISTRUST), label=label, extras=extras)
     trust = trust_from_eku(values.get(ENHKEY_USAGE))
