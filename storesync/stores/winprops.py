@@ -23,7 +23,6 @@ What this module does:
 from __future__ import annotations
 
 import hashlib
-import io
 import struct
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator, Mapping
@@ -74,11 +73,14 @@ class Props:
         self.raw = b"".join(element(prop_id, value, encoding) for prop_id, encoding, value in props)
 
     def __iter__(self) -> Iterator[tuple[int, int, bytes]]:
-        for _pos, prop_id, encoding, value in iter_elements(io.BytesIO(self.raw), len(self.raw), stop_at_marker=False):
-            yield prop_id, encoding, value
+        raw, at = self.raw, 0  # made by `element`: whole elements, nothing to check
+        while at < len(raw):
+            prop_id, encoding, length = _HEADER.unpack_from(raw, at)
+            yield prop_id, encoding, raw[at + 12 : at + 12 + length]
+            at += 12 + length
 
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
+    def __bool__(self) -> bool:
+        return bool(self.raw)
 
     def __getitem__(self, index):
         return tuple(self)[index]
