@@ -363,7 +363,7 @@ def owned_file(spec: str, written: dict[str, Entry | None], after: TrustSet,
         return f'{{"trust": {trust}, "label": {dumps(value.display_label)}}}'
 
     text = (f'{{"spec": {dumps(spec)}, "written": {dumps(utc_now("%Y-%m-%dT%H:%M:%SZ"))}, "entries": {{'
-            + ", ".join(f'"{sha}": {encoded(value)}' for sha, value in entries.items())
+            + ", ".join(f'{dumps(sha)}: {encoded(value)}' for sha, value in entries.items())  # a key of an old record as read
             + f'}}, "all": "{"".join(sorted(sha[:PREFIX] for sha in after))}"}}')
     return {owned_path(spec): text.encode()}
 

@@ -3,6 +3,7 @@ parsed with prometheus_client's own parser; `status --json` carries the same for
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -129,8 +130,27 @@ def test_an_empty_host_serves_every_address_ipv4_and_ipv6(root, tmp_path, daemon
         with socket.socket(socket.AF_INET6) as probe:
             probe.bind(("::1", 0))
     except OSError:
-        pytest.skip("this machine cannot bind ::1: no IPv6 to check")
+        return  # a machine without IPv6: IPv4 alone, as answered above (the fallback, tested below)
     assert value(scrape(port, "[::1]"), "storesync_runs_total", profile="p") is not None
+
+
+@pytest.mark.parametrize("refusal", [errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL])
+def test_an_empty_host_serves_ipv4_on_a_machine_without_ipv6(monkeypatch, refusal):
+    """Where `::` cannot be bound (no IPv6), an empty host serves every IPv4 address instead."""
+    from types import SimpleNamespace
+
+    from storesync import metrics
+
+    def no_ipv6(port, registry):
+        raise OSError(refusal, os.strerror(refusal))
+
+    monkeypatch.setattr(metrics, "dual_stack", no_ipv6)
+    port = free_port()
+    server = metrics.serve(f":{port}", SimpleNamespace(tracks={}))
+    try:
+        assert scrape(port) == {} and server.server_address[0] == "0.0.0.0"
+    finally:
+        server.shutdown()
 
 
 def test_prometheus_client_is_imported_only_with_the_flag(root, tmp_path):

@@ -224,3 +224,21 @@ def test_a_sync_reads_each_stores_ownership_record_once_to_write_it(pki, tmp_pat
     assert sync_in_process(monkeypatch, f"pem:{source}", f"pem:{target}") == 0
     assert len(reads) == 2, reads  # before: 3 (owned_among, owned_file, then owned_bytes again)
     assert len(open_store(f"pem:{target}").read()) == 41
+
+
+def test_a_record_rewritten_from_an_odd_old_one_is_still_json(tmp_path, pki):
+    """The ownership record is encoded by hand, entry by entry: a key of the old record as it was
+    read (here one with a quote and a backslash, as a damaged or hand-edited file may hold) is
+    encoded as JSON, never pasted into the text."""
+    import json
+
+    from storesync.model import Certificate, Entry, TrustSet
+
+    state.set_state_dir(tmp_path / "state")
+    try:
+        entry = Entry(Certificate(pki.ca("Odd Record Root").der))
+        old = json.dumps({"spec": "pem:/x.pem", "entries": {'a"b\\c': {"trust": {}, "label": "x"}}, "all": ""}).encode()
+        (record,) = state.owned_file("pem:/x.pem", {entry.sha256: entry}, TrustSet([entry]), record=old).values()
+        assert set(json.loads(record)["entries"]) == {'a"b\\c', entry.sha256}
+    finally:
+        state.set_state_dir(None)

@@ -134,6 +134,13 @@ def _head(path: Path) -> bytes:
         return f.read(4096)
 
 
+def readable(data):
+    """A binary file to read a store from: the file given (a streamed read), or its bytes as one."""
+    import io
+
+    return io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+
+
 def cannot_read(exc: OSError, verb: str = "read") -> str:
     """Why a file or folder could not be read, and what to do when it is the user's permission."""
     why = f"cannot {verb} it ({exc.strerror or exc})"

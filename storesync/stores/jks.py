@@ -35,7 +35,7 @@ from collections.abc import Iterator
 
 from storesync import der
 from storesync.model import Entry, TrustSet
-from storesync.stores import FileStore
+from storesync.stores import FileStore, readable
 from storesync.stores._java import (
     ALIASES,
     CAPABILITIES,
@@ -186,7 +186,7 @@ def iter_jks(data, digest=None) -> tuple[int, Iterator[JksRecord]]:
     start, read piece by piece (a read keeps none of them: a keystore's records held all at once
     were ~1.9 KB a certificate). A damage found on the way is raised then. With `digest`, every
     byte the integrity hash covers is fed to it, and the file is left at that hash."""
-    file = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    file = readable(data)
     size = file.seek(0, io.SEEK_END)
     file.seek(0)
     magic = file.read(4)
@@ -298,7 +298,7 @@ class JksStore(FileStore):
         """The anchors, read only once the whole file is well-formed (the same errors, in the same
         order, as ever) and its integrity hash verified: the file (or bytes) is read twice, piece
         by piece, and each record dropped as it is read."""
-        file = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+        file = readable(data)
         password, explicit = store_password(self)
         digest = _hasher(password)
         try:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from storesync import der
 from storesync.model import Capabilities, Entry, TrustSet
-from storesync.stores import FileStore, Values
+from storesync.stores import FileStore, Values, readable
 from storesync.stores import winprops as wp
 
 MAGIC = b"\x00\x00\x00\x00CERT"
@@ -57,7 +57,7 @@ def read_sst(data, each=None) -> SstFile:
     element); raises ElementError (with the offset) for what cannot be read. With `each`, every
     certificate group goes to `each(offset, cert, props)` as it is read, and none is kept in
     `groups`."""
-    file = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    file = readable(data)
     end = file.seek(0, io.SEEK_END)
     file.seek(0)
     result = SstFile()
