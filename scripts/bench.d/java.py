@@ -77,7 +77,12 @@ to_jks, to_p12, to_p11 = new_file("jks"), new_file("p12"), new_file("p11.jks")
 ours_jks = writing([*STORESYNC, "sync", f"pem:{BUNDLE}", "jks:NEW"], to_jks)
 ours_p12 = writing([*STORESYNC, "sync", f"pem:{BUNDLE}", "p12:NEW"], to_p12)
 ours_jks()  # the roots' checks are remembered from here on (storesync.loadable)
-contenders = {"jks": (ours_jks, to_jks), "p12": (ours_p12, to_p12)}
+# The floor of any Python writer of a keystore: the interpreter and what it cannot do without
+# (re: pip's `storesync` script imports it; hashlib for the digests; json for the records
+# `rollback` reads).
+FLOOR_IMPORTS = "import re, hashlib, json"
+floor = lambda: subprocess.run([sys.executable, "-c", FLOOR_IMPORTS], check=True)  # noqa: E731
+contenders = {"jks": (ours_jks, to_jks), "p12": (ours_p12, to_p12), "floor": (floor, None)}
 if trust:
     contenders["p11kit"] = (writing([trust, "extract", "--format=java-cacerts", "--filter=ca-anchors",
                                      "--purpose=server-auth", "NEW"], to_p11), to_p11)
@@ -91,6 +96,8 @@ rows += [
 ]
 if base:
     rows.append(("`trust extract --format=java-cacerts`", base, "p11-kit, JKS only"))
+rows.append((f"`python -c '{FLOOR_IMPORTS}'`", cli["floor"], "the floor of any Python writer"
+             + (f"; the JKS goal allows {1.5 * base * 1000:.0f} ms" if base else "")))
 
 keytool = shutil.which("keytool")
 if keytool:
