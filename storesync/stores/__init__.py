@@ -95,7 +95,7 @@ def detect_kind(path: Path) -> str:
     """Recognise a store by its content; a path that does not exist yet, by its name."""
     if path.is_dir():
         try:
-            return "nss" if _nss_folder(path) else "dir"
+            return "nss" if nss_folder(path) else "dir"
         except PermissionError as exc:  # a folder this user may not search
             raise StoreError(f"{path}: {cannot_read(exc, 'list')}") from None
     if not path.exists():
@@ -115,13 +115,13 @@ def detect_kind(path: Path) -> str:
     return sniff(head) or EXTENSIONS.get(path.suffix.lower(), "pem")
 
 
-def _nss_folder(path: Path) -> bool:
+def nss_folder(path: Path) -> bool:
     return (path / "cert9.db").exists() or (path / "cert8.db").exists()
 
 
 def _folder(path: Path) -> tuple[str, str] | None:
     """(kind, what it is) of a folder holding an NSS database or certificate files; None: neither."""
-    if _nss_folder(path):
+    if nss_folder(path):
         return "nss", "an NSS database folder"
     with os.scandir(path) as listing:
         if any(HASH_LINK.match(item.name) or os.path.splitext(item.name)[1].lower() in CERT_SUFFIXES for item in listing):
