@@ -321,3 +321,22 @@ def test_flags_that_do_not_go_together_are_refused(argv, flags, root, tmp_path):
     assert result.stderr.startswith("storesync: ") and result.stderr.count("\n") == 1
     assert all(flag in result.stderr for flag in flags), result.stderr
     assert not (tmp_path / "o.pem").exists()
+
+
+@pytest.mark.parametrize("how", ["flag", "spec", "table", "profile"])
+def test_any_extended_key_usage_is_no_purpose_to_name(how, root, tmp_path):
+    """`2.5.29.37.0` (anyExtendedKeyUsage) was taken as one more purpose, which no certificate has
+    (a TRUSTED block listing it, as OpenSSL reads it, is trusted for every purpose): a store for
+    it was written empty and every root named in a `!` line. Refused, saying to write `any`."""
+    source, target = root.write(tmp_path / "root.pem"), tmp_path / "o.pem"
+    any_eku = "2.5.29.37.0"
+    argv = {"flag": ["sync", "--purpose", any_eku, f"pem:{source}", f"pem:{target}"],
+            "spec": ["sync", f"pem:{source}", f"pem:{target}?purpose={any_eku}"]}.get(how, ["sync"])
+    table = {"table": f'targets = [{{ spec = "pem:{target}", purpose = "{any_eku}" }}]\n',
+             "profile": f'targets = ["pem:{target}"]\npurposes = ["{any_eku}"]\n'}.get(how, "")
+    (tmp_path / "c.toml").write_text(f'[profile.w]\nmode = "mirror"\nsource = "pem:{source}"\n{table}')
+    result = storesync(*argv, env={**os.environ, "STORESYNC_CONFIG": str(tmp_path / "c.toml")})
+    assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and any_eku in result.stderr and "Traceback" not in result.stderr
+    assert "anyExtendedKeyUsage" in result.stderr and ("write any" in result.stderr or "leave" in result.stderr), result.stderr
+    assert not target.exists()

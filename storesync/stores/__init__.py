@@ -15,7 +15,7 @@ from pathlib import Path
 
 from storesync.fsio import CAS_ATTEMPTS, atomic_write, digest_of, file_digest, replace_if_unchanged, stat_version
 from storesync.model import (
-    PURPOSES, Capabilities, Certificate, Entry, Record, StoreError, TrustSet, is_purpose, purpose_from_oid,
+    ANY_EKU, PURPOSES, Capabilities, Certificate, Entry, Record, StoreError, TrustSet, is_purpose, purpose_from_oid,
 )
 
 TYPE_CHECKING = False  # typing's, without importing typing at start-up
@@ -270,7 +270,7 @@ COMMON_OPTIONS = ("purpose", "max-removal-share", "label-template")  # the engin
 COMMON_VALUES = {
     # a wrong purpose is no smaller store: it would leave every certificate out of it
     "purpose": Values("any", *PURPOSES, test=is_purpose, what=f"{', '.join(PURPOSES)}, any, or an EKU OID "
-                      "in dotted form (1.3.6.1.5.5.7.3.8)"),
+                      f"in dotted form (1.3.6.1.5.5.7.3.8; for anyExtendedKeyUsage, {ANY_EKU}, write any)"),
     "max-removal-share": Values(test=lambda v: 0 <= number(v) <= 1, what="a number from 0 to 1"),
     "label-template": Values(test=lambda v: format_label(v, "label", "0" * 40, "0" * 64) is not None,
                              what="a text whose only fields are {label}, {sha1} and {sha256} (a format spec "
