@@ -304,13 +304,18 @@ def test_a_bad_purpose_flag_is_refused(purpose, root, tmp_path):
     (["sync", "--config", "{d}/c.toml", "{root}", "pem:{d}/o.pem"], ["--config", "SOURCE"]),
     (["sync", "--config", "{d}/c.toml", "--mode", "add"], ["--mode", "--config"]),
     (["sync", "--profile", "w", "--mode", "add"], ["--mode", "--profile"]),
+    (["sync", "--config", "{d}/c.toml", "--purpose", "email"], ["--purpose", "--config"]),
+    (["sync", "--profile", "w", "--purpose", "server-auth"], ["--purpose", "--profile"]),
+    (["sync", "--purpose", "any"], ["--purpose", "the profiles of the config file"]),
     (["rollback", "--list", "--to", "123", "pem:{d}/o.pem"], ["--list", "--to"]),
     (["check", "{root}", "--nginx-conf", "{d}/n.conf", "--apache-conf", "{d}/a.conf"], ["--nginx-conf", "--apache-conf"]),
     (["check", "{root}", "--nginx-conf", "{d}/n.conf", "--server", "apache"], ["--server apache", "--nginx-conf"]),
 ])
 def test_flags_that_do_not_go_together_are_refused(argv, flags, root, tmp_path):
     """A flag that would be silently ignored (the profile's mode, the stores named beside a
-    profile, a backup to restore while listing) is a mistake: exit 2, one sentence naming both."""
+    profile, a backup to restore while listing) is a mistake: exit 2, one sentence naming both.
+    So is `--purpose` with profiles: it re-read every plain store of them as anchors for another
+    purpose than the daemon's runs read, so a merge moved an NSS root from server-auth to email."""
     source = root.write(tmp_path / "root.pem")
     (tmp_path / "c.toml").write_text(f'[profile.w]\nmode = "mirror"\nsource = "pem:{source}"\ntargets = ["pem:{tmp_path}/o.pem"]\n')
     (tmp_path / "n.conf").write_text("")
