@@ -32,7 +32,7 @@ import os
 import re
 from pathlib import Path
 
-from storesync.model import Record, StoreError, is_purpose, purpose_from_oid
+from storesync.model import ANY_EKU, Record, StoreError, is_purpose, purpose_from_oid
 
 TYPE_CHECKING = False  # typing's, without importing typing at start-up
 if TYPE_CHECKING:
@@ -223,6 +223,9 @@ def _profile(name: str, table: dict, error_at) -> Profile:
     if not isinstance(table.get("purposes", []), list):
         raise error(f"profile {name!r}: purposes must be a list, e.g. [\"server-auth\"]", "purposes")
     for purpose in table.get("purposes", ()):
+        if str(purpose) == ANY_EKU:
+            raise error(f"profile {name!r}: purposes cannot name {ANY_EKU} (anyExtendedKeyUsage), which is every "
+                        "purpose; leave purposes out to keep the anchors of them all", str(purpose))
         if not is_purpose(str(purpose)):
             raise error(f"profile {name!r}: unknown purpose {purpose!r}", str(purpose))
     purposes = tuple(purpose_from_oid(str(p)) for p in table.get("purposes", ()))  # a named one's OID is that one

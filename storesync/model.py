@@ -49,8 +49,10 @@ def oid_from_purpose(purpose: str) -> str:
 
 
 def is_purpose(text: str) -> bool:
-    """A purpose by name, or any other as its EKU OID in dotted form."""
-    return text in PURPOSES or re.fullmatch(r"[0-9]+(\.[0-9]+)+", text) is not None
+    """A purpose by name, or any other as its EKU OID in dotted form. Not anyExtendedKeyUsage:
+    read from a store it is trust for every purpose (as OpenSSL reads it), so no certificate is
+    trusted for it as one purpose more, and a store for it would be emptied; `any` says that."""
+    return text in PURPOSES or (text != ANY_EKU and re.fullmatch(r"[0-9]+(\.[0-9]+)+", text) is not None)
 
 
 def purpose_order(purpose: str) -> tuple:

@@ -304,13 +304,18 @@ def test_a_bad_purpose_flag_is_refused(purpose, root, tmp_path):
     (["sync", "--config", "{d}/c.toml", "{root}", "pem:{d}/o.pem"], ["--config", "SOURCE"]),
     (["sync", "--config", "{d}/c.toml", "--mode", "add"], ["--mode", "--config"]),
     (["sync", "--profile", "w", "--mode", "add"], ["--mode", "--profile"]),
+    (["sync", "--config", "{d}/c.toml", "--purpose", "email"], ["--purpose", "--config"]),
+    (["sync", "--profile", "w", "--purpose", "server-auth"], ["--purpose", "--profile"]),
+    (["sync", "--purpose", "any"], ["--purpose", "the profiles of the config file"]),
     (["rollback", "--list", "--to", "123", "pem:{d}/o.pem"], ["--list", "--to"]),
     (["check", "{root}", "--nginx-conf", "{d}/n.conf", "--apache-conf", "{d}/a.conf"], ["--nginx-conf", "--apache-conf"]),
     (["check", "{root}", "--nginx-conf", "{d}/n.conf", "--server", "apache"], ["--server apache", "--nginx-conf"]),
 ])
 def test_flags_that_do_not_go_together_are_refused(argv, flags, root, tmp_path):
     """A flag that would be silently ignored (the profile's mode, the stores named beside a
-    profile, a backup to restore while listing) is a mistake: exit 2, one sentence naming both."""
+    profile, a backup to restore while listing) is a mistake: exit 2, one sentence naming both.
+    So is `--purpose` with profiles: it re-read every plain store of them as anchors for another
+    purpose than the daemon's runs read, so a merge moved an NSS root from server-auth to email."""
     source = root.write(tmp_path / "root.pem")
     (tmp_path / "c.toml").write_text(f'[profile.w]\nmode = "mirror"\nsource = "pem:{source}"\ntargets = ["pem:{tmp_path}/o.pem"]\n')
     (tmp_path / "n.conf").write_text("")
@@ -321,3 +326,22 @@ def test_flags_that_do_not_go_together_are_refused(argv, flags, root, tmp_path):
     assert result.stderr.startswith("storesync: ") and result.stderr.count("\n") == 1
     assert all(flag in result.stderr for flag in flags), result.stderr
     assert not (tmp_path / "o.pem").exists()
+
+
+@pytest.mark.parametrize("how", ["flag", "spec", "table", "profile"])
+def test_any_extended_key_usage_is_no_purpose_to_name(how, root, tmp_path):
+    """`2.5.29.37.0` (anyExtendedKeyUsage) was taken as one more purpose, which no certificate has
+    (a TRUSTED block listing it, as OpenSSL reads it, is trusted for every purpose): a store for
+    it was written empty and every root named in a `!` line. Refused, saying to write `any`."""
+    source, target = root.write(tmp_path / "root.pem"), tmp_path / "o.pem"
+    any_eku = "2.5.29.37.0"
+    argv = {"flag": ["sync", "--purpose", any_eku, f"pem:{source}", f"pem:{target}"],
+            "spec": ["sync", f"pem:{source}", f"pem:{target}?purpose={any_eku}"]}.get(how, ["sync"])
+    table = {"table": f'targets = [{{ spec = "pem:{target}", purpose = "{any_eku}" }}]\n',
+             "profile": f'targets = ["pem:{target}"]\npurposes = ["{any_eku}"]\n'}.get(how, "")
+    (tmp_path / "c.toml").write_text(f'[profile.w]\nmode = "mirror"\nsource = "pem:{source}"\n{table}')
+    result = storesync(*argv, env={**os.environ, "STORESYNC_CONFIG": str(tmp_path / "c.toml")})
+    assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and any_eku in result.stderr and "Traceback" not in result.stderr
+    assert "anyExtendedKeyUsage" in result.stderr and ("write any" in result.stderr or "leave" in result.stderr), result.stderr
+    assert not target.exists()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+
+import pytest
 from pathlib import Path
 
 from storesync.model import Certificate
@@ -151,3 +153,43 @@ def test_the_version_changes_with_every_write(pki, tmp_path):
         store.write(plan)
         versions.append(store.version())
     assert len(set(versions)) == len(versions)
+
+
+@pytest.mark.parametrize("kind", ["dir", "anchors"])
+@pytest.mark.parametrize("db", ["sql", "dbm"])  # cert9.db/key4.db, and the legacy cert8.db/key3.db
+def test_a_folder_holding_an_nss_database_is_no_hashed_directory(kind, db, root, tmp_path):
+    """`dir:` (or `anchors:`) on an NSS database folder read as an empty store: a mirror from it
+    would empty its targets, a sync into it scattered certificate files and hash links among NSS's."""
+    nssdb = tmp_path / "nssdb"
+    nssdb.mkdir()
+    run(need("certutil"), "-N", "-d", f"{db}:{nssdb}", "--empty-password")
+    run("certutil", "-A", "-d", f"{db}:{nssdb}", "-n", "Root", "-t", "C,,", "-i", root.write(tmp_path / "root.pem"))
+    target = tmp_path / "target.pem"
+    target.write_bytes(root.pem)
+    before = {p.name: p.read_bytes() for p in [*nssdb.iterdir(), target]}
+    spec = f"{kind}:{nssdb}"
+    for argv in (["list", spec], ["sync", "--force", "--allow-empty", spec, f"pem:{target}"],
+                 ["sync", f"pem:{tmp_path / 'root.pem'}", spec]):
+        result = storesync(*argv)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stdout + result.stderr
+        assert "holds an NSS database, not " in result.stderr and f"name it nss:{nssdb}" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert {p.name: p.read_bytes() for p in [*nssdb.iterdir(), target]} == before
+
+
+def test_a_folder_with_stray_files_is_still_a_hashed_directory(root, tmp_path):
+    folder = tmp_path / "ca"
+    folder.mkdir()
+    (folder / "README").write_text("not a certificate\n")
+    (folder / "secmod.db").write_bytes(b"")  # a stray NSS file alone is no database
+    root.write(folder / "root.pem")
+    listed = storesync("list", f"dir:{folder}")
+    assert listed.returncode == 0 and "1 certificates" in listed.stdout, listed.stdout + listed.stderr
+
+
+def test_dir_on_a_file_is_refused(root, tmp_path):
+    bundle = root.write(tmp_path / "bundle.pem")
+    for argv in (["list", f"dir:{bundle}"], ["sync", f"pem:{bundle}", f"dir:{bundle}"]):
+        result = storesync(*argv)
+        assert result.returncode == 2 and f"is not a directory; it looks like a PEM file: name it pem:{bundle}" in result.stderr
+    assert bundle.read_bytes() == root.pem

@@ -12,7 +12,7 @@ from storesync.model import DISTRUSTED, TRUSTED, Certificate, StoreError, TrustS
 from storesync.stores import StoreSpec, open_store
 from storesync.stores.pem import PemStore
 
-from conftest import SYSTEM_BUNDLE, need, pem_of, run
+from conftest import SYSTEM_BUNDLE, need, pem_of, run, storesync
 
 
 def write_via(spec: str, source: TrustSet) -> None:
@@ -203,3 +203,62 @@ def test_a_large_bundle_damaged_twice_says_what_its_whole_read_says(pki, tmp_pat
         pieces, whole = _read_in_pieces_and_whole(path, monkeypatch)
         assert "no matching END line" in whole[2], name
         assert pieces == whole, name
+
+
+def test_a_trust_list_naming_one_use_is_trusted_for_no_other_anywhere(pki, tmp_path):
+    """A TRUSTED block whose trust list names serverAuth only: OpenSSL rejects the root for every
+    other use (obj_trust: "Reject when explicit trust EKU are set and none match"), p11-kit reads
+    those uses as unknown (it writes its trust list from the purposes it trusts and its reject list
+    from those it distrusts). storesync reads them as no opinion, not distrust (which would take
+    every root of a p11-kit openssl-bundle out of a plain bundle), and no store it writes from the
+    block trusts the root for e-mail. anyExtendedKeyUsage in the list trusts it for every use."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID as Eku
+
+    from test_nss import certutil_add, new_db
+
+    root, other = pki.ca("One Use Root"), pki.ca("Other Email Root")
+    leaf = pki.leaf("one-use.test", root, eku=[Eku.SERVER_AUTH, Eku.CLIENT_AUTH, Eku.EMAIL_PROTECTION]).write(tmp_path / "leaf.pem")
+    plain = root.write(tmp_path / "root.pem")
+    source = tmp_path / "source.pem"
+    run(need("openssl"), "x509", "-in", plain, "-addtrust", "serverAuth", "-trustout", "-out", source)
+
+    def openssl_accepts(purpose: str, *store: str) -> bool:
+        return run("openssl", "verify", *(store or ("-CAfile", source)), "-purpose", purpose, leaf,
+                   check=False).returncode == 0
+
+    def nss_accepts(db, usage: str) -> bool:  # V: SSL server, S: e-mail signer
+        certutil_add(db, "leaf", ",,", leaf)  # -V names what it verifies
+        out = run("certutil", "-V", "-d", f"sql:{db}", "-u", usage, "-n", "leaf", check=False)
+        return b"certificate is valid" in out.stdout + out.stderr
+
+    assert openssl_accepts("sslserver") and not openssl_accepts("smimesign") and not openssl_accepts("sslclient")
+    (entry,) = open_store(f"pem:{source}").read().values()
+    assert dict(entry.trust) == {"server-auth": TRUSTED}
+
+    db, trusted, mail, maildir = new_db(tmp_path / "db"), tmp_path / "t.pem", tmp_path / "mail.pem", tmp_path / "mail"
+    result = storesync("sync", f"pem:{source}", f"nss:{db}", f"pem:{trusted}?format=trusted",
+                       f"pem:{mail}?purpose=email", f"dir:{maildir}?purpose=email")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert nss_accepts(db, "V") and not nss_accepts(db, "S")
+    assert openssl_accepts("sslserver", "-CAfile", trusted) and not openssl_accepts("smimesign", "-CAfile", trusted)
+    assert b"BEGIN" not in mail.read_bytes() and not openssl_accepts("smimesign", "-CApath", maildir)
+
+    # A merge with a bundle trusted for e-mail that holds the root: the block says purposes, the
+    # bundle does not, so the block wins and the bundle loses the root rather than OpenSSL gaining e-mail.
+    mail.write_bytes(root.pem + other.pem)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[profile.m]\nmode = "merge"\nstores = ["pem:{source}", "pem:{mail}?purpose=email"]\n')
+    assert storesync("sync", "--config", config, "--force").returncode == 0
+    assert not openssl_accepts("smimesign") and not openssl_accepts("smimesign", "-CAfile", mail)
+    # ... but a store that says purposes and trusts it for e-mail adds e-mail: no opinion is no veto
+    email_db = new_db(tmp_path / "email-db")
+    certutil_add(email_db, "One Use Root", ",C,", plain)
+    config.write_text(f'[profile.n]\nmode = "merge"\nstores = ["pem:{source}", "nss:{email_db}"]\n')
+    assert storesync("sync", "--config", config).returncode == 0
+    assert openssl_accepts("smimesign") and nss_accepts(email_db, "S") and nss_accepts(email_db, "V")
+
+    anyeku = tmp_path / "any.pem"
+    run("openssl", "x509", "-in", plain, "-addtrust", "anyExtendedKeyUsage", "-trustout", "-out", anyeku)
+    assert all(openssl_accepts(p, "-CAfile", anyeku) for p in ("sslserver", "sslclient", "smimesign", "any"))
+    (entry,) = open_store(f"pem:{anyeku}").read().values()
+    assert dict(entry.trust) == {p: TRUSTED for p in ("server-auth", "client-auth", "email", "code-signing")}

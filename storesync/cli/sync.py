@@ -15,7 +15,7 @@ from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, Stor
 
 def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, profile: "Optional[str]" = None,
          config: "Optional[Path]" = None, state_dir: "Optional[Path]" = None, mode: "Optional[str]" = None,
-         purpose: str = "server-auth", dry_run: bool = False, force: bool = False, as_json: bool = False,
+         purpose: "Optional[str]" = None, dry_run: bool = False, force: bool = False, as_json: bool = False,
          password_file: "Optional[Path]" = None, allow_empty: bool = False, only: tuple = (),
          root: "Optional[Path]" = None, python: tuple = ()) -> "NoReturn":
     from storesync.config import Profile, StoreRef, load_config
@@ -25,9 +25,9 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
 
     state.set_state_dir(state_dir)
     resolve = None
-    if not COMMON_VALUES["purpose"].accepts(purpose):
+    if purpose is not None and not COMMON_VALUES["purpose"].accepts(purpose):
         fail(f"--purpose cannot be {purpose!r}; use {COMMON_VALUES['purpose'].what}")
-    defaults = {"purpose": purpose, **({"password-file": str(password_file)} if password_file else {})}
+    defaults = {"purpose": purpose or "server-auth", **({"password-file": str(password_file)} if password_file else {})}
     if source is not None:
         chosen = "--profile" if profile is not None else "--config" if config is not None else None
         if chosen:  # a flag that would be silently ignored
@@ -52,10 +52,13 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
     else:
         if only:
             fail("--only selects from a SOURCE for its TARGETs; a profile takes `only` in the config file")
+        runs = '--profile' if profile else '--config' if config else 'the profiles of the config file'
         if mode is not None:
-            fail(f"--mode and {'--profile' if profile else '--config' if config else 'the profiles of the config file'} "
-                 "do not go together: a profile takes its `mode` from the config file; leave --mode out, "
-                 "or give a SOURCE and TARGETs")
+            fail(f"--mode and {runs} do not go together: a profile takes its `mode` from the config file; "
+                 "leave --mode out, or give a SOURCE and TARGETs")
+        if purpose is not None:  # read so by one run and not by the next (the daemon's), a store would flip
+            fail(f"--purpose and {runs} do not go together: a profile's stores take their `purpose` from the "
+                 "config file, as the daemon reads them; leave --purpose out, or give a SOURCE and TARGETs")
         try:
             loaded = load_config(config)
         except StoreError as exc:
@@ -156,10 +159,11 @@ def declare(app) -> None:
             None, "--mode",
             help="mirror (the default): targets hold exactly the source's anchors; add: never remove; remove: the source's certificates leave the targets.",
         ),
-        purpose: str = typer.Option(
-            "server-auth", "--purpose",
-            help="What stores without per-purpose trust are for: server-auth, client-auth, email, code-signing, any, "
-                 "or an EKU OID in dotted form (1.3.6.1.5.5.7.3.8).",
+        purpose: Optional[str] = typer.Option(
+            None, "--purpose",
+            help="What the stores without per-purpose trust named here are for (default server-auth): server-auth, "
+                 "client-auth, email, code-signing, any, or an EKU OID in dotted form (1.3.6.1.5.5.7.3.8). Not with "
+                 "profiles: their stores take it from the config file.",
         ),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; write nothing."),
         force: bool = typer.Option(False, "--force", help="Apply changes a guard would hold back."),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from storesync.fsio import CAS_ATTEMPTS, atomic_write, digest_of, file_digest, replace_if_unchanged, stat_version
 from storesync.model import (
-    PURPOSES, Capabilities, Certificate, Entry, Record, StoreError, TrustSet, is_purpose, purpose_from_oid,
+    ANY_EKU, PURPOSES, Capabilities, Certificate, Entry, Record, StoreError, TrustSet, is_purpose, purpose_from_oid,
 )
 
 TYPE_CHECKING = False  # typing's, without importing typing at start-up
@@ -95,7 +95,7 @@ def detect_kind(path: Path) -> str:
     """Recognise a store by its content; a path that does not exist yet, by its name."""
     if path.is_dir():
         try:
-            return "nss" if _nss_folder(path) else "dir"
+            return "nss" if nss_folder(path) else "dir"
         except PermissionError as exc:  # a folder this user may not search
             raise StoreError(f"{path}: {cannot_read(exc, 'list')}") from None
     if not path.exists():
@@ -115,13 +115,13 @@ def detect_kind(path: Path) -> str:
     return sniff(head) or EXTENSIONS.get(path.suffix.lower(), "pem")
 
 
-def _nss_folder(path: Path) -> bool:
+def nss_folder(path: Path) -> bool:
     return (path / "cert9.db").exists() or (path / "cert8.db").exists()
 
 
 def _folder(path: Path) -> tuple[str, str] | None:
     """(kind, what it is) of a folder holding an NSS database or certificate files; None: neither."""
-    if _nss_folder(path):
+    if nss_folder(path):
         return "nss", "an NSS database folder"
     with os.scandir(path) as listing:
         if any(HASH_LINK.match(item.name) or os.path.splitext(item.name)[1].lower() in CERT_SUFFIXES for item in listing):
@@ -270,7 +270,7 @@ COMMON_OPTIONS = ("purpose", "max-removal-share", "label-template")  # the engin
 COMMON_VALUES = {
     # a wrong purpose is no smaller store: it would leave every certificate out of it
     "purpose": Values("any", *PURPOSES, test=is_purpose, what=f"{', '.join(PURPOSES)}, any, or an EKU OID "
-                      "in dotted form (1.3.6.1.5.5.7.3.8)"),
+                      f"in dotted form (1.3.6.1.5.5.7.3.8; for anyExtendedKeyUsage, {ANY_EKU}, write any)"),
     "max-removal-share": Values(test=lambda v: 0 <= number(v) <= 1, what="a number from 0 to 1"),
     "label-template": Values(test=lambda v: format_label(v, "label", "0" * 40, "0" * 64) is not None,
                              what="a text whose only fields are {label}, {sha1} and {sha256} (a format spec "

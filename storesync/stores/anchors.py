@@ -33,14 +33,16 @@ class AnchorsStore(DirStore):
     values: dict = {}
     new_suffix = ".crt"
     capabilities = Capabilities()  # anchors only: no purposes, no distrust, no labels
+    holds = "anchor files"
+
+    def _not_a_folder(self) -> str:
+        return "an anchors store is the folder of one-certificate files: give that folder's path"
 
     def read(self) -> TrustSet:
         self._files, self._links, self.holds_trusted = {}, {}, False
         self.warnings = []  # what this read finds: a second read (a backup's) says it once, not again
-        if not self.path.exists():
+        if not self._folder_there():
             return TrustSet()
-        if not self.path.is_dir():
-            raise self.error("is not a directory; an anchors store is the folder of one-certificate files: give that folder's path")
         try:
             with os.scandir(self.path) as listing:
                 found = sorted((item.name, item) for item in listing)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from storesync.fsio import atomic_write_many, fsync_dir, in_root, machine_root, stat_version, temp_beside
 from storesync.model import Capabilities, Entry, TrustSet
-from storesync.stores import CERT_SUFFIXES, HASH_LINK, Store, StoreSpec, Values, cannot_read
+from storesync.stores import CERT_SUFFIXES, HASH_LINK, Store, StoreSpec, Values, cannot_read, nss_folder
 from storesync.statcache import StatCache, stamp
 from storesync.stores.pem import PemStore, cached_entry, render_entries, speaks_trusted
 
@@ -36,6 +36,7 @@ class DirStore(Store):
     values = {"links": Values("new", "both"), "format": PemStore.values["format"]}
     new_suffix = ".pem"  # of the files it names
     holds_trusted = False  # set by read: a file holds a TRUSTED CERTIFICATE block
+    holds = "hashed certificates"  # what the folder is for, in an error
 
     def __init__(self, spec: StoreSpec):
         super().__init__(spec)
@@ -55,10 +56,8 @@ class DirStore(Store):
     def read(self) -> TrustSet:
         self._files, self._links, self.holds_trusted = {}, {}, False
         self.warnings = []  # what this read finds: a second read (a backup's) says it once, not again
-        if not self.path.exists():
+        if not self._folder_there():
             return TrustSet()
-        if not self.path.is_dir():
-            raise self.error(f"is not a directory; {self.other_kind() or f'use pem:{self.path} for a bundle file'}")
         entries: list[Entry] = []
         try:
             with os.scandir(self.path) as listing:  # its entries know their type: no stat per file
@@ -92,6 +91,25 @@ class DirStore(Store):
                 entries.append(entry)
         cache.save()
         return TrustSet(entries)
+
+    def _folder_there(self) -> bool:
+        """Whether the folder exists (a target not created yet does not). A file, or an NSS
+        database's folder, is an error: read as certificate files it would be an empty store,
+        which a mirror would copy onto its targets, and a sync would write files among NSS's."""
+        if not self.path.exists():
+            return False
+        if not self.path.is_dir():
+            raise self.error(f"is not a directory; {self._not_a_folder()}")
+        try:
+            nss = nss_folder(self.path)
+        except PermissionError:
+            return True  # listing it says why it cannot be read
+        if nss:
+            raise self.error(f"holds an NSS database, not {self.holds}; name it nss:{self.path}")
+        return True
+
+    def _not_a_folder(self) -> str:
+        return self.other_kind() or f"use pem:{self.path} for a bundle file"
 
     def _read_file(self, name: str, path: str | Path, cache: StatCache) -> Entry | None:
         try:
