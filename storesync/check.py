@@ -28,7 +28,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from storesync.model import DISTRUSTED, EKU_OIDS, TRUSTED, TrustSet
+from storesync.model import ANY_EKU, DISTRUSTED, EKU_OIDS, TRUSTED, TrustSet
 
 TYPE_CHECKING = False  # plain classes below and typing's names only for checkers: a check starts quicker
 if TYPE_CHECKING:
@@ -52,7 +52,6 @@ ORDER = [UNREADABLE, NOT_SELF_SIGNED, MISSING_ROOT, DISTRUSTED_CODE, REVOKED, CR
 SCHANNEL_CA_LIST_LIMIT = 16384  # bytes of distinguished names Schannel sends (KB 933430)
 CHECK_PURPOSES = ("client-auth", "server-auth", "email", "code-signing")
 OPENSSL_KINDS = {"pem", "dir"}  # stores whose readers take only self-issued anchors
-ANY_EKU = "2.5.29.37.0"
 
 
 class CheckError(Exception):
