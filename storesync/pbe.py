@@ -2,7 +2,8 @@
 
 PBKDF2 (RFC 8018) with its parameters read and written as DER, PBES2 and the PKCS#12 PBE
 schemes (RFC 7292 appendix B.2 key derivation; SHA-1 with 3DES, RC2 or RC4) for decryption,
-PBES2 with PBKDF2-HMAC-SHA256 and AES-256-CBC for encryption, and one iteration budget:
+PBES2 with PBKDF2-HMAC-SHA256 and AES-256-CBC for encryption (AES also piece by piece, for a
+PKCS#12 store read and written as a stream), and one iteration budget:
 MAX_ITERATIONS per derivation, and, inside `budget()`, FILE_KDF_BUDGET for a whole file, so a
 hostile file cannot buy hours of CPU. PBMAC1 and key4.db's MACs use `pbkdf2` and `HMAC_PRFS`.
 AES and the PKCS#12 key derivation run in the system's libcrypto (storesync.libcrypto);
@@ -208,6 +209,49 @@ class _C:
             free(ctx)
 
 
+    def aes_cbc_stream(self, key: bytes, iv: bytes, encrypt: bool) -> "_Feed | None":
+        """AES-CBC fed piece by piece, without padding (None where libcrypto cannot)."""
+        if not self.lib or len(key) not in self.aes or len(iv) != 16:
+            return None
+        new, init, padding = self.cipher_calls[:3]
+        ctx = new()
+        if not ctx:
+            return None
+        feed = _Feed(self, ctx)  # frees the context when it goes
+        if init(ctx, self.aes[len(key)](), None, key, iv, int(encrypt)) != 1 or padding(ctx, 0) != 1:
+            self.clear()
+            return None
+        return feed
+
+
+class _Feed:
+    """libcrypto's cipher context with the `update`/`finalize` of a `cryptography` one."""
+
+    def __init__(self, c: _C, ctx):
+        self.c, self.ctx, self.out = c, ctx, None
+
+    def update(self, data: bytes) -> bytes:
+        ctypes, update = self.c.ctypes, self.c.cipher_calls[3]
+        if self.out is None or len(self.out) < len(data) + 16:  # one buffer, grown by 4 KiB: ctypes keeps
+            self.out = ctypes.create_string_buffer((len(data) + 16 + 4095) & ~4095)  # a type for each size
+        out, written = self.out, ctypes.c_int()
+        if update(self.ctx, out, ctypes.byref(written), data, len(data)) != 1:
+            self.c.clear()
+            raise DecryptError("libcrypto refused the cipher's input")
+        return ctypes.string_at(out, written.value)
+
+    def finalize(self) -> bytes:
+        ctypes, final = self.c.ctypes, self.c.cipher_calls[4]
+        out, written = ctypes.create_string_buffer(16), ctypes.c_int()
+        if final(self.ctx, out, ctypes.byref(written)) != 1:  # without padding: the input was not whole blocks
+            self.c.clear()
+            raise DecryptError("the ciphertext length is not a whole number of blocks")
+        return out.raw[: written.value]
+
+    def __del__(self):
+        self.c.cipher_calls[5](self.ctx)
+
+
 _c_calls: _C | None = None
 
 
@@ -248,6 +292,39 @@ def aes_cbc_decrypt(key: bytes, iv: bytes, data: bytes, pad: bool = False, span:
         if pad:
             plain = plain[: len(plain) - _padding(plain[-1:], lambda n: plain[-n:], 16)]
     return plain
+
+
+def aes_cbc(key: bytes, iv: bytes, encrypt: bool):
+    """AES-CBC fed piece by piece (`update`, then `finalize`), no padding: libcrypto's, else
+    `cryptography`'s."""
+    feed = _c().aes_cbc_stream(key, iv, encrypt)
+    if feed is None:
+        context = cipher("aes", key, iv)
+        feed = context.encryptor() if encrypt else context.decryptor()
+    return feed
+
+
+def decrypting(algorithm: der.TLV, password: str, size: int, chunks):
+    """The plaintext of ciphertext that comes in `chunks` (`size` bytes in all), piece by piece,
+    its padding checked and dropped at the end, when it is PBES2 with AES-CBC; None for another
+    scheme or a length that is not whole blocks (the caller decrypts it whole with `decrypt`)."""
+    oid, params = der.algorithm(algorithm, "encryption algorithm")
+    if oid != OID_PBES2 or params is None or not size or size % 16:
+        return None
+    name, key, iv = _pbes2(params, password)
+    if name != "aes" or len(iv) != 16:
+        return None
+    return _unpadded(aes_cbc(key, iv, encrypt=False), chunks)
+
+
+def _unpadded(decryptor, chunks):
+    held = b""  # the last block, which holds the padding, waits for the next piece
+    for chunk in chunks:
+        out = held + decryptor.update(chunk)
+        held = out[-16:]
+        yield out[:-16]
+    out = held + decryptor.finalize()
+    yield out[: len(out) - _padding(out[-1:], lambda n: out[-n:], 16)]
 
 
 def _padding(last: bytes, tail, block: int) -> int:
@@ -293,17 +370,7 @@ def decrypt(algorithm: der.TLV, data: bytes, password: str, span: tuple[int, int
     decrypted into (a copy of a keystore's safe as bytes was the third copy of the file)."""
     oid, params = der.algorithm(algorithm, "encryption algorithm")
     if oid == OID_PBES2 and params is not None:
-        kdf, scheme = der.kids(params)[:2]
-        kdf_oid, kdf_params = der.algorithm(kdf, "PBES2 key derivation")
-        if kdf_oid != OID_PBKDF2 or kdf_params is None:
-            raise PbeError(f"uses the key derivation {kdf_oid}, which storesync cannot use")
-        cipher_oid, iv = der.algorithm(scheme, "PBES2 cipher")
-        if cipher_oid not in PBES2_CIPHERS or iv is None:
-            raise PbeError(f"is encrypted with the cipher {cipher_oid}, which storesync cannot decrypt")
-        name, key_length = PBES2_CIPHERS[cipher_oid]
-        salt, iterations, prf, _ = pbkdf2_params(kdf_params)
-        key = pbkdf2(prf, password.encode("utf-8"), salt, iterations, key_length)
-        return _decrypt_with(name, key, der.octets_of(iv, "IV"), data, span)
+        return _decrypt_with(*_pbes2(params, password), data, span)
     if oid in PKCS12_PBE and params is not None:
         name, key_length, iv_length = PKCS12_PBE[oid]
         kids = der.kids(params)
@@ -321,6 +388,20 @@ def decrypt(algorithm: der.TLV, data: bytes, password: str, span: tuple[int, int
                 last = exc
         raise last  # type: ignore[misc]
     raise PbeError(f"is encrypted with the algorithm {oid}, which storesync cannot decrypt")
+
+
+def _pbes2(params: der.TLV, password: str) -> tuple[str, bytes, bytes]:
+    """PBES2 parameters -> (cipher name, key, IV)."""
+    kdf, scheme = der.kids(params)[:2]
+    kdf_oid, kdf_params = der.algorithm(kdf, "PBES2 key derivation")
+    if kdf_oid != OID_PBKDF2 or kdf_params is None:
+        raise PbeError(f"uses the key derivation {kdf_oid}, which storesync cannot use")
+    cipher_oid, iv = der.algorithm(scheme, "PBES2 cipher")
+    if cipher_oid not in PBES2_CIPHERS or iv is None:
+        raise PbeError(f"is encrypted with the cipher {cipher_oid}, which storesync cannot decrypt")
+    name, key_length = PBES2_CIPHERS[cipher_oid]
+    salt, iterations, prf, _ = pbkdf2_params(kdf_params)
+    return name, pbkdf2(prf, password.encode("utf-8"), salt, iterations, key_length), der.octets_of(iv, "IV")
 
 
 def pbkdf2_params(params: der.TLV) -> tuple[bytes, int, str, int | None]:
@@ -367,25 +448,22 @@ def _pbkdf2(prf: str, secret: bytes, salt: bytes, iterations: int, length: int) 
                     lambda: hashlib.pbkdf2_hmac(prf, secret, salt, iterations, length))
 
 
-def encrypt_pbes2(plain: bytes, password: str) -> tuple[bytes, bytes | bytearray]:
-    """(AlgorithmIdentifier, ciphertext): PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC, as JDK 17.
+def pbes2_hashes() -> tuple:
+    """What `pbes2_encryption` derives its salt and IV from, to be fed the plaintext."""
+    return hashlib.sha256(b"storesync p12 salt\0"), hashlib.sha256(b"storesync p12 iv\0")
 
-    Salt and IV come from the plaintext (public certificates), so output is deterministic."""
-    salt, iv = hashlib.sha256(b"storesync p12 salt\0"), hashlib.sha256(b"storesync p12 iv\0")
-    salt.update(plain)  # not joined to the prefix: no copy of all the certificates
-    iv.update(plain)
-    salt, iv = salt.digest()[:20], iv.digest()[:16]
+
+def pbes2_encryption(hashes: tuple, password: str):
+    """(AlgorithmIdentifier, a new AES-CBC encryptor): PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC, as
+    JDK 17. Salt and IV come from `hashes` fed the plaintext (public certificates), so output is
+    deterministic; the caller feeds the encryptor the plaintext and its PKCS#7 padding."""
+    salt, iv = hashes[0].digest()[:20], hashes[1].digest()[:16]
     key = _pbkdf2("sha256", password.encode("utf-8"), salt, ITERATIONS, 32)
-    ciphertext = _c().aes_cbc(key, iv, plain, encrypt=True, pad=True, mutable=True)  # PKCS#7, as below; not copied
-    if ciphertext is None:
-        pad = 16 - len(plain) % 16
-        encryptor = cipher("aes", key, iv).encryptor()
-        ciphertext = encryptor.update(plain) + encryptor.update(bytes([pad]) * pad) + encryptor.finalize()
     algorithm = der.seq(
         der.encode_oid(OID_PBES2),
         der.seq(pbkdf2_algorithm(salt, ITERATIONS), der.seq(der.encode_oid(OID_AES256_CBC), der.octets(iv))),
     )
-    return algorithm, ciphertext
+    return algorithm, lambda: aes_cbc(key, iv, encrypt=True)
 
 
 # RC2 (RFC 2268), decryption only: 40-bit RC2 is what OpenSSL 1.x and JDK 8 encrypted
@@ -440,9 +518,10 @@ def _rc2_cbc_decrypt(key: bytes, bits: int, iv: bytes, data: bytes) -> bytes:
 
 
 @contextmanager
-def budget():
-    """Charge every key derivation inside to one file: FILE_KDF_BUDGET iterations in all."""
-    token = _budget.set([FILE_KDF_BUDGET])
+def budget(left: list[int] | None = None):
+    """Charge every key derivation inside to one file: FILE_KDF_BUDGET iterations in all
+    (`left`: what a read of the file has left, when it is charged in more than one place)."""
+    token = _budget.set([FILE_KDF_BUDGET] if left is None else left)
     try:
         yield
     finally:

@@ -12,7 +12,8 @@ from storesync import der
 from storesync.engine.plan import make_plan
 from storesync.model import DISTRUST, Certificate, Entry, StoreError, TrustSet
 from storesync.stores import open_store, parse_spec
-from storesync.stores.p12 import java_trusted_cert_bag, load_pfx
+from storesync.stores import p12
+from storesync.stores.p12 import P12Store, java_trusted_cert_bag, load_pfx
 
 from conftest import SYSTEM_BUNDLE, need, run
 from test_jks import java_trusts, keytool, keytool_list, sync, trust_set
@@ -219,6 +220,159 @@ def test_other_password_from_password_file(cas, tmp_path):
     assert set(open_store(spec).read()) == {sha(cas[0])}
     sync(spec, trust_set(cas[0], cas[1]))
     assert len(keytool_list(store, password="s3cret pass")) == 2
+
+
+# --- reading and writing as a stream --------------------------------------------------------
+
+
+def _ber_authsafe(data: bytes, piece: int = 100) -> bytes:
+    """The PFX with its authSafe's octets in BER chunks (a constructed OCTET STRING, as some old
+    tools wrote): the MAC, over the octets themselves, still holds."""
+    version, auth_safe, *rest = der.read_all(data).children()
+    oid, explicit = auth_safe.children()
+    value = next(explicit.children()).value
+    chunks = b"".join(der.octets(value[n : n + piece]) for n in range(0, len(value), piece))
+    return der.seq(version.raw, der.seq(oid.raw, der.explicit0(der.encode(0x24, chunks))), *(r.raw for r in rest))
+
+
+def _ber_safe(data: bytes, piece: int = 100) -> bytes:
+    """A password-less PFX with its first safe's content in BER chunks (no MAC to keep)."""
+    version, auth_safe = der.read_all(data).children()
+    oid, explicit = auth_safe.children()
+    first, *others = der.read_all(next(explicit.children()).value).children()
+    kind, content = first.children()
+    value = next(content.children()).value
+    chunks = b"".join(der.octets(value[n : n + piece]) for n in range(0, len(value), piece))
+    safes = der.seq(der.seq(kind.raw, der.explicit0(der.encode(0x24, chunks))), *(o.raw for o in others))
+    return der.seq(version.raw, der.seq(oid.raw, der.explicit0(der.octets(safes))))
+
+
+@pytest.fixture(scope="module")
+def shapes(cas, tmp_path_factory) -> dict[str, tuple[bytes, str]]:
+    """name -> (a PKCS#12 file's bytes, what its spec ends with)."""
+    tmp = tmp_path_factory.mktemp("shapes")
+    with_key = keytool_store(tmp, "key.p12", cas[0], cas[1])
+    keytool("-genkeypair", "-alias", "server", "-keyalg", "EC", "-dname", "CN=server.test", "-keystore", with_key,
+            "-storepass", "changeit")
+    rc2 = keytool_store(tmp, "rc2.p12", cas[0], extra=("-J-Dkeystore.pkcs12.certProtectionAlgorithm=PBEWithSHA1AndRC2_40",
+                                                        "-J-Dkeystore.pkcs12.macAlgorithm=HmacPBESHA1"))
+    plain = keytool_store(tmp, "plain.p12", cas[0], cas[1], extra=NO_PASSWORD).read_bytes()
+    cas[2].write(tmp / "ca.pem")
+    made = tmp / "openssl.p12"
+    run(need("openssl"), "pkcs12", "-export", "-nokeys", "-in", tmp / "ca.pem", "-out", made, "-passout", "pass:changeit")
+    keyed = with_key.read_bytes()
+    salt = list(list(der.read_all(keyed).children())[2].children())[1]
+    tampered = bytearray(keyed)
+    tampered[salt.content] ^= 1
+    (tmp / "wrong").write_text("wrong\n")
+    cert_bag = der.encode_oid(p12.BAG_CERT)
+    return {
+        "keytool": (keyed, ""), "keytool-rc2": (rc2.read_bytes(), ""), "password-less": (plain, ""),
+        "openssl": (made.read_bytes(), ""),
+        "cryptography": (pkcs12.serialize_java_truststore([pkcs12.PKCS12Certificate(cas[1].cert, b"one")],
+                                                          BestAvailableEncryption(b"changeit")), ""),
+        "ber-authsafe": (_ber_authsafe(keyed), ""), "ber-safe": (_ber_safe(plain), ""),
+        "wrong password": (keyed, f"?password-file={tmp / 'wrong'}"), "tampered": (bytes(tampered), ""),
+        "truncated": (keyed[:-7], ""), "indefinite": (b"\x30\x80" + keyed[2 + (keyed[1] & 0x7F):] + b"\0\0", ""),
+        "damaged bag": (plain.replace(cert_bag, b"\x07" + cert_bag[1:], 1), ""),
+    }
+
+
+STREAMED = {"keytool", "keytool-rc2", "password-less", "openssl", "cryptography", "ber-safe"}
+
+
+def _outcome(spec: str):
+    store = open_store(spec)
+    try:
+        found = store.read()
+    except StoreError as exc:
+        return str(exc)
+    return sorted((sha, entry.label) for sha, entry in found.items()), store.warnings
+
+
+@pytest.mark.parametrize("shape", ["keytool", "keytool-rc2", "password-less", "openssl", "cryptography", "ber-authsafe",
+                                   "ber-safe", "wrong password", "tampered", "truncated", "indefinite", "damaged bag"])
+def test_a_streamed_read_says_what_the_whole_read_says(shapes, shape, tmp_path, monkeypatch):
+    """The common shape is read as a stream (a safe of another shape, such as RC2 or BER chunks,
+    whole on its own); another shape (BER chunks around all the safes, indefinite lengths), or
+    any fault, is read whole, as before: the same entries, warnings and errors either way."""
+    data, suffix = shapes[shape]
+    path = tmp_path / "store.p12"
+    path.write_bytes(data)
+    whole_reads = []
+    load = P12Store._load
+    monkeypatch.setattr(P12Store, "_load", lambda self, *args: whole_reads.append(1) or load(self, *args))
+    streamed = _outcome(f"p12:{path}{suffix}")
+    assert bool(whole_reads) == (shape not in STREAMED)
+
+    def unstreamed(*args, **kwargs):
+        raise p12._Unstreamed("read whole for the comparison")
+
+    monkeypatch.setattr(p12, "_Source", unstreamed)
+    assert streamed == _outcome(f"p12:{path}{suffix}")
+    assert isinstance(streamed, tuple) == (shape in STREAMED or shape == "ber-authsafe"), streamed
+    if shape in STREAMED or shape == "ber-authsafe":
+        assert streamed[0] or streamed[1]  # anchors, or warnings about what is not one
+
+
+def test_a_store_rewritten_between_its_mac_check_and_its_read_is_not_believed(cas, tmp_path, monkeypatch):
+    """The file is read twice: once for the MAC, then for the bags, the MAC computed again on the
+    way. Rewritten in place in between (by someone without the password: here the old MAC
+    kept, around safes that trust one more certificate), nothing read is believed, and no
+    write makes a file whose MAC would vouch for the forged certificate."""
+    path, other = tmp_path / "s.p12", tmp_path / "other.p12"
+    sync(str(path), trust_set(cas[0]))
+    sync(f"p12:{other}?protect=no", trust_set(cas[0], cas[2]))
+    genuine = path.read_bytes()
+    version, _, mac_data = der.read_all(genuine).children()
+    forged = der.seq(version.raw, list(der.read_all(other.read_bytes()).children())[1].raw, mac_data.raw)
+    checked = p12._mac_checked
+
+    def then_rewritten(*args):
+        result = checked(*args)
+        with open(path, "r+b") as file:  # in place: the file storesync has open reads the new bytes
+            file.write(forged)
+            file.truncate()
+        return result
+
+    monkeypatch.setattr(p12, "_mac_checked", then_rewritten)
+    with pytest.raises(StoreError, match="changed while it was read"):
+        open_store(f"p12:{path}").read()
+
+    path.write_bytes(genuine)
+    monkeypatch.setattr(p12, "STREAM_FROM", 0)  # a write's passes read it again too
+    store = open_store(f"p12:{path}")
+    plan = make_plan(trust_set(cas[0], cas[1]), trust_set(cas[0]), store.capabilities, store="t", purpose="any")
+    with pytest.raises(StoreError):
+        store.write(plan)
+    with pytest.raises(StoreError, match="MAC check failed"):  # nothing vouches for the forged bytes
+        monkeypatch.setattr(p12, "_mac_checked", checked)
+        open_store(f"p12:{path}").read()
+
+
+def test_a_streamed_write_makes_the_bytes_of_one_held_whole(cas, tmp_path, monkeypatch):
+    """A large store's write reads the file at each pass and makes each new bag at each; a small
+    one holds them: the same bytes either way (here in pieces of 64 bytes, across every
+    boundary), which keytool and OpenSSL read, the private key kept as it was."""
+    held = keytool_store(tmp_path, "held.p12", cas[0], cas[1])
+    keytool("-genkeypair", "-alias", "server", "-keyalg", "EC", "-dname", "CN=server.test", "-keystore", held,
+            "-storepass", "changeit")
+    streamed = tmp_path / "streamed.p12"
+    streamed.write_bytes(held.read_bytes())
+    sync(str(held), trust_set(cas[1], cas[2]))
+    sync(str(tmp_path / "new-held.p12"), trust_set(*cas))
+    monkeypatch.setattr(p12, "STREAM_FROM", 0)
+    monkeypatch.setattr(p12, "CHUNK", 64)
+    sync(str(streamed), trust_set(cas[1], cas[2]))
+    sync(str(tmp_path / "new-streamed.p12"), trust_set(*cas))
+    assert streamed.read_bytes() == held.read_bytes()
+    assert (tmp_path / "new-streamed.p12").read_bytes() == (tmp_path / "new-held.p12").read_bytes()
+    listed = keytool_list(streamed)
+    assert listed.pop("server")[0] == "PrivateKeyEntry"
+    assert sorted(listed.values()) == sorted(("trustedCertEntry", sha(c)) for c in cas[1:])
+    info = run(need("openssl"), "pkcs12", "-in", tmp_path / "new-streamed.p12", "-passin", "pass:changeit", "-info",
+               "-nokeys")
+    assert info.stdout.count(b"BEGIN CERTIFICATE") == 3 and b"MAC: sha256" in info.stderr
 
 
 # --- hostile input -------------------------------------------------------------------------

@@ -131,3 +131,29 @@ def test_padding_in_libcrypto_is_pkcs7_and_checked_in_its_buffer(length, monkeyp
     assert pbe.aes_cbc_decrypt(key, iv, around, pad=True, span=span) == plain
     with pytest.raises(pbe.DecryptError):
         pbe.aes_cbc_decrypt(key, iv, unpadded, pad=True, span=(1, 17))
+
+
+@pytest.mark.parametrize("libcrypto", [True, False])
+def test_aes_fed_piece_by_piece_is_the_one_shot_aes(libcrypto, monkeypatch):
+    """A PKCS#12 safe read or written as a stream goes through AES in pieces of any size: the
+    bytes of the one-shot computation, in libcrypto or, without it, in `cryptography`; a
+    streamed plaintext's padding is checked at its end."""
+    if not libcrypto:
+        monkeypatch.setattr(pbe, "_c_calls", pbe._C.__new__(pbe._C))
+        pbe._c_calls.lib = None
+    key, iv, plain = os.urandom(32), os.urandom(16), os.urandom(1000) + bytes([8]) * 8
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    expected = encryptor.update(plain) + encryptor.finalize()
+    for pieces in (1, 7, 100, 4096):
+        fed = pbe.aes_cbc(key, iv, encrypt=True)
+        assert isinstance(fed, pbe._Feed) == libcrypto
+        out = b"".join(fed.update(plain[n : n + pieces]) for n in range(0, len(plain), pieces)) + fed.finalize()
+        assert out == expected
+        fed = pbe.aes_cbc(key, iv, encrypt=False)
+        assert b"".join(fed.update(out[n : n + pieces]) for n in range(0, len(out), pieces)) + fed.finalize() == plain
+        chunks = (out[n : n + pieces] for n in range(0, len(out), pieces))
+        assert b"".join(pbe._unpadded(pbe.aes_cbc(key, iv, encrypt=False), chunks)) == plain[:-8]
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    unpadded = encryptor.update(b"p" * 31 + b"\0") + encryptor.finalize()  # ends in 0: no padding
+    with pytest.raises(pbe.DecryptError):
+        b"".join(pbe._unpadded(pbe.aes_cbc(key, iv, encrypt=False), [unpadded[:16], unpadded[16:]]))

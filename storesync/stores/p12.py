@@ -22,6 +22,12 @@ Store options:
   MAC, certificates not encrypted). An existing file keeps its protection either way: a
   password-less file stays password-less, a protected one stays protected.
 
+A file of the usual shape (DER, as keytool, OpenSSL 3, `cryptography` and storesync write) is
+read from where it lies, never whole: once for the MAC, then for the bags, each safe decrypted
+and parsed piece by piece and the MAC computed again (a file rewritten in between is refused);
+any other shape is read whole. A write is made piece by piece too, reading the file again (and
+its MAC) at each of its passes, and read back as it is written.
+
 Writing keeps every bag that is not a trust anchor byte for byte (private keys and their
 chains), and every anchor bag that stays; a safe that holds no anchor is copied unchanged.
 Rewritten encrypted safes use PBES2 with PBKDF2-HMAC-SHA256 (10000 iterations) and AES-256-CBC,
@@ -34,10 +40,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from functools import lru_cache
 
 from storesync import der
 from storesync.model import Certificate, Entry, TrustSet
 from storesync.pbe import (
+    FILE_KDF_BUDGET,
     HMAC_PRFS,
     ITERATIONS,
     OID_PBKDF2,
@@ -46,13 +54,15 @@ from storesync.pbe import (
     bmp_password,
     budget,
     decrypt,
-    encrypt_pbes2,
+    decrypting,
+    pbes2_encryption,
+    pbes2_hashes,
     pbkdf2,
     pbkdf2_params,
     pkcs12_kdf,
 )
 from storesync.pbe import PbeError as P12Error  # what storesync cannot read in the file (a sentence fragment)
-from storesync.stores import FileStore, Values
+from storesync.stores import FileStore, Values, readable
 from storesync.stores._java import (
     ALIASES, CAPABILITIES, WRONG_PASSWORD, chosen_scheme, make_alias, store_password, unchanged_anchor_set,
 )
@@ -126,6 +136,15 @@ class Safe:
         self.raw = raw  # the ContentInfo exactly as stored
         self.encrypted, self.bags = encrypted, bags
 
+    # what a safe read as a stream (_SafeIn) offers too
+    size = property(lambda self: len(self.raw))
+
+    def read_bags(self):
+        return iter(self.bags)
+
+    def pieces(self):
+        return (self.raw,)
+
 
 class Pfx:
     __slots__ = ("safes", "password", "mac", "mac_secret")
@@ -139,34 +158,17 @@ class Pfx:
     def bags(self) -> list[Bag]:
         return [bag for safe in self.safes for bag in safe.bags]
 
+    def read(self):
+        """The safes, as a `_Source` reads them again at every pass."""
+        return iter(self.safes)
+
 
 def _parse_bags(data: bytes, each=None) -> list[Bag]:
     """The bags of a SafeContents; with `each`, every bag is handed to it as it is parsed and
     none is kept (a read of 10 000 held ~3 KB a certificate in bags, attributes and copies)."""
     bags = []
     for tlv in der.expect(der.read_all(data), der.SEQUENCE, "SafeContents").children():
-        kids = der.kids(der.expect(tlv, der.SEQUENCE, "SafeBag"))
-        if len(kids) < 2:
-            raise P12Error("a SafeBag is incomplete")
-        bag_id = der.oid_of(kids[0], "bag type")
-        value = der.kids(der.expect(kids[1], 0xA0, "bag value"))
-        attributes: dict[str, list[der.TLV]] = {}
-        if len(kids) > 2:
-            for attribute in der.expect(kids[2], der.SET, "bag attributes").children():
-                parts = der.kids(der.expect(attribute, der.SEQUENCE, "bag attribute"))
-                if len(parts) != 2:
-                    raise P12Error("a bag attribute is malformed")
-                attributes[der.oid_of(parts[0], "attribute type")] = der.kids(der.expect(parts[1], der.SET, "attribute values"))
-        raw = tlv.raw
-        bag = Bag(raw if type(raw) is bytes else bytes(raw), bag_id, attributes)  # bytes, from a decrypted bytearray too
-        if bag_id == BAG_CERT and len(value) == 1:
-            cert_bag = der.kids(der.expect(value[0], der.SEQUENCE, "CertBag"))
-            if len(cert_bag) == 2 and der.oid_of(cert_bag[0], "certificate type") == OID_X509_CERT:
-                inner = der.kids(der.expect(cert_bag[1], 0xA0, "certificate value"))
-                if len(inner) != 1:
-                    raise P12Error("a certificate bag is malformed")
-                cert = der.octets_of(inner[0], "certificate")
-                bag.cert = cert if type(cert) is bytes else bytes(cert)
+        bag = _bag(tlv)
         if each is None:
             bags.append(bag)
         else:
@@ -174,8 +176,48 @@ def _parse_bags(data: bytes, each=None) -> list[Bag]:
     return bags
 
 
-def _mac_ok(authsafe: bytes | memoryview, mac_data: der.TLV, password: str) -> tuple[tuple[str, int] | None, bytes | None] | None:
-    """Check the MAC; returns ((digest, iterations) or None for PBMAC1, secret) or None if it fails."""
+def _bag(tlv: der.TLV) -> Bag:
+    kids = der.kids(der.expect(tlv, der.SEQUENCE, "SafeBag"))
+    if len(kids) < 2:
+        raise P12Error("a SafeBag is incomplete")
+    bag_id = der.oid_of(kids[0], "bag type")
+    value = der.kids(der.expect(kids[1], 0xA0, "bag value"))
+    attributes: dict[str, list[der.TLV]] = {}
+    if len(kids) > 2:
+        for attribute in der.expect(kids[2], der.SET, "bag attributes").children():
+            parts = der.kids(der.expect(attribute, der.SEQUENCE, "bag attribute"))
+            if len(parts) != 2:
+                raise P12Error("a bag attribute is malformed")
+            attributes[der.oid_of(parts[0], "attribute type")] = der.kids(der.expect(parts[1], der.SET, "attribute values"))
+    raw = tlv.raw
+    bag = Bag(raw if type(raw) is bytes else bytes(raw), bag_id, attributes)  # bytes, from a decrypted bytearray too
+    if bag_id == BAG_CERT and len(value) == 1:
+        cert_bag = der.kids(der.expect(value[0], der.SEQUENCE, "CertBag"))
+        if len(cert_bag) == 2 and der.oid_of(cert_bag[0], "certificate type") == OID_X509_CERT:
+            inner = der.kids(der.expect(cert_bag[1], 0xA0, "certificate value"))
+            if len(inner) != 1:
+                raise P12Error("a certificate bag is malformed")
+            cert = der.octets_of(inner[0], "certificate")
+            bag.cert = cert if type(cert) is bytes else bytes(cert)
+    return bag
+
+
+def _mac_ok(pieces, mac_data: der.TLV, password: str) -> tuple[tuple[tuple[str, int] | None, bytes], object] | None:
+    """Check the MAC of the authenticated safe, which `pieces()` gives (in pieces); returns
+    (((digest, iterations) or None for PBMAC1, secret), the HMAC of its key before any byte)
+    or None if it fails."""
+    for fresh, expected, result in _macs(mac_data, password):
+        value = fresh.copy()
+        for piece in pieces():
+            value.update(piece)
+        if hmac.compare_digest(value.digest(), expected):
+            return result, fresh
+    return None
+
+
+def _macs(mac_data: der.TLV, password: str):
+    """(HMAC before any byte, expected value, what `_mac_ok` returns) of each key the MAC may be
+    made with, each derived only when the one before did not match."""
     kids = der.kids(der.expect(mac_data, der.SEQUENCE, "MacData"))
     digest_info = der.kids(der.expect(kids[0], der.SEQUENCE, "MAC DigestInfo"))
     oid, params = der.algorithm(digest_info[0], "MAC algorithm")
@@ -193,18 +235,16 @@ def _mac_ok(authsafe: bytes | memoryview, mac_data: der.TLV, password: str) -> t
         if not 1 <= length <= 64:
             raise P12Error(f"asks for a {length}-byte PBMAC1 key (HMAC keys are at most 64 bytes)")
         key = pbkdf2(prf, password.encode("utf-8"), pb_salt, pb_iterations, length)
-        ok = hmac.compare_digest(hmac.new(key, authsafe, HMAC_PRFS[scheme_oid]).digest(), expected)
         # rewritten with a classic MAC under the same password
-        return (None, bmp_password(password) if password else b"\x00\x00") if ok else None
+        yield hmac.new(key, digestmod=HMAC_PRFS[scheme_oid]), expected, (None, bmp_password(password) if password else b"\x00\x00")
+        return
     if oid not in DIGESTS:
         raise P12Error(f"has a MAC with the digest {oid}, which storesync cannot check")
     digest = DIGESTS[oid]
     size = hashlib.new(digest).digest_size
     for secret in ([bmp_password(password)] if password else [b"\x00\x00", b""]):
         key = pkcs12_kdf(digest, secret, salt, 3, iterations, size)
-        if hmac.compare_digest(hmac.new(key, authsafe, digest).digest(), expected):
-            return (digest, iterations), secret
-    return None
+        yield hmac.new(key, digestmod=digest), expected, ((digest, iterations), secret)
 
 
 def load_pfx(data: bytes, password: str, try_empty: bool, each=None) -> Pfx:
@@ -250,35 +290,40 @@ def _load_pfx(data: bytes, password: str, try_empty: bool, each=None) -> Pfx:
 
     mac = secret = None
     if len(pfx) > 2:
-        checked = _mac_ok(authsafe, pfx[2], password)
-        if checked is None and try_empty and password:
-            checked = _mac_ok(authsafe, pfx[2], "")
-            if checked is not None:
-                password = ""
+        checked, password = _mac_checked(lambda: (authsafe,), pfx[2], password, try_empty)
         if checked is None:
             raise MacError(_why_mac_failed(content_infos, password))
-        mac, secret = checked
-        if mac is None:
-            mac = ("sha256", ITERATIONS)  # PBMAC1: rewritten as a classic HMAC-SHA256 MAC
+        mac, secret = checked[0]
+    return Pfx([_safe(info, index, password, each) for index, info in enumerate(content_infos)], password, mac, secret)
 
-    safes = []
-    for index, info in enumerate(content_infos):
-        kind, content = _content(info, f"safe {index + 1}")
-        raw = info.raw if each is None else b""  # a copy of the safe: kept only with its bags
-        if kind == OID_DATA and content is not None:
-            safes.append(Safe(raw, False, _parse_bags(der.octets_of(content, "safe"), each)))
-        elif kind == OID_ENCRYPTED_DATA and content is not None:
-            plain = _decrypt_safe(content, password)
-            try:
-                bags = _parse_bags(plain, each)
-            except (der.DERError, P12Error, IndexError):
-                raise DecryptError("decrypted safe is not SafeContents") from None
-            safes.append(Safe(raw, True, bags))
-        elif kind == OID_ENVELOPED_DATA:
-            raise P12Error("uses public-key privacy mode (an enveloped safe), which storesync does not read")
-        else:
-            raise P12Error(f"has a safe of unknown type {kind}")
-    return Pfx(safes, password, mac, secret)
+
+def _mac_checked(pieces, mac_data: der.TLV, password: str, try_empty: bool):
+    """(`_mac_ok` with the password, else (`try_empty`) with the empty one, the password it took)."""
+    checked = _mac_ok(pieces, mac_data, password)
+    if checked is None and try_empty and password:
+        checked = _mac_ok(pieces, mac_data, "")
+        if checked is not None:
+            password = ""
+    if checked is not None and checked[0][0] is None:  # PBMAC1: rewritten as a classic HMAC-SHA256 MAC
+        checked = (("sha256", ITERATIONS), checked[0][1]), checked[1]
+    return checked, password
+
+
+def _safe(info: der.TLV, index: int, password: str, each=None) -> Safe:
+    kind, content = _content(info, f"safe {index + 1}")
+    raw = info.raw if each is None else b""  # a copy of the safe: kept only with its bags
+    if kind == OID_DATA and content is not None:
+        return Safe(raw, False, _parse_bags(der.octets_of(content, "safe"), each))
+    if kind == OID_ENCRYPTED_DATA and content is not None:
+        plain = _decrypt_safe(content, password)
+        try:
+            bags = _parse_bags(plain, each)
+        except (der.DERError, P12Error, IndexError):
+            raise DecryptError("decrypted safe is not SafeContents") from None
+        return Safe(raw, True, bags)
+    if kind == OID_ENVELOPED_DATA:
+        raise P12Error("uses public-key privacy mode (an enveloped safe), which storesync does not read")
+    raise P12Error(f"has a safe of unknown type {kind}")
 
 
 def _decrypt_safe(content: der.TLV, password: str) -> bytes:
@@ -308,69 +353,352 @@ def _why_mac_failed(content_infos: list[der.TLV], password: str) -> str:
     return "either"
 
 
+# --- reading as a stream --------------------------------------------------------------------
+#
+# The common shape (what keytool, OpenSSL 3, `cryptography` and storesync write: definite
+# lengths, the authSafe an OCTET STRING) is read from the open file front to back, twice: once
+# for the MAC, then, only if it verifies, for the bags, each safe decrypted and parsed as it is
+# read and the MAC computed again on the way (a file rewritten in between is not believed). A
+# safe of another shape (BER chunks, an older cipher) is read whole, alone; a file of another
+# shape, or any fault, is read whole as before, so what is said of it is as before.
+
+CHUNK = 1 << 14  # what the file is read in, and new safes encrypted in
+#: A write's passes over a smaller file, or over fewer bytes of new certificates, take them from
+#: memory: each pass reading, decrypting and parsing the file again, or making the new bags
+#: again, cost a small store more time than holding it costs memory.
+STREAM_FROM = 1 << 20
+_VERSION3, _DATA, _ENCRYPTED = der.integer(3), der.encode_oid(OID_DATA), der.encode_oid(OID_ENCRYPTED_DATA)
+_PFX_LEVELS = [(der.SEQUENCE, _VERSION3), (der.SEQUENCE, _DATA), (0xA0, b""), (der.OCTET_STRING, b"")]
+
+
+class _Unstreamed(P12Error):
+    """A shape (or a fault) the streamed read leaves to the whole one."""
+
+
+class _Changed(Exception):
+    """The file's second read is not the one its MAC was checked on."""
+
+
+class _Reader:
+    """A file read front to back; every byte of the authenticated safe (up to `mac_end`) is fed
+    to `mac` as it is read. `size`: the file's, when it is known."""
+
+    def __init__(self, file, size: int | None = None):
+        self.file, self.size, self.pos, self.mac, self.mac_end = file, size, 0, None, 0
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or (self.size is not None and self.pos + n > self.size):
+            raise _Unstreamed("an element runs past the end")
+        data = self.file.read(n)
+        if len(data) != n:
+            raise _Unstreamed("truncated")
+        if self.mac is not None and self.pos < self.mac_end:  # no read straddles the safe's end
+            self.mac.update(data)
+        self.pos += n
+        return data
+
+    def head(self) -> tuple[bytes, int, int]:
+        """An element's tag and length: (their bytes, the tag, where the element ends)."""
+        raw = self.take(2)
+        count = raw[1] & 0x7F if raw[1] & 0x80 else 0
+        if raw[1] == 0x80 or count > 4 or raw[0] & 0x1F == 0x1F:
+            raise _Unstreamed("an indefinite length, or what DER does not write")
+        if count:
+            raw += self.take(count)
+        return raw, raw[0], self.pos + (int.from_bytes(raw[2:], "big") if count else raw[1])
+
+    def element(self) -> bytes:
+        """A small element whole (an OID, an algorithm, the MacData)."""
+        raw, _, end = self.head()
+        if end - self.pos > 1 << 20:
+            raise _Unstreamed("an element too large to be a header's")
+        return raw + self.take(end - self.pos)
+
+    def chunks(self, end: int):
+        while self.pos < end:
+            yield self.take(min(CHUNK, end - self.pos))
+
+    def authsafe(self) -> tuple[int, int]:
+        """Read a PFX up to its authenticated safe's content: (where that ends, where the PFX ends)."""
+        _, tag, pfx_end = self.head()
+        if tag != der.SEQUENCE or self.element() != _VERSION3:
+            raise _Unstreamed("another PFX layout")
+        _, tag, info_end = self.head()
+        if tag != der.SEQUENCE or self.element() != _DATA:
+            raise _Unstreamed("another authSafe")
+        _, tag, explicit_end = self.head()
+        _, tag_inner, end = self.head()
+        if (tag, tag_inner) != (0xA0, der.OCTET_STRING) or not end == explicit_end == info_end:
+            raise _Unstreamed("an authSafe in BER chunks")
+        return end, pfx_end
+
+
+class _Source:
+    """A PFX of the common shape read from its open file, its MAC checked (`password` and
+    `try_empty` as for `load_pfx`); `read()` reads its safes again at every pass, each pass
+    checking the MAC on the bytes it read (_Changed at its end if they are not those checked)."""
+
+    def __init__(self, file, password: str, try_empty: bool):
+        self.file, size = file, file.seek(0, 2)
+        file.seek(0)
+        reader = _Reader(file, size)
+        end, pfx_end = reader.authsafe()
+        start = reader.pos
+        file.seek(end)
+        reader.pos = end
+        self.mac_data = reader.element() if end < pfx_end else None
+        if reader.pos != pfx_end or pfx_end != size:
+            raise _Unstreamed("another PFX layout")
+        self.password, self.mac, self.mac_secret, self.fresh = password, None, None, None
+        if self.mac_data is not None:
+
+            def pieces():
+                file.seek(start)
+                return _Reader(file).chunks(end - start)
+
+            with budget():
+                checked, self.password = _mac_checked(pieces, der.read_all(self.mac_data), password, try_empty)
+            if checked is None:
+                raise _Unstreamed("the MAC does not match")  # the whole read says why
+            (self.mac, self.mac_secret), self.fresh = checked
+
+    def read(self):
+        size = self.file.seek(0, 2)  # what it is now: no element read is longer than the file
+        self.file.seek(0)
+        return _safes(_Reader(self.file, size), self.password, self.fresh, self.mac_data)
+
+
+def _safes(reader: _Reader, password: str, fresh, mac_data: bytes | None):
+    """The safes of a PFX read from `reader`, each as a `_SafeIn` (what its consumer does not
+    read of it is passed over); at the end, the MAC computed over the bytes read (with `fresh`,
+    an HMAC before any byte; None: no MAC) must be the file's, in MacData `mac_data` (None:
+    whatever MacData the stream ends with: a read-back of what is being written)."""
+    end, pfx_end = reader.authsafe()
+    if fresh is not None:
+        reader.mac, reader.mac_end = fresh.copy(), end
+    _, tag, listed = reader.head()
+    if tag != der.SEQUENCE or listed != end:
+        raise _Unstreamed("another AuthenticatedSafe")
+    left = [FILE_KDF_BUDGET]  # the key derivations of this pass
+    index = 0
+    while reader.pos < end:
+        safe = _SafeIn(reader, password, index, left)
+        if safe.end > end:
+            raise _Unstreamed("a safe runs past the authSafe")
+        yield safe
+        for _ in reader.chunks(safe.end):  # what was not read of it
+            pass
+        if reader.pos != safe.end:  # its inside ran past it
+            raise _Unstreamed("a safe's elements run past it")
+        index += 1
+    found = reader.element() if reader.pos < pfx_end else None
+    if reader.pos != pfx_end or reader.file.read(1) or (found is None) != (fresh is None):
+        raise _Changed()
+    if fresh is not None:
+        if mac_data is not None and found != mac_data:
+            raise _Changed()
+        try:
+            expected = der.octets_of(der.kids(der.kids(der.read_all(found))[0])[1], "MAC value")
+        except (ValueError, IndexError):
+            raise _Changed() from None
+        if not hmac.compare_digest(reader.mac.digest(), expected):
+            raise _Changed()
+
+
+class _SafeIn:
+    """One ContentInfo of an authenticated safe, being read: `read_bags()` its bags, or
+    `pieces()` its bytes as stored; `size` and `encrypted` as a `Safe`'s."""
+
+    def __init__(self, reader: _Reader, password: str, index: int, left: list[int]):
+        self.reader, self.password, self.index, self.left = reader, password, index, left
+        start = reader.pos
+        head, tag, self.end = reader.head()
+        if tag != der.SEQUENCE:
+            raise _Unstreamed("a safe that is not a ContentInfo")
+        self.size, self.taken = self.end - start, [head]  # the bytes read of it so far
+        self.kind = self._element()
+        self.encrypted = self.kind == _ENCRYPTED
+
+    def _element(self) -> bytes:
+        self.taken.append(self.reader.element())
+        return self.taken[-1]
+
+    def _head(self, tag: int) -> bool:
+        """Read the next header: is it `tag`'s, its element ending where the safe ends?"""
+        raw, found, end = self.reader.head()
+        self.taken.append(raw)
+        return found == tag and end == self.end
+
+    def pieces(self):
+        yield b"".join(self.taken)
+        yield from self.reader.chunks(self.end)
+
+    def read_bags(self):
+        plain = self._plain()
+        if plain is not None:
+            yield from _bags_of(plain)
+            return
+        # another shape: this safe read whole, as ever
+        raw = b"".join(self.taken) + self.reader.take(self.end - self.reader.pos)
+        with budget(self.left):
+            safe = _safe(der.read_all(raw), self.index, self.password)
+        yield from safe.bags
+
+    def _plain(self):
+        """The safe's plaintext, in pieces as they are read, when it has the shape read as a
+        stream; else None, nothing read past its headers."""
+        reader = self.reader
+        if self.kind == _DATA:
+            return reader.chunks(self.end) if self._head(0xA0) and self._head(der.OCTET_STRING) else None
+        if not (self.encrypted and self._head(0xA0) and self._head(der.SEQUENCE)):
+            return None
+        if self._element()[:1] != bytes([der.INTEGER]) or not self._head(der.SEQUENCE):  # version, EncryptedContentInfo
+            return None
+        self._element()  # its content type
+        algorithm = self._element()
+        if not self._head(0x80):  # the ciphertext, in one piece
+            return None
+        with budget(self.left):
+            return decrypting(der.read_all(algorithm), self.password, self.end - reader.pos, reader.chunks(self.end))
+
+
+def _bags_of(pieces):
+    """The bags of a SafeContents whose bytes come in pieces, each parsed once it is all there."""
+    buf, left = bytearray(), None  # left: the SafeContents' bytes not parsed yet (None: before its header)
+    for piece in pieces:
+        buf += piece
+        at = 0
+        while left != 0:
+            sizes = _sizes(buf, at)
+            if sizes is None:
+                break
+            head, whole = sizes
+            if left is None:
+                if buf[at] != der.SEQUENCE:
+                    raise _Unstreamed("not SafeContents")
+                left, at = whole - head, at + head
+                continue
+            if at + whole > len(buf):
+                break
+            if whole > left:
+                raise _Unstreamed("a bag runs past its SafeContents")
+            yield _bag(der.read_all(bytes(buf[at : at + whole])))
+            at, left = at + whole, left - whole
+        del buf[:at]
+    if left != 0 or buf:
+        raise _Unstreamed("SafeContents incomplete or followed by more")
+
+
+def _sizes(buf: bytearray, at: int) -> tuple[int, int] | None:
+    """(header size, element size) of the element at `at`; None while its header is incomplete."""
+    if len(buf) < at + 2:
+        return None
+    first = buf[at + 1]
+    if first < 0x80:
+        return 2, 2 + first
+    count = first & 0x7F
+    if not 1 <= count <= 4:
+        raise _Unstreamed("an indefinite or oversized length")
+    if len(buf) < at + 2 + count:
+        return None
+    return 2 + count, 2 + count + int.from_bytes(buf[at + 2 : at + 2 + count], "big")
+
+
 # --- writing --------------------------------------------------------------------------------
+
+
+def _headers(levels: list[tuple[int, bytes]], size: int, after: int = 0) -> bytes:
+    """The headers of elements nested around `size` bytes of content, outermost first, each level
+    (tag, what comes before the next level inside it); `after` bytes end the outermost. Made
+    before the content, which is written after them as it comes."""
+    headers = []
+    for n, (tag, before) in enumerate(reversed(levels)):
+        size += len(before) + (after if n == len(levels) - 1 else 0)
+        header = der.header(tag, size)
+        headers.append(header + before)
+        size += len(header)
+    return b"".join(reversed(headers))
 
 
 def java_trusted_cert_bag(cert_der: bytes, alias: str) -> bytes:
     """A certificate bag as keytool writes a trustedCertEntry (friendlyName + Java trust)."""
-    cert_bag = der.seq(_X509_CERT, der.explicit0(der.octets(cert_der)))
     friendly_name = der.seq(_FRIENDLY_NAME, der.encode(der.SET, der.encode(0x1E, alias.encode("utf-16-be"))))
-    return der.seq(_BAG_CERT, der.explicit0(cert_bag), der.encode(der.SET, friendly_name + _JAVA_TRUST_ANY))
+    attributes = der.encode(der.SET, friendly_name + _JAVA_TRUST_ANY)
+    # the certificate copied once; the headers by the two lengths, which recur: a write makes
+    # each new bag at each of its passes
+    return b"".join((_cert_bag_headers(len(cert_der), len(attributes)), cert_der, attributes))
+
+
+@lru_cache(maxsize=4096)
+def _cert_bag_headers(cert_size: int, attributes_size: int) -> bytes:
+    return _headers(_CERT_BAG, cert_size, attributes_size)
 
 
 # What every bag repeats, encoded once (a keystore's write makes one bag per certificate).
 _X509_CERT, _FRIENDLY_NAME, _BAG_CERT = der.encode_oid(OID_X509_CERT), der.encode_oid(OID_FRIENDLY_NAME), der.encode_oid(BAG_CERT)
+_CERT_BAG = [(der.SEQUENCE, _BAG_CERT), (0xA0, b""), (der.SEQUENCE, _X509_CERT), (0xA0, b""), (der.OCTET_STRING, b"")]
 _JAVA_TRUST_ANY = der.seq(der.encode_oid(OID_JAVA_TRUST), der.encode(der.SET, der.encode_oid(OID_ANY_EKU)))
 
 
-def safe_content_info(bags: list[bytes], password: str | None) -> bytes:
-    """A data ContentInfo (password None) or a PBES2-encrypted one. Takes the bags: `bags` is
-    emptied once they are joined, so they are not held beside the encryption's copies."""
-    plain = der.seq(*bags)
-    bags.clear()
-    if password is None:
-        return _nested([(der.SEQUENCE, der.encode_oid(OID_DATA)), (0xA0, b""), (der.OCTET_STRING, b"")], [plain])
-    algorithm, ciphertext = encrypt_pbes2(plain, password)
-    del plain
-    return _nested([(der.SEQUENCE, der.encode_oid(OID_ENCRYPTED_DATA)), (0xA0, b""), (der.SEQUENCE, der.integer(0)),
-                    (der.SEQUENCE, der.encode_oid(OID_DATA) + algorithm), (0x80, b"")], [ciphertext])
+def _encrypted(pieces, encryptor):
+    """`pieces` encrypted 64 KiB at a time, PKCS#7 padding added at the end."""
+    held, size = bytearray(), 0
+    for piece in pieces:
+        held += piece
+        size += len(piece)
+        if len(held) >= CHUNK:
+            yield encryptor.update(bytes(held))
+            held = bytearray()
+    pad = 16 - size % 16
+    yield encryptor.update(bytes(held + bytes([pad]) * pad)) + encryptor.finalize()
 
 
-def _nested(levels: list[tuple[int, bytes]], content: list[bytes], after: bytes = b"") -> bytes:
-    """Elements nested around `content`, outermost first, each level (tag, what comes before the
-    next level inside it); `after` ends the outermost. The headers are made first and all joined
-    once: an element built around each level's result copied everything once per level."""
-    size = sum(map(len, content))
-    headers = []
-    for n, (tag, before) in enumerate(reversed(levels)):
-        size += len(before) + (len(after) if n == len(levels) - 1 else 0)
-        header = der.header(tag, size)
-        headers.append(header + before)
-        size += len(header)
-    return b"".join((*reversed(headers), *content, after))
+def _mac_data(digest: str, value: bytes, salt: bytes, iterations: int) -> bytes:
+    digest_info = der.seq(der.seq(der.encode_oid(DIGEST_OIDS[digest]), der.NULL), der.octets(value))
+    return der.seq(digest_info, der.octets(salt), der.integer(iterations))
 
 
-def render_pfx(content_infos: list[bytes], mac: tuple[str, int, bytes] | None) -> bytes:
-    """PFX around `content_infos` (emptied: the new file is their one copy); `mac` = (digest,
-    iterations, KDF password bytes) or None. The MAC and its salt are computed over the
-    authenticated safe piece by piece, never joined on its own."""
-    authsafe = [der.header(der.SEQUENCE, sum(map(len, content_infos))), *content_infos]
-    content_infos.clear()
-    mac_data = b""
-    if mac is not None:
-        digest, iterations, secret = mac
-        salted = hashlib.sha256(b"storesync p12 mac salt\0")
-        for piece in authsafe:
-            salted.update(piece)
-        salt = salted.digest()[:20]
-        key = pkcs12_kdf(digest, secret, salt, 3, iterations, hashlib.new(digest).digest_size)
-        value = hmac.new(key, digestmod=digest)
-        for piece in authsafe:
-            value.update(piece)
-        digest_info = der.seq(der.seq(der.encode_oid(DIGEST_OIDS[digest]), der.NULL), der.octets(value.digest()))
-        mac_data = der.seq(digest_info, der.octets(salt), der.integer(iterations))
-    return _nested([(der.SEQUENCE, der.integer(3)), (der.SEQUENCE, der.encode_oid(OID_DATA)), (0xA0, b""),
-                    (der.OCTET_STRING, b"")], authsafe, mac_data)
+class _Out:
+    """One ContentInfo of a rewritten file: a safe of the file copied (`copy`), or made of the bags
+    kept of safe `index` (None: a new safe) and, `new`, the new bags (`content`: their bytes)."""
+
+    __slots__ = ("index", "copy", "encrypted", "content", "new", "size", "head", "encryptor")
+
+    def __init__(self, index: int | None, copy: bool, encrypted: bool, content: int = 0, new: bool = False, size: int = 0):
+        self.index, self.copy, self.encrypted, self.content, self.new, self.size = index, copy, encrypted, content, new, size
+
+
+class _Tee:
+    """A file over pieces as they are made, for a read-back: what `read` takes of them waits in
+    `out` until `drain` hands it on to be written."""
+
+    def __init__(self, pieces):
+        self.pieces, self.buf, self.out, self.failed = iter(pieces), bytearray(), [], False
+
+    def read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            try:
+                piece = next(self.pieces, None)
+            except BaseException:
+                self.failed = True  # making the file failed, not reading it back
+                raise
+            if piece is None:
+                break
+            self.out.append(piece)
+            self.buf += piece
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
+
+    def drain(self) -> list[bytes]:
+        out, self.out = self.out, []
+        return out
+
+
+FAULTS = (ValueError, IndexError, OverflowError, RecursionError)  # what a parse of bad bytes may raise
+CHANGED = ("changed while it was read (its MAC no longer matches the bytes read again); nothing was read from it "
+           "and it will not be written: run the command again, or restore it (storesync rollback) if no program "
+           "of yours rewrote it")
 
 
 # --- the store ------------------------------------------------------------------------------
@@ -378,6 +706,7 @@ def render_pfx(content_infos: list[bytes], mac: tuple[str, int, bytes] | None) -
 
 class P12Store(FileStore):
     kind = "p12"
+    streamed = True
     options = ("password-file", "protect", "aliases")
     values = {"protect": Values("yes", "no"), "aliases": ALIASES}
     reader = "java"
@@ -403,22 +732,56 @@ class P12Store(FileStore):
         except P12Error as exc:
             raise self.damaged(str(exc)) from None
 
-    def parse(self, data: bytes) -> TrustSet:
+    def parse(self, data) -> TrustSet:
         """The anchors, each bag dropped as soon as it is read; none before the MAC is verified,
-        nothing returned (nor said) unless every safe reads."""
+        nothing returned (nor said) unless every safe reads. `data`: the bytes, or the file."""
         entries, said = [], len(self.warnings)
 
-        def each(bag: Bag) -> None:
-            entry = self._anchor(bag, report=True)
+        def each(safe, bag: Bag | None) -> None:
+            entry = self._anchor(bag, report=True) if bag is not None else None
             if entry is not None:
                 entries.append(entry)
 
+        def restart() -> None:
+            entries.clear()
+            del self.warnings[said:]
+
         try:
-            self._load(data, each)
+            self._first_read(readable(data), each, restart, keep=False)
         except BaseException:
             del self.warnings[said:]
             raise
         return TrustSet(entries)
+
+    def _first_read(self, file, each, restart, keep: bool = True):
+        """Read the file, every safe and then each of its bags handed to `each(safe, None)` and
+        `each(safe, bag)`; returns what to read it again from (`keep`): a `_Source`, or a `Pfx`
+        held whole. Streamed (see `_Source`); of another shape or with any fault, `restart()`
+        and read whole, as ever: what is said of such a file is what always was."""
+        password, explicit = store_password(self)
+        try:
+            if keep and file.seek(0, 2) < STREAM_FROM:
+                raise _Unstreamed("a small file, held whole")
+            source = _Source(file, password, try_empty=not explicit)
+            for safe in source.read():
+                each(safe, None)
+                for bag in safe.read_bags():
+                    each(safe, bag)
+            return source
+        except _Changed:
+            raise self.error(CHANGED) from None
+        except FAULTS:
+            restart()
+        file.seek(0)
+        if not keep:
+            self._load(file.read(), lambda bag: each(None, bag))
+            return None
+        pfx = self._load(file.read())
+        for safe in pfx.safes:
+            each(safe, None)
+            for bag in safe.bags:
+                each(safe, bag)
+        return pfx
 
     def _anchor(self, bag: Bag, report: bool) -> Entry | None:
         name = repr(bag.alias) if bag.alias is not None else "without a name"
@@ -448,79 +811,173 @@ class P12Store(FileStore):
             self.warnings.append(f"{self.path}: a bag of type {bag.bag_id} is not a trust anchor; kept as it is")
         return None
 
-    def render(self, plan) -> bytes:
-        data = self.current_bytes()
-        if data is None:
+    def render(self, plan):
+        """The new file piece by piece as it is written, never whole in memory: the file is read
+        again at each pass over it (its MAC checked each time), and what is made is read back
+        as it is written (MAC, decryption, every bag) before it may replace the file."""
+        file = self.current_file()
+        try:
+            yield from self._render(file, plan)
+        except (_Changed, *FAULTS):  # the file changed under the passes (they read it alike before)
+            raise self.error(CHANGED) from None
+        finally:
+            if file is not None:
+                file.close()
+
+    def _render(self, file, plan):
+        desired = plan.desired
+        anchors: dict[str, str | None] = {}  # SHA-256 -> the alias of its first bag
+        layout: list[list] = []  # each safe's [encrypted, size, holds an anchor, bytes of the bags kept]
+        taken: set[str] = set()
+        others: list[bytes] = []  # the SHA-256 of each bag that is not a Java anchor: all must stay
+
+        def each(safe, bag: Bag | None) -> None:
+            if bag is None:
+                layout.append([safe.encrypted, safe.size, False, 0])
+                return
+            anchor = self._anchor(bag, report=False) is not None
+            if anchor:
+                anchors.setdefault(bag.sha256, bag.alias)
+                layout[-1][2] = True
+            if not bag.java_trusted:
+                others.append(hashlib.sha256(bag.raw).digest())
+            if not anchor or bag.sha256 in desired:
+                layout[-1][3] += len(bag.raw)
+                if bag.alias:
+                    taken.add(bag.alias.lower())
+
+        def restart() -> None:
+            for made in (anchors, layout, taken, others):
+                made.clear()
+
+        if file is None:
             password = store_password(self)[0]
             protected = self.option("protect", "yes") != "no"
-            pfx = Pfx([], password, ("sha256", ITERATIONS) if protected else None, bmp_password(password) if password else b"\x00\x00")
+            source = Pfx([], password, ("sha256", ITERATIONS) if protected else None, bmp_password(password) if password else b"\x00\x00")
         else:
-            pfx = self._load(data)
-        anchors: dict[str, Bag] = {}
-        for bag in pfx.bags:
-            if self._anchor(bag, report=False) is not None:
-                anchors.setdefault(bag.sha256, bag)
-        if data is not None and unchanged_anchor_set(self, plan, set(anchors)):
-            return data
+            source = self._first_read(file, each, restart)
+            if unchanged_anchor_set(self, plan, set(anchors)):
+                file.seek(0)
+                yield from iter(lambda: file.read(CHUNK), b"")
+                return
 
-        desired = plan.desired
-        keep_bag = lambda bag: not (bag.sha256 in anchors and bag.java_trusted) or bag.sha256 in desired  # noqa: E731
-        taken = {bag.alias.lower() for bag in pfx.bags if bag.alias and keep_bag(bag)}
-        scheme = chosen_scheme(self, [b.alias for b in anchors.values() if b.alias])
-        new_bags = self._new_bags(desired, anchors, scheme, taken)
-        cipher_password = pfx.password if pfx.mac is not None else None
-        encrypt_new = pfx.mac is not None and (not pfx.safes or any(s.encrypted for s in pfx.safes))
-
-        content_infos: list[bytes] = []
-        placed, bags = False, None
-        for safe in pfx.safes:
-            holds_anchor = any(bag.sha256 in anchors and bag.java_trusted for bag in safe.bags)
-            if not holds_anchor:
-                content_infos.append(safe.raw)  # nothing in it changes: copied as it is
+        keep = lambda bag: not (bag.java_trusted and bag.sha256 in anchors) or bag.sha256 in desired  # noqa: E731
+        scheme = chosen_scheme(self, [alias for alias in anchors.values() if alias])
+        new = sorted(((make_alias(entry, scheme, taken, lower=False), entry) for entry in desired.values()
+                      if entry.sha256 not in anchors), key=lambda pair: pair[0])  # the aliases are unique
+        taken.clear()  # made: not held through the passes
+        new_bags = lambda: (java_trusted_cert_bag(entry.cert.der, alias) for alias, entry in new)  # noqa: E731
+        if sum(len(entry.cert.der) for _, entry in new) < STREAM_FROM:
+            made = list(new_bags())
+            new_bags = lambda: iter(made)  # noqa: E731
+        new_size = sum(map(len, new_bags()))
+        outs, placed = [], False
+        for index, (encrypted, size, holds, kept) in enumerate(layout):
+            if not holds:
+                outs.append(_Out(index, True, encrypted, size=size))  # nothing in it changes: copied as it is
                 continue
-            bags = [bag.raw for bag in safe.bags if keep_bag(bag)]
-            if not placed:
-                bags += new_bags
-                new_bags.clear()  # held by `bags` alone, which safe_content_info empties
-                placed = True
-            if bags:
-                content_infos.append(safe_content_info(bags, pfx.password if safe.encrypted else None))
-        if not placed and new_bags:
-            content_infos.insert(0, safe_content_info(new_bags, cipher_password if encrypt_new else None))
-        mac = (*pfx.mac, pfx.mac_secret) if pfx.mac is not None else None
-        out = render_pfx(content_infos, mac)
-        del new_bags, content_infos, bags  # copies of the new file: not held through its read-back
-        self._check_rewrite(pfx, out, desired)
-        return out
+            if kept or (new and not placed):
+                outs.append(_Out(index, False, encrypted, kept + (0 if placed else new_size), new=not placed))
+            placed = True
+        if not placed and new:
+            encrypt_new = source.mac is not None and (not layout or any(safe[0] for safe in layout))
+            outs.insert(0, _Out(None, False, encrypt_new, new_size, new=True))
 
-    def _new_bags(self, desired: TrustSet, anchors: dict[str, Bag], scheme: str, taken: set[str]) -> list[bytes]:
-        made = []
-        for entry in desired.values():
-            if entry.sha256 in anchors:
-                continue
-            alias = make_alias(entry, scheme, taken, lower=False)
-            made.append((alias, java_trusted_cert_bag(entry.cert.der, alias)))
-        return [raw for _, raw in sorted(made)]
+        def passes():
+            """(each ContentInfo to write, the safe of the file it comes from), the file read once."""
+            safes = enumerate(source.read() if layout else ())
+            for out in outs:
+                found = None
+                for index, found in safes if out.index is not None else ():
+                    if index == out.index:
+                        break
+                yield out, found
+            for _ in safes:  # to the end, where the MAC is checked
+                pass
 
-    def _check_rewrite(self, before: Pfx, out: bytes, desired: TrustSet) -> None:
-        """Read the new bytes back: every bag that is not an anchor must be there unchanged.
-        The bags are looked at as they are read, not kept (~3 KB a certificate)."""
-        kept, anchors = [], set()
+        def plain(out: _Out, safe):
+            yield der.header(der.SEQUENCE, out.content)
+            if safe is not None:
+                yield from (bag.raw for bag in safe.read_bags() if keep(bag))
+            if out.new:
+                yield from new_bags()
 
-        def each(bag: Bag) -> None:
-            if bag.java_trusted:
-                anchors.add(bag.sha256)
-            else:
-                kept.append(bag.raw)
+        if any(out.encrypted and not out.copy for out in outs):  # salt and IV from the plaintext: a pass
+            for out, safe in passes():
+                if out.encrypted and not out.copy:
+                    hashes = pbes2_hashes()
+                    for piece in plain(out, safe):
+                        hashes[0].update(piece)
+                        hashes[1].update(piece)
+                    algorithm, out.encryptor = pbes2_encryption(hashes, source.password)
+                    out.size = (len(der.header(der.SEQUENCE, out.content)) + out.content) // 16 * 16 + 16
+                    out.head = _headers([(der.SEQUENCE, _ENCRYPTED), (0xA0, b""), (der.SEQUENCE, der.integer(0)),
+                                         (der.SEQUENCE, _DATA + algorithm), (0x80, b"")], out.size)
+                    out.size += len(out.head)
+        for out in outs:
+            if not (out.encrypted or out.copy):
+                out.size = len(der.header(der.SEQUENCE, out.content)) + out.content
+                out.head = _headers([(der.SEQUENCE, _DATA), (0xA0, b""), (der.OCTET_STRING, b"")], out.size)
+                out.size += len(out.head)
+        listed = sum(out.size for out in outs)
 
+        def authsafe():
+            yield der.header(der.SEQUENCE, listed)
+            for out, safe in passes():
+                if out.copy:
+                    yield from safe.pieces()
+                    continue
+                yield out.head
+                yield from _encrypted(plain(out, safe), out.encryptor()) if out.encrypted else plain(out, safe)
+
+        fresh, mac_size = None, 0
+        if source.mac is not None:  # its salt from the authenticated safe: a pass
+            digest, iterations = source.mac
+            salted = hashlib.sha256(b"storesync p12 mac salt\0")
+            for piece in authsafe():
+                salted.update(piece)
+            salt = salted.digest()[:20]
+            fresh = hmac.new(pkcs12_kdf(digest, source.mac_secret, salt, 3, iterations, hashlib.new(digest).digest_size),
+                             digestmod=digest)
+            mac_size = len(_mac_data(digest, bytes(fresh.digest_size), salt, iterations))
+
+        def pfx():
+            yield _headers(_PFX_LEVELS, len(der.header(der.SEQUENCE, listed)) + listed, mac_size)
+            value = fresh.copy() if fresh is not None else None
+            for piece in authsafe():
+                if value is not None:
+                    value.update(piece)
+                yield piece
+            if value is not None:
+                yield _mac_data(digest, value.digest(), salt, iterations)
+
+        yield from self._read_back(pfx(), source.password, fresh, others, desired)
+
+    def _read_back(self, pieces, password: str, fresh, others: list[bytes], desired: TrustSet):
+        """`pieces`, handed on as they are read back: the MAC (with `fresh`), every safe decrypted,
+        every bag parsed and looked at (none kept); each bag that is not an anchor (`others`: their
+        SHA-256) must be there unchanged, the anchors must be `desired`'s, or nothing is written."""
+        tee = _Tee(pieces)
+        kept, found, stranger = [], set(), False  # found: the desired entries met, by id (no second fingerprint of each)
         try:
-            load_pfx(out, before.password, try_empty=False, each=each)
-        except P12Error as exc:
-            raise self.error(f"the rewritten file would not read back ({exc}); nothing was written") from None
-        if sorted(kept) != sorted(b.raw for b in before.bags if not b.java_trusted):
+            for safe in _safes(_Reader(tee), password, fresh, None):
+                for bag in safe.read_bags():
+                    if bag.java_trusted:
+                        entry = desired.get(bag.sha256)
+                        stranger = stranger or entry is None
+                        found.add(id(entry))
+                    else:
+                        kept.append(hashlib.sha256(bag.raw).digest())
+                    yield from tee.drain()
+        except (_Changed, *FAULTS) as exc:
+            if tee.failed:
+                raise
+            raise self.error(f"the rewritten file would not read back ({exc or 'its MAC does not match'}); "
+                             "nothing was written") from None
+        if sorted(kept) != sorted(others):
             raise self.error(
                 "cannot keep its private-key entries and other bags exactly as they are; nothing was written"
             )
-        if anchors != set(desired.keys()):
+        if stranger or len(found) != len(desired):
             raise self.error("the rewritten file would not hold the desired certificates; nothing was written")
-
+        yield from tee.drain()
