@@ -43,7 +43,7 @@ import hmac
 from functools import lru_cache
 
 from storesync import der
-from storesync.model import Certificate, Entry, TrustSet
+from storesync.model import ANY_EKU, Certificate, Entry, TrustSet
 from storesync.pbe import (
     FILE_KDF_BUDGET,
     HMAC_PRFS,
@@ -81,7 +81,6 @@ OID_X509_CERT = "1.2.840.113549.1.9.22.1"
 OID_FRIENDLY_NAME = "1.2.840.113549.1.9.20"
 OID_LOCAL_KEY_ID = "1.2.840.113549.1.9.21"
 OID_JAVA_TRUST = "2.16.840.1.113894.746875.1.1"
-OID_ANY_EKU = "2.5.29.37.0"
 DIGESTS = {
     "1.3.14.3.2.26": "sha1", "2.16.840.1.101.3.4.2.4": "sha224", "2.16.840.1.101.3.4.2.1": "sha256",
     "2.16.840.1.101.3.4.2.2": "sha384", "2.16.840.1.101.3.4.2.3": "sha512",
@@ -637,7 +636,7 @@ def _cert_bag_headers(cert_size: int, attributes_size: int) -> bytes:
 # What every bag repeats, encoded once (a keystore's write makes one bag per certificate).
 _X509_CERT, _FRIENDLY_NAME, _BAG_CERT = der.encode_oid(OID_X509_CERT), der.encode_oid(OID_FRIENDLY_NAME), der.encode_oid(BAG_CERT)
 _CERT_BAG = [(der.SEQUENCE, _BAG_CERT), (0xA0, b""), (der.SEQUENCE, _X509_CERT), (0xA0, b""), (der.OCTET_STRING, b"")]
-_JAVA_TRUST_ANY = der.seq(der.encode_oid(OID_JAVA_TRUST), der.encode(der.SET, der.encode_oid(OID_ANY_EKU)))
+_JAVA_TRUST_ANY = der.seq(der.encode_oid(OID_JAVA_TRUST), der.encode(der.SET, der.encode_oid(ANY_EKU)))
 
 
 def _encrypted(pieces, encryptor):
