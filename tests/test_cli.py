@@ -345,3 +345,26 @@ def test_any_extended_key_usage_is_no_purpose_to_name(how, root, tmp_path):
     assert result.stderr.count("\n") == 1 and any_eku in result.stderr and "Traceback" not in result.stderr
     assert "anyExtendedKeyUsage" in result.stderr and ("write any" in result.stderr or "leave" in result.stderr), result.stderr
     assert not target.exists()
+
+
+@pytest.mark.parametrize("how", ["flag", "spec", "table", "profile"])
+@pytest.mark.parametrize("oid, why", [
+    ("1.3.6.1.5.5.7.3.01", "no leading zero: write server-auth"), ("1.3.6.1.5.5.7.3.08", "no leading zero: write 1.3.6.1.5.5.7.3.8"),
+    ("2.5.29.37.00", "anyExtendedKeyUsage"), ("02.5.29.37.0", "anyExtendedKeyUsage"),
+    ("3.1", "first arc is 0, 1 or 2"), ("1.40.2", "below 40"),
+])
+def test_a_purpose_oid_is_in_canonical_dotted_form(how, oid, why, root, tmp_path):
+    """An OID with a leading zero in an arc (1.3.6.1.5.5.7.3.01) was taken as a purpose of its own,
+    which no certificate's EKU spells (a store's OIDs are read back canonical): a store for it was
+    planned empty, and written into a kind with per-purpose trust it failed at read-back. Refused
+    as the spec is read, saying what is wrong."""
+    source, target = root.write(tmp_path / "root.pem"), tmp_path / "o.pem"
+    argv = {"flag": ["sync", "--purpose", oid, f"pem:{source}", f"pem:{target}"],
+            "spec": ["sync", f"pem:{source}", f"pem:{target}?purpose={oid}"]}.get(how, ["sync"])
+    table = {"table": f'targets = [{{ spec = "pem:{target}?format=trusted", purpose = "{oid}" }}]\n',
+             "profile": f'targets = ["pem:{target}"]\npurposes = ["{oid}"]\n'}.get(how, "")
+    (tmp_path / "c.toml").write_text(f'[profile.w]\nmode = "mirror"\nsource = "pem:{source}"\n{table}')
+    result = storesync(*argv, env={**os.environ, "STORESYNC_CONFIG": str(tmp_path / "c.toml")})
+    assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and repr(oid) in result.stderr and why in result.stderr, result.stderr
+    assert not target.exists()

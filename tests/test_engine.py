@@ -78,7 +78,7 @@ max_removal_share = 0.5
     ('[profile.x]\nmode = "mirror"\nsource = "a.pem"\ntargets = ["b.pem"]\nsorce = 1\n', "line 5: profile 'x': unknown key 'sorce'"),
     ('[profile.x]\nmode = "both"\nstores = ["a.pem", "b.pem"]\n', "line 2: profile 'x': mode must be"),
     ('[profile.x]\nmode = "merge"\nstores = ["a.pem"]\n', "a merge needs at least two stores"),
-    ('[profile.x]\nsource = "a.pem"\ntargets = ["b.pem"]\npurposes = ["tls"]\n', "line 4: profile 'x': unknown purpose 'tls'"),
+    ('[profile.x]\nsource = "a.pem"\ntargets = ["b.pem"]\npurposes = ["tls"]\n', "line 4: profile 'x': purposes cannot name 'tls': it is neither a purpose's name nor an OID"),
     ('[profile.x]\nsource = "a.pem"\ntargets = ["/t.pem"]\n\n[profile.y]\nsource = "b.pem"\ntargets = ["pem:/t.pem"]\n',
      "line 5: /t.pem is written by profiles 'x' and 'y'"),
     ('[profile.x]\nmode = "merge"\nstores = ["/a.pem", "/t.pem"]\n\n[profile.y]\nsource = "b.pem"\ntargets = ["pem:/t.pem"]\n',

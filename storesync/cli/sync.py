@@ -26,7 +26,7 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
     state.set_state_dir(state_dir)
     resolve = None
     if purpose is not None and not COMMON_VALUES["purpose"].accepts(purpose):
-        fail(f"--purpose cannot be {purpose!r}; use {COMMON_VALUES['purpose'].what}")
+        fail(COMMON_VALUES["purpose"].refusal("--purpose", purpose))
     defaults = {"purpose": purpose or "server-auth", **({"password-file": str(password_file)} if password_file else {})}
     if source is not None:
         chosen = "--profile" if profile is not None else "--config" if config is not None else None

@@ -16,6 +16,7 @@ from pathlib import Path
 from storesync.fsio import CAS_ATTEMPTS, atomic_write, digest_of, file_digest, replace_if_unchanged, stat_version
 from storesync.model import (
     ANY_EKU, PURPOSES, Capabilities, Certificate, Entry, Record, StoreError, TrustSet, is_purpose, purpose_from_oid,
+    purpose_problem,
 )
 
 TYPE_CHECKING = False  # typing's, without importing typing at start-up
@@ -235,9 +236,15 @@ class Values:
     (in any case with `fold`), or what `test` accepts; `what` names them in an error. An option
     a kind declares no Values for takes any text (a file, a name)."""
 
-    def __init__(self, *words: str, test=None, what: str = "", fold: bool = False):
+    def __init__(self, *words: str, test=None, what: str = "", fold: bool = False, why=None):
         self.words, self.test, self.fold = {w.lower() if fold else w for w in words}, test, fold
         self.what = what or (", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0])
+        self.why = why  # value -> what is wrong with it, when more can be said than `what`
+
+    def refusal(self, name: str, value: str) -> str:
+        """`name` cannot be `value`: what is wrong with it, and what it takes."""
+        reason = self.why(value) if self.why else None
+        return f"{name} cannot be {value!r}" + (f": {reason}" if reason else "") + f"; use {self.what}"
 
     def accepts(self, value: str) -> bool:
         return (value.lower() if self.fold else value) in self.words or bool(self.test and self.test(value))
@@ -270,7 +277,8 @@ COMMON_OPTIONS = ("purpose", "max-removal-share", "label-template")  # the engin
 COMMON_VALUES = {
     # a wrong purpose is no smaller store: it would leave every certificate out of it
     "purpose": Values("any", *PURPOSES, test=is_purpose, what=f"{', '.join(PURPOSES)}, any, or an EKU OID "
-                      f"in dotted form (1.3.6.1.5.5.7.3.8; for anyExtendedKeyUsage, {ANY_EKU}, write any)"),
+                      f"in dotted form (1.3.6.1.5.5.7.3.8; for anyExtendedKeyUsage, {ANY_EKU}, write any)",
+                      why=lambda v: purpose_problem(v) if v[:1].isdigit() else None),  # an OID: what is wrong in it
     "max-removal-share": Values(test=lambda v: 0 <= number(v) <= 1, what="a number from 0 to 1"),
     "label-template": Values(test=lambda v: format_label(v, "label", "0" * 40, "0" * 64) is not None,
                              what="a text whose only fields are {label}, {sha1} and {sha256} (a format spec "
@@ -305,7 +313,7 @@ def check_selector(spec: str, options: dict[str, str]) -> None:
             raise StoreError(f"{spec}: no store kind has option {name}=; correct the selector")
         accepted = bad_value(KINDS, name, value)
         if accepted:
-            raise StoreError(f"{spec}: {name}= cannot be {value!r}; use {accepted.what}")
+            raise StoreError(f"{spec}: {accepted.refusal(name + '=', value)}")
 
 
 class Store:
@@ -329,7 +337,7 @@ class Store:
         values = {**COMMON_VALUES, **self.values}
         for name, value in {**spec.defaults, **spec.options}.items():  # a wrong value would change what is written
             if name in values and not values[name].accepts(value):
-                raise StoreError(f"{spec}: {name}= cannot be {value!r}; use {values[name].what}")
+                raise StoreError(f"{spec}: {values[name].refusal(name + '=', value)}")
         self.warnings: list[str] = []  # filled by read(): things a person should know
         # filled by read(): certificates held in a form the store's readers may take differently,
         # which a sync writes again even when their trust is unchanged (sha256 -> why, for the plan)
