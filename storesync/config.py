@@ -283,13 +283,17 @@ def _check_store(ref: StoreRef, name: str, written: bool, error) -> None:
     """A store's options, by name and value (a table's are defaults of its store, or of every
     store its selector names), and that a store to write is of a kind storesync writes: checked
     as the file is loaded, so a mistake names its line before anything runs."""
-    from storesync.stores import check_selector, open_store, options_of, parse_spec
+    from storesync.stores import check_selector, open_store, options_of, parse_query, parse_spec
 
     given = ref.options
     try:
+        named, _, query = ref.spec.partition("?")
+        in_spec = parse_query(ref.spec, query)
+        twice = sorted(given.keys() & in_spec.keys())
+        if twice:  # which of the two was meant cannot be told
+            raise StoreError(f"{ref.spec}: option {twice[0]}= is given in the spec and in its table; give it once")
         if ref.selector:
-            selector, _, query = ref.spec.partition("?")
-            check_selector(selector, {**given, **parse_spec(f"pem:?{query}").options})
+            check_selector(named, {**given, **in_spec})
             return
         try:
             spec = parse_spec(ref.spec, given)

@@ -291,6 +291,23 @@ def test_a_bad_option_value_is_refused_before_anything_is_planned(target, option
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("target, option", [
+    ("pem:{d}/a.pem?purpose=2.5.29.37.0&purpose=any", "purpose"),
+    ("pem:{d}/b.pem?format=trusted&purpose=email&format=xml", "format"),
+    ("dir:{d}/c?links=both&links=both", "links"),
+])
+def test_an_option_given_twice_in_a_spec_is_refused(target, option, root, tmp_path):
+    """`?purpose=2.5.29.37.0&purpose=any` took the last value, the first never checked: which
+    was meant cannot be told. Exit 2, one sentence naming the store and the option; nothing written."""
+    source, spec = root.write(tmp_path / "root.pem"), target.format(d=tmp_path)
+    before = snapshot(tmp_path)
+    for argv in (["sync", "--mode", "add", source, spec], ["list", spec]):
+        result = storesync(*argv)
+        assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
+        assert result.stderr == f"storesync: {spec}: option {option}= is given twice; give it once\n"
+    assert snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize("purpose", ["bogus", ""])
 def test_a_bad_purpose_flag_is_refused(purpose, root, tmp_path):
     source, target = root.write(tmp_path / "root.pem"), tmp_path / "g.pem"

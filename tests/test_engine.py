@@ -95,6 +95,17 @@ max_removal_share = 0.5
     ('[profile.x]\nsource = "a.pem"\ntargets = ["reg:/o.reg?base=nope"]\n',
      "line 3: profile 'x': reg:/o.reg[?]base=nope: base= cannot be 'nope'; use machine, user, policies or enterprise"),
     ('[profile.x]\nsource = "a.pem"\ntargets = ["@all?format=xml"]\n', "line 3: profile 'x': @all: format= cannot be 'xml'"),
+    # an option given twice (in the spec's query, or in the spec and its table) is an error: which was meant?
+    ('[profile.x]\nsource = "a.pem"\n\ntargets = [{ spec = "pem:/o.pem?purpose=any", purpose = "2.5.29.37.0" }]\n',
+     "line 4: profile 'x': pem:/o.pem[?]purpose=any: option purpose= is given in the spec and in its table; give it once"),
+    ('[profile.x]\nsource = "a.pem"\n\ntargets = [{ spec = "pem:/o.pem?purpose=any", purpose = "bogus" }]\n',
+     "line 4: profile 'x': pem:/o.pem[?]purpose=any: option purpose= is given in the spec and in its table"),
+    ('[profile.x]\nsource = "a.pem"\n\ntargets = [{ spec="pem:/o.pem?format=trusted", format="xml" }]\n',
+     "line 4: profile 'x': pem:/o.pem[?]format=trusted: option format= is given in the spec and in its table"),
+    ('[profile.x]\nsource = "a.pem"\ntargets = ["pem:/o.pem?purpose=2.5.29.37.0&purpose=any"]\n',
+     "line 3: profile 'x': pem:/o.pem[?]purpose=2.5.29.37.0&purpose=any: option purpose= is given twice"),
+    ('[profile.x]\nsource = "a.pem"\n\ntargets = [{ spec = "@all?format=plain", format = "trusted" }]\n',
+     "line 4: profile 'x': @all[?]format=plain: option format= is given in the spec and in its table"),
     # a read-only kind is a source, never a store to write
     ('[profile.x]\nsource = "a.pem"\ntargets = ["pem:/o.pem",\n  "tuf:http://127.0.0.1:9/repo/p"]\n',
      "line 4: profile 'x': tuf:http://127.0.0.1:9/repo/p: tuf stores are read-only"),

@@ -76,20 +76,30 @@ class StoreSpec(Record):
 def parse_spec(text: str, defaults: dict[str, str] | None = None) -> StoreSpec:
     """`kind:path[?opts]` or a bare path; raises StoreError for an unknown kind.
     `defaults` are options the spec text does not set itself."""
-    kind = None
+    kind, spec_text = None, text
     head, sep, rest = text.partition(":")
     if sep and (head in KINDS or head in ALIASES):
         kind, text = ALIASES.get(head, head), rest
     elif sep and head.isalnum() and head.islower() and len(head) > 1 and not os.path.exists(text):
         raise StoreError(f"{text}: unknown store kind {head!r} (kinds: {', '.join(KINDS)})")
-    query = {}
-    if "?" in text:
-        text, _, raw = text.partition("?")
-        query = dict(item.partition("=")[::2] for item in raw.split("&") if item)  # no escapes: paths as typed
+    text, _, raw = text.partition("?")
+    query = parse_query(spec_text, raw)
     path = Path(os.path.expanduser(text))
     if kind is None:
         kind = detect_kind(path)
     return StoreSpec(kind, path, query, dict(defaults or {}))
+
+
+def parse_query(spec: str, raw: str) -> dict[str, str]:
+    """The options of a spec's `?query` (no escapes: paths as typed). One given twice is a
+    mistake, not a value that wins: which of the two was meant cannot be told."""
+    query: dict[str, str] = {}
+    for item in filter(None, raw.split("&")):
+        name, _, value = item.partition("=")
+        if name in query:
+            raise StoreError(f"{spec}: option {name}= is given twice; give it once")
+        query[name] = value
+    return query
 
 
 def detect_kind(path: Path) -> str:
