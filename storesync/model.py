@@ -633,14 +633,17 @@ class Capabilities(Record):
     """What a store can express. The engine projects a desired set onto these."""
 
     __slots__ = ("anchors", "purposes", "distrust", "distrust_after", "one_date", "disabled", "labels", "writable",
-                 "purpose_distrust", "lone_reject_trusts")
+                 "purpose_distrust", "lone_reject_trusts", "oids")
 
     def __init__(self, anchors: bool = True, purposes: bool = False, distrust: bool = False,
                  distrust_after: "bool | tuple[str, ...]" = False, disabled: bool = False, labels: bool = False,
                  writable: bool = True, purpose_distrust: bool | None = None, lone_reject_trusts: bool = False,
-                 one_date: bool = False):
+                 one_date: bool = False, oids: bool = True):
         self.anchors = anchors  # holds trusted certificates (False: a distrust list only)
         self.purposes = purposes  # per-purpose trust (else: an anchor is trusted for everything)
+        # with purposes: trust for any EKU OID, besides the named PURPOSES (False: NSS, whose trust
+        # object has an attribute for each named purpose and none for another OID)
+        self.oids = oids
         self.distrust = distrust  # explicit "distrusted" records
         # distrust per purpose (default: as trust); False: distrusted means for every purpose
         # (Windows' Disallowed store, beside per-purpose anchors in ROOT)

@@ -471,7 +471,8 @@ class NssStore(Store):
     kind = "nss"
     options = ("password-file", "builtins")
     reader = "nss"
-    capabilities = Capabilities(purposes=True, distrust=True, distrust_after=tuple(DISTRUST_AFTER_ATTR), labels=True)
+    capabilities = Capabilities(purposes=True, distrust=True, distrust_after=tuple(DISTRUST_AFTER_ATTR), labels=True,
+                                oids=False)  # trust attributes: LEGACY_ATTR's and P11_ATTR's purposes only
 
     def __init__(self, spec):
         super().__init__(spec)
