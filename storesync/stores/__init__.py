@@ -108,7 +108,7 @@ def detect_kind(path: Path) -> str:
         try:
             return "nss" if nss_folder(path) else "dir"
         except PermissionError as exc:  # a folder this user may not search
-            raise StoreError(f"{path}: {cannot_read(exc, 'list')}") from None
+            raise StoreError(f"{path}: {cannot_enter(path, exc)}") from None
     if not path.exists():
         if str(path).endswith(os.sep):
             return "dir"
@@ -126,8 +126,22 @@ def detect_kind(path: Path) -> str:
     return sniff(head) or EXTENSIONS.get(path.suffix.lower(), "pem")
 
 
-def nss_folder(path: Path) -> bool:
-    return (path / "cert9.db").exists() or (path / "cert8.db").exists()
+# The files that make a folder an NSS database's (secmod.db alone does not: a stray file of old
+# tools, beside certificate files). A dangling link counts: it is the database, mislaid.
+NSS_FILES = ("cert9.db", "cert8.db", "key4.db", "key3.db", "pkcs11.txt")
+
+
+def nss_folder(path: Path) -> str | None:
+    """The first file of NSS_FILES the folder holds (None: none). A few lstat calls, never a
+    listing: this runs on every read of a hashed directory. PermissionError: the folder cannot
+    be entered (searched), so whether it holds one cannot be told."""
+    for name in NSS_FILES:
+        try:
+            os.lstat(path / name)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        return name
+    return None
 
 
 def _folder(path: Path) -> tuple[str, str] | None:
@@ -156,6 +170,12 @@ def cannot_read(exc: OSError, verb: str = "read") -> str:
     """Why a file or folder could not be read, and what to do when it is the user's permission."""
     why = f"cannot {verb} it ({exc.strerror or exc})"
     return f"{why}; run as a user who may {verb} it, or make it readable to this one" if isinstance(exc, PermissionError) else why
+
+
+def cannot_enter(folder: Path, exc: PermissionError) -> str:
+    """Why a folder this user may not search cannot be read: one it may list (mode 0744 of
+    another's) shows its names, but none of its files opens."""
+    return cannot_read(exc, "enter" if os.access(folder, os.R_OK) else "list")
 
 
 def sniff(head: bytes) -> str | None:

@@ -491,6 +491,9 @@ class NssStore(Store):
                 self.other_kind() or "name the folder that holds cert9.db and key4.db instead")
         if not self.path.is_dir():
             return super().missing()
+        if self.cert_db.is_symlink():
+            return (f"its cert9.db is a symbolic link to {os.readlink(self.cert_db)}, which does not exist; "
+                    "mend or remove the link")
         return f"no NSS database (cert9.db) in {self.path}; " + (
             self.other_kind() or f"create one with `certutil -N -d sql:{self.path} --empty-password`")
 
