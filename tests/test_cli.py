@@ -14,7 +14,7 @@ import pytest
 
 from storesync.model import Certificate
 
-from conftest import run, storesync
+from conftest import need, run, storesync
 
 
 @pytest.fixture
@@ -301,7 +301,7 @@ def test_an_option_given_twice_in_a_spec_is_refused(target, option, root, tmp_pa
     was meant cannot be told. Exit 2, one sentence naming the store and the option; nothing written."""
     source, spec = root.write(tmp_path / "root.pem"), target.format(d=tmp_path)
     before = snapshot(tmp_path)
-    for argv in (["sync", "--mode", "add", source, spec], ["list", spec]):
+    for argv in (["sync", "--mode", "add", source, spec], ["list", spec], ["check", source, "--store", spec]):
         result = storesync(*argv)
         assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
         assert result.stderr == f"storesync: {spec}: option {option}= is given twice; give it once\n"
@@ -385,3 +385,31 @@ def test_a_purpose_oid_is_in_canonical_dotted_form(how, oid, why, root, tmp_path
     assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
     assert result.stderr.count("\n") == 1 and repr(oid) in result.stderr and why in result.stderr, result.stderr
     assert not target.exists()
+
+
+@pytest.mark.parametrize("flags", [["--purpose", "email"], ["--mode", "add"], []])
+def test_sync_with_no_config_file_anywhere_says_so_whatever_the_flags(flags, tmp_path):
+    """`sync --purpose email` with no config file said "--purpose and the profiles of the config
+    file do not go together", of profiles that do not exist: it says what plain `sync` says."""
+    if any(Path(d, "storesync.toml").exists() for d in ("/etc/storesync", "/etc/xdg/storesync")):
+        pytest.skip("this machine has a config file")
+    env = {k: v for k, v in os.environ.items() if k != "STORESYNC_CONFIG"}
+    result = storesync("sync", *flags, env={**env, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)})
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == ("storesync: no profiles to run (no config file found); name a SOURCE and TARGETs, "
+                             "or write a config file (see the README)\n")
+
+
+def test_check_and_rollback_of_an_nss_folder_named_dir_say_so_and_nothing_else(root, tmp_path):
+    """`check --store dir:NSSDIR` printed the error and then the certificate's header (exit 2);
+    `rollback dir:NSSDIR` said only "no backups". One sentence each, naming nss:."""
+    need("certutil")
+    db = tmp_path / "db"
+    db.mkdir()
+    run("certutil", "-N", "-d", f"sql:{db}", "--empty-password")
+    leaf = root.write(tmp_path / "root.pem")
+    for argv in (["check", leaf, "--store", f"dir:{db}"], ["check", leaf, "--store", f"pem:{leaf}", "--store", f"dir:{db}"],
+                 ["check", leaf, "--store", f"dir:{db}", "--json"], ["rollback", f"dir:{db}"]):
+        result = storesync(*argv)
+        assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
+        assert result.stderr.count("\n") == 1 and f"nss:{db}" in result.stderr, result.stderr
