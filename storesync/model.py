@@ -52,8 +52,8 @@ def purpose_problem(text: str) -> str | None:
     """Why `text` is no purpose (None: it is one): a purpose is named, or any other is its EKU
     OID in canonical dotted form, as stores write it back (an OID of leading zeros, 1.3.6.1.5.5.7.3.01,
     would be a purpose of its own that no certificate's EKU ever spells). Not anyExtendedKeyUsage:
-    read from a store it is trust for every purpose (as OpenSSL reads it), so no certificate is
-    trusted for it as one purpose more, and a store for it would be emptied; `any` says that."""
+    read from a store it is trust for the four PURPOSES, so no certificate is trusted for it as
+    one purpose more, and a store for it would be emptied; `any` says that."""
     if text in PURPOSES:
         return None
     if re.fullmatch(r"[0-9]+(\.[0-9]+)+", text) is None:
