@@ -28,11 +28,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from storesync.model import ANY_EKU, DISTRUSTED, EKU_OIDS, TRUSTED, TrustSet
+from storesync.model import ANY_EKU, DISTRUSTED, EKU_OIDS, TRUSTED, TrustSet, purpose_from_oid
 
 TYPE_CHECKING = False  # plain classes below and typing's names only for checkers: a check starts quicker
 if TYPE_CHECKING:
     from typing import Any
+
+    from storesync.stores import StoreSpec
 
 # Reason codes, in the order a store's problems are reported (the first is the verdict).
 # `unsupported` (an algorithm or key size cryptography's web-PKI verifier refuses, which OpenSSL
@@ -951,11 +953,13 @@ def _revocations(path: list, at: datetime, crls: list, warnings: list[str], rule
     return problems
 
 
-def sync_fix(verdict: Verdict, target: str, sources: dict[str, TrustSet], kinds: dict[str, str], purpose: str) -> None:
+def sync_fix(verdict: Verdict, target: str, sources: dict[str, TrustSet], kinds: dict[str, str], purpose: str,
+             plain: "StoreSpec | None" = None) -> None:
     """Complete a missing-root problem with the `storesync sync` command that brings exactly the
     anchor the chain needs, for this purpose only (never the rest of the store that holds it:
     a client-CA file that took a whole system bundle would accept clients of every public CA);
-    from a store that holds it, else from a file the user must get."""
+    from a store that holds it, else from a file the user must get. `plain`: the target's spec
+    when it holds anchors for one purpose, its spec's (`_fix_target`)."""
     problem = verdict.problems[0] if verdict.problems else None
     if problem is None or problem.reason != MISSING_ROOT:
         return
@@ -963,6 +967,7 @@ def sync_fix(verdict: Verdict, target: str, sources: dict[str, TrustSet], kinds:
 
     top = problem.cert
     flag = f" --purpose {purpose}"
+    named, declared = _fix_target(target, plain, purpose)
     for spec, trust_set in sources.items():
         if spec == target:
             continue
@@ -972,15 +977,37 @@ def sync_fix(verdict: Verdict, target: str, sources: dict[str, TrustSet], kinds:
             from cryptography.hazmat.primitives import hashes
 
             sha = anchor.fingerprint(hashes.SHA256()).hex()
-            problem.fix = f"storesync sync --mode add --only {sha}{flag} {quote(spec)} {quote(target)}"
+            problem.fix = f"storesync sync --mode add --only {sha}{flag} {quote(spec)} {quote(named)}"
             problem.data.update(source=spec, adds={"subject": anchor.subject.rfc4514_string(), "sha256": sha},
                                 fix_note=f"this adds one certificate, the root {short_name(anchor)} "
-                                         f"({anchor.subject.rfc4514_string()}), for {purpose} only")
+                                         f"({anchor.subject.rfc4514_string()}), for {purpose} only" + declared)
             return
     name = top.subject if top.issuer == top.subject else top.issuer
     problem.fix = (f"get the root certificate of {name.rfc4514_string()} and add it: "
-                   f"storesync sync --mode add{flag} pem:ROOT.pem {quote(target)}"
+                   f"storesync sync --mode add{flag} pem:ROOT.pem {quote(named)}"
                    + ("" if top.issuer == top.subject else "; if that issuer is an intermediate CA, pass it with --chain"))
+    if declared:
+        problem.data["fix_note"] = declared.removeprefix("; ")
+
+
+_READERS = {"client-auth": "client certificates", "server-auth": "servers' certificates",
+            "email": "e-mail signatures", "code-signing": "code signatures"}
+
+
+def _fix_target(target: str, plain: "StoreSpec | None", purpose: str) -> tuple[str, str]:
+    """The target as a fix names it, and what to add to the fix's note. A store without
+    per-purpose trust whose spec declares another purpose takes no root trusted for this one
+    only: a sync into it as named would do nothing. The fix names it for this purpose, saying
+    that its readers, which take its anchors for every purpose, must then be of this purpose."""
+    own = plain.options.get("purpose") if plain is not None else None
+    if own is None or own == "any" or purpose_from_oid(own) == purpose:
+        return target, ""
+    from storesync.stores import StoreSpec
+
+    named = StoreSpec(plain.kind, plain.path, {**plain.options, "purpose": purpose})
+    return str(named), (f"; {target} is declared for {own}, and takes no root trusted for {purpose} only: the fix "
+                        f"names it purpose={purpose}; run it only if its readers are those that check "
+                        f"{_READERS[purpose]}, and write purpose={purpose} wherever it is named")
 
 
 # --- list filters ---------------------------------------------------------------------------

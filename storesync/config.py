@@ -32,7 +32,7 @@ import os
 import re
 from pathlib import Path
 
-from storesync.model import ANY_EKU, Record, StoreError, is_purpose, purpose_from_oid
+from storesync.model import PURPOSES, Record, StoreError, purpose_from_oid, purpose_problem
 
 TYPE_CHECKING = False  # typing's, without importing typing at start-up
 if TYPE_CHECKING:
@@ -222,12 +222,12 @@ def _profile(name: str, table: dict, error_at) -> Profile:
             raise error(f"profile {name!r}: {what}", spec)
     if not isinstance(table.get("purposes", []), list):
         raise error(f"profile {name!r}: purposes must be a list, e.g. [\"server-auth\"]", "purposes")
-    for purpose in table.get("purposes", ()):
-        if str(purpose) == ANY_EKU:
-            raise error(f"profile {name!r}: purposes cannot name {ANY_EKU} (anyExtendedKeyUsage), which is every "
-                        "purpose; leave purposes out to keep the anchors of them all", str(purpose))
-        if not is_purpose(str(purpose)):
-            raise error(f"profile {name!r}: unknown purpose {purpose!r}", str(purpose))
+    for purpose in map(str, table.get("purposes", ())):
+        problem = "it is every purpose" if purpose == "any" else purpose_problem(purpose)
+        if problem:
+            raise error(f"profile {name!r}: purposes cannot name {purpose!r}: {problem}; name purposes to keep "
+                        f"({', '.join(PURPOSES)} or an EKU OID such as 1.3.6.1.5.5.7.3.8), or leave purposes out "
+                        "to keep the anchors of them all", purpose)
     purposes = tuple(purpose_from_oid(str(p)) for p in table.get("purposes", ()))  # a named one's OID is that one
     only = table.get("only", [])
     if not isinstance(only, list) or not all(isinstance(o, str) and o for o in only):
@@ -283,13 +283,17 @@ def _check_store(ref: StoreRef, name: str, written: bool, error) -> None:
     """A store's options, by name and value (a table's are defaults of its store, or of every
     store its selector names), and that a store to write is of a kind storesync writes: checked
     as the file is loaded, so a mistake names its line before anything runs."""
-    from storesync.stores import check_selector, open_store, options_of, parse_spec
+    from storesync.stores import check_selector, open_store, options_of, parse_query, parse_spec
 
     given = ref.options
     try:
+        named, _, query = ref.spec.partition("?")
+        in_spec = parse_query(ref.spec, query)
+        twice = sorted(given.keys() & in_spec.keys())
+        if twice:  # which of the two was meant cannot be told
+            raise StoreError(f"{ref.spec}: option {twice[0]}= is given in the spec and in its table; give it once")
         if ref.selector:
-            selector, _, query = ref.spec.partition("?")
-            check_selector(selector, {**given, **parse_spec(f"pem:?{query}").options})
+            check_selector(named, {**given, **in_spec})
             return
         try:
             spec = parse_spec(ref.spec, given)

@@ -48,11 +48,29 @@ def oid_from_purpose(purpose: str) -> str:
     return EKU_OIDS.get(purpose, purpose)
 
 
+def purpose_problem(text: str) -> str | None:
+    """Why `text` is no purpose (None: it is one): a purpose is named, or any other is its EKU
+    OID in canonical dotted form, as stores write it back (an OID of leading zeros, 1.3.6.1.5.5.7.3.01,
+    would be a purpose of its own that no certificate's EKU ever spells). Not anyExtendedKeyUsage:
+    read from a store it is trust for the four PURPOSES, so no certificate is trusted for it as
+    one purpose more, and a store for it would be emptied; `any` says that."""
+    if text in PURPOSES:
+        return None
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)+", text) is None:
+        return "it is neither a purpose's name nor an OID in dotted form"
+    arcs = [int(arc) for arc in text.split(".")]
+    if arcs[0] > 2 or (arcs[0] < 2 and arcs[1] >= 40):
+        return "an OID's first arc is 0, 1 or 2, and its second is below 40 when the first is 0 or 1"
+    canonical = ".".join(map(str, arcs))
+    if canonical == ANY_EKU:
+        return f"it is anyExtendedKeyUsage ({ANY_EKU}), every purpose"
+    if canonical != text:
+        return f"an OID's arcs have no leading zero: write {purpose_from_oid(canonical)}"
+    return None
+
+
 def is_purpose(text: str) -> bool:
-    """A purpose by name, or any other as its EKU OID in dotted form. Not anyExtendedKeyUsage:
-    read from a store it is trust for every purpose (as OpenSSL reads it), so no certificate is
-    trusted for it as one purpose more, and a store for it would be emptied; `any` says that."""
-    return text in PURPOSES or (text != ANY_EKU and re.fullmatch(r"[0-9]+(\.[0-9]+)+", text) is not None)
+    return purpose_problem(text) is None
 
 
 def purpose_order(purpose: str) -> tuple:
@@ -615,14 +633,17 @@ class Capabilities(Record):
     """What a store can express. The engine projects a desired set onto these."""
 
     __slots__ = ("anchors", "purposes", "distrust", "distrust_after", "one_date", "disabled", "labels", "writable",
-                 "purpose_distrust", "lone_reject_trusts")
+                 "purpose_distrust", "lone_reject_trusts", "oids")
 
     def __init__(self, anchors: bool = True, purposes: bool = False, distrust: bool = False,
                  distrust_after: "bool | tuple[str, ...]" = False, disabled: bool = False, labels: bool = False,
                  writable: bool = True, purpose_distrust: bool | None = None, lone_reject_trusts: bool = False,
-                 one_date: bool = False):
+                 one_date: bool = False, oids: bool = True):
         self.anchors = anchors  # holds trusted certificates (False: a distrust list only)
         self.purposes = purposes  # per-purpose trust (else: an anchor is trusted for everything)
+        # with purposes: trust for any EKU OID, besides the named PURPOSES (False: NSS, whose trust
+        # object has an attribute for each named purpose and none for another OID)
+        self.oids = oids
         self.distrust = distrust  # explicit "distrusted" records
         # distrust per purpose (default: as trust); False: distrusted means for every purpose
         # (Windows' Disallowed store, beside per-purpose anchors in ROOT)

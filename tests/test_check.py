@@ -153,6 +153,38 @@ def test_missing_root_without_a_source_says_what_to_get(files):
     assert "CN=Check Root" in store["fix"] and "storesync sync --mode add --purpose client-auth pem:ROOT.pem" in store["fix"]
 
 
+@pytest.mark.parametrize("source", [True, False])
+@pytest.mark.parametrize("kind", ["pem", "dir"])
+def test_the_fix_for_a_store_declared_for_another_purpose_works(source, kind, ca, files, tmp_path):
+    """A bundle whose spec says `?purpose=server-auth` takes no root trusted for client-auth only:
+    the printed fix (`--purpose client-auth` into that spec) said "in sync", left the root out, and
+    the next check printed it again. The fix names the store for the purpose checked, and says
+    that its readers must then be ones that check client certificates. Run as printed, then
+    checked again as first named: accepted, as `openssl verify` accepts with that store."""
+    import shlex
+
+    target = f"{kind}:{tmp_path / ('t.pem' if kind == 'pem' else 't')}?purpose=server-auth"
+    if kind == "pem":
+        (tmp_path / "t.pem").write_bytes(b"")
+    else:
+        (tmp_path / "t").mkdir()
+    given = ["--store", files["root-store"]] if source else []
+    code, data = check_json(files["client"], "--chain", files["inter"], *given, "--store", target)
+    refused = data["stores"][-1]
+    assert code == 1 and refused["reason"] == "missing-root"
+    fix, note = refused["fix"], refused["problems"][0]["fix_note"]
+    assert target not in fix and target.replace("server-auth", "client-auth") in fix, fix
+    assert "declared for server-auth" in note and "check client certificates" in note, note
+    words = shlex.split(fix[fix.index("storesync sync"):].split(";")[0].replace("pem:ROOT.pem", f"pem:{files['root']}"))
+    result = storesync(*words[1:])
+    assert result.returncode == 0 and "left out" not in result.stdout, result.stdout + result.stderr
+    code, data = check_json(files["client"], "--chain", files["inter"], "--store", target)
+    assert code == 0 and only_store(data)["reason"] == "ok"
+    where = ["-CAfile", tmp_path / "t.pem"] if kind == "pem" else ["-CApath", tmp_path / "t"]
+    assert run("openssl", "verify", *where, "-untrusted", files["inter"], "-purpose", "sslclient",
+               files["client"], check=False).returncode == 0
+
+
 def test_missing_intermediate_points_at_chain(files):
     code, data = check_json(files["client"], "--store", files["root-store"])
     store = only_store(data)

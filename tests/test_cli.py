@@ -14,7 +14,7 @@ import pytest
 
 from storesync.model import Certificate
 
-from conftest import run, storesync
+from conftest import need, run, storesync
 
 
 @pytest.fixture
@@ -291,6 +291,23 @@ def test_a_bad_option_value_is_refused_before_anything_is_planned(target, option
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("target, option", [
+    ("pem:{d}/a.pem?purpose=2.5.29.37.0&purpose=any", "purpose"),
+    ("pem:{d}/b.pem?format=trusted&purpose=email&format=xml", "format"),
+    ("dir:{d}/c?links=both&links=both", "links"),
+])
+def test_an_option_given_twice_in_a_spec_is_refused(target, option, root, tmp_path):
+    """`?purpose=2.5.29.37.0&purpose=any` took the last value, the first never checked: which
+    was meant cannot be told. Exit 2, one sentence naming the store and the option; nothing written."""
+    source, spec = root.write(tmp_path / "root.pem"), target.format(d=tmp_path)
+    before = snapshot(tmp_path)
+    for argv in (["sync", "--mode", "add", source, spec], ["list", spec], ["check", source, "--store", spec]):
+        result = storesync(*argv)
+        assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
+        assert result.stderr == f"storesync: {spec}: option {option}= is given twice; give it once\n"
+    assert snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize("purpose", ["bogus", ""])
 def test_a_bad_purpose_flag_is_refused(purpose, root, tmp_path):
     source, target = root.write(tmp_path / "root.pem"), tmp_path / "g.pem"
@@ -329,19 +346,54 @@ def test_flags_that_do_not_go_together_are_refused(argv, flags, root, tmp_path):
 
 
 @pytest.mark.parametrize("how", ["flag", "spec", "table", "profile"])
-def test_any_extended_key_usage_is_no_purpose_to_name(how, root, tmp_path):
-    """`2.5.29.37.0` (anyExtendedKeyUsage) was taken as one more purpose, which no certificate has
-    (a TRUSTED block listing it, as OpenSSL reads it, is trusted for every purpose): a store for
-    it was written empty and every root named in a `!` line. Refused, saying to write `any`."""
+@pytest.mark.parametrize("oid, why", [
+    ("2.5.29.37.0", "anyExtendedKeyUsage"),
+    ("1.3.6.1.5.5.7.3.01", "no leading zero: write server-auth"), ("1.3.6.1.5.5.7.3.08", "no leading zero: write 1.3.6.1.5.5.7.3.8"),
+    ("2.5.29.37.00", "anyExtendedKeyUsage"), ("02.5.29.37.0", "anyExtendedKeyUsage"),
+    ("3.1", "first arc is 0, 1 or 2"), ("1.40.2", "below 40"),
+])
+def test_a_purpose_oid_is_in_canonical_dotted_form_and_not_any_eku(how, oid, why, root, tmp_path):
+    """An OID with a leading zero in an arc (1.3.6.1.5.5.7.3.01) was taken as a purpose of its own,
+    which no certificate's EKU spells (a store's OIDs are read back canonical): a store for it was
+    planned empty, and written into a kind with per-purpose trust it failed at read-back. So was
+    `2.5.29.37.0` (anyExtendedKeyUsage: read from a store, the named purposes, never one more).
+    Refused as the spec is read, saying what is wrong (for anyExtendedKeyUsage: to write `any`)."""
     source, target = root.write(tmp_path / "root.pem"), tmp_path / "o.pem"
-    any_eku = "2.5.29.37.0"
-    argv = {"flag": ["sync", "--purpose", any_eku, f"pem:{source}", f"pem:{target}"],
-            "spec": ["sync", f"pem:{source}", f"pem:{target}?purpose={any_eku}"]}.get(how, ["sync"])
-    table = {"table": f'targets = [{{ spec = "pem:{target}", purpose = "{any_eku}" }}]\n',
-             "profile": f'targets = ["pem:{target}"]\npurposes = ["{any_eku}"]\n'}.get(how, "")
+    argv = {"flag": ["sync", "--purpose", oid, f"pem:{source}", f"pem:{target}"],
+            "spec": ["sync", f"pem:{source}", f"pem:{target}?purpose={oid}"]}.get(how, ["sync"])
+    table = {"table": f'targets = [{{ spec = "pem:{target}?format=trusted", purpose = "{oid}" }}]\n',
+             "profile": f'targets = ["pem:{target}"]\npurposes = ["{oid}"]\n'}.get(how, "")
     (tmp_path / "c.toml").write_text(f'[profile.w]\nmode = "mirror"\nsource = "pem:{source}"\n{table}')
     result = storesync(*argv, env={**os.environ, "STORESYNC_CONFIG": str(tmp_path / "c.toml")})
     assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
-    assert result.stderr.count("\n") == 1 and any_eku in result.stderr and "Traceback" not in result.stderr
-    assert "anyExtendedKeyUsage" in result.stderr and ("write any" in result.stderr or "leave" in result.stderr), result.stderr
+    assert result.stderr.count("\n") == 1 and repr(oid) in result.stderr and why in result.stderr, result.stderr
+    assert why != "anyExtendedKeyUsage" or "write any" in result.stderr or "leave" in result.stderr, result.stderr
     assert not target.exists()
+
+
+@pytest.mark.parametrize("flags", [["--purpose", "email"], ["--mode", "add"], []])
+def test_sync_with_no_config_file_anywhere_says_so_whatever_the_flags(flags, tmp_path):
+    """`sync --purpose email` with no config file said "--purpose and the profiles of the config
+    file do not go together", of profiles that do not exist: it says what plain `sync` says."""
+    if any(Path(d, "storesync.toml").exists() for d in ("/etc/storesync", "/etc/xdg/storesync")):
+        pytest.skip("this machine has a config file")
+    env = {k: v for k, v in os.environ.items() if k != "STORESYNC_CONFIG"}
+    result = storesync("sync", *flags, env={**env, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)})
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == ("storesync: no profiles to run (no config file found); name a SOURCE and TARGETs, "
+                             "or write a config file (see the README)\n")
+
+
+def test_check_and_rollback_of_an_nss_folder_named_dir_say_so_and_nothing_else(root, tmp_path):
+    """`check --store dir:NSSDIR` printed the error and then the certificate's header (exit 2);
+    `rollback dir:NSSDIR` said only "no backups". One sentence each, naming nss:."""
+    need("certutil")
+    db = tmp_path / "db"
+    db.mkdir()
+    run("certutil", "-N", "-d", f"sql:{db}", "--empty-password")
+    leaf = root.write(tmp_path / "root.pem")
+    for argv in (["check", leaf, "--store", f"dir:{db}"], ["check", leaf, "--store", f"pem:{leaf}", "--store", f"dir:{db}"],
+                 ["check", leaf, "--store", f"dir:{db}", "--json"], ["rollback", f"dir:{db}"]):
+        result = storesync(*argv)
+        assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
+        assert result.stderr.count("\n") == 1 and f"nss:{db}" in result.stderr, result.stderr

@@ -103,7 +103,10 @@ def test_sync_creates_its_target(kind, certs, tmp_path):
 
 
 def _with(spec: str, option: str, value: str) -> str:
-    return f"{spec}{'&' if '?' in spec else '?'}{option}={value}"
+    """The spec with `option=value`, in place of the spec's own value (an option given twice is an error)."""
+    path, _, query = spec.partition("?")
+    items = [item for item in query.split("&") if item and item.partition("=")[0] != option]
+    return f"{path}?{'&'.join([*items, f'{option}={value}'])}"
 
 
 @pytest.mark.parametrize("kind", list(REGISTRY.values()), ids=str)

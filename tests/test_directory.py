@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 
 import pytest
 from pathlib import Path
@@ -172,9 +176,65 @@ def test_a_folder_holding_an_nss_database_is_no_hashed_directory(kind, db, root,
                  ["sync", f"pem:{tmp_path / 'root.pem'}", spec]):
         result = storesync(*argv)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stdout + result.stderr
-        assert "holds an NSS database, not " in result.stderr and f"name it nss:{nssdb}" in result.stderr
+        assert "holds an NSS database (" in result.stderr and f"name it nss:{nssdb}" in result.stderr
         assert "Traceback" not in result.stderr
     assert {p.name: p.read_bytes() for p in [*nssdb.iterdir(), target]} == before
+
+
+@pytest.mark.parametrize("kind", ["dir", "anchors", None])
+@pytest.mark.parametrize("parts", [("key4.db", "pkcs11.txt"), ("key3.db",), ("pkcs11.txt",), ("dangling cert9.db",)])
+def test_a_folder_holding_part_of_an_nss_database_is_no_hashed_directory(kind, parts, root, tmp_path):
+    """A folder with key4.db and pkcs11.txt but no cert9.db read as an empty hashed directory (a
+    sync wrote certificate files beside key4.db), and a cert9.db that is a dangling link was not
+    seen. Each NSS file marks an NSS folder (secmod.db alone does not: see below), found by lstat;
+    `nss:` on the dangling link names it."""
+    half = tmp_path / "half"
+    half.mkdir()
+    for part in parts:
+        if part.startswith("dangling"):
+            (half / "cert9.db").symlink_to(tmp_path / "gone" / "cert9.db")
+        else:
+            (half / part).write_bytes(b"")
+    before = sorted(p.name for p in half.iterdir())
+    spec = f"{kind}:{half}" if kind else str(half)
+    for argv in (["list", spec], ["sync", "--mode", "add", f"pem:{root.write(tmp_path / 'root.pem')}", spec]):
+        result = storesync(*argv)
+        assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
+        if kind:
+            assert f"holds an NSS database ({parts[0].removeprefix('dangling ')})" in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert sorted(p.name for p in half.iterdir()) == before
+    if parts[0].startswith("dangling"):
+        result = storesync("list", f"nss:{half}")
+        assert result.returncode == 2 and f"symbolic link to {tmp_path / 'gone' / 'cert9.db'}, which does not exist" \
+            in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("spec", ["dir:{d}", "anchors:{d}", "{d}"])
+def test_a_folder_that_can_be_listed_but_not_entered_is_an_error(spec, root, tmp_path):
+    """A folder of mode 0744 (another's: names listed, no file opened) read as 0 certificates,
+    exit 0, where `list PATH` said "cannot list it": an empty store a mirror would copy. Both
+    say it cannot be entered, exit 2. Run as nobody (root opens anything)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to run the command as nobody")
+    top = Path(tempfile.mkdtemp(prefix="storesync-enter-"))  # reachable by nobody, unlike tmp_path's parents
+    os.chmod(top, 0o755)
+    folder, state = top / "ca", top / "state"
+    folder.mkdir()
+    root.write(folder / "root.crt")
+    os.chmod(folder, 0o744)
+    state.mkdir(mode=0o777)
+    os.chmod(state, 0o777)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "STORESYNC_STATE_DIR": str(state)}
+    command = [shutil.which("setpriv"), "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+               sys.executable, "-m", "storesync", "list", spec.format(d=folder)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
+    finally:
+        shutil.rmtree(top)
+    assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
+    assert f"{folder}: cannot enter it (Permission denied)" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
 
 
 def test_a_folder_with_stray_files_is_still_a_hashed_directory(root, tmp_path):

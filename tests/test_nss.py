@@ -391,6 +391,32 @@ def test_out_of_scope_certificates_untouched(tmp_path, root, intermediate, cas):
     assert certutil_flags(db)["validca"] == "c,c,c"
 
 
+@pytest.mark.parametrize("mode", ["add", "mirror"])
+def test_a_purpose_nss_has_no_trust_attribute_for_is_left_out_with_a_line(mode, tmp_path, pki):
+    """NSS's trust object holds the four named purposes only: a root trusted for another EKU
+    (time stamping, 1.3.6.1.5.5.7.3.8) was planned as a trust change, and the write failed at
+    read-back ("reading it back does not give the planned set"). The plan leaves that purpose
+    out, saying so in a `!` line; the rest of its trust is written, as certutil shows."""
+    ca = pki.ca("Stamp Root")
+    plain = ca.write(tmp_path / "ca.pem")
+    db = new_db(tmp_path / "db")
+    certutil_add(db, "stamp", "C,,", plain)
+    result = storesync("sync", "--mode", mode, f"pem:{plain}?purpose=1.3.6.1.5.5.7.3.8", f"nss:{db}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "! Stamp Root: 1.3.6.1.5.5.7.3.8: left out" in result.stdout, result.stdout
+    assert certutil_flags(db) == {"stamp": "C,,"}  # a bundle for time stamping says nothing of server-auth
+    # A TRUSTED block for client-auth and time stamping, rejected for OCSP signing: client-auth only.
+    trusted = tmp_path / "t.pem"
+    run("openssl", "x509", "-in", plain, "-addtrust", "clientAuth", "-addtrust", "timeStamping",
+        "-addreject", "OCSPSigning", "-trustout", "-out", trusted)
+    fresh = new_db(tmp_path / "fresh")
+    result = storesync("sync", "--mode", mode, f"pem:{trusted}", f"nss:{fresh}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1.3.6.1.5.5.7.3.8, 1.3.6.1.5.5.7.3.9: left out" in result.stdout, result.stdout
+    assert certutil_flags(fresh) == {"Stamp Root": "T,,"}
+    assert storesync("sync", "--mode", mode, f"pem:{trusted}", f"nss:{fresh}").returncode == 0  # in sync
+
+
 def test_nickname_rules(tmp_path, pki):
     db = new_db(tmp_path / "db")
     one, two = pki.ca("Same Label One"), pki.ca("Same Label Two")

@@ -211,7 +211,9 @@ def test_a_trust_list_naming_one_use_is_trusted_for_no_other_anywhere(pki, tmp_p
     those uses as unknown (it writes its trust list from the purposes it trusts and its reject list
     from those it distrusts). storesync reads them as no opinion, not distrust (which would take
     every root of a p11-kit openssl-bundle out of a plain bundle), and no store it writes from the
-    block trusts the root for e-mail. anyExtendedKeyUsage in the list trusts it for every use."""
+    block trusts the root for e-mail. anyExtendedKeyUsage in the list trusts it for the four named
+    purposes: a store for another EKU OID (time stamping) leaves it out, where OpenSSL trusts it for
+    that use too (less trust, never more: what the README says)."""
     from cryptography.x509.oid import ExtendedKeyUsageOID as Eku
 
     from test_nss import certutil_add, new_db
@@ -262,3 +264,10 @@ def test_a_trust_list_naming_one_use_is_trusted_for_no_other_anywhere(pki, tmp_p
     assert all(openssl_accepts(p, "-CAfile", anyeku) for p in ("sslserver", "sslclient", "smimesign", "any"))
     (entry,) = open_store(f"pem:{anyeku}").read().values()
     assert dict(entry.trust) == {p: TRUSTED for p in ("server-auth", "client-auth", "email", "code-signing")}
+    for trusted_for, accepted in ((anyeku, True), (source, False)):  # the root itself, which has no EKU
+        verify = run("openssl", "verify", "-CAfile", trusted_for, "-purpose", "timestampsign", plain, check=False)
+        assert (verify.returncode == 0) == accepted, verify.stdout + verify.stderr
+    stamp = tmp_path / "stamp.pem"
+    result = storesync("sync", f"pem:{anyeku}", f"pem:{stamp}?purpose=1.3.6.1.5.5.7.3.8")
+    assert result.returncode == 0 and "left out of this 1.3.6.1.5.5.7.3.8 store" in result.stdout, result.stdout
+    assert b"BEGIN" not in stamp.read_bytes()

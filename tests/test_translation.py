@@ -469,3 +469,34 @@ def test_a_reject_list_alone_is_read_as_openssl_reads_it_trusted_for_the_rest(pk
         return b"certificate is valid" in out.stdout + out.stderr
 
     assert (nss("V"), nss("C")) == (False, True), certutil_flags(db)
+
+
+# --- a purpose by its EKU OID: each kind holds it, or says it leaves it out ------------------------
+
+
+@pytest.mark.parametrize("target, holds", [
+    ("pem:{d}/t.pem?format=trusted", True), ("dir:{d}/t?format=trusted", True), ("sst:{d}/t.sst", True),
+    ("reg:{d}/t.reg", True), ("nss:{d}/db", False),
+])
+def test_a_purpose_by_its_oid_is_held_or_left_out_per_kind(roots, tmp_path, target, holds):
+    """Per-purpose kinds differ in what purposes they can hold: a TRUSTED block's lists and
+    Windows' EKU property take any OID, NSS's trust object the four named purposes only. A
+    root trusted for time stamping (1.3.6.1.5.5.7.3.8) is written where it can be, and read back
+    so (for a TRUSTED block, `openssl verify -purpose timestampsign` accepts it); into NSS it is
+    left out with a `!` line, never a failed write."""
+    from test_nss import new_db
+
+    root, stamp = roots[0], "1.3.6.1.5.5.7.3.8"
+    spec = target.format(d=tmp_path)
+    if spec.startswith("nss:"):
+        new_db(tmp_path / "db")
+    result = storesync("sync", f"pem:{root.write(tmp_path / 'r.pem')}?purpose={stamp}", spec)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ("left out" in result.stdout) != holds, result.stdout
+    assert listed(spec).get(sha(root), {}).get("trust") == ({stamp: TRUSTED} if holds else None)
+    if spec.startswith("pem:"):
+        for purpose, accepted in (("timestampsign", True), ("sslserver", False)):
+            verify = run("openssl", "verify", "-CAfile", tmp_path / "t.pem", "-purpose", purpose, tmp_path / "r.pem",
+                         check=False)
+            assert (verify.returncode == 0) == accepted, verify.stdout + verify.stderr
+    assert storesync("sync", f"pem:{tmp_path / 'r.pem'}?purpose={stamp}", spec).returncode == 0  # in sync

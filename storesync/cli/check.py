@@ -110,17 +110,19 @@ def run(cert: str, chain: tuple = (), stores: tuple = (), crls: tuple = (), purp
         if not stores:
             fail("found no store on this machine to check against; name one with --store")
 
-    sets, kinds, canonical, errors = {}, {}, {}, 0
+    sets, kinds, canonical, plain = {}, {}, {}, {}
     specs = [j[0] for j in judged] + [j.trusted and f"pem:{j.trusted}" for *_, j in judged] + list(stores)
     for spec in dict.fromkeys(s for s in specs if s):
         try:
             store, trust_set = open_and_read(spec, password_file)
         except SystemExit:
             if explicit or judged:
-                errors += 1  # reported by open_and_read; the other stores are still checked
+                raise  # a store named that cannot be read: its one sentence, and nothing printed after it
             continue
         canonical[spec] = str(store.spec)
         sets[str(store.spec)], kinds[str(store.spec)] = trust_set, store.spec.kind
+        if not store.capabilities.purposes:  # its anchors are for its spec's purpose: a fix must name that
+            plain[str(store.spec)] = store.spec
     judged += [(spec, rules, crl_list, None) for spec in stores]
 
     verdicts = []
@@ -145,7 +147,7 @@ def run(cert: str, chain: tuple = (), stores: tuple = (), crls: tuple = (), purp
                 verdict.warnings.append(
                     f"the root {judge.short_name(verdict.chain[-1])} is in ssl_trusted_certificate only: nginx does "
                     "not name it to clients, so browsers may not offer this certificate (curl offers it anyway)")
-        judge.sync_fix(verdict, spec, sets, kinds, purpose)
+        judge.sync_fix(verdict, spec, sets, kinds, purpose, plain.get(spec))
         verdicts.append(verdict)
 
     if as_json:
@@ -160,7 +162,7 @@ def run(cert: str, chain: tuple = (), stores: tuple = (), crls: tuple = (), purp
         })
     else:
         print_check(leaf, purpose, when, verdicts)
-    if errors or not verdicts:
+    if not verdicts:
         sys.exit(EXIT_ERROR)
     sys.exit(EXIT_OK if all(v.accepted for v in verdicts) else EXIT_DIFFERENT)
 

@@ -31,6 +31,7 @@ def rollback(
     if list_only and to is not None:
         fail("--list and --to do not go together: --list only lists the backups, --to restores one; give one of them")
     state.set_state_dir(state_dir)
+    opened = None
     try:
         opened = open_store(store)
         spec = opened.spec.key
@@ -41,7 +42,8 @@ def rollback(
 
             done = roll_back(opened, to)
     except StoreError as exc:
-        fail(str(exc))
+        other = opened and opened.other_kind()  # named as a kind it is not: no backups under that name
+        fail(f"{exc}; {other}" if other and other not in str(exc) else str(exc))
     except OSError as exc:
         fail(f"{store}: cannot put it back ({exc.strerror or exc}, {exc.filename or store}); nothing more was changed")
     # Printed out of the try: output that cannot be written is standard output's (storesync.cli.main says so)

@@ -18,7 +18,7 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
          purpose: "Optional[str]" = None, dry_run: bool = False, force: bool = False, as_json: bool = False,
          password_file: "Optional[Path]" = None, allow_empty: bool = False, only: tuple = (),
          root: "Optional[Path]" = None, python: tuple = ()) -> "NoReturn":
-    from storesync.config import Profile, StoreRef, load_config
+    from storesync.config import Profile, StoreRef, config_path, load_config
     from storesync import state
     from storesync.engine import run as engine
     from storesync.stores import COMMON_VALUES
@@ -26,7 +26,7 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
     state.set_state_dir(state_dir)
     resolve = None
     if purpose is not None and not COMMON_VALUES["purpose"].accepts(purpose):
-        fail(f"--purpose cannot be {purpose!r}; use {COMMON_VALUES['purpose'].what}")
+        fail(COMMON_VALUES["purpose"].refusal("--purpose", purpose))
     defaults = {"purpose": purpose or "server-auth", **({"password-file": str(password_file)} if password_file else {})}
     if source is not None:
         chosen = "--profile" if profile is not None else "--config" if config is not None else None
@@ -53,6 +53,9 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
         if only:
             fail("--only selects from a SOURCE for its TARGETs; a profile takes `only` in the config file")
         runs = '--profile' if profile else '--config' if config else 'the profiles of the config file'
+        bare = "no profiles to run ({}); name a SOURCE and TARGETs, or write a config file (see the README)"
+        if runs != "--profile" and config_path(config) is None:  # no profiles at all: the flags are not the matter
+            fail(bare.format("no config file found"))
         if mode is not None:
             fail(f"--mode and {runs} do not go together: a profile takes its `mode` from the config file; "
                  "leave --mode out, or give a SOURCE and TARGETs")
@@ -69,8 +72,7 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
                 fail(f"no profile {profile!r}: {NO_CONFIG}")
             where = loaded.path or "no config file found"
             fail(f"no profile {profile!r} in {where} (its profiles: {', '.join(loaded.profiles) or 'none'})" if profile
-                 else f"no profiles to run ({where}); name a SOURCE and TARGETs, or write a config file "
-                      "(see the README)")
+                 else bare.format(where))
     selectors = any(ref.selector for p in profiles for ref in p.stores)
     if root is not None or selectors:
         use_root(root)  # selectors find the stores under it; stores under it follow their links inside it

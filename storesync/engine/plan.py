@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from storesync.model import ANCHOR, DISTRUST, DISTRUSTED, SERVER_AUTH, TRUSTED, Capabilities, Entry, Record, TrustSet
+from storesync.model import (
+    ANCHOR, DISTRUST, DISTRUSTED, PURPOSES, SERVER_AUTH, TRUSTED, Capabilities, Entry, Record, TrustSet,
+)
 
 MIRROR, ADD, REMOVE = "mirror", "add", "remove"
+NAMED = frozenset(PURPOSES)
 
 
 class Loss(Record):
@@ -90,6 +93,12 @@ def project(entry: Entry, caps: Capabilities, purpose: str = SERVER_AUTH) -> tup
     only certificates trusted for it go in, as Debian and p11-kit build their bundles.
     """
     entry, loss = _dated(entry, caps)
+    if not caps.oids and not entry.trust.keys() <= NAMED:  # NSS: only the named purposes have a trust attribute
+        other = [p for p in entry.trust if p not in NAMED]
+        entry = entry.replace(trust={p: s for p, s in entry.trust.items() if p in NAMED})
+        loss = _and(loss, f"{', '.join(other)}: left out, this store holds trust for {', '.join(PURPOSES)} only")
+        if not entry.trust:
+            return None, loss
     if not entry.trust:  # trusted for nothing: only a store that can say "disabled" keeps it
         return (entry, loss) if caps.disabled else (None, loss and _and(loss, "trusted for nothing: left out"))
     if entry.distrusted:

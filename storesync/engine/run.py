@@ -14,7 +14,7 @@ from storesync.config import Profile, StoreRef
 from storesync.engine import policy
 from storesync.engine.plan import ADD, MIRROR, REMOVE, Plan, Scope, compare, lift, make_plan, retarget, touched, undo
 from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError, TrustSet
-from storesync.stores import Store, StoreSpec, cannot_read, open_store, options_of, parse_spec, read_store
+from storesync.stores import Store, StoreSpec, cannot_read, open_store, options_of, read_store
 
 UNDO_READS = 20  # reads of a store to undo, 0.1 s apart, before its backup's bytes go back
 _EMPTY = ("an empty store is never a policy, so it empties nothing (if emptying the others is meant, "
@@ -166,9 +166,9 @@ def _selector_options(spec: str, query: str) -> dict[str, str]:
     """A selector's `?options`, read as a store spec's are. Each applies to the stores it names
     whose kind has it (`@all?password-file=F`: the NSS and Java stores); one that no kind has,
     or a value none of those takes, is an error as in a store's spec."""
-    from storesync.stores import check_selector
+    from storesync.stores import check_selector, parse_query
 
-    options = parse_spec(f"pem:?{query}").options if query else {}
+    options = parse_query(spec, query)
     check_selector(spec, options)
     return options
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from storesync.fsio import CAS_ATTEMPTS, atomic_write, digest_of, file_digest, replace_if_unchanged, stat_version
 from storesync.model import (
     ANY_EKU, PURPOSES, Capabilities, Certificate, Entry, Record, StoreError, TrustSet, is_purpose, purpose_from_oid,
+    purpose_problem,
 )
 
 TYPE_CHECKING = False  # typing's, without importing typing at start-up
@@ -75,20 +76,30 @@ class StoreSpec(Record):
 def parse_spec(text: str, defaults: dict[str, str] | None = None) -> StoreSpec:
     """`kind:path[?opts]` or a bare path; raises StoreError for an unknown kind.
     `defaults` are options the spec text does not set itself."""
-    kind = None
+    kind, spec_text = None, text
     head, sep, rest = text.partition(":")
     if sep and (head in KINDS or head in ALIASES):
         kind, text = ALIASES.get(head, head), rest
     elif sep and head.isalnum() and head.islower() and len(head) > 1 and not os.path.exists(text):
         raise StoreError(f"{text}: unknown store kind {head!r} (kinds: {', '.join(KINDS)})")
-    query = {}
-    if "?" in text:
-        text, _, raw = text.partition("?")
-        query = dict(item.partition("=")[::2] for item in raw.split("&") if item)  # no escapes: paths as typed
+    text, _, raw = text.partition("?")
+    query = parse_query(spec_text, raw)
     path = Path(os.path.expanduser(text))
     if kind is None:
         kind = detect_kind(path)
     return StoreSpec(kind, path, query, dict(defaults or {}))
+
+
+def parse_query(spec: str, raw: str) -> dict[str, str]:
+    """The options of a spec's `?query` (no escapes: paths as typed). One given twice is a
+    mistake, not a value that wins: which of the two was meant cannot be told."""
+    query: dict[str, str] = {}
+    for item in filter(None, raw.split("&")):
+        name, _, value = item.partition("=")
+        if name in query:
+            raise StoreError(f"{spec}: option {name}= is given twice; give it once")
+        query[name] = value
+    return query
 
 
 def detect_kind(path: Path) -> str:
@@ -97,7 +108,7 @@ def detect_kind(path: Path) -> str:
         try:
             return "nss" if nss_folder(path) else "dir"
         except PermissionError as exc:  # a folder this user may not search
-            raise StoreError(f"{path}: {cannot_read(exc, 'list')}") from None
+            raise StoreError(f"{path}: {cannot_enter(path, exc)}") from None
     if not path.exists():
         if str(path).endswith(os.sep):
             return "dir"
@@ -115,8 +126,22 @@ def detect_kind(path: Path) -> str:
     return sniff(head) or EXTENSIONS.get(path.suffix.lower(), "pem")
 
 
-def nss_folder(path: Path) -> bool:
-    return (path / "cert9.db").exists() or (path / "cert8.db").exists()
+# The files that make a folder an NSS database's (secmod.db alone does not: a stray file of old
+# tools, beside certificate files). A dangling link counts: it is the database, mislaid.
+NSS_FILES = ("cert9.db", "cert8.db", "key4.db", "key3.db", "pkcs11.txt")
+
+
+def nss_folder(path: Path) -> str | None:
+    """The first file of NSS_FILES the folder holds (None: none). A few lstat calls, never a
+    listing: this runs on every read of a hashed directory. PermissionError: the folder cannot
+    be entered (searched), so whether it holds one cannot be told."""
+    for name in NSS_FILES:
+        try:
+            os.lstat(path / name)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        return name
+    return None
 
 
 def _folder(path: Path) -> tuple[str, str] | None:
@@ -145,6 +170,12 @@ def cannot_read(exc: OSError, verb: str = "read") -> str:
     """Why a file or folder could not be read, and what to do when it is the user's permission."""
     why = f"cannot {verb} it ({exc.strerror or exc})"
     return f"{why}; run as a user who may {verb} it, or make it readable to this one" if isinstance(exc, PermissionError) else why
+
+
+def cannot_enter(folder: Path, exc: PermissionError) -> str:
+    """Why a folder this user may not search cannot be read: one it may list (mode 0744 of
+    another's) shows its names, but none of its files opens."""
+    return cannot_read(exc, "enter" if os.access(folder, os.R_OK) else "list")
 
 
 def sniff(head: bytes) -> str | None:
@@ -235,9 +266,15 @@ class Values:
     (in any case with `fold`), or what `test` accepts; `what` names them in an error. An option
     a kind declares no Values for takes any text (a file, a name)."""
 
-    def __init__(self, *words: str, test=None, what: str = "", fold: bool = False):
+    def __init__(self, *words: str, test=None, what: str = "", fold: bool = False, why=None):
         self.words, self.test, self.fold = {w.lower() if fold else w for w in words}, test, fold
         self.what = what or (", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0])
+        self.why = why  # value -> what is wrong with it, when more can be said than `what`
+
+    def refusal(self, name: str, value: str) -> str:
+        """`name` cannot be `value`: what is wrong with it, and what it takes."""
+        reason = self.why(value) if self.why else None
+        return f"{name} cannot be {value!r}" + (f": {reason}" if reason else "") + f"; use {self.what}"
 
     def accepts(self, value: str) -> bool:
         return (value.lower() if self.fold else value) in self.words or bool(self.test and self.test(value))
@@ -270,7 +307,8 @@ COMMON_OPTIONS = ("purpose", "max-removal-share", "label-template")  # the engin
 COMMON_VALUES = {
     # a wrong purpose is no smaller store: it would leave every certificate out of it
     "purpose": Values("any", *PURPOSES, test=is_purpose, what=f"{', '.join(PURPOSES)}, any, or an EKU OID "
-                      f"in dotted form (1.3.6.1.5.5.7.3.8; for anyExtendedKeyUsage, {ANY_EKU}, write any)"),
+                      f"in dotted form (1.3.6.1.5.5.7.3.8; for anyExtendedKeyUsage, {ANY_EKU}, write any)",
+                      why=lambda v: purpose_problem(v) if v[:1].isdigit() else None),  # an OID: what is wrong in it
     "max-removal-share": Values(test=lambda v: 0 <= number(v) <= 1, what="a number from 0 to 1"),
     "label-template": Values(test=lambda v: format_label(v, "label", "0" * 40, "0" * 64) is not None,
                              what="a text whose only fields are {label}, {sha1} and {sha256} (a format spec "
@@ -305,7 +343,7 @@ def check_selector(spec: str, options: dict[str, str]) -> None:
             raise StoreError(f"{spec}: no store kind has option {name}=; correct the selector")
         accepted = bad_value(KINDS, name, value)
         if accepted:
-            raise StoreError(f"{spec}: {name}= cannot be {value!r}; use {accepted.what}")
+            raise StoreError(f"{spec}: {accepted.refusal(name + '=', value)}")
 
 
 class Store:
@@ -329,7 +367,7 @@ class Store:
         values = {**COMMON_VALUES, **self.values}
         for name, value in {**spec.defaults, **spec.options}.items():  # a wrong value would change what is written
             if name in values and not values[name].accepts(value):
-                raise StoreError(f"{spec}: {name}= cannot be {value!r}; use {values[name].what}")
+                raise StoreError(f"{spec}: {values[name].refusal(name + '=', value)}")
         self.warnings: list[str] = []  # filled by read(): things a person should know
         # filled by read(): certificates held in a form the store's readers may take differently,
         # which a sync writes again even when their trust is unchanged (sha256 -> why, for the plan)

@@ -98,7 +98,7 @@ class DistrustRecord:
 class CertdataStore(Store):
     kind = "certdata"
     capabilities = Capabilities(purposes=True, distrust=True, distrust_after=(SERVER_AUTH, EMAIL), labels=True,
-                                writable=False)
+                                writable=False, oids=False)
     remedy = "fetch Mozilla's certdata.txt again"  # storesync never writes it, so keeps no backup of it
 
     def __init__(self, spec):

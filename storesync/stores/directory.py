@@ -23,7 +23,9 @@ from pathlib import Path
 
 from storesync.fsio import atomic_write_many, fsync_dir, in_root, machine_root, stat_version, temp_beside
 from storesync.model import Capabilities, Entry, TrustSet
-from storesync.stores import CERT_SUFFIXES, HASH_LINK, Store, StoreSpec, Values, cannot_read, nss_folder
+from storesync.stores import (
+    CERT_SUFFIXES, HASH_LINK, Store, StoreSpec, Values, cannot_enter, cannot_read, nss_folder,
+)
 from storesync.statcache import StatCache, stamp
 from storesync.stores.pem import PemStore, cached_entry, render_entries, speaks_trusted
 
@@ -102,10 +104,10 @@ class DirStore(Store):
             raise self.error(f"is not a directory; {self._not_a_folder()}")
         try:
             nss = nss_folder(self.path)
-        except PermissionError:
-            return True  # listing it says why it cannot be read
+        except PermissionError as exc:  # its names may be listed, but no file of it opened: not an empty store
+            raise self.error(cannot_enter(self.path, exc)) from None
         if nss:
-            raise self.error(f"holds an NSS database, not {self.holds}; name it nss:{self.path}")
+            raise self.error(f"holds an NSS database ({nss}), not {self.holds}; name it nss:{self.path}")
         return True
 
     def _not_a_folder(self) -> str:

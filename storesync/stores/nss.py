@@ -471,7 +471,8 @@ class NssStore(Store):
     kind = "nss"
     options = ("password-file", "builtins")
     reader = "nss"
-    capabilities = Capabilities(purposes=True, distrust=True, distrust_after=tuple(DISTRUST_AFTER_ATTR), labels=True)
+    capabilities = Capabilities(purposes=True, distrust=True, distrust_after=tuple(DISTRUST_AFTER_ATTR), labels=True,
+                                oids=False)  # trust attributes: LEGACY_ATTR's and P11_ATTR's purposes only
 
     def __init__(self, spec):
         super().__init__(spec)
@@ -490,6 +491,9 @@ class NssStore(Store):
                 self.other_kind() or "name the folder that holds cert9.db and key4.db instead")
         if not self.path.is_dir():
             return super().missing()
+        if self.cert_db.is_symlink():
+            return (f"its cert9.db is a symbolic link to {os.readlink(self.cert_db)}, which does not exist; "
+                    "mend or remove the link")
         return f"no NSS database (cert9.db) in {self.path}; " + (
             self.other_kind() or f"create one with `certutil -N -d sql:{self.path} --empty-password`")
 

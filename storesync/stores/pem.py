@@ -302,7 +302,7 @@ def _unterminated_line(data: bytes, blocks) -> int:
 def _trusted_entry(cert: Certificate, aux: bytes) -> Entry:
     """X509_CERT_AUX: SEQUENCE { trust SEQ OF OID?, [0] reject?, alias UTF8?, keyid OCTET?, [1] other? },
     read as OpenSSL's `X509_check_trust` with a purpose reads it: a trust list trusts what it
-    lists (anyExtendedKeyUsage: every purpose) and an empty one rejects everything; the uses a
+    lists (anyExtendedKeyUsage: the four PURPOSES, no other OID) and an empty one rejects everything; the uses a
     list leaves out, which OpenSSL rejects for this file's readers, are no opinion, as p11-kit
     reads them and writes its own (its distrust goes in the reject list): read as distrust, every
     root of its openssl-bundle would leave a plain bundle. With no list, a self-signed certificate is
