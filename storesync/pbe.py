@@ -520,9 +520,11 @@ def _rc2_cbc_decrypt(key: bytes, bits: int, iv: bytes, data: bytes) -> bytes:
 @contextmanager
 def budget(left: list[int] | None = None):
     """Charge every key derivation inside to one file: FILE_KDF_BUDGET iterations in all
-    (`left`: what a read of the file has left, when it is charged in more than one place)."""
-    token = _budget.set([FILE_KDF_BUDGET] if left is None else left)
+    (`left`: what a read of the file has left, when it is charged in more than one place);
+    gives what is left, as it is spent."""
+    left = [FILE_KDF_BUDGET] if left is None else left
+    token = _budget.set(left)
     try:
-        yield
+        yield left
     finally:
         _budget.reset(token)

@@ -375,6 +375,22 @@ def test_a_streamed_write_makes_the_bytes_of_one_held_whole(cas, tmp_path, monke
     assert info.stdout.count(b"BEGIN CERTIFICATE") == 3 and b"MAC: sha256" in info.stderr
 
 
+def test_a_store_given_as_a_pipe_is_read_once_whole(cas, tmp_path):
+    """A pipe (`p12:<(cat store.p12)`) cannot be read twice, as a stream is: it is read once."""
+    import os
+    import threading
+
+    path = keytool_store(tmp_path, "s.p12", cas[0], cas[1])
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    writer = threading.Thread(target=lambda: pipe.write_bytes(path.read_bytes()))
+    writer.start()
+    try:
+        assert set(open_store(f"p12:{pipe}").read()) == {sha(cas[0]), sha(cas[1])}
+    finally:
+        writer.join(5)
+
+
 # --- hostile input -------------------------------------------------------------------------
 
 
@@ -477,6 +493,25 @@ def test_spec_detection(small_p12, tmp_path):
     sync(f"p12:{big}", open_store(f"pem:{SYSTEM_BUNDLE}").read())
     assert big.stat().st_size > 65535 and parse_spec(str(big)).kind == "p12"
     assert parse_spec(str(tmp_path / "new.p12")).kind == "p12"
+
+
+def test_a_streamed_read_charges_the_mac_and_the_safes_to_one_budget(small_p12, tmp_path, monkeypatch):
+    """The MAC's key derivation and the safes' are one file's work, read as a stream as read
+    whole: a budget above each (10 000 iterations) but below both is refused either way."""
+    from storesync import pbe
+
+    path = tmp_path / "s.p12"
+    path.write_bytes(small_p12)
+    monkeypatch.setattr(pbe, "FILE_KDF_BUDGET", 15_000)
+    monkeypatch.setattr(p12, "FILE_KDF_BUDGET", 15_000, raising=False)
+    def whole(*args, **kwargs):
+        raise p12._Unstreamed("read whole")
+
+    for streamed in (True, False):
+        if not streamed:
+            monkeypatch.setattr(p12, "_Source", whole)
+        with pytest.raises(StoreError, match="more key-derivation work"):
+            open_store(f"p12:{path}").read()
 
 
 def test_key_derivation_work_is_bounded_per_file(small_p12, tmp_path, monkeypatch):

@@ -520,18 +520,19 @@ class FileStore(Store):
     streamed = False
 
     def read(self) -> TrustSet:
-        if not self.streamed:
-            data = self.current_bytes()
-            self._read_digest = digest_of(data)
-            return TrustSet() if data is None else self.parse(data)  # None: a target not created yet
-        file = self.current_file()
+        file = self.current_file() if self.streamed else None
+        if file is not None and file.seekable():
+            with file:  # digested and parsed through one opening: a file replaced meanwhile is not mixed in
+                self._read_digest = self._from_file(file_digest, file)
+                file.seek(0)
+                return self.parse(file)
         if file is None:
-            self._read_digest = None
-            return TrustSet()
-        with file:  # digested and parsed through one opening: a file replaced meanwhile is not mixed in
-            self._read_digest = self._from_file(file_digest, file)
-            file.seek(0)
-            return self.parse(file)
+            data = self.current_bytes()
+        else:
+            with file:  # a pipe (`<(...)`): it is read once
+                data = self._from_file(lambda opened: opened.read(), file)
+        self._read_digest = digest_of(data)
+        return TrustSet() if data is None else self.parse(data)  # None: a target not created yet
 
     def write(self, plan: "Plan") -> None:
         """The plan applied to the file as it is when written: if another program changed it

@@ -449,36 +449,38 @@ class _Source:
         if reader.pos != pfx_end or pfx_end != size:
             raise _Unstreamed("another PFX layout")
         self.password, self.mac, self.mac_secret, self.fresh = password, None, None, None
-        if self.mac_data is not None:
+        with budget() as left:  # the MAC's key derivations and the safes' are one file's, as in a whole read
+            if self.mac_data is not None:
 
-            def pieces():
-                file.seek(start)
-                return _Reader(file).chunks(end - start)
+                def pieces():
+                    file.seek(start)
+                    return _Reader(file).chunks(end - start)
 
-            with budget():
                 checked, self.password = _mac_checked(pieces, der.read_all(self.mac_data), password, try_empty)
-            if checked is None:
-                raise _Unstreamed("the MAC does not match")  # the whole read says why
-            (self.mac, self.mac_secret), self.fresh = checked
+                if checked is None:
+                    raise _Unstreamed("the MAC does not match")  # the whole read says why
+                (self.mac, self.mac_secret), self.fresh = checked
+        self.left = left[0]  # what each pass may spend on the safes
 
     def read(self):
         size = self.file.seek(0, 2)  # what it is now: no element read is longer than the file
         self.file.seek(0)
-        return _safes(_Reader(self.file, size), self.password, self.fresh, self.mac_data)
+        return _safes(_Reader(self.file, size), self.password, self.fresh, self.mac_data, self.left)
 
 
-def _safes(reader: _Reader, password: str, fresh, mac_data: bytes | None):
+def _safes(reader: _Reader, password: str, fresh, mac_data: bytes | None, left: int = FILE_KDF_BUDGET):
     """The safes of a PFX read from `reader`, each as a `_SafeIn` (what its consumer does not
     read of it is passed over); at the end, the MAC computed over the bytes read (with `fresh`,
     an HMAC before any byte; None: no MAC) must be the file's, in MacData `mac_data` (None:
-    whatever MacData the stream ends with: a read-back of what is being written)."""
+    whatever MacData the stream ends with: a read-back of what is being written). `left`: the
+    key-derivation work the safes may take."""
     end, pfx_end = reader.authsafe()
     if fresh is not None:
         reader.mac, reader.mac_end = fresh.copy(), end
     _, tag, listed = reader.head()
     if tag != der.SEQUENCE or listed != end:
         raise _Unstreamed("another AuthenticatedSafe")
-    left = [FILE_KDF_BUDGET]  # the key derivations of this pass
+    left = [left]  # the key derivations of this pass
     index = 0
     while reader.pos < end:
         safe = _SafeIn(reader, password, index, left)
