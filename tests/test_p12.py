@@ -15,7 +15,7 @@ from storesync.stores import open_store, parse_spec
 from storesync.stores import p12
 from storesync.stores.p12 import P12Store, java_trusted_cert_bag, load_pfx
 
-from conftest import SYSTEM_BUNDLE, need, run
+from conftest import SYSTEM_BUNDLE, need, run, storesync
 from test_jks import java_trusts, keytool, keytool_list, sync, trust_set
 
 NO_PASSWORD = ("-J-Dkeystore.pkcs12.certProtectionAlgorithm=NONE", "-J-Dkeystore.pkcs12.macAlgorithm=NONE")
@@ -155,6 +155,20 @@ def test_password_less_store_stays_password_less(cas, tmp_path):
     sync(f"{fresh}?protect=no&aliases=jdk", trust_set(*cas))
     assert load_pfx(fresh.read_bytes(), "", False).mac is None
     assert set(keytool_list(fresh, password=None)) == {f"storesyncp12ca{n} [jdk]" for n in range(3)}
+
+
+def test_a_store_without_mac_read_with_a_password_says_nothing_proves_it_unchanged(cas, tmp_path):
+    """A password given says the store is protected; one without a MAC (anyone who can write it
+    can strip it and put plain safes of their own) is read as Java reads it, with a warning."""
+    made = keytool_store(tmp_path, "jdk18.p12", cas[0], extra=NO_PASSWORD)
+    secret = tmp_path / "pw"
+    secret.write_text("changeit\n")
+    for spec, warned in ((str(made), False), (f"{made}?password-file={secret}", True)):
+        result = storesync("list", spec)
+        assert result.returncode == 0, result.stderr
+        assert ("has no MAC, so nothing proves it unchanged" in result.stderr) is warned, result.stderr
+    protected = keytool_store(tmp_path, "jdk17.p12", cas[0])
+    assert "no MAC" not in storesync("list", f"{protected}?password-file={secret}").stderr
 
 
 def test_private_key_entry_is_kept_byte_for_byte(cas, tmp_path):

@@ -748,16 +748,19 @@ class P12Store(FileStore):
             del self.warnings[said:]
 
         try:
-            self._first_read(readable(data), each, restart, keep=False)
+            read = self._first_read(readable(data), each, restart, keep=False)
         except BaseException:
             del self.warnings[said:]
             raise
+        if read.mac is None and store_password(self)[1]:  # whoever can write it could have changed it
+            self.warnings.append(f"{self.path}: has no MAC, so nothing proves it unchanged (Java reads it so too); "
+                                 "the password of password-file= is not needed to read it")
         return TrustSet(entries)
 
     def _first_read(self, file, each, restart, keep: bool = True):
         """Read the file, every safe and then each of its bags handed to `each(safe, None)` and
-        `each(safe, bag)`; returns what to read it again from (`keep`): a `_Source`, or a `Pfx`
-        held whole. Streamed (see `_Source`); of another shape or with any fault, `restart()`
+        `each(safe, bag)`; returns what to read it again from: a `_Source`, or a `Pfx` (holding
+        its bags only with `keep`). Streamed (see `_Source`); of another shape or with any fault, `restart()`
         and read whole, as ever: what is said of such a file is what always was."""
         password, explicit = store_password(self)
         try:
@@ -775,8 +778,7 @@ class P12Store(FileStore):
             restart()
         file.seek(0)
         if not keep:
-            self._load(file.read(), lambda bag: each(None, bag))
-            return None
+            return self._load(file.read(), lambda bag: each(None, bag))
         pfx = self._load(file.read())
         for safe in pfx.safes:
             each(safe, None)
