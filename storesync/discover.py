@@ -469,7 +469,7 @@ def resolve(selector: str, pythons=(), warnings: list[str] | None = None) -> lis
             if selector == "@all" and not writable(item.store):
                 warnings.append(f"@all: {item.spec} is not writable by this user; left out")
                 continue
-            item.owner = _owner_name(item.store.path)
+            item.owner = _owner_name(Path(item.store.path))
             found.append(item)
     return found
 

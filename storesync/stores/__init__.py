@@ -11,9 +11,11 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from pathlib import Path
 
-from storesync.fsio import CAS_ATTEMPTS, atomic_write, digest_of, file_digest, replace_if_unchanged, stat_version
+from storesync.fsio import (
+    CAS_ATTEMPTS, absolute, atomic_write, digest_of, file_digest, read_bytes, remove_file, replace_if_unchanged, spelled,
+    stat_version,
+)
 from storesync.model import (
     ANY_EKU, PURPOSES, Capabilities, Certificate, Entry, Record, StoreError, TrustSet, is_purpose, purpose_from_oid,
 )
@@ -45,14 +47,15 @@ HASH_LINK = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")  # and its links, named HASH.N
 
 
 class StoreSpec(Record):
-    """Which store: its kind and path (what makes two specs the same store), and its options."""
+    """Which store: its kind and path (what makes two specs the same store; a str, spelled as
+    pathlib would: see storesync.fsio), and its options."""
 
     __slots__ = ("kind", "path", "options", "defaults")
     _compared = ("kind", "path")
 
-    def __init__(self, kind: str, path: Path, options: dict[str, str] | None = None,
+    def __init__(self, kind: str, path: str | os.PathLike, options: dict[str, str] | None = None,
                  defaults: dict[str, str] | None = None):
-        self.kind, self.path = kind, path
+        self.kind, self.path = kind, spelled(path)
         self.options = options or {}  # from the spec text
         self.defaults = defaults or {}  # from the command or profile
 
@@ -60,7 +63,7 @@ class StoreSpec(Record):
     def key(self) -> str:
         """The store's identity for its state (backups, ownership record, stat cache, locks): kind
         and real path, so every name of a store (a symlink to it, or to its folder) is the same."""
-        key, named = f"{self.kind}:{os.path.realpath(self.path)}", f"{self.kind}:{self.path.absolute()}"
+        key, named = f"{self.kind}:{os.path.realpath(self.path)}", f"{self.kind}:{absolute(self.path)}"
         if named != key:
             from storesync import state
 
@@ -85,23 +88,23 @@ def parse_spec(text: str, defaults: dict[str, str] | None = None) -> StoreSpec:
     if "?" in text:
         text, _, raw = text.partition("?")
         query = dict(item.partition("=")[::2] for item in raw.split("&") if item)  # no escapes: paths as typed
-    path = Path(os.path.expanduser(text))
+    path = spelled(os.path.expanduser(text))
     if kind is None:
         kind = detect_kind(path)
     return StoreSpec(kind, path, query, dict(defaults or {}))
 
 
-def detect_kind(path: Path) -> str:
+def detect_kind(path: str) -> str:
     """Recognise a store by its content; a path that does not exist yet, by its name."""
-    if path.is_dir():
+    if os.path.isdir(path):
         try:
             return "nss" if nss_folder(path) else "dir"
         except PermissionError as exc:  # a folder this user may not search
             raise StoreError(f"{path}: {cannot_read(exc, 'list')}") from None
-    if not path.exists():
-        if str(path).endswith(os.sep):
+    if not os.path.exists(path):
+        if path.endswith(os.sep):
             return "dir"
-        kind = EXTENSIONS.get(path.suffix.lower())
+        kind = EXTENSIONS.get(_suffix(path))
         if kind is None:
             raise StoreError(
                 f"{path}: does not exist and its name does not say which kind of store to create; "
@@ -112,14 +115,19 @@ def detect_kind(path: Path) -> str:
         head = _head(path)
     except OSError as exc:
         raise StoreError(f"{path}: {cannot_read(exc)}") from None
-    return sniff(head) or EXTENSIONS.get(path.suffix.lower(), "pem")
+    return sniff(head) or EXTENSIONS.get(_suffix(path), "pem")
 
 
-def nss_folder(path: Path) -> bool:
-    return (path / "cert9.db").exists() or (path / "cert8.db").exists()
+def _suffix(path: str) -> str:
+    """The extension of a file's name, lower case (pathlib's `suffix`: none for `.pem` alone)."""
+    return os.path.splitext(os.path.basename(path))[1].lower()
 
 
-def _folder(path: Path) -> tuple[str, str] | None:
+def nss_folder(path: str | os.PathLike) -> bool:
+    return os.path.exists(os.path.join(path, "cert9.db")) or os.path.exists(os.path.join(path, "cert8.db"))
+
+
+def _folder(path: str) -> tuple[str, str] | None:
     """(kind, what it is) of a folder holding an NSS database or certificate files; None: neither."""
     if nss_folder(path):
         return "nss", "an NSS database folder"
@@ -129,8 +137,8 @@ def _folder(path: Path) -> tuple[str, str] | None:
     return None
 
 
-def _head(path: Path) -> bytes:
-    with path.open("rb") as f:
+def _head(path: str) -> bytes:
+    with open(path, "rb") as f:
         return f.read(4096)
 
 
@@ -357,27 +365,27 @@ class Store:
             return None
         if "_password" not in self.__dict__:  # read once: a write may later run as another user
             try:
-                lines = Path(os.path.expanduser(name)).read_bytes().splitlines()
+                lines = read_bytes(os.path.expanduser(name)).splitlines()
             except OSError as exc:
                 raise self.error(f"cannot read the password file {name} ({exc.strerror})") from None
             self._password = lines[0] if lines else b""
         return self._password
 
-    def error(self, what: str, path: Path | None = None) -> StoreError:
+    def error(self, what: str, path: str | None = None) -> StoreError:
         return StoreError(f"{self.spec.kind} store {path or self.path}: {what}")
 
-    def damaged(self, what: str, path: Path | None = None) -> StoreError:
+    def damaged(self, what: str, path: str | None = None) -> StoreError:
         """The error for bytes that cannot be read, with what to do about them."""
         todo = self.other_kind(path)
         return self.error(f"{what}; {todo}" if todo else f"{what}; nothing was read from it: {self.remedy}", path)
 
-    def other_kind(self, path: Path | None = None) -> str | None:
+    def other_kind(self, path: str | None = None) -> str | None:
         """What to name a file or folder that is another kind's, by its first bytes or the files
         it holds (None: it is not, or that cannot be told)."""
         path = path or self.path
         try:
-            folder = path.is_dir()
-            found = _folder(path) if folder else identify(_head(path)) if path.is_file() else None
+            folder = os.path.isdir(path)
+            found = _folder(path) if folder else identify(_head(path)) if os.path.isfile(path) else None
         except OSError:
             return None
         if found is None or found[0] == self.kind or (folder and self.kind == "anchors"):  # anchors: a dir kind
@@ -388,10 +396,10 @@ class Store:
         if kind is None:  # JCEKS
             return (f"it looks like {what}: convert it with `keytool -importkeystore -srckeystore {path} "
                     f"-deststoretype pkcs12 -destkeystore {path}.p12` and name that p12:{path}.p12")
-        return f"it looks like {what}: name " + (f"its folder nss:{path.parent}" if kind == "nss" else f"it {kind}:{path}")
+        return f"it looks like {what}: name " + (f"its folder nss:{os.path.dirname(path)}" if kind == "nss" else f"it {kind}:{path}")
 
     def exists(self) -> bool:
-        return self.path.exists()
+        return os.path.exists(self.path)
 
     def missing(self) -> str:
         """What to say when the store is not there, in the words of its format."""
@@ -419,7 +427,7 @@ class Store:
         """Bring the store to `plan.desired`, atomically, touching only what the plan changes."""
         raise NotImplementedError
 
-    def watch_paths(self) -> list[Path]:
+    def watch_paths(self) -> list[str]:
         return [self.path]
 
     def builtin_anchors(self) -> set[str]:
@@ -434,13 +442,13 @@ class Store:
     # Backups: the bytes of every file the store consists of (None: the file did not exist).
     # A store reached through a symlink (RHEL's ca-bundle.crt) is read and written through it.
     def snapshot(self) -> dict[str, bytes | None]:
-        real = self.path.resolve()
-        return {str(real): real.read_bytes() if real.exists() else None}
+        real = os.path.realpath(self.path)
+        return {real: read_bytes(real) if os.path.exists(real) else None}
 
     def owns(self, path: str) -> bool:
         """May a backup of this store write `path`? (A backup file is not trusted blindly.)"""
-        places = {self.path.absolute(), self.path.resolve()}
-        return Path(path) in places or Path(path).parent in places
+        places = {absolute(self.path), os.path.realpath(self.path)}
+        return spelled(path) in places or spelled(os.path.dirname(path)) in places
 
     def snapshot_trust(self, snapshot: dict[str, bytes | str | None]) -> TrustSet:
         """What a backup says: its files put in a temporary folder and read as a store of this
@@ -450,28 +458,28 @@ class Store:
 
         if all(value is None for value in snapshot.values()):
             return TrustSet()  # the store did not exist
-        top = Path(tempfile.mkdtemp(prefix="storesync-backup-"))
+        top = tempfile.mkdtemp(prefix="storesync-backup-")
         try:
             path = top
             for name, value in snapshot.items():
-                dest = top / Path(name).name
-                if Path(name) in {self.path.absolute(), self.path.resolve()}:
+                dest = os.path.join(top, os.path.basename(name))
+                if spelled(name) in {absolute(self.path), os.path.realpath(self.path)}:
                     path = dest  # the store is this one file
                 if isinstance(value, str):
                     os.symlink(value, dest)
                 elif value is not None:
-                    dest.write_bytes(value)
+                    with open(dest, "wb") as file:
+                        file.write(value)
             return type(self)(StoreSpec(self.spec.kind, path, self.spec.options, self.spec.defaults)).read()
         finally:
             shutil.rmtree(top, ignore_errors=True)
 
     def restore(self, snapshot: dict[str, bytes | None]) -> None:
         for name, data in snapshot.items():
-            path = Path(name)
             if data is None:
-                path.unlink(missing_ok=True)
+                remove_file(name)
             else:
-                atomic_write(path, data)
+                atomic_write(name, data)
 
 
 class FileStore(Store):
@@ -502,7 +510,7 @@ class FileStore(Store):
         The new bytes go to disk as `render` makes them, never whole in memory."""
         import time
 
-        path = self.path.resolve()
+        path = os.path.realpath(self.path)
         base = self.__dict__.get("_read_digest", False)  # False: never read, the plan is for what is there
         for attempt in range(CAS_ATTEMPTS):
             now = self._digest_now()
@@ -529,8 +537,8 @@ class FileStore(Store):
         return stat_version(self.path)  # a write replaces the file: a new inode
 
     def check_creatable(self) -> None:
-        folder = self.path.parent  # not made: a folder that is not there is more often a mistyped path
-        if not folder.exists():
+        folder = os.path.dirname(self.path) or "."  # not made: a folder that is not there is more often a mistyped path
+        if not os.path.exists(folder):
             import shlex
 
             raise self.error(f"the folder {folder} does not exist; create it (mkdir -p {shlex.quote(str(folder))}) "
