@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import stat
 
-TYPE_CHECKING = False  # typing's, without importing typing at start-up
+TYPE_CHECKING = False  # pathlib's Path only for the annotations of the machine root's functions
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -53,8 +53,7 @@ def atomic_write(path: str | os.PathLike, data, mode: int = 0o644, sync_dir: boo
     Returns False and touches nothing when the file already holds exactly these bytes (given whole).
     A caller writing many files in one directory uses `atomic_write_many` instead.
     """
-    folder, name = os.path.split(os.fspath(path))
-    return bool(atomic_write_many(folder, {name: data}, mode, sync_dir))
+    return bool(atomic_write_many(parent(path), {os.path.basename(path): data}, mode, sync_dir))
 
 
 CAS_ATTEMPTS = 20  # rewrites of a file another program keeps changing before giving up
@@ -68,7 +67,7 @@ def replace_if_unchanged(path: str | os.PathLike, expected: bytes | None, data, 
     as it is replaced wrote into the replaced file: its bytes are put back and None returned, so
     the caller starts again from them."""
     path = os.fspath(path)
-    folder = os.path.dirname(path)
+    folder = parent(path)
     remove_dead_temps(folder)
     tmp, written = _staged(path, _file_stat(path), [data] if isinstance(data, (bytes, bytearray)) else data, mode,
                            fsync=True, digested=True)
@@ -193,7 +192,7 @@ def atomic_write_paths(files: dict, mode: int = 0o644, sync_dir: bool = True) ->
     paths written, as given."""
     staged: list[tuple[str, str | os.PathLike]] = []
     batch = len(files) >= SYNCFS_FROM
-    folders = list(dict.fromkeys(os.path.dirname(path) for path in files))
+    folders = list(dict.fromkeys(parent(path) for path in files))
     for folder in folders:
         remove_dead_temps(folder)
     try:
@@ -213,7 +212,7 @@ def atomic_write_paths(files: dict, mode: int = 0o644, sync_dir: bool = True) ->
             remove_file(tmp)
         raise
     if sync_dir:
-        renamed = list(dict.fromkeys(os.path.dirname(path) for _, path in staged))
+        renamed = list(dict.fromkeys(parent(path) for _, path in staged))
         if not (batch and len(renamed) > 1 and _syncfs_all(renamed)):  # one flush for many folders
             for folder in renamed:
                 fsync_dir(folder)
@@ -306,9 +305,8 @@ def temp_beside(path: str | os.PathLike, create):
     """(what `create(name)` returns, name) for a new temp name beside `path`, `.NAME.PID-N.tmp`;
     `create` raises FileExistsError for a name taken. The pid tells a later run whether the
     writer died (see `remove_dead_temps`)."""
-    folder, name = os.path.split(os.fspath(path))
     for attempt in range(100):
-        tmp = f"{folder or '.'}/.{name}.{os.getpid()}-{attempt}.tmp"
+        tmp = f"{parent(path)}/.{os.path.basename(path)}.{os.getpid()}-{attempt}.tmp"
         try:
             return create(tmp), tmp
         except FileExistsError:
