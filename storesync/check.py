@@ -25,9 +25,10 @@ kinds (NSS, Windows, Java) every trusted certificate is an anchor.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
+from storesync.fsio import read_bytes
 from storesync.model import ANY_EKU, DISTRUSTED, EKU_OIDS, TRUSTED, TrustSet, purpose_from_oid
 
 TYPE_CHECKING = False  # plain classes below and typing's names only for checkers: a check starts quicker
@@ -63,12 +64,12 @@ class CheckError(Exception):
 # --- inputs ---------------------------------------------------------------------------------
 
 
-def load_certificates(path: Path) -> list:
+def load_certificates(path: str | os.PathLike) -> list:
     """A PEM file (one or several certificates, other blocks such as a key ignored) or DER."""
     from cryptography import x509
 
     try:
-        data = path.read_bytes()
+        data = read_bytes(path)
     except OSError as exc:
         raise CheckError(f"{path}: cannot read it ({exc.strerror})") from None
     try:
@@ -84,13 +85,13 @@ def load_certificates(path: Path) -> list:
     return certs
 
 
-def load_crls(paths: list[Path]) -> list[tuple[Path, Any]]:
+def load_crls(paths: list) -> list[tuple[str | os.PathLike, Any]]:
     from cryptography import x509
 
     crls = []
     for path in paths:
         try:
-            data = path.read_bytes()
+            data = read_bytes(path)
         except OSError as exc:
             raise CheckError(f"CRL {path}: cannot read it ({exc.strerror})") from None
         # A PEM file may hold several CRLs (nginx's ssl_crl and Apache's SSLCARevocationFile do).

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
+from storesync.fsio import absolute, spelled
 from storesync.model import PURPOSES, Record, StoreError, purpose_from_oid, purpose_problem
 
 TYPE_CHECKING = False  # typing's, without importing typing at start-up
@@ -102,24 +102,24 @@ class Config(Record):
     __slots__ = ("path", "profiles")
     __hash__ = None  # type: ignore[assignment]
 
-    def __init__(self, path: Path | None, profiles: dict[str, Profile]):
+    def __init__(self, path: str | None, profiles: dict[str, Profile]):
         self.path, self.profiles = path, profiles
 
 
-def config_path(explicit: str | os.PathLike | None = None) -> Path | None:
+def config_path(explicit: str | os.PathLike | None = None) -> str | None:
     """--config, else $STORESYNC_CONFIG, else the user's storesync.toml, else the system's (the
     file packaging/storesync.service reads, so root's commands and the daemon agree), else the one
     in the XDG site dir (/etc/xdg/storesync), where earlier versions looked."""
     if explicit:
-        return Path(explicit).expanduser()
+        return spelled(os.path.expanduser(explicit))
     if os.environ.get("STORESYNC_CONFIG"):
-        return Path(os.environ["STORESYNC_CONFIG"]).expanduser()
+        return spelled(os.path.expanduser(os.environ["STORESYNC_CONFIG"]))
     import platformdirs
 
     for directory in (platformdirs.user_config_dir("storesync"), "/etc/storesync",
                       platformdirs.site_config_dir("storesync")):
-        candidate = Path(directory) / "storesync.toml"
-        if candidate.exists():
+        candidate = os.path.join(directory, "storesync.toml")
+        if os.path.exists(candidate):
             return candidate
     return None
 
@@ -129,7 +129,8 @@ def load_config(explicit: str | os.PathLike | None = None) -> Config:
     if path is None:
         return Config(None, {})
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
     except FileNotFoundError:
         if explicit or os.environ.get("STORESYNC_CONFIG"):
             raise ConfigError(f"config {path}: does not exist") from None
@@ -139,7 +140,7 @@ def load_config(explicit: str | os.PathLike | None = None) -> Config:
     return parse_config(text, path)
 
 
-def parse_config(text: str, path: Path | None = None) -> Config:
+def parse_config(text: str, path: str | None = None) -> Config:
     import tomllib
 
     where = f"config {path}" if path else "config"
@@ -175,7 +176,7 @@ def _one_writer_per_store(profiles: dict[str, "Profile"], error) -> None:
     """A mirror's target belongs to that mirror: another profile writing it would be undone on
     every run (and a daemon would flip it back and forth for ever, rotating its backups away).
     Merges may share a store: they converge."""
-    writers: dict[Path, list[tuple[str, str]]] = {}
+    writers: dict[str, list[tuple[str, str]]] = {}
     for name, profile in profiles.items():
         written = profile.stores[1:] if profile.mode != "merge" else profile.stores
         for ref in written:
@@ -183,7 +184,7 @@ def _one_writer_per_store(profiles: dict[str, "Profile"], error) -> None:
                 continue  # which stores it names is known at run time only
             text = ref.spec.split("?", 1)[0]
             head, sep, rest = text.partition(":")
-            where = Path(os.path.expanduser(rest if sep and head.isalnum() and len(head) > 1 else text)).absolute()
+            where = absolute(os.path.expanduser(rest if sep and head.isalnum() and len(head) > 1 else text))
             others = [(n, m) for n, m in writers.get(where, []) if n != name]
             if others and (profile.mode != "merge" or any(m != "merge" for _, m in others)):
                 raise error(f"{where} is written by profiles {others[0][0]!r} and {name!r}; a mirror's "

@@ -159,7 +159,7 @@ class Track:
 def _daemon_running() -> bool:
     """Is another daemon alive on this state dir (its status file says running, its pid lives)?"""
     try:
-        data = json.loads((state.state_dir() / "status.json").read_text())
+        data = json.loads((Path(state.state_dir()) / "status.json").read_text())
         if data.get("state") != "running" or data.get("pid") == os.getpid():
             return False
         os.kill(int(data["pid"]), 0)
@@ -513,7 +513,7 @@ class Daemon:
                          for name, t in self.tracks.items()},
         }
         try:
-            atomic_write(state.state_dir() / "status.json", json.dumps(data, indent=1).encode() + b"\n")
+            atomic_write(Path(state.state_dir()) / "status.json", json.dumps(data, indent=1).encode() + b"\n")
         except OSError as exc:
             key = f"status {exc}"
             if key not in self.watch_failures:

@@ -152,10 +152,10 @@ def _is_database(path: Path) -> bool:
         return False
 
 
-def owner(path: Path) -> tuple[str, int]:
+def owner(path: str | os.PathLike) -> tuple[str, int]:
     """(user name, uid) owning `path`; ("?", -1) when it cannot be read."""
     try:
-        uid = path.stat().st_uid
+        uid = os.stat(path).st_uid
     except OSError:
         return "?", -1
     try:
@@ -474,7 +474,7 @@ def resolve(selector: str, pythons=(), warnings: list[str] | None = None) -> lis
     return found
 
 
-def _owner_name(path: Path) -> str | None:
+def _owner_name(path: str | os.PathLike) -> str | None:
     name, uid = owner(path)
     return None if uid < 0 else name
 

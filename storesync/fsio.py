@@ -5,36 +5,70 @@ made durable together (one syncfs from SYNCFS_FROM files on: a directory's, or o
 replace; temp-file naming and the cleanup of dead runs' temp files; a file's version stamp; and
 running a write as the file's owner; and the machine root (`--root`), under which links are
 followed as that machine follows them.
+
+Paths are `str` here and in every module a one-shot sync, list or check imports (os.path, not
+pathlib): importing pathlib costs ~18 M instructions (urllib.parse and ipaddress with it), 7 %
+of writing a new JKS from the system bundle. Functions take `str | os.PathLike`.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
+
+TYPE_CHECKING = False  # pathlib's Path only for the annotations of the machine root's functions
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
-def atomic_write(path: Path, data, mode: int = 0o644, sync_dir: bool = True) -> bool:
+def spelled(path: str | os.PathLike) -> str:
+    """`path` as pathlib spells it (what messages show, and earlier versions kept state under):
+    no empty or `.` parts, no trailing slash; `..` kept (a link's `..` is not the folder above)."""
+    text = os.fspath(path)
+    return "/" * text.startswith("/") + "/".join(p for p in text.split("/") if p not in ("", ".")) or "."
+
+
+def absolute(path: str | os.PathLike) -> str:
+    """`path` made absolute as pathlib's `absolute()` does: from the working directory, no link followed."""
+    return spelled(os.path.join(os.getcwd(), path))
+
+
+def parent(path: str | os.PathLike) -> str:
+    """The folder holding `path`, as pathlib's `parent` (`.` for a bare name; `/` for `/`)."""
+    return spelled(os.path.dirname(os.fspath(path)))
+
+
+def existing(path: str | os.PathLike) -> str:
+    """`path` if it exists, else the nearest folder above it that does (at the last `.` or `/`)."""
+    path = spelled(path)
+    while not os.path.exists(path) and path != parent(path):
+        path = parent(path)
+    return path
+
+
+def atomic_write(path: str | os.PathLike, data, mode: int = 0o644, sync_dir: bool = True) -> bool:
     """Replace `path` with `data` (temp file, fsync, rename); keep mode and owner. `data` is
     bytes, or pieces of bytes written as they come (a large file never whole in memory).
 
     Returns False and touches nothing when the file already holds exactly these bytes (given whole).
     A caller writing many files in one directory uses `atomic_write_many` instead.
     """
-    return bool(atomic_write_many(path.parent, {path.name: data}, mode, sync_dir))
+    return bool(atomic_write_many(parent(path), {os.path.basename(path): data}, mode, sync_dir))
 
 
 CAS_ATTEMPTS = 20  # rewrites of a file another program keeps changing before giving up
 
 
-def replace_if_unchanged(path: Path, expected: bytes | None, data, mode: int = 0o644) -> bytes | None:
+def replace_if_unchanged(path: str | os.PathLike, expected: bytes | None, data, mode: int = 0o644) -> bytes | None:
     """`atomic_write` of `data` (bytes, or pieces of bytes written as they come: a large store is
     never whole in memory), only if `path` still holds the bytes whose `digest_of` is `expected`
     (None: does not exist). Returns the digest of what it holds then; None, and nothing changed,
     if another program wrote it. A program that rewrites the file in place (keytool does) just
     as it is replaced wrote into the replaced file: its bytes are put back and None returned, so
     the caller starts again from them."""
-    remove_dead_temps(path.parent)
+    path = os.fspath(path)
+    folder = parent(path)
+    remove_dead_temps(folder)
     tmp, written = _staged(path, _file_stat(path), [data] if isinstance(data, (bytes, bytearray)) else data, mode,
                            fsync=True, digested=True)
     try:
@@ -50,7 +84,7 @@ def replace_if_unchanged(path: Path, expected: bytes | None, data, mode: int = 0
             except OSError:  # a filesystem without hard links: a rename it is
                 os.replace(tmp, path)
                 tmp = None
-            _sync_replaced(path.parent)
+            _sync_replaced(folder)
             return written
         try:
             before = os.fstat(fd)
@@ -62,7 +96,7 @@ def replace_if_unchanged(path: Path, expected: bytes | None, data, mode: int = 0
                 return None
             os.replace(tmp, path)
             tmp = None
-            _sync_replaced(path.parent)
+            _sync_replaced(folder)
             after = os.fstat(fd)
             if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
                 import time
@@ -75,7 +109,7 @@ def replace_if_unchanged(path: Path, expected: bytes | None, data, mode: int = 0
             os.close(fd)
     finally:
         if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+            remove_file(tmp)
 
 
 def digest_of(data: bytes | None) -> bytes | None:
@@ -97,7 +131,7 @@ def file_digest(file) -> bytes:
     return hasher.digest()
 
 
-_deferred: list[Path] | None = None  # folders whose renames `folders_synced_together` syncs at its end
+_deferred: list[str] | None = None  # folders whose renames `folders_synced_together` syncs at its end
 
 
 class folders_synced_together:
@@ -119,7 +153,7 @@ class folders_synced_together:
                 fsync_dir(folder)
 
 
-def _sync_replaced(folder: Path) -> None:
+def _sync_replaced(folder: str) -> None:
     if _deferred is None:
         fsync_dir(folder)
     else:
@@ -140,24 +174,25 @@ def _read_fd(fd: int) -> bytes:
 SYNCFS_FROM = 16
 
 
-def atomic_write_many(directory: Path, files: dict, mode: int = 0o644, sync_dir: bool = True) -> list[str]:
+def atomic_write_many(directory: str | os.PathLike, files: dict, mode: int = 0o644, sync_dir: bool = True) -> list[str]:
     """Replace files of one directory, each atomically, and make them durable together:
     all temp files are written first, flushed to disk, and only then renamed into place, so
     a crash leaves every file old or new and a rename never exposes unwritten data. A file's
     bytes may be pieces made as it is written. Files already holding their bytes (given
     whole) are not touched; returns the names written."""
-    directory.mkdir(parents=True, exist_ok=True)
-    written = atomic_write_paths({directory / name: data for name, data in files.items()}, mode, sync_dir)
-    return [path.name for path in written]
+    os.makedirs(directory, exist_ok=True)
+    written = atomic_write_paths({os.path.join(directory, name): data for name, data in files.items()}, mode, sync_dir)
+    return [os.path.basename(path) for path in written]
 
 
-def atomic_write_paths(files: dict[Path, bytes], mode: int = 0o644, sync_dir: bool = True) -> list[Path]:
+def atomic_write_paths(files: dict, mode: int = 0o644, sync_dir: bool = True) -> list:
     """`atomic_write_many` for files of any directories (which must exist): every temp file is
     written and flushed before the first rename, and the folders are synced after the last,
-    so one run's records cost one flush, not two per file."""
-    staged: list[tuple[str, Path]] = []
+    so one run's records cost one flush, not two per file. `files`: {path: bytes}; returns the
+    paths written, as given."""
+    staged: list[tuple[str, str | os.PathLike]] = []
     batch = len(files) >= SYNCFS_FROM
-    folders = list(dict.fromkeys(path.parent for path in files))
+    folders = list(dict.fromkeys(parent(path) for path in files))
     for folder in folders:
         remove_dead_temps(folder)
     try:
@@ -174,41 +209,41 @@ def atomic_write_paths(files: dict[Path, bytes], mode: int = 0o644, sync_dir: bo
             os.replace(tmp, path)
     except BaseException:
         for tmp, _ in staged:
-            Path(tmp).unlink(missing_ok=True)
+            remove_file(tmp)
         raise
     if sync_dir:
-        renamed = list(dict.fromkeys(path.parent for _, path in staged))
+        renamed = list(dict.fromkeys(parent(path) for _, path in staged))
         if not (batch and len(renamed) > 1 and _syncfs_all(renamed)):  # one flush for many folders
             for folder in renamed:
                 fsync_dir(folder)
     return [path for _, path in staged]
 
 
-def _stage(path: Path, data, mode: int, fsync: bool) -> str | None:
+def _stage(path: str | os.PathLike, data, mode: int, fsync: bool) -> str | None:
     """A temp file beside `path` holding `data` (bytes, or pieces of bytes written as they come),
     with `path`'s mode and owner, synced to disk if `fsync` (None: the file already holds `data`)."""
     st = _file_stat(path)
     whole = isinstance(data, (bytes, bytearray))
     if st is not None and whole:
         try:
-            if st.st_size == len(data) and path.read_bytes() == data:
+            if st.st_size == len(data) and read_bytes(path) == data:
                 return None
         except OSError:
             pass
     return _staged(path, st, [data] if whole else data, mode, fsync)[0]
 
 
-def _file_stat(path: Path) -> os.stat_result | None:
+def _file_stat(path: str | os.PathLike) -> os.stat_result | None:
     """The stat of the file a write replaces (None: there is none, or it is a link: the link itself
     is replaced, and its target's bytes, mode and owner are not this file's)."""
     try:
-        st = path.lstat()
+        st = os.lstat(path)
     except FileNotFoundError:
         return None
     return None if stat.S_ISLNK(st.st_mode) else st
 
 
-def _staged(path: Path, st: os.stat_result | None, pieces, mode: int, fsync: bool,
+def _staged(path: str | os.PathLike, st: os.stat_result | None, pieces, mode: int, fsync: bool,
             digested: bool = False) -> tuple[str, bytes | None]:
     """(a temp file beside `path` holding the pieces of bytes as they come, with the mode and
     owner of `st` (else `mode`), synced to disk if `fsync`; their `digest_of` if `digested`)."""
@@ -238,7 +273,7 @@ def _staged(path: Path, st: os.stat_result | None, pieces, mode: int, fsync: boo
                 f.flush()
                 os.fsync(fd)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        remove_file(tmp)
         raise
     return tmp, hasher.digest() if hasher is not None else None
 
@@ -252,12 +287,26 @@ def _put(file, hasher, data) -> bytearray:
     return bytearray()
 
 
-def temp_beside(path: Path, create):
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """A file's bytes (pathlib's `read_bytes`, without pathlib)."""
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def remove_file(path: str | os.PathLike) -> None:
+    """Remove a file if it is there (pathlib's `unlink(missing_ok=True)`)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def temp_beside(path: str | os.PathLike, create):
     """(what `create(name)` returns, name) for a new temp name beside `path`, `.NAME.PID-N.tmp`;
     `create` raises FileExistsError for a name taken. The pid tells a later run whether the
     writer died (see `remove_dead_temps`)."""
     for attempt in range(100):
-        tmp = f"{path.parent}/.{path.name}.{os.getpid()}-{attempt}.tmp"
+        tmp = f"{parent(path)}/.{os.path.basename(path)}.{os.getpid()}-{attempt}.tmp"
         try:
             return create(tmp), tmp
         except FileExistsError:
@@ -265,13 +314,13 @@ def temp_beside(path: Path, create):
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
-def _create_temp(path: Path) -> tuple[int, str]:
+def _create_temp(path: str | os.PathLike) -> tuple[int, str]:
     # What tempfile.mkstemp does, without importing tempfile (and random, shutil) on every run.
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     return temp_beside(path, lambda tmp: os.open(tmp, flags, 0o600))
 
 
-def remove_dead_temps(directory: Path) -> None:
+def remove_dead_temps(directory: str | os.PathLike) -> None:
     """Remove the temp files that runs killed mid-write left in `directory` (those whose
     writer is gone); a live writer's are its own. Called by writers, under the store's lock."""
     try:
@@ -301,7 +350,7 @@ def _running(pid: int) -> bool:
     return True
 
 
-def _syncfs(directory: Path) -> bool:
+def _syncfs(directory: str | os.PathLike) -> bool:
     """Flush the whole filesystem holding `directory` (Linux syncfs); False where there is none."""
     try:
         import ctypes
@@ -319,13 +368,13 @@ def _syncfs(directory: Path) -> bool:
         os.close(fd)
 
 
-def _syncfs_all(folders: list[Path]) -> bool:
+def _syncfs_all(folders: list) -> bool:
     """`_syncfs` once per filesystem holding one of `folders`."""
     by_device = {os.stat(folder).st_dev: folder for folder in folders}
     return all(_syncfs(folder) for folder in by_device.values())
 
 
-def stat_version(path: Path) -> tuple | None:
+def stat_version(path: str | os.PathLike) -> tuple | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -335,7 +384,7 @@ def stat_version(path: Path) -> tuple | None:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-def _fsync(path: str | Path) -> None:
+def _fsync(path: str | os.PathLike) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -343,7 +392,7 @@ def _fsync(path: str | Path) -> None:
         os.close(fd)
 
 
-def fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: str | os.PathLike) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -357,8 +406,8 @@ def fsync_dir(directory: Path) -> None:
 # --- writing as the file's owner -----------------------------------------------------------
 
 
-def owner_of(path: Path) -> tuple[int, int]:
-    st = path.stat()
+def owner_of(path: str | os.PathLike) -> tuple[int, int]:
+    st = os.stat(path)
     return st.st_uid, st.st_gid
 
 
@@ -406,7 +455,11 @@ _root: Path | None = None  # --root; else $STORESYNC_ROOT
 
 def set_root(root: str | os.PathLike | None) -> None:
     global _root
-    _root = Path(root) if root else None
+    _root = None
+    if root:
+        from pathlib import Path  # here (and below): the machine root is discovery's, off a plain sync's start-up
+
+        _root = Path(root)
 
 
 def machine_root() -> Path | None:
@@ -414,22 +467,30 @@ def machine_root() -> Path | None:
     if _root is not None:
         return _root
     env = os.environ.get("STORESYNC_ROOT")
-    return Path(env) if env else None
+    if not env:
+        return None
+    from pathlib import Path
+
+    return Path(env)
 
 
 def at_root(path: str | os.PathLike) -> Path:
     """`path` of the machine, under its root."""
+    from pathlib import Path
+
     root = machine_root()
     return Path(path) if root is None else root / str(path).lstrip("/")
 
 
-def in_root(path: Path) -> Path | None:
+def in_root(path: str | os.PathLike) -> str | os.PathLike | None:
     """Under a machine root, `path` with its links followed as that machine follows them: an
     absolute target is under the root (Debian's JDKs link `cacerts` to /etc/ssl/certs/java/cacerts,
     which is the root's, never this machine's). None: it leads nowhere there."""
     root = machine_root()
     if root is None or not os.path.islink(path) and os.path.realpath(path) == os.path.abspath(path):
         return path
+    from pathlib import Path
+
     base = Path(os.path.abspath(root))
     try:
         todo = list(Path(os.path.abspath(path)).relative_to(base).parts)

@@ -10,9 +10,8 @@ import signal
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 
-from storesync.fsio import owner_of
+from storesync.fsio import existing, owner_of
 
 DEFAULT_TIMEOUT = 60.0
 OUTPUT_KEPT = 4000  # characters of the hook's output kept for the report: its end, where errors are
@@ -63,7 +62,7 @@ class HookRun:
                 "ok": self.ok, "retry": self.retry}
 
 
-def run_hook(store: str, argv: list[str], path: Path, timeout: float = DEFAULT_TIMEOUT,
+def run_hook(store: str, argv: list[str], path: str | os.PathLike, timeout: float = DEFAULT_TIMEOUT,
              env: dict[str, str] | None = None) -> HookRun:
     """Run `argv` for the store at `path`: as the store's owner when root runs it on a user's
     store (what root writes there is written as that user, and so is what it runs for it)."""
@@ -71,10 +70,7 @@ def run_hook(store: str, argv: list[str], path: Path, timeout: float = DEFAULT_T
     kwargs: dict = {}
     env = {**os.environ, **(env or {})}
     if os.geteuid() == 0:
-        place = Path(path)
-        while not place.exists() and place != place.parent:
-            place = place.parent
-        uid, gid = owner_of(place)
+        uid, gid = owner_of(existing(path))
         if uid != 0:
             import pwd
 

@@ -50,7 +50,7 @@ def _now() -> datetime:
 
 
 def _remembered(repo: Path) -> Path:
-    return state.state_dir() / "publish" / (re.sub(r"[^A-Za-z0-9._-]+", "_", str(repo.absolute()))[-80:] + ".json")
+    return Path(state.state_dir()) / "publish" / (re.sub(r"[^A-Za-z0-9._-]+", "_", str(repo.absolute()))[-80:] + ".json")
 
 
 def _off_the_web(repo: Path, keys: Path) -> Path:

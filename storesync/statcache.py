@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 from storesync import __version__
 from storesync.fsio import atomic_write
-from storesync.state import _key, state_dir
+from storesync.state import _key, in_state
 
 #: Timestamps closer than this to the read are not trusted to show a later change: file systems
 #: keep them in ticks (a few ms on ext4, 1 s on ext3 and HFS+, 2 s on FAT).
@@ -45,7 +45,7 @@ class StatCache:
     is `stamp(os.stat(file))`, or a digest of the file's bytes for a store that reads them anyway."""
 
     def __init__(self, store_key: str):
-        self.path = state_dir() / "statcache" / _key(store_key)
+        self.path = in_state("statcache", _key(store_key))
         self.now = time.time_ns()
         self._old: dict[str, tuple[bytes, Records]] = {}
         self._new: dict[str, tuple[bytes, Records]] = {}

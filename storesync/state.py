@@ -16,32 +16,37 @@ import re
 import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from collections.abc import Iterator
 
 from storesync.model import Certificate, Entry, StoreError, TrustSet
-from storesync.fsio import atomic_write, atomic_write_paths
+from storesync.fsio import atomic_write, atomic_write_paths, read_bytes, remove_file, spelled
 
 BACKUPS_KEPT = 10
-SYSTEM_STATE_DIR = Path("/var/lib/storesync")  # the systemd unit's StateDirectory
-_override: Path | None = None
+SYSTEM_STATE_DIR = "/var/lib/storesync"  # the systemd unit's StateDirectory
+_override: str | None = None
 
 
 def set_state_dir(path: str | os.PathLike | None) -> None:
     global _override
-    _override = Path(path).expanduser() if path else None
+    _override = spelled(os.path.expanduser(path)) if path else None
 
 
-def state_dir() -> Path:
+def state_dir() -> str:
+    """The state dir, a str path (as every path of a one-shot run: see storesync.fsio)."""
     if _override:
         return _override
     if os.environ.get("STORESYNC_STATE_DIR"):
-        return Path(os.environ["STORESYNC_STATE_DIR"]).expanduser()
+        return spelled(os.path.expanduser(os.environ["STORESYNC_STATE_DIR"]))
     if os.geteuid() == 0:
         return SYSTEM_STATE_DIR  # root's CLI shares the shipped service's backups, baselines and locks
-    import platformdirs
+    import platformdirs  # here: it imports pathlib, which a run given a state dir does without
 
-    return Path(platformdirs.user_state_dir("storesync"))
+    return platformdirs.user_state_dir("storesync")
+
+
+def in_state(*parts: str) -> str:
+    """A path under the state dir."""
+    return os.path.join(state_dir(), *parts)
 
 
 def utc_now(form: str) -> str:
@@ -83,14 +88,14 @@ def _entry_from_json(data: dict) -> Entry:
     )
 
 
-def baseline_path(profile: str) -> Path:
-    return state_dir() / "baselines" / f"{_key(profile)}.json"
+def baseline_path(profile: str) -> str:
+    return in_state("baselines", f"{_key(profile)}.json")
 
 
 def load_baseline(profile: str) -> TrustSet | None:
     path = baseline_path(profile)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_bytes(path))
         return TrustSet(_entry_from_json(e) for e in data["entries"])
     except FileNotFoundError:
         return None
@@ -112,8 +117,8 @@ def save_baseline(profile: str, trust_set: TrustSet) -> None:
 # --- backups: the exact bytes of a store before storesync changed it ------------------------
 
 
-def backup_dir(spec: str) -> Path:
-    return state_dir() / "backups" / _key(spec)
+def backup_dir(spec: str) -> str:
+    return in_state("backups", _key(spec))
 
 
 def save_backup(spec: str, snapshot: dict[str, bytes | str | None], reason: str,
@@ -126,7 +131,7 @@ def save_backup(spec: str, snapshot: dict[str, bytes | str | None], reason: str,
 
 
 def backup_file(spec: str, snapshot: dict[str, bytes | str | None], reason: str,
-                touched: set[str] | None = None) -> tuple[str, dict[Path, bytes]]:
+                touched: set[str] | None = None) -> tuple[str, dict[str, bytes]]:
     """The backup `save_backup` keeps, not yet written: (its id, {its path: its bytes})."""
     import base64
 
@@ -143,31 +148,33 @@ def backup_file(spec: str, snapshot: dict[str, bytes | str | None], reason: str,
     meta = {"id": backup_id, "spec": spec, "created": stamp, "reason": reason, "files": files}
     if touched is not None:
         meta["touched"] = sorted(touched)
-    return backup_id, {backup_dir(spec) / f"{backup_id}.json": json.dumps(meta).encode()}
+    return backup_id, {os.path.join(backup_dir(spec), f"{backup_id}.json"): json.dumps(meta).encode()}
 
 
-def save_records(spec: str, files: dict[Path, bytes]) -> None:
+def save_records(spec: str, files: dict[str, bytes]) -> None:
     """Write backups and ownership records (of one store, `spec`, or of every store a run writes,
     `spec` the first) before the stores change, made durable together: one flush for a run, not
     two per file. Then drop the backups beyond BACKUPS_KEPT of each store."""
     try:
-        for folder in dict.fromkeys(path.parent for path in files):
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for folder in dict.fromkeys(os.path.dirname(path) for path in files):
+            os.makedirs(folder, mode=0o700, exist_ok=True)
         atomic_write_paths(files, mode=0o600)
     except OSError as exc:
         others = " (nor any other store of the run)" if len(files) > 2 else ""
         raise StoreError(f"{spec}: cannot keep a backup in {state_dir()} ({exc.strerror}), so it was not "
                          f"changed{others}; choose a state dir with --state-dir") from None
-    for folder in dict.fromkeys(path.parent for path in files if path.parent.parent.name == "backups"):
+    for folder in dict.fromkeys(os.path.dirname(path) for path in files):
+        if os.path.basename(os.path.dirname(folder)) != "backups":
+            continue
         for old in _backups_in(folder)[BACKUPS_KEPT:]:
-            if folder / f"{old['id']}.json" not in files:  # never the one just kept: an undo reads it
-                (folder / f"{old['id']}.json").unlink(missing_ok=True)
+            if os.path.join(folder, f"{old['id']}.json") not in files:  # never the one just kept: an undo reads it
+                remove_file(os.path.join(folder, f"{old['id']}.json"))
 
 
 def drop_backup(spec: str, backup_id: str | None) -> None:
     """Remove the backup kept for a write that never happened (the run failed before it)."""
     if backup_id:
-        (backup_dir(spec) / f"{backup_id}.json").unlink(missing_ok=True)
+        remove_file(os.path.join(backup_dir(spec), f"{backup_id}.json"))
 
 
 def list_backups(spec: str) -> list[dict]:
@@ -175,15 +182,15 @@ def list_backups(spec: str) -> list[dict]:
     return _backups_in(backup_dir(spec))
 
 
-def _backups_in(root: Path) -> list[dict]:
+def _backups_in(root: str) -> list[dict]:
     out = []
     try:
         names = os.listdir(root)  # not root.glob("*.json"): its pattern is compiled for each run
     except OSError:
         names = []
-    for path in sorted((root / name for name in names if name.endswith(".json")), reverse=True):
+    for name in sorted((name for name in names if name.endswith(".json")), reverse=True):
         try:
-            meta = json.loads(path.read_text())
+            meta = json.loads(read_bytes(os.path.join(root, name)))
             out.append({"id": meta["id"], "created": meta["created"], "reason": meta.get("reason", ""),
                         "files": len(meta["files"])})
         except (OSError, ValueError, KeyError, TypeError):
@@ -207,24 +214,23 @@ def load_backup(spec: str, backup_id: str | None = None) -> tuple[str, dict[str,
         from shlex import quote
 
         raise StoreError(f"{spec}: no backup {chosen!r}; `storesync rollback {quote(spec)} --list` shows them")
-    meta = json.loads((backup_dir(spec) / f"{chosen}.json").read_text())
+    meta = json.loads(read_bytes(os.path.join(backup_dir(spec), f"{chosen}.json")))
     snapshot: dict[str, bytes | str | None] = {}
-    base = Path(spec.partition(":")[2])
+    base = spec.partition(":")[2]
     for name, item in meta["files"].items():
         name = _absolute(name, base)
         snapshot[name] = None if item.get("absent") else item["link"] if "link" in item else base64.b64decode(item["data"])
     return chosen, snapshot
 
 
-def _absolute(name: str, base: Path) -> str:
+def _absolute(name: str, base: str) -> str:
     """A file name of a backup, absolute. Older backups of a hashed directory the sync named by
     a relative path (`dir:ca`) hold names relative to the folder it ran in, which the store's
     absolute path (`base`, from the backup's key) ends with; other names are left as they are."""
-    path = Path(name)
-    tail = path.parent.parts
-    if path.is_absolute() or not tail or base.parts[-len(tail):] != tail:
+    folder = spelled(os.path.dirname(name))
+    if name.startswith("/") or folder == "." or not f"/{spelled(base)}/".endswith(f"/{folder}/"):
         return name
-    return str(base / path.name)
+    return os.path.join(spelled(base), os.path.basename(name))
 
 
 def touched_since(spec: str, backup_id: str) -> set[str] | None:
@@ -235,7 +241,7 @@ def touched_since(spec: str, backup_id: str) -> set[str] | None:
         if backup["id"] < backup_id:
             continue
         try:
-            listed = json.loads((backup_dir(spec) / f"{backup['id']}.json").read_text()).get("touched")
+            listed = json.loads(read_bytes(os.path.join(backup_dir(spec), f"{backup['id']}.json"))).get("touched")
         except (OSError, ValueError):
             return None
         if not isinstance(listed, list):
@@ -247,14 +253,14 @@ def touched_since(spec: str, backup_id: str) -> set[str] | None:
 # --- hooks that failed: run again by the next run that finds the store as wanted ----------
 
 
-def _hook_path(spec: str) -> Path:
-    return state_dir() / "hooks" / f"{_key(spec)}.json"
+def _hook_path(spec: str) -> str:
+    return in_state("hooks", f"{_key(spec)}.json")
 
 
 def hook_failed(spec: str, argv: list[str]) -> bool:
     """Did this store's hook, this very command, fail at its last run?"""
     try:
-        return json.loads(_hook_path(spec).read_text()).get("argv") == list(argv)
+        return json.loads(read_bytes(_hook_path(spec))).get("argv") == list(argv)
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -263,9 +269,9 @@ def note_hook(spec: str, argv: list[str], ok: bool) -> None:
     path = _hook_path(spec)
     try:
         if ok:
-            path.unlink(missing_ok=True)
+            remove_file(path)
         else:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             atomic_write(path, json.dumps({"argv": list(argv), "failed": utc_now("%Y-%m-%dT%H:%M:%SZ")}).encode(), mode=0o600)
     except OSError:
         pass  # then the next run does not retry it; the failure was reported all the same
@@ -276,8 +282,8 @@ def note_hook(spec: str, argv: list[str], ok: bool) -> None:
 PREFIX = 16  # hex digits of a SHA-256 kept per certificate of the full set: enough to tell it apart
 
 
-def owned_path(spec: str) -> Path:
-    return state_dir() / "owned" / f"{_key(spec)}.json"
+def owned_path(spec: str) -> str:
+    return in_state("owned", f"{_key(spec)}.json")
 
 
 def load_owned(spec: str) -> dict | None:
@@ -300,7 +306,7 @@ def owned_bytes(spec: str) -> bytes | None:
     """The record of a store as it is on disk (None: there is none), for an undo to put back:
     its bytes are a third of its parse (a dict per certificate: ~80 MB at 100 000)."""
     try:
-        return owned_path(spec).read_bytes()
+        return read_bytes(owned_path(spec))
     except OSError:
         return None
 
@@ -341,7 +347,7 @@ def save_owned(spec: str, written: dict[str, Entry | None], after: TrustSet, rew
 
 
 def owned_file(spec: str, written: dict[str, Entry | None], after: TrustSet,
-               rewritten: set[str] = frozenset(), record: bytes | None = None) -> dict[Path, bytes]:
+               rewritten: set[str] = frozenset(), record: bytes | None = None) -> dict[str, bytes]:
     """The record `save_owned` writes, not yet written: {its path: its bytes}. `record`: the
     current record's bytes when the caller has them (`owned_bytes`), else it is read."""
     old = _owned(record if record is not None else owned_bytes(spec))
@@ -373,7 +379,7 @@ def put_owned(spec: str, record: bytes | None) -> None:
     None: there was none)."""
     try:
         if record is None:
-            owned_path(spec).unlink(missing_ok=True)
+            remove_file(owned_path(spec))
         else:
             atomic_write(owned_path(spec), record, mode=0o600)
     except OSError:
@@ -383,9 +389,13 @@ def put_owned(spec: str, record: bytes | None) -> None:
 def owned_stores() -> list[str]:
     """The stores storesync keeps a record of writing (their specs: kind and absolute path)."""
     specs = []
-    for path in sorted((state_dir() / "owned").glob("*.json")):
+    try:
+        names = os.listdir(in_state("owned"))
+    except OSError:
+        names = []
+    for name in sorted(name for name in names if name.endswith(".json")):
         try:
-            spec = json.loads(path.read_text()).get("spec")
+            spec = json.loads(read_bytes(in_state("owned", name))).get("spec")
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(spec, str):
@@ -415,7 +425,7 @@ def drift(spec: str, now: TrustSet) -> dict | None:
 
 # --- keys: a store's state is kept under its real path ---------------------------------------
 
-_adopted: set[tuple[Path, str]] = set()  # (state dir, name) adopted by this process
+_adopted: set[tuple[str, str]] = set()  # (state dir, name) adopted by this process
 
 
 def adopt(named: str, key: str) -> None:
@@ -427,16 +437,17 @@ def adopt(named: str, key: str) -> None:
     _adopted.add((state_dir(), named))
     try:
         old, new = backup_dir(named), backup_dir(key)
-        for path in sorted(old.glob("*.json")):
-            new.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if not (new / path.name).exists():
-                path.rename(new / path.name)
+        for name in sorted(os.listdir(old) if os.path.isdir(old) else ()):
+            if name.endswith(".json"):
+                os.makedirs(new, mode=0o700, exist_ok=True)
+                if not os.path.exists(os.path.join(new, name)):
+                    os.rename(os.path.join(old, name), os.path.join(new, name))
         for was, now in ((owned_path(named), owned_path(key)), (_hook_path(named), _hook_path(key))):
-            if was.exists() and not now.exists():
-                was.rename(now)
-        (state_dir() / "statcache" / _key(named)).unlink(missing_ok=True)  # a cache: read afresh
-        if old.is_dir():
-            old.rmdir()
+            if os.path.exists(was) and not os.path.exists(now):
+                os.rename(was, now)
+        remove_file(in_state("statcache", _key(named)))  # a cache: read afresh
+        if os.path.isdir(old):
+            os.rmdir(old)
     except OSError:
         pass  # left where it was: the next run tries again
 
@@ -451,9 +462,9 @@ _NOTE = 200  # the bytes of a lock file that say who holds it
 def lock(name: str, timeout: float = 10.0) -> Iterator[None]:
     """An exclusive lock shared by the CLI and the daemon; waits up to `timeout` seconds,
     then says who holds it."""
-    path = state_dir() / "locks" / f"{_key(name)}.lock"
+    path = in_state("locks", f"{_key(name)}.lock")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise StoreError(
@@ -486,12 +497,12 @@ _held_stores: set[tuple[str, int]] = set()  # (store lock, thread) this process 
 
 
 @contextmanager
-def store_lock(path: Path, timeout: float = 10.0) -> Iterator[None]:
+def store_lock(path: str | os.PathLike, timeout: float = 10.0) -> Iterator[None]:
     """The lock of one store (by its resolved path), as sync, rollback and a store's own
     recovery take it. Re-entrant within a thread: a store read under a run's lock may need it."""
     import _thread
 
-    held = (f"store {Path(path).resolve()}", _thread.get_ident())
+    held = (f"store {os.path.realpath(path)}", _thread.get_ident())
     if held in _held_stores:
         yield
         return

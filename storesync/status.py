@@ -104,7 +104,7 @@ def written_stores(found: list[Found]) -> list[Found]:
     for key in owned_stores():  # kind:real path, as StoreSpec.key made it: a path, never parsed
         kind, _, path = key.partition(":")
         store = StoreSpec(kind, Path(path))
-        if same(store) not in known and os.path.realpath(path).startswith(inside) and store.path.exists():
+        if same(store) not in known and os.path.realpath(path).startswith(inside) and os.path.exists(store.path):
             known.add(same(store))
             more.append(Found(store, "written by storesync"))
     return more
@@ -156,7 +156,7 @@ def matrix(summaries: list[Summary]) -> tuple[list[str], list[dict[str, Any]]]:
 
 def daemon_status() -> dict[str, Any]:
     """The daemon's status file, as it wrote it, plus where it is and whether its pid lives."""
-    path = state_dir() / "status.json"
+    path = Path(state_dir()) / "status.json"
     if not path.exists():
         return {"file": str(path), "running": False, "state": "no status file (the daemon has not run here)"}
     try:

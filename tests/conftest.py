@@ -204,15 +204,24 @@ def system_bundle() -> Path:
 vectors = pytest.mark.skipif(not VECTORS.is_dir(), reason="shared/vectors is not beside the project")
 
 
-def cli_modules(argv: list[str], env: dict[str, str], watched: tuple[str, ...]) -> tuple[object, list[str]]:
+def cli_modules(argv: list[str], env: dict[str, str], watched: tuple[str, ...],
+                installed: bool = False) -> tuple[object, list[str]]:
     """`storesync ARGV` run by `main()` in a fresh interpreter: (its exit code, which modules of
     `watched` it imported, each module counting with its submodules). Start-up is most of a
-    one-shot run, so tests hold what it may import."""
+    one-shot run, so tests hold what it may import. `installed`: as a regular install starts,
+    without `site` (an editable install's import hook imports pathlib itself), the sources and
+    the installed packages on PYTHONPATH."""
     code = ("import sys; from storesync.cli import main\ncode = 0\n"
             f"sys.argv = ['storesync', *{[str(a) for a in argv]!r}]\n"
             "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
             f"print(code, [w for w in {tuple(watched)!r} if any(m == w or m.startswith(w + '.') for m in sys.modules)])")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    flags = []
+    if installed:
+        import sysconfig
+
+        flags, places = ["-S"], [Path(__file__).resolve().parents[1], *{sysconfig.get_path(p) for p in ("purelib", "platlib")}]
+        env = {**env, "PYTHONPATH": os.pathsep.join(map(str, places))}
+    result = subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     exit_code, _, found = result.stdout.rstrip().rpartition("\n")[2].partition(" ")
     import ast

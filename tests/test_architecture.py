@@ -139,3 +139,24 @@ def test_one_shot_sync_imports_no_heavy_module(tmp_path, pki):
     heavy = ("typer", "click", "rich", "dataclasses", "typing", "cryptography")
     assert cli_modules(["sync", f"pem:{a}", f"pem:{b}"], env, heavy) == (0, [])
     assert b.read_bytes()  # it did sync
+
+
+def test_one_shot_commands_import_no_pathlib(tmp_path, pki):
+    """Issue 18: pathlib (with the urllib.parse and ipaddress it imports) is 18 M instructions,
+    7 % of a new JKS from the system bundle: a one-shot sync, list or check keeps its paths as str
+    (storesync.fsio). `check` imports cryptography, which imports urllib.parse itself."""
+    from conftest import cli_modules
+    from test_nss import new_db
+
+    bundle, leaf = tmp_path / "bundle.pem", tmp_path / "leaf.pem"
+    root = pki.ca("Pathless Root")
+    bundle.write_bytes(root.pem)
+    leaf.write_bytes(pki.leaf("pathless.test", root).pem)
+    env = {"STORESYNC_STATE_DIR": str(tmp_path / "state"), "PATH": "/usr/bin:/bin"}
+    lean = ("pathlib", "urllib.parse")
+    for kind, name in (("jks", "new.jks"), ("dir", "dir"), ("nss", "nss"), ("p12", "new.p12")):
+        warm, target = (f"{kind}:{new_db(tmp_path / n) if kind == 'nss' else tmp_path / n}" for n in ("warm-" + name, name))
+        cli_modules(["sync", f"pem:{bundle}", warm], env, ())  # a first write's checks of the root, remembered
+        assert cli_modules(["sync", f"pem:{bundle}", target], env, lean, installed=True) == (0, []), target
+        assert cli_modules(["list", "--json", target], env, lean, installed=True) == (0, []), target
+    assert cli_modules(["check", str(leaf), "--store", f"pem:{bundle}"], env, ("pathlib",), installed=True) == (0, [])

@@ -457,7 +457,7 @@ def test_snapshot_and_restore(tmp_path, cas):
     store.restore(snap)
     assert files_of(db) == before
     assert certutil_flags(db) == {"A": "CT,C,C"}
-    assert store.watch_paths() == [db / "cert9.db", db / "key4.db"]
+    assert store.watch_paths() == [str(db / "cert9.db"), str(db / "key4.db")]
     assert "restart" in store.notice()
 
 

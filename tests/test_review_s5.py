@@ -3,7 +3,9 @@ the format (libnss3, certutil, ...) where there is one."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from pathlib import Path
 
 from conftest import storesync
 from test_selectors import corp, machine  # noqa: F401 - fixtures
@@ -80,7 +82,7 @@ def test_an_undo_finds_its_backup_when_later_dated_backups_fill_the_quota(pki, t
     out.write_bytes(pki.ca("Kept Root").pem)
     before = out.read_bytes()
     key = f"pem:{out.absolute()}"
-    folder = state.backup_dir(key)
+    folder = Path(state.backup_dir(key))
     folder.mkdir(parents=True, mode=0o700)
     for n in range(state.BACKUPS_KEPT):  # kept while the clock was ahead
         stamp = f"29990101T0000{n:02d}000000Z"
@@ -131,9 +133,9 @@ def test_an_undo_writes_no_file_its_backup_names_outside_the_store(pki, tmp_path
     real_write = PemStore.write
 
     def write(self, plan):
-        if self.path.name != "second.pem":
+        if os.path.basename(self.path) != "second.pem":
             return real_write(self, plan)
-        (backup,) = state.backup_dir(f"pem:{first.absolute()}").glob("*.json")
+        (backup,) = Path(state.backup_dir(f"pem:{first.absolute()}")).glob("*.json")
         meta = json.loads(backup.read_text())
         meta["files"][str(victim)] = {"data": base64.b64encode(b"forged").decode()}
         backup.write_text(json.dumps(meta))

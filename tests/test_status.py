@@ -205,9 +205,9 @@ def test_state_dir_default_is_platformdirs(monkeypatch):
 
     monkeypatch.delenv("STORESYNC_STATE_DIR", raising=False)
     expected = Path("/var/lib/storesync") if os.geteuid() == 0 else Path(user_state_dir("storesync"))
-    assert state_dir() == expected
+    assert Path(state_dir()) == expected
     monkeypatch.setenv("STORESYNC_STATE_DIR", "/srv/state")
-    assert state_dir() == Path("/srv/state")
+    assert state_dir() == "/srv/state"
     assert machine.daemon_status()["file"] == "/srv/state/status.json"
 
 

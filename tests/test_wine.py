@@ -212,7 +212,7 @@ def assert_rewrite_is_identical(spec: str) -> None:
     held = store.read()
     plan = make_plan(held, held, store.capabilities, store=spec, purpose="any")
     out = store.render(plan)  # bytes, or pieces written as they come
-    assert (out if isinstance(out, (bytes, bytearray)) else b"".join(out)) == store.path.read_bytes()
+    assert (out if isinstance(out, (bytes, bytearray)) else b"".join(out)) == Path(store.path).read_bytes()
 
 
 def test_storesync_reads_what_crypt32_writes(crypt32, certs, tmp_path):

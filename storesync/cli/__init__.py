@@ -14,7 +14,6 @@ to the same result. Exit codes: storesync.model (EXIT_*).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 TYPE_CHECKING = False  # typing's, without importing typing at start-up
 if TYPE_CHECKING:
@@ -107,9 +106,17 @@ def entry() -> None:
 
 # --- the quick parser ------------------------------------------------------------------------
 
-_PASSWORD_FILE = {"--password-file": ("password_file", Path)}
+
+
+def path(text: str) -> str:
+    """An option naming a file, kept as typed: typer's gives a Path, and every command takes either
+    (a str here: pathlib is not imported on this path, see storesync.fsio)."""
+    return text
+
+
+_PASSWORD_FILE = {"--password-file": ("password_file", path)}
 _JSON = {"--json": ("as_json", bool)}
-_STATE_DIR = {"--state-dir": ("state_dir", Path)}
+_STATE_DIR = {"--state-dir": ("state_dir", path)}
 #: command -> (positional parameters, options). A positional "name?" may be left out, "*name"
 #: takes the remaining words; an option maps to (parameter, type), bool means a flag and tuple a
 #: repeatable option (its values collected in a tuple).
@@ -118,16 +125,16 @@ QUICK_FORMS: dict[str, tuple[list[str], dict[str, tuple[str, type]]]] = {
              **_STATE_DIR}),
     "diff": (["store_a", "store_b"], {**_JSON, **_PASSWORD_FILE, **_STATE_DIR}),
     "sync": (["source?", "*targets"], {
-        "--profile": ("profile", str), "--config": ("config", Path), **_STATE_DIR,
+        "--profile": ("profile", str), "--config": ("config", path), **_STATE_DIR,
         "--mode": ("mode", str), "--purpose": ("purpose", str), "--dry-run": ("dry_run", bool),
         "--force": ("force", bool), "--allow-empty": ("allow_empty", bool), "--only": ("only", tuple),
-        "--root": ("root", Path), "--python": ("python", tuple),
+        "--root": ("root", path), "--python": ("python", tuple),
         **_JSON, **_PASSWORD_FILE,
     }),
     "check": (["cert"], {
         "--chain": ("chain", tuple), "--store": ("stores", tuple), "--crl": ("crls", tuple),
         "--purpose": ("purpose", str), "--at": ("at", str), "--name": ("name", str), "--server": ("server", str),
-        "--nginx-conf": ("nginx_conf", Path), "--apache-conf": ("apache_conf", Path), "--python": ("python", tuple),
+        "--nginx-conf": ("nginx_conf", path), "--apache-conf": ("apache_conf", path), "--python": ("python", tuple),
         "--config": ("config", str), **_JSON, **_PASSWORD_FILE, **_STATE_DIR,
     }),
 }

@@ -8,7 +8,6 @@ so other commands do not pay for them at start-up.
 
 
 import sys
-from pathlib import Path
 
 from storesync.cli.common import fail, open_and_read, print_json
 from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_OK
@@ -19,6 +18,7 @@ if TYPE_CHECKING:
 
 
 def declare(app) -> None:
+    from pathlib import Path  # typer reads it here; the quick path (run) takes str paths
     from typing import List, Optional
 
     import typer
@@ -61,7 +61,7 @@ def run(cert: str, chain: tuple = (), stores: tuple = (), crls: tuple = (), purp
     from storesync import state
 
     state.set_state_dir(state_dir)
-    cert, chain, crls, stores, python = Path(cert), [Path(p) for p in chain], [Path(p) for p in crls], list(stores), list(python)
+    chain, crls, stores, python = list(chain), list(crls), list(stores), list(python)
 
     if purpose not in judge.CHECK_PURPOSES:
         fail(f"--purpose must be one of {', '.join(judge.CHECK_PURPOSES)}, not {purpose!r}")
@@ -90,8 +90,10 @@ def run(cert: str, chain: tuple = (), stores: tuple = (), crls: tuple = (), purp
         from storesync import servers
 
         try:
-            sites = ((servers.nginx_sites(nginx_conf) if nginx_conf else [])
-                     + (servers.apache_sites(apache_conf) if apache_conf else []))
+            from pathlib import Path  # servers' (it imports pathlib itself)
+
+            sites = ((servers.nginx_sites(Path(nginx_conf)) if nginx_conf else [])
+                     + (servers.apache_sites(Path(apache_conf)) if apache_conf else []))
             judged = [(site.spec, site.rules, judge.load_crls(site.crls), site) for site in sites]
         except judge.CheckError as exc:
             fail(str(exc))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from storesync.model import ANCHOR, DISTRUST, EXIT_ERROR, StoreError
 
 TYPE_CHECKING = False  # typing's, without importing typing at start-up
 if TYPE_CHECKING:
+    import os
     from typing import Any, NoReturn, Optional
 
 
@@ -126,7 +126,7 @@ def use_root(root) -> None:
              "(a host mounted at /host), or leave it out")
 
 
-def open_and_read(spec: str, password_file: Optional[Path]):
+def open_and_read(spec: str, password_file: Optional[str | os.PathLike]):
     """Open an existing store and read it; every expected failure becomes one sentence and exit 2."""
     from storesync.stores import open_store, read_store
 

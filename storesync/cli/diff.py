@@ -7,7 +7,6 @@ annotations of the function `declare` defines).
 """
 
 import sys
-from pathlib import Path
 
 from storesync.cli.common import entry_json, open_and_read, print_json, shown, trust_text
 from storesync.model import EXIT_DIFFERENT, EXIT_OK
@@ -51,6 +50,7 @@ def run(store_a: str, store_b: str, as_json: bool = False, password_file: "Optio
 
 
 def declare(app) -> None:
+    from pathlib import Path  # typer reads it here; the quick path (run) takes str paths
     from typing import Optional
 
     import typer

@@ -6,7 +6,6 @@ typer, typing or rich at the top (and no `from __future__ import annotations`: t
 annotations of the function `declare` defines).
 """
 
-from pathlib import Path
 
 from storesync.cli.common import entry_json, open_and_read, print_columns, print_json, shown, trust_text
 
@@ -57,6 +56,7 @@ def _table(opened, trust_set) -> None:
 
 
 def declare(app) -> None:
+    from pathlib import Path  # typer reads it here; the quick path (run) takes str paths
     from typing import Optional
 
     import typer

@@ -7,7 +7,6 @@ annotations of the function `declare` defines).
 """
 
 import sys
-from pathlib import Path
 
 from storesync.cli.common import NO_CONFIG, fail, print_json, print_plan, use_root
 from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError
@@ -144,6 +143,7 @@ def report(result) -> None:
 
 
 def declare(app) -> None:
+    from pathlib import Path  # typer reads it here; the quick path (run) takes str paths
     from typing import Optional
 
     import typer

@@ -5,9 +5,9 @@ transaction (backups first; re-read and compare after; put everything back if an
 from __future__ import annotations
 
 import errno
+import os
 import stat
 from contextlib import ExitStack
-from pathlib import Path
 
 from storesync import fsio, state
 from storesync.config import Profile, StoreRef
@@ -175,8 +175,6 @@ def _selector_options(spec: str, query: str) -> dict[str, str]:
 
 def _key(spec: "StoreSpec | str") -> str:
     """A store's identity across spellings: its real path (a JDK's cacerts is often a link)."""
-    import os
-
     if isinstance(spec, StoreSpec):
         return os.path.realpath(spec.path)
     text = spec.split("?", 1)[0]
@@ -207,8 +205,8 @@ def _run(profile: Profile, dry_run: bool, force: bool, defaults: dict[str, str] 
     try:
         with ExitStack() as locks:
             locks.enter_context(state.lock(f"profile {profile.name}", lock_timeout))
-            for path in sorted({str(o.store.path.resolve()) for o in result.outcomes if o.store}):
-                locks.enter_context(state.store_lock(Path(path), lock_timeout))
+            for path in sorted({os.path.realpath(o.store.path) for o in result.outcomes if o.store}):
+                locks.enter_context(state.store_lock(path, lock_timeout))
             if profile.mode == "merge":
                 merged = _prepare(profile, result, force, allow_empty)
             elif all(o.store is not None and o.version is not None and o.store.version() == o.version
@@ -498,12 +496,10 @@ def _undo(outcome: Outcome, snapshot: dict) -> None:
 def _backup_of(store: Store, backup_id: str | None) -> tuple[str, dict]:
     """A backup of `store` read from the state dir, not trusted blindly: one that names a file
     outside the store is refused (for an undo as for `rollback`)."""
-    import os
-
     backup_id, snapshot = state.load_backup(store.spec.key, backup_id)
     # A backup made through another name of the store's folder (a symlink) names its files by
     # that name: here they are named as this store names them.
-    folder, real = str(store.path.absolute()), os.path.realpath(store.path)
+    folder, real = fsio.absolute(store.path), os.path.realpath(store.path)
     moved = {d for d in {os.path.dirname(path) for path in snapshot} if d != folder and os.path.realpath(d) == real}
     snapshot = {os.path.join(folder, os.path.basename(path)) if os.path.dirname(path) in moved else path: value
                 for path, value in snapshot.items()}
@@ -572,14 +568,12 @@ def _check_written(outcome: Outcome) -> None:
 def _writers(store: Store) -> tuple[set[int], bool]:
     """Who can change a store: the owners of its file and of the folder holding it (which can
     replace the file), and whether a group or everyone can (then anyone counts)."""
-    path = Path(store.path)
-    while not path.exists() and path != path.parent:
-        path = path.parent
+    path = fsio.existing(store.path)
     uids, anyone = set(), False
-    for place in {path, path.parent}:
-        st = place.stat()
+    for place in {path, fsio.parent(path)}:
+        st = os.stat(place)
         uids.add(st.st_uid)
-        sticky = place.is_dir() and st.st_mode & stat.S_ISVTX
+        sticky = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
         anyone |= bool(st.st_mode & stat.S_IWOTH) and not sticky
         anyone |= bool(st.st_mode & stat.S_IWGRP) and st.st_gid != 0 and not sticky
     return uids - {0} or {0}, anyone

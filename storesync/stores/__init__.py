@@ -11,9 +11,11 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from pathlib import Path
 
-from storesync.fsio import CAS_ATTEMPTS, atomic_write, digest_of, file_digest, replace_if_unchanged, stat_version
+from storesync.fsio import (
+    CAS_ATTEMPTS, absolute, atomic_write, digest_of, file_digest, read_bytes, remove_file, replace_if_unchanged, spelled,
+    stat_version,
+)
 from storesync.model import (
     ANY_EKU, PURPOSES, Capabilities, Certificate, Entry, Record, StoreError, TrustSet, is_purpose, purpose_from_oid,
     purpose_problem,
@@ -46,14 +48,15 @@ HASH_LINK = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")  # and its links, named HASH.N
 
 
 class StoreSpec(Record):
-    """Which store: its kind and path (what makes two specs the same store), and its options."""
+    """Which store: its kind and path (what makes two specs the same store; a str, spelled as
+    pathlib would: see storesync.fsio), and its options."""
 
     __slots__ = ("kind", "path", "options", "defaults")
     _compared = ("kind", "path")
 
-    def __init__(self, kind: str, path: Path, options: dict[str, str] | None = None,
+    def __init__(self, kind: str, path: str | os.PathLike, options: dict[str, str] | None = None,
                  defaults: dict[str, str] | None = None):
-        self.kind, self.path = kind, path
+        self.kind, self.path = kind, spelled(path)
         self.options = options or {}  # from the spec text
         self.defaults = defaults or {}  # from the command or profile
 
@@ -61,7 +64,7 @@ class StoreSpec(Record):
     def key(self) -> str:
         """The store's identity for its state (backups, ownership record, stat cache, locks): kind
         and real path, so every name of a store (a symlink to it, or to its folder) is the same."""
-        key, named = f"{self.kind}:{os.path.realpath(self.path)}", f"{self.kind}:{self.path.absolute()}"
+        key, named = f"{self.kind}:{os.path.realpath(self.path)}", f"{self.kind}:{absolute(self.path)}"
         if named != key:
             from storesync import state
 
@@ -84,7 +87,7 @@ def parse_spec(text: str, defaults: dict[str, str] | None = None) -> StoreSpec:
         raise StoreError(f"{text}: unknown store kind {head!r} (kinds: {', '.join(KINDS)})")
     text, _, raw = text.partition("?")
     query = parse_query(spec_text, raw)
-    path = Path(os.path.expanduser(text))
+    path = spelled(os.path.expanduser(text))
     if kind is None:
         kind = detect_kind(path)
     return StoreSpec(kind, path, query, dict(defaults or {}))
@@ -102,17 +105,17 @@ def parse_query(spec: str, raw: str) -> dict[str, str]:
     return query
 
 
-def detect_kind(path: Path) -> str:
+def detect_kind(path: str) -> str:
     """Recognise a store by its content; a path that does not exist yet, by its name."""
-    if path.is_dir():
+    if os.path.isdir(path):
         try:
             return "nss" if nss_folder(path) else "dir"
         except PermissionError as exc:  # a folder this user may not search
             raise StoreError(f"{path}: {cannot_enter(path, exc)}") from None
-    if not path.exists():
-        if str(path).endswith(os.sep):
+    if not os.path.exists(path):
+        if path.endswith(os.sep):
             return "dir"
-        kind = EXTENSIONS.get(path.suffix.lower())
+        kind = EXTENSIONS.get(_suffix(path))
         if kind is None:
             raise StoreError(
                 f"{path}: does not exist and its name does not say which kind of store to create; "
@@ -123,7 +126,7 @@ def detect_kind(path: Path) -> str:
         head = _head(path)
     except OSError as exc:
         raise StoreError(f"{path}: {cannot_read(exc)}") from None
-    return sniff(head) or EXTENSIONS.get(path.suffix.lower(), "pem")
+    return sniff(head) or EXTENSIONS.get(_suffix(path), "pem")
 
 
 # The files that make a folder an NSS database's (secmod.db alone does not: a stray file of old
@@ -131,20 +134,25 @@ def detect_kind(path: Path) -> str:
 NSS_FILES = ("cert9.db", "cert8.db", "key4.db", "key3.db", "pkcs11.txt")
 
 
-def nss_folder(path: Path) -> str | None:
+def nss_folder(path: str | os.PathLike) -> str | None:
     """The first file of NSS_FILES the folder holds (None: none). A few lstat calls, never a
     listing: this runs on every read of a hashed directory. PermissionError: the folder cannot
     be entered (searched), so whether it holds one cannot be told."""
     for name in NSS_FILES:
         try:
-            os.lstat(path / name)
+            os.lstat(os.path.join(path, name))
         except (FileNotFoundError, NotADirectoryError):
             continue
         return name
     return None
 
 
-def _folder(path: Path) -> tuple[str, str] | None:
+def _suffix(path: str) -> str:
+    """The extension of a file's name, lower case (pathlib's `suffix`: none for `.pem` alone)."""
+    return os.path.splitext(os.path.basename(path))[1].lower()
+
+
+def _folder(path: str) -> tuple[str, str] | None:
     """(kind, what it is) of a folder holding an NSS database or certificate files; None: neither."""
     if nss_folder(path):
         return "nss", "an NSS database folder"
@@ -154,8 +162,8 @@ def _folder(path: Path) -> tuple[str, str] | None:
     return None
 
 
-def _head(path: Path) -> bytes:
-    with path.open("rb") as f:
+def _head(path: str) -> bytes:
+    with open(path, "rb") as f:
         return f.read(4096)
 
 
@@ -172,7 +180,7 @@ def cannot_read(exc: OSError, verb: str = "read") -> str:
     return f"{why}; run as a user who may {verb} it, or make it readable to this one" if isinstance(exc, PermissionError) else why
 
 
-def cannot_enter(folder: Path, exc: PermissionError) -> str:
+def cannot_enter(folder: str | os.PathLike, exc: PermissionError) -> str:
     """Why a folder this user may not search cannot be read: one it may list (mode 0744 of
     another's) shows its names, but none of its files opens."""
     return cannot_read(exc, "enter" if os.access(folder, os.R_OK) else "list")
@@ -395,27 +403,27 @@ class Store:
             return None
         if "_password" not in self.__dict__:  # read once: a write may later run as another user
             try:
-                lines = Path(os.path.expanduser(name)).read_bytes().splitlines()
+                lines = read_bytes(os.path.expanduser(name)).splitlines()
             except OSError as exc:
                 raise self.error(f"cannot read the password file {name} ({exc.strerror})") from None
             self._password = lines[0] if lines else b""
         return self._password
 
-    def error(self, what: str, path: Path | None = None) -> StoreError:
+    def error(self, what: str, path: str | None = None) -> StoreError:
         return StoreError(f"{self.spec.kind} store {path or self.path}: {what}")
 
-    def damaged(self, what: str, path: Path | None = None) -> StoreError:
+    def damaged(self, what: str, path: str | None = None) -> StoreError:
         """The error for bytes that cannot be read, with what to do about them."""
         todo = self.other_kind(path)
         return self.error(f"{what}; {todo}" if todo else f"{what}; nothing was read from it: {self.remedy}", path)
 
-    def other_kind(self, path: Path | None = None) -> str | None:
+    def other_kind(self, path: str | None = None) -> str | None:
         """What to name a file or folder that is another kind's, by its first bytes or the files
         it holds (None: it is not, or that cannot be told)."""
         path = path or self.path
         try:
-            folder = path.is_dir()
-            found = _folder(path) if folder else identify(_head(path)) if path.is_file() else None
+            folder = os.path.isdir(path)
+            found = _folder(path) if folder else identify(_head(path)) if os.path.isfile(path) else None
         except OSError:
             return None
         if found is None or found[0] == self.kind or (folder and self.kind == "anchors"):  # anchors: a dir kind
@@ -426,10 +434,10 @@ class Store:
         if kind is None:  # JCEKS
             return (f"it looks like {what}: convert it with `keytool -importkeystore -srckeystore {path} "
                     f"-deststoretype pkcs12 -destkeystore {path}.p12` and name that p12:{path}.p12")
-        return f"it looks like {what}: name " + (f"its folder nss:{path.parent}" if kind == "nss" else f"it {kind}:{path}")
+        return f"it looks like {what}: name " + (f"its folder nss:{os.path.dirname(path)}" if kind == "nss" else f"it {kind}:{path}")
 
     def exists(self) -> bool:
-        return self.path.exists()
+        return os.path.exists(self.path)
 
     def missing(self) -> str:
         """What to say when the store is not there, in the words of its format."""
@@ -457,7 +465,7 @@ class Store:
         """Bring the store to `plan.desired`, atomically, touching only what the plan changes."""
         raise NotImplementedError
 
-    def watch_paths(self) -> list[Path]:
+    def watch_paths(self) -> list[str]:
         return [self.path]
 
     def builtin_anchors(self) -> set[str]:
@@ -472,13 +480,13 @@ class Store:
     # Backups: the bytes of every file the store consists of (None: the file did not exist).
     # A store reached through a symlink (RHEL's ca-bundle.crt) is read and written through it.
     def snapshot(self) -> dict[str, bytes | None]:
-        real = self.path.resolve()
-        return {str(real): real.read_bytes() if real.exists() else None}
+        real = os.path.realpath(self.path)
+        return {real: read_bytes(real) if os.path.exists(real) else None}
 
     def owns(self, path: str) -> bool:
         """May a backup of this store write `path`? (A backup file is not trusted blindly.)"""
-        places = {self.path.absolute(), self.path.resolve()}
-        return Path(path) in places or Path(path).parent in places
+        places = {absolute(self.path), os.path.realpath(self.path)}
+        return spelled(path) in places or spelled(os.path.dirname(path)) in places
 
     def snapshot_trust(self, snapshot: dict[str, bytes | str | None]) -> TrustSet:
         """What a backup says: its files put in a temporary folder and read as a store of this
@@ -488,28 +496,28 @@ class Store:
 
         if all(value is None for value in snapshot.values()):
             return TrustSet()  # the store did not exist
-        top = Path(tempfile.mkdtemp(prefix="storesync-backup-"))
+        top = tempfile.mkdtemp(prefix="storesync-backup-")
         try:
             path = top
             for name, value in snapshot.items():
-                dest = top / Path(name).name
-                if Path(name) in {self.path.absolute(), self.path.resolve()}:
+                dest = os.path.join(top, os.path.basename(name))
+                if spelled(name) in {absolute(self.path), os.path.realpath(self.path)}:
                     path = dest  # the store is this one file
                 if isinstance(value, str):
                     os.symlink(value, dest)
                 elif value is not None:
-                    dest.write_bytes(value)
+                    with open(dest, "wb") as file:
+                        file.write(value)
             return type(self)(StoreSpec(self.spec.kind, path, self.spec.options, self.spec.defaults)).read()
         finally:
             shutil.rmtree(top, ignore_errors=True)
 
     def restore(self, snapshot: dict[str, bytes | None]) -> None:
         for name, data in snapshot.items():
-            path = Path(name)
             if data is None:
-                path.unlink(missing_ok=True)
+                remove_file(name)
             else:
-                atomic_write(path, data)
+                atomic_write(name, data)
 
 
 class FileStore(Store):
@@ -541,7 +549,7 @@ class FileStore(Store):
         The new bytes go to disk as `render` makes them, never whole in memory."""
         import time
 
-        path = self.path.resolve()
+        path = os.path.realpath(self.path)
         base = self.__dict__.get("_read_digest", False)  # False: never read, the plan is for what is there
         for attempt in range(CAS_ATTEMPTS):
             now = self._digest_now()
@@ -568,8 +576,8 @@ class FileStore(Store):
         return stat_version(self.path)  # a write replaces the file: a new inode
 
     def check_creatable(self) -> None:
-        folder = self.path.parent  # not made: a folder that is not there is more often a mistyped path
-        if not folder.exists():
+        folder = os.path.dirname(self.path) or "."  # not made: a folder that is not there is more often a mistyped path
+        if not os.path.exists(folder):
             import shlex
 
             raise self.error(f"the folder {folder} does not exist; create it (mkdir -p {shlex.quote(str(folder))}) "

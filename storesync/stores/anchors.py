@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from storesync.fsio import atomic_write_many, fsync_dir
+from storesync.fsio import atomic_write_many, fsync_dir, remove_file
 from storesync.model import Capabilities, Entry, TrustSet
 from storesync.statcache import StatCache
 from storesync.stores import cannot_read
@@ -86,7 +86,7 @@ class AnchorsStore(DirStore):
                              "to have them managed")
 
     def write(self, plan) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        os.makedirs(self.path, exist_ok=True)
         taken = set(os.listdir(self.path))
         files = {}
         for entry in [*plan.adds, *(after for _, after in plan.changes)]:
@@ -98,5 +98,5 @@ class AnchorsStore(DirStore):
         atomic_write_many(self.path, files, sync_dir=False)
         for entry in plan.removals:  # every file holding it: a copy left behind would keep it trusted
             for name in self._files.pop(entry.sha256, []):
-                (self.path / name).unlink(missing_ok=True)
+                remove_file(os.path.join(self.path, name))
         fsync_dir(self.path)

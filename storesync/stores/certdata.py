@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from storesync import der
+from storesync.fsio import read_bytes
 from storesync.model import (
     Capabilities,
     CLIENT_AUTH,
@@ -107,7 +108,7 @@ class CertdataStore(Store):
 
     def read(self) -> TrustSet:
         try:
-            text = self.path.read_bytes().decode("utf-8")
+            text = read_bytes(self.path).decode("utf-8")
         except FileNotFoundError:
             raise self.error("does not exist") from None
         except IsADirectoryError:

@@ -19,9 +19,8 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 
-from storesync.fsio import atomic_write_many, fsync_dir, in_root, machine_root, stat_version, temp_beside
+from storesync.fsio import absolute, atomic_write_many, fsync_dir, in_root, machine_root, read_bytes, remove_file, stat_version, temp_beside
 from storesync.model import Capabilities, Entry, TrustSet
 from storesync.stores import (
     CERT_SUFFIXES, HASH_LINK, Store, StoreSpec, Values, cannot_enter, cannot_read, nss_folder,
@@ -51,7 +50,7 @@ class DirStore(Store):
         trusted = speaks_trusted(self)
         return Capabilities(purposes=trusted, distrust=trusted, labels=trusted, lone_reject_trusts=trusted)
 
-    def _bundle(self, path: Path) -> PemStore:
+    def _bundle(self, path: str) -> PemStore:
         """The bundle codec, for one file of this directory (its errors name that file)."""
         return PemStore(StoreSpec(self.kind, path, {"format": self.option("format", "plain")}))
 
@@ -80,7 +79,7 @@ class DirStore(Store):
                     continue  # its target is read on its own (or is dangling, and gets mended)
             path = item.path
             if item.is_symlink() and machine_root() is not None:  # --root: where that machine's link leads
-                path = in_root(Path(path))
+                path = in_root(path)
             if path is None or not os.path.isfile(path):
                 continue  # a subdirectory or a dangling link: not ours
             entry = self._read_file(name, path, cache)
@@ -98,9 +97,9 @@ class DirStore(Store):
         """Whether the folder exists (a target not created yet does not). A file, or an NSS
         database's folder, is an error: read as certificate files it would be an empty store,
         which a mirror would copy onto its targets, and a sync would write files among NSS's."""
-        if not self.path.exists():
+        if not os.path.exists(self.path):
             return False
-        if not self.path.is_dir():
+        if not os.path.isdir(self.path):
             raise self.error(f"is not a directory; {self._not_a_folder()}")
         try:
             nss = nss_folder(self.path)
@@ -113,7 +112,7 @@ class DirStore(Store):
     def _not_a_folder(self) -> str:
         return self.other_kind() or f"use pem:{self.path} for a bundle file"
 
-    def _read_file(self, name: str, path: str | Path, cache: StatCache) -> Entry | None:
+    def _read_file(self, name: str, path: str | os.PathLike, cache: StatCache) -> Entry | None:
         try:
             known = cache.get(name, stamp(os.stat(path)))
         except OSError:
@@ -122,7 +121,7 @@ class DirStore(Store):
             ((trusted, raw),) = known
             self.holds_trusted |= bool(trusted)
             return cached_entry(trusted, raw)
-        path = Path(path)
+        path = os.fspath(path)
         try:
             with open(path, "rb") as file:
                 data = file.read()
@@ -142,19 +141,19 @@ class DirStore(Store):
         (entry,) = found.values()
         return entry
 
-    def _bundled(self, path: Path, count: int) -> None:
+    def _bundled(self, path: str, count: int) -> None:
         """A file of the folder holding several certificates (OpenSSL's -CApath reads one per file)."""
 
     def version(self) -> object:
         return stat_version(self.path)  # storesync adds, replaces and removes files by name: the folder changes
 
-    def watch_paths(self) -> list[Path]:
+    def watch_paths(self) -> list[str]:
         return [self.path]
 
     # --- writing -----------------------------------------------------------------------------
 
     def write(self, plan) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        os.makedirs(self.path, exist_ok=True)
         taken, self._suffixes = set(os.listdir(self.path)), {}
         rewrite = [*plan.adds, *(after for _, after in plan.changes)]
         # A certificate known only as a hash-named copy gets a file of its own, so links can point at it.
@@ -176,7 +175,7 @@ class DirStore(Store):
         for entry in plan.removals:  # last, so a reader never misses a certificate still wanted
             for name in self._files.pop(entry.sha256, []):
                 if not HASH_LINK.match(name):  # hash names were settled by _write_links
-                    (self.path / name).unlink(missing_ok=True)
+                    remove_file(os.path.join(self.path, name))
         fsync_dir(self.path)
 
     def _new_name(self, entry: Entry, taken: set[str]) -> str:
@@ -228,24 +227,24 @@ class DirStore(Store):
             if self._links.get(name) != target:
                 _symlink(self.path, name, target)
         for name in set(self._links) - set(wanted):
-            (self.path / name).unlink(missing_ok=True)
+            remove_file(os.path.join(self.path, name))
         self._links = wanted
 
     def snapshot(self) -> dict[str, bytes | str | None]:
         """Every file and link of the store: bytes for files, str for link targets. Named by
         absolute path, as the store's backups are keyed: a rollback may run in another folder."""
         self.read()
-        base = self.path.absolute()
-        shot: dict[str, bytes | str | None] = {str(base / n): t for n, t in self._links.items()}
+        base = absolute(self.path)
+        shot: dict[str, bytes | str | None] = {os.path.join(base, n): t for n, t in self._links.items()}
         for names in self._files.values():
             for name in names:
-                path = base / name
-                shot[str(path)] = os.readlink(path) if path.is_symlink() else path.read_bytes()
+                path = os.path.join(base, name)
+                shot[path] = os.readlink(path) if os.path.islink(path) else read_bytes(path)
         return shot
 
     def restore(self, snapshot: dict[str, bytes | str | None]) -> None:
         # By file name: `owns` has made sure every path of the snapshot is in this directory.
-        wanted = {Path(name).name: value for name, value in snapshot.items()}
+        wanted = {os.path.basename(name): value for name, value in snapshot.items()}
         self.read()
         # Files first, then links, removals last (as `write` does): a restore that fails half way
         # (a full disk) leaves no link pointing at a file not written back.
@@ -257,7 +256,7 @@ class DirStore(Store):
                 _symlink(self.path, name, value)
         current = set(self._links) | {n for names in self._files.values() for n in names}
         for name in current - set(wanted):
-            (self.path / name).unlink(missing_ok=True)
+            remove_file(os.path.join(self.path, name))
 
 
 def _made_when_written(entry: Entry, trusted: bool) -> Iterator[bytes]:
@@ -266,16 +265,17 @@ def _made_when_written(entry: Entry, trusted: bool) -> Iterator[bytes]:
     yield render_entries([entry], trusted=trusted)
 
 
-def _symlink(directory: Path, name: str, target: str) -> None:
+def _symlink(directory: str, name: str, target: str) -> None:
     """Create or replace a symlink atomically (a reader sees the old or the new link)."""
+    path = os.path.join(directory, name)
     try:
-        os.symlink(target, directory / name)  # a new name: atomic as it is
+        os.symlink(target, path)  # a new name: atomic as it is
         return
     except FileExistsError:
         pass
-    _, tmp = temp_beside(directory / name, lambda tmp: os.symlink(target, tmp))  # unique: writers may race
+    _, tmp = temp_beside(path, lambda tmp: os.symlink(target, tmp))  # unique: writers may race
     try:
-        os.replace(tmp, directory / name)
+        os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise

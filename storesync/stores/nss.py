@@ -33,10 +33,9 @@ import os
 import sqlite3
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 from storesync import der, pbe
-from storesync.fsio import atomic_write, owner_of, run_as, stat_version
+from storesync.fsio import absolute, atomic_write, owner_of, read_bytes, remove_file, run_as, stat_version
 from storesync.model import (
     CLIENT_AUTH,
     CODE_SIGNING,
@@ -476,20 +475,20 @@ class NssStore(Store):
 
     def __init__(self, spec):
         super().__init__(spec)
-        self.cert_db = self.path / "cert9.db"
-        self.key_db = self.path / "key4.db"
+        self.cert_db = os.path.join(self.path, "cert9.db")
+        self.key_db = os.path.join(self.path, "key4.db")
         self.objects: list[CertObject] = []  # every certificate of the last read, in scope or not
 
     # -- paths and checks
 
     def exists(self) -> bool:
-        return self.cert_db.exists() or (self.path / "cert8.db").exists()  # cert8: read() says why not
+        return os.path.exists(self.cert_db) or os.path.exists(os.path.join(self.path, "cert8.db"))  # cert8: read() says why not
 
     def missing(self) -> str:
-        if self.path.exists() and not self.path.is_dir():
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
             return "is a file, not an NSS database folder; " + (
                 self.other_kind() or "name the folder that holds cert9.db and key4.db instead")
-        if not self.path.is_dir():
+        if not os.path.isdir(self.path):
             return super().missing()
         if self.cert_db.is_symlink():
             return (f"its cert9.db is a symbolic link to {os.readlink(self.cert_db)}, which does not exist; "
@@ -497,7 +496,7 @@ class NssStore(Store):
         return f"no NSS database (cert9.db) in {self.path}; " + (
             self.other_kind() or f"create one with `certutil -N -d sql:{self.path} --empty-password`")
 
-    def watch_paths(self) -> list[Path]:
+    def watch_paths(self) -> list[str]:
         return [self.cert_db, self.key_db]
 
     def version(self) -> object:
@@ -506,7 +505,7 @@ class NssStore(Store):
         one, so a sync that read the database before its lock need not read it again."""
         parts: list[object] = []
         for path in (self.cert_db, self.key_db):
-            parts += [stat_version(Path(f"{path}{suffix}")) for suffix in ("", "-journal", "-wal")]
+            parts += [stat_version(f"{path}{suffix}") for suffix in ("", "-journal", "-wal")]
             try:
                 with open(path, "rb") as file:
                     parts.append(file.read(28)[24:28])  # docs/formats.md §3.5: the header's file change counter
@@ -530,17 +529,17 @@ class NssStore(Store):
         )
 
     def _check_layout(self) -> None:
-        if not self.path.exists():
+        if not os.path.exists(self.path):
             raise self.error(
                 f"no such directory; create the database first with `certutil -N -d sql:{self.path} --empty-password`"
             )
-        if not self.path.is_dir():
+        if not os.path.isdir(self.path):
             raise self.error(self.missing())
         for part in (self.cert_db, self.key_db):
-            if part.exists() and not part.is_file():
-                raise self.error(f"{part.name} is not a regular file; refusing to open it", part)
-        if not self.cert_db.exists():
-            if (self.path / "cert8.db").exists():
+            if os.path.exists(part) and not os.path.isfile(part):
+                raise self.error(f"{os.path.basename(part)} is not a regular file; refusing to open it", part)
+        if not os.path.exists(self.cert_db):
+            if os.path.exists(os.path.join(self.path, "cert8.db")):
                 raise self.error(
                     "is a legacy dbm database (cert8.db/key3.db), which storesync does not read or write; "
                     f"upgrade it with `certutil -L -d sql:{self.path}` (NSS converts it to cert9.db on first open)"
@@ -560,7 +559,7 @@ class NssStore(Store):
 
     # -- SQLite
 
-    def _connect(self, path: Path, readonly: bool) -> sqlite3.Connection:
+    def _connect(self, path: str, readonly: bool) -> sqlite3.Connection:
         if readonly:
             uri = f"file:{_quote(path)}?mode=ro"
             conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT * 8, isolation_level=None)
@@ -613,12 +612,13 @@ class NssStore(Store):
                         conn.close()
                 except sqlite3.DatabaseError as exc:
                     raise self.error(
-                        f"a write to {path.name} was interrupted (a killed program left {path.name}-journal) and "
+                        f"a write to {os.path.basename(path)} was interrupted (a killed program left "
+                        f"{os.path.basename(path)}-journal) and "
                         f"rolling it back failed ({exc}); run storesync once as a user who may write {self.path}",
                         path,
                     ) from None
                 self.warnings.append(
-                    f"{path}: a write to it was interrupted (a killed program left {path.name}-journal); "
+                    f"{path}: a write to it was interrupted (a killed program left {os.path.basename(path)}-journal); "
                     "rolled back under the store's lock: the database is as it was before that write"
                 )
 
@@ -663,7 +663,7 @@ class NssStore(Store):
         return objects, keys, signatures
 
     def _read_keys(self, objects: list[CertObject]) -> tuple[KeyDB | None, dict[bytes, bytes]]:
-        if not self.key_db.exists():
+        if not os.path.exists(self.key_db):
             raise self.error(
                 "key4.db is missing, so the trust signatures cannot be checked (a damaged or half-copied "
                 "database?); restore it, or recreate the database with certutil -N",
@@ -826,7 +826,7 @@ class NssStore(Store):
 
     def write(self, plan: "Plan") -> None:
         self._check_layout()
-        if not self.key_db.exists():
+        if not os.path.exists(self.key_db):
             raise self.error(
                 "key4.db is missing, so trust cannot be signed; nothing was written (restore key4.db, "
                 "or recreate the database with certutil -N)",
@@ -923,28 +923,25 @@ class NssStore(Store):
 
     # -- backups
 
-    def _files(self) -> list[Path]:
-        return [self.cert_db.absolute(), self.key_db.absolute()]
+    def _files(self) -> list[str]:
+        return [absolute(self.cert_db), absolute(self.key_db)]
 
     def snapshot(self) -> dict[str, bytes | None]:
         """Both databases, copied consistently (under the same locks a writer takes)."""
-        result: dict[str, bytes | None] = {}
-        if not self.cert_db.exists():
-            return {str(p): None for p in self._files()}
+        if not os.path.exists(self.cert_db):
+            return {p: None for p in self._files()}
         self._recover()  # a backup of a half-written database would keep the half-written write
         for attempt in range(ATTEMPTS):
             try:
                 cert_conn = self._connect(self.cert_db, readonly=True)
-                key_conn = self._connect(self.key_db, readonly=True) if self.key_db.exists() else None
+                key_conn = self._connect(self.key_db, readonly=True) if os.path.exists(self.key_db) else None
                 try:
                     cert_conn.execute("BEGIN")
                     cert_conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # shared lock
                     if key_conn is not None:
                         key_conn.execute("BEGIN")
                         key_conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                    for path in self._files():
-                        result[str(path)] = path.read_bytes() if path.exists() else None
-                    return result
+                    return self._copies()
                 finally:
                     for conn in (key_conn, cert_conn):
                         if conn is not None:
@@ -955,7 +952,10 @@ class NssStore(Store):
                 time.sleep(0.02)
             except sqlite3.DatabaseError:
                 break
-        return {str(p): p.read_bytes() if p.exists() else None for p in self._files()}
+        return self._copies()
+
+    def _copies(self) -> dict[str, bytes | None]:
+        return {p: read_bytes(p) if os.path.exists(p) else None for p in self._files()}
 
     def _merge_signatures(self, rows: list[tuple]) -> None:
         conn = self._connect(self.key_db, readonly=False)
@@ -970,7 +970,7 @@ class NssStore(Store):
         """Put both files back without a moment of unsigned trust: first the backup's trust
         signatures join the live key4.db (it then signs both the live and the old objects),
         then cert9.db is replaced, then key4.db."""
-        key_name, cert_name = str(self.key_db.absolute()), str(self.cert_db.absolute())
+        key_name, cert_name = absolute(self.key_db), absolute(self.cert_db)
         old_keys = snapshot.get(key_name)
         try:  # read here, not in the owner's process: that user may not read tempfile's module
             rows = _signature_rows(old_keys) if old_keys else []
@@ -978,16 +978,16 @@ class NssStore(Store):
             rows = []  # not a database: the files are put back as they are
 
         def put_back() -> None:
-            if rows and self.key_db.exists():
+            if rows and os.path.exists(self.key_db):
                 self._merge_signatures(rows)
             for name in sorted(snapshot, key=lambda n: n != cert_name):  # cert9.db first
-                path, data = Path(name), snapshot[name]
+                data = snapshot[name]
                 if data is None:
-                    path.unlink(missing_ok=True)
+                    remove_file(name)
                 else:
-                    atomic_write(path, data, mode=0o600)
+                    atomic_write(name, data, mode=0o600)
 
-        owner = owner_of(self.cert_db) if self.cert_db.exists() else (os.getuid(), os.getgid())
+        owner = owner_of(self.cert_db) if os.path.exists(self.cert_db) else (os.getuid(), os.getgid())
         if os.geteuid() == 0 and owner[0] != 0:
             run_as(owner, put_back, self._child_error)
         else:
@@ -1001,7 +1001,7 @@ def _signature_rows(key_db_bytes: bytes) -> list[tuple]:
     with tempfile.NamedTemporaryFile(suffix=".db") as copy:
         copy.write(key_db_bytes)
         copy.flush()
-        conn = sqlite3.connect(f"file:{_quote(Path(copy.name))}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"file:{_quote(copy.name)}?mode=ro", uri=True)
         try:
             return conn.execute("SELECT id, item1, item2 FROM metaData WHERE id LIKE 'sig_cert_%'").fetchall()
         finally:
@@ -1041,19 +1041,22 @@ def _distrust_after(values: dict[int, bytes | None]) -> dict[str, datetime]:
     return result
 
 
-def _quote(path: Path) -> str:
-    from urllib.parse import quote
+_URI_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~/")
 
-    return quote(str(path.resolve()))
+
+def _quote(path: str) -> str:
+    """The real path of `path` for a SQLite URI, %-escaped as urllib.parse.quote does: not imported,
+    it costs a one-shot run 12 M instructions (see storesync.fsio)."""
+    return "".join(chr(b) if b in _URI_SAFE else f"%{b:02X}" for b in os.fsencode(os.path.realpath(path)))
 
 
 SQLITE_READONLY_ROLLBACK = 776
 
 
-def _hot(path: Path) -> bool:
+def _hot(path: str) -> bool:
     """Does `path` have a hot journal (one a read-only open cannot roll back)? A live writer's
     journal is not hot: the writer holds its lock, and readers go on reading the old pages."""
-    if not Path(f"{path}-journal").exists():
+    if not os.path.exists(f"{path}-journal"):
         return False
     try:
         conn = sqlite3.connect(f"file:{_quote(path)}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)

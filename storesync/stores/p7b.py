@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
 import textwrap
 import warnings
 
 from storesync import der
+from storesync.fsio import read_bytes
 from storesync.model import Capabilities, Certificate, Entry, TrustSet
 from storesync.stores import FileStore, Values
 from storesync.stores.winprops import in_store_order
@@ -66,9 +68,9 @@ class P7bStore(FileStore):
         entries = [e for e in in_store_order(plan) if not e.distrusted]
         wanted = [e.cert.der for e in entries]
         pem = self.option("format") == "pem"
-        if self.path.exists():
+        if os.path.exists(self.path):
             try:
-                existing = self.path.read_bytes()
+                existing = read_bytes(self.path)
                 pem = pem or b"-----BEGIN PKCS7-----" in existing
                 if self._certificates(existing) == wanted:
                     return existing  # nothing to change: keep the file as it is, whoever wrote it

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 from dataclasses import dataclass, field
 
+from storesync.fsio import read_bytes
 from storesync.model import Capabilities, Entry, TrustSet
 from storesync.stores import FileStore, Values
 from storesync.stores import winprops as wp
@@ -365,7 +367,7 @@ class RegStore(FileStore):
 
     def notice(self) -> str | None:
         where = "as an administrator" if self.hive == "HKEY_LOCAL_MACHINE" else "as the user"
-        return f"on Windows, apply it {where} with: reg import {self.path.name}"
+        return f"on Windows, apply it {where} with: reg import {os.path.basename(self.path)}"
 
     def location(self, store: str) -> str:
         return f"{self.hive}\\{self.base}\\{store}\\Certificates"
@@ -405,8 +407,8 @@ class RegStore(FileStore):
         return TrustSet(entry for _key, entry in found)
 
     def render(self, plan) -> bytes:
-        if self.path.exists():
-            reg, found = self._load(self.path.read_bytes())
+        if os.path.exists(self.path):
+            reg, found = self._load(read_bytes(self.path))
         else:
             reg, found = RegFile(), []
             reg.preamble = HEADER_V5 + "\r\n\r\n"

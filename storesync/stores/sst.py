@@ -22,6 +22,7 @@ a reference to a private key.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -118,7 +119,7 @@ class SstStore(FileStore):
 
     def notice(self) -> str | None:
         store = "Disallowed" if self.role == wp.ROLE_DISTRUST else "Root"
-        return f"on Windows, import it with: certutil -addstore {store} {self.path.name}"
+        return f"on Windows, import it with: certutil -addstore {store} {os.path.basename(self.path)}"
 
     def parse(self, data: bytes) -> TrustSet:
         entries, said = [], []

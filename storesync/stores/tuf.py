@@ -67,7 +67,7 @@ def cache_dir(spec: StoreSpec | str) -> Path:
     base, name = split_url(spec)
     text = f"{base}#{name}"
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", text)[-60:].strip("_")
-    return state_dir() / "tuf" / f"{readable}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    return Path(state_dir()) / "tuf" / f"{readable}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def split_url(spec: TufSpec) -> tuple[str, str]:
