@@ -490,7 +490,7 @@ class NssStore(Store):
                 self.other_kind() or "name the folder that holds cert9.db and key4.db instead")
         if not os.path.isdir(self.path):
             return super().missing()
-        if self.cert_db.is_symlink():
+        if os.path.islink(self.cert_db):
             return (f"its cert9.db is a symbolic link to {os.readlink(self.cert_db)}, which does not exist; "
                     "mend or remove the link")
         return f"no NSS database (cert9.db) in {self.path}; " + (
