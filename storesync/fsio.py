@@ -23,9 +23,11 @@ if TYPE_CHECKING:
 
 def spelled(path: str | os.PathLike) -> str:
     """`path` as pathlib spells it (what messages show, and earlier versions kept state under):
-    no empty or `.` parts, no trailing slash; `..` kept (a link's `..` is not the folder above)."""
+    no empty or `.` parts, no trailing slash; `..` kept (a link's `..` is not the folder above);
+    two leading slashes kept (POSIX leaves their meaning to the system), three or more are one."""
     text = os.fspath(path)
-    return "/" * text.startswith("/") + "/".join(p for p in text.split("/") if p not in ("", ".")) or "."
+    root = "//" if text[:2] == "//" and text[2:3] != "/" else "/" * text.startswith("/")
+    return root + "/".join(p for p in text.split("/") if p not in ("", ".")) or "."
 
 
 def absolute(path: str | os.PathLike) -> str:

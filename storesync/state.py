@@ -59,7 +59,8 @@ def utc_now(form: str) -> str:
 def _key(text: str) -> str:
     """A file name for a store or profile: readable, and unique by a hash of the full text."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", text)[-60:].strip("_")
-    return f"{readable}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape"))  # a path's bytes, UTF-8 or not
+    return f"{readable}-{digest.hexdigest()[:12]}"
 
 
 # --- baselines: the last trust set a merge profile agreed on ------------------------------

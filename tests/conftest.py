@@ -36,10 +36,10 @@ def run(*args: str | os.PathLike, check: bool = True, input: bytes | None = None
     return subprocess.run([str(a) for a in args], capture_output=True, check=check, input=input, env=env)
 
 
-def storesync(*args: str | os.PathLike, check: bool = False, env=None) -> subprocess.CompletedProcess:
+def storesync(*args: str | os.PathLike, check: bool = False, env=None, cwd=None) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess, as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "storesync", *map(str, args)], capture_output=True, text=True, check=check, env=env
+        [sys.executable, "-m", "storesync", *map(str, args)], capture_output=True, text=True, check=check, env=env, cwd=cwd
     )
 
 

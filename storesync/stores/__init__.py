@@ -13,8 +13,8 @@ import os
 import re
 
 from storesync.fsio import (
-    CAS_ATTEMPTS, absolute, atomic_write, digest_of, file_digest, read_bytes, remove_file, replace_if_unchanged, spelled,
-    stat_version,
+    CAS_ATTEMPTS, absolute, atomic_write, digest_of, file_digest, parent, read_bytes, remove_file, replace_if_unchanged,
+    spelled, stat_version,
 )
 from storesync.model import (
     ANY_EKU, PURPOSES, Capabilities, Certificate, Entry, Record, StoreError, TrustSet, is_purpose, purpose_from_oid,
@@ -148,8 +148,11 @@ def nss_folder(path: str | os.PathLike) -> str | None:
 
 
 def _suffix(path: str) -> str:
-    """The extension of a file's name, lower case (pathlib's `suffix`: none for `.pem` alone)."""
-    return os.path.splitext(os.path.basename(path))[1].lower()
+    """The extension of a file's name, lower case, as pathlib's `suffix`: from its last dot, none
+    for a name that starts there (`.pem`) or ends there (`x.`); `..pem` has `.pem`."""
+    name = os.path.basename(path)
+    dot = name.rfind(".")
+    return name[dot:].lower() if 0 < dot < len(name) - 1 else ""
 
 
 def _folder(path: str) -> tuple[str, str] | None:
@@ -434,7 +437,7 @@ class Store:
         if kind is None:  # JCEKS
             return (f"it looks like {what}: convert it with `keytool -importkeystore -srckeystore {path} "
                     f"-deststoretype pkcs12 -destkeystore {path}.p12` and name that p12:{path}.p12")
-        return f"it looks like {what}: name " + (f"its folder nss:{os.path.dirname(path)}" if kind == "nss" else f"it {kind}:{path}")
+        return f"it looks like {what}: name " + (f"its folder nss:{parent(path)}" if kind == "nss" else f"it {kind}:{path}")
 
     def exists(self) -> bool:
         return os.path.exists(self.path)

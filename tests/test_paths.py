@@ -1,0 +1,40 @@
+"""Paths are str on the one-shot commands' modules (storesync.fsio says why), spelled as pathlib
+spelled them before: what messages show, and the names the state dir keeps, do not change."""
+
+from __future__ import annotations
+
+import os
+from pathlib import PurePosixPath
+
+from hypothesis import given, strategies as st
+
+from storesync.fsio import spelled
+from storesync.state import _key
+from storesync.stores import _suffix
+
+from conftest import storesync
+
+PARTS = st.sampled_from(["", ".", "..", "a", "b.pem", "..pem", ".pem", "x.", "~", "ü é", "c.tar.gz"])
+PATHS = st.lists(PARTS, max_size=6).map("/".join) | st.tuples(st.sampled_from(["/", "//", "///"]),
+                                                              st.lists(PARTS, max_size=4)).map(lambda t: t[0] + "/".join(t[1]))
+
+
+@given(PATHS)
+def test_a_path_is_spelled_as_pathlib_spells_it(text):
+    assert spelled(text) == str(PurePosixPath(text))
+
+
+@given(PATHS)
+def test_a_name_has_the_suffix_pathlib_gives_it(text):
+    assert _suffix(text) == PurePosixPath(text).suffix.lower()
+
+
+def test_a_bare_nss_file_name_names_its_folder_as_dot(tmp_path):
+    (tmp_path / "cert9.db").write_bytes(b"SQLite format 3\0" + bytes(100))
+    result = storesync("list", "pem:cert9.db", cwd=tmp_path)
+    assert result.returncode == 2 and "name its folder nss:." in result.stderr, result.stderr
+
+
+def test_a_folder_whose_name_is_not_utf8_has_a_state_key(tmp_path):
+    name = os.fsdecode(b"b\xffx")
+    assert _key(f"nss:{tmp_path / name}") != _key(f"nss:{tmp_path / 'b?x'}")
