@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import PurePosixPath
 
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from storesync.fsio import spelled
 from storesync.state import _key
@@ -19,11 +19,13 @@ PATHS = st.lists(PARTS, max_size=6).map("/".join) | st.tuples(st.sampled_from(["
                                                               st.lists(PARTS, max_size=4)).map(lambda t: t[0] + "/".join(t[1]))
 
 
+@settings(max_examples=500)
 @given(PATHS)
 def test_a_path_is_spelled_as_pathlib_spells_it(text):
     assert spelled(text) == str(PurePosixPath(text))
 
 
+@settings(max_examples=500)
 @given(PATHS)
 def test_a_name_has_the_suffix_pathlib_gives_it(text):
     assert _suffix(text) == PurePosixPath(text).suffix.lower()

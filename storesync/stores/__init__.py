@@ -150,7 +150,7 @@ def nss_folder(path: str | os.PathLike) -> str | None:
 def _suffix(path: str) -> str:
     """The extension of a file's name, lower case, as pathlib's `suffix`: from its last dot, none
     for a name that starts there (`.pem`) or ends there (`x.`); `..pem` has `.pem`."""
-    name = os.path.basename(path)
+    name = os.path.basename(spelled(path))
     dot = name.rfind(".")
     return name[dot:].lower() if 0 < dot < len(name) - 1 else ""
 
