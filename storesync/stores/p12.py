@@ -42,10 +42,9 @@ import hashlib
 import hmac
 from functools import lru_cache
 
-from storesync import der
+from storesync import der, pbe
 from storesync.model import ANY_EKU, Certificate, Entry, TrustSet
 from storesync.pbe import (
-    FILE_KDF_BUDGET,
     HMAC_PRFS,
     ITERATIONS,
     OID_PBKDF2,
@@ -468,19 +467,19 @@ class _Source:
         return _safes(_Reader(self.file, size), self.password, self.fresh, self.mac_data, self.left)
 
 
-def _safes(reader: _Reader, password: str, fresh, mac_data: bytes | None, left: int = FILE_KDF_BUDGET):
+def _safes(reader: _Reader, password: str, fresh, mac_data: bytes | None, left: int | None = None):
     """The safes of a PFX read from `reader`, each as a `_SafeIn` (what its consumer does not
     read of it is passed over); at the end, the MAC computed over the bytes read (with `fresh`,
     an HMAC before any byte; None: no MAC) must be the file's, in MacData `mac_data` (None:
     whatever MacData the stream ends with: a read-back of what is being written). `left`: the
-    key-derivation work the safes may take."""
+    key-derivation work the safes may take (None: a whole file's, read when called)."""
     end, pfx_end = reader.authsafe()
     if fresh is not None:
         reader.mac, reader.mac_end = fresh.copy(), end
     _, tag, listed = reader.head()
     if tag != der.SEQUENCE or listed != end:
         raise _Unstreamed("another AuthenticatedSafe")
-    left = [left]  # the key derivations of this pass
+    left = [pbe.FILE_KDF_BUDGET if left is None else left]  # the key derivations of this pass
     index = 0
     while reader.pos < end:
         safe = _SafeIn(reader, password, index, left)
@@ -760,8 +759,9 @@ class P12Store(FileStore):
     def _first_read(self, file, each, restart, keep: bool = True):
         """Read the file, every safe and then each of its bags handed to `each(safe, None)` and
         `each(safe, bag)`; returns what to read it again from: a `_Source`, or a `Pfx` (holding
-        its bags only with `keep`). Streamed (see `_Source`); of another shape or with any fault, `restart()`
-        and read whole, as ever: what is said of such a file is what always was."""
+        its bags only with `keep`). Streamed (see `_Source`); of another shape or with any
+        fault, `restart()` and read whole, as ever: what is said of such a file is what always
+        was."""
         password, explicit = store_password(self)
         try:
             if keep and file.seek(0, 2) < STREAM_FROM:
