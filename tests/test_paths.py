@@ -40,3 +40,12 @@ def test_a_bare_nss_file_name_names_its_folder_as_dot(tmp_path):
 def test_a_folder_whose_name_is_not_utf8_has_a_state_key(tmp_path):
     name = os.fsdecode(b"b\xffx")
     assert _key(f"nss:{tmp_path / name}") != _key(f"nss:{tmp_path / 'b?x'}")
+
+
+def test_a_new_folder_named_with_a_trailing_slash_is_a_hashed_directory(tmp_path):
+    """A bare target that does not exist yet, typed with a trailing `/`, is a folder to make:
+    a hashed directory (the slash was dropped before it was looked at, so the name was refused)."""
+    source = tmp_path / "b.pem"
+    source.write_bytes(open("/etc/ssl/certs/ca-certificates.crt", "rb").read())
+    result = storesync("sync", "--dry-run", f"pem:{source}", "new/", cwd=tmp_path)
+    assert result.returncode in (0, 1) and "dir:new:" in result.stdout, result.stdout + result.stderr

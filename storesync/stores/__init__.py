@@ -87,10 +87,10 @@ def parse_spec(text: str, defaults: dict[str, str] | None = None) -> StoreSpec:
         raise StoreError(f"{text}: unknown store kind {head!r} (kinds: {', '.join(KINDS)})")
     text, _, raw = text.partition("?")
     query = parse_query(spec_text, raw)
-    path = spelled(os.path.expanduser(text))
+    typed = os.path.expanduser(text)
     if kind is None:
-        kind = detect_kind(path)
-    return StoreSpec(kind, path, query, dict(defaults or {}))
+        kind = detect_kind(typed)
+    return StoreSpec(kind, spelled(typed), query, dict(defaults or {}))
 
 
 def parse_query(spec: str, raw: str) -> dict[str, str]:
@@ -105,15 +105,17 @@ def parse_query(spec: str, raw: str) -> dict[str, str]:
     return query
 
 
-def detect_kind(path: str) -> str:
-    """Recognise a store by its content; a path that does not exist yet, by its name."""
+def detect_kind(typed: str) -> str:
+    """Recognise a store by its content; a path that does not exist yet, by its name (typed
+    with a trailing `/`: a folder)."""
+    path = spelled(typed)
     if os.path.isdir(path):
         try:
             return "nss" if nss_folder(path) else "dir"
         except PermissionError as exc:  # a folder this user may not search
             raise StoreError(f"{path}: {cannot_enter(path, exc)}") from None
     if not os.path.exists(path):
-        if path.endswith(os.sep):
+        if typed.endswith("/"):
             return "dir"
         kind = EXTENSIONS.get(_suffix(path))
         if kind is None:
