@@ -49,3 +49,15 @@ def test_a_new_folder_named_with_a_trailing_slash_is_a_hashed_directory(tmp_path
     source.write_bytes(open("/etc/ssl/certs/ca-certificates.crt", "rb").read())
     result = storesync("sync", "--dry-run", f"pem:{source}", "new/", cwd=tmp_path)
     assert result.returncode in (0, 1) and "dir:new:" in result.stdout, result.stdout + result.stderr
+
+
+@settings(max_examples=500)
+@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12))
+def test_an_nss_uri_path_is_quoted_as_urllib_quotes_it(name):
+    """The NSS store quotes its SQLite URI itself (urllib.parse is off the start-up path)."""
+    from urllib.parse import quote
+
+    from storesync.stores.nss import _quote
+
+    path = "/tmp/" + name
+    assert _quote(path) == quote(os.path.realpath(path))
