@@ -254,7 +254,7 @@ def _staged(path: str | os.PathLike, st: os.stat_result | None, pieces, mode: in
     hasher = hashlib.blake2b(digest_size=32) if digested else None
     fd, tmp = _create_temp(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        try:  # the descriptor itself, not a file object: a fresh directory stages hundreds of files
             if st is not None:
                 os.fchmod(fd, st.st_mode & 0o7777)
                 if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
@@ -264,26 +264,30 @@ def _staged(path: str | os.PathLike, st: os.stat_result | None, pieces, mode: in
             held = bytearray()  # small pieces (a certificate each) written and hashed 64 KiB at a time
             for piece in pieces:
                 if len(piece) >= 1 << 16:  # a large one as it is: no copy
-                    held = _put(f, hasher, held)
-                    _put(f, hasher, piece)
+                    held = _put(fd, hasher, held)
+                    _put(fd, hasher, piece)
                     continue
                 held += piece
                 if len(held) >= 1 << 16:
-                    held = _put(f, hasher, held)
-            _put(f, hasher, held)
+                    held = _put(fd, hasher, held)
+            _put(fd, hasher, held)
             if fsync:
-                f.flush()
                 os.fsync(fd)
+        finally:
+            os.close(fd)
     except BaseException:
         remove_file(tmp)
         raise
     return tmp, hasher.digest() if hasher is not None else None
 
 
-def _put(file, hasher, data) -> bytearray:
+def _put(fd: int, hasher, data) -> bytearray:
     """Write and hash `data`; returns an empty buffer for the small pieces that follow."""
     if data:
-        file.write(data)
+        with memoryview(data) as view:
+            done = 0
+            while done < len(view):  # a write may take less than it was given
+                done += os.write(fd, view[done:])
         if hasher is not None:
             hasher.update(data)
     return bytearray()
@@ -307,8 +311,10 @@ def temp_beside(path: str | os.PathLike, create):
     """(what `create(name)` returns, name) for a new temp name beside `path`, `.NAME.PID-N.tmp`;
     `create` raises FileExistsError for a name taken. The pid tells a later run whether the
     writer died (see `remove_dead_temps`)."""
+    folder, name = os.path.split(os.fspath(path))
+    prefix = f"{folder or '.'}/.{name}.{os.getpid()}-"
     for attempt in range(100):
-        tmp = f"{parent(path)}/.{os.path.basename(path)}.{os.getpid()}-{attempt}.tmp"
+        tmp = f"{prefix}{attempt}.tmp"
         try:
             return create(tmp), tmp
         except FileExistsError:

@@ -147,17 +147,32 @@ def _name_rdns(name_tlv: bytes) -> list[list[tuple[str, der.TLV]]]:
 
 
 def subject_hash(name_tlv: bytes) -> str:
-    """OpenSSL's `X509_NAME_hash` (the `-subject_hash` of OpenSSL >= 1.0)."""
-    canon = bytearray()
-    for rdn in der.read_all(name_tlv).children():
-        encoded = []
-        for attribute in rdn.children():
-            oid, value = list(attribute.children())[:2]
-            text = _canonical_value(value.tag, value.value)
-            value_tlv = value.raw if text is None else der.encode(der.UTF8_STRING, text)
-            encoded.append(der.encode(der.SEQUENCE, oid.raw + value_tlv))
+    """OpenSSL's `X509_NAME_hash` (the `-subject_hash` of OpenSSL >= 1.0): the system's own,
+    else computed here."""
+    from storesync.libcrypto import name_hash
+
+    return name_hash(name_tlv) or subject_hash_python(name_tlv)
+
+
+def subject_hash_python(name_tlv: bytes) -> str:
+    """`X509_NAME_hash` without libcrypto: OpenSSL's canonical form of the name, hashed."""
+    canon, read, encode = bytearray(), der.read, der.encode
+    name = der.read_all(name_tlv)
+    at = name.content
+    while at < name.end:  # by offsets, not `children()`: every new file of a hashed directory comes through here
+        rdn = read(name_tlv, at, name.end)
+        encoded, inner = [], rdn.content
+        while inner < rdn.end:
+            attribute = read(name_tlv, inner, rdn.end)
+            oid = read(name_tlv, attribute.content, attribute.end)
+            value = read(name_tlv, oid.end, attribute.end)
+            text = _canonical_value(value.tag, name_tlv[value.content : value.end])
+            value_tlv = name_tlv[value.start : value.end] if text is None else encode(der.UTF8_STRING, text)
+            encoded.append(encode(der.SEQUENCE, name_tlv[oid.start : oid.end] + value_tlv))
+            inner = attribute.end
         if encoded:  # OpenSSL keeps a name as its attributes: an empty RDN leaves no SET behind
-            canon += der.encode(der.SET, b"".join(sorted(encoded)))
+            canon += encode(der.SET, b"".join(sorted(encoded)))
+        at = rdn.end
     return int.from_bytes(hashlib.sha1(canon).digest()[:4], "little").to_bytes(4).hex()
 
 

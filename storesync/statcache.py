@@ -55,6 +55,10 @@ class StatCache:
         except Exception:  # noqa: BLE001 - a cache that cannot be read is no cache
             self._old = {}
 
+    def __contains__(self, name: str) -> bool:
+        """Whether `name` was recorded: a file never read before needs no stamp to look it up."""
+        return name in self._old
+
     def get(self, name: str, key: bytes) -> Records | None:
         known = self._old.get(name)
         if known is None or known[0] != key:

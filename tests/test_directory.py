@@ -253,3 +253,22 @@ def test_dir_on_a_file_is_refused(root, tmp_path):
         result = storesync(*argv)
         assert result.returncode == 2 and f"is not a directory; it looks like a PEM file: name it pem:{bundle}" in result.stderr
     assert bundle.read_bytes() == root.pem
+
+
+def test_a_directory_read_for_the_first_time_stats_no_file(pki, tmp_path, monkeypatch):
+    """Issue 18: a fresh directory is read back after it is written. Its files were never read,
+    so the stat cache has nothing to compare a stat with, and the listing says which entries are
+    files: no stat per file (the links to them are followed, as OpenSSL follows them)."""
+    bundle, capath = tmp_path / "bundle.pem", tmp_path / "ca"
+    bundle.write_bytes(b"".join(pki.ca(f"Stat Root {n}").pem for n in range(5)))
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    assert storesync("sync", f"pem:{bundle}", f"dir:{capath}").returncode == 0
+    (capath / "sub.pem").mkdir()  # a folder named like a certificate: not read as one
+    stats = []
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: stats.append(path) or real_stat(path, *a, **k))
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "never-read"))  # no stat cache of it
+    store = open_store(f"dir:{capath}")
+    found = store.read()
+    assert len(found) == 5
+    assert not [p for p in stats if str(p).endswith(".pem")], stats

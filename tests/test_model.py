@@ -7,7 +7,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from storesync import der
-from storesync.model import Certificate, Entry, TrustSet, DISTRUST, subject_hash, subject_hash_old
+from storesync.model import Certificate, Entry, TrustSet, DISTRUST, subject_hash, subject_hash_old, subject_hash_python
+from storesync.libcrypto import name_hash
 from storesync.stores import open_store
 
 from conftest import need, run, with_serial
@@ -61,6 +62,21 @@ def test_awkward_name_hashes_match_openssl(pki, case):
     ca = pki.ca(AWKWARD_NAMES[case])
     cert = Certificate(ca.der)
     assert (cert.subject_hash(), cert.subject_hash_old()) == openssl_hashes(ca.der)
+
+
+@pytest.mark.parametrize("case", sorted(AWKWARD_NAMES))
+def test_the_python_subject_hash_matches_openssl_too(pki, case):
+    """Where there is no libcrypto to ask, the hash is computed in Python: the same answer."""
+    ca = pki.ca(AWKWARD_NAMES[case])
+    subject = Certificate(ca.der).fields.subject
+    assert name_hash(subject) is not None  # the usual path: libcrypto's own
+    assert subject_hash_python(subject) == name_hash(subject) == openssl_hashes(ca.der)[0]
+
+
+def test_the_python_subject_hash_of_every_system_root_is_libcryptos(system_bundle):
+    for entry in open_store(f"pem:{system_bundle}").read().values():
+        subject = entry.cert.fields.subject
+        assert subject_hash_python(subject) == name_hash(subject), entry.display_label
 
 
 def test_names_differing_only_in_case_and_spacing_share_a_hash(pki):
@@ -150,6 +166,7 @@ def test_subject_hash_of_each_string_type_matches_openssl(pki, kind):
         assert openssl_loads(ca.der), f"openssl refuses a name with a {kind}"
         cert = Certificate(ca.der)
         assert (cert.subject_hash(), cert.subject_hash_old()) == openssl_hashes(ca.der), kind
+        assert subject_hash_python(cert.fields.subject) == cert.subject_hash(), kind  # without libcrypto too
 
 
 def test_a_visiblestring_name_hashes_as_its_printablestring_twin(pki):

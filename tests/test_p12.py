@@ -539,3 +539,34 @@ def test_key_derivation_work_is_bounded_per_file(small_p12, tmp_path, monkeypatc
     monkeypatch.setattr(pbe, "FILE_KDF_BUDGET", 10)
     with pytest.raises(StoreError, match="more key-derivation work"):
         open_store(f"p12:{path}").read()
+
+
+def test_a_new_file_is_read_back_once_from_disk_and_a_wrong_one_rolled_back(cas, tmp_path, monkeypatch):
+    """Issue 18: a new p12 has nothing of another program's to keep, so the write does not read its
+    bytes back as it makes them; the engine's read-back from disk still catches a wrong file (one
+    that holds another certificate, its MAC right) and removes it. A rewrite still reads back as
+    it writes, before it may replace the file."""
+    from storesync.config import Profile, StoreRef
+    from storesync.engine import run as engine
+
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    source, target = tmp_path / "roots.pem", tmp_path / "new.p12"
+    source.write_bytes(b"".join(c.pem for c in cas[:2]))
+    decrypted = []
+    real_decrypting = p12.decrypting
+    monkeypatch.setattr(p12, "decrypting", lambda *a, **k: decrypted.append(1) or real_decrypting(*a, **k))
+    profile = lambda: Profile("cli", "mirror", [StoreRef(f"pem:{source}"), StoreRef(f"p12:{target}")])  # noqa: E731
+    result = engine.run(profile())
+    assert not result.error and anchors_of(target) == {sha(c) for c in cas[:2]}
+    assert len(decrypted) == 1  # the engine's read-back; before, the write's own as well
+
+    source.write_bytes(b"".join(c.pem for c in cas))
+    decrypted.clear()
+    assert not engine.run(profile()).error
+    assert len(decrypted) >= 2  # a rewrite: the old file's safe read, what replaces it read back, then from disk
+
+    target.unlink()
+    monkeypatch.setattr(p12, "java_trusted_cert_bag", lambda der_bytes, alias: java_trusted_cert_bag(cas[0].der, alias))
+    result = engine.run(profile())
+    assert "reading it back does not give the planned set" in (result.error or "")
+    assert not target.exists()  # put back as it was: absent

@@ -61,3 +61,14 @@ def test_an_nss_uri_path_is_quoted_as_urllib_quotes_it(name):
 
     path = "/tmp/" + name
     assert _quote(path) == quote(os.path.realpath(path))
+
+
+@settings(max_examples=500)
+@given(st.text() | st.sampled_from(["", "'", "dir:/etc/ssl/certs", "pem:a b.pem", "nss:~/.pki/nssdb", "sst:ü.sst"]))
+def test_the_undo_command_is_quoted_as_shlex_quotes_it(word):
+    """A write prints `storesync rollback SPEC` to paste; `sync` quotes SPEC without importing shlex."""
+    import shlex
+
+    from storesync.cli.common import quote
+
+    assert quote(word) == shlex.quote(word)

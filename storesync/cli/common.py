@@ -69,6 +69,17 @@ def shown(entry) -> str:
     return label if label.isprintable() else "".join(c if c.isprintable() or c == " " else "?" for c in label)
 
 
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-")
+
+
+def quote(word: str) -> str:
+    """`shlex.quote`, for the command a write prints to undo it: importing shlex (and compiling
+    its pattern) is a hundredth of a fresh directory's whole sync."""
+    if word and all(c in _SAFE for c in word):
+        return word
+    return "'" + word.replace("'", "'\"'\"'") + "'"
+
+
 def print_plan(plan, readded=frozenset()) -> None:
     """A plan's lines for people: + added (`readded`: storesync wrote it before and someone
     removed it), - removed, ~ trust changed (or rewritten, and why), ! what a store cannot keep."""

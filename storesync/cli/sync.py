@@ -8,7 +8,7 @@ annotations of the function `declare` defines).
 
 import sys
 
-from storesync.cli.common import NO_CONFIG, fail, print_json, print_plan, use_root
+from storesync.cli.common import NO_CONFIG, fail, print_json, print_plan, quote, use_root
 from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError
 
 
@@ -125,8 +125,6 @@ def report(result) -> None:
         if plan.held_back:
             print(f"  held back: {plan.held_back}; run again with --force if that is intended")
         if outcome.backup:
-            from shlex import quote  # a command to paste as it is
-
             print(f"  backup: {outcome.backup} (storesync rollback {quote(outcome.spec)})")
         if outcome.written and outcome.store.notice():
             print(f"  note: {outcome.store.notice()}")

@@ -51,8 +51,13 @@ class DirStore(Store):
         return Capabilities(purposes=trusted, distrust=trusted, labels=trusted, lone_reject_trusts=trusted)
 
     def _bundle(self, path: str) -> PemStore:
-        """The bundle codec, for one file of this directory (its errors name that file)."""
-        return PemStore(StoreSpec(self.kind, path, {"format": self.option("format", "plain")}))
+        """The bundle codec, for one file of this directory (its errors name that file): one for
+        every file, made once (a fresh directory's read-back would spend a fifth of it making them)."""
+        codec = self.__dict__.get("_codec")
+        if codec is None:
+            codec = self._codec = PemStore(StoreSpec(self.kind, path, {"format": self.option("format", "plain")}))
+        codec.path, codec.warnings = path, []
+        return codec
 
     def read(self) -> TrustSet:
         self._files, self._links, self.holds_trusted = {}, {}, False
@@ -78,10 +83,13 @@ class DirStore(Store):
                 if item.is_symlink():
                     continue  # its target is read on its own (or is dangling, and gets mended)
             path = item.path
-            if item.is_symlink() and machine_root() is not None:  # --root: where that machine's link leads
-                path = in_root(path)
-            if path is None or not os.path.isfile(path):
-                continue  # a subdirectory or a dangling link: not ours
+            if item.is_symlink():
+                if machine_root() is not None:  # --root: where that machine's link leads
+                    path = in_root(path)
+                if path is None or not os.path.isfile(path):
+                    continue  # a dangling link, or one to a folder: not ours
+            elif not item.is_file():  # the listing's type: no stat
+                continue  # a subdirectory: not ours
             entry = self._read_file(name, path, cache)
             if entry is None:
                 continue
@@ -113,10 +121,12 @@ class DirStore(Store):
         return self.other_kind() or f"use pem:{self.path} for a bundle file"
 
     def _read_file(self, name: str, path: str | os.PathLike, cache: StatCache) -> Entry | None:
-        try:
-            known = cache.get(name, stamp(os.stat(path)))
-        except OSError:
-            known = None  # reading it says why
+        known = None
+        if name in cache:  # a stat only for a file read before
+            try:
+                known = cache.get(name, stamp(os.stat(path)))
+            except OSError:
+                pass  # reading it says why
         if known is not None:
             ((trusted, raw),) = known
             self.holds_trusted |= bool(trusted)

@@ -816,7 +816,7 @@ class P12Store(FileStore):
 
     def render(self, plan):
         """The new file piece by piece as it is written, never whole in memory: the file is read
-        again at each pass over it (its MAC checked each time), and what is made is read back
+        again at each pass over it (its MAC checked each time), and what replaces it is read back
         as it is written (MAC, decryption, every bag) before it may replace the file."""
         file = self.current_file()
         try:
@@ -954,6 +954,9 @@ class P12Store(FileStore):
             if value is not None:
                 yield _mac_data(digest, value.digest(), salt, iterations)
 
+        if file is None:  # a new file: nothing of another program's to keep; the engine reads it back from disk
+            yield from pfx()
+            return
         yield from self._read_back(pfx(), source.password, fresh, others, desired)
 
     def _read_back(self, pieces, password: str, fresh, others: list[bytes], desired: TrustSet):
