@@ -48,14 +48,15 @@ def existing(path: str | os.PathLike) -> str:
     return path
 
 
-def atomic_write(path: str | os.PathLike, data, mode: int = 0o644, sync_dir: bool = True) -> bool:
+def atomic_write(path: str | os.PathLike, data, mode: int = 0o644, sync_dir: bool = True, durable: bool = True) -> bool:
     """Replace `path` with `data` (temp file, fsync, rename); keep mode and owner. `data` is
     bytes, or pieces of bytes written as they come (a large file never whole in memory).
+    Not `durable`: no flush at all (a cache, which a crash may leave old, new or empty).
 
     Returns False and touches nothing when the file already holds exactly these bytes (given whole).
     A caller writing many files in one directory uses `atomic_write_many` instead.
     """
-    return bool(atomic_write_many(parent(path), {os.path.basename(path): data}, mode, sync_dir))
+    return bool(atomic_write_many(parent(path), {os.path.basename(path): data}, mode, sync_dir, durable))
 
 
 CAS_ATTEMPTS = 20  # rewrites of a file another program keeps changing before giving up
@@ -176,18 +177,20 @@ def _read_fd(fd: int) -> bytes:
 SYNCFS_FROM = 16
 
 
-def atomic_write_many(directory: str | os.PathLike, files: dict, mode: int = 0o644, sync_dir: bool = True) -> list[str]:
+def atomic_write_many(directory: str | os.PathLike, files: dict, mode: int = 0o644, sync_dir: bool = True,
+                      durable: bool = True) -> list[str]:
     """Replace files of one directory, each atomically, and make them durable together:
     all temp files are written first, flushed to disk, and only then renamed into place, so
     a crash leaves every file old or new and a rename never exposes unwritten data. A file's
     bytes may be pieces made as it is written. Files already holding their bytes (given
     whole) are not touched; returns the names written."""
     os.makedirs(directory, exist_ok=True)
-    written = atomic_write_paths({os.path.join(directory, name): data for name, data in files.items()}, mode, sync_dir)
+    written = atomic_write_paths({os.path.join(directory, name): data for name, data in files.items()}, mode, sync_dir,
+                                 durable)
     return [os.path.basename(path) for path in written]
 
 
-def atomic_write_paths(files: dict, mode: int = 0o644, sync_dir: bool = True) -> list:
+def atomic_write_paths(files: dict, mode: int = 0o644, sync_dir: bool = True, durable: bool = True) -> list:
     """`atomic_write_many` for files of any directories (which must exist): every temp file is
     written and flushed before the first rename, and the folders are synced after the last,
     so one run's records cost one flush, not two per file. `files`: {path: bytes}; returns the
@@ -199,12 +202,12 @@ def atomic_write_paths(files: dict, mode: int = 0o644, sync_dir: bool = True) ->
         remove_dead_temps(folder)
     try:
         for path, data in files.items():
-            tmp = _stage(path, data, mode, fsync=not batch)
+            tmp = _stage(path, data, mode, fsync=durable and not batch)
             if tmp is not None:
                 staged.append((tmp, path))
         if not staged:
             return []
-        if batch and not _syncfs_all(folders):
+        if durable and batch and not _syncfs_all(folders):
             for tmp, _ in staged:
                 _fsync(tmp)
         for tmp, path in staged:
@@ -213,7 +216,7 @@ def atomic_write_paths(files: dict, mode: int = 0o644, sync_dir: bool = True) ->
         for tmp, _ in staged:
             remove_file(tmp)
         raise
-    if sync_dir:
+    if sync_dir and durable:
         renamed = list(dict.fromkeys(parent(path) for _, path in staged))
         if not (batch and len(renamed) > 1 and _syncfs_all(renamed)):  # one flush for many folders
             for folder in renamed:

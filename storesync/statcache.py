@@ -81,7 +81,7 @@ class StatCache:
         if not self._dirty and len(self._new) == len(self._old):
             return  # every file as recorded: nothing to write
         try:
-            atomic_write(self.path, _dump(self._new), mode=0o600)
+            atomic_write(self.path, _dump(self._new), mode=0o600, durable=False)  # lost in a crash: read again
         except OSError:
             pass  # only a cache: the next read parses again
 

@@ -28,7 +28,18 @@ _override: str | None = None
 
 def set_state_dir(path: str | os.PathLike | None) -> None:
     global _override
-    _override = spelled(os.path.expanduser(path)) if path else None
+    _override = _home_expanded(os.fspath(path), "--state-dir") if path else None
+
+
+def _home_expanded(path: str, given: str) -> str:
+    """`path` with `~` or `~user` made that home; a user this machine does not know is an error
+    (taken as it is, `~nouser/state` would be a folder named `~nouser` in the working directory)."""
+    expanded = os.path.expanduser(path)
+    if expanded.startswith("~"):
+        user = expanded[1:].split("/")[0]
+        raise StoreError(f"state dir {path} ({given}): {user!r} is no user of this machine, so it has no home; "
+                         "give the folder's full path")
+    return spelled(expanded)
 
 
 def state_dir() -> str:
@@ -36,7 +47,7 @@ def state_dir() -> str:
     if _override:
         return _override
     if os.environ.get("STORESYNC_STATE_DIR"):
-        return spelled(os.path.expanduser(os.environ["STORESYNC_STATE_DIR"]))
+        return _home_expanded(os.environ["STORESYNC_STATE_DIR"], "STORESYNC_STATE_DIR")
     if os.geteuid() == 0:
         return SYSTEM_STATE_DIR  # root's CLI shares the shipped service's backups, baselines and locks
     import platformdirs  # here: it imports pathlib, which a run given a state dir does without

@@ -397,3 +397,19 @@ def test_check_and_rollback_of_an_nss_folder_named_dir_say_so_and_nothing_else(r
         result = storesync(*argv)
         assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
         assert result.stderr.count("\n") == 1 and f"nss:{db}" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("given", ["option", "environment"])
+def test_a_state_dir_in_the_home_of_no_user_is_an_error(tmp_path, root, given):
+    """`~nouser/state` cannot be expanded: a sentence and exit 2, not a folder named `~nouser` made
+    in the working directory (nor, as with pathlib before, a traceback)."""
+    bundle = tmp_path / "b.pem"
+    bundle.write_bytes(root.pem)
+    option = ["--state-dir", "~nosuchuser-storesync/state"] if given == "option" else []
+    env = {**os.environ, "STORESYNC_STATE_DIR": "~nosuchuser-storesync/state"}
+    for command in (["sync", *option, f"pem:{bundle}", f"pem:{tmp_path / 'out.pem'}"], ["status", *option]):
+        result = storesync(*command, env=env, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert "'nosuchuser-storesync' is no user of this machine" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["b.pem"]  # nothing made, not even the target

@@ -69,6 +69,14 @@ def main() -> None:
 
         unwritable_output(exc)  # returns when the error was not standard output's
         raise
+    except Exception as exc:
+        from storesync.model import StoreError  # imported already by whatever raised it
+
+        if not isinstance(exc, StoreError):
+            raise
+        from storesync.cli.common import fail
+
+        fail(str(exc))  # one a command does not catch itself (a state dir it cannot use): a sentence
 
 
 def entry() -> None:
