@@ -64,13 +64,18 @@ _FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=timezone.utc)
 class Props:
     """A certificate group's properties as the file holds them: their elements' bytes, read as
     `(id, encoding_type, value)` each when asked. One bytes object per entry, not a tuple per
-    property with its own bytes (about 200 bytes an entry less in a large store)."""
+    property with its own bytes (about 200 bytes an entry less in a large store).
 
-    __slots__ = ("raw",)
+    `entry_from_group` notes what it read them as: the label (the entry's own string) and, in a
+    file of anchors, the trust key (a shared tuple). An entry that still says that is written
+    back from `raw` (`said_by`), so a rewrite decodes and encodes no property of it again."""
+
+    __slots__ = ("raw", "label", "trust_key")
     __hash__ = None  # type: ignore[assignment]
 
     def __init__(self, props: Iterable[tuple[int, int, bytes]] = ()):
         self.raw = b"".join(element(prop_id, value, encoding) for prop_id, encoding, value in props)
+        self.label = self.trust_key = _UNREAD  # not read from a file: nothing to compare
 
     def __iter__(self) -> Iterator[tuple[int, int, bytes]]:
         raw, at = self.raw, 0  # made by `element`: whole elements, nothing to check
@@ -86,10 +91,30 @@ class Props:
         return tuple(self)[index]
 
     def __eq__(self, other: object) -> bool:
-        return tuple(self) == (tuple(other) if isinstance(other, (Props, tuple, list)) else other)
+        if isinstance(other, Props):
+            return self.raw == other.raw  # the same elements, as `element` makes them
+        return tuple(self) == (tuple(other) if isinstance(other, (tuple, list)) else other)
 
     def __repr__(self) -> str:
         return f"Props({tuple(self)!r})"
+
+    def said_by(self, entry: Entry, role: str) -> bool:
+        """Whether `render_props` would give these properties back unchanged: `entry` says what
+        they were read as (a distrust list's group has no trust to compare), none is a key
+        property, and each hash property holds the certificate's own value (or one we cannot
+        compute, which is kept)."""
+        if self.label is _UNREAD or entry.label != self.label:
+            return False
+        if role == ROLE_ANCHORS and entry.trust_key() != self.trust_key:  # _UNREAD: read as a distrust list
+            return False
+        hashes = _Hashes(entry.cert)
+        for prop_id, _enc, value in self:
+            if prop_id in KEY_PROPERTIES or (prop_id in HASH_PROPERTIES and hashes.get(prop_id) not in (None, value)):
+                return False
+        return True
+
+
+_UNREAD = object()
 
 
 class ElementError(ValueError):
@@ -284,24 +309,28 @@ def entry_from_group(cert_der: bytes, props: Props, role: str, warn=None) -> Ent
         if label is None and warn:
             warn("FRIENDLY_NAME is not UTF-16LE text; kept as bytes, no label")
     cert = Certificate(cert_der)
-    extras = One(EXTRAS_KEY, Props(props))
+    kept = Props(props)
+    kept.label = label
     if role == ROLE_DISTRUST:
-        return Entry(cert, trust=dict(DISTRUST), label=label, extras=extras)
+        return Entry(cert, trust=dict(DISTRUST), label=label, extras=One(EXTRAS_KEY, kept))
     trust = trust_from_eku(values.get(ENHKEY_USAGE))
     if trust is None:
         if warn:
             warn("ENHKEY_USAGE is not a DER list of OIDs; the certificate is trusted for no purpose")
         trust = {}
     distrust_after = distrust_after_from(values.get(DISALLOWED_FILETIME), values.get(DISALLOWED_ENHKEY_USAGE))
-    return Entry(cert, trust=trust, label=label, distrust_after=distrust_after, extras=extras)
+    entry = Entry(cert, trust=trust, label=label, distrust_after=distrust_after, extras=One(EXTRAS_KEY, kept))
+    kept.trust_key = entry.trust_key()
+    return entry
 
 
 def group_bytes(entry: Entry, role: str) -> bytes:
     """Properties then the certificate element, as one group."""
-    props = render_props(entry, role)
-    out = [element(prop_id, value, enc) for prop_id, enc, value in props]
-    out.append(element(CERT_ELEMENT, entry.cert.der))
-    return b"".join(out)
+    cert = element(CERT_ELEMENT, entry.cert.der)
+    kept = entry.extras.get(EXTRAS_KEY)
+    if isinstance(kept, Props) and kept.said_by(entry, role):
+        return kept.raw + cert  # what it was read with: nothing to decode again
+    return b"".join([*(element(prop_id, value, enc) for prop_id, enc, value in render_props(entry, role)), cert])
 
 
 def render_props(entry: Entry, role: str) -> list[tuple[int, int, bytes]]:
