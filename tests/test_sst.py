@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import struct
 import tracemalloc
 
@@ -204,6 +205,29 @@ def test_hash_properties_are_recomputed_and_key_properties_dropped(tmp_path, cer
     assert any("KEY_PROV_INFO" in w for w in store.warnings) and any("KEY_CONTEXT" in w for w in store.warnings)
     write_via(f"sst:{path}", open_store(f"sst:{path}").read())
     assert path.read_bytes() == sst(group(a, (4, hashlib.md5(a).digest()), (3, sha1(a)), (98, hashlib.sha256(a).digest())))
+
+
+def test_a_read_takes_the_file_in_pieces_and_each_usage_list_once(certs, monkeypatch):
+    """Issue 4: a read of 300 groups reads the file a piece at a time, not twice an element, and
+    turns each distinct ENHKEY_USAGE into a trust once, not once a certificate."""
+    a, b = certs[0].der, certs[1].der
+    eku = der.encode_oid_sequence([SERVER_OID, CLIENT_OID])
+    data = sst(*(group(c, (11, utf16(f"Root {n}")), (9, eku), (3, sha1(c))) for n in range(150) for c in (a, b)))
+    reads = []
+    decoded = []
+    real = wp.purpose_from_oid
+    monkeypatch.setattr(wp, "purpose_from_oid", lambda oid: decoded.append(oid) or real(oid))
+
+    class Counted(io.BytesIO):
+        def read(self, n=-1):
+            reads.append(n)
+            return super().read(n)
+
+    entries = []
+    read_sst(Counted(data), lambda _pos, cert, props: entries.append(wp.entry_from_group(cert, props, wp.ROLE_ANCHORS)))
+    assert len(entries) == 300 and all(dict(e.trust) == {SERVER_AUTH: TRUSTED, "client-auth": TRUSTED} for e in entries)
+    assert len(reads) <= len(data) // 8192 + 4, f"{len(reads)} reads of a {len(data)}-byte file"
+    assert len(decoded) <= 2
 
 
 def test_a_group_given_key_properties_is_never_written_with_them(certs):

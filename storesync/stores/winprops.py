@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from codecs import utf_16_le_decode
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator, Mapping
 
 from storesync import der
-from storesync.model import ANCHOR, ANY_EKU, DISTRUST, PURPOSES, TRUSTED, Certificate, Entry, One, oid_from_purpose, purpose_from_oid
+from storesync.model import ANCHOR, ANY_EKU, DISTRUST, PURPOSES, TRUSTED, Certificate, Entry, One, oid_from_purpose, purpose_from_oid, shared
 
 EXTRAS_KEY = "winprops"
 
@@ -74,7 +75,8 @@ class Props:
     __hash__ = None  # type: ignore[assignment]
 
     def __init__(self, props: Iterable[tuple[int, int, bytes]] = ()):
-        self.raw = b"".join(element(prop_id, value, encoding) for prop_id, encoding, value in props)
+        # `element`'s bytes, made inline: this runs for every group a store reads
+        self.raw = b"".join([_HEADER.pack(prop_id, encoding, len(value)) + value for prop_id, encoding, value in props])
         self.label = self.trust_key = _UNREAD  # not read from a file: nothing to compare
 
     def __iter__(self) -> Iterator[tuple[int, int, bytes]]:
@@ -131,35 +133,50 @@ class ElementError(ValueError):
 
 def iter_elements(file, end: int, *, stop_at_marker: bool) -> Iterator[tuple[int, int, int, bytes]]:
     """Yield `(offset, id, encoding_type, value)` of each element of `file` (a binary file or
-    BytesIO, at the first element) up to offset `end`, read one by one: a store file is never
-    held whole in memory.
+    BytesIO, at the first element) up to offset `end`, read a piece of `_PIECE` bytes at a time
+    (two reads an element cost more than the walk): a store file is never held whole in memory.
 
     Every length is checked against `end` before it is read. With `stop_at_marker`, a zero
     header (the .sst end marker) ends the walk, the file left at that header.
     """
     pos = file.tell()
+    buf, at = b"", 0  # the file from offset `pos - at`, as far as it is read
     while pos < end:
-        header = file.read(min(12, end - pos))
-        if len(header) < min(12, end - pos):
-            raise ElementError(pos, _CUT_WHILE_READ)
-        if len(header) < 12:
-            if stop_at_marker and not any(header):
+        need = min(12, end - pos)
+        if len(buf) - at < need:
+            buf, at = _more(file, buf, at, need, end - pos), 0
+            if len(buf) < need:
+                raise ElementError(pos, _CUT_WHILE_READ)
+        if need < 12:
+            if stop_at_marker and not any(buf[at:]):
                 file.seek(pos)
                 return  # a file cut inside its end marker: as good as a missing one
             raise ElementError(pos, f"truncated element header ({end - pos} of 12 bytes)")
-        prop_id, encoding, length = _HEADER.unpack(header)
+        prop_id, encoding, length = _HEADER.unpack_from(buf, at)
         if stop_at_marker and not (prop_id or encoding or length):
             file.seek(pos)
             return
-        if pos + 12 + length > end:
+        size = 12 + length
+        if pos + size > end:
             raise ElementError(
                 pos, f"element {prop_id} announces {length} bytes but only {end - pos - 12} remain (truncated or corrupt)"
             )
-        value = file.read(length)
-        if len(value) != length:
-            raise ElementError(pos, _CUT_WHILE_READ)
-        yield pos, prop_id, encoding, value
-        pos += 12 + length
+        if len(buf) - at < size:
+            buf, at = _more(file, buf, at, size, end - pos), 0
+            if len(buf) < size:
+                raise ElementError(pos, _CUT_WHILE_READ)
+        yield pos, prop_id, encoding, buf[at + 12 : at + size]
+        pos += size
+        at += size
+
+
+_PIECE = 8192
+
+
+def _more(file, buf: bytes, at: int, need: int, left: int) -> bytes:
+    """What `buf` holds from `at` on, then as much more of the file as makes `need` bytes, or a
+    piece if more (never past `left`, what is left of the elements); shorter if the file is."""
+    return buf[at:] + file.read(max(need, min(_PIECE, left)) - (len(buf) - at))
 
 
 #: A file shorter than its size when the read began: another program rewrote it in place meanwhile.
@@ -202,7 +219,7 @@ def decode_label(raw: bytes) -> str | None:
     if end < 0:
         end = len(raw)
     try:
-        return raw[:end].decode("utf-16-le")
+        return utf_16_le_decode(raw[:end], "strict", True)[0]  # as .decode("utf-16-le"), without its Python wrapper
     except UnicodeDecodeError:
         return None
 
@@ -214,26 +231,25 @@ def encode_label(label: str) -> bytes:
 def decode_oids(raw: bytes) -> tuple[str, ...] | None:
     """A DER list of OIDs (None: unreadable). A store's certificates share a handful of usage
     lists, so each is decoded once (a read and a write decode each group's)."""
+    return _remembered(_OIDS, raw, _decode_oids)
+
+
+def _decode_oids(raw: bytes) -> tuple[str, ...] | None:
     try:
-        return _OIDS[raw]
-    except KeyError:
-        pass
-    try:
-        oids = tuple(der.decode_oid_sequence(raw))
+        return tuple(der.decode_oid_sequence(raw))
     except (der.DERError, ValueError):
-        oids = None
-    if len(_OIDS) < 1024:  # bounded: a store of all-different lists costs its own decoding only
-        _OIDS[raw] = oids
-    return oids
+        return None
 
 
-_OIDS: dict[bytes, tuple[str, ...] | None] = {}
+def trust_from_eku(raw: bytes | None) -> Mapping[str, str] | None:
+    """ENHKEY_USAGE -> trust of an anchor: absent = every purpose, `30 00` = none (None: unreadable).
+    Shared (`model.shared`), and made once for each usage list of a store, as its OIDs are."""
+    return _remembered(_TRUSTS, raw, _trust_from_eku)
 
 
-def trust_from_eku(raw: bytes | None) -> dict[str, str] | None:
-    """ENHKEY_USAGE -> trust of an anchor: absent = every purpose, `30 00` = none (None: unreadable)."""
+def _trust_from_eku(raw: bytes | None) -> Mapping[str, str] | None:
     if raw is None:
-        return dict(ANCHOR)
+        return shared(ANCHOR)
     oids = decode_oids(raw)
     if oids is None:
         return None
@@ -243,7 +259,21 @@ def trust_from_eku(raw: bytes | None) -> dict[str, str] | None:
             trust.update(ANCHOR)
         else:
             trust[purpose_from_oid(oid)] = TRUSTED
-    return trust
+    return shared(trust)
+
+
+def _remembered(cache: dict, key, make):
+    try:
+        return cache[key]
+    except KeyError:
+        found = make(key)
+        if len(cache) < 1024:  # bounded: a store of all-different ones costs its own work only
+            cache[key] = found
+        return found
+
+
+_OIDS: dict[bytes, tuple[str, ...] | None] = {}
+_TRUSTS: dict[bytes | None, Mapping[str, str] | None] = {}
 
 
 def eku_from_trust(trust: Mapping[str, str]) -> bytes | None:
