@@ -142,16 +142,16 @@ def iter_elements(file, end: int, *, stop_at_marker: bool) -> Iterator[tuple[int
     pos = file.tell()
     buf, at = b"", 0  # the file from offset `pos - at`, as far as it is read
     while pos < end:
-        need = min(12, end - pos)
-        if len(buf) - at < need:
+        if len(buf) - at < 12:  # (`buf` never holds more than the elements: the last ones get here)
+            need = min(12, end - pos)
             buf, at = _more(file, buf, at, need, end - pos), 0
             if len(buf) < need:
                 raise ElementError(pos, _CUT_WHILE_READ)
-        if need < 12:
-            if stop_at_marker and not any(buf[at:]):
-                file.seek(pos)
-                return  # a file cut inside its end marker: as good as a missing one
-            raise ElementError(pos, f"truncated element header ({end - pos} of 12 bytes)")
+            if need < 12:
+                if stop_at_marker and not any(buf):
+                    file.seek(pos)
+                    return  # a file cut inside its end marker: as good as a missing one
+                raise ElementError(pos, f"truncated element header ({end - pos} of 12 bytes)")
         prop_id, encoding, length = _HEADER.unpack_from(buf, at)
         if stop_at_marker and not (prop_id or encoding or length):
             file.seek(pos)
