@@ -592,8 +592,9 @@ def test_a_hashed_directory_is_written_file_by_file(tmp_path, ders):
 def test_an_sst_entry_keeps_its_properties_as_one_piece(sst_store, ders):
     """An sst entry keeps every property of its group, for a rewrite to give them back: as a
     tuple of (id, encoding, bytes) tuples in a dict each, ~360 bytes an entry beyond the
-    certificate held already; as the elements' bytes in a one-item mapping, ~305 (one property
-    a group here; a real store's hold two to six: 565 -> 302 bytes for 10 000 roots)."""
+    certificate held already; as the elements' bytes in a one-item mapping, ~305, and ~320 with
+    the label and trust key they were read as (one property a group here; a real store's hold two
+    to six: 565 -> 302 bytes for 10 000 roots, before the label and trust key)."""
     kept_certs = [Certificate(d) for d in ders]
     tracemalloc.start()
     try:

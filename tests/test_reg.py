@@ -235,6 +235,19 @@ def test_new_file_is_what_regedit_writes(tmp_path, certs):
     assert again[a.sha256].label == "Ä Root" and again[e.sha256].trust == DISTRUST
 
 
+def test_a_copy_writes_unchanged_blobs_from_their_bytes(tmp_path, certs, monkeypatch):
+    """A root and a distrusted certificate read from one file and written into a new one: each
+    Blob is its properties' bytes as read, none decoded and encoded again."""
+    a, e = Certificate(certs[0]), Certificate(certs[1])
+    first, copy = tmp_path / "first.reg", tmp_path / "copy.reg"
+    write_via(f"reg:{first}", TrustSet([Entry(a, label="Ä Root"), Entry(e, trust=dict(DISTRUST), label="Gone")]))
+    rendered = []
+    real = wp.render_props
+    monkeypatch.setattr(wp, "render_props", lambda entry, role: rendered.append(entry) or real(entry, role))
+    write_via(f"reg:{copy}", open_store(f"reg:{first}").read())
+    assert copy.read_bytes() == first.read_bytes() and rendered == []
+
+
 def _deletions(path) -> list[str]:
     return re.findall(r"^\[-([^\]]*)\]", path.read_bytes().decode("utf-16"), re.M)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import struct
 import tracemalloc
 
@@ -135,6 +136,25 @@ def test_sync_sst_to_sst_keeps_every_property(tmp_path, fixture_file):
     assert len(plan.adds) == 6
 
 
+def test_a_copy_writes_unchanged_entries_from_their_bytes(tmp_path, fixture_file, monkeypatch):
+    """An entry that says what its properties were read as is written back from their bytes:
+    none of them is decoded and encoded again (issue 4: that was most of a copy's write). The
+    one entry that changed is rendered, and only it."""
+    data, _bad, _when = fixture_file
+    a = tmp_path / "a.sst"
+    a.write_bytes(data)
+    rendered = []
+    real = wp.render_props
+    monkeypatch.setattr(wp, "render_props", lambda entry, role: rendered.append(entry) or real(entry, role))
+    source = open_store(f"sst:{a}").read()
+    write_via(f"sst:{tmp_path / 'b.sst'}", source)
+    assert (tmp_path / "b.sst").read_bytes() == data and rendered == []
+    first, *rest = source.values()
+    write_via(f"sst:{tmp_path / 'c.sst'}", TrustSet([first.replace(label="Renamed"), *rest]))
+    assert [e.label for e in rendered] == ["Renamed"]
+    assert open_store(f"sst:{tmp_path / 'c.sst'}").read()[first.sha256].label == "Renamed"
+
+
 def test_writer_layout_for_new_entries(tmp_path, certs):
     a, b, c = (Certificate(x.der) for x in certs[:3])
     when = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -185,6 +205,37 @@ def test_hash_properties_are_recomputed_and_key_properties_dropped(tmp_path, cer
     assert any("KEY_PROV_INFO" in w for w in store.warnings) and any("KEY_CONTEXT" in w for w in store.warnings)
     write_via(f"sst:{path}", open_store(f"sst:{path}").read())
     assert path.read_bytes() == sst(group(a, (4, hashlib.md5(a).digest()), (3, sha1(a)), (98, hashlib.sha256(a).digest())))
+
+
+def test_a_read_takes_the_file_in_pieces_and_each_usage_list_once(certs, monkeypatch):
+    """Issue 4: a read of 300 groups reads the file a piece at a time, not twice an element, and
+    turns each distinct ENHKEY_USAGE into a trust once, not once a certificate."""
+    a, b = certs[0].der, certs[1].der
+    eku = der.encode_oid_sequence([SERVER_OID, CLIENT_OID])
+    data = sst(*(group(c, (11, utf16(f"Root {n}")), (9, eku), (3, sha1(c))) for n in range(150) for c in (a, b)))
+    reads = []
+    decoded = []
+    real = wp.purpose_from_oid
+    monkeypatch.setattr(wp, "purpose_from_oid", lambda oid: decoded.append(oid) or real(oid))
+
+    class Counted(io.BytesIO):
+        def read(self, n=-1):
+            reads.append(n)
+            return super().read(n)
+
+    entries = []
+    read_sst(Counted(data), lambda _pos, cert, props: entries.append(wp.entry_from_group(cert, props, wp.ROLE_ANCHORS)))
+    assert len(entries) == 300 and all(dict(e.trust) == {SERVER_AUTH: TRUSTED, "client-auth": TRUSTED} for e in entries)
+    assert len(reads) <= len(data) // 8192 + 4, f"{len(reads)} reads of a {len(data)}-byte file"
+    assert len(decoded) <= 2
+
+
+def test_a_group_given_key_properties_is_never_written_with_them(certs):
+    """The readers drop key properties; a group handed to `entry_from_group` with one still has
+    it left out when written, though the entry says what the group was read as."""
+    a = certs[0].der
+    entry = wp.entry_from_group(a, ((wp.KEY_PROV_INFO, 1, b"{container}"), (3, 1, sha1(a))), wp.ROLE_ANCHORS)
+    assert wp.group_bytes(entry, wp.ROLE_ANCHORS) == group(a, (3, sha1(a)))
 
 
 def test_disallowed_role(tmp_path, certs):

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from codecs import utf_16_le_decode
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator, Mapping
 
 from storesync import der
-from storesync.model import ANCHOR, ANY_EKU, DISTRUST, PURPOSES, TRUSTED, Certificate, Entry, One, oid_from_purpose, purpose_from_oid
+from storesync.model import ANCHOR, ANY_EKU, DISTRUST, PURPOSES, TRUSTED, Certificate, Entry, One, oid_from_purpose, purpose_from_oid, shared
 
 EXTRAS_KEY = "winprops"
 
@@ -64,13 +65,19 @@ _FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=timezone.utc)
 class Props:
     """A certificate group's properties as the file holds them: their elements' bytes, read as
     `(id, encoding_type, value)` each when asked. One bytes object per entry, not a tuple per
-    property with its own bytes (about 200 bytes an entry less in a large store)."""
+    property with its own bytes (about 200 bytes an entry less in a large store).
 
-    __slots__ = ("raw",)
+    `entry_from_group` notes what it read them as: the label (the entry's own string) and, in a
+    file of anchors, the trust key (a shared tuple). An entry that still says that is written
+    back from `raw` (`said_by`), so a rewrite decodes and encodes no property of it again."""
+
+    __slots__ = ("raw", "label", "trust_key")
     __hash__ = None  # type: ignore[assignment]
 
     def __init__(self, props: Iterable[tuple[int, int, bytes]] = ()):
-        self.raw = b"".join(element(prop_id, value, encoding) for prop_id, encoding, value in props)
+        # `element`'s bytes, made inline: this runs for every group a store reads
+        self.raw = b"".join([_HEADER.pack(prop_id, encoding, len(value)) + value for prop_id, encoding, value in props])
+        self.label = self.trust_key = _UNREAD  # not read from a file: nothing to compare
 
     def __iter__(self) -> Iterator[tuple[int, int, bytes]]:
         raw, at = self.raw, 0  # made by `element`: whole elements, nothing to check
@@ -86,10 +93,30 @@ class Props:
         return tuple(self)[index]
 
     def __eq__(self, other: object) -> bool:
-        return tuple(self) == (tuple(other) if isinstance(other, (Props, tuple, list)) else other)
+        if isinstance(other, Props):
+            return self.raw == other.raw  # the same elements, as `element` makes them
+        return tuple(self) == (tuple(other) if isinstance(other, (tuple, list)) else other)
 
     def __repr__(self) -> str:
         return f"Props({tuple(self)!r})"
+
+    def said_by(self, entry: Entry, role: str) -> bool:
+        """Whether `render_props` would give these properties back unchanged: `entry` says what
+        they were read as (a distrust list's group has no trust to compare), none is a key
+        property, and each hash property holds the certificate's own value (or one we cannot
+        compute, which is kept)."""
+        if self.label is _UNREAD or entry.label != self.label:
+            return False
+        if role == ROLE_ANCHORS and entry.trust_key() != self.trust_key:  # _UNREAD: read as a distrust list
+            return False
+        hashes = _Hashes(entry.cert)
+        for prop_id, _enc, value in self:
+            if prop_id in KEY_PROPERTIES or (prop_id in HASH_PROPERTIES and hashes.get(prop_id) not in (None, value)):
+                return False
+        return True
+
+
+_UNREAD = object()
 
 
 class ElementError(ValueError):
@@ -106,35 +133,50 @@ class ElementError(ValueError):
 
 def iter_elements(file, end: int, *, stop_at_marker: bool) -> Iterator[tuple[int, int, int, bytes]]:
     """Yield `(offset, id, encoding_type, value)` of each element of `file` (a binary file or
-    BytesIO, at the first element) up to offset `end`, read one by one: a store file is never
-    held whole in memory.
+    BytesIO, at the first element) up to offset `end`, read a piece of `_PIECE` bytes at a time
+    (two reads an element cost more than the walk): a store file is never held whole in memory.
 
     Every length is checked against `end` before it is read. With `stop_at_marker`, a zero
     header (the .sst end marker) ends the walk, the file left at that header.
     """
     pos = file.tell()
+    buf, at = b"", 0  # the file from offset `pos - at`, as far as it is read
     while pos < end:
-        header = file.read(min(12, end - pos))
-        if len(header) < min(12, end - pos):
-            raise ElementError(pos, _CUT_WHILE_READ)
-        if len(header) < 12:
-            if stop_at_marker and not any(header):
-                file.seek(pos)
-                return  # a file cut inside its end marker: as good as a missing one
-            raise ElementError(pos, f"truncated element header ({end - pos} of 12 bytes)")
-        prop_id, encoding, length = _HEADER.unpack(header)
+        if len(buf) - at < 12:  # (`buf` never holds more than the elements: the last ones get here)
+            need = min(12, end - pos)
+            buf, at = _more(file, buf, at, need, end - pos), 0
+            if len(buf) < need:
+                raise ElementError(pos, _CUT_WHILE_READ)
+            if need < 12:
+                if stop_at_marker and not any(buf):
+                    file.seek(pos)
+                    return  # a file cut inside its end marker: as good as a missing one
+                raise ElementError(pos, f"truncated element header ({end - pos} of 12 bytes)")
+        prop_id, encoding, length = _HEADER.unpack_from(buf, at)
         if stop_at_marker and not (prop_id or encoding or length):
             file.seek(pos)
             return
-        if pos + 12 + length > end:
+        size = 12 + length
+        if pos + size > end:
             raise ElementError(
                 pos, f"element {prop_id} announces {length} bytes but only {end - pos - 12} remain (truncated or corrupt)"
             )
-        value = file.read(length)
-        if len(value) != length:
-            raise ElementError(pos, _CUT_WHILE_READ)
-        yield pos, prop_id, encoding, value
-        pos += 12 + length
+        if len(buf) - at < size:
+            buf, at = _more(file, buf, at, size, end - pos), 0
+            if len(buf) < size:
+                raise ElementError(pos, _CUT_WHILE_READ)
+        yield pos, prop_id, encoding, buf[at + 12 : at + size]
+        pos += size
+        at += size
+
+
+_PIECE = 8192
+
+
+def _more(file, buf: bytes, at: int, need: int, left: int) -> bytes:
+    """What `buf` holds from `at` on, then as much more of the file as makes `need` bytes, or a
+    piece if more (never past `left`, what is left of the elements); shorter if the file is."""
+    return buf[at:] + file.read(max(need, min(_PIECE, left)) - (len(buf) - at))
 
 
 #: A file shorter than its size when the read began: another program rewrote it in place meanwhile.
@@ -177,7 +219,7 @@ def decode_label(raw: bytes) -> str | None:
     if end < 0:
         end = len(raw)
     try:
-        return raw[:end].decode("utf-16-le")
+        return utf_16_le_decode(raw[:end], "strict", True)[0]  # as .decode("utf-16-le"), without its Python wrapper
     except UnicodeDecodeError:
         return None
 
@@ -189,26 +231,25 @@ def encode_label(label: str) -> bytes:
 def decode_oids(raw: bytes) -> tuple[str, ...] | None:
     """A DER list of OIDs (None: unreadable). A store's certificates share a handful of usage
     lists, so each is decoded once (a read and a write decode each group's)."""
+    return _remembered(_OIDS, raw, _decode_oids)
+
+
+def _decode_oids(raw: bytes) -> tuple[str, ...] | None:
     try:
-        return _OIDS[raw]
-    except KeyError:
-        pass
-    try:
-        oids = tuple(der.decode_oid_sequence(raw))
+        return tuple(der.decode_oid_sequence(raw))
     except (der.DERError, ValueError):
-        oids = None
-    if len(_OIDS) < 1024:  # bounded: a store of all-different lists costs its own decoding only
-        _OIDS[raw] = oids
-    return oids
+        return None
 
 
-_OIDS: dict[bytes, tuple[str, ...] | None] = {}
+def trust_from_eku(raw: bytes | None) -> Mapping[str, str] | None:
+    """ENHKEY_USAGE -> trust of an anchor: absent = every purpose, `30 00` = none (None: unreadable).
+    Shared (`model.shared`), and made once for each usage list of a store, as its OIDs are."""
+    return _remembered(_TRUSTS, raw, _trust_from_eku)
 
 
-def trust_from_eku(raw: bytes | None) -> dict[str, str] | None:
-    """ENHKEY_USAGE -> trust of an anchor: absent = every purpose, `30 00` = none (None: unreadable)."""
+def _trust_from_eku(raw: bytes | None) -> Mapping[str, str] | None:
     if raw is None:
-        return dict(ANCHOR)
+        return shared(ANCHOR)
     oids = decode_oids(raw)
     if oids is None:
         return None
@@ -218,7 +259,21 @@ def trust_from_eku(raw: bytes | None) -> dict[str, str] | None:
             trust.update(ANCHOR)
         else:
             trust[purpose_from_oid(oid)] = TRUSTED
-    return trust
+    return shared(trust)
+
+
+def _remembered(cache: dict, key, make):
+    try:
+        return cache[key]
+    except KeyError:
+        found = make(key)
+        if len(cache) < 1024:  # bounded: a store of all-different ones costs its own work only
+            cache[key] = found
+        return found
+
+
+_OIDS: dict[bytes, tuple[str, ...] | None] = {}
+_TRUSTS: dict[bytes | None, Mapping[str, str] | None] = {}
 
 
 def eku_from_trust(trust: Mapping[str, str]) -> bytes | None:
@@ -284,24 +339,28 @@ def entry_from_group(cert_der: bytes, props: Props, role: str, warn=None) -> Ent
         if label is None and warn:
             warn("FRIENDLY_NAME is not UTF-16LE text; kept as bytes, no label")
     cert = Certificate(cert_der)
-    extras = One(EXTRAS_KEY, Props(props))
+    kept = Props(props)
+    kept.label = label
     if role == ROLE_DISTRUST:
-        return Entry(cert, trust=dict(DISTRUST), label=label, extras=extras)
+        return Entry(cert, trust=dict(DISTRUST), label=label, extras=One(EXTRAS_KEY, kept))
     trust = trust_from_eku(values.get(ENHKEY_USAGE))
     if trust is None:
         if warn:
             warn("ENHKEY_USAGE is not a DER list of OIDs; the certificate is trusted for no purpose")
         trust = {}
     distrust_after = distrust_after_from(values.get(DISALLOWED_FILETIME), values.get(DISALLOWED_ENHKEY_USAGE))
-    return Entry(cert, trust=trust, label=label, distrust_after=distrust_after, extras=extras)
+    entry = Entry(cert, trust=trust, label=label, distrust_after=distrust_after, extras=One(EXTRAS_KEY, kept))
+    kept.trust_key = entry.trust_key()
+    return entry
 
 
 def group_bytes(entry: Entry, role: str) -> bytes:
     """Properties then the certificate element, as one group."""
-    props = render_props(entry, role)
-    out = [element(prop_id, value, enc) for prop_id, enc, value in props]
-    out.append(element(CERT_ELEMENT, entry.cert.der))
-    return b"".join(out)
+    cert = element(CERT_ELEMENT, entry.cert.der)
+    kept = entry.extras.get(EXTRAS_KEY)
+    if isinstance(kept, Props) and kept.said_by(entry, role):
+        return kept.raw + cert  # what it was read with: nothing to decode again
+    return b"".join([*(element(prop_id, value, enc) for prop_id, enc, value in render_props(entry, role)), cert])
 
 
 def render_props(entry: Entry, role: str) -> list[tuple[int, int, bytes]]:
