@@ -457,6 +457,5 @@ def compare(a: TrustSet, b: TrustSet, caps_a: Capabilities | None = None, caps_b
         whole = any(caps.whole_distrust(x) for caps in (caps_a, caps_b) for x in (e, other))
         if _status(e, common, whole) != _status(other, common, whole):
             differs.append((e, other))
-    only_b = [e for k, e in ((k, seen_b(e)) for k, e in b.items() if k not in a)
-              if project(e, caps_a, purpose_a)[0] is not None]
+    only_b = [e for e in (seen_b(e) for k, e in b.items() if k not in a) if project(e, caps_a, purpose_a)[0] is not None]
     return {"only_a": only_a, "only_b": only_b, "trust_differs": differs}

@@ -176,7 +176,10 @@ def save_passed_checks(forget: bool = False) -> None:
 
     if "storesync.loadable" in sys.modules:
         loadable = sys.modules["storesync.loadable"]
-        loadable.forget() if forget else loadable.save()
+        if forget:
+            loadable.forget()
+        else:
+            loadable.save()
 
 
 def _drop(plan: Plan, refused) -> None:

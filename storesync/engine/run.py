@@ -561,7 +561,7 @@ def _check_written(outcome: Outcome) -> None:
     store.known = {e.cert.der: e.cert for e in outcome.plan.desired.values()}  # whole bytes compared: no parse twice
     mine = touched(outcome.plan)
     found = TrustSet(e for sha, e in read_store(store).items() if sha in mine)
-    store = None  # nor what its read kept to write it (a hashed directory's names), while comparing
+    store = None  # not held while comparing: what its read kept for a write (a hashed directory's names, links)
     wanted = TrustSet(e for sha, e in outcome.plan.desired.items() if sha in mine)
     caps = outcome.store.capabilities
     diff = compare(wanted, found, caps, caps, outcome.store.purpose, outcome.store.purpose)
