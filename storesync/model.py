@@ -279,6 +279,13 @@ class Certificate:
         self.outlined = True
         return fields
 
+    def forget_derived(self) -> None:
+        """Drop what was worked out from the bytes (parsed fields, flags, verdicts) but the label,
+        which is still printed: about 0.4 KB a certificate. Anything asked again is worked out
+        again. A new dict: one emptied key by key keeps its size."""
+        label = self.__dict__.get("default_label")
+        self.__dict__ = {} if label is None else {"default_label": label}
+
     def check_outline(self) -> None:
         """Raise DERError unless the bytes have a certificate's outline. Once per certificate in
         the process (a sync reads it in the source, the target and the read-back), and without

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -380,10 +381,16 @@ def owned_file(spec: str, written: dict[str, Entry | None], after: TrustSet,
         trust = trusts.get(id(value.trust)) or trusts.setdefault(id(value.trust), dumps(dict(value.trust)))
         return f'{{"trust": {trust}, "label": {dumps(value.display_label)}}}'
 
-    text = (f'{{"spec": {dumps(spec)}, "written": {dumps(utc_now("%Y-%m-%dT%H:%M:%SZ"))}, "entries": {{'
-            + ", ".join(f'{dumps(sha)}: {encoded(value)}' for sha, value in entries.items())  # a key of an old record as read
-            + f'}}, "all": "{"".join(sorted(sha[:PREFIX] for sha in after))}"}}')
-    return {owned_path(spec): text.encode()}
+    # Into one growing buffer, whose bytes are the record: joined, a list of the entries' texts,
+    # their text and its encoding were 3x the record at once. (json.dumps writes ASCII only.)
+    out = io.BytesIO()
+    out.write(f'{{"spec": {dumps(spec)}, "written": {dumps(utc_now("%Y-%m-%dT%H:%M:%SZ"))}, "entries": {{'.encode())
+    separator = ""
+    for sha, value in entries.items():
+        out.write(f'{separator}{dumps(sha)}: {encoded(value)}'.encode())  # a key of an old record as read
+        separator = ", "
+    out.write(f'}}, "all": "{"".join(sorted(sha[:PREFIX] for sha in after))}"}}'.encode())
+    return {owned_path(spec): out.getvalue()}  # the buffer itself, not a copy
 
 
 def put_owned(spec: str, record: bytes | None) -> None:

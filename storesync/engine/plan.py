@@ -389,13 +389,34 @@ def lift(trust_set: TrustSet, caps: Capabilities, purpose: str = SERVER_AUTH) ->
     """What a store says, in the model's terms: a store without per-purpose trust holds
     anchors *for its purpose* (a TLS bundle says nothing about e-mail), so its anchors are
     trusted for that purpose only; with purpose "any", for every purpose."""
-    if caps.purposes or purpose == "any":
+    trust = _anchor_trust(caps, purpose)
+    if trust is None:
         return trust_set
-    trust = {p: TRUSTED for p in purpose.split(",")}
-    return TrustSet(e if e.distrusted or e.trust == trust else _lifted(e, trust) for e in trust_set.values())
+    return TrustSet(_lifted(e, trust) for e in trust_set.values())
+
+
+def _anchor_trust(caps: Capabilities, purpose: str) -> dict[str, str] | None:
+    """The trust `lift` gives a store's anchors (None: they keep their own)."""
+    return None if caps.purposes or purpose == "any" else {p: TRUSTED for p in purpose.split(",")}
+
+
+def _seen(caps: Capabilities, purpose: str, other: Capabilities):
+    """An entry of a store with `caps` and `purpose` as `compare` sees it beside a store with
+    `other`: lifted, with only the distrust-after dates both can hold."""
+    trust = _anchor_trust(caps, purpose)
+    dated = not (caps.distrust_after is True and other.distrust_after is True)
+
+    def seen(entry: Entry) -> Entry:
+        if trust is not None:
+            entry = _lifted(entry, trust)
+        return _dated(entry, caps, other)[0] if dated else entry
+
+    return seen
 
 
 def _lifted(entry: Entry, trust: dict[str, str]) -> Entry:
+    if entry.distrusted or entry.trust == trust:
+        return entry
     lifted = entry.replace(trust=trust)
     if entry.trust == ANCHOR:  # what `_as_anchor` would make of it again: the entry as read
         lifted.as_anchor = entry
@@ -417,20 +438,24 @@ def compare(a: TrustSet, b: TrustSet, caps_a: Capabilities | None = None, caps_b
     stores can express (a TLS bundle and an NSS database agree on an anchor that NSS also
     trusts for e-mail: the bundle cannot say e-mail)."""
     caps_a, caps_b = caps_a or Capabilities(purposes=True, distrust=True), caps_b or Capabilities(purposes=True, distrust=True)
-    a, b = lift(a, caps_a, purpose_a), lift(b, caps_b, purpose_b)
-    if not (caps_a.distrust_after is True and caps_b.distrust_after is True):  # the dates both can hold
-        a, b = (TrustSet(_dated(e, caps_a, caps_b)[0] for e in s.values()) for s in (a, b))
+    # Each entry is lifted and dated as it is compared, not each set copied whole first: a
+    # write's read-back compares every certificate it wrote, beside both sets.
+    seen_a, seen_b = _seen(caps_a, purpose_a, caps_b), _seen(caps_b, purpose_b, caps_a)
     if caps_a.purposes and caps_b.purposes:
         common = None
     else:
         common = {p for caps, purpose in ((caps_a, purpose_a), (caps_b, purpose_b)) if not caps.purposes
                   for p in purpose.split(",")}
-    only_a = [e for k, e in a.items() if k not in b and project(e, caps_b, purpose_b)[0] is not None]
-    only_b = [e for k, e in b.items() if k not in a and project(e, caps_a, purpose_a)[0] is not None]
-    differs = []
+    only_a, differs = [], []
     for k, e in a.items():
-        if k in b:  # where either store can say this distrust only for every purpose, that is what counts
-            whole = any(caps.whole_distrust(x) for caps in (caps_a, caps_b) for x in (e, b[k]))
-            if _status(e, common, whole) != _status(b[k], common, whole):
-                differs.append((e, b[k]))
+        e, other = seen_a(e), b.get(k)
+        if other is None:
+            if project(e, caps_b, purpose_b)[0] is not None:
+                only_a.append(e)
+            continue
+        other = seen_b(other)  # where either store can say this distrust only for every purpose, that is what counts
+        whole = any(caps.whole_distrust(x) for caps in (caps_a, caps_b) for x in (e, other))
+        if _status(e, common, whole) != _status(other, common, whole):
+            differs.append((e, other))
+    only_b = [e for e in (seen_b(e) for k, e in b.items() if k not in a) if project(e, caps_a, purpose_a)[0] is not None]
     return {"only_a": only_a, "only_b": only_b, "trust_differs": differs}

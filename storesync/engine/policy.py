@@ -169,12 +169,17 @@ def _refusal(entry: Entry, reader: str, loads: bool = True) -> str | None:
     return None
 
 
-def save_passed_checks() -> None:
-    """After a write: what the judge passed need not be judged again (storesync.loadable)."""
+def save_passed_checks(forget: bool = False) -> None:
+    """Before and after the writes: what the judge passed need not be judged again
+    (storesync.loadable); `forget`: nor held in memory meanwhile."""
     import sys
 
     if "storesync.loadable" in sys.modules:
-        sys.modules["storesync.loadable"].save()
+        loadable = sys.modules["storesync.loadable"]
+        if forget:
+            loadable.forget()
+        else:
+            loadable.save()
 
 
 def _drop(plan: Plan, refused) -> None:

@@ -215,8 +215,9 @@ def _run(profile: Profile, dry_run: bool, force: bool, defaults: dict[str, str] 
             else:
                 merged = _replan(profile, result, unlocked, force, allow_empty)
             if not dry_run and not result.error:
+                policy.save_passed_checks(forget=True)  # planned: the writes judge nothing
                 _apply(result)
-                policy.save_passed_checks()
+                policy.save_passed_checks()  # what a write passed (an NSS database's password check)
                 _save_baseline(profile, result, merged)
     except StoreError as exc:
         result.error = str(exc)
@@ -422,6 +423,9 @@ def _apply(result: Result) -> None:
                 outcome.store.write(outcome.plan)
                 outcome.written = True
                 outcome.written_version = outcome.store.version()
+                if item is prepared[-1]:  # no write is left to ask what planning worked out: not held through the read-back
+                    for entry in outcome.plan.desired.values():
+                        entry.cert.forget_derived()
                 _check_written(outcome)
     except Exception as exc:  # noqa: BLE001 - whatever failed, the stores written are put back
         todo = ""  # said last, after what was put back
@@ -555,10 +559,10 @@ def _check_written(outcome: Outcome) -> None:
 
     store = open_store(outcome.store.spec)
     store.known = {e.cert.der: e.cert for e in outcome.plan.desired.values()}  # whole bytes compared: no parse twice
-    again = read_store(store)
     mine = touched(outcome.plan)
+    found = TrustSet(e for sha, e in read_store(store).items() if sha in mine)
+    store = None  # not held while comparing: what its read kept for a write (a hashed directory's names, links)
     wanted = TrustSet(e for sha, e in outcome.plan.desired.items() if sha in mine)
-    found = TrustSet(e for sha, e in again.items() if sha in mine)
     caps = outcome.store.capabilities
     diff = compare(wanted, found, caps, caps, outcome.store.purpose, outcome.store.purpose)
     if any(diff.values()):

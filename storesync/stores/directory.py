@@ -180,6 +180,7 @@ class DirStore(Store):
             files[name] = render_entries([entry], trusted=trusted) if name in names else _made_when_written(entry, trusted)
             self._files[entry.sha256] = [name, *(n for n in names if n != name)]
         atomic_write_many(self.path, files, sync_dir=False)
+        files = taken = planned = self._suffixes = None  # written: not held through the links
         touched = {e.sha256: e for e in [*rewrite, *plan.removals]}
         self._write_links(plan.desired, touched)
         for entry in plan.removals:  # last, so a reader never misses a certificate still wanted

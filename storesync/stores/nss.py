@@ -230,9 +230,10 @@ class KeyDB:
             return self.try_password(candidate)
         from storesync import loadable, state
 
-        loadable.remember_in(state.state_dir)  # the parent's, in a write's child (run as the owner)
         salt = self.global_salt
         check = f"{hashlib.sha256(len(salt).to_bytes(4, 'big') + salt + self.check).hexdigest()} nss-empty-password"
+        if not loadable.passed(check):  # passed in this run: kept through its writes (`loadable.forget`)
+            loadable.remember_in(state.state_dir)  # the parent's, in a write's child (run as the owner)
         if loadable.passed(check):
             return True
         if not self.try_password(b""):
