@@ -491,7 +491,7 @@ class Shared(dict):
     made once and never changed. Changing one would change every entry holding it, so it
     refuses; copy it with dict(...) first."""
 
-    __slots__ = ("sorted", "alone", "distrusts")
+    __slots__ = ("sorted", "alone", "distrusts", "trusted", "named")
 
     def __init__(self, mapping: Mapping = ()):
         dict.__init__(self, mapping)
@@ -499,6 +499,9 @@ class Shared(dict):
         self.sorted = tuple(sorted(self.items()))
         self.alone = _TRUST_KEYS.setdefault((self.sorted, ()), (self.sorted, ()))  # Entry.trust_key with no dates
         self.distrusts = DISTRUSTED in self.values()
+        # and what a plan asks of every entry of every store (as a trust map: a date map ignores them)
+        self.trusted = tuple(p for p, state in self.items() if state == TRUSTED)
+        self.named = all(p in PURPOSES for p in self)  # only the four purposes every store can name
 
     def _refuse(self, *args, **kwargs):
         raise TypeError("a shared mapping of many entries: change a copy (dict(...)) instead")
@@ -593,8 +596,8 @@ class Entry(Record):
         return self.label or self.cert.default_label
 
     @property
-    def trusted_purposes(self) -> list[str]:
-        return [p for p, state in self.trust.items() if state == TRUSTED]
+    def trusted_purposes(self) -> tuple[str, ...]:
+        return self.trust.trusted
 
     def trust_key(self) -> tuple:
         """What makes two entries for one certificate say the same thing."""

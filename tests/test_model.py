@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings, strategies as st
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -181,3 +182,21 @@ def test_a_visiblestring_name_hashes_as_its_printablestring_twin(pki):
     assert openssl_hashes(printable.der)[0] == printable.subject_hash()
     assert visible.subject_hash() == printable.subject_hash()
     assert visible.subject_hash_old() != printable.subject_hash_old()
+
+
+_STATES = st.sampled_from(["trusted", "distrusted"])
+_PURPOSE_NAMES = st.sampled_from(["server-auth", "client-auth", "email", "code-signing", "1.3.6.1.5.5.7.3.9", "2.999.1"])
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(_PURPOSE_NAMES, _STATES))
+def test_what_a_plan_asks_of_an_entrys_trust_is_worked_out_once_and_right(root, trust):
+    """A plan asks every entry of every store which purposes it is trusted for, and whether it
+    names only the four purposes NSS can hold: worked out once per distinct trust map."""
+    from storesync.model import PURPOSES
+
+    entry = Entry(Certificate(root.der), trust=trust or None)
+    said = dict(entry.trust)
+    assert entry.trusted_purposes == tuple(p for p, s in said.items() if s == "trusted")
+    assert entry.trust.named == (set(said) <= set(PURPOSES))
+    assert entry.trust is Entry(Certificate(root.der), trust=dict(said) or None).trust  # one map, shared

@@ -92,8 +92,8 @@ def project(entry: Entry, caps: Capabilities, purpose: str = SERVER_AUTH) -> tup
     `purpose` is what a store without per-purpose trust is *for* ("any" for every purpose):
     only certificates trusted for it go in, as Debian and p11-kit build their bundles.
     """
-    entry, loss = _dated(entry, caps)
-    if not caps.oids and not entry.trust.keys() <= NAMED:  # NSS: only the named purposes have a trust attribute
+    entry, loss = _dated(entry, caps) if entry.distrust_after else (entry, None)  # most entries have no dates
+    if not caps.oids and not entry.trust.named:  # NSS: only the named purposes have a trust attribute
         other = [p for p in entry.trust if p not in NAMED]
         entry = entry.replace(trust={p: s for p, s in entry.trust.items() if p in NAMED})
         loss = _and(loss, f"{', '.join(other)}: left out, this store holds trust for {', '.join(PURPOSES)} only")
@@ -111,7 +111,7 @@ def project(entry: Entry, caps: Capabilities, purpose: str = SERVER_AUTH) -> tup
         return None, None  # a distrust list holds no anchors: nothing is lost by leaving one out
     if caps.purposes:
         return entry, loss
-    trusted = entry.trusted_purposes
+    trusted = entry.trust.trusted
     if purpose != "any" and purpose not in trusted:
         return None, _and(loss, f"trusted only for {', '.join(trusted)}: left out of this {purpose} store")
     if purpose == "any" and set(trusted) != set(ANCHOR):
@@ -126,7 +126,7 @@ def _dated(entry: Entry, *caps: Capabilities) -> tuple[Entry, str | None]:
     one date for all its dated purposes (Windows) gets the earliest: distrusted sooner, never later."""
     dates = entry.distrust_after
     if not dates:
-        return entry, None  # most entries: asked for each of every plan
+        return entry, None
     note = None
     if len(dates) > 1 and len(set(dates.values())) > 1 and any(c.one_date for c in caps):
         first = min(dates.values())
