@@ -596,8 +596,8 @@ class Entry(Record):
         return self.label or self.cert.default_label
 
     @property
-    def trusted_purposes(self) -> tuple[str, ...]:
-        return self.trust.trusted
+    def trusted_purposes(self) -> list[str]:
+        return list(self.trust.trusted)
 
     def trust_key(self) -> tuple:
         """What makes two entries for one certificate say the same thing."""

@@ -197,6 +197,6 @@ def test_what_a_plan_asks_of_an_entrys_trust_is_worked_out_once_and_right(root, 
 
     entry = Entry(Certificate(root.der), trust=trust or None)
     said = dict(entry.trust)
-    assert entry.trusted_purposes == tuple(p for p, s in said.items() if s == "trusted")
+    assert entry.trusted_purposes == [p for p, s in said.items() if s == "trusted"]
     assert entry.trust.named == (set(said) <= set(PURPOSES))
     assert entry.trust is Entry(Certificate(root.der), trust=dict(said) or None).trust  # one map, shared
