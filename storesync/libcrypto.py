@@ -66,7 +66,7 @@ def _name_hasher():
         hash_ex.restype, hash_ex.argtypes = ctypes.c_ulong, [pointer, pointer, pointer, ctypes.POINTER(ctypes.c_int)]
     else:
         hash_1.restype, hash_1.argtypes = ctypes.c_ulong, [pointer]
-    ok, byref = ctypes.c_int(), ctypes.byref
+    byref = ctypes.byref
 
     def compute(name_der: bytes) -> str | None:
         cursor = char_p(name_der)
@@ -76,7 +76,7 @@ def _name_hasher():
         try:
             if hash_ex is None:
                 return "%08x" % hash_1(name)
-            ok.value = 0
+            ok = ctypes.c_int(0)  # one per call: the daemon's threads may hash at once
             value = hash_ex(name, None, None, byref(ok))
             return "%08x" % value if ok.value else None  # not canonicalisable (bad UTF-8): Python's answer
         finally:

@@ -15,6 +15,7 @@ from functools import cached_property
 from collections.abc import Iterator, Mapping
 
 from storesync import der
+from storesync.libcrypto import name_hash  # no import of its own until asked (ctypes then)
 
 TYPE_CHECKING = False  # typing's, without importing typing: datetime is only named here
 if TYPE_CHECKING:
@@ -149,8 +150,6 @@ def _name_rdns(name_tlv: bytes) -> list[list[tuple[str, der.TLV]]]:
 def subject_hash(name_tlv: bytes) -> str:
     """OpenSSL's `X509_NAME_hash` (the `-subject_hash` of OpenSSL >= 1.0): the system's own,
     else computed here."""
-    from storesync.libcrypto import name_hash
-
     return name_hash(name_tlv) or subject_hash_python(name_tlv)
 
 

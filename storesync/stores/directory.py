@@ -44,6 +44,7 @@ class DirStore(Store):
         self._files: dict[str, list[str]] = {}  # sha256 -> names holding it (first: its file)
         self._links: dict[str, str] = {}  # hash-link name -> what it points to now
         self._suffixes: dict[str, int] = {}  # file-name stem -> the first suffix not tried yet
+        self._codec: PemStore | None = None  # reads every file of the folder (see `_bundle`)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -53,11 +54,10 @@ class DirStore(Store):
     def _bundle(self, path: str) -> PemStore:
         """The bundle codec, for one file of this directory (its errors name that file): one for
         every file, made once (a fresh directory's read-back would spend a fifth of it making them)."""
-        codec = self.__dict__.get("_codec")
-        if codec is None:
-            codec = self._codec = PemStore(StoreSpec(self.kind, path, {"format": self.option("format", "plain")}))
-        codec.path, codec.warnings = path, []
-        return codec
+        if self._codec is None:
+            self._codec = PemStore(StoreSpec(self.kind, path, {"format": self.option("format", "plain")}))
+        self._codec.path, self._codec.warnings = path, []
+        return self._codec
 
     def read(self) -> TrustSet:
         self._files, self._links, self.holds_trusted = {}, {}, False
