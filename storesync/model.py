@@ -621,6 +621,14 @@ class TrustSet(Mapping[str, Entry]):
             if sha not in known or (entry.distrusted and not known[sha].distrusted):
                 known[sha] = entry
 
+    @classmethod
+    def adopt(cls, entries: dict[str, Entry]) -> "TrustSet":
+        """A set made of a dict keyed by each entry's sha256 (one entry per certificate already),
+        taken as it is: the engine's plans build one for every store of a merge."""
+        made = cls.__new__(cls)
+        made._entries = entries
+        return made
+
     def __getitem__(self, sha256: str) -> Entry:
         return self._entries[sha256]
 

@@ -146,3 +146,31 @@ def test_earliest_distrust_after_wins():
     b = TrustSet([Entry(POOL[0], trust={"server-auth": TRUSTED}, distrust_after={"server-auth": early})])
     result = merge(None, [View("a", a, caps), View("b", b, caps)])
     assert result.merged[POOL[0].sha256].distrust_after == {"server-auth": early}
+
+
+def test_stores_that_agree_with_the_baseline_are_merged_and_planned_without_projecting_each_entry(monkeypatch):
+    """What the engine makes of an undated entry for a store depends on its trust alone, and a
+    store of any size holds a few distinct trusts: a merge and plans over stores that agree ask
+    `project` a few times per store, not once per certificate (10 000 of them made it 11 % of the
+    time the four stores took to read)."""
+    import storesync.engine.merge as merge_module
+    import storesync.engine.plan as plan_module
+
+    certs = [Certificate(b"not parsed: the engine needs only the identity %d" % n) for n in range(400)]
+    anchors = TrustSet(Entry(c) for c in certs)  # a bundle's (ANCHOR)
+    precise = TrustSet(Entry(c, trust={"server-auth": TRUSTED}) for c in certs)
+    views = [View(name, precise if caps.purposes else anchors, caps) for name, caps in STORES]
+    baseline = merge(None, views).merged
+    calls = []
+    real = plan_module.project
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].sha256)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plan_module, "project", counted)
+    monkeypatch.setattr(merge_module, "project", counted)
+    result = merge(baseline, views)
+    plans = [make_plan(result.desired_for(v), v.current, v.caps, store=v.name) for v in views]
+    assert all(p.empty for p in plans)
+    assert len(calls) <= 4 * len(STORES), f"{len(calls)} projections for {len(certs)} certificates in {len(STORES)} stores"

@@ -84,10 +84,17 @@ def merge(baseline: TrustSet | None, views: list[View], admit: Callable[[Entry],
     for view in views:
         lifted = _lifted_key(view)
         expected = _expected_keys(baseline, view, lifted)
+        kept: list[tuple[Entry, Capabilities]] = []  # its unchanged distrust records: they still win
         for sha, entry in view.current.items():
             key = lifted if lifted and not entry.distrusted else entry.trust_key()
-            if expected.get(sha) == key:
-                continue  # unchanged since the baseline (the common case: no entry is built)
+            if expected.get(sha) == key:  # unchanged since the baseline (the common case: no entry is built)
+                if entry.distrusted:
+                    if view.caps.whole_distrust(baseline[sha]):
+                        # "distrusted for all" is all this store can say of the baseline's distrust
+                        # for some purposes (Windows' Disallowed): it says nothing more
+                        entry = baseline[sha]
+                    kept.append((entry, view.caps))
+                continue
             entry = lift(TrustSet([entry]), view.caps, view.purpose)[sha]
             if entry.distrusted:
                 distrusts.append((entry, view.caps))
@@ -103,13 +110,7 @@ def merge(baseline: TrustSet | None, views: list[View], admit: Callable[[Entry],
                 )
                 continue
             (changed if sha in baseline else added).setdefault(sha, []).append((entry, view.caps))
-        for sha, e in view.current.items():  # an unchanged distrust record still wins
-            if e.distrusted and expected.get(sha) == e.trust_key():
-                if view.caps.whole_distrust(baseline[sha]):
-                    # "distrusted for all" is all this store can say of the baseline's distrust
-                    # for some purposes (Windows' Disallowed): it says nothing more
-                    e = baseline[sha]
-                distrusts.append((e, view.caps))
+        distrusts += kept
         for sha in expected.keys() - view.current.keys():
             removed.setdefault(sha, []).append(view.name)
 
@@ -135,7 +136,7 @@ def merge(baseline: TrustSet | None, views: list[View], admit: Callable[[Entry],
     for entry, caps in distrusts:
         have = merged.get(entry.sha256)
         merged[entry.sha256] = combine([(entry, caps), *([(have, Capabilities(purposes=True))] if have else [])])
-    result.merged = TrustSet(merged.values())
+    result.merged = TrustSet.adopt(merged)
     return result
 
 
@@ -149,14 +150,17 @@ def _lifted_key(view: View) -> tuple | None:
 def _expected_keys(baseline: TrustSet, view: View, lifted: tuple | None) -> dict[str, tuple]:
     """The trust key of each baseline entry as this store would hold it, in the model's terms."""
     expected = {}
-    purpose = view.purpose
+    by_trust: dict[int, tuple | None] = {}  # an undated entry's key depends on its (shared) trust map alone
     for sha, entry in baseline.items():
-        if lifted and entry.trust.get(purpose) == TRUSTED and not entry.distrusted and not entry.distrust_after:
-            expected[sha] = lifted  # an anchor for this store's purpose: the common case, no copy made
-            continue
-        shown = project(entry, view.caps, view.purpose)[0]
-        if shown is not None:
-            expected[sha] = lifted if lifted and not shown.distrusted else shown.trust_key()
+        dated = bool(entry.distrust_after)
+        key = None if dated else by_trust.get(id(entry.trust), False)
+        if key is False or dated:
+            shown = project(entry, view.caps, view.purpose)[0]
+            key = None if shown is None else lifted if lifted and not shown.distrusted else shown.trust_key()
+            if not dated:
+                by_trust[id(entry.trust)] = key
+        if key is not None:
+            expected[sha] = key
     return expected
 
 

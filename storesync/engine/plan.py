@@ -264,8 +264,22 @@ def make_plan(
                 plan.by_distrust.add(after.sha256)
 
     everything = scope is EVERYTHING
+    # What `project` makes of an undated entry depends on its trust map alone, and a store holds
+    # a handful of distinct ones (shared): asked once per map, an entry the store already holds
+    # as wanted is kept without building or projecting anything.
+    outcome: dict[int, tuple[tuple | None, str | None]] = {}
     for entry in source.values():
         have = seen.get(entry.sha256)
+        if everything and have is not None and not entry.distrust_after and (mode == MIRROR or entry.trust.trusted):
+            found = outcome.get(id(entry.trust))
+            if found is None:
+                wanted, loss = project(entry, caps, purpose)
+                found = outcome[id(entry.trust)] = (wanted and wanted._key, loss)
+            if found[0] == have._key:
+                if found[1]:
+                    plan.losses.append(Loss(entry, found[1]))
+                desired[have.sha256] = have
+                continue
         if mode == ADD and have is not None and entry.trust and not entry.trusted_purposes:
             # add takes no trust away: an entry that only distrusts (all a filter leaves of a
             # certificate it did not select) is laid over the target's own
@@ -300,7 +314,7 @@ def make_plan(
     if mode == ADD:  # appends: the store's own certificates first, in their order, then the new ones
         ordered = [desired[sha] for sha in current if sha in desired]
         desired = {**{e.sha256: e for e in ordered}, **desired}
-    plan.desired = TrustSet(desired.values())
+    plan.desired = TrustSet.adopt(desired)
     return plan
 
 
