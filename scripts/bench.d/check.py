@@ -72,7 +72,7 @@ turns = side_by_side({name: (argv, None) for name, argv in (
     # cryptography's ECDSA class imports its OpenSSL backend when the verifier checks an EC
     # signature (this PKI's): part of what check cannot avoid, beside the x509 import
     ("floor_ec", [sys.executable, "-c", "import cryptography.x509, cryptography.hazmat.backends.openssl.backend"]))},
-    rounds=11)
+    rounds=21)
 ok_openssl, ok_ours, missing_openssl, missing_ours, floor, floor_ec = (turns[n] for n in (
     "ok_openssl", "ok_ours", "missing_openssl", "missing_ours", "floor", "floor_ec"))
 every_store = median_time([*STORESYNC, "check", str(leaf_path), "--chain", str(inter_path)], runs=5)
