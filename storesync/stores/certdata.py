@@ -15,9 +15,6 @@ keyed by the certificate's SHA-256, so they cannot be entries: they are listed i
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 
 from storesync import der
 from storesync.fsio import read_bytes
@@ -34,6 +31,11 @@ from storesync.model import (
     TrustSet,
 )
 from storesync.stores import Store, cannot_read
+
+TYPE_CHECKING = False  # typing's, without importing typing nor dataclasses: the NSS store imports
+if TYPE_CHECKING:  # letter_trust from here on every one-shot read and write of a database
+    from datetime import datetime
+    from typing import Any
 
 _PURPOSE_SUFFIX = {
     "SERVER_AUTH": SERVER_AUTH,
@@ -74,26 +76,30 @@ _TRUST_CLASSES = {"CKO_NSS_TRUST", "CKO_TRUST"}
 _OCTAL = re.compile(r"\\([0-3][0-7]{2})")  # \ooo is one byte: at most \377
 
 
-@dataclass
 class _Object:
-    line: int
-    attrs: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    __slots__ = ("line", "attrs")
+
+    def __init__(self, line: int):
+        self.line = line
+        self.attrs: dict[str, tuple[str, Any]] = {}
 
     def get(self, name: str) -> Any:
         value = self.attrs.get(name)
         return value[1] if value else None
 
 
-@dataclass(frozen=True)
 class DistrustRecord:
     """A trust object with no certificate: whatever has this issuer and serial is distrusted."""
 
-    label: str | None
-    issuer: bytes
-    serial: bytes
-    trust: dict[str, str]
-    distrust_after: dict[str, datetime]
-    line: int
+    __slots__ = ("label", "issuer", "serial", "trust", "distrust_after", "line")
+
+    def __init__(self, label: str | None, issuer: bytes, serial: bytes, trust: dict[str, str],
+                 distrust_after: dict[str, datetime], line: int):
+        self.label, self.issuer, self.serial, self.trust = label, issuer, serial, trust
+        self.distrust_after, self.line = distrust_after, line
+
+    def __repr__(self) -> str:
+        return f"DistrustRecord({self.label!r}, line {self.line})"
 
 
 class CertdataStore(Store):
