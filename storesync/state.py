@@ -177,11 +177,20 @@ def save_records(spec: str, files: dict[str, bytes]) -> None:
         raise StoreError(f"{spec}: cannot keep a backup in {state_dir()} ({exc.strerror}), so it was not "
                          f"changed{others}; choose a state dir with --state-dir") from None
     for folder in dict.fromkeys(os.path.dirname(path) for path in files):
-        if os.path.basename(os.path.dirname(folder)) != "backups":
+        if os.path.basename(os.path.dirname(folder)) != "backups" or not _more_than_kept(folder):
             continue
         for old in _backups_in(folder)[BACKUPS_KEPT:]:
             if os.path.join(folder, f"{old['id']}.json") not in files:  # never the one just kept: an undo reads it
                 remove_file(os.path.join(folder, f"{old['id']}.json"))
+
+
+def _more_than_kept(folder: str) -> bool:
+    """Could the folder hold more than BACKUPS_KEPT backups? Only then are they read to drop the
+    oldest: a store's first writes read none of them back (each is a base64 copy of the store)."""
+    try:
+        return sum(name.endswith(".json") for name in os.listdir(folder)) > BACKUPS_KEPT
+    except OSError:
+        return False
 
 
 def drop_backup(spec: str, backup_id: str | None) -> None:
