@@ -438,12 +438,14 @@ def test_a_write_and_its_read_set_each_mac_key_up_once(tmp_path, pki, monkeypatc
 def test_bytes_are_bound_without_asking_for_an_adapter(tmp_path, pki):
     """sqlite3 looks for an adapter of every bytes parameter (int and str it binds at once), and
     that failed lookup raises and drops an AttributeError per value. The NSS store registers the
-    identity adapter for bytes: found at once, and the values stay BLOBs that certutil reads."""
+    identity adapter for bytes: found at once, and the values stay BLOBs that certutil reads. It
+    is bytes.__bytes__, which takes no arguments to parse (the type `bytes`, called, does)."""
     import sqlite3
 
     from storesync.stores import nss  # noqa: F401 - registers it
 
-    assert sqlite3.adapters.get((bytes, sqlite3.PrepareProtocol)) is bytes
+    adapter = sqlite3.adapters.get((bytes, sqlite3.PrepareProtocol))
+    assert adapter == bytes.__bytes__ and adapter(b"\xa5\x00\x5a") == b"\xa5\x00\x5a"
     db = new_db(tmp_path / "db")
     pem = pki.ca("Blob Root").write(tmp_path / "blob.pem")
     assert storesync("sync", f"pem:{pem}", f"nss:{db}").returncode == 0
