@@ -470,3 +470,74 @@ def test_mac_keys_of_one_salt_and_count_but_other_lengths_are_each_derived():
     long, short = keys.mac_key(salt, 1, 32), keys.mac_key(salt, 1, 16)
     assert len(long) == 32 and len(short) == 16
     assert short == pbe.pbkdf2("sha256", keys.pass_key(b""), salt, 1, 16)
+
+
+class Rows:
+    """A connection that counts the signature rows its queries return."""
+
+    def __init__(self, conn, count):
+        self._conn, self._count = conn, count
+
+    def execute(self, sql, *args):
+        cursor = self._conn.execute(sql, *args)
+        if not sql.startswith("SELECT id, item1 FROM metaData"):
+            return cursor
+        rows = cursor.fetchall()
+        self._count[0] += len(rows)
+        return Fetched(rows)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+class Fetched:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def fetchall(self):
+        return self.rows
+
+
+def signature_rows_read(db: Path) -> tuple[int, dict]:
+    from storesync.stores import open_store
+
+    store, count = open_store(f"nss:{db}"), [0]
+    connect = store._connect
+    store._connect = lambda path, readonly: Rows(connect(path, readonly), count)
+    trust = {e.label: dict(e.trust) for e in store.read().values()}
+    return count[0], trust
+
+
+def test_a_read_looks_up_only_the_signatures_of_trust_that_says_something(tmp_path, pki):
+    """Issue 18: a certificate storesync wrote has 13 signed trust attributes, but a read checks
+    only those that state trust or distrust for a purpose: for the system roots, trusted for
+    server authentication alone, 2 of 13 (one per trust class), looked up by id instead of
+    reading them all (certutil 3.87 writes the legacy class alone, and `C,,` is an anchor for
+    servers and a valid CA for clients: 2 of 7). A signature moved from another object is still
+    caught, as certutil catches it.
+    Where the attributes that say something are half or more of them all, all are read at once."""
+    import sqlite3
+
+    from storesync.stores import nss
+
+    db = new_db(tmp_path / "db")
+    for i in range(3):
+        certutil_add(db, f"Server Root {i}", "C,,", pki.ca(f"Server Root {i}").write(tmp_path / f"s{i}.pem"))
+    rows, trust = signature_rows_read(db)
+    assert rows == 3 * 2
+    assert trust == {f"Server Root {i}": {"server-auth": "trusted"} for i in range(3)}
+
+    with sqlite3.connect(db / "cert9.db") as conn:  # one legacy trust object's server signature, swapped for another's
+        ids = [r[0] for r in conn.execute("SELECT id FROM nssPublic WHERE a0 = ?", (nss.ulong(nss.CKO_NSS_TRUST),))]
+    with sqlite3.connect(db / "key4.db") as conn:
+        other = conn.execute("SELECT item1 FROM metaData WHERE id = ?", (nss.sig_id(ids[1], nss.NSS_SERVER),)).fetchone()[0]
+        conn.execute("UPDATE metaData SET item1 = ? WHERE id = ?", (other, nss.sig_id(ids[0], nss.NSS_SERVER)))
+    rows, trust = signature_rows_read(db)
+    assert rows == 3 * 2 and set(trust) == {"Server Root 1", "Server Root 2"}  # its trust counts as unspecified
+    assert certutil_flags(db) == {"Server Root 0": ",,", "Server Root 1": "C,,", "Server Root 2": "C,,"}
+
+    everything = new_db(tmp_path / "everything")
+    certutil_add(everything, "All Root", "CT,C,C", pki.ca("All Root").write(tmp_path / "all.pem"))
+    rows, trust = signature_rows_read(everything)
+    assert rows == 7  # certutil 3.87 writes the legacy class alone: 4 of its 7 say something, so one scan
+    assert trust == {"All Root": {p: "trusted" for p in ("server-auth", "client-auth", "email", "code-signing")}}

@@ -95,6 +95,9 @@ _FROM_LEGACY = {
     CKT_NSS_VALID_DELEGATOR: VALID_CA_L,
 }
 _FROM_P11 = {CKT_ANCHOR: ANCHOR_L, CKT_TRUSTED: PEER_L, CKT_NOT_TRUSTED: DISTRUST_L}
+# The same by the stored value (4 bytes): a value of another length is no CK_ULONG, so no letter
+_FROM_STORED_LEGACY = {n.to_bytes(4, "big"): letter for n, letter in _FROM_LEGACY.items()}
+_FROM_STORED_P11 = {n.to_bytes(4, "big"): letter for n, letter in _FROM_P11.items()}
 _TO_LEGACY = {
     ANCHOR_L: CKT_NSS_TRUSTED_DELEGATOR,
     PEER_L: CKT_NSS_TRUSTED,
@@ -676,10 +679,17 @@ class NssStore(Store):
             conn = self._connect(self.key_db, readonly=True)
             try:
                 def signed() -> dict[bytes, bytes]:
-                    rows = _with_retries(
-                        lambda: conn.execute("SELECT id, item1 FROM metaData WHERE id LIKE 'sig_cert_%'").fetchall(),
-                        self,
-                    )
+                    wanted = _checked_signatures(objects)
+                    if wanted is None:
+                        rows = _with_retries(lambda: conn.execute(
+                            "SELECT id, item1 FROM metaData WHERE id LIKE 'sig_cert_%'").fetchall(), self)
+                    else:
+                        rows = []
+                        for start in range(0, len(wanted), SIGNATURES_PER_QUERY):
+                            part = wanted[start : start + SIGNATURES_PER_QUERY]
+                            rows += _with_retries(lambda: conn.execute(
+                                f"SELECT id, item1 FROM metaData WHERE id IN ({', '.join('?' * len(part))})",
+                                part).fetchall(), self)
                     # by the id's bytes (text_factory=bytes): thousands of rows, none decoded
                     return {i if type(i) is bytes else _text(i).encode(): v for i, v in rows if isinstance(v, bytes)}
 
@@ -776,10 +786,10 @@ class NssStore(Store):
                     continue
                 legacy = trust.cls == CKO_NSS_TRUST
                 attrs = LEGACY_ATTR if legacy else P11_ATTR
-                table = _FROM_LEGACY if legacy else _FROM_P11
+                table = _FROM_STORED_LEGACY if legacy else _FROM_STORED_P11
                 for purpose, attribute in attrs.items():
                     value = trust.raw.get(attribute)
-                    letter = table.get(as_ulong(value), NONE_L) if value is not None else NONE_L
+                    letter = table.get(value, NONE_L)  # None (absent) is no key either
                     if letter and keys is not None:
                         if not keys.verify(signatures.get(sig_key(trust.id, attribute)), trust.id, attribute, value):
                             trust.bad_macs.append(purpose)
@@ -1009,6 +1019,30 @@ def _signature_rows(key_db_bytes: bytes) -> list[tuple]:
             return conn.execute("SELECT id, item1, item2 FROM metaData WHERE id LIKE 'sig_cert_%'").fetchall()
         finally:
             conn.close()
+
+
+#: Bound values per statement when a read looks its signatures up by id (SQLite before 3.32 takes 999).
+SIGNATURES_PER_QUERY = 500
+
+
+def _checked_signatures(objects: list[CertObject]) -> list[str] | None:
+    """The ids of the signatures a read checks (`NssStore._apply_macs`): those of the trust
+    attributes that state trust or distrust for a purpose, not those of the other signed
+    attributes (the hashes, step-up, a purpose with no opinion), which nothing reads. None when
+    they are half or more of the trust objects' signatures: one scan of them all is then cheaper
+    than a lookup of each. The system roots, trusted for server authentication, check 2 of 13."""
+    wanted, signed = [], 0
+    for obj in objects:
+        for trust in (obj.legacy, obj.p11):
+            if trust is None:
+                continue
+            legacy = trust.cls == CKO_NSS_TRUST
+            signed += len(LEGACY_SIGNED) if legacy else len(P11_SIGNED)
+            table, raw = (_FROM_STORED_LEGACY if legacy else _FROM_STORED_P11), trust.raw
+            for attribute in (LEGACY_ATTR if legacy else P11_ATTR).values():
+                if table.get(raw.get(attribute), NONE_L):
+                    wanted.append(sig_id(trust.id, attribute))
+    return wanted if 2 * len(wanted) < signed else None
 
 
 def _proof(objects: list[CertObject], signatures: dict[bytes, bytes]) -> tuple[bytes, int, int, bytes] | None:
