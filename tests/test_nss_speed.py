@@ -244,6 +244,29 @@ def test_the_check_after_a_write_parses_no_certificate_it_wrote(tmp_path, pki):
     assert len(certutil_flags(db)) == 3
 
 
+def test_the_check_after_a_write_hashes_no_certificate_it_wrote(tmp_path, pki):
+    """Issue 18: the read-back takes the certificate of bytes byte for byte those it wrote from
+    the plan (`Store.known`, compared whole as a dict key), with its SHA-256: a certificate is
+    hashed once per run, not again for each read (144 SHA-256 of the system roots)."""
+    db = new_db(tmp_path / "db")
+    bundle = tmp_path / "three.pem"
+    bundle.write_bytes(b"".join(pki.ca(f"Speed Root H{i}").pem for i in range(3)))
+    code = ("import sys\nfrom storesync.stores import nss\nfrom storesync.cli import main\n"
+            "made, make = [0], nss.Certificate\n"
+            "def counted(*args):\n    made[0] += 1\n    return make(*args)\n"
+            "nss.Certificate = counted\nsys.argv = ['storesync', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "print(made[0])")
+    synced = subprocess.run([sys.executable, "-c", code, "sync", f"pem:{bundle}", f"nss:{db}"],
+                            capture_output=True, text=True)
+    assert synced.returncode == 0, synced.stderr
+    assert synced.stdout.splitlines()[-1] == "0"
+    listed = subprocess.run([sys.executable, "-c", code, "list", f"nss:{db}"], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[-1] == "3"  # a read of what this run did not write hashes each
+    assert set(certutil_flags(db)) == {f"Speed Root H{i}" for i in range(3)}
+
+
 class Counted:
     """A connection that counts the statements Python hands it (an executemany is one)."""
 

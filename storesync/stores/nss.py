@@ -814,7 +814,7 @@ class NssStore(Store):
 
     def _entry(self, obj: CertObject) -> Entry | None:
         letters = obj.letters
-        cert = Certificate(obj.der, obj.fields)
+        cert = self.known.get(obj.der) or Certificate(obj.der, obj.fields)  # `known`: as Store.certificate
         trust = letter_trust(letters, cert, self.warnings, f"{self.cert_db}: {obj.label or obj.id}")
         if not trust:
             if PEER_L in letters.values():  # a peer that may issue: not synced, but `--mode remove` takes it out
