@@ -145,18 +145,21 @@ def test_one_shot_nss_sync_and_list_import_no_heavy_module(tmp_path, pki):
     """Issue 18: the NSS store takes `letter_trust` from the certdata store, which imported
     dataclasses and typing (inspect, ast, dis, tokenize with them: 50 M instructions, 11 % of the
     system roots into a fresh database). A sync into a fresh database and `list --json` import
-    neither, nor the CLI's libraries."""
+    neither, nor the CLI's libraries, nor ctypes: the password check of a database never seen
+    decrypts its one block under the empty password in Python (`pbe.aes_cbc_decrypt_public`)."""
     from conftest import cli_modules
     from test_nss import new_db
 
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes(pki.ca("Lean NSS Root").pem)
     env = {"STORESYNC_STATE_DIR": str(tmp_path / "state"), "PATH": "/usr/bin:/bin"}
-    heavy = ("typer", "click", "rich", "dataclasses", "typing", "cryptography")
+    heavy = ("typer", "click", "rich", "dataclasses", "typing", "cryptography", "ctypes")
     warm, db = new_db(tmp_path / "warm"), new_db(tmp_path / "db")
     cli_modules(["sync", f"pem:{bundle}", f"nss:{warm}"], env, ())  # the root's checks, remembered
     assert cli_modules(["sync", f"pem:{bundle}", f"nss:{db}"], env, heavy, installed=True) == (0, [])
     assert cli_modules(["list", "--json", f"nss:{db}"], env, heavy, installed=True) == (0, [])
+    other = new_db(tmp_path / "other")  # a database never seen, listed: its check entry decides
+    assert cli_modules(["list", "--json", f"nss:{other}"], env, heavy, installed=True) == (0, [])
 
 
 def test_one_shot_commands_import_no_pathlib(tmp_path, pki):
