@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
-from contextlib import contextmanager
 
 from storesync import der
 
@@ -580,14 +579,17 @@ def _rc2_cbc_decrypt(key: bytes, bits: int, iv: bytes, data: bytes) -> bytes:
     return bytes(out)
 
 
-@contextmanager
-def budget(left: list[int] | None = None):
-    """Charge every key derivation inside to one file: FILE_KDF_BUDGET iterations in all
+class budget:
+    """Charge every key derivation inside `with` to one file: FILE_KDF_BUDGET iterations in all
     (`left`: what a read of the file has left, when it is charged in more than one place);
-    gives what is left, as it is spent."""
-    left = [FILE_KDF_BUDGET] if left is None else left
-    token = _budget.set(left)
-    try:
-        yield left
-    finally:
-        _budget.reset(token)
+    gives what is left, as it is spent. (A class: contextlib is not imported on the one-shot path.)"""
+
+    def __init__(self, left: list[int] | None = None):
+        self.left, self.token = [FILE_KDF_BUDGET] if left is None else left, None
+
+    def __enter__(self) -> list[int]:
+        self.token = _budget.set(self.left)
+        return self.left
+
+    def __exit__(self, *exc) -> None:
+        _budget.reset(self.token)
