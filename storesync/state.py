@@ -144,7 +144,7 @@ def save_backup(spec: str, snapshot: dict[str, bytes | str | None], reason: str,
 def backup_file(spec: str, snapshot: dict[str, bytes | str | None], reason: str,
                 touched: set[str] | None = None) -> tuple[str, dict[str, bytes]]:
     """The backup `save_backup` keeps, not yet written: (its id, {its path: its bytes})."""
-    import base64
+    import binascii  # base64.b64encode is b2a_base64 without the newline: the base64 module is not imported
 
     stamp = utc_now("%Y%m%dT%H%M%S%fZ")
     backup_id = stamp
@@ -155,7 +155,7 @@ def backup_file(spec: str, snapshot: dict[str, bytes | str | None], reason: str,
         elif isinstance(value, str):
             files[path] = {"link": value}
         else:
-            files[path] = {"data": base64.b64encode(value).decode()}
+            files[path] = {"data": binascii.b2a_base64(value, newline=False).decode()}
     meta = {"id": backup_id, "spec": spec, "created": stamp, "reason": reason, "files": files}
     if touched is not None:
         meta["touched"] = sorted(touched)

@@ -11,8 +11,7 @@ nor is a smaller one this process has parsed already (an identical copy elsewher
 
 from __future__ import annotations
 
-import base64
-import binascii
+import binascii  # base64's b64decode and b64encode are these calls: the base64 module is not imported
 import os
 import re
 from collections.abc import Iterator
@@ -173,7 +172,7 @@ class PemStore(FileStore):
             if b":" in body:  # RFC 1421 headers (Proc-Type: ...) precede the base64
                 body = b"".join(l for l in body.splitlines() if b":" not in l)
             try:
-                raw = base64.b64decode(body.replace(b"\n", b"").replace(b"\r", b""), validate=True)
+                raw = binascii.a2b_base64(body.replace(b"\n", b"").replace(b"\r", b""), strict_mode=True)
             except (binascii.Error, ValueError):
                 raise self.damaged(f"PEM block at line {_line(data, block)} is not valid base64 (corrupted file?)") from None
             trusted = kind == b"TRUSTED CERTIFICATE"
@@ -248,7 +247,7 @@ def _blocks(entries, trusted: bool, comments: bool):
 
 
 def _pem(data: bytes, kind: str) -> bytes:
-    text = base64.b64encode(data)
+    text = binascii.b2a_base64(data, newline=False)
     body = b"\n".join(text[i : i + 64] for i in range(0, len(text), 64))
     return b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (kind.encode(), body, kind.encode())
 
