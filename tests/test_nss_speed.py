@@ -347,6 +347,49 @@ def test_a_write_runs_as_many_statements_for_six_roots_as_for_two(tmp_path, pki)
     assert statements_to_write(tmp_path, pki, 6) == statements_to_write(tmp_path, pki, 2)
 
 
+class Bound:
+    """A connection that counts the values bound into nssPublic's rows."""
+
+    def __init__(self, conn, count):
+        self._conn, self._count = conn, count
+
+    def executemany(self, sql, rows):
+        rows = list(rows)
+        if sql.startswith("INSERT INTO nssPublic"):
+            self._count[0] += sum(map(len, rows))
+        return self._conn.executemany(sql, rows)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+def test_a_write_binds_only_what_differs_from_root_to_root(tmp_path, pki):
+    """Issue 18: what every certificate or trust object of a kind stores alike (class, token,
+    private and modifiable flags, the trust states of a trust map, the hash algorithm) is written
+    into the INSERT as BLOB literals: a root binds its id, names, serial, value, key id and hashes,
+    16 values in all, where it bound 41. The objects are byte for byte certutil's (test_nss)."""
+    import sqlite3
+
+    from storesync.engine.plan import make_plan
+    from storesync.model import TrustSet
+    from storesync.stores import nss, open_store
+
+    db = new_db(tmp_path / "db")
+    source = TrustSet(nss.Entry(nss.Certificate(pki.ca(f"Bound Root {i}").der)) for i in range(4))
+    store = open_store(f"nss:{db}")
+    plan = make_plan(source, store.read(), store.capabilities, store="t", purpose="any")
+    count, connect = [0], store._connect
+    store._connect = lambda path, readonly: Bound(connect(path, readonly), count)
+    store.write(plan)
+    assert count[0] == 4 * 16
+    assert certutil_flags(db) == {f"Bound Root {i}": "CT,C,C" for i in range(4)}
+    with sqlite3.connect(db / "cert9.db") as conn:
+        kinds = {kind for row in conn.execute("SELECT typeof(a0), typeof(a1), typeof(ace536358), typeof(a62c) "
+                                              "FROM nssPublic WHERE a0 != ?", (nss.ulong(nss.CKO_CERTIFICATE),))
+                 for kind in row}
+    assert kinds == {"blob", "null"}  # each trust object has its class's attributes, as BLOBs
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write as another user")
 def test_root_writes_a_users_signed_database_as_that_user(pki):
     """The write runs in a child as the database's owner, who may not read root's Python: what

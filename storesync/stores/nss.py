@@ -1174,6 +1174,13 @@ def _letters_for(entry: Entry) -> dict[str, str]:
     return letters
 
 
+# The attributes of a new object whose values recur from row to row (`_Writer._insert`)
+_COMMON_FIXED = (CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_MODIFIABLE)
+_CERT_FIXED = (*_COMMON_FIXED, CKA_CERTIFICATE_TYPE)
+_LEGACY_FIXED = (*_COMMON_FIXED, CKA_LABEL, *LEGACY_ATTR.values(), NSS_STEP_UP)
+_P11_FIXED = (*_COMMON_FIXED, CKA_LABEL, *P11_ATTR.values(), CKA_NAME_HASH_ALGORITHM)
+
+
 class _Writer:
     """One write transaction. The objects it looks up (certificates and trust by class, issuer and
     serial; nicknames) are read in one scan, then kept up to date in memory; rows and signatures
@@ -1188,7 +1195,7 @@ class _Writer:
         self.stale_signatures: list[str] = []
         self._next_number: dict[str, int] = {}  # nickname base -> the first " #n" not tried yet
         self._rows: dict[str, list[list]] = {}  # INSERT statement -> rows not yet inserted
-        self._statements: dict[tuple[int, ...], str] = {}  # the attributes of a row -> its INSERT
+        self._statements: dict[tuple, tuple[str, list[int]]] = {}  # a row's shape -> its INSERT, the attributes bound
         self._signatures: list[tuple[str, bytes]] = []  # not yet inserted
         self._ids: dict[int, tuple] = {}  # object id -> its key in _objects
         self._objects: dict[tuple, list[tuple[int, Any]]] = {}  # (class, issuer, serial) -> [(id, value)]
@@ -1226,15 +1233,21 @@ class _Writer:
                 self._ids[candidate] = ()  # taken; _add files it
                 return candidate
 
-    def _insert(self, values: dict[int, bytes]) -> int:
-        shape = tuple(values)
-        statement = self._statements.get(shape)
-        if statement is None:  # a few shapes per write: certificates (with an e-mail or not), trust
+    def _insert(self, values: dict[int, bytes], fixed: tuple[int, ...] = ()) -> int:
+        """Queue a new object's row. `fixed`: its attributes whose values recur from row to row
+        (class, flags, trust states): written into the statement as BLOB literals, not bound for
+        every row (sqlite3 looks up an adapter for each bytes value it binds)."""
+        shape = (tuple(values), fixed, *map(values.__getitem__, fixed))
+        known = self._statements.get(shape)
+        if known is None:  # a few per write: certificates (with an e-mail or not), trust by its states
             self._ensure_columns(values)
-            names, marks = ", ".join(["id", *(col(a) for a in values)]), ", ".join("?" * (len(values) + 1))
-            statement = self._statements[shape] = f"INSERT INTO nssPublic ({names}) VALUES ({marks})"
+            names = ", ".join(["id", *(col(a) for a in values)])
+            marks = ", ".join(["?", *(f"X'{values[a].hex()}'" if a in fixed else "?" for a in values)])
+            known = self._statements[shape] = (f"INSERT INTO nssPublic ({names}) VALUES ({marks})",
+                                               [a for a in values if a not in fixed])
+        statement, bound = known
         object_id = self._new_id()
-        self._rows.setdefault(statement, []).append([object_id, *values.values()])
+        self._rows.setdefault(statement, []).append([object_id, *map(values.__getitem__, bound)])
         self._add(object_id, values[CKA_CLASS], values[CKA_ISSUER], values[CKA_SERIAL_NUMBER], values.get(CKA_VALUE),
                   values.get(CKA_SUBJECT), values.get(CKA_LABEL))
         return object_id
@@ -1305,7 +1318,7 @@ class _Writer:
             if item.email:
                 values[CKA_NSS_EMAIL] = item.email
             values.update({a: v for a, v in distrust_after.items() if v is not None})
-            self._insert(values)
+            self._insert(values, _CERT_FIXED)
         else:
             current = self._get(cert_id, list(distrust_after))
             if current != distrust_after:
@@ -1356,8 +1369,8 @@ class _Writer:
             p11[attribute] = _ULONG[_TO_P11[letters[purpose]]]
         p11[CKA_HASH_OF_CERTIFICATE] = item.sha256
         p11[CKA_NAME_HASH_ALGORITHM] = ulong(CKM_SHA256)
-        for values, signed in ((legacy, LEGACY_SIGNED), (p11, P11_SIGNED)):
-            self._signatures += self.sign(self._insert(values), values, signed)
+        for values, signed, fixed in ((legacy, LEGACY_SIGNED, _LEGACY_FIXED), (p11, P11_SIGNED, _P11_FIXED)):
+            self._signatures += self.sign(self._insert(values, fixed), values, signed)
 
     def remove(self, item: _Prepared) -> None:
         self._drop_trust(item)
