@@ -490,6 +490,26 @@ class _KeyedRef(_weak):
 _CERTIFICATES = _Interned()
 
 
+_LETTER_MODEL = {"C": TRUSTED, "p": DISTRUSTED}  # NSS letters (certutil's): C anchor, p distrusted
+
+
+def letter_trust(letters: dict[str, str], cert: Certificate | None, warnings: list[str], where: str) -> dict[str, str]:
+    """The model's trust of NSS letters. A trusted peer (P) is trusted as itself, never as an
+    issuer: NSS refuses a P certificate that issued the one it checks. So P is an anchor only
+    for a certificate that cannot issue (basicConstraints says it is no CA); on one that can,
+    reading it as an anchor would let bundles and keystores trust all it issues."""
+    trust = {p: _LETTER_MODEL[l] for p, l in letters.items() if l in _LETTER_MODEL}
+    peer = [p for p, l in letters.items() if l == "P"]
+    if not peer:
+        return trust  # nearly every entry: its extensions are not read for this
+    if cert is not None and cert.says_leaf:
+        trust.update(dict.fromkeys(peer, TRUSTED))
+    else:
+        warnings.append(f"{where}: trusted as a peer (P) for {', '.join(peer)} while it may issue certificates: "
+                        "that is no anchor, so it is not synced")
+    return trust
+
+
 # --- entries and trust sets ---------------------------------------------------------------
 
 

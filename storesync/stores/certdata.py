@@ -22,18 +22,17 @@ from storesync.model import (
     Capabilities,
     CLIENT_AUTH,
     CODE_SIGNING,
-    DISTRUSTED,
     EMAIL,
     SERVER_AUTH,
-    TRUSTED,
     Certificate,
     Entry,
     TrustSet,
+    letter_trust,
 )
 from storesync.stores import Store, cannot_read
 
-TYPE_CHECKING = False  # typing's, without importing typing nor dataclasses: the NSS store imports
-if TYPE_CHECKING:  # letter_trust from here on every one-shot read and write of a database
+TYPE_CHECKING = False  # typing's, without importing typing (nor dataclasses)
+if TYPE_CHECKING:
     from datetime import datetime
     from typing import Any
 
@@ -53,24 +52,6 @@ _LETTERS = {
     "CKT_NOT_TRUSTED": "p",
     "CKT_NSS_VALID_DELEGATOR": "c",
 }
-_MODEL = {"C": TRUSTED, "p": DISTRUSTED}
-
-
-def letter_trust(letters: dict[str, str], cert: Certificate | None, warnings: list[str], where: str) -> dict[str, str]:
-    """The model's trust of NSS letters. A trusted peer (P) is trusted as itself, never as an
-    issuer: NSS refuses a P certificate that issued the one it checks. So P is an anchor only
-    for a certificate that cannot issue (basicConstraints says it is no CA); on one that can,
-    reading it as an anchor would let bundles and keystores trust all it issues."""
-    trust = {p: _MODEL[l] for p, l in letters.items() if l in _MODEL}
-    peer = [p for p, l in letters.items() if l == "P"]
-    if not peer:
-        return trust  # nearly every entry: its extensions are not read for this
-    if cert is not None and cert.says_leaf:
-        trust.update(dict.fromkeys(peer, TRUSTED))
-    else:
-        warnings.append(f"{where}: trusted as a peer (P) for {', '.join(peer)} while it may issue certificates: "
-                        "that is no anchor, so it is not synced")
-    return trust
 _CERT_CLASSES = {"CKO_CERTIFICATE"}
 _TRUST_CLASSES = {"CKO_NSS_TRUST", "CKO_TRUST"}
 _OCTAL = re.compile(r"\\([0-3][0-7]{2})")  # \ooo is one byte: at most \377

@@ -49,10 +49,10 @@ from storesync.model import (
     Entry,
     StoreError,
     TrustSet,
+    letter_trust,
     name_attributes,
 )
 from storesync.stores import Store, cannot_read, open_store
-from storesync.stores.certdata import letter_trust
 
 TYPE_CHECKING = False  # typing's, without importing typing (nor dataclasses) on the one-shot path
 if TYPE_CHECKING:
