@@ -495,6 +495,26 @@ def test_writing_draws_ids_and_salts_without_importing_random(tmp_path, pki):
     assert len(ids) == len(set(ids)) == 9 and all(0 < i <= 0x3FFFFFFF for i in ids)
 
 
+def test_a_write_draws_its_random_ids_and_salt_in_a_few_system_calls(tmp_path, pki, monkeypatch):
+    """Issue 18: one getrandom call per new object was 435 system calls for the system roots:
+    ids are drawn 256 at a time (still uniform in 1..2**30-1, each checked unused), the MAC salt
+    once."""
+    from storesync.engine.plan import make_plan
+    from storesync.model import TrustSet
+    from storesync.stores import nss, open_store
+
+    db = new_db(tmp_path / "db")
+    source = TrustSet(nss.Entry(nss.Certificate(pki.ca(f"Drawn Root {i}").der)) for i in range(90))
+    store = open_store(f"nss:{db}")
+    plan = make_plan(source, store.read(), store.capabilities, store="t", purpose="any")
+    calls, urandom = [], os.urandom
+    monkeypatch.setattr(os, "urandom", lambda n: calls.append(n) or urandom(n))
+    store.write(plan)
+    assert len(calls) == 3  # 270 objects: two draws of 256 ids, and the salt
+    assert len(open_store(f"nss:{db}").read()) == 90
+    assert len(certutil_flags(db)) == 90
+
+
 # --- MACs ----------------------------------------------------------------------------------
 
 

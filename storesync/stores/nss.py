@@ -1198,6 +1198,7 @@ class _Writer:
         self._statements: dict[tuple, tuple[str, list[int]]] = {}  # a row's shape -> its INSERT, the attributes bound
         self._signatures: list[tuple[str, bytes]] = []  # not yet inserted
         self._ids: dict[int, tuple] = {}  # object id -> its key in _objects
+        self._random: list[int] = []  # ids drawn, not yet tried
         self._objects: dict[tuple, list[tuple[int, Any]]] = {}  # (class, issuer, serial) -> [(id, value)]
         self._nick_of: dict[Any, Any] = {}  # certificate subject -> the first nickname stored for it
         self._subjects_of: dict[Any, set] = {}  # nickname -> subjects of the certificates that have it
@@ -1228,7 +1229,9 @@ class _Writer:
 
     def _new_id(self) -> int:
         while True:  # uniform in 1..MAX_ID (2**30 - 1), as secrets.randbelow(MAX_ID) + 1, without importing random
-            candidate = int.from_bytes(os.urandom(4), "big") & MAX_ID
+            if not self._random:  # drawn 256 at a time: one system call, not one per object
+                self._random = [n & MAX_ID for n in memoryview(os.urandom(4 * 256)).cast("I")]
+            candidate = self._random.pop()
             if candidate and candidate not in self._ids:
                 self._ids[candidate] = ()  # taken; _add files it
                 return candidate
