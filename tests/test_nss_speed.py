@@ -265,25 +265,29 @@ def test_the_version_changes_with_every_write_by_certutil(tmp_path, pki):
     assert store.version() == versions[-1]
 
 
+def counted_cli(setup: str, printed: str, *argv) -> str:
+    """`storesync ARGV` in a fresh interpreter after `setup` (which wraps what is counted): the
+    last line it prints, `printed` evaluated after the run."""
+    code = (f"import sys\n{setup}\nfrom storesync.cli import main\nsys.argv = ['storesync', *sys.argv[1:]]\n"
+            f"try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\nprint({printed})")
+    result = subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()[-1]
+
+
 def test_the_check_after_a_write_parses_no_certificate_it_wrote(tmp_path, pki):
     """The read-back still reads every byte from disk, but a certificate whose DER is the one just
     written is not parsed again; a listing parses each certificate once."""
     db = new_db(tmp_path / "db")
     bundle = tmp_path / "three.pem"
     bundle.write_bytes(b"".join(pki.ca(f"Speed Root F{i}").pem for i in range(3)))
-    code = ("import sys\nfrom storesync import der\nfrom storesync.stores import nss\nfrom storesync.cli import main\n"
-            "inside, parsed = [False], [0]\nread, fields = nss.NssStore.read, der.cert_fields\n"
-            "def counted_read(self):\n    inside[0] = True\n    try:\n        return read(self)\n"
-            "    finally:\n        inside[0] = False\n"
-            "def counted_fields(data):\n    parsed[0] += inside[0]\n    return fields(data)\n"
-            "nss.NssStore.read, der.cert_fields = counted_read, counted_fields\n"
-            "sys.argv = ['storesync', *sys.argv[1:]]\n"
-            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
-            "print(parsed[0])")
-    synced = subprocess.run([sys.executable, "-c", code, "sync", f"pem:{bundle}", f"nss:{db}"],
-                            capture_output=True, text=True)
-    assert synced.returncode == 0, synced.stderr
-    assert synced.stdout.splitlines()[-1] == "0"
+    setup = ("from storesync import der\nfrom storesync.stores import nss\n"
+             "inside, parsed = [False], [0]\nread, fields = nss.NssStore.read, der.cert_fields\n"
+             "def counted_read(self):\n    inside[0] = True\n    try:\n        return read(self)\n"
+             "    finally:\n        inside[0] = False\n"
+             "def counted_fields(data):\n    parsed[0] += inside[0]\n    return fields(data)\n"
+             "nss.NssStore.read, der.cert_fields = counted_read, counted_fields")
+    assert counted_cli(setup, "parsed[0]", "sync", f"pem:{bundle}", f"nss:{db}") == "0"
     assert len(certutil_flags(db)) == 3
 
 
@@ -294,19 +298,10 @@ def test_the_check_after_a_write_hashes_no_certificate_it_wrote(tmp_path, pki):
     db = new_db(tmp_path / "db")
     bundle = tmp_path / "three.pem"
     bundle.write_bytes(b"".join(pki.ca(f"Speed Root H{i}").pem for i in range(3)))
-    code = ("import sys\nfrom storesync.stores import nss\nfrom storesync.cli import main\n"
-            "made, make = [0], nss.Certificate\n"
-            "def counted(*args):\n    made[0] += 1\n    return make(*args)\n"
-            "nss.Certificate = counted\nsys.argv = ['storesync', *sys.argv[1:]]\n"
-            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
-            "print(made[0])")
-    synced = subprocess.run([sys.executable, "-c", code, "sync", f"pem:{bundle}", f"nss:{db}"],
-                            capture_output=True, text=True)
-    assert synced.returncode == 0, synced.stderr
-    assert synced.stdout.splitlines()[-1] == "0"
-    listed = subprocess.run([sys.executable, "-c", code, "list", f"nss:{db}"], capture_output=True, text=True)
-    assert listed.returncode == 0, listed.stderr
-    assert listed.stdout.splitlines()[-1] == "3"  # a read of what this run did not write hashes each
+    setup = ("from storesync.stores import nss\nmade, make = [0], nss.Certificate\n"
+             "def counted(*args):\n    made[0] += 1\n    return make(*args)\nnss.Certificate = counted")
+    assert counted_cli(setup, "made[0]", "sync", f"pem:{bundle}", f"nss:{db}") == "0"
+    assert counted_cli(setup, "made[0]", "list", f"nss:{db}") == "3"  # a read of what this run did not write hashes each
     assert set(certutil_flags(db)) == {f"Speed Root H{i}" for i in range(3)}
 
 
