@@ -142,10 +142,10 @@ def test_one_shot_sync_imports_no_heavy_module(tmp_path, pki):
 
 
 def test_one_shot_nss_sync_and_list_import_no_heavy_module(tmp_path, pki):
-    """Issue 18: the NSS store takes `letter_trust` from the certdata store, which imported
+    """Issue 18: the NSS store took `letter_trust` from the certdata store, which imported
     dataclasses and typing (inspect, ast, dis, tokenize with them: 50 M instructions, 11 % of the
-    system roots into a fresh database). A sync into a fresh database and `list --json` import
-    neither, nor the CLI's libraries, nor ctypes: the password check of a database never seen
+    system roots into a fresh database; it is model's now, and certdata imports neither). A sync
+    into a fresh database and `list --json` import neither, nor the CLI's libraries, nor ctypes: the password check of a database never seen
     decrypts its one block under the empty password in Python (`pbe.aes_cbc_decrypt_public`).
     Nor contextlib (the locks and the KDF budget are classes) nor weakref (2.9 M and 2.6 M), nor
     base64 (binascii's calls are what it runs) nor importlib (a store's module comes by __import__)."""
