@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
-import weakref
+from _weakref import _remove_dead_weakref, ref as _weak
 from functools import cached_property
 from collections.abc import Iterator, Mapping
 
@@ -455,7 +455,59 @@ class Certificate:
             return False
 
 
-_CERTIFICATES: "weakref.WeakValueDictionary[str, Certificate]" = weakref.WeakValueDictionary()
+class _Interned:
+    """SHA-256 -> the Certificate alive with it, held weakly: what `weakref.WeakValueDictionary`
+    does for get and set, from the C module it is built on. The weakref module is 2.6 M
+    instructions to import, 1 % of a one-shot sync or list. A dead reference is dropped by its
+    callback only if it is still the one held (`_remove_dead_weakref`, as WeakValueDictionary)."""
+
+    __slots__ = ("refs", "gone")
+
+    def __init__(self):
+        refs = self.refs = {}
+
+        def gone(reference: "_KeyedRef") -> None:
+            _remove_dead_weakref(refs, reference.key)
+
+        self.gone = gone
+
+    def get(self, key: str) -> "Certificate | None":
+        reference = self.refs.get(key)
+        return reference() if reference is not None else None
+
+    def __setitem__(self, key: str, value: "Certificate") -> None:
+        reference = _KeyedRef(value, self.gone)
+        reference.key = key
+        self.refs[key] = reference
+
+
+class _KeyedRef(_weak):
+    """A weak reference that knows its key (as weakref.KeyedRef)."""
+
+    __slots__ = ("key",)
+
+
+_CERTIFICATES = _Interned()
+
+
+_LETTER_MODEL = {"C": TRUSTED, "p": DISTRUSTED}  # NSS letters (certutil's): C anchor, p distrusted
+
+
+def letter_trust(letters: dict[str, str], cert: Certificate | None, warnings: list[str], where: str) -> dict[str, str]:
+    """The model's trust of NSS letters. A trusted peer (P) is trusted as itself, never as an
+    issuer: NSS refuses a P certificate that issued the one it checks. So P is an anchor only
+    for a certificate that cannot issue (basicConstraints says it is no CA); on one that can,
+    reading it as an anchor would let bundles and keystores trust all it issues."""
+    trust = {p: _LETTER_MODEL[l] for p, l in letters.items() if l in _LETTER_MODEL}
+    peer = [p for p, l in letters.items() if l == "P"]
+    if not peer:
+        return trust  # nearly every entry: its extensions are not read for this
+    if cert is not None and cert.says_leaf:
+        trust.update(dict.fromkeys(peer, TRUSTED))
+    else:
+        warnings.append(f"{where}: trusted as a peer (P) for {', '.join(peer)} while it may issue certificates: "
+                        "that is no anchor, so it is not synced")
+    return trust
 
 
 # --- entries and trust sets ---------------------------------------------------------------

@@ -200,3 +200,27 @@ def test_what_a_plan_asks_of_an_entrys_trust_is_worked_out_once_and_right(root, 
     assert entry.trusted_purposes == [p for p, s in said.items() if s == "trusted"]
     assert entry.trust.named == (set(said) <= set(PURPOSES))
     assert entry.trust is Entry(Certificate(root.der), trust=dict(said) or None).trust  # one map, shared
+
+
+def test_one_certificate_object_per_certificate_alive_and_none_kept_once_dead(pki):
+    """Certificates are interned by SHA-256, weakly (model._CERTIFICATES, without importing
+    weakref: 1 % of a one-shot run): the same bytes give the same object while one is alive, and
+    the entry goes with the last reference."""
+    import gc
+    import subprocess
+    import sys
+
+    from storesync import model
+
+    raw = pki.ca("Interned Root").der
+    first = Certificate(raw)
+    assert Certificate(bytes(raw)) is first and model._CERTIFICATES.get(first.sha256) is first
+    sha = first.sha256
+    del first
+    gc.collect()
+    assert model._CERTIFICATES.get(sha) is None and sha not in model._CERTIFICATES.refs
+    again = Certificate(raw)
+    assert again.sha256 == sha and model._CERTIFICATES.get(sha) is again
+    code = "import sys, storesync.model, storesync.stores.nss; print('weakref' in sys.modules)"
+    assert subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                          env={"PYTHONPATH": ":".join(sys.path)}).stdout.strip() == "False"

@@ -44,6 +44,49 @@ def test_aes_cbc_decrypt_agrees_with_cryptography():
             assert pbe.aes_cbc_decrypt(key, iv, data) == decryptor.update(data) + decryptor.finalize()
 
 
+def test_aes_cbc_decrypt_public_agrees_with_fips_197_and_cryptography():
+    """The Python AES of the empty password's check entry: FIPS-197 appendix C's vectors for the
+    three key lengths, and random keys, IVs and blocks against `cryptography`."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    from storesync import pbe
+
+    plain = bytes.fromhex("00112233445566778899aabbccddeeff")
+    for length, cipher in ((16, "69c4e0d86a7b0430d8cdb78070b4c55a"), (24, "dda97ca4864cdfe06eaf70a0ec0d7191"),
+                           (32, "8ea2b7ca516745bfeafc49904b496089")):
+        assert pbe.aes_cbc_decrypt_public(bytes(range(length)), bytes(16), bytes.fromhex(cipher)) == plain
+    for n in range(60):
+        key, iv, data = os.urandom((16, 24, 32)[n % 3]), os.urandom(16), os.urandom(16 * (1 + n % 4))
+        decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+        assert pbe.aes_cbc_decrypt_public(key, iv, data) == decryptor.update(data) + decryptor.finalize()
+    with pytest.raises(pbe.DecryptError):
+        pbe.aes_cbc_decrypt_public(bytes(32), bytes(16), bytes(15))
+
+
+def test_only_the_empty_passwords_check_is_decrypted_in_python(tmp_path, monkeypatch):
+    """Table lookups by key-dependent indexes are not constant-time: a real password's check
+    entry is decrypted by `aes_cbc_decrypt` (libcrypto), and it still unlocks its database."""
+    import sqlite3
+
+    from storesync import pbe
+    from storesync.stores import nss
+
+    used = []
+    for name in ("aes_cbc_decrypt", "aes_cbc_decrypt_public"):
+        monkeypatch.setattr(pbe, name, lambda *a, _f=getattr(pbe, name), _n=name: used.append(_n) or _f(*a))
+
+    def key_db(db):
+        with sqlite3.connect(db / "key4.db") as conn:
+            return nss.KeyDB(*conn.execute("SELECT item1, item2 FROM metaData WHERE id = 'password'").fetchone())
+
+    protected = key_db(new_db(tmp_path / "db", password=PASSWORD))
+    assert protected.try_password(PASSWORD.encode()) and used == ["aes_cbc_decrypt"]
+    used.clear()
+    assert not protected.try_password(b"") and used == ["aes_cbc_decrypt_public"]
+    used.clear()
+    assert key_db(new_db(tmp_path / "empty")).try_password(b"") and used == ["aes_cbc_decrypt_public"]
+
+
 def test_reading_signed_trust_imports_no_cipher(tmp_path, pki):
     """The empty password is proved by the password-check entry (never by a MAC: anyone can sign
     under it), decrypted by libcrypto: no cryptography cipher."""
@@ -222,26 +265,44 @@ def test_the_version_changes_with_every_write_by_certutil(tmp_path, pki):
     assert store.version() == versions[-1]
 
 
+def counted_cli(setup: str, printed: str, *argv) -> str:
+    """`storesync ARGV` in a fresh interpreter after `setup` (which wraps what is counted): the
+    last line it prints, `printed` evaluated after the run."""
+    code = (f"import sys\n{setup}\nfrom storesync.cli import main\nsys.argv = ['storesync', *sys.argv[1:]]\n"
+            f"try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\nprint({printed})")
+    result = subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()[-1]
+
+
 def test_the_check_after_a_write_parses_no_certificate_it_wrote(tmp_path, pki):
     """The read-back still reads every byte from disk, but a certificate whose DER is the one just
     written is not parsed again; a listing parses each certificate once."""
     db = new_db(tmp_path / "db")
     bundle = tmp_path / "three.pem"
     bundle.write_bytes(b"".join(pki.ca(f"Speed Root F{i}").pem for i in range(3)))
-    code = ("import sys\nfrom storesync import der\nfrom storesync.stores import nss\nfrom storesync.cli import main\n"
-            "inside, parsed = [False], [0]\nread, fields = nss.NssStore.read, der.cert_fields\n"
-            "def counted_read(self):\n    inside[0] = True\n    try:\n        return read(self)\n"
-            "    finally:\n        inside[0] = False\n"
-            "def counted_fields(data):\n    parsed[0] += inside[0]\n    return fields(data)\n"
-            "nss.NssStore.read, der.cert_fields = counted_read, counted_fields\n"
-            "sys.argv = ['storesync', *sys.argv[1:]]\n"
-            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
-            "print(parsed[0])")
-    synced = subprocess.run([sys.executable, "-c", code, "sync", f"pem:{bundle}", f"nss:{db}"],
-                            capture_output=True, text=True)
-    assert synced.returncode == 0, synced.stderr
-    assert synced.stdout.splitlines()[-1] == "0"
+    setup = ("from storesync import der\nfrom storesync.stores import nss\n"
+             "inside, parsed = [False], [0]\nread, fields = nss.NssStore.read, der.cert_fields\n"
+             "def counted_read(self):\n    inside[0] = True\n    try:\n        return read(self)\n"
+             "    finally:\n        inside[0] = False\n"
+             "def counted_fields(data):\n    parsed[0] += inside[0]\n    return fields(data)\n"
+             "nss.NssStore.read, der.cert_fields = counted_read, counted_fields")
+    assert counted_cli(setup, "parsed[0]", "sync", f"pem:{bundle}", f"nss:{db}") == "0"
     assert len(certutil_flags(db)) == 3
+
+
+def test_the_check_after_a_write_hashes_no_certificate_it_wrote(tmp_path, pki):
+    """Issue 18: the read-back takes the certificate of bytes byte for byte those it wrote from
+    the plan (`Store.known`, compared whole as a dict key), with its SHA-256: a certificate is
+    hashed once per run, not again for each read (144 SHA-256 of the system roots)."""
+    db = new_db(tmp_path / "db")
+    bundle = tmp_path / "three.pem"
+    bundle.write_bytes(b"".join(pki.ca(f"Speed Root H{i}").pem for i in range(3)))
+    setup = ("from storesync.stores import nss\nmade, make = [0], nss.Certificate\n"
+             "def counted(*args):\n    made[0] += 1\n    return make(*args)\nnss.Certificate = counted")
+    assert counted_cli(setup, "made[0]", "sync", f"pem:{bundle}", f"nss:{db}") == "0"
+    assert counted_cli(setup, "made[0]", "list", f"nss:{db}") == "3"  # a read of what this run did not write hashes each
+    assert set(certutil_flags(db)) == {f"Speed Root H{i}" for i in range(3)}
 
 
 class Counted:
@@ -281,6 +342,49 @@ def test_a_write_runs_as_many_statements_for_six_roots_as_for_two(tmp_path, pki)
     assert statements_to_write(tmp_path, pki, 6) == statements_to_write(tmp_path, pki, 2)
 
 
+class Bound:
+    """A connection that counts the values bound into nssPublic's rows."""
+
+    def __init__(self, conn, count):
+        self._conn, self._count = conn, count
+
+    def executemany(self, sql, rows):
+        rows = list(rows)
+        if sql.startswith("INSERT INTO nssPublic"):
+            self._count[0] += sum(map(len, rows))
+        return self._conn.executemany(sql, rows)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+def test_a_write_binds_only_what_differs_from_root_to_root(tmp_path, pki):
+    """Issue 18: what every certificate or trust object of a kind stores alike (class, token,
+    private and modifiable flags, the trust states of a trust map, the hash algorithm) is written
+    into the INSERT as BLOB literals: a root binds its id, names, serial, value, key id and hashes,
+    16 values in all, where it bound 41. The objects are byte for byte certutil's (test_nss)."""
+    import sqlite3
+
+    from storesync.engine.plan import make_plan
+    from storesync.model import TrustSet
+    from storesync.stores import nss, open_store
+
+    db = new_db(tmp_path / "db")
+    source = TrustSet(nss.Entry(nss.Certificate(pki.ca(f"Bound Root {i}").der)) for i in range(4))
+    store = open_store(f"nss:{db}")
+    plan = make_plan(source, store.read(), store.capabilities, store="t", purpose="any")
+    count, connect = [0], store._connect
+    store._connect = lambda path, readonly: Bound(connect(path, readonly), count)
+    store.write(plan)
+    assert count[0] == 4 * 16
+    assert certutil_flags(db) == {f"Bound Root {i}": "CT,C,C" for i in range(4)}
+    with sqlite3.connect(db / "cert9.db") as conn:
+        kinds = {kind for row in conn.execute("SELECT typeof(a0), typeof(a1), typeof(ace536358), typeof(a62c) "
+                                              "FROM nssPublic WHERE a0 != ?", (nss.ulong(nss.CKO_CERTIFICATE),))
+                 for kind in row}
+    assert kinds == {"blob", "null"}  # each trust object has its class's attributes, as BLOBs
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write as another user")
 def test_root_writes_a_users_signed_database_as_that_user(pki):
     """The write runs in a child as the database's owner, who may not read root's Python: what
@@ -315,7 +419,8 @@ def test_a_list_remembers_how_cryptography_read_the_certificates_for_the_next_li
 def test_the_empty_password_check_is_remembered_for_the_same_key_db(tmp_path, pki):
     """The check entry decrypts under the empty password: a pure function of key4.db's global salt
     and the entry, remembered by their SHA-256 in the private state dir. The next list of the same
-    database runs no AES (no ctypes import); a changed salt is checked again, and refused."""
+    database runs no AES (the first runs it in Python: no ctypes import either); a changed salt is
+    checked again, and refused."""
     import sqlite3
 
     db = new_db(tmp_path / "db")
@@ -324,12 +429,14 @@ def test_the_empty_password_check_is_remembered_for_the_same_key_db(tmp_path, pk
     state.mkdir(mode=0o700)
     env = {**os.environ, "STORESYNC_STATE_DIR": str(state)}
     argv = ["list", f"nss:{db}", "--json"]
-    code = ("import contextlib, io, sys\nfrom storesync.cli import main\n"
+    code = ("import contextlib, io, sys\nfrom storesync import pbe\nfrom storesync.cli import main\n"
+            "runs, aes = [0], pbe.aes_cbc_decrypt_public\n"
+            "pbe.aes_cbc_decrypt_public = lambda *a: runs.append(1) or aes(*a)\n"
             f"sys.argv = ['storesync', *{argv!r}]\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n    main()\nprint('ctypes' in sys.modules)")
+            "with contextlib.redirect_stdout(io.StringIO()):\n    main()\nprint(len(runs) - 1, 'ctypes' in sys.modules)")
     first, again = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
                     for _ in range(2))
-    assert (first.stdout, again.stdout) == ("True\n", "False\n"), first.stderr + again.stderr
+    assert (first.stdout, again.stdout) == ("1 False\n", "0 False\n"), first.stderr + again.stderr
     remembered = [line for line in (state / "passed-checks").read_text().splitlines() if "nss" in line]
     assert len(remembered) == 1 and remembered[0].endswith(" nss-empty-password")
     listed = storesync(*argv, env=env)
@@ -381,6 +488,26 @@ def test_writing_draws_ids_and_salts_without_importing_random(tmp_path, pki):
     with sqlite3.connect(db / "cert9.db") as conn:
         ids = [row[0] for row in conn.execute("SELECT id FROM nssPublic")]
     assert len(ids) == len(set(ids)) == 9 and all(0 < i <= 0x3FFFFFFF for i in ids)
+
+
+def test_a_write_draws_its_random_ids_and_salt_in_a_few_system_calls(tmp_path, pki, monkeypatch):
+    """Issue 18: one getrandom call per new object was 435 system calls for the system roots:
+    ids are drawn 256 at a time (still uniform in 1..2**30-1, each checked unused), the MAC salt
+    once."""
+    from storesync.engine.plan import make_plan
+    from storesync.model import TrustSet
+    from storesync.stores import nss, open_store
+
+    db = new_db(tmp_path / "db")
+    source = TrustSet(nss.Entry(nss.Certificate(pki.ca(f"Drawn Root {i}").der)) for i in range(90))
+    store = open_store(f"nss:{db}")
+    plan = make_plan(source, store.read(), store.capabilities, store="t", purpose="any")
+    calls, urandom = [], os.urandom
+    monkeypatch.setattr(os, "urandom", lambda n: calls.append(n) or urandom(n))
+    store.write(plan)
+    assert len(calls) == 3  # 270 objects: two draws of 256 ids, and the salt
+    assert len(open_store(f"nss:{db}").read()) == 90
+    assert len(certutil_flags(db)) == 90
 
 
 # --- MACs ----------------------------------------------------------------------------------
@@ -438,12 +565,14 @@ def test_a_write_and_its_read_set_each_mac_key_up_once(tmp_path, pki, monkeypatc
 def test_bytes_are_bound_without_asking_for_an_adapter(tmp_path, pki):
     """sqlite3 looks for an adapter of every bytes parameter (int and str it binds at once), and
     that failed lookup raises and drops an AttributeError per value. The NSS store registers the
-    identity adapter for bytes: found at once, and the values stay BLOBs that certutil reads."""
+    identity adapter for bytes: found at once, and the values stay BLOBs that certutil reads. It
+    is bytes.__bytes__, which takes no arguments to parse (the type `bytes`, called, does)."""
     import sqlite3
 
     from storesync.stores import nss  # noqa: F401 - registers it
 
-    assert sqlite3.adapters.get((bytes, sqlite3.PrepareProtocol)) is bytes
+    adapter = sqlite3.adapters.get((bytes, sqlite3.PrepareProtocol))
+    assert adapter == bytes.__bytes__ and adapter(b"\xa5\x00\x5a") == b"\xa5\x00\x5a"
     db = new_db(tmp_path / "db")
     pem = pki.ca("Blob Root").write(tmp_path / "blob.pem")
     assert storesync("sync", f"pem:{pem}", f"nss:{db}").returncode == 0
@@ -468,3 +597,74 @@ def test_mac_keys_of_one_salt_and_count_but_other_lengths_are_each_derived():
     long, short = keys.mac_key(salt, 1, 32), keys.mac_key(salt, 1, 16)
     assert len(long) == 32 and len(short) == 16
     assert short == pbe.pbkdf2("sha256", keys.pass_key(b""), salt, 1, 16)
+
+
+class Rows:
+    """A connection that counts the signature rows its queries return."""
+
+    def __init__(self, conn, count):
+        self._conn, self._count = conn, count
+
+    def execute(self, sql, *args):
+        cursor = self._conn.execute(sql, *args)
+        if not sql.startswith("SELECT id, item1 FROM metaData"):
+            return cursor
+        rows = cursor.fetchall()
+        self._count[0] += len(rows)
+        return Fetched(rows)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+class Fetched:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def fetchall(self):
+        return self.rows
+
+
+def signature_rows_read(db: Path) -> tuple[int, dict]:
+    from storesync.stores import open_store
+
+    store, count = open_store(f"nss:{db}"), [0]
+    connect = store._connect
+    store._connect = lambda path, readonly: Rows(connect(path, readonly), count)
+    trust = {e.label: dict(e.trust) for e in store.read().values()}
+    return count[0], trust
+
+
+def test_a_read_looks_up_only_the_signatures_of_trust_that_says_something(tmp_path, pki):
+    """Issue 18: a certificate storesync wrote has 13 signed trust attributes, but a read checks
+    only those that state trust or distrust for a purpose: for the system roots, trusted for
+    server authentication alone, 2 of 13 (one per trust class), looked up by id instead of
+    reading them all (certutil 3.87 writes the legacy class alone, and `C,,` is an anchor for
+    servers and a valid CA for clients: 2 of 7). A signature moved from another object is still
+    caught, as certutil catches it.
+    Where the attributes that say something are half or more of them all, all are read at once."""
+    import sqlite3
+
+    from storesync.stores import nss
+
+    db = new_db(tmp_path / "db")
+    for i in range(3):
+        certutil_add(db, f"Server Root {i}", "C,,", pki.ca(f"Server Root {i}").write(tmp_path / f"s{i}.pem"))
+    rows, trust = signature_rows_read(db)
+    assert rows == 3 * 2
+    assert trust == {f"Server Root {i}": {"server-auth": "trusted"} for i in range(3)}
+
+    with sqlite3.connect(db / "cert9.db") as conn:  # one legacy trust object's server signature, swapped for another's
+        ids = [r[0] for r in conn.execute("SELECT id FROM nssPublic WHERE a0 = ?", (nss.ulong(nss.CKO_NSS_TRUST),))]
+    with sqlite3.connect(db / "key4.db") as conn:
+        other = conn.execute("SELECT item1 FROM metaData WHERE id = ?", (nss.sig_id(ids[1], nss.NSS_SERVER),)).fetchone()[0]
+        conn.execute("UPDATE metaData SET item1 = ? WHERE id = ?", (other, nss.sig_id(ids[0], nss.NSS_SERVER)))
+    rows, trust = signature_rows_read(db)
+    assert rows == 3 * 2 and set(trust) == {"Server Root 1", "Server Root 2"}  # its trust counts as unspecified
+    assert certutil_flags(db) == {"Server Root 0": ",,", "Server Root 1": "C,,", "Server Root 2": "C,,"}
+
+    everything = new_db(tmp_path / "everything")
+    certutil_add(everything, "All Root", "CT,C,C", pki.ca("All Root").write(tmp_path / "all.pem"))
+    rows, trust = signature_rows_read(everything)
+    assert rows == 7  # certutil 3.87 writes the legacy class alone: 4 of its 7 say something, so one scan
+    assert trust == {"All Root": {p: "trusted" for p in ("server-auth", "client-auth", "email", "code-signing")}}

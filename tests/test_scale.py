@@ -477,3 +477,47 @@ def test_a_plan_does_the_same_work_per_certificate_at_any_size(kind, tmp_path):
     first, second = (calls[1000] - calls[200]) / 800, (calls[2000] - calls[1000]) / 1000
     print(f"{kind}: {first:.0f} calls per certificate from 200 to 1 000, {second:.0f} from 1 000 to 2 000")
     assert second < first * 1.1, f"{second:.0f} calls per certificate from 1 000 to 2 000 against {first:.0f} before"
+
+
+def test_keeping_a_backup_reads_no_other_backup_until_there_are_more_than_kept(own_state, monkeypatch):
+    """Issue 18: each backup is a base64 copy of its store (97 KB for an empty NSS database as
+    `certutil -N` makes it). Keeping one read every backup of the store back to find those beyond
+    BACKUPS_KEPT, the one just written included: a store's first writes read none; the one
+    after BACKUPS_KEPT reads them all and drops the oldest, as before."""
+    spec, read = "pem:/nowhere/bounded.pem", []
+    monkeypatch.setattr(state, "read_bytes", lambda path: read.append(path) or open(path, "rb").read())
+    for n in range(state.BACKUPS_KEPT):
+        state.save_records(spec, state.backup_file(spec, {"/nowhere/bounded.pem": b"x" * n}, f"write {n}")[1])
+        time.sleep(0.001)  # ids are timestamps in microseconds
+    assert read == []
+    assert len(state.list_backups(spec)) == state.BACKUPS_KEPT
+    read.clear()
+    state.save_records(spec, state.backup_file(spec, {"/nowhere/bounded.pem": b"last"}, "write last")[1])
+    assert len(read) == state.BACKUPS_KEPT + 1  # each read to find the oldest, which goes
+    backups = state.list_backups(spec)
+    assert len(backups) == state.BACKUPS_KEPT and backups[-1]["reason"] == "write 1"
+
+
+def test_a_cached_bundle_compiles_no_pem_pattern(tmp_path):
+    """Issue 18: the PEM block patterns cost 1.9 M instructions to compile, 0.5 % of a sync of the
+    system roots: they are compiled when a bundle is parsed, not when the module is imported, so
+    a run that the stat cache answers compiles neither. The certdata store, whose `letter_trust`
+    the NSS store used, is not imported by a sync into NSS either (1.5 M)."""
+    import subprocess
+    import sys
+
+    from conftest import SYSTEM_BUNDLE
+    from test_nss import new_db
+
+    db = new_db(tmp_path / "db")
+    code = ("import re, sys\nfrom storesync.stores import pem\nfrom storesync.cli import main\n"
+            "compiled, compile = [], re._compile\n"
+            "def counted(pattern, flags):\n    compiled.append(pattern)\n    return compile(pattern, flags)\n"
+            "re._compile = counted\nsys.argv = ['storesync', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "print(sum(p in (pem._BLOCK, pem._BEGIN) for p in compiled), 'storesync.stores.certdata' in sys.modules)")
+    env = {**os.environ, "STORESYNC_STATE_DIR": str(tmp_path / "state")}
+    runs = [subprocess.run([sys.executable, "-c", code, "sync", f"pem:{SYSTEM_BUNDLE}", f"nss:{db}"],
+                           capture_output=True, text=True, env=env) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr + runs[1].stderr
+    assert [r.stdout.splitlines()[-1] for r in runs] == ["2 False", "0 False"]  # parsed once, then cached

@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from contextlib import ExitStack
 
 from storesync import fsio, state
 from storesync.config import Profile, StoreRef
@@ -203,10 +202,9 @@ def _run(profile: Profile, dry_run: bool, force: bool, defaults: dict[str, str] 
 
     result = _new_result(profile, dry_run, defaults) if profile.mode != "merge" else unlocked
     try:
-        with ExitStack() as locks:
-            locks.enter_context(state.lock(f"profile {profile.name}", lock_timeout))
-            for path in sorted({os.path.realpath(o.store.path) for o in result.outcomes if o.store}):
-                locks.enter_context(state.store_lock(path, lock_timeout))
+        with state.held_locks(state.lock(f"profile {profile.name}", lock_timeout),
+                              *(state.store_lock(path, lock_timeout)
+                                for path in sorted({os.path.realpath(o.store.path) for o in result.outcomes if o.store}))):
             if profile.mode == "merge":
                 merged = _prepare(profile, result, force, allow_empty)
             elif all(o.store is not None and o.version is not None and o.store.version() == o.version

@@ -8,9 +8,9 @@ imported only when a store of their kind is opened, so a command pays only for w
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
+import sys
 
 from storesync.fsio import (
     CAS_ATTEMPTS, absolute, atomic_write, digest_of, file_digest, parent, read_bytes, remove_file, replace_if_unchanged,
@@ -241,7 +241,8 @@ def identify(head: bytes) -> tuple[str | None, str] | None:
 def store_class(kind: str) -> type["Store"]:
     module_name, _, class_name = KINDS[kind].partition(":")
     try:
-        module = importlib.import_module(module_name)
+        __import__(module_name)  # importlib.import_module without importing importlib (0.6 M instructions)
+        module = sys.modules[module_name]
     except ModuleNotFoundError as exc:
         if exc.name == module_name:
             raise StoreError(f"store kind {kind!r} is not available in this version") from None

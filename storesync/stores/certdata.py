@@ -15,9 +15,6 @@ keyed by the certificate's SHA-256, so they cannot be entries: they are listed i
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 
 from storesync import der
 from storesync.fsio import read_bytes
@@ -25,15 +22,19 @@ from storesync.model import (
     Capabilities,
     CLIENT_AUTH,
     CODE_SIGNING,
-    DISTRUSTED,
     EMAIL,
     SERVER_AUTH,
-    TRUSTED,
     Certificate,
     Entry,
     TrustSet,
+    letter_trust,
 )
 from storesync.stores import Store, cannot_read
+
+TYPE_CHECKING = False  # typing's, without importing typing (nor dataclasses)
+if TYPE_CHECKING:
+    from datetime import datetime
+    from typing import Any
 
 _PURPOSE_SUFFIX = {
     "SERVER_AUTH": SERVER_AUTH,
@@ -51,49 +52,35 @@ _LETTERS = {
     "CKT_NOT_TRUSTED": "p",
     "CKT_NSS_VALID_DELEGATOR": "c",
 }
-_MODEL = {"C": TRUSTED, "p": DISTRUSTED}
-
-
-def letter_trust(letters: dict[str, str], cert: Certificate | None, warnings: list[str], where: str) -> dict[str, str]:
-    """The model's trust of NSS letters. A trusted peer (P) is trusted as itself, never as an
-    issuer: NSS refuses a P certificate that issued the one it checks. So P is an anchor only
-    for a certificate that cannot issue (basicConstraints says it is no CA); on one that can,
-    reading it as an anchor would let bundles and keystores trust all it issues."""
-    trust = {p: _MODEL[l] for p, l in letters.items() if l in _MODEL}
-    peer = [p for p, l in letters.items() if l == "P"]
-    if not peer:
-        return trust  # nearly every entry: its extensions are not read for this
-    if cert is not None and cert.says_leaf:
-        trust.update(dict.fromkeys(peer, TRUSTED))
-    else:
-        warnings.append(f"{where}: trusted as a peer (P) for {', '.join(peer)} while it may issue certificates: "
-                        "that is no anchor, so it is not synced")
-    return trust
 _CERT_CLASSES = {"CKO_CERTIFICATE"}
 _TRUST_CLASSES = {"CKO_NSS_TRUST", "CKO_TRUST"}
 _OCTAL = re.compile(r"\\([0-3][0-7]{2})")  # \ooo is one byte: at most \377
 
 
-@dataclass
 class _Object:
-    line: int
-    attrs: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    __slots__ = ("line", "attrs")
+
+    def __init__(self, line: int):
+        self.line = line
+        self.attrs: dict[str, tuple[str, Any]] = {}
 
     def get(self, name: str) -> Any:
         value = self.attrs.get(name)
         return value[1] if value else None
 
 
-@dataclass(frozen=True)
 class DistrustRecord:
     """A trust object with no certificate: whatever has this issuer and serial is distrusted."""
 
-    label: str | None
-    issuer: bytes
-    serial: bytes
-    trust: dict[str, str]
-    distrust_after: dict[str, datetime]
-    line: int
+    __slots__ = ("label", "issuer", "serial", "trust", "distrust_after", "line")
+
+    def __init__(self, label: str | None, issuer: bytes, serial: bytes, trust: dict[str, str],
+                 distrust_after: dict[str, datetime], line: int):
+        self.label, self.issuer, self.serial, self.trust = label, issuer, serial, trust
+        self.distrust_after, self.line = distrust_after, line
+
+    def __repr__(self) -> str:
+        return f"DistrustRecord({self.label!r}, line {self.line})"
 
 
 class CertdataStore(Store):

@@ -49,10 +49,10 @@ from storesync.model import (
     Entry,
     StoreError,
     TrustSet,
+    letter_trust,
     name_attributes,
 )
 from storesync.stores import Store, cannot_read, open_store
-from storesync.stores.certdata import letter_trust
 
 TYPE_CHECKING = False  # typing's, without importing typing (nor dataclasses) on the one-shot path
 if TYPE_CHECKING:
@@ -95,6 +95,9 @@ _FROM_LEGACY = {
     CKT_NSS_VALID_DELEGATOR: VALID_CA_L,
 }
 _FROM_P11 = {CKT_ANCHOR: ANCHOR_L, CKT_TRUSTED: PEER_L, CKT_NOT_TRUSTED: DISTRUST_L}
+# The same by the stored value (4 bytes): a value of another length is no CK_ULONG, so no letter
+_FROM_STORED_LEGACY = {n.to_bytes(4, "big"): letter for n, letter in _FROM_LEGACY.items()}
+_FROM_STORED_P11 = {n.to_bytes(4, "big"): letter for n, letter in _FROM_P11.items()}
 _TO_LEGACY = {
     ANCHOR_L: CKT_NSS_TRUSTED_DELEGATOR,
     PEER_L: CKT_NSS_TRUSTED,
@@ -117,8 +120,10 @@ _HEX = {n: "%08x" % n for n in _ULONG}  # the attribute part of a signature's id
 # sqlite3 binds int, float, str and bytearray as they are, but asks every bytes value for an
 # adapter first: its protocol type raises (and sqlite3 drops) an AttributeError per value, half the
 # cost of binding the ~7 000 BLOBs a write of the system roots binds. An adapter found at once
-# (bytes itself: the value unchanged) spares that; the database gets the same BLOBs.
-sqlite3.register_adapter(bytes, bytes)
+# that returns the value unchanged spares that; the database gets the same BLOBs. bytes.__bytes__
+# (Python 3.11) is a C method without arguments: calling the type `bytes` parses its arguments
+# first, a fifth more instructions per value bound.
+sqlite3.register_adapter(bytes, bytes.__bytes__)
 MAX_ID = 0x3FFFFFFF
 BUSY_TIMEOUT = 0.25  # seconds SQLite waits for a lock per attempt
 ATTEMPTS = 40  # attempts before giving up (NSS itself gives up after ~1-2 s)
@@ -198,7 +203,9 @@ class KeyDB:
                 return False
             iv = iv.raw if len(iv.value) == 14 else iv.value  # NSS quirk: 14-byte IV stored, 040e prefix
             key = pbe.pbkdf2("sha256", self.pass_key(password), salt, iterations, key_length or 32)
-            plain = pbe.aes_cbc_decrypt(key, iv, ciphertext.value)
+            # The empty password's key is no secret: its one block is decrypted in Python (no ctypes)
+            decrypt = pbe.aes_cbc_decrypt_public if not password and len(ciphertext.value) <= 64 else pbe.aes_cbc_decrypt
+            plain = decrypt(key, iv, ciphertext.value)
         except Exception:  # noqa: BLE001 - any failure means "not this password"
             return False
         return plain.startswith(b"password-check")
@@ -674,10 +681,17 @@ class NssStore(Store):
             conn = self._connect(self.key_db, readonly=True)
             try:
                 def signed() -> dict[bytes, bytes]:
-                    rows = _with_retries(
-                        lambda: conn.execute("SELECT id, item1 FROM metaData WHERE id LIKE 'sig_cert_%'").fetchall(),
-                        self,
-                    )
+                    wanted = _checked_signatures(objects)
+                    if wanted is None:
+                        rows = _with_retries(lambda: conn.execute(
+                            "SELECT id, item1 FROM metaData WHERE id LIKE 'sig_cert_%'").fetchall(), self)
+                    else:
+                        rows = []
+                        for start in range(0, len(wanted), SIGNATURES_PER_QUERY):
+                            part = wanted[start : start + SIGNATURES_PER_QUERY]
+                            rows += _with_retries(lambda: conn.execute(
+                                f"SELECT id, item1 FROM metaData WHERE id IN ({', '.join('?' * len(part))})",
+                                part).fetchall(), self)
                     # by the id's bytes (text_factory=bytes): thousands of rows, none decoded
                     return {i if type(i) is bytes else _text(i).encode(): v for i, v in rows if isinstance(v, bytes)}
 
@@ -774,10 +788,10 @@ class NssStore(Store):
                     continue
                 legacy = trust.cls == CKO_NSS_TRUST
                 attrs = LEGACY_ATTR if legacy else P11_ATTR
-                table = _FROM_LEGACY if legacy else _FROM_P11
+                table = _FROM_STORED_LEGACY if legacy else _FROM_STORED_P11
                 for purpose, attribute in attrs.items():
                     value = trust.raw.get(attribute)
-                    letter = table.get(as_ulong(value), NONE_L) if value is not None else NONE_L
+                    letter = table.get(value, NONE_L)  # None (absent) is no key either
                     if letter and keys is not None:
                         if not keys.verify(signatures.get(sig_key(trust.id, attribute)), trust.id, attribute, value):
                             trust.bad_macs.append(purpose)
@@ -802,7 +816,7 @@ class NssStore(Store):
 
     def _entry(self, obj: CertObject) -> Entry | None:
         letters = obj.letters
-        cert = Certificate(obj.der, obj.fields)
+        cert = self.known.get(obj.der) or Certificate(obj.der, obj.fields)  # `known`: as Store.certificate
         trust = letter_trust(letters, cert, self.warnings, f"{self.cert_db}: {obj.label or obj.id}")
         if not trust:
             if PEER_L in letters.values():  # a peer that may issue: not synced, but `--mode remove` takes it out
@@ -1009,6 +1023,30 @@ def _signature_rows(key_db_bytes: bytes) -> list[tuple]:
             conn.close()
 
 
+#: Bound values per statement when a read looks its signatures up by id (SQLite before 3.32 takes 999).
+SIGNATURES_PER_QUERY = 500
+
+
+def _checked_signatures(objects: list[CertObject]) -> list[str] | None:
+    """The ids of the signatures a read checks (`NssStore._apply_macs`): those of the trust
+    attributes that state trust or distrust for a purpose, not those of the other signed
+    attributes (the hashes, step-up, a purpose with no opinion), which nothing reads. None when
+    they are half or more of the trust objects' signatures: one scan of them all is then cheaper
+    than a lookup of each. The system roots, trusted for server authentication, check 2 of 13."""
+    wanted, signed = [], 0
+    for obj in objects:
+        for trust in (obj.legacy, obj.p11):
+            if trust is None:
+                continue
+            legacy = trust.cls == CKO_NSS_TRUST
+            signed += len(LEGACY_SIGNED) if legacy else len(P11_SIGNED)
+            table, raw = (_FROM_STORED_LEGACY if legacy else _FROM_STORED_P11), trust.raw
+            for attribute in (LEGACY_ATTR if legacy else P11_ATTR).values():
+                if table.get(raw.get(attribute), NONE_L):
+                    wanted.append(sig_id(trust.id, attribute))
+    return wanted if 2 * len(wanted) < signed else None
+
+
 def _proof(objects: list[CertObject], signatures: dict[bytes, bytes]) -> tuple[bytes, int, int, bytes] | None:
     """One signed trust attribute (signature, object id, attribute, value) for `KeyDB.login`."""
     for obj in objects:
@@ -1136,6 +1174,13 @@ def _letters_for(entry: Entry) -> dict[str, str]:
     return letters
 
 
+# The attributes of a new object whose values recur from row to row (`_Writer._insert`)
+_COMMON_FIXED = (CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_MODIFIABLE)
+_CERT_FIXED = (*_COMMON_FIXED, CKA_CERTIFICATE_TYPE)
+_LEGACY_FIXED = (*_COMMON_FIXED, CKA_LABEL, *LEGACY_ATTR.values(), NSS_STEP_UP)
+_P11_FIXED = (*_COMMON_FIXED, CKA_LABEL, *P11_ATTR.values(), CKA_NAME_HASH_ALGORITHM)
+
+
 class _Writer:
     """One write transaction. The objects it looks up (certificates and trust by class, issuer and
     serial; nicknames) are read in one scan, then kept up to date in memory; rows and signatures
@@ -1150,9 +1195,10 @@ class _Writer:
         self.stale_signatures: list[str] = []
         self._next_number: dict[str, int] = {}  # nickname base -> the first " #n" not tried yet
         self._rows: dict[str, list[list]] = {}  # INSERT statement -> rows not yet inserted
-        self._statements: dict[tuple[int, ...], str] = {}  # the attributes of a row -> its INSERT
+        self._statements: dict[tuple, tuple[str, list[int]]] = {}  # a row's shape -> its INSERT, the attributes bound
         self._signatures: list[tuple[str, bytes]] = []  # not yet inserted
         self._ids: dict[int, tuple] = {}  # object id -> its key in _objects
+        self._random: list[int] = []  # ids drawn, not yet tried
         self._objects: dict[tuple, list[tuple[int, Any]]] = {}  # (class, issuer, serial) -> [(id, value)]
         self._nick_of: dict[Any, Any] = {}  # certificate subject -> the first nickname stored for it
         self._subjects_of: dict[Any, set] = {}  # nickname -> subjects of the certificates that have it
@@ -1183,20 +1229,28 @@ class _Writer:
 
     def _new_id(self) -> int:
         while True:  # uniform in 1..MAX_ID (2**30 - 1), as secrets.randbelow(MAX_ID) + 1, without importing random
-            candidate = int.from_bytes(os.urandom(4), "big") & MAX_ID
+            if not self._random:  # drawn 256 at a time: one system call, not one per object
+                self._random = [n & MAX_ID for n in memoryview(os.urandom(4 * 256)).cast("I")]
+            candidate = self._random.pop()
             if candidate and candidate not in self._ids:
                 self._ids[candidate] = ()  # taken; _add files it
                 return candidate
 
-    def _insert(self, values: dict[int, bytes]) -> int:
-        shape = tuple(values)
-        statement = self._statements.get(shape)
-        if statement is None:  # a few shapes per write: certificates (with an e-mail or not), trust
+    def _insert(self, values: dict[int, bytes], fixed: tuple[int, ...] = ()) -> int:
+        """Queue a new object's row. `fixed`: its attributes whose values recur from row to row
+        (class, flags, trust states): written into the statement as BLOB literals, not bound for
+        every row (sqlite3 looks up an adapter for each bytes value it binds)."""
+        shape = (tuple(values), fixed, *map(values.__getitem__, fixed))
+        known = self._statements.get(shape)
+        if known is None:  # a few per write: certificates (with an e-mail or not), trust by its states
             self._ensure_columns(values)
-            names, marks = ", ".join(["id", *(col(a) for a in values)]), ", ".join("?" * (len(values) + 1))
-            statement = self._statements[shape] = f"INSERT INTO nssPublic ({names}) VALUES ({marks})"
+            names = ", ".join(["id", *(col(a) for a in values)])
+            marks = ", ".join(["?", *(f"X'{values[a].hex()}'" if a in fixed else "?" for a in values)])
+            known = self._statements[shape] = (f"INSERT INTO nssPublic ({names}) VALUES ({marks})",
+                                               [a for a in values if a not in fixed])
+        statement, bound = known
         object_id = self._new_id()
-        self._rows.setdefault(statement, []).append([object_id, *values.values()])
+        self._rows.setdefault(statement, []).append([object_id, *map(values.__getitem__, bound)])
         self._add(object_id, values[CKA_CLASS], values[CKA_ISSUER], values[CKA_SERIAL_NUMBER], values.get(CKA_VALUE),
                   values.get(CKA_SUBJECT), values.get(CKA_LABEL))
         return object_id
@@ -1267,7 +1321,7 @@ class _Writer:
             if item.email:
                 values[CKA_NSS_EMAIL] = item.email
             values.update({a: v for a, v in distrust_after.items() if v is not None})
-            self._insert(values)
+            self._insert(values, _CERT_FIXED)
         else:
             current = self._get(cert_id, list(distrust_after))
             if current != distrust_after:
@@ -1318,8 +1372,8 @@ class _Writer:
             p11[attribute] = _ULONG[_TO_P11[letters[purpose]]]
         p11[CKA_HASH_OF_CERTIFICATE] = item.sha256
         p11[CKA_NAME_HASH_ALGORITHM] = ulong(CKM_SHA256)
-        for values, signed in ((legacy, LEGACY_SIGNED), (p11, P11_SIGNED)):
-            self._signatures += self.sign(self._insert(values), values, signed)
+        for values, signed, fixed in ((legacy, LEGACY_SIGNED, _LEGACY_FIXED), (p11, P11_SIGNED, _P11_FIXED)):
+            self._signatures += self.sign(self._insert(values, fixed), values, signed)
 
     def remove(self, item: _Prepared) -> None:
         self._drop_trust(item)
