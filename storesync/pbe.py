@@ -293,69 +293,6 @@ def aes_cbc_decrypt(key: bytes, iv: bytes, data: bytes, pad: bool = False, span:
     return plain
 
 
-def aes_cbc_decrypt_public(key: bytes, iv: bytes, data: bytes) -> bytes:
-    """AES-CBC decryption (FIPS-197, padding left in place) in Python, for a few blocks under a
-    key that is no secret: the password-check entry of an NSS database under the empty password,
-    which every sync of a new database decrypts. libcrypto's AES costs a ctypes import (2 % of
-    such a sync); this costs less for one block. Table lookups by key-dependent indexes are not
-    constant-time: never for a key derived from a real password (`aes_cbc_decrypt` is)."""
-    if len(key) not in (16, 24, 32) or len(iv) != 16 or len(data) % 16:
-        raise DecryptError("the ciphertext length is not a whole number of blocks")
-    sbox, inverse, m9, m11, m13, m14 = _aes_tables()
-    words = [list(key[i : i + 4]) for i in range(0, len(key), 4)]  # FIPS-197 5.2, KeyExpansion
-    nk = len(words)
-    rounds, rcon = nk + 6, 1
-    while len(words) < 4 * (rounds + 1):
-        word = words[-1]
-        if len(words) % nk == 0:
-            word = [sbox[word[1]] ^ rcon, sbox[word[2]], sbox[word[3]], sbox[word[0]]]
-            rcon = (rcon << 1) ^ (0x11B if rcon & 0x80 else 0)
-        elif nk > 6 and len(words) % nk == 4:
-            word = [sbox[b] for b in word]
-        words.append([a ^ b for a, b in zip(words[-nk], word)])
-    keys = [[b for word in words[4 * r : 4 * r + 4] for b in word] for r in range(rounds + 1)]
-    out, previous = bytearray(), iv
-    for start in range(0, len(data), 16):  # 5.3, InvCipher, per block; then CBC's XOR
-        block = data[start : start + 16]
-        state = [b ^ k for b, k in zip(block, keys[rounds])]
-        for r in range(rounds - 1, -1, -1):
-            # InvShiftRows (row i turns right by i) and InvSubBytes; byte i + 4c is row i, column c
-            state = [inverse[state[i + 4 * ((c - i) % 4)]] ^ keys[r][i + 4 * c] for c in range(4) for i in range(4)]
-            if r:  # InvMixColumns
-                mixed = []
-                for c in range(0, 16, 4):
-                    a0, a1, a2, a3 = state[c : c + 4]
-                    mixed += (m14[a0] ^ m11[a1] ^ m13[a2] ^ m9[a3], m9[a0] ^ m14[a1] ^ m11[a2] ^ m13[a3],
-                              m13[a0] ^ m9[a1] ^ m14[a2] ^ m11[a3], m11[a0] ^ m13[a1] ^ m9[a2] ^ m14[a3])
-                state = mixed
-        out += bytes(a ^ b for a, b in zip(state, previous))
-        previous = block
-    return bytes(out)
-
-
-_AES_TABLES: tuple | None = None
-
-
-def _aes_tables() -> tuple:
-    """The S-box, its inverse, and products by 9, 11, 13 and 14 in GF(2^8) (FIPS-197 4, 5.1.1)."""
-    global _AES_TABLES
-    if _AES_TABLES is None:
-        exp, log, x = [0] * 510, [0] * 256, 1
-        for i in range(255):  # 3 generates the field's multiplicative group
-            exp[i] = exp[i + 255] = x
-            log[x] = i
-            x ^= (x << 1) ^ (0x11B if x & 0x80 else 0)
-        sbox, inverse = [0] * 256, [0] * 256
-        for a in range(256):
-            b = exp[255 - log[a]] if a else 0
-            b ^= (b << 1 | b >> 7) ^ (b << 2 | b >> 6) ^ (b << 3 | b >> 5) ^ (b << 4 | b >> 4)
-            sbox[a] = (b ^ 0x63) & 0xFF
-            inverse[sbox[a]] = a
-        products = [[exp[log[a] + log[n]] if a else 0 for a in range(256)] for n in (9, 11, 13, 14)]
-        _AES_TABLES = (sbox, inverse, *products)
-    return _AES_TABLES
-
-
 def aes_cbc(key: bytes, iv: bytes, encrypt: bool):
     """AES-CBC fed piece by piece (`update`, then `finalize`), no padding: libcrypto's, else
     `cryptography`'s."""

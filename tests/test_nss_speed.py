@@ -44,49 +44,6 @@ def test_aes_cbc_decrypt_agrees_with_cryptography():
             assert pbe.aes_cbc_decrypt(key, iv, data) == decryptor.update(data) + decryptor.finalize()
 
 
-def test_aes_cbc_decrypt_public_agrees_with_fips_197_and_cryptography():
-    """The Python AES of the empty password's check entry: FIPS-197 appendix C's vectors for the
-    three key lengths, and random keys, IVs and blocks against `cryptography`."""
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-    from storesync import pbe
-
-    plain = bytes.fromhex("00112233445566778899aabbccddeeff")
-    for length, cipher in ((16, "69c4e0d86a7b0430d8cdb78070b4c55a"), (24, "dda97ca4864cdfe06eaf70a0ec0d7191"),
-                           (32, "8ea2b7ca516745bfeafc49904b496089")):
-        assert pbe.aes_cbc_decrypt_public(bytes(range(length)), bytes(16), bytes.fromhex(cipher)) == plain
-    for n in range(60):
-        key, iv, data = os.urandom((16, 24, 32)[n % 3]), os.urandom(16), os.urandom(16 * (1 + n % 4))
-        decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
-        assert pbe.aes_cbc_decrypt_public(key, iv, data) == decryptor.update(data) + decryptor.finalize()
-    with pytest.raises(pbe.DecryptError):
-        pbe.aes_cbc_decrypt_public(bytes(32), bytes(16), bytes(15))
-
-
-def test_only_the_empty_passwords_check_is_decrypted_in_python(tmp_path, monkeypatch):
-    """Table lookups by key-dependent indexes are not constant-time: a real password's check
-    entry is decrypted by `aes_cbc_decrypt` (libcrypto), and it still unlocks its database."""
-    import sqlite3
-
-    from storesync import pbe
-    from storesync.stores import nss
-
-    used = []
-    for name in ("aes_cbc_decrypt", "aes_cbc_decrypt_public"):
-        monkeypatch.setattr(pbe, name, lambda *a, _f=getattr(pbe, name), _n=name: used.append(_n) or _f(*a))
-
-    def key_db(db):
-        with sqlite3.connect(db / "key4.db") as conn:
-            return nss.KeyDB(*conn.execute("SELECT item1, item2 FROM metaData WHERE id = 'password'").fetchone())
-
-    protected = key_db(new_db(tmp_path / "db", password=PASSWORD))
-    assert protected.try_password(PASSWORD.encode()) and used == ["aes_cbc_decrypt"]
-    used.clear()
-    assert not protected.try_password(b"") and used == ["aes_cbc_decrypt_public"]
-    used.clear()
-    assert key_db(new_db(tmp_path / "empty")).try_password(b"") and used == ["aes_cbc_decrypt_public"]
-
-
 def test_reading_signed_trust_imports_no_cipher(tmp_path, pki):
     """The empty password is proved by the password-check entry (never by a MAC: anyone can sign
     under it), decrypted by libcrypto: no cryptography cipher."""
@@ -419,8 +376,7 @@ def test_a_list_remembers_how_cryptography_read_the_certificates_for_the_next_li
 def test_the_empty_password_check_is_remembered_for_the_same_key_db(tmp_path, pki):
     """The check entry decrypts under the empty password: a pure function of key4.db's global salt
     and the entry, remembered by their SHA-256 in the private state dir. The next list of the same
-    database runs no AES (the first runs it in Python: no ctypes import either); a changed salt is
-    checked again, and refused."""
+    database runs no AES (no ctypes import); a changed salt is checked again, and refused."""
     import sqlite3
 
     db = new_db(tmp_path / "db")
@@ -429,14 +385,12 @@ def test_the_empty_password_check_is_remembered_for_the_same_key_db(tmp_path, pk
     state.mkdir(mode=0o700)
     env = {**os.environ, "STORESYNC_STATE_DIR": str(state)}
     argv = ["list", f"nss:{db}", "--json"]
-    code = ("import contextlib, io, sys\nfrom storesync import pbe\nfrom storesync.cli import main\n"
-            "runs, aes = [0], pbe.aes_cbc_decrypt_public\n"
-            "pbe.aes_cbc_decrypt_public = lambda *a: runs.append(1) or aes(*a)\n"
+    code = ("import contextlib, io, sys\nfrom storesync.cli import main\n"
             f"sys.argv = ['storesync', *{argv!r}]\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n    main()\nprint(len(runs) - 1, 'ctypes' in sys.modules)")
+            "with contextlib.redirect_stdout(io.StringIO()):\n    main()\nprint('ctypes' in sys.modules)")
     first, again = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
                     for _ in range(2))
-    assert (first.stdout, again.stdout) == ("1 False\n", "0 False\n"), first.stderr + again.stderr
+    assert (first.stdout, again.stdout) == ("True\n", "False\n"), first.stderr + again.stderr
     remembered = [line for line in (state / "passed-checks").read_text().splitlines() if "nss" in line]
     assert len(remembered) == 1 and remembered[0].endswith(" nss-empty-password")
     listed = storesync(*argv, env=env)

@@ -203,9 +203,7 @@ class KeyDB:
                 return False
             iv = iv.raw if len(iv.value) == 14 else iv.value  # NSS quirk: 14-byte IV stored, 040e prefix
             key = pbe.pbkdf2("sha256", self.pass_key(password), salt, iterations, key_length or 32)
-            # The empty password's key is no secret: its one block is decrypted in Python (no ctypes)
-            decrypt = pbe.aes_cbc_decrypt_public if not password and len(ciphertext.value) <= 64 else pbe.aes_cbc_decrypt
-            plain = decrypt(key, iv, ciphertext.value)
+            plain = pbe.aes_cbc_decrypt(key, iv, ciphertext.value)
         except Exception:  # noqa: BLE001 - any failure means "not this password"
             return False
         return plain.startswith(b"password-check")
