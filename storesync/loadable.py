@@ -17,7 +17,10 @@ Kept out of the one-shot path until a sync adds something: libcrypto is loaded o
 
 Verdicts are pure functions of a certificate's bytes, so a *passed* check is remembered by the
 SHA-256 of the DER in the state dir (`remember_in`, `save`) and not run again: only a cache file
-that the current user (or root) alone can write is believed. Refusals are never cached.
+that the current user (or root) alone can write is believed. Refusals are never cached. Two
+more such functions are kept there for the certificates a sync adds, which would otherwise walk
+every one's DER again at every run: that `ca_only` lets it in (`may_anchor`; a refusal is not
+remembered either) and its default label (`label`).
 """
 
 from __future__ import annotations
@@ -52,12 +55,13 @@ _RULES = "storesync-passed-checks 1"  # the first line; bumped when a check chan
 _CACHE_NAME = "passed-checks"
 _MAX_REMEMBERED = 500_000  # lines (about 70 bytes each): beyond it, start afresh
 #: The checks a line may name (a line naming another vouches for nothing).
-_CHECKS = (*NAMES, "signature", "x509", "nss-empty-password")
+_CHECKS = (*NAMES, "signature", "x509", "nss-empty-password", "anchor")
 # A passed check is kept as one int in its check's set: the first 128 bits of the SHA-256 it
 # names (a forged certificate passing for a remembered one is a second preimage of 128 bits).
 # A set of the lines' strings held three times the file, as much as a 10 000-certificate store.
 _passed: dict[str, set[int]] = {name: set() for name in _CHECKS}  # from the file, or passed in this process
 _notes: dict[int, str] = {}  # the rare x509 line's note (its parse warning, base64), by prefix
+_labels: dict[int, bytes] = {}  # a "label" line's note (a certificate's default label, base64), by prefix
 _added: list[tuple] = []  # (sha256, check, note) passed in this process, for `save` to add to the file
 _cache_dir = None
 
@@ -98,14 +102,19 @@ def _believe(file) -> None:
     sets = {name.encode(): _passed[name] for name in _CHECKS}
     for line in file:  # "SHA-256 hex, space, check[, space, note]"
         line = line.rstrip(b"\n")
-        mine, note = sets.get(line[65:]), None
+        mine, note, label = sets.get(line[65:]), None, None
         if mine is None and line[65:70] == b"x509 ":  # a parse warning, after its check's name
             mine, note = _passed["x509"], line[70:].decode("ascii", "replace")
-        if mine is None or line[64:65] != b" ":
+        elif mine is None and line[65:71] == b"label ":  # a default label: not a check
+            label = line[71:]
+        if (mine is None and label is None) or line[64:65] != b" ":
             continue
         try:
             prefix = int(line[:32], 16)
         except ValueError:
+            continue
+        if label is not None:
+            _labels[prefix] = label
             continue
         mine.add(prefix)
         if note:
@@ -145,14 +154,51 @@ def remember(check: str) -> None:
 
 
 def _remember(sha: str, name: str, note: str | None = None) -> None:
-    """`remember`, with the certificate's own `sha256` string kept (not a line made for each)."""
+    """`remember`, with the certificate's own `sha256` string kept (not a line made for each).
+    A check remembered already (with the same note) is not added again: the file would say it twice."""
     prefix = _prefix(sha)
     if prefix is None or name not in _passed:
         raise ValueError(f"not a check this version remembers: {sha} {name}")
+    if prefix in _passed[name] and (name != "x509" or _notes.get(prefix) == note):
+        return
     _passed[name].add(prefix)
     if note:
         _notes[prefix] = note
     _added.append((sha, name, note))
+
+
+def may_anchor(cert) -> bool:
+    """`cert.may_anchor` (what `ca_only` lets in), remembered when it is true: a pure function
+    of the bytes, which otherwise walks the certificate's fields and extensions at every run."""
+    if "may_anchor" not in cert.__dict__ and _prefix(cert.sha256) in _passed["anchor"]:
+        cert.__dict__["may_anchor"] = True
+    elif cert.may_anchor:
+        _remember(cert.sha256, "anchor")
+    return cert.may_anchor
+
+
+def label(cert) -> str:
+    """`cert.default_label`, remembered (a pure function of the bytes, which otherwise walks
+    its fields and subject at every run): a sync prints, records and names with the label of
+    every certificate it adds."""
+    if "default_label" in cert.__dict__:
+        return cert.default_label
+    prefix = _prefix(cert.sha256)
+    note = _labels.get(prefix)
+    if note is not None:
+        try:
+            text = binascii.a2b_base64(note.translate(_URLSAFE_BYTES)).decode("utf-8")
+        except ValueError:
+            text = ""  # not a note this version wrote: worked out again
+        if text and len(text.translate(_CONTROLS)) == len(text):  # as `default_label` makes them: no line break, no ESC
+            cert.__dict__["default_label"] = text
+            return text
+    text = cert.default_label
+    if prefix is not None:
+        note = binascii.b2a_base64(text.encode("utf-8"), newline=False).translate(_TO_URLSAFE)
+        _labels[prefix] = note
+        _added.append((cert.sha256, "label", note.decode("ascii")))
+    return text
 
 
 def remembered_parse(cert) -> tuple[str | None] | None:
@@ -186,6 +232,8 @@ def forget_parse(cert) -> None:
 
 
 _URLSAFE = str.maketrans("-_", "+/")
+_URLSAFE_BYTES, _TO_URLSAFE = bytes.maketrans(b"-_", b"+/"), bytes.maketrans(b"+/", b"-_")
+_CONTROLS = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)])  # what storesync.model.printable shows as ?
 
 
 def _private(st) -> bool:
@@ -242,6 +290,7 @@ def forget() -> None:
         if name != "nss-empty-password":
             remembered.clear()  # a cleared set lets its table go
     _notes.clear()
+    _labels.clear()
     _cache_dir = None
 
 

@@ -251,3 +251,76 @@ def test_save_appends_after_a_line_a_crash_cut_short_and_starts_afresh_over_othe
     fresh_loadable.save()
     assert cache.read_text().splitlines() == ["storesync-passed-checks 1", f"{'d' * 64} java"]
     assert cache.stat().st_mode & 0o077 == 0
+
+
+# --- what a sync asks of every certificate it adds: that ca_only lets it in, its label ----------
+
+WALKS = ("import collections, sys\n"
+         "from storesync import der, model\n"
+         "walked = collections.Counter()\n"
+         "def counting(name, real):\n"
+         "    def call(*args):\n"
+         "        walked[name] += 1\n"
+         "        return real(*args)\n"
+         "    return call\n"
+         "der.cert_fields = counting('fields', der.cert_fields)\n"
+         "der.extensions = counting('extensions', der.extensions)\n"
+         "model.name_attributes = counting('names', model.name_attributes)\n"
+         "from storesync.cli import main\n"
+         "sys.argv = ['storesync', *sys.argv[1:]]\n"
+         "try: main()\n"
+         "except SystemExit as exit: assert not exit.code, exit.code\n"
+         "print({name: walked[name] for name in ('fields', 'extensions', 'names')})")
+
+
+def walked(*args) -> tuple[dict[str, int], list[str]]:
+    """How many certificates a sync's DER walks went through (their fields, their extensions,
+    their subject's attributes), and the lines it printed."""
+    out = subprocess.run([sys.executable, "-c", WALKS, *map(str, args)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    *printed, counts = out.stdout.splitlines()
+    import ast
+
+    return ast.literal_eval(counts), printed
+
+
+@pytest.mark.parametrize("kind", ["jks", "p12"])
+def test_the_same_roots_again_are_not_walked_for_their_ca_flag_or_label(tmp_path, state, pki, kind):
+    """ca_only's verdict (a pass) and the label of each certificate a sync adds are remembered
+    by the SHA-256 of its bytes: a second sync of the same roots walks no extensions and no
+    subject, and names and prints every one as the first did."""
+    source = tmp_path / "roots.pem"
+    source.write_bytes(b"".join(pki.ca(f"Remembered Root {n}").pem for n in range(6)))
+    first, first_lines = walked("sync", "--state-dir", state, f"pem:{source}", f"{kind}:{tmp_path / f'first.{kind}'}")
+    assert first["extensions"] >= 6 and first["names"] >= 6  # the first run works them out
+
+    again, lines = walked("sync", "--state-dir", state, f"pem:{source}", f"{kind}:{tmp_path / f'second.{kind}'}")
+
+    assert (again["extensions"], again["names"]) == (0, 0), again
+    assert lines[1:-1] == first_lines[1:-1]  # the plan's lines: the same labels (not the header, nor the backup)
+    assert (tmp_path / f"second.{kind}").read_bytes() == (tmp_path / f"first.{kind}").read_bytes()  # the same aliases
+
+
+def test_a_leaf_is_not_remembered_as_an_anchor_and_a_label_is_remembered_as_made(fresh_loadable, state, pki):
+    """ca_only's refusal is never remembered (as no check's); a remembered label that is not one
+    `default_label` makes (a line break, an ESC) is worked out again."""
+    from storesync.model import Certificate
+
+    fresh_loadable.remember_in(state)
+    leaf = Certificate(pki.leaf("leaf.example", pki.ca("Leaf Issuer")).der)
+    root = Certificate(pki.ca("Labelled Root").der)
+    assert fresh_loadable.may_anchor(leaf) is False and fresh_loadable.may_anchor(root) is True
+    assert fresh_loadable.label(root) == "Labelled Root"
+    fresh_loadable.save()
+    lines = (state / "passed-checks").read_text().splitlines()[1:]
+    assert lines == [f"{root.sha256} anchor", f"{root.sha256} label TGFiZWxsZWQgUm9vdA=="]
+
+    import base64
+
+    forged = base64.urlsafe_b64encode(b"Labelled\n\x1b[31mRoot").decode()
+    write_cache(state, [f"{root.sha256} anchor", f"{root.sha256} label {forged}"])
+    fresh_loadable.forget()
+    fresh_loadable.remember_in(state)
+    again = Certificate(pki.ca("Labelled Root").der)
+    again.__dict__.clear()
+    assert fresh_loadable.label(again) == "Labelled Root"

@@ -74,10 +74,13 @@ def refuse_non_ca(plan: Plan) -> None:
     someone else's pasted from a `fullchain.pem`): such adds are dropped from the plan, and so
     is the trust a change would give it for a purpose more. Taking trust away is never refused:
     what is left of a change is applied, and a certificate left trusted for nothing is removed."""
+    if not plan.adds and not plan.changes:
+        return
+    may_anchor = _remembered().may_anchor  # a pass is remembered (storesync.loadable)
     desired = dict(plan.desired.items())
     adds, changes, refused = [], [], False
     for entry in plan.adds:
-        if entry.distrusted or entry.cert.may_anchor:
+        if entry.distrusted or may_anchor(entry.cert):
             adds.append(entry)
         else:
             plan.losses.append(Loss(entry, "not a CA certificate: refused (ca_only)"))
@@ -85,7 +88,7 @@ def refuse_non_ca(plan: Plan) -> None:
             refused = True
     for before, after in plan.changes:
         raised = [p for p in after.trusted_purposes if before.trust.get(p) != TRUSTED]
-        if not raised or after.cert.may_anchor:
+        if not raised or may_anchor(after.cert):
             changes.append((before, after))
             continue
         refused = True
@@ -106,8 +109,16 @@ def refuse_non_ca(plan: Plan) -> None:
 
 def label_new_entries(plan: Plan, template: str | None, store) -> None:
     """A store's `label-template` (e.g. "corp: {label}") names the certificates a sync adds;
-    fields: {label}, {sha1}, {sha256}. Existing entries keep their names."""
-    if not template or not plan.adds:
+    fields: {label}, {sha1}, {sha256}. Existing entries keep their names. The default labels of
+    what it adds (each printed, recorded, and a Java alias or an NSS nickname) are remembered in
+    the state dir, or worked out now and remembered (`storesync.loadable.label`)."""
+    if not plan.adds:
+        return
+    label = _remembered().label
+    for entry in plan.adds:
+        if not entry.label:
+            label(entry.cert)
+    if not template:
         return
     from storesync.stores import COMMON_VALUES, format_label
 
@@ -130,9 +141,7 @@ def refuse_unloadable(plan: Plan, reader: str) -> None:
     root whose signature fails never becomes an anchor. Refusals are losses, never silent."""
     if not plan.adds and not plan.changes:
         return  # nothing is spread or raised: a no-op sync does not even import the judge
-    from storesync import loadable, state
-
-    loadable.remember_in(state.state_dir())
+    _remembered()
     refused = {}
     # a certificate the store holds already is not spread by a change, so only an addition's
     # loading is judged; and only what raises trust is: taking trust away is never refused
@@ -167,6 +176,14 @@ def _refusal(entry: Entry, reader: str, loads: bool = True) -> str | None:
     if reader != loadable.CRYPT32 and entry.trusted_purposes and loadable.bad_self_signature(entry.cert):
         return "a self-signed root whose signature does not verify: refused as an anchor"
     return None
+
+
+def _remembered():
+    """storesync.loadable, believing what the state dir remembers of certificates."""
+    from storesync import loadable, state
+
+    loadable.remember_in(state.state_dir())
+    return loadable
 
 
 def save_passed_checks(forget: bool = False) -> None:
