@@ -301,6 +301,19 @@ def test_the_same_roots_again_are_not_walked_for_their_ca_flag_or_label(tmp_path
     assert (tmp_path / f"second.{kind}").read_bytes() == (tmp_path / f"first.{kind}").read_bytes()  # the same aliases
 
 
+def test_a_sync_of_the_system_roots_from_the_stat_cache_walks_no_certificate(tmp_path, state, system_bundle):
+    """The bundle comes from the stat cache, its certificates' outlines checked when it was
+    parsed; what planning asks of them is remembered: neither the plan nor the read-back of the
+    new store walks any certificate's DER."""
+    for name in ("warm.jks", "first.jks"):
+        storesync("sync", "--state-dir", state, f"pem:{system_bundle}", f"jks:{tmp_path / name}", check=True)
+
+    counts, _ = walked("sync", "--state-dir", state, f"pem:{system_bundle}", f"jks:{tmp_path / 'new.jks'}")
+
+    assert counts == {"fields": 0, "extensions": 0, "names": 0}
+    assert loaded_by_owner("jks", tmp_path / "new.jks") == loaded_by_owner("jks", tmp_path / "first.jks")
+
+
 def test_a_leaf_is_not_remembered_as_an_anchor_and_a_label_is_remembered_as_made(fresh_loadable, state, pki):
     """ca_only's refusal is never remembered (as no check's); a remembered label that is not one
     `default_label` makes (a line break, an ESC) is worked out again."""

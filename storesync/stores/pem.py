@@ -224,11 +224,16 @@ def _size(path) -> int:
 
 def cached_entry(trusted: int, raw: bytes) -> Entry:
     """The entry of a block `parse` read earlier (one of its `blocks`), without checking again
-    what was checked then."""
+    what was checked then: its certificate's outline too (a read-back of what a sync wrote
+    from it would otherwise parse every certificate's fields once more)."""
     if not trusted:
-        return Entry(Certificate(raw))
+        cert = Certificate(raw)
+        cert.outlined = True
+        return Entry(cert)
     end = der.read(raw).end
-    return _trusted_entry(Certificate(raw[:end]), raw[end:])
+    cert = Certificate(raw[:end])
+    cert.outlined = True
+    return _trusted_entry(cert, raw[end:])
 
 
 def render_entries(entries, trusted: bool = False, comments: bool = False) -> bytes:
