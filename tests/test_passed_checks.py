@@ -337,3 +337,15 @@ def test_a_leaf_is_not_remembered_as_an_anchor_and_a_label_is_remembered_as_made
     again = Certificate(pki.ca("Labelled Root").der)
     again.__dict__.clear()
     assert fresh_loadable.label(again) == "Labelled Root"
+
+
+def test_each_passed_check_is_written_once(tmp_path, state, pki):
+    """A Java check remembers that `cryptography` parses the certificate, and so did dropping that
+    parse: every root's x509 line was in the file twice, read again by every run."""
+    source = tmp_path / "roots.pem"
+    source.write_bytes(b"".join(pki.ca(f"Once Root {n}").pem for n in range(3)))
+    for name in ("a.jks", "b.p12", "c.jks"):
+        result = storesync("sync", "--state-dir", state, f"pem:{source}", f"{name[-3:]}:{tmp_path / name}")
+        assert result.returncode == 0, result.stderr
+    lines = (state / "passed-checks").read_text().splitlines()[1:]
+    assert len(lines) == len(set(lines)) and sum(line.endswith(" x509") for line in lines) == 3
