@@ -144,3 +144,23 @@ def test_a_one_shot_sync_into_a_java_store_imports_no_datetime(kind, tmp_path, p
     assert code in (0, None) and imported == []
     backups = list((tmp_path / "state" / "backups").glob("*/*.json"))
     assert len(backups) == 2 and all(len(b.stem) == len("20261201T142014519302Z") for b in backups)
+
+
+def test_a_keystore_is_walked_once_its_hash_checked_over_its_bytes_as_they_lie(tmp_path, pki, monkeypatch):
+    """The integrity hash is checked over the file's bytes, 64 KiB at a time, before any record
+    is read; the records are walked once, for the anchors, and hashed again on the way (the file
+    rewritten in between is not believed: test_jks). Walked twice before, the first time only to
+    check the hash: the read-back's largest cost."""
+    from storesync.stores import jks, open_store
+
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    source, target = tmp_path / "roots.pem", tmp_path / "out.jks"
+    source.write_bytes(b"".join(pki.ca(f"Walked Root {n}").pem for n in range(4)))
+    from storesync.config import Profile, StoreRef
+
+    assert engine.run(Profile("cli", "mirror", [StoreRef(f"pem:{source}"), StoreRef(f"jks:{target}")])).changed
+    walks = []
+    real = jks.iter_jks
+    monkeypatch.setattr(jks, "iter_jks", lambda *args: (walks.append(args), real(*args))[1])
+    assert len(open_store(f"jks:{target}").read()) == 4
+    assert len(walks) == 1

@@ -170,6 +170,21 @@ def integrity_hash(password: str, body: bytes | memoryview) -> bytes:
     return digest.digest()
 
 
+def _hashes(file, password: str) -> tuple[bytes, bytes]:
+    """(the integrity hash of a keystore's file with this password, the one its last 20 bytes
+    hold), read 64 KiB at a time from its start, without walking its records."""
+    size = file.seek(0, io.SEEK_END)
+    file.seek(0)
+    digest, left = _hasher(password), max(size - 20, 0)
+    while left:
+        chunk = file.read(min(left, 1 << 16))
+        if not chunk:
+            break
+        digest.update(chunk)
+        left -= len(chunk)
+    return digest.digest(), file.read(20)
+
+
 def _hasher(password: str):
     """The integrity hash of a keystore with this password, before its bytes are fed to it."""
     return hashlib.sha1(password.encode("utf-16-be") + _WHITENER)
@@ -295,20 +310,22 @@ class JksStore(FileStore):
             )
 
     def parse(self, data) -> TrustSet:
-        """The anchors, read only once the whole file is well-formed (the same errors, in the same
-        order, as ever) and its integrity hash verified: the file (or bytes) is read twice, piece
-        by piece, and each record dropped as it is read."""
+        """The anchors, read only once the file's integrity hash verifies over its bytes as they
+        lie (no certificate reaches a parser before, as a PKCS#12 file's MAC is checked first),
+        and believed only if the bytes they are read from hash alike: the file rewritten in
+        place in between (by someone without the password) is not. A file whose hash fails is
+        walked for what is wrong with its layout, said first as ever (the same errors, in the
+        same order). Read piece by piece, each record dropped as it is read."""
         file = readable(data)
         password, explicit = store_password(self)
-        digest = _hasher(password)
-        try:
-            for _record in iter_jks(file, digest)[1]:
-                pass
-        except JksFormatError as exc:
-            raise self.damaged(str(exc)) from None
-        self._check_hash(digest.digest(), file.read(20), explicit)
-        # The bytes the entries come from are checked too: the file rewritten in place between
-        # the two reads (by someone without the password) must not be believed.
+        computed, stored = _hashes(file, password)
+        if not hmac.compare_digest(computed, stored):
+            try:
+                for _record in iter_jks(file)[1]:
+                    pass
+            except JksFormatError as exc:
+                raise self.damaged(str(exc)) from None
+            self._check_hash(computed, stored, explicit)
         digest = _hasher(password)
         try:
             found = TrustSet(entry for entry in map(self._anchor, iter_jks(file, digest)[1]) if entry is not None)
