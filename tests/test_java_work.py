@@ -164,3 +164,24 @@ def test_a_keystore_is_walked_once_its_hash_checked_over_its_bytes_as_they_lie(t
     monkeypatch.setattr(jks, "iter_jks", lambda *args: (walks.append(args), real(*args))[1])
     assert len(open_store(f"jks:{target}").read()) == 4
     assert len(walks) == 1
+
+
+@pytest.mark.parametrize("kind", ["jks", "p12"])
+def test_the_read_back_keeps_no_digest_of_the_file_for_a_write(kind, tmp_path, pki, monkeypatch):
+    """A read keeps a digest of the bytes it read, for a later write to see whether the file
+    changed since: a pass over the whole file. The read-back writes nothing: it takes none."""
+    import storesync.stores as stores
+
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    source = tmp_path / "roots.pem"
+    source.write_bytes(b"".join(pki.ca(f"Digest Root {n}").pem for n in range(3)))
+    digests, checked = [], []
+    real_digest, real_check = stores.file_digest, engine._check_written
+    monkeypatch.setattr(stores, "file_digest", lambda file: (digests.append(file), real_digest(file))[1])
+    monkeypatch.setattr(engine, "_check_written", lambda outcome: (digests.clear(), real_check(outcome),
+                                                                    checked.append(len(digests))))
+    from storesync.config import Profile, StoreRef
+
+    result = engine.run(Profile("cli", "mirror", [StoreRef(f"pem:{source}"), StoreRef(f"{kind}:{tmp_path / 'out'}")]))
+    assert result.error is None and result.changed
+    assert checked == [0]

@@ -532,20 +532,25 @@ class FileStore(Store):
     #: `parse` takes the file opened at its start too, and reads it piece by piece: a large
     #: store is never held whole in memory beside its parse
     streamed = False
+    #: A read keeps a digest of the bytes it read, for a later `write` to see whether the file
+    #: changed since; the engine's read-back of what it wrote, which writes nothing, needs none.
+    digested = True
 
     def read(self) -> TrustSet:
         file = self.current_file() if self.streamed else None
         if file is not None and file.seekable():
             with file:  # digested and parsed through one opening: a file replaced meanwhile is not mixed in
-                self._read_digest = self._from_file(file_digest, file)
-                file.seek(0)
+                if self.digested:
+                    self._read_digest = self._from_file(file_digest, file)
+                    file.seek(0)
                 return self.parse(file)
         if file is None:
             data = self.current_bytes()
         else:
             with file:  # a pipe (`<(...)`): it is read once
                 data = self._from_file(lambda opened: opened.read(), file)
-        self._read_digest = digest_of(data)
+        if self.digested:
+            self._read_digest = digest_of(data)
         return TrustSet() if data is None else self.parse(data)  # None: a target not created yet
 
     def write(self, plan: "Plan") -> None:
