@@ -185,3 +185,23 @@ def test_the_read_back_keeps_no_digest_of_the_file_for_a_write(kind, tmp_path, p
     result = engine.run(Profile("cli", "mirror", [StoreRef(f"pem:{source}"), StoreRef(f"{kind}:{tmp_path / 'out'}")]))
     assert result.error is None and result.changed
     assert checked == [0]
+
+
+def test_a_pkcs12_read_decodes_each_anchors_alias_once(tmp_path, pki, monkeypatch):
+    """The alias (friendlyName) of an anchor is its label; it was decoded twice more for a name
+    that only a warning uses."""
+    from storesync.stores import open_store
+    from storesync.stores.p12 import Bag
+
+    monkeypatch.setenv("STORESYNC_STATE_DIR", str(tmp_path / "state"))
+    source, target = tmp_path / "roots.pem", tmp_path / "out.p12"
+    source.write_bytes(b"".join(pki.ca(f"Alias Root {n}").pem for n in range(4)))
+    from storesync.config import Profile, StoreRef
+
+    assert engine.run(Profile("cli", "mirror", [StoreRef(f"pem:{source}"), StoreRef(f"p12:{target}")])).changed
+    decoded = []
+    real = Bag.alias.fget
+    monkeypatch.setattr(Bag, "alias", property(lambda bag: (decoded.append(bag), real(bag))[1]))
+    read = open_store(f"p12:{target}").read()
+    assert sorted(e.label for e in read.values()) == [f"Alias Root {n}" for n in range(4)]
+    assert len(decoded) == 4

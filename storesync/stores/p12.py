@@ -787,18 +787,19 @@ class P12Store(FileStore):
         return pfx
 
     def _anchor(self, bag: Bag, report: bool) -> Entry | None:
-        name = repr(bag.alias) if bag.alias is not None else "without a name"
         if bag.java_trusted:
             cert = self.certificate(bag.cert)
             try:
                 cert.check_outline()
             except der.DERError as exc:
                 if report:
+                    name = repr(bag.alias) if bag.alias is not None else "without a name"
                     self.warnings.append(f"{self.path}: certificate {name} is not a certificate ({exc}); kept, not read")
                 return None
             return Entry(cert, label=bag.alias)  # the label is the alias (friendlyName)
         if not report:
             return None
+        name = repr(bag.alias) if bag.alias is not None else "without a name"
         if bag.bag_id in (BAG_KEY, BAG_SHROUDED_KEY):
             self.warnings.append(f"{self.path}: private-key entry {name} is not a trust anchor; it is kept as it is")
         elif bag.bag_id == BAG_CERT and bag.cert is not None:
