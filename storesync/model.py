@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import warnings
 from _weakref import _remove_dead_weakref, ref as _weak
 from functools import cached_property
 from collections.abc import Iterator, Mapping
@@ -295,6 +294,8 @@ class Certificate:
 
     @cached_property
     def _parsed(self) -> tuple[object, str | None]:
+        import warnings  # here, beside cryptography: a sync that parses nothing imports neither
+
         from cryptography import x509
 
         with warnings.catch_warnings(record=True) as caught:

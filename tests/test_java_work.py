@@ -205,3 +205,15 @@ def test_a_pkcs12_read_decodes_each_anchors_alias_once(tmp_path, pki, monkeypatc
     read = open_store(f"p12:{target}").read()
     assert sorted(e.label for e in read.values()) == [f"Alias Root {n}" for n in range(4)]
     assert len(decoded) == 4
+
+
+def test_a_one_shot_sync_into_a_new_jks_imports_no_hmac_nor_warnings(tmp_path, pki):
+    """A keystore's integrity hash is compared with hmac's own compare_digest (from _hashlib),
+    and warnings is imported where `cryptography` parses: neither module is loaded (2 M)."""
+    source, out = tmp_path / "roots.pem", tmp_path / "out.jks"
+    source.write_bytes(pki.ca("Hmac Root").pem)
+    env = {**os.environ, "STORESYNC_STATE_DIR": str(tmp_path / "state")}
+    subprocess.run([sys.executable, "-m", "storesync", "sync", f"pem:{source}", f"jks:{tmp_path / 'warm'}"],
+                   env=env, check=True, capture_output=True)  # the root's first judging imports cryptography
+    code, imported = cli_modules(["sync", f"pem:{source}", f"jks:{out}"], env, ("hmac", "warnings"), installed=True)
+    assert code in (0, None) and imported == []

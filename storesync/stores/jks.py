@@ -27,13 +27,17 @@ some purposes; the plan reports what is lost.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import io
 import itertools
 import struct
 from collections.abc import Iterator
 
 from storesync import der
+
+try:  # hmac's own compare_digest: importing hmac loads warnings too (2 M instructions), for this call alone
+    from _hashlib import compare_digest
+except ImportError:  # a Python without OpenSSL
+    from hmac import compare_digest
 from storesync.model import Entry, TrustSet
 from storesync.stores import FileStore, readable
 from storesync.stores._java import (
@@ -302,7 +306,7 @@ class JksStore(FileStore):
         return password
 
     def _check_hash(self, computed: bytes, stored: bytes, explicit: bool) -> None:
-        if not hmac.compare_digest(computed, stored):
+        if not compare_digest(computed, stored):
             hint = "" if explicit else f" (it was opened with Java's default {DEFAULT_PASSWORD!r})"
             raise self.error(
                 f"integrity check failed: either the store password is wrong{hint}, or the file was tampered "
@@ -319,7 +323,7 @@ class JksStore(FileStore):
         file = readable(data)
         password, explicit = store_password(self)
         computed, stored = _hashes(file, password)
-        if not hmac.compare_digest(computed, stored):
+        if not compare_digest(computed, stored):
             try:
                 for _record in iter_jks(file)[1]:
                     pass
