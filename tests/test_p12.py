@@ -570,3 +570,58 @@ def test_a_new_file_is_read_back_once_from_disk_and_a_wrong_one_rolled_back(cas,
     result = engine.run(profile())
     assert "reading it back does not give the planned set" in (result.error or "")
     assert not target.exists()  # put back as it was: absent
+
+
+def _as_read(bag):
+    return (bag.raw, bag.bag_id, bag.cert,
+            {oid: [(v.tag, bytes(v.value)) for v in values] for oid, values in bag.attributes.items()})
+
+
+def test_a_trusted_bag_read_by_offsets_is_the_bag_read_element_by_element(cas):
+    """`_trusted_cert_bag` reads keytool's and storesync's layout of a trusted certificate by
+    offsets: for our bags, and for every one-byte change or cut of one, it reads nothing (the
+    whole walk reads it) or exactly what the whole walk reads."""
+    from storesync.stores import p12
+
+    def generic(data):
+        real = p12._trusted_cert_bag
+        p12._trusted_cert_bag = lambda tlv: None
+        try:
+            return _as_read(p12._bag(der.read_all(data)))
+        except (p12.P12Error, der.DERError, ValueError, IndexError):
+            return "refused"
+        finally:
+            p12._trusted_cert_bag = real
+
+    bags = [java_trusted_cert_bag(cas[0].der, alias) for alias in ("imported 0", "Főtanúsítvány", "", "x" * 200)]
+    for bag in bags:
+        assert _as_read(p12._trusted_cert_bag(der.read_all(bag))) == generic(bag)
+    bag = bags[1]
+    tried = fast = 0
+    for at in range(len(bag)):
+        for changed in (bag[:at] + bytes([bag[at] ^ 0x01]) + bag[at + 1:], bag[:at] + bytes([bag[at] ^ 0x80]) + bag[at + 1:],
+                        bag[:at]):
+            try:
+                tlv = der.read_all(changed)
+            except der.DERError:
+                continue
+            tried += 1
+            read = p12._trusted_cert_bag(tlv)
+            if read is not None:
+                fast += 1
+                assert _as_read(read) == generic(changed), at
+    assert tried > 900 and fast > 300, (tried, fast)  # the certificate's own bytes change freely
+
+
+def test_a_java_trust_store_bag_is_read_in_nine_element_reads(cas, monkeypatch):
+    """The bags of a Java trust store are all laid out as keytool writes them: read by offsets,
+    9 element reads each, where the walk element by element took 21 and a list at each level."""
+    from storesync.stores import p12
+
+    bag = der.read_all(java_trusted_cert_bag(cas[0].der, "counted"))
+    reads = []
+    real = der.read
+    monkeypatch.setattr(der, "read", lambda *args: (reads.append(args), real(*args))[1])
+    read = p12._bag(bag)
+    assert read.java_trusted and read.cert == cas[0].der and read.alias == "counted"
+    assert len(reads) == 9

@@ -175,6 +175,9 @@ def _parse_bags(data: bytes, each=None) -> list[Bag]:
 
 
 def _bag(tlv: der.TLV) -> Bag:
+    bag = _trusted_cert_bag(tlv)  # every bag of a Java trust store
+    if bag is not None:
+        return bag
     kids = der.kids(der.expect(tlv, der.SEQUENCE, "SafeBag"))
     if len(kids) < 2:
         raise P12Error("a SafeBag is incomplete")
@@ -198,6 +201,47 @@ def _bag(tlv: der.TLV) -> Bag:
             cert = der.octets_of(inner[0], "certificate")
             bag.cert = cert if type(cert) is bytes else bytes(cert)
     return bag
+
+
+def _trusted_cert_bag(tlv: der.TLV) -> Bag | None:
+    """The bag `_bag` reads of a trusted certificate's bag laid out exactly as keytool and
+    storesync write one (`java_trusted_cert_bag`: the certificate, its friendlyName, Java's
+    trust for any purpose), read by offsets and the fixed parts compared as bytes: 9 element
+    reads, not 21, and no list of children at each level. None for any other bag (another OID
+    encoding, attribute, order or extra element), which `_bag` reads as ever."""
+    data, end = tlv.data, tlv.end
+    start = tlv.content + len(_BAG_CERT)
+    if tlv.tag != der.SEQUENCE or data[tlv.content : start] != _BAG_CERT:
+        return None
+    read = der.read
+    try:
+        value = read(data, start, end)  # [0] the bag's value: one CertBag
+        cert_bag = read(data, value.content, value.end)
+        at = cert_bag.content + len(_X509_CERT)
+        if value.tag != 0xA0 or cert_bag.tag != der.SEQUENCE or cert_bag.end != value.end or \
+                data[cert_bag.content : at] != _X509_CERT:
+            return None
+        explicit = read(data, at, cert_bag.end)  # [0] the certificate, one OCTET STRING
+        octets = read(data, explicit.content, explicit.end)
+        if explicit.tag != 0xA0 or explicit.end != cert_bag.end or octets.tag != der.OCTET_STRING or \
+                octets.end != explicit.end:
+            return None
+        attributes = read(data, value.end, end)  # the bag's last element: friendlyName, then the trust
+        name = read(data, attributes.content, attributes.end)
+        at = name.content + len(_FRIENDLY_NAME)
+        if attributes.tag != der.SET or attributes.end != end or name.tag != der.SEQUENCE or \
+                data[name.content : at] != _FRIENDLY_NAME or data[name.end : end] != _JAVA_TRUST_ANY:
+            return None
+        values = read(data, at, name.end)
+        alias = read(data, values.content, values.end)
+        if values.tag != der.SET or values.end != name.end or alias.tag != 0x1E or alias.end != values.end:
+            return None
+        trust = read(data, end - len(_ANY_EKU), end)
+    except der.DERError:
+        return None  # `_bag` says what is wrong
+    raw, cert = tlv.raw, octets.value
+    return Bag(raw if type(raw) is bytes else bytes(raw), BAG_CERT, {OID_FRIENDLY_NAME: [alias], OID_JAVA_TRUST: [trust]},
+               cert if type(cert) is bytes else bytes(cert))
 
 
 def _mac_ok(pieces, mac_data: der.TLV, password: str) -> tuple[tuple[tuple[str, int] | None, bytes], object] | None:
@@ -637,7 +681,8 @@ def _cert_bag_headers(cert_size: int, attributes_size: int) -> bytes:
 # What every bag repeats, encoded once (a keystore's write makes one bag per certificate).
 _X509_CERT, _FRIENDLY_NAME, _BAG_CERT = der.encode_oid(OID_X509_CERT), der.encode_oid(OID_FRIENDLY_NAME), der.encode_oid(BAG_CERT)
 _CERT_BAG = [(der.SEQUENCE, _BAG_CERT), (0xA0, b""), (der.SEQUENCE, _X509_CERT), (0xA0, b""), (der.OCTET_STRING, b"")]
-_JAVA_TRUST_ANY = der.seq(der.encode_oid(OID_JAVA_TRUST), der.encode(der.SET, der.encode_oid(ANY_EKU)))
+_ANY_EKU = der.encode_oid(ANY_EKU)
+_JAVA_TRUST_ANY = der.seq(der.encode_oid(OID_JAVA_TRUST), der.encode(der.SET, _ANY_EKU))
 
 
 def _encrypted(pieces, encryptor):
