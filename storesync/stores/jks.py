@@ -33,11 +33,6 @@ import struct
 from collections.abc import Iterator
 
 from storesync import der
-
-try:  # hmac's own compare_digest: importing hmac loads warnings too (2 M instructions), for this call alone
-    from _hashlib import compare_digest
-except ImportError:  # a Python without OpenSSL
-    from hmac import compare_digest
 from storesync.model import Entry, TrustSet
 from storesync.stores import FileStore, readable
 from storesync.stores._java import (
@@ -50,6 +45,11 @@ from storesync.stores._java import (
     store_password,
     unchanged_anchor_set,
 )
+
+try:  # hmac's own compare_digest: importing hmac loads warnings too (2 M instructions), for this call alone
+    from _hashlib import compare_digest
+except ImportError:  # a Python without OpenSSL
+    from hmac import compare_digest
 
 MAGIC = 0xFEEDFEED
 PRIVATE_KEY, TRUSTED_CERT, SECRET_KEY = 1, 2, 3
