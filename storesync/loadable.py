@@ -251,8 +251,6 @@ def save() -> None:
 
     if _cache_dir is None or not _added:
         return
-    lines = "".join(f"{sha} {name} {note}\n" if note else f"{sha} {name}\n"
-                    for sha, name, note in _added).encode("ascii", "replace")
     path = os.path.join(_cache_dir, _CACHE_NAME)
     head = _RULES.encode() + b"\n"
     try:
@@ -265,11 +263,12 @@ def save() -> None:
             if (_private(st) and _private(os.stat(_cache_dir)) and st.st_size < 80 * _MAX_REMEMBERED
                     and os.pread(fd, len(head), 0) == head):
                 if os.pread(fd, 1, st.st_size - 1) != b"\n":
-                    lines = b"\n" + lines  # a line cut short by a crash stays a line of its own
-                os.write(fd, lines)
+                    os.write(fd, b"\n")  # a line cut short by a crash stays a line of its own
+                for piece in _lines():
+                    os.write(fd, piece)
                 _added.clear()
                 return
-        _start_afresh(path, head + lines)
+        _start_afresh(path, head, _lines())
         _added.clear()
     except OSError:
         pass
@@ -294,14 +293,25 @@ def forget() -> None:
     _cache_dir = None
 
 
-def _start_afresh(path: str, data: bytes) -> None:
+def _lines(batch: int = 1024):
+    """`_added` as the file's lines, a batch at a time: a first sync of 10 000 roots remembers
+    50 000 checks, and their text made whole was a fifth of its peak memory. Each batch is whole
+    lines, so another run appending between two batches interleaves none."""
+    for start in range(0, len(_added), batch):
+        yield "".join(f"{sha} {name} {note}\n" if note else f"{sha} {name}\n"
+                      for sha, name, note in _added[start : start + batch]).encode("ascii", "replace")
+
+
+def _start_afresh(path: str, head: bytes, lines) -> None:
     import os
 
     temp = f"{path}.{os.getpid()}.tmp"
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as file:
-            file.write(data)
+            file.write(head)
+            for piece in lines:
+                file.write(piece)
         os.replace(temp, path)
     except OSError:
         try:
