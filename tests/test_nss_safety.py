@@ -492,3 +492,54 @@ def test_syncs_killed_mid_write_campaign(tmp_path, state):
     figures = killed_syncs(tmp_path, rounds=80, enough=20)
     print(figures)
     assert figures["recovered"] >= 1  # a kill did leave a hot journal, rolled back
+
+
+def test_a_certificate_row_swapped_for_another_of_the_same_issuer_and_serial_keeps_no_trust(tmp_path, state):
+    """A trust object finds its certificate by issuer and serial, which nothing signs; its signed
+    certificate hash is what ties it to the bytes. Whoever can write cert9.db but not key4.db
+    can swap a trusted root's bytes for a certificate of their own with the same subject and
+    serial: NSS then applies no trust to it (certutil -V refuses it), and neither does storesync,
+    which would otherwise list the forgery as trusted and spread it to every other store."""
+    import datetime as dt
+    import json
+    import sqlite3
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from storesync.stores import nss
+
+    def root(key) -> x509.Certificate:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Swapped Root")])
+        now = dt.datetime.now(dt.timezone.utc)
+        return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(4242).not_valid_before(now - dt.timedelta(days=1))
+                .not_valid_after(now + dt.timedelta(days=365))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(key, hashes.SHA256()))
+
+    real, forged = (root(ec.generate_private_key(ec.SECP256R1())) for _ in range(2))
+    pem = tmp_path / "real.pem"
+    pem.write_bytes(real.public_bytes(serialization.Encoding.PEM))
+    db = new_db(tmp_path / "db")
+    certutil_add(db, "Swapped Root", "C,,", pem)
+    listed = storesync("list", f"nss:{db}", "--json")
+    assert [e["trust"] for e in json.loads(listed.stdout)["entries"]] == [{"server-auth": "trusted"}]
+
+    forged_der = forged.public_bytes(serialization.Encoding.DER)
+    with sqlite3.connect(db / "cert9.db") as conn:
+        conn.execute(f"UPDATE nssPublic SET {nss.col(nss.CKA_VALUE)} = ? WHERE {nss.col(nss.CKA_CLASS)} = ?",
+                     (forged_der, nss.ulong(nss.CKO_CERTIFICATE)))
+    listed = storesync("list", f"nss:{db}", "--json")
+    entries = json.loads(listed.stdout)["entries"]
+    assert all(e.get("trust") != {"server-auth": "trusted"} for e in entries), entries
+    assert "certificate hash does not match" in listed.stderr
+    out = tmp_path / "out.pem"
+    storesync("sync", f"nss:{db}", f"pem:{out}", check=False)
+    written = x509.load_pem_x509_certificates(out.read_bytes()) if out.exists() and out.stat().st_size else []
+    assert forged not in written
+    verified = subprocess.run(["certutil", "-V", "-d", f"sql:{db}", "-n", "Swapped Root", "-u", "L"],
+                              capture_output=True, text=True)
+    assert verified.returncode != 0  # NSS applies no trust to the swapped bytes either

@@ -759,6 +759,9 @@ class NssStore(Store):
                 if (issuer, serial) not in certs:
                     certs[(issuer, serial)] = obj
                     order.append(obj)
+                else:
+                    self.warnings.append(f"{self.cert_db}: certificate object {object_id} has the issuer and serial "
+                                         "of another; ignored (its trust objects would be the other's)")
             else:
                 trust = TrustObject(object_id, cls, {}, values)
                 trusts.append(trust)
@@ -795,11 +798,20 @@ class NssStore(Store):
                             trust.bad_macs.append(purpose)
                             letter = NONE_L
                     trust.letters[purpose] = letter
+                kind = "CKO_NSS_TRUST" if legacy else "CKO_TRUST"
                 if trust.bad_macs:
                     self.warnings.append(
                         f"{self.cert_db}: {obj.label or obj.id}: trust for {', '.join(trust.bad_macs)} has a missing "
-                        f"or wrong signature in key4.db ({'CKO_NSS_TRUST' if legacy else 'CKO_TRUST'}); "
-                        "treated as unspecified, as NSS does"
+                        f"or wrong signature in key4.db ({kind}); treated as unspecified, as NSS does"
+                    )
+                granted = [p for p, letter in trust.letters.items() if letter in _GRANTING]
+                if granted and not _hash_holds(obj, trust, keys, signatures):
+                    for purpose in granted:
+                        trust.letters[purpose] = NONE_L
+                    self.warnings.append(
+                        f"{self.cert_db}: {obj.label or obj.id}: its trust object ({kind}) is for another "
+                        "certificate of the same issuer and serial (its signed certificate hash does not match, "
+                        f"or is missing or unsigned); trust for {', '.join(granted)} treated as unspecified, as NSS does"
                     )
             if obj.legacy and obj.p11:
                 new = {p: _MODEL_OF_LETTER.get(l) for p, l in obj.p11.letters.items()}
@@ -1021,16 +1033,49 @@ def _signature_rows(key_db_bytes: bytes) -> list[tuple]:
             conn.close()
 
 
+_GRANTING = (ANCHOR_L, PEER_L)  # the letters that make a certificate trusted
+CKM_SHA_1, CKM_SHA224, CKM_SHA384, CKM_SHA512 = 0x220, 0x255, 0x260, 0x270
+_HASH_OF_MECHANISM = {CKM_SHA_1: "sha1", CKM_SHA224: "sha224", CKM_SHA256: "sha256", CKM_SHA384: "sha384",
+                      CKM_SHA512: "sha512"}
+
+
+def _hash_attributes(trust: TrustObject) -> tuple[int, ...]:
+    """The signed attributes that tie a trust object to its certificate's bytes: issuer and
+    serial, which find it, are signed by nobody."""
+    return (NSS_SHA1,) if trust.cls == CKO_NSS_TRUST else (CKA_HASH_OF_CERTIFICATE, CKA_NAME_HASH_ALGORITHM)
+
+
+def _hash_holds(obj: CertObject, trust: TrustObject, keys: "KeyDB | None", signatures: dict[bytes, bytes]) -> bool:
+    """Does the trust object's certificate hash name these very bytes, under a valid signature?
+    NSS applies a trust object to a certificate only then (pk11_HandleTrustObject): a certificate
+    row swapped for another of the same issuer and serial keeps no trust."""
+    raw = trust.raw
+    if trust.cls == CKO_NSS_TRUST:
+        name = "sha1"
+    else:
+        mechanism = raw.get(CKA_NAME_HASH_ALGORITHM)
+        name = _HASH_OF_MECHANISM.get(as_ulong(mechanism)) if mechanism else None
+        if name is None:
+            return False
+    value = raw.get(_hash_attributes(trust)[0])
+    if not value or value != hashlib.new(name, obj.der).digest():
+        return False
+    return keys is None or all(
+        raw.get(a) is not None and keys.verify(signatures.get(sig_key(trust.id, a)), trust.id, a, raw[a])
+        for a in _hash_attributes(trust))
+
+
 #: Bound values per statement when a read looks its signatures up by id (SQLite before 3.32 takes 999).
 SIGNATURES_PER_QUERY = 500
 
 
 def _checked_signatures(objects: list[CertObject]) -> list[str] | None:
     """The ids of the signatures a read checks (`NssStore._apply_macs`): those of the trust
-    attributes that state trust or distrust for a purpose, not those of the other signed
-    attributes (the hashes, step-up, a purpose with no opinion), which nothing reads. None when
-    they are half or more of the trust objects' signatures: one scan of them all is then cheaper
-    than a lookup of each. The system roots, trusted for server authentication, check 2 of 13."""
+    attributes that state trust or distrust for a purpose, and of a trusting object's certificate
+    hash (`_hash_holds`); not those of step-up or of a purpose with no opinion, which nothing
+    reads. None when they are half or more of the trust objects' signatures: one scan of them all
+    is then cheaper than a lookup of each. The system roots, trusted for server authentication,
+    check 5 of 13."""
     wanted, signed = [], 0
     for obj in objects:
         for trust in (obj.legacy, obj.p11):
@@ -1039,9 +1084,11 @@ def _checked_signatures(objects: list[CertObject]) -> list[str] | None:
             legacy = trust.cls == CKO_NSS_TRUST
             signed += len(LEGACY_SIGNED) if legacy else len(P11_SIGNED)
             table, raw = (_FROM_STORED_LEGACY if legacy else _FROM_STORED_P11), trust.raw
-            for attribute in (LEGACY_ATTR if legacy else P11_ATTR).values():
-                if table.get(raw.get(attribute), NONE_L):
-                    wanted.append(sig_id(trust.id, attribute))
+            attributes = (LEGACY_ATTR if legacy else P11_ATTR).values()
+            letters = [table.get(raw.get(attribute), NONE_L) for attribute in attributes]
+            wanted += [sig_id(trust.id, a) for a, letter in zip(attributes, letters) if letter]
+            if any(letter in _GRANTING for letter in letters):
+                wanted += [sig_id(trust.id, a) for a in _hash_attributes(trust)]
     return wanted if 2 * len(wanted) < signed else None
 
 
