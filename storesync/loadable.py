@@ -186,8 +186,8 @@ def label(cert) -> str:
     prefix = _prefix(cert.sha256)
     note = _labels.get(prefix)
     if note is not None:
-        try:
-            text = binascii.a2b_base64(note.translate(_URLSAFE_BYTES)).decode("utf-8")
+        try:  # a note ends with ".": one a crash cut short (a prefix of the label) is not believed
+            text = binascii.a2b_base64(note[:-1].translate(_URLSAFE_BYTES)).decode("utf-8") if note[-1:] == b"." else ""
         except ValueError:
             text = ""  # not a note this version wrote: worked out again
         if text and len(text.translate(_CONTROLS)) == len(text):  # as `default_label` makes them: no line break, no ESC
@@ -195,7 +195,7 @@ def label(cert) -> str:
             return text
     text = cert.default_label
     if prefix is not None:
-        note = binascii.b2a_base64(text.encode("utf-8"), newline=False).translate(_TO_URLSAFE)
+        note = binascii.b2a_base64(text.encode("utf-8"), newline=False).translate(_TO_URLSAFE) + b"."
         _labels[prefix] = note
         _added.append((cert.sha256, "label", note.decode("ascii")))
     return text
@@ -264,9 +264,11 @@ def save() -> None:
                     and os.pread(fd, len(head), 0) == head):
                 if os.pread(fd, 1, st.st_size - 1) != b"\n":
                     os.write(fd, b"\n")  # a line cut short by a crash stays a line of its own
-                for piece in _lines():
-                    os.write(fd, piece)
-                _added.clear()
+                while _added:  # a batch at a time, each dropped once wholly written: a failed save
+                    piece = memoryview(_text(_added[:_BATCH]))  # appends none of them twice when tried again
+                    while piece:
+                        piece = piece[os.write(fd, piece):]
+                    del _added[:_BATCH]
                 return
         _start_afresh(path, head, _lines())
         _added.clear()
@@ -293,13 +295,20 @@ def forget() -> None:
     _cache_dir = None
 
 
-def _lines(batch: int = 1024):
+_BATCH = 1024  # lines written at once
+
+
+def _lines():
     """`_added` as the file's lines, a batch at a time: a first sync of 10 000 roots remembers
     50 000 checks, and their text made whole was a fifth of its peak memory. Each batch is whole
     lines, so another run appending between two batches interleaves none."""
-    for start in range(0, len(_added), batch):
-        yield "".join(f"{sha} {name} {note}\n" if note else f"{sha} {name}\n"
-                      for sha, name, note in _added[start : start + batch]).encode("ascii", "replace")
+    for start in range(0, len(_added), _BATCH):
+        yield _text(_added[start : start + _BATCH])
+
+
+def _text(entries) -> bytes:
+    return "".join(f"{sha} {name} {note}\n" if note else f"{sha} {name}\n"
+                   for sha, name, note in entries).encode("ascii", "replace")
 
 
 def _start_afresh(path: str, head: bytes, lines) -> None:

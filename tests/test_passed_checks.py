@@ -351,12 +351,12 @@ def test_a_leaf_is_not_remembered_as_an_anchor_and_a_label_is_remembered_as_made
     assert fresh_loadable.label(root) == "Labelled Root"
     fresh_loadable.save()
     lines = (state / "passed-checks").read_text().splitlines()[1:]
-    assert lines == [f"{root.sha256} anchor", f"{root.sha256} label TGFiZWxsZWQgUm9vdA=="]
+    assert lines == [f"{root.sha256} anchor", f"{root.sha256} label TGFiZWxsZWQgUm9vdA==."]
 
     import base64
 
     forged = base64.urlsafe_b64encode(b"Labelled\n\x1b[31mRoot").decode()
-    write_cache(state, [f"{root.sha256} anchor", f"{root.sha256} label {forged}"])
+    write_cache(state, [f"{root.sha256} anchor", f"{root.sha256} label {forged}."])
     fresh_loadable.forget()
     fresh_loadable.remember_in(state)
     again = Certificate(pki.ca("Labelled Root").der)
@@ -374,3 +374,45 @@ def test_each_passed_check_is_written_once(tmp_path, state, pki):
         assert result.returncode == 0, result.stderr
     lines = (state / "passed-checks").read_text().splitlines()[1:]
     assert len(lines) == len(set(lines)) and sum(line.endswith(" x509") for line in lines) == 3
+
+
+def test_a_label_line_a_crash_cut_short_is_not_believed(fresh_loadable, state, pki):
+    """A label's note ends with a dot: a line cut short by a crash (whose base64 may still decode,
+    to the start of the label) names no alias or nickname; the label is worked out again."""
+    import base64
+
+    from storesync.model import Certificate
+
+    root = Certificate(pki.ca("Example Corporate Root CA 2026").der)
+    note = base64.urlsafe_b64encode(b"Example Corporate Root CA 2026").decode()
+    write_cache(state, [f"{root.sha256} label {note[:16]}"])  # "Example Corp", had it been believed
+    fresh_loadable.remember_in(state)
+    root.__dict__.clear()
+    assert fresh_loadable.label(root) == "Example Corporate Root CA 2026"
+
+
+def test_a_save_that_fails_halfway_writes_no_line_twice_when_tried_again(tmp_path, state, fresh_loadable, monkeypatch):
+    """The lines of a batch wholly written are dropped from what is still to save: a disk that
+    fills up after the first batch, then frees, leaves each line in the file once (a sync saves
+    twice, before and after its writes)."""
+    import hashlib
+    import os
+
+    write_cache(state, [])
+    fresh_loadable.remember_in(state)
+    lines = [f"{hashlib.sha256(b'%d' % n).hexdigest()} java" for n in range(3 * fresh_loadable._BATCH)]
+    for line in lines:
+        fresh_loadable.remember(line)
+    real_write, writes = os.write, []
+
+    def filling(fd, data):
+        writes.append(len(data))
+        if len(writes) == 2:
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", filling)
+    fresh_loadable.save()  # the first batch in, the second refused
+    monkeypatch.setattr(os, "write", real_write)
+    fresh_loadable.save()
+    assert (state / "passed-checks").read_text().splitlines()[1:] == lines
