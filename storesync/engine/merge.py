@@ -152,12 +152,12 @@ def _expected_keys(baseline: TrustSet, view: View, lifted: tuple | None) -> dict
     expected = {}
     by_trust: dict[int, tuple | None] = {}  # an undated entry's key depends on its (shared) trust map alone
     for sha, entry in baseline.items():
-        dated = bool(entry.distrust_after)
-        key = None if dated else by_trust.get(id(entry.trust), False)
-        if key is False or dated:
+        memo = not entry.distrust_after
+        key = by_trust.get(id(entry.trust), False) if memo else False
+        if key is False:
             shown = project(entry, view.caps, view.purpose)[0]
             key = None if shown is None else lifted if lifted and not shown.distrusted else shown.trust_key()
-            if not dated:
+            if memo:
                 by_trust[id(entry.trust)] = key
         if key is not None:
             expected[sha] = key

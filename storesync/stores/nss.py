@@ -787,18 +787,13 @@ class NssStore(Store):
             for trust in (obj.legacy, obj.p11):
                 if trust is None:
                     continue
-                legacy = trust.cls == CKO_NSS_TRUST
-                attrs = LEGACY_ATTR if legacy else P11_ATTR
-                table = _FROM_STORED_LEGACY if legacy else _FROM_STORED_P11
-                for purpose, attribute in attrs.items():
-                    value = trust.raw.get(attribute)
-                    letter = table.get(value, NONE_L)  # None (absent) is no key either
-                    if letter and keys is not None:
-                        if not keys.verify(signatures.get(sig_key(trust.id, attribute)), trust.id, attribute, value):
-                            trust.bad_macs.append(purpose)
-                            letter = NONE_L
+                for purpose, attribute, letter in _stated(trust):
+                    if letter and keys is not None and not keys.verify(
+                            signatures.get(sig_key(trust.id, attribute)), trust.id, attribute, trust.raw[attribute]):
+                        trust.bad_macs.append(purpose)
+                        letter = NONE_L
                     trust.letters[purpose] = letter
-                kind = "CKO_NSS_TRUST" if legacy else "CKO_TRUST"
+                kind = "CKO_NSS_TRUST" if trust.cls == CKO_NSS_TRUST else "CKO_TRUST"
                 if trust.bad_macs:
                     self.warnings.append(
                         f"{self.cert_db}: {obj.label or obj.id}: trust for {', '.join(trust.bad_macs)} has a missing "
@@ -1039,6 +1034,14 @@ _HASH_OF_MECHANISM = {CKM_SHA_1: "sha1", CKM_SHA224: "sha224", CKM_SHA256: "sha2
                       CKM_SHA512: "sha512"}
 
 
+def _stated(trust: TrustObject) -> list[tuple[str, int, str]]:
+    """(purpose, attribute, letter) for each purpose of a trust object, as stored: before its
+    signatures are checked ("" for no opinion, or a value that is no trust state)."""
+    legacy = trust.cls == CKO_NSS_TRUST
+    table, raw = (_FROM_STORED_LEGACY if legacy else _FROM_STORED_P11), trust.raw
+    return [(p, a, table.get(raw.get(a), NONE_L)) for p, a in (LEGACY_ATTR if legacy else P11_ATTR).items()]
+
+
 def _hash_attributes(trust: TrustObject) -> tuple[int, ...]:
     """The signed attributes that tie a trust object to its certificate's bytes: issuer and
     serial, which find it, are signed by nobody."""
@@ -1049,20 +1052,14 @@ def _hash_holds(obj: CertObject, trust: TrustObject, keys: "KeyDB | None", signa
     """Does the trust object's certificate hash name these very bytes, under a valid signature?
     NSS applies a trust object to a certificate only then (pk11_HandleTrustObject): a certificate
     row swapped for another of the same issuer and serial keeps no trust."""
-    raw = trust.raw
-    if trust.cls == CKO_NSS_TRUST:
-        name = "sha1"
-    else:
-        mechanism = raw.get(CKA_NAME_HASH_ALGORITHM)
-        name = _HASH_OF_MECHANISM.get(as_ulong(mechanism)) if mechanism else None
-        if name is None:
-            return False
-    value = raw.get(_hash_attributes(trust)[0])
-    if not value or value != hashlib.new(name, obj.der).digest():
+    raw, attributes = trust.raw, _hash_attributes(trust)
+    name = "sha1" if trust.cls == CKO_NSS_TRUST else _HASH_OF_MECHANISM.get(as_ulong(raw.get(CKA_NAME_HASH_ALGORITHM)))
+    value = raw.get(attributes[0])
+    if name is None or not value or value != getattr(hashlib, name)(obj.der).digest():
         return False
     return keys is None or all(
         raw.get(a) is not None and keys.verify(signatures.get(sig_key(trust.id, a)), trust.id, a, raw[a])
-        for a in _hash_attributes(trust))
+        for a in attributes)
 
 
 #: Bound values per statement when a read looks its signatures up by id (SQLite before 3.32 takes 999).
@@ -1081,13 +1078,10 @@ def _checked_signatures(objects: list[CertObject]) -> list[str] | None:
         for trust in (obj.legacy, obj.p11):
             if trust is None:
                 continue
-            legacy = trust.cls == CKO_NSS_TRUST
-            signed += len(LEGACY_SIGNED) if legacy else len(P11_SIGNED)
-            table, raw = (_FROM_STORED_LEGACY if legacy else _FROM_STORED_P11), trust.raw
-            attributes = (LEGACY_ATTR if legacy else P11_ATTR).values()
-            letters = [table.get(raw.get(attribute), NONE_L) for attribute in attributes]
-            wanted += [sig_id(trust.id, a) for a, letter in zip(attributes, letters) if letter]
-            if any(letter in _GRANTING for letter in letters):
+            signed += len(LEGACY_SIGNED) if trust.cls == CKO_NSS_TRUST else len(P11_SIGNED)
+            stated = _stated(trust)
+            wanted += [sig_id(trust.id, a) for _, a, letter in stated if letter]
+            if any(letter in _GRANTING for *_, letter in stated):
                 wanted += [sig_id(trust.id, a) for a in _hash_attributes(trust)]
     return wanted if 2 * len(wanted) < signed else None
 
