@@ -60,8 +60,8 @@ _CHECKS = (*NAMES, "signature", "x509", "nss-empty-password", "anchor")
 # names (a forged certificate passing for a remembered one is a second preimage of 128 bits).
 # A set of the lines' strings held three times the file, as much as a 10 000-certificate store.
 _passed: dict[str, set[int]] = {name: set() for name in _CHECKS}  # from the file, or passed in this process
-_notes: dict[int, str] = {}  # the rare x509 line's note (its parse warning, base64), by prefix
-_labels: dict[int, bytes] = {}  # a "label" line's note (a certificate's default label, base64), by prefix
+_notes: dict[int, str] = {}  # the rare x509 line's note (its parse warning, base64, a dot), by prefix
+_labels: dict[int, bytes] = {}  # a "label" line's note (a certificate's default label, base64, a dot), by prefix
 _added: list[tuple] = []  # (sha256, check, note) passed in this process, for `save` to add to the file
 _cache_dir = None
 
@@ -100,25 +100,26 @@ def _believe(file) -> None:
     """The checks the lines of `file` (after its header) say passed, read line by line: the
     file and a list of its lines held at once were ~2.5x the file."""
     sets = {name.encode(): _passed[name] for name in _CHECKS}
-    for line in file:  # "SHA-256 hex, space, check[, space, note]"
-        line = line.rstrip(b"\n")
-        mine, note, label = sets.get(line[65:]), None, None
-        if mine is None and line[65:70] == b"x509 ":  # a parse warning, after its check's name
-            mine, note = _passed["x509"], line[70:].decode("ascii", "replace")
-        elif mine is None and line[65:71] == b"label ":  # a default label: not a check
-            label = line[71:]
-        if (mine is None and label is None) or line[64:65] != b" ":
+    for line in file:  # "SHA-256 hex, space, check[, space, note ending with a dot]"
+        if line[-1:] != b"\n":
+            break  # the last line, cut short by a run killed while saving: it vouches for nothing
+        check, note = line[65:-1], None
+        if check not in sets:
+            check, _, note = check.partition(b" ")  # a parse warning (x509), or a default label
+            if check not in (b"x509", b"label") or note[-1:] != b".":
+                continue  # no check this version runs, or a note cut short (see `save`)
+        if line[64:65] != b" ":
             continue
         try:
             prefix = int(line[:32], 16)
         except ValueError:
             continue
-        if label is not None:
-            _labels[prefix] = label
+        if check == b"label":  # not a check: the label itself
+            _labels[prefix] = note
             continue
-        mine.add(prefix)
+        sets[check].add(prefix)
         if note:
-            _notes[prefix] = note
+            _notes[prefix] = note.decode("ascii", "replace")
 
 
 def _open_cache():
@@ -186,8 +187,8 @@ def label(cert) -> str:
     prefix = _prefix(cert.sha256)
     note = _labels.get(prefix)
     if note is not None:
-        try:  # a note ends with ".": one a crash cut short (a prefix of the label) is not believed
-            text = binascii.a2b_base64(note[:-1].translate(_URLSAFE_BYTES)).decode("utf-8") if note[-1:] == b"." else ""
+        try:  # without the dot every note ends with (a note cut short is not read: `_believe`)
+            text = binascii.a2b_base64(note[:-1].translate(_URLSAFE_BYTES)).decode("utf-8")
         except ValueError:
             text = ""  # not a note this version wrote: worked out again
         if text and len(text.translate(_CONTROLS)) == len(text):  # as `default_label` makes them: no line break, no ESC
@@ -210,8 +211,8 @@ def remembered_parse(cert) -> tuple[str | None] | None:
     note = _notes.get(prefix)
     if note is None:
         return (None,)
-    try:  # base64.urlsafe_b64decode, without importing base64 (most certificates have no warning)
-        return (binascii.a2b_base64(note.translate(_URLSAFE)).decode("utf-8"),)
+    try:  # base64.urlsafe_b64decode of it without its dot, not importing base64 (most certificates have no warning)
+        return (binascii.a2b_base64(note[:-1].translate(_URLSAFE)).decode("utf-8"),)
     except ValueError:
         return None  # not a note this version wrote: the certificate is parsed again
 
@@ -219,7 +220,7 @@ def remembered_parse(cert) -> tuple[str | None] | None:
 def remember_parse(sha256: str, warning: str | None) -> None:
     import base64  # here: a warning is rare, and `list` imports nothing it does not use
 
-    note = None if warning is None else base64.urlsafe_b64encode(warning.encode("utf-8")).decode("ascii")
+    note = None if warning is None else base64.urlsafe_b64encode(warning.encode("utf-8")).decode("ascii") + "."
     _remember(sha256, "x509", note)
 
 
@@ -262,8 +263,8 @@ def save() -> None:
             st = os.fstat(fd)
             if (_private(st) and _private(os.stat(_cache_dir)) and st.st_size < 80 * _MAX_REMEMBERED
                     and os.pread(fd, len(head), 0) == head):
-                if os.pread(fd, 1, st.st_size - 1) != b"\n":
-                    os.write(fd, b"\n")  # a line cut short by a crash stays a line of its own
+                if os.pread(fd, 1, st.st_size - 1) != b"\n":  # a line cut short by a crash stays a line
+                    os.write(fd, b" (cut short)\n")  # of its own, and names no check: no note ends so
                 while _added:  # a batch at a time, each dropped once wholly written: a failed save
                     piece = memoryview(_text(_added[:_BATCH]))  # appends none of them twice when tried again
                     while piece:

@@ -165,7 +165,7 @@ def test_what_passed_only_a_stand_in_judge_is_not_remembered(tmp_path, state, mo
 def fresh_loadable(monkeypatch):
     from storesync import loadable
 
-    for name, value in (("_passed", {name: set() for name in loadable._CHECKS}), ("_notes", {}), ("_added", []),
+    for name, value in (("_passed", {name: set() for name in loadable._CHECKS}), ("_notes", {}), ("_labels", {}), ("_added", []),
                         ("_cache_dir", None)):
         monkeypatch.setattr(loadable, name, value)
     return loadable
@@ -209,7 +209,7 @@ def test_save_adds_this_runs_checks_to_the_file_as_it_is_now(tmp_path, state, fr
     fresh_loadable.remember_parse("d" * 64, "a warning")
     fresh_loadable.save()
     lines = (state / "passed-checks").read_text().splitlines()
-    assert lines[1:] == [a, c, b, f"{'d' * 64} x509 YSB3YXJuaW5n"]
+    assert lines[1:] == [a, c, b, f"{'d' * 64} x509 YSB3YXJuaW5n."]  # a note ends with a dot
     mtime = (state / "passed-checks").stat().st_mtime_ns
     fresh_loadable.save()  # nothing new since: not written again
     assert (state / "passed-checks").stat().st_mtime_ns == mtime
@@ -269,7 +269,7 @@ def test_save_appends_after_a_line_a_crash_cut_short_and_starts_afresh_over_othe
     fresh_loadable.remember_in(state)
     fresh_loadable.remember(b)
     fresh_loadable.save()
-    assert cache.read_text().splitlines()[1:] == [a, "c" * 40, b]
+    assert cache.read_text().splitlines()[1:] == [a, f"{'c' * 40} (cut short)", b]
 
     cache.write_text(f"storesync-passed-checks 0\n{a}\n")  # another version's rules
     fresh_loadable.remember(f"{'d' * 64} java")
@@ -416,3 +416,33 @@ def test_a_save_that_fails_halfway_writes_no_line_twice_when_tried_again(tmp_pat
     monkeypatch.setattr(os, "write", real_write)
     fresh_loadable.save()
     assert (state / "passed-checks").read_text().splitlines()[1:] == lines
+
+
+@pytest.mark.parametrize("line", [f"{'d' * 64} x509 YSB3YXJuaW5n.", f"{'d' * 64} label RXhhbXBsZSBSb290.",
+                                  f"{'d' * 64} nss-empty-password", f"{'d' * 64} signature"])
+@pytest.mark.parametrize("saved", [False, True], ids=["as-left", "after-a-save"])
+def test_no_line_a_crash_cut_short_is_believed(state, fresh_loadable, line, saved):
+    """The last line of a run killed while saving may stop anywhere: as it was left, or after the
+    next run's save appended to it, it vouches for nothing. ("x509 NOTE." cut to "x509" said the
+    certificate parses without a warning; "nss-empty-password" cut to "nss", that NSS loads it.)"""
+    prefix = int("d" * 32, 16)
+    for cut in range(66, len(line)):  # a cut in the hash names another certificate (a preimage)
+        for name, value in (("_passed", {n: set() for n in fresh_loadable._CHECKS}), ("_notes", {}), ("_labels", {}),
+                            ("_added", []), ("_cache_dir", None)):
+            setattr(fresh_loadable, name, value)
+        write_cache(state, [])
+        with open(state / "passed-checks", "a") as file:
+            file.write(line[:cut])
+        if saved:
+            fresh_loadable.remember_in(state)
+            fresh_loadable.remember(f"{'e' * 64} java")
+            fresh_loadable.save()
+            fresh_loadable._passed, fresh_loadable._cache_dir = {n: set() for n in fresh_loadable._CHECKS}, None
+        fresh_loadable.remember_in(state)
+        believed = [n for n, s in fresh_loadable._passed.items() if prefix in s] + ["label"] * (prefix in fresh_loadable._labels)
+        assert not believed, f"{line[:cut]!r}: believed as {believed}"
+        assert fresh_loadable.passed(f"{'e' * 64} java") == saved
+    write_cache(state, [line])  # the whole line is believed
+    fresh_loadable._passed, fresh_loadable._labels, fresh_loadable._cache_dir = {n: set() for n in fresh_loadable._CHECKS}, {}, None
+    fresh_loadable.remember_in(state)
+    assert any(prefix in s for s in fresh_loadable._passed.values()) or prefix in fresh_loadable._labels
