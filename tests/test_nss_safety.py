@@ -543,3 +543,47 @@ def test_a_certificate_row_swapped_for_another_of_the_same_issuer_and_serial_kee
     verified = subprocess.run(["certutil", "-V", "-d", f"sql:{db}", "-n", "Swapped Root", "-u", "L"],
                               capture_output=True, text=True)
     assert verified.returncode != 0  # NSS applies no trust to the swapped bytes either
+
+
+@pytest.mark.parametrize("kind", ["nss", "jks", "p12"])
+def test_rollback_of_a_store_named_without_its_password_refuses_and_keeps_what_others_added(tmp_path, state, kind):
+    """A store with a password, named without it: neither it nor its backup can be read, so a
+    rollback cannot tell storesync's change from another program's. It put the backup's bytes
+    back, dropping what keytool or certutil had added since; it now refuses (exit 2, naming the
+    option), and with the password (`--password-file`) puts back only storesync's change."""
+    import hashlib
+
+    from test_jks import keytool, keytool_list
+    from test_nss import certutil_add, new_db
+
+    pki = PKI()
+    first, synced, later = (pki.ca(f"Password Root {n}").write(tmp_path / f"{n}.pem") for n in ("first", "synced", "later"))
+    password = tmp_path / "store.pw"
+    password.write_text("s3cret-pass\n")
+    if kind == "nss":
+        path = new_db(tmp_path / "db", "s3cret-pass")
+        certutil_add(path, "first", "C,,", first, "-f", path.parent / "db.pw")
+        files, add = sorted(path.glob("*.db")), lambda: certutil_add(path, "later", "C,,", later, "-f", password)
+        held = lambda: {line.split()[0] for line in run("certutil", "-L", "-d", f"sql:{path}").stdout.decode().splitlines()[4:] if line.strip()}
+    else:
+        path = tmp_path / f"store.{kind}"
+        store_type = "JKS" if kind == "jks" else "PKCS12"
+        importing = lambda alias, pem: keytool("-importcert", "-noprompt", "-keystore", path, "-storetype", store_type,
+                                               "-storepass", "s3cret-pass", "-alias", alias, "-file", pem)
+        importing("first", first)
+        files, add = [path], lambda: importing("later", later)
+        held = lambda: {hashlib.sha256(der_of(p)).hexdigest() for p in (first, synced, later)} & {
+            sha.lower().replace(":", "") for _, sha in keytool_list(path, "s3cret-pass").values()}
+    result = storesync("sync", "--mode", "add", f"pem:{synced}", f"{kind}:{path}?password-file={password}")
+    assert result.returncode == 0, result.stderr
+    add()
+    before, holding = [f.read_bytes() for f in files], held()
+
+    result = storesync("rollback", f"{kind}:{path}")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "password-file" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert [f.read_bytes() for f in files] == before and held() == holding
+
+    result = storesync("rollback", "--password-file", password, f"{kind}:{path}")
+    assert result.returncode == 0, result.stderr
+    assert "! kept" in result.stdout and len(held()) == len(holding) - 1  # storesync's root gone, keytool's or certutil's kept

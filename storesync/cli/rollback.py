@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from storesync.cli.common import fail, print_json
-from storesync.cli.options import JSON, STATE_DIR
+from storesync.cli.options import JSON, PASSWORD_FILE, STATE_DIR
 from storesync.model import EXIT_DIFFERENT, StoreError
 
 
@@ -21,6 +21,7 @@ def rollback(
     store: str = typer.Argument(..., help="The store to put back."),
     list_only: bool = typer.Option(False, "--list", help="List the backups of this store."),
     to: Optional[str] = typer.Option(None, "--to", help="Backup id to restore (default: the newest)."),
+    password_file: Optional[Path] = PASSWORD_FILE,
     state_dir: Optional[Path] = STATE_DIR,
     as_json: bool = JSON,
 ) -> None:
@@ -33,7 +34,7 @@ def rollback(
     state.set_state_dir(state_dir)
     opened = None
     try:
-        opened = open_store(store)
+        opened = open_store(store, {"password-file": str(password_file)} if password_file else {})
         spec = opened.spec.key
         if list_only:
             backups = state.list_backups(spec)

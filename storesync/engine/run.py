@@ -521,10 +521,22 @@ def rollback(store: Store, backup_id: str | None = None) -> dict:
     with state.store_lock(store.path):
         backup_id, snapshot = _backup_of(store, backup_id)
         mine = state.touched_since(spec, backup_id)  # None: an older version's backup, which does not say
+        then = now = None  # a store (or backup) that cannot be read: only its bytes can go back
         try:
-            then, now = store.snapshot_trust(snapshot), read_store(store)
+            then = store.snapshot_trust(snapshot)
         except StoreError:
-            then = now = None  # a store (or backup) that cannot be read: only its bytes can go back
+            try:
+                read_store(store)
+            except StoreError as exc:
+                # Neither the store nor its backup (which the sync that made it read) reads: the
+                # options are wrong, most often a password not given. The backup's bytes would drop
+                # what other programs added since, unseen.
+                raise StoreError(f"{exc}; nor can backup {backup_id} be read, so nothing was put back") from None
+        else:
+            try:
+                now = read_store(store)
+            except StoreError:
+                then = None  # the store is damaged: its backup's bytes go back
         plan, kept, changed = None, [], None
         if then is not None:
             changed = {sha for sha in {*then, *now}
