@@ -500,3 +500,29 @@ def test_a_purpose_by_its_oid_is_held_or_left_out_per_kind(roots, tmp_path, targ
                          check=False)
             assert (verify.returncode == 0) == accepted, verify.stdout + verify.stderr
     assert storesync("sync", f"pem:{tmp_path / 'r.pem'}?purpose={stamp}", spec).returncode == 0  # in sync
+
+
+@pytest.mark.parametrize("mode", ["mirror", "add"])
+def test_a_distrust_a_plain_source_cannot_lift_is_shown_as_kept(roots, tmp_path, mode):
+    """A plain bundle cannot say distrust, so its trust never lifts a target's distrust (distrust
+    wins). The plan said "in sync" and nothing else, while `diff` reported the difference: it now
+    says, with a `!` line, which distrust it kept and for which purpose."""
+    from test_nss import new_db
+
+    bad, good = roots[:2]
+    seed = tmp_path / "seed.pem"
+    seed.write_bytes(trustout(bad, tmp_path / "bad.pem", "-addreject", "serverAuth") + good.pem)
+    plain = tmp_path / "plain.pem"
+    plain.write_bytes(bad.pem + good.pem)
+    db = new_db(tmp_path / "db")
+    targets = [f"nss:{db}", f"pem:{tmp_path / 't.pem'}?format=trusted"]
+    assert storesync("sync", f"pem:{seed}", *targets).returncode == 0
+    before = run("certutil", "-L", "-d", f"sql:{db}").stdout
+
+    result = storesync("sync", "--mode", mode, f"pem:{plain}", *targets)
+    assert result.returncode == 0, result.stderr
+    kept = [line for line in result.stdout.splitlines() if line.startswith("  ! ")]
+    assert len(kept) == 2 and all("server-auth" in line and "kept" in line for line in kept), result.stdout
+    assert run("certutil", "-L", "-d", f"sql:{db}").stdout == before  # the distrust itself stays, as NSS reads it
+    assert "Rejected Uses:\n  TLS Web Server Authentication" in openssl_aux(tmp_path / "t.pem")
+    assert storesync("diff", f"pem:{plain}", targets[0]).returncode == 1  # what the `!` line says

@@ -207,6 +207,15 @@ class Scope(Record):
 EVERYTHING = Scope()
 
 
+def _kept_distrust(plan: Plan, entry: Entry, have: Entry) -> None:
+    """Say where the target's distrust stands against the source's trust: a source that cannot
+    say distrust lifts none, and `diff` shows the difference."""
+    kept = sorted(p for p, state in entry.trust.items() if state == TRUSTED and have.trust.get(p) == DISTRUSTED)
+    if kept:
+        plan.losses.append(Loss(entry, f"distrusted here for {', '.join(kept)}: kept, since a source that cannot "
+                                       "say distrust lifts none (diff shows the difference)"))
+
+
 def keep_dates(have: Entry | None, wanted: Entry, dates) -> Entry:
     """`wanted` with `have`'s distrust-after dates for the purposes it still trusts and whose
     dates its source cannot say (`dates(purpose)` false): a bundle saying nothing of dates takes
@@ -286,6 +295,8 @@ def make_plan(
             combined = have.replace(trust={**have.trust, **entry.trust})
         else:
             combined = entry if everything else scope.combine(have, entry)
+        if have is not None and not scope.distrust and have.distrusted:
+            _kept_distrust(plan, entry, have)
         if combined is not None:
             held = current.get(entry.sha256)
             if held is not None and held.distrust_after and scope.dated is not True:  # rare: no call for the rest
