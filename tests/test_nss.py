@@ -433,16 +433,32 @@ def test_nickname_rules(tmp_path, pki):
     assert names.count("Certificate:") == 2
 
 
-def test_distrust_after_round_trip(tmp_path, cas):
+def test_a_distrust_after_date_is_never_written_where_nss_would_not_apply_it(tmp_path):
+    """NSS never applies CKA_NSS_SERVER_DISTRUST_AFTER (vfychain accepts a leaf issued after it),
+    and Firefox applies it only to its built-in roots, from the built-in module: a database cannot
+    hold a date. storesync wrote the date and kept the root trusted for server-auth, so NSS took
+    a leaf the source distrusts. A dated root is now written without its date, with a `!` line:
+    trusted until the date, and not for that purpose once it has passed."""
+    from conftest import PKI
+
+    pki, now = PKI(), dt.datetime.now(dt.timezone.utc)
+    root = pki.ca("Dated Root")
+    inter = pki.ca("Dated Intermediate", root)
+    leaf = pki.leaf("dated.example", inter, not_before=now - dt.timedelta(days=1))
+    chain = [leaf.write(tmp_path / "leaf.pem"), inter.write(tmp_path / "inter.pem")]
     db = new_db(tmp_path / "db")
-    when = dt.datetime(2030, 11, 30, 23, 59, 59, tzinfo=dt.timezone.utc)
-    sync([entry(cas["a"], label="A", distrust_after={"server-auth": when, "email": when})], db)
+    passed, coming = now - dt.timedelta(days=30), now + dt.timedelta(days=3650)
+    plan = sync([entry(root, label="Dated", distrust_after={"server-auth": passed, "email": coming})], db)
+    assert any("distrust-after" in loss.what for loss in plan.losses)
+    verdict = run("vfychain", "-d", f"sql:{db}", "-u", "1", "-a", chain[0], "-a", chain[1], check=False)
+    assert b"Chain is good" not in verdict.stdout + verdict.stderr  # issued after the date: NSS refuses it
+    assert certutil_flags(db)["Dated"] == "T,C,C"  # client-auth (T) and e-mail (its date has not come) stay
+    columns = {r[1] for r in sqlite3.connect(f"file:{db}/cert9.db?mode=ro", uri=True).execute("PRAGMA table_info(nssPublic)")}
+    dated = [c for c in ("ace534373", "ace534374") if c in columns]
+    assert not any(v for row in sqlite3.connect(f"file:{db}/cert9.db?mode=ro", uri=True).execute(
+        f"SELECT {', '.join(dated) or 'NULL'} FROM nssPublic") for v in row)
     trust_set, _ = read(db)
-    assert dict(trust_set[Certificate(cas["a"].der).sha256].distrust_after) == {"server-auth": when, "email": when}
-    assert certutil_flags(db)["A"] == "CT,C,C"
-    sync([entry(cas["a"], label="A")], db)
-    trust_set, _ = read(db)
-    assert dict(trust_set[Certificate(cas["a"].der).sha256].distrust_after) == {}
+    assert dict(trust_set[Certificate(root.der).sha256].distrust_after) == {}
 
 
 def test_snapshot_and_restore(tmp_path, cas):
@@ -878,8 +894,9 @@ def test_a_sync_makes_the_two_trust_classes_agree_after_certutil_distrusts(tmp_p
     result = storesync("sync", f"pem:{source}", f"nss:{db}")  # a bundle cannot say distrust: it stays
     assert result.returncode == 0, result.stdout + result.stderr
     lines = [line for line in result.stdout.splitlines() if "NSS Test a" in line]
-    assert len(lines) == 1 and lines[0].startswith("  ~ ") and "the two NSS trust classes disagree" in lines[0] \
+    assert len(lines) == 2 and lines[0].startswith("  ~ ") and "the two NSS trust classes disagree" in lines[0] \
         and "both now say" in lines[0] and "distrusted" in lines[0], result.stdout
+    assert lines[1].startswith("  ! ") and "distrusted here for server-auth: kept" in lines[1]
     assert trust_objects(db, a) == {"CKO_NSS_TRUST": [nss.CKT_NSS_NOT_TRUSTED] * 4,
                                     "CKO_TRUST": [nss.CKT_NOT_TRUSTED] * 4}
     assert certutil_flags(db)["NSS Test a"] == "p,p,p" and "certificate is valid" not in verify(db, "NSS Test a")

@@ -476,7 +476,11 @@ class NssStore(Store):
     kind = "nss"
     options = ("password-file", "builtins")
     reader = "nss"
-    capabilities = Capabilities(purposes=True, distrust=True, distrust_after=tuple(DISTRUST_AFTER_ATTR), labels=True,
+    # No distrust-after dates: NSS never applies CKA_NSS_*_DISTRUST_AFTER, and Firefox only to its
+    # built-in roots, read from the built-in module (NSSCertDBTrustDomain::IsChainValid); in a
+    # database a date limits nothing, so a dated root is written without it (a `!` line) and not
+    # trusted for the purpose once the date has passed.
+    capabilities = Capabilities(purposes=True, distrust=True, labels=True,
                                 oids=False)  # trust attributes: LEGACY_ATTR's and P11_ATTR's purposes only
 
     def __init__(self, spec):
