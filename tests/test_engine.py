@@ -659,3 +659,37 @@ def test_an_entry_the_store_asks_to_rewrite_becomes_a_change_of_its_own(pki):
     assert [(b.sha256, a.trust) for b, a in plan.changes] == [(changing.sha256, DISTRUST), (kept.sha256, ANCHOR)]
     assert plan.rewrites == {kept.sha256: "held oddly"} and [e.sha256 for e in plan.removals] == [leaving.sha256]
     assert plan.to_json()["changes"][1]["why"] == "held oddly" and "why" not in plan.to_json()["changes"][0]
+
+
+@pytest.mark.parametrize("kind", ["nss", "dir"])
+def test_escalation_guard_judges_the_files_of_a_folder_store_too(pki, root, tmp_path, kind):
+    """A root-owned NSS folder whose cert9.db and key4.db anyone may write, or a root-owned hashed
+    directory holding a user's file: that user can add trust to the store, so it may not raise
+    trust in a root-owned one. The guard looked at the folder and its parent only."""
+    from test_nss import new_db
+
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root to make a file owned by another user")
+    system = tmp_path / "system.pem"
+    system.write_bytes(root.pem)
+    sneaky = pki.ca("Sneaky Root In A Folder Store")
+    if kind == "nss":
+        store = new_db(tmp_path / "db")
+        for name in ("cert9.db", "key4.db"):
+            (store / name).chmod(0o666)
+    else:
+        store = tmp_path / "certs"
+        store.mkdir()
+        (store / "root.pem").write_bytes(root.pem)
+        (store / "alice.pem").write_bytes(pki.ca("Alice's Own Root").pem)
+        os.chown(store / "alice.pem", 1000, 1000)
+    config = write_config(tmp_path, f'[profile.p]\nmode = "merge"\nstores = ["{kind}:{store}", "pem:{system}"]\n')
+    assert storesync("sync", "--config", config).returncode == 0
+    count = len(keys(f"pem:{system}"))
+    if kind == "nss":
+        run("certutil", "-A", "-d", f"sql:{store}", "-n", "sneaky", "-t", "C,,", "-i", sneaky.write(tmp_path / "s.pem"))
+    else:
+        (store / "alice.pem").write_bytes(sneaky.pem)  # alice rewrites her own file
+    result = storesync("sync", "--config", config)
+    assert "held back" in result.stdout, result.stdout + result.stderr
+    assert len(keys(f"pem:{system}")) == count

@@ -174,3 +174,23 @@ def test_stores_that_agree_with_the_baseline_are_merged_and_planned_without_proj
     plans = [make_plan(result.desired_for(v), v.current, v.caps, store=v.name) for v in views]
     assert all(p.empty for p in plans)
     assert len(calls) <= 4 * len(STORES), f"{len(calls)} projections for {len(certs)} certificates in {len(STORES)} stores"
+
+
+def test_a_store_that_may_not_escalate_cannot_lift_a_distrust_after_date():
+    """Removing a root's distrust-after date, or moving it later, trusts certificates issued since:
+    a raise of trust like any other. A world-writable store's removed date reached the root-owned
+    ones (`_raises_trust` compared trust alone)."""
+    date, later = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc), dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+    dated = Capabilities(purposes=True, distrust=True, distrust_after=True)
+    held = Entry(POOL[0], trust={"server-auth": TRUSTED}, distrust_after={"server-auth": date})
+    for edited in (Entry(POOL[0], trust={"server-auth": TRUSTED}),
+                   Entry(POOL[0], trust={"server-auth": TRUSTED}, distrust_after={"server-auth": later})):
+        views = [View("user", TrustSet([edited]), dated, may_escalate=False), View("system", TrustSet([held]), dated)]
+        result = merge(TrustSet([held]), views)
+        assert result.merged[POOL[0].sha256].distrust_after == {"server-auth": date}, edited.distrust_after
+        assert any("held back" in c for c in result.conflicts)
+    # a store that cannot hold dates says nothing of them: no raise
+    views = [View("user", TrustSet([Entry(POOL[0], trust={"server-auth": TRUSTED})]), PRECISE, may_escalate=False),
+             View("system", TrustSet([held]), dated)]
+    result = merge(TrustSet([held]), views)
+    assert result.merged[POOL[0].sha256].distrust_after == {"server-auth": date} and not result.conflicts

@@ -102,7 +102,7 @@ def merge(baseline: TrustSet | None, views: list[View], admit: Callable[[Entry],
                 result.held.setdefault(view.name, []).append(view.current[sha])
                 result.conflicts.append(f"{entry.display_label}: not a CA certificate; it stays in {view.name} only")
                 continue
-            if not view.may_escalate and (sha not in baseline or _raises_trust(baseline[sha], entry)):
+            if not view.may_escalate and (sha not in baseline or _raises_trust(baseline[sha], entry, view.caps)):
                 result.held.setdefault(view.name, []).append(view.current[sha])
                 result.conflicts.append(
                     f"{entry.display_label}: trust added in {view.name} held back (that store may not "
@@ -164,8 +164,10 @@ def _expected_keys(baseline: TrustSet, view: View, lifted: tuple | None) -> dict
     return expected
 
 
-def _raises_trust(before: Entry, after: Entry) -> bool:
-    """Does `after` trust something `before` did not (or un-distrust something)?"""
+def _raises_trust(before: Entry, after: Entry, caps: Capabilities) -> bool:
+    """Does `after` trust something `before` did not (or un-distrust something, or drop or defer a
+    distrust-after date where its store could hold one: certificates issued since are trusted)?"""
     return any(after.trust.get(p) == TRUSTED and before.trust.get(p) != TRUSTED for p in after.trust) or any(
         before.trust.get(p) == DISTRUSTED and after.trust.get(p) != DISTRUSTED for p in before.trust
-    )
+    ) or any(after.trust.get(p) == TRUSTED and caps.dates(p) and (p not in after.distrust_after or after.distrust_after[p] > when)
+             for p, when in before.distrust_after.items())

@@ -582,11 +582,23 @@ def _check_written(outcome: Outcome) -> None:
 
 def _writers(store: Store) -> tuple[set[int], bool]:
     """Who can change a store: the owners of its file and of the folder holding it (which can
-    replace the file), and whether a group or everyone can (then anyone counts)."""
+    replace the file), and whether a group or everyone can (then anyone counts). A folder store
+    (an NSS database, a hashed directory) changes through its files too: their owners count, and
+    a linked file's folder."""
     path = fsio.existing(store.path)
+    places = {path, fsio.parent(path)}
+    if os.path.isdir(path):
+        for name in os.listdir(path):
+            inside = os.path.join(path, name)
+            places.add(inside)
+            if os.path.islink(inside):
+                places.add(fsio.parent(os.path.realpath(inside)))
     uids, anyone = set(), False
-    for place in {path, fsio.parent(path)}:
-        st = os.stat(place)
+    for place in places:
+        try:
+            st = os.stat(place)
+        except OSError:
+            continue  # gone meanwhile, or a dangling link: nobody changes the store through it
         uids.add(st.st_uid)
         sticky = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
         anyone |= bool(st.st_mode & stat.S_IWOTH) and not sticky
