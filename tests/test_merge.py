@@ -194,3 +194,14 @@ def test_a_store_that_may_not_escalate_cannot_lift_a_distrust_after_date():
              View("system", TrustSet([held]), dated)]
     result = merge(TrustSet([held]), views)
     assert result.merged[POOL[0].sha256].distrust_after == {"server-auth": date} and not result.conflicts
+
+
+def test_each_store_keeps_its_own_order_and_gets_the_others_additions_after_it():
+    """A merge of two bundles rewrote the first in another order (the merged set's): each store
+    now keeps its certificates in its own order, what the others add coming after them."""
+    a = TrustSet([Entry(POOL[n]) for n in (3, 0, 2)])
+    b = TrustSet([Entry(POOL[n]) for n in (1, 2, 0)])
+    views = [View("a", a, PLAIN), View("b", b, PLAIN)]
+    result = merge(None, views)  # the first merge: the union
+    assert [e.cert for e in result.desired_for(views[0]).values()] == [POOL[n] for n in (3, 0, 2, 1)]
+    assert [e.cert for e in result.desired_for(views[1]).values()] == [POOL[n] for n in (1, 2, 0, 3)]

@@ -40,11 +40,11 @@ class MergeResult:
         or a trust raise, that did not spread stays in the store that made it (unless the merge
         distrusts that certificate: distrust wins)."""
         home = {e.sha256: e for e in self.held.get(view.name, [])}
-        if not home:
-            return self.merged
-        merged = [home.pop(sha) if sha in home and not entry.distrusted else entry
-                  for sha, entry in self.merged.items()]
-        return TrustSet([*merged, *home.values()])
+        merged = {sha: home.pop(sha) if sha in home and not entry.distrusted else entry
+                  for sha, entry in self.merged.items()} if home else self.merged
+        # in the store's own order, what the others add after it: a merge does not reorder a file
+        own = [merged[sha] for sha in view.current if sha in merged]
+        return TrustSet([*own, *(e for sha, e in merged.items() if sha not in view.current), *home.values()])
 
 
 def combine(opinions: list[tuple[Entry, Capabilities]]) -> Entry:
