@@ -241,6 +241,13 @@ def cert_json(cert) -> dict[str, Any]:
     }
 
 
+def serial_text(number: int) -> str:
+    """A serial number as `openssl crl -text` prints it (hex, two digits a byte: 05, 0ABC),
+    marked 0x: its bare "1092" (4242) reads as a decimal number."""
+    digits = f"{abs(number):X}"
+    return f"{'-' if number < 0 else ''}0x{'0' * (len(digits) % 2)}{digits}"
+
+
 def _iso(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
@@ -915,7 +922,7 @@ def _revocations(path: list, at: datetime, crls: list, warnings: list[str], rule
                 warnings.append(f"{short_name(cert)} is revoked from {_iso(when)}, after the time checked")
                 continue
             problems.append(Problem(
-                REVOKED, f"{short_name(cert)} (serial {cert.serial_number:x}) was revoked on {_iso(when)} "
+                REVOKED, f"{short_name(cert)} (serial {serial_text(cert.serial_number)}) was revoked on {_iso(when)} "
                          f"by {short_name(issuer)} (CRL {source})",
                 fix=f"issue a new certificate to replace {short_name(cert)}", cert=cert,
                 data={"revoked_at": _iso(when), "crl": str(source)}))

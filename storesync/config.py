@@ -172,6 +172,33 @@ def parse_config(text: str, path: str | None = None) -> Config:
     return Config(path, profiles)
 
 
+def store_key(spec: "StoreSpec | str") -> str:
+    """A store's identity across spellings: its real path (a JDK's cacerts is often a link)."""
+    if not isinstance(spec, str):  # a StoreSpec a selector found
+        return os.path.realpath(spec.path)
+    text = spec.split("?", 1)[0]
+    head, sep, rest = text.partition(":")
+    return os.path.realpath(os.path.expanduser(rest if sep and head.isalnum() and len(head) > 1 else text))
+
+
+def named_twice(stores: list[StoreRef], mode: str) -> str | None:
+    """What is wrong, in a sentence, when a profile names one store twice (by real path, as
+    selectors' stores are told apart): a target twice would be planned twice from one read and
+    written twice, the last write winning; a source as its own target is no sync. None: each
+    store once. A selector's stores are known at run time (each once, never the source)."""
+    seen: dict[str, int] = {}
+    for n, ref in enumerate(stores):
+        if ref.selector:
+            continue
+        first = seen.setdefault(store_key(ref.spec), n)
+        if first != n:
+            if first == 0 and mode != "merge":
+                return (f"the source {stores[0].spec} and the target {ref.spec} are one store ({store_key(ref.spec)}); "
+                        "a store is never a target of itself: name another target")
+            return f"{stores[first].spec} and {ref.spec} are one store ({store_key(ref.spec)}); name it once"
+    return None
+
+
 def _one_writer_per_store(profiles: dict[str, "Profile"], error) -> None:
     """A mirror's target belongs to that mirror: another profile writing it would be undone on
     every run (and a daemon would flip it back and forth for ever, rotating its backups away).
@@ -247,6 +274,9 @@ def _profile(name: str, table: dict, error_at) -> Profile:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise error(f"profile {name!r}: {key} must be a whole number", key)
     stores = [_store_ref(r, name, error) for r in refs]
+    twice = named_twice(stores, mode)
+    if twice:
+        raise error(f"profile {name!r}: {twice}", f"[profile.{name}]")
     for n, ref in enumerate(stores):
         _check_store(ref, name, mode == "merge" or n > 0, error)
     return Profile(

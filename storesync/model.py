@@ -758,3 +758,7 @@ class Capabilities(Record):
 #: Exit codes of every command: done / equal / nothing to do; different, or changes pending in
 #: --dry-run; an error; a guard held a change back.
 EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD = 0, 1, 2, 3
+
+#: The furthest ahead, in days, that --expiring, --soon and --expires reach: past any real
+#: certificate's or metadata's life, and far inside what a date can hold (year 9999).
+MAX_DAYS = 100_000

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from storesync import state
 from storesync.fsio import atomic_write
-from storesync.model import StoreError
+from storesync.model import MAX_DAYS, StoreError
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 ROOT_EXPIRES = timedelta(days=365)
@@ -35,11 +35,12 @@ class PublishError(StoreError):
 
 
 def parse_duration(text: str) -> timedelta:
-    """`30s`, `15m`, `12h`, `7d`, `2w`."""
-    match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text or "")
-    if not match or int(match.group(1)) == 0:
-        raise PublishError(f"--expires takes a duration such as 30s, 12h or 7d, not {text!r}")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    """`30s`, `15m`, `12h`, `7d`, `2w`: at most MAX_DAYS (a date further ahead cannot be written)."""
+    match = re.fullmatch(r"\s*(\d{1,12})\s*([smhdw])\s*", text or "")  # more digits: out of range anyway
+    seconds = int(match.group(1)) * _UNITS[match.group(2)] if match else 0
+    if not 0 < seconds <= MAX_DAYS * _UNITS["d"]:
+        raise PublishError(f"--expires takes a duration from 1s to {MAX_DAYS}d, such as 30s, 12h or 7d, not {text!r}")
+    return timedelta(seconds=seconds)
 
 
 def _now() -> datetime:

@@ -274,7 +274,11 @@ def test_a_mistake_on_the_command_line_is_one_sentence(tmp_path, root, argv, com
     ("p12:{d}/f.p12?protect=maybe", "protect", "maybe"),
     ("reg:{d}/x.reg?base=nope", "base", "nope"),
     ("jks:{d}/x.jks?aliases=weird", "aliases", "weird"),
-    ("pem:{d}/root.pem?max-removal-share=2", "max-removal-share", "2"),
+    ("pem:{d}/h.pem?max-removal-share=2", "max-removal-share", "2"),
+    # an empty password-file= was no option: a new Java store took the password changeit
+    ("p12:{d}/g.p12?password-file=", "password-file", ""),
+    ("jks:{d}/g.jks?password-file=", "password-file", ""),
+    ("nss:{d}/nssdb?password-file=", "password-file", ""),
 ])
 def test_a_bad_option_value_is_refused_before_anything_is_planned(target, option, value, root, tmp_path):
     """A wrong value is no smaller store: `purpose=bogus` wrote an empty bundle (a mirror would
@@ -306,6 +310,43 @@ def test_an_option_given_twice_in_a_spec_is_refused(target, option, root, tmp_pa
         assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
         assert result.stderr == f"storesync: {spec}: option {option}= is given twice; give it once\n"
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("targets, named", [
+    (["pem:{d}/t.pem", "pem:./t.pem?format=trusted"], "pem:{d}/t.pem and pem:./t.pem?format=trusted are one store"),
+    (["pem:{d}/t.pem", "{d}/link.pem"], "pem:{d}/t.pem and {d}/link.pem are one store"),  # a link is its file
+    (["pem:{d}/root.pem"], "the source {d}/root.pem and the target pem:{d}/root.pem are one store"),
+    (["pem:./link-to-root.pem"], "the source {d}/root.pem and the target pem:./link-to-root.pem are one store"),
+])
+def test_one_store_named_twice_on_the_command_line_is_refused(targets, named, root, tmp_path):
+    """`sync SRC pem:t.pem 'pem:./t.pem?format=trusted'` planned both from one read and wrote the
+    file twice (two backups, the last write winning); a source named as its own target was "in
+    sync". Stores are one by real path, as the engine tells a selector's stores apart. Exit 2,
+    one sentence naming both spellings; nothing written."""
+    source = root.write(tmp_path / "root.pem")
+    (tmp_path / "link.pem").symlink_to("t.pem")
+    (tmp_path / "link-to-root.pem").symlink_to("root.pem")
+    before = snapshot(tmp_path)
+    result = storesync("sync", source, *(t.format(d=tmp_path) for t in targets), cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
+    assert result.stderr.startswith(f"storesync: {named.format(d=tmp_path)} ({tmp_path.resolve()}/"), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["list", "--expiring", "3000000", "{store}"], "--expiring"),  # past year 9999: was an OverflowError
+    (["list", "--expiring", "-1", "{store}"], "--expiring"),  # was silently an empty list
+    (["list", "--expiring=-1", "{store}"], "--expiring"),  # the quick parser's path
+    (["status", "--soon", "3000000", "--root", "{d}"], "--soon"),
+    (["status", "--soon", "-1", "--root", "{d}"], "--soon"),
+])
+def test_a_number_of_days_out_of_range_is_one_sentence(argv, option, root, tmp_path):
+    store = root.write(tmp_path / "root.pem")
+    result = storesync(*(a.format(store=store, d=tmp_path) for a in argv))
+    assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
+    assert result.stderr.startswith(f"storesync: {option} takes a whole number of days from 0 to 100000, not ")
+    assert result.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize("purpose", ["bogus", ""])

@@ -111,6 +111,13 @@ max_removal_share = 0.5
      "line 4: profile 'x': tuf:http://127.0.0.1:9/repo/p: tuf stores are read-only"),
     ('[profile.x]\nmode = "merge"\nstores = ["pem:/a.pem", "certdata:/certdata.txt"]\n',
      "line 3: profile 'x': certdata:/certdata.txt: certdata stores are read-only"),
+    # one store named twice in a profile (by real path): written twice, or a source its own target
+    ('[profile.x]\nsource = "a.pem"\ntargets = ["pem:/t.pem", "pem:/t.pem?format=trusted"]\n',
+     "line 1: profile 'x': pem:/t.pem and pem:/t.pem[?]format=trusted are one store (/t.pem); name it once"),
+    ('[profile.x]\nsource = "/a.pem"\ntargets = ["pem:/a.pem"]\n',
+     "line 1: profile 'x': the source /a.pem and the target pem:/a.pem are one store (/a.pem); a store is never a target"),
+    ('[profile.x]\nmode = "merge"\nstores = ["/a.pem", "pem:/a.pem"]\n',
+     "line 1: profile 'x': /a.pem and pem:/a.pem are one store (/a.pem); name it once"),
 ])
 def test_a_bad_config_names_the_line(text, where):
     with pytest.raises(ConfigError, match=where.replace("(", r"\(").replace(")", r"\)")):

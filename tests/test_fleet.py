@@ -146,13 +146,26 @@ def test_init_writes_the_layout_ngclient_reads_and_keeps_keys_private(tmp_path, 
     assert Path(path).read_bytes().count(b"BEGIN TRUSTED CERTIFICATE") == 3
 
 
-@pytest.mark.parametrize("text", ["7", "7x", "0d", "-1h", ""])
+@pytest.mark.parametrize("text", ["7", "7x", "0d", "-1h", "", "100001d", "99999999d", "9" * 5000 + "w"])
 def test_a_bad_expires_is_one_sentence(tmp_path, fleets, cas, text):
     fleet = new_fleet(fleets, tmp_path)
     before = sorted(p.name for p in fleet.repo.iterdir())
     out = fleet.publish(policy_v(tmp_path, cas, 2, "v1"), "--expires", text)
     assert out.returncode == 2 and "--expires takes a duration" in out.stderr and "Traceback" not in out.stderr
     assert sorted(p.name for p in fleet.repo.iterdir()) == before
+
+
+@pytest.mark.parametrize("share", ["5", "-1", "1.5", "nan", "many"])
+def test_a_max_removal_share_outside_0_to_1_is_refused(tmp_path, fleets, cas, share):
+    """`--max-removal-share 5` switched the guard off (a policy dropping 9 of 10 roots was
+    published); the store option and the config refuse such a value, and so does the flag."""
+    fleet = new_fleet(fleets, tmp_path)
+    assert fleet.publish(policy_v(tmp_path, cas, 10, "v1")).returncode == 0
+    before = {p.name: p.read_bytes() for p in fleet.repo.iterdir() if p.is_file()}
+    out = fleet.publish(policy_v(tmp_path, cas, 1, "v2"), "--max-removal-share", share)
+    assert (out.returncode, out.stdout) == (2, ""), out
+    assert out.stderr == f"storesync: --max-removal-share cannot be {share!r}; use a number from 0 to 1\n"
+    assert {p.name: p.read_bytes() for p in fleet.repo.iterdir() if p.is_file()} == before
 
 
 def test_the_publishing_guards_hold_back_an_emptied_or_truncated_policy(tmp_path, fleets, cas):

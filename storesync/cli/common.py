@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from storesync.model import ANCHOR, DISTRUST, EXIT_ERROR, StoreError
+from storesync.model import ANCHOR, DISTRUST, EXIT_ERROR, MAX_DAYS, StoreError
 
 TYPE_CHECKING = False  # typing's, without importing typing at start-up
 if TYPE_CHECKING:
@@ -122,6 +122,13 @@ NO_CONFIG = "no config file found; pass --config FILE or set $STORESYNC_CONFIG (
 def fail(message: str) -> NoReturn:
     print(f"storesync: {message}", file=sys.stderr)
     sys.exit(EXIT_ERROR)
+
+
+def check_days(option: str, days: Optional[int]) -> None:
+    """A number of days ahead (--expiring, --soon): past what a date holds it was a traceback,
+    and below 0 an answer that is always empty."""
+    if days is not None and not 0 <= days <= MAX_DAYS:
+        fail(f"{option} takes a whole number of days from 0 to {MAX_DAYS}, not {days}; give one in that range")
 
 
 def use_root(root) -> None:

@@ -7,7 +7,7 @@ annotations of the function `declare` defines).
 """
 
 
-from storesync.cli.common import entry_json, open_and_read, print_columns, print_json, shown, trust_text
+from storesync.cli.common import check_days, entry_json, open_and_read, print_columns, print_json, shown, trust_text
 
 
 def run(store: str, expiring: "Optional[int]" = None, expired: bool = False, as_json: bool = False,
@@ -15,6 +15,7 @@ def run(store: str, expiring: "Optional[int]" = None, expired: bool = False, as_
     from storesync import loadable, state
     from storesync.engine.plan import lift
 
+    check_days("--expiring", expiring)
     state.set_state_dir(state_dir)
     loadable.remember_in(state.state_dir())  # certificates a sync checked print without `cryptography`
     opened, trust_set = open_and_read(store, password_file)

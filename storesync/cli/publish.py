@@ -39,7 +39,7 @@ def publish(
     expires: str = typer.Option("7d", "--expires", help="How long new timestamp, snapshot and targets metadata is valid (30s, 12h, 7d)."),
     force: bool = typer.Option(False, "--force", help="Publish a policy the guards hold back (empty, or dropping too many roots)."),
     role: Optional[str] = typer.Option(None, "--role", help="rotate: root, targets, snapshot or timestamp."),
-    max_removal_share: float = typer.Option(0.10, "--max-removal-share", help="Share of the published roots a new policy may drop without --force."),
+    max_removal_share: str = typer.Option("0.10", "--max-removal-share", metavar="SHARE", help="Share of the published roots (0 to 1) a new policy may drop without --force."),
     state_dir: Optional[Path] = STATE_DIR,
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
 ) -> None:
@@ -47,7 +47,11 @@ def publish(
     it with `storesync list|sync 'tuf:URL/NAME?root=1.root.json'`."""
     from storesync import publish as repo_tool
     from storesync import state
+    from storesync.stores import COMMON_VALUES
 
+    share = COMMON_VALUES["max-removal-share"]  # the store option's range: outside it the guard is off
+    if not share.accepts(max_removal_share):
+        fail(share.refusal("--max-removal-share", max_removal_share))
     state.set_state_dir(state_dir)
     action = words[0] if words[0] in ACTIONS else "publish"
     rest = words[1:] if action != "publish" else words
@@ -78,7 +82,7 @@ def publish(
             _say(as_json, done, f"{repo}: new {role} keys {', '.join(k[:16] for k in done['keys'])} in root "
                                 f"version {done['root']} (signed by the previous root keys)")
         else:
-            done = repo_tool.publish(repo, key_dir, rest[1], rest[2], duration, force, max_removal_share)
+            done = repo_tool.publish(repo, key_dir, rest[1], rest[2], duration, force, float(max_removal_share))
             _report(as_json, done, repo)
     except StoreError as exc:
         fail(str(exc))

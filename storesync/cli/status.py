@@ -29,8 +29,9 @@ def status(
     """The trust stores on this machine: kind, owner, counts, which roots differ between them, the daemon's state."""
     from storesync import discover, state
     from storesync import status as machine
-    from storesync.cli.common import print_json, use_root
+    from storesync.cli.common import check_days, print_json, use_root
 
+    check_days("--soon", soon)
     state.set_state_dir(state_dir)
     use_root(root)
     warnings: list[str] = []

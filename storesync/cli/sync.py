@@ -17,7 +17,7 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
          purpose: "Optional[str]" = None, dry_run: bool = False, force: bool = False, as_json: bool = False,
          password_file: "Optional[Path]" = None, allow_empty: bool = False, only: tuple = (),
          root: "Optional[Path]" = None, python: tuple = ()) -> "NoReturn":
-    from storesync.config import Profile, StoreRef, config_path, load_config
+    from storesync.config import Profile, StoreRef, config_path, load_config, named_twice
     from storesync import state
     from storesync.engine import run as engine
     from storesync.stores import COMMON_VALUES
@@ -42,6 +42,9 @@ def run(source: "Optional[str]" = None, targets: "Optional[list[str]]" = None, p
         if not all(only):
             fail("--only needs a fingerprint (SHA-256 or SHA-1 hex) or a label glob, not an empty word")
         profiles = [Profile(f"cli {source}", mode, [StoreRef(s) for s in (source, *targets)], only=only)]
+        twice = named_twice(profiles[0].stores, mode)
+        if twice:
+            fail(twice)
         from storesync.config import SELECTORS
 
         unknown = [t for t in targets if t.startswith("@") and t.split("?")[0] not in SELECTORS]

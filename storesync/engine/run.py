@@ -9,7 +9,7 @@ import os
 import stat
 
 from storesync import fsio, state
-from storesync.config import Profile, StoreRef
+from storesync.config import Profile, StoreRef, store_key
 from storesync.engine import policy
 from storesync.engine.plan import ADD, MIRROR, REMOVE, Plan, Scope, compare, lift, make_plan, retarget, touched, undo
 from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_HELD, EXIT_OK, StoreError, TrustSet
@@ -133,12 +133,12 @@ def _expand(profile: Profile, resolve, resolved: dict[str, list[dict]], notes: l
     if resolve is None:
         raise StoreError(f"profile {profile.name}: selectors ({', '.join(r.spec for r in profile.stores if r.selector)}) "
                          "are resolved by storesync sync and the daemon; name the stores instead")
-    keys = {_key(profile.stores[0].spec)}
+    keys = {store_key(profile.stores[0].spec)}
     stores = [profile.stores[0]]
     for ref in profile.stores[1:]:
         if not ref.selector:
-            if _key(ref.spec) not in keys:
-                keys.add(_key(ref.spec))
+            if store_key(ref.spec) not in keys:
+                keys.add(store_key(ref.spec))
                 stores.append(ref)
             continue
         selector, _, query = ref.spec.partition("?")  # "@nss?builtins=...": options of every store it names
@@ -148,8 +148,8 @@ def _expand(profile: Profile, resolve, resolved: dict[str, list[dict]], notes: l
         resolved[ref.spec] = [{"store": f.spec, "owner": f.owner, "found_as": f.what,
                                **({"on_change": hooks[f.spec]} if hooks[f.spec] else {})} for f in found]
         for f in found:
-            key = _key(f.store)
-            if key == _key(profile.stores[0].spec):
+            key = store_key(f.store)
+            if key == store_key(profile.stores[0].spec):
                 notes.append(f"{ref.spec}: {f.spec} is the source; not a target of itself")
             if key not in keys:
                 keys.add(key)
@@ -170,15 +170,6 @@ def _selector_options(spec: str, query: str) -> dict[str, str]:
     options = parse_query(spec, query)
     check_selector(spec, options)
     return options
-
-
-def _key(spec: "StoreSpec | str") -> str:
-    """A store's identity across spellings: its real path (a JDK's cacerts is often a link)."""
-    if isinstance(spec, StoreSpec):
-        return os.path.realpath(spec.path)
-    text = spec.split("?", 1)[0]
-    head, sep, rest = text.partition(":")
-    return os.path.realpath(os.path.expanduser(rest if sep and head.isalnum() and len(head) > 1 else text))
 
 
 def _run(profile: Profile, dry_run: bool, force: bool, defaults: dict[str, str] | None, lock_timeout: float,

@@ -330,6 +330,11 @@ COMMON_VALUES = {
 }
 
 
+#: `password-file=` of the kinds that take it: empty, it was no option at all (a new Java store
+#: then took the password `changeit`)
+PASSWORD_FILE = Values(test=bool, what="the file whose first line is the password (or leave the option out)")
+
+
 def options_of(kind: str) -> tuple[str, ...]:
     """The `?option=` names a store of `kind` understands."""
     return (*store_class(kind).options, *COMMON_OPTIONS)

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 
 from storesync import der
 from storesync.model import Entry, TrustSet
-from storesync.stores import FileStore, readable
+from storesync.stores import PASSWORD_FILE, FileStore, readable
 from storesync.stores._java import (
     ALIASES,
     CAPABILITIES,
@@ -287,7 +287,7 @@ class JksStore(FileStore):
     kind = "jks"
     streamed = True
     options = ("password-file", "aliases")
-    values = {"aliases": ALIASES}
+    values = {"password-file": PASSWORD_FILE, "aliases": ALIASES}
     reader = "java"
     capabilities = CAPABILITIES
 

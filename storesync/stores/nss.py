@@ -52,7 +52,7 @@ from storesync.model import (
     letter_trust,
     name_attributes,
 )
-from storesync.stores import Store, cannot_read, open_store
+from storesync.stores import PASSWORD_FILE, Store, cannot_read, open_store
 
 TYPE_CHECKING = False  # typing's, without importing typing (nor dataclasses) on the one-shot path
 if TYPE_CHECKING:
@@ -475,6 +475,7 @@ class CertObject:
 class NssStore(Store):
     kind = "nss"
     options = ("password-file", "builtins")
+    values = {"password-file": PASSWORD_FILE}
     reader = "nss"
     # No distrust-after dates: NSS never applies CKA_NSS_*_DISTRUST_AFTER, and Firefox only to its
     # built-in roots, read from the built-in module (NSSCertDBTrustDomain::IsChainValid); in a

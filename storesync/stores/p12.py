@@ -61,7 +61,7 @@ from storesync.pbe import (
     pkcs12_kdf,
 )
 from storesync.pbe import PbeError as P12Error  # what storesync cannot read in the file (a sentence fragment)
-from storesync.stores import FileStore, Values, readable
+from storesync.stores import PASSWORD_FILE, FileStore, Values, readable
 from storesync.stores._java import (
     ALIASES, CAPABILITIES, WRONG_PASSWORD, chosen_scheme, make_alias, store_password, unchanged_anchor_set,
 )
@@ -753,7 +753,7 @@ class P12Store(FileStore):
     kind = "p12"
     streamed = True
     options = ("password-file", "protect", "aliases")
-    values = {"protect": Values("yes", "no"), "aliases": ALIASES}
+    values = {"password-file": PASSWORD_FILE, "protect": Values("yes", "no"), "aliases": ALIASES}
     reader = "java"
     capabilities = CAPABILITIES
 
