@@ -296,6 +296,30 @@ def _put(fd: int, hasher, data) -> bytearray:
     return bytearray()
 
 
+LOOP = "a symbolic link loop"
+
+
+def odd_file(path: str | os.PathLike) -> str | None:
+    """What is at `path` when it is nothing a file can be read from, in words for a message:
+    `LOOP`, "a character device", "a FIFO", "a socket", "a block device"; None: a regular file, a
+    folder (what it is to the caller, the caller says), or nothing. A device may never end
+    (/dev/zero fills memory) and a FIFO waits for a writer that may never come; an anonymous pipe
+    (`<(...)`: /dev/fd/N) is read, its writer is there already."""
+    import errno
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return LOOP if exc.errno == errno.ELOOP else None  # other errors: the open that follows says them
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        if os.path.basename(os.path.realpath(path)).startswith("pipe:"):  # /proc/self/fd/N links to pipe:[inode]
+            return None
+        return "a FIFO"
+    return "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode) else "a socket"
+
+
 def read_bytes(path: str | os.PathLike) -> bytes:
     """A file's bytes (pathlib's `read_bytes`, without pathlib)."""
     with open(path, "rb") as file:
@@ -315,7 +339,7 @@ def temp_beside(path: str | os.PathLike, create):
     `create` raises FileExistsError for a name taken. The pid tells a later run whether the
     writer died (see `remove_dead_temps`)."""
     folder, name = os.path.split(os.fspath(path))
-    prefix = f"{folder or '.'}/.{name}.{os.getpid()}-"
+    prefix = f"{folder or '.'}/.{_temp_stem(name)}.{os.getpid()}-"
     for attempt in range(100):
         tmp = f"{prefix}{attempt}.tmp"
         try:
@@ -323,6 +347,17 @@ def temp_beside(path: str | os.PathLike, create):
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def _temp_stem(name: str) -> str:
+    """`name` as its temp names hold it: whole, or, when `.NAME.PID-N.tmp` would pass the 255
+    bytes a file name may have, its first 200 bytes and a digest of the whole."""
+    raw = os.fsencode(name)
+    if len(raw) <= 255 - len(".-99.tmp.4194304"):  # the longest pid Linux gives, the last attempt
+        return name
+    import hashlib
+
+    return os.fsdecode(raw[:200] + b"~" + hashlib.blake2b(raw, digest_size=8).hexdigest().encode())
 
 
 def _create_temp(path: str | os.PathLike) -> tuple[int, str]:

@@ -59,3 +59,25 @@ def test_a_small_batch_fsyncs_each_file_once_as_it_writes_it(tmp_path, monkeypat
     monkeypatch.setattr(fsio.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
     atomic_write_many(tmp_path, {"a": b"1", "b": b"2", "c": b"3"}, sync_dir=False)
     assert len(synced) == 3
+
+
+@pytest.mark.parametrize("name", ["y" * 250 + ".pem", "é" * 125 + ".pem"])  # 254 bytes: a legal name
+def test_a_file_named_up_to_the_longest_legal_name_is_written(tmp_path, pki, name):
+    """`.NAME.PID-N.tmp` of a 250-character name passes NAME_MAX ("File name too long"): the temp
+    name holds a shortened NAME instead, which the cleanup of dead runs' temp files still knows."""
+    from conftest import storesync
+
+    source = tmp_path / "src.pem"
+    source.write_bytes(pki.ca("Long Name Root").pem)
+    for kind in ("pem", "jks", "reg"):
+        (tmp_path / kind).mkdir()
+        result = storesync("sync", f"pem:{source}", f"{kind}:{tmp_path / kind / name}")
+        assert result.returncode == 0, result.stderr
+        assert os.listdir(tmp_path / kind) == [name]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fsio.os, "getpid", lambda: 2 ** 22 - 1)  # a writer that is gone (Linux's highest pid)
+        fd, tmp = fsio._create_temp(str(tmp_path / "pem" / name))
+        os.close(fd)
+    assert len(os.fsencode(os.path.basename(tmp))) <= 255
+    fsio.remove_dead_temps(tmp_path / "pem")
+    assert os.listdir(tmp_path / "pem") == [name]

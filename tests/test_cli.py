@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -454,3 +455,71 @@ def test_a_state_dir_in_the_home_of_no_user_is_an_error(tmp_path, root, given):
         assert "'nosuchuser-storesync' is no user of this machine" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert sorted(os.listdir(tmp_path)) == ["b.pem"]  # nothing made, not even the target
+
+
+def one_sentence(*argv: str, cwd=None) -> str:
+    """Run the CLI (a hang fails, never waits for ever); exit 2 with one sentence, which is returned."""
+    result = subprocess.run([sys.executable, "-m", "storesync", *argv], capture_output=True, text=True, timeout=20,
+                            cwd=cwd)
+    assert result.returncode == 2, result.stderr + result.stdout
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return result.stderr
+
+
+@pytest.mark.parametrize("kind", ["pem", "jks", "sst", "p12", "reg", "p7b", "certdata", None])
+def test_a_device_or_fifo_is_refused_as_a_store_not_read_for_ever(stores, tmp_path, kind):
+    """/dev/zero never ends and a FIFO nobody writes to never starts: neither is read (a read of
+    /dev/zero filled memory, one of a FIFO hung); as a target, nothing is written."""
+    source, targets, _ = stores
+    fifo = tmp_path / "store.fifo"
+    os.mkfifo(fifo)
+    for path, what in (("/dev/zero", "a character device"), (str(fifo), "a FIFO")):
+        spec = f"{kind}:{path}" if kind else path
+        said = one_sentence("list", spec)
+        assert f"{path}: is {what}, not a regular file; name a regular file instead" in said
+        if kind not in (None, "certdata"):  # certdata is read-only
+            before = snapshot(tmp_path / "ca")
+            said = one_sentence("sync", f"pem:{source}", targets[1], spec)
+            assert f"{path}: is {what}, not a regular file" in said and snapshot(tmp_path / "ca") == before
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # left as it was
+
+
+def test_a_password_file_that_is_a_device_or_a_fifo_or_one_endless_line_is_refused(stores, tmp_path):
+    """A password file is one line: a device (/dev/zero grew to GBs), a FIFO or a file with no line
+    end in its first 64 KiB is refused, not read whole; a pipe (`<(...)`) still gives a password."""
+    source, _, _ = stores
+    keystore = tmp_path / "k.jks"
+    assert storesync("sync", f"pem:{source}", f"jks:{keystore}").returncode == 0
+    before = keystore.read_bytes()
+    fifo, endless = tmp_path / "pw.fifo", tmp_path / "endless"
+    os.mkfifo(fifo)
+    endless.write_bytes(b"a" * (1 << 17))
+    for password, what in (("/dev/zero", "is a character device, not a regular file"),
+                           (fifo, "is a FIFO, not a regular file"),
+                           (endless, "has no line end in its first 65536 bytes; put the password alone on its first line")):
+        for argv in (["list"], ["sync", "--mode", "add", f"pem:{source}"]):
+            said = one_sentence(*argv, f"jks:{keystore}?password-file={password}")
+            assert f"jks store {keystore}: the password file {password} {what}" in said
+    assert keystore.read_bytes() == before
+    read, write = os.pipe()  # what `--password-file <(echo changeit)` gives: /dev/fd/N of a pipe
+    os.write(write, b"changeit\n")
+    os.close(write)
+    listed = subprocess.run([sys.executable, "-m", "storesync", "list", f"jks:{keystore}?password-file=/dev/fd/{read}"],
+                            capture_output=True, text=True, timeout=20, pass_fds=(read,))
+    os.close(read)
+    assert listed.returncode == 0 and "10 certificates" in listed.stdout, listed.stderr
+
+
+@pytest.mark.parametrize("kind", ["pem", "dir", "anchors", "nss", None])
+def test_a_symbolic_link_loop_is_said_to_be_one_by_list_and_sync(stores, tmp_path, kind):
+    """A loop is neither "does not exist" (list) nor "File exists" or "Too many levels of
+    symbolic links" (sync): it is named, with what to do."""
+    source, _, _ = stores
+    os.symlink("loop2", tmp_path / "loop1")
+    os.symlink("loop1", tmp_path / "loop2")
+    spec = f"{kind}:loop1" if kind else "loop1"
+    for argv in (["list", spec], ["sync", f"pem:{source}", spec]):
+        said = one_sentence(*argv, cwd=tmp_path)
+        assert (f"loop1: is a symbolic link loop (its links lead to each other, never to a file or folder); "
+                "correct or remove the link") in said
+    assert os.readlink(tmp_path / "loop1") == "loop2"

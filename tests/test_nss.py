@@ -806,6 +806,31 @@ def test_a_fifo_is_not_opened_as_a_database(tmp_path):
     assert result.returncode == 2 and "not a regular file" in result.stderr
 
 
+def test_a_damaged_index_a_read_never_reaches_is_one_sentence_on_sync(tmp_path, cas):
+    """A broken index page (what `pragma integrity_check` reports) passes `list`, which scans the
+    table, but fails the write that updates it: exit 2, the file named as damaged and how to
+    restore it, the database unchanged (it was "writing failed unexpectedly; please report this")."""
+    db = new_db(tmp_path / "db")
+    source = tmp_path / "src.pem"
+    source.write_bytes(cas["a"].pem + cas["b"].pem)
+    assert storesync("sync", source, f"nss:{db}").returncode == 0
+    conn = sqlite3.connect(db / "cert9.db")
+    page_size, page = conn.execute("SELECT (SELECT page_size FROM pragma_page_size), rootpage FROM sqlite_master "
+                                   "WHERE name = 'subject'").fetchone()
+    conn.close()
+    with open(db / "cert9.db", "r+b") as file:  # the page's type byte: no b-tree page's any more
+        file.seek((page - 1) * page_size)
+        file.write(b"\x00")
+    before = files_of(db)
+    assert storesync("list", f"nss:{db}").returncode == 0
+    source.write_bytes(cas["a"].pem + cas["b"].pem + cas["c"].pem)
+    result = storesync("sync", source, f"nss:{db}")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert (f"nss store {db / 'cert9.db'}: is damaged (database disk image is malformed; " in result.stderr
+            and "restore it from a backup, or recreate the database with certutil -N" in result.stderr)
+    assert files_of(db) == before
+
+
 def test_one_password_file_for_several_databases(tmp_path, cas):
     """A --password-file given for a protected database does not lock out an empty-password one."""
     protected, empty = new_db(tmp_path / "p", password=PASSWORD), new_db(tmp_path / "e")

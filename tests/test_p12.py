@@ -390,19 +390,19 @@ def test_a_streamed_write_makes_the_bytes_of_one_held_whole(cas, tmp_path, monke
 
 
 def test_a_store_given_as_a_pipe_is_read_once_whole(cas, tmp_path):
-    """A pipe (`p12:<(cat store.p12)`) cannot be read twice, as a stream is: it is read once."""
+    """A pipe (`p12:<(cat store.p12)`: /dev/fd/N) cannot be read twice, as a stream is: it is read once."""
     import os
     import threading
 
     path = keytool_store(tmp_path, "s.p12", cas[0], cas[1])
-    pipe = tmp_path / "pipe"
-    os.mkfifo(pipe)
-    writer = threading.Thread(target=lambda: pipe.write_bytes(path.read_bytes()))
+    read, write = os.pipe()
+    writer = threading.Thread(target=lambda: (os.write(write, path.read_bytes()), os.close(write)))
     writer.start()
     try:
-        assert set(open_store(f"p12:{pipe}").read()) == {sha(cas[0]), sha(cas[1])}
+        assert set(open_store(f"p12:/dev/fd/{read}").read()) == {sha(cas[0]), sha(cas[1])}
     finally:
         writer.join(5)
+        os.close(read)
 
 
 # --- hostile input -------------------------------------------------------------------------

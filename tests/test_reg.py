@@ -16,7 +16,7 @@ from storesync.stores import open_store
 from storesync.stores import reg
 from storesync.stores import winprops as wp
 
-from conftest import VECTORS, vectors
+from conftest import VECTORS, pem_of, vectors
 
 HKLM = "HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\SystemCertificates"
 HKCU = "HKEY_CURRENT_USER\\Software\\Microsoft\\SystemCertificates"
@@ -233,6 +233,23 @@ def test_new_file_is_what_regedit_writes(tmp_path, certs):
     assert path.read_bytes() == BOM + expected.encode("utf-16-le")
     again = open_store(f"reg:{path}").read()
     assert again[a.sha256].label == "Ä Root" and again[e.sha256].trust == DISTRUST
+
+
+@pytest.mark.parametrize("content", [b"", b"\r\n \r\n"])
+def test_an_empty_file_is_written_as_a_new_one(tmp_path, certs, content):
+    """An empty .reg (listed as 0 certificates) is a target like a missing one, as an empty .sst,
+    .p7b or .pem is: the sync writes what regedit writes, header first (it wrote the blocks alone
+    and then refused its own file, advising a rollback)."""
+    from conftest import storesync
+
+    source, empty, new = tmp_path / "src.pem", tmp_path / "empty.reg", tmp_path / "new.reg"
+    source.write_bytes(b"".join(pem_of(c) for c in certs[:2]))
+    empty.write_bytes(content)
+    for target in (empty, new):
+        result = storesync("sync", f"pem:{source}", f"reg:{target}")
+        assert result.returncode == 0, result.stderr
+    assert empty.read_bytes() == new.read_bytes()
+    assert set(open_store(f"reg:{empty}").read()) == {Certificate(c).sha256 for c in certs[:2]}
 
 
 def test_a_copy_writes_unchanged_blobs_from_their_bytes(tmp_path, certs, monkeypatch):

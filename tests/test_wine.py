@@ -207,6 +207,20 @@ def test_reg_import_brings_crypt32s_system_stores_to_the_plan(crypt32, certs, tm
     assert_rewrite_is_identical(f"reg:{tmp_path / 'export.reg'}")
 
 
+def test_reg_import_takes_what_a_sync_wrote_into_an_empty_reg_file(crypt32, pki, tmp_path):
+    """An empty .reg a sync wrote into is a file `reg import` takes (storesync once wrote its
+    blocks without the header): ROOT then holds the source's root."""
+    from storesync.model import Certificate
+
+    root = pki.ca("Empty Reg File Root")
+    (tmp_path / "src.pem").write_bytes(root.pem)
+    (tmp_path / "empty.reg").write_bytes(b"")
+    result = storesync("sync", f"pem:{tmp_path / 'src.pem'}", f"reg:{tmp_path / 'empty.reg'}")
+    assert result.returncode == 0, result.stderr
+    crypt32.wine("reg", "import", "empty.reg", cwd=tmp_path)
+    assert Certificate(root.der).sha1 in regstore(crypt32, tmp_path)["sys:ROOT"]
+
+
 def assert_rewrite_is_identical(spec: str) -> None:
     store = open_store(spec)
     held = store.read()

@@ -13,8 +13,8 @@ import re
 import sys
 
 from storesync.fsio import (
-    CAS_ATTEMPTS, absolute, atomic_write, digest_of, file_digest, parent, read_bytes, remove_file, replace_if_unchanged,
-    spelled, stat_version,
+    CAS_ATTEMPTS, LOOP, absolute, atomic_write, digest_of, file_digest, odd_file, parent, read_bytes, remove_file,
+    replace_if_unchanged, spelled, stat_version,
 )
 from storesync.model import (
     ANY_EKU, PURPOSES, Capabilities, Certificate, Entry, Record, StoreError, TrustSet, is_purpose, purpose_from_oid,
@@ -109,6 +109,9 @@ def detect_kind(typed: str) -> str:
     """Recognise a store by its content; a path that does not exist yet, by its name (typed
     with a trailing `/`: a folder)."""
     path = spelled(typed)
+    odd = not_a_file(path)
+    if odd:
+        raise StoreError(f"{path}: {odd}")
     if os.path.isdir(path):
         try:
             return "nss" if nss_folder(path) else "dir"
@@ -183,6 +186,15 @@ def cannot_read(exc: OSError, verb: str = "read") -> str:
     """Why a file or folder could not be read, and what to do when it is the user's permission."""
     why = f"cannot {verb} it ({exc.strerror or exc})"
     return f"{why}; run as a user who may {verb} it, or make it readable to this one" if isinstance(exc, PermissionError) else why
+
+
+def not_a_file(path: str | os.PathLike) -> str | None:
+    """What to say of a store's path or a password file that is nothing to read (see `odd_file`),
+    and what to do; None: it is a file, a folder or nothing, which the caller tells apart."""
+    what = odd_file(path)
+    if what == LOOP:
+        return f"is {LOOP} (its links lead to each other, never to a file or folder); correct or remove the link"
+    return f"is {what}, not a regular file; name a regular file instead" if what else None
 
 
 def cannot_enter(folder: str | os.PathLike, exc: PermissionError) -> str:
@@ -365,6 +377,9 @@ def check_selector(spec: str, options: dict[str, str]) -> None:
             raise StoreError(f"{spec}: {accepted.refusal(name + '=', value)}")
 
 
+PASSWORD_FILE_MAX = 1 << 16  # bytes read of a password file: its first line is the password
+
+
 class Store:
     """One concrete place that holds trust. Subclasses implement read and write."""
 
@@ -413,10 +428,19 @@ class Store:
         if not name:
             return None
         if "_password" not in self.__dict__:  # read once: a write may later run as another user
+            path = os.path.expanduser(name)
+            odd = not_a_file(path)
+            if odd:
+                raise self.error(f"the password file {name} {odd}")
             try:
-                lines = read_bytes(os.path.expanduser(name)).splitlines()
+                with open(path, "rb") as file:
+                    head = file.read(PASSWORD_FILE_MAX + 1)  # it is one line: no more is read
             except OSError as exc:
                 raise self.error(f"cannot read the password file {name} ({exc.strerror})") from None
+            lines = head.splitlines()
+            if lines and len(lines[0]) >= PASSWORD_FILE_MAX:
+                raise self.error(f"the password file {name} has no line end in its first {PASSWORD_FILE_MAX} bytes; "
+                                 "put the password alone on its first line")
             self._password = lines[0] if lines else b""
         return self._password
 
@@ -452,7 +476,7 @@ class Store:
 
     def missing(self) -> str:
         """What to say when the store is not there, in the words of its format."""
-        return "does not exist; check the path"
+        return not_a_file(self.path) or "does not exist; check the path"  # a link loop is there, and leads nowhere
 
     def read(self) -> TrustSet:
         raise NotImplementedError
@@ -624,6 +648,9 @@ class FileStore(Store):
 
     def current_file(self):
         """The file opened for reading (None: it does not exist yet); errors are sentences."""
+        odd = not_a_file(self.path)
+        if odd:  # never opened: a device may not end, a FIFO may wait for ever
+            raise self.error(odd)
         try:
             return open(self.path, "rb")
         except FileNotFoundError:

@@ -29,7 +29,7 @@ from storesync.model import (
     TrustSet,
     letter_trust,
 )
-from storesync.stores import Store, cannot_read
+from storesync.stores import Store, cannot_read, not_a_file
 
 TYPE_CHECKING = False  # typing's, without importing typing (nor dataclasses)
 if TYPE_CHECKING:
@@ -94,6 +94,9 @@ class CertdataStore(Store):
         self.distrust_records: list[DistrustRecord] = []
 
     def read(self) -> TrustSet:
+        odd = not_a_file(self.path)
+        if odd:
+            raise self.error(odd)
         try:
             text = read_bytes(self.path).decode("utf-8")
         except FileNotFoundError:

@@ -20,7 +20,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterator
 
-from storesync.fsio import absolute, atomic_write_many, fsync_dir, in_root, machine_root, read_bytes, remove_file, stat_version, temp_beside
+from storesync.fsio import LOOP, absolute, atomic_write_many, fsync_dir, in_root, machine_root, odd_file, read_bytes, remove_file, stat_version, temp_beside
 from storesync.model import Capabilities, Entry, TrustSet
 from storesync.stores import (
     CERT_SUFFIXES, HASH_LINK, Store, StoreSpec, Values, cannot_enter, cannot_read, nss_folder,
@@ -105,6 +105,8 @@ class DirStore(Store):
         """Whether the folder exists (a target not created yet does not). A file, or an NSS
         database's folder, is an error: read as certificate files it would be an empty store,
         which a mirror would copy onto its targets, and a sync would write files among NSS's."""
+        if odd_file(self.path) == LOOP:  # not there to os.path.exists, yet no folder can be made in its place
+            raise self.error(self.missing())
         if not os.path.exists(self.path):
             return False
         if not os.path.isdir(self.path):

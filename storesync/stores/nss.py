@@ -52,7 +52,7 @@ from storesync.model import (
     letter_trust,
     name_attributes,
 )
-from storesync.stores import PASSWORD_FILE, Store, cannot_read, open_store
+from storesync.stores import PASSWORD_FILE, Store, cannot_read, not_a_file, open_store
 
 TYPE_CHECKING = False  # typing's, without importing typing (nor dataclasses) on the one-shot path
 if TYPE_CHECKING:
@@ -541,9 +541,8 @@ class NssStore(Store):
 
     def _check_layout(self) -> None:
         if not os.path.exists(self.path):
-            raise self.error(
-                f"no such directory; create the database first with `certutil -N -d sql:{self.path} --empty-password`"
-            )
+            raise self.error(not_a_file(self.path) or  # a link loop is there, and leads nowhere
+                             f"no such directory; create the database first with `certutil -N -d sql:{self.path} --empty-password`")
         if not os.path.isdir(self.path):
             raise self.error(self.missing())
         for part in (self.cert_db, self.key_db):
@@ -890,7 +889,26 @@ class NssStore(Store):
                     raise self.error(f"cannot write ({exc})") from None
                 last = exc
                 time.sleep(0.01 + os.urandom(1)[0] % 40 / 1000)
+            except sqlite3.DatabaseError as exc:  # a damaged page a read never reached (a broken index)
+                path = self._damaged_file()
+                raise self.error(f"is damaged ({exc}; `sqlite3 {path} 'pragma integrity_check'` says where); "
+                                 "nothing was written: restore it from a backup, or recreate the database "
+                                 "with certutil -N and sync into it again", path) from None
         raise self.error(f"stayed locked by another program ({last}); nothing was written")
+
+    def _damaged_file(self) -> str:
+        """The file of the database SQLite's `quick_check` finds damaged (cert9.db when neither)."""
+        for path in (self.cert_db, self.key_db):
+            try:
+                conn = self._connect(path, readonly=True)
+                try:
+                    if conn.execute("PRAGMA quick_check").fetchone() != (b"ok",):
+                        return path
+                finally:
+                    conn.close()
+            except sqlite3.DatabaseError:
+                return path
+        return self.cert_db
 
     def _write_once(self, prepared: list[tuple[str, "_Prepared"]], password: bytes | None) -> None:
         cert_conn = self._connect(self.cert_db, readonly=False)

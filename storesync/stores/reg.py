@@ -407,11 +407,9 @@ class RegStore(FileStore):
         return TrustSet(entry for _key, entry in found)
 
     def render(self, plan) -> bytes:
-        if os.path.exists(self.path):
-            reg, found = self._load(read_bytes(self.path))
-        else:
-            reg, found = RegFile(), []
-            reg.preamble = HEADER_V5 + "\r\n\r\n"
+        reg, found = self._load(read_bytes(self.path)) if os.path.exists(self.path) else (RegFile(), [])
+        if not reg.blocks and not reg.preamble.strip():  # none yet, or an empty file: a new export, as regedit's
+            reg = RegFile(preamble=HEADER_V5 + "\r\n\r\n")
         nl = reg.dialect.newline
         by_cert: dict[str, list[CertKey]] = {}
         for key, entry in found:
