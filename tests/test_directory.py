@@ -248,8 +248,8 @@ def test_a_folder_with_stray_files_is_still_a_hashed_directory(root, tmp_path):
 
 
 def test_dir_on_a_file_is_refused(root, tmp_path):
-    bundle = root.write(tmp_path / "bundle.pem")
-    for argv in (["list", f"dir:{bundle}"], ["sync", f"pem:{bundle}", f"dir:{bundle}"]):
+    bundle, source = root.write(tmp_path / "bundle.pem"), root.write(tmp_path / "source.pem")
+    for argv in (["list", f"dir:{bundle}"], ["sync", f"pem:{source}", f"dir:{bundle}"]):
         result = storesync(*argv)
         assert result.returncode == 2 and f"is not a directory; it looks like a PEM file: name it pem:{bundle}" in result.stderr
     assert bundle.read_bytes() == root.pem

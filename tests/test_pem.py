@@ -271,3 +271,51 @@ def test_a_trust_list_naming_one_use_is_trusted_for_no_other_anywhere(pki, tmp_p
     result = storesync("sync", f"pem:{anyeku}", f"pem:{stamp}?purpose=1.3.6.1.5.5.7.3.8")
     assert result.returncode == 0 and "left out of this 1.3.6.1.5.5.7.3.8 store" in result.stdout, result.stdout
     assert b"BEGIN" not in stamp.read_bytes()
+
+
+@pytest.mark.parametrize("trusted", [False, True], ids=["plain", "trusted"])
+def test_text_around_the_blocks_stays_through_a_rewrite(pki, tmp_path, trusted):
+    """A bundle's header, a note above a root and the text after the last block were deleted by
+    any rewrite, `--mode add` included, with no `!` line. They stay now: the header at the top,
+    a note with its root (it goes when the root goes), the tail at the end; OpenSSL reads the
+    file as before."""
+    import re
+
+    kept, gone, added = (pki.ca(f"Text Around {n}") for n in ("Kept", "Gone", "Added"))
+    bundle = tmp_path / "notes.pem"
+    spec = f"pem:{bundle}" + ("?format=trusted" if trusted else "")
+    bundle.write_bytes(b"# Corp bundle - managed by ops, OPS-1234\n# no roots without approval\n\n"
+                       + b"# Gone: leaving in March\n" + gone.pem + b"\n# Kept: audited\n" + kept.pem
+                       + b"Kept's note, a line of its own\n" + b"\n# end of the managed roots\n")
+    source = tmp_path / "source.pem"
+    source.write_bytes(kept.pem + added.pem)
+    result = storesync("sync", f"pem:{source}", spec)
+    assert result.returncode == 0, result.stderr
+    text = bundle.read_text()
+    assert text.startswith("# Corp bundle - managed by ops, OPS-1234\n# no roots without approval\n\n")
+    assert "# Kept: audited\n-----BEGIN" in text
+    # with its root: gone from a plain bundle, kept in a trusted one (its other purposes, which a
+    # plain source does not speak for, keep it there)
+    assert ("# Gone: leaving in March\n-----BEGIN" in text) == trusted
+    assert text.endswith("-----\nKept's note, a line of its own\n\n# end of the managed roots\n")
+    subjects = run("openssl", "storeutl", "-noout", "-text", "-certs", bundle).stdout.decode()
+    assert {"Text Around Kept", "Text Around Added", *["Text Around Gone"] * trusted} == set(
+        re.findall(r"Subject: CN ?= ?(Text Around \w+)", subjects))
+    assert "in sync" in storesync("sync", f"pem:{source}", spec).stdout
+    source.write_bytes(added.pem)
+    assert storesync("sync", "--force", f"pem:{source}", spec).returncode == 0
+    assert ("Kept: audited" in bundle.read_text()) == trusted and bundle.read_text().startswith("# Corp bundle")
+
+
+def test_labels_a_sync_writes_are_not_kept_as_text_twice(pki, tmp_path):
+    """With `comments=yes` the line above each block is storesync's `# label`: made again, never
+    kept as a note above its own new one."""
+    roots = [pki.ca(f"Labelled Root {n}") for n in range(3)]
+    source, bundle = tmp_path / "source.pem", tmp_path / "labelled.pem"
+    bundle.write_bytes(b"# managed by ops\n")
+    for count in (2, 3, 1):
+        source.write_bytes(b"".join(r.pem for r in roots[:count]))
+        assert storesync("sync", "--force", f"pem:{source}", f"pem:{bundle}?comments=yes").returncode == 0
+        lines = bundle.read_text().splitlines()
+        assert lines[0] == "# managed by ops" and lines.count("# Labelled Root 0") == 1
+        assert sum(line.startswith("# Labelled Root") for line in lines) == count

@@ -210,9 +210,20 @@ class PemStore(FileStore):
         return _trusted_entry(cert, raw[cert_tlv.end :])
 
     def render(self, plan) -> Iterator[bytes]:
-        """The bundle block by block, each written as it is made: never the whole file in memory."""
-        yield from _blocks(plan.desired.values(), speaks_trusted(self), self.option("comments") == "yes")
-        yield from self.others  # another program's CRLs: last, as they were
+        """The bundle block by block, each written as it is made: never the whole file in memory.
+        What people and programs wrote around the blocks stays (`_text_around`)."""
+        head, notes, tail = _text_around(self.current_bytes(), self.option("comments") == "yes")
+        yield head + b"\n" if head else b""  # a blank line: the first block's note is not read as the head
+        blocks = _blocks(plan.desired.values(), speaks_trusted(self), self.option("comments") == "yes")
+        if not notes:
+            yield from blocks
+        else:
+            for entry, block in zip(plan.desired.values(), _per_entry(blocks, self.option("comments") == "yes"
+                                                                     and not speaks_trusted(self))):
+                yield notes.get(entry.sha256, b"") + block
+        for other in self.others:  # another program's CRLs: last, as they were
+            yield notes.get(other, b"") + other
+        yield tail
 
 
 def _size(path) -> int:
@@ -239,6 +250,50 @@ def cached_entry(trusted: int, raw: bytes) -> Entry:
 def render_entries(entries, trusted: bool = False, comments: bool = False) -> bytes:
     """PEM blocks for `entries`: plain (optionally with `# label` lines) or TRUSTED CERTIFICATE."""
     return b"".join(_blocks(entries, trusted, comments))
+
+
+def _text_around(data: bytes | None, generated: bool) -> tuple[bytes, dict, bytes]:
+    """What is written around the blocks of a bundle, kept through a rewrite (a header saying who
+    manages the file, a note above a root): the text before the first block and after the last,
+    and the text above each other block, by its certificate's SHA-256 (a non-certificate block:
+    by its bytes), which goes where it goes. Blank lines are the writer's own, and with
+    `comments=yes` so is the `# label` line right above a block."""
+    if not data or b"-----BEGIN " not in data:  # empty, comments only (kept), or one DER certificate
+        comments = data and all(not line.strip() or line.lstrip().startswith(b"#") for line in data.splitlines())
+        return _kept(data) if comments else b"", {}, b""
+    head, notes, end = None, {}, 0
+    for block in re.finditer(_BLOCK, data):
+        gap, end = data[end : block.start()], block.end()
+        if generated and gap.rstrip(b"\r\n").rpartition(b"\n")[2].startswith(b"# "):
+            gap = gap.rstrip(b"\r\n").rpartition(b"\n")[0]
+        if head is None:  # the file's own, but for lines right above the block, after a blank one
+            before, blank, above = gap.rpartition(b"\n\n")
+            head, gap = (_kept(before), above) if blank else (_kept(gap), b"")
+        if gap.strip():
+            notes[_block_key(block)] = _kept(gap)
+    return head or b"", notes, _kept(data[end:].lstrip(b"\r\n"))
+
+
+def _kept(text: bytes) -> bytes:
+    """Text as it goes back into a file: its own lines, the last one ended; nothing when blank."""
+    text = text.strip(b"\r\n")
+    return text + b"\n" if text.strip() else b""
+
+
+def _block_key(block) -> str | bytes:
+    if block.group(1) not in _CERT_TYPES:
+        return block.group(0).rstrip(b"\r\n") + b"\n"  # as `others` holds it
+    try:
+        raw = binascii.a2b_base64(b"".join(l for l in block.group(2).splitlines() if b":" not in l))
+        return Certificate(der.read(raw).raw).sha256
+    except (binascii.Error, ValueError, der.DERError):
+        return b""  # not read as a certificate: its text has no block to go with
+
+
+def _per_entry(blocks, commented: bool):
+    """`_blocks`' pieces, one entry's (its `# label` line and its block) at a time."""
+    for piece in blocks:
+        yield piece + next(blocks) if commented else piece
 
 
 def _blocks(entries, trusted: bool, comments: bool):
