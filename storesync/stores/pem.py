@@ -212,7 +212,8 @@ class PemStore(FileStore):
     def render(self, plan) -> Iterator[bytes]:
         """The bundle block by block, each written as it is made: never the whole file in memory.
         What people and programs wrote around the blocks stays (`_text_around`)."""
-        head, notes, tail = _text_around(self.current_bytes(), self.option("comments") == "yes")
+        found = self._from_file(lambda file: _text_around(_pieces(file), self.option("comments") == "yes"))
+        head, notes, tail = found or (b"", {}, b"")
         yield head + b"\n" if head else b""  # a blank line: the first block's note is not read as the head
         blocks = _blocks(plan.desired.values(), speaks_trusted(self), self.option("comments") == "yes")
         if not notes:
@@ -252,26 +253,29 @@ def render_entries(entries, trusted: bool = False, comments: bool = False) -> by
     return b"".join(_blocks(entries, trusted, comments))
 
 
-def _text_around(data: bytes | None, generated: bool) -> tuple[bytes, dict, bytes]:
-    """What is written around the blocks of a bundle, kept through a rewrite (a header saying who
-    manages the file, a note above a root): the text before the first block and after the last,
-    and the text above each other block, by its certificate's SHA-256 (a non-certificate block:
-    by its bytes), which goes where it goes. Blank lines are the writer's own, and with
-    `comments=yes` so is the `# label` line right above a block."""
-    if not data or b"-----BEGIN " not in data:  # empty, comments only (kept), or one DER certificate
-        comments = data and all(not line.strip() or line.lstrip().startswith(b"#") for line in data.splitlines())
-        return _kept(data) if comments else b"", {}, b""
-    head, notes, end = None, {}, 0
-    for block in re.finditer(_BLOCK, data):
-        gap, end = data[end : block.start()], block.end()
-        if generated and gap.rstrip(b"\r\n").rpartition(b"\n")[2].startswith(b"# "):
-            gap = gap.rstrip(b"\r\n").rpartition(b"\n")[0]
-        if head is None:  # the file's own, but for lines right above the block, after a blank one
-            before, blank, above = gap.rpartition(b"\n\n")
-            head, gap = (_kept(before), above) if blank else (_kept(gap), b"")
-        if gap.strip():
-            notes[_block_key(block)] = _kept(gap)
-    return head or b"", notes, _kept(data[end:].lstrip(b"\r\n"))
+def _text_around(pieces, generated: bool) -> tuple[bytes, dict, bytes]:
+    """What is written around the blocks of a bundle (read in `pieces`), kept through a rewrite
+    (a header saying who manages the file, a note above a root): the text before the first block
+    and after the last, and the text above each other block, by its certificate's SHA-256 (a
+    non-certificate block: by its bytes), which goes where it goes. Blank lines are the writer's
+    own, and with `comments=yes` so is the `# label` line right above a block."""
+    head, notes, carry = None, {}, b""
+    for piece in pieces:
+        end = 0
+        for block in re.finditer(_BLOCK, piece):
+            gap, end, carry = carry + piece[end : block.start()], block.end(), b""
+            if generated and gap.rstrip(b"\r\n").rpartition(b"\n")[2].startswith(b"# "):
+                gap = gap.rstrip(b"\r\n").rpartition(b"\n")[0]
+            if head is None:  # the file's own, but for lines right above the block, after a blank one
+                before, blank, above = gap.rpartition(b"\n\n")
+                head, gap = (_kept(before), above) if blank else (_kept(gap), b"")
+            if gap.strip():
+                notes[_block_key(block)] = _kept(gap)
+        carry += piece[end:]
+    if head is None:  # no block: empty, comments only (kept), or one DER certificate
+        comments = all(not line.strip() or line.lstrip().startswith(b"#") for line in carry.splitlines())
+        return _kept(carry) if comments else b"", {}, b""
+    return head, notes, _kept(carry)
 
 
 def _kept(text: bytes) -> bytes:
@@ -321,14 +325,15 @@ def _line_of(data: bytes, block) -> int:
 PIECE = 1 << 20  # what a large bundle is read in: about a thousand certificates
 
 
-def _pieces(file, hasher) -> Iterator[bytes]:
+def _pieces(file, hasher=None) -> Iterator[bytes]:
     """The file in pieces of about PIECE bytes, each ending after an END line (the last one
     whatever is left), every byte read fed to `hasher`. A piece is not held beside the chunk it
     was cut from, and no read asks for more than the file holds (a read allocates what it asks)."""
     size, held = file.seek(0, 2), []  # held: read, with no whole END line of its own yet
     file.seek(0)
     while chunk := file.read(min(PIECE, max(size - file.tell(), 1 << 12))):
-        hasher.update(chunk)
+        if hasher is not None:
+            hasher.update(chunk)
         end = chunk.rfind(b"-----END ")
         cut = chunk.find(b"\n", end) + 1 if end >= 0 else 0
         if not cut:
