@@ -523,3 +523,35 @@ def test_a_symbolic_link_loop_is_said_to_be_one_by_list_and_sync(stores, tmp_pat
         assert (f"loop1: is a symbolic link loop (its links lead to each other, never to a file or folder); "
                 "correct or remove the link") in said
     assert os.readlink(tmp_path / "loop1") == "loop2"
+
+
+def test_a_writable_file_in_a_folder_that_is_not_says_to_make_the_folder_writable(pki, root):
+    """A bundle anyone may write, in a folder this user may not: the file is replaced through a
+    new one beside it, so the folder is what must change. The sentence said to make the file
+    writable, which it was."""
+    base = Path(tempfile.mkdtemp(prefix="storesync-locked-"))  # reachable by nobody, unlike tmp_path
+    base.chmod(0o755)
+    source, folder = base / "source.pem", base / "locked"
+    source.write_bytes(root.pem + pki.ca("A Root To Add").pem)
+    source.chmod(0o644)
+    folder.mkdir()
+    target = folder / "out.pem"
+    target.write_bytes(root.pem)
+    target.chmod(0o666)
+    folder.chmod(0o555)
+    state = base / "state"
+    state.mkdir(mode=0o777)
+    state.chmod(0o777)
+    command = [sys.executable, "-m", "storesync", "sync", f"pem:{source}", f"pem:{target}"]
+    if os.geteuid() == 0:  # root writes anything: drop to nobody
+        command = [shutil.which("setpriv"), "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command]
+        os.chmod(sys.prefix, 0o755)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "STORESYNC_STATE_DIR": str(state)}
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert f"make its folder {folder} writable by this user" in result.stderr, result.stderr
+        assert target.read_bytes() == root.pem
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(base)

@@ -291,7 +291,7 @@ def test_password_protected_database(tmp_path, cas, pki):
     assert files_of(db) == before  # refused: nothing written
     wrong = tmp_path / "wrong.pw"
     wrong.write_text("nope\n")
-    with pytest.raises(StoreError, match="password .* is wrong"):
+    with pytest.raises(StoreError, match=f"the password in {wrong} is wrong .* first line"):  # which file, and what to do
         sync([entry(cas["a"], label="A")], f"nss:{db}?password-file={wrong}")
     assert files_of(db) == before
 

@@ -421,8 +421,12 @@ def _apply(result: Result) -> None:
         if isinstance(exc, StoreError):
             message = str(exc)
         elif isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            message = (f"{current.spec}: cannot write it ({exc.strerror}: {exc.filename or current.store.path}); "
-                       "make it writable by this user or leave it out of the targets")
+            path = current.store.path
+            folder = os.path.dirname(os.path.realpath(path)) if os.path.isfile(path) else None
+            what = (f"its folder {folder} writable by this user (a file is replaced through a new one beside it)"
+                    if folder and os.access(path, os.W_OK) and not os.access(folder, os.W_OK) else "it writable by this user")
+            message = (f"{current.spec}: cannot write it ({exc.strerror}: {exc.filename or path}); "
+                       f"make {what} or leave it out of the targets")
         elif isinstance(exc, OSError):
             message = f"{current.spec}: {exc.strerror or exc} ({exc.filename or current.store.path})"
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -595,7 +595,8 @@ class NssStore(Store):
         password = self.password()
         if not keys.login(password, _proof(objects, signed)):
             if password is not None:
-                raise self.error("the password in the password file is wrong for this database", self.key_db)
+                raise self.error(f"the password in {self.option('password-file')} is wrong for this database; "
+                                 "put its password alone on that file's first line", self.key_db)
         return keys, signed
 
     # -- a write killed mid-transaction
@@ -961,7 +962,8 @@ class NssStore(Store):
                 "so nothing was written",
                 self.key_db,
             )
-        raise self.error("the password in the password file is wrong for this database; nothing was written",
+        raise self.error(f"the password in {self.option('password-file')} is wrong for this database; nothing was "
+                         "written: put its password alone on that file's first line",
                          self.key_db)
 
     # -- backups
