@@ -335,6 +335,9 @@ def test_config_errors_exit_2_naming_file_and_line(case, tmp_path):
     gone.write_text(gone.read_text().replace(" ssl_crl nocrl.pem;", ""))
     result = storesync("check", case.f["client1"], "--nginx-conf", gone)
     assert result.returncode == 2 and "nowhere.pem" in result.stderr and "Traceback" not in result.stderr
+    # which server block names the file, and where (nginx -t fails on it: the whole config does)
+    assert result.stderr.startswith(f"storesync: server _ (listen 443) at {gone}:2: ssl_client_certificate nowhere.pem ({gone}:3): ")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_root_in_ssl_trusted_certificate_verifies_but_is_not_named_to_clients(case, nginx):

@@ -114,9 +114,14 @@ def run(cert: str, chain: tuple = (), stores: tuple = (), crls: tuple = (), purp
 
     sets, kinds, canonical, plain = {}, {}, {}, {}
     specs = [j[0] for j in judged] + [j.trusted and f"pem:{j.trusted}" for *_, j in judged] + list(stores)
+    named_at = {}  # a server block's files, by where its config names them: nginx -t fails on one it cannot read
+    for *_, site in judged:
+        named_at.setdefault(site.spec, f"{site.rules.block}: {site.rules.where('ca' if 'ca' in site.rules.settings else 'trusted')}")
+        if site.trusted:
+            named_at.setdefault(f"pem:{site.trusted}", f"{site.rules.block}: {site.rules.where('trusted')}")
     for spec in dict.fromkeys(s for s in specs if s):
         try:
-            store, trust_set = open_and_read(spec, password_file)
+            store, trust_set = open_and_read(spec, password_file, named_at.get(spec))
         except SystemExit:
             if explicit or judged:
                 raise  # a store named that cannot be read: its one sentence, and nothing printed after it

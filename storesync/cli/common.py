@@ -144,8 +144,9 @@ def use_root(root) -> None:
              "(a host mounted at /host), or leave it out")
 
 
-def open_and_read(spec: str, password_file: Optional[str | os.PathLike]):
-    """Open an existing store and read it; every expected failure becomes one sentence and exit 2."""
+def open_and_read(spec: str, password_file: Optional[str | os.PathLike], named_at: str | None = None):
+    """Open an existing store and read it; every expected failure becomes one sentence and exit 2
+    (after `named_at`, where a config file names the store)."""
     from storesync.stores import open_store, read_store
 
     defaults = {"password-file": str(password_file)} if password_file else {}
@@ -155,9 +156,10 @@ def open_and_read(spec: str, password_file: Optional[str | os.PathLike]):
             raise store.error(store.missing())
         trust_set = read_store(store)
     except StoreError as exc:
-        fail(str(exc))
+        fail(f"{named_at}: {exc}" if named_at else str(exc))
     except PermissionError as exc:
-        fail(f"{spec}: permission denied reading {exc.filename or spec}; run as a user who may read it")
+        fail(f"{named_at + ': ' if named_at else ''}{spec}: permission denied reading {exc.filename or spec}; "
+             "run as a user who may read it")
     for warning in store.warnings:
         print(f"storesync: warning: {warning}", file=sys.stderr)
     return store, trust_set
