@@ -555,3 +555,17 @@ def test_a_writable_file_in_a_folder_that_is_not_says_to_make_the_folder_writabl
     finally:
         folder.chmod(0o755)
         shutil.rmtree(base)
+
+
+def test_a_pipe_named_without_its_kind_is_refused_not_read_short(pki):
+    """`storesync list /dev/stdin` fed a bundle: telling the kind read the pipe's first 4 KiB,
+    which the store's read then never saw, so it listed fewer certificates than it was given (and a sync from it
+    would remove the rest everywhere). A pipe names its kind now; `pem:/dev/stdin` reads them all."""
+    bundle = b"".join(pki.ca(f"Piped Root {n}").pem for n in range(9))
+    assert len(bundle) > 4096
+    command = [sys.executable, "-m", "storesync", "list", "--json"]
+    result = subprocess.run([*command, "/dev/stdin"], input=bundle, capture_output=True)
+    assert result.returncode == 2 and b"pem:/dev/stdin" in result.stderr, result.stdout + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = subprocess.run([*command, "pem:/dev/stdin"], input=bundle, capture_output=True)
+    assert result.returncode == 0 and len(json.loads(result.stdout)["entries"]) == 9

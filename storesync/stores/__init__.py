@@ -127,6 +127,9 @@ def detect_kind(typed: str) -> str:
                 f"write it as KIND:PATH (kinds: {', '.join(KINDS)})"
             )
         return kind
+    if not os.path.isfile(path):  # a pipe (/dev/stdin): its first bytes, once read to tell, are gone
+        raise StoreError(f"{path}: is a pipe, whose kind cannot be told without reading what the store's read "
+                         f"needs; name the kind: KIND:{path} (pem:{path}, jks:{path}, ...)")
     try:
         head = _head(path)
     except OSError as exc:
