@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from storesync.engine.plan import make_plan
 from storesync.model import DISTRUST, Certificate, Entry, StoreError, TrustSet
 from storesync.stores import open_store, parse_spec
-from storesync.stores.jks import integrity_hash, parse_jks
+from storesync.stores.jks import integrity_hash, parse_jks, render_jks, trusted_record
 
 from conftest import SYSTEM_BUNDLE, need, run
 
@@ -21,6 +21,7 @@ DEBIAN_CACERTS = Path("/etc/ssl/certs/java/cacerts")
 CHECK_JAVA = r"""
 import java.io.*;
 import java.security.KeyStore;
+import java.security.MessageDigest;
 import java.security.cert.*;
 import java.util.*;
 import javax.net.ssl.*;
@@ -31,15 +32,21 @@ public class Check {
         try (InputStream in = new FileInputStream(args[0])) {
             ks.load(in, args[2].isEmpty() ? null : args[2].toCharArray());
         }
+        TrustManagerFactory tmf = TrustManagerFactory.getInstance("PKIX");
+        tmf.init(ks);
+        X509TrustManager tm = (X509TrustManager) tmf.getTrustManagers()[0];
+        if (args.length == 3) {  // no chain: the SHA-256 of every certificate it trusts
+            for (X509Certificate c : tm.getAcceptedIssuers()) {
+                System.out.println(HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(c.getEncoded())));
+            }
+            return;
+        }
         List<X509Certificate> chain = new ArrayList<>();
         try (InputStream in = new FileInputStream(args[3])) {
             for (Certificate c : CertificateFactory.getInstance("X.509").generateCertificates(in)) {
                 chain.add((X509Certificate) c);
             }
         }
-        TrustManagerFactory tmf = TrustManagerFactory.getInstance("PKIX");
-        tmf.init(ks);
-        X509TrustManager tm = (X509TrustManager) tmf.getTrustManagers()[0];
         try {
             tm.checkServerTrusted(chain.toArray(new X509Certificate[0]), "ECDHE_ECDSA");
             System.out.println("TRUSTED");
@@ -85,6 +92,13 @@ def java_trusts(tmp_path: Path, store: Path, storetype: str, password: str, *cha
     chain_file.write_bytes(b"".join(c.pem for c in chain))
     java = need("java")
     return run(java, source, store, storetype, password, chain_file).stdout.decode().strip()
+
+
+def java_anchors(tmp_path: Path, store: Path, storetype: str, password: str = "changeit") -> set[str]:
+    """The SHA-256 of every certificate a JDK PKIX TrustManager over `store` trusts."""
+    source = tmp_path / "Check.java"
+    source.write_text(CHECK_JAVA)
+    return set(run(need("java"), source, store, storetype, password).stdout.decode().split())
 
 
 def sync(spec: str, source: TrustSet, **kwargs):
@@ -391,3 +405,23 @@ def test_no_certificate_is_read_before_the_integrity_hash_verifies(cas, tmp_path
     with pytest.raises(StoreError, match="integrity check failed"):
         open_store(f"jks:{store}").read()
     assert read == []
+
+
+@pytest.mark.parametrize("aliases", [("corp", "corp"), ("corp", "CORP"), ("CORP", "corp"), ("Corp Root",), ("\u00e9", "\u00c9")])
+def test_colliding_and_upper_case_aliases_are_read_as_java_reads_them(cas, tmp_path, aliases):
+    """Java keeps the last entry of an alias given twice and looks aliases up lower-cased, so it
+    never reaches an entry whose alias has an upper-case letter: neither is an anchor. A rewrite
+    leaves Java trusting what was planned (a hidden entry is not uncovered by removing the last)."""
+    path = tmp_path / "collide.jks"
+    records = [trusted_record(alias, cas[n].der) for n, alias in enumerate(aliases)]
+    path.write_bytes(b"".join(render_jks(2, records, "changeit", len(records))))
+    store = open_store(f"jks:{path}")
+    read = store.read()
+    assert {e.sha256 for e in read.values()} == java_anchors(tmp_path, path, "JKS")
+    assert len(read) == len({a.lower() for a in aliases} & set(aliases))
+    unread = [a for n, a in enumerate(aliases) if a != a.lower() or a in aliases[n + 1:]]
+    assert all(any(repr(a) in w for w in store.warnings) for a in unread)
+    added = Entry(Certificate(cas[2].der))
+    sync(f"jks:{path}", TrustSet([added]))
+    assert java_anchors(tmp_path, path, "JKS") == {added.sha256}
+    assert {e.sha256 for e in open_store(f"jks:{path}").read().values()} == {added.sha256}

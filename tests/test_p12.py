@@ -16,7 +16,7 @@ from storesync.stores import p12
 from storesync.stores.p12 import P12Store, java_trusted_cert_bag, load_pfx
 
 from conftest import SYSTEM_BUNDLE, need, run, storesync
-from test_jks import java_trusts, keytool, keytool_list, sync, trust_set
+from test_jks import java_anchors, java_trusts, keytool, keytool_list, sync, trust_set
 
 NO_PASSWORD = ("-J-Dkeystore.pkcs12.certProtectionAlgorithm=NONE", "-J-Dkeystore.pkcs12.macAlgorithm=NONE")
 
@@ -625,3 +625,23 @@ def test_a_java_trust_store_bag_is_read_in_nine_element_reads(cas, monkeypatch):
     read = p12._bag(bag)
     assert read.java_trusted and read.cert == cas[0].der and read.alias == "counted"
     assert len(reads) == 9
+
+
+@pytest.mark.parametrize("names", [(b"corp", b"corp"), (b"corp", b"CORP"), (None, b"1"), (b"1", None), (b"Corp Root",)])
+def test_colliding_aliases_are_read_as_java_reads_them(cas, tmp_path, names):
+    """Java files each trusted bag under its friendlyName lower-cased ("1", "2", ... without one)
+    and keeps the last bag of an alias: a bag it hides is not an anchor. A rewrite leaves Java
+    trusting what was planned (a hidden bag is not uncovered by removing the last)."""
+    path = tmp_path / "collide.p12"
+    certs = [pkcs12.PKCS12Certificate(cas[n].cert, name) for n, name in enumerate(names)]
+    path.write_bytes(pkcs12.serialize_java_truststore(certs, BestAvailableEncryption(b"changeit")))
+    store = open_store(f"p12:{path}")
+    read = store.read()
+    assert {e.sha256 for e in read.values()} == java_anchors(tmp_path, path, "PKCS12")
+    assert len(read) == 1
+    if len(names) == 2:
+        assert any(repr((names[0] or b"1").decode()) in w for w in store.warnings)
+    added = Entry(Certificate(cas[2].der))
+    sync(f"p12:{path}", TrustSet([added]))
+    assert java_anchors(tmp_path, path, "PKCS12") == {added.sha256}
+    assert {e.sha256 for e in open_store(f"p12:{path}").read().values()} == {added.sha256}

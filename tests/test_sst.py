@@ -493,3 +493,24 @@ def test_the_digest_a_write_compares_is_of_the_bytes_read(tmp_path, certs, monke
     read = store.read()
     parsed = sst(group(a, (3, sha1(a)))) if len(read) == 1 else path.read_bytes()
     assert store._read_digest == digest_of(parsed)
+
+
+def test_a_property_given_twice_counts_by_its_last_value(tmp_path, certs):
+    """crypt32 sets a group's elements in turn: the last of a repeated property is the one that
+    counts, the distrust-after date too (Wine 8 refuses that id, so test_wine checks ENHKEY_USAGE
+    only). A rewrite that changes it leaves it once, with the new value."""
+    early, late = dt.datetime(2020, 1, 1, tzinfo=UTC), dt.datetime(2040, 1, 1, tzinfo=UTC)
+    path = tmp_path / "twice.sst"
+    path.write_bytes(sst(group(certs[0].der, (wp.ENHKEY_USAGE, der.encode_oid_sequence([SERVER_OID])),
+                               (wp.ENHKEY_USAGE, wp.NO_PURPOSE),
+                               (wp.DISALLOWED_FILETIME, wp.datetime_to_filetime(late)),
+                               (wp.DISALLOWED_FILETIME, wp.datetime_to_filetime(early)))))
+    store = open_store(f"sst:{path}")
+    (entry,) = store.read().values()
+    assert not entry.trusted_purposes and set(entry.distrust_after.values()) == {early}
+    plan = make_plan(store.read(), store.read(), store.capabilities, store="t", purpose="any")
+    plan.desired = TrustSet([entry.replace(trust={SERVER_AUTH: TRUSTED})])
+    store.write(plan)
+    (again,) = open_store(f"sst:{path}").read().values()
+    assert list(again.trusted_purposes) == [SERVER_AUTH] and set(again.distrust_after.values()) == {early}
+    assert [p for p, _e, _v in read_sst(path.read_bytes()).groups[0][2]].count(wp.ENHKEY_USAGE) == 1

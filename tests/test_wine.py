@@ -292,3 +292,40 @@ def test_a_user_reg_lands_in_the_users_store(crypt32, certs, tmp_path, option, s
     machine = {row[1].lower() for row in rows if row[0] == "reg:ROOT"}
     assert ours and not ours & machine, "in HKLM's ROOT"
     assert ours <= user
+
+
+def test_a_property_given_twice_is_read_as_crypt32_reads_it(crypt32, pki, tmp_path):
+    """A group holding ENHKEY_USAGE twice: crypt32 sets each element in turn, so the last one
+    counts, in a .sst and in a registry Blob; storesync read the first (server-auth trust for a
+    certificate crypt32 trusts for nothing)."""
+    import hashlib
+    import struct
+
+    from storesync.stores.reg import HEADER_V5, blob_lines
+
+    server, nothing = bytes.fromhex("300a06082b06010505070301"), b"\x30\x00"  # {serverAuth}, no purpose
+    alpha, beta = pki.ca("twice alpha").der, pki.ca("twice beta").der
+    element = lambda prop_id, value: struct.pack("<III", prop_id, 1, len(value)) + value  # noqa: E731
+
+    def group(cert: bytes, *ekus: bytes) -> bytes:
+        return b"".join(element(9, eku) for eku in ekus) + element(3, hashlib.sha1(cert).digest()) + element(0x20, cert)
+
+    (tmp_path / "twice.sst").write_bytes(b"\0\0\0\0CERT" + group(alpha, server, nothing) + group(beta, nothing, server) + bytes(12))
+    rows = by_sha1(crypt32.rows("sstdump", "elements", "twice.sst", cwd=tmp_path), "elements")
+    read, _ = read_store(f"sst:{tmp_path / 'twice.sst'}")
+    assert len(rows) == len(read) == 2
+    for entry in read.values():
+        assert crypt32_purposes(rows[entry.cert.sha1]) == expected_purposes(entry)
+    assert expected_purposes(next(e for e in read.values() if e.cert.der == alpha)) == set()
+
+    key = r"HKEY_CURRENT_USER\Software\Microsoft\SystemCertificates\ROOT\Certificates" + "\\"
+    text = HEADER_V5 + "\r\n\r\n" + "".join(
+        f"[{key}{hashlib.sha1(cert).hexdigest().upper()}]\r\n" + blob_lines(group(cert, *ekus)) + "\r\n"
+        for cert, ekus in ((alpha, (server, nothing)), (beta, (nothing, server))))
+    (tmp_path / "twice.reg").write_bytes(b"\xff\xfe" + text.encode("utf-16-le"))
+    crypt32.wine("reg", "import", "twice.reg", cwd=tmp_path)
+    rows = by_sha1(crypt32.rows("regstore", "HKCU:ROOT", cwd=tmp_path), "reg:HKCU:ROOT")
+    read, _ = read_store(f"reg:{tmp_path / 'twice.reg'}")
+    assert len(read) == 2
+    for entry in read.values():
+        assert crypt32_purposes(rows[entry.cert.sha1]) == expected_purposes(entry)

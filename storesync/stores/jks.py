@@ -17,7 +17,10 @@ Store options:
   because JKS aliases are case-insensitive). An alias already taken gets ` [<8 hex of its
   SHA-256>]` appended. An existing entry always keeps its alias.
 
-Only trusted-certificate entries are anchors. Private-key entries are never created or removed:
+Only trusted-certificate entries are anchors, and only those Java reaches: Java keeps the last
+entry of an alias given twice, and looks aliases up lower-cased, so an entry whose alias has an
+upper-case letter, or that a later one of the same alias hides, is not an anchor (a warning names
+it; a rewrite drops the hidden ones, as keytool's does). Private-key entries are never created or removed:
 on a rewrite every entry that stays is copied byte for byte (a new entry gets the fixed
 timestamp 0, so the same set gives the same bytes), and nothing is rewritten when the set of
 anchors does not change. Java trust stores cannot say "distrusted" nor restrict an anchor to
@@ -331,12 +334,20 @@ class JksStore(FileStore):
                 raise self.damaged(str(exc)) from None
             self._check_hash(computed, stored, explicit)
         digest = _hasher(password)
+        live: dict[str, Entry | None] = {}  # Java's map: each alias holds its last record only
         try:
-            found = TrustSet(entry for entry in map(self._anchor, iter_jks(file, digest)[1]) if entry is not None)
+            for record in iter_jks(file, digest)[1]:
+                if record.alias in live:
+                    self._shadowed(record.alias)
+                live[record.alias] = self._anchor(record)
         except JksFormatError as exc:
             raise self.damaged(str(exc)) from None
         self._check_hash(digest.digest(), file.read(20), explicit)
-        return found
+        return TrustSet(entry for entry in live.values() if entry is not None)
+
+    def _shadowed(self, alias: str) -> None:
+        self.warnings.append(f"{self.path}: alias {alias!r} is given again later in the keystore; Java keeps only the "
+                             "last entry of an alias, so the earlier one is not read (a rewrite drops it, as keytool's does)")
 
     def _anchor(self, record: JksRecord) -> Entry | None:
         """The trust-set entry of a trusted-certificate record (None, with a warning, otherwise)."""
@@ -344,6 +355,12 @@ class JksStore(FileStore):
             self.warnings.append(
                 f"{self.path}: private-key entry {record.alias!r} is not a trust anchor; it is kept as it is"
             )
+            return None
+        if record.alias != record.alias.lower():
+            # JKS files an entry under its alias as stored but looks every alias up lower-cased
+            # (toLowerCase(Locale.ENGLISH)): Java never reaches this one
+            self.warnings.append(f"{self.path}: entry {record.alias!r} has an upper-case alias, which Java never finds "
+                                 "(it looks aliases up in lower case); not a trust anchor, kept as it is")
             return None
         cert_type, body = record.certs[0]
         if cert_type != "X.509":
@@ -360,6 +377,10 @@ class JksStore(FileStore):
     def render(self, plan) -> bytes | Iterator[bytes]:
         data = self.current_bytes()
         version, records, password = (2, [], store_password(self)[0]) if data is None else self._load(data)
+        last = {record.alias: index for index, record in enumerate(records)}
+        # an entry an alias given again later hides is never loaded by Java: dropped, as keytool's
+        # rewrite drops it (kept, removing the later one would make Java trust it)
+        records = [record for index, record in enumerate(records) if last[record.alias] == index]
         anchors = {}
         for record in records:
             entry = self._anchor_quietly(record)

@@ -8,7 +8,9 @@ SafeBags itself (storesync.der) and decrypts encrypted safes with `cryptography`
 PBES2 (PBKDF2 + AES or 3DES: what keytool, OpenSSL 3 and `cryptography` write) and the PKCS#12
 PBE schemes (SHA-1 with 3DES, RC2 or RC4: what OpenSSL 1.x and old JDKs wrote). The MAC is
 checked (HMAC with the PKCS#12 key derivation, or PBMAC1). Certificate bags without the trust
-attribute and private keys are reported in `warnings` and not counted.
+attribute and private keys are reported in `warnings` and not counted. Java files each bag under
+its friendlyName lower-cased and keeps the last bag of an alias (`JavaAliases`): a trusted bag a
+later one hides is not an anchor either (a warning names it; a rewrite drops it).
 
 Store options:
 
@@ -125,6 +127,30 @@ class Bag:
     @property
     def sha256(self) -> str | None:
         return hashlib.sha256(self.cert).hexdigest() if self.cert is not None else None
+
+
+class JavaAliases:
+    """The alias Java's PKCS12KeyStore files each bag under as its load reads them in turn (the
+    JDK's loadSafeContents): a private-key bag (not one without a localKeyId after the file's
+    first key), a secret bag, and a certificate bag with Java's trust attribute, each under its
+    friendlyName lower-cased, or "1", "2", ... without one. A later bag of an alias replaces the
+    earlier one: Java never sees that one."""
+
+    def __init__(self):
+        self.keys = self.unnamed = 0
+
+    def key(self, bag: Bag, alias: str | None) -> str | None:
+        """The alias `bag` (its friendlyName `alias`) is filed under (None: Java keeps no entry of it)."""
+        if bag.bag_id == BAG_SHROUDED_KEY:
+            self.keys += 1
+            if OID_LOCAL_KEY_ID not in bag.attributes and self.keys > 1:
+                return None
+        elif bag.bag_id != BAG_SECRET and not bag.java_trusted:
+            return None
+        if alias is None:
+            self.unnamed += 1
+            alias = str(self.unnamed)
+        return alias.lower()
 
 
 class Safe:
@@ -780,15 +806,26 @@ class P12Store(FileStore):
     def parse(self, data) -> TrustSet:
         """The anchors, each bag dropped as soon as it is read; none before the MAC is verified,
         nothing returned (nor said) unless every safe reads. `data`: the bytes, or the file."""
-        entries, said = [], len(self.warnings)
+        live: dict[str, tuple[str, Entry | None]] = {}  # Java's map: alias -> (its last bag's name, anchor)
+        java, said = JavaAliases(), len(self.warnings)
 
         def each(safe, bag: Bag | None) -> None:
-            entry = self._anchor(bag, report=True) if bag is not None else None
-            if entry is not None:
-                entries.append(entry)
+            if bag is None:
+                return
+            entry = self._anchor(bag, report=True)
+            alias = entry.label if entry is not None else bag.alias  # an anchor's decoded once
+            key = java.key(bag, alias)
+            if key is None:
+                return
+            if key in live:
+                self.warnings.append(
+                    f"{self.path}: alias {live[key][0]!r} is given again later in the file; Java compares aliases "
+                    "ignoring case and keeps the last bag of one, so the earlier one is not read (a rewrite drops it)")
+            live[key] = (alias or key, entry)
 
         def restart() -> None:
-            entries.clear()
+            live.clear()
+            java.__init__()
             del self.warnings[said:]
 
         try:
@@ -799,7 +836,7 @@ class P12Store(FileStore):
         if read.mac is None and store_password(self)[1]:  # whoever can write it could have changed it
             self.warnings.append(f"{self.path}: has no MAC, so nothing proves it unchanged (Java reads it so too); "
                                  "the password of password-file= is not needed to read it")
-        return TrustSet(entries)
+        return TrustSet(entry for _name, entry in live.values() if entry is not None)
 
     def _first_read(self, file, each, restart, keep: bool = True):
         """Read the file, every safe and then each of its bags handed to `each(safe, None)` and
@@ -879,25 +916,34 @@ class P12Store(FileStore):
         layout: list[list] = []  # each safe's [encrypted, size, holds an anchor, bytes of the bags kept]
         taken: set[str] = set()
         others: list[bytes] = []  # the SHA-256 of each bag that is not a Java anchor: all must stay
+        java = JavaAliases()
+        keys: set[str] = set()  # the aliases Java files the bags under (the strings `taken` holds too)
+        repeated: set[str] = set()  # those given to more than one bag: rare, sorted out by `_hidden`
+        hidden: set[tuple[int, int]] = set()  # (safe, place in it) of each trusted bag a later one of its alias hides
 
         def each(safe, bag: Bag | None) -> None:
             if bag is None:
                 layout.append([safe.encrypted, safe.size, False, 0])
                 return
+            alias = bag.alias
+            key = java.key(bag, alias)
+            if key is not None:
+                (repeated if key in keys else keys).add(key)
             anchor = self._anchor(bag, report=False) is not None
             if anchor:
-                anchors.setdefault(bag.sha256, bag.alias)
+                anchors.setdefault(bag.sha256, alias)
                 layout[-1][2] = True
             if not bag.java_trusted:
                 others.append(hashlib.sha256(bag.raw).digest())
             if not anchor or bag.sha256 in desired:
                 layout[-1][3] += len(bag.raw)
-                if bag.alias:
-                    taken.add(bag.alias.lower())
+                if alias:
+                    taken.add(alias.lower() if key is None else key)
 
         def restart() -> None:
-            for made in (anchors, layout, taken, others):
+            for made in (anchors, layout, taken, others, keys, repeated):
                 made.clear()
+            java.__init__()
 
         if file is None:
             password = store_password(self)[0]
@@ -905,6 +951,9 @@ class P12Store(FileStore):
             source = Pfx([], password, ("sha256", ITERATIONS) if protected else None, bmp_password(password) if password else b"\x00\x00")
         else:
             source = self._first_read(file, each, restart)
+            keys.clear()
+            if repeated:
+                self._hidden(source, repeated, desired, layout, anchors, hidden)
             if unchanged_anchor_set(self, plan, set(anchors)):
                 file.seek(0)
                 yield from iter(lambda: file.read(CHUNK), b"")
@@ -947,7 +996,7 @@ class P12Store(FileStore):
         def plain(out: _Out, safe):
             yield der.header(der.SEQUENCE, out.content)
             if safe is not None:
-                yield from (bag.raw for bag in safe.read_bags() if keep(bag))
+                yield from (bag.raw for n, bag in enumerate(safe.read_bags()) if (out.index, n) not in hidden and keep(bag))
             if out.new:
                 yield from new_bags()
 
@@ -1005,15 +1054,47 @@ class P12Store(FileStore):
             return
         yield from self._read_back(pfx(), source.password, fresh, others, desired)
 
+    def _hidden(self, source, repeated: set[str], desired: TrustSet, layout: list[list], anchors: dict, hidden: set) -> None:
+        """A file giving an alias to several bags, read again: Java sees only the last of them, so
+        each trusted bag a later one hides goes in `hidden` (a rewrite drops it, or removing the
+        later bag would make Java trust it), its safe is rewritten without it, and `anchors`
+        holds only the anchors Java sees."""
+        java, last, found = JavaAliases(), {}, []  # found: (where, SHA-256, alias) of every anchor bag
+        for index, safe in enumerate(source.read()):
+            for place, bag in enumerate(safe.read_bags()):
+                alias = bag.alias
+                key = java.key(bag, alias)
+                anchor = self._anchor(bag, report=False) is not None
+                if anchor:
+                    found.append(((index, place), bag.sha256, alias))
+                if key not in repeated:
+                    continue
+                before = last.get(key)
+                if before is not None and before[1] is not None:
+                    hidden.add(before[0])
+                    layout[before[0][0]][2] = True  # rewritten without it
+                    layout[before[0][0]][3] -= before[1]
+                counted = len(bag.raw) if not anchor or bag.sha256 in desired else 0
+                last[key] = ((index, place), counted if bag.java_trusted else None)
+        anchors.clear()
+        for where, sha, alias in found:
+            if where not in hidden:
+                anchors.setdefault(sha, alias)
+
     def _read_back(self, pieces, password: str, fresh, others: list[bytes], desired: TrustSet):
         """`pieces`, handed on as they are read back: the MAC (with `fresh`), every safe decrypted,
         every bag parsed and looked at (none kept); each bag that is not an anchor (`others`: their
         SHA-256) must be there unchanged, the anchors must be `desired`'s, or nothing is written."""
         tee = _Tee(pieces)
         kept, found, stranger = [], set(), False  # found: the desired entries met, by id (no second fingerprint of each)
+        java, keys, repeated = JavaAliases(), set(), False  # keys: the aliases Java files the bags under, hashed
         try:
             for safe in _safes(_Reader(tee), password, fresh, None):
                 for bag in safe.read_bags():
+                    key = java.key(bag, bag.alias)
+                    if key is not None:  # by hash, held lighter than the string (a clash only refuses the write)
+                        repeated = repeated or hash(key) in keys
+                        keys.add(hash(key))
                     if bag.java_trusted:
                         entry = desired.get(bag.sha256)
                         stranger = stranger or entry is None
@@ -1026,6 +1107,9 @@ class P12Store(FileStore):
                 raise
             raise self.error(f"the rewritten file would not read back ({exc or 'its MAC does not match'}); "
                              "nothing was written") from None
+        if repeated:  # Java would see only the last of them: not what the plan says
+            raise self.error("the rewritten file would give one alias to two bags (a private key's and another's?); "
+                             "nothing was written")
         if sorted(kept) != sorted(others):
             raise self.error(
                 "cannot keep its private-key entries and other bags exactly as they are; nothing was written"

@@ -330,9 +330,8 @@ def _same_dates(a: Mapping[str, datetime], b: Mapping[str, datetime]) -> bool:
 
 def entry_from_group(cert_der: bytes, props: Props, role: str, warn=None) -> Entry:
     """An entry for one certificate group read from a store playing `role`."""
-    values = {}
-    for prop_id, _enc, value in props:
-        values.setdefault(prop_id, value)
+    # a property given twice: the last one counts, as crypt32 sets each element in turn
+    values = {prop_id: value for prop_id, _enc, value in props}
     label = None
     if FRIENDLY_NAME in values:
         label = decode_label(values[FRIENDLY_NAME])
@@ -367,9 +366,7 @@ def render_props(entry: Entry, role: str) -> list[tuple[int, int, bytes]]:
     kept = entry.extras.get(EXTRAS_KEY)
     fresh = kept is None
     kept = list(kept or ())
-    kept_values = {}
-    for prop_id, _enc, value in kept:
-        kept_values.setdefault(prop_id, value)
+    kept_values = {prop_id: value for prop_id, _enc, value in kept}  # the last of each, as it was read
 
     # What the model says now; None = must not be there. Ids absent from `wanted` stay opaque.
     wanted: dict[int, bytes | None] = {}
