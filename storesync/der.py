@@ -120,7 +120,11 @@ def encode_oid(dotted: str) -> bytes:
 
 
 @lru_cache(maxsize=4096)  # a few dozen OIDs recur in every certificate
-def decode_oid(value: bytes) -> str:
+def decode_oid(value: bytes, strict: bool = False) -> str:
+    """`strict`: refuse a subidentifier padded with a leading 0x80 byte, as OpenSSL's
+    c2i_ASN1_OBJECT does (where OpenSSL refuses what storesync reads, trust must not be read)."""
+    if strict and any(b == 0x80 and (i == 0 or not value[i - 1] & 0x80) for i, b in enumerate(value)):
+        raise DERError("OID with a non-minimal (padded) subidentifier")
     numbers, n = [], 0
     for byte in value:
         n = (n << 7) | (byte & 0x7F)

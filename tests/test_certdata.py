@@ -241,3 +241,39 @@ def test_nss_3_53():
     assert sum(len(e.distrust_after) for e in ts.values()) == 15
     assert all(set(e.distrust_after) <= {"server-auth"} for e in ts.values())
     assert len(store.warnings) == 7
+
+
+def test_trust_object_is_tied_to_its_certificate_hash(tmp_path, pki):
+    """A trust object is found by issuer and serial, which nobody signs; NSS (nssTrust_Create)
+    gives it no trust unless its CKA_CERT_SHA1_HASH is the certificate's. It was paired by issuer
+    and serial alone, with no warning."""
+    alpha, beta = (pki.ca(f"Certdata Hash {n}") for n in ("Alpha", "Beta"))
+    fa = Certificate(alpha.der).fields
+    objects = [
+        cert_object(alpha.der, "Alpha"),  # its trust object carries Beta's hash
+        trust_object(fa.issuer, fa.serial, "Alpha", "TRUSTED_DELEGATOR", "NOT_TRUSTED", "MUST_VERIFY_TRUST",
+                     der=beta.der),
+    ]
+    path = tmp_path / "certdata.txt"
+    path.write_text(HEADER + "\n".join(objects))
+    store = CertdataStore(parse_spec(f"certdata:{path}"))
+    # no trust from a trust object for another certificate; its distrust still counts (never less safe)
+    assert dict(store.read()[sha(alpha)].trust) == {"email": "distrusted"}
+    assert any("'Alpha'" in w and "names another certificate" in w for w in store.warnings)
+
+
+def test_an_attribute_given_twice_counts_by_its_first_line(tmp_path, pki):
+    """An attribute given twice in one object counted by its last line, where NSS's builtins module
+    (builtins_mdObject_GetAttribute) returns the first."""
+    gamma = pki.ca("Certdata Twice Gamma")
+    fg = Certificate(gamma.der).fields
+    twice = trust_object(fg.issuer, fg.serial, "Gamma", "NOT_TRUSTED", "TRUSTED_DELEGATOR", "MUST_VERIFY_TRUST",
+                         der=gamma.der)
+    twice = twice.replace("CKA_TRUST_SERVER_AUTH CK_TRUST CKT_NSS_NOT_TRUSTED",
+                          "CKA_TRUST_SERVER_AUTH CK_TRUST CKT_NSS_NOT_TRUSTED\n"
+                          "CKA_TRUST_SERVER_AUTH CK_TRUST CKT_NSS_TRUSTED_DELEGATOR")
+    path = tmp_path / "certdata.txt"
+    path.write_text(HEADER + "\n".join([cert_object(gamma.der, "Gamma"), twice]))
+    store = CertdataStore(parse_spec(f"certdata:{path}"))
+    assert dict(store.read()[sha(gamma)].trust) == {"server-auth": "distrusted", "email": "trusted"}
+    assert any("CKA_TRUST_SERVER_AUTH given again" in w for w in store.warnings)

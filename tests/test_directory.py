@@ -272,3 +272,50 @@ def test_a_directory_read_for_the_first_time_stats_no_file(pki, tmp_path, monkey
     found = store.read()
     assert len(found) == 5
     assert not [p for p in stats if str(p).endswith(".pem")], stats
+
+
+def test_two_files_for_one_certificate_read_as_openssl_capath_loads_them(pki, root, intermediate, server_leaf, tmp_path):
+    """Two files for one certificate, a plain one and a TRUSTED one rejecting serverAuth, the
+    TRUSTED one behind `<hash>.0`: OpenSSL loads it first (and keeps only that copy), so refuses a
+    server chain; storesync kept the file whose name sorts first and dropped the other's distrust."""
+    leaf, chain = server_leaf.write(tmp_path / "leaf.pem"), intermediate.write(tmp_path / "inter.pem")
+    h = Certificate(root.der).subject_hash()
+    folder = tmp_path / "ca"
+    folder.mkdir()
+    root.write(folder / "a.pem")
+    root.write(tmp_path / "root.pem")
+    run(need("openssl"), "x509", "-in", tmp_path / "root.pem", "-trustout", "-addreject", "serverAuth",
+        "-setalias", "Rejecting", "-out", folder / "z.pem")
+
+    def openssl_server_ok() -> bool:
+        return run(need("openssl"), "verify", "-purpose", "sslserver", "-CApath", folder, "-untrusted", chain, leaf,
+                   check=False).returncode == 0
+
+    for first, second, ok in (("z.pem", "a.pem", False), ("a.pem", "z.pem", True)):
+        for link in folder.glob(f"{h}.*"):
+            link.unlink()
+        (folder / f"{h}.0").symlink_to(first)
+        (folder / f"{h}.1").symlink_to(second)
+        assert openssl_server_ok() is ok
+        store = open_store(f"dir:{folder}")
+        (entry,) = store.read().values()
+        assert (entry.trust.get("server-auth") == "trusted") is ok, (first, dict(entry.trust))
+        assert any("a.pem and z.pem hold one certificate" in w and f"loads {first}" in w for w in store.warnings)
+        if not ok:  # and a sync spreads no trust OpenSSL does not grant
+            out = tmp_path / "out.pem"
+            storesync("sync", "--mode", "add", f"dir:{folder}", f"pem:{out}")
+            assert not out.exists() or b"CERTIFICATE" not in out.read_bytes()
+
+    # reached only through links of another hash (not its subject hash's), or none: distrust wins
+    for link in folder.glob(f"{h}.*"):
+        link.unlink()
+    (folder / "00000000.0").symlink_to("a.pem")
+    (folder / "00000000.1").symlink_to("z.pem")
+    store = open_store(f"dir:{folder}")
+    (entry,) = store.read().values()
+    assert entry.trust.get("server-auth") == "distrusted" and entry.trust.get("email") == "trusted"
+    assert any("cannot be told" in w for w in store.warnings)
+    for link in folder.glob("00000000.*"):
+        link.unlink()
+    (entry,) = open_store(f"dir:{folder}").read().values()
+    assert entry.trust.get("server-auth") == "distrusted"

@@ -319,3 +319,41 @@ def test_labels_a_sync_writes_are_not_kept_as_text_twice(pki, tmp_path):
         lines = bundle.read_text().splitlines()
         assert lines[0] == "# managed by ops" and lines.count("# Labelled Root 0") == 1
         assert sum(line.startswith("# Labelled Root") for line in lines) == count
+
+
+def test_trusted_aux_that_openssl_refuses_is_damage_not_trust(pki, root, intermediate, server_leaf, tmp_path):
+    """A TRUSTED CERTIFICATE block whose X509_CERT_AUX OpenSSL cannot decode (a field given twice,
+    fields out of order, a padded OID) was read field by field: with two reject lists only the last
+    counted, so server-auth trust was read and spread while OpenSSL loads nothing. It is refused
+    (exit 2, naming the file), as OpenSSL refuses it."""
+    from storesync import der
+
+    server, client = "1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2"
+    reject = lambda *oids: der.encode(0xA0, b"".join(der.encode_oid(o) for o in oids))  # noqa: E731
+    padded = der.encode(der.OID, bytes.fromhex("2b0601050507038001"))  # serverAuth, its last arc as 80 01
+    cases = {
+        "two-rejects": reject(server) + reject(client),
+        "two-trusts": der.encode_oid_sequence([client]) + der.encode_oid_sequence([server]),
+        "alias-first": der.encode(der.UTF8_STRING, b"x") + reject(server),
+        "reject-then-trust": reject(server) + der.encode_oid_sequence([server]),
+        "padded-oid": der.encode(der.SEQUENCE, padded),
+    }
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(intermediate.pem)
+    leaf = server_leaf.write(tmp_path / "leaf.pem")
+    for name, aux in cases.items():
+        path = tmp_path / f"{name}.pem"
+        path.write_bytes(pem_of(root.der + der.encode(der.SEQUENCE, aux), "TRUSTED CERTIFICATE"))
+        verify = run(need("openssl"), "verify", "-purpose", "sslserver", "-CAfile", path, "-untrusted", chain, leaf,
+                     check=False)
+        assert verify.returncode != 0 and b"asn1" in verify.stderr.lower(), name  # OpenSSL refuses to load it
+        result = storesync("list", f"pem:{path}")
+        assert result.returncode == 2 and str(path) in result.stderr and "OpenSSL refuses" in result.stderr, name
+        assert len(result.stderr.strip().splitlines()) == 1, name
+    # the same fields once each, in order, still read (and OpenSSL loads them)
+    good = tmp_path / "good.pem"
+    good.write_bytes(pem_of(root.der + der.encode(der.SEQUENCE, der.encode_oid_sequence([server]) + reject(client)
+                                                  + der.encode(der.UTF8_STRING, b"x")), "TRUSTED CERTIFICATE"))
+    assert run(need("openssl"), "verify", "-purpose", "sslserver", "-CAfile", good, "-untrusted", chain, leaf).returncode == 0
+    (entry,) = open_store(f"pem:{good}").read().values()
+    assert dict(entry.trust) == {"server-auth": TRUSTED, "client-auth": DISTRUSTED} and entry.label == "x"

@@ -2,9 +2,11 @@
 
 After `BEGINDATA` come objects of `ATTRIBUTE TYPE VALUE` lines; an object starts at `CKA_CLASS`
 and ends at a blank line; `#` comments can sit inside objects. Certificates and their trust are
-paired by (issuer, serial), never by label (labels repeat). Kept from the file: per-purpose trust
-in both spellings (`CKO_NSS_TRUST` / `CKT_NSS_*` and PKCS#11 3.2 `CKO_TRUST` / `CKT_*`),
-distrust-after dates from either object, labels, and NSS's own letters in `extras["nss"]` so
+paired by (issuer, serial), never by label (labels repeat), and a trust object grants trust only
+when its certificate hash is its certificate's, as NSS's nssTrust_Create checks it; an attribute
+given twice counts by its first line, as builtins_mdObject_GetAttribute returns it. Kept from the
+file: per-purpose trust in both spellings (`CKO_NSS_TRUST` / `CKT_NSS_*` and PKCS#11 3.2
+`CKO_TRUST` / `CKT_*`), distrust-after dates from either object, labels, and NSS's own letters in `extras["nss"]` so
 a sync into an NSS database keeps "valid CA" and "trusted peer".
 
 Trust objects without a certificate (issuer + serial only) are distrust records. A trust set is
@@ -55,6 +57,24 @@ _LETTERS = {
 _CERT_CLASSES = {"CKO_CERTIFICATE"}
 _TRUST_CLASSES = {"CKO_NSS_TRUST", "CKO_TRUST"}
 _OCTAL = re.compile(r"\\([0-3][0-7]{2})")  # \ooo is one byte: at most \377
+
+
+_GRANTING = ("C", "P")  # the letters that make a certificate trusted
+# CKA_NAME_HASH_ALGORITHM of a PKCS#11 3.2 trust object -> the hash of CKA_HASH_OF_CERTIFICATE
+_HASH_OF_MECHANISM = {"CKM_SHA_1": "sha1", "CKM_SHA224": "sha224", "CKM_SHA256": "sha256", "CKM_SHA384": "sha384",
+                      "CKM_SHA512": "sha512"}
+
+
+def _hash_matches(trust: "_Object", der_bytes: bytes) -> bool:
+    """Does the trust object's certificate hash name these bytes? (SHA-1 in CKO_NSS_TRUST,
+    CKA_HASH_OF_CERTIFICATE by CKA_NAME_HASH_ALGORITHM in CKO_TRUST), as NssStore checks it."""
+    import hashlib
+
+    value = trust.get("CKA_CERT_SHA1_HASH")
+    if isinstance(value, bytes):
+        return value == hashlib.sha1(der_bytes).digest()
+    value, name = trust.get("CKA_HASH_OF_CERTIFICATE"), _HASH_OF_MECHANISM.get(trust.get("CKA_NAME_HASH_ALGORITHM"))
+    return isinstance(value, bytes) and name is not None and value == hashlib.new(name, der_bytes).digest()
 
 
 class _Object:
@@ -149,6 +169,15 @@ class CertdataStore(Store):
             else:
                 paired.add(key)
                 letters, step_up = self._letters(trust_obj)
+                granted = [p for p, letter in letters.items() if letter in _GRANTING]
+                if granted and not _hash_matches(trust_obj, value):
+                    # NSS (nssTrust_Create) gives a trust object whose certificate hash is not this
+                    # certificate's no trust; issuer and serial alone find it. Distrust still counts.
+                    letters = {p: ("" if p in granted else letter) for p, letter in letters.items()}
+                    self.warnings.append(
+                        f"{self.path}: line {trust_obj.line}: the trust object for {label!r} names another "
+                        "certificate (its CKA_CERT_SHA1_HASH or CKA_HASH_OF_CERTIFICATE is not this one's hash, or "
+                        f"is missing); trust for {', '.join(granted)} not read, as NSS does")
             distrust_after = self._distrust_after(obj)
             if trust_obj is not None:
                 for purpose, when in self._distrust_after(trust_obj).items():
@@ -261,6 +290,10 @@ class CertdataStore(Store):
                 value = _unescape(rest[1:-1])
             else:
                 value = rest
+            if name in current.attrs:  # NSS's builtins module (builtins_mdObject_GetAttribute) returns the first
+                self.warnings.append(f"{self.path}: line {number}: {name} given again in one object; "
+                                     "the first counts, as in NSS")
+                continue
             current.attrs[name] = (kind, value)
         return objects
 

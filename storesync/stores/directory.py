@@ -5,6 +5,7 @@ One file per certificate plus symlinks `<subject hash>.<n>` to it. Reads `*.pem 
 hash links (c_rehash copies). Other files, bundles, subdirectories and CRL links
 (`<hash>.r<n>`) are not part of the store and are left alone; a `*.pem` that is not a
 certificate (or holds a private key) makes the whole directory unreadable, so nothing spreads from it.
+Of two files holding one certificate, the one `-CApath` loads counts (`_as_loaded`).
 
 A file whose stat data is as the state dir's stat cache recorded it (storesync.statcache) is not
 opened again. Writes incrementally: a one-certificate change touches that certificate's file and
@@ -21,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 from storesync.fsio import LOOP, absolute, atomic_write_many, fsync_dir, in_root, machine_root, odd_file, read_bytes, remove_file, stat_version, temp_beside
-from storesync.model import Capabilities, Entry, TrustSet
+from storesync.model import DISTRUSTED, TRUSTED, Capabilities, Entry, TrustSet
 from storesync.stores import (
     CERT_SUFFIXES, HASH_LINK, Store, StoreSpec, Values, cannot_enter, cannot_read, nss_folder,
 )
@@ -64,7 +65,8 @@ class DirStore(Store):
         self.warnings = []  # what this read finds: a second read (a backup's) says it once, not again
         if not self._folder_there():
             return TrustSet()
-        entries: list[Entry] = []
+        entries: dict[str, Entry] = {}  # sha256 -> the first file's entry
+        others: dict[str, dict[str, Entry]] = {}  # sha256 -> file name -> entry, for one held twice (rare)
         try:
             with os.scandir(self.path) as listing:  # its entries know their type: no stat per file
                 found = sorted(listing, key=lambda item: item.name)
@@ -97,9 +99,67 @@ class DirStore(Store):
             holders.append(name)
             holders.sort(key=lambda n: bool(HASH_LINK.match(n)))  # a real file name first
             if len(holders) == 1:
-                entries.append(entry)
+                entries[entry.sha256] = entry
+            else:  # a second file for one certificate: which one counts is settled once all are read
+                files = others.setdefault(entry.sha256, {n: entries[entry.sha256] for n in holders if n != name})
+                files[name] = entry
         cache.save()
-        return TrustSet(entries)
+        return TrustSet(self._as_loaded(entries, others))
+
+    def _as_loaded(self, entries: dict[str, Entry], others: dict[str, dict[str, Entry]]) -> list[Entry]:
+        """The entries as OpenSSL's -CApath loads them (a read never reports more trust than it
+        grants): of two files holding one certificate the first its subject hash's links reach is
+        loaded, the other ignored (by_dir.c, X509_STORE_add_cert); where that cannot be told,
+        distrust wins. (A file no link reaches is read as an anchor, as the README says.)"""
+        if not others:
+            return list(entries.values())
+        reached = self._reached()
+        for sha, files in others.items():
+            entry, first = self._duplicate(entries[sha].cert, files, reached)
+            entries[sha] = entry
+            # the file a write rewrites: a real name (a write gives a hash-named copy one), the loaded one first
+            self._files[sha].sort(key=lambda n: (bool(HASH_LINK.match(n)), n != first))
+        return list(entries.values())
+
+    def _reached(self) -> dict[str, list[tuple[str, int]]]:
+        """File name -> the (hash, n) of each link OpenSSL's lookup takes to it: it tries `<hash>.0`,
+        `.1`, ... and stops at the first that is missing or leads nowhere (by_dir.c)."""
+        base, reached = os.path.normpath(self.path), {}
+        held = {n for names in self._files.values() for n in names}
+        for name in self._links:
+            h, n = name.split(".")
+            if n != "0":
+                continue
+            k = 0
+            while (link := f"{h}.{k}") in self._links:
+                full = os.path.normpath(os.path.join(base, self._links[link] or link))
+                if os.path.dirname(full) == base and os.path.basename(full) in held:
+                    reached.setdefault(os.path.basename(full), []).append((h, k))
+                else:
+                    there = in_root(os.path.join(base, link))
+                    if there is None or not os.path.exists(there):
+                        break  # OpenSSL's stat fails: no later number is tried
+                k += 1
+        return reached
+
+    def _duplicate(self, cert, files: dict[str, Entry], reached: dict[str, list[tuple[str, int]]]) -> tuple[Entry, str]:
+        """The entry of a certificate several files hold, and the file OpenSSL loads."""
+        loaded = {n: e for n, e in files.items() if n in reached} or files  # none linked: all count
+        h = cert.subject_hash()
+        placed = sorted((k, n) for n in loaded for hh, k in reached.get(n, ()) if hh == h)
+        both = " and ".join(sorted(files))
+        if placed:
+            k, first = placed[0]
+            entry = loaded[first]
+            said = f"OpenSSL's -CApath loads {first} (through {h}.{k}, its first link), so its trust is read"
+        else:  # no link of its subject hash reaches them: which one is loaded cannot be told
+            first = next(iter(loaded))
+            entry = _distrust_wins(list(loaded.values()))
+            said = "which one OpenSSL loads cannot be told, so their trust is combined, distrust winning"
+        if len({(e.trust_key(), e.label) for e in files.values()}) > 1:
+            self.warnings.append(f"{self.path}: {both} hold one certificate ({entry.display_label}); {said}: "
+                                 "remove all but one")  # not said of copies that agree (c_rehash's)
+        return entry, first
 
     def _folder_there(self) -> bool:
         """Whether the folder exists (a target not created yet does not). A file, or an NSS
@@ -270,6 +330,18 @@ class DirStore(Store):
         current = set(self._links) | {n for names in self._files.values() for n in names}
         for name in current - set(wanted):
             remove_file(os.path.join(self.path, name))
+
+
+def _distrust_wins(entries: list[Entry]) -> Entry:
+    """One entry for files that hold one certificate: distrusted for what any distrusts, trusted
+    for what all trust."""
+    trust = {}
+    for purpose in dict.fromkeys(p for e in entries for p in e.trust):
+        states = [e.trust.get(purpose) for e in entries]
+        if DISTRUSTED in states or all(state == TRUSTED for state in states):
+            trust[purpose] = DISTRUSTED if DISTRUSTED in states else TRUSTED
+    first = entries[0]
+    return Entry(first.cert, trust=trust, label=first.label, extras=first.extras)
 
 
 def _made_when_written(entry: Entry, trusted: bool) -> Iterator[bytes]:

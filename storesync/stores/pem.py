@@ -380,11 +380,21 @@ def _trusted_entry(cert: Certificate, aux: bytes) -> Entry:
     trusted: list[str] | None = None
     rejected: list[str] = []
     alias, kept = None, {}
-    for field in der.read_all(aux).children() if aux else ():
+    outer = der.read_all(aux) if aux else None
+    if outer is not None and outer.tag != der.SEQUENCE:
+        raise der.DERError("its trust data (X509_CERT_AUX) is not a SEQUENCE")
+    at = 0
+    for field in outer.children() if outer is not None else ():
+        # OpenSSL's template (x_x509a.c) takes each field at most once and in order, and refuses the
+        # block otherwise: read leniently, a second reject list would lose the first one's distrust.
+        if field.tag not in _AUX_FIELDS[at:]:
+            raise der.DERError(f"its trust data (X509_CERT_AUX) has a field (tag 0x{field.tag:02x}) repeated, "
+                               "out of order or unknown, which OpenSSL refuses to load")
+        at = _AUX_FIELDS.index(field.tag) + 1
         if field.tag == der.SEQUENCE:
-            trusted = [der.decode_oid(c.value) for c in field.children()]
+            trusted = _aux_oids(field)
         elif field.tag == 0xA0:
-            rejected = [der.decode_oid(c.value) for c in field.children()]
+            rejected = _aux_oids(field)
         elif field.tag == der.UTF8_STRING:
             alias = field.value.decode("utf-8", "replace")
         else:
@@ -400,6 +410,23 @@ def _trusted_entry(cert: Certificate, aux: bytes) -> Entry:
     for oid in rejected:
         trust.update({p: DISTRUSTED for p in PURPOSES} if oid == ANY_EKU else {purpose_from_oid(oid): DISTRUSTED})
     return Entry(cert, trust=trust, label=alias, extras={"pem": kept} if kept else {})
+
+
+#: X509_CERT_AUX's fields in their order, each optional: trust, [0] reject, alias, keyid, [1] other.
+_AUX_FIELDS = (der.SEQUENCE, 0xA0, der.UTF8_STRING, der.OCTET_STRING, 0xA1)
+
+
+def _aux_oids(field: der.TLV) -> list[str]:
+    """A trust or reject list's OIDs, refused where OpenSSL's c2i_ASN1_OBJECT refuses them."""
+    oids = []
+    for child in field.children():
+        if child.tag != der.OID:
+            raise der.DERError("its trust data (X509_CERT_AUX) lists something that is not an OID")
+        try:
+            oids.append(der.decode_oid(child.value, strict=True))
+        except der.DERError as exc:
+            raise der.DERError(f"its trust data (X509_CERT_AUX) has an OID that OpenSSL refuses ({exc})") from None
+    return oids
 
 
 def _aux_bytes(entry: Entry) -> bytes:
