@@ -205,3 +205,13 @@ def test_each_store_keeps_its_own_order_and_gets_the_others_additions_after_it()
     result = merge(None, views)  # the first merge: the union
     assert [e.cert for e in result.desired_for(views[0]).values()] == [POOL[n] for n in (3, 0, 2, 1)]
     assert [e.cert for e in result.desired_for(views[1]).values()] == [POOL[n] for n in (1, 2, 0, 3)]
+
+
+def test_an_addition_kept_at_home_keeps_its_place_in_its_store():
+    """What a store that may not escalate adds stays in that store only, and where it was: it
+    went to the end of the file."""
+    a = TrustSet([Entry(POOL[n]) for n in (3, 4, 0)])
+    views = [View("user", a, PLAIN, may_escalate=False), View("system", TrustSet([Entry(POOL[0]), Entry(POOL[3])]), PLAIN)]
+    result = merge(TrustSet([Entry(POOL[0]), Entry(POOL[3])]), views)
+    assert POOL[4].sha256 not in result.merged
+    assert [e.cert for e in result.desired_for(views[0]).values()] == [POOL[n] for n in (3, 4, 0)]

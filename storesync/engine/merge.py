@@ -42,9 +42,10 @@ class MergeResult:
         home = {e.sha256: e for e in self.held.get(view.name, [])}
         merged = {sha: home.pop(sha) if sha in home and not entry.distrusted else entry
                   for sha, entry in self.merged.items()} if home else self.merged
-        # in the store's own order, what the others add after it: a merge does not reorder a file
-        own = [merged[sha] for sha in view.current if sha in merged]
-        return TrustSet([*own, *(e for sha, e in merged.items() if sha not in view.current), *home.values()])
+        # in the store's own order (what it keeps at home included), what the others add after
+        # it: a merge does not reorder a file
+        own = [merged[sha] if sha in merged else home[sha] for sha in view.current if sha in merged or sha in home]
+        return TrustSet([*own, *(e for sha, e in merged.items() if sha not in view.current)])
 
 
 def combine(opinions: list[tuple[Entry, Capabilities]]) -> Entry:
