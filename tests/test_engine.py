@@ -700,3 +700,31 @@ def test_escalation_guard_judges_the_files_of_a_folder_store_too(pki, root, tmp_
     result = storesync("sync", "--config", config)
     assert "held back" in result.stdout, result.stdout + result.stderr
     assert len(keys(f"pem:{system}")) == count
+
+
+def test_escalation_guard_follows_a_store_named_through_a_link(pki, root, tmp_path):
+    """A root-owned link, in a root-owned folder, to a bundle in a user's folder: the user can
+    replace the bundle (with a link to any root-owned file holding another root), so the store
+    may not raise trust in root's. The guard judged the link's folder and the file it reached,
+    never the folder the file is in, nor a link on the way."""
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root to make a folder owned by another user")
+    system, user = tmp_path / "root", tmp_path / "user"
+    system.mkdir()
+    user.mkdir()
+    os.chown(user, 65534, 65534)
+    (system / "a.pem").write_bytes(root.pem)
+    (user / "b.pem").write_bytes(root.pem)
+    (system / "b-link.pem").symlink_to(user / "b.pem")
+    config = write_config(tmp_path, f'[profile.p]\nmode = "merge"\n'
+                                    f'stores = ["pem:{system / "a.pem"}", "pem:{system / "b-link.pem"}"]\n')
+    assert storesync("sync", "--config", config).returncode == 0
+    # what the user may do: put another root in the file, or a link to any root-owned file in its place
+    elsewhere = tmp_path / "root-owned-elsewhere.pem"
+    elsewhere.write_bytes(root.pem + pki.ca("Root Deselected Elsewhere").pem)
+    for swap in (lambda: (user / "b.pem").write_bytes(root.pem + pki.ca("Root The User Wrote").pem),
+                 lambda: ((user / "b.pem").unlink(), (user / "b.pem").symlink_to(elsewhere))):
+        swap()
+        result = storesync("sync", "--config", config)
+        assert "held back" in result.stdout, result.stdout + result.stderr
+        assert len(keys(f"pem:{system / 'a.pem'}")) == 1

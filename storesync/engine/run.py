@@ -579,9 +579,9 @@ def _writers(store: Store) -> tuple[set[int], bool]:
     """Who can change a store: the owners of its file and of the folder holding it (which can
     replace the file), and whether a group or everyone can (then anyone counts). A folder store
     (an NSS database, a hashed directory) changes through its files too: their owners count, and
-    a linked file's folder."""
+    a linked file's folder. A store named through a link is judged where the link leads too."""
     path = fsio.existing(store.path)
-    places = {path, fsio.parent(path)}
+    places = {path, fsio.parent(os.path.realpath(path)), *map(fsio.parent, _links(path))}
     if os.path.isdir(path):
         for name in os.listdir(path):
             inside = os.path.join(path, name)
@@ -599,6 +599,15 @@ def _writers(store: Store) -> tuple[set[int], bool]:
         anyone |= bool(st.st_mode & stat.S_IWOTH) and not sticky
         anyone |= bool(st.st_mode & stat.S_IWGRP) and st.st_gid != 0 and not sticky
     return uids - {0} or {0}, anyone
+
+
+def _links(path: str) -> list[str]:
+    """`path` and every link it leads through: whoever may write one's folder can point it
+    elsewhere."""
+    hops = [path]
+    while os.path.islink(hops[-1]) and len(hops) < 40:  # 40: the kernel's own limit on a chain
+        hops.append(os.path.join(os.path.dirname(hops[-1]), os.readlink(hops[-1])))
+    return hops
 
 
 def _may_escalate(outcome: Outcome, others: list[Outcome]) -> bool:
