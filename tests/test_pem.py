@@ -357,3 +357,19 @@ def test_trusted_aux_that_openssl_refuses_is_damage_not_trust(pki, root, interme
     assert run(need("openssl"), "verify", "-purpose", "sslserver", "-CAfile", good, "-untrusted", chain, leaf).returncode == 0
     (entry,) = open_store(f"pem:{good}").read().values()
     assert dict(entry.trust) == {"server-auth": TRUSTED, "client-auth": DISTRUSTED} and entry.label == "x"
+
+
+@pytest.mark.parametrize("spec", ["comments=yes", "format=trusted&comments=yes"])
+def test_a_note_right_above_a_block_is_not_taken_for_a_label(pki, tmp_path, spec):
+    """With `comments=yes` only a line that is exactly storesync's `# label` for that block is
+    made again; a person's `# ...` line right above a block stayed out of every rewrite (a review
+    found it), and in a trusted bundle, which gets no label lines, every such line did."""
+    root, other = pki.ca("Noted Root"), pki.ca("Another Root")
+    bundle, source = tmp_path / "noted.pem", tmp_path / "source.pem"
+    spec = f"pem:{bundle}?{spec}"
+    bundle.write_bytes(b"# ticket 42: keep this root\n" + root.pem)  # written by a person
+    source.write_bytes(root.pem + other.pem)
+    assert storesync("sync", "--mode", "add", f"pem:{source}", spec).returncode == 0
+    text = bundle.read_text()
+    assert text.count("# ticket 42: keep this root\n") == 1
+    assert text.count("# Noted Root\n") == ("trusted" not in spec)

@@ -212,15 +212,18 @@ class PemStore(FileStore):
     def render(self, plan) -> Iterator[bytes]:
         """The bundle block by block, each written as it is made: never the whole file in memory.
         What people and programs wrote around the blocks stays (`_text_around`)."""
-        found = self._from_file(lambda file: _text_around(_pieces(file), self.option("comments") == "yes"))
+        commented = self.option("comments") == "yes" and not speaks_trusted(self)  # `# label` lines of our own
+        ours = None
+        if commented:
+            ours = lambda sha: _label_line(entry) if (entry := plan.desired.get(sha) or plan.current.get(sha)) else None
+        found = self._from_file(lambda file: _text_around(_pieces(file), ours))
         head, notes, tail = found or (b"", {}, b"")
         yield head + b"\n" if head else b""  # a blank line: the first block's note is not read as the head
         blocks = _blocks(plan.desired.values(), speaks_trusted(self), self.option("comments") == "yes")
         if not notes:
             yield from blocks
         else:
-            for entry, block in zip(plan.desired.values(), _per_entry(blocks, self.option("comments") == "yes"
-                                                                     and not speaks_trusted(self))):
+            for entry, block in zip(plan.desired.values(), _per_entry(blocks, commented)):
                 yield notes.get(entry.sha256, b"") + block
         for other in self.others:  # another program's CRLs: last, as they were
             yield notes.get(other, b"") + other
@@ -253,24 +256,27 @@ def render_entries(entries, trusted: bool = False, comments: bool = False) -> by
     return b"".join(_blocks(entries, trusted, comments))
 
 
-def _text_around(pieces, generated: bool) -> tuple[bytes, dict, bytes]:
+def _text_around(pieces, ours=None) -> tuple[bytes, dict, bytes]:
     """What is written around the blocks of a bundle (read in `pieces`), kept through a rewrite
     (a header saying who manages the file, a note above a root): the text before the first block
     and after the last, and the text above each other block, by its certificate's SHA-256 (a
     non-certificate block: by its bytes), which goes where it goes. Blank lines are the writer's
-    own, and with `comments=yes` so is the `# label` line right above a block."""
+    own, and so is a line right above a block that is `ours(its key)`: the `# label` line
+    `comments=yes` writes, made again."""
     head, notes, carry = None, {}, b""
     for piece in pieces:
         end = 0
         for block in re.finditer(_BLOCK, piece):
             gap, end, carry = carry + piece[end : block.start()], block.end(), b""
-            if generated and gap.rstrip(b"\r\n").rpartition(b"\n")[2].startswith(b"# "):
-                gap = gap.rstrip(b"\r\n").rpartition(b"\n")[0]
+            key = _block_key(block) if gap.strip() else None
+            above, _, last = gap.rstrip(b"\r\n").rpartition(b"\n")
+            if key is not None and ours is not None and last + b"\n" == ours(key):
+                gap = above
             if head is None:  # the file's own, but for lines right above the block, after a blank one
                 before, blank, above = gap.rpartition(b"\n\n")
                 head, gap = (_kept(before), above) if blank else (_kept(gap), b"")
             if gap.strip():
-                notes[_block_key(block)] = _kept(gap)
+                notes[key] = _kept(gap)
         carry += piece[end:]
     if head is None:  # no block: empty, comments only (kept), or one DER certificate
         comments = all(not line.strip() or line.lstrip().startswith(b"#") for line in carry.splitlines())
@@ -307,9 +313,14 @@ def _blocks(entries, trusted: bool, comments: bool):
             yield _pem(_aux_bytes(e), "TRUSTED CERTIFICATE")
             continue
         if comments:
-            # one line that cannot be read as armor: a label's line break would start a block
-            yield f"# {printable(e.display_label).replace('-----', '- - -')}\n".encode()
+            yield _label_line(e)
         yield _pem(e.cert.der, "CERTIFICATE")
+
+
+def _label_line(entry: Entry) -> bytes:
+    """The `# label` line `comments=yes` writes above a block: one line that cannot be read as
+    armor (a label's line break would start a block)."""
+    return f"# {printable(entry.display_label).replace('-----', '- - -')}\n".encode()
 
 
 def _pem(data: bytes, kind: str) -> bytes:
