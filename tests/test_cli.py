@@ -508,6 +508,10 @@ def test_a_password_file_that_is_a_device_or_a_fifo_or_one_endless_line_is_refus
                             capture_output=True, text=True, timeout=20, pass_fds=(read,))
     os.close(read)
     assert listed.returncode == 0 and "10 certificates" in listed.stdout, listed.stderr
+    longest = tmp_path / "longest"  # a line of the most it reads, then its line end: a password
+    longest.write_bytes(b"a" * (1 << 16) + b"\n")
+    said = storesync("list", f"jks:{keystore}?password-file={longest}").stderr
+    assert "line end" not in said and "password is wrong" in said, said
 
 
 @pytest.mark.parametrize("kind", ["pem", "dir", "anchors", "nss", None])

@@ -216,7 +216,7 @@ def test_a_folder_that_can_be_listed_but_not_entered_is_an_error(spec, root, tmp
     exit 0, where `list PATH` said "cannot list it": an empty store a mirror would copy. Both
     say it cannot be entered, exit 2. Run as nobody (root opens anything)."""
     if os.geteuid() != 0:
-        pytest.skip("needs root, to run the command as nobody")
+        pytest.fail("this test needs root, to run the command as nobody (CI runs as root)")
     top = Path(tempfile.mkdtemp(prefix="storesync-enter-"))  # reachable by nobody, unlike tmp_path's parents
     os.chmod(top, 0o755)
     folder, state = top / "ca", top / "state"

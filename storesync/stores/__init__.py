@@ -441,7 +441,7 @@ class Store:
             except OSError as exc:
                 raise self.error(f"cannot read the password file {name} ({exc.strerror})") from None
             lines = head.splitlines()
-            if lines and len(lines[0]) >= PASSWORD_FILE_MAX:
+            if len(head) > PASSWORD_FILE_MAX and len(lines[0]) == len(head):  # no line end among what it read
                 raise self.error(f"the password file {name} has no line end in its first {PASSWORD_FILE_MAX} bytes; "
                                  "put the password alone on its first line")
             self._password = lines[0] if lines else b""

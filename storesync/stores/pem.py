@@ -220,11 +220,8 @@ class PemStore(FileStore):
         head, notes, tail = found or (b"", {}, b"")
         yield head + b"\n" if head else b""  # a blank line: the first block's note is not read as the head
         blocks = _blocks(plan.desired.values(), speaks_trusted(self), self.option("comments") == "yes")
-        if not notes:
-            yield from blocks
-        else:
-            for entry, block in zip(plan.desired.values(), _per_entry(blocks, commented)):
-                yield notes.get(entry.sha256, b"") + block
+        for entry, block in zip(plan.desired.values(), blocks):
+            yield notes.get(entry.sha256, b"") + block
         for other in self.others:  # another program's CRLs: last, as they were
             yield notes.get(other, b"") + other
         yield tail
@@ -300,21 +297,13 @@ def _block_key(block) -> str | bytes:
         return b""  # not read as a certificate: its text has no block to go with
 
 
-def _per_entry(blocks, commented: bool):
-    """`_blocks`' pieces, one entry's (its `# label` line and its block) at a time."""
-    for piece in blocks:
-        yield piece + next(blocks) if commented else piece
-
-
 def _blocks(entries, trusted: bool, comments: bool):
-    """`render_entries`'s pieces, one entry's at a time."""
+    """`render_entries`'s pieces, one entry's (its `# label` line and its block) at a time."""
     for e in entries:
         if trusted:
             yield _pem(_aux_bytes(e), "TRUSTED CERTIFICATE")
-            continue
-        if comments:
-            yield _label_line(e)
-        yield _pem(e.cert.der, "CERTIFICATE")
+        else:
+            yield (_label_line(e) if comments else b"") + _pem(e.cert.der, "CERTIFICATE")
 
 
 def _label_line(entry: Entry) -> bytes:
