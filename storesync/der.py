@@ -57,11 +57,16 @@ class TLV:
 
 def read(data: bytes, pos: int = 0, limit: int | None = None) -> TLV:
     """Read the element starting at `pos`; it must end by `limit` (default: end of data)."""
-    limit = len(data) if limit is None else limit
+    content, end = span(data, pos, len(data) if limit is None else limit)
+    return TLV(data[pos], data, pos, content, end)
+
+
+def span(data: bytes, pos: int, limit: int) -> tuple[int, int]:
+    """(content, end) offsets of the element starting at `pos` (its tag is `data[pos]`), which
+    must end by `limit`: `read` without making a TLV, for the walks every certificate goes through."""
     if pos + 2 > limit:
         raise DERError(f"truncated element at offset {pos}")
-    tag = data[pos]
-    if tag & 0x1F == 0x1F:
+    if data[pos] & 0x1F == 0x1F:
         raise DERError(f"multi-byte tag at offset {pos}")
     first = data[pos + 1]
     content = pos + 2
@@ -78,7 +83,7 @@ def read(data: bytes, pos: int = 0, limit: int | None = None) -> TLV:
     end = content + length
     if end > limit:
         raise DERError(f"element at offset {pos} runs past the end ({length} bytes announced)")
-    return TLV(tag, data, pos, content, end)
+    return content, end
 
 
 def read_all(data: bytes) -> TLV:
@@ -152,10 +157,9 @@ class CertFields:
 
     __slots__ = ("der", "_spans")
 
-    def __init__(self, der: bytes, fields: "list[TLV]", extensions: TLV | None = None):
+    def __init__(self, der: bytes, spans: bytes):
         self.der = der  # the buffer the fields live in
-        ext = (extensions.start, extensions.content, extensions.end) if extensions is not None else (0, 0, 0)
-        self._spans = _SPANS.pack(*(n for f in fields for n in (f.start, f.end)), *ext)
+        self._spans = spans  # _SPANS: (start, end) of serial, issuer, subject, validity, spki; the [3]'s (start, content, end)
 
     def _field(self, n: int) -> bytes:
         start, end = _PAIR.unpack_from(self._spans, 8 * n)
@@ -178,23 +182,30 @@ _SPANS, _PAIR, _TRIPLE = struct.Struct(">13I"), struct.Struct(">II"), struct.Str
 
 
 def cert_fields(der: bytes) -> CertFields:
-    cert = read(der)
-    if cert.tag != SEQUENCE:
+    content, end = span(der, 0, len(der))
+    if der[0] != SEQUENCE:
         raise DERError("not a certificate: no outer SEQUENCE")
-    tbs = read(der, cert.content, cert.end) if cert.content < cert.end else None
-    if tbs is None or tbs.tag != SEQUENCE:
+    if content >= end:
         raise DERError("not a certificate: no TBSCertificate")
-    fields, at = [], tbs.content
-    while at < tbs.end:  # by offsets, not `children()`: every certificate read comes through here
-        fields.append(read(der, at, tbs.end))
-        at = fields[-1].end
-    if fields and fields[0].tag == 0xA0:  # explicit [0] version
-        fields = fields[1:]
-    if len(fields) < 6 or fields[0].tag != INTEGER:
+    at, tbs_end = span(der, content, end)
+    if der[content] != SEQUENCE:
+        raise DERError("not a certificate: no TBSCertificate")
+    starts, ends = [], []  # of each field, by offsets: every certificate read comes through here
+    while at < tbs_end:
+        starts.append(at)
+        at = span(der, at, tbs_end)[1]
+        ends.append(at)
+    first = 1 if starts and der[starts[0]] == 0xA0 else 0  # explicit [0] version
+    if len(starts) < first + 6 or der[starts[first]] != INTEGER:
         raise DERError("not a certificate: TBSCertificate is too short")
-    serial, _sig, issuer, validity, subject, spki = fields[:6]
-    extensions = next((f for f in fields[6:] if f.tag == 0xA3), None)  # [3] EXPLICIT Extensions
-    return CertFields(der, [serial, issuer, subject, validity, spki], extensions)
+    extension = (0, 0, 0)
+    for n in range(first + 6, len(starts)):
+        if der[starts[n]] == 0xA3:  # [3] EXPLICIT Extensions
+            extension = (starts[n], span(der, starts[n], tbs_end)[0], ends[n])
+            break
+    serial, issuer, validity, subject, spki = (first, first + 2, first + 3, first + 4, first + 5)  # the signature (+1) is not kept
+    return CertFields(der, _SPANS.pack(*(x for n in (serial, issuer, subject, validity, spki) for x in (starts[n], ends[n])),
+                                       *extension))
 
 
 def extensions(fields: CertFields) -> dict[str, bytes] | None:
@@ -204,40 +215,52 @@ def extensions(fields: CertFields) -> dict[str, bytes] | None:
     if outer is None:
         return result
     data = outer.data
-    try:  # a walk by offsets, not `children()`: every certificate of a sync comes through here
-        listing = read(data, outer.content, outer.end)
-        at = listing.content
-        while at < listing.end:
-            extension = read(data, at, listing.end)
-            oid = value = read(data, extension.content, extension.end)
-            while value.end < extension.end:  # extnValue is the last part, after critical
-                value = read(data, value.end, extension.end)
-            result[decode_oid(oid.value)] = value.value
-            at = extension.end
+    try:  # a walk by offsets, without a TLV for each part: every certificate of a sync comes through here
+        at, listing_end = span(data, outer.content, outer.end)
+        while at < listing_end:
+            inner, extension_end = span(data, at, listing_end)
+            oid, oid_end = content, end = span(data, inner, extension_end)
+            while end < extension_end:  # extnValue is the last part, after critical
+                content, end = span(data, end, extension_end)
+            result[decode_oid(data[oid:oid_end])] = data[content:end]
+            at = extension_end
         return result
     except DERError:
         return None
 
 
-def x509_time(tlv: TLV):
-    """A certificate's UTCTime (RFC 5280: years 50-99 are 19xx) or GeneralizedTime, seconds and
-    `Z` only, as an aware datetime; None for any other form (fractions, offsets)."""
+def x509_time(tag: int, text: bytes):
+    """A certificate's UTCTime (RFC 5280: years 50-99 are 19xx) or GeneralizedTime (`tag`, and
+    the element's content), seconds and `Z` only, as an aware datetime; None for any other form
+    (fractions, offsets)."""
     from datetime import datetime, timezone
 
-    text = tlv.value
-    if tlv.tag == 0x17 and len(text) == 13:
-        year = int(text[:2]) if text[:2].isdigit() else -1
+    if tag == 0x17 and len(text) == 13 and text[:12].isdigit():
+        year = int(text[:2])
         year += 1900 if year >= 50 else 2000
-        text = text[2:]
-    elif tlv.tag == 0x18 and len(text) == 15:
-        year = int(text[:4]) if text[:4].isdigit() else -1
-        text = text[4:]
+    elif tag == 0x18 and len(text) == 15 and text[:14].isdigit():
+        year, text = int(text[:4]), text[2:]
     else:
         return None
-    if year < 0 or text[-1:] != b"Z" or not text[:-1].isdigit():
+    if text[12] != 0x5A:  # Z
         return None
-    month, day, hour, minute, second = (int(text[i : i + 2]) for i in range(0, 10, 2))
-    return datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)  # ValueError: no such date
+    return datetime(year, int(text[2:4]), int(text[4:6]), int(text[6:8]), int(text[8:10]), int(text[10:12]),
+                    tzinfo=timezone.utc)  # ValueError: no such date
+
+
+def validity(data: bytes) -> tuple:
+    """(notBefore, notAfter) of a certificate's Validity, each as `x509_time` reads it."""
+    at, end = span(data, 0, len(data))
+    if end != len(data):
+        raise DERError(f"{len(data) - end} trailing bytes after the element")
+    times = []
+    while at < end:
+        content, stop = span(data, at, end)
+        times.append(x509_time(data[at], data[content:stop]))
+        at = stop
+    if len(times) != 2:
+        raise DERError("a validity is not two times")
+    return tuple(times)
 
 
 def parse_time(value: bytes):

@@ -122,27 +122,29 @@ def _canonical_value(tag: int, value: bytes) -> bytes | None:
     return _SPACES.sub(b" ", text.strip(_SPACE)).lower()  # bytes.lower() touches ASCII only, as OpenSSL
 
 
-def _name_rdns(name_tlv: bytes) -> list[list[tuple[str, der.TLV]]]:
-    rdns, name, read = [], der.read_all(name_tlv), der.read
-    at = name.content
-    while at < name.end:  # by offsets, not `children()`: every new entry's label comes through here
-        rdn = read(name_tlv, at, name.end)
-        attributes, inner = [], rdn.content
-        while inner < rdn.end:
-            attribute = read(name_tlv, inner, rdn.end)
-            if attribute.content == attribute.end:
+def _name_rdns(name_tlv: bytes) -> list[list[tuple[str, int, bytes]]]:
+    """(OID, tag, value) of each attribute of a DER Name, by RDN."""
+    rdns, span, size = [], der.span, len(name_tlv)
+    at, end = span(name_tlv, 0, size)
+    if end != size:
+        raise der.DERError(f"{size - end} trailing bytes after the element")
+    while at < end:  # by offsets, without a TLV for each part: every certificate shown comes through here
+        inner, rdn_end = span(name_tlv, at, end)
+        attributes = []
+        while inner < rdn_end:
+            content, attribute_end = span(name_tlv, inner, rdn_end)
+            if content == attribute_end:
                 raise der.DERError("a name attribute is not a (type, value) pair")
-            oid = read(name_tlv, attribute.content, attribute.end)
-            if oid.end == attribute.end or oid.tag != der.OID:
+            oid, oid_end = span(name_tlv, content, attribute_end)
+            if oid_end == attribute_end or name_tlv[content] != der.OID:
                 raise der.DERError("a name attribute is not a (type, value) pair")
-            value = read(name_tlv, oid.end, attribute.end)
-            after = value.end
-            while after < attribute.end:  # the rest must be whole elements too, as before
-                after = read(name_tlv, after, attribute.end).end
-            attributes.append((der.decode_oid(oid.value), value))
-            inner = attribute.end
+            value, after = span(name_tlv, oid_end, attribute_end)
+            attributes.append((der.decode_oid(name_tlv[oid:oid_end]), name_tlv[oid_end], name_tlv[value:after]))
+            while after < attribute_end:  # the rest must be whole elements too, as before
+                after = span(name_tlv, after, attribute_end)[1]
+            inner = attribute_end
         rdns.append(attributes)
-        at = rdn.end
+        at = rdn_end
     return rdns
 
 
@@ -183,9 +185,8 @@ def name_attributes(name_tlv: bytes) -> list[tuple[str, str]]:
     """(short name or OID, text) pairs of a DER Name, in order; lenient about encodings."""
     pairs = []
     for rdn in _name_rdns(name_tlv):
-        for oid, value in rdn:
-            codec = _STRING_CODECS.get(value.tag, "latin-1")
-            pairs.append((_SHORT_NAMES.get(oid, oid), value.value.decode(codec, "replace")))
+        for oid, tag, value in rdn:
+            pairs.append((_SHORT_NAMES.get(oid, oid), value.decode(_STRING_CODECS.get(tag, "latin-1"), "replace")))
     return pairs
 
 
@@ -222,10 +223,10 @@ def rfc4514(name_tlv: bytes) -> str | None:
         rdns = []
         for rdn in reversed(_name_rdns(name_tlv)):
             parts = []
-            for oid, value in rdn:
-                if value.tag not in _RFC4514_STRINGS:
+            for oid, tag, value in rdn:
+                if tag not in _RFC4514_STRINGS:
                     return None
-                text = value.value.decode(_RFC4514_CODECS.get(value.tag, "utf-8"))
+                text = value.decode(_RFC4514_CODECS.get(tag, "utf-8"))
                 parts.append(f"{_SHORT_NAMES.get(oid, oid)}={_rfc4514_value(text)}")
             rdns.append("+".join(parts))
     except (der.DERError, UnicodeDecodeError):
@@ -332,7 +333,7 @@ class Certificate:
             return None
         try:
             fields = self.fields
-            not_before, not_after = (der.x509_time(t) for t in der.read_all(fields.validity).children())
+            not_before, not_after = der.validity(fields.validity)
         except (der.DERError, ValueError):
             return None
         subject = rfc4514(fields.subject)

@@ -148,7 +148,7 @@ STRING_TYPES = {
 def cn_tag(der_bytes: bytes) -> int:
     from storesync.model import _name_rdns
 
-    return next(v.tag for rdn in _name_rdns(Certificate(der_bytes).fields.subject) for oid, v in rdn if oid == "2.5.4.3")
+    return next(tag for rdn in _name_rdns(Certificate(der_bytes).fields.subject) for oid, tag, _ in rdn if oid == "2.5.4.3")
 
 
 def openssl_loads(der_bytes: bytes) -> bool:

@@ -140,10 +140,29 @@ def test_x509_time_reads_what_cryptography_reads(pki):
                           (dt.datetime(1950, 1, 1), dt.datetime(2050, 1, 1, 0, 0, 1))):  # UTCTime, then GeneralizedTime
         issued = pki.ca("Times Root", not_before=before, not_after=after)
         parsed = x509.load_der_x509_certificate(issued.der)
-        times = [der.x509_time(t) for t in der.read_all(der.cert_fields(issued.der).validity).children()]
-        assert times == [parsed.not_valid_before_utc, parsed.not_valid_after_utc]
-    assert der.x509_time(der.read(der.encode(0x18, b"20250101000000.5Z"))) is None  # fractions: cryptography's call
-    assert der.x509_time(der.read(der.encode(0x17, b"2501010000Z"))) is None
+        times = der.validity(der.cert_fields(issued.der).validity)
+        assert times == (parsed.not_valid_before_utc, parsed.not_valid_after_utc)
+    assert der.x509_time(0x18, b"20250101000000.5Z") is None  # fractions: cryptography's call
+    assert der.x509_time(0x17, b"2501010000Z") is None
+    assert der.x509_time(0x17, b"250101000000+") is None  # an offset, not Z
+    assert der.x509_time(0x18, b"2025010100000 Z") is None
+
+
+def test_the_systems_roots_outlines_read_by_hand_are_cryptographys():
+    """Subject and dates read by hand (what `list` shows for a certificate a sync checked) are
+    cryptography's, for every root of the system's bundle."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from storesync import der
+    from storesync.model import rfc4514
+
+    roots = x509.load_pem_x509_certificates(Path("/etc/ssl/certs/ca-certificates.crt").read_bytes())
+    assert len(roots) > 50
+    for root in roots:
+        fields = der.cert_fields(root.public_bytes(Encoding.DER))
+        assert rfc4514(fields.subject) == root.subject.rfc4514_string()
+        assert der.validity(fields.validity) == (root.not_valid_before_utc, root.not_valid_after_utc)
 
 
 def list_json_in_process(db: Path, state: Path) -> tuple[str, bool]:

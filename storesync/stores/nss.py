@@ -113,6 +113,9 @@ LEGACY_SIGNED = (NSS_SERVER, NSS_CLIENT, NSS_CODE, NSS_EMAIL, NSS_STEP_UP, NSS_S
 P11_SIGNED = (P11_SERVER, P11_CLIENT, P11_CODE, P11_EMAIL, CKA_HASH_OF_CERTIFICATE, CKA_NAME_HASH_ALGORITHM)
 
 EMPTY = b"\xa5\x00\x5a"  # how sdb stores a zero-length value
+# What a read takes of a certificate's row (in this order), and of a trust object's.
+_CERT_READ = (CKA_LABEL, CKA_VALUE, CKA_ISSUER, CKA_SERIAL_NUMBER, CKA_SUBJECT, *DISTRUST_AFTER_ATTR.values())
+_TRUST_READ = (*dict.fromkeys((*LEGACY_SIGNED, *P11_SIGNED, *DISTRUST_AFTER_ATTR.values())),)
 # The CK_ULONGs a write stores again and again, encoded once.
 _ULONG = {n: n.to_bytes(4, "big") for n in (*LEGACY_SIGNED, *P11_SIGNED, *_TO_LEGACY.values(), *_TO_P11.values(),
                                             CKO_NSS_TRUST, CKO_TRUST)}
@@ -401,13 +404,14 @@ def _utctime_bytes(when: datetime) -> bytes:
 
 
 class TrustObject:
-    __slots__ = ("id", "cls", "letters", "raw", "bad_macs")
+    __slots__ = ("id", "cls", "letters", "raw", "bad_macs", "stated")
 
     def __init__(self, id: int, cls: int, letters: dict[str, str], raw: dict[int, bytes | None]):
         self.id, self.cls = id, cls
         self.letters = letters  # purpose -> letter, after MAC checks
         self.raw = raw  # attribute -> stored value
         self.bad_macs: list[str] = []
+        self.stated = _stated(self)  # (purpose, attribute, letter) as stored, before the MAC checks
 
 
 class CertObject:
@@ -719,58 +723,59 @@ class NssStore(Store):
 
     def _read_objects(self, conn: sqlite3.Connection) -> list[CertObject]:
         columns = self._columns(conn)
-        trust_attrs = [*LEGACY_SIGNED, *P11_SIGNED, *DISTRUST_AFTER_ATTR.values()]
-        wanted = [CKA_CLASS, CKA_LABEL, CKA_VALUE, CKA_ISSUER, CKA_SERIAL_NUMBER, CKA_SUBJECT, *trust_attrs]
-        present = [a for a in wanted if col(a) in columns]
-        select = ", ".join(["id", *(col(a) for a in present)])
-        classes = (ulong(CKO_CERTIFICATE), ulong(CKO_NSS_TRUST), ulong(CKO_TRUST))
-        rows = conn.execute(f"SELECT {select} FROM nssPublic WHERE a0 IN (?, ?, ?)", classes).fetchall()
+        # Certificates, then trust objects, each with only its own columns (an absent one as NULL):
+        # a certificate's row is read by position, a trust object's attributes kept by number.
+        named = lambda attributes: ", ".join(col(a) if col(a) in columns else "NULL" for a in attributes)  # noqa: E731
+        rows = conn.execute(f"SELECT id, {named(_CERT_READ)} FROM nssPublic WHERE a0 = ?",
+                            (ulong(CKO_CERTIFICATE),)).fetchall()
         certs: dict[tuple[bytes, bytes], CertObject] = {}
-        trusts: list[TrustObject] = []
-        trust_keys: dict[int, tuple[bytes, bytes]] = {}
         order: list[CertObject] = []
-        for row in rows:
-            object_id = row[0]
-            values = {a: (v if v != EMPTY else b"") if type(v) is bytes else unstored(v)  # unstored(v), inlined
-                      for a, v in zip(present, row[1:]) if v is not None}  # absent: None
-            cls = as_ulong(values.get(CKA_CLASS))
-            issuer, serial = values.get(CKA_ISSUER), values.get(CKA_SERIAL_NUMBER)
+        for object_id, *values in rows:
+            label, value, issuer, serial, subject, *after = [  # unstored(v), inlined
+                (v if v != EMPTY else b"") if type(v) is bytes else unstored(v) for v in values]
             if not isinstance(object_id, int) or issuer is None or serial is None:
                 self.warnings.append(f"{self.cert_db}: object {object_id!r} lacks issuer or serial; ignored")
                 continue
-            if cls == CKO_CERTIFICATE:
-                value = values.get(CKA_VALUE)
-                if not value:
-                    self.warnings.append(f"{self.cert_db}: certificate object {object_id} has no value; ignored")
-                    continue
-                try:
-                    fields = _WRITTEN.pop(value, None) or der.cert_fields(value)
-                except der.DERError as exc:
-                    self.warnings.append(
-                        f"{self.cert_db}: certificate object {object_id} is not a certificate ({exc}); ignored"
-                    )
-                    continue
-                label = values.get(CKA_LABEL)
-                obj = CertObject(
-                    id=object_id,
-                    der=value,
-                    label=label.decode("utf-8", "replace") if label else None,
-                    issuer=issuer,
-                    serial=serial,
-                    subject=values.get(CKA_SUBJECT),
-                    distrust_after=_distrust_after(values),
-                    fields=fields,
+            if not value:
+                self.warnings.append(f"{self.cert_db}: certificate object {object_id} has no value; ignored")
+                continue
+            try:
+                fields = _WRITTEN.pop(value, None) or der.cert_fields(value)
+            except der.DERError as exc:
+                self.warnings.append(
+                    f"{self.cert_db}: certificate object {object_id} is not a certificate ({exc}); ignored"
                 )
-                if (issuer, serial) not in certs:
-                    certs[(issuer, serial)] = obj
-                    order.append(obj)
-                else:
-                    self.warnings.append(f"{self.cert_db}: certificate object {object_id} has the issuer and serial "
-                                         "of another; ignored (its trust objects would be the other's)")
+                continue
+            obj = CertObject(
+                id=object_id,
+                der=value,
+                label=label.decode("utf-8", "replace") if label else None,
+                issuer=issuer,
+                serial=serial,
+                subject=subject,
+                distrust_after=_distrust_after(dict(zip(DISTRUST_AFTER_ATTR.values(), after))),
+                fields=fields,
+            )
+            if (issuer, serial) not in certs:
+                certs[(issuer, serial)] = obj
+                order.append(obj)
             else:
-                trust = TrustObject(object_id, cls, {}, values)
-                trusts.append(trust)
-                trust_keys[object_id] = (issuer, serial)
+                self.warnings.append(f"{self.cert_db}: certificate object {object_id} has the issuer and serial "
+                                     "of another; ignored (its trust objects would be the other's)")
+        rows = conn.execute(f"SELECT id, a0, a81, a82, {named(_TRUST_READ)} FROM nssPublic WHERE a0 IN (?, ?)",
+                            (ulong(CKO_NSS_TRUST), ulong(CKO_TRUST))).fetchall()
+        trusts: list[TrustObject] = []
+        trust_keys: dict[int, tuple[bytes, bytes]] = {}
+        for object_id, cls, issuer, serial, *values in rows:
+            issuer, serial = unstored(issuer), unstored(serial)
+            if not isinstance(object_id, int) or issuer is None or serial is None:
+                self.warnings.append(f"{self.cert_db}: object {object_id!r} lacks issuer or serial; ignored")
+                continue
+            trust = TrustObject(object_id, as_ulong(unstored(cls)), {}, {
+                a: (v if v != EMPTY else b"") if type(v) is bytes else unstored(v)  # absent: None
+                for a, v in zip(_TRUST_READ, values) if v is not None})
+            trusts.append(trust)
+            trust_keys[object_id] = (issuer, serial)
         for trust in trusts:
             obj = certs.get(trust_keys[trust.id])
             if obj is None:
@@ -792,7 +797,7 @@ class NssStore(Store):
             for trust in (obj.legacy, obj.p11):
                 if trust is None:
                     continue
-                for purpose, attribute, letter in _stated(trust):
+                for purpose, attribute, letter in trust.stated:
                     if letter and keys is not None and not keys.verify(
                             signatures.get(sig_key(trust.id, attribute)), trust.id, attribute, trust.raw[attribute]):
                         trust.bad_macs.append(purpose)
@@ -1104,7 +1109,7 @@ def _checked_signatures(objects: list[CertObject]) -> list[str] | None:
             if trust is None:
                 continue
             signed += len(LEGACY_SIGNED) if trust.cls == CKO_NSS_TRUST else len(P11_SIGNED)
-            stated = _stated(trust)
+            stated = trust.stated
             wanted += [sig_id(trust.id, a) for _, a, letter in stated if letter]
             if any(letter in _GRANTING for *_, letter in stated):
                 wanted += [sig_id(trust.id, a) for a in _hash_attributes(trust)]
