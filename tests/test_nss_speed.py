@@ -146,6 +146,7 @@ def test_x509_time_reads_what_cryptography_reads(pki):
     assert der.x509_time(0x17, b"2501010000Z") is None
     assert der.x509_time(0x17, b"250101000000+") is None  # an offset, not Z
     assert der.x509_time(0x18, b"2025010100000 Z") is None
+    assert der.x509_time(0x17, b"1\xd60526000000Z") is None  # not a year (it was read as 1999)
 
 
 def test_the_systems_roots_outlines_read_by_hand_are_cryptographys():
