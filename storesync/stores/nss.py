@@ -115,7 +115,7 @@ P11_SIGNED = (P11_SERVER, P11_CLIENT, P11_CODE, P11_EMAIL, CKA_HASH_OF_CERTIFICA
 EMPTY = b"\xa5\x00\x5a"  # how sdb stores a zero-length value
 # What a read takes of a certificate's row (in this order), and of a trust object's.
 _CERT_READ = (CKA_LABEL, CKA_VALUE, CKA_ISSUER, CKA_SERIAL_NUMBER, CKA_SUBJECT, *DISTRUST_AFTER_ATTR.values())
-_TRUST_READ = (*dict.fromkeys((*LEGACY_SIGNED, *P11_SIGNED, *DISTRUST_AFTER_ATTR.values())),)
+_TRUST_READ = (*LEGACY_SIGNED, *P11_SIGNED, *DISTRUST_AFTER_ATTR.values())
 # The CK_ULONGs a write stores again and again, encoded once.
 _ULONG = {n: n.to_bytes(4, "big") for n in (*LEGACY_SIGNED, *P11_SIGNED, *_TO_LEGACY.values(), *_TO_P11.values(),
                                             CKO_NSS_TRUST, CKO_TRUST)}
@@ -723,9 +723,12 @@ class NssStore(Store):
 
     def _read_objects(self, conn: sqlite3.Connection) -> list[CertObject]:
         columns = self._columns(conn)
-        # Certificates, then trust objects, each with only its own columns (an absent one as NULL):
-        # a certificate's row is read by position, a trust object's attributes kept by number.
-        named = lambda attributes: ", ".join(col(a) if col(a) in columns else "NULL" for a in attributes)  # noqa: E731
+
+        def named(attributes) -> str:  # a column this database lacks is read as NULL
+            return ", ".join(col(a) if col(a) in columns else "NULL" for a in attributes)
+
+        # Certificates, then trust objects, each with only its own columns: a certificate's row
+        # is read by position, a trust object's attributes are kept by number.
         rows = conn.execute(f"SELECT id, {named(_CERT_READ)} FROM nssPublic WHERE a0 = ?",
                             (ulong(CKO_CERTIFICATE),)).fetchall()
         certs: dict[tuple[bytes, bytes], CertObject] = {}
