@@ -149,6 +149,7 @@ def test_x509_time_reads_what_cryptography_reads(pki):
     assert der.x509_time(0x17, b"1\xd60526000000Z") is None  # not a year (it was read as 1999)
 
 
+@pytest.mark.filterwarnings("ignore:Parsed a serial number")  # a root of the system's with a negative serial
 def test_the_systems_roots_outlines_read_by_hand_are_cryptographys():
     """Subject and dates read by hand (what `list` shows for a certificate a sync checked) are
     cryptography's, for every root of the system's bundle."""
