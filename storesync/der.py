@@ -88,10 +88,16 @@ def span(data: bytes, pos: int, limit: int) -> tuple[int, int]:
 
 def read_all(data: bytes) -> TLV:
     """Read one element that must span all of `data`."""
-    element = read(data)
-    if element.end != len(data):
-        raise DERError(f"{len(data) - element.end} trailing bytes after the element")
-    return element
+    content, end = span_all(data)
+    return TLV(data[0], data, 0, content, end)
+
+
+def span_all(data: bytes) -> tuple[int, int]:
+    """`span` of one element that must span all of `data`."""
+    content, end = span(data, 0, len(data))
+    if end != len(data):
+        raise DERError(f"{len(data) - end} trailing bytes after the element")
+    return content, end
 
 
 def length_bytes(length: int) -> bytes:
@@ -203,9 +209,8 @@ def cert_fields(der: bytes) -> CertFields:
         if der[starts[n]] == 0xA3:  # [3] EXPLICIT Extensions
             extension = (starts[n], span(der, starts[n], tbs_end)[0], ends[n])
             break
-    serial, issuer, validity, subject, spki = (first, first + 2, first + 3, first + 4, first + 5)  # the signature (+1) is not kept
-    return CertFields(der, _SPANS.pack(*(x for n in (serial, issuer, subject, validity, spki) for x in (starts[n], ends[n])),
-                                       *extension))
+    kept = (first, first + 2, first + 4, first + 3, first + 5)  # serial, issuer, subject, validity, spki (not the signature)
+    return CertFields(der, _SPANS.pack(*(x for n in kept for x in (starts[n], ends[n])), *extension))
 
 
 def extensions(fields: CertFields) -> dict[str, bytes] | None:
@@ -250,9 +255,7 @@ def x509_time(tag: int, text: bytes):
 
 def validity(data: bytes) -> tuple:
     """(notBefore, notAfter) of a certificate's Validity, each as `x509_time` reads it."""
-    at, end = span(data, 0, len(data))
-    if end != len(data):
-        raise DERError(f"{len(data) - end} trailing bytes after the element")
+    at, end = span_all(data)
     times = []
     while at < end:
         content, stop = span(data, at, end)

@@ -124,10 +124,8 @@ def _canonical_value(tag: int, value: bytes) -> bytes | None:
 
 def _name_rdns(name_tlv: bytes) -> list[list[tuple[str, int, bytes]]]:
     """(OID, tag, value) of each attribute of a DER Name, by RDN."""
-    rdns, span, size = [], der.span, len(name_tlv)
-    at, end = span(name_tlv, 0, size)
-    if end != size:
-        raise der.DERError(f"{size - end} trailing bytes after the element")
+    rdns, span = [], der.span
+    at, end = der.span_all(name_tlv)
     while at < end:  # by offsets, without a TLV for each part: every certificate shown comes through here
         inner, rdn_end = span(name_tlv, at, end)
         attributes = []
