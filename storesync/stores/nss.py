@@ -146,6 +146,8 @@ def stored(value: bytes) -> bytes:
 
 
 def unstored(value: Any) -> bytes | None:
+    if type(value) is bytes:  # nearly every value: a BLOB
+        return b"" if value == EMPTY else value
     if isinstance(value, str):
         value = value.encode("utf-8")
     if not isinstance(value, bytes):
@@ -734,8 +736,7 @@ class NssStore(Store):
         certs: dict[tuple[bytes, bytes], CertObject] = {}
         order: list[CertObject] = []
         for object_id, *values in rows:
-            label, value, issuer, serial, subject, *after = [  # unstored(v), inlined
-                (v if v != EMPTY else b"") if type(v) is bytes else unstored(v) for v in values]
+            label, value, issuer, serial, subject, *after = map(unstored, values)
             if not isinstance(object_id, int) or issuer is None or serial is None:
                 self.warnings.append(f"{self.cert_db}: object {object_id!r} lacks issuer or serial; ignored")
                 continue
@@ -775,8 +776,7 @@ class NssStore(Store):
                 self.warnings.append(f"{self.cert_db}: object {object_id!r} lacks issuer or serial; ignored")
                 continue
             trust = TrustObject(object_id, as_ulong(unstored(cls)), {}, {
-                a: (v if v != EMPTY else b"") if type(v) is bytes else unstored(v)  # absent: None
-                for a, v in zip(_TRUST_READ, values) if v is not None})
+                a: unstored(v) for a, v in zip(_TRUST_READ, values) if v is not None})  # absent: not kept
             trusts.append(trust)
             trust_keys[object_id] = (issuer, serial)
         for trust in trusts:
