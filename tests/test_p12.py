@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -188,6 +189,30 @@ def test_private_key_entry_is_kept_byte_for_byte(cas, tmp_path):
     assert listed["server"][0] == "PrivateKeyEntry"
     assert sorted(v for k, v in listed.items() if k != "server") == sorted(("trustedCertEntry", sha(c)) for c in cas[1:])
     keytool("-certreq", "-alias", "server", "-keystore", store, "-storepass", "changeit", "-file", tmp_path / "req")
+
+
+@pytest.mark.parametrize("layout", ["local key id", "friendly name", "no certificate", "no names"])
+def test_a_private_keys_certificate_is_the_one_keytool_finds(pki, tmp_path, layout):
+    """Which certificate bag is a private key's (and so trusted by Java, `fixed_anchors`) is
+    Java's PKCS12KeyStore's rule: keytool -list -v, reading the same file, is the oracle."""
+    own, other = pki.ca("storesync P12 key's own"), pki.ca("storesync P12 other")
+    named = pkcs12.PKCS12Certificate
+    made = {  # cryptography writes a key and its certificate with one localKeyId; `cas` without
+        "local key id": (b"mykey", own.cert, [other.cert]),
+        "friendly name": (b"mykey", None, [named(other.cert, b"other"), named(own.cert, b"MyKey")]),
+        "no certificate": (b"mykey", None, [named(other.cert, b"other")]),
+        "no names": (None, None, [other.cert, own.cert]),
+    }[layout]
+    store = tmp_path / "key.p12"
+    store.write_bytes(pkcs12.serialize_key_and_certificates(made[0], own.key, made[1], made[2],
+                                                            BestAvailableEncryption(b"changeit")))
+    listed = keytool("-list", "-v", "-keystore", store, "-storepass", "changeit").stdout.decode()
+    (block,) = [b for b in listed.split("Alias name: ")[1:] if "PrivateKeyEntry" in b]
+    found = re.search(r"Certificate\[1\]:.*?SHA256: ([0-9A-F:]+)", block, re.S)
+    reader = open_store(f"p12:{store}")
+    assert reader.read() == TrustSet()
+    assert list(reader.fixed_anchors) == ([found.group(1).replace(":", "").lower()] if found else [])
+    assert bool(found) == (layout in ("local key id", "friendly name"))  # the layouts do differ
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from certutil, a Windows Disallowed `.sst` and `.reg`, and certutil inside a mer
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import struct
@@ -378,6 +379,57 @@ def test_java_reads_a_keytool_store_with_its_own_password(world, store_type):
     world.sync("--mode", "add", f"pem:{world.pki.root_pem}", f"{kind}:{store}?password-file={d / 'password'}")
     verdict, out = java(world.java_classes, store, store_type, password, world.port)
     assert verdict == ACCEPTED, out
+
+
+@pytest.mark.parametrize("kind, made_by", [("jks", "keytool"), ("p12", "keytool"), ("p12", "openssl")])
+def test_a_private_key_entry_is_an_anchor_for_java_and_for_storesync(world, kind, made_by):
+    """Java's TrustManagerFactory trusts the first certificate of every private-key entry of a
+    trust store, as it trusts its trusted-certificate entries: here the intermediate's, whose key
+    the store holds. storesync's `check` and `list` count it as Java does; a sync that would have
+    it gone says it stays (a `!` line, and how to take it out), and never spreads it."""
+    d = world.directory / f"key-entry-{kind}-{made_by}"
+    d.mkdir()
+    key = d / "ca.key"
+    key.write_bytes(world.pki.intermediate.key_pem())
+    exported = d / "exported.p12"
+    run(tool("openssl"), "pkcs12", "-export", "-inkey", key, "-in", world.pki.intermediate_pem, "-name", "ca-key",
+        "-out", exported, "-passout", "pass:changeit")
+    store_type = "JKS" if kind == "jks" else "PKCS12"
+    store = d / f"trust.{kind}"
+    if made_by == "keytool":
+        run(tool("keytool"), "-importkeystore", "-noprompt", "-srckeystore", exported, "-srcstoretype", "PKCS12",
+            "-srcstorepass", "changeit", "-destkeystore", store, "-deststoretype", store_type,
+            "-deststorepass", "changeit", "-destkeypass", "changeit")
+    else:
+        shutil.copy(exported, store)
+    run(tool("keytool"), "-importcert", "-noprompt", "-keystore", store, "-storetype", store_type,
+        "-storepass", "changeit", "-alias", "unrelated", "-file", world.pki.other_root_pem)
+    spec, intermediate = f"{kind}:{store}", hashlib.sha256(world.pki.intermediate.der).hexdigest()
+    assert java(world.java_classes, store, store_type, "changeit", world.port)[0] == ACCEPTED  # the oracle
+
+    checked = storesync("check", world.pki.leaf_pem, "--store", spec, "--purpose", "server-auth")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # a store missing the anchor is not told to sync it from this one: a sync would not carry it
+    fixes = storesync("check", world.pki.leaf_pem, "--store", f"pem:{world.pki.other_root_pem}", "--store", spec,
+                      "--purpose", "server-auth", "--json")
+    pem_verdict, jks_verdict = json.loads(fixes.stdout)["stores"]
+    assert pem_verdict["fix"].startswith("get the root certificate of ") and jks_verdict["accepted"]
+    listed = json.loads(storesync("list", spec, "--json", check=True).stdout)["entries"]
+    assert [e["fixed"] for e in listed if e["sha256"] == intermediate] == [
+        "private-key entry 'ca-key' (keytool -delete -alias 'ca-key' takes it out, with the key)"]
+
+    out = d / "out.pem"  # never spread: only the trusted-certificate entry reaches another store
+    storesync("sync", spec, f"pem:{out}", check=True)
+    assert out.read_bytes().count(b"BEGIN CERTIFICATE") == 1 and world.pki.other_root.pem in out.read_bytes()
+
+    removed = storesync("sync", "--mode", "remove", f"pem:{world.pki.intermediate_pem}", spec, check=True)
+    assert "! ca-key: --mode remove names it, but this store still trusts it through its private-key entry " \
+           "'ca-key' (keytool -delete -alias 'ca-key' takes it out, with the key)" in removed.stdout
+    assert java(world.java_classes, store, store_type, "changeit", world.port)[0] == ACCEPTED  # the line is true
+    run(tool("keytool"), "-delete", "-alias", "ca-key", "-keystore", store, "-storetype", store_type,
+        "-storepass", "changeit")
+    assert java(world.java_classes, store, store_type, "changeit", world.port)[0] == REFUSED  # and so is its fix
+    assert storesync("check", world.pki.leaf_pem, "--store", spec, "--purpose", "server-auth").returncode == 1
 
 
 def test_java_reads_debian_cacerts_with_the_root_added(world):

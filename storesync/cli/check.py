@@ -10,7 +10,7 @@ so other commands do not pay for them at start-up.
 import sys
 
 from storesync.cli.common import fail, open_and_read, print_json
-from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_OK
+from storesync.model import EXIT_DIFFERENT, EXIT_ERROR, EXIT_OK, TrustSet
 
 TYPE_CHECKING = False  # typing's, without importing typing at start-up
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def run(cert: str, chain: tuple = (), stores: tuple = (), crls: tuple = (), purp
         if not stores:
             fail("found no store on this machine to check against; name one with --store")
 
-    sets, kinds, canonical, plain = {}, {}, {}, {}
+    sets, kinds, canonical, plain, fixed = {}, {}, {}, {}, {}
     specs = [j[0] for j in judged] + [j.trusted and f"pem:{j.trusted}" for *_, j in judged] + list(stores)
     named_at = {}  # a server block's files, by where its config names them: nginx -t fails on one it cannot read
     for *_, site in judged:
@@ -128,6 +128,8 @@ def run(cert: str, chain: tuple = (), stores: tuple = (), crls: tuple = (), purp
             continue
         canonical[spec] = str(store.spec)
         sets[str(store.spec)], kinds[str(store.spec)] = trust_set, store.spec.kind
+        # trusted all the same (a Java private-key entry's certificate), but never a fix's source
+        fixed[str(store.spec)] = [e for sha, (e, _) in store.fixed_anchors.items() if sha not in trust_set]
         if not store.capabilities.purposes:  # its anchors are for its spec's purpose: a fix must name that
             plain[str(store.spec)] = store.spec
     judged += [(spec, rules, crl_list, None) for spec in stores]
@@ -137,11 +139,9 @@ def run(cert: str, chain: tuple = (), stores: tuple = (), crls: tuple = (), purp
         if spec not in canonical:
             continue
         spec = canonical[spec]
-        trust_set = sets[spec]
+        trust_set = TrustSet([*sets[spec].values(), *fixed[spec]]) if fixed[spec] else sets[spec]
         trusted = sets.get(canonical.get(f"pem:{site.trusted}")) if site is not None and site.trusted else None
         if trusted is not None:  # nginx verifies with both files; it names only the first to clients
-            from storesync.model import TrustSet
-
             trust_set = TrustSet([*trust_set.values(), *(e for e in trusted.values() if e.sha256 not in trust_set)])
         verdict = judge.check_store(spec, kinds[spec], trust_set, leaf, intermediates, purpose, when, spec_crls, name,
                                      spec_rules)

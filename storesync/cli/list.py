@@ -8,6 +8,7 @@ annotations of the function `declare` defines).
 
 
 from storesync.cli.common import check_days, entry_json, open_and_read, print_columns, print_json, shown, trust_text
+from storesync.model import TrustSet
 
 
 def run(store: str, expiring: "Optional[int]" = None, expired: bool = False, as_json: bool = False,
@@ -19,24 +20,31 @@ def run(store: str, expiring: "Optional[int]" = None, expired: bool = False, as_
     state.set_state_dir(state_dir)
     loadable.remember_in(state.state_dir())  # certificates a sync checked print without `cryptography`
     opened, trust_set = open_and_read(store, password_file)
+    # what its readers trust through an entry storesync never changes is listed too, marked
+    fixed = {sha: through for sha, (_, through) in opened.fixed_anchors.items() if sha not in trust_set}
+    if fixed:
+        trust_set = TrustSet([*trust_set.values(), *(opened.fixed_anchors[sha][0] for sha in fixed)])
     trust_set = lift(trust_set, opened.capabilities, opened.purpose)  # as diff and sync read it
     if expiring is not None or expired:
         from storesync.check import expiry_filter
 
         trust_set = expiry_filter(trust_set, expiring, expired)
     if as_json:
-        print_json({"store": str(opened.spec), "entries": _shown(trust_set.values(), loadable)})
+        print_json({"store": str(opened.spec), "entries": _shown(trust_set.values(), loadable, fixed)})
     else:
-        _table(opened, trust_set)
+        _table(opened, trust_set, fixed)
         for entry in trust_set.values():
             _forget(entry.cert, loadable)
     loadable.save()
 
 
-def _shown(entries, loadable):
+def _shown(entries, loadable, fixed):
     """Each entry's JSON; then its parse is remembered and dropped, so never all are held."""
     for entry in entries:
-        yield entry_json(entry)
+        shown = entry_json(entry)
+        if entry.sha256 in fixed:
+            shown["fixed"] = fixed[entry.sha256]
+        yield shown
         _forget(entry.cert, loadable)
 
 
@@ -47,13 +55,16 @@ def _forget(cert, loadable) -> None:
     cert.__dict__.clear()
 
 
-def _table(opened, trust_set) -> None:
+def _table(opened, trust_set, fixed) -> None:
     lines = [("label", "sha256", "expires", "trust")]
     for entry in trust_set.values():
         expires = entry.cert.not_after
-        lines.append((shown(entry), entry.sha256[:16], f"{expires:%Y-%m-%d}" if expires else "?", trust_text(entry)))
+        trust = trust_text(entry) + (" (fixed)" if entry.sha256 in fixed else "")
+        lines.append((shown(entry), entry.sha256[:16], f"{expires:%Y-%m-%d}" if expires else "?", trust))
     print(f"{opened.spec}: {len(trust_set)} certificates")
     print_columns(lines, right=set())
+    for sha, through in fixed.items():
+        print(f"  (fixed) {sha[:16]}: trusted through the store's {through}, which storesync never changes")
 
 
 def declare(app) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from storesync.engine.plan import Loss, Plan
+from storesync.engine.plan import MIRROR, REMOVE, Loss, Plan, Scope, lift, project
 from storesync.model import TRUSTED, Entry, TrustSet
 
 DEFAULT_REMOVAL_SHARE = 0.10
@@ -208,3 +208,23 @@ def _drop(plan: Plan, refused) -> None:
     plan.desired = TrustSet(
         kept_before.get(e.sha256, e) for e in plan.desired.values() if e.sha256 not in refused or e.sha256 in kept_before
     )
+
+
+def note_fixed(plan: Plan, wanted: TrustSet, store, mode: str, scope: Scope) -> None:
+    """A certificate the store's readers trust through an entry storesync never changes (a Java
+    private-key entry's, `Store.fixed_anchors`) stays trusted whatever the source says: when the
+    source would have it gone, the plan says so, and how to take it out, instead of keeping quiet."""
+    for sha, (entry, through) in store.fixed_anchors.items():
+        source = wanted.get(sha)
+        if mode == REMOVE:
+            why = source is not None and "--mode remove names it"
+        elif source is None:  # in mirror mode, gone unless the source does not speak for its trust
+            seen = lift(TrustSet([entry]), store.capabilities, store.purpose)[sha]
+            why = mode == MIRROR and scope.combine(seen, None) is None and "the source does not hold it"
+        elif project(source, store.capabilities, store.purpose)[0] is None:
+            why = "the source distrusts it" if source.distrusted else f"the source does not trust it for {store.purpose}"
+        else:
+            why = None
+        if why:
+            plan.losses.append(Loss(entry, f"{why}, but this store still trusts it through its {through}: "
+                                           "storesync never changes such an entry"))

@@ -332,6 +332,7 @@ def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope
         current = TrustSet([*current.values(), *(e for sha, e in store.unsynced.items() if sha not in current)])
     plan = make_plan(wanted, current, store.capabilities, store=outcome.spec, mode=mode,
                      purpose=store.purpose, scope=scope, builtins=store.builtin_anchors(), rewrite=store.rewrite)
+    policy.note_fixed(plan, wanted, store, ADD if profile.only else mode, scope)  # --only: the rest is not the source's to say
     plan.create = not store.exists() and mode != REMOVE  # a target named is a target made, even with nothing to hold
     if plan.create:
         store.check_creatable()

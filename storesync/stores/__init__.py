@@ -412,6 +412,10 @@ class Store:
         # filled by read(): certificates it holds with a trust the model has no word for (an NSS
         # peer that may issue), left out of syncs; `--mode remove` takes them out all the same
         self.unsynced: dict[str, Entry] = {}
+        # filled by read(): certificates its readers trust through entries storesync neither writes
+        # nor removes (a Java private-key entry's own certificate), sha256 -> (entry, that entry
+        # named with how to take it out): listed and checked, never spread, never removed
+        self.fixed_anchors: dict[str, tuple[Entry, str]] = {}
         self.known: dict[bytes, Certificate] = {}  # set by the engine's read-back: see `certificate`
 
     def __repr__(self) -> str:

@@ -71,3 +71,19 @@ def unchanged_anchor_set(store: Store, plan, file_anchors: set[str]) -> bool:
     if file_anchors != set(plan.current.keys()):
         raise store.error("changed since it was read; nothing was written: run the sync again")
     return file_anchors == set(plan.desired.keys())
+
+
+def key_entry_anchors(store: Store, entries) -> dict[str, tuple[Entry, str]]:
+    """The certificates Java trusts through private-key entries (`Store.fixed_anchors`): its
+    TrustManagerFactory takes the first certificate of every key entry as an anchor, as it takes
+    every trusted-certificate entry (TrustStoreUtil.getTrustedCerts). `entries`: each one's
+    certificate, labelled with its alias."""
+    fixed = {}
+    for entry in entries:
+        alias = entry.label
+        store.warnings.append(
+            f"{store.path}: private-key entry {alias!r}: Java trusts its certificate (the first of its chain) as an "
+            "anchor; storesync lists and checks it, but never copies it to another store nor removes it")
+        fixed.setdefault(entry.sha256, (entry, f"private-key entry {alias!r} (keytool -delete -alias '{alias}' takes "
+                                               "it out, with the key)"))
+    return fixed

@@ -17,14 +17,15 @@ Store options:
   because JKS aliases are case-insensitive). An alias already taken gets ` [<8 hex of its
   SHA-256>]` appended. An existing entry always keeps its alias.
 
-Only trusted-certificate entries are anchors, and only those Java reaches: Java keeps the last
-entry of an alias given twice, and looks aliases up lower-cased, so an entry whose alias has an
-upper-case letter, or that a later one of the same alias hides, is not an anchor (a warning names
-it; a rewrite drops the hidden ones, as keytool's does). Private-key entries are never created or removed:
-on a rewrite every entry that stays is copied byte for byte (a new entry gets the fixed
-timestamp 0, so the same set gives the same bytes), and nothing is rewritten when the set of
-anchors does not change. Java trust stores cannot say "distrusted" nor restrict an anchor to
-some purposes; the plan reports what is lost.
+Trusted-certificate entries are anchors, and so is the first certificate of a private-key entry
+(the store's `fixed_anchors`: Java trusts it, storesync never spreads nor removes it); only those
+Java reaches: Java keeps the last entry of an alias given twice, and looks aliases up lower-cased,
+so an entry whose alias has an upper-case letter, or that a later one of the same alias hides, is
+not an anchor (a warning names it; a rewrite drops the hidden ones, as keytool's does). Private-key
+entries are never created or removed: on a rewrite every entry that stays is copied byte for byte
+(a new entry gets the fixed timestamp 0, so the same set gives the same bytes), and nothing is
+rewritten when the set of anchors does not change. Java trust stores cannot say "distrusted" nor
+restrict an anchor to some purposes; the plan reports what is lost.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from storesync.stores._java import (
     DEFAULT_PASSWORD,
     WRONG_PASSWORD,
     chosen_scheme,
+    key_entry_anchors,
     make_alias,
     store_password,
     unchanged_anchor_set,
@@ -334,27 +336,28 @@ class JksStore(FileStore):
                 raise self.damaged(str(exc)) from None
             self._check_hash(computed, stored, explicit)
         digest = _hasher(password)
-        live: dict[str, Entry | None] = {}  # Java's map: each alias holds its last record only
+        live: dict[str, tuple[int, Entry | None]] = {}  # Java's map: each alias holds its last record only
         try:
             for record in iter_jks(file, digest)[1]:
                 if record.alias in live:
                     self._shadowed(record.alias)
-                live[record.alias] = self._anchor(record)
+                live[record.alias] = record.tag, self._anchor(record)
         except JksFormatError as exc:
             raise self.damaged(str(exc)) from None
         self._check_hash(digest.digest(), file.read(20), explicit)
-        return TrustSet(entry for entry in live.values() if entry is not None)
+        self.fixed_anchors = key_entry_anchors(self, (e for tag, e in live.values() if tag == PRIVATE_KEY and e))
+        return TrustSet(entry for tag, entry in live.values() if tag == TRUSTED_CERT and entry is not None)
 
     def _shadowed(self, alias: str) -> None:
         self.warnings.append(f"{self.path}: alias {alias!r} is given again later in the keystore; Java keeps only the "
                              "last entry of an alias, so the earlier one is not read (a rewrite drops it, as keytool's does)")
 
     def _anchor(self, record: JksRecord) -> Entry | None:
-        """The trust-set entry of a trusted-certificate record (None, with a warning, otherwise)."""
-        if record.tag == PRIVATE_KEY:
-            self.warnings.append(
-                f"{self.path}: private-key entry {record.alias!r} is not a trust anchor; it is kept as it is"
-            )
+        """The certificate Java trusts through a record (None, with a warning, when none): a
+        trusted-certificate entry's, or the first of a private-key entry's chain."""
+        if not record.certs:
+            self.warnings.append(f"{self.path}: private-key entry {record.alias!r} has no certificate, so Java "
+                                 "trusts nothing through it; it is kept as it is")
             return None
         if record.alias != record.alias.lower():
             # JKS files an entry under its alias as stored but looks every alias up lower-cased
@@ -383,7 +386,7 @@ class JksStore(FileStore):
         records = [record for index, record in enumerate(records) if last[record.alias] == index]
         anchors = {}
         for record in records:
-            entry = self._anchor_quietly(record)
+            entry = self._anchor_quietly(record) if record.tag == TRUSTED_CERT else None
             if entry is not None:
                 anchors.setdefault(entry.sha256, entry)
         if data is not None and unchanged_anchor_set(self, plan, set(anchors)):

@@ -8,7 +8,8 @@ SafeBags itself (storesync.der) and decrypts encrypted safes with `cryptography`
 PBES2 (PBKDF2 + AES or 3DES: what keytool, OpenSSL 3 and `cryptography` write) and the PKCS#12
 PBE schemes (SHA-1 with 3DES, RC2 or RC4: what OpenSSL 1.x and old JDKs wrote). The MAC is
 checked (HMAC with the PKCS#12 key derivation, or PBMAC1). Certificate bags without the trust
-attribute and private keys are reported in `warnings` and not counted. Java files each bag under
+attribute are reported in `warnings` and not counted; the certificate of a private key, which
+Java trusts too, is one of the store's `fixed_anchors` (`_key_certificate`). Java files each bag under
 its friendlyName lower-cased and keeps the last bag of an alias (`JavaAliases`): a trusted bag a
 later one hides is not an anchor either (a warning names it; a rewrite drops it).
 
@@ -65,7 +66,8 @@ from storesync.pbe import (
 from storesync.pbe import PbeError as P12Error  # what storesync cannot read in the file (a sentence fragment)
 from storesync.stores import PASSWORD_FILE, FileStore, Values, readable
 from storesync.stores._java import (
-    ALIASES, CAPABILITIES, WRONG_PASSWORD, chosen_scheme, make_alias, store_password, unchanged_anchor_set,
+    ALIASES, CAPABILITIES, WRONG_PASSWORD, chosen_scheme, key_entry_anchors, make_alias, store_password,
+    unchanged_anchor_set,
 )
 
 OID_DATA = "1.2.840.113549.1.7.1"
@@ -127,6 +129,13 @@ class Bag:
     @property
     def sha256(self) -> str | None:
         return hashlib.sha256(self.cert).hexdigest() if self.cert is not None else None
+
+
+def _local_key_id(bag: Bag) -> bytes | None:
+    """The bag's localKeyId (an OCTET STRING), which ties a private key to its certificate."""
+    for value in bag.attributes.get(OID_LOCAL_KEY_ID, []):
+        return bytes(value.value) if value.tag == der.OCTET_STRING else None
+    return None
 
 
 class JavaAliases:
@@ -806,7 +815,9 @@ class P12Store(FileStore):
     def parse(self, data) -> TrustSet:
         """The anchors, each bag dropped as soon as it is read; none before the MAC is verified,
         nothing returned (nor said) unless every safe reads. `data`: the bytes, or the file."""
-        live: dict[str, tuple[str, Entry | None]] = {}  # Java's map: alias -> (its last bag's name, anchor)
+        # Java's map: alias -> (its last bag's name, anchor, a private key's localKeyId)
+        live: dict[str, tuple[str, Entry | None, bytes | None]] = {}
+        chains: list[tuple[bytes, bytes | None, str | None]] = []  # certificate bags without trust: Java's certEntries
         java, said = JavaAliases(), len(self.warnings)
 
         def each(safe, bag: Bag | None) -> None:
@@ -814,6 +825,8 @@ class P12Store(FileStore):
                 return
             entry = self._anchor(bag, report=True)
             alias = entry.label if entry is not None else bag.alias  # an anchor's decoded once
+            if bag.cert is not None and not bag.java_trusted:
+                chains.append((bag.cert, _local_key_id(bag), alias))
             key = java.key(bag, alias)
             if key is None:
                 return
@@ -821,10 +834,12 @@ class P12Store(FileStore):
                 self.warnings.append(
                     f"{self.path}: alias {live[key][0]!r} is given again later in the file; Java compares aliases "
                     "ignoring case and keeps the last bag of one, so the earlier one is not read (a rewrite drops it)")
-            live[key] = (alias or key, entry)
+            key_id = (_local_key_id(bag) or b"01") if bag.bag_id == BAG_SHROUDED_KEY else None  # "01": as Java
+            live[key] = (alias or key, entry, key_id)
 
         def restart() -> None:
             live.clear()
+            chains.clear()
             java.__init__()
             del self.warnings[said:]
 
@@ -836,7 +851,39 @@ class P12Store(FileStore):
         if read.mac is None and store_password(self)[1]:  # whoever can write it could have changed it
             self.warnings.append(f"{self.path}: has no MAC, so nothing proves it unchanged (Java reads it so too); "
                                  "the password of password-file= is not needed to read it")
-        return TrustSet(entry for _name, entry in live.values() if entry is not None)
+        self.fixed_anchors = key_entry_anchors(self, filter(None, (
+            self._key_certificate(name, key_id, chains) for name, _, key_id in live.values() if key_id is not None)))
+        return TrustSet(entry for _name, entry, _ in live.values() if entry is not None)
+
+    def _key_certificate(self, alias: str, key_id: bytes, chains) -> Entry | None:
+        """The first certificate of a private-key entry's chain, as Java's PKCS12KeyStore finds
+        it (findMatchedCertificate): a certificate bag of the same localKeyId and friendlyName,
+        else the last of that localKeyId, else the last of that name. (Java also gives "01" to a
+        file's first certificate bag without a localKeyId when the only key has none; that rare
+        match is not made here: such a key's certificate is then not counted, never wrongly added.)"""
+        by_id = by_name = None
+        for cert, cert_key_id, name in chains:
+            same_name = name is not None and name.lower() == alias.lower()
+            if cert_key_id == key_id:
+                if same_name:
+                    by_id = cert
+                    break
+                by_id = cert
+            elif same_name:
+                by_name = cert
+        found = by_id if by_id is not None else by_name
+        if found is None:
+            self.warnings.append(f"{self.path}: private-key entry {alias!r} has no certificate in the file, so Java "
+                                 "trusts nothing through it; it is kept as it is")
+            return None
+        cert = self.certificate(found)
+        try:
+            cert.check_outline()
+        except der.DERError as exc:
+            self.warnings.append(f"{self.path}: the certificate of private-key entry {alias!r} is not a certificate "
+                                 f"({exc}); kept, not read")
+            return None
+        return Entry(cert, label=alias)
 
     def _first_read(self, file, each, restart, keep: bool = True):
         """Read the file, every safe and then each of its bags handed to `each(safe, None)` and
@@ -882,8 +929,10 @@ class P12Store(FileStore):
         if not report:
             return None
         name = repr(bag.alias) if bag.alias is not None else "without a name"
-        if bag.bag_id in (BAG_KEY, BAG_SHROUDED_KEY):
-            self.warnings.append(f"{self.path}: private-key entry {name} is not a trust anchor; it is kept as it is")
+        if bag.bag_id == BAG_SHROUDED_KEY:
+            return None  # said by `key_entry_anchors`, or by `_key_certificate`
+        if bag.bag_id == BAG_KEY:
+            self.warnings.append(f"{self.path}: key bag {name} is not encrypted, so Java does not load it; kept as it is")
         elif bag.bag_id == BAG_CERT and bag.cert is not None:
             if OID_LOCAL_KEY_ID not in bag.attributes:
                 label = Certificate(bag.cert).default_label
