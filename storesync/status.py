@@ -58,6 +58,7 @@ def summarize(found: Found, at: datetime, soon_days: int, options: dict[str, str
         summary.warnings = list(store.warnings)
         summary.freshness = getattr(store, "freshness", None)
         summary.drift = drift_since(store.spec.key, summary.trust_set)
+        summary.trust_set = store.with_fixed(summary.trust_set)[0]  # counted as its readers trust them
     except StoreError as exc:
         summary.error = str(exc)
         return summary

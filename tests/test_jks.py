@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import struct
 from pathlib import Path
@@ -14,7 +16,7 @@ from storesync.model import DISTRUST, Certificate, Entry, StoreError, TrustSet
 from storesync.stores import open_store, parse_spec
 from storesync.stores.jks import integrity_hash, parse_jks, render_jks, trusted_record
 
-from conftest import SYSTEM_BUNDLE, need, run
+from conftest import NOW, SYSTEM_BUNDLE, need, run, storesync
 
 DEBIAN_CACERTS = Path("/etc/ssl/certs/java/cacerts")
 
@@ -425,3 +427,96 @@ def test_colliding_and_upper_case_aliases_are_read_as_java_reads_them(cas, tmp_p
     sync(f"jks:{path}", TrustSet([added]))
     assert java_anchors(tmp_path, path, "JKS") == {added.sha256}
     assert {e.sha256 for e in open_store(f"jks:{path}").read().values()} == {added.sha256}
+
+
+# --- private-key entries: Java trusts the first certificate of each ---------------------------
+
+
+EVIL = "x'; touch pwned; echo '"  # an alias is the file's to choose: it must never run as a command
+
+
+def sha(issued) -> str:
+    return Certificate(issued.der).sha256
+
+
+@pytest.fixture
+def keyed(cas, tmp_path) -> Path:
+    """A keystore keytool made: cas[0]'s key and certificate under two aliases (one hostile), and
+    cas[1] as a trusted-certificate entry."""
+    key, cert, exported = tmp_path / "k.pem", cas[0].write(tmp_path / "c.pem"), tmp_path / "k.p12"
+    key.write_bytes(cas[0].key_pem())
+    run(need("openssl"), "pkcs12", "-export", "-inkey", key, "-in", cert, "-name", "k1", "-out", exported,
+        "-passout", "pass:changeit")
+    store = _keytool_store(tmp_path, "keyed.jks", "JKS", cas[1])
+    for alias in ("k1", EVIL):
+        keytool("-importkeystore", "-noprompt", "-srckeystore", exported, "-srcstoretype", "PKCS12", "-srcstorepass",
+                "changeit", "-srcalias", "k1", "-destalias", alias, "-destkeystore", store, "-deststorepass",
+                "changeit", "-destkeypass", "changeit")
+    return store
+
+
+def test_every_alias_of_a_key_entrys_certificate_is_named_and_quoted_for_the_shell(keyed, cas, tmp_path):
+    assert java_anchors(tmp_path, keyed, "JKS") == {sha(cas[0]), sha(cas[1])}  # the oracle: both trusted
+    listed = json.loads(storesync("list", f"jks:{keyed}", "--json", check=True).stdout)["entries"]
+    assert {e["sha256"] for e in listed} == {sha(cas[0]), sha(cas[1])}
+    (fixed,) = [e["fixed"] for e in listed if "fixed" in e]
+    assert fixed.startswith("private-key entries ") and "'k1'" in fixed and repr(EVIL) in fixed
+    command = fixed[fixed.index("`") + 1:fixed.rindex("`")]
+    stub = tmp_path / "bin"  # `keytool` that records its arguments: the pasted text run as it is
+    stub.mkdir()
+    (stub / "keytool").write_text('#!/bin/sh\nprintf "%s\\n" "$@" >> "$(dirname "$0")/argv"\n')
+    (stub / "keytool").chmod(0o755)
+    run("bash", "-c", command, env={**os.environ, "PATH": f"{stub}:{os.environ['PATH']}"})
+    assert not (Path.cwd() / "pwned").exists() and not (tmp_path / "pwned").exists()
+    argv = (stub / "argv").read_text().split("\n")[:-1]
+    assert sorted(zip(*[iter(argv)] * 5)) == [("-delete", "-keystore", str(keyed), "-alias", alias)
+                                              for alias in sorted(["k1", EVIL])]
+
+
+def test_diff_and_status_count_a_key_entrys_certificate(keyed, cas, tmp_path):
+    from storesync import discover, status as machine
+
+    only_other = cas[1].write(tmp_path / "other.pem")
+    differ = storesync("diff", f"jks:{keyed}", f"pem:{only_other}")
+    assert differ.returncode == 1 and f"{sha(cas[0])[:16]} (fixed: trusted through its private-key entries" in differ.stdout
+    both = tmp_path / "both.pem"
+    both.write_bytes(cas[0].pem + cas[1].pem)
+    assert storesync("diff", f"jks:{keyed}", f"pem:{both}").returncode == 0
+    (summary,) = [machine.summarize(discover.Found(f"jks:{keyed}", "test"), NOW, 30)]
+    assert summary.anchors == 2
+
+
+def test_no_bang_line_where_the_source_trusts_it_through_a_key_entry_too(keyed, cas, tmp_path):
+    """A `!` line says a certificate stays trusted against the source's word; a source (or
+    another store of a merge) that holds the same key entry says no such thing."""
+    copy = tmp_path / "copy.p12"
+    keytool("-importkeystore", "-noprompt", "-srckeystore", keyed, "-srcstorepass", "changeit", "-destkeystore", copy,
+            "-deststoretype", "PKCS12", "-deststorepass", "changeit")
+    mirrored = storesync("sync", "--dry-run", f"jks:{keyed}", f"p12:{copy}", check=True).stdout
+    assert "in sync" in mirrored and "!" not in mirrored
+    bundle = cas[1].write(tmp_path / "bundle.pem")
+    config = tmp_path / "storesync.toml"
+    config.write_text(f'[profile.m]\nmode = "merge"\nstores = ["jks:{keyed}", "pem:{bundle}"]\n')
+    env = {**os.environ, "STORESYNC_STATE_DIR": str(tmp_path / "state")}
+    for _ in range(2):
+        merged = storesync("sync", "--config", config, env=env)
+        assert merged.returncode == 0 and "!" not in merged.stdout, merged.stdout + merged.stderr
+    mirror = storesync("sync", "--dry-run", f"pem:{bundle}", f"jks:{keyed}", check=True).stdout
+    assert ": the source does not hold it, but this store still trusts it through its private-key entries" in mirror
+
+
+def test_a_damaged_chain_certificate_is_said_and_not_counted(keyed, cas, tmp_path):
+    """Java parses every certificate of a key entry's chain, and loads no keystore holding a
+    damaged one: such an entry's certificate is not counted, and a warning says why."""
+    version, records = parse_jks(keyed.read_bytes())
+    (key,) = [r for r in records if r.tag == 1 and r.alias == "k1"]
+    key.certs.append(("X.509", b"\x30\x03\x02\x01\x00"))
+    key.raw = key.v2_bytes()
+    damaged = tmp_path / "damaged.jks"
+    damaged.write_bytes(b"".join(render_jks(version, [r for r in records if r.alias != EVIL], "changeit")))
+    assert keytool("-list", "-keystore", damaged, "-storepass", "changeit", check=False).returncode != 0  # the oracle
+    store = open_store(f"jks:{damaged}")
+    store.read()
+    assert store.fixed_anchors == {}
+    assert any("'k1': certificate 2 of its chain is not a certificate" in w and "Java cannot load" in w
+               for w in store.warnings)

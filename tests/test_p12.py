@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, NoEncryption, pkcs12
+from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, Encoding, NoEncryption, PrivateFormat, pkcs12
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from storesync import der
@@ -191,28 +191,77 @@ def test_private_key_entry_is_kept_byte_for_byte(cas, tmp_path):
     keytool("-certreq", "-alias", "server", "-keystore", store, "-storepass", "changeit", "-file", tmp_path / "req")
 
 
-@pytest.mark.parametrize("layout", ["local key id", "friendly name", "no certificate", "no names"])
+def _tlv(tag: int, *parts: bytes) -> bytes:
+    """DER by hand, so that a test file can hold what no writer makes (an empty localKeyId)."""
+    content = b"".join(parts)
+    size = len(content).to_bytes((len(content).bit_length() + 7) // 8 or 1, "big")
+    return bytes([tag]) + (size if len(content) < 128 else bytes([0x80 | len(size)]) + size) + content
+
+
+def _oid(dotted: str) -> bytes:
+    first, second, *rest = map(int, dotted.split("."))
+    body = bytes([40 * first + second])
+    for value in rest:
+        chunk = [value & 0x7F]
+        while value > 0x7F:
+            value >>= 7
+            chunk.append(0x80 | value & 0x7F)
+        body += bytes(reversed(chunk))
+    return _tlv(0x06, body)
+
+
+def _bag(kind: str, value: bytes, name: str | None, key_id: bytes | None) -> bytes:
+    attributes = b""
+    if name is not None:
+        attributes += _tlv(0x30, _oid("1.2.840.113549.1.9.20"), _tlv(0x31, _tlv(0x1E, name.encode("utf-16-be"))))
+    if key_id is not None:
+        attributes += _tlv(0x30, _oid("1.2.840.113549.1.9.21"), _tlv(0x31, _tlv(0x04, key_id)))
+    if kind == "key":
+        return _tlv(0x30, _oid(p12.BAG_SHROUDED_KEY), _tlv(0xA0, value), *([_tlv(0x31, attributes)] if attributes else []))
+    cert = _tlv(0x30, _oid("1.2.840.113549.1.9.22.1"), _tlv(0xA0, _tlv(0x04, value)))
+    return _tlv(0x30, _oid(p12.BAG_CERT), _tlv(0xA0, cert), *([_tlv(0x31, attributes)] if attributes else []))
+
+
+# Each layout: its safes, each a list of bags (what, friendlyName, localKeyId); "key" is the private key,
+# "own" its certificate, "other" an unrelated one. Java's rules (PKCS12KeyStore): a key without a
+# localKeyId gets "01" (the file's first key only), and so does a certificate without one that is
+# the first bag of its safe while one key has been read; a localKeyId match wins (first with the
+# key's name too, else the last), else the last certificate of the key's name.
+KEY_LAYOUTS = {
+    "local key id": [[("own", "mykey", b"1"), ("other", "other", None)], [("key", "mykey", b"1")]],
+    "friendly name": [[("other", "other", None), ("own", "MyKey", None)], [("key", "mykey", None)]],
+    "no certificate": [[("other", "other", None)], [("key", "mykey", b"1")]],
+    "no names": [[("other", None, None), ("own", None, None)], [("key", None, None)]],
+    "local key id beats the name": [[("own", None, b"7"), ("other", "mykey", None)], [("key", "mykey", b"7")]],
+    "empty local key id is one": [[("own", None, b""), ("other", None, b"01")], [("key", "mykey", b"")]],
+    "a key's 01": [[("key", "mykey", None)], [("own", None, None), ("other", None, None)]],
+    "01 for the first bag of a safe only": [[("key", "mykey", None)], [("other", None, None), ("own", None, None)]],
+}
+
+
+@pytest.mark.parametrize("layout", KEY_LAYOUTS)
 def test_a_private_keys_certificate_is_the_one_keytool_finds(pki, tmp_path, layout):
     """Which certificate bag is a private key's (and so trusted by Java, `fixed_anchors`) is
     Java's PKCS12KeyStore's rule: keytool -list -v, reading the same file, is the oracle."""
     own, other = pki.ca("storesync P12 key's own"), pki.ca("storesync P12 other")
-    named = pkcs12.PKCS12Certificate
-    made = {  # cryptography writes a key and its certificate with one localKeyId; `cas` without
-        "local key id": (b"mykey", own.cert, [other.cert]),
-        "friendly name": (b"mykey", None, [named(other.cert, b"other"), named(own.cert, b"MyKey")]),
-        "no certificate": (b"mykey", None, [named(other.cert, b"other")]),
-        "no names": (None, None, [other.cert, own.cert]),
-    }[layout]
-    store = tmp_path / "key.p12"
-    store.write_bytes(pkcs12.serialize_key_and_certificates(made[0], own.key, made[1], made[2],
-                                                            BestAvailableEncryption(b"changeit")))
+    values = {"own": own.der, "other": other.der, "key": own.key.private_bytes(
+        Encoding.DER, PrivateFormat.PKCS8, BestAvailableEncryption(b"changeit"))}
+    safes = [_tlv(0x30, _oid("1.2.840.113549.1.7.1"), _tlv(0xA0, _tlv(0x04, _tlv(0x30, *(
+        _bag("key" if what == "key" else "cert", values[what], name, key_id) for what, name, key_id in bags)))))
+        for bags in KEY_LAYOUTS[layout]]
+    store = tmp_path / "key.p12"  # no MAC: Java reads it so, and so does storesync
+    store.write_bytes(_tlv(0x30, _tlv(0x02, b"\x03"), _tlv(0x30, _oid("1.2.840.113549.1.7.1"),
+                                                         _tlv(0xA0, _tlv(0x04, _tlv(0x30, *safes))))))
     listed = keytool("-list", "-v", "-keystore", store, "-storepass", "changeit").stdout.decode()
     (block,) = [b for b in listed.split("Alias name: ")[1:] if "PrivateKeyEntry" in b]
     found = re.search(r"Certificate\[1\]:.*?SHA256: ([0-9A-F:]+)", block, re.S)
     reader = open_store(f"p12:{store}")
     assert reader.read() == TrustSet()
     assert list(reader.fixed_anchors) == ([found.group(1).replace(":", "").lower()] if found else [])
-    assert bool(found) == (layout in ("local key id", "friendly name"))  # the layouts do differ
+    expected = {"no certificate": None, "no names": None, "01 for the first bag of a safe only": other}.get(layout, own)
+    assert list(reader.fixed_anchors) == ([sha(expected)] if expected else [])  # the layouts do differ
+    if expected is None:
+        assert any("has no certificate in the file" in w for w in reader.warnings)
 
 
 @pytest.mark.parametrize(

@@ -415,19 +415,18 @@ def test_a_private_key_entry_is_an_anchor_for_java_and_for_storesync(world, kind
     pem_verdict, jks_verdict = json.loads(fixes.stdout)["stores"]
     assert pem_verdict["fix"].startswith("get the root certificate of ") and jks_verdict["accepted"]
     listed = json.loads(storesync("list", spec, "--json", check=True).stdout)["entries"]
-    assert [e["fixed"] for e in listed if e["sha256"] == intermediate] == [
-        "private-key entry 'ca-key' (keytool -delete -alias 'ca-key' takes it out, with the key)"]
+    through = f"private-key entry 'ca-key' (`keytool -delete -keystore {store} -alias ca-key` takes it out, with the key)"
+    assert [e["fixed"] for e in listed if e["sha256"] == intermediate] == [through]
 
     out = d / "out.pem"  # never spread: only the trusted-certificate entry reaches another store
     storesync("sync", spec, f"pem:{out}", check=True)
     assert out.read_bytes().count(b"BEGIN CERTIFICATE") == 1 and world.pki.other_root.pem in out.read_bytes()
 
     removed = storesync("sync", "--mode", "remove", f"pem:{world.pki.intermediate_pem}", spec, check=True)
-    assert "! ca-key: --mode remove names it, but this store still trusts it through its private-key entry " \
-           "'ca-key' (keytool -delete -alias 'ca-key' takes it out, with the key)" in removed.stdout
+    assert f"! ca-key: --mode remove names it, but this store still trusts it through its {through}" in removed.stdout
     assert java(world.java_classes, store, store_type, "changeit", world.port)[0] == ACCEPTED  # the line is true
-    run(tool("keytool"), "-delete", "-alias", "ca-key", "-keystore", store, "-storetype", store_type,
-        "-storepass", "changeit")
+    fix = through[through.index("`") + 1:through.rindex("`")]
+    run("bash", "-c", fix, input=b"changeit\n")  # as printed, keytool asking for the store password
     assert java(world.java_classes, store, store_type, "changeit", world.port)[0] == REFUSED  # and so is its fix
     assert storesync("check", world.pki.leaf_pem, "--store", spec, "--purpose", "server-auth").returncode == 1
 

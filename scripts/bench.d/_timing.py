@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-STORESYNC = [sys.executable, "-m", "storesync"]
+STORESYNC = [str(Path(sys.executable).parent / "storesync")]  # the script pip installs, as users run it
 BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 

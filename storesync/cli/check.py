@@ -112,7 +112,7 @@ def run(cert: str, chain: tuple = (), stores: tuple = (), crls: tuple = (), purp
         if not stores:
             fail("found no store on this machine to check against; name one with --store")
 
-    sets, kinds, canonical, plain, fixed = {}, {}, {}, {}, {}
+    sets, kinds, canonical, plain, readers = {}, {}, {}, {}, {}  # readers: what they trust (`Store.with_fixed`)
     specs = [j[0] for j in judged] + [j.trusted and f"pem:{j.trusted}" for *_, j in judged] + list(stores)
     named_at = {}  # a server block's files, by where its config names them: nginx -t fails on one it cannot read
     for *_, site in judged:
@@ -128,8 +128,8 @@ def run(cert: str, chain: tuple = (), stores: tuple = (), crls: tuple = (), purp
             continue
         canonical[spec] = str(store.spec)
         sets[str(store.spec)], kinds[str(store.spec)] = trust_set, store.spec.kind
-        # trusted all the same (a Java private-key entry's certificate), but never a fix's source
-        fixed[str(store.spec)] = [e for sha, (e, _) in store.fixed_anchors.items() if sha not in trust_set]
+        # a Java private-key entry's certificate is trusted all the same, but never a fix's source
+        readers[str(store.spec)] = store.with_fixed(trust_set)[0]
         if not store.capabilities.purposes:  # its anchors are for its spec's purpose: a fix must name that
             plain[str(store.spec)] = store.spec
     judged += [(spec, rules, crl_list, None) for spec in stores]
@@ -139,7 +139,7 @@ def run(cert: str, chain: tuple = (), stores: tuple = (), crls: tuple = (), purp
         if spec not in canonical:
             continue
         spec = canonical[spec]
-        trust_set = TrustSet([*sets[spec].values(), *fixed[spec]]) if fixed[spec] else sets[spec]
+        trust_set = readers[spec]
         trusted = sets.get(canonical.get(f"pem:{site.trusted}")) if site is not None and site.trusted else None
         if trusted is not None:  # nginx verifies with both files; it names only the first to clients
             trust_set = TrustSet([*trust_set.values(), *(e for e in trusted.values() if e.sha256 not in trust_set)])

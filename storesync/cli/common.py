@@ -200,7 +200,8 @@ def iso(value) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
-def entry_json(entry) -> dict[str, Any]:
+def entry_json(entry, fixed: "dict[str, str] | None" = None) -> dict[str, Any]:
+    """`fixed`: sha256 -> the entry it is trusted through, for those no sync copies (`Store.with_fixed`)."""
     cert = entry.cert
     return {
         "sha256": cert.sha256,
@@ -212,6 +213,7 @@ def entry_json(entry) -> dict[str, Any]:
         "trust": dict(entry.trust),
         "distrust_after": {p: iso(d) for p, d in entry.distrust_after.items()},
         **({"parse_warning": cert.parse_warning} if cert.parse_warning else {}),
+        **({"fixed": fixed[entry.sha256]} if fixed and entry.sha256 in fixed else {}),
     }
 
 

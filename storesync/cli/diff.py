@@ -20,6 +20,7 @@ def run(store_a: str, store_b: str, as_json: bool = False, password_file: "Optio
     state.set_state_dir(state_dir)
     a, set_a = open_and_read(store_a, password_file)
     b, set_b = open_and_read(store_b, password_file)
+    (set_a, fixed_a), (set_b, fixed_b) = a.with_fixed(set_a), b.with_fixed(set_b)  # as their readers trust
     result = compare(set_a, set_b, a.capabilities, b.capabilities, a.purpose, b.purpose)
     if result["only_a"] or result["only_b"]:  # what a sync would leave out of the other is no difference
         from storesync.engine.policy import refused
@@ -30,8 +31,8 @@ def run(store_a: str, store_b: str, as_json: bool = False, password_file: "Optio
     if as_json:
         print_json({
             "a": str(a.spec), "b": str(b.spec), "equal": not different,
-            "only_a": [entry_json(e) for e in result["only_a"]],
-            "only_b": [entry_json(e) for e in result["only_b"]],
+            "only_a": [entry_json(e, fixed_a) for e in result["only_a"]],
+            "only_b": [entry_json(e, fixed_b) for e in result["only_b"]],
             "trust_differs": [{"sha256": x.sha256, "label": x.display_label, "a": dict(x.trust), "b": dict(y.trust)}
                               for x, y in result["trust_differs"]],
         })
@@ -40,10 +41,11 @@ def run(store_a: str, store_b: str, as_json: bool = False, password_file: "Optio
             print(f"same: {len(set_a)} certificates in both")
         elif not different:  # what one holds, the other cannot say (a distrust list, a plain bundle's purposes)
             print(f"same, as far as both can say: {len(set_a)} certificates in A, {len(set_b)} in B")
-        for entry in result["only_a"]:
-            print(f"only in {a.spec}: {shown(entry)}  {entry.sha256[:16]}")
-        for entry in result["only_b"]:
-            print(f"only in {b.spec}: {shown(entry)}  {entry.sha256[:16]}")
+        for spec, entries, fixed in ((a.spec, result["only_a"], fixed_a), (b.spec, result["only_b"], fixed_b)):
+            for entry in entries:
+                through = f" (fixed: trusted through its {fixed[entry.sha256]}; no sync copies it)" \
+                    if entry.sha256 in fixed else ""
+                print(f"only in {spec}: {shown(entry)}  {entry.sha256[:16]}{through}")
         for x, y in result["trust_differs"]:
             print(f"trust differs: {shown(x)}: {trust_text(x)} in A, {trust_text(y)} in B")
     sys.exit(EXIT_DIFFERENT if different else EXIT_OK)

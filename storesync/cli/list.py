@@ -8,7 +8,6 @@ annotations of the function `declare` defines).
 
 
 from storesync.cli.common import check_days, entry_json, open_and_read, print_columns, print_json, shown, trust_text
-from storesync.model import TrustSet
 
 
 def run(store: str, expiring: "Optional[int]" = None, expired: bool = False, as_json: bool = False,
@@ -20,10 +19,7 @@ def run(store: str, expiring: "Optional[int]" = None, expired: bool = False, as_
     state.set_state_dir(state_dir)
     loadable.remember_in(state.state_dir())  # certificates a sync checked print without `cryptography`
     opened, trust_set = open_and_read(store, password_file)
-    # what its readers trust through an entry storesync never changes is listed too, marked
-    fixed = {sha: through for sha, (_, through) in opened.fixed_anchors.items() if sha not in trust_set}
-    if fixed:
-        trust_set = TrustSet([*trust_set.values(), *(opened.fixed_anchors[sha][0] for sha in fixed)])
+    trust_set, fixed = opened.with_fixed(trust_set)  # an entry storesync never changes is listed too, marked
     trust_set = lift(trust_set, opened.capabilities, opened.purpose)  # as diff and sync read it
     if expiring is not None or expired:
         from storesync.check import expiry_filter
@@ -41,10 +37,7 @@ def run(store: str, expiring: "Optional[int]" = None, expired: bool = False, as_
 def _shown(entries, loadable, fixed):
     """Each entry's JSON; then its parse is remembered and dropped, so never all are held."""
     for entry in entries:
-        shown = entry_json(entry)
-        if entry.sha256 in fixed:
-            shown["fixed"] = fixed[entry.sha256]
-        yield shown
+        yield entry_json(entry, fixed)
         _forget(entry.cert, loadable)
 
 

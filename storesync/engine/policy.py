@@ -210,14 +210,17 @@ def _drop(plan: Plan, refused) -> None:
     )
 
 
-def note_fixed(plan: Plan, wanted: TrustSet, store, mode: str, scope: Scope) -> None:
+def note_fixed(plan: Plan, wanted: TrustSet, held: set[str], store, mode: str, scope: Scope) -> None:
     """A certificate the store's readers trust through an entry storesync never changes (a Java
     private-key entry's, `Store.fixed_anchors`) stays trusted whatever the source says: when the
-    source would have it gone, the plan says so, and how to take it out, instead of keeping quiet."""
+    source would have it gone, the plan says so, and how to take it out, instead of keeping quiet.
+    `held`: those a source trusts the same way (its own key entry): not gone from it."""
     for sha, (entry, through) in store.fixed_anchors.items():
         source = wanted.get(sha)
         if mode == REMOVE:
             why = source is not None and "--mode remove names it"
+        elif source is None and sha in held:
+            why = None
         elif source is None:  # in mirror mode, gone unless the source does not speak for its trust
             seen = lift(TrustSet([entry]), store.capabilities, store.purpose)[sha]
             why = mode == MIRROR and scope.combine(seen, None) is None and "the source does not hold it"

@@ -283,8 +283,9 @@ def _prepare(profile: Profile, result: Result, force: bool, allow_empty: bool = 
         merged = merge(baseline, views, admit=(lambda e: e.cert.may_anchor) if profile.ca_only else (lambda e: True))
         result.conflicts += merged.conflicts
         scope = Scope(frozenset(profile.purposes) or None, True)  # the merged set speaks for all
+        held = {sha for o in readable for sha in o.store.fixed_anchors}  # trusted where it stays: not dropped
         for outcome, view in zip(readable, views):
-            outcome.plan = _plan(profile, merged.desired_for(view), outcome, MIRROR, scope)
+            outcome.plan = _plan(profile, merged.desired_for(view), outcome, MIRROR, scope, held)
         if not force:
             _guard(profile, readable)
             if any(o.plan.held_back for o in readable):  # a merge is applied whole or not at all
@@ -305,7 +306,8 @@ def _prepare(profile: Profile, result: Result, force: bool, allow_empty: bool = 
         caps, purpose = source.store.capabilities, source.store.purpose
         wanted, scope = lift(source.current, caps, purpose), Scope.of(caps, purpose, profile.purposes)
         for outcome in readable[1:] if readable and readable[0] is source else readable:
-            outcome.plan = _plan(profile, wanted, outcome, profile.mode if profile.mode in (ADD, REMOVE) else MIRROR, scope)
+            outcome.plan = _plan(profile, wanted, outcome, profile.mode if profile.mode in (ADD, REMOVE) else MIRROR, scope,
+                                 set(source.store.fixed_anchors))
         if not force:
             _guard(profile, [o for o in readable if o is not source])
         return None
@@ -320,7 +322,10 @@ def _save_baseline(profile: Profile, result: Result, merged) -> None:
         state.save_baseline(profile.name, merged.merged)
 
 
-def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope: Scope) -> Plan:
+def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope: Scope,
+          held: set[str] = frozenset()) -> Plan:
+    """`held`: certificates a source trusts through an entry storesync never changes (as the
+    target may: `policy.note_fixed`)."""
     store = outcome.store
     if profile.only and not any(policy.selected(e, profile.only) for e in wanted.values()):
         raise StoreError(f"--only {' '.join(profile.only)}: no certificate of the source matches, so nothing "
@@ -332,7 +337,7 @@ def _plan(profile: Profile, wanted: TrustSet, outcome: Outcome, mode: str, scope
         current = TrustSet([*current.values(), *(e for sha, e in store.unsynced.items() if sha not in current)])
     plan = make_plan(wanted, current, store.capabilities, store=outcome.spec, mode=mode,
                      purpose=store.purpose, scope=scope, builtins=store.builtin_anchors(), rewrite=store.rewrite)
-    policy.note_fixed(plan, wanted, store, ADD if profile.only else mode, scope)  # --only: the rest is not the source's to say
+    policy.note_fixed(plan, wanted, held, store, ADD if profile.only else mode, scope)  # --only: the rest is not the source's
     plan.create = not store.exists() and mode != REMOVE  # a target named is a target made, even with nothing to hold
     if plan.create:
         store.check_creatable()

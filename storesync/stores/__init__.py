@@ -510,6 +510,14 @@ class Store:
     def watch_paths(self) -> list[str]:
         return [self.path]
 
+    def with_fixed(self, trust_set: TrustSet) -> tuple[TrustSet, dict[str, str]]:
+        """What the store's readers trust: `trust_set` (as `read` gave it) with the `fixed_anchors`
+        it lacks; and those, sha256 -> the entry they are trusted through."""
+        fixed = {sha: through for sha, (_, through) in self.fixed_anchors.items() if sha not in trust_set}
+        if not fixed:
+            return trust_set, fixed
+        return TrustSet([*trust_set.values(), *(self.fixed_anchors[sha][0] for sha in fixed)]), fixed
+
     def builtin_anchors(self) -> set[str]:
         """SHA-256s its users trust even when the store does not hold them (a browser's built-in
         roots): removing one of these from the store must be written as a distrust."""

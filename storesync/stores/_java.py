@@ -78,12 +78,18 @@ def key_entry_anchors(store: Store, entries) -> dict[str, tuple[Entry, str]]:
     TrustManagerFactory takes the first certificate of every key entry as an anchor, as it takes
     every trusted-certificate entry (TrustStoreUtil.getTrustedCerts). `entries`: each one's
     certificate, labelled with its alias."""
-    fixed = {}
+    aliases: dict[str, list[Entry]] = {}
     for entry in entries:
-        alias = entry.label
         store.warnings.append(
-            f"{store.path}: private-key entry {alias!r}: Java trusts its certificate (the first of its chain) as an "
-            "anchor; storesync lists and checks it, but never copies it to another store nor removes it")
-        fixed.setdefault(entry.sha256, (entry, f"private-key entry {alias!r} (keytool -delete -alias '{alias}' takes "
-                                               "it out, with the key)"))
+            f"{store.path}: private-key entry {entry.label!r}: Java trusts its certificate (the first of its chain) "
+            "as an anchor; storesync lists and checks it, but never copies it to another store nor removes it")
+        aliases.setdefault(entry.sha256, []).append(entry)
+    fixed = {}
+    if aliases:
+        from shlex import quote  # the alias comes from the file: a command to paste must stay one command
+    for sha, held in aliases.items():
+        names = " and ".join(repr(e.label) for e in held)
+        delete = "; ".join(f"keytool -delete -keystore {quote(str(store.path))} -alias {quote(e.label)}" for e in held)
+        fixed[sha] = held[0], (f"private-key entr{'y' if len(held) == 1 else 'ies'} {names} "
+                               f"(`{delete}` takes it out, with the key{'s' if len(held) > 1 else ''})")
     return fixed

@@ -37,7 +37,7 @@ import struct
 from collections.abc import Iterator
 
 from storesync import der
-from storesync.model import Entry, TrustSet
+from storesync.model import Certificate, Entry, TrustSet
 from storesync.stores import PASSWORD_FILE, FileStore, readable
 from storesync.stores._java import (
     ALIASES,
@@ -370,11 +370,15 @@ class JksStore(FileStore):
             self.warnings.append(f"{self.path}: entry {record.alias!r} holds a {cert_type} certificate; kept, not read")
             return None
         cert = self.certificate(body)
-        try:
-            cert.check_outline()
-        except der.DERError as exc:
-            self.warnings.append(f"{self.path}: entry {record.alias!r} is not a certificate ({exc}); kept, not read")
-            return None
+        for n, (_, chained) in enumerate(record.certs):  # Java parses every certificate of a chain
+            try:
+                (cert if n == 0 else Certificate(chained)).check_outline()
+            except der.DERError as exc:
+                which = "" if n == 0 else f": certificate {n + 1} of its chain"
+                self.warnings.append(f"{self.path}: entry {record.alias!r}{which} is not a certificate ({exc}); kept, "
+                                     "not read (Java cannot load a keystore holding a damaged certificate: delete "
+                                     "the entry with keytool, or restore the file)")
+                return None
         return Entry(cert, label=record.alias)  # the label is the alias: a write keeps it by the record
 
     def render(self, plan) -> bytes | Iterator[bytes]:

@@ -132,7 +132,8 @@ class Bag:
 
 
 def _local_key_id(bag: Bag) -> bytes | None:
-    """The bag's localKeyId (an OCTET STRING), which ties a private key to its certificate."""
+    """The bag's localKeyId (an OCTET STRING, maybe empty), which ties a private key to its
+    certificate; None without one."""
     for value in bag.attributes.get(OID_LOCAL_KEY_ID, []):
         return bytes(value.value) if value.tag == der.OCTET_STRING else None
     return None
@@ -197,9 +198,12 @@ class Pfx:
 
 
 def _parse_bags(data: bytes, each=None) -> list[Bag]:
-    """The bags of a SafeContents; with `each`, every bag is handed to it as it is parsed and
-    none is kept (a read of 10 000 held ~3 KB a certificate in bags, attributes and copies)."""
+    """The bags of a SafeContents; with `each`, None is handed to it first (a safe begins), then
+    every bag as it is parsed, and none is kept (a read of 10 000 held ~3 KB a certificate in
+    bags, attributes and copies)."""
     bags = []
+    if each is not None:
+        each(None)  # a safe begins
     for tlv in der.expect(der.read_all(data), der.SEQUENCE, "SafeContents").children():
         bag = _bag(tlv)
         if each is None:
@@ -819,14 +823,20 @@ class P12Store(FileStore):
         live: dict[str, tuple[str, Entry | None, bytes | None]] = {}
         chains: list[tuple[bytes, bytes | None, str | None]] = []  # certificate bags without trust: Java's certEntries
         java, said = JavaAliases(), len(self.warnings)
+        in_safe = [0]  # bags of the safe being read, so far
 
         def each(safe, bag: Bag | None) -> None:
-            if bag is None:
+            if bag is None:  # a safe begins
+                in_safe[0] = 0
                 return
+            in_safe[0] += 1
             entry = self._anchor(bag, report=True)
             alias = entry.label if entry is not None else bag.alias  # an anchor's decoded once
-            if bag.cert is not None and not bag.java_trusted:
-                chains.append((bag.cert, _local_key_id(bag), alias))
+            if bag.cert is not None and not bag.java_trusted and self._loads(bag):
+                key_id = _local_key_id(bag)
+                if key_id is None and java.keys == 1 and in_safe[0] == 1:
+                    key_id = b"01"  # Java's: the first bag of a safe, while the file's only key so far has none
+                chains.append((bag.cert, key_id, alias))
             key = java.key(bag, alias)
             if key is None:
                 return
@@ -834,7 +844,10 @@ class P12Store(FileStore):
                 self.warnings.append(
                     f"{self.path}: alias {live[key][0]!r} is given again later in the file; Java compares aliases "
                     "ignoring case and keeps the last bag of one, so the earlier one is not read (a rewrite drops it)")
-            key_id = (_local_key_id(bag) or b"01") if bag.bag_id == BAG_SHROUDED_KEY else None  # "01": as Java
+            key_id = None
+            if bag.bag_id == BAG_SHROUDED_KEY:  # without a localKeyId, "01" as Java (only a file's first such is filed)
+                key_id = _local_key_id(bag)
+                key_id = b"01" if key_id is None else key_id
             live[key] = (alias or key, entry, key_id)
 
         def restart() -> None:
@@ -855,12 +868,22 @@ class P12Store(FileStore):
             self._key_certificate(name, key_id, chains) for name, _, key_id in live.values() if key_id is not None)))
         return TrustSet(entry for _name, entry, _ in live.values() if entry is not None)
 
+    def _loads(self, bag: Bag) -> bool:
+        """Whether a certificate bag without the trust attribute (a key's chain) holds a certificate."""
+        try:
+            Certificate(bag.cert).check_outline()
+        except der.DERError as exc:
+            name = repr(bag.alias) if bag.alias is not None else "without a name"
+            self.warnings.append(f"{self.path}: certificate {name} is not a certificate ({exc}); kept, not read "
+                                 "(Java cannot load a keystore holding a damaged certificate: delete it, or "
+                                 "restore the file)")
+            return False
+        return True
+
     def _key_certificate(self, alias: str, key_id: bytes, chains) -> Entry | None:
         """The first certificate of a private-key entry's chain, as Java's PKCS12KeyStore finds
         it (findMatchedCertificate): a certificate bag of the same localKeyId and friendlyName,
-        else the last of that localKeyId, else the last of that name. (Java also gives "01" to a
-        file's first certificate bag without a localKeyId when the only key has none; that rare
-        match is not made here: such a key's certificate is then not counted, never wrongly added.)"""
+        else the last of that localKeyId, else the last of that name."""
         by_id = by_name = None
         for cert, cert_key_id, name in chains:
             same_name = name is not None and name.lower() == alias.lower()
@@ -876,14 +899,7 @@ class P12Store(FileStore):
             self.warnings.append(f"{self.path}: private-key entry {alias!r} has no certificate in the file, so Java "
                                  "trusts nothing through it; it is kept as it is")
             return None
-        cert = self.certificate(found)
-        try:
-            cert.check_outline()
-        except der.DERError as exc:
-            self.warnings.append(f"{self.path}: the certificate of private-key entry {alias!r} is not a certificate "
-                                 f"({exc}); kept, not read")
-            return None
-        return Entry(cert, label=alias)
+        return Entry(self.certificate(found), label=alias)  # its outline checked as it was read (`_loads`)
 
     def _first_read(self, file, each, restart, keep: bool = True):
         """Read the file, every safe and then each of its bags handed to `each(safe, None)` and
