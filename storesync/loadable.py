@@ -42,7 +42,7 @@ def refusal(cert, reader: str) -> str | None:
     cache = cert.__dict__  # kept on the certificate, beside its other facts (not a dict of its own each)
     slot = _SLOTS.get(reader) or f"_refusal {reader}"
     if slot not in cache:
-        known = _prefix(cert.sha256) in _passed[reader]
+        known = _known(cert.sha256, reader)
         cache[slot] = None if known else _refusal(cert, reader)
         if cache[slot] is None and not known and _openssl() is not None:
             _remember(cert.sha256, reader)  # a stand-in judge's pass (no libcrypto) is not remembered
@@ -64,6 +64,13 @@ _notes: dict[int, str] = {}  # the rare x509 line's note (its parse warning, bas
 _labels: dict[int, bytes] = {}  # a "label" line's note (a certificate's default label, base64, a dot), by prefix
 _added: list[tuple] = []  # (sha256, check, note) passed in this process, for `save` to add to the file
 _cache_dir = None
+# The file's lines as read (after its header), looked up where they lie: the file
+# keeps every certificate this machine ever checked, and a parse of every line (1 µs each) was
+# 21 ms of every run for 21 000 lines, whatever the run asked. A lookup scans it in C (about
+# 1/4000 of a parse: both grow with the file), so from `_BULK_AFTER` lookups on it is parsed once.
+_file = b""
+_lookups = 0
+_BULK_AFTER = 4000
 
 
 def _prefix(sha: str) -> int | None:
@@ -75,12 +82,52 @@ def _prefix(sha: str) -> int | None:
         return None
 
 
+def _known(sha: str, name: str) -> bool:
+    """Did the check `name` pass for the certificate of SHA-256 `sha` (this run, or the file)?"""
+    prefix = _prefix(sha)
+    if prefix is None:
+        return False
+    if prefix not in _passed[name] and _file and _in_file(sha, name) is not None:
+        return True
+    return prefix in _passed[name]  # (the file may have been parsed whole meanwhile)
+
+
+def _in_file(sha: str, name: str) -> bytes | None:
+    """The note of the file's last line for `sha` and check `name` (b"" for a line without one),
+    as `_believe` would read it; None without such a line, or once the file is parsed whole."""
+    global _file, _lookups
+    _lookups += 1
+    if _lookups > _BULK_AFTER:  # many lookups: one parse of every line is cheaper now
+        data, _file = _file, b""
+        _believe(_io().BytesIO(data))
+        return None
+    key = f"{sha} {name}".encode()
+    found, at = None, _file.find(key)
+    while at >= 0:
+        end = _file.find(b"\n", at + len(key))
+        rest = _file[at + len(key):end] if end >= 0 and (at == 0 or _file[at - 1] == 10) else None
+        if rest == b"":  # (None: not at a line's start, or the last line, cut short)
+            found = found or b""
+        elif rest and rest[:1] == b" " and name in ("x509", "label") and rest[-1:] == b".":
+            found = rest[1:]  # a parse warning (x509), or a default label
+        at = _file.find(key, at + 1)
+    return found
+
+
+def _io():
+    import io
+
+    return io
+
+
 def remember_in(directory) -> None:
     """Believe the passed checks kept in `directory` (the state dir), if only we can change them:
     a file another user could write might vouch for a forged root. `directory` may be a function
     returning it, called only the first time (a write's child, run as a database's owner, must
     not look for that user's own state dir: it imports platformdirs)."""
-    global _cache_dir
+    import os
+
+    global _cache_dir, _file, _lookups
     if _cache_dir is not None:
         return
     if callable(directory):
@@ -91,9 +138,10 @@ def remember_in(directory) -> None:
         return
     with file:
         try:
-            _believe(file)
+            size = os.fstat(file.fileno()).st_size - file.tell()  # read at once: no second copy
+            _file, _lookups = file.read(max(size, 0)), 0  # looked up where its lines lie (`_in_file`)
         except OSError:
-            pass  # a cache: what was read is believed, the rest checked again
+            pass  # a cache: what was not read is checked again
 
 
 def _believe(file) -> None:
@@ -145,7 +193,7 @@ def passed(check: str) -> bool:
     """Did the check `check` ("SHA-256 of the bytes it judged, space, its name") pass, in this
     process or in an earlier one (`remember_in`)?"""
     sha, _, name = check.partition(" ")
-    return _prefix(sha) in _passed.get(name, ())
+    return name in _passed and _known(sha, name)
 
 
 def remember(check: str) -> None:
@@ -160,7 +208,7 @@ def _remember(sha: str, name: str, note: str | None = None) -> None:
     prefix = _prefix(sha)
     if prefix is None or name not in _passed:
         raise ValueError(f"not a check this version remembers: {sha} {name}")
-    if prefix in _passed[name] and (name != "x509" or _notes.get(prefix) == note):
+    if _known(sha, name) and (name != "x509" or _x509_note(sha) == note):
         return
     _passed[name].add(prefix)
     if note:
@@ -171,7 +219,7 @@ def _remember(sha: str, name: str, note: str | None = None) -> None:
 def may_anchor(cert) -> bool:
     """`cert.may_anchor` (what `ca_only` lets in), remembered when it is true: a pure function
     of the bytes, which otherwise walks the certificate's fields and extensions at every run."""
-    if "may_anchor" not in cert.__dict__ and _prefix(cert.sha256) in _passed["anchor"]:
+    if "may_anchor" not in cert.__dict__ and _known(cert.sha256, "anchor"):
         cert.__dict__["may_anchor"] = True
     elif cert.may_anchor:
         _remember(cert.sha256, "anchor")
@@ -186,6 +234,9 @@ def label(cert) -> str:
         return cert.default_label
     prefix = _prefix(cert.sha256)
     note = _labels.get(prefix)
+    if note is None and _file and prefix is not None:
+        note = _in_file(cert.sha256, "label") or None
+        note = _labels.get(prefix, note)  # the file may have been parsed whole meanwhile
     if note is not None:
         try:  # without the dot every note ends with (a note cut short is not read: `_believe`)
             text = binascii.a2b_base64(note[:-1].translate(_URLSAFE_BYTES)).decode("utf-8")
@@ -205,16 +256,25 @@ def label(cert) -> str:
 def remembered_parse(cert) -> tuple[str | None] | None:
     """(its warning or None,) when it is remembered that `cryptography` parses these bytes (a pass
     of the Java and NSS check), else None: `list` then shows the certificate without importing it."""
-    prefix = _prefix(cert.sha256)
-    if prefix not in _passed["x509"]:
+    if not _known(cert.sha256, "x509"):
         return None
-    note = _notes.get(prefix)
+    note = _x509_note(cert.sha256)
     if note is None:
         return (None,)
     try:  # base64.urlsafe_b64decode of it without its dot, not importing base64 (most certificates have no warning)
         return (binascii.a2b_base64(note[:-1].translate(_URLSAFE)).decode("utf-8"),)
     except ValueError:
         return None  # not a note this version wrote: the certificate is parsed again
+
+
+def _x509_note(sha: str) -> str | None:
+    """The parse warning remembered with a certificate's x509 check (None: none)."""
+    prefix = _prefix(sha)
+    note = _notes.get(prefix)
+    if note is None and _file and prefix is not None:
+        note = (_in_file(sha, "x509") or b"").decode("ascii", "replace") or None
+        note = _notes.get(prefix, note)  # the file may have been parsed whole meanwhile
+    return note
 
 
 def remember_parse(sha256: str, warning: str | None) -> None:
@@ -284,10 +344,11 @@ def forget() -> None:
     """Save, then let go of the remembered checks (~1.35x their file, held through writes that
     ask none of them but an NSS database's password check, kept); the next `remember_in` reads
     them again. Kept if they could not be saved."""
-    global _cache_dir
+    global _cache_dir, _file
     save()
     if _added:
         return
+    _file = b""
     for name, remembered in _passed.items():
         if name != "nss-empty-password":
             remembered.clear()  # a cleared set lets its table go
@@ -503,7 +564,7 @@ def bad_self_signature(cert) -> bool:
     and sha1 roots are checked; md2 roots of old Windows lists are not judged: unsupported is not
     failed). Without a libcrypto, `cryptography` judges (it supports no md5 or sha1)."""
     if "_bad_signature" not in cert.__dict__:
-        known = _prefix(cert.sha256) in _passed["signature"]
+        known = _known(cert.sha256, "signature")
         cert.__dict__["_bad_signature"] = not known and _self_signed(cert) and _signature_fails(cert)
         if not known and (not _self_signed(cert) or _openssl() is not None and _verdict(cert) == 1):
             _remember(cert.sha256, "signature")  # not self-signed, or verified by libcrypto (not merely unsupported)

@@ -231,8 +231,8 @@ def test_a_java_verdict_keeps_no_parsed_certificate(ders):
     for cert in certs:  # not judged yet
         cert.__dict__.clear()
     loadable.refusal(Certificate(scale_bench.certificates(COUNT + 1)[-1]), loadable.JAVA)  # imports out of the count
-    saved = loadable._passed
-    loadable._passed = {name: set() for name in loadable._CHECKS}  # judged afresh, as without remembered checks
+    saved = loadable._passed, loadable._file
+    loadable._passed, loadable._file = {name: set() for name in loadable._CHECKS}, b""  # judged afresh, as without remembered checks
     try:
         tracemalloc.start()
         try:
@@ -243,7 +243,7 @@ def test_a_java_verdict_keeps_no_parsed_certificate(ders):
             tracemalloc.stop()
         remembered = loadable.passed(f"{certs[0].sha256} x509")  # what the parse said is kept
     finally:
-        loadable._passed = saved
+        loadable._passed, loadable._file = saved
     assert verdicts == [None] * COUNT
     assert all("_parsed" not in cert.__dict__ for cert in certs)
     assert remembered
@@ -415,6 +415,7 @@ def test_list_drops_each_parse_once_the_certificate_is_shown(pki, monkeypatch, t
 
     state.set_state_dir(tmp_path / "state")
     monkeypatch.setattr(loadable, "_passed", {name: set() for name in loadable._CHECKS})
+    monkeypatch.setattr(loadable, "_file", b"")
     monkeypatch.setattr(loadable, "_added", [])
     issued = [pki.ca(f"Listed Once {n}") for n in range(COUNT + 1)]
     one, bundle = tmp_path / "one.pem", tmp_path / "bundle.pem"
@@ -547,6 +548,7 @@ def test_the_remembered_checks_are_read_line_by_line(tmp_path, ders, monkeypatch
     os.chmod(folder / "passed-checks", 0o600)
     monkeypatch.setattr(loadable, "_passed", {name: set() for name in loadable._CHECKS})
     monkeypatch.setattr(loadable, "_cache_dir", None)
+    monkeypatch.setattr(loadable, "_file", b"")
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
@@ -651,7 +653,7 @@ def test_a_read_back_runs_without_what_only_planning_needed(tmp_path, ders, kind
     from storesync.engine import run as engine
 
     for name, value in (("_passed", {name: set() for name in loadable._CHECKS}), ("_notes", {}), ("_added", []),
-                        ("_cache_dir", None)):
+                        ("_cache_dir", None), ("_file", b""), ("_lookups", 0)):
         monkeypatch.setattr(loadable, name, value)
     source = tmp_path / "bundle.pem"
     source.write_bytes(scale_bench.pem_bundle(ders))
@@ -665,7 +667,8 @@ def test_a_read_back_runs_without_what_only_planning_needed(tmp_path, ders, kind
     def compare_seen(wanted, found, *args):
         gc.collect()
         seen["read store"] = opened[-1]() is not None  # the last opened: the read-back's
-        seen["remembered"] = sum(len(checks) for name, checks in loadable._passed.items() if name != "nss-empty-password")
+        seen["remembered"] = len(loadable._file) + sum(
+            len(checks) for name, checks in loadable._passed.items() if name != "nss-empty-password")
         seen["derived"] = {key for e in wanted.values() for key in e.cert.__dict__}
         return real_compare(wanted, found, *args)
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import need, pem_of, run, storesync
 from test_damaged import broken_signature, loaded_by_owner
@@ -145,6 +146,7 @@ def test_what_passed_only_a_stand_in_judge_is_not_remembered(tmp_path, state, mo
     monkeypatch.setattr(loadable, "_notes", {})
     monkeypatch.setattr(loadable, "_added", [])
     monkeypatch.setattr(loadable, "_cache_dir", None)
+    monkeypatch.setattr(loadable, "_file", b"")
     monkeypatch.setattr(loadable, "_libcrypto", False)
     loadable.remember_in(state)
     assert loadable.refusal(Certificate(forged), loadable.JAVA) is None
@@ -166,9 +168,15 @@ def fresh_loadable(monkeypatch):
     from storesync import loadable
 
     for name, value in (("_passed", {name: set() for name in loadable._CHECKS}), ("_notes", {}), ("_labels", {}), ("_added", []),
-                        ("_cache_dir", None)):
+                        ("_cache_dir", None), ("_file", b""), ("_lookups", 0)):
         monkeypatch.setattr(loadable, name, value)
     return loadable
+
+
+def believed(loadable, sha: str) -> list[str]:
+    """What the remembered checks (this run's, or the file's) vouch for about `sha`."""
+    return [n for n in loadable._CHECKS if loadable.passed(f"{sha} {n}")] + ["label"] * (
+        loadable._prefix(sha) in loadable._labels or bool(loadable._file and loadable._in_file(sha, "label")))
 
 
 def write_cache(state: Path, lines) -> None:
@@ -256,7 +264,7 @@ def test_only_checks_this_version_knows_are_believed(tmp_path, state, fresh_load
     sha = "e" * 64
     write_cache(state, [f"{sha} java-17", f"{sha[:-1]} java", "garbage", f"{'g' * 64} java", f"{sha} nss extra"])
     fresh_loadable.remember_in(state)
-    assert not any(fresh_loadable._passed.values())
+    assert not any(believed(fresh_loadable, x * 64) for x in "eg") and not believed(fresh_loadable, sha[:-1] + "e")
     with pytest.raises(ValueError):
         fresh_loadable.remember(f"{sha} unknown-check")
 
@@ -425,10 +433,9 @@ def test_no_line_a_crash_cut_short_is_believed(state, fresh_loadable, line, save
     """The last line of a run killed while saving may stop anywhere: as it was left, or after the
     next run's save appended to it, it vouches for nothing. ("x509 NOTE." cut to "x509" said the
     certificate parses without a warning; "nss-empty-password" cut to "nss", that NSS loads it.)"""
-    prefix = int("d" * 32, 16)
     for cut in range(66, len(line)):  # a cut in the hash names another certificate (a preimage)
         for name, value in (("_passed", {n: set() for n in fresh_loadable._CHECKS}), ("_notes", {}), ("_labels", {}),
-                            ("_added", []), ("_cache_dir", None)):
+                            ("_added", []), ("_cache_dir", None), ("_file", b"")):
             setattr(fresh_loadable, name, value)
         write_cache(state, [])
         with open(state / "passed-checks", "a") as file:
@@ -439,10 +446,58 @@ def test_no_line_a_crash_cut_short_is_believed(state, fresh_loadable, line, save
             fresh_loadable.save()
             fresh_loadable._passed, fresh_loadable._cache_dir = {n: set() for n in fresh_loadable._CHECKS}, None
         fresh_loadable.remember_in(state)
-        believed = [n for n, s in fresh_loadable._passed.items() if prefix in s] + ["label"] * (prefix in fresh_loadable._labels)
-        assert not believed, f"{line[:cut]!r}: believed as {believed}"
+        said = believed(fresh_loadable, "d" * 64)
+        assert not said, f"{line[:cut]!r}: believed as {said}"
         assert fresh_loadable.passed(f"{'e' * 64} java") == saved
     write_cache(state, [line])  # the whole line is believed
     fresh_loadable._passed, fresh_loadable._labels, fresh_loadable._cache_dir = {n: set() for n in fresh_loadable._CHECKS}, {}, None
     fresh_loadable.remember_in(state)
-    assert any(prefix in s for s in fresh_loadable._passed.values()) or prefix in fresh_loadable._labels
+    assert believed(fresh_loadable, "d" * 64)
+
+
+def test_a_large_file_is_looked_up_where_it_lies_and_parsed_once_only_for_many_lookups(state, fresh_loadable,
+                                                                                      monkeypatch):
+    """The file keeps every certificate the machine ever checked: every run parsed its every line
+    (21 ms for 21 000 lines), whatever it asked. A run asking about a few is answered where the
+    lines lie; one asking about many parses the file once."""
+    import hashlib
+
+    lines = [f"{hashlib.sha256(b'%d' % n).hexdigest()} {check}" for n in range(10_000) for check in ("java", "anchor")]
+    write_cache(state, lines)
+    parses, real = [], fresh_loadable._believe
+    monkeypatch.setattr(fresh_loadable, "_believe", lambda file: (parses.append(1), real(file)))
+    fresh_loadable.remember_in(state)
+    assert all(fresh_loadable.passed(line) for line in lines[:1000:3]) and parses == []
+    assert all(fresh_loadable.passed(line) for line in lines) and parses == [1]
+    assert not fresh_loadable.passed(lines[0].replace("java", "nss"))
+
+
+NOTE_LINES = st.lists(st.tuples(
+    st.sampled_from("abc"), st.sampled_from(["java", "x509", "label", "nss", "anchor", "java-17"]),
+    st.sampled_from(["", " Tm90ZQ.", " cut", " Y2Fu."]), st.booleans()), max_size=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(entries=NOTE_LINES)
+def test_looked_up_in_place_the_file_says_what_its_parse_says(state, fresh_loadable, entries):
+    """Whatever the lines (notes, lines cut short, checks said twice or unknown), a lookup where
+    they lie answers as the parse of every line does."""
+    from storesync.loadable import _CACHE_NAME, _RULES
+
+    # a line not whole is cut short: one of the file's middle (a crash, then a save) or its last
+    text = "".join(f"{ch * 64} {check}{note}" + ("\n" if whole else "") for ch, check, note, whole in entries)
+    (state / _CACHE_NAME).write_text(_RULES + "\n" + text)
+    (state / _CACHE_NAME).chmod(0o600)
+    answers, bulk_after = [], fresh_loadable._BULK_AFTER
+    try:
+        for bulk in (10**9, 0):  # in place; parsed whole at the first lookup
+            for name, value in (("_passed", {n: set() for n in fresh_loadable._CHECKS}), ("_notes", {}), ("_labels", {}),
+                                ("_cache_dir", None), ("_file", b""), ("_lookups", 0), ("_BULK_AFTER", bulk)):
+                setattr(fresh_loadable, name, value)
+            fresh_loadable.remember_in(state)
+            answers.append([(believed(fresh_loadable, ch * 64), fresh_loadable._x509_note(ch * 64), bytes(
+                fresh_loadable._labels.get(fresh_loadable._prefix(ch * 64))
+                or (fresh_loadable._file and fresh_loadable._in_file(ch * 64, "label")) or b"")) for ch in "abc"])
+    finally:
+        fresh_loadable._BULK_AFTER = bulk_after
+    assert answers[0] == answers[1]

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import glob
+import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 STORESYNC = [str(Path(sys.executable).parent / "storesync")]  # the script pip installs, as users run it
+# A state dir of the part's own (a part may set another): the machine's grows with every run that
+# uses it (remembered checks, backups, records), and its figures would follow that history.
+os.environ.setdefault("STORESYNC_STATE_DIR", tempfile.mkdtemp(prefix="storesync-bench-state-"))
+atexit.register(shutil.rmtree, os.environ["STORESYNC_STATE_DIR"], True)
 BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
