@@ -414,20 +414,20 @@ def test_list_drops_each_parse_once_the_certificate_is_shown(pki, monkeypatch, t
     from storesync.cli import list as list_command
 
     state.set_state_dir(tmp_path / "state")
-    monkeypatch.setattr(loadable, "_passed", {name: set() for name in loadable._CHECKS})
-    monkeypatch.setattr(loadable, "_file", b"")
-    monkeypatch.setattr(loadable, "_added", [])
+    for name, value in (("_passed", {name: set() for name in loadable._CHECKS}), ("_notes", {}), ("_labels", {}),
+                        ("_added", []), ("_cache_dir", None), ("_file", b""), ("_lookups", 0)):
+        monkeypatch.setattr(loadable, name, value)  # as a new process: what earlier tests left would grow here
     issued = [pki.ca(f"Listed Once {n}") for n in range(COUNT + 1)]
     one, bundle = tmp_path / "one.pem", tmp_path / "bundle.pem"
     one.write_bytes(issued[0].pem)
     bundle.write_bytes(b"".join(i.pem for i in issued[1:]))
     try:
         with open(os.devnull, "w") as out, contextlib.redirect_stdout(out):
-            list_command.run(f"pem:{one}", as_json=True)  # imports out of the count
+            list_command.run(f"pem:{one}", as_json=True, state_dir=tmp_path / "state")  # imports out of the count
             tracemalloc.start()
             try:
                 before = tracemalloc.get_traced_memory()[0]
-                list_command.run(f"pem:{bundle}", as_json=True)
+                list_command.run(f"pem:{bundle}", as_json=True, state_dir=tmp_path / "state")
                 peak = (tracemalloc.get_traced_memory()[1] - before) / COUNT
             finally:
                 tracemalloc.stop()
