@@ -99,9 +99,15 @@ def _in_file(sha: str, name: str) -> bytes | None:
     as `_believe` would read it; None without such a line, or once the file is parsed whole."""
     global _file, _lookups
     _lookups += 1
-    if _lookups > _BULK_AFTER:  # many lookups: one parse of every line is cheaper now
-        data, _file = _file, b""
-        _believe(_io().BytesIO(data))
+    if _lookups > _BULK_AFTER:  # many lookups: one parse of every line is cheaper now, read
+        _file = b""  # line by line again, the bytes let go first: never both held (~1.6x the file)
+        file = _open_cache()
+        if file is not None:
+            with file:
+                try:
+                    _believe(file)
+                except OSError:
+                    pass
         return None
     key = f"{sha} {name}".encode()
     found, at = None, _file.find(key)
@@ -114,12 +120,6 @@ def _in_file(sha: str, name: str) -> bytes | None:
             found = rest[1:]  # a parse warning (x509), or a default label
         at = _file.find(key, at + 1)
     return found
-
-
-def _io():
-    import io
-
-    return io
 
 
 def remember_in(directory) -> None:
