@@ -20,12 +20,11 @@ SHA-256 of the DER in the state dir (`remember_in`, `save`) and not run again: o
 that the current user (or root) alone can write is believed. Refusals are never cached. Two
 more such functions are kept there for the certificates a sync adds, which would otherwise walk
 every one's DER again at every run: that `ca_only` lets it in (`may_anchor`; a refusal is not
-remembered either) and its default label (`label`).
+remembered either) and its default label (`label`); and, for `list`, the subject and dates it
+reads from the bytes (`outline`).
 """
 
 from __future__ import annotations
-
-import binascii
 
 from storesync import der
 
@@ -62,6 +61,7 @@ _CHECKS = (*NAMES, "signature", "x509", "nss-empty-password", "anchor")
 _passed: dict[str, set[int]] = {name: set() for name in _CHECKS}  # from the file, or passed in this process
 _notes: dict[int, str] = {}  # the rare x509 line's note (its parse warning, base64, a dot), by prefix
 _labels: dict[int, bytes] = {}  # a "label" line's note (a certificate's default label, base64, a dot), by prefix
+_outlines: dict[int, bytes] = {}  # an "outline" line's note (subject and validity as `list` shows them, JSON, a dot)
 _added: list[tuple] = []  # (sha256, check, note) passed in this process, for `save` to add to the file
 _cache_dir = None
 # The file's lines as read (after its header), looked up where they lie: the file keeps every
@@ -116,8 +116,8 @@ def _in_file(sha: str, name: str) -> bytes | None:
         rest = _file[at + len(key):end] if end >= 0 and (at == 0 or _file[at - 1] == 10) else None
         if rest == b"":  # (None: not at a line's start, or the last line, cut short)
             found = found or b""
-        elif rest and rest[:1] == b" " and name in ("x509", "label") and rest[-1:] == b".":
-            found = rest[1:]  # a parse warning (x509), or a default label
+        elif rest and rest[:1] == b" " and name in ("x509", "label", "outline") and rest[-1:] == b".":
+            found = rest[1:]  # a parse warning (x509), a default label or an outline
         at = _file.find(key, at + 1)
     return found
 
@@ -150,13 +150,14 @@ def _believe(file) -> None:
     """The checks the lines of `file` (after its header) say passed, read line by line: the
     file and a list of its lines held at once were ~2.5x the file."""
     sets = {name.encode(): _passed[name] for name in _CHECKS}
+    noted = {b"label": _labels, b"outline": _outlines}
     for line in file:  # "SHA-256 hex, space, check[, space, note ending with a dot]"
         if line[-1:] != b"\n":
             break  # the last line, cut short by a run killed while saving: it vouches for nothing
         check, note = line[65:-1], None
         if check not in sets:
-            check, _, note = check.partition(b" ")  # a parse warning (x509), or a default label
-            if check not in (b"x509", b"label") or note[-1:] != b".":
+            check, _, note = check.partition(b" ")  # a parse warning (x509), a default label or an outline
+            if check != b"x509" and check not in noted or note[-1:] != b".":
                 continue  # no check this version runs, or a note cut short (see `save`)
         if line[64:65] != b" ":
             continue
@@ -164,8 +165,8 @@ def _believe(file) -> None:
             prefix = int(line[:32], 16)
         except ValueError:
             continue
-        if check == b"label":  # not a check: the label itself
-            _labels[prefix] = note
+        if check in noted:  # not a check: the label or outline itself
+            noted[check][prefix] = note
             continue
         sets[check].add(prefix)
         if note:
@@ -234,11 +235,9 @@ def label(cert) -> str:
     every certificate it adds."""
     if "default_label" in cert.__dict__:
         return cert.default_label
-    prefix = _prefix(cert.sha256)
-    note = _labels.get(prefix)
-    if note is None and _file and prefix is not None:
-        note = _in_file(cert.sha256, "label") or None
-        note = _labels.get(prefix, note)  # the file may have been parsed whole meanwhile
+    import binascii  # here: `list` of a store with labels of its own never needs it
+
+    prefix, note = _noted(cert.sha256, "label")
     if note is not None:
         try:  # without the dot every note ends with (a note cut short is not read: `_believe`)
             text = binascii.a2b_base64(note[:-1].translate(_URLSAFE_BYTES)).decode("utf-8")
@@ -255,6 +254,46 @@ def label(cert) -> str:
     return text
 
 
+def outline(cert):
+    """(subject, notBefore, notAfter) as `Certificate._outline` reads them from the bytes, when
+    remembered (None otherwise): `list` shows every certificate by them, and working them out
+    again walks its subject and validity at every run (two fifths of a `list` of the system roots)."""
+    note = _noted(cert.sha256, "outline")[1]
+    if note is None:
+        return None
+    import json  # imported already (storesync.state), as datetime is by whoever asks for dates
+    from datetime import datetime
+
+    try:
+        subject, before, after = json.loads(note[:-1])
+        if type(subject) is str:
+            return subject, datetime.fromisoformat(before), datetime.fromisoformat(after)
+    except (ValueError, TypeError):
+        pass
+    return None  # not a note this version wrote: worked out again
+
+
+def remember_outline(cert, subject: str, not_before, not_after) -> None:
+    prefix = _prefix(cert.sha256)
+    if prefix is not None:
+        import json
+
+        # JSON, not base64: ASCII without a line break as well, and most subjects stay as they are
+        note = json.dumps([subject, not_before.isoformat(), not_after.isoformat()]).encode() + b"."
+        _outlines[prefix] = note
+        _added.append((cert.sha256, "outline", note.decode("ascii")))
+
+
+def _noted(sha: str, name: str) -> tuple[int | None, bytes | None]:
+    """(prefix, note) of the label or outline remembered for the certificate of SHA-256 `sha`."""
+    prefix, table = _prefix(sha), _labels if name == "label" else _outlines
+    note = table.get(prefix)
+    if note is None and _file and prefix is not None:
+        note = _in_file(sha, name) or None
+        note = table.get(prefix, note)  # the file may have been parsed whole meanwhile
+    return prefix, note
+
+
 def remembered_parse(cert) -> tuple[str | None] | None:
     """(its warning or None,) when it is remembered that `cryptography` parses these bytes (a pass
     of the Java and NSS check), else None: `list` then shows the certificate without importing it."""
@@ -263,6 +302,8 @@ def remembered_parse(cert) -> tuple[str | None] | None:
     note = _x509_note(cert.sha256)
     if note is None:
         return (None,)
+    import binascii
+
     try:  # base64.urlsafe_b64decode of it without its dot, not importing base64 (most certificates have no warning)
         return (binascii.a2b_base64(note[:-1].translate(_URLSAFE)).decode("utf-8"),)
     except ValueError:
@@ -356,6 +397,7 @@ def forget() -> None:
             remembered.clear()  # a cleared set lets its table go
     _notes.clear()
     _labels.clear()
+    _outlines.clear()
     _cache_dir = None
 
 

@@ -329,6 +329,9 @@ class Certificate:
         remembered = loadable.remembered_parse(self)
         if remembered is None:
             return None
+        shown = loadable.outline(self)
+        if shown is not None:
+            return *shown, remembered[0]
         try:
             fields = self.fields
             not_before, not_after = der.validity(fields.validity)
@@ -337,6 +340,7 @@ class Certificate:
         subject = rfc4514(fields.subject)
         if subject is None or not_before is None or not_after is None:
             return None
+        loadable.remember_outline(self, subject, not_before, not_after)
         return subject, not_before, not_after, remembered[0]
 
     def subject_hash(self) -> str:

@@ -8,7 +8,6 @@ platformdirs' user state dir.
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import io
 import json
@@ -507,6 +506,8 @@ class lock:
             deadline = time.monotonic() + self.timeout
             while True:
                 try:
+                    import fcntl  # here: `list` takes no lock
+
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except OSError as exc:

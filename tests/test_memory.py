@@ -414,7 +414,7 @@ def test_list_drops_each_parse_once_the_certificate_is_shown(pki, monkeypatch, t
     from storesync.cli import list as list_command
 
     state.set_state_dir(tmp_path / "state")
-    for name, value in (("_passed", {name: set() for name in loadable._CHECKS}), ("_notes", {}), ("_labels", {}),
+    for name, value in (("_passed", {name: set() for name in loadable._CHECKS}), ("_notes", {}), ("_labels", {}), ("_outlines", {}),
                         ("_added", []), ("_cache_dir", None), ("_file", b""), ("_lookups", 0)):
         monkeypatch.setattr(loadable, name, value)  # as a new process: what earlier tests left would grow here
     issued = [pki.ca(f"Listed Once {n}") for n in range(COUNT + 1)]

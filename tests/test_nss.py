@@ -161,7 +161,7 @@ def test_reads_exactly_the_trust_certutil_shows(tmp_path, pki, root, server_leaf
             got = trust_set[sha]
             assert dict(got.trust) == expected, flags
             assert got.label == f"ca {flags}"
-            assert got.extras["nss"]["flags"] == flags
+            assert store.flags()[f"ca {flags}"] == flags
     assert Certificate(server_leaf.der).sha256 not in trust_set
     assert Certificate(intermediate.der).sha256 not in trust_set
     assert len(trust_set) == 1 + sum(1 for v in FLAG_CASES.values() if v)

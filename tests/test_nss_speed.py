@@ -167,17 +167,22 @@ def test_the_systems_roots_outlines_read_by_hand_are_cryptographys():
         assert der.validity(fields.validity) == (root.not_valid_before_utc, root.not_valid_after_utc)
 
 
-def list_json_in_process(db: Path, state: Path) -> tuple[str, bool]:
-    """`storesync list nss:DB --json` in a fresh interpreter: (its output, whether it imported cryptography)."""
-    code = ("import contextlib, io, sys\nfrom storesync.cli import main\n"
+def list_json_in_process(db: Path, state: Path, walks: bool = False) -> tuple[str, bool]:
+    """`storesync list nss:DB --json` in a fresh interpreter: (its output, whether it imported
+    cryptography), or with `walks` (its output, how many subjects and validities it read by hand)."""
+    asked = "len(walked)" if walks else "'cryptography' in sys.modules"
+    code = ("import contextlib, io, sys\nfrom storesync.cli import main\nfrom storesync import der, model\n"
+            "walked = []\nrfc4514, validity = model.rfc4514, der.validity\n"
+            "model.rfc4514 = lambda name: (walked.append(1), rfc4514(name))[1]\n"
+            "der.validity = lambda data: (walked.append(1), validity(data))[1]\n"
             f"sys.argv = ['storesync', 'list', 'nss:{db}', '--json']\nout = io.StringIO()\n"
             "with contextlib.redirect_stdout(out):\n    try:\n        main()\n    except SystemExit:\n        pass\n"
-            "print(out.getvalue(), 'cryptography' in sys.modules, sep='\\n')")
+            f"print(out.getvalue(), {asked}, sep='\\n')")
     env = {**os.environ, "STORESYNC_STATE_DIR": str(state)}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
-    output, _, imported = result.stdout.rstrip("\n").rpartition("\n")
-    return output, imported == "True"
+    output, _, said = result.stdout.rstrip("\n").rpartition("\n")
+    return (output, int(said)) if walks else (output, said == "True")
 
 
 @pytest.mark.filterwarnings("ignore:Attribute's length must be")  # the 70-character CN, on purpose
@@ -207,6 +212,26 @@ def test_list_json_of_synced_certificates_needs_no_cryptography_and_prints_the_s
     entries = json.loads(remembered)["entries"]
     assert len(entries) == len(ders)
     assert {e["label"] for e in entries if "parse_warning" in e} == {"Negative Serial Root", "W" * 70}
+
+
+@pytest.mark.filterwarnings("ignore:Attribute's length must be")  # the 70-character CN, on purpose
+def test_a_second_list_shows_each_certificate_by_its_remembered_outline(tmp_path, pki):
+    """`list` remembers the subject and dates it read by hand (pure functions of the bytes, kept
+    by their SHA-256 as the checks are): the next `list` prints the same, byte for byte, and reads
+    no subject or validity again (they were two fifths of a `list` of the system roots)."""
+    from conftest import pem_of
+
+    ders = [pki.ca(subject).der for subject in awkward_names().values()]
+    bundle = tmp_path / "awkward.pem"
+    bundle.write_bytes(b"".join(pem_of(d) for d in ders))
+    db, state = new_db(tmp_path / "db"), tmp_path / "state"
+    synced = storesync("sync", f"pem:{bundle}", f"nss:{db}", env={**os.environ, "STORESYNC_STATE_DIR": str(state)})
+    assert synced.returncode == 0, synced.stderr
+    first, walked = list_json_in_process(db, state, walks=True)
+    assert walked == 2 * len(ders)  # each certificate's subject and validity, once
+    again, walked_again = list_json_in_process(db, state, walks=True)
+    assert (again, walked_again) == (first, 0)
+    assert again == list_json_in_process(db, tmp_path / "no-memory")[0]  # cryptography's own, parsed anew
 
 
 # --- reads per sync ------------------------------------------------------------------------

@@ -167,7 +167,7 @@ def test_what_passed_only_a_stand_in_judge_is_not_remembered(tmp_path, state, mo
 def fresh_loadable(monkeypatch):
     from storesync import loadable
 
-    for name, value in (("_passed", {name: set() for name in loadable._CHECKS}), ("_notes", {}), ("_labels", {}), ("_added", []),
+    for name, value in (("_passed", {name: set() for name in loadable._CHECKS}), ("_notes", {}), ("_labels", {}), ("_outlines", {}), ("_added", []),
                         ("_cache_dir", None), ("_file", b""), ("_lookups", 0)):
         monkeypatch.setattr(loadable, name, value)
     return loadable
@@ -175,8 +175,8 @@ def fresh_loadable(monkeypatch):
 
 def believed(loadable, sha: str) -> list[str]:
     """What the remembered checks (this run's, or the file's) vouch for about `sha`."""
-    return [n for n in loadable._CHECKS if loadable.passed(f"{sha} {n}")] + ["label"] * (
-        loadable._prefix(sha) in loadable._labels or bool(loadable._file and loadable._in_file(sha, "label")))
+    return [n for n in loadable._CHECKS if loadable.passed(f"{sha} {n}")] + [
+        n for n in ("label", "outline") if loadable._noted(sha, n)[1] is not None]
 
 
 def write_cache(state: Path, lines) -> None:
@@ -427,6 +427,7 @@ def test_a_save_that_fails_halfway_writes_no_line_twice_when_tried_again(tmp_pat
 
 
 @pytest.mark.parametrize("line", [f"{'d' * 64} x509 YSB3YXJuaW5n.", f"{'d' * 64} label RXhhbXBsZSBSb290.",
+                                  f"{'d' * 64} outline [\"C=ES,O=A. B,CN=\\u00c9\", \"2011-05-05T09:37:37+00:00\", \"2030-12-31T09:37:37+00:00\"].",
                                   f"{'d' * 64} nss-empty-password", f"{'d' * 64} signature"])
 @pytest.mark.parametrize("saved", [False, True], ids=["as-left", "after-a-save"])
 def test_no_line_a_crash_cut_short_is_believed(state, fresh_loadable, line, saved):
@@ -434,7 +435,7 @@ def test_no_line_a_crash_cut_short_is_believed(state, fresh_loadable, line, save
     next run's save appended to it, it vouches for nothing. ("x509 NOTE." cut to "x509" said the
     certificate parses without a warning; "nss-empty-password" cut to "nss", that NSS loads it.)"""
     for cut in range(66, len(line)):  # a cut in the hash names another certificate (a preimage)
-        for name, value in (("_passed", {n: set() for n in fresh_loadable._CHECKS}), ("_notes", {}), ("_labels", {}),
+        for name, value in (("_passed", {n: set() for n in fresh_loadable._CHECKS}), ("_notes", {}), ("_labels", {}), ("_outlines", {}),
                             ("_added", []), ("_cache_dir", None), ("_file", b"")):
             setattr(fresh_loadable, name, value)
         write_cache(state, [])
@@ -450,7 +451,7 @@ def test_no_line_a_crash_cut_short_is_believed(state, fresh_loadable, line, save
         assert not said, f"{line[:cut]!r}: believed as {said}"
         assert fresh_loadable.passed(f"{'e' * 64} java") == saved
     write_cache(state, [line])  # the whole line is believed
-    fresh_loadable._passed, fresh_loadable._labels, fresh_loadable._cache_dir = {n: set() for n in fresh_loadable._CHECKS}, {}, None
+    fresh_loadable._passed, fresh_loadable._labels, fresh_loadable._outlines, fresh_loadable._cache_dir = {n: set() for n in fresh_loadable._CHECKS}, {}, {}, None
     fresh_loadable.remember_in(state)
     assert believed(fresh_loadable, "d" * 64)
 
@@ -473,7 +474,7 @@ def test_a_large_file_is_looked_up_where_it_lies_and_parsed_once_only_for_many_l
 
 
 NOTE_LINES = st.lists(st.tuples(
-    st.sampled_from("abc"), st.sampled_from(["java", "x509", "label", "nss", "anchor", "java-17"]),
+    st.sampled_from("abc"), st.sampled_from(["java", "x509", "label", "outline", "nss", "anchor", "java-17"]),
     st.sampled_from(["", " Tm90ZQ.", " cut", " Y2Fu."]), st.booleans()), max_size=12)
 
 
@@ -491,13 +492,14 @@ def test_looked_up_in_place_the_file_says_what_its_parse_says(state, fresh_loada
     answers, bulk_after = [], fresh_loadable._BULK_AFTER
     try:
         for bulk in (10**9, 0):  # in place; parsed whole at the first lookup
-            for name, value in (("_passed", {n: set() for n in fresh_loadable._CHECKS}), ("_notes", {}), ("_labels", {}),
-                                ("_cache_dir", None), ("_file", b""), ("_lookups", 0), ("_BULK_AFTER", bulk)):
+            for name, value in (("_passed", {n: set() for n in fresh_loadable._CHECKS}), ("_notes", {}), ("_labels", {}), ("_outlines", {}),
+                                ("_outlines", {}), ("_cache_dir", None), ("_file", b""), ("_lookups", 0),
+                                ("_BULK_AFTER", bulk)):
                 setattr(fresh_loadable, name, value)
             fresh_loadable.remember_in(state)
-            answers.append([(believed(fresh_loadable, ch * 64), fresh_loadable._x509_note(ch * 64), bytes(
-                fresh_loadable._labels.get(fresh_loadable._prefix(ch * 64))
-                or (fresh_loadable._file and fresh_loadable._in_file(ch * 64, "label")) or b"")) for ch in "abc"])
+            answers.append([(believed(fresh_loadable, ch * 64), fresh_loadable._x509_note(ch * 64),
+                             fresh_loadable._noted(ch * 64, "label")[1], fresh_loadable._noted(ch * 64, "outline")[1])
+                            for ch in "abc"])
     finally:
         fresh_loadable._BULK_AFTER = bulk_after
     assert answers[0] == answers[1]

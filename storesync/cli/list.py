@@ -13,14 +13,16 @@ from storesync.cli.common import check_days, entry_json, open_and_read, print_co
 def run(store: str, expiring: "Optional[int]" = None, expired: bool = False, as_json: bool = False,
         password_file: "Optional[Path]" = None, state_dir: "Optional[Path]" = None) -> None:
     from storesync import loadable, state
-    from storesync.engine.plan import lift
 
     check_days("--expiring", expiring)
     state.set_state_dir(state_dir)
     loadable.remember_in(state.state_dir())  # certificates a sync checked print without `cryptography`
     opened, trust_set = open_and_read(store, password_file)
     trust_set, fixed = opened.with_fixed(trust_set)  # an entry storesync never changes is listed too, marked
-    trust_set = lift(trust_set, opened.capabilities, opened.purpose)  # as diff and sync read it
+    if not opened.capabilities.purposes:  # anchors for the store's purpose, as diff and sync read them
+        from storesync.engine.plan import lift  # here: a store with trust per purpose is shown as it is
+
+        trust_set = lift(trust_set, opened.capabilities, opened.purpose)
     if expiring is not None or expired:
         from storesync.check import expiry_filter
 

@@ -28,7 +28,6 @@ is written as an explicit distrust, since deleting the database's copy would cha
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 import sqlite3
 import time
@@ -115,7 +114,8 @@ P11_SIGNED = (P11_SERVER, P11_CLIENT, P11_CODE, P11_EMAIL, CKA_HASH_OF_CERTIFICA
 EMPTY = b"\xa5\x00\x5a"  # how sdb stores a zero-length value
 # What a read takes of a certificate's row (in this order), and of a trust object's.
 _CERT_READ = (CKA_LABEL, CKA_VALUE, CKA_ISSUER, CKA_SERIAL_NUMBER, CKA_SUBJECT, *DISTRUST_AFTER_ATTR.values())
-_TRUST_READ = (*LEGACY_SIGNED, *P11_SIGNED, *DISTRUST_AFTER_ATTR.values())
+_TRUST_READ = {CKO_NSS_TRUST: (*LEGACY_SIGNED, *DISTRUST_AFTER_ATTR.values()),
+               CKO_TRUST: (*P11_SIGNED, *DISTRUST_AFTER_ATTR.values())}  # by class: only its own
 # The CK_ULONGs a write stores again and again, encoded once.
 _ULONG = {n: n.to_bytes(4, "big") for n in (*LEGACY_SIGNED, *P11_SIGNED, *_TO_LEGACY.values(), *_TO_P11.values(),
                                             CKO_NSS_TRUST, CKO_TRUST)}
@@ -295,7 +295,7 @@ class KeyDB:
             compute, mac = self.mac_of(self.mac_key(salt, iterations, key_length or 32)), mac_tlv.value
             if len(mac) == 32 and mac_tlv.end == len(signature) and mac_tlv.tag == der.OCTET_STRING:
                 self._by_prefix[signature[:-32]] = compute
-        return hmac.compare_digest(compute(ulong(object_id) + ulong(attribute) + value), mac)
+        return compare_digest(compute(ulong(object_id) + ulong(attribute) + value), mac)
 
     def signer(self) -> Callable[[int, dict[int, bytes], Iterable[int]], list[tuple[str, bytes]]]:
         """A function (object id, its stored values, the attributes to sign) -> the metaData rows
@@ -315,6 +315,13 @@ class KeyDB:
         return sign
 
 
+try:  # as storesync.stores.jks: importing hmac for these loads warnings too
+    from _hashlib import compare_digest
+except ImportError:  # a Python without OpenSSL's hashlib
+    from hmac import compare_digest
+_TRANS_36, _TRANS_5C = bytes(x ^ 0x36 for x in range(256)), bytes(x ^ 0x5C for x in range(256))  # hmac's
+
+
 def hmac_sha256(key: bytes) -> Callable[[bytes], bytes]:
     """HMAC-SHA256 under `key` (RFC 2104, as hmac's own pure-Python HMAC computes it): the key's
     two padded blocks are hashed once, and each MAC copies those states. `hmac.digest` sets the
@@ -323,7 +330,7 @@ def hmac_sha256(key: bytes) -> Callable[[bytes], bytes]:
     if len(key) > 64:
         key = hashlib.sha256(key).digest()
     key = key.ljust(64, b"\0")
-    inner, outer = hashlib.sha256(key.translate(hmac.trans_36)), hashlib.sha256(key.translate(hmac.trans_5C))
+    inner, outer = hashlib.sha256(key.translate(_TRANS_36)), hashlib.sha256(key.translate(_TRANS_5C))
 
     def mac(message: bytes) -> bytes:
         digest = inner.copy()
@@ -766,19 +773,20 @@ class NssStore(Store):
             else:
                 self.warnings.append(f"{self.cert_db}: certificate object {object_id} has the issuer and serial "
                                      "of another; ignored (its trust objects would be the other's)")
-        rows = conn.execute(f"SELECT id, a0, a81, a82, {named(_TRUST_READ)} FROM nssPublic WHERE a0 IN (?, ?)",
-                            (ulong(CKO_NSS_TRUST), ulong(CKO_TRUST))).fetchall()
         trusts: list[TrustObject] = []
         trust_keys: dict[int, tuple[bytes, bytes]] = {}
-        for object_id, cls, issuer, serial, *values in rows:
-            issuer, serial = unstored(issuer), unstored(serial)
-            if not isinstance(object_id, int) or issuer is None or serial is None:
-                self.warnings.append(f"{self.cert_db}: object {object_id!r} lacks issuer or serial; ignored")
-                continue
-            trust = TrustObject(object_id, as_ulong(unstored(cls)), {}, {
-                a: unstored(v) for a, v in zip(_TRUST_READ, values) if v is not None})  # absent: not kept
-            trusts.append(trust)
-            trust_keys[object_id] = (issuer, serial)
+        for cls, attributes in _TRUST_READ.items():  # each class with its own columns: half the values
+            rows = conn.execute(f"SELECT id, a81, a82, {named(attributes)} FROM nssPublic WHERE a0 = ?",
+                                (ulong(cls),)).fetchall()
+            for object_id, issuer, serial, *values in rows:
+                issuer, serial = unstored(issuer), unstored(serial)
+                if not isinstance(object_id, int) or issuer is None or serial is None:
+                    self.warnings.append(f"{self.cert_db}: object {object_id!r} lacks issuer or serial; ignored")
+                    continue
+                trust = TrustObject(object_id, cls, {}, {
+                    a: unstored(v) for a, v in zip(attributes, values) if v is not None})  # absent: not kept
+                trusts.append(trust)
+                trust_keys[object_id] = (issuer, serial)
         for trust in trusts:
             obj = certs.get(trust_keys[trust.id])
             if obj is None:
@@ -796,16 +804,18 @@ class NssStore(Store):
         return order
 
     def _apply_macs(self, objects: list[CertObject], keys: KeyDB | None, signatures: dict[bytes, bytes]) -> None:
+        verify = keys and keys.verify
         for obj in objects:
             for trust in (obj.legacy, obj.p11):
                 if trust is None:
                     continue
+                object_id, raw, letters = trust.id, trust.raw, trust.letters
                 for purpose, attribute, letter in trust.stated:
-                    if letter and keys is not None and not keys.verify(
-                            signatures.get(sig_key(trust.id, attribute)), trust.id, attribute, trust.raw[attribute]):
+                    if letter and verify and not verify(
+                            signatures.get(_SIG_KEY % (object_id, attribute)), object_id, attribute, raw[attribute]):
                         trust.bad_macs.append(purpose)
                         letter = NONE_L
-                    trust.letters[purpose] = letter
+                    letters[purpose] = letter
                 kind = "CKO_NSS_TRUST" if trust.cls == CKO_NSS_TRUST else "CKO_TRUST"
                 if trust.bad_macs:
                     self.warnings.append(
@@ -840,7 +850,7 @@ class NssStore(Store):
             if PEER_L in letters.values():  # a peer that may issue: not synced, but `--mode remove` takes it out
                 self.unsynced[cert.sha256] = Entry(cert, label=obj.label)
             return None  # no opinion: out of scope
-        extras: dict[str, Any] = {"letters": {p: l for p, l in letters.items() if l}, "flags": obj.flags()}
+        extras: dict[str, Any] = {"letters": {p: l for p, l in letters.items() if l}}  # certutil's: `flags()`
         if obj.legacy is not None and obj.legacy.raw.get(NSS_STEP_UP) == b"\x01":
             extras["step_up"] = True
         return Entry(
@@ -1090,9 +1100,11 @@ def _hash_holds(obj: CertObject, trust: TrustObject, keys: "KeyDB | None", signa
     value = raw.get(attributes[0])
     if name is None or not value or value != getattr(hashlib, name)(obj.der).digest():
         return False
-    return keys is None or all(
-        raw.get(a) is not None and keys.verify(signatures.get(sig_key(trust.id, a)), trust.id, a, raw[a])
-        for a in attributes)
+    if keys is not None:
+        for a in attributes:
+            if raw.get(a) is None or not keys.verify(signatures.get(_SIG_KEY % (trust.id, a)), trust.id, a, raw[a]):
+                return False
+    return True
 
 
 #: Bound values per statement when a read looks its signatures up by id (SQLite before 3.32 takes 999).
