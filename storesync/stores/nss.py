@@ -724,14 +724,10 @@ class NssStore(Store):
             )
         return keys, signatures
 
-    def _columns(self, conn: sqlite3.Connection) -> set[str]:
-        rows = conn.execute("PRAGMA table_info(nssPublic)").fetchall()
-        if not rows:
-            raise sqlite3.DatabaseError("no nssPublic table")
-        return {_text(r[1]) for r in rows}
-
     def _read_objects(self, conn: sqlite3.Connection) -> list[CertObject]:
-        columns = self._columns(conn)
+        columns = _columns(conn)
+        if columns is None:
+            raise sqlite3.DatabaseError("no nssPublic table")
 
         def named(attributes) -> str:  # a column this database lacks is read as NULL
             return ", ".join(col(a) if col(a) in columns else "NULL" for a in attributes)
@@ -1144,6 +1140,17 @@ def _proof(objects: list[CertObject], signatures: dict[bytes, bytes]) -> tuple[b
     return None
 
 
+def _columns(conn: sqlite3.Connection) -> set[str] | None:
+    """The columns of nssPublic (None: no such table), named by a statement that reads no row:
+    `PRAGMA table_info` made a row of six values for each of its 126 columns."""
+    try:
+        return set(next(zip(*conn.execute("SELECT * FROM nssPublic LIMIT 0").description)))
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+
+
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
@@ -1275,7 +1282,9 @@ class _Writer:
         self.key = key_conn
         self.store = store
         self.sign = keys.signer()
-        self.columns = self._columns()
+        self.columns = _columns(self.cert)
+        if self.columns is None:
+            raise self.store.error("cert9.db has no nssPublic table (not an NSS database?)", self.store.cert_db)
         self.stale_signatures: list[str] = []
         self._next_number: dict[str, int] = {}  # nickname base -> the first " #n" not tried yet
         self._rows: dict[str, list[list]] = {}  # INSERT statement -> rows not yet inserted
@@ -1289,12 +1298,6 @@ class _Writer:
         for object_id, cls, issuer, serial, value, subject, nick in self.cert.execute(
                 "SELECT id, a0, a81, a82, a11, a101, a3 FROM nssPublic"):
             self._add(object_id, cls, issuer, serial, value, subject, nick)
-
-    def _columns(self) -> set[str]:
-        rows = self.cert.execute("PRAGMA table_info(nssPublic)").fetchall()
-        if not rows:
-            raise self.store.error("cert9.db has no nssPublic table (not an NSS database?)", self.store.cert_db)
-        return {_text(r[1]) for r in rows}
 
     def _add(self, object_id, cls, issuer, serial, value, subject, nick) -> None:
         self._ids[object_id] = (cls, issuer, serial)
