@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import struct
 import time
 from datetime import datetime, timezone
 
@@ -113,8 +114,8 @@ P11_SIGNED = (P11_SERVER, P11_CLIENT, P11_CODE, P11_EMAIL, CKA_HASH_OF_CERTIFICA
 
 EMPTY = b"\xa5\x00\x5a"  # how sdb stores a zero-length value
 # What a read takes of a certificate's row (in this order), and of a trust object's.
-_CERT_READ = (CKA_LABEL, CKA_VALUE, CKA_ISSUER, CKA_SERIAL_NUMBER, CKA_SUBJECT, *DISTRUST_AFTER_ATTR.values())
-_TRUST_READ = {CKO_NSS_TRUST: (*LEGACY_SIGNED, *DISTRUST_AFTER_ATTR.values()),
+_CERT_READ = (CKA_LABEL, CKA_VALUE, CKA_ISSUER, CKA_SERIAL_NUMBER, *DISTRUST_AFTER_ATTR.values())
+_TRUST_READ = {CKO_NSS_TRUST: (*LEGACY_ATTR.values(), NSS_STEP_UP, NSS_SHA1, *DISTRUST_AFTER_ATTR.values()),  # no MD5
                CKO_TRUST: (*P11_SIGNED, *DISTRUST_AFTER_ATTR.values())}  # by class: only its own
 # The CK_ULONGs a write stores again and again, encoded once.
 _ULONG = {n: n.to_bytes(4, "big") for n in (*LEGACY_SIGNED, *P11_SIGNED, *_TO_LEGACY.values(), *_TO_P11.values(),
@@ -295,7 +296,7 @@ class KeyDB:
             compute, mac = self.mac_of(self.mac_key(salt, iterations, key_length or 32)), mac_tlv.value
             if len(mac) == 32 and mac_tlv.end == len(signature) and mac_tlv.tag == der.OCTET_STRING:
                 self._by_prefix[signature[:-32]] = compute
-        return compare_digest(compute(ulong(object_id) + ulong(attribute) + value), mac)
+        return compare_digest(compute(_TWO_ULONGS(object_id, attribute) + value), mac)
 
     def signer(self) -> Callable[[int, dict[int, bytes], Iterable[int]], list[tuple[str, bytes]]]:
         """A function (object id, its stored values, the attributes to sign) -> the metaData rows
@@ -313,6 +314,9 @@ class KeyDB:
             return [(name + _HEX[a], prefix + mac(head + _ULONG[a] + values[a])) for a in attributes]
 
         return sign
+
+
+_TWO_ULONGS = struct.Struct(">II").pack  # what a signature signs before the value: object id, attribute
 
 
 try:  # as storesync.stores.jks: importing hmac for these loads warnings too
@@ -424,13 +428,12 @@ class TrustObject:
 
 
 class CertObject:
-    __slots__ = ("id", "der", "fields", "label", "issuer", "serial", "subject", "distrust_after", "legacy", "p11",
-                 "skew")
+    __slots__ = ("id", "der", "fields", "label", "issuer", "serial", "distrust_after", "legacy", "p11", "skew")
 
-    def __init__(self, id: int, der: bytes, label: str | None, issuer: bytes, serial: bytes, subject: bytes | None,
+    def __init__(self, id: int, der: bytes, label: str | None, issuer: bytes, serial: bytes,
                  distrust_after: dict[str, datetime], fields: "der.CertFields | None" = None):
         self.id, self.der, self.label, self.fields = id, der, label, fields
-        self.issuer, self.serial, self.subject = issuer, serial, subject
+        self.issuer, self.serial = issuer, serial
         self.distrust_after = distrust_after
         self.legacy: TrustObject | None = None
         self.p11: TrustObject | None = None
@@ -739,7 +742,7 @@ class NssStore(Store):
         certs: dict[tuple[bytes, bytes], CertObject] = {}
         order: list[CertObject] = []
         for object_id, *values in rows:
-            label, value, issuer, serial, subject, *after = map(unstored, values)
+            label, value, issuer, serial, *after = map(unstored, values)
             if not isinstance(object_id, int) or issuer is None or serial is None:
                 self.warnings.append(f"{self.cert_db}: object {object_id!r} lacks issuer or serial; ignored")
                 continue
@@ -759,8 +762,7 @@ class NssStore(Store):
                 label=label.decode("utf-8", "replace") if label else None,
                 issuer=issuer,
                 serial=serial,
-                subject=subject,
-                distrust_after=_distrust_after(dict(zip(DISTRUST_AFTER_ATTR.values(), after))),
+                distrust_after=_distrust_after(after) if after != _NO_DATES else {},
                 fields=fields,
             )
             if (issuer, serial) not in certs:
@@ -779,8 +781,10 @@ class NssStore(Store):
                 if not isinstance(object_id, int) or issuer is None or serial is None:
                     self.warnings.append(f"{self.cert_db}: object {object_id!r} lacks issuer or serial; ignored")
                     continue
-                trust = TrustObject(object_id, cls, {}, {
-                    a: unstored(v) for a, v in zip(attributes, values) if v is not None})  # absent: not kept
+                raw = {a: v for a, v in zip(attributes, values) if v is not None}  # absent: not kept
+                if EMPTY in raw.values() or {*map(type, raw.values())} - _BLOB:  # rare: as `unstored` reads them
+                    raw = {a: unstored(v) for a, v in raw.items()}
+                trust = TrustObject(object_id, cls, {}, raw)
                 trusts.append(trust)
                 trust_keys[object_id] = (issuer, serial)
         for trust in trusts:
@@ -827,7 +831,7 @@ class NssStore(Store):
                         "certificate of the same issuer and serial (its signed certificate hash does not match, "
                         f"or is missing or unsigned); trust for {', '.join(granted)} treated as unspecified, as NSS does"
                     )
-            if obj.legacy and obj.p11:
+            if obj.legacy and obj.p11 and obj.legacy.letters != obj.p11.letters:  # (most agree letter for letter)
                 new = {p: _MODEL_OF_LETTER.get(l) for p, l in obj.p11.letters.items()}
                 old = {p: _MODEL_OF_LETTER.get(l) for p, l in obj.legacy.letters.items()}
                 if new != old:
@@ -1114,16 +1118,20 @@ def _checked_signatures(objects: list[CertObject]) -> list[str] | None:
     reads. None when they are half or more of the trust objects' signatures: one scan of them all
     is then cheaper than a lookup of each. The system roots, trusted for server authentication,
     check 5 of 13."""
-    wanted, signed = [], 0
+    wanted, signed, name = [], 0, _SIG_ID
     for obj in objects:
         for trust in (obj.legacy, obj.p11):
             if trust is None:
                 continue
             signed += len(LEGACY_SIGNED) if trust.cls == CKO_NSS_TRUST else len(P11_SIGNED)
-            stated = trust.stated
-            wanted += [sig_id(trust.id, a) for _, a, letter in stated if letter]
-            if any(letter in _GRANTING for *_, letter in stated):
-                wanted += [sig_id(trust.id, a) for a in _hash_attributes(trust)]
+            object_id, granting = trust.id, False
+            for _, attribute, letter in trust.stated:  # loops, not comprehensions: a function made for each
+                if letter:
+                    wanted.append(name % (object_id, attribute))
+                    granting = granting or letter in _GRANTING
+            if granting:
+                for attribute in _hash_attributes(trust):
+                    wanted.append(name % (object_id, attribute))
     return wanted if 2 * len(wanted) < signed else None
 
 
@@ -1160,10 +1168,14 @@ def _describe(trust: dict[str, str | None]) -> str:
     return ", ".join(parts) or "no trust"
 
 
-def _distrust_after(values: dict[int, bytes | None]) -> dict[str, datetime]:
+_BLOB = {bytes}  # the type of every value NSS stores
+_NO_DATES = [None] * len(DISTRUST_AFTER_ATTR)  # a certificate row without distrust-after dates (most)
+
+
+def _distrust_after(values: list[bytes | None]) -> dict[str, datetime]:
+    """The dates of a certificate's row, `values` in the order of DISTRUST_AFTER_ATTR."""
     result = {}
-    for purpose, attribute in DISTRUST_AFTER_ATTR.items():
-        value = values.get(attribute)
+    for purpose, value in zip(DISTRUST_AFTER_ATTR, values):
         if value and value != b"\x00":
             when = der.parse_time(value)
             if when is not None:
