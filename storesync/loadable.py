@@ -265,7 +265,7 @@ def outline(cert):
     from datetime import datetime
 
     try:
-        subject, before, after = json.loads(note[:-1])
+        subject, before, after = json.loads(note[:-1].decode())  # (bytes: json finds their encoding first)
         if type(subject) is str:
             return subject, datetime.fromisoformat(before), datetime.fromisoformat(after)
     except (ValueError, TypeError):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import re
 from _weakref import _remove_dead_weakref, ref as _weak
-from functools import cached_property
 from collections.abc import Iterator, Mapping
 
 from storesync import der
@@ -232,6 +231,24 @@ def rfc4514(name_tlv: bytes) -> str | None:
     return ",".join(rdns)
 
 
+class cached:
+    """`functools.cached_property` without its lock: Python 3.11 takes one at the first access on
+    every instance (3.12 dropped it), a tenth of showing a certificate in `list`. Two threads asking
+    at once may both compute it: every such value is a function of the certificate's bytes."""
+
+    def __init__(self, func):
+        self.func, self.name, self.__doc__ = func, func.__name__, func.__doc__
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.func(instance)
+        return value
+
+
 class Certificate:
     """One certificate: its DER bytes exactly as read. Identity is SHA-256 of those bytes.
 
@@ -265,11 +282,11 @@ class Certificate:
     def __repr__(self) -> str:
         return f"Certificate({self.sha256[:16]}…)"
 
-    @cached_property
+    @cached
     def sha1(self) -> str:
         return hashlib.sha1(self.der).hexdigest()
 
-    @cached_property
+    @cached
     def fields(self) -> der.CertFields:
         """Raw TLVs read by hand, so even certificates `cryptography` refuses have them."""
         fields = der.cert_fields(self.der)
@@ -291,7 +308,7 @@ class Certificate:
             der.cert_fields(self.der)
             self.outlined = True
 
-    @cached_property
+    @cached
     def _parsed(self) -> tuple[object, str | None]:
         import warnings  # here, beside cryptography: a sync that parses nothing imports neither
 
@@ -316,7 +333,7 @@ class Certificate:
     def parse_warning(self) -> str | None:
         return self._outline[3] if self._outline is not None else self._parsed[1]
 
-    @cached_property
+    @cached
     def _outline(self) -> tuple[str, datetime, datetime, str | None] | None:
         """(subject, not before, not after, parse warning), the first three read by hand, when a
         remembered check says that `cryptography` parses these bytes and with what warning
@@ -349,7 +366,7 @@ class Certificate:
     def subject_hash_old(self) -> str:
         return subject_hash_old(self.fields.subject)
 
-    @cached_property
+    @cached
     def subject(self) -> str:
         if self._outline is not None:
             return self._outline[0]
@@ -363,7 +380,7 @@ class Certificate:
         except der.DERError:
             return ""  # not even a certificate's outline: a printer shows it by its fingerprint
 
-    @cached_property
+    @cached
     def default_label(self) -> str:
         """CN, else OU, else O (p11-kit's choice), else a fingerprint."""
         try:
@@ -388,7 +405,7 @@ class Certificate:
             return self._outline[2]
         return self.x509.not_valid_after_utc if self.x509 is not None else None
 
-    @cached_property
+    @cached
     def ca_flag(self) -> bool | None:
         """basicConstraints' cA as OpenSSL reads it (what follows the constraints is ignored); a
         self-issued certificate without extensions (an old v1 root) counts as a CA. None: the
@@ -408,7 +425,7 @@ class Certificate:
             return None
         return first is not None and first.tag == 0x01 and first.value != b"\x00"
 
-    @cached_property
+    @cached
     def says_leaf(self) -> bool:
         """basicConstraints is there and says cA false: OpenSSL, NSS and Windows refuse this
         certificate as an issuer, so trusting it trusts it alone (a self-signed server's)."""
@@ -417,7 +434,7 @@ class Certificate:
         extensions = der.extensions(self.fields)  # read already by ca_flag: it did not fail
         return extensions is not None and "2.5.29.19" in extensions
 
-    @cached_property
+    @cached
     def may_anchor(self) -> bool:
         """What `ca_only` lets in: a CA, or a self-issued certificate (Windows and OpenSSL accept
         a self-signed certificate as an anchor for itself, and real roots such as Microsoft Root
@@ -431,7 +448,7 @@ class Certificate:
             return True  # not even a certificate's outline: the damage check refuses it, saying why
         return self.self_issued
 
-    @cached_property
+    @cached
     def self_signed(self) -> bool:
         """Self-issued with no authority key identifier naming another key or serial: OpenSSL's
         EXFLAG_SS (`X509_check_akid` of the certificate against itself), which its compatibility
@@ -448,7 +465,7 @@ class Certificate:
         except der.DERError:
             return False
 
-    @cached_property
+    @cached
     def self_issued(self) -> bool:
         """Issuer and subject are one name, compared as OpenSSL compares them (False: names that
         cannot be read or compared)."""
