@@ -276,10 +276,10 @@ def outline(cert):
 def remember_outline(cert, subject: str, not_before, not_after) -> None:
     prefix = _prefix(cert.sha256)
     if prefix is not None:
-        import json
+        from json.encoder import encode_basestring_ascii as quoted  # C; json.dumps is 5x the time
 
         # JSON, not base64: ASCII without a line break as well, and most subjects stay as they are
-        note = json.dumps([subject, not_before.isoformat(), not_after.isoformat()]).encode() + b"."
+        note = f'[{quoted(subject)}, "{not_before.isoformat()}", "{not_after.isoformat()}"].'.encode()
         _outlines[prefix] = note
         _added.append((cert.sha256, "outline", note.decode("ascii")))
 
