@@ -262,13 +262,16 @@ def outline(cert):
     if note is None:
         return None
     import json  # imported already (storesync.state), as datetime is by whoever asks for dates
-    from datetime import datetime
+    from datetime import datetime, timezone
 
     try:
         subject, before, after = json.loads(note[:-1].decode())  # (bytes: json finds their encoding first)
-        if type(subject) is str:
-            return subject, datetime.fromisoformat(before), datetime.fromisoformat(after)
-    except (ValueError, TypeError):
+        before, after = datetime.fromisoformat(before), datetime.fromisoformat(after)
+        # As `remember_outline` writes them, in UTC to the second: a date without its zone cannot
+        # be compared with another (`--expiring`), and one with a fraction is not what `list` prints
+        if type(subject) is str and all(when.tzinfo is timezone.utc and not when.microsecond for when in (before, after)):
+            return subject, before, after
+    except (ValueError, TypeError, RecursionError):  # RecursionError: arrays nested thousands deep
         pass
     return None  # not a note this version wrote: worked out again
 

@@ -503,3 +503,36 @@ def test_looked_up_in_place_the_file_says_what_its_parse_says(state, fresh_loada
     finally:
         fresh_loadable._BULK_AFTER = bulk_after
     assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize("dates", [
+    '"2020-01-01", "2126-12-20"',  # no zone: --expiring compared it with an aware date and crashed
+    '"2020-01-01T00:00:00+05:00", "2126-12-20T00:00:00+05:00"',  # another zone: printed as no run prints it
+    '"2020-01-01T00:00:00.500000+00:00", "2126-12-20T00:00:00+00:00"',  # a fraction: the same
+    '[[[' * 3000 + ']]]' * 3000 + ', "x"',  # nested thousands deep: json raised RecursionError
+    '"2020-01-01T00:00:00+00:00"',  # one date
+    '7, "2126-12-20T00:00:00+00:00"',  # not a date
+])
+def test_an_outline_line_no_run_writes_is_not_believed(state, pki, tmp_path, dates):
+    """An `outline` line in the owner's own file, but not one storesync writes (a hand edit, another
+    version), is worked out again from the certificate: never believed, never a traceback."""
+    import json
+
+    bundle = tmp_path / "one.pem"
+    bundle.write_bytes(pki.ca("Outline Root").pem)
+    env = {**__import__("os").environ, "STORESYNC_STATE_DIR": str(state)}
+    for _ in range(2):  # the first parses and remembers the parse; the second remembers the outline
+        assert storesync("list", f"pem:{bundle}", "--json", env=env).returncode == 0
+    shown = storesync("list", f"pem:{bundle}", "--json", env=env).stdout
+    lines = (state / "passed-checks").read_text().splitlines()
+    outlined = [n for n, line in enumerate(lines) if " outline " in line]
+    assert len(outlined) == 1
+    sha = lines[outlined[0]].split()[0]
+    lines[outlined[0]] = f'{sha} outline ["CN=Forged", {dates}].'
+    (state / "passed-checks").write_text("\n".join(lines) + "\n")
+    again = storesync("list", f"pem:{bundle}", "--json", env=env)
+    assert (again.returncode, again.stderr) == (0, "")
+    assert again.stdout == shown and json.loads(shown)["entries"][0]["subject"] == "CN=Outline Root"
+    for flag in (["--expiring", "30"], ["--expired"]):
+        expiring = storesync("list", f"pem:{bundle}", *flag, env=env)
+        assert (expiring.returncode, expiring.stderr) == (0, ""), flag
