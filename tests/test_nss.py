@@ -338,6 +338,29 @@ def test_bad_or_missing_mac_is_unspecified_like_nss(tmp_path, cas):
     assert any("missing or wrong signature" in w for w in store.warnings)
 
 
+@pytest.mark.parametrize("attribute", [nss.NSS_SERVER, nss.NSS_CLIENT, nss.NSS_STEP_UP, nss.NSS_SHA1])
+def test_one_bad_signature_of_a_trust_object_leaves_none_of_its_trust_as_in_nss(tmp_path, cas, attribute):
+    """NSS fetches a trust object's purposes, step-up and certificate hash in one template: one
+    attribute whose signature fails fails them all, and certutil shows `,,`. storesync kept the
+    purposes whose own signatures held (`CT,C,C` read as client, e-mail and code signing: more
+    trust than NSS grants, which a sync would then spread). Found by review in session 18."""
+    db = new_db(tmp_path / "db")
+    certutil_add(db, "A", "CT,C,C", cas["a"].write(tmp_path / "a.pem"))
+    conn = sqlite3.connect(db / "cert9.db")
+    (trust_id,) = conn.execute("SELECT id FROM nssPublic WHERE a0 = ?", (nss.ulong(nss.CKO_NSS_TRUST),)).fetchone()
+    conn.close()
+    key = sqlite3.connect(db / "key4.db")
+    name = nss.sig_id(trust_id, attribute)
+    (signature,) = key.execute("SELECT item1 FROM metaData WHERE id = ?", (name,)).fetchone()
+    key.execute("UPDATE metaData SET item1 = ? WHERE id = ?", (signature[:-1] + bytes([signature[-1] ^ 1]), name))
+    key.commit()
+    key.close()
+    assert certutil_flags(db) == {"A": ",,"}
+    trust_set, store = read(db)
+    assert len(trust_set) == 0, {k: dict(v.trust) for k, v in trust_set.items()}
+    assert any("NSS then reads none of that object's trust" in w for w in store.warnings), store.warnings
+
+
 def test_sync_system_bundle_then_equal_and_idempotent(tmp_path, system_bundle):
     db = new_db(tmp_path / "db")
     source = open_store(f"pem:{system_bundle}").read()

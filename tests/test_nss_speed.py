@@ -636,23 +636,30 @@ def signature_rows_read(db: Path) -> tuple[int, dict]:
 
 
 def test_a_read_looks_up_only_the_signatures_of_trust_that_says_something(tmp_path, pki):
-    """Issue 18: a certificate storesync wrote has 13 signed trust attributes, but a read checks
-    only those that state trust or distrust for a purpose, and the certificate hash of an object
-    that trusts: for the system roots, trusted for server authentication alone, 5 of 13 (the
-    server trust and the hash of each class, and CKO_TRUST's hash algorithm), looked up by id
-    instead of reading them all (certutil 3.87 writes the legacy class alone, and `C,,` is an
-    anchor for servers and a valid CA for clients, with its SHA-1: 3 of 7). A signature moved
-    from another object is still caught, as certutil catches it.
-    Where the attributes that say something are half or more of them all, all are read at once."""
+    """Issue 18: a read checks the signatures of the trust attributes that state trust or distrust
+    for a purpose and, for an object that trusts, of everything NSS fetches with that trust (its
+    four purposes, step-up and certificate hash: one failing fails them all, `_all_signed`); not
+    the MD5 no NSS reads, nor the rest of an object that only distrusts. Looked up by id while
+    those are under half of the signatures: a database that distrusts (`p,,` in certutil 3.87,
+    which writes the legacy class alone: server and client distrust, 2 of 7); read all at once
+    where they are not (`C,,`: 6 of 7). A signature moved from another object is caught either way,
+    as certutil catches it."""
     import sqlite3
 
     from storesync.stores import nss
+
+    distrusting = new_db(tmp_path / "distrusting")
+    for i in range(3):
+        certutil_add(distrusting, f"Bad Root {i}", "p,,", pki.ca(f"Bad Root {i}").write(tmp_path / f"b{i}.pem"))
+    rows, trust = signature_rows_read(distrusting)
+    assert rows == 3 * 2
+    assert trust == {f"Bad Root {i}": {"server-auth": "distrusted", "client-auth": "distrusted"} for i in range(3)}
 
     db = new_db(tmp_path / "db")
     for i in range(3):
         certutil_add(db, f"Server Root {i}", "C,,", pki.ca(f"Server Root {i}").write(tmp_path / f"s{i}.pem"))
     rows, trust = signature_rows_read(db)
-    assert rows == 3 * 3
+    assert rows == 3 * 7
     assert trust == {f"Server Root {i}": {"server-auth": "trusted"} for i in range(3)}
 
     with sqlite3.connect(db / "cert9.db") as conn:  # one legacy trust object's server signature, swapped for another's
@@ -661,7 +668,7 @@ def test_a_read_looks_up_only_the_signatures_of_trust_that_says_something(tmp_pa
         other = conn.execute("SELECT item1 FROM metaData WHERE id = ?", (nss.sig_id(ids[1], nss.NSS_SERVER),)).fetchone()[0]
         conn.execute("UPDATE metaData SET item1 = ? WHERE id = ?", (other, nss.sig_id(ids[0], nss.NSS_SERVER)))
     rows, trust = signature_rows_read(db)
-    assert rows == 3 * 3 and set(trust) == {"Server Root 1", "Server Root 2"}  # its trust counts as unspecified
+    assert rows == 3 * 7 and set(trust) == {"Server Root 1", "Server Root 2"}  # its trust counts as unspecified
     assert certutil_flags(db) == {"Server Root 0": ",,", "Server Root 1": "C,,", "Server Root 2": "C,,"}
 
     everything = new_db(tmp_path / "everything")

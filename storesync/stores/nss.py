@@ -823,7 +823,15 @@ class NssStore(Store):
                         f"or wrong signature in key4.db ({kind}); treated as unspecified, as NSS does"
                     )
                 granted = [p for p, letter in trust.letters.items() if letter in _GRANTING]
-                if granted and not _hash_holds(obj, trust, keys, signatures):
+                if granted and (trust.bad_macs or not _all_signed(trust, keys, signatures)):
+                    for purpose in granted:
+                        trust.letters[purpose] = NONE_L
+                    self.warnings.append(
+                        f"{self.cert_db}: {obj.label or obj.id}: a signature of its trust object ({kind}) is missing "
+                        "or wrong, and NSS then reads none of that object's trust (certutil shows ,,); trust for "
+                        f"{', '.join(granted)} treated as unspecified, as NSS does"
+                    )
+                elif granted and not _hash_holds(obj, trust):
                     for purpose in granted:
                         trust.letters[purpose] = NONE_L
                     self.warnings.append(
@@ -1085,26 +1093,39 @@ def _stated(trust: TrustObject) -> list[tuple[str, int, str]]:
     return [(p, a, table.get(raw.get(a), NONE_L)) for p, a in (LEGACY_ATTR if legacy else P11_ATTR).items()]
 
 
-def _hash_attributes(trust: TrustObject) -> tuple[int, ...]:
-    """The signed attributes that tie a trust object to its certificate's bytes: issuer and
-    serial, which find it, are signed by nobody."""
-    return (NSS_SHA1,) if trust.cls == CKO_NSS_TRUST else (CKA_HASH_OF_CERTIFICATE, CKA_NAME_HASH_ALGORITHM)
+#: What NSS fetches of a trust object in one template (nssCryptokiTrust_GetAttributes): one whose
+#: signature fails fails the whole fetch, and NSS reads no trust from that object at all.
+_FETCHED = {CKO_NSS_TRUST: (*LEGACY_ATTR.values(), NSS_STEP_UP, NSS_SHA1),
+            CKO_TRUST: (*P11_ATTR.values(), CKA_HASH_OF_CERTIFICATE, CKA_NAME_HASH_ALGORITHM)}
+_HASHES = {CKO_NSS_TRUST: (NSS_SHA1,), CKO_TRUST: (CKA_HASH_OF_CERTIFICATE, CKA_NAME_HASH_ALGORITHM)}
 
 
-def _hash_holds(obj: CertObject, trust: TrustObject, keys: "KeyDB | None", signatures: dict[bytes, bytes]) -> bool:
-    """Does the trust object's certificate hash name these very bytes, under a valid signature?
+def _all_signed(trust: TrustObject, keys: "KeyDB | None", signatures: dict[bytes, bytes]) -> bool:
+    """Does every attribute NSS fetches with a trust object's trust carry its signature? Those that
+    state trust were checked already; a certificate hash must be there, the others when stored."""
+    if keys is None:
+        return True
+    raw, object_id, checked = trust.raw, trust.id, {a for _, a, letter in trust.stated if letter}
+    for a in _FETCHED[trust.cls]:
+        if a in checked:
+            continue
+        value = raw.get(a)
+        if value is None:
+            if a in _HASHES[trust.cls]:
+                return False
+        elif not keys.verify(signatures.get(_SIG_KEY % (object_id, a)), object_id, a, value):
+            return False
+    return True
+
+
+def _hash_holds(obj: CertObject, trust: TrustObject) -> bool:
+    """Does the trust object's certificate hash (signed: `_all_signed`) name these very bytes?
     NSS applies a trust object to a certificate only then (pk11_HandleTrustObject): a certificate
     row swapped for another of the same issuer and serial keeps no trust."""
-    raw, attributes = trust.raw, _hash_attributes(trust)
+    raw = trust.raw
     name = "sha1" if trust.cls == CKO_NSS_TRUST else _HASH_OF_MECHANISM.get(as_ulong(raw.get(CKA_NAME_HASH_ALGORITHM)))
-    value = raw.get(attributes[0])
-    if name is None or not value or value != getattr(hashlib, name)(obj.der).digest():
-        return False
-    if keys is not None:
-        for a in attributes:
-            if raw.get(a) is None or not keys.verify(signatures.get(_SIG_KEY % (trust.id, a)), trust.id, a, raw[a]):
-                return False
-    return True
+    value = raw.get(_HASHES[trust.cls][0])
+    return name is not None and bool(value) and value == getattr(hashlib, name)(obj.der).digest()
 
 
 #: Bound values per statement when a read looks its signatures up by id (SQLite before 3.32 takes 999).
@@ -1113,25 +1134,26 @@ SIGNATURES_PER_QUERY = 500
 
 def _checked_signatures(objects: list[CertObject]) -> list[str] | None:
     """The ids of the signatures a read checks (`NssStore._apply_macs`): those of the trust
-    attributes that state trust or distrust for a purpose, and of a trusting object's certificate
-    hash (`_hash_holds`); not those of step-up or of a purpose with no opinion, which nothing
-    reads. None when they are half or more of the trust objects' signatures: one scan of them all
-    is then cheaper than a lookup of each. The system roots, trusted for server authentication,
-    check 5 of 13."""
+    attributes that state trust or distrust for a purpose, and of everything NSS fetches with the
+    trust of an object that trusts (`_all_signed`); not those of an object that only distrusts
+    (its distrust stands where its own signature holds), nor the MD5 no NSS reads. None when they
+    are half or more of the trust objects' signatures: one scan of them all is then cheaper than
+    a lookup of each (the system roots, trusted for server authentication, check 12 of 13)."""
     wanted, signed, name = [], 0, _SIG_ID
     for obj in objects:
         for trust in (obj.legacy, obj.p11):
             if trust is None:
                 continue
             signed += len(LEGACY_SIGNED) if trust.cls == CKO_NSS_TRUST else len(P11_SIGNED)
-            object_id, granting = trust.id, False
+            object_id, stated = trust.id, []
             for _, attribute, letter in trust.stated:  # loops, not comprehensions: a function made for each
+                if letter in _GRANTING:
+                    stated = _FETCHED[trust.cls]
+                    break
                 if letter:
-                    wanted.append(name % (object_id, attribute))
-                    granting = granting or letter in _GRANTING
-            if granting:
-                for attribute in _hash_attributes(trust):
-                    wanted.append(name % (object_id, attribute))
+                    stated.append(attribute)
+            for attribute in stated:
+                wanted.append(name % (object_id, attribute))
     return wanted if 2 * len(wanted) < signed else None
 
 
