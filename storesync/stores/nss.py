@@ -823,22 +823,20 @@ class NssStore(Store):
                         f"or wrong signature in key4.db ({kind}); treated as unspecified, as NSS does"
                     )
                 granted = [p for p, letter in trust.letters.items() if letter in _GRANTING]
-                if granted and (trust.bad_macs or not _all_signed(trust, keys, signatures)):
-                    for purpose in granted:
-                        trust.letters[purpose] = NONE_L
-                    self.warnings.append(
-                        f"{self.cert_db}: {obj.label or obj.id}: a signature of its trust object ({kind}) is missing "
-                        "or wrong, and NSS then reads none of that object's trust (certutil shows ,,); trust for "
-                        f"{', '.join(granted)} treated as unspecified, as NSS does"
-                    )
-                elif granted and not _hash_holds(obj, trust):
-                    for purpose in granted:
-                        trust.letters[purpose] = NONE_L
-                    self.warnings.append(
-                        f"{self.cert_db}: {obj.label or obj.id}: its trust object ({kind}) is for another "
-                        "certificate of the same issuer and serial (its signed certificate hash does not match, "
-                        f"or is missing or unsigned); trust for {', '.join(granted)} treated as unspecified, as NSS does"
-                    )
+                if not granted:
+                    continue
+                if trust.bad_macs or not _all_signed(trust, keys, signatures):
+                    why = (f"a signature of its trust object ({kind}) is missing or wrong, and NSS then reads none of "
+                           "that object's trust (certutil shows ,,)")
+                elif not _hash_holds(obj, trust):
+                    why = (f"its trust object ({kind}) is for another certificate of the same issuer and serial "
+                           "(its signed certificate hash does not match, or is missing)")
+                else:
+                    continue
+                for purpose in granted:
+                    trust.letters[purpose] = NONE_L
+                self.warnings.append(f"{self.cert_db}: {obj.label or obj.id}: {why}; trust for {', '.join(granted)} "
+                                     "treated as unspecified, as NSS does")
             if obj.legacy and obj.p11 and obj.legacy.letters != obj.p11.letters:  # (most agree letter for letter)
                 new = {p: _MODEL_OF_LETTER.get(l) for p, l in obj.p11.letters.items()}
                 old = {p: _MODEL_OF_LETTER.get(l) for p, l in obj.legacy.letters.items()}
