@@ -115,8 +115,11 @@ P11_SIGNED = (P11_SERVER, P11_CLIENT, P11_CODE, P11_EMAIL, CKA_HASH_OF_CERTIFICA
 EMPTY = b"\xa5\x00\x5a"  # how sdb stores a zero-length value
 # What a read takes of a certificate's row (in this order), and of a trust object's.
 _CERT_READ = (CKA_LABEL, CKA_VALUE, CKA_ISSUER, CKA_SERIAL_NUMBER, *DISTRUST_AFTER_ATTR.values())
-_TRUST_READ = {CKO_NSS_TRUST: (*LEGACY_ATTR.values(), NSS_STEP_UP, NSS_SHA1, *DISTRUST_AFTER_ATTR.values()),  # no MD5
-               CKO_TRUST: (*P11_SIGNED, *DISTRUST_AFTER_ATTR.values())}  # by class: only its own
+#: What NSS fetches of a trust object in one template (nssCryptokiTrust_GetAttributes): one whose
+#: signature fails fails the whole fetch, and NSS reads no trust from that object at all.
+_FETCHED = {CKO_NSS_TRUST: (*LEGACY_ATTR.values(), NSS_STEP_UP, NSS_SHA1),
+            CKO_TRUST: (*P11_ATTR.values(), CKA_HASH_OF_CERTIFICATE, CKA_NAME_HASH_ALGORITHM)}
+_TRUST_READ = {cls: (*fetched, *DISTRUST_AFTER_ATTR.values()) for cls, fetched in _FETCHED.items()}  # not MD5
 # The CK_ULONGs a write stores again and again, encoded once.
 _ULONG = {n: n.to_bytes(4, "big") for n in (*LEGACY_SIGNED, *P11_SIGNED, *_TO_LEGACY.values(), *_TO_P11.values(),
                                             CKO_NSS_TRUST, CKO_TRUST)}
@@ -1091,10 +1094,6 @@ def _stated(trust: TrustObject) -> list[tuple[str, int, str]]:
     return [(p, a, table.get(raw.get(a), NONE_L)) for p, a in (LEGACY_ATTR if legacy else P11_ATTR).items()]
 
 
-#: What NSS fetches of a trust object in one template (nssCryptokiTrust_GetAttributes): one whose
-#: signature fails fails the whole fetch, and NSS reads no trust from that object at all.
-_FETCHED = {CKO_NSS_TRUST: (*LEGACY_ATTR.values(), NSS_STEP_UP, NSS_SHA1),
-            CKO_TRUST: (*P11_ATTR.values(), CKA_HASH_OF_CERTIFICATE, CKA_NAME_HASH_ALGORITHM)}
 _HASHES = {CKO_NSS_TRUST: (NSS_SHA1,), CKO_TRUST: (CKA_HASH_OF_CERTIFICATE, CKA_NAME_HASH_ALGORITHM)}
 
 
