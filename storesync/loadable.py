@@ -116,7 +116,7 @@ def _in_file(sha: str, name: str) -> bytes | None:
         rest = _file[at + len(key):end] if end >= 0 and (at == 0 or _file[at - 1] == 10) else None
         if rest == b"":  # (None: not at a line's start, or the last line, cut short)
             found = found or b""
-        elif rest and rest[:1] == b" " and name in ("x509", "label", "outline") and rest[-1:] == b".":
+        elif rest and rest[:1] == b" " and name in _NOTED and rest[-1:] == b".":
             found = rest[1:]  # a parse warning (x509), a default label or an outline
         at = _file.find(key, at + 1)
     return found
@@ -150,7 +150,7 @@ def _believe(file) -> None:
     """The checks the lines of `file` (after its header) say passed, read line by line: the
     file and a list of its lines held at once were ~2.5x the file."""
     sets = {name.encode(): _passed[name] for name in _CHECKS}
-    noted = {b"label": _labels, b"outline": _outlines}
+    noted = {b"label": _notes_of("label"), b"outline": _notes_of("outline")}
     for line in file:  # "SHA-256 hex, space, check[, space, note ending with a dot]"
         if line[-1:] != b"\n":
             break  # the last line, cut short by a run killed while saving: it vouches for nothing
@@ -279,17 +279,26 @@ def outline(cert):
 def remember_outline(cert, subject: str, not_before, not_after) -> None:
     prefix = _prefix(cert.sha256)
     if prefix is not None:
-        from json.encoder import encode_basestring_ascii as quoted  # C; json.dumps is 5x the time
+        import json
 
         # JSON, not base64: ASCII without a line break as well, and most subjects stay as they are
-        note = f'[{quoted(subject)}, "{not_before.isoformat()}", "{not_after.isoformat()}"].'.encode()
+        note = json.dumps([subject, not_before.isoformat(), not_after.isoformat()]).encode() + b"."
         _outlines[prefix] = note
         _added.append((cert.sha256, "outline", note.decode("ascii")))
 
 
+_NOTED = ("x509", "label", "outline")  # the lines with a note: a parse warning, a default label, an outline
+
+
+def _notes_of(name: str) -> dict[int, bytes]:
+    """The notes of the label or outline lines, by prefix: named when asked, not kept in a table of
+    them, as tests put fresh dicts in their place."""
+    return _labels if name == "label" else _outlines
+
+
 def _noted(sha: str, name: str) -> tuple[int | None, bytes | None]:
     """(prefix, note) of the label or outline remembered for the certificate of SHA-256 `sha`."""
-    prefix, table = _prefix(sha), _labels if name == "label" else _outlines
+    prefix, table = _prefix(sha), _notes_of(name)
     note = table.get(prefix)
     if note is None and _file and prefix is not None:
         note = _in_file(sha, name) or None
