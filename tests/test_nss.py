@@ -361,6 +361,32 @@ def test_one_bad_signature_of_a_trust_object_leaves_none_of_its_trust_as_in_nss(
     assert any("NSS then reads none of that object's trust" in w for w in store.warnings), store.warnings
 
 
+@pytest.mark.parametrize("value", [5, -7, 0.5, 1e100])
+def test_a_number_where_nss_stores_a_blob_reads_as_sqlite_hands_it_to_nss(tmp_path, cas, value):
+    """NSS takes every value with sqlite3_column_blob, which turns a number into its text. A
+    number in a trust column is then a value whose signature fails, and NSS reads none of that
+    object's trust (certutil `,,`); storesync read the number as absent and kept the rest
+    (`C,C,C`: more trust than NSS grants). A number as a label is the certificate's nickname
+    (certutil shows `1.0e+100`); storesync named it by its object id. Found by review in
+    session 18, fixed in 19."""
+    db = new_db(tmp_path / "db")
+    certutil_add(db, "A", "CT,C,C", cas["a"].write(tmp_path / "a.pem"))
+    certutil_add(db, "B", "CT,C,C", cas["b"].write(tmp_path / "b.pem"))
+    conn = sqlite3.connect(db / "cert9.db")
+    a = (Certificate(cas["a"].der).fields.issuer,)
+    conn.execute(f"UPDATE nssPublic SET {nss.col(nss.NSS_CLIENT)} = ? WHERE a0 = ? AND a81 = ?",
+                 (value, nss.ulong(nss.CKO_NSS_TRUST), *a))
+    conn.execute(f"UPDATE nssPublic SET {nss.col(nss.CKA_LABEL)} = ? WHERE a0 = ? AND a81 != ?",
+                 (value, nss.ulong(nss.CKO_CERTIFICATE), *a))
+    conn.commit()
+    conn.close()
+    shown = certutil_flags(db)
+    assert shown["A"] == ",," and len(shown) == 2 and list(shown.values())[1] == "CT,C,C"
+    trust_set, store = read(db)
+    assert store.flags() == shown
+    assert [entry.label for entry in trust_set.values()] == [name for name in shown if name != "A"]
+
+
 def test_sync_system_bundle_then_equal_and_idempotent(tmp_path, system_bundle):
     db = new_db(tmp_path / "db")
     source = open_store(f"pem:{system_bundle}").read()

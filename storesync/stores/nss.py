@@ -150,12 +150,14 @@ def stored(value: bytes) -> bytes:
 
 
 def unstored(value: Any) -> bytes | None:
-    if type(value) is bytes:  # nearly every value: a BLOB
+    """A value as NSS takes it (sqlite3_column_blob): None for NULL, a number as its text."""
+    if type(value) is bytes:  # nearly every value: a BLOB (and TEXT, under text_factory=bytes)
         return b"" if value == EMPTY else value
-    if isinstance(value, str):
-        value = value.encode("utf-8")
-    if not isinstance(value, bytes):
-        return None  # NULL, or a number where NSS keeps only BLOBs: garbage, treated as absent
+    if value is None:
+        return None
+    if not isinstance(value, (str, bytes)):  # garbage where NSS keeps BLOBs; SQLite's own text of it
+        (value,) = sqlite3.connect(":memory:").execute("SELECT CAST(? AS BLOB)", (value,)).fetchone()
+    value = value.encode("utf-8") if isinstance(value, str) else bytes(value)
     return b"" if value == EMPTY else value
 
 
