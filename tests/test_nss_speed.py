@@ -638,7 +638,7 @@ def signature_rows_read(db: Path) -> tuple[int, dict]:
 def test_a_read_looks_up_only_the_signatures_of_trust_that_says_something(tmp_path, pki):
     """Issue 18: a read checks the signatures of the trust attributes that state trust or distrust
     for a purpose and, for an object that trusts, of everything NSS fetches with that trust (its
-    four purposes, step-up and certificate hash: one failing fails them all, `_all_signed`); not
+    four purposes, step-up and certificate hash: one failing fails them all, `_signed`); not
     the MD5 no NSS reads, nor the rest of an object that only distrusts. Looked up by id while
     those are under half of the signatures: a database that distrusts (`p,,` in certutil 3.87,
     which writes the legacy class alone: server and client distrust, 2 of 7); read all at once

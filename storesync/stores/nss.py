@@ -303,6 +303,20 @@ class KeyDB:
                 self._by_prefix[signature[:-32]] = compute
         return compare_digest(compute(_TWO_ULONGS(object_id, attribute) + value), mac)
 
+    def verify_all(self, checks: list[tuple[bytes | None, int, int, bytes]]) -> list[bool]:
+        """`verify` of each (signature, object id, attribute, value): a read checks thousands, and
+        those of a layout seen before are checked here, without two calls each."""
+        if self.password is None:
+            return [False] * len(checks)
+        by_prefix, pack, verify, results = self._by_prefix, _TWO_ULONGS, self.verify, []
+        for signature, object_id, attribute, value in checks:
+            compute = None if signature is None else by_prefix.get(signature[:-32])
+            if compute is None:
+                results.append(verify(signature, object_id, attribute, value))
+            else:
+                results.append(compare_digest(compute(pack(object_id, attribute) + value), signature[-32:]))
+        return results
+
     def signer(self) -> Callable[[int, dict[int, bytes], Iterable[int]], list[tuple[str, bytes]]]:
         """A function (object id, its stored values, the attributes to sign) -> the metaData rows
         (id, DER signature) NSS expects."""
@@ -422,14 +436,16 @@ def _utctime_bytes(when: datetime) -> bytes:
 
 
 class TrustObject:
-    __slots__ = ("id", "cls", "letters", "raw", "bad_macs", "stated")
+    __slots__ = ("id", "cls", "letters", "raw", "bad_macs", "stated", "signed", "unsigned")
 
     def __init__(self, id: int, cls: int, letters: dict[str, str], raw: dict[int, bytes | None]):
         self.id, self.cls = id, cls
         self.letters = letters  # purpose -> letter, after MAC checks
         self.raw = raw  # attribute -> stored value
-        self.bad_macs: list[str] = []
+        self.bad_macs: list[str] = []  # the purposes whose own signature failed
         self.stated = _stated(self)  # (purpose, attribute, letter) as stored, before the MAC checks
+        self.signed = _signed(self)  # the attributes whose signatures a read checks
+        self.unsigned: list[int] = []  # those of them whose signature is missing or wrong
 
 
 class CertObject:
@@ -809,15 +825,23 @@ class NssStore(Store):
         return order
 
     def _apply_macs(self, objects: list[CertObject], keys: KeyDB | None, signatures: dict[bytes, bytes]) -> None:
-        verify = keys and keys.verify
+        trusts = [trust for obj in objects for trust in (obj.legacy, obj.p11) if trust is not None]
+        if keys is not None:
+            # Every signature at once (`KeyDB.verify_all`); an attribute not stored has none to check
+            # (a certificate hash must be there: `_hash_holds`).
+            checked = [(trust, a) for trust in trusts for a in trust.signed if a in trust.raw]
+            good = keys.verify_all([(signatures.get(_SIG_KEY % (trust.id, a)), trust.id, a, trust.raw[a])
+                                    for trust, a in checked])
+            for (trust, a), ok in zip(checked, good):
+                if not ok:
+                    trust.unsigned.append(a)
         for obj in objects:
             for trust in (obj.legacy, obj.p11):
                 if trust is None:
                     continue
-                object_id, raw, letters = trust.id, trust.raw, trust.letters
+                letters, unsigned = trust.letters, trust.unsigned
                 for purpose, attribute, letter in trust.stated:
-                    if letter and verify and not verify(
-                            signatures.get(_SIG_KEY % (object_id, attribute)), object_id, attribute, raw[attribute]):
+                    if letter and attribute in unsigned:
                         trust.bad_macs.append(purpose)
                         letter = NONE_L
                     letters[purpose] = letter
@@ -830,7 +854,7 @@ class NssStore(Store):
                 granted = [p for p, letter in trust.letters.items() if letter in _GRANTING]
                 if not granted:
                     continue
-                if trust.bad_macs or not _all_signed(trust, keys, signatures):
+                if unsigned:
                     why = (f"a signature of its trust object ({kind}) is missing or wrong, and NSS then reads none of "
                            "that object's trust (certutil shows ,,)")
                 elif not _hash_holds(obj, trust):
@@ -1099,26 +1123,21 @@ def _stated(trust: TrustObject) -> list[tuple[str, int, str]]:
 _HASHES = {CKO_NSS_TRUST: (NSS_SHA1,), CKO_TRUST: (CKA_HASH_OF_CERTIFICATE, CKA_NAME_HASH_ALGORITHM)}
 
 
-def _all_signed(trust: TrustObject, keys: "KeyDB | None", signatures: dict[bytes, bytes]) -> bool:
-    """Does every attribute NSS fetches with a trust object's trust carry its signature? Those that
-    state trust were checked already; a certificate hash must be there, the others when stored."""
-    if keys is None:
-        return True
-    raw, object_id, checked = trust.raw, trust.id, {a for _, a, letter in trust.stated if letter}
-    for a in _FETCHED[trust.cls]:
-        if a in checked:
-            continue
-        value = raw.get(a)
-        if value is None:
-            if a in _HASHES[trust.cls]:
-                return False
-        elif not keys.verify(signatures.get(_SIG_KEY % (object_id, a)), object_id, a, value):
-            return False
-    return True
+def _signed(trust: TrustObject) -> tuple[int, ...] | list[int]:
+    """The attributes of a trust object whose signatures a read checks: everything NSS fetches with
+    its trust when it grants any (one bad signature fails that whole fetch: `_FETCHED`), else those
+    that state distrust or `c` (each stands on its own signature); never the MD5 no NSS reads."""
+    stated = []
+    for _, attribute, letter in trust.stated:
+        if letter in _GRANTING:
+            return _FETCHED[trust.cls]
+        if letter:
+            stated.append(attribute)
+    return stated
 
 
 def _hash_holds(obj: CertObject, trust: TrustObject) -> bool:
-    """Does the trust object's certificate hash (signed: `_all_signed`) name these very bytes?
+    """Does the trust object's certificate hash (its signature checked: `_signed`) name these very bytes?
     NSS applies a trust object to a certificate only then (pk11_HandleTrustObject): a certificate
     row swapped for another of the same issuer and serial keeps no trust."""
     raw = trust.raw
@@ -1132,28 +1151,14 @@ SIGNATURES_PER_QUERY = 500
 
 
 def _checked_signatures(objects: list[CertObject]) -> list[str] | None:
-    """The ids of the signatures a read checks (`NssStore._apply_macs`): those of the trust
-    attributes that state trust or distrust for a purpose, and of everything NSS fetches with the
-    trust of an object that trusts (`_all_signed`); not those of an object that only distrusts
-    (its distrust stands where its own signature holds), nor the MD5 no NSS reads. None when they
-    are half or more of the trust objects' signatures: one scan of them all is then cheaper than
-    a lookup of each (the system roots, trusted for server authentication, check 12 of 13)."""
-    wanted, signed, name = [], 0, _SIG_ID
-    for obj in objects:
-        for trust in (obj.legacy, obj.p11):
-            if trust is None:
-                continue
-            signed += len(LEGACY_SIGNED) if trust.cls == CKO_NSS_TRUST else len(P11_SIGNED)
-            object_id, stated = trust.id, []
-            for _, attribute, letter in trust.stated:  # loops, not comprehensions: a function made for each
-                if letter in _GRANTING:
-                    stated = _FETCHED[trust.cls]
-                    break
-                if letter:
-                    stated.append(attribute)
-            for attribute in stated:
-                wanted.append(name % (object_id, attribute))
-    return wanted if 2 * len(wanted) < signed else None
+    """The ids of the signatures a read checks (`_signed`). None when they are half or more of the
+    trust objects' signatures: one scan of them all is then cheaper than a lookup of each (the
+    system roots, trusted for server authentication, check 12 of 13)."""
+    trusts = [trust for obj in objects for trust in (obj.legacy, obj.p11) if trust is not None]
+    stored = sum(len(LEGACY_SIGNED) if trust.cls == CKO_NSS_TRUST else len(P11_SIGNED) for trust in trusts)
+    if 2 * sum(len(trust.signed) for trust in trusts) >= stored:  # counted first: most reads need no ids
+        return None
+    return [_SIG_ID % (trust.id, a) for trust in trusts for a in trust.signed]
 
 
 def _proof(objects: list[CertObject], signatures: dict[bytes, bytes]) -> tuple[bytes, int, int, bytes] | None:
