@@ -96,15 +96,16 @@ _STRING_CODECS = {
     0x1C: "utf-32-be",  # UniversalString
     0x1E: "utf-16-be",  # BMPString
 }
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Patterns are not compiled at import (0.1-0.25 ms each, and most runs need none of them).
+CONTROLS = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)], "?")  # C0, DEL and C1, as `printable` shows them
 
 
 def printable(text: str) -> str:
     """`text` with control characters (line breaks, ESC, NUL) shown as `?`: for a label put in a
     line of text, where a line break would start a line of its own (a PEM block in a bundle)."""
-    return _CONTROL.sub("?", text)
-_SPACE = b" \t\n\v\f\r"
-_SPACES = re.compile(b"[%s]+" % _SPACE)
+    return text.translate(CONTROLS)
+
+
 _SHORT_NAMES = {
     "2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O",
     "2.5.4.11": "OU", "2.5.4.9": "STREET", "0.9.2342.19200300.100.1.25": "DC",
@@ -118,7 +119,9 @@ def _canonical_value(tag: int, value: bytes) -> bytes | None:
     if codec is None:
         return None  # other types are hashed as they are
     text = value.decode(codec, "replace").encode("utf-8")  # OpenSSL refuses such names; we must not crash
-    return _SPACES.sub(b" ", text.strip(_SPACE)).lower()  # bytes.lower() touches ASCII only, as OpenSSL
+    # bytes.split() splits at runs of " \t\n\v\f\r" and drops them at the ends; bytes.lower()
+    # touches ASCII only: as OpenSSL canonicalises a name
+    return b" ".join(text.split()).lower()
 
 
 def _name_rdns(name_tlv: bytes) -> list[list[tuple[str, int, bytes]]]:
@@ -193,15 +196,15 @@ _RFC4514_CODECS = {0x1E: "utf-16-be", 0x1C: "utf-32-be"}
 _RFC4514_STRINGS = {0x0C, 0x12, 0x13, 0x14, 0x16, 0x1A, 0x1C, 0x1E}  # UTF8 Numeric Printable T61 IA5 Visible Univ. BMP
 
 
-_RFC4514_SPECIAL = re.compile('[\\\\"+,;<>\0]')
+_RFC4514_SPECIAL = frozenset('\\"+,;<>\0')
 
 
 def _rfc4514_value(text: str) -> str:
     """`cryptography.x509.name._escape_dn_value` (cryptography 50), for a str."""
     if not text:
         return ""
-    if text[0] not in "# " and text[-1] != " " and _RFC4514_SPECIAL.search(text) is None:
-        return text  # most values: nothing to escape, one search instead of eight replaces
+    if text[0] not in "# " and text[-1] != " " and _RFC4514_SPECIAL.isdisjoint(text):
+        return text  # most values: nothing to escape, one scan instead of eight replaces
     for special in ("\\", '"', "+", ",", ";", "<", ">"):
         text = text.replace(special, "\\" + special)
     text = text.replace("\0", "\\00")

@@ -44,7 +44,7 @@ EXTENSIONS = {
     ".p7b": "p7b", ".p7c": "p7b", ".jks": "jks", ".p12": "p12", ".pfx": "p12",
 }
 CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der"}  # a hashed directory's certificate files
-HASH_LINK = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")  # and its links, named HASH.N
+HASH_LINK = r"^[0-9a-f]{8}\.[0-9]+$"  # and its links, named HASH.N (compiled where used: not at import)
 
 
 class StoreSpec(Record):
@@ -168,7 +168,7 @@ def _folder(path: str) -> tuple[str, str] | None:
     if nss_folder(path):
         return "nss", "an NSS database folder"
     with os.scandir(path) as listing:
-        if any(HASH_LINK.match(item.name) or os.path.splitext(item.name)[1].lower() in CERT_SUFFIXES for item in listing):
+        if any(re.match(HASH_LINK, item.name) or os.path.splitext(item.name)[1].lower() in CERT_SUFFIXES for item in listing):
             return "dir", "a hashed directory of certificates"
     return None
 

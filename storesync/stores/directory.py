@@ -29,6 +29,7 @@ from storesync.stores import (
 from storesync.statcache import StatCache, stamp
 from storesync.stores.pem import PemStore, cached_entry, render_entries, speaks_trusted
 
+_HASH_LINK = re.compile(HASH_LINK)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -77,7 +78,7 @@ class DirStore(Store):
         while found:  # taken as read: a listing of 100 000 files is not held to the end
             item = found.pop()
             name = item.name
-            is_link_name = bool(HASH_LINK.match(name))
+            is_link_name = bool(_HASH_LINK.match(name))
             if name.startswith(".") or not (is_link_name or os.path.splitext(name)[1].lower() in CERT_SUFFIXES):
                 continue
             if is_link_name:
@@ -97,7 +98,7 @@ class DirStore(Store):
                 continue
             holders = self._files.setdefault(entry.sha256, [])
             holders.append(name)
-            holders.sort(key=lambda n: bool(HASH_LINK.match(n)))  # a real file name first
+            holders.sort(key=lambda n: bool(_HASH_LINK.match(n)))  # a real file name first
             if len(holders) == 1:
                 entries[entry.sha256] = entry
             else:  # a second file for one certificate: which one counts is settled once all are read
@@ -118,7 +119,7 @@ class DirStore(Store):
             entry, first = self._duplicate(entries[sha].cert, files, reached)
             entries[sha] = entry
             # the file a write rewrites: a real name (a write gives a hash-named copy one), the loaded one first
-            self._files[sha].sort(key=lambda n: (bool(HASH_LINK.match(n)), n != first))
+            self._files[sha].sort(key=lambda n: (bool(_HASH_LINK.match(n)), n != first))
         return list(entries.values())
 
     def _reached(self) -> dict[str, list[tuple[str, int]]]:
@@ -231,12 +232,12 @@ class DirStore(Store):
         # A certificate known only as a hash-named copy gets a file of its own, so links can point at it.
         planned = {entry.sha256 for entry in rewrite}
         rewrite += [plan.desired[sha] for sha, names in self._files.items()
-                    if sha in plan.desired and HASH_LINK.match(names[0]) and sha not in planned]
+                    if sha in plan.desired and _HASH_LINK.match(names[0]) and sha not in planned]
         trusted = speaks_trusted(self)
         files = {}
         for entry in rewrite:
             names = self._files.get(entry.sha256, [])
-            name = names[0] if names and not HASH_LINK.match(names[0]) else self._new_name(entry, taken)
+            name = names[0] if names and not _HASH_LINK.match(names[0]) else self._new_name(entry, taken)
             taken.add(name)
             # a file there already is compared with its new bytes (not rewritten if the same)
             files[name] = render_entries([entry], trusted=trusted) if name in names else _made_when_written(entry, trusted)
@@ -247,7 +248,7 @@ class DirStore(Store):
         self._write_links(plan.desired, touched)
         for entry in plan.removals:  # last, so a reader never misses a certificate still wanted
             for name in self._files.pop(entry.sha256, []):
-                if not HASH_LINK.match(name):  # hash names were settled by _write_links
+                if not _HASH_LINK.match(name):  # hash names were settled by _write_links
                     remove_file(os.path.join(self.path, name))
         fsync_dir(self.path)
 

@@ -124,6 +124,7 @@ _TRUST_READ = {cls: (*fetched, *DISTRUST_AFTER_ATTR.values()) for cls, fetched i
 _ULONG = {n: n.to_bytes(4, "big") for n in (*LEGACY_SIGNED, *P11_SIGNED, *_TO_LEGACY.values(), *_TO_P11.values(),
                                             CKO_NSS_TRUST, CKO_TRUST)}
 _HEX = {n: "%08x" % n for n in _ULONG}  # the attribute part of a signature's id
+_HEX_BYTES = {n: text.encode() for n, text in _HEX.items()}
 # sqlite3 binds int, float, str and bytearray as they are, but asks every bytes value for an
 # adapter first: its protocol type raises (and sqlite3 drops) an AttributeError per value, half the
 # cost of binding the ~7 000 BLOBs a write of the system roots binds. An adapter found at once
@@ -367,6 +368,7 @@ def hmac_sha256(key: bytes) -> Callable[[bytes], bytes]:
 
 _SIG_ID = "sig_cert_%08x_%08x"  # a trust attribute's signature in key4.db's metaData: (object id, attribute)
 _SIG_KEY = _SIG_ID.encode()
+_SIG_HEAD = _SIG_KEY[:-4]  # its object part: + _HEX_BYTES[attribute]
 
 
 def sig_id(object_id: int, attribute: int) -> str:
@@ -449,11 +451,11 @@ class TrustObject:
 
 
 class CertObject:
-    __slots__ = ("id", "der", "fields", "label", "issuer", "serial", "distrust_after", "legacy", "p11", "skew")
+    __slots__ = ("id", "der", "cert", "label", "issuer", "serial", "distrust_after", "legacy", "p11", "skew")
 
-    def __init__(self, id: int, der: bytes, label: str | None, issuer: bytes, serial: bytes,
-                 distrust_after: dict[str, datetime], fields: "der.CertFields | None" = None):
-        self.id, self.der, self.label, self.fields = id, der, label, fields
+    def __init__(self, id: int, cert: Certificate, label: str | None, issuer: bytes, serial: bytes,
+                 distrust_after: dict[str, datetime]):
+        self.id, self.cert, self.der, self.label = id, cert, cert.der, label
         self.issuer, self.serial = issuer, serial
         self.distrust_after = distrust_after
         self.legacy: TrustObject | None = None
@@ -779,12 +781,11 @@ class NssStore(Store):
                 continue
             obj = CertObject(
                 id=object_id,
-                der=value,
+                cert=self.known.get(value) or Certificate(value, fields),  # `known`: as Store.certificate
                 label=label.decode("utf-8", "replace") if label else None,
                 issuer=issuer,
                 serial=serial,
                 distrust_after=_distrust_after(after) if after != _NO_DATES else {},
-                fields=fields,
             )
             if (issuer, serial) not in certs:
                 certs[(issuer, serial)] = obj
@@ -829,9 +830,14 @@ class NssStore(Store):
         if keys is not None:
             # Every signature at once (`KeyDB.verify_all`); an attribute not stored has none to check
             # (a certificate hash must be there: `_hash_holds`).
-            checked = [(trust, a) for trust in trusts for a in trust.signed if a in trust.raw]
-            good = keys.verify_all([(signatures.get(_SIG_KEY % (trust.id, a)), trust.id, a, trust.raw[a])
-                                    for trust, a in checked])
+            checked, looked_up = [], []
+            for trust in trusts:
+                object_id, raw, head = trust.id, trust.raw, _SIG_HEAD % trust.id  # sig_key(object_id, a), quicker
+                for a in trust.signed:
+                    if a in raw:
+                        checked.append((trust, a))
+                        looked_up.append((signatures.get(head + _HEX_BYTES[a]), object_id, a, raw[a]))
+            good = keys.verify_all(looked_up)
             for (trust, a), ok in zip(checked, good):
                 if not ok:
                     trust.unsigned.append(a)
@@ -879,7 +885,7 @@ class NssStore(Store):
 
     def _entry(self, obj: CertObject) -> Entry | None:
         letters = obj.letters
-        cert = self.known.get(obj.der) or Certificate(obj.der, obj.fields)  # `known`: as Store.certificate
+        cert = obj.cert
         trust = letter_trust(letters, cert, self.warnings, f"{self.cert_db}: {obj.label or obj.id}")
         if not trust:
             if PEER_L in letters.values():  # a peer that may issue: not synced, but `--mode remove` takes it out
@@ -1140,10 +1146,14 @@ def _hash_holds(obj: CertObject, trust: TrustObject) -> bool:
     """Does the trust object's certificate hash (its signature checked: `_signed`) name these very bytes?
     NSS applies a trust object to a certificate only then (pk11_HandleTrustObject): a certificate
     row swapped for another of the same issuer and serial keeps no trust."""
-    raw = trust.raw
+    raw, cert = trust.raw, obj.cert
     name = "sha1" if trust.cls == CKO_NSS_TRUST else _HASH_OF_MECHANISM.get(as_ulong(raw.get(CKA_NAME_HASH_ALGORITHM)))
     value = raw.get(_HASHES[trust.cls][0])
-    return name is not None and bool(value) and value == getattr(hashlib, name)(obj.der).digest()
+    if name is None or not value:
+        return False
+    if name in ("sha1", "sha256"):  # the certificate's own, hashed once (`list` shows both)
+        return value.hex() == getattr(cert, name)
+    return value == getattr(hashlib, name)(cert.der).digest()
 
 
 #: Bound values per statement when a read looks its signatures up by id (SQLite before 3.32 takes 999).
