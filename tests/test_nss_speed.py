@@ -527,6 +527,46 @@ def test_hmac_sha256_is_hmacs_hmac():
         assert mac(b"again") == hmac.digest(key, b"again", "sha256")  # the kept states are not changed
 
 
+def test_the_read_back_checks_its_own_signatures_by_equality_and_still_catches_a_changed_value(tmp_path, pki,
+                                                                                            monkeypatch):
+    """A write's read-back computes no HMAC for a signature the write made: it was made under this
+    key for this message (`_SIGNED`). A value changed after the write, its signature kept, is
+    still caught, in the same process, as certutil catches it."""
+    import sqlite3
+
+    from storesync.engine.plan import make_plan
+    from storesync.model import TrustSet
+    from storesync.stores import nss, open_store
+
+    db = new_db(tmp_path / "db")
+    roots = [nss.Certificate(pki.ca(f"Own Root {i}").der) for i in range(3)]
+    store = open_store(f"nss:{db}")
+    store.write(make_plan(TrustSet(map(nss.Entry, roots)), store.read(), store.capabilities, store="t", purpose="any"))
+    macs, made = [0], nss.hmac_sha256
+
+    def counted(key):
+        mac = made(key)
+
+        def count(message):
+            macs[0] += 1
+            return mac(message)
+
+        return count
+
+    monkeypatch.setattr(nss, "hmac_sha256", counted)
+    assert len(open_store(f"nss:{db}").read()) == 3
+    assert macs[0] <= 1  # at most the one that proves the password
+
+    with sqlite3.connect(db / "cert9.db") as conn:  # Own Root 0: server trust made peer trust, signatures kept
+        for cls, attribute, peer in ((nss.CKO_NSS_TRUST, nss.NSS_SERVER, nss.CKT_NSS_TRUSTED),
+                                     (nss.CKO_TRUST, nss.P11_SERVER, nss.CKT_TRUSTED)):
+            conn.execute(f"UPDATE nssPublic SET {nss.col(attribute)} = ? WHERE a0 = ? AND a81 = ?",
+                         (nss.ulong(peer), nss.ulong(cls), roots[0].fields.issuer))
+    assert certutil_flags(db)["Own Root 0"] == ",,"
+    again = open_store(f"nss:{db}").read()
+    assert {e.cert for e in again.values()} == set(roots[1:])
+
+
 def test_a_write_and_its_read_set_each_mac_key_up_once(tmp_path, pki, monkeypatch):
     """13 MACs per certificate written (7 legacy and 6 PKCS#11 trust attributes), checked again
     on read, each under the key of its salt: the key's HMAC states are made once per salt

@@ -180,7 +180,7 @@ class KeyDB:
         self.password: bytes | None = None
         self._keys: dict[tuple[bytes, int, int], bytes] = {}
         self._macs: dict[bytes, Callable[[bytes], bytes]] = {}  # MAC key -> its HMAC-SHA256 (mac_of)
-        self._by_prefix: dict[bytes, Callable[[bytes], bytes]] = {}  # signature without its MAC -> its HMAC
+        self._by_prefix: dict[bytes, tuple[bytes, Callable[[bytes], bytes]]] = {}  # signature without its MAC -> key, HMAC
 
     @property
     def iterations(self) -> int:
@@ -287,8 +287,10 @@ class KeyDB:
             return False
         # One writer signs many attributes with one salt: the DER before a 32-byte MAC, once read,
         # fixes the key (its lengths fix the layout), so the next signature like it is not parsed.
-        compute, mac = self._by_prefix.get(signature[:-32]), signature[-32:]
-        if compute is None:
+        known, mac = self._by_prefix.get(signature[:-32]), signature[-32:]
+        if known is not None:
+            compute = known[1]
+        else:
             try:
                 outer = der.read_all(signature)
                 alg, mac_tlv = list(outer.children())[:2]
@@ -299,23 +301,31 @@ class KeyDB:
                 salt, iterations, _, key_length = pbe.pbkdf2_of(kdf)
             except Exception:  # noqa: BLE001
                 return False
-            compute, mac = self.mac_of(self.mac_key(salt, iterations, key_length or 32)), mac_tlv.value
+            key = self.mac_key(salt, iterations, key_length or 32)
+            compute, mac = self.mac_of(key), mac_tlv.value
             if len(mac) == 32 and mac_tlv.end == len(signature) and mac_tlv.tag == der.OCTET_STRING:
-                self._by_prefix[signature[:-32]] = compute
+                self._by_prefix[signature[:-32]] = key, compute
         return compare_digest(compute(_TWO_ULONGS(object_id, attribute) + value), mac)
 
     def verify_all(self, checks: list[tuple[bytes | None, int, int, bytes]]) -> list[bool]:
         """`verify` of each (signature, object id, attribute, value): a read checks thousands, and
-        those of a layout seen before are checked here, without two calls each."""
+        those of a layout seen before are checked here, without two calls each. A signature this
+        process made (`_SIGNED`: a write's read-back) needs no HMAC: made under this very key for
+        this very message, its MAC is that message's."""
         if self.password is None:
             return [False] * len(checks)
-        by_prefix, pack, verify, results = self._by_prefix, _TWO_ULONGS, self.verify, []
+        by_prefix, pack, verify, signed, results = self._by_prefix, _TWO_ULONGS, self.verify, _SIGNED, []
         for signature, object_id, attribute, value in checks:
-            compute = None if signature is None else by_prefix.get(signature[:-32])
-            if compute is None:
+            known = None if signature is None else by_prefix.get(signature[:-32])
+            if known is None:
                 results.append(verify(signature, object_id, attribute, value))
+                continue
+            message = pack(object_id, attribute) + value
+            made = signed.get(signature)
+            if made is not None and made[0] == known[0] and made[1] == message:
+                results.append(True)
             else:
-                results.append(compare_digest(compute(pack(object_id, attribute) + value), signature[-32:]))
+                results.append(compare_digest(known[1](message), signature[-32:]))
         return results
 
     def signer(self) -> Callable[[int, dict[int, bytes], Iterable[int]], list[tuple[str, bytes]]]:
@@ -323,7 +333,8 @@ class KeyDB:
         (id, DER signature) NSS expects."""
         salt = os.urandom(32)  # what secrets.token_bytes is, without importing random
         iterations = self.iterations
-        mac = self.mac_of(self.mac_key(salt, iterations))
+        key = self.mac_key(salt, iterations)
+        mac = self.mac_of(key)
         alg = der.seq(der.encode_oid(pbe.OID_PBMAC1), der.seq(
             pbe.pbkdf2_algorithm(salt, iterations), der.seq(der.encode_oid(pbe.OID_HMAC_SHA256), der.NULL)))
 
@@ -331,12 +342,25 @@ class KeyDB:
 
         def sign(object_id: int, values: dict[int, bytes], attributes: Iterable[int]) -> list[tuple[str, bytes]]:
             head, name = ulong(object_id), _SIG_ID[:-4] % object_id  # + _HEX[a]: sig_id(object_id, a), quicker
-            return [(name + _HEX[a], prefix + mac(head + _ULONG[a] + values[a])) for a in attributes]
+            if len(_SIGNED) >= SIGNED_KEPT:
+                _SIGNED.clear()
+            rows = []
+            for a in attributes:
+                message = head + _ULONG[a] + values[a]
+                signature = prefix + mac(message)
+                _SIGNED[signature] = key, message
+                rows.append((name + _HEX[a], signature))
+            return rows
 
         return sign
 
 
 _TWO_ULONGS = struct.Struct(">II").pack  # what a signature signs before the value: object id, attribute
+#: The signatures this process made: signature -> (MAC key, message). Each is its MAC key's HMAC of
+#: its message, so the read-back after a write checks them by equality (`KeyDB.verify_all`); at
+#: most SIGNED_KEPT (about 1 MB: the 1 872 of the system roots), as `_WRITTEN` keeps certificates.
+_SIGNED: dict[bytes, tuple[bytes, bytes]] = {}
+SIGNED_KEPT = 4096
 
 
 try:  # as storesync.stores.jks: importing hmac for these loads warnings too
@@ -1151,9 +1175,9 @@ def _hash_holds(obj: CertObject, trust: TrustObject) -> bool:
     value = raw.get(_HASHES[trust.cls][0])
     if name is None or not value:
         return False
-    if name in ("sha1", "sha256"):  # the certificate's own, hashed once (`list` shows both)
-        return value.hex() == getattr(cert, name)
-    return value == getattr(hashlib, name)(cert.der).digest()
+    if name == "sha256":  # the certificate's identity, hashed already
+        return value.hex() == cert.sha256
+    return value == getattr(hashlib, name)(cert.der).digest()  # not kept: a read-back holds no more than it needs
 
 
 #: Bound values per statement when a read looks its signatures up by id (SQLite before 3.32 takes 999).
