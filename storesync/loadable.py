@@ -276,6 +276,13 @@ def outline(cert):
     return None  # not a note this version wrote: worked out again
 
 
+def outlined(sha: str) -> bool:
+    """Is an outline remembered for the certificate of SHA-256 `sha`? Only a run that read its
+    fields from these bytes remembers one (`Certificate._outline`), so they have a certificate's
+    outline: a reader need not walk them again to know (`Certificate.check_outline`)."""
+    return _noted(sha, "outline")[1] is not None
+
+
 def remember_outline(cert, subject: str, not_before, not_after) -> None:
     prefix = _prefix(cert.sha256)
     if prefix is not None:

@@ -169,12 +169,14 @@ def test_the_systems_roots_outlines_read_by_hand_are_cryptographys():
 
 def list_json_in_process(db: Path, state: Path, walks: bool = False) -> tuple[str, bool]:
     """`storesync list nss:DB --json` in a fresh interpreter: (its output, whether it imported
-    cryptography), or with `walks` (its output, how many subjects and validities it read by hand)."""
+    cryptography), or with `walks` (its output, how many certificates, subjects and validities it
+    read by hand)."""
     asked = "len(walked)" if walks else "'cryptography' in sys.modules"
     code = ("import contextlib, io, sys\nfrom storesync.cli import main\nfrom storesync import der, model\n"
-            "walked = []\nrfc4514, validity = model.rfc4514, der.validity\n"
+            "walked = []\nrfc4514, validity, fields = model.rfc4514, der.validity, der.cert_fields\n"
             "model.rfc4514 = lambda name: (walked.append(1), rfc4514(name))[1]\n"
             "der.validity = lambda data: (walked.append(1), validity(data))[1]\n"
+            "der.cert_fields = lambda data: (walked.append(1), fields(data))[1]\n"
             f"sys.argv = ['storesync', 'list', 'nss:{db}', '--json']\nout = io.StringIO()\n"
             "with contextlib.redirect_stdout(out):\n    try:\n        main()\n    except SystemExit:\n        pass\n"
             f"print(out.getvalue(), {asked}, sep='\\n')")
@@ -218,7 +220,8 @@ def test_list_json_of_synced_certificates_needs_no_cryptography_and_prints_the_s
 def test_a_second_list_shows_each_certificate_by_its_remembered_outline(tmp_path, pki):
     """`list` remembers the subject and dates it read by hand (pure functions of the bytes, kept
     by their SHA-256 as the checks are): the next `list` prints the same, byte for byte, and reads
-    no subject or validity again (they were two fifths of a `list` of the system roots)."""
+    no subject or validity again (they were two fifths of a `list` of the system roots), nor the
+    certificate's outline to know that it has one (a remembered outline says so)."""
     from conftest import pem_of
 
     ders = [pki.ca(subject).der for subject in awkward_names().values()]
@@ -228,7 +231,7 @@ def test_a_second_list_shows_each_certificate_by_its_remembered_outline(tmp_path
     synced = storesync("sync", f"pem:{bundle}", f"nss:{db}", env={**os.environ, "STORESYNC_STATE_DIR": str(state)})
     assert synced.returncode == 0, synced.stderr
     first, walked = list_json_in_process(db, state, walks=True)
-    assert walked == 2 * len(ders)  # each certificate's subject and validity, once
+    assert walked == 3 * len(ders)  # each certificate's outline, subject and validity, once
     again, walked_again = list_json_in_process(db, state, walks=True)
     assert (again, walked_again) == (first, 0)
     assert again == list_json_in_process(db, tmp_path / "no-memory")[0]  # cryptography's own, parsed anew

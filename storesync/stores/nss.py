@@ -34,7 +34,7 @@ import struct
 import time
 from datetime import datetime, timezone
 
-from storesync import der, pbe
+from storesync import der, loadable, pbe
 from storesync.fsio import absolute, atomic_write, owner_of, read_bytes, remove_file, run_as, stat_version
 from storesync.model import (
     CLIENT_AUTH,
@@ -245,7 +245,7 @@ class KeyDB:
         Never for a real password: the file would hold a quick hash of it."""
         if candidate or self.check is None:
             return self.try_password(candidate)
-        from storesync import loadable, state
+        from storesync import state
 
         salt = self.global_salt
         check = f"{hashlib.sha256(len(salt).to_bytes(4, 'big') + salt + self.check).hexdigest()} nss-empty-password"
@@ -796,16 +796,20 @@ class NssStore(Store):
             if not value:
                 self.warnings.append(f"{self.cert_db}: certificate object {object_id} has no value; ignored")
                 continue
-            try:
-                fields = _WRITTEN.pop(value, None) or der.cert_fields(value)
-            except der.DERError as exc:
-                self.warnings.append(
-                    f"{self.cert_db}: certificate object {object_id} is not a certificate ({exc}); ignored"
-                )
-                continue
+            cert = self.known.get(value) or Certificate(value, _WRITTEN.pop(value, None))  # `known`: as Store.certificate
+            if not cert.outlined and "fields" not in cert.__dict__:
+                if loadable.outlined(cert.sha256):  # an earlier run read them from these bytes
+                    cert.outlined = True
+                else:
+                    try:
+                        cert.fields  # kept, as `list` shows the certificate by them  # noqa: B018
+                    except der.DERError as exc:
+                        self.warnings.append(
+                            f"{self.cert_db}: certificate object {object_id} is not a certificate ({exc}); ignored")
+                        continue
             obj = CertObject(
                 id=object_id,
-                cert=self.known.get(value) or Certificate(value, fields),  # `known`: as Store.certificate
+                cert=cert,
                 label=label.decode("utf-8", "replace") if label else None,
                 issuer=issuer,
                 serial=serial,
