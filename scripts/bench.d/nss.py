@@ -109,7 +109,7 @@ written = side_by_side({
     "batch": (run("certutil", "-B", "-d", "sql:DB", "-i", batch), fresh),
     "floor": (floor, None),
     "least": (least_writer, fresh),
-}, rounds=9)
+}, rounds=15)
 ours_api = median_time(api_write, before=fresh)
 
 # The least any Python reader of the database does: start, import what it needs, fetch every object
@@ -146,7 +146,7 @@ read = side_by_side({
     "ours_first": (list_first, as_synced),
     "certutil": (certutil_read, None),
     "least": (run(sys.executable, "-c", LEAST_READER, "DB"), None),
-}, rounds=9)
+}, rounds=15)
 read_api = median_time(lambda: open_store(f"nss:{db}").read(), runs=7)
 noop = median_time(run(*STORESYNC, "sync", f"pem:{BUNDLE}", "nss:DB"), runs=7)
 shutil.rmtree(scratch)
