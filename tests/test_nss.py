@@ -387,6 +387,42 @@ def test_a_number_where_nss_stores_a_blob_reads_as_sqlite_hands_it_to_nss(tmp_pa
     assert [entry.label for entry in trust_set.values()] == [name for name in shown if name != "A"]
 
 
+@pytest.mark.parametrize("change", [
+    "UPDATE nssPublic SET a82 = 77",  # every row: the certificate's and its trust objects'
+    "UPDATE nssPublic SET a81 = 12345",
+    "UPDATE nssPublic SET a82 = CAST(a82 AS TEXT)",
+    "UPDATE nssPublic SET a82 = 0.5 WHERE a0 != x'00000001'",  # the trust objects only
+    "UPDATE nssPublic SET a82 = CASE WHEN a0 = x'00000001' THEN 77 ELSE CAST('77' AS BLOB) END",  # found
+])
+def test_a_trust_object_whose_issuer_or_serial_is_no_blob_is_never_found_as_in_nss(tmp_path, cas, change):
+    """NSS finds a certificate's trust objects by a search on issuer and serial, bound as BLOBs,
+    and SQLite never finds a number or TEXT equal to a BLOB: such a trust object is no one's
+    trust (certutil `,,`). The certificate's own issuer and serial NSS reads as their text (the
+    last case). storesync matched the text of both, and read `CT,C,C`. Found by review in
+    session 19."""
+    db = new_db(tmp_path / "db")
+    certutil_add(db, "A", "CT,C,C", cas["a"].write(tmp_path / "a.pem"))
+    with sqlite3.connect(db / "cert9.db") as conn:
+        conn.execute(change)
+    shown = certutil_flags(db)
+    trust_set, store = read(db)
+    assert store.flags() == shown
+    assert len(trust_set) == (shown["A"] == "CT,C,C")
+    assert shown["A"] == ("CT,C,C" if "CASE" in change else ",,")
+
+
+def test_a_trust_object_id_no_signature_can_name_is_ignored_not_a_traceback(tmp_path, cas):
+    """A signature names its object by 4 bytes: a trust object with an id past them raised
+    struct.error from the signature checks, a traceback from `read` (found by review in session 19)."""
+    db = new_db(tmp_path / "db")
+    sync([entry(cas["a"], label="A")], db)
+    with sqlite3.connect(db / "cert9.db") as conn:
+        conn.execute("UPDATE nssPublic SET id = id + 5000000000 WHERE a0 = ?", (nss.ulong(nss.CKO_NSS_TRUST),))
+    trust_set, store = read(db)
+    assert any("its id is out of range" in w for w in store.warnings), store.warnings
+    assert len(trust_set) == 1  # by its CKO_TRUST object, which was not changed
+
+
 def test_sync_system_bundle_then_equal_and_idempotent(tmp_path, system_bundle):
     db = new_db(tmp_path / "db")
     source = open_store(f"pem:{system_bundle}").read()

@@ -44,7 +44,7 @@ EXTENSIONS = {
     ".p7b": "p7b", ".p7c": "p7b", ".jks": "jks", ".p12": "p12", ".pfx": "p12",
 }
 CERT_SUFFIXES = {".pem", ".crt", ".cer", ".der"}  # a hashed directory's certificate files
-HASH_LINK = r"^[0-9a-f]{8}\.[0-9]+$"  # and its links, named HASH.N (compiled where used: not at import)
+HASH_LINK = r"^[0-9a-f]{8}\.[0-9]+$"  # and its links, named HASH.N (compiled by the directory store, not here)
 
 
 class StoreSpec(Record):

@@ -133,6 +133,7 @@ _HEX_BYTES = {n: text.encode() for n, text in _HEX.items()}
 # first, a fifth more instructions per value bound.
 sqlite3.register_adapter(bytes, bytes.__bytes__)
 MAX_ID = 0x3FFFFFFF
+MAX_HANDLE = 0xFFFFFFFF  # an object id a signature's id and MAC can name (4 bytes)
 BUSY_TIMEOUT = 0.25  # seconds SQLite waits for a lock per attempt
 ATTEMPTS = 40  # attempts before giving up (NSS itself gives up after ~1-2 s)
 
@@ -157,9 +158,16 @@ def unstored(value: Any) -> bytes | None:
     if value is None:
         return None
     if not isinstance(value, (str, bytes)):  # garbage where NSS keeps BLOBs; SQLite's own text of it
-        (value,) = sqlite3.connect(":memory:").execute("SELECT CAST(? AS BLOB)", (value,)).fetchone()
+        (value,) = _sqlite_text().execute("SELECT CAST(? AS BLOB)", (value,)).fetchone()
     value = value.encode("utf-8") if isinstance(value, str) else bytes(value)
     return b"" if value == EMPTY else value
+
+
+def _sqlite_text(made: list = []) -> sqlite3.Connection:  # noqa: B006 - made once, on first need
+    """An in-memory database, to have SQLite convert a value as it converts it for NSS."""
+    if not made:
+        made.append(sqlite3.connect(":memory:", check_same_thread=False))
+    return made[0]
 
 
 def as_ulong(value: bytes | None) -> int | None:
@@ -824,13 +832,16 @@ class NssStore(Store):
         trusts: list[TrustObject] = []
         trust_keys: dict[int, tuple[bytes, bytes]] = {}
         for cls, attributes in _TRUST_READ.items():  # each class with its own columns: half the values
-            rows = conn.execute(f"SELECT id, a81, a82, {named(attributes)} FROM nssPublic WHERE a0 = ?",
-                                (ulong(cls),)).fetchall()
-            for object_id, issuer, serial, *values in rows:
-                issuer, serial = unstored(issuer), unstored(serial)
-                if not isinstance(object_id, int) or issuer is None or serial is None:
-                    self.warnings.append(f"{self.cert_db}: object {object_id!r} lacks issuer or serial; ignored")
+            # NSS finds a certificate's trust by a search on issuer and serial bound as BLOBs, which
+            # never finds a number or TEXT: such a trust object is nobody's (certutil shows `,,`)
+            rows = conn.execute(f"SELECT id, typeof(a81) || typeof(a82), a81, a82, {named(attributes)} "
+                                "FROM nssPublic WHERE a0 = ?", (ulong(cls),)).fetchall()
+            for object_id, types, issuer, serial, *values in rows:
+                if types != b"blobblob" or not isinstance(object_id, int) or not 0 <= object_id <= MAX_HANDLE:
+                    self.warnings.append(f"{self.cert_db}: trust object {object_id!r}: its issuer or serial is no "
+                                         "BLOB, or its id is out of range, so NSS never finds it; ignored")
                     continue
+                issuer, serial = unstored(issuer), unstored(serial)
                 raw = {a: v for a, v in zip(attributes, values) if v is not None}  # absent: not kept
                 if EMPTY in raw.values() or {*map(type, raw.values())} - _BLOB:  # rare: as `unstored` reads them
                     raw = {a: unstored(v) for a, v in raw.items()}
