@@ -865,12 +865,11 @@ class NssStore(Store):
         return order
 
     def _apply_macs(self, objects: list[CertObject], keys: KeyDB | None, signatures: dict[bytes, bytes]) -> None:
-        trusts = [trust for obj in objects for trust in (obj.legacy, obj.p11) if trust is not None]
         if keys is not None:
             # Every signature at once (`KeyDB.verify_all`); an attribute not stored has none to check
             # (a certificate hash must be there: `_hash_holds`).
             checked, looked_up = [], []
-            for trust in trusts:
+            for trust in _trusts(objects):
                 object_id, raw, head = trust.id, trust.raw, _SIG_HEAD % trust.id  # sig_key(object_id, a), quicker
                 for a in trust.signed:
                     if a in raw:
@@ -1199,11 +1198,16 @@ def _hash_holds(obj: CertObject, trust: TrustObject) -> bool:
 SIGNATURES_PER_QUERY = 500
 
 
+def _trusts(objects: list[CertObject]) -> list[TrustObject]:
+    """The trust objects of `objects`, each certificate's legacy one before its CKO_TRUST one."""
+    return [trust for obj in objects for trust in (obj.legacy, obj.p11) if trust is not None]
+
+
 def _checked_signatures(objects: list[CertObject]) -> list[str] | None:
     """The ids of the signatures a read checks (`_signed`). None when they are half or more of the
     trust objects' signatures: one scan of them all is then cheaper than a lookup of each (the
     system roots, trusted for server authentication, check 12 of 13)."""
-    trusts = [trust for obj in objects for trust in (obj.legacy, obj.p11) if trust is not None]
+    trusts = _trusts(objects)
     stored = sum(len(LEGACY_SIGNED) if trust.cls == CKO_NSS_TRUST else len(P11_SIGNED) for trust in trusts)
     if 2 * sum(len(trust.signed) for trust in trusts) >= stored:  # counted first: most reads need no ids
         return None
@@ -1212,14 +1216,11 @@ def _checked_signatures(objects: list[CertObject]) -> list[str] | None:
 
 def _proof(objects: list[CertObject], signatures: dict[bytes, bytes]) -> tuple[bytes, int, int, bytes] | None:
     """One signed trust attribute (signature, object id, attribute, value) for `KeyDB.login`."""
-    for obj in objects:
-        for trust in (obj.legacy, obj.p11):
-            if trust is None:
-                continue
-            for attribute in (LEGACY_ATTR if trust.cls == CKO_NSS_TRUST else P11_ATTR).values():
-                value, signature = trust.raw.get(attribute), signatures.get(sig_key(trust.id, attribute))
-                if value is not None and signature is not None:
-                    return signature, trust.id, attribute, value
+    for trust in _trusts(objects):
+        for attribute in (LEGACY_ATTR if trust.cls == CKO_NSS_TRUST else P11_ATTR).values():
+            value, signature = trust.raw.get(attribute), signatures.get(sig_key(trust.id, attribute))
+            if value is not None and signature is not None:
+                return signature, trust.id, attribute, value
     return None
 
 
