@@ -261,8 +261,9 @@ def outline(cert):
     note = _noted(cert.sha256, "outline")[1]
     if note is None:
         return None
-    import json  # imported already (storesync.state), as datetime is by whoever asks for dates
-    from datetime import datetime, timezone
+    import json  # imported already (storesync.state)
+
+    datetime, timezone = der.dates()
 
     try:
         subject, before, after = json.loads(note[:-1].decode())  # (bytes: json finds their encoding first)

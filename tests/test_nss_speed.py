@@ -4,6 +4,7 @@ result could differ (trust read back, passwords)."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -167,11 +168,12 @@ def test_the_systems_roots_outlines_read_by_hand_are_cryptographys():
         assert der.validity(fields.validity) == (root.not_valid_before_utc, root.not_valid_after_utc)
 
 
-def list_json_in_process(db: Path, state: Path, walks: bool = False) -> tuple[str, bool]:
-    """`storesync list nss:DB --json` in a fresh interpreter: (its output, whether it imported
-    cryptography), or with `walks` (its output, how many certificates, subjects and validities it
-    read by hand)."""
-    asked = "len(walked)" if walks else "'cryptography' in sys.modules"
+WALKED = "len(walked)"  # how many certificates, subjects and validities a `list` read by hand
+
+
+def list_json_in_process(db: Path, state: Path, asked: str = "'cryptography' in sys.modules") -> tuple[str, object]:
+    """`storesync list nss:DB --json` in a fresh interpreter: (its output, the value of the
+    expression `asked` after it: by default whether it imported cryptography)."""
     code = ("import contextlib, io, sys\nfrom storesync.cli import main\nfrom storesync import der, model\n"
             "walked = []\nrfc4514, validity, fields = model.rfc4514, der.validity, der.cert_fields\n"
             "model.rfc4514 = lambda name: (walked.append(1), rfc4514(name))[1]\n"
@@ -184,7 +186,7 @@ def list_json_in_process(db: Path, state: Path, walks: bool = False) -> tuple[st
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     output, _, said = result.stdout.rstrip("\n").rpartition("\n")
-    return (output, int(said)) if walks else (output, said == "True")
+    return output, ast.literal_eval(said)
 
 
 @pytest.mark.filterwarnings("ignore:Attribute's length must be")  # the 70-character CN, on purpose
@@ -230,11 +232,28 @@ def test_a_second_list_shows_each_certificate_by_its_remembered_outline(tmp_path
     db, state = new_db(tmp_path / "db"), tmp_path / "state"
     synced = storesync("sync", f"pem:{bundle}", f"nss:{db}", env={**os.environ, "STORESYNC_STATE_DIR": str(state)})
     assert synced.returncode == 0, synced.stderr
-    first, walked = list_json_in_process(db, state, walks=True)
+    first, walked = list_json_in_process(db, state, WALKED)
     assert walked == 3 * len(ders)  # each certificate's outline, subject and validity, once
-    again, walked_again = list_json_in_process(db, state, walks=True)
+    again, walked_again = list_json_in_process(db, state, WALKED)
     assert (again, walked_again) == (first, 0)
     assert again == list_json_in_process(db, tmp_path / "no-memory")[0]  # cryptography's own, parsed anew
+
+
+def test_a_list_of_remembered_certificates_imports_neither_datetime_nor_the_sqlite3_package(tmp_path, pki):
+    """On Python 3.11 both run pure Python at import that `list` does without (1/40 of a `list` of
+    the system roots): datetime.py defines a twin of each C type it then replaces, and the sqlite3
+    package imports datetime for adapters storesync never uses. The C modules do the same work."""
+    db, state = new_db(tmp_path / "db"), tmp_path / "state"
+    pem = pki.ca("Dated Root").write(tmp_path / "dated.pem")
+    synced = storesync("sync", f"pem:{pem}", f"nss:{db}", env={**os.environ, "STORESYNC_STATE_DIR": str(state)})
+    assert synced.returncode == 0, synced.stderr
+    first = list_json_in_process(db, state)[0]  # the outline is remembered from here on
+    output, imported = list_json_in_process(db, state, "[m for m in ('datetime', 'sqlite3') if m in sys.modules]")
+    assert output == first and imported == []
+    import json
+
+    entry, = json.loads(output)["entries"]
+    assert entry["label"] == "Dated Root" and entry["not_after"].endswith("Z")
 
 
 # --- reads per sync ------------------------------------------------------------------------

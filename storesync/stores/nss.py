@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import struct
 import time
-from datetime import datetime, timezone
+
+try:  # the C module `sqlite3` re-exports: its package also imports datetime (for adapters unused here)
+    import _sqlite3 as sqlite3
+except ImportError:  # pragma: no cover - a Python whose sqlite3 is not _sqlite3
+    import sqlite3
 
 from storesync import der, loadable, pbe
 from storesync.fsio import absolute, atomic_write, owner_of, read_bytes, remove_file, run_as, stat_version
@@ -56,6 +59,7 @@ from storesync.stores import PASSWORD_FILE, Store, cannot_read, not_a_file, open
 
 TYPE_CHECKING = False  # typing's, without importing typing (nor dataclasses) on the one-shot path
 if TYPE_CHECKING:
+    from datetime import datetime
     from typing import Any, Callable, Iterable
 
     from storesync.engine.plan import Plan
@@ -463,7 +467,7 @@ def email_of(cert: Certificate) -> bytes | None:
 
 
 def _utctime_bytes(when: datetime) -> bytes:
-    when = when.astimezone(timezone.utc)
+    when = when.astimezone(der.dates()[1].utc)
     if 1950 <= when.year < 2050:
         return when.strftime("%y%m%d%H%M%SZ").encode("ascii")
     return when.strftime("%Y%m%d%H%M%SZ").encode("ascii")
