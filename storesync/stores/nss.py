@@ -487,11 +487,11 @@ class TrustObject:
 
 
 class CertObject:
-    __slots__ = ("id", "der", "cert", "label", "issuer", "serial", "distrust_after", "legacy", "p11", "skew")
+    __slots__ = ("id", "cert", "label", "issuer", "serial", "distrust_after", "legacy", "p11", "skew")
 
     def __init__(self, id: int, cert: Certificate, label: str | None, issuer: bytes, serial: bytes,
                  distrust_after: dict[str, datetime]):
-        self.id, self.cert, self.der, self.label = id, cert, cert.der, label
+        self.id, self.cert, self.label = id, cert, label
         self.issuer, self.serial = issuer, serial
         self.distrust_after = distrust_after
         self.legacy: TrustObject | None = None
